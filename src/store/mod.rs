@@ -1,0 +1,96 @@
+//! Credential stores. The handler talks to a `Store` and never knows which kind it is.
+//!
+//! Plain Rust: no nginx types here, so everything is unit-testable with `cargo test`.
+
+use std::net::IpAddr;
+
+pub mod passwd_file;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use crate::protocol::{Method, Protocol};
+
+/// What a store is asked. Values are already unescaped.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub user: &'a str,
+    pub protocol: Protocol,
+    pub method: Method,
+    pub client_ip: Option<IpAddr>,
+    pub local_ip: Option<IpAddr>,
+}
+
+/// One account as a store returns it. Only `password` is mandatory; every other field is
+/// optional routing/policy information (see DESIGN.md §2 and issue 4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Account {
+    /// Stored password in any supported scheme (`{SCHEME}...`, `$6$...`, `$2y$...`, ...).
+    pub password: String,
+    /// Per-user backend address (IP literal) and port.
+    pub server: Option<String>,
+    pub port: Option<u16>,
+    /// Login name to present to the backend (Auth-User in the answer).
+    pub backend_user: Option<String>,
+    /// Password to present to the backend (Auth-Pass in the answer), for master-user setups.
+    pub backend_pass: Option<String>,
+    /// `false` refuses the account.
+    pub enabled: bool,
+    /// Which protocols may be used; `None` = all.
+    pub protocols: Option<Vec<Protocol>>,
+    /// Networks the user may log in from; `None` = anywhere.
+    pub networks: Option<Vec<crate::policy::Cidr>>,
+    /// Per-user Auth-Wait on failure (seconds).
+    pub wait: Option<u32>,
+    /// Extra `key=value` fields (Dovecot passwd-file extra fields), kept for later use.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Why a lookup could not be answered. Always answered as a *temporary* failure: never OK.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreError {
+    /// Store description, e.g. the file path.
+    pub source: String,
+    /// Human-readable cause for the error log.
+    pub cause: String,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.source, self.cause)
+    }
+}
+
+/// A message a store wants in nginx's error log (e.g. a malformed line at load time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreNotice {
+    pub level: NoticeLevel,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    Error,
+    Warn,
+    Info,
+}
+
+pub trait Store: Send + Sync {
+    /// Looks the user up. `Ok(None)`: no such user. `Err`: the store is broken/unreachable.
+    /// May re-open/re-read the underlying file if it changed (mtime/inode/size).
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError>;
+
+    /// Messages gathered since the last call (load problems, reloads); the FFI layer logs them.
+    fn take_notices(&self) -> Vec<StoreNotice>;
+
+    /// A number that changes whenever the store's content may have changed (used by the cache).
+    fn generation(&self) -> u64;
+
+    /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
+    fn describe(&self) -> String;
+
+    /// Whether a lookup may block (disk I/O, database locks): such stores are asked on the
+    /// thread pool, never on nginx's event loop. In-memory stores answer `false`.
+    fn may_block(&self) -> bool {
+        false
+    }
+}
