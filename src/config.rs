@@ -1,0 +1,101 @@
+//! Parsing of directive arguments (plain Rust, unit-tested; the FFI layer only calls these).
+
+use crate::auth::Backend;
+use crate::protocol::{self, Protocol};
+
+/// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
+/// literal (nginx mail parses Auth-Server with ngx_parse_addr: no host names).
+pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let end = rest.find(']').ok_or_else(|| format!("\"{v}\": missing ']'"))?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("\"{v}\": unexpected \"{after}\" after ']'")),
+        };
+        (host, port)
+    } else {
+        match v.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(format!("\"{v}\": IPv6 addresses must be written in brackets, e.g. [::1]:143"))
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (v, None),
+        }
+    };
+    let ip = protocol::parse_server(host)
+        .ok_or_else(|| format!("\"{host}\" is not an IP address (nginx mail needs an IP literal for Auth-Server)"))?;
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("invalid port \"{p}\"")),
+        },
+    };
+    Ok(Backend { server: ip.to_string(), port })
+}
+
+pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
+    Protocol::parse(v.as_bytes())
+        .ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
+}
+
+/// nginx time syntax reduced to what Auth-Wait carries (whole seconds): "3", "3s", "2m", "1h".
+pub fn parse_seconds(v: &str) -> Result<u32, String> {
+    let bad = || format!("invalid time \"{v}\" (whole seconds, e.g. 3s, 2m)");
+    let (num, mult) = match v.as_bytes().last() {
+        Some(b's') => (&v[..v.len() - 1], 1),
+        Some(b'm') => (&v[..v.len() - 1], 60),
+        Some(b'h') => (&v[..v.len() - 1], 3600),
+        Some(c) if c.is_ascii_digit() => (v, 1),
+        _ => return Err(bad()),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u32 = num.parse().map_err(|_| bad())?;
+    n.checked_mul(mult)
+        .filter(|s| *s <= 24 * 3600)
+        .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_forms() {
+        assert_eq!(parse_backend("127.0.0.1:1143", 143), Ok(Backend { server: "127.0.0.1".into(), port: 1143 }));
+        assert_eq!(parse_backend("127.0.0.1", 110), Ok(Backend { server: "127.0.0.1".into(), port: 110 }));
+        assert_eq!(parse_backend("[::1]:2525", 25), Ok(Backend { server: "::1".into(), port: 2525 }));
+        assert_eq!(parse_backend("[::1]", 25), Ok(Backend { server: "::1".into(), port: 25 }));
+    }
+
+    #[test]
+    fn backend_errors() {
+        for bad in ["mail.example.org:143", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:143", "[::1", "[::1]x", ""] {
+            assert!(parse_backend(bad, 143).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("3"), Ok(3));
+        assert_eq!(parse_seconds("3s"), Ok(3));
+        assert_eq!(parse_seconds("2m"), Ok(120));
+        assert_eq!(parse_seconds("1h"), Ok(3600));
+        assert_eq!(parse_seconds("0"), Ok(0));
+        for bad in ["", "s", "-1", "1.5s", "3d", "25h", "99999999999"] {
+            assert!(parse_seconds(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(parse_protocol("imap"), Ok(Protocol::Imap));
+        assert_eq!(parse_protocol("POP3"), Ok(Protocol::Pop3));
+        assert!(parse_protocol("lmtp").is_err());
+    }
+}
