@@ -1,0 +1,175 @@
+//! The Basic-credential bridge (no set_misc needed):
+//! - `$mail_auth_basic` = `Basic base64(user:pass)` from the unescaped Auth-User / Auth-Pass;
+//! - `mail_auth_basic_header on;` puts that value into the request's Authorization header before
+//!   the access phase, so `auth_basic` / `auth_request` in the same location check mail users;
+//! - a header filter turns the access phase's 401/403 (and 5xx) in a `mail_auth` location into a
+//!   proper auth_http failure answer, so nobody needs `error_page` tricks.
+
+use std::time::Instant;
+
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_output_header_filter_pt,
+    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_request_t, ngx_http_variable_t,
+    ngx_int_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_DECLINED, NGX_ERROR,
+    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+
+use super::{guard, util, Module};
+use crate::auth;
+
+
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+
+pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let mut name = ngx_str_t {
+        len: "mail_auth_basic".len(),
+        data: c"mail_auth_basic".as_ptr() as *mut u8,
+    };
+    // SAFETY: called from preconfiguration with a live cf; nginx copies the name.
+    let v: *mut ngx_http_variable_t =
+        unsafe { ngx::ffi::ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _) };
+    if v.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: `v` was just returned non-null by ngx_http_add_variable.
+    unsafe {
+        (*v).get_handler = Some(basic_variable);
+        (*v).data = 0;
+    }
+    NGX_OK as ngx_int_t
+}
+
+pub fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: postconfiguration runs once, single-threaded, with a live cf; pushing a phase
+    // handler and chaining the header filter is the documented way for modules to hook in.
+    unsafe {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let h = ngx_array_push(
+            &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize].handlers,
+        ) as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        *h = Some(preaccess_handler);
+
+        NEXT_HEADER_FILTER = ngx::ffi::ngx_http_top_header_filter;
+        ngx::ffi::ngx_http_top_header_filter = Some(header_filter);
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// `Basic base64(user:pass)` from the request's Auth-User/Auth-Pass, or why not.
+fn basic_value(req: &Request) -> Result<Vec<u8>, String> {
+    let headers = util::headers_in(req);
+    let user = util::find_header(&headers, "Auth-User").ok_or("no Auth-User header")?;
+    let pass = util::find_header(&headers, "Auth-Pass").ok_or("no Auth-Pass header")?;
+    crate::basic::basic_credentials(user, pass).map_err(|e| e.to_string())
+}
+
+unsafe extern "C" fn basic_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx calls variable handlers with a live request and value slot.
+        let req = unsafe { Request::from_ngx_http_request(r) };
+        let value = basic_value(req).unwrap_or_default();
+        let Some(s) = util::pool_str(req.pool().as_ptr(), &value) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        // SAFETY: `v` is the live slot nginx asked us to fill; data lives in the request pool.
+        unsafe {
+            (*v).data = s.data;
+            (*v).set_len(s.len as _);
+            (*v).set_valid(1);
+            (*v).set_no_cacheable(0);
+            (*v).set_not_found(0);
+            (*v).set_escape(0);
+        }
+        NGX_OK as ngx_int_t
+    })
+}
+
+unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
+        // SAFETY: phase handlers get a live request.
+        let req = unsafe { Request::from_ngx_http_request(r) };
+        let Some(lc) = Module::location_conf(req) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        if !lc.enabled || !lc.basic_header() || !req.is_main() {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        match basic_value(req) {
+            Ok(v) => {
+                if util::set_authorization_in(r, &v).is_none() {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                }
+            }
+            Err(e) => {
+                // No usable credentials: leave Authorization unset, so auth_basic answers 401
+                // and the header filter turns that into a failed login.
+                util::log(req.log(), lc.log_level(), &format!("mail_auth: no Basic credentials for this request: {e}"));
+            }
+        }
+        NGX_DECLINED as ngx_int_t
+    })
+}
+
+unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let converted = guard(Err(()), || convert_refusal(r));
+    if converted.is_err() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: NEXT_HEADER_FILTER was set in postconfiguration before any request runs.
+    match unsafe { NEXT_HEADER_FILTER } {
+        Some(next) => unsafe { next(r) },
+        None => NGX_OK as ngx_int_t,
+    }
+}
+
+/// In a `mail_auth` location, a 401/403 (auth_basic, auth_request, deny) becomes
+/// `Auth-Status: Invalid login or password`, and a 5xx a temporary failure: nginx mail then
+/// tells the client, waits Auth-Wait, and never sees an HTTP error.
+fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
+    // SAFETY: header filters get a live request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    if !req.is_main() {
+        return Ok(());
+    }
+    let Some(lc) = Module::location_conf(req) else { return Ok(()) };
+    let Some(engine) = lc.engine.as_ref() else { return Ok(()) };
+    // SAFETY: reading the status of the live request.
+    let status = unsafe { (*r).headers_out.status };
+    let temporary = match status as u32 {
+        NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN => false,
+        s if s >= 500 => true,
+        _ => return Ok(()),
+    };
+    let headers = util::headers_in(req);
+    let Some(outcome) = auth::refusal_from_status(&engine.cfg, &headers, status as u16, temporary) else {
+        // Not an auth_http request at all (no Auth-Protocol): leave the HTTP error alone.
+        return Ok(());
+    };
+    super::handler::log_decision(lc.log_level(), req.log(), None, &outcome, Instant::now());
+    // SAFETY: the live request's output headers; hash = 0 makes nginx skip a header, which is
+    // how WWW-Authenticate from auth_basic is dropped.
+    unsafe {
+        let wa = (*r).headers_out.www_authenticate;
+        if !wa.is_null() {
+            (*wa).hash = 0;
+        }
+        (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+        (*r).headers_out.status_line.len = 0;
+        (*r).err_status = 0;
+    }
+    for (k, v) in outcome.response.headers() {
+        util::push_header_out(r, k, &v).ok_or(())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! Directives and the location configuration.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+
+use super::{conf_err, conf_ok, guard, util};
+use crate::auth::{AuthConfig, Backend};
+use crate::config;
+use crate::protocol::Protocol;
+use crate::store::{self, NoticeLevel, Store};
+
+/// What a `mail_auth` location answers with, built once at configuration time.
+pub struct Engine {
+    pub cfg: AuthConfig,
+    /// `None` in bridge-only mode (`mail_auth_basic_header on` without a store): the access
+    /// phase (auth_basic / auth_request) has already decided.
+    pub store: Option<Arc<dyn Store>>,
+    /// Where costly verification and blocking lookups run; `None`: inline.
+    pub thread_pool: Option<super::offload::PoolRef>,
+}
+
+#[derive(Default)]
+pub struct LocConf {
+    /// `mail_auth;` in this location.
+    pub enabled: bool,
+    pub passwd_file: Option<String>,
+    pub sqlite: Option<String>,
+    pub sqlite_query: Option<String>,
+    pub backends: [Option<Backend>; 3],
+    pub fail_wait: Option<u32>,
+    pub basic_header: Option<bool>,
+    pub log_level: Option<ngx_uint_t>,
+    /// `mail_auth_thread_pool NAME|off` (default: nginx's `default` pool).
+    pub thread_pool: Option<String>,
+    pub engine: Option<Arc<Engine>>,
+}
+
+impl LocConf {
+    pub fn log_level(&self) -> ngx_uint_t {
+        self.log_level.unwrap_or(NGX_LOG_INFO as ngx_uint_t)
+    }
+    pub fn basic_header(&self) -> bool {
+        self.basic_header.unwrap_or(false)
+    }
+}
+
+const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+macro_rules! command {
+    ($name:literal, $flags:expr, $set:ident) => {
+        ngx_command_t {
+            name: ngx_string!($name),
+            type_: ($flags) as ngx_uint_t,
+            set: Some($set),
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
+            offset: 0,
+            post: std::ptr::null_mut(),
+        }
+    };
+}
+
+pub static mut COMMANDS: [ngx_command_t; 10] = [
+    command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
+    command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
+    command!("mail_auth_sqlite", ANY | NGX_CONF_TAKE1, set_sqlite),
+    command!("mail_auth_sqlite_query", ANY | NGX_CONF_TAKE1, set_sqlite_query),
+    command!("mail_auth_backend", ANY | NGX_CONF_TAKE2, set_backend),
+    command!("mail_auth_fail_wait", ANY | NGX_CONF_TAKE1, set_fail_wait),
+    command!("mail_auth_basic_header", ANY | NGX_CONF_FLAG, set_basic_header),
+    command!("mail_auth_log_level", ANY | NGX_CONF_TAKE1, set_log_level),
+    command!("mail_auth_thread_pool", ANY | NGX_CONF_TAKE1, set_thread_pool),
+    ngx_command_t::empty(),
+];
+
+/// The directive's arguments after the name, as byte slices.
+fn args<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
+    // SAFETY: nginx calls directive handlers with `cf->args` holding the directive name and its
+    // arguments as ngx_str_t values allocated from the configuration pool.
+    unsafe {
+        let a = &*(*cf).args;
+        let elts = std::slice::from_raw_parts(a.elts as *const ngx_str_t, a.nelts);
+        elts.iter().skip(1).map(|s| util::str_bytes(s)).collect()
+    }
+}
+
+fn arg_str<'a>(cf: *mut ngx_conf_t, i: usize) -> Result<&'a str, String> {
+    let a = args(cf);
+    let v = a.get(i).ok_or_else(|| "missing argument".to_string())?;
+    std::str::from_utf8(v).map_err(|_| "argument is not valid UTF-8".to_string())
+}
+
+/// # Safety
+/// `conf` is this module's location configuration, as nginx passes it to directive handlers.
+unsafe fn loc<'a>(conf: *mut c_void) -> &'a mut LocConf {
+    // SAFETY: guaranteed by the caller (see above).
+    unsafe { &mut *(conf as *mut LocConf) }
+}
+
+/// Resolves a relative path against nginx's prefix (like ngx_conf_full_name).
+fn full_path(cf: *mut ngx_conf_t, p: &str) -> String {
+    if p.starts_with('/') {
+        return p.to_string();
+    }
+    // SAFETY: cf->cycle is the cycle being configured; its prefix is a valid ngx_str_t.
+    let prefix = unsafe { util::str_bytes(&(*(*cf).cycle).prefix) };
+    let mut s = String::from_utf8_lossy(prefix).into_owned();
+    if !s.is_empty() && !s.ends_with('/') {
+        s.push('/');
+    }
+    s.push_str(p);
+    s
+}
+
+macro_rules! setter {
+    ($name:ident, |$cf:ident, $lc:ident| $body:block) => {
+        extern "C" fn $name(
+            $cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            guard(ngx::core::NGX_CONF_ERROR, || {
+                // SAFETY: nginx passes this module's loc conf for NGX_HTTP_LOC_CONF_OFFSET.
+                let $lc = unsafe { loc(conf) };
+                let r: Result<(), String> = (|| $body)();
+                match r {
+                    Ok(()) => conf_ok(),
+                    Err(e) => conf_err($cf, &e),
+                }
+            })
+        }
+    };
+}
+
+fn once<T>(slot: &Option<T>, name: &str) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("\"{name}\" directive is duplicate"));
+    }
+    Ok(())
+}
+
+setter!(set_mail_auth, |cf, lc| {
+    if lc.enabled {
+        return Err("\"mail_auth\" directive is duplicate".into());
+    }
+    lc.enabled = true;
+    let clcf = NgxHttpCoreModule::location_conf_mut(
+        // SAFETY: cf is live during directive processing.
+        unsafe { &*cf },
+    )
+    .ok_or("no http core location configuration")?;
+    clcf.handler = Some(super::handler::content_handler);
+    Ok(())
+});
+
+setter!(set_passwd_file, |cf, lc| {
+    once(&lc.passwd_file, "mail_auth_passwd_file")?;
+    lc.passwd_file = Some(full_path(cf, arg_str(cf, 0)?));
+    Ok(())
+});
+
+setter!(set_sqlite, |cf, lc| {
+    once(&lc.sqlite, "mail_auth_sqlite")?;
+    lc.sqlite = Some(full_path(cf, arg_str(cf, 0)?));
+    Ok(())
+});
+
+setter!(set_sqlite_query, |cf, lc| {
+    once(&lc.sqlite_query, "mail_auth_sqlite_query")?;
+    lc.sqlite_query = Some(arg_str(cf, 0)?.to_string());
+    Ok(())
+});
+
+setter!(set_backend, |cf, lc| {
+    let proto = config::parse_protocol(arg_str(cf, 0)?).map_err(|e| format!("\"mail_auth_backend\": {e}"))?;
+    let idx = proto_index(proto);
+    if lc.backends[idx].is_some() {
+        return Err(format!("duplicate \"mail_auth_backend\" for {proto}"));
+    }
+    let b = config::parse_backend(arg_str(cf, 1)?, proto.default_port())
+        .map_err(|e| format!("invalid \"mail_auth_backend\" address {e}"))?;
+    lc.backends[idx] = Some(b);
+    Ok(())
+});
+
+setter!(set_fail_wait, |cf, lc| {
+    once(&lc.fail_wait, "mail_auth_fail_wait")?;
+    lc.fail_wait = Some(config::parse_seconds(arg_str(cf, 0)?).map_err(|e| format!("\"mail_auth_fail_wait\": {e}"))?);
+    Ok(())
+});
+
+setter!(set_basic_header, |cf, lc| {
+    once(&lc.basic_header, "mail_auth_basic_header")?;
+    lc.basic_header = Some(match arg_str(cf, 0)?.to_ascii_lowercase().as_str() {
+        "on" => true,
+        "off" => false,
+        v => return Err(format!("invalid value \"{v}\" in \"mail_auth_basic_header\", it must be \"on\" or \"off\"")),
+    });
+    Ok(())
+});
+
+setter!(set_log_level, |cf, lc| {
+    once(&lc.log_level, "mail_auth_log_level")?;
+    lc.log_level = Some(match arg_str(cf, 0)?.to_ascii_lowercase().as_str() {
+        "debug" => NGX_LOG_DEBUG as ngx_uint_t,
+        "info" => NGX_LOG_INFO as ngx_uint_t,
+        "notice" => NGX_LOG_NOTICE as ngx_uint_t,
+        "warn" => NGX_LOG_WARN as ngx_uint_t,
+        "error" => NGX_LOG_ERR as ngx_uint_t,
+        v => return Err(format!("invalid log level \"{v}\" in \"mail_auth_log_level\" (debug, info, notice, warn, error)")),
+    });
+    Ok(())
+});
+
+setter!(set_thread_pool, |cf, lc| {
+    once(&lc.thread_pool, "mail_auth_thread_pool")?;
+    let name = arg_str(cf, 0)?;
+    if name.is_empty() {
+        return Err("empty thread pool name in \"mail_auth_thread_pool\"".into());
+    }
+    if !cfg!(ngx_feature = "threads") && name != "off" {
+        return Err("\"mail_auth_thread_pool\" requires nginx built --with-threads (use \"mail_auth_thread_pool off\")".into());
+    }
+    lc.thread_pool = Some(name.to_string());
+    Ok(())
+});
+
+pub fn proto_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Imap => 0,
+        Protocol::Pop3 => 1,
+        Protocol::Smtp => 2,
+    }
+}
+
+/// merge_loc_conf: inherit from the enclosing level, then build the engine of a `mail_auth`
+/// location (open and check the store so that `nginx -t` reports problems).
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes the parent's and this level's conf of this module.
+        let (prev, lc) = unsafe { (loc(prev), loc(conf)) };
+        if lc.passwd_file.is_none() && lc.sqlite.is_none() {
+            lc.passwd_file.clone_from(&prev.passwd_file);
+            lc.sqlite.clone_from(&prev.sqlite);
+        }
+        if lc.sqlite_query.is_none() {
+            lc.sqlite_query.clone_from(&prev.sqlite_query);
+        }
+        for i in 0..3 {
+            if lc.backends[i].is_none() {
+                lc.backends[i].clone_from(&prev.backends[i]);
+            }
+        }
+        lc.fail_wait = lc.fail_wait.or(prev.fail_wait);
+        lc.basic_header = lc.basic_header.or(prev.basic_header);
+        lc.log_level = lc.log_level.or(prev.log_level);
+        if lc.thread_pool.is_none() {
+            lc.thread_pool.clone_from(&prev.thread_pool);
+        }
+
+        if !lc.enabled {
+            return conf_ok();
+        }
+        match build_engine(cf, lc) {
+            Ok(engine) => {
+                lc.engine = Some(Arc::new(engine));
+                conf_ok()
+            }
+            Err(e) => conf_err(cf, &e),
+        }
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_store(cf: *mut ngx_conf_t, path: &str, query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    let query = query.unwrap_or(store::sqlite::DEFAULT_QUERY);
+    match store::sqlite::SqliteStore::check_query(path, query) {
+        Ok(Some(warning)) => util::conf_log(cf, NGX_LOG_WARN as _, &format!("mail_auth_sqlite \"{path}\": {warning}")),
+        Ok(None) => {}
+        Err(e) => return Err(format!("mail_auth_sqlite \"{path}\": {e}")),
+    }
+    let s = store::sqlite::SqliteStore::new(path, query).map_err(|e| format!("mail_auth_sqlite \"{path}\": {e}"))?;
+    Ok(Arc::new(s))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_store(_cf: *mut ngx_conf_t, _path: &str, _query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
+}
+
+fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
+    if lc.passwd_file.is_some() && lc.sqlite.is_some() {
+        return Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into());
+    }
+    let store: Option<Arc<dyn Store>> = if let Some(path) = &lc.passwd_file {
+        let s = store::passwd_file::PasswdFile::open(path)
+            .map_err(|e| format!("mail_auth_passwd_file: {e}"))?;
+        Some(Arc::new(s))
+    } else if let Some(path) = &lc.sqlite {
+        Some(sqlite_store(cf, path, lc.sqlite_query.as_deref())?)
+    } else if lc.basic_header() {
+        None
+    } else {
+        return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into());
+    };
+    if let Some(s) = &store {
+        for n in s.take_notices() {
+            let level = match n.level {
+                NoticeLevel::Error => NGX_LOG_ERR,
+                NoticeLevel::Warn => NGX_LOG_WARN,
+                NoticeLevel::Info => NGX_LOG_INFO,
+            };
+            util::conf_log(cf, level as _, &format!("mail_auth: {}", n.message));
+        }
+    }
+    if lc.backends.iter().all(|b| b.is_none()) {
+        util::conf_log(cf, NGX_LOG_WARN as _, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
+    }
+    let mut cfg = AuthConfig::default();
+    for (p, b) in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp].into_iter().zip(&lc.backends) {
+        if let Some(b) = b {
+            cfg.set_backend(p, b.clone());
+        }
+    }
+    if let Some(w) = lc.fail_wait {
+        cfg.fail_wait = w;
+        cfg.temp_wait = w;
+    }
+    let thread_pool = match lc.thread_pool.as_deref() {
+        Some("off") => None,
+        _ if !cfg!(ngx_feature = "threads") => None,
+        name => Some(
+            super::offload::pool_add(cf, name.unwrap_or("default"))
+                .ok_or("cannot register the thread pool for \"mail_auth\"")?,
+        ),
+    };
+    Ok(Engine { cfg, store, thread_pool })
+}

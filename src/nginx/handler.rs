@@ -1,0 +1,234 @@
+//! The `mail_auth` content handler: auth_http request in, Auth-* answer out.
+
+use std::time::Instant;
+
+use ngx::ffi::{
+    ngx_http_discard_request_body, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
+    ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_DONE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, Request};
+
+use std::sync::Arc;
+
+use super::conf::Engine;
+use super::{guard, offload, util, Module};
+use crate::auth::{self, Outcome, Pending, Step, VerifyResult};
+use crate::protocol::{self, AuthRequest};
+use crate::store::NoticeLevel;
+
+/// nginx content handler for `mail_auth;` locations.
+pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || handle(r))
+}
+
+fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live, non-null request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let Some(lc) = Module::location_conf(req) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(engine) = lc.engine.as_ref() else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let log = req.log();
+
+    // SAFETY: reading the parsed method of the live request.
+    let method = unsafe { (*r).method };
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+        util::log(log, NGX_LOG_INFO as _, "mail_auth: refused a request that is not GET/HEAD (not an auth_http request)");
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    // SAFETY: the request is live; discarding its body is allowed from a content handler.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+
+    let started = Instant::now();
+    let headers = util::headers_in(req);
+    let areq = match protocol::parse_request(headers.iter().copied()) {
+        Ok(a) => a,
+        Err(e) if !looks_like_auth_http(&headers) => {
+            util::log(log, NGX_LOG_ERR as _, &format!("mail_auth: not an auth_http request: {e}"));
+            return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+        }
+        Err(e) => {
+            // An auth_http request with unusable values: a normal failed login for the client.
+            let proto = util::find_header(&headers, "Auth-Protocol").and_then(protocol::Protocol::parse);
+            let outcome = auth::bad_request(&engine.cfg, proto, &e);
+            log_decision(lc.log_level(), log, None, &outcome, started);
+            return send(r, &outcome);
+        }
+    };
+
+    let level = lc.log_level();
+    let Some(store) = engine.store.as_ref() else {
+        // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
+        let outcome = auth::accept(&engine.cfg, &areq, "access phase allowed the request");
+        return answer(r, level, engine, &areq, outcome, started);
+    };
+
+    // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole.
+    if store.may_block() {
+        if let Some(pool) = engine.thread_pool {
+            let job = Box::new(DecideJob { engine: engine.clone(), areq, outcome: None, level, started });
+            return match offload::post(pool, r, job) {
+                Ok(()) => NGX_DONE as ngx_int_t,
+                Err(job) => job.complete(r),
+            };
+        }
+    }
+
+    match auth::begin(&engine.cfg, &areq, store.as_ref()) {
+        Step::Answer(outcome) => answer(r, level, engine, &areq, outcome, started),
+        Step::Verify(pending) => {
+            if pending.is_costly() {
+                if let Some(pool) = engine.thread_pool {
+                    let job = Box::new(VerifyJob { engine: engine.clone(), areq, pending, result: None, level, started });
+                    return match offload::post(pool, r, job) {
+                        Ok(()) => NGX_DONE as ngx_int_t,
+                        Err(job) => job.complete(r),
+                    };
+                }
+            }
+            let result = pending.run();
+            let outcome = auth::finish(&engine.cfg, &areq, pending, result);
+            answer(r, level, engine, &areq, outcome, started)
+        }
+    }
+}
+
+/// Logs the decision (and anything the store wants logged) and sends the answer.
+fn answer(
+    r: *mut ngx_http_request_t,
+    level: ngx_uint_t,
+    engine: &Engine,
+    areq: &AuthRequest,
+    outcome: Outcome,
+    started: Instant,
+) -> ngx_int_t {
+    // SAFETY: `r` is live (content handler or offload completion holding a reference).
+    let log = unsafe { (*(*r).connection).log };
+    log_store_notices(engine, log);
+    log_decision(level, log, Some(areq), &outcome, started);
+    send(r, &outcome)
+}
+
+/// Costly password verification on the thread pool.
+struct VerifyJob {
+    engine: Arc<Engine>,
+    areq: AuthRequest,
+    pending: Pending,
+    result: Option<VerifyResult>,
+    level: ngx_uint_t,
+    started: Instant,
+}
+
+impl offload::Job for VerifyJob {
+    fn run(&mut self) {
+        self.result = Some(self.pending.run());
+    }
+    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
+        let VerifyJob { engine, areq, pending, result, level, started } = *self;
+        let outcome = match result {
+            Some(res) => auth::finish(&engine.cfg, &areq, pending, res),
+            // Not run (queue overflow) or panicked: never OK.
+            None => auth::temporary(&engine.cfg, &areq, "verification did not run (thread pool queue full or task failed)"),
+        };
+        answer(r, level, &engine, &areq, outcome, started)
+    }
+}
+
+/// The whole decision (lookup + verification) on the thread pool, for stores that may block.
+struct DecideJob {
+    engine: Arc<Engine>,
+    areq: AuthRequest,
+    outcome: Option<Outcome>,
+    level: ngx_uint_t,
+    started: Instant,
+}
+
+impl offload::Job for DecideJob {
+    fn run(&mut self) {
+        if let Some(store) = &self.engine.store {
+            self.outcome = Some(auth::decide(&self.engine.cfg, &self.areq, store.as_ref()));
+        }
+    }
+    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
+        let DecideJob { engine, areq, outcome, level, started } = *self;
+        let outcome = outcome.unwrap_or_else(|| {
+            auth::temporary(&engine.cfg, &areq, "lookup did not run (thread pool queue full or task failed)")
+        });
+        answer(r, level, &engine, &areq, outcome, started)
+    }
+}
+
+/// An auth_http request names a method and a protocol nginx knows; anything else (a browser, a
+/// health check, a misrouted request) gets HTTP 400 rather than an Auth-Status answer.
+fn looks_like_auth_http(headers: &[(&[u8], &[u8])]) -> bool {
+    util::find_header(headers, "Auth-Method").and_then(protocol::Method::parse).is_some()
+        && util::find_header(headers, "Auth-Protocol").and_then(protocol::Protocol::parse).is_some()
+}
+
+fn log_store_notices(engine: &Engine, log: *mut ngx::ffi::ngx_log_t) {
+    if let Some(store) = &engine.store {
+        for n in store.take_notices() {
+            let level = match n.level {
+                NoticeLevel::Error => NGX_LOG_ERR,
+                NoticeLevel::Warn => ngx::ffi::NGX_LOG_WARN,
+                NoticeLevel::Info => NGX_LOG_INFO,
+            };
+            util::log(log, level as _, &format!("mail_auth: {}", n.message));
+        }
+    }
+}
+
+/// One line per decision: user, client, protocol, method, result, reason, time taken.
+pub fn log_decision(
+    level: ngx_uint_t,
+    log: *mut ngx::ffi::ngx_log_t,
+    areq: Option<&AuthRequest>,
+    o: &Outcome,
+    started: Instant,
+) {
+    // Broken stores and configuration problems are the operator's business whatever the level.
+    let level = if matches!(o.result, "store-error" | "backend-error" | "internal-error") { NGX_LOG_ERR as _ } else { level };
+    let (client, proto, method, attempt) = match areq {
+        Some(a) => (
+            a.client_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+            a.protocol.as_str(),
+            a.method.as_str(),
+            a.login_attempt,
+        ),
+        None => ("-".into(), "-", "-", 0),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    util::log(
+        log,
+        level,
+        &format!(
+            "mail_auth: user=\"{}\" client={client} protocol={proto} method={method} attempt={attempt} result={} reason=\"{}\" time={ms:.3}ms",
+            protocol::printable(o.user.as_bytes(), 256),
+            o.result,
+            protocol::printable(o.reason.as_bytes(), 512),
+        ),
+    );
+}
+
+/// Sends the answer: status 200, the Auth-* headers, no body.
+pub fn send(r: *mut ngx_http_request_t, o: &Outcome) -> ngx_int_t {
+    for (k, v) in o.response.headers() {
+        if util::push_header_out(r, k, &v).is_none() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+    }
+    // SAFETY: `r` is the live request; we set the status and an empty body, then hand it to
+    // nginx's header and body filter chains as every content handler does.
+    unsafe {
+        (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+        (*r).headers_out.content_length_n = 0;
+        (*r).set_header_only(1);
+        ngx_http_send_header(r)
+    }
+}

@@ -1,0 +1,103 @@
+//! The FFI layer: everything that touches nginx lives below `src/nginx/`.
+//!
+//! - directives and the location configuration (`conf.rs`)
+//! - the content handler answering auth_http (`handler.rs`)
+//! - the Basic-credential bridge: `$mail_auth_basic`, `mail_auth_basic_header`, and the header
+//!   filter turning an access-phase 401/403 into an auth_http failure (`bridge.rs`)
+//!
+//! Every `extern "C"` entry point catches panics (`guard`) so none can unwind into nginx.
+
+pub mod bridge;
+pub mod conf;
+pub mod handler;
+pub mod offload;
+pub mod util;
+
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE, NGX_LOG_ALERT,
+};
+use ngx::http::HttpModule;
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only mutated by nginx while loading configuration
+        // (single-threaded); taking a shared reference afterwards is what nginx itself does.
+        unsafe { &*std::ptr::addr_of!(ngx_http_mail_auth_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        guard(Status::NGX_ERROR.into(), || bridge::add_variables(cf))
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        guard(Status::NGX_ERROR.into(), || bridge::install(cf))
+    }
+}
+
+// SAFETY: `Module::LocationConf` is the type create_loc_conf allocates for this module.
+unsafe impl ngx::http::HttpModuleLocationConf for Module {
+    type LocationConf = conf::LocConf;
+}
+
+static NGX_HTTP_MAIL_AUTH_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
+};
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_mail_auth_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_mail_auth_module: ngx_module_t = ngx_module_t {
+    ctx: std::ptr::addr_of!(NGX_HTTP_MAIL_AUTH_MODULE_CTX) as _,
+    // SAFETY: only the address is taken; nginx reads the command table during configuration.
+    commands: unsafe { std::ptr::addr_of_mut!(conf::COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as _,
+    ..ngx_module_t::default()
+};
+
+/// Runs `f`, turning a panic into `on_panic` plus an alert in the cycle log: a bug in this module
+/// must fail the request, never unwind into C.
+pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(e) => {
+            let what = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            util::log(
+                ngx::log::ngx_cycle_log().as_ptr(),
+                NGX_LOG_ALERT as _,
+                &format!("mail_auth: internal error (panic caught): {what}"),
+            );
+            on_panic
+        }
+    }
+}
+
+/// Directive setters return these.
+pub fn conf_ok() -> *mut c_char {
+    ngx::core::NGX_CONF_OK
+}
+
+pub fn conf_err(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
+    util::conf_log(cf, ngx::ffi::NGX_LOG_EMERG as _, msg);
+    ngx::core::NGX_CONF_ERROR
+}
+
