@@ -1,0 +1,127 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: the passwd-file store while nginx runs. An atomically replaced file
+# (new file + rename, as htpasswd and config management do) is picked up without a reload; a
+# deleted or unreadable file gives a temporary failure (never OK, never a stale answer) and the
+# store recovers when the file comes back. Logins go through nginx's mail proxy (IMAP).
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use Test::Nginx::IMAP;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/mail imap http/);
+workers_can_read($t);
+plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+
+my $d = $t->testdir();
+system('htpasswd', '-cbB', '-C', '5', "$d/users", 'alice', 'first-password') == 0
+	or die "htpasswd failed\n";
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_fail_wait 0;
+        }
+    }
+}
+
+mail {
+    auth_http  127.0.0.1:8080/auth;
+
+    server {
+        listen     127.0.0.1:8143;
+        protocol   imap;
+    }
+}
+
+EOF
+
+$t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
+	alice => '*', bob => '*');
+$t->run()->plan(10);
+$t->waitforsocket('127.0.0.1:' . port(8144));
+
+sub login {
+	my ($user, $pass) = @_;
+	my $s = Test::Nginx::IMAP->new();
+	$s->read();
+	$s->send(qq{a01 LOGIN "$user" "$pass"});
+	return $s->read() // '';
+}
+
+# the store re-checks the file at most once a second: poll for the expected answer
+sub eventually {
+	my ($user, $pass, $re) = @_;
+	return wait_for(5, sub { login($user, $pass) =~ $re }) ? 1 : 0;
+}
+
+###############################################################################
+
+like(login('alice', 'first-password'), qr/^a01 OK/, 'login with the first password');
+
+# replace atomically: a new file renamed over the old one (a new inode)
+
+system('htpasswd', '-cbB', '-C', '5', "$d/users.new", 'alice', 'second-password') == 0
+	or die "htpasswd failed\n";
+system('htpasswd', '-bB', '-C', '5', "$d/users.new", 'bob', 'bob-password') == 0
+	or die "htpasswd failed\n";
+rename("$d/users.new", "$d/users") or die "rename: $!\n";
+
+ok(eventually('bob', 'bob-password', qr/^a01 OK/), 'new user usable without reload');
+like(login('alice', 'first-password'), qr/^a01 NO Invalid login/, 'old password refused');
+like($t->read_file('error.log'), qr/mail_auth: .*users: changed, reloaded 2 users/,
+	'reload of the file logged');
+
+# in-place edit by htpasswd itself (htpasswd rewrites the file)
+
+system('htpasswd', '-bB', '-C', '5', "$d/users", 'bob', 'bob-new') == 0 or die;
+ok(eventually('bob', 'bob-new', qr/^a01 OK/), 'edited file re-read: new password works');
+like(login('bob', 'bob-password'), qr/^a01 NO Invalid login/, 'old password refused after edit');
+
+# deleted: a temporary failure, not OK and not "invalid"
+
+rename("$d/users", "$d/users.saved") or die;
+ok(eventually('alice', 'second-password', qr/^a01 NO Temporary server problem/),
+	'missing file: temporary failure');
+like($t->read_file('error.log'), qr/\[error\].*mail_auth: .*users: cannot .*No such file/,
+	'missing file: error logged with path and cause');
+
+# restored: recovery without reload
+
+rename("$d/users.saved", "$d/users") or die;
+ok(eventually('alice', 'second-password', qr/^a01 OK/), 'restored file: logins work again');
+like($t->read_file('error.log'), qr/users: readable again/, 'recovery logged');
+
+###############################################################################
