@@ -56,7 +56,12 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => {
             // An auth_http request with unusable values: a normal failed login for the client.
             let proto = util::find_header(&headers, "Auth-Protocol").and_then(protocol::Protocol::parse);
-            let outcome = auth::bad_request(&engine.cfg, proto, &e);
+            let mut outcome = auth::bad_request(&engine.cfg, proto, &e);
+            if let Some(raw) = util::find_header(&headers, "Auth-User") {
+                // for the log line only (printed escaped): whom the refused request was for
+                let user = protocol::unescape(raw).unwrap_or_else(|_| raw.to_vec());
+                outcome.user = String::from_utf8_lossy(&user).into_owned();
+            }
             log_decision(lc.log_level(), log, None, &outcome, started);
             return send(r, &outcome);
         }
