@@ -167,4 +167,24 @@ sub smtp {
 	});
 }
 
+
+
+# A tiny HTTP authentication service for auth_request tests: answers 204 when the request's
+# Authorization header is one of the expected values, 401 otherwise, and logs every header it
+# got as "authorization=<value>" to $log.
+sub http_auth {
+	my ($port, $log, @expected) = @_;
+	my %ok = map { $_ => 1 } @expected;
+	serve($port, sub {
+		my ($c) = @_;
+		my $auth = '';
+		while (defined(my $l = readline_crlf($c))) {
+			last if $l eq '';
+			$auth = $1 if $l =~ /^Authorization:\s*(.*)$/i;
+		}
+		record($log, "authorization=$auth");
+		my $status = $ok{$auth} ? '204 No Content' : '401 Unauthorized';
+		print $c "HTTP/1.0 $status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+	});
+}
 1;

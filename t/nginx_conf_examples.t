@@ -1,0 +1,84 @@
+#!/usr/bin/perl
+
+# Every example in nginx-conf/ is started here, so the examples cannot rot: the file is taken as
+# it is, with only its ports moved to free ones, its pid/error_log replaced by the harness's and
+# its load_module line by TEST_GLOBALS; `nginx -t` must pass, then one real IMAP login (Python
+# imaplib) goes through the example's mail proxy to a fake backend.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my @examples = sort glob("$FindBin::Bin/../nginx-conf/*.conf");
+plan(skip_all => 'no examples') unless @examples;
+plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+{
+	my $probe = Test::Nginx->new();
+	plan(skip_all => 'nginx without mail/imap') unless $probe->has_module('mail')
+		and $probe->has_module('imap');
+}
+
+# per example: nginx -t, one login; plus the harness's two checks (alerts, sanitizer) each
+plan(tests => 4 * @examples + 1);
+
+# the point of the bridge: no set_misc / NDK directive in any example (comments aside)
+my @third_party = grep { /^\s*[^#\s]*\b(set_unescape_uri|set_encode_base64|set_decode_base64|set_by_lua|ndk_set_var_value)\b/m }
+	map { open my $f, '<', $_ or die; local $/; <$f> } @examples;
+is(scalar @third_party, 0, 'no set_misc or NDK directive in the examples');
+
+for my $file (@examples) {
+	my ($name) = $file =~ m!([^/]+)\.conf$!;
+
+	open my $fh, '<', $file or die "$file: $!\n";
+	my $conf = do { local $/; <$fh> };
+	close $fh;
+
+	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+	$conf = "%%TEST_GLOBALS%%\n" . $conf
+		unless $conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m;
+	$conf = "daemon off;\n" . $conf;
+	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	$conf =~ s/(Auth-Port\s+)(\d+)/$1%%PORT_$2%%/g;
+
+	my $t = Test::Nginx->new();
+	workers_can_read($t);
+	my $d = $t->testdir();
+	mkdir "$d/logs";
+	system('htpasswd', '-cbB', '-C', '5', "$d/users.htpasswd", 'alice', 'alice-secret') == 0
+		or die "htpasswd failed\n";
+	$t->write_file_expand('nginx.conf', $conf);
+
+	my $rc = system("$Test::Nginx::NGINX -t -q -p $d/ -c nginx.conf -e error.log "
+		. "2> $d/nginx-t.log");
+	is($rc, 0, "$name: nginx -t") or diag($t->read_file('nginx-t.log'));
+
+	$t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/backend.log",
+		alice => 'alice-secret');
+	$t->run_daemon(\&MailAuthBackend::http_auth, port(9181), "$d/http-auth.log",
+		'Basic YWxpY2U6YWxpY2Utc2VjcmV0');
+	$t->run();
+	$t->waitforsocket('127.0.0.1:' . port(11143));
+	$t->waitforsocket('127.0.0.1:' . port(9181));
+	$t->waitforsocket('127.0.0.1:' . port(1143));
+
+	my ($code, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-secret');
+	is($code, 0, "$name: IMAP login through the example") or diag($out);
+	$t->stop();
+	$t->stop_daemons();
+}
+
+###############################################################################
