@@ -136,7 +136,7 @@ pub struct Pending {
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
-            .field("stored", &self.stored)
+            .field("scheme", &scheme::scheme_name(&self.stored))
             .field("password", &"<redacted>")
             .field(
                 "subject",
@@ -153,7 +153,8 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// The stored hash to verify against (a dummy one for an unknown user).
+    /// The stored hash to verify against; for an unknown user, the hash whose family (scheme and
+    /// cost) the dummy verification imitates.
     pub fn stored(&self) -> &str {
         &self.stored
     }
@@ -165,7 +166,11 @@ impl Pending {
 
     /// Runs the verification (constant-time comparison inside `scheme`).
     pub fn run(&self) -> VerifyResult {
-        match scheme::verify(&self.stored, &self.password) {
+        let target = match self.subject {
+            Subject::Unknown => scheme::dummy_hash(&self.stored),
+            Subject::Known { .. } => self.stored.as_str(),
+        };
+        match scheme::verify(target, &self.password) {
             Ok(true) => VerifyResult::Match,
             Ok(false) => VerifyResult::Mismatch,
             Err(e) => VerifyResult::Error(e.to_string()),
@@ -186,13 +191,15 @@ pub enum Step {
 /// `htpasswd -nbB -C 10 dummy 'not-a-real-password'`.
 const DEFAULT_HINT: &str = "$2y$10$6B0z.tj3oE5hN.WxVX52MukGZ.L.9tkN4wSFd.7QodUyMYwtwrvDq";
 
-/// Per store (keyed by `Store::describe`): the dummy hash for unknown users, of the same
-/// family and cost as the last stored hash that store returned.
-static DUMMY: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+/// Per store (keyed by `Store::describe`): the last stored hash that store returned, the family
+/// (scheme and cost) the dummy hash for unknown users is made like. Only the hint is kept here:
+/// the dummy itself is made (once, it may take as long as a bcrypt) inside `Pending::run`, i.e.
+/// on the thread pool, never on nginx's event loop.
+static DUMMY: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 const MAX_DUMMY_STORES: usize = 64;
 
 fn remember_hash_family(store: &dyn Store, stored: &str) {
-    let d = scheme::dummy_hash(stored);
+    let d = stored.to_string();
     let key = store.describe();
     let mut g = DUMMY.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(slot) = g.iter_mut().find(|(k, _)| *k == key) {
@@ -205,12 +212,12 @@ fn remember_hash_family(store: &dyn Store, stored: &str) {
     }
 }
 
-fn dummy_hash(store: &dyn Store) -> &'static str {
+fn dummy_hint(store: &dyn Store) -> String {
     let key = store.describe();
     let g = DUMMY.lock().unwrap_or_else(|e| e.into_inner());
     match g.iter().find(|(k, _)| *k == key) {
-        Some((_, d)) => d,
-        None => scheme::dummy_hash(DEFAULT_HINT),
+        Some((_, d)) => d.clone(),
+        None => DEFAULT_HINT.to_string(),
     }
 }
 
@@ -302,7 +309,7 @@ pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
     match store.lookup(&q) {
         Err(e) => Step::Answer(temp_fail(cfg, req, "store-error", e.to_string())),
         Ok(None) => Step::Verify(Pending {
-            stored: dummy_hash(store).to_string(),
+            stored: dummy_hint(store),
             password: req.pass.clone(),
             subject: Subject::Unknown,
         }),
@@ -784,20 +791,26 @@ mod tests {
         let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else {
             panic!()
         };
-        assert_eq!(p.stored(), scheme::dummy_hash(DEFAULT_HINT));
+        assert_eq!(p.stored(), DEFAULT_HINT);
+        assert_eq!(p.run(), VerifyResult::Mismatch, "dummy verification never matches");
         // After seeing a {PLAIN} account of this store, the dummy of that family.
         let _ = decide(&c, &req(Protocol::Imap, "alice", b"x"), &s);
         let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else {
             panic!()
         };
-        assert_eq!(p.stored(), scheme::dummy_hash("{PLAIN}alice pw"));
+        assert_eq!(scheme::scheme_name(p.stored()), "PLAIN");
+        // even the other user's real password does not match the dummy
+        let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else {
+            panic!()
+        };
+        assert_eq!(p.run(), VerifyResult::Mismatch);
         // Another store is not affected.
         let mut other = store();
         other.name = "-other".into();
         let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &other) else {
             panic!()
         };
-        assert_eq!(p.stored(), scheme::dummy_hash(DEFAULT_HINT));
+        assert_eq!(p.stored(), DEFAULT_HINT);
     }
 
     #[test]

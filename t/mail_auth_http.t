@@ -115,7 +115,6 @@ like($r, qr/^Auth-Status: Temporary server problem, try again later\r$/m,
 
 # escaping: the user and password arrive %-escaped (space, %, control characters)
 
-$t->write_file('users2', '');
 $r = auth_http('/auth', %ok, 'Auth-Pass' => 'sec%72et');
 like($r, qr/^Auth-Status: OK\r$/m, 'escaped password is unescaped before checking');
 
