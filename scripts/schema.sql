@@ -1,0 +1,18 @@
+-- ngx-mail-auth: the default SQLite schema (what DEFAULT_QUERY / mail_auth_sqlite_query expects).
+--   sqlite3 users.db < scripts/schema.sql      or      mail-auth-user --sqlite users.db init
+-- The module opens the database read-only; manage it with mail-auth-user or any SQLite client.
+
+CREATE TABLE IF NOT EXISTS users (
+    name         TEXT PRIMARY KEY NOT NULL,  -- the login name (Auth-User), case-sensitive
+    password     TEXT NOT NULL,              -- stored password: $2y$ (bcrypt), $6$, {SSHA512}, {PLAIN} ...
+    enabled      INTEGER NOT NULL DEFAULT 1, -- 0: refused
+    protocols    TEXT,                       -- e.g. 'imap,pop3'; NULL: all of imap, pop3, smtp
+    networks     TEXT,                       -- e.g. '192.0.2.0/24, 2001:db8::/32'; NULL: anywhere
+    server       TEXT,                       -- per-user backend IP (Auth-Server); NULL: mail_auth_backend
+    port         INTEGER,                    -- per-user backend port (Auth-Port)
+    backend_user TEXT,                       -- login presented to the backend (Auth-User), e.g. an alias's real user
+    backend_pass TEXT,                       -- password presented to the backend (Auth-Pass), master-user setups
+    wait         INTEGER,                    -- Auth-Wait (seconds) after a failed login for this user
+    created      TEXT NOT NULL DEFAULT (datetime('now')),
+    updated      TEXT NOT NULL DEFAULT (datetime('now'))
+);

@@ -1,0 +1,330 @@
+//! SQLite store (rusqlite): a configurable query with named parameters, opened read-only, one
+//! connection per nginx worker (opened lazily, after the fork), the statement cached.
+//!
+//! - A missing, unreadable, locked or corrupt database is a `StoreError` (temporary failure,
+//!   never OK); the next lookup tries again, so the store recovers when the file is restored.
+//! - A database replaced atomically (rename) is noticed by its (device, inode, size, mtime) at
+//!   most once per `check_interval` and reopened: no nginx reload needed.
+//! - Nothing is ever written, and no journal/WAL file is created by us (read-only open).
+//!
+//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method`. Result columns
+//! the module understands (others are ignored): `password` (required), `enabled`, `protocols`,
+//! `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`, `wait`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use crate::policy::Cidr;
+use crate::protocol::{self, Protocol};
+
+/// The query used with the schema in `scripts/schema.sql`.
+pub const DEFAULT_QUERY: &str = "SELECT password, enabled, protocols, networks, server, port, \
+     backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
+
+/// The named parameters a query may use.
+pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip", ":method"];
+
+/// A stored password that never verifies (an unknown scheme: fails closed).
+const NO_PASSWORD: &str = "!";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> FileId {
+        FileId { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
+    }
+}
+
+struct Inner {
+    conn: Option<Connection>,
+    id: Option<FileId>,
+    last_check: Option<Instant>,
+    broken: Option<String>,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    sql: String,
+    check_interval: Duration,
+    busy_timeout: Duration,
+    inner: Mutex<Inner>,
+    notices: Mutex<Vec<StoreNotice>>,
+    generation: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    Ok(conn)
+}
+
+/// Checks the query's shape on a prepared statement: known named parameters only, and a
+/// `password` result column.
+fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
+    for i in 1..=stmt.parameter_count() {
+        match stmt.parameter_name(i) {
+            Some(name) if PARAMETERS.contains(&name) => {}
+            Some(name) => {
+                return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", ")))
+            }
+            None => return Err("positional parameters (?) are not supported; use :user, :protocol ...".into()),
+        }
+    }
+    if !stmt.column_names().iter().any(|c| c.eq_ignore_ascii_case("password")) {
+        return Err("query does not return a \"password\" column".into());
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Checks `sql` against the database at configuration time (`nginx -t`). `Ok(Some(w))`: the
+    /// database does not exist yet, so only a warning; `Err`: a configuration error.
+    pub fn check_query(path: &str, sql: &str) -> Result<Option<String>, String> {
+        if sql.trim().is_empty() {
+            return Err("empty query".into());
+        }
+        if !Path::new(path).exists() {
+            return Ok(Some("database does not exist (yet); the query will be checked when it is opened".into()));
+        }
+        let conn = open_read_only(Path::new(path), Duration::from_millis(500))
+            .map_err(|e| format!("cannot open read-only: {e}"))?;
+        let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
+        check_statement(&stmt)
+            .map_err(|e| format!("invalid query: {e}"))
+            .map(|()| None)
+    }
+
+    /// Makes the store. Opens nothing: each nginx worker opens its own connection on first use.
+    pub fn new(path: &str, sql: &str) -> Result<SqliteStore, String> {
+        if sql.trim().is_empty() {
+            return Err("empty query".into());
+        }
+        Ok(SqliteStore {
+            path: PathBuf::from(path),
+            sql: sql.to_string(),
+            check_interval: Duration::from_secs(1),
+            busy_timeout: Duration::from_millis(100),
+            inner: Mutex::new(Inner { conn: None, id: None, last_check: None, broken: None }),
+            notices: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// How often the file is stat()ed for replacement (default 1 s; 0 in tests).
+    pub fn with_check_interval(mut self, d: Duration) -> SqliteStore {
+        self.check_interval = d;
+        self
+    }
+
+    fn err(&self, cause: impl Into<String>) -> StoreError {
+        StoreError { source: self.describe(), cause: cause.into() }
+    }
+
+    fn mark_broken(&self, inner: &mut Inner, cause: &str) {
+        inner.conn = None;
+        if inner.broken.as_deref() != Some(cause) {
+            lock(&self.notices).push(StoreNotice {
+                level: NoticeLevel::Error,
+                message: format!("{}: {cause}; answering with a temporary failure", self.path.display()),
+            });
+        }
+        inner.broken = Some(cause.to_string());
+    }
+
+    /// Notices a replaced or vanished file; drops the connection when the file changed.
+    fn refresh(&self, inner: &mut Inner) -> Result<(), String> {
+        let now = Instant::now();
+        let due = inner.last_check.map_or(true, |l| now.saturating_duration_since(l) >= self.check_interval);
+        if !due && inner.conn.is_some() {
+            return Ok(());
+        }
+        inner.last_check = Some(now);
+        let meta = std::fs::metadata(&self.path).map_err(|e| format!("cannot stat: {e}"))?;
+        let id = FileId::of(&meta);
+        if inner.id != Some(id) {
+            if inner.id.is_some() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            inner.id = Some(id);
+            inner.conn = None;
+        }
+        Ok(())
+    }
+
+    fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<Vec<(String, Option<String>)>>, String> {
+        self.refresh(inner)?;
+        if inner.conn.is_none() {
+            inner.conn = Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
+        }
+        let Some(conn) = inner.conn.as_ref() else {
+            return Err("no connection".into());
+        };
+        let mut stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
+        check_statement(&stmt)?;
+        let client_ip = q.client_ip.map(|ip| ip.to_string());
+        let local_ip = q.local_ip.map(|ip| ip.to_string());
+        for i in 1..=stmt.parameter_count() {
+            let name = stmt.parameter_name(i).unwrap_or("").to_string();
+            let r = match name.as_str() {
+                ":user" => stmt.raw_bind_parameter(i, q.user),
+                ":protocol" => stmt.raw_bind_parameter(i, q.protocol.as_str()),
+                ":method" => stmt.raw_bind_parameter(i, q.method.as_str()),
+                ":client_ip" => stmt.raw_bind_parameter(i, client_ip.as_deref()),
+                ":local_ip" => stmt.raw_bind_parameter(i, local_ip.as_deref()),
+                other => return Err(format!("unknown parameter \"{other}\"")),
+            };
+            r.map_err(|e| format!("binding {name}: {e}"))?;
+        }
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_ascii_lowercase()).collect();
+        let mut rows = stmt.raw_query();
+        let row = match rows.next().map_err(|e| format!("query: {e}"))? {
+            Some(row) => row,
+            None => return Ok(None),
+        };
+        let mut cols = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let v = row.get_ref(i).map_err(|e| format!("column {name}: {e}"))?;
+            let s = match v {
+                ValueRef::Null => None,
+                ValueRef::Integer(n) => Some(n.to_string()),
+                ValueRef::Real(f) => Some(f.to_string()),
+                ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            };
+            cols.push((name.clone(), s));
+        }
+        Ok(Some(cols))
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" | "y" | "t" => Some(true),
+        "0" | "no" | "false" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split([',', ' ', '\t']).filter(|s| !s.is_empty())
+}
+
+/// Maps one result row (lower-cased column name, value) to an account. `Err`: a value the
+/// module cannot use; the caller fails that login with a temporary error and logs the reason.
+pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
+    let mut a = Account { enabled: true, ..Account::default() };
+    let mut have_password = false;
+    for (name, value) in cols {
+        let Some(v) = value.as_deref() else {
+            if name == "password" {
+                have_password = true;
+                a.password = NO_PASSWORD.into();
+            }
+            continue;
+        };
+        match name.as_str() {
+            "password" => {
+                have_password = true;
+                a.password = if v.is_empty() { NO_PASSWORD.into() } else { v.to_string() };
+            }
+            "enabled" => a.enabled = parse_bool(v).ok_or_else(|| format!("enabled: \"{v}\" is not a boolean"))?,
+            "protocols" => {
+                let mut list = Vec::new();
+                for p in split_list(v) {
+                    list.push(Protocol::parse(p.as_bytes()).ok_or_else(|| format!("protocols: unknown \"{p}\""))?);
+                }
+                a.protocols = Some(list);
+            }
+            "networks" => {
+                let mut list = Vec::new();
+                for n in split_list(v) {
+                    list.push(Cidr::parse(n).map_err(|e| format!("networks: \"{n}\": {e}"))?);
+                }
+                a.networks = Some(list);
+            }
+            "server" if !v.is_empty() => {
+                let ip = protocol::parse_server(v).ok_or_else(|| format!("server: \"{v}\" is not an IP address"))?;
+                a.server = Some(ip.to_string());
+            }
+            "port" => {
+                a.port = Some(match v.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => return Err(format!("port: \"{v}\" is not 1..65535")),
+                })
+            }
+            "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
+            "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
+            "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
+            _ => a.extra.push((name.clone(), v.to_string())),
+        }
+    }
+    if !have_password {
+        return Err("the row has no \"password\" column".into());
+    }
+    Ok(a)
+}
+
+impl Store for SqliteStore {
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        let mut inner = lock(&self.inner);
+        match self.lookup_inner(&mut inner, q) {
+            Ok(row) => {
+                if inner.broken.take().is_some() {
+                    lock(&self.notices).push(StoreNotice {
+                        level: NoticeLevel::Info,
+                        message: format!("{}: usable again", self.path.display()),
+                    });
+                }
+                match row {
+                    None => Ok(None),
+                    Some(cols) => map_row(&cols)
+                        .map(Some)
+                        .map_err(|e| self.err(format!("row for user \"{}\": {e}", protocol::printable(q.user.as_bytes(), 64)))),
+                }
+            }
+            Err(cause) => {
+                self.mark_broken(&mut inner, &cause);
+                Err(self.err(cause))
+            }
+        }
+    }
+
+    fn take_notices(&self) -> Vec<StoreNotice> {
+        std::mem::take(&mut *lock(&self.notices))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite \"{}\"", self.path.display())
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::protocol::Method;
+
+const SCHEMA: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/schema.sql"));
+
+fn tmpdir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "mail-auth-sqlite-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn make_db(path: &Path, rows: &[&str]) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(SCHEMA).unwrap();
+    for r in rows {
+        c.execute_batch(r).unwrap();
+    }
+}
+
+fn q(user: &str) -> Query<'_> {
+    Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: Some("127.0.0.1".parse::<IpAddr>().unwrap()), local_ip: None }
+}
+
+fn store(path: &Path) -> SqliteStore {
+    SqliteStore::new(path.to_str().unwrap(), DEFAULT_QUERY).unwrap().with_check_interval(Duration::ZERO)
+}
+
+#[test]
+fn maps_the_default_schema() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[
+        "INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')",
+        "INSERT INTO users(name, password, enabled, protocols, networks, server, port, backend_user, backend_pass, wait) \
+         VALUES ('bob', '{PLAIN}b', 0, 'imap, pop3', '10.0.0.0/8 ::1', '127.0.0.2', 1143, 'bob@real', 'master*pw', 7)",
+    ]);
+    let s = store(&db);
+    let a = s.lookup(&q("alice")).unwrap().unwrap();
+    assert_eq!(a.password, "{PLAIN}a");
+    assert!(a.enabled);
+    assert_eq!((a.protocols.clone(), a.networks.clone(), a.server.clone(), a.port), (None, None, None, None));
+    let b = s.lookup(&q("bob")).unwrap().unwrap();
+    assert!(!b.enabled);
+    assert_eq!(b.protocols, Some(vec![Protocol::Imap, Protocol::Pop3]));
+    assert_eq!(b.networks.as_ref().map(|n| n.len()), Some(2));
+    assert_eq!(b.server.as_deref(), Some("127.0.0.2"));
+    assert_eq!(b.port, Some(1143));
+    assert_eq!(b.backend_user.as_deref(), Some("bob@real"));
+    assert_eq!(b.backend_pass.as_deref(), Some("master*pw"));
+    assert_eq!(b.wait, Some(7));
+    assert_eq!(s.lookup(&q("carol")).unwrap(), None);
+    assert!(s.may_block());
+}
+
+#[test]
+fn map_row_values() {
+    let row = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+    };
+    let a = map_row(&row(&[("password", None), ("enabled", Some("yes")), ("x_unknown", Some("kept"))])).unwrap();
+    assert_eq!(a.password, NO_PASSWORD, "NULL password never verifies");
+    assert!(crate::scheme::verify(&a.password, b"").is_err());
+    assert!(a.enabled);
+    assert_eq!(a.extra, vec![("x_unknown".to_string(), "kept".to_string())]);
+    assert!(!map_row(&row(&[("password", Some("x")), ("enabled", Some("false"))])).unwrap().enabled);
+    for bad in [
+        ("enabled", "maybe"), ("protocols", "imap,lmtp"), ("networks", "10.0.0.0/99"),
+        ("server", "mail.example.org"), ("port", "0"), ("port", "70000"), ("wait", "-1"),
+    ] {
+        assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
+    }
+    assert!(map_row(&row(&[("enabled", Some("1"))])).is_err(), "no password column");
+}
+
+#[test]
+fn sql_injection_in_user_names_does_nothing() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db);
+    for evil in ["' OR 1=1 --", "x'; DROP TABLE users; --", "alice' --", "%", "*"] {
+        assert_eq!(s.lookup(&q(evil)).unwrap(), None, "{evil}");
+    }
+    assert!(s.lookup(&q("alice")).unwrap().is_some(), "table intact");
+}
+
+#[test]
+fn check_query_errors() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[]);
+    let p = db.to_str().unwrap();
+    assert_eq!(SqliteStore::check_query(p, DEFAULT_QUERY), Ok(None));
+    let e = SqliteStore::check_query(p, "SELEC password FROM users WHERE name = :user").unwrap_err();
+    assert!(e.contains("syntax error"), "{e}");
+    let e = SqliteStore::check_query(p, "SELECT name FROM users WHERE name = :user").unwrap_err();
+    assert!(e.contains("does not return a \"password\" column"), "{e}");
+    let e = SqliteStore::check_query(p, "SELECT password FROM users WHERE name = :login").unwrap_err();
+    assert!(e.contains("unknown parameter \":login\""), "{e}");
+    let e = SqliteStore::check_query(p, "SELECT password FROM users WHERE name = ?").unwrap_err();
+    assert!(e.contains("positional"), "{e}");
+    let e = SqliteStore::check_query(p, "SELECT password FROM nosuchtable WHERE name = :user").unwrap_err();
+    assert!(e.contains("no such table"), "{e}");
+    assert!(SqliteStore::check_query(p, "SELECT password, server FROM users WHERE name = :user AND (:protocol = 'imap' OR :client_ip LIKE '127.%')").unwrap().is_none());
+    let w = SqliteStore::check_query(d.join("missing.db").to_str().unwrap(), DEFAULT_QUERY).unwrap();
+    assert!(w.is_some(), "missing database is a warning at config time");
+}
+
+#[test]
+fn missing_then_renamed_into_place_then_corrupt() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    let s = store(&db);
+    let e = s.lookup(&q("alice")).unwrap_err();
+    assert!(e.cause.contains("cannot stat"), "{e}");
+    assert!(s.take_notices().iter().any(|n| n.level == NoticeLevel::Error));
+
+    let tmp = d.join("u.db.new");
+    make_db(&tmp, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    std::fs::rename(&tmp, &db).unwrap();
+    assert!(s.lookup(&q("alice")).unwrap().is_some(), "picked up after rename");
+    assert!(s.take_notices().iter().any(|n| n.message.contains("usable again")));
+    let g = s.generation();
+
+    // replaced by a new database with another password: noticed without any reload
+    make_db(&tmp, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}changed')"]);
+    std::fs::rename(&tmp, &db).unwrap();
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}changed");
+    assert!(s.generation() > g, "generation bumped on replacement");
+
+    std::fs::write(&tmp, b"this is not a database, just garbage bytes of some length......").unwrap();
+    std::fs::rename(&tmp, &db).unwrap();
+    let e = s.lookup(&q("alice")).unwrap_err();
+    assert!(e.cause.contains("not a database") || e.cause.contains("file is not a database"), "{e}");
+}
+
+#[test]
+fn locked_database_fails_fast_then_recovers() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db);
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE; UPDATE users SET password = '{PLAIN}b';").unwrap();
+    let t0 = Instant::now();
+    let e = s.lookup(&q("alice")).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(1), "locked: fails fast ({:?})", t0.elapsed());
+    assert!(e.cause.contains("locked") || e.cause.contains("busy"), "{e}");
+    writer.execute_batch("COMMIT").unwrap();
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}b");
+}
+
+#[test]
+fn lookups_write_nothing() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let before: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let s = store(&db);
+    for _ in 0..5 {
+        s.lookup(&q("alice")).unwrap();
+    }
+    let after: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "no journal/WAL files created");
+}
+
+#[test]
+fn bad_row_is_an_error_for_that_user_only() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[
+        "INSERT INTO users(name, password, port) VALUES ('bad', '{PLAIN}x', 0)",
+        "INSERT INTO users(name, password) VALUES ('good', '{PLAIN}x')",
+    ]);
+    let s = store(&db);
+    let e = s.lookup(&q("bad")).unwrap_err();
+    assert!(e.cause.contains("port"), "{e}");
+    assert!(s.lookup(&q("good")).unwrap().is_some());
+}
