@@ -60,6 +60,13 @@ for my $file (@examples) {
 	mkdir "$d/logs";
 	system('htpasswd', '-cbB', '-C', '5', "$d/users.htpasswd", 'alice', 'alice-secret') == 0
 		or die "htpasswd failed\n";
+	if ($conf =~ /users\.db/) {
+		my $tool = $ENV{TEST_MAIL_AUTH_USER} || "$FindBin::Bin/../target/release/mail-auth-user";
+		system($tool, '--sqlite', "$d/users.db", 'init') == 0
+			and system($tool, '--sqlite', "$d/users.db", 'add', 'alice',
+				'--password', 'alice-secret', '--cost', '5') == 0
+			or die "mail-auth-user failed\n";
+	}
 	$t->write_file_expand('nginx.conf', $conf);
 
 	my $rc = system("$Test::Nginx::NGINX -t -q -p $d/ -c nginx.conf -e error.log "
