@@ -2,17 +2,21 @@
 //!
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
-//! `policy` (per-account rules), `auth` (the decision), `basic` (Basic-credential bridge).
+//! `policy` (per-account rules), `auth` (the decision), `basic` (Basic-credential bridge),
+//! `shm` / `cache` / `limiter` (tables shared by workers in a shared-memory zone).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
 pub mod basic;
+pub mod cache;
 pub mod config;
+pub mod limiter;
 pub mod policy;
 pub mod protocol;
 pub mod scheme;
+pub mod shm;
 pub mod store;
 
 // The nginx glue is left out of unit tests: the test binary has no nginx to link against.
