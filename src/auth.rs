@@ -410,6 +410,12 @@ fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account) -> Outc
     }
 }
 
+/// A refusal by the brute-force limiter (`wait`: its growing Auth-Wait). No password was
+/// checked; the answer is the usual failed login.
+pub fn limited(cfg: &AuthConfig, req: &AuthRequest, wait: u32, reason: String) -> Outcome {
+    fail(cfg, req, Some(wait), "rate-limited", reason)
+}
+
 /// A temporary failure for a request whose decision could not be made (the verification task
 /// did not run: thread pool queue full, task failed). Never OK.
 pub fn temporary(cfg: &AuthConfig, req: &AuthRequest, reason: &str) -> Outcome {

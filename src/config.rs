@@ -61,9 +61,64 @@ pub fn parse_seconds(v: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
 }
 
+/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k).
+pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
+    let (name, size) = v
+        .strip_prefix("zone=")
+        .and_then(|z| z.rsplit_once(':'))
+        .ok_or_else(|| format!("\"{v}\": expected zone=NAME:SIZE"))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(format!("invalid zone name \"{name}\""));
+    }
+    let (num, mult) = match size.as_bytes().last() {
+        Some(b'k' | b'K') => (&size[..size.len() - 1], 1024),
+        Some(b'm' | b'M') => (&size[..size.len() - 1], 1024 * 1024),
+        _ => (size, 1),
+    };
+    let bytes = num
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid zone size \"{size}\""))?;
+    if bytes < 32 * 1024 {
+        return Err(format!("zone \"{name}\" is too small ({size}; 32k at least)"));
+    }
+    Ok((name.to_string(), bytes))
+}
+
+/// Splits `key=value` arguments; unknown keys are an error.
+pub fn key_values<'a>(args: &[&'a str], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    args.iter()
+        .map(|a| {
+            let (k, v) = a.split_once('=').ok_or_else(|| format!("invalid parameter \"{a}\""))?;
+            if !known.contains(&k) {
+                return Err(format!("unknown parameter \"{k}\" (known: {})", known.join(", ")));
+            }
+            Ok((k, v))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones() {
+        assert_eq!(parse_zone("zone=auth:1m"), Ok(("auth".into(), 1 << 20)));
+        assert_eq!(parse_zone("zone=a_b-1:64k"), Ok(("a_b-1".into(), 64 << 10)));
+        assert_eq!(parse_zone("zone=x:40000"), Ok(("x".into(), 40000)));
+        for bad in ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"] {
+            assert!(parse_zone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_value_args() {
+        assert_eq!(key_values(&["ttl=5m", "ip=3/m"], &["ttl", "ip"]), Ok(vec![("ttl", "5m"), ("ip", "3/m")]));
+        assert!(key_values(&["ttl"], &["ttl"]).is_err());
+        assert!(key_values(&["foo=1"], &["ttl"]).is_err());
+    }
 
     #[test]
     fn backend_forms() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
@@ -15,7 +15,10 @@ use super::{conf_err, conf_ok, guard, util};
 use crate::auth::{AuthConfig, Backend};
 use crate::config;
 use crate::protocol::Protocol;
+use crate::cache::Cache;
+use crate::limiter::{self, LimitConfig, Limiter};
 use crate::store::{self, NoticeLevel, Store};
+use super::zone::{self, Zone};
 
 /// What a `mail_auth` location answers with, built once at configuration time.
 pub struct Engine {
@@ -25,6 +28,35 @@ pub struct Engine {
     pub store: Option<Arc<dyn Store>>,
     /// Where costly verification and blocking lookups run; `None`: inline.
     pub thread_pool: Option<super::offload::PoolRef>,
+    pub cache: Option<CacheConf>,
+    pub limit: Option<LimitConf>,
+}
+
+/// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
+#[derive(Clone, Copy)]
+pub struct CacheConf {
+    pub zone: Zone,
+    pub ttl: u64,
+    pub negative_ttl: u64,
+}
+
+/// `mail_auth_limit zone=NAME:SIZE [ip=RATE] [user=RATE] [ban=TIME]`
+#[derive(Clone, Copy)]
+pub struct LimitConf {
+    pub zone: Zone,
+    pub cfg: LimitConfig,
+}
+
+impl Engine {
+    pub fn cache(&self) -> Option<(Cache<'static>, CacheConf)> {
+        let c = self.cache?;
+        Some((Cache::new(c.zone.words()?)?, c))
+    }
+
+    pub fn limiter(&self) -> Option<Limiter<'static>> {
+        let l = self.limit?;
+        Limiter::new(l.zone.words()?, l.cfg)
+    }
 }
 
 #[derive(Default)]
@@ -40,6 +72,8 @@ pub struct LocConf {
     pub log_level: Option<ngx_uint_t>,
     /// `mail_auth_thread_pool NAME|off` (default: nginx's `default` pool).
     pub thread_pool: Option<String>,
+    pub cache: Option<CacheConf>,
+    pub limit: Option<LimitConf>,
     pub engine: Option<Arc<Engine>>,
 }
 
@@ -67,7 +101,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 10] = [
+pub static mut COMMANDS: [ngx_command_t; 12] = [
     command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
     command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
     command!("mail_auth_sqlite", ANY | NGX_CONF_TAKE1, set_sqlite),
@@ -77,6 +111,8 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
     command!("mail_auth_basic_header", ANY | NGX_CONF_FLAG, set_basic_header),
     command!("mail_auth_log_level", ANY | NGX_CONF_TAKE1, set_log_level),
     command!("mail_auth_thread_pool", ANY | NGX_CONF_TAKE1, set_thread_pool),
+    command!("mail_auth_cache", ANY | NGX_CONF_1MORE, set_cache),
+    command!("mail_auth_limit", ANY | NGX_CONF_1MORE, set_limit),
     ngx_command_t::empty(),
 ];
 
@@ -232,6 +268,56 @@ setter!(set_thread_pool, |cf, lc| {
     Ok(())
 });
 
+/// All arguments of the directive as UTF-8 strings.
+fn arg_strs<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
+    args(cf)
+        .into_iter()
+        .map(|a| std::str::from_utf8(a).map_err(|_| "argument is not valid UTF-8".to_string()))
+        .collect()
+}
+
+fn module_tag() -> *mut c_void {
+    std::ptr::addr_of!(super::ngx_http_mail_auth_module) as *mut c_void
+}
+
+setter!(set_cache, |cf, lc| {
+    if lc.cache.is_some() {
+        return Err("\"mail_auth_cache\" directive is duplicate".into());
+    }
+    let a = arg_strs(cf)?;
+    let (name, size) = config::parse_zone(a[0]).map_err(|e| format!("\"mail_auth_cache\": {e}"))?;
+    let (mut ttl, mut negative_ttl) = (60, 10);
+    for (k, v) in config::key_values(&a[1..], &["ttl", "negative_ttl"]).map_err(|e| format!("\"mail_auth_cache\": {e}"))? {
+        let secs = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_cache\" {k}: {e}"))?);
+        if k == "ttl" { ttl = secs } else { negative_ttl = secs }
+    }
+    let zone = zone::add(cf, &name, size, module_tag())?;
+    lc.cache = Some(CacheConf { zone, ttl, negative_ttl });
+    Ok(())
+});
+
+setter!(set_limit, |cf, lc| {
+    if lc.limit.is_some() {
+        return Err("\"mail_auth_limit\" directive is duplicate".into());
+    }
+    let a = arg_strs(cf)?;
+    let (name, size) = config::parse_zone(a[0]).map_err(|e| format!("\"mail_auth_limit\": {e}"))?;
+    let mut cfg = LimitConfig::default();
+    for (k, v) in config::key_values(&a[1..], &["ip", "user", "ban"]).map_err(|e| format!("\"mail_auth_limit\": {e}"))? {
+        match k {
+            "ip" => cfg.ip = Some(limiter::parse_rate(v)?),
+            "user" => cfg.user = Some(limiter::parse_rate(v)?),
+            _ => cfg.ban = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_limit\" ban: {e}"))?),
+        }
+    }
+    if cfg.ip.is_none() && cfg.user.is_none() {
+        return Err("\"mail_auth_limit\" needs ip=RATE and/or user=RATE".into());
+    }
+    let zone = zone::add(cf, &name, size, module_tag())?;
+    lc.limit = Some(LimitConf { zone, cfg });
+    Ok(())
+});
+
 pub fn proto_index(p: Protocol) -> usize {
     match p {
         Protocol::Imap => 0,
@@ -268,6 +354,8 @@ pub unsafe extern "C" fn merge_loc_conf(
         if lc.thread_pool.is_none() {
             lc.thread_pool.clone_from(&prev.thread_pool);
         }
+        lc.cache = lc.cache.or(prev.cache);
+        lc.limit = lc.limit.or(prev.limit);
 
         if !lc.enabled {
             return conf_ok();
@@ -345,5 +433,5 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
                 .ok_or("cannot register the thread pool for \"mail_auth\"")?,
         ),
     };
-    Ok(Engine { cfg, store, thread_pool })
+    Ok(Engine { cfg, store, thread_pool, cache: lc.cache, limit: lc.limit })
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use super::conf::Engine;
 use super::{guard, offload, util, Module};
 use crate::auth::{self, Outcome, Pending, Step, VerifyResult};
-use crate::protocol::{self, AuthRequest};
+use crate::limiter::Verdict;
+use crate::protocol::{self, AuthRequest, AuthResponse};
 use crate::store::NoticeLevel;
 
 /// nginx content handler for `mail_auth;` locations.
@@ -68,6 +69,15 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
 
     let level = lc.log_level();
+
+    // The limiter first: a refused source costs no lookup and no password check.
+    if let Some(limiter) = engine.limiter() {
+        if let Verdict::Refuse { wait, reason } = limiter.check(areq.client_ip, &areq.user, unix_now()) {
+            let outcome = auth::limited(&engine.cfg, &areq, wait, reason);
+            return answer(r, level, engine, &areq, outcome, started);
+        }
+    }
+
     let Some(store) = engine.store.as_ref() else {
         // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
         let outcome = auth::accept(&engine.cfg, &areq, "access phase allowed the request");
@@ -90,17 +100,71 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Step::Verify(pending) => {
             if pending.is_costly() {
                 if let Some(pool) = engine.thread_pool {
-                    let job = Box::new(VerifyJob { engine: engine.clone(), areq, pending, result: None, level, started });
+                    let job = Box::new(VerifyJob { engine: engine.clone(), areq, pending, result: None, level, started, generation: store.generation() });
                     return match offload::post(pool, r, job) {
                         Ok(()) => NGX_DONE as ngx_int_t,
                         Err(job) => job.complete(r),
                     };
                 }
             }
-            let result = pending.run();
-            let outcome = auth::finish(&engine.cfg, &areq, pending, result);
+            let (result, cached) = verify(engine, &areq, store.generation(), &pending);
+            let outcome = finish(engine, &areq, pending, result, cached);
             answer(r, level, engine, &areq, outcome, started)
         }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs the password verification, or takes its verdict from the shared cache (and fills the
+/// cache afterwards). Returns the result and whether it came from the cache. Safe on a pool
+/// thread: the cache is shared memory accessed through atomics.
+fn verify(engine: &Engine, areq: &AuthRequest, generation: u64, pending: &Pending) -> (VerifyResult, bool) {
+    let Some((cache, conf)) = engine.cache() else {
+        return (pending.run(), false);
+    };
+    let scope = match &engine.store {
+        Some(s) => format!("{}|{}", areq.protocol.as_str(), s.describe()),
+        None => areq.protocol.as_str().to_string(),
+    };
+    let key = cache.key(generation, &scope, &areq.user, &areq.pass);
+    let now = unix_now();
+    match cache.get(&key, now) {
+        Some(true) => (VerifyResult::Match, true),
+        Some(false) => (VerifyResult::Mismatch, true),
+        None => {
+            let result = pending.run();
+            match result {
+                VerifyResult::Match => cache.put(&key, true, conf.ttl, now),
+                VerifyResult::Mismatch => cache.put(&key, false, conf.negative_ttl, now),
+                // an unusable stored hash is not a verdict worth remembering
+                VerifyResult::Error(_) => {}
+            }
+            (result, false)
+        }
+    }
+}
+
+fn finish(engine: &Engine, areq: &AuthRequest, pending: Pending, result: VerifyResult, cached: bool) -> Outcome {
+    let mut outcome = auth::finish(&engine.cfg, areq, pending, result);
+    if cached {
+        outcome.reason.push_str(" (cached verdict)");
+    }
+    outcome
+}
+
+/// Tells the limiter how a login ended: successes trust the IP for the user, failed logins
+/// count (malformed requests, refusals by the limiter itself and temporary failures do not).
+fn record(engine: &Engine, areq: &AuthRequest, outcome: &Outcome) {
+    let Some(limiter) = engine.limiter() else { return };
+    let now = unix_now();
+    match (&outcome.response, outcome.result) {
+        (AuthResponse::Ok { .. }, _) => limiter.record_success(areq.client_ip, &areq.user, now),
+        (AuthResponse::Fail { .. }, "rate-limited" | "bad-request") => {}
+        (AuthResponse::Fail { .. }, _) => limiter.record_failure(areq.client_ip, &areq.user, &areq.pass, now),
+        _ => {}
     }
 }
 
@@ -115,6 +179,7 @@ fn answer(
 ) -> ngx_int_t {
     // SAFETY: `r` is live (content handler or offload completion holding a reference).
     let log = unsafe { (*(*r).connection).log };
+    record(engine, areq, &outcome);
     log_store_notices(engine, log);
     log_decision(level, log, Some(areq), &outcome, started);
     send(r, &outcome)
@@ -125,19 +190,20 @@ struct VerifyJob {
     engine: Arc<Engine>,
     areq: AuthRequest,
     pending: Pending,
-    result: Option<VerifyResult>,
+    result: Option<(VerifyResult, bool)>,
     level: ngx_uint_t,
     started: Instant,
+    generation: u64,
 }
 
 impl offload::Job for VerifyJob {
     fn run(&mut self) {
-        self.result = Some(self.pending.run());
+        self.result = Some(verify(&self.engine, &self.areq, self.generation, &self.pending));
     }
     fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
-        let VerifyJob { engine, areq, pending, result, level, started } = *self;
+        let VerifyJob { engine, areq, pending, result, level, started, .. } = *self;
         let outcome = match result {
-            Some(res) => auth::finish(&engine.cfg, &areq, pending, res),
+            Some((res, cached)) => finish(&engine, &areq, pending, res, cached),
             // Not run (queue overflow) or panicked: never OK.
             None => auth::temporary(&engine.cfg, &areq, "verification did not run (thread pool queue full or task failed)"),
         };
@@ -156,9 +222,14 @@ struct DecideJob {
 
 impl offload::Job for DecideJob {
     fn run(&mut self) {
-        if let Some(store) = &self.engine.store {
-            self.outcome = Some(auth::decide(&self.engine.cfg, &self.areq, store.as_ref()));
-        }
+        let Some(store) = &self.engine.store else { return };
+        self.outcome = Some(match auth::begin(&self.engine.cfg, &self.areq, store.as_ref()) {
+            Step::Answer(outcome) => outcome,
+            Step::Verify(pending) => {
+                let (result, cached) = verify(&self.engine, &self.areq, store.generation(), &pending);
+                finish(&self.engine, &self.areq, pending, result, cached)
+            }
+        });
     }
     fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
         let DecideJob { engine, areq, outcome, level, started } = *self;

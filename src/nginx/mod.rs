@@ -12,6 +12,7 @@ pub mod conf;
 pub mod handler;
 pub mod offload;
 pub mod util;
+pub mod zone;
 
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
