@@ -69,8 +69,8 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
-	alice => '*', bob => '*');
-$t->run()->plan(10);
+	alice => '*', bob => '*', tooluser => 'tool pw');
+$t->run()->plan(13);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -123,5 +123,18 @@ like($t->read_file('error.log'), qr/\[error\].*mail_auth: .*users: cannot .*No s
 rename("$d/users.saved", "$d/users") or die;
 ok(eventually('alice', 'second-password', qr/^a01 OK/), 'restored file: logins work again');
 like($t->read_file('error.log'), qr/users: readable again/, 'recovery logged');
+
+# users managed with the admin tool (mail-auth-user --passwd-file)
+
+my $tool = $ENV{TEST_MAIL_AUTH_USER} || "$FindBin::Bin/../target/release/mail-auth-user";
+SKIP: {
+	skip "mail-auth-user not built ($tool)", 3 unless -x $tool;
+	system($tool, '--passwd-file', "$d/users", 'add', 'tooluser', '--password', 'tool pw',
+		'--scheme', 'sha512-crypt') == 0 or die "mail-auth-user failed\n";
+	ok(eventually('tooluser', 'tool pw', qr/^a01 OK/), 'user added by mail-auth-user logs in');
+	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
+	ok(eventually('tooluser', 'tool pw', qr/^a01 NO Invalid login/), 'disabled by the tool: refused');
+	like($t->read_file('users'), qr/^#disabled# tooluser:\$6\$/m, 'the line is kept, commented out');
+}
 
 ###############################################################################
