@@ -3,6 +3,8 @@
 //! Plain Rust: no nginx types here, so everything is unit-testable with `cargo test`.
 
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Mutex, MutexGuard};
 
 pub mod passwd_file;
 #[cfg(feature = "sqlite")]
@@ -93,4 +95,36 @@ pub trait Store: Send + Sync {
     fn may_block(&self) -> bool {
         false
     }
+}
+
+/// What identifies a file's content for the stores' change detection: a replaced file (rename:
+/// new inode) or one edited in place (size, mtime, ctime) compares unequal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileId {
+    pub(crate) fn of(m: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+}
+
+/// Locks a store's mutex; a panic elsewhere while it was held must not take the store down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -40,13 +40,12 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, FileId, NoticeLevel, Query, Store, StoreError, StoreNotice};
 use crate::policy::Cidr;
 use crate::protocol::{parse_server, Protocol};
 
@@ -55,31 +54,6 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// At most this many per-line notices per load; the rest are counted.
 const MAX_LINE_NOTICES: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    ctime: i64,
-    ctime_nsec: i64,
-}
-
-impl FileId {
-    fn of(m: &fs::Metadata) -> FileId {
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-            ctime: m.ctime(),
-            ctime_nsec: m.ctime_nsec(),
-        }
-    }
-}
 
 type Users = Arc<HashMap<String, Account>>;
 
@@ -98,11 +72,6 @@ pub struct PasswdFile {
     inner: Mutex<Inner>,
     notices: Mutex<Vec<StoreNotice>>,
     generation: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock must not take the store down with it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Loaded {

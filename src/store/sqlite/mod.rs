@@ -11,7 +11,6 @@
 //! the module understands (others are ignored): `password` (required), `enabled`, `protocols`,
 //! `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`, `wait`.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, FileId, NoticeLevel, Query, Store, StoreError, StoreNotice};
 use crate::policy::Cidr;
 use crate::protocol::{self, Protocol};
 
@@ -33,21 +32,6 @@ pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip
 
 /// A stored password that never verifies (an unknown scheme: fails closed).
 const NO_PASSWORD: &str = "!";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl FileId {
-    fn of(m: &std::fs::Metadata) -> FileId {
-        FileId { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
-    }
-}
 
 struct Inner {
     conn: Option<Connection>,
@@ -64,10 +48,6 @@ pub struct SqliteStore {
     inner: Mutex<Inner>,
     notices: Mutex<Vec<StoreNotice>>,
     generation: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
