@@ -270,6 +270,11 @@ pub fn log_decision(
 ) {
     // Broken stores and configuration problems are the operator's business whatever the level.
     let level = if matches!(o.result, "store-error" | "backend-error" | "internal-error") { NGX_LOG_ERR as _ } else { level };
+    // SAFETY: `log` is the live request/connection log; reading its level is what nginx's own
+    // ngx_log_error macro does. Skipping here saves formatting a line nobody will see.
+    if log.is_null() || level > unsafe { (*log).log_level } {
+        return;
+    }
     let (client, proto, method, attempt) = match areq {
         Some(a) => (
             a.client_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
