@@ -25,6 +25,21 @@ fn main() {
         println!("cargo::rustc-cfg=ngx_os=\"{os}\"");
     }
 
+    // nginx version cfgs: structures this module touches changed in these versions
+    const VERSION_CHECKS: &[(u64, &str)] = &[(1_023_000, "nginx1_23_0")];
+    for (_, name) in VERSION_CHECKS {
+        println!("cargo::rustc-check-cfg=cfg({name})");
+    }
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    if let Ok(version) = std::env::var("DEP_NGINX_VERSION_NUMBER") {
+        let version: u64 = version.parse().unwrap_or(0);
+        for (min, name) in VERSION_CHECKS {
+            if version >= *min {
+                println!("cargo::rustc-cfg={name}");
+            }
+        }
+    }
+
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let Ok(build_dir) = std::env::var("DEP_NGINX_BUILD_DIR") {
         println!("cargo::rustc-env=DEP_NGINX_BUILD_DIR={build_dir}");

@@ -52,7 +52,10 @@ pub fn push_header_out(r: *mut ngx_http_request_t, key: &'static str, value: &[u
         (*h).value = pool_str(pool, value)?;
         (*h).hash = 1;
         (*h).lowcase_key = std::ptr::null_mut();
-        (*h).next = std::ptr::null_mut();
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = std::ptr::null_mut();
+        }
         Some(())
     }
 }
@@ -75,12 +78,18 @@ pub fn set_authorization_in(r: *mut ngx_http_request_t, value: &[u8]) -> Option<
             (*h).key = pool_str(pool, KEY)?;
             (*h).lowcase_key = pool_str(pool, LOW)?.data;
             (*h).hash = ngx::ffi::ngx_hash_key(LOW.as_ptr() as *mut u8, LOW.len());
-            (*h).next = std::ptr::null_mut();
+            #[cfg(nginx1_23_0)]
+            {
+                (*h).next = std::ptr::null_mut();
+            }
             (*r).headers_in.authorization = h;
             h
         } else {
-            // Only one Authorization is meaningful; drop any duplicates chained to it.
-            (*existing).next = std::ptr::null_mut();
+            // Only one Authorization is meaningful; drop any duplicates chained to it (1.23+).
+            #[cfg(nginx1_23_0)]
+            {
+                (*existing).next = std::ptr::null_mut();
+            }
             existing
         };
         (*h).value = pool_str(pool, value)?;

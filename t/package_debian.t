@@ -1,0 +1,93 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: the module built by scripts/package for the distribution's own nginx
+# (Debian 12: nginx 1.22 + libnginx-mod-mail) loads into that packaged binary, passes nginx -t,
+# and authenticates one IMAP login through its mail proxy.
+# TEST_MAIL_AUTH_DEBIAN_SO: the .so scripts/package built (scripts/test sets it).
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $so = $ENV{TEST_MAIL_AUTH_DEBIAN_SO};
+my $deb = '/usr/sbin/nginx';
+my $mail = '/usr/lib/nginx/modules/ngx_mail_module.so';
+plan(skip_all => 'TEST_MAIL_AUTH_DEBIAN_SO not set (scripts/test sets it after scripts/package)')
+	unless $so && -f $so;
+plan(skip_all => "Debian's nginx or libnginx-mod-mail not installed") unless -x $deb && -f $mail;
+plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+
+$Test::Nginx::NGINX = $deb;
+my $t = Test::Nginx->new();
+workers_can_read($t);
+my $d = $t->testdir();
+$t->write_file('users', 'alice:' . make_hash('htpasswd-B', 'alice-pw') . "\n");
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+
+load_module $mail;
+load_module $so;
+
+pid %%TESTDIR%%/nginx.pid;
+error_log %%TESTDIR%%/error.log info;
+daemon off;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+        }
+    }
+}
+
+mail {
+    auth_http  127.0.0.1:8080/auth;
+
+    server {
+        listen     127.0.0.1:8143;
+        protocol   imap;
+    }
+}
+
+EOF
+
+my $out = `$deb -t -p $d/ -c nginx.conf -e error.log 2>&1`;
+my $test_ok = $? == 0;
+
+$t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
+$t->run()->plan(4);
+$t->waitforsocket('127.0.0.1:' . port(8144));
+
+###############################################################################
+
+ok($test_ok, "nginx -t passes with the module in Debian's nginx") or diag($out);
+like(`$deb -v 2>&1`, qr{nginx/1\.22\.}, "the binary is the distribution's nginx 1.22");
+my ($rc, $msg) = real_client('imap', '127.0.0.1', port(8143), 'alice', 'alice-pw');
+is($rc, 0, 'IMAP login through the packaged nginx with the module') or diag($msg);
+like($t->read_file('backend.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'backend reached');
+
+###############################################################################
