@@ -2,6 +2,9 @@
 //! pool, so one login never stalls the worker's event loop. The request waits (count + 1,
 //! NGX_DONE) and resumes on the event loop when the task is done.
 
+// Without threads only the inline fallbacks below are compiled.
+#![cfg_attr(not(ngx_feature = "threads"), allow(unused_imports, dead_code))]
+
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -18,7 +21,9 @@ pub struct ThreadPool {
 }
 
 // nginx's thread-pool API (src/core/ngx_thread_pool.h) is not in nginx-sys's bindings; these are
-// its exact C prototypes, exported by every nginx built `--with-threads`.
+// its exact C prototypes, exported by every nginx built `--with-threads`. Without threads they do
+// not exist, and referencing them would keep the module from loading at all.
+#[cfg(ngx_feature = "threads")]
 extern "C" {
     fn ngx_thread_pool_add(cf: *mut ngx_conf_t, name: *mut ngx_str_t) -> *mut ThreadPool;
     fn ngx_thread_task_alloc(pool: *mut ngx_pool_t, size: usize) -> *mut ngx_thread_task_t;
@@ -35,7 +40,19 @@ unsafe impl Send for PoolRef {}
 // SAFETY: see above; we never read or write through it from Rust.
 unsafe impl Sync for PoolRef {}
 
+/// Without threads there is no pool: everything runs inline (the directive refuses other values).
+#[cfg(not(ngx_feature = "threads"))]
+pub fn pool_add(_cf: *mut ngx_conf_t, _name: &str) -> Option<PoolRef> {
+    None
+}
+
+#[cfg(not(ngx_feature = "threads"))]
+pub fn post(_pool: PoolRef, _r: *mut ngx_http_request_t, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+    Err(job)
+}
+
 /// Registers (or finds) the named thread pool at configuration time.
+#[cfg(ngx_feature = "threads")]
 pub fn pool_add(cf: *mut ngx_conf_t, name: &str) -> Option<PoolRef> {
     let s = super::util::pool_str(
         // SAFETY: cf is live during configuration; its pool outlives the cycle's config.
@@ -66,6 +83,7 @@ struct Slot {
     r: *mut ngx_http_request_t,
 }
 
+#[cfg(ngx_feature = "threads")]
 /// Posts `job` for request `r`. On success the request is held (count + 1) and the caller must
 /// return NGX_DONE from its handler. On failure (queue overflow, no memory) the job is handed
 /// back so the caller can answer without it.
@@ -96,6 +114,7 @@ pub fn post(
     Ok(())
 }
 
+#[cfg(ngx_feature = "threads")]
 /// Pool thread: runs the job. A panic is caught here; the job then completes with whatever state
 /// it has (the handler answers a temporary failure: fail closed).
 unsafe extern "C" fn run_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
@@ -106,6 +125,7 @@ unsafe extern "C" fn run_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
     let _ = catch_unwind(AssertUnwindSafe(|| job.run()));
 }
 
+#[cfg(ngx_feature = "threads")]
 /// Event loop: finish the job, answer, release the request.
 unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
     // SAFETY: ev->data is the task we allocated in `post`; its ctx is our Slot; the job pointer
