@@ -37,13 +37,13 @@ workers_can_read($t);
 my $d = $t->testdir();
 $t->write_file('users', 'alice:' . make_hash('htpasswd-B', 'alice-pw') . "\n");
 
+# No %%TEST_GLOBALS%% (its load_module line is for the vendored nginx): the harness then puts
+# the test directory's pid and error log on the command line.
 $t->write_file_expand('nginx.conf', <<"EOF");
 
 load_module $mail;
 load_module $so;
 
-pid %%TESTDIR%%/nginx.pid;
-error_log %%TESTDIR%%/error.log info;
 daemon off;
 
 events {
@@ -75,7 +75,7 @@ mail {
 
 EOF
 
-my $out = `$deb -t -p $d/ -c nginx.conf -e error.log 2>&1`;
+my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1`;
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');

@@ -212,7 +212,11 @@ sub run(;$) {
 	die "Unable to fork(): $!\n" unless defined $pid;
 
 	if ($pid == 0) {
-		my @cmd = ($NGINX, '-p', "$testdir/", '-c', 'nginx.conf', '-e', 'error.log');
+		# as the official harness: a config that did not take %%TEST_GLOBALS%% gets the test
+		# directory's pid and error log on the command line
+		my @globals = $self->{_test_globals} ? () : ('-g', "pid $testdir/nginx.pid; "
+			. "error_log $testdir/error.log debug;");
+		my @cmd = ($NGINX, '-p', "$testdir/", '-c', 'nginx.conf', '-e', 'error.log', @globals);
 		if ($ENV{TEST_NGINX_VALGRIND}) {
 			unshift @cmd, 'valgrind', '-q', '--trace-children=yes',
 				'--leak-check=full', '--show-leak-kinds=definite',
@@ -370,6 +374,7 @@ sub testdir() {
 
 sub test_globals() {
 	my ($self) = @_;
+	$self->{_test_globals} = 1;
 	my $s = "pid $self->{_testdir}/nginx.pid;\n"
 		. "error_log $self->{_testdir}/error.log debug;\n";
 	$s .= $ENV{TEST_NGINX_GLOBALS} if $ENV{TEST_NGINX_GLOBALS};
