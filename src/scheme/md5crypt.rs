@@ -1,13 +1,53 @@
-//! MD5-crypt (`$1$`, FreeBSD/glibc) and Apache's variant (`$apr1$`): the same algorithm with a
-//! different magic string. Written on the `md-5` primitive.
+//! MD5-crypt (`$1$`, Poul-Henning Kamp's FreeBSD scheme, in glibc/libxcrypt and Dovecot's
+//! MD5-CRYPT) and Apache's variant (`$apr1$`, `htpasswd -m`): the same algorithm with a
+//! different magic string. Written here on the `md-5` primitive (no well-kept crate has it);
+//! the encoded result is compared in constant time.
+//!
+//! Form: `$1$salt$hash` with a salt of at most 8 printable characters (not `$`) and a
+//! 22-character hash.
 
 use md5::{Digest, Md5};
 
-const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET as ITOA64};
+
+pub(super) struct Md5Crypt<'a> {
+    magic: &'static str,
+    salt: &'a str,
+    hash: &'a str,
+}
+
+impl Md5Crypt<'_> {
+    pub(super) fn is_apr1(&self) -> bool {
+        self.magic == "$apr1$"
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        if self.is_apr1() {
+            "APR1"
+        } else {
+            "MD5-CRYPT"
+        }
+    }
+
+    pub(super) fn verify(&self, password: &[u8]) -> bool {
+        let computed = hash_part(password, self.salt.as_bytes(), self.magic.as_bytes());
+        ct_eq(computed.as_bytes(), self.hash.as_bytes())
+    }
+
+    /// A hash of `password` in the same variant with a random salt.
+    pub(super) fn dummy(&self, password: &[u8]) -> String {
+        let salt = crypt_salt::<8>();
+        format!(
+            "{}{salt}${}",
+            self.magic,
+            hash_part(password, salt.as_bytes(), self.magic.as_bytes())
+        )
+    }
+}
 
 /// Computes the 22-character hash part for `password`, `salt` (at most 8 bytes are used) and
 /// `magic` (`$1$` or `$apr1$`).
-pub fn hash_part(password: &[u8], salt: &[u8], magic: &[u8]) -> String {
+fn hash_part(password: &[u8], salt: &[u8], magic: &[u8]) -> String {
     let salt = &salt[..salt.len().min(8)];
 
     let mut alt = Md5::new();
@@ -76,18 +116,68 @@ pub fn hash_part(password: &[u8], salt: &[u8], magic: &[u8]) -> String {
     out
 }
 
-/// Splits `$1$salt$hash` / `$apr1$salt$hash` into (magic, salt, hash).
-pub fn split(stored: &str) -> Option<(&'static str, &str, &str)> {
+/// Parses `$1$salt$hash` / `$apr1$salt$hash`.
+pub(super) fn parse(stored: &str) -> Result<Md5Crypt<'_>, SchemeError> {
     let (magic, rest) = if let Some(r) = stored.strip_prefix("$1$") {
         ("$1$", r)
     } else if let Some(r) = stored.strip_prefix("$apr1$") {
         ("$apr1$", r)
     } else {
-        return None;
+        return Err(SchemeError::Unknown("not MD5-crypt".into()));
     };
-    let (salt, hash) = rest.split_once('$')?;
-    if hash.len() != 22 || salt.len() > 8 || !hash.bytes().all(|b| ITOA64.contains(&b)) {
-        return None;
+    let what = if magic == "$1$" { "MD5-CRYPT" } else { "APR1" };
+    let (salt, hash) = rest.split_once('$').ok_or_else(|| malformed(what))?;
+    if salt.len() > 8 || !salt.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(malformed(format!("{what} (salt)")));
     }
-    Some((magic, salt, hash))
+    if hash.len() != 22 || !hash.bytes().all(|b| ITOA64.contains(&b)) {
+        return Err(malformed(format!("{what} (hash length or characters)")));
+    }
+    Ok(Md5Crypt { magic, salt, hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_tool_outputs() {
+        for (h, pw) in [
+            // openssl passwd -1 -salt abc secret
+            ("$1$abc$iCQ2D3nhptRYi27fDYv2s1", "secret"),
+            // openssl passwd -apr1 -salt abc x
+            ("$apr1$abc$51YrpNiEtKAQp4coykJmu.", "x"),
+            // perl -e 'print crypt("secret", q($1$$))'  (empty salt)
+            ("$1$$ysVNzQc4CTMkp5daOdZ.3/", "secret"),
+            // openssl passwd -apr1 -salt '' secret
+            ("$apr1$$g/UEjvgvl9nWOQl6rNKvZ.", "secret"),
+            // openssl passwd -1 -salt abcdefghij secret  (the salt is cut to 8)
+            ("$1$abcdefgh$cHJi5PXp/ki/ktXzqlk6I1", "secret"),
+            // openssl passwd -1 -salt 'a:c' secret
+            ("$1$a:c$H9xRFbiHkWAT761ykanvE0", "secret"),
+            // openssl passwd -1 -salt abc ''  (empty password)
+            ("$1$abc$Or2rbeUYTvt12aiVzMuS/.", ""),
+        ] {
+            let p = parse(h).unwrap();
+            assert!(p.verify(pw.as_bytes()), "{h}");
+            assert!(!p.verify(b"wrong"), "{h}");
+        }
+    }
+
+    #[test]
+    fn malformed_forms_are_refused() {
+        for bad in [
+            "$1$",
+            "$1$abc",
+            "$1$abc$",
+            "$1$abcdefghi$cHJi5PXp/ki/ktXzqlk6I1",
+            "$1$a c$H9xRFbiHkWAT761ykanvE0",
+            "$1$abc$iCQ2D3nhptRYi27fDYv2s",
+            "$1$abc$iCQ2D3nhptRYi27fDYv2s1x",
+            "$1$abc$iCQ2D3nhptRYi27fDYv2s!",
+            "$apr1$abc$51YrpNiEtKAQp4coykJmu",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }
