@@ -15,33 +15,45 @@ use std::process::ExitCode;
 use scheme::HashKind;
 
 const USAGE: &str = "\
-usage: mail-auth-user (--sqlite DB | --passwd-file FILE) COMMAND [ARGS] [OPTIONS]
+usage: mail-auth-user (--sqlite DB | --passwd-file FILE) COMMAND [USER] [OPTIONS]
 
 commands:
-  init                 create the database schema (SQLite) or an empty file
-  add USER             add a user (fails if it exists)
-  passwd USER          set a user's password
+  init                 SQLite: create the users table of scripts/schema.sql (the file is created
+                       if missing; an existing table is kept). passwd-file: create an empty file.
+  add USER             add a user (fails if it exists; a missing passwd-file is created)
+  passwd USER          set a user's password (other fields and the disabled state are kept)
   del USER             remove a user
-  disable USER         refuse a user's logins (SQLite: enabled = 0; passwd-file: the line is
-                       commented out as '#disabled# user:...')
+  disable USER         refuse a user's logins. SQLite: enabled = 0. passwd-file: the line is
+                       commented out as '#disabled# USER:...' (the module then does not know the
+                       user: 'Invalid login or password', logged as unknown-user); 'enable'
+                       restores it exactly. (For Dovecot-style files the extra field 'nologin'
+                       is also understood by the module; set it by hand if you prefer that.)
   enable USER          undo disable
-  list                 list users (name, enabled, scheme)
+  list                 list users: name, enabled/disabled, password scheme
 
 options:
-  --scheme bcrypt|sha512-crypt|ssha512   how to store the password (default bcrypt)
-  --cost N             bcrypt cost (default 10)
-  --password PW        the password (default: read the first line of standard input)
+  --scheme bcrypt|sha512-crypt|ssha512   how to store the password (default bcrypt, written $2y$)
+  --cost N             bcrypt cost, 4..31 (default 10)
+  --password PW        the password (visible to other local users in the process list!)
+  --password-stdin     read the password from the first line of standard input (the default)
+  -h, --help           this text
 
-exit status: 0 done, 1 error, 2 usage";
+passwd-files are rewritten atomically (a temporary file in the same directory, then rename):
+comments, blank lines, other users and Dovecot extra fields are kept, and so are the file's
+mode and, where permitted, its owner and group. A symlink is followed, not replaced.
+SQLite changes are single statements (the module's readers see before or after).
+
+exit status: 0 done, 1 error (message on stderr), 2 usage";
 
 const DISABLED: &str = "#disabled# ";
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 enum Target {
     Sqlite(PathBuf),
     File(PathBuf),
 }
 
+#[derive(Debug)]
 struct Opts {
     target: Target,
     command: String,
@@ -50,60 +62,89 @@ struct Opts {
     password: Option<String>,
 }
 
-fn parse_args(args: &[String]) -> Result<Opts, String> {
+/// `Err(None)`: help was asked for. `Err(Some(msg))`: a usage error.
+fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
     let mut target = None;
     let mut rest = Vec::new();
     let mut scheme_name = "bcrypt".to_string();
     let mut cost = 10u32;
     let mut password = None;
+    let mut from_stdin = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| Some(format!("{name} needs a value")));
         match a.as_str() {
             "--sqlite" => target = Some(Target::Sqlite(value("--sqlite")?.into())),
             "--passwd-file" => target = Some(Target::File(value("--passwd-file")?.into())),
             "--scheme" => scheme_name = value("--scheme")?,
-            "--cost" => cost = value("--cost")?.parse().map_err(|_| "--cost needs a number".to_string())?,
+            "--cost" => {
+                cost = match value("--cost")?.parse() {
+                    Ok(c @ 4..=31) => c,
+                    _ => return Err(Some("--cost needs a number from 4 to 31".into())),
+                }
+            }
             "--password" => password = Some(value("--password")?),
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            "--password-stdin" => from_stdin = true,
+            "-h" | "--help" => return Err(None),
+            s if s.starts_with('-') && s.len() > 1 => return Err(Some(format!("unknown option {s}"))),
             _ => rest.push(a.clone()),
         }
+    }
+    if from_stdin && password.is_some() {
+        return Err(Some("--password and --password-stdin exclude each other".into()));
     }
     let kind = match scheme_name.as_str() {
         "bcrypt" => HashKind::Bcrypt { cost },
         "sha512-crypt" => HashKind::Sha512Crypt,
         "ssha512" => HashKind::Ssha512,
-        s => return Err(format!("unknown scheme {s}")),
+        s => return Err(Some(format!("unknown scheme {s}"))),
     };
-    let target = target.ok_or("one of --sqlite or --passwd-file is required")?;
+    let target = target.ok_or_else(|| Some("one of --sqlite or --passwd-file is required".to_string()))?;
     let mut rest = rest.into_iter();
-    let command = rest.next().ok_or("no command")?;
+    let command = rest.next().ok_or_else(|| Some("no command".to_string()))?;
+    if !matches!(command.as_str(), "init" | "add" | "passwd" | "del" | "disable" | "enable" | "list") {
+        return Err(Some(format!("unknown command {command}")));
+    }
     let user = rest.next();
     if let Some(extra) = rest.next() {
-        return Err(format!("unexpected argument {extra}"));
+        return Err(Some(format!("unexpected argument {extra}")));
     }
     let needs_user = !matches!(command.as_str(), "init" | "list");
     if needs_user != user.is_some() {
-        return Err(format!("{command}: {}", if needs_user { "a user name is required" } else { "takes no user" }));
+        let what = if needs_user { "a user name is required" } else { "takes no user" };
+        return Err(Some(format!("{command}: {what}")));
     }
     if let Some(u) = &user {
-        if u.is_empty() || u.contains([':', '\n', '\r', '\0']) || u.starts_with('#') {
-            return Err(format!("invalid user name {u:?}"));
-        }
+        check_user(u).map_err(Some)?;
     }
     Ok(Opts { target, command, user, kind, password })
 }
 
+/// A name that can be written to a passwd-file line and found again by the module.
+fn check_user(u: &str) -> Result<(), String> {
+    if u.is_empty()
+        || u.contains(':')
+        || u.chars().any(char::is_control)
+        || u.starts_with('#')
+        || u.trim() != u
+    {
+        return Err(format!("invalid user name {u:?} (empty, ':', control characters, leading '#' or blanks)"));
+    }
+    Ok(())
+}
+
 fn read_password(opts: &Opts) -> Result<String, String> {
     if let Some(p) = &opts.password {
+        if p.is_empty() {
+            return Err("empty password".into());
+        }
         return Ok(p.clone());
     }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
     let p = line.trim_end_matches(['\n', '\r']).to_string();
     if p.is_empty() {
-        return Err("empty password".into());
+        return Err("empty password (give it on standard input or with --password)".into());
     }
     Ok(p)
 }
@@ -115,39 +156,76 @@ fn hash(opts: &Opts) -> Result<String, String> {
 
 // ---- SQLite ----
 
-fn sqlite(db: &Path, opts: &Opts) -> Result<(), String> {
-    let c = rusqlite::Connection::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
-    c.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
+/// Runs a command on a SQLite database; returns the lines to print.
+fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
+    use rusqlite::OpenFlags;
+    let name = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    // Only `init` may create the file: a typo in --sqlite must not leave an empty database.
+    if opts.command != "init" && !db.exists() {
+        return Err(format!("{}: no such database (create it with 'init')", db.display()));
+    }
+    let flags = if opts.command == "init" {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
+    let c = rusqlite::Connection::open_with_flags(db, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(name)?;
+    // a module reading at the same time only delays us a little; it never writes
+    c.busy_timeout(std::time::Duration::from_secs(5)).map_err(name)?;
     let user = opts.user.as_deref().unwrap_or("");
-    let changed = |n: usize| if n == 1 { Ok(()) } else { Err(format!("no user \"{user}\"")) };
-    let e = |e: rusqlite::Error| e.to_string();
+    let changed = |n: usize| if n == 1 { Ok(Vec::new()) } else { Err(format!("no user \"{user}\"")) };
+    if opts.command != "init" {
+        let has_table: bool = c
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'users'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .map_err(name)?;
+        if !has_table {
+            return Err(format!("{}: no users table (run 'init' first)", db.display()));
+        }
+    }
     match opts.command.as_str() {
-        "init" => c.execute_batch(include_str!("../../scripts/schema.sql")).map_err(e),
+        "init" => c.execute_batch(include_str!("../../scripts/schema.sql")).map_err(name).map(|()| Vec::new()),
         "add" => {
             let h = hash(opts)?;
-            c.execute("INSERT INTO users(name, password) VALUES (?1, ?2)", (user, &h))
-                .map_err(|err| if err.to_string().contains("UNIQUE") { format!("user \"{user}\" exists") } else { err.to_string() })
-                .map(|_| ())
+            match c.execute("INSERT INTO users(name, password) VALUES (?1, ?2)", (user, &h)) {
+                Ok(_) => Ok(Vec::new()),
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    Err(format!("user \"{user}\" exists"))
+                }
+                Err(e) => Err(name(e)),
+            }
         }
         "passwd" => {
             let h = hash(opts)?;
-            changed(c.execute("UPDATE users SET password = ?2, updated = datetime('now') WHERE name = ?1", (user, &h)).map_err(e)?)
+            changed(c.execute("UPDATE users SET password = ?2, updated = datetime('now') WHERE name = ?1", (user, &h)).map_err(name)?)
         }
-        "del" => changed(c.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(e)?),
+        "del" => changed(c.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(name)?),
         "disable" | "enable" => {
             let v = i32::from(opts.command == "enable");
-            changed(c.execute("UPDATE users SET enabled = ?2, updated = datetime('now') WHERE name = ?1", (user, v)).map_err(e)?)
+            changed(c.execute("UPDATE users SET enabled = ?2, updated = datetime('now') WHERE name = ?1", (user, v)).map_err(name)?)
         }
         "list" => {
-            let mut st = c.prepare("SELECT name, enabled, password FROM users ORDER BY name").map_err(e)?;
+            // the same rule as the module: NULL or a true value is enabled
+            let mut st = c.prepare("SELECT name, enabled, password FROM users ORDER BY name").map_err(name)?;
             let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
-                .map_err(e)?;
+                .query_map([], |r| {
+                    let en = match r.get_ref(1)? {
+                        rusqlite::types::ValueRef::Null => true,
+                        rusqlite::types::ValueRef::Integer(n) => n != 0,
+                        v => matches!(
+                            v.as_str().unwrap_or("").trim().to_ascii_lowercase().as_str(),
+                            "1" | "yes" | "true" | "on" | "y" | "t"
+                        ),
+                    };
+                    Ok((r.get::<_, String>(0)?, en, r.get::<_, Option<String>>(2)?.unwrap_or_default()))
+                })
+                .map_err(name)?;
+            let mut out = Vec::new();
             for row in rows {
-                let (n, en, pw) = row.map_err(e)?;
-                println!("{n}\t{}\t{}", if en != 0 { "enabled" } else { "disabled" }, scheme::scheme_name(&pw));
+                let (n, en, pw) = row.map_err(name)?;
+                out.push(format!("{n}\t{}\t{}", if en { "enabled" } else { "disabled" }, scheme::scheme_name(&pw)));
             }
-            Ok(())
+            Ok(out)
         }
         other => Err(format!("unknown command {other}")),
     }
@@ -161,19 +239,20 @@ fn line_user(line: &str) -> Option<(&str, bool)> {
         Some(rest) => (rest, true),
         None => (line, false),
     };
-    if l.starts_with('#') || l.trim().is_empty() {
+    if l.trim_start().starts_with('#') || l.trim().is_empty() {
         return None;
     }
-    l.split_once(':').map(|(u, _)| (u, disabled))
+    l.split_once(':').map(|(u, _)| (u.trim(), disabled))
 }
 
 /// Applies a command to the lines of a passwd-file; returns the new lines (pure, unit-tested).
 pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<&str>) -> Result<Vec<String>, String> {
     let pos = lines.iter().position(|l| line_user(l).map(|(u, _)| u) == Some(user));
     let mut out = lines.to_vec();
+    let need_hash = || new_hash.ok_or_else(|| format!("{command}: no password hash"));
     match (command, pos) {
         ("add", Some(_)) => return Err(format!("user \"{user}\" exists")),
-        ("add", None) => out.push(format!("{user}:{}", new_hash.unwrap_or_default())),
+        ("add", None) => out.push(format!("{user}:{}", need_hash()?)),
         (_, None) => return Err(format!("no user \"{user}\"")),
         ("passwd", Some(i)) => {
             let (prefix, l) = match out[i].strip_prefix(DISABLED) {
@@ -182,7 +261,7 @@ pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<
             };
             // keep Dovecot passwd-file extra fields after the hash
             let rest = l.splitn(3, ':').nth(2).map(|r| format!(":{r}")).unwrap_or_default();
-            out[i] = format!("{prefix}{user}:{}{rest}", new_hash.unwrap_or_default());
+            out[i] = format!("{prefix}{user}:{}{rest}", need_hash()?);
         }
         ("del", Some(i)) => {
             out.remove(i);
@@ -202,7 +281,20 @@ pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<
     Ok(out)
 }
 
-fn passwd_file(path: &Path, opts: &Opts) -> Result<(), String> {
+/// The `list` lines of a passwd-file.
+fn list_lines(lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in lines {
+        if let Some((u, disabled)) = line_user(l) {
+            let hash = l.split(':').nth(1).unwrap_or("").trim();
+            out.push(format!("{u}\t{}\t{}", if disabled { "disabled" } else { "enabled" }, scheme::scheme_name(hash)));
+        }
+    }
+    out
+}
+
+/// Runs a command on a passwd-file; returns the lines to print.
+fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     let read = || -> Result<Vec<String>, String> {
         match std::fs::read_to_string(path) {
             Ok(s) => Ok(s.lines().map(str::to_string).collect()),
@@ -214,55 +306,79 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<(), String> {
             if path.exists() {
                 return Err(format!("{} exists", path.display()));
             }
-            return write_atomically(path, &[]);
+            return write_atomically(path, &[]).map(|()| Vec::new());
         }
-        "list" => {
-            for l in read()? {
-                if let Some((u, disabled)) = line_user(&l) {
-                    let hash = l.split(':').nth(1).unwrap_or("");
-                    println!("{u}\t{}\t{}", if disabled { "disabled" } else { "enabled" }, scheme::scheme_name(hash));
-                }
-            }
-            return Ok(());
-        }
+        "list" => return Ok(list_lines(&read()?)),
         _ => {}
     }
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
     let user = opts.user.as_deref().unwrap_or("");
+    // check before asking for a password (and before spending a bcrypt on it)
+    edit_lines(&lines, &opts.command, user, Some(""))?;
     let h = if matches!(opts.command.as_str(), "add" | "passwd") { Some(hash(opts)?) } else { None };
     let out = edit_lines(&lines, &opts.command, user, h.as_deref())?;
-    write_atomically(path, &out)
+    write_atomically(path, &out).map(|()| Vec::new())
 }
 
 /// Writes the file next to the old one and renames it over: readers (the module re-reading the
-/// file) see either the old or the new file, never a half-written one.
+/// file) see either the old or the new file, never a half-written one. A symlink is followed (its
+/// target is replaced); the old file's mode is kept and, where we may, its owner and group.
 fn write_atomically(path: &Path, lines: &[String]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let shown = path.display();
+    let target = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(_) => path.to_path_buf(), // a new file
+    };
+    let old = std::fs::metadata(&target).ok();
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.mail-auth-user.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        // create_new: never follow or reuse something already at the temporary name
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         for l in lines {
             writeln!(f, "{l}")?;
         }
         f.sync_all()?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
+        if let Some(m) = &old {
+            if std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).is_err() {
+                // not root: keep at least the group if we are in it
+                if std::os::unix::fs::fchown(&f, None, Some(m.gid())).is_err() {
+                    eprintln!("mail-auth-user: warning: {shown}: could not keep the file's owner/group");
+                }
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        } else {
+            f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
         }
-        std::fs::rename(&tmp, path)
+        drop(f);
+        std::fs::rename(&tmp, &target)?;
+        // make the rename itself durable
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(|e| format!("{}: {e}", path.display()))
+    result.map_err(|e| format!("{shown}: {e}"))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("mail-auth-user: {e}");
-            }
+        Err(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(Some(e)) => {
+            eprintln!("mail-auth-user: {e}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
@@ -272,7 +388,15 @@ fn main() -> ExitCode {
         Target::File(f) => passwd_file(f, &opts),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(lines) => {
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                if writeln!(out, "{l}").is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("mail-auth-user: {e}");
             ExitCode::from(1)
@@ -283,9 +407,28 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod edit_tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn lines(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn tmpdir() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!("mail-auth-user-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn opts(target: Target, command: &str, user: Option<&str>, password: Option<&str>) -> Opts {
+        Opts {
+            target,
+            command: command.into(),
+            user: user.map(str::to_string),
+            kind: HashKind::Bcrypt { cost: 4 },
+            password: password.map(str::to_string),
+        }
     }
 
     #[test]
@@ -300,6 +443,11 @@ mod edit_tests {
         let d = edit_lines(&l, "del", "bob", None).unwrap();
         assert_eq!(d, lines(&["# comment", "alice:{PLAIN}a:1000:1000::/home/alice::allow_nets=127.0.0.1", ""]));
         assert!(edit_lines(&l, "del", "nobody", None).unwrap_err().contains("no user"));
+        assert!(edit_lines(&l, "add", "x", None).is_err(), "add needs a hash");
+        // a commented-out line with the same name is not the user
+        let c = lines(&["#alice:{PLAIN}old", "# alice:{PLAIN}old"]);
+        assert!(edit_lines(&c, "del", "alice", None).is_err());
+        assert_eq!(edit_lines(&c, "add", "alice", Some("h")).unwrap().len(), 3);
     }
 
     #[test]
@@ -308,9 +456,15 @@ mod edit_tests {
         let d = edit_lines(&l, "disable", "bob", None).unwrap();
         assert_eq!(d[1], "#disabled# bob:{PLAIN}b");
         assert_eq!(edit_lines(&d, "disable", "bob", None).unwrap(), d, "idempotent");
+        assert!(edit_lines(&d, "add", "bob", Some("x")).unwrap_err().contains("exists"), "a disabled user exists");
         let p = edit_lines(&d, "passwd", "bob", Some("{PLAIN}n")).unwrap();
         assert_eq!(p[1], "#disabled# bob:{PLAIN}n", "passwd keeps it disabled");
         assert_eq!(edit_lines(&d, "enable", "bob", None).unwrap(), l);
+        assert_eq!(edit_lines(&l, "enable", "bob", None).unwrap(), l, "enable of an enabled user: no change");
+        assert_eq!(
+            list_lines(&d),
+            lines(&["alice\tenabled\tPLAIN", "bob\tdisabled\tPLAIN"])
+        );
     }
 
     #[test]
@@ -319,10 +473,100 @@ mod edit_tests {
         assert!(a(&["--sqlite", "x.db", "add"]).is_err(), "user required");
         assert!(a(&["--sqlite", "x.db", "list", "bob"]).is_err(), "list takes no user");
         assert!(a(&["add", "bob"]).is_err(), "a store is required");
-        assert!(a(&["--sqlite", "x.db", "add", "a:b"]).is_err(), "':' in user");
+        assert!(a(&["--sqlite", "x.db", "frobnicate", "bob"]).is_err(), "unknown command");
+        for bad in ["a:b", "#a", " a", "a\n", "a\tb", ""] {
+            assert!(a(&["--sqlite", "x.db", "add", bad]).is_err(), "{bad:?}");
+        }
         assert!(a(&["--sqlite", "x.db", "add", "bob", "--scheme", "md4"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "add", "bob", "--cost", "3"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "add", "bob", "--cost", "32"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "add", "bob", "--password", "x", "--password-stdin"]).is_err());
+        assert!(matches!(a(&["--help"]), Err(None)), "help is not an error");
         let o = a(&["--passwd-file", "f", "add", "bob", "--scheme", "bcrypt", "--cost", "5", "--password", "pw"]).unwrap();
         assert_eq!(o.kind, HashKind::Bcrypt { cost: 5 });
         assert_eq!(o.password.as_deref(), Some("pw"));
+        assert_eq!(o.target, Target::File("f".into()));
+        let o = a(&["--sqlite", "x.db", "passwd", "bob@example.org", "--scheme", "sha512-crypt", "--password-stdin"]).unwrap();
+        assert_eq!((o.kind, o.password, o.user.as_deref()), (HashKind::Sha512Crypt, None, Some("bob@example.org")));
+    }
+
+    #[test]
+    fn passwd_file_rewrite_is_atomic_and_keeps_mode_and_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir();
+        let real = d.join("users.real");
+        std::fs::write(&real, "# users\nalice:{PLAIN}a:::::allow_nets=127.0.0.1\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = d.join("users");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let t = Target::File(link.clone());
+        passwd_file(&link, &opts(t.clone(), "add", Some("bob"), Some("bob pw"))).unwrap();
+        passwd_file(&link, &opts(t.clone(), "passwd", Some("alice"), Some("new pw"))).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "symlink kept");
+        assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o640, "mode kept");
+        let text = std::fs::read_to_string(&real).unwrap();
+        let l: Vec<&str> = text.lines().collect();
+        assert_eq!(l.len(), 3, "{text}");
+        assert_eq!(l[0], "# users");
+        let (alice, bob) = (l[1].split(':').nth(1).unwrap(), l[2].split(':').nth(1).unwrap());
+        assert!(l[1].starts_with("alice:$2y$04$") && l[1].ends_with(":::::allow_nets=127.0.0.1"), "{}", l[1]);
+        assert!(scheme::verify(alice, b"new pw").unwrap());
+        assert!(l[2].starts_with("bob:$2y$"));
+        assert!(scheme::verify(bob, b"bob pw").unwrap());
+        assert!(!scheme::verify(bob, b"wrong").unwrap());
+        passwd_file(&link, &opts(t.clone(), "disable", Some("bob"), None)).unwrap();
+        assert_eq!(
+            passwd_file(&link, &opts(t.clone(), "list", None, None)).unwrap(),
+            vec!["alice\tenabled\tBLF-CRYPT".to_string(), "bob\tdisabled\tBLF-CRYPT".to_string()]
+        );
+        let e = passwd_file(&link, &opts(t.clone(), "del", Some("carol"), None)).unwrap_err();
+        assert!(e.contains("no user \"carol\""), "{e}");
+        passwd_file(&link, &opts(t.clone(), "del", Some("alice"), None)).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+        // init refuses to overwrite; add creates a missing file
+        assert!(passwd_file(&link, &opts(t, "init", None, None)).is_err());
+        let new = d.join("new");
+        passwd_file(&new, &opts(Target::File(new.clone()), "add", Some("x"), Some("pw"))).unwrap();
+        assert!(std::fs::read_to_string(&new).unwrap().starts_with("x:$2y$04$"));
+        // a missing file for anything else is an error naming it
+        let e = passwd_file(&d.join("nope"), &opts(Target::File(d.join("nope")), "del", Some("x"), None)).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn sqlite_commands() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        let run = |c: &str, u: Option<&str>, p: Option<&str>| sqlite(&db, &opts(t.clone(), c, u, p));
+        let e = run("add", Some("alice"), Some("pw")).unwrap_err();
+        assert!(!db.exists(), "only init creates the database: {e}");
+        run("init", None, None).unwrap();
+        run("init", None, None).unwrap(); // idempotent
+        run("add", Some("alice"), Some("alice pw")).unwrap();
+        run("add", Some("bob"), Some("bob pw")).unwrap();
+        assert!(run("add", Some("bob"), Some("x")).unwrap_err().contains("exists"));
+        run("disable", Some("bob"), None).unwrap();
+        assert_eq!(run("list", None, None).unwrap(), vec!["alice\tenabled\tBLF-CRYPT".to_string(), "bob\tdisabled\tBLF-CRYPT".to_string()]);
+        run("enable", Some("bob"), None).unwrap();
+        run("passwd", Some("alice"), Some("new pw")).unwrap();
+        assert!(run("passwd", Some("nobody"), Some("x")).unwrap_err().contains("no user"));
+        assert!(run("del", Some("nobody"), None).unwrap_err().contains("no user"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let get = |u: &str| c.query_row("SELECT password, enabled FROM users WHERE name = ?1", [u], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap();
+        let (a, en) = get("alice");
+        assert!(a.starts_with("$2y$04$") && scheme::verify(&a, b"new pw").unwrap() && en == 1);
+        let (b, en) = get("bob");
+        assert!(scheme::verify(&b, b"bob pw").unwrap() && en == 1);
+        let journal_mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(journal_mode, "delete", "rollback journal: the module can read without creating files");
+        run("del", Some("bob"), None).unwrap();
+        assert_eq!(run("list", None, None).unwrap().len(), 1);
+        // a database without the table: a clear error
+        let other = d.join("other.db");
+        rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+        let e = sqlite(&other, &opts(Target::Sqlite(other.clone()), "list", None, None)).unwrap_err();
+        assert!(e.contains("no users table"), "{e}");
     }
 }

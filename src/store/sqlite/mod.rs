@@ -5,11 +5,25 @@
 //!   never OK); the next lookup tries again, so the store recovers when the file is restored.
 //! - A database replaced atomically (rename) is noticed by its (device, inode, size, mtime) at
 //!   most once per `check_interval` and reopened: no nginx reload needed.
-//! - Nothing is ever written, and no journal/WAL file is created by us (read-only open).
+//! - A locked database (a writer holding an EXCLUSIVE lock) waits at most `busy_timeout`
+//!   (default 100 ms) and then is a `StoreError` too: a lookup never blocks a worker for long.
+//! - Nothing is ever written: the file is opened `SQLITE_OPEN_READ_ONLY` (never created), so a
+//!   rollback-journal database (SQLite's default, what `scripts/schema.sql` and
+//!   `mail-auth-user init` make) gets no `-journal` file from us. A database in WAL mode is
+//!   different: SQLite cannot read it without `<db>-wal` and `<db>-shm`, and creates them next
+//!   to the database if they are missing (so the worker then needs write access to that
+//!   directory, else every lookup fails with "unable to open database file"). We read the
+//!   header at open and log a warning for WAL databases; use `PRAGMA journal_mode=DELETE`.
+//!   (`immutable=1` is not used: the file does change.)
+//! - The query should return at most one row: a second row is a `StoreError` (fail closed
+//!   rather than pick an arbitrary account); add `LIMIT 1` if that is really meant.
 //!
-//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method`. Result columns
-//! the module understands (others are ignored): `password` (required), `enabled`, `protocols`,
-//! `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`, `wait`.
+//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method` (text; the IPs
+//! as `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
+//! names it, e.g. `plain`). Result columns the module understands (others are kept in
+//! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `enabled`,
+//! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
+//! `wait`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +47,9 @@ pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip
 /// A stored password that never verifies (an unknown scheme: fails closed).
 const NO_PASSWORD: &str = "!";
 
+/// A result row: lower-cased column name and the value as text (NULL = None).
+type Row = Vec<(String, Option<String>)>;
+
 struct Inner {
     conn: Option<Connection>,
     id: Option<FileId>,
@@ -50,6 +67,8 @@ pub struct SqliteStore {
     generation: AtomicU64,
 }
 
+/// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
+/// store's own mutex.
 fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -57,6 +76,16 @@ fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     )?;
     conn.busy_timeout(busy)?;
     Ok(conn)
+}
+
+/// Whether the file's SQLite header says WAL mode (file format read/write versions 2).
+fn is_wal(path: &Path) -> bool {
+    use std::io::Read;
+    let mut h = [0u8; 20];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut h)) {
+        Ok(()) => h.starts_with(b"SQLite format 3\0") && (h[18] == 2 || h[19] == 2),
+        Err(_) => false,
+    }
 }
 
 /// Checks the query's shape on a prepared statement: known named parameters only, and a
@@ -117,6 +146,12 @@ impl SqliteStore {
         self
     }
 
+    /// How long a lookup waits for a database locked by a writer (default 100 ms).
+    pub fn with_busy_timeout(mut self, d: Duration) -> SqliteStore {
+        self.busy_timeout = d;
+        self
+    }
+
     fn err(&self, cause: impl Into<String>) -> StoreError {
         StoreError { source: self.describe(), cause: cause.into() }
     }
@@ -135,7 +170,7 @@ impl SqliteStore {
     /// Notices a replaced or vanished file; drops the connection when the file changed.
     fn refresh(&self, inner: &mut Inner) -> Result<(), String> {
         let now = Instant::now();
-        let due = inner.last_check.map_or(true, |l| now.saturating_duration_since(l) >= self.check_interval);
+        let due = !matches!(inner.last_check, Some(l) if now.saturating_duration_since(l) < self.check_interval);
         if !due && inner.conn.is_some() {
             return Ok(());
         }
@@ -152,10 +187,22 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<Vec<(String, Option<String>)>>, String> {
+    /// The first row (lower-cased column name, value) and whether there were more. `Err`: the
+    /// database is unusable (missing, locked, corrupt ...), the connection is dropped.
+    fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<(Row, bool)>, String> {
         self.refresh(inner)?;
         if inner.conn.is_none() {
             inner.conn = Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
+            if is_wal(&self.path) {
+                lock(&self.notices).push(StoreNotice {
+                    level: NoticeLevel::Warn,
+                    message: format!(
+                        "{}: database is in WAL mode: SQLite creates its -wal and -shm files next to it \
+                         when missing; use PRAGMA journal_mode=DELETE for a purely read-only store",
+                        self.path.display()
+                    ),
+                });
+            }
         }
         let Some(conn) = inner.conn.as_ref() else {
             return Err("no connection".into());
@@ -193,7 +240,8 @@ impl SqliteStore {
             };
             cols.push((name.clone(), s));
         }
-        Ok(Some(cols))
+        let more = rows.next().map_err(|e| format!("query: {e}"))?.is_some();
+        Ok(Some((cols, more)))
     }
 }
 
@@ -209,8 +257,21 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
     v.split([',', ' ', '\t']).filter(|s| !s.is_empty())
 }
 
-/// Maps one result row (lower-cased column name, value) to an account. `Err`: a value the
-/// module cannot use; the caller fails that login with a temporary error and logs the reason.
+/// Maps one result row (lower-cased column name, value as text; integers as decimal text) to an
+/// account. `Err`: a value the module cannot use; the caller fails that login closed with a
+/// temporary error (never OK) and logs the reason; other users are unaffected.
+///
+/// - `password` must be a column; NULL or '' is an account whose password never verifies
+///   (stored as `!`, an unknown scheme), so it answers like a wrong password, not an error.
+/// - `enabled`: 1/0, yes/no, true/false, on/off (any case); NULL = enabled; anything else: Err.
+/// - `protocols`: imap, pop3, smtp separated by commas/blanks; NULL = all; '' = none; unknown: Err.
+/// - `networks`: CIDRs or addresses separated by commas/blanks; NULL = anywhere; '' = nowhere;
+///   a bad one: Err.
+/// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
+/// - `port`: 1..65535; NULL = the backend's; otherwise Err.
+/// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
+/// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
+/// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
 pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
     let mut a = Account { enabled: true, ..Account::default() };
     let mut have_password = false;
@@ -254,6 +315,7 @@ pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
             }
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
+            "server" | "user" | "backend_pass" => {} // '' = not set
             "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
             _ => a.extra.push((name.clone(), v.to_string())),
         }
@@ -275,11 +337,13 @@ impl Store for SqliteStore {
                         message: format!("{}: usable again", self.path.display()),
                     });
                 }
+                let user = || protocol::printable(q.user.as_bytes(), 64);
                 match row {
                     None => Ok(None),
-                    Some(cols) => map_row(&cols)
+                    Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
+                    Some((cols, false)) => map_row(&cols)
                         .map(Some)
-                        .map_err(|e| self.err(format!("row for user \"{}\": {e}", protocol::printable(q.user.as_bytes(), 64)))),
+                        .map_err(|e| self.err(format!("row for user \"{}\": {e}", user()))),
                 }
             }
             Err(cause) => {

@@ -79,6 +79,22 @@ fn map_row_values() {
         assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
     }
     assert!(map_row(&row(&[("enabled", Some("1"))])).is_err(), "no password column");
+    assert_eq!(map_row(&row(&[("password", Some(""))])).unwrap().password, NO_PASSWORD, "'' never verifies");
+    let a = map_row(&row(&[
+        ("password", Some("{PLAIN}x")), ("server", Some("")), ("user", Some("")), ("backend_pass", Some("")),
+        ("enabled", None), ("protocols", None), ("networks", None), ("port", None), ("wait", None),
+    ])).unwrap();
+    assert_eq!(a, Account { password: "{PLAIN}x".into(), enabled: true, ..Account::default() }, "NULL/'' = not set");
+    let a = map_row(&row(&[
+        ("password", Some("{PLAIN}x")), ("enabled", Some("No")), ("protocols", Some("smtp")),
+        ("networks", Some("")), ("server", Some("::1")), ("port", Some("25")), ("wait", Some("0")),
+    ])).unwrap();
+    assert!(!a.enabled);
+    assert_eq!(a.protocols, Some(vec![Protocol::Smtp]));
+    assert_eq!(a.networks, Some(vec![]), "'' = no network allowed (fails closed)");
+    assert_eq!((a.server.as_deref(), a.port, a.wait), (Some("::1"), Some(25), Some(0)));
+    let a = map_row(&row(&[("password", Some("x")), ("protocols", Some("IMAP pop3,,smtp"))])).unwrap();
+    assert_eq!(a.protocols, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
 }
 
 #[test]
@@ -122,6 +138,9 @@ fn missing_then_renamed_into_place_then_corrupt() {
     let s = store(&db);
     let e = s.lookup(&q("alice")).unwrap_err();
     assert!(e.cause.contains("cannot stat"), "{e}");
+    assert!(e.to_string().contains(db.to_str().unwrap()), "names the file: {e}");
+    assert!(s.lookup(&q("alice")).is_err(), "still missing");
+    assert!(!db.exists(), "a lookup never creates the database");
     assert!(s.take_notices().iter().any(|n| n.level == NoticeLevel::Error));
 
     let tmp = d.join("u.db.new");
@@ -186,4 +205,87 @@ fn bad_row_is_an_error_for_that_user_only() {
     let e = s.lookup(&q("bad")).unwrap_err();
     assert!(e.cause.contains("port"), "{e}");
     assert!(s.lookup(&q("good")).unwrap().is_some());
+}
+
+#[test]
+fn more_than_one_row_fails_closed() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[
+        "INSERT INTO users(name, password, backend_user) VALUES ('alice', '{PLAIN}a', 'shared')",
+        "INSERT INTO users(name, password, backend_user) VALUES ('bob', '{PLAIN}b', 'shared')",
+    ]);
+    let by_alias = "SELECT password FROM users WHERE name = :user OR backend_user = :user";
+    let s = SqliteStore::new(db.to_str().unwrap(), by_alias).unwrap().with_check_interval(Duration::ZERO);
+    let e = s.lookup(&q("shared")).unwrap_err();
+    assert!(e.cause.contains("more than one row"), "{e}");
+    assert!(s.lookup(&q("alice")).unwrap().is_some(), "other users unaffected");
+    let limited = format!("{by_alias} ORDER BY name LIMIT 1");
+    let s = SqliteStore::new(db.to_str().unwrap(), &limited).unwrap();
+    assert_eq!(s.lookup(&q("shared")).unwrap().unwrap().password, "{PLAIN}a");
+}
+
+#[test]
+fn all_parameters_are_bound() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let sql = "SELECT password, :protocol AS p, :method AS m, :client_ip AS c, :local_ip AS l \
+               FROM users WHERE name = :user";
+    assert_eq!(SqliteStore::check_query(db.to_str().unwrap(), sql), Ok(None));
+    let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap();
+    let mut query = q("alice");
+    query.protocol = Protocol::Pop3;
+    query.client_ip = Some("::1".parse().unwrap());
+    let a = s.lookup(&query).unwrap().unwrap();
+    let get = |k: &str| a.extra.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("p").as_deref(), Some("pop3"));
+    assert_eq!(get("m").as_deref(), Some(Method::Plain.as_str()));
+    assert_eq!(get("c").as_deref(), Some("::1"));
+    assert_eq!(get("l"), None, "unknown local IP is NULL");
+    // a policy written in SQL: only from loopback
+    let sql = "SELECT password FROM users WHERE name = :user AND :client_ip IN ('127.0.0.1', '::1')";
+    let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap();
+    assert!(s.lookup(&query).unwrap().is_some());
+    query.client_ip = None;
+    assert!(s.lookup(&query).unwrap().is_none());
+}
+
+#[test]
+fn busy_timeout_is_configurable() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db).with_busy_timeout(Duration::from_millis(400));
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE; UPDATE users SET password = '{PLAIN}b';").unwrap();
+    let t0 = Instant::now();
+    assert!(s.lookup(&q("alice")).is_err());
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(2), "{took:?}");
+    // released while a lookup waits: the lookup succeeds
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        writer.execute_batch("COMMIT").unwrap();
+    });
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}b");
+    t.join().unwrap();
+}
+
+#[test]
+fn wal_database_is_read_with_a_warning() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["PRAGMA journal_mode=WAL", "INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    assert!(is_wal(&db));
+    let s = store(&db);
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let n = s.take_notices();
+    assert!(n.iter().any(|n| n.level == NoticeLevel::Warn && n.message.contains("WAL")), "{n:?}");
+    // what SQLite does (documented in the module): it made the -wal/-shm files itself
+    assert!(d.join("u.db-shm").exists());
+    // a rollback-journal database (the schema's default) is not WAL
+    let db2 = d.join("v.db");
+    make_db(&db2, &[]);
+    assert!(!is_wal(&db2));
 }
