@@ -3,31 +3,55 @@
 //! store lookup and the account policy still run on every request, so routing and
 //! disabled/protocol/network rules are always current.
 //!
-//! The key is a keyed hash (HMAC-SHA256, 128 bits kept) with a random secret created when the
-//! zone is first used (a new one at every nginx start); the password is never stored. A
-//! password change in the store changes the store generation, hence every key.
+//! The key is a keyed hash (HMAC-SHA256 under the region's random secret, made when the zone
+//! is first used, so a new one at every nginx start; 128 bits kept); the password is never
+//! stored. A password change in the store changes the store generation, hence every key.
+//!
+//! Slot (4 words, see `shm`): `[key, expires, last used, check]` where `check` is the key's
+//! second 64 bits XOR a verdict tag: key half and verdict are one atomic word, so even a slot
+//! torn by a crashed writer can never pair a key with another entry's verdict (it just misses).
+//! A full probe window evicts its least recently used entry (expired ones are reused first).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::shm::{key64, keyed_hash, Table};
+use crate::shm::{hash_word, key64, Table, DATA};
 
-// slot: [key, age, key2 (second half of the 128-bit key), expires, verdict]
-const SLOT_WORDS: usize = 5;
-// header words (after lock and magic): 0..4 secret (shm::init_secret), 4 hits, 5 misses,
-// 6 inserts, 7 evictions
-const HITS: usize = 4;
-const MISSES: usize = 5;
-const INSERTS: usize = 6;
-const EVICTIONS: usize = 7;
+const SLOT_WORDS: usize = DATA + 1;
+const CHECK: usize = DATA;
+const TAG_OK: u64 = 0x6f6b_6f6b_6f6b_6f6b;
+const TAG_BAD: u64 = 0x6261_6462_6164_6261;
+// user header words
+const HITS: usize = 0;
+const MISSES: usize = 1;
+const INSERTS: usize = 2;
+const EVICTIONS: usize = 3;
 
+/// The table key of one credential (128 bits of an HMAC; the password is not recoverable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheKey(u64, u64);
+
+impl CacheKey {
+    /// HMAC-SHA256(secret, generation, protocol, user, password), length-prefixed fields.
+    /// `protocol` may carry more scope (e.g. "imap|passwd-file /etc/mail/users").
+    pub fn derive(secret: &[u8; 32], generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
+        let h = crate::shm::keyed_hash(
+            secret,
+            &[b"cache", &generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password],
+        );
+        CacheKey(key64(&h), hash_word(&h, 1))
+    }
+
+    fn check(&self, ok: bool) -> u64 {
+        self.1 ^ if ok { TAG_OK } else { TAG_BAD }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub inserts: u64,
+    /// Live entries pushed out by new ones (the zone is too small if this grows fast).
     pub evictions: u64,
 }
 
@@ -36,37 +60,41 @@ pub struct Cache<'a> {
 }
 
 impl<'a> Cache<'a> {
-    /// `None` if the region is too small for a useful cache.
+    /// Opens the cache in a shared region (a zeroed region is an empty cache). `None` if the
+    /// region is too small (fewer than `cache::min_words()` words).
     pub fn new(words: &'a [AtomicU64]) -> Option<Cache<'a>> {
-        let table = Table::new(words, SLOT_WORDS)?;
-        crate::shm::init_secret(&table);
-        Some(Cache { table })
+        Some(Cache { table: Table::new(words, SLOT_WORDS)? })
     }
 
+    /// Entries the region holds.
     pub fn capacity(&self) -> usize {
         self.table.capacity()
     }
 
-    /// The key for a credential (keyed hash; the password is not recoverable from it).
+    /// The key for a credential under this region's secret (hashing happens here, unlocked).
     pub fn key(&self, generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        let out = keyed_hash(&self.table, &[b"cache", &generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password]);
-        CacheKey(key64(&out[..8]), u64::from_le_bytes(out[8..16].try_into().unwrap_or([1; 8])))
+        CacheKey::derive(&self.table.secret(), generation, protocol, user, password)
     }
 
     /// `Some(true)`: verified OK before, `Some(false)`: verified wrong before; `None`: unknown
-    /// or expired.
+    /// or expired (`now` in seconds).
     pub fn get(&self, k: &CacheKey, now: u64) -> Option<bool> {
         let verdict = {
             let g = self.table.lock();
             match self.table.find(&g, k.0) {
-                Some(s) if s[2].load(Ordering::Relaxed) == k.1 && s[3].load(Ordering::Relaxed) > now => {
-                    Some(s[4].load(Ordering::Relaxed) == 1)
-                }
-                Some(s) if s[3].load(Ordering::Relaxed) <= now => {
+                Some(s) if s[1].load(Ordering::Relaxed) <= now => {
                     self.table.remove(&g, s);
                     None
                 }
-                _ => None,
+                Some(s) => {
+                    let c = s[CHECK].load(Ordering::Relaxed);
+                    let v = [true, false].into_iter().find(|ok| c == k.check(*ok));
+                    if v.is_some() {
+                        self.table.touch(&g, s, now);
+                    }
+                    v
+                }
+                None => None,
             }
         };
         let counter = if verdict.is_some() { HITS } else { MISSES };
@@ -82,9 +110,8 @@ impl<'a> Cache<'a> {
         let evicted = {
             let g = self.table.lock();
             let (s, evicted) = self.table.claim(&g, k.0, now);
-            s[2].store(k.1, Ordering::Relaxed);
-            s[3].store(now.saturating_add(ttl), Ordering::Relaxed);
-            s[4].store(u64::from(ok), Ordering::Relaxed);
+            s[CHECK].store(k.check(ok), Ordering::Relaxed);
+            s[1].store(now.saturating_add(ttl), Ordering::Relaxed);
             evicted
         };
         self.table.header(INSERTS).fetch_add(1, Ordering::Relaxed);
@@ -97,6 +124,11 @@ impl<'a> Cache<'a> {
         let h = |i| self.table.header(i).load(Ordering::Relaxed);
         CacheStats { hits: h(HITS), misses: h(MISSES), inserts: h(INSERTS), evictions: h(EVICTIONS) }
     }
+}
+
+/// The smallest region (in 64-bit words) `Cache::new` accepts.
+pub const fn min_words() -> usize {
+    crate::shm::HEADER + crate::shm::PROBE * SLOT_WORDS
 }
 
 #[cfg(test)]
@@ -120,9 +152,11 @@ mod tests {
         c.put(&bad, false, 10, 200);
         assert_eq!(c.get(&bad, 205), Some(false));
         assert_eq!(c.get(&k, 205), None);
-        let s = c.stats();
-        assert_eq!((s.hits, s.inserts), (2, 2));
-        assert!(s.misses >= 3);
+        c.put(&bad, true, 0, 206);
+        assert_eq!(c.get(&bad, 206), Some(false), "ttl 0 stores nothing");
+        c.put(&bad, true, 10, 207);
+        assert_eq!(c.get(&bad, 208), Some(true), "a new verdict replaces the old");
+        assert_eq!(c.stats(), CacheStats { hits: 4, misses: 3, inserts: 3, evictions: 0 });
     }
 
     #[test]
@@ -130,46 +164,102 @@ mod tests {
         let r = region(4096);
         let c = Cache::new(&r).unwrap();
         let k = c.key(1, "imap", "alice", b"secret-password");
+        assert_eq!(k, c.key(1, "imap", "alice", b"secret-password"));
         assert_ne!(k, c.key(2, "imap", "alice", b"secret-password"), "store generation");
         assert_ne!(k, c.key(1, "pop3", "alice", b"secret-password"), "protocol");
         assert_ne!(k, c.key(1, "imap", "alicf", b"secret-password"), "user");
         assert_ne!(k, c.key(1, "imap", "alice", b"secret-passworD"), "password");
         assert_ne!(c.key(1, "imap", "ab", b"c"), c.key(1, "imap", "a", b"bc"), "no field run-on");
+        c.put(&k, true, 60, 0);
+        // a password changed in the store: new generation, the old verdict is not found
+        assert_eq!(c.get(&c.key(2, "imap", "alice", b"secret-password"), 1), None);
         let bytes: Vec<u8> = r.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
-        assert!(!bytes.windows(6).any(|w| w == b"secret"), "password bytes not in the region");
+        for part in [&b"secret-password"[..], b"secret", b"password", b"alice"] {
+            assert!(!bytes.windows(part.len()).any(|w| w == part), "no {part:?} in the region");
+        }
+        // the key is the HMAC under the region's secret, not a plain hash of the credential
+        let plain = CacheKey::derive(&[0; 32], 1, "imap", "alice", b"secret-password");
+        assert_ne!(k, plain);
         // another zone (another nginx start) has another secret
         let r2 = region(4096);
         assert_ne!(k, Cache::new(&r2).unwrap().key(1, "imap", "alice", b"secret-password"));
     }
 
     #[test]
-    fn full_table_evicts_and_keeps_working() {
-        let r = region(crate::shm::HEADER + 8 * SLOT_WORDS);
+    fn a_verdict_belongs_to_its_full_key() {
+        let r = region(4096);
         let c = Cache::new(&r).unwrap();
+        let k = c.key(1, "imap", "alice", b"pw");
+        c.put(&k, true, 60, 0);
+        // same first 64 bits, other second half (a collision on the slot key): a miss
+        let forged = CacheKey(k.0, k.1 ^ 1);
+        assert_eq!(c.get(&forged, 1), None);
+        // a torn slot holding another entry's check word: a miss, never a verdict
+        {
+            let g = c.table.lock();
+            let s = c.table.find(&g, k.0).unwrap();
+            s[CHECK].store(forged.check(true), Ordering::Relaxed);
+        }
+        assert_eq!(c.get(&k, 1), None);
+    }
+
+    #[test]
+    fn full_table_evicts_and_keeps_working() {
+        let r = region(min_words());
+        assert!(Cache::new(&r[..min_words() - 1]).is_none());
+        let c = Cache::new(&r).unwrap();
+        assert_eq!(c.capacity(), 8);
         for i in 0..100u64 {
             let k = c.key(1, "imap", &format!("u{i}"), b"p");
             c.put(&k, true, 100, i);
             assert_eq!(c.get(&k, i), Some(true));
         }
-        assert!(c.stats().evictions > 0);
+        let s = c.stats();
+        assert_eq!(s.evictions, 100 - 8);
+        assert_eq!((s.inserts, s.hits), (100, 100));
+        // the newest 8 are all still there (earliest expiry goes first)
+        for i in 92..100u64 {
+            assert_eq!(c.get(&c.key(1, "imap", &format!("u{i}"), b"p"), 100), Some(true), "u{i}");
+        }
+    }
+
+    #[test]
+    fn expired_entries_go_before_live_ones() {
+        let r = region(min_words());
+        let c = Cache::new(&r).unwrap();
+        let keep = c.key(1, "imap", "keep", b"p");
+        c.put(&keep, true, 1000, 0);
+        for i in 0..7 {
+            c.put(&c.key(1, "imap", &format!("short{i}"), b"p"), false, 5, 0);
+        }
+        for i in 0..7 {
+            c.put(&c.key(1, "imap", &format!("new{i}"), b"p"), true, 60, 10);
+        }
+        assert_eq!(c.stats().evictions, 0, "only expired entries were replaced");
+        assert_eq!(c.get(&keep, 11), Some(true));
     }
 
     #[test]
     fn shared_by_threads() {
-        let r = region(1 << 16);
+        let r = region(1 << 18);
         let c = Cache::new(&r).unwrap();
         std::thread::scope(|s| {
             for t in 0..4 {
                 let c = &c;
                 s.spawn(move || {
-                    for i in 0..500 {
+                    for i in 0..2000 {
                         let k = c.key(1, "imap", &format!("t{t}u{i}"), b"p");
                         c.put(&k, i % 2 == 0, 100, 1);
                         assert_eq!(c.get(&k, 2), Some(i % 2 == 0));
+                        // everyone also hammers one shared entry
+                        let shared = c.key(1, "imap", "shared", b"p");
+                        c.put(&shared, true, 100, 1);
+                        assert_eq!(c.get(&shared, 2), Some(true));
                     }
                 });
             }
         });
-        assert_eq!(c.stats().inserts, 2000);
+        let s = c.stats();
+        assert_eq!((s.inserts, s.hits, s.misses, s.evictions), (16000, 16000, 0, 0));
     }
 }

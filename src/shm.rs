@@ -1,137 +1,231 @@
-//! Cross-process tables in a shared-memory region seen as `&[AtomicU64]` (plain safe Rust; the
-//! FFI layer maps the region, see `nginx::zone`). nginx workers are processes, so everything is
-//! atomics: a spinlock in word 0 guards every table access (critical sections are a few word
-//! reads/writes, no hashing inside), slots are fixed-size, open addressing with a short probe
-//! window, and a full window evicts its oldest slot.
+//! Cross-process tables in a shared-memory region seen as `&[AtomicU64]`, in plain safe Rust.
+//! The FFI layer (`nginx::zone`) does the single cast of the zeroed, page-aligned zone memory to
+//! `&[AtomicU64]`; everything here goes through atomics, so several processes (nginx workers)
+//! and threads (the thread pool) may use one region at once.
 //!
-//! Layout: word 0 lock, word 1 magic (0 until initialised), words 2..HEADER user header
-//! (secret, counters), then `slots × slot_words`. A zeroed region is an empty table.
+//! Layout (64-bit words; a zeroed region is an empty table):
+//! ```text
+//! word 0            lock: 0 free, else the holder's token (pid << 32 | per-process counter | 1)
+//! word 1            layout stamp: 0 until initialised, then MAGIC + slot size
+//! words 2..6        per-start random secret (keyed hashes of table keys; see `keyed_hash`)
+//! words 6..16       user header (counters, see `Table::header`)
+//! words 16..        slots × slot_words; slot word 0 = key (0: empty), word 1 = deadline
+//!                   (seconds; a slot is dead from then on and is reused first), word 2 = last
+//!                   used (seconds; for eviction), words 3.. belong to the user of the table
+//! ```
+//! One spinlock (word 0) guards all slot access; critical sections are a few word reads and
+//! writes (keys are hashed before locking). Open addressing with a probe window of `PROBE`
+//! slots: a key lives in one of the `PROBE` slots after `key % slots`; a new key takes an empty
+//! or dead slot of its window, else evicts the window's least recently used slot.
+//!
+//! A worker that dies holding the lock cannot wedge the others: a waiter that has seen the same
+//! token for `STEAL_DEAD` (holder's pid gone from /proc) or `STEAL_ANY` (pid alive or unknown:
+//! a stopped process) takes the lock over. Tokens are unique per acquisition and a guard only
+//! releases its own token, so a late holder cannot release a lock it lost.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Words before the first slot.
 pub const HEADER: usize = 16;
-const PROBE: usize = 8;
-const MAGIC: u64 = 0x6e67_786d_6175_7468; // "ngxmauth"
+/// First slot word that belongs to the user of a table (0 key, 1 deadline, 2 last used).
+pub const DATA: usize = 3;
+/// Slots searched for a key (and the minimum number of slots of a table).
+pub const PROBE: usize = 8;
+const MAGIC: u64 = 0x6e67_786d_6175_7400; // "ngxmaut\0" + slot size
+const SECRET: usize = 2;
+const USER_HEADER: usize = 6;
+/// User header words (`Table::header(0..USER_WORDS)`).
+pub const USER_WORDS: usize = HEADER - USER_HEADER;
+const STEAL_DEAD: Duration = Duration::from_millis(200);
+const STEAL_ANY: Duration = Duration::from_secs(2);
 
-/// A fixed-slot table over a shared region. Slot word 0 is the key (0 = empty), word 1 the
-/// slot's age stamp (for eviction), the rest belongs to the user.
+/// A fixed-slot table over a shared region.
 pub struct Table<'a> {
     words: &'a [AtomicU64],
     slot_words: usize,
     slots: usize,
 }
 
+/// Proof that the region's lock is held; releases it when dropped.
 pub struct Guard<'t, 'a> {
     table: &'t Table<'a>,
+    token: u64,
 }
 
 impl Drop for Guard<'_, '_> {
     fn drop(&mut self) {
-        self.table.words[0].store(0, Ordering::Release);
+        // Only our own token: if the lock was taken over from us, it is not ours to release.
+        let _ = self.table.words[0].compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 
+/// A lock token unique to this acquisition: pid in the high half, a counter, never zero.
 fn token() -> u64 {
-    // pid in the high half, a never-zero marker in the low half
-    (u64::from(std::process::id()) << 32) | 1
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+    (u64::from(std::process::id()) << 32) | (u64::from(seq) << 1) | 1
+}
+
+/// Is the process that wrote `token` still alive? `None` when we cannot tell (no /proc).
+fn holder_alive(token: u64) -> Option<bool> {
+    let pid = token >> 32;
+    if pid == u64::from(std::process::id()) {
+        return Some(true);
+    }
+    if !std::path::Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl<'a> Table<'a> {
-    /// `None` when the region cannot hold the header and at least `PROBE` slots.
+    /// Opens the table in `words`, initialising the region on first use (random secret). A
+    /// region stamped with another slot size (another layout, e.g. a module upgrade kept the
+    /// zone) is cleared. `None` when the region cannot hold the header and `PROBE` slots.
     pub fn new(words: &'a [AtomicU64], slot_words: usize) -> Option<Table<'a>> {
-        if slot_words < 2 || words.len() < HEADER + PROBE * slot_words {
+        let min = HEADER.checked_add(PROBE.checked_mul(slot_words)?)?;
+        if slot_words < DATA || words.len() < min {
             return None;
         }
-        Some(Table { words, slot_words, slots: (words.len() - HEADER) / slot_words })
+        let t = Table { words, slot_words, slots: (words.len() - HEADER) / slot_words };
+        t.init();
+        Some(t)
     }
 
+    /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.slots
     }
 
-    /// Takes the region's lock. A holder that died (a crashed worker) cannot wedge the others:
-    /// after waiting `STEAL_AFTER` the lock is taken over.
-    pub fn lock(&self) -> Guard<'_, 'a> {
-        const STEAL_AFTER: Duration = Duration::from_millis(500);
-        let lock = &self.words[0];
-        let me = token();
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            let cur = lock.load(Ordering::Relaxed);
-            if cur == 0 && lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return Guard { table: self };
-            }
-            spins += 1;
-            if spins % 64 == 0 {
-                if start.elapsed() > STEAL_AFTER
-                    && lock.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-                {
-                    return Guard { table: self };
-                }
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+    fn stamp(&self) -> u64 {
+        MAGIC + self.slot_words as u64
     }
 
-    /// Header word `i` (0..HEADER-2) for the user of the table (secret, counters ...).
-    pub fn header(&self, i: usize) -> &AtomicU64 {
-        &self.words[2 + i]
-    }
-
-    /// Runs `init` once per region (under the lock), e.g. to create a secret.
-    pub fn init_once(&self, init: impl FnOnce(&Table<'a>)) {
-        if self.words[1].load(Ordering::Acquire) == MAGIC {
+    fn init(&self) {
+        if self.words[1].load(Ordering::Acquire) == self.stamp() {
             return;
         }
         let _g = self.lock();
-        if self.words[1].load(Ordering::Acquire) != MAGIC {
-            init(self);
-            self.words[1].store(MAGIC, Ordering::Release);
+        let stamp = self.words[1].load(Ordering::Acquire);
+        if stamp == self.stamp() {
+            return;
         }
+        if stamp != 0 {
+            for w in &self.words[2..] {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        let secret = random_secret();
+        for (i, chunk) in secret.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.words[SECRET + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        self.words[1].store(self.stamp(), Ordering::Release);
+    }
+
+    /// Takes the region's lock (spins, then yields; takes over from a dead holder).
+    pub fn lock(&self) -> Guard<'_, 'a> {
+        let lock = &self.words[0];
+        let me = token();
+        let mut seen = (0u64, Instant::now());
+        let mut spins = 0u32;
+        loop {
+            let cur = lock.load(Ordering::Relaxed);
+            if cur == 0 {
+                if lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return Guard { table: self, token: me };
+                }
+                continue;
+            }
+            spins = spins.wrapping_add(1);
+            if spins & 63 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            if cur != seen.0 {
+                seen = (cur, Instant::now());
+            } else {
+                let held = seen.1.elapsed();
+                let stale = held > STEAL_ANY || (held > STEAL_DEAD && holder_alive(cur) == Some(false));
+                if stale && lock.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return Guard { table: self, token: me };
+                }
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// User header word `i` (`0..USER_WORDS`; counters). Out of range: the last one.
+    pub fn header(&self, i: usize) -> &AtomicU64 {
+        &self.words[USER_HEADER + i.min(USER_WORDS - 1)]
+    }
+
+    /// The region's secret (random per region, i.e. per nginx start): key for `keyed_hash`.
+    pub fn secret(&self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        for (i, chunk) in s.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&self.words[SECRET + i].load(Ordering::Relaxed).to_le_bytes());
+        }
+        s
+    }
+
+    /// HMAC-SHA256 of `parts` under the region's secret (see `keyed_hash`). Call outside the lock.
+    pub fn keyed_hash(&self, parts: &[&[u8]]) -> [u8; 32] {
+        keyed_hash(&self.secret(), parts)
     }
 
     fn slot(&self, i: usize) -> &[AtomicU64] {
-        let start = HEADER + i * self.slot_words;
+        let start = HEADER + (i % self.slots) * self.slot_words;
         &self.words[start..start + self.slot_words]
     }
 
-    /// Finds `key`'s slot (under the guard). `key` must not be 0.
-    pub fn find<'g>(&'g self, _g: &Guard<'_, 'a>, key: u64) -> Option<&'g [AtomicU64]> {
+    fn window(&self, key: u64) -> impl Iterator<Item = &[AtomicU64]> + '_ {
         let base = (key % self.slots as u64) as usize;
-        (0..PROBE)
-            .map(|p| self.slot((base + p) % self.slots))
-            .find(|s| s[0].load(Ordering::Relaxed) == key)
+        (0..PROBE).map(move |p| self.slot(base + p))
     }
 
-    /// The slot to (re)use for `key`: its own, else an empty one, else the oldest in the probe
-    /// window (evicted: reported in the bool). The slot is cleared and keyed when it is new.
-    pub fn claim<'g>(&'g self, g: &Guard<'_, 'a>, key: u64, age: u64) -> (&'g [AtomicU64], bool) {
+    /// `key`'s slot, if present (dead or not: callers check their deadline). `key` != 0.
+    pub fn find<'g>(&'g self, _g: &Guard<'_, 'a>, key: u64) -> Option<&'g [AtomicU64]> {
+        self.window(key).find(|s| s[0].load(Ordering::Relaxed) == key)
+    }
+
+    /// The slot for `key`: its own, else an empty or dead one (deadline <= `now`), else the
+    /// least recently used one, which is evicted (the bool). A new slot is zeroed, keyed and
+    /// stamped used at `now`; the caller sets its deadline (word 1) and data. `key` != 0.
+    pub fn claim<'g>(&'g self, g: &Guard<'_, 'a>, key: u64, now: u64) -> (&'g [AtomicU64], bool) {
         if let Some(s) = self.find(g, key) {
-            s[1].store(age, Ordering::Relaxed);
+            s[2].store(now, Ordering::Relaxed);
             return (s, false);
         }
-        let base = (key % self.slots as u64) as usize;
-        let window: Vec<&[AtomicU64]> = (0..PROBE).map(|p| self.slot((base + p) % self.slots)).collect();
-        let (slot, evicted) = match window.iter().find(|s| s[0].load(Ordering::Relaxed) == 0) {
-            Some(s) => (*s, false),
-            None => {
-                let oldest = window.iter().min_by_key(|s| s[1].load(Ordering::Relaxed)).copied();
-                (oldest.unwrap_or(window[0]), true)
+        let mut pick: Option<(&[AtomicU64], u64)> = None;
+        let mut evicted = true;
+        for s in self.window(key) {
+            if s[0].load(Ordering::Relaxed) == 0 || s[1].load(Ordering::Relaxed) <= now {
+                (pick, evicted) = (Some((s, 0)), false);
+                break;
             }
-        };
-        for w in slot.iter().skip(2) {
+            let used = s[2].load(Ordering::Relaxed);
+            if !matches!(pick, Some((_, u)) if u <= used) {
+                pick = Some((s, used));
+            }
+        }
+        let slot = pick.map_or_else(|| self.slot((key % self.slots as u64) as usize), |(s, _)| s);
+        for w in &slot[1..] {
             w.store(0, Ordering::Relaxed);
         }
         slot[0].store(key, Ordering::Relaxed);
-        slot[1].store(age, Ordering::Relaxed);
+        slot[2].store(now, Ordering::Relaxed);
         (slot, evicted)
     }
 
-    /// Frees a slot (under the guard).
+    /// Marks a slot used at `now` (for eviction: least recently used goes first).
+    pub fn touch(&self, _g: &Guard<'_, 'a>, slot: &[AtomicU64], now: u64) {
+        slot[2].store(now, Ordering::Relaxed);
+    }
+
+    /// Frees a slot.
     pub fn remove(&self, _g: &Guard<'_, 'a>, slot: &[AtomicU64]) {
         for w in slot {
             w.store(0, Ordering::Relaxed);
@@ -139,33 +233,24 @@ impl<'a> Table<'a> {
     }
 }
 
-/// Header words 0..4 hold a random secret, made when the region is first used (a zeroed region
-/// is a new nginx start: a new secret). Tables that use `keyed_hash` call this first.
-pub fn init_secret(table: &Table<'_>) {
-    table.init_once(|t| {
-        let mut b = [0u8; 32];
-        if getrandom::getrandom(&mut b).is_err() {
-            // no OS randomness: still unpredictable enough across starts for table keys
-            let seed = format!("{:?}{}{:p}", std::time::SystemTime::now(), std::process::id(), &b);
-            b.copy_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes()));
-        }
-        for i in 0..4 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            t.header(i).store(u64::from_le_bytes(w), Ordering::Relaxed);
-        }
-    });
+/// 32 random bytes from the OS. Without OS randomness (should not happen on a supported
+/// system) a hash of time, pid and an address: still different at every start.
+fn random_secret() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    if getrandom::getrandom(&mut b).is_err() {
+        let seed = format!("{:?}{}{:p}", std::time::SystemTime::now(), std::process::id(), &b);
+        b.copy_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes()));
+    }
+    b
 }
 
-/// HMAC-SHA256 of the parts (each prefixed by its length, so fields cannot run into each other)
-/// under the region's secret: table keys that reveal nothing (passwords are never stored).
-pub fn keyed_hash(table: &Table<'_>, parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 of the parts under `secret`, each part prefixed by its length so that fields
+/// cannot run into each other. Table keys made this way reveal nothing of their parts
+/// (passwords are never stored, only such hashes).
+pub fn keyed_hash(secret: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    let mut secret = [0u8; 32];
-    for i in 0..4 {
-        secret[i * 8..i * 8 + 8].copy_from_slice(&table.header(i).load(Ordering::Relaxed).to_le_bytes());
-    }
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&secret) else {
+    // HMAC takes keys of any length: this cannot fail.
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret) else {
         return [1; 32];
     };
     for p in parts {
@@ -175,11 +260,17 @@ pub fn keyed_hash(table: &Table<'_>, parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// A non-zero 64-bit key from bytes (never 0: 0 marks an empty slot).
-pub fn key64(bytes: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(a).max(1)
+/// 64-bit word `i` (0..4) of a hash.
+pub fn hash_word(h: &[u8; 32], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let i = i.min(3) * 8;
+    w.copy_from_slice(&h[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// A table key from a hash: never 0 (0 marks an empty slot).
+pub fn key64(h: &[u8; 32]) -> u64 {
+    hash_word(h, 0).max(1)
 }
 
 #[cfg(test)]
@@ -192,40 +283,69 @@ mod tests {
 
     #[test]
     fn too_small_regions_are_refused() {
-        assert!(Table::new(&region(HEADER + 3), 4).is_none());
-        assert!(Table::new(&region(HEADER + 8 * 4), 4).is_some());
+        assert!(Table::new(&region(HEADER + PROBE * 4 - 1), 4).is_none());
+        assert!(Table::new(&region(HEADER + PROBE * 4), 4).is_some());
+        assert!(Table::new(&region(1 << 10), DATA - 1).is_none());
+        assert!(Table::new(&region(1 << 10), usize::MAX).is_none());
+        assert_eq!(Table::new(&region(HEADER + 100 * 3 + 2), 3).map(|t| t.capacity()), Some(100));
     }
 
     #[test]
-    fn claim_find_evict() {
-        let r = region(HEADER + 8 * 3);
-        let t = Table::new(&r, 3).unwrap();
+    fn claim_find_evict_least_recently_used() {
+        let r = region(HEADER + PROBE * 4);
+        let t = Table::new(&r, 4).unwrap();
         let g = t.lock();
         for k in 1..=8u64 {
             let (s, ev) = t.claim(&g, k * 8, k);
             assert!(!ev);
-            s[2].store(k, Ordering::Relaxed);
+            s[1].store(100 + k, Ordering::Relaxed);
+            s[DATA].store(k, Ordering::Relaxed);
         }
-        assert_eq!(t.find(&g, 16).unwrap()[2].load(Ordering::Relaxed), 2);
-        // full: the oldest (age 1, key 8) is evicted
-        let (_, ev) = t.claim(&g, 9 * 8, 100);
+        let (s, ev) = t.claim(&g, 16, 9);
+        assert!(!ev, "own slot");
+        assert_eq!(s[DATA].load(Ordering::Relaxed), 2, "own slot keeps its data");
+        t.touch(&g, t.find(&g, 8).unwrap(), 10);
+        // full: the least recently used (key 24, used at 3) is evicted, though key 8 dies first
+        let (s, ev) = t.claim(&g, 9 * 8, 50);
         assert!(ev);
-        assert!(t.find(&g, 8).is_none());
-        assert!(t.find(&g, 72).is_some());
+        assert_eq!(s[DATA].load(Ordering::Relaxed), 0, "new slot zeroed");
+        s[1].store(500, Ordering::Relaxed);
+        assert!(t.find(&g, 24).is_none());
+        assert!(t.find(&g, 8).is_some() && t.find(&g, 72).is_some());
+        // at now = 105 the slots with deadlines <= 105 are dead: reused, not evictions
+        let (_, ev) = t.claim(&g, 10 * 8, 105);
+        assert!(!ev);
+        assert_eq!((1..=10u64).filter(|k| t.find(&g, k * 8).is_some()).count(), 8);
+        t.remove(&g, t.find(&g, 80).unwrap());
+        assert!(t.find(&g, 80).is_none());
     }
 
     #[test]
-    fn init_once_runs_once() {
+    fn init_makes_a_secret_once_and_clears_other_layouts() {
         let r = region(HEADER + 64);
         let t = Table::new(&r, 4).unwrap();
-        let mut n = 0;
-        t.init_once(|t| {
-            n += 1;
-            t.header(0).store(42, Ordering::Relaxed)
-        });
-        t.init_once(|_| n += 1);
-        assert_eq!(n, 1);
-        assert_eq!(t.header(0).load(Ordering::Relaxed), 42);
+        let secret = t.secret();
+        assert_ne!(secret, [0; 32]);
+        t.header(0).store(42, Ordering::Relaxed);
+        let t2 = Table::new(&r, 4).unwrap();
+        assert_eq!(t2.secret(), secret, "same region, same secret");
+        assert_eq!(t2.header(0).load(Ordering::Relaxed), 42);
+        // another region (another nginx start): another secret
+        assert_ne!(Table::new(&region(HEADER + 64), 4).unwrap().secret(), secret);
+        // a region stamped by another layout is cleared and re-keyed
+        r[HEADER].store(7, Ordering::Relaxed);
+        let t3 = Table::new(&r, 8).unwrap();
+        assert_eq!(t3.header(0).load(Ordering::Relaxed), 0);
+        assert_eq!(r[HEADER].load(Ordering::Relaxed), 0);
+        assert_ne!(t3.secret(), secret);
+    }
+
+    #[test]
+    fn keyed_hash_separates_fields() {
+        let k = [7u8; 32];
+        assert_ne!(keyed_hash(&k, &[b"ab", b"c"]), keyed_hash(&k, &[b"a", b"bc"]));
+        assert_ne!(keyed_hash(&k, &[b"ab"]), keyed_hash(&[8u8; 32], &[b"ab"]));
+        assert_eq!(key64(&[0; 32]), 1, "never the empty key");
     }
 
     #[test]
@@ -235,7 +355,7 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    for _ in 0..2000 {
+                    for _ in 0..5000 {
                         let _g = t.lock();
                         // a non-atomic read-modify-write made safe only by the lock
                         let v = t.header(1).load(Ordering::Relaxed);
@@ -244,17 +364,44 @@ mod tests {
                 });
             }
         });
-        assert_eq!(t.header(1).load(Ordering::Relaxed), 16000);
+        assert_eq!(t.header(1).load(Ordering::Relaxed), 40000);
+        assert_eq!(r[0].load(Ordering::Relaxed), 0, "released");
     }
 
     #[test]
     fn a_dead_holder_is_overtaken() {
         let r = region(HEADER + 64);
         let t = Table::new(&r, 4).unwrap();
-        r[0].store(0xdead_0000_0001, Ordering::Relaxed); // held by a crashed process
+        // held by a process that no longer exists (pids are < 2^22 on Linux)
+        r[0].store(0xffff_fff0_0000_0001, Ordering::Relaxed);
         let start = Instant::now();
-        drop(t.lock());
-        assert!(start.elapsed() >= Duration::from_millis(400));
+        let g = t.lock();
+        let waited = start.elapsed();
+        assert!(waited >= STEAL_DEAD && waited < STEAL_ANY, "{waited:?}");
+        drop(g);
         assert_eq!(r[0].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_live_slow_holder_is_not_overtaken_and_a_lost_lock_is_not_released() {
+        let r = region(HEADER + 64);
+        let t = Table::new(&r, 4).unwrap();
+        let released = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let g = t.lock();
+            s.spawn(|| {
+                let _g = t.lock();
+                // the holder (a live thread of this process) released before we got in
+                assert_eq!(released.load(Ordering::SeqCst), 1);
+            });
+            std::thread::sleep(STEAL_DEAD * 2);
+            released.store(1, Ordering::SeqCst);
+            drop(g);
+        });
+        // a guard whose lock was taken over leaves the new holder's token alone
+        let g = t.lock();
+        r[0].store(0x1234_0000_0003, Ordering::Relaxed);
+        drop(g);
+        assert_eq!(r[0].load(Ordering::Relaxed), 0x1234_0000_0003);
     }
 }
