@@ -5,8 +5,22 @@
 //! Plain Rust, no nginx types.
 //!
 //! Rules (fail closed):
-//! * Only `Auth-Method` plain/login is handled; apop, cram-md5, external and none are refused
-//!   (result `method-denied`).
+//! * `plain` / `login`: the password is verified against the stored hash (below).
+//! * `apop` / `cram-md5`: the client's response to nginx's challenge (`Auth-Salt`) is checked
+//!   against a stored password that keeps what the method needs (`{PLAIN}`-like, or Dovecot's
+//!   `{CRAM-MD5}` for CRAM-MD5); other stored schemes are refused (result `method-denied`, the
+//!   log says why). These checks are cheap and never cached (a response is only good for its
+//!   challenge).
+//! * `external`: the client certificate, verified by nginx (`Auth-SSL-Verify: SUCCESS`),
+//!   names the account by the CN of its subject; an authorization identity the client gave
+//!   must be that name; an account with a `cert_fingerprint` field accepts only that
+//!   certificate (SHA-1, as `Auth-SSL-Fingerprint`). Anything else: result `cert-denied`.
+//! * `none` (SMTP without AUTH): relay policy. The recipient's domain (`Auth-SMTP-To`) must be
+//!   one of `relay_domains` (`.example.org` also matches its subdomains); then the answer is
+//!   the `mx` backend; otherwise `Auth-Error-Code: 550 5.7.1` (result `relay-denied`).
+//! * These methods make nginx forget the client's password, so an OK answer must carry
+//!   `Auth-Pass` (IMAP/POP3): the account's backend password, else the master user's, else the
+//!   recoverable stored password; without one the login is refused (`method-denied`).
 //! * An empty password is refused before the lookup (result `invalid`), known user or not.
 //! * Unknown user: a verification against a dummy hash of the same family/cost as the most
 //!   recently seen stored hash (a bcrypt cost-10 hash before any) is run anyway, so the answer
@@ -20,6 +34,9 @@
 //!   protocol (port: account, else configured, else 143/110/25). None, or one nginx could not
 //!   use (not an IP literal, unsendable Auth-User/Auth-Pass) → temporary failure, result
 //!   `backend-error`.
+//! * A master user (`master_user`) makes every OK answer log in to the backend as
+//!   `<user><separator><master>` with the master password (Dovecot master users), unless the
+//!   account names its own backend login (user or password).
 //! * Failure waits: the account's `wait` if it has one, else `fail_wait`; temporary failures
 //!   use `temp_wait`. SMTP answers carry `Auth-Error-Code` (nginx prefixes it to the message).
 
@@ -29,8 +46,20 @@ use crate::policy::{check_account, Refusal};
 use crate::protocol::{
     AuthRequest, AuthResponse, Method, Protocol, ProtocolError, MSG_INVALID, MSG_TEMP,
 };
-use crate::scheme;
+use crate::scheme::{self, Challenge, ChallengeError};
 use crate::store::{Account, Query, Store};
+
+/// A Dovecot-style master user: the backend login becomes `<user><separator><name>`, the
+/// password `password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterUser {
+    pub name: String,
+    pub password: String,
+    pub separator: String,
+}
+
+/// `Auth-Status` text for a refused relay recipient.
+pub const MSG_RELAY: &str = "Relay access denied";
 
 /// A backend address: `server` an IP literal, `port` 1..65535.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +83,14 @@ pub struct AuthConfig {
     pub smtp_error_code: String,
     /// SMTP Auth-Error-Code on a temporary failure.
     pub smtp_temp_error_code: String,
+    /// `mail_auth_backend mx ADDR`: where SMTP without AUTH (`none`) goes for accepted domains.
+    pub mx_backend: Option<Backend>,
+    /// `mail_auth_relay_domains`: lower-case domains; `.example.org` matches subdomains.
+    pub relay_domains: Vec<String>,
+    /// SMTP Auth-Error-Code for a refused relay recipient.
+    pub smtp_relay_error_code: String,
+    /// `mail_auth_master_user`.
+    pub master_user: Option<MasterUser>,
 }
 
 impl Default for AuthConfig {
@@ -66,6 +103,10 @@ impl Default for AuthConfig {
             temp_wait: 3,
             smtp_error_code: "535 5.7.8".to_string(),
             smtp_temp_error_code: "451 4.3.0".to_string(),
+            mx_backend: None,
+            relay_domains: Vec::new(),
+            smtp_relay_error_code: "550 5.7.1".to_string(),
+            master_user: None,
         }
     }
 }
@@ -96,8 +137,9 @@ impl AuthConfig {
 pub struct Outcome {
     pub response: AuthResponse,
     /// `"ok"`, `"invalid"`, `"unknown-user"`, `"disabled"`, `"protocol-denied"`,
-    /// `"network-denied"`, `"method-denied"`, `"store-error"`, `"backend-error"`,
-    /// `"bad-request"`, `"scheme-error"`.
+    /// `"network-denied"`, `"method-denied"`, `"cert-denied"`, `"relay-denied"`,
+    /// `"store-error"`, `"backend-error"`, `"bad-request"`, `"scheme-error"`,
+    /// `"rate-limited"`, `"internal-error"`.
     pub result: &'static str,
     /// Precise reason for the log (never sent to the client).
     pub reason: String,
@@ -281,14 +323,11 @@ pub fn bad_request(cfg: &AuthConfig, protocol: Option<Protocol>, err: &ProtocolE
 
 /// Lookup and policy. Never blocks on a password hash.
 pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
-    if !matches!(req.method, Method::Plain | Method::Login) {
-        return Step::Answer(fail(
-            cfg,
-            req,
-            None,
-            "method-denied",
-            format!("Auth-Method {} is not supported", req.method),
-        ));
+    match req.method {
+        Method::Plain | Method::Login => {}
+        Method::None => return Step::Answer(relay(cfg, req)),
+        Method::Apop | Method::CramMd5 => return Step::Answer(challenge(cfg, req, store)),
+        Method::External => return Step::Answer(external(cfg, req, store)),
     }
     if req.pass.is_empty() {
         return Step::Answer(fail(
@@ -299,14 +338,7 @@ pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
             "empty password".to_string(),
         ));
     }
-    let q = Query {
-        user: &req.user,
-        protocol: req.protocol,
-        method: req.method,
-        client_ip: req.client_ip,
-        local_ip: req.local_ip,
-    };
-    match store.lookup(&q) {
+    match store.lookup(&query(req, &req.user)) {
         Err(e) => Step::Answer(temp_fail(cfg, req, "store-error", e.to_string())),
         Ok(None) => Step::Verify(Pending {
             stored: dummy_hint(store),
@@ -357,12 +389,230 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
         }
         VerifyResult::Match => match refusal {
             Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
-            None => accept_account(cfg, req, *account),
+            None => accept_account(cfg, req, *account, &req.user),
         },
     }
 }
 
-fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account) -> Outcome {
+fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
+    Query {
+        user,
+        protocol: req.protocol,
+        method: req.method,
+        client_ip: req.client_ip,
+        local_ip: req.local_ip,
+    }
+}
+
+/// APOP / CRAM-MD5: the response to nginx's challenge, checked against the stored password.
+fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+    let kind = if req.method == Method::Apop { Challenge::Apop } else { Challenge::CramMd5 };
+    let Some(salt) = req.salt.as_deref().filter(|s| !s.is_empty()) else {
+        return fail(cfg, req, None, "bad-request", format!("{} without Auth-Salt", req.method));
+    };
+    if req.pass.is_empty() {
+        return fail(cfg, req, None, "invalid", "empty response".to_string());
+    }
+    let account = match store.lookup(&query(req, &req.user)) {
+        Err(e) => return temp_fail(cfg, req, "store-error", e.to_string()),
+        Ok(None) => {
+            // the same (cheap) work as for a known user
+            let _ = scheme::verify_challenge(kind, "{PLAIN}-", salt, &req.pass);
+            return fail(cfg, req, None, "unknown-user", "no such user".to_string());
+        }
+        Ok(Some(a)) => a,
+    };
+    let refusal = check_account(&account, req).err();
+    match scheme::verify_challenge(kind, &account.password, salt, &req.pass) {
+        Err(e @ ChallengeError::Unsuitable(_)) => {
+            fail(cfg, req, account.wait, "method-denied", format!("{} login refused: {e}", req.method))
+        }
+        Err(ChallengeError::Scheme(e)) => fail(
+            cfg,
+            req,
+            account.wait,
+            "scheme-error",
+            format!("stored password unusable: {e}"),
+        ),
+        Ok(false) => {
+            let reason = match &refusal {
+                None => format!("wrong {} response", req.method),
+                Some(rf) => format!("wrong {} response ({} too)", req.method, rf.reason),
+            };
+            fail(cfg, req, account.wait, "invalid", reason)
+        }
+        Ok(true) => match refusal {
+            Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
+            None => accept_account(cfg, req, account, &req.user),
+        },
+    }
+}
+
+/// The first CN of an RFC 2253 distinguished name (as nginx sends `Auth-SSL-Subject`), with
+/// its escapes undone.
+pub fn subject_cn(dn: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = dn.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else { break };
+                // \XX: a hex-escaped byte; anything else stands for itself
+                match (n.to_digit(16), chars.peek().and_then(|m| m.to_digit(16))) {
+                    (Some(hi), Some(lo)) => {
+                        chars.next();
+                        cur.push(char::from((hi * 16 + lo) as u8));
+                    }
+                    _ => cur.push(n),
+                }
+            }
+            ',' | '+' | ';' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts.into_iter().find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("CN") && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn normalise_fingerprint(f: &str) -> String {
+    f.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// EXTERNAL: the verified client certificate names the account.
+fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+    let ssl = req.ssl.as_ref();
+    let verify = ssl.and_then(|s| s.verify.as_deref());
+    if verify != Some("SUCCESS") {
+        return fail(
+            cfg,
+            req,
+            None,
+            "cert-denied",
+            format!(
+                "client certificate not verified (Auth-SSL-Verify: {})",
+                verify.unwrap_or("absent; ssl_verify_client is off or no TLS")
+            ),
+        );
+    }
+    let Some(cn) = ssl.and_then(|s| s.subject.as_deref()).and_then(subject_cn) else {
+        return fail(cfg, req, None, "cert-denied", "no CN in the client certificate's subject".to_string());
+    };
+    let cn_fail = |result, reason: String| {
+        let mut o = fail(cfg, req, None, result, reason);
+        o.user = cn.clone();
+        o
+    };
+    if !req.user.is_empty() && req.user != cn {
+        return cn_fail(
+            "cert-denied",
+            format!("authorization identity \"{}\" is not the certificate's CN", protocol_printable(&req.user)),
+        );
+    }
+    if cn.chars().any(char::is_control) {
+        return cn_fail("cert-denied", "control characters in the certificate's CN".to_string());
+    }
+    let account = match store.lookup(&query(req, &cn)) {
+        Err(e) => {
+            let mut o = temp_fail(cfg, req, "store-error", e.to_string());
+            o.user = cn;
+            return o;
+        }
+        Ok(None) => return cn_fail("unknown-user", "no such user (certificate CN)".to_string()),
+        Ok(Some(a)) => a,
+    };
+    if let Some((_, pinned)) = account.extra.iter().find(|(k, _)| k == "cert_fingerprint") {
+        let got = ssl.and_then(|s| s.fingerprint.as_deref()).map(normalise_fingerprint);
+        if got.as_deref() != Some(normalise_fingerprint(pinned).as_str()) || pinned.is_empty() {
+            return cn_fail("cert-denied", "certificate fingerprint is not the account's cert_fingerprint".to_string());
+        }
+    }
+    if let Err(rf) = check_account(&account, req) {
+        let mut o = fail(cfg, req, account.wait, rf.result, rf.reason);
+        o.user = cn;
+        return o;
+    }
+    let mut o = accept_account(cfg, req, account, &cn);
+    o.user = cn;
+    o
+}
+
+fn protocol_printable(s: &str) -> String {
+    crate::protocol::printable(s.as_bytes(), 128)
+}
+
+/// The address of an `Auth-SMTP-To` / `Auth-SMTP-From` value (`RCPT TO:<a@b> PARAMS`,
+/// `MAIL FROM:<a@b>`, as nginx passes the command): what is between `<` and `>`, or the first
+/// word after the colon.
+pub fn smtp_address(cmd: &str) -> Option<&str> {
+    let rest = match cmd.find(':') {
+        Some(i) if ["RCPT TO", "MAIL FROM"].iter().any(|c| cmd[..i].trim().eq_ignore_ascii_case(c)) => &cmd[i + 1..],
+        _ => cmd,
+    };
+    let rest = rest.trim_start();
+    let addr = match rest.strip_prefix('<') {
+        Some(r) => &r[..r.find('>')?],
+        None => rest.split_whitespace().next()?,
+    };
+    (!addr.is_empty()).then_some(addr)
+}
+
+/// Is `domain` (lower case) accepted for relay by `domains`?
+fn relay_domain_accepted(domains: &[String], domain: &str) -> bool {
+    domains.iter().any(|d| match d.strip_prefix('.') {
+        Some(parent) => domain.len() > parent.len() && domain.ends_with(d.as_str()),
+        None => domain == d,
+    })
+}
+
+/// SMTP without AUTH: relay to the MX backend for accepted recipient domains only.
+pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
+    let to = req.smtp_to.as_deref().unwrap_or("");
+    let from = req.smtp_from.as_deref().unwrap_or("");
+    let denied = |reason: String| Outcome {
+        response: AuthResponse::Fail {
+            message: MSG_RELAY.to_string(),
+            wait: Some(cfg.fail_wait),
+            error_code: Some(cfg.smtp_relay_error_code.clone()),
+        },
+        result: "relay-denied",
+        reason,
+        user: String::new(),
+    };
+    if req.protocol != Protocol::Smtp {
+        return denied(format!("Auth-Method none for {}", req.protocol));
+    }
+    let Some(addr) = smtp_address(to) else {
+        return denied(format!("no recipient address in \"{}\"", protocol_printable(to)));
+    };
+    let domain = match addr.rsplit_once('@') {
+        Some((_, d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+        // RFC 5321 4.5.1: <postmaster> without a domain is always accepted
+        None if addr.eq_ignore_ascii_case("postmaster") => String::new(),
+        None => return denied(format!("recipient <{}> has no domain", protocol_printable(addr))),
+    };
+    let sender = smtp_address(from).unwrap_or("");
+    let shown = format!("<{}> from <{}>", protocol_printable(addr), protocol_printable(sender));
+    if !domain.is_empty() && !relay_domain_accepted(&cfg.relay_domains, &domain) {
+        let why = if cfg.relay_domains.is_empty() { "no mail_auth_relay_domains" } else { "domain not in mail_auth_relay_domains" };
+        return denied(format!("relay to {shown} refused: {why}"));
+    }
+    let Some(mx) = &cfg.mx_backend else {
+        return temp_fail(cfg, req, "backend-error", "no \"mail_auth_backend mx\" for accepted mail".to_string());
+    };
+    Outcome {
+        response: AuthResponse::Ok { server: mx.server.clone(), port: mx.port, user: None, pass: None },
+        result: "ok",
+        reason: format!("mail for {shown} to mx {}:{}", mx.server, mx.port),
+        user: String::new(),
+    }
+}
+
+/// OK for `account`, known to the store as `login`.
+fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account, login: &str) -> Outcome {
     let backend = cfg.backend(req.protocol);
     let server = match (&account.server, backend) {
         (Some(s), _) => s.clone(),
@@ -380,12 +630,41 @@ fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account) -> Outc
         .port
         .or(backend.map(|b| b.port))
         .unwrap_or_else(|| req.protocol.default_port());
-    let response = AuthResponse::Ok {
-        server,
-        port,
-        user: account.backend_user.clone(),
-        pass: account.backend_pass.clone().map(String::into_bytes),
+    // nginx forgets the client's password for these methods: the answer must give one.
+    let needs_pass = !matches!(req.method, Method::Plain | Method::Login) && req.protocol != Protocol::Smtp;
+    // an account that names its own backend login (user or password) keeps it
+    let master = cfg
+        .master_user
+        .as_ref()
+        .filter(|_| account.backend_user.is_none() && account.backend_pass.is_none());
+    let user = match (&account.backend_user, master) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(m)) => Some(format!("{login}{}{}", m.separator, m.name)),
+        (None, None) if login != req.user => Some(login.to_string()),
+        (None, None) => None,
     };
+    let pass = match (&account.backend_pass, master) {
+        (Some(p), _) => Some(p.clone().into_bytes()),
+        (None, Some(m)) => Some(m.password.clone().into_bytes()),
+        (None, None) if needs_pass => match scheme::plain_password(&account.password) {
+            Some(p) => Some(p),
+            None => {
+                return fail(
+                    cfg,
+                    req,
+                    account.wait,
+                    "method-denied",
+                    format!(
+                        "{} login verified but there is no password for the backend: the stored {} can't be recovered (store {{PLAIN}}, a backend password, or use mail_auth_master_user)",
+                        req.method,
+                        scheme::scheme_name(&account.password)
+                    ),
+                )
+            }
+        },
+        (None, None) => None,
+    };
+    let response = AuthResponse::Ok { server, port, user, pass };
     if let Err(e) = response.validate() {
         return temp_fail(cfg, req, "backend-error", e.to_string());
     }
@@ -399,8 +678,8 @@ fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account) -> Outc
         }
         _ => String::new(),
     };
-    if let Some(u) = &account.backend_user {
-        reason.push_str(&format!(" as \"{u}\""));
+    if let AuthResponse::Ok { user: Some(u), .. } = &response {
+        reason.push_str(&format!(" as \"{}\"", protocol_printable(u)));
     }
     Outcome {
         response,
@@ -969,23 +1248,220 @@ mod tests {
         );
     }
 
+    fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
+        match &o.response {
+            AuthResponse::Ok { server, port, user, pass } => (server.clone(), *port, user.clone(), pass.clone()),
+            other => panic!("not OK: {other:?} ({} {})", o.result, o.reason),
+        }
+    }
+
+    fn challenge_req(method: Method, proto: Protocol, user: &str, salt: &[u8], response: &str) -> AuthRequest {
+        let mut r = req(proto, user, response.as_bytes());
+        r.method = method;
+        r.salt = Some(salt.to_vec());
+        r
+    }
+
     #[test]
-    fn unsupported_methods_denied_without_lookup() {
-        let s = store();
-        for m in [
-            Method::Apop,
-            Method::CramMd5,
-            Method::External,
-            Method::None,
-        ] {
-            let mut r = req(Protocol::Smtp, "alice", b"alice pw");
-            r.method = m;
-            let o = decide(&cfg(), &r, &s);
-            assert_eq!(o.result, "method-denied", "{m}");
-            assert_eq!(o.reason, format!("Auth-Method {m} is not supported"));
+    fn apop_and_cram_md5_check_the_response_and_hand_the_backend_a_password() {
+        let salt = b"<4711.1700000000@mail.example>";
+        let mut cram = acct(&scheme::cram_md5_stored(b"carol pw"));
+        cram.extra.push(("x".into(), "y".into()));
+        let s = MemStore::with(&[
+            ("alice", acct("{PLAIN}alice pw")),
+            ("bob", acct("$2y$04$F79D22O7l/TjxN/1V7s7eOq3ESuBGbCXDRCkeuPbmld/.B/Aq7iwW")),
+            ("carol", cram),
+            ("dave", Account { backend_pass: Some("dave-backend".into()), ..acct(&scheme::cram_md5_stored(b"dave pw")) }),
+            ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
+        ]);
+        let apop = |user: &str, pw: &[u8]| {
+            challenge_req(Method::Apop, Protocol::Pop3, user, salt, &scheme::challenge_response(Challenge::Apop, pw, salt))
+        };
+        let cram_req = |user: &str, pw: &[u8]| {
+            challenge_req(Method::CramMd5, Protocol::Imap, user, salt, &scheme::challenge_response(Challenge::CramMd5, pw, salt))
+        };
+
+        // APOP: right response → OK, and nginx gets the password back (it forgot it).
+        let o = decide(&cfg(), &apop("alice", b"alice pw"), &s);
+        assert_eq!(ok_parts(&o), ("::1".into(), 10110, None, Some(b"alice pw".to_vec())));
+        let o = decide(&cfg(), &apop("alice", b"wrong"), &s);
+        assert_eq!((o.result, o.reason.as_str()), ("invalid", "wrong apop response"));
+        assert_eq!(o.response, invalid(3));
+        // the same response to another challenge (a replay) fails
+        let mut replay = apop("alice", b"alice pw");
+        replay.salt = Some(b"<1.2@other>".to_vec());
+        assert_eq!(decide(&cfg(), &replay, &s).result, "invalid");
+        // a bcrypt user can't use APOP: refused, the log says why
+        let o = decide(&cfg(), &apop("bob", b"whatever"), &s);
+        assert_eq!(o.result, "method-denied");
+        assert!(o.reason.contains("BLF-CRYPT") && o.reason.contains("{PLAIN}"), "{}", o.reason);
+        assert_eq!(decide(&cfg(), &apop("ghost", b"x"), &s).result, "unknown-user");
+        assert_eq!(decide(&cfg(), &apop("off", b"pw"), &s).result, "disabled");
+        assert_eq!(decide(&cfg(), &apop("off", b"bad"), &s).result, "invalid");
+        let mut nosalt = apop("alice", b"alice pw");
+        nosalt.salt = None;
+        assert_eq!(decide(&cfg(), &nosalt, &s).result, "bad-request");
+
+        // CRAM-MD5 against a {PLAIN} and a {CRAM-MD5} store.
+        let o = decide(&cfg(), &cram_req("alice", b"alice pw"), &s);
+        assert_eq!(ok_parts(&o).3, Some(b"alice pw".to_vec()));
+        assert_eq!(decide(&cfg(), &cram_req("carol", b"wrong"), &s).result, "invalid");
+        // {CRAM-MD5}: verified, but nothing to give the backend → refused with the reason
+        let o = decide(&cfg(), &cram_req("carol", b"carol pw"), &s);
+        assert_eq!(o.result, "method-denied");
+        assert!(o.reason.contains("verified") && o.reason.contains("CRAM-MD5"), "{}", o.reason);
+        // ... unless the account has a backend password, or there is a master user
+        let o = decide(&cfg(), &cram_req("dave", b"dave pw"), &s);
+        assert_eq!(ok_parts(&o).3, Some(b"dave-backend".to_vec()));
+        let mut c = cfg();
+        c.master_user = Some(MasterUser { name: "master".into(), password: "m-pw".into(), separator: "*".into() });
+        let o = decide(&c, &cram_req("carol", b"carol pw"), &s);
+        assert_eq!(ok_parts(&o), ("127.0.0.1".into(), 10143, Some("carol*master".into()), Some(b"m-pw".to_vec())));
+        assert!(o.reason.ends_with("as \"carol*master\""), "{}", o.reason);
+        // an account's own backend login wins over the master user
+        let o = decide(&c, &cram_req("dave", b"dave pw"), &s);
+        assert_eq!((ok_parts(&o).2, ok_parts(&o).3), (None, Some(b"dave-backend".to_vec())));
+        // and the master user applies to plain logins too
+        let o = decide(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s);
+        assert_eq!(ok_parts(&o).2, Some("alice*master".into()));
+    }
+
+    fn cert_req(verify: &str, subject: &str, authzid: &str) -> AuthRequest {
+        let mut r = req(Protocol::Imap, authzid, b"");
+        r.method = Method::External;
+        r.ssl = Some(crate::protocol::SslInfo {
+            verify: Some(verify.into()),
+            subject: Some(subject.into()),
+            fingerprint: Some("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567".into()),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn external_maps_a_verified_certificate_to_its_account() {
+        let s = MemStore::with(&[
+            ("alice", acct("{PLAIN}alice pw")),
+            ("bob", acct("$6$abc$xyz")),
+            ("carol", Account {
+                extra: vec![("cert_fingerprint".into(), "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:01:23:45:67".into())],
+                ..acct("{PLAIN}carol pw")
+            }),
+            ("dave", Account {
+                extra: vec![("cert_fingerprint".into(), "ffff".into())],
+                ..acct("{PLAIN}dave pw")
+            }),
+            ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
+        ]);
+        let o = decide(&cfg(), &cert_req("SUCCESS", "CN=alice,O=Test CA", ""), &s);
+        assert_eq!(ok_parts(&o), ("127.0.0.1".into(), 10143, Some("alice".into()), Some(b"alice pw".to_vec())));
+        assert_eq!(o.user, "alice");
+        // the client may name itself, but only as the certificate's CN
+        assert!(decide(&cfg(), &cert_req("SUCCESS", "CN=alice", "alice"), &s).response.is_ok());
+        let o = decide(&cfg(), &cert_req("SUCCESS", "CN=alice", "bob"), &s);
+        assert_eq!(o.result, "cert-denied");
+        for v in ["FAILED:self signed certificate", "NONE", ""] {
+            let o = decide(&cfg(), &cert_req(v, "CN=alice", ""), &s);
+            assert_eq!(o.result, "cert-denied", "{v}");
             assert!(!o.response.is_ok());
         }
+        let mut no_tls = cert_req("SUCCESS", "CN=alice", "");
+        no_tls.ssl = None;
+        assert_eq!(decide(&cfg(), &no_tls, &s).result, "cert-denied");
+        assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "O=No Name", ""), &s).result, "cert-denied");
+        assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=ghost", ""), &s).result, "unknown-user");
+        assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=off", ""), &s).result, "disabled");
+        // pinned fingerprint: the right certificate only (any case, colons or not)
+        assert!(decide(&cfg(), &cert_req("SUCCESS", "CN=carol", ""), &s).response.is_ok());
+        assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=dave", ""), &s).result, "cert-denied");
+        // no recoverable password and no master user: nothing to log in to the backend with
+        let o = decide(&cfg(), &cert_req("SUCCESS", "CN=bob", ""), &s);
+        assert_eq!(o.result, "method-denied");
+        // SMTP needs no backend password
+        let mut smtp = cert_req("SUCCESS", "CN=bob", "");
+        smtp.protocol = Protocol::Smtp;
+        let o = decide(&cfg(), &smtp, &s);
+        assert_eq!(ok_parts(&o).3, None);
+    }
+
+    #[test]
+    fn subject_cn_reads_rfc2253() {
+        assert_eq!(subject_cn("CN=alice,O=Test").as_deref(), Some("alice"));
+        assert_eq!(subject_cn("emailAddress=a@b,cn=Alice Smith,O=x").as_deref(), Some("Alice Smith"));
+        assert_eq!(subject_cn(r"CN=Smith\, John,O=x").as_deref(), Some("Smith, John"));
+        assert_eq!(subject_cn(r"CN=a\2Cb").as_deref(), Some("a,b"));
+        assert_eq!(subject_cn("OU=x+CN=multi,O=y").as_deref(), Some("multi"));
+        assert_eq!(subject_cn("CN=first,CN=second").as_deref(), Some("first"));
+        assert_eq!(subject_cn("O=x"), None);
+        assert_eq!(subject_cn("CN="), None);
+        assert_eq!(subject_cn(""), None);
+        assert_eq!(subject_cn("CN=trailing\\"), Some("trailing".into()));
+    }
+
+    fn relay_req(to: &str) -> AuthRequest {
+        let mut r = req(Protocol::Smtp, "", b"");
+        r.method = Method::None;
+        r.smtp_helo = Some("client.example".into());
+        r.smtp_from = Some("MAIL FROM:<a@elsewhere.example>".into());
+        r.smtp_to = Some(to.into());
+        r
+    }
+
+    #[test]
+    fn smtp_without_auth_relays_only_to_accepted_domains() {
+        let mut c = cfg();
+        c.mx_backend = Some(Backend { server: "127.0.0.9".into(), port: 2525 });
+        c.relay_domains = vec!["example.org".into(), ".sub.example.net".into()];
+        let s = store();
+        for to in [
+            "RCPT TO:<bob@example.org>",
+            "rcpt to: <Bob@EXAMPLE.org.>",
+            "RCPT TO:<x@a.sub.example.net> NOTIFY=NEVER",
+            "RCPT TO:<postmaster>",
+        ] {
+            let o = decide(&c, &relay_req(to), &s);
+            assert_eq!(ok_parts(&o), ("127.0.0.9".into(), 2525, None, None), "{to}");
+        }
+        for to in [
+            "RCPT TO:<bob@example.com>",
+            "RCPT TO:<bob@sub.example.net>",
+            "RCPT TO:<bob@evilexample.org>",
+            "RCPT TO:<bob@example.org@evil.example>",
+            "RCPT TO:<nodomain>",
+            "RCPT TO:<>",
+            "",
+        ] {
+            let o = decide(&c, &relay_req(to), &s);
+            assert_eq!(o.result, "relay-denied", "{to}");
+            assert_eq!(
+                o.response,
+                AuthResponse::Fail { message: MSG_RELAY.into(), wait: Some(3), error_code: Some("550 5.7.1".into()) },
+                "{to}"
+            );
+        }
+        // no domains configured: nothing is relayed; an accepted domain without an mx: temporary
+        let o = decide(&cfg(), &relay_req("RCPT TO:<bob@example.org>"), &s);
+        assert_eq!(o.result, "relay-denied");
+        assert!(o.reason.contains("no mail_auth_relay_domains"), "{}", o.reason);
+        let mut no_mx = c.clone();
+        no_mx.mx_backend = None;
+        assert_eq!(decide(&no_mx, &relay_req("RCPT TO:<bob@example.org>"), &s).result, "backend-error");
+        // never for IMAP/POP3; no store lookup either way
+        let mut imap = relay_req("RCPT TO:<bob@example.org>");
+        imap.protocol = Protocol::Imap;
+        assert_eq!(decide(&c, &imap, &s).result, "relay-denied");
         assert_eq!(s.lookups.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn smtp_addresses() {
+        assert_eq!(smtp_address("RCPT TO:<a@b>"), Some("a@b"));
+        assert_eq!(smtp_address("rcpt to: a@b SIZE=1"), Some("a@b"));
+        assert_eq!(smtp_address("mail FROM:<x@y> BODY=8BITMIME"), Some("x@y"));
+        assert_eq!(smtp_address("<a@b>"), Some("a@b"));
+        assert_eq!(smtp_address("RCPT TO:<a@b"), None);
+        assert_eq!(smtp_address("RCPT TO:"), None);
+        assert_eq!(smtp_address("MAIL FROM:<>"), None);
     }
 
     #[test]

@@ -154,3 +154,54 @@ mod tests {
         assert!(parse_protocol("lmtp").is_err());
     }
 }
+
+/// A `mail_auth_relay_domains` entry: a domain name (lower-cased), or `.domain` for its
+/// subdomains.
+pub fn parse_domain(v: &str) -> Result<String, String> {
+    let d = v.trim_end_matches('.').to_ascii_lowercase();
+    let name = d.strip_prefix('.').unwrap_or(&d);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("invalid domain \"{v}\""));
+    }
+    Ok(d)
+}
+
+/// A master user's name, password and separator must be sendable as Auth-User / Auth-Pass
+/// (no control characters) and not empty.
+pub fn check_master_user(m: &crate::auth::MasterUser) -> Result<(), String> {
+    for (what, v) in [("name", &m.name), ("password", &m.password), ("separator", &m.separator)] {
+        if v.is_empty() {
+            return Err(format!("empty {what}"));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(format!("control characters in the {what}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod domain_tests {
+    use super::*;
+
+    #[test]
+    fn relay_domains_and_master_users() {
+        assert_eq!(parse_domain("Example.ORG.").as_deref(), Ok("example.org"));
+        assert_eq!(parse_domain(".sub.example.net").as_deref(), Ok(".sub.example.net"));
+        for bad in ["", ".", "-a.example", "a..b", "a_b.example", "exa mple.org", "*.example.org"] {
+            assert!(parse_domain(bad).is_err(), "{bad}");
+        }
+        let m = |n: &str, p: &str, s: &str| crate::auth::MasterUser { name: n.into(), password: p.into(), separator: s.into() };
+        assert!(check_master_user(&m("master", "pw", "*")).is_ok());
+        assert!(check_master_user(&m("", "pw", "*")).is_err());
+        assert!(check_master_user(&m("master", "p\r\nw", "*")).is_err());
+        assert!(check_master_user(&m("master", "pw", "")).is_err());
+    }
+}

@@ -174,7 +174,9 @@ impl<'a> Limiter<'a> {
                 };
             }
         }
-        if let Some(rate) = self.cfg.user {
+        // No name (EXTERNAL without an authorization identity, SMTP without AUTH): the IP
+        // limit only, never one counter shared by every such client.
+        if let Some(rate) = self.cfg.user.filter(|_| !user.is_empty()) {
             let trusted = ip.is_some_and(|ip| self.mark_live(self.trusted_key(ip, user), now, None));
             if !trusted {
                 if let Some(wait) = self.refused(self.user_key(user), now) {
@@ -256,14 +258,14 @@ impl<'a> Limiter<'a> {
         if let (Some(ip), Some(rate)) = (ip, self.cfg.ip) {
             self.count(self.ip_key(ip), rate, now);
         }
-        if let Some(rate) = self.cfg.user {
+        if let Some(rate) = self.cfg.user.filter(|_| !user.is_empty()) {
             self.count(self.user_key(user), rate, now);
         }
     }
 
     /// After a successful login: this IP is trusted for this user.
     pub fn record_success(&self, ip: Option<IpAddr>, user: &str, now: u64) {
-        if let (Some(ip), Some(_)) = (ip, self.cfg.user) {
+        if let (Some(ip), Some(_), false) = (ip, self.cfg.user, user.is_empty()) {
             let until = now.saturating_add(self.cfg.ban.max(TRUSTED_FOR));
             self.mark_live(self.trusted_key(ip, user), now, Some(until));
         }

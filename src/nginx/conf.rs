@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::{conf_err, conf_ok, guard, util};
-use crate::auth::{AuthConfig, Backend};
+use crate::auth::{AuthConfig, Backend, MasterUser};
 use crate::config;
 use crate::protocol::Protocol;
 use crate::cache::Cache;
@@ -66,7 +66,12 @@ pub struct LocConf {
     pub passwd_file: Option<String>,
     pub sqlite: Option<String>,
     pub sqlite_query: Option<String>,
-    pub backends: [Option<Backend>; 3],
+    /// imap, pop3, smtp (submission), mx (SMTP without AUTH).
+    pub backends: [Option<Backend>; 4],
+    /// `mail_auth_relay_domains`
+    pub relay_domains: Option<Vec<String>>,
+    /// `mail_auth_master_user`
+    pub master_user: Option<MasterUser>,
     pub fail_wait: Option<u32>,
     pub basic_header: Option<bool>,
     pub log_level: Option<ngx_uint_t>,
@@ -101,7 +106,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 12] = [
+pub static mut COMMANDS: [ngx_command_t; 14] = [
     command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
     command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
     command!("mail_auth_sqlite", ANY | NGX_CONF_TAKE1, set_sqlite),
@@ -113,6 +118,8 @@ pub static mut COMMANDS: [ngx_command_t; 12] = [
     command!("mail_auth_thread_pool", ANY | NGX_CONF_TAKE1, set_thread_pool),
     command!("mail_auth_cache", ANY | NGX_CONF_1MORE, set_cache),
     command!("mail_auth_limit", ANY | NGX_CONF_1MORE, set_limit),
+    command!("mail_auth_relay_domains", ANY | NGX_CONF_1MORE, set_relay_domains),
+    command!("mail_auth_master_user", ANY | NGX_CONF_TAKE23, set_master_user),
     ngx_command_t::empty(),
 ];
 
@@ -214,13 +221,22 @@ setter!(set_sqlite_query, |cf, lc| {
     Ok(())
 });
 
+/// `mail_auth_backend mx ...`: where SMTP without AUTH goes.
+const MX: usize = 3;
+
 setter!(set_backend, |cf, lc| {
-    let proto = config::parse_protocol(arg_str(cf, 0)?).map_err(|e| format!("\"mail_auth_backend\": {e}"))?;
-    let idx = proto_index(proto);
+    let name = arg_str(cf, 0)?;
+    let (idx, port) = if name.eq_ignore_ascii_case("mx") {
+        (MX, 25)
+    } else {
+        let proto = config::parse_protocol(name)
+            .map_err(|e| format!("\"mail_auth_backend\": {e} (or \"mx\" for SMTP without AUTH)"))?;
+        (proto_index(proto), proto.default_port())
+    };
     if lc.backends[idx].is_some() {
-        return Err(format!("duplicate \"mail_auth_backend\" for {proto}"));
+        return Err(format!("duplicate \"mail_auth_backend\" for {name}"));
     }
-    let b = config::parse_backend(arg_str(cf, 1)?, proto.default_port())
+    let b = config::parse_backend(arg_str(cf, 1)?, port)
         .map_err(|e| format!("invalid \"mail_auth_backend\" address {e}"))?;
     lc.backends[idx] = Some(b);
     Ok(())
@@ -318,6 +334,29 @@ setter!(set_limit, |cf, lc| {
     Ok(())
 });
 
+setter!(set_relay_domains, |cf, lc| {
+    once(&lc.relay_domains, "mail_auth_relay_domains")?;
+    let domains = arg_strs(cf)?
+        .into_iter()
+        .map(|d| config::parse_domain(d).map_err(|e| format!("\"mail_auth_relay_domains\": {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    lc.relay_domains = Some(domains);
+    Ok(())
+});
+
+setter!(set_master_user, |cf, lc| {
+    once(&lc.master_user, "mail_auth_master_user")?;
+    let a = arg_strs(cf)?;
+    let mut separator = "*".to_string();
+    for (_, v) in config::key_values(&a[2..], &["separator"]).map_err(|e| format!("\"mail_auth_master_user\": {e}"))? {
+        separator = v.to_string();
+    }
+    let m = MasterUser { name: a[0].to_string(), password: a[1].to_string(), separator };
+    config::check_master_user(&m).map_err(|e| format!("\"mail_auth_master_user\": {e}"))?;
+    lc.master_user = Some(m);
+    Ok(())
+});
+
 pub fn proto_index(p: Protocol) -> usize {
     match p {
         Protocol::Imap => 0,
@@ -343,10 +382,16 @@ pub unsafe extern "C" fn merge_loc_conf(
         if lc.sqlite_query.is_none() {
             lc.sqlite_query.clone_from(&prev.sqlite_query);
         }
-        for i in 0..3 {
+        for i in 0..lc.backends.len() {
             if lc.backends[i].is_none() {
                 lc.backends[i].clone_from(&prev.backends[i]);
             }
+        }
+        if lc.relay_domains.is_none() {
+            lc.relay_domains.clone_from(&prev.relay_domains);
+        }
+        if lc.master_user.is_none() {
+            lc.master_user.clone_from(&prev.master_user);
         }
         lc.fail_wait = lc.fail_wait.or(prev.fail_wait);
         lc.basic_header = lc.basic_header.or(prev.basic_header);
@@ -421,6 +466,9 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
             cfg.set_backend(p, b.clone());
         }
     }
+    cfg.mx_backend.clone_from(&lc.backends[MX]);
+    cfg.relay_domains = lc.relay_domains.clone().unwrap_or_default();
+    cfg.master_user.clone_from(&lc.master_user);
     if let Some(w) = lc.fail_wait {
         cfg.fail_wait = w;
         cfg.temp_wait = w;

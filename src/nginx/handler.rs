@@ -78,6 +78,12 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     }
 
+    // SMTP without AUTH: the relay policy, whatever the store (or none in bridge mode).
+    if areq.method == protocol::Method::None {
+        let outcome = auth::relay(&engine.cfg, &areq);
+        return answer(r, level, engine, &areq, outcome, started);
+    }
+
     let Some(store) = engine.store.as_ref() else {
         // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
         let outcome = auth::accept(&engine.cfg, &areq, "access phase allowed the request");
@@ -162,7 +168,8 @@ fn record(engine: &Engine, areq: &AuthRequest, outcome: &Outcome) {
     let now = unix_now();
     match (&outcome.response, outcome.result) {
         (AuthResponse::Ok { .. }, _) => limiter.record_success(areq.client_ip, &areq.user, now),
-        (AuthResponse::Fail { .. }, "rate-limited" | "bad-request") => {}
+        // a refused relay recipient is not a failed login
+        (AuthResponse::Fail { .. }, "rate-limited" | "bad-request" | "relay-denied") => {}
         (AuthResponse::Fail { .. }, _) => limiter.record_failure(areq.client_ip, &areq.user, &areq.pass, now),
         _ => {}
     }

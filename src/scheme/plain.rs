@@ -39,6 +39,10 @@ impl Plain {
     pub(super) fn into_bytes(self) -> Vec<u8> {
         self.0
     }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 #[cfg(test)]

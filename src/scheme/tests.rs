@@ -98,7 +98,7 @@ fn unsupported_real_tool_output_is_an_error_not_a_match() {
     }
     assert!(n >= 10);
     assert!(
-        matches!(verify(find_unsupported("CRAM-MD5"), b"secret"), Err(SchemeError::Unknown(s)) if s == "CRAM-MD5")
+        matches!(verify(find_unsupported("SCRAM-SHA-1"), b"secret"), Err(SchemeError::Unknown(s)) if s == "SCRAM-SHA-1")
     );
 }
 
@@ -135,6 +135,8 @@ fn scheme_names() {
         ("ARGON2I", "ARGON2I"),
         ("ARGON2ID", "ARGON2ID"),
         ("argon2id", "ARGON2ID"),
+        ("CRAM-MD5", "CRAM-MD5"),
+        ("HMAC-MD5", "CRAM-MD5"),
     ] {
         assert_eq!(scheme_name(find(scheme).stored), name, "{scheme}");
     }
@@ -475,4 +477,47 @@ fn dummy_hashes_keep_family_and_cost_and_never_match() {
         assert_eq!(verify(d, b""), Ok(false), "{junk:?} -> {d}");
         assert!(!is_costly(d));
     }
+}
+
+#[test]
+fn challenge_responses_check_against_plain_and_dovecot_cram_md5() {
+    // RFC 2195's example, checked against what doveadm stored for the same password: this pins
+    // the byte order of the {CRAM-MD5} key states.
+    let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
+    let rfc = b"b913a602c7eda7a495b4e6e7334d3890";
+    let dove = vectors()
+        .find(|v| v.scheme == "CRAM-MD5" && v.password == "tanstaaftanstaaf")
+        .expect("doveadm CRAM-MD5 vector");
+    assert_eq!(verify_challenge(Challenge::CramMd5, dove.stored, challenge, rfc), Ok(true));
+    assert_eq!(
+        verify_challenge(Challenge::CramMd5, dove.stored, challenge, &rfc.to_ascii_uppercase()),
+        Ok(true),
+        "hex digits in either case"
+    );
+    assert_eq!(verify_challenge(Challenge::CramMd5, dove.stored, b"<other@host>", rfc), Ok(false));
+    assert_eq!(verify_challenge(Challenge::CramMd5, dove.stored, challenge, b"b913a602"), Ok(false));
+    assert_eq!(verify_challenge(Challenge::CramMd5, dove.stored, challenge, b"zz"), Ok(false));
+    // APOP can't be checked from HMAC key states.
+    assert_eq!(
+        verify_challenge(Challenge::Apop, dove.stored, challenge, rfc),
+        Err(ChallengeError::Unsuitable("CRAM-MD5"))
+    );
+    // Every doveadm CRAM-MD5 vector answers a response made from its password.
+    for v in vectors().filter(|v| v.scheme == "CRAM-MD5" || v.scheme == "HMAC-MD5") {
+        let resp = challenge_response(Challenge::CramMd5, v.password.as_bytes(), b"<1.2@x>");
+        assert_eq!(verify_challenge(Challenge::CramMd5, v.stored, b"<1.2@x>", resp.as_bytes()), Ok(true), "{}", v.command);
+        assert_eq!(cram_md5_stored(v.password.as_bytes()).split_once('}').unwrap().1, v.stored.split_once('}').unwrap().1);
+    }
+
+    // Plain stored passwords serve both methods (RFC 1939's APOP example).
+    let apop_salt = b"<1896.697170952@dbc.mtview.ca.us>";
+    let apop_resp = b"c4c9334bac560ecc979e58001b3e22fb";
+    assert_eq!(verify_challenge(Challenge::Apop, "{PLAIN}tanstaaf", apop_salt, apop_resp), Ok(true));
+    assert_eq!(verify_challenge(Challenge::Apop, "{PLAIN}tanstaafx", apop_salt, apop_resp), Ok(false));
+    assert_eq!(verify_challenge(Challenge::CramMd5, "{PLAIN}tanstaaftanstaaf", challenge, rfc), Ok(true));
+    // Hashes that keep neither form are unsuitable, named for the log; broken ones are errors.
+    for v in vectors().filter(|v| v.scheme == "sha512-crypt" || v.scheme == "SSHA").take(2) {
+        assert!(matches!(verify_challenge(Challenge::Apop, v.stored, apop_salt, apop_resp), Err(ChallengeError::Unsuitable(_))));
+    }
+    assert!(matches!(verify_challenge(Challenge::Apop, "{NOPE}x", apop_salt, apop_resp), Err(ChallengeError::Scheme(_))));
 }

@@ -5,7 +5,7 @@ package MailAuthBackend;
 #   IMAP:  "<tag> LOGIN {n}" + literal user " {m}" + literal password
 #   POP3:  "USER u" / "PASS p"
 #   SMTP:  EHLO/HELO, then "XCLIENT ... LOGIN=u ..." (xclient on) and/or "AUTH PLAIN ..."
-#          (proxy_smtp_auth on)
+#          (proxy_smtp_auth on); then MAIL/RCPT/DATA (a message is logged as "smtp data ...")
 # It accepts a login only when user and password match one of the expected pairs, and appends
 # one line per login to a log file in the test directory:
 #     <proto> <ok|fail> user=<user> pass=<pass> [xclient=<line>]
@@ -140,10 +140,27 @@ sub smtp {
 	serve($port, sub {
 		my ($c) = @_;
 		print $c "220 fake SMTP backend ready\r\n";
+		my ($from, $to) = ('', '');
 		while (defined(my $l = readline_crlf($c))) {
 			my ($cmd, $arg) = $l =~ /^(\S+) ?(.*)$/ or next;
 			$cmd = uc $cmd;
-			if ($cmd eq 'EHLO') {
+			if ($cmd eq 'MAIL') {
+				$from = $arg;
+				print $c "250 2.1.0 OK\r\n";
+			} elsif ($cmd eq 'RCPT') {
+				$to = $arg;
+				print $c "250 2.1.5 OK\r\n";
+			} elsif ($cmd eq 'DATA') {
+				# one message: recorded as "smtp data from=<MAIL arg> to=<last RCPT arg> lines=N"
+				print $c "354 go ahead\r\n";
+				my $n = 0;
+				while (defined(my $d = readline_crlf($c))) {
+					last if $d eq '.';
+					$n++;
+				}
+				record($log, "smtp data from=$from to=$to lines=$n");
+				print $c "250 2.0.0 queued\r\n";
+			} elsif ($cmd eq 'EHLO') {
 				print $c "250-fake\r\n250-XCLIENT ADDR LOGIN NAME HELO\r\n250 AUTH PLAIN\r\n";
 			} elsif ($cmd eq 'HELO') {
 				print $c "250 fake\r\n";

@@ -66,10 +66,15 @@ add md5-crypt 'secret' "$(openssl passwd -1 -salt abc secret)" "openssl passwd -
 add apr1 'x' "$(openssl passwd -apr1 -salt abc x)" "openssl passwd -apr1 -salt abc x"
 add PLAIN '' "$(dove -s PLAIN -p '')" "doveadm pw -s PLAIN -p ''"
 
-# Real tool output we do not verify. CRAM-MD5 is kept for a later issue (CRAM-MD5 logins
-# need the HMAC context, not a password check).
-add unsupported:CRAM-MD5 'secret' "$(dove -s CRAM-MD5 -p secret)" "doveadm pw -s CRAM-MD5 -p secret"
-add unsupported:HMAC-MD5 'secret' "$(dove -s HMAC-MD5 -p secret)" "doveadm pw -s HMAC-MD5 -p secret"
+long=$(printf 'k%.0s' $(seq 80))   # longer than an HMAC block: the key is hashed first
+# Dovecot's HMAC-MD5 key states: a plain password checks against them, and so does a CRAM-MD5
+# response (src/scheme/cram.rs).
+add CRAM-MD5 'secret' "$(dove -s CRAM-MD5 -p secret)" "doveadm pw -s CRAM-MD5 -p secret"
+add HMAC-MD5 'secret' "$(dove -s HMAC-MD5 -p secret)" "doveadm pw -s HMAC-MD5 -p secret"
+add CRAM-MD5 'tanstaaftanstaaf' "$(dove -s CRAM-MD5 -p tanstaaftanstaaf)" "doveadm pw -s CRAM-MD5 -p tanstaaftanstaaf"
+add CRAM-MD5 "$long" "$(dove -s CRAM-MD5 -p "$long")" "doveadm pw -s CRAM-MD5 -p <80-byte password>"
+
+# Real tool output we do not verify.
 add unsupported:DIGEST-MD5 'secret' "$(dove -s DIGEST-MD5 -u u@example.org -p secret)" "doveadm pw -s DIGEST-MD5 -u u@example.org -p secret"
 add unsupported:SCRAM-SHA-1 'secret' "$(dove -s SCRAM-SHA-1 -p secret)" "doveadm pw -s SCRAM-SHA-1 -p secret"
 add unsupported:SCRAM-SHA-256 'secret' "$(dove -s SCRAM-SHA-256 -p secret)" "doveadm pw -s SCRAM-SHA-256 -p secret"
