@@ -3,7 +3,7 @@
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
 //! `policy` (per-account rules), `auth` (the decision), `basic` (Basic-credential bridge),
-//! `shm` / `cache` / `limiter` (tables shared by workers in a shared-memory zone).
+//! `shm` / `cache` / `limiter` / `metrics` (tables and counters shared by workers in shared memory).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -13,6 +13,7 @@ pub mod basic;
 pub mod cache;
 pub mod config;
 pub mod limiter;
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod scheme;

@@ -33,7 +33,8 @@ plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 }
 
 # per example: nginx -t, one login; plus the harness's two checks (alerts, sanitizer) each
-plan(tests => 4 * @examples + 1);
+my $with_status = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /mail_auth_status;/ } @examples;
+plan(tests => 4 * @examples + $with_status + 1);
 
 # the point of the bridge: no set_misc / NDK directive in any example (comments aside)
 my @third_party = grep { /^\s*[^#\s]*\b(set_unescape_uri|set_encode_base64|set_decode_base64|set_by_lua|ndk_set_var_value)\b/m }
@@ -84,6 +85,11 @@ for my $file (@examples) {
 
 	my ($code, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-secret');
 	is($code, 0, "$name: IMAP login through the example") or diag($out);
+	if ($conf =~ /location = (\S+) \{\s*mail_auth_status;/) {
+		my $m = http_get($1, socket => IO::Socket::INET->new('127.0.0.1:' . port(9180)));
+		like($m // '', qr/^mail_auth_requests_total\{protocol="imap",method="plain",result="ok"\} 1\r?$/m,
+			"$name: $1 counted the login");
+	}
 	$t->stop();
 	$t->stop_daemons();
 }

@@ -156,7 +156,11 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
         // Not an auth_http request at all (no Auth-Protocol): leave the HTTP error alone.
         return Ok(());
     };
-    super::handler::log_decision(lc.log_level(), req.log(), None, &outcome, Instant::now());
+    let now = Instant::now();
+    // the parsed request, when it parses, gives the log line its client, protocol and method
+    let areq = crate::protocol::parse_request(headers.iter().copied()).ok();
+    super::handler::log_decision(lc.log_level(), req.log(), areq.as_ref(), &outcome, now);
+    super::handler::count(engine, areq.as_ref().map(|a| a.protocol), areq.as_ref().map(|a| a.method), outcome.result, now);
     // SAFETY: the live request's output headers; hash = 0 makes nginx skip a header, which is
     // how WWW-Authenticate from auth_basic is dropped.
     unsafe {

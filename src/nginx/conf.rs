@@ -17,6 +17,7 @@ use crate::config;
 use crate::protocol::Protocol;
 use crate::cache::Cache;
 use crate::limiter::{self, LimitConfig, Limiter};
+use crate::metrics::Metrics;
 use crate::store::{self, NoticeLevel, Store};
 use super::zone::{self, Zone};
 
@@ -30,7 +31,14 @@ pub struct Engine {
     pub thread_pool: Option<super::offload::PoolRef>,
     pub cache: Option<CacheConf>,
     pub limit: Option<LimitConf>,
+    /// The counters `mail_auth_status` shows (one zone for all locations).
+    pub stats: Option<Zone>,
 }
+
+/// The shared zone of the status counters, added by the first `mail_auth` or
+/// `mail_auth_status`.
+pub const STATS_ZONE: &str = "mail_auth_status";
+const STATS_ZONE_SIZE: usize = 64 * 1024;
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
 #[derive(Clone, Copy)]
@@ -57,6 +65,10 @@ impl Engine {
         let l = self.limit?;
         Limiter::new(l.zone.words()?, l.cfg)
     }
+
+    pub fn metrics(&self) -> Option<Metrics<'static>> {
+        Metrics::new(self.stats?.words()?)
+    }
 }
 
 #[derive(Default)]
@@ -79,6 +91,10 @@ pub struct LocConf {
     pub thread_pool: Option<String>,
     pub cache: Option<CacheConf>,
     pub limit: Option<LimitConf>,
+    /// `mail_auth_status;` in this location.
+    pub status: bool,
+    /// The status counters' zone (set by `mail_auth` / `mail_auth_status`).
+    pub stats: Option<Zone>,
     pub engine: Option<Arc<Engine>>,
 }
 
@@ -106,8 +122,9 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 14] = [
+pub static mut COMMANDS: [ngx_command_t; 15] = [
     command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
+    command!("mail_auth_status", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status),
     command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
     command!("mail_auth_sqlite", ANY | NGX_CONF_TAKE1, set_sqlite),
     command!("mail_auth_sqlite_query", ANY | NGX_CONF_TAKE1, set_sqlite_query),
@@ -189,18 +206,42 @@ fn once<T>(slot: &Option<T>, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-setter!(set_mail_auth, |cf, lc| {
-    if lc.enabled {
-        return Err("\"mail_auth\" directive is duplicate".into());
-    }
-    lc.enabled = true;
+/// Makes `handler` the content handler of the location being configured.
+fn set_content_handler(
+    cf: *mut ngx_conf_t,
+    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t,
+) -> Result<(), String> {
     let clcf = NgxHttpCoreModule::location_conf_mut(
         // SAFETY: cf is live during directive processing.
         unsafe { &*cf },
     )
     .ok_or("no http core location configuration")?;
-    clcf.handler = Some(super::handler::content_handler);
+    clcf.handler = Some(handler);
     Ok(())
+}
+
+setter!(set_mail_auth, |cf, lc| {
+    if lc.enabled {
+        return Err("\"mail_auth\" directive is duplicate".into());
+    }
+    if lc.status {
+        return Err("\"mail_auth\" and \"mail_auth_status\" cannot share a location".into());
+    }
+    lc.enabled = true;
+    lc.stats = Some(zone::shared(cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?);
+    set_content_handler(cf, super::handler::content_handler)
+});
+
+setter!(set_status, |cf, lc| {
+    if lc.status {
+        return Err("\"mail_auth_status\" directive is duplicate".into());
+    }
+    if lc.enabled {
+        return Err("\"mail_auth\" and \"mail_auth_status\" cannot share a location".into());
+    }
+    lc.status = true;
+    lc.stats = Some(zone::shared(cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?);
+    set_content_handler(cf, super::status::content_handler)
 });
 
 setter!(set_passwd_file, |cf, lc| {
@@ -481,5 +522,5 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
                 .ok_or("cannot register the thread pool for \"mail_auth\"")?,
         ),
     };
-    Ok(Engine { cfg, store, thread_pool, cache: lc.cache, limit: lc.limit })
+    Ok(Engine { cfg, store, thread_pool, cache: lc.cache, limit: lc.limit, stats: lc.stats })
 }

@@ -52,6 +52,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(a) => a,
         Err(e) if !looks_like_auth_http(&headers) => {
             util::log(log, NGX_LOG_ERR as _, &format!("mail_auth: not an auth_http request: {e}"));
+            count(engine, None, None, "bad-request", started);
             return NGX_HTTP_BAD_REQUEST as ngx_int_t;
         }
         Err(e) => {
@@ -64,6 +65,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                 outcome.user = String::from_utf8_lossy(&user).into_owned();
             }
             log_decision(lc.log_level(), log, None, &outcome, started);
+            count(engine, proto, None, outcome.result, started);
             return send(r, &outcome);
         }
     };
@@ -129,7 +131,7 @@ fn unix_now() -> u64 {
 /// thread: the cache is shared memory accessed through atomics.
 fn verify(engine: &Engine, areq: &AuthRequest, generation: u64, pending: &Pending) -> (VerifyResult, bool) {
     let Some((cache, conf)) = engine.cache() else {
-        return (pending.run(), false);
+        return (run_timed(engine, pending), false);
     };
     let scope = match &engine.store {
         Some(s) => format!("{}|{}", areq.protocol.as_str(), s.describe()),
@@ -137,11 +139,15 @@ fn verify(engine: &Engine, areq: &AuthRequest, generation: u64, pending: &Pendin
     };
     let key = cache.key(generation, &scope, &areq.user, &areq.pass);
     let now = unix_now();
-    match cache.get(&key, now) {
+    let verdict = cache.get(&key, now);
+    if let Some(m) = engine.metrics() {
+        m.cache(verdict.is_some());
+    }
+    match verdict {
         Some(true) => (VerifyResult::Match, true),
         Some(false) => (VerifyResult::Mismatch, true),
         None => {
-            let result = pending.run();
+            let result = run_timed(engine, pending);
             match result {
                 VerifyResult::Match => cache.put(&key, true, conf.ttl, now),
                 VerifyResult::Mismatch => cache.put(&key, false, conf.negative_ttl, now),
@@ -189,7 +195,29 @@ fn answer(
     record(engine, areq, &outcome);
     log_store_notices(engine, log);
     log_decision(level, log, Some(areq), &outcome, started);
+    count(engine, Some(areq.protocol), Some(areq.method), outcome.result, started);
     send(r, &outcome)
+}
+
+/// Counts an answered request for `mail_auth_status`.
+pub fn count(engine: &Engine, proto: Option<protocol::Protocol>, method: Option<protocol::Method>, result: &str, started: Instant) {
+    if let Some(m) = engine.metrics() {
+        m.request(proto, method, result, micros(started));
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Runs the verification and times it for `mail_auth_status`.
+fn run_timed(engine: &Engine, pending: &Pending) -> VerifyResult {
+    let t = Instant::now();
+    let result = pending.run();
+    if let Some(m) = engine.metrics() {
+        m.verification(micros(t));
+    }
+    result
 }
 
 /// Costly password verification on the thread pool.

@@ -2,6 +2,7 @@
 //!
 //! - directives and the location configuration (`conf.rs`)
 //! - the content handler answering auth_http (`handler.rs`)
+//! - the `mail_auth_status` Prometheus endpoint (`status.rs`)
 //! - the Basic-credential bridge: `$mail_auth_basic`, `mail_auth_basic_header`, and the header
 //!   filter turning an access-phase 401/403 into an auth_http failure (`bridge.rs`)
 //!
@@ -11,6 +12,7 @@ pub mod bridge;
 pub mod conf;
 pub mod handler;
 pub mod offload;
+pub mod status;
 pub mod util;
 pub mod zone;
 

@@ -45,6 +45,27 @@ pub fn add(cf: *mut ngx_conf_t, name: &str, size: usize, tag: *mut c_void) -> Re
     }
 }
 
+/// Registers `name` once per configuration for several directives that share it (the status
+/// counters): the first call adds the zone, later ones get the same zone back.
+pub fn shared(cf: *mut ngx_conf_t, name: &str, size: usize, tag: *mut c_void) -> Result<Zone, String> {
+    // SAFETY: as in `add`; nginx returns the zone already registered under this name and tag
+    // (a different size or tag is its own configuration error).
+    unsafe {
+        let mut n = util::pool_str((*cf).pool, name.as_bytes()).ok_or("out of memory")?;
+        let z = ngx_shared_memory_add(cf, &mut n, size, tag);
+        if z.is_null() {
+            return Err(format!("cannot add shared memory zone \"{name}\""));
+        }
+        if (*z).data.is_null() {
+            (*z).init = Some(init_zone);
+            (*z).data = z as *mut c_void;
+        } else if (*z).data != z as *mut c_void {
+            return Err(format!("shared memory zone \"{name}\" is already used"));
+        }
+        Ok(Zone(z))
+    }
+}
+
 #[repr(C)]
 struct RegionHeader {
     ptr: *mut u8,

@@ -1,0 +1,78 @@
+//! `mail_auth_status;`: the shared counters in Prometheus text format.
+
+use ngx::ffi::{
+    ngx_chain_t, ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t,
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
+};
+use ngx::core::Buffer;
+use ngx::http::{HTTPStatus, HttpModuleLocationConf, Request};
+
+use super::{guard, Module};
+use crate::cache::Cache;
+use crate::limiter::Limiter;
+use crate::metrics::{Gauges, Metrics};
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// nginx content handler for `mail_auth_status;` locations.
+pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || handle(r))
+}
+
+fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live, non-null request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: reading the parsed method of the live request.
+    let method = unsafe { (*r).method };
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    // SAFETY: the request is live; discarding its body is allowed from a content handler.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let Some(lc) = Module::location_conf(req) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(metrics) = lc.stats.and_then(|z| z.words()).and_then(Metrics::new) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    // The cache / limiter zones this location inherits (set at http or server level).
+    let mut g = Gauges::default();
+    if let Some(c) = lc.cache.and_then(|c| c.zone.words()).and_then(Cache::new) {
+        g.cache_evictions = Some(c.stats().evictions);
+    }
+    if let Some(l) = lc.limit.and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) {
+        let s = l.stats();
+        g.limiter_refused_ip = Some(s.refused_ip);
+        g.limiter_refused_user = Some(s.refused_user);
+        g.limiter_evictions = Some(s.evictions);
+    }
+    let body = metrics.render(&g);
+
+    let pool = req.pool();
+    let Some(mut buf) = pool.create_buffer_from_str(&body) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    buf.set_last_buf(req.is_main());
+    buf.set_last_in_chain(true);
+    let Some(content_type) = super::util::pool_str(pool.as_ptr(), CONTENT_TYPE.as_bytes()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    req.set_status(HTTPStatus::OK);
+    req.set_content_length_n(body.len());
+    // SAFETY: `r` is the live request; the content type string lives in its pool, as nginx's
+    // own handlers set it.
+    unsafe {
+        (*r).headers_out.content_type = content_type;
+        (*r).headers_out.content_type_len = content_type.len;
+    }
+    let rc = req.send_header();
+    // SAFETY: reading the flag nginx sets on the live request.
+    if rc == ngx::core::Status::NGX_ERROR || rc.0 > NGX_OK as ngx_int_t || unsafe { (*r).header_only() } != 0 {
+        return rc.0;
+    }
+    let mut out = ngx_chain_t { buf: buf.as_ngx_buf_mut(), next: std::ptr::null_mut() };
+    req.output_filter(&mut out).0
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: mail_auth_status, the shared counters in Prometheus text format:
+# requests by protocol/method/result, cache hits/misses, limiter refusals, store errors and the
+# verification/decision time histograms, counted by both workers and kept across a reload.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http mail imap/);
+workers_can_read($t);
+plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+
+my $d = $t->testdir();
+system("htpasswd -cbB -C 5 $d/users alice alice-pw 2>/dev/null") == 0 or die;
+system("htpasswd -bB -C 5 $d/users victim victim-pw 2>/dev/null") == 0 or die;
+system("cp $d/users $d/users2") == 0 or die;
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+worker_processes 2;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    mail_auth_cache zone=creds:1m ttl=60s;
+    mail_auth_limit zone=brute:1m user=2/m;
+
+    server {
+        listen       127.0.0.1:8080 reuseport;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 1s;
+        }
+
+        location = /auth2 {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users2;
+            mail_auth_backend imap 127.0.0.1:8144;
+        }
+
+        location = /metrics {
+            mail_auth_status;
+        }
+    }
+}
+
+mail {
+    auth_http  127.0.0.1:8080/auth;
+
+    server {
+        listen     127.0.0.1:8143;
+        protocol   imap;
+    }
+}
+
+EOF
+
+$t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
+$t->run()->plan(28);
+$t->waitforsocket('127.0.0.1:' . port(8144));
+
+###############################################################################
+
+sub login {
+	my ($uri, $user, $pass, %more) = @_;
+	return auth_http($uri, 'Auth-Method' => 'plain', 'Auth-User' => $user,
+		'Auth-Pass' => $pass, 'Auth-Protocol' => 'imap', 'Client-IP' => '192.0.2.7',
+		%more) // '';
+}
+
+sub metrics {
+	return http_get('/metrics') // '';
+}
+
+sub value {
+	my ($text, $series) = @_;
+	return $text =~ /^\Q$series\E (\S+)\r?$/m ? $1 : undef;
+}
+
+my $m = metrics();
+like($m, qr/^HTTP\/1\.[01] 200/, 'status answers 200');
+like($m, qr/^Content-Type: text\/plain; version=0\.0\.4; charset=utf-8\r$/m,
+	'Prometheus text content type');
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'), 0,
+	'nothing counted before any request');
+like($m, qr/^# TYPE mail_auth_verify_duration_seconds histogram\r?$/m, 'histogram type line');
+
+# a real IMAP login through nginx mail, then the same credentials again (cached verdict)
+
+my ($rc, $out) = real_client('imap', '127.0.0.1', port(8143), 'alice', 'alice-pw');
+is($rc, 0, 'imaplib login through nginx mail') or diag($out);
+like(login('/auth', 'alice', 'alice-pw'), qr/^Auth-Status: OK\r$/m, 'second login (cached)');
+like(login('/auth', 'alice', 'wrong'), qr/^Auth-Status: Invalid login or password\r$/m,
+	'wrong password');
+like(login('/auth', 'ghost', 'x', 'Auth-Protocol' => 'pop3'), qr/Invalid login/,
+	'unknown user over pop3');
+
+# the limiter: user=2/m, the third failure for "victim" is refused without a password check
+
+login('/auth', 'victim', "bad$_") for 1 .. 2;
+like(login('/auth', 'victim', 'bad3'), qr/Invalid login/, 'victim refused by the limiter');
+
+# a store error: the second location's file is gone
+
+unlink("$d/users2") or die;
+select undef, undef, undef, 1.5;    # the store looks at its file at most once a second
+like(login('/auth2', 'alice', 'alice-pw'), qr/^Auth-Status: Temporary server problem/m,
+	'missing store: temporary failure');
+
+# a malformed auth_http request and something that is not auth_http at all
+
+like(login('/auth', 'alice', 'bad%escape'), qr/Invalid login/, 'bad escape: refused');
+like(http_get('/auth'), qr/^HTTP\/1\.[01] 400/, 'not auth_http: 400');
+
+$m = metrics();
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'), 2,
+	'two OK logins, from both workers');
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="invalid"}'), 3,
+	'three wrong passwords');
+is(value($m, 'mail_auth_requests_total{protocol="pop3",method="plain",result="unknown-user"}'), 1,
+	'unknown user counted by protocol');
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="rate-limited"}'), 1,
+	'rate-limited by protocol');
+is(value($m, 'mail_auth_limiter_refusals_total'), 1, 'limiter refusals');
+is(value($m, 'mail_auth_limiter_refused_user_total'), 1,
+	'limiter zone counter (inherited from http level)');
+is(value($m, 'mail_auth_store_errors_total'), 1, 'store errors');
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="unknown",result="bad-request"}'), 1,
+	'malformed request');
+is(value($m, 'mail_auth_requests_total{protocol="unknown",method="unknown",result="bad-request"}'), 1,
+	'not an auth_http request');
+is(value($m, 'mail_auth_cache_hits_total'), 1, 'one cache hit (the second alice login)');
+cmp_ok(value($m, 'mail_auth_cache_misses_total'), '>=', 4, 'cache misses');
+my $verified = value($m, 'mail_auth_verify_duration_seconds_count');
+is($verified, value($m, 'mail_auth_cache_misses_total'),
+	"every cache miss (the unknown user's dummy check included) ran a timed verification");
+is(value($m, 'mail_auth_decision_duration_seconds_count'), 10, 'every answered request timed');
+
+# counters live in shared memory and survive a reload
+
+system("cp $d/users $d/users2") == 0 or die;
+$t->reload();
+ok(wait_for(5, sub { $t->read_file('error.log') =~ /gracefully shutting down/ }),
+	'reloaded: old workers shutting down');
+select undef, undef, undef, 0.5;
+like(login('/auth', 'alice', 'alice-pw'), qr/^Auth-Status: OK\r$/m, 'login after the reload');
+$m = metrics();
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'), 3,
+	'counters kept across the reload, counted on by the new workers');
+
+###############################################################################
