@@ -208,8 +208,12 @@ impl Pending {
 
     /// Runs the verification (constant-time comparison inside `scheme`).
     pub fn run(&self) -> VerifyResult {
+        let dummy;
         let target = match self.subject {
-            Subject::Unknown => scheme::dummy_hash(&self.stored),
+            Subject::Unknown => {
+                dummy = scheme::dummy_hash(&self.stored);
+                &*dummy
+            }
             Subject::Known { .. } => self.stored.as_str(),
         };
         match scheme::verify(target, &self.password) {
@@ -252,6 +256,13 @@ fn remember_hash_family(store: &dyn Store, stored: &str) {
         }
         g.push((key, d));
     }
+}
+
+/// Frees the per-process state kept between requests (dummy-hash hints and dummy hashes); an
+/// nginx worker calls this as it exits.
+pub fn release_process_state() {
+    drop(std::mem::take(&mut *DUMMY.lock().unwrap_or_else(|e| e.into_inner())));
+    scheme::release_dummy_hashes();
 }
 
 fn dummy_hint(store: &dyn Store) -> String {

@@ -70,8 +70,15 @@ pub static mut ngx_http_mail_auth_module: ngx_module_t = ngx_module_t {
     // SAFETY: only the address is taken; nginx reads the command table during configuration.
     commands: unsafe { std::ptr::addr_of_mut!(conf::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// A worker exits: free what statics hold, before nginx unloads the module (valgrind would
+/// report it as lost, since the statics' memory goes away with the module).
+unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
+    guard((), crate::auth::release_process_state)
+}
 
 /// Runs `f`, turning a panic into `on_panic` plus an alert in the cycle log: a bug in this module
 /// must fail the request, never unwind into C.

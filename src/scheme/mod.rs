@@ -29,7 +29,7 @@ mod shacrypt;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use subtle::ConstantTimeEq;
 
@@ -338,9 +338,8 @@ pub fn hash_password(kind: HashKind, password: &[u8]) -> Result<String, SchemeEr
 /// A valid hash of the same family and similar cost as `like`, of a random password nobody
 /// knows: verifying an unknown user against it costs what a known user costs, and never
 /// matches. Made on first use per family and cost (the caller runs costly ones off the event
-/// loop), then kept for the life of the process.
-pub fn dummy_hash(like: &str) -> &'static str {
-    static CACHE: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+/// loop), then kept until [`release_dummy_hashes`].
+pub fn dummy_hash(like: &str) -> Arc<str> {
     let parsed = parse(like);
     let key = match &parsed {
         Ok(Stored::Bcrypt(h)) => format!("bcrypt-{}", blf::dummy_cost(h.cost())),
@@ -352,9 +351,8 @@ pub fn dummy_hash(like: &str) -> &'static str {
         // Salted digests and plain text are cheap: any cheap valid hash does.
         _ => "ssha512".to_string(),
     };
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(h) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return h;
+    if let Some(h) = dummy_cache().get(&key) {
+        return h.clone();
     }
     // Computed outside the lock (it may take a while); a racing thread's value is as good.
     let password = random_bytes::<24>();
@@ -371,9 +369,25 @@ pub fn dummy_hash(like: &str) -> &'static str {
         _ => None,
     }
     .unwrap_or_else(|| digest::hash_ssha512(&password));
-    let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
-    g.entry(key)
-        .or_insert_with(|| Box::leak(made.into_boxed_str()))
+    dummy_cache()
+        .entry(key)
+        .or_insert_with(|| Arc::from(made))
+        .clone()
+}
+
+fn dummy_cache() -> std::sync::MutexGuard<'static, HashMap<String, Arc<str>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<str>>>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Frees the dummy hashes (an nginx worker calls this as it exits: the module's memory is
+/// unmapped right after, and what statics still hold would be reported as lost).
+pub fn release_dummy_hashes() {
+    let old = std::mem::take(&mut *dummy_cache());
+    drop(old);
 }
 
 #[cfg(test)]
