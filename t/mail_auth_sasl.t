@@ -22,6 +22,7 @@ use Test::Nginx;
 use Test::Nginx::POP3;
 use MailAuthBackend;
 use MailAuthTest;
+use MailAuthTLS;
 
 ###############################################################################
 
@@ -36,34 +37,16 @@ plan(skip_all => 'openssl, htpasswd or doveadm not installed')
 
 my $d = $t->testdir();
 
-# A test CA, a server certificate for 127.0.0.1, client certificates signed by the CA, and a
-# self-signed "rogue" one.
-sub openssl {
-	my @cmd = ('openssl', @_);
-	system(join(' ', map { "'$_'" } @cmd) . " >>'$d/openssl.log' 2>&1") == 0
-		or die "openssl @_ failed, see $d/openssl.log\n";
-}
-openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
-	'-subj', '/O=ngx-mail-auth test CA/CN=Test CA', '-keyout', "$d/ca.key", '-out', "$d/ca.crt");
-sub signed {
-	my ($name, $subj, $ext) = @_;
-	openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', $subj,
-		'-keyout', "$d/$name.key", '-out', "$d/$name.csr");
-	open my $fh, '>', "$d/$name.ext" or die "$d/$name.ext: $!\n";
-	print $fh $ext // "basicConstraints=CA:FALSE\n";
-	close $fh;
-	openssl('x509', '-req', '-in', "$d/$name.csr", '-CA', "$d/ca.crt", '-CAkey', "$d/ca.key",
-		'-CAcreateserial', '-days', '2', '-extfile', "$d/$name.ext", '-out', "$d/$name.crt");
-}
-signed('server', '/CN=127.0.0.1', "subjectAltName=IP:127.0.0.1\n");
-signed('alice', '/O=Example/CN=alice');
-signed('dave', '/CN=dave');
-signed('dave2', '/CN=dave');
-openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=alice',
-	'-keyout', "$d/rogue.key", '-out', "$d/rogue.crt");
-
-my $fp = `openssl x509 -in '$d/dave.crt' -noout -fingerprint -sha1`;
-$fp =~ s/^.*=//; $fp =~ s/\s+//g;
+# A test CA, a server certificate for 127.0.0.1, client certificates signed by the CA (two
+# with CN=dave, different keys), and a self-signed CN=alice one.
+my $tls = MailAuthTLS->new($d);
+$tls->ca();
+$tls->server('server');
+$tls->client('alice', '/O=Example/CN=alice');
+$tls->client('dave', '/CN=dave');
+$tls->client('dave2', '/CN=dave');
+$tls->rogue('rogue', '/CN=alice');
+my $fp = $tls->fingerprint('dave');
 
 my %pw = (alice => 'alice pw', bob => 'bob pw', carol => 'carol pw', dave => 'dave pw');
 my $bcrypt = make_hash('htpasswd-B', $pw{bob});
@@ -163,17 +146,8 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", %backend);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/pop3.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(40);
+$t->run()->plan(44);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8111, 8026, 8028);
-
-sub client {
-	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/sasl_client.py", @_
-		or return (2, "cannot run python3: $!");
-	local $/;
-	my $out = <$fh> // '';
-	close $fh;
-	return ($? >> 8, $out);
-}
 
 # (named subs here use $d, never $t: a closure over $t would keep nginx running past the
 # harness's end-of-test checks)
@@ -195,19 +169,19 @@ sub decision {
 
 # APOP (POP3): the digest of nginx's greeting timestamp, checked against {PLAIN}
 
-my ($rc, $out) = client('pop3-apop', '127.0.0.1', port(8110), 'alice', $pw{alice});
+my ($rc, $out) = sasl_client('pop3-apop', '127.0.0.1', port(8110), 'alice', $pw{alice});
 is($rc, 0, 'apop: right digest logs in') or diag($out);
 ok(logged('pop3.log', qr/^pop3 ok user=alice pass=alice pw$/m),
 	'apop: the backend got the password from Auth-Pass');
-($rc, $out) = client('pop3-apop', '127.0.0.1', port(8110), 'alice', 'wrong');
+($rc, $out) = sasl_client('pop3-apop', '127.0.0.1', port(8110), 'alice', 'wrong');
 is($rc, 1, 'apop: wrong digest refused') or diag($out);
 ok(decision(qr/user="alice" .* method=apop .* result=invalid reason="wrong apop response"/),
 	'apop: logged as invalid');
-($rc, $out) = client('pop3-apop', '127.0.0.1', port(8110), 'bob', $pw{bob});
+($rc, $out) = sasl_client('pop3-apop', '127.0.0.1', port(8110), 'bob', $pw{bob});
 is($rc, 1, 'apop: a bcrypt user can\'t use APOP') or diag($out);
 ok(decision(qr/user="bob" .* method=apop .* result=method-denied reason="apop login refused: the stored password \(BLF-CRYPT\)/),
 	'apop: the log says the stored scheme can\'t serve APOP');
-($rc, $out) = client('pop3-apop', '127.0.0.1', port(8110), 'nobody', 'x');
+($rc, $out) = sasl_client('pop3-apop', '127.0.0.1', port(8110), 'nobody', 'x');
 is($rc, 1, 'apop: unknown user refused') or diag($out);
 
 # a replayed APOP digest (from another session's timestamp) fails
@@ -227,75 +201,75 @@ like($s->read(), qr/^-ERR /, 'apop: the same digest in a new session (replay) is
 
 # CRAM-MD5 with {PLAIN}: POP3, IMAP and SMTP
 
-($rc, $out) = client('pop3-cram', '127.0.0.1', port(8110), 'alice', $pw{alice});
+($rc, $out) = sasl_client('pop3-cram', '127.0.0.1', port(8110), 'alice', $pw{alice});
 is($rc, 0, 'pop3 cram-md5 logs in') or diag($out);
-($rc, $out) = client('imap-cram', '127.0.0.1', port(8143), 'alice', $pw{alice});
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8143), 'alice', $pw{alice});
 is($rc, 0, 'imap cram-md5 logs in') or diag($out);
 ok(logged('imap.log', qr/^imap ok user=alice pass=alice pw$/m),
 	'imap cram-md5: the backend got the password');
-($rc, $out) = client('imap-cram', '127.0.0.1', port(8143), 'alice', 'wrong');
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8143), 'alice', 'wrong');
 is($rc, 1, 'imap cram-md5: wrong password refused') or diag($out);
-($rc, $out) = client('smtp-cram', '127.0.0.1', port(8025), 'alice', $pw{alice});
+($rc, $out) = sasl_client('smtp-cram', '127.0.0.1', port(8025), 'alice', $pw{alice});
 is($rc, 0, 'smtp cram-md5 logs in') or diag($out);
 ok(logged('submission.log', qr/^smtp xclient user=alice /m),
 	'smtp cram-md5: the submission backend got XCLIENT LOGIN=alice');
-($rc, $out) = client('smtp-cram', '127.0.0.1', port(8025), 'alice', 'wrong');
+($rc, $out) = sasl_client('smtp-cram', '127.0.0.1', port(8025), 'alice', 'wrong');
 like($out, qr/^FAIL 535 /, 'smtp cram-md5: wrong password gets 535') or diag($out);
 
 # CRAM-MD5 with Dovecot's {CRAM-MD5}: verified, but no password for the backend unless a
 # master user is configured
 
-($rc, $out) = client('imap-cram', '127.0.0.1', port(8143), 'carol', $pw{carol});
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8143), 'carol', $pw{carol});
 is($rc, 1, '{CRAM-MD5} without a master user: refused') or diag($out);
 ok(decision(qr/user="carol" .* method=cram-md5 .* result=method-denied reason="cram-md5 login verified but there is no password for the backend/),
 	'{CRAM-MD5}: the log says why');
-($rc, $out) = client('imap-cram', '127.0.0.1', port(8145), 'carol', $pw{carol});
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8145), 'carol', $pw{carol});
 is($rc, 0, '{CRAM-MD5} with a master user logs in') or diag($out);
 ok(logged('imap.log', qr/^imap ok user=carol\*master pass=master pw$/m),
 	'master user: the backend login is carol*master with the master password');
-($rc, $out) = client('imap-cram', '127.0.0.1', port(8145), 'carol', 'wrong');
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8145), 'carol', 'wrong');
 is($rc, 1, '{CRAM-MD5} with a master user: wrong password refused') or diag($out);
 
 # EXTERNAL: the client certificate names the account
 
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/alice.crt", "$d/alice.key", '-');
 is($rc, 0, 'external: CA-signed certificate CN=alice logs in') or diag($out);
 ok(logged('imap.log', qr/^imap ok user=alice pass=alice pw$/m),
 	'external: backend login as the certificate\'s CN');
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/alice.crt", "$d/alice.key", 'alice');
 is($rc, 0, 'external: authorization identity = CN logs in') or diag($out);
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/alice.crt", "$d/alice.key", 'bob');
 is($rc, 1, 'external: another authorization identity is refused') or diag($out);
 ok(decision(qr/user="alice" .* method=external .* result=cert-denied reason="authorization identity \\x22bob\\x22 is not the certificate's CN"/),
 	'external: logged as cert-denied');
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/rogue.crt", "$d/rogue.key", '-');
 is($rc, 1, 'external: a self-signed CN=alice certificate is refused') or diag($out);
 ok(decision(qr/method=external .* result=cert-denied reason="client certificate not verified \(Auth-SSL-Verify: FAILED:self-signed certificate\)"/),
 	'external: unverified certificate logged');
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt", '-', '-', 'alice');
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt", '-', '-', 'alice');
 is($rc, 1, 'external: no certificate is refused') or diag($out);
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/dave.crt", "$d/dave.key", '-');
 is($rc, 0, 'external: pinned fingerprint, right certificate') or diag($out);
-($rc, $out) = client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
 	"$d/dave2.crt", "$d/dave2.key", '-');
 is($rc, 1, 'external: pinned fingerprint, another CA-signed CN=dave refused') or diag($out);
 
 # SMTP without AUTH: relay policy
 
-($rc, $out) = client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'bob@example.org');
+($rc, $out) = sasl_client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'bob@example.org');
 is($rc, 0, 'smtp none: mail for an accepted domain is taken') or diag($out);
 ok(logged('mx.log', qr/^smtp data from=FROM:<a\@elsewhere\.example>.* to=TO:<bob\@example\.org> lines=\d+$/m),
 	'smtp none: the message reached the MX backend');
 ok(logged('mx.log', qr/^smtp xclient user= xclient=ADDR=127\.0\.0\.1 /m),
 	'smtp none: XCLIENT told the MX the client address');
-($rc, $out) = client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'x@list1.lists.example.net');
+($rc, $out) = sasl_client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'x@list1.lists.example.net');
 is($rc, 0, 'smtp none: a subdomain of .lists.example.net is taken') or diag($out);
-($rc, $out) = client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'victim@example.com');
+($rc, $out) = sasl_client('smtp-send', '127.0.0.1', port(8025), 'a@elsewhere.example', 'victim@example.com');
 like($out, qr/^FAIL 550 5\.7\.1 Relay access denied/, 'smtp none: other domains get 550 5.7.1')
 	or diag($out);
 ok(decision(qr/method=none .* result=relay-denied reason="relay to <victim\@example\.com> from <a\@elsewhere\.example> refused: domain not in mail_auth_relay_domains"/),
@@ -303,10 +277,28 @@ ok(decision(qr/method=none .* result=relay-denied reason="relay to <victim\@exam
 
 # authenticated submission goes to the submission backend, whatever the recipient
 
-($rc, $out) = client('smtp-send', '127.0.0.1', port(8025), 'alice@example.org',
+($rc, $out) = sasl_client('smtp-send', '127.0.0.1', port(8025), 'alice@example.org',
 	'victim@example.com', 'alice', $pw{alice});
 is($rc, 0, 'authenticated submission relays anywhere') or diag($out);
 ok(logged('submission.log', qr/^smtp data from=FROM:<alice\@example\.org>.* to=TO:<victim\@example\.com>/m),
 	'authenticated submission reached the submission backend');
+
+# swaks, a real SMTP client: AUTH PLAIN through nginx, a relay refusal, a wrong password
+
+SKIP: {
+skip 'swaks not installed (scripts/setup installs it)', 4 unless have_tool('swaks');
+
+my $swaks = "swaks --server 127.0.0.1 --port " . port(8025) . " --helo client.test "
+	. "--from sender\@example.org --timeout 15";
+$out = `$swaks --to someone\@example.com --auth PLAIN --auth-user alice --auth-password '$pw{alice}' 2>&1`;
+like($out, qr/^<- +235 /m, 'swaks: AUTH PLAIN accepted') or diag($out);
+ok(logged('submission.log', qr/^smtp data from=FROM:<sender\@example\.org>.* to=TO:<someone\@example\.com>/m),
+	'swaks: the message reached the submission backend');
+$out = `$swaks --to victim\@example.com 2>&1`;
+like($out, qr/^<\*\* +550 5\.7\.1 Relay access denied/m, 'swaks without AUTH: relay refused')
+	or diag($out);
+$out = `$swaks --to someone\@example.com --auth PLAIN --auth-user alice --auth-password wrong 2>&1`;
+like($out, qr/^<\*\* +535 5\.7\.8 /m, 'swaks: wrong password gets 535 5.7.8') or diag($out);
+}
 
 ###############################################################################

@@ -6,7 +6,8 @@ use warnings;
 use strict;
 
 use base qw/ Exporter /;
-our @EXPORT = qw/ have_tool make_hash real_client auth_http wait_for workers_can_read /;
+our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
+	workers_can_read /;
 
 use FindBin;
 use Test::Nginx qw/ http /;
@@ -47,8 +48,17 @@ sub make_hash {
 
 # Runs a real client (t/lib/mail_client.py: imaplib/poplib/smtplib). Returns (exit code, output).
 sub real_client {
-	my (@args) = @_;
-	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", @args
+	return python_client('mail_client.py', @_);
+}
+
+# t/lib/sasl_client.py: APOP, CRAM-MD5, EXTERNAL, SMTP sending, IMAP FETCH / POP3 RETR, TLS.
+sub sasl_client {
+	return python_client('sasl_client.py', @_);
+}
+
+sub python_client {
+	my ($script, @args) = @_;
+	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/$script", @args
 		or return (2, "cannot run python3: $!");
 	local $/;
 	my $out = <$fh> // '';

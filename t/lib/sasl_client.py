@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real clients for the SASL-method tests (Python's poplib, imaplib, smtplib; written here).
+"""Real clients for the tests (Python's poplib, imaplib, smtplib; written here).
 
 usage: sasl_client.py ACTION HOST PORT ARGS...
   pop3-apop USER PASS              APOP (poplib.apop, digest of the greeting's timestamp)
@@ -10,6 +10,10 @@ usage: sasl_client.py ACTION HOST PORT ARGS...
                                    CERT "-" = no certificate; AUTHZ "-" = empty identity
   smtp-send FROM TO [USER PASS]    one message (MAIL FROM/RCPT TO/DATA), after AUTH PLAIN
                                    when USER is given
+  imap-fetch USER PASS [TLS CA]    LOGIN, SELECT INBOX, FETCH 1 (BODY[]), LOGOUT; prints the
+                                   message; TLS: plain (default) | starttls | imaps, the
+                                   server certificate checked against CA
+  pop3-retr USER PASS [apop]       USER/PASS (or APOP), STAT, RETR 1, QUIT; prints the message
 Then, for IMAP, SELECT INBOX; for POP3, STAT. Prints one line: "OK <reply>" or
 "FAIL <reply>"; exit 0 on OK, 1 on a refusal, 2 on any other error. Loopback only.
 """
@@ -40,7 +44,7 @@ def main():
         return 2
     port = int(port)
     try:
-        if action.startswith("pop3-"):
+        if action in ("pop3-apop", "pop3-cram"):
             c = poplib.POP3(host, port, timeout=15)
             try:
                 r = c.apop(*args) if action == "pop3-apop" else pop3_cram(c, *args)
@@ -50,6 +54,45 @@ def main():
                 print("FAIL", e)
                 return 1
             print("OK", r)
+            return 0
+        if action == "imap-fetch":
+            user, password = args[:2]
+            mode = args[2] if len(args) > 2 else "plain"
+            ctx = ssl.create_default_context(cafile=args[3]) if mode != "plain" else None
+            if mode == "imaps":
+                c = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=15)
+            else:
+                c = imaplib.IMAP4(host, port, timeout=15)
+                if mode == "starttls":
+                    c.starttls(ssl_context=ctx)
+            try:
+                c.login(user, password)
+                typ, count = c.select("INBOX")
+                typ, data = c.fetch("1", "(BODY[])")
+                c.logout()
+            except imaplib.IMAP4.error as e:
+                print("FAIL", e)
+                return 1
+            print("OK", count[0].decode(), "message(s)")
+            print(data[0][1].decode(errors="replace"))
+            return 0
+        if action == "pop3-retr":
+            user, password = args[:2]
+            c = poplib.POP3(host, port, timeout=15)
+            try:
+                if len(args) > 2 and args[2] == "apop":
+                    c.apop(user, password)
+                else:
+                    c.user(user)
+                    c.pass_(password)
+                count, _ = c.stat()
+                _, lines, _ = c.retr(1)
+                c.quit()
+            except poplib.error_proto as e:
+                print("FAIL", e)
+                return 1
+            print("OK", count, "message(s)")
+            print(b"\n".join(lines).decode(errors="replace"))
             return 0
         if action in ("imap-cram", "imaps-external"):
             if action == "imap-cram":
