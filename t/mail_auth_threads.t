@@ -30,6 +30,8 @@ workers_can_read($t);
 plan(skip_all => 'nginx without threads')
 	unless `$Test::Nginx::NGINX -V 2>&1` =~ /--with-threads/;
 plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+plan(skip_all => 'timing test: valgrind runs one thread at a time (the thread pool is still covered by the other tests)')
+	if $ENV{TEST_NGINX_VALGRIND};
 
 my $d = $t->testdir();
 system('htpasswd', '-cbB', '-C', '12', "$d/users", 'slow', 'slow-password') == 0 or die;
