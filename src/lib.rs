@@ -20,6 +20,7 @@ pub mod scheme;
 pub mod shm;
 pub mod store;
 
-// The nginx glue is left out of unit tests: the test binary has no nginx to link against.
-#[cfg(not(test))]
+// The nginx glue is left out of unit tests (the test binary has no nginx to link against) and
+// of builds without the `module` feature (fuzz/).
+#[cfg(all(feature = "module", not(test)))]
 mod nginx;

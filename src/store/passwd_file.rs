@@ -304,7 +304,8 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
 }
 
 /// Parses one non-blank, non-comment line into (user, account).
-fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
+/// (`pub` for the fuzz targets in fuzz/.)
+pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
     let mut parts = line.splitn(8, ':');
     let user = parts.next().unwrap_or("");
     let pass = parts
@@ -334,7 +335,9 @@ fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account
     Ok((user.to_string(), acct))
 }
 
-fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNotice>) {
+/// Parses a whole file's content (`name` prefixes the notices): the users, first definition
+/// winning, and the notices for the log. (`pub` for the fuzz targets in fuzz/.)
+pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNotice>) {
     let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let mut users: HashMap<String, Account> = HashMap::new();
     let mut first_line: HashMap<String, usize> = HashMap::new();

@@ -1,0 +1,25 @@
+//! Small parsers of values that reach the module from configuration or from auth_http
+//! headers: certificate subjects, SMTP addresses, domains, backends, zones, times, rates.
+//! Invariants: no panic; a parsed domain is lower case; a parsed backend has a usable server.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ngx_http_mail_auth_module::{auth, config, limiter, protocol};
+
+fuzz_target!(|data: &[u8]| {
+    let s = String::from_utf8_lossy(data);
+    let _ = auth::subject_cn(&s);
+    if let Some(a) = auth::smtp_address(&s) {
+        assert!(!a.is_empty());
+    }
+    if let Ok(d) = config::parse_domain(&s) {
+        assert_eq!(d, d.to_ascii_lowercase());
+    }
+    if let Ok(b) = config::parse_backend(&s, 143) {
+        assert!(protocol::parse_server(&b.server).is_some() && b.port != 0);
+    }
+    let _ = config::parse_zone(&s);
+    let _ = config::parse_seconds(&s);
+    let _ = limiter::parse_rate(&s);
+    let _ = protocol::printable(data, 64);
+});
