@@ -84,7 +84,7 @@ sub request {
 }
 
 # sends $n costly requests without waiting, then times one cheap request; returns
-# (cheap latency, cheap answer, all costly answers)
+# (cheap latency, cheap answer, time until the last costly answer, all costly answers)
 sub under_load {
 	my ($uri, $n) = @_;
 	my @socks;
@@ -103,13 +103,15 @@ sub under_load {
 		my $sel = IO::Select->new($s);
 		push @answers, ($sel->can_read(60) ? <$s> // '' : '');
 	}
-	return ($latency, $cheap, @answers);
+	return ($latency, $cheap, time() - $t0, @answers);
 }
 
-my ($latency, $cheap, @costly) = under_load('/auth', 20);
+# No absolute time limit (machines and their load differ): the cheap answer must come long
+# before the costly ones are done, which it could not if it waited behind them.
+my ($latency, $cheap, $all, @costly) = under_load('/auth', 20);
 like($cheap, qr/^Auth-Status: OK\r$/m, 'cheap request answered during the bcrypt load');
-cmp_ok($latency, '<', 0.1, 'cheap request not stuck behind 20 bcrypt(12) verifications')
-	or diag("latency $latency s");
+cmp_ok($latency, '<', $all / 4, 'cheap request not stuck behind 20 bcrypt(12) verifications')
+	or diag("latency $latency s, the 20 bcrypts took $all s");
 is(scalar(grep { /^Auth-Status: OK\r$/m } @costly), 20, 'all 20 bcrypt logins succeeded');
 
 # a wrong password on the pool is still a failure (the result comes back from the thread)
