@@ -151,7 +151,7 @@ is(value($m, 'mail_auth_limiter_refusals_total'), 1, 'limiter refusals');
 is(value($m, 'mail_auth_limiter_refused_user_total'), 1,
 	'limiter zone counter (inherited from http level)');
 is(value($m, 'mail_auth_store_errors_total'), 1, 'store errors');
-is(value($m, 'mail_auth_requests_total{protocol="imap",method="unknown",result="bad-request"}'), 1,
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="bad-request"}'), 1,
 	'malformed request');
 is(value($m, 'mail_auth_requests_total{protocol="unknown",method="unknown",result="bad-request"}'), 1,
 	'not an auth_http request');

@@ -58,14 +58,10 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => {
             // An auth_http request with unusable values: a normal failed login for the client.
             let proto = util::find_header(&headers, "Auth-Protocol").and_then(protocol::Protocol::parse);
-            let mut outcome = auth::bad_request(&engine.cfg, proto, &e);
-            if let Some(raw) = util::find_header(&headers, "Auth-User") {
-                // for the log line only (printed escaped): whom the refused request was for
-                let user = protocol::unescape(raw).unwrap_or_else(|_| raw.to_vec());
-                outcome.user = String::from_utf8_lossy(&user).into_owned();
-            }
-            log_decision(lc.log_level(), log, None, &outcome, started);
-            count(engine, proto, None, outcome.result, started);
+            let outcome = auth::bad_request(&engine.cfg, proto, &e);
+            let fields = LogFields::from_headers(&headers);
+            log_decision(lc.log_level(), log, &fields, &outcome, started);
+            count(engine, proto, protocol::Method::parse(util::find_header(&headers, "Auth-Method").unwrap_or(b"")), outcome.result, started);
             return send(r, &outcome);
         }
     };
@@ -194,7 +190,7 @@ fn answer(
     let log = unsafe { (*(*r).connection).log };
     record(engine, areq, &outcome);
     log_store_notices(engine, log);
-    log_decision(level, log, Some(areq), &outcome, started);
+    log_decision(level, log, &LogFields::of(areq, &outcome), &outcome, started);
     count(engine, Some(areq.protocol), Some(areq.method), outcome.result, started);
     send(r, &outcome)
 }
@@ -295,14 +291,49 @@ fn log_store_notices(engine: &Engine, log: *mut ngx::ffi::ngx_log_t) {
     }
 }
 
+/// Who a decision was about, for its log line.
+pub struct LogFields {
+    user: Vec<u8>,
+    client: String,
+    protocol: &'static str,
+    method: &'static str,
+    attempt: u32,
+}
+
+impl LogFields {
+    pub fn of(areq: &AuthRequest, o: &Outcome) -> LogFields {
+        LogFields {
+            user: o.user.as_bytes().to_vec(),
+            client: areq.client_ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
+            protocol: areq.protocol.as_str(),
+            method: areq.method.as_str(),
+            attempt: areq.login_attempt,
+        }
+    }
+
+    /// For a request that did not parse: what its headers say, as far as they say it (the user
+    /// as the bytes it unescapes to, the other values only when valid).
+    pub fn from_headers(headers: &[(&[u8], &[u8])]) -> LogFields {
+        let h = |name| util::find_header(headers, name);
+        let user = h("Auth-User").map(|raw| protocol::unescape(raw).unwrap_or_else(|_| raw.to_vec()));
+        LogFields {
+            user: user.unwrap_or_default(),
+            client: h("Client-IP")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+                .map_or_else(|| "-".into(), |ip| ip.to_string()),
+            protocol: h("Auth-Protocol").and_then(protocol::Protocol::parse).map_or("-", |p| p.as_str()),
+            method: h("Auth-Method").and_then(protocol::Method::parse).map_or("-", |m| m.as_str()),
+            attempt: h("Auth-Login-Attempt")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// One line per decision: user, client, protocol, method, result, reason, time taken.
-pub fn log_decision(
-    level: ngx_uint_t,
-    log: *mut ngx::ffi::ngx_log_t,
-    areq: Option<&AuthRequest>,
-    o: &Outcome,
-    started: Instant,
-) {
+pub fn log_decision(level: ngx_uint_t, log: *mut ngx::ffi::ngx_log_t, f: &LogFields, o: &Outcome, started: Instant) {
     // Broken stores and configuration problems are the operator's business whatever the level.
     let level = if matches!(o.result, "store-error" | "backend-error" | "internal-error") { NGX_LOG_ERR as _ } else { level };
     // SAFETY: `log` is the live request/connection log; reading its level is what nginx's own
@@ -310,22 +341,17 @@ pub fn log_decision(
     if log.is_null() || level > unsafe { (*log).log_level } {
         return;
     }
-    let (client, proto, method, attempt) = match areq {
-        Some(a) => (
-            a.client_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
-            a.protocol.as_str(),
-            a.method.as_str(),
-            a.login_attempt,
-        ),
-        None => ("-".into(), "-", "-", 0),
-    };
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     util::log(
         log,
         level,
         &format!(
-            "mail_auth: user=\"{}\" client={client} protocol={proto} method={method} attempt={attempt} result={} reason=\"{}\" time={ms:.3}ms",
-            protocol::printable(o.user.as_bytes(), 256),
+            "mail_auth: user=\"{}\" client={} protocol={} method={} attempt={} result={} reason=\"{}\" time={ms:.3}ms",
+            protocol::printable(&f.user, 256),
+            f.client,
+            f.protocol,
+            f.method,
+            f.attempt,
             o.result,
             protocol::printable(o.reason.as_bytes(), 512),
         ),
