@@ -272,7 +272,16 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 /// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
 /// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
 /// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
+///
+/// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
+/// it goes into nginx's error log, one line per message.
 pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
+    map_columns(cols).map_err(|e| {
+        e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    })
+}
+
+fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
     let mut a = Account { enabled: true, ..Account::default() };
     let mut have_password = false;
     for (name, value) in cols {

@@ -97,6 +97,22 @@ fn map_row_values() {
     assert_eq!(a.protocols, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
 }
 
+/// Found by fuzz/ (sqlite_row): a bad value was quoted raw in the reason, which nginx logs, so
+/// a value with CR/LF/NUL split or cut the error-log line.
+#[test]
+fn map_row_reasons_are_one_log_line() {
+    for (col, v) in [
+        ("enabled", "yes\r\n2026/01/01 [alert] forged"), ("protocols", "imap\nsmtp"), ("networks", "10.0.0.0/8\r\n\0"),
+        ("server", "host\u{1b}[2J"), ("port", "1\n2"), ("wait", "\0"),
+    ] {
+        let e = map_row(&[("password".into(), Some("x".into())), (col.into(), Some(v.into()))]).unwrap_err();
+        assert!(!e.chars().any(char::is_control), "{col}: {e:?}");
+        assert!(e.starts_with(col), "{e}");
+    }
+    let e = map_row(&[("password".into(), Some("x".into())), ("port".into(), Some("8\n9".into()))]).unwrap_err();
+    assert_eq!(e, "port: \"8\\n9\" is not 1..65535");
+}
+
 #[test]
 fn sql_injection_in_user_names_does_nothing() {
     let d = tmpdir();
