@@ -1,12 +1,14 @@
 //! auth_http requests: header parsing and unescaping, then the whole decision against a small
 //! in-memory store. Invariants: a parsed user has no control characters, a parsed password no
 //! NUL; every answer validates and carries no CR, LF or NUL in a header value; a plain/login
-//! OK happens only for the stored password; escape/unescape round-trips.
+//! OK happens only for the stored password; escape/unescape round-trips. Parser details: a
+//! bad escape is reported at a '%'; a refusal's text is printable ASCII; the user and password
+//! are exactly the unescaped Auth-User / Auth-Pass; the size caps hold.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ngx_http_mail_auth_module::auth::{self, AuthConfig, Backend};
-use ngx_http_mail_auth_module::protocol::{self, Method, Protocol};
+use ngx_http_mail_auth_module::protocol::{self, Method, Protocol, ProtocolError};
 use ngx_http_mail_auth_module::store::{Account, Query, Store, StoreError, StoreNotice};
 
 struct Mem;
@@ -44,10 +46,40 @@ fn config() -> AuthConfig {
     c
 }
 
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// The value of header `name` (trimmed), if it appears exactly once.
+fn single<'a>(headers: &[(&'a [u8], &'a [u8])], name: &str) -> Option<&'a [u8]> {
+    let mut found = headers.iter().filter(|(n, _)| trim_ows(n).eq_ignore_ascii_case(name.as_bytes()));
+    let first = found.next()?;
+    found.next().is_none().then(|| trim_ows(first.1))
+}
+
+fn check_unescape(v: &[u8]) {
+    assert_eq!(protocol::unescape(&protocol::escape(v)).as_deref(), Ok(v));
+    match protocol::unescape(v) {
+        Ok(out) => {
+            assert!(out.len() <= v.len());
+            if !v.contains(&b'%') {
+                assert_eq!(out, v);
+            }
+        }
+        Err(ProtocolError::BadEscape { offset, .. }) => assert_eq!(v.get(offset), Some(&b'%')),
+        Err(e) => panic!("unescape: unexpected error {e:?}"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     // escape/unescape round trip on the raw input
-    assert_eq!(protocol::unescape(&protocol::escape(data)).ok().as_deref(), Some(data));
-    let _ = protocol::unescape(data);
+    check_unescape(data);
 
     // "Name: value" lines
     let headers: Vec<(&[u8], &[u8])> = data
@@ -57,9 +89,28 @@ fuzz_target!(|data: &[u8]| {
             Some((&l[..i], &l[i + 1..]))
         })
         .collect();
-    let Ok(req) = protocol::parse_request(headers.iter().copied()) else { return };
+    let req = match protocol::parse_request(headers.iter().copied()) {
+        Ok(req) => req,
+        Err(e) => {
+            // Display never carries raw client bytes (documented on ProtocolError).
+            let s = e.to_string();
+            assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)), "raw byte in error text: {s:?}");
+            return;
+        }
+    };
     assert!(!req.user.chars().any(char::is_control), "control character in user");
     assert!(!req.pass.contains(&0), "NUL in password");
+    assert!(req.user.len() <= protocol::MAX_USER_LEN && req.pass.len() <= protocol::MAX_PASS_LEN);
+    assert!(req.salt.as_ref().is_none_or(|s| s.len() <= protocol::MAX_SALT_LEN));
+    assert!(req.ssl.as_ref().and_then(|s| s.cert.as_ref()).is_none_or(|c| c.len() <= protocol::MAX_CERT_LEN));
+    match single(&headers, "Auth-User") {
+        Some(v) => assert_eq!(protocol::unescape(v).as_deref(), Ok(req.user.as_bytes())),
+        None => assert!(req.user.is_empty() && !req.method.has_credentials()),
+    }
+    match single(&headers, "Auth-Pass") {
+        Some(v) => assert_eq!(protocol::unescape(v).as_deref(), Ok(&req.pass[..])),
+        None => assert!(req.pass.is_empty() && !req.method.has_credentials()),
+    }
 
     let o = auth::decide(&config(), &req, &Mem);
     o.response.validate().expect("every answer validates");

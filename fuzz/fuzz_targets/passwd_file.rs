@@ -1,23 +1,92 @@
-//! The htpasswd / Dovecot passwd-file parser, whole files and single lines. Invariants: no
-//! panic; a parsed user name is not empty and has no ':' or control character; the file parser
-//! agrees with the line parser.
+//! htpasswd / Dovecot passwd-file parsing: the whole file (`passwd_file::parse`) and each line
+//! (`passwd_file::parse_line`), checked against each other.
+//!
+//! Input: the file's content.
+//!
+//! Invariants: a user name is non-empty, without ':' or control characters (so no CR/LF/NUL);
+//! a password field is non-empty without ':'; port is never 0; extra-field keys and values have
+//! no blanks; an answer built from an account never carries CR/LF/NUL; a notice is one log line
+//! (no CR/LF) and their number is capped; every good line's user is in the result, and the
+//! first good definition of a user is exactly the account returned.
+
 #![no_main]
+#![forbid(unsafe_code)]
+
+use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::store::passwd_file;
+use ngx_http_mail_auth_module::protocol::AuthResponse;
+use ngx_http_mail_auth_module::store::passwd_file::{parse, parse_line};
+use ngx_http_mail_auth_module::store::Account;
+
+/// Per-line notices kept per load (MAX_LINE_NOTICES in passwd_file.rs), plus the summary line.
+const MAX_NOTICES: usize = 50 + 1;
+
+fn check_user(user: &str) {
+    assert!(!user.is_empty());
+    assert!(!user.chars().any(char::is_control), "control char in user {user:?}");
+    assert!(!user.contains(':'), "':' in user {user:?}");
+}
+
+fn check_account(a: &Account) {
+    assert!(!a.password.is_empty());
+    assert!(!a.password.contains(':') && !a.password.contains('\n'));
+    assert!(a.port != Some(0));
+    if let Some(u) = &a.backend_user {
+        assert!(!u.is_empty());
+    }
+    for (k, v) in &a.extra {
+        assert!(!k.chars().any(char::is_whitespace) && !v.chars().any(char::is_whitespace));
+    }
+    // What nginx would get back for this account never holds CR/LF/NUL.
+    let answer = AuthResponse::Ok {
+        server: a.server.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        port: a.port.unwrap_or(143),
+        user: a.backend_user.clone(),
+        pass: a.backend_pass.clone().map(String::into_bytes),
+    };
+    for (_, v) in answer.headers() {
+        assert!(!v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    let (users, _notices) = passwd_file::parse("fuzz", data);
-    for name in users.keys() {
-        assert!(!name.is_empty() && !name.contains(':'), "bad user name {name:?}");
-        assert!(!name.chars().any(char::is_control), "control character in {name:?}");
+    let (users, notices) = parse("f", data);
+
+    assert!(notices.len() <= MAX_NOTICES, "{} notices", notices.len());
+    for n in &notices {
+        assert!(!n.message.contains(['\r', '\n']), "CR/LF in notice {:?}", n.message);
     }
-    if let Ok(text) = std::str::from_utf8(data) {
-        for line in text.lines() {
-            let mut warnings = Vec::new();
-            if let Ok((name, _)) = passwd_file::parse_line(line, &mut warnings) {
-                assert!(!name.contains(':'));
+    for (user, acct) in &users {
+        check_user(user);
+        check_account(acct);
+    }
+
+    // Line by line, as parse() reads them.
+    let body = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
+    let mut seen = HashSet::new();
+    for raw in body.split(|&b| b == b'\n') {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(line) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut warnings = Vec::new();
+        if let Ok((user, acct)) = parse_line(line, &mut warnings) {
+            check_user(&user);
+            check_account(&acct);
+            let got = users.get(&user);
+            assert!(got.is_some(), "user {user:?} of a good line missing");
+            if seen.insert(user.clone()) {
+                assert_eq!(got, Some(&acct), "user {user:?}");
             }
         }
+        for w in &warnings {
+            assert!(!w.contains(['\r', '\n']), "CR/LF in warning {w:?}");
+        }
     }
+    assert_eq!(seen.len(), users.len());
 });

@@ -1,36 +1,119 @@
-//! Password scheme parsing and verification: input = stored form, NUL, password. Costly
-//! stored forms (bcrypt, argon2, SHA-crypt > 5000 rounds) are skipped so a run is not spent
-//! hashing. Invariants: no panic; a recoverable stored password verifies and a different one
-//! does not; challenge checks never panic and only succeed for the right response.
+//! Password schemes: parsing and verification of stored values (`scheme::verify`,
+//! `is_costly`, `scheme_name`, `plain_password`, `verify_challenge`, `dummy_hash`).
+//!
+//! Input: `STORED NUL PASSWORD [NUL CHALLENGE]` (STORED read as UTF-8, lossily; the password
+//! is the bytes up to the next NUL or the end). Stored values `is_costly` calls slow (bcrypt,
+//! Argon2, SHA-crypt over 5000 rounds) are not verified, so that a run is not spent in key
+//! stretching; their parsers still run (is_costly parses).
+//!
+//! Invariants: hashes made from the password verify with it and not with another; an unknown
+//! scheme never verifies; a stored password ({PLAIN}, {CLEARTEXT}, .B64/.HEX ...) matches
+//! exactly that password (verify and APOP), never another; a {CRAM-MD5} value matches a password
+//! iff that password's CRAM-MD5 response is accepted; only plain and CRAM-MD5 values answer
+//! challenges; the unknown-user dummy is a valid, cheap hash that the password does not match.
+
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::scheme::{self, Challenge};
+use ngx_http_mail_auth_module::scheme::{
+    challenge_response, cram_md5_stored, dummy_hash, hash_password, is_costly, plain_password,
+    scheme_name, verify, verify_challenge, Challenge, ChallengeError, HashKind,
+};
+
+const DEFAULT_CHALLENGE: &[u8] = b"<1896.697170952@dbc.mtview.ca.us>";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 
 fuzz_target!(|data: &[u8]| {
-    let (stored, password) = match data.iter().position(|b| *b == 0) {
+    let (stored, rest) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
+    let (password, challenge) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, DEFAULT_CHALLENGE),
+    };
     let stored = String::from_utf8_lossy(stored);
-    if scheme::is_costly(&stored) {
+    let stored = stored.as_ref();
+
+    // Hashes made here from the fuzzed password verify with it, and only with it.
+    let other: Vec<u8> = [password, b"x"].concat();
+    let ssha = hash_password(HashKind::Ssha512, password).unwrap();
+    assert_eq!(verify(&ssha, password), Ok(true));
+    assert_eq!(verify(&ssha, &other), Ok(false));
+    let cram = cram_md5_stored(password);
+    assert_eq!(verify(&cram, password), Ok(true));
+    let plain_hex = format!("{{PLAIN.HEX}}{}", hex(password));
+    assert_eq!(plain_password(&plain_hex).as_deref(), Some(password));
+    for kind in [Challenge::Apop, Challenge::CramMd5] {
+        let resp = challenge_response(kind, password, challenge);
+        assert_eq!(verify_challenge(kind, &plain_hex, challenge, resp.as_bytes()), Ok(true));
+        let upper = resp.to_uppercase();
+        assert_eq!(verify_challenge(kind, &plain_hex, challenge, upper.as_bytes()), Ok(true));
+    }
+
+    if is_costly(stored) {
         return;
     }
-    let _ = scheme::scheme_name(&stored);
-    let verdict = scheme::verify(&stored, password);
-    if let Some(plain) = scheme::plain_password(&stored) {
-        assert_eq!(scheme::verify(&stored, &plain), Ok(true), "stored password must verify");
-        let mut other = plain.clone();
-        other.push(b'x');
-        assert_eq!(scheme::verify(&stored, &other), Ok(false), "another password must not");
-        assert_eq!(verdict == Ok(true), password == plain.as_slice());
+
+    let name = scheme_name(stored);
+    let result = verify(stored, password);
+    if name == "unknown" {
+        assert!(result.is_err(), "{stored:?}: unknown scheme verified: {result:?}");
     }
-    let salt = b"<1.2@fuzz>";
-    for kind in [Challenge::Apop, Challenge::CramMd5] {
-        let _ = scheme::verify_challenge(kind, &stored, salt, password);
-        if let Some(plain) = scheme::plain_password(&stored) {
-            let right = scheme::challenge_response(kind, &plain, salt);
-            assert_eq!(scheme::verify_challenge(kind, &stored, salt, right.as_bytes()), Ok(true));
+    if result.is_ok() {
+        assert_ne!(name, "unknown");
+    }
+
+    // A stored password: matches exactly that password and no other.
+    if let Some(p) = plain_password(stored) {
+        assert_eq!(name, "PLAIN");
+        assert_eq!(result, Ok(p == password), "{stored:?}");
+        assert_eq!(verify(stored, &p), Ok(true));
+        for kind in [Challenge::Apop, Challenge::CramMd5] {
+            let good = challenge_response(kind, &p, challenge);
+            assert_eq!(verify_challenge(kind, stored, challenge, good.as_bytes()), Ok(true));
+            let resp = challenge_response(kind, password, challenge);
+            let r = verify_challenge(kind, stored, challenge, resp.as_bytes());
+            if kind == Challenge::Apop || p == password {
+                assert_eq!(r, Ok(p == password));
+            } else {
+                // HMAC keys that differ only by trailing NULs (or a >64-byte key and its MD5)
+                // are the same key: a match is possible there, never an error.
+                assert!(r.is_ok());
+            }
         }
     }
+
+    // {CRAM-MD5} key states: a password matches iff its CRAM-MD5 response is accepted.
+    if name == "CRAM-MD5" {
+        let matches = result.clone().unwrap();
+        let resp = challenge_response(Challenge::CramMd5, password, challenge);
+        assert_eq!(
+            verify_challenge(Challenge::CramMd5, stored, challenge, resp.as_bytes()),
+            Ok(matches)
+        );
+        assert!(matches!(
+            verify_challenge(Challenge::Apop, stored, challenge, resp.as_bytes()),
+            Err(ChallengeError::Unsuitable(_))
+        ));
+    }
+
+    // Any response (the fuzzed password as the client's hex digits) is checked without panic;
+    // only plain and CRAM-MD5 stored values can answer a challenge.
+    for kind in [Challenge::Apop, Challenge::CramMd5] {
+        if verify_challenge(kind, stored, challenge, password).is_ok() {
+            assert!(name == "PLAIN" || (name == "CRAM-MD5" && kind == Challenge::CramMd5));
+        }
+    }
+
+    // The unknown-user stand-in: a valid hash, as cheap as the original, of a password nobody
+    // knows.
+    let dummy = dummy_hash(stored);
+    assert_ne!(scheme_name(&dummy), "unknown", "{dummy:?}");
+    assert!(!is_costly(&dummy), "{stored:?} -> {dummy:?}");
+    assert_eq!(verify(&dummy, password), Ok(false));
 });

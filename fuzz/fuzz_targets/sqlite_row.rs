@@ -1,25 +1,82 @@
-//! The SQLite row mapping (column name/value pairs to an account): input lines "name=value",
-//! "name" alone for NULL. Invariants: no panic; an account's server is an IP literal nginx can
-//! use and its port is not 0.
+//! SQLite store: the mapping of a result row to an account (`store::sqlite::map_row`). It takes
+//! the columns as SqliteStore::lookup hands them over (lower-cased name, value as text, NULL =
+//! None), so no database is needed.
+//!
+//! Input: one column per line: `name=value`, or `name` alone for NULL. Names are lower-cased
+//! and values read as UTF-8 lossily, as lookup does.
+//!
+//! Invariants: an error (nginx logs it) has no control characters (CR, LF, NUL ...); an
+//! account has the row's password (NULL/'' -> a value that never verifies); enabled unless a
+//! non-NULL `enabled` says otherwise; port never 0; server an IP literal; backend user/pass
+//! never ''; known columns never land in `extra`; an answer built from the account never
+//! carries CR/LF/NUL.
+
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::protocol;
-use ngx_http_mail_auth_module::store::sqlite;
+use ngx_http_mail_auth_module::protocol::{parse_server, AuthResponse};
+use ngx_http_mail_auth_module::scheme::scheme_name;
+use ngx_http_mail_auth_module::store::sqlite::map_row;
+
+const KNOWN: &[&str] = &[
+    "password", "enabled", "protocols", "networks", "server", "port", "user", "backend_pass",
+    "wait",
+];
 
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let cols: Vec<(String, Option<String>)> = text
-        .lines()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
-            None => (l.to_ascii_lowercase(), None),
+    let cols: Vec<(String, Option<String>)> = data
+        .split(|&b| b == b'\n')
+        .map(|line| {
+            let (name, value) = match line.iter().position(|&b| b == b'=') {
+                Some(i) => (&line[..i], Some(&line[i + 1..])),
+                None => (line, None),
+            };
+            (
+                String::from_utf8_lossy(name).to_ascii_lowercase(),
+                value.map(|v| String::from_utf8_lossy(v).into_owned()),
+            )
         })
         .collect();
-    if let Ok(acct) = sqlite::map_row(&cols) {
-        if let Some(s) = &acct.server {
-            assert!(protocol::parse_server(s).is_some(), "unusable server {s:?}");
+    // The last column of that name (map_row lets later columns win).
+    let value = |name: &str| cols.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_deref());
+
+    let a = match map_row(&cols) {
+        Ok(a) => a,
+        Err(e) => {
+            // The reason goes into nginx's error log: one line, no raw control characters.
+            assert!(!e.chars().any(char::is_control), "control character in error {e:?}");
+            return;
         }
-        assert_ne!(acct.port, Some(0));
+    };
+
+    let password = value("password").expect("Ok without a password column");
+    assert!(!a.password.is_empty());
+    match password {
+        None | Some("") => assert_eq!(scheme_name(&a.password), "unknown"),
+        Some(p) => assert_eq!(a.password, p),
+    }
+    // (a NULL column is skipped, so only non-NULL `enabled` values count)
+    if cols.iter().all(|(n, v)| n != "enabled" || v.is_none()) {
+        assert!(a.enabled);
+    }
+    assert!(a.port != Some(0));
+    if let Some(s) = &a.server {
+        assert!(parse_server(s).is_some(), "server {s:?}");
+    }
+    assert!(a.backend_user.as_deref() != Some(""));
+    assert!(a.backend_pass.as_deref() != Some(""));
+    for (n, _) in &a.extra {
+        assert!(!KNOWN.contains(&n.as_str()), "known column {n:?} in extra");
+    }
+
+    let answer = AuthResponse::Ok {
+        server: a.server.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        port: a.port.unwrap_or(143),
+        user: a.backend_user.clone(),
+        pass: a.backend_pass.clone().map(String::into_bytes),
+    };
+    for (_, v) in answer.headers() {
+        assert!(!v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
     }
 });
