@@ -7,9 +7,10 @@ use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
-	workers_can_read /;
+	workers_can_read run_tool /;
 
 use FindBin;
+use POSIX qw//;
 use Test::Nginx qw/ http /;
 
 sub have_tool {
@@ -60,6 +61,25 @@ sub python_client {
 	my ($script, @args) = @_;
 	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/$script", @args
 		or return (2, "cannot run python3: $!");
+	local $/;
+	my $out = <$fh> // '';
+	close $fh;
+	return ($? >> 8, $out);
+}
+
+# Runs a command without a shell (arguments as they are: passwords with quotes or spaces),
+# stdin from /dev/null. Returns (exit code, stdout and stderr together); 127: not run.
+sub run_tool {
+	my (@cmd) = @_;
+	my $pid = open(my $fh, '-|');
+	return (127, "fork: $!") unless defined $pid;
+	if ($pid == 0) {
+		open STDERR, '>&', \*STDOUT;
+		open STDIN, '<', '/dev/null';
+		{ no warnings qw/ exec /; exec { $cmd[0] } @cmd; }
+		syswrite STDOUT, "cannot run $cmd[0]: $!\n";
+		POSIX::_exit(127);    # no END blocks, no destructors in the child
+	}
 	local $/;
 	my $out = <$fh> // '';
 	close $fh;
