@@ -159,9 +159,7 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     let now = Instant::now();
     let fields = super::handler::LogFields::from_headers(&headers);
     super::handler::log_decision(lc.log_level(), req.log(), &fields, &outcome, now);
-    let proto = util::find_header(&headers, "Auth-Protocol").and_then(crate::protocol::Protocol::parse);
-    let method = util::find_header(&headers, "Auth-Method").and_then(crate::protocol::Method::parse);
-    super::handler::count(engine, proto, method, outcome.result, now);
+    super::handler::count(engine, fields.protocol, fields.method, outcome.result, now);
     // SAFETY: the live request's output headers; hash = 0 makes nginx skip a header, which is
     // how WWW-Authenticate from auth_basic is dropped.
     unsafe {

@@ -57,11 +57,10 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         Err(e) => {
             // An auth_http request with unusable values: a normal failed login for the client.
-            let proto = util::find_header(&headers, "Auth-Protocol").and_then(protocol::Protocol::parse);
-            let outcome = auth::bad_request(&engine.cfg, proto, &e);
             let fields = LogFields::from_headers(&headers);
+            let outcome = auth::bad_request(&engine.cfg, fields.protocol, &e);
             log_decision(lc.log_level(), log, &fields, &outcome, started);
-            count(engine, proto, protocol::Method::parse(util::find_header(&headers, "Auth-Method").unwrap_or(b"")), outcome.result, started);
+            count(engine, fields.protocol, fields.method, outcome.result, started);
             return send(r, &outcome);
         }
     };
@@ -190,8 +189,9 @@ fn answer(
     let log = unsafe { (*(*r).connection).log };
     record(engine, areq, &outcome);
     log_store_notices(engine, log);
-    log_decision(level, log, &LogFields::of(areq, &outcome), &outcome, started);
-    count(engine, Some(areq.protocol), Some(areq.method), outcome.result, started);
+    let fields = LogFields::of(areq, &outcome);
+    log_decision(level, log, &fields, &outcome, started);
+    count(engine, fields.protocol, fields.method, outcome.result, started);
     send(r, &outcome)
 }
 
@@ -295,8 +295,9 @@ fn log_store_notices(engine: &Engine, log: *mut ngx::ffi::ngx_log_t) {
 pub struct LogFields {
     user: Vec<u8>,
     client: String,
-    protocol: &'static str,
-    method: &'static str,
+    /// `None` when the request did not name a valid one (logged as `-`).
+    pub protocol: Option<protocol::Protocol>,
+    pub method: Option<protocol::Method>,
     attempt: u32,
 }
 
@@ -305,8 +306,8 @@ impl LogFields {
         LogFields {
             user: o.user.as_bytes().to_vec(),
             client: areq.client_ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
-            protocol: areq.protocol.as_str(),
-            method: areq.method.as_str(),
+            protocol: Some(areq.protocol),
+            method: Some(areq.method),
             attempt: areq.login_attempt,
         }
     }
@@ -322,8 +323,8 @@ impl LogFields {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
                 .map_or_else(|| "-".into(), |ip| ip.to_string()),
-            protocol: h("Auth-Protocol").and_then(protocol::Protocol::parse).map_or("-", |p| p.as_str()),
-            method: h("Auth-Method").and_then(protocol::Method::parse).map_or("-", |m| m.as_str()),
+            protocol: h("Auth-Protocol").and_then(protocol::Protocol::parse),
+            method: h("Auth-Method").and_then(protocol::Method::parse),
             attempt: h("Auth-Login-Attempt")
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok())
@@ -349,8 +350,8 @@ pub fn log_decision(level: ngx_uint_t, log: *mut ngx::ffi::ngx_log_t, f: &LogFie
             "mail_auth: user=\"{}\" client={} protocol={} method={} attempt={} result={} reason=\"{}\" time={ms:.3}ms",
             protocol::printable(&f.user, 256),
             f.client,
-            f.protocol,
-            f.method,
+            f.protocol.map_or("-", |p| p.as_str()),
+            f.method.map_or("-", |m| m.as_str()),
             f.attempt,
             o.result,
             protocol::printable(o.reason.as_bytes(), 512),
