@@ -1,11 +1,12 @@
-//! Credential cache shared by all workers: "was this (store generation, protocol, user,
-//! password) verified OK / wrong recently?". It short-cuts only the costly password check; the
+//! Credential cache shared by all workers: "was this password verified OK / wrong recently
+//! against this stored credential?". It short-cuts only the costly password check; the
 //! store lookup and the account policy still run on every request, so routing and
 //! disabled/protocol/network rules are always current.
 //!
 //! The key is a keyed hash (HMAC-SHA256 under the region's random secret, made when the zone
 //! is first used, so a new one at every nginx start; 128 bits kept); the password is never
-//! stored. A password change in the store changes the store generation, hence every key.
+//! stored. The caller puts the stored credential itself into the key (see `engine`): a
+//! password changed in the store is a new key at once, in every worker, across reloads.
 //!
 //! Slot (4 words, see `shm`): `[key, expires, last used, check]` where `check` is the key's
 //! second 64 bits XOR a verdict tag: key half and verdict are one atomic word, so even a slot
@@ -31,13 +32,13 @@ const EVICTIONS: usize = 3;
 pub struct CacheKey(u64, u64);
 
 impl CacheKey {
-    /// HMAC-SHA256(secret, generation, protocol, user, password), length-prefixed fields.
-    /// `protocol` may carry more scope (e.g. "imap|passwd-file /etc/mail/users").
-    pub fn derive(secret: &[u8; 32], generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        let h = crate::shm::keyed_hash(
-            secret,
-            &[b"cache", &generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password],
-        );
+    /// HMAC-SHA256(secret, "cache", parts...), length-prefixed fields: everything the verdict
+    /// depends on (protocol, store, user, password, the stored credential itself).
+    pub fn derive(secret: &[u8; 32], parts: &[&[u8]]) -> CacheKey {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(b"cache");
+        all.extend_from_slice(parts);
+        let h = crate::shm::keyed_hash(secret, &all);
         CacheKey(key64(&h), hash_word(&h, 1))
     }
 
@@ -72,8 +73,8 @@ impl<'a> Cache<'a> {
     }
 
     /// The key for a credential under this region's secret (hashing happens here, unlocked).
-    pub fn key(&self, generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        CacheKey::derive(&self.table.secret(), generation, protocol, user, password)
+    pub fn key(&self, parts: &[&[u8]]) -> CacheKey {
+        CacheKey::derive(&self.table.secret(), parts)
     }
 
     /// `Some(true)`: verified OK before, `Some(false)`: verified wrong before; `None`: unknown
@@ -135,6 +136,10 @@ pub const fn min_words() -> usize {
 mod tests {
     use super::*;
 
+    fn key(c: &Cache<'_>, generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
+        c.key(&[&generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password])
+    }
+
     fn region(words: usize) -> Vec<AtomicU64> {
         (0..words).map(|_| AtomicU64::new(0)).collect()
     }
@@ -143,12 +148,12 @@ mod tests {
     fn verdicts_expire() {
         let r = region(4096);
         let c = Cache::new(&r).unwrap();
-        let k = c.key(1, "imap", "alice", b"pw");
+        let k = key(&c, 1, "imap", "alice", b"pw");
         assert_eq!(c.get(&k, 100), None);
         c.put(&k, true, 60, 100);
         assert_eq!(c.get(&k, 159), Some(true));
         assert_eq!(c.get(&k, 160), None, "expired");
-        let bad = c.key(1, "imap", "alice", b"wrong");
+        let bad = key(&c, 1, "imap", "alice", b"wrong");
         c.put(&bad, false, 10, 200);
         assert_eq!(c.get(&bad, 205), Some(false));
         assert_eq!(c.get(&k, 205), None);
@@ -163,33 +168,33 @@ mod tests {
     fn keys_depend_on_everything_and_hide_the_password() {
         let r = region(4096);
         let c = Cache::new(&r).unwrap();
-        let k = c.key(1, "imap", "alice", b"secret-password");
-        assert_eq!(k, c.key(1, "imap", "alice", b"secret-password"));
-        assert_ne!(k, c.key(2, "imap", "alice", b"secret-password"), "store generation");
-        assert_ne!(k, c.key(1, "pop3", "alice", b"secret-password"), "protocol");
-        assert_ne!(k, c.key(1, "imap", "alicf", b"secret-password"), "user");
-        assert_ne!(k, c.key(1, "imap", "alice", b"secret-passworD"), "password");
-        assert_ne!(c.key(1, "imap", "ab", b"c"), c.key(1, "imap", "a", b"bc"), "no field run-on");
+        let k = key(&c, 1, "imap", "alice", b"secret-password");
+        assert_eq!(k, key(&c, 1, "imap", "alice", b"secret-password"));
+        assert_ne!(k, key(&c, 2, "imap", "alice", b"secret-password"), "stored credential");
+        assert_ne!(k, key(&c, 1, "pop3", "alice", b"secret-password"), "protocol");
+        assert_ne!(k, key(&c, 1, "imap", "alicf", b"secret-password"), "user");
+        assert_ne!(k, key(&c, 1, "imap", "alice", b"secret-passworD"), "password");
+        assert_ne!(key(&c, 1, "imap", "ab", b"c"), key(&c, 1, "imap", "a", b"bc"), "no field run-on");
         c.put(&k, true, 60, 0);
         // a password changed in the store: new generation, the old verdict is not found
-        assert_eq!(c.get(&c.key(2, "imap", "alice", b"secret-password"), 1), None);
+        assert_eq!(c.get(&key(&c, 2, "imap", "alice", b"secret-password"), 1), None);
         let bytes: Vec<u8> = r.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
         for part in [&b"secret-password"[..], b"secret", b"password", b"alice"] {
             assert!(!bytes.windows(part.len()).any(|w| w == part), "no {part:?} in the region");
         }
         // the key is the HMAC under the region's secret, not a plain hash of the credential
-        let plain = CacheKey::derive(&[0; 32], 1, "imap", "alice", b"secret-password");
+        let plain = CacheKey::derive(&[0; 32], &[&1u64.to_le_bytes(), b"imap", b"alice", b"secret-password"]);
         assert_ne!(k, plain);
         // another zone (another nginx start) has another secret
         let r2 = region(4096);
-        assert_ne!(k, Cache::new(&r2).unwrap().key(1, "imap", "alice", b"secret-password"));
+        assert_ne!(k, key(&Cache::new(&r2).unwrap(), 1, "imap", "alice", b"secret-password"));
     }
 
     #[test]
     fn a_verdict_belongs_to_its_full_key() {
         let r = region(4096);
         let c = Cache::new(&r).unwrap();
-        let k = c.key(1, "imap", "alice", b"pw");
+        let k = key(&c, 1, "imap", "alice", b"pw");
         c.put(&k, true, 60, 0);
         // same first 64 bits, other second half (a collision on the slot key): a miss
         let forged = CacheKey(k.0, k.1 ^ 1);
@@ -210,7 +215,7 @@ mod tests {
         let c = Cache::new(&r).unwrap();
         assert_eq!(c.capacity(), 8);
         for i in 0..100u64 {
-            let k = c.key(1, "imap", &format!("u{i}"), b"p");
+            let k = key(&c, 1, "imap", &format!("u{i}"), b"p");
             c.put(&k, true, 100, i);
             assert_eq!(c.get(&k, i), Some(true));
         }
@@ -219,7 +224,7 @@ mod tests {
         assert_eq!((s.inserts, s.hits), (100, 100));
         // the newest 8 are all still there (earliest expiry goes first)
         for i in 92..100u64 {
-            assert_eq!(c.get(&c.key(1, "imap", &format!("u{i}"), b"p"), 100), Some(true), "u{i}");
+            assert_eq!(c.get(&key(&c, 1, "imap", &format!("u{i}"), b"p"), 100), Some(true), "u{i}");
         }
     }
 
@@ -227,13 +232,13 @@ mod tests {
     fn expired_entries_go_before_live_ones() {
         let r = region(min_words());
         let c = Cache::new(&r).unwrap();
-        let keep = c.key(1, "imap", "keep", b"p");
+        let keep = key(&c, 1, "imap", "keep", b"p");
         c.put(&keep, true, 1000, 0);
         for i in 0..7 {
-            c.put(&c.key(1, "imap", &format!("short{i}"), b"p"), false, 5, 0);
+            c.put(&key(&c, 1, "imap", &format!("short{i}"), b"p"), false, 5, 0);
         }
         for i in 0..7 {
-            c.put(&c.key(1, "imap", &format!("new{i}"), b"p"), true, 60, 10);
+            c.put(&key(&c, 1, "imap", &format!("new{i}"), b"p"), true, 60, 10);
         }
         assert_eq!(c.stats().evictions, 0, "only expired entries were replaced");
         assert_eq!(c.get(&keep, 11), Some(true));
@@ -248,11 +253,11 @@ mod tests {
                 let c = &c;
                 s.spawn(move || {
                     for i in 0..2000 {
-                        let k = c.key(1, "imap", &format!("t{t}u{i}"), b"p");
+                        let k = key(&c, 1, "imap", &format!("t{t}u{i}"), b"p");
                         c.put(&k, i % 2 == 0, 100, 1);
                         assert_eq!(c.get(&k, 2), Some(i % 2 == 0));
                         // everyone also hammers one shared entry
-                        let shared = c.key(1, "imap", "shared", b"p");
+                        let shared = key(&c, 1, "imap", "shared", b"p");
                         c.put(&shared, true, 100, 1);
                         assert_eq!(c.get(&shared, 2), Some(true));
                     }

@@ -1,7 +1,122 @@
-//! Parsing of directive arguments (plain Rust, unit-tested; the FFI layer only calls these).
+//! The configuration the engine decides with, and the parsing of directive arguments (plain
+//! Rust, unit-tested; the FFI layer only calls these).
 
-use crate::auth::Backend;
 use crate::protocol::{self, Protocol};
+
+/// A backend address: `server` an IP literal, `port` 1..65535.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub server: String,
+    pub port: u16,
+}
+
+/// A Dovecot-style master user (`mail_auth_master_user`): the IMAP/POP3 backend login becomes
+/// `<user><separator><name>`, the password `password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterUser {
+    pub name: String,
+    pub password: String,
+    pub separator: String,
+}
+
+/// Default `mail_auth_fail_wait`, seconds.
+pub const DEFAULT_FAIL_WAIT: u32 = 3;
+
+/// What the decision needs from the nginx configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `mail_auth_backend imap|pop3|smtp ADDR:PORT`
+    pub imap_backend: Option<Backend>,
+    pub pop3_backend: Option<Backend>,
+    pub smtp_backend: Option<Backend>,
+    /// `mail_auth_backend mx ADDR`: where SMTP without AUTH (`none`) goes for accepted domains.
+    pub mx_backend: Option<Backend>,
+    /// Auth-Wait on a failed login or a temporary failure (`mail_auth_fail_wait`), seconds.
+    pub fail_wait: u32,
+    /// `mail_auth_relay_domains`: lower-case domains; `.example.org` also matches subdomains.
+    pub relay_domains: Vec<String>,
+    /// `mail_auth_master_user`.
+    pub master_user: Option<MasterUser>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            imap_backend: None,
+            pop3_backend: None,
+            smtp_backend: None,
+            mx_backend: None,
+            fail_wait: DEFAULT_FAIL_WAIT,
+            relay_domains: Vec::new(),
+            master_user: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The configured backend for a protocol.
+    pub fn backend(&self, p: Protocol) -> Option<&Backend> {
+        match p {
+            Protocol::Imap => self.imap_backend.as_ref(),
+            Protocol::Pop3 => self.pop3_backend.as_ref(),
+            Protocol::Smtp => self.smtp_backend.as_ref(),
+        }
+    }
+
+    /// Sets the backend for a protocol.
+    pub fn set_backend(&mut self, p: Protocol, b: Backend) {
+        let slot = match p {
+            Protocol::Imap => &mut self.imap_backend,
+            Protocol::Pop3 => &mut self.pop3_backend,
+            Protocol::Smtp => &mut self.smtp_backend,
+        };
+        *slot = Some(b);
+    }
+}
+
+/// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`: how long verdicts are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub ttl: u64,
+    pub negative_ttl: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> CacheSettings {
+        CacheSettings { ttl: 60, negative_ttl: 10 }
+    }
+}
+
+/// `mail_auth_verify_concurrency N [queue=M]`: costly verifications (bcrypt, Argon2, SHA-crypt
+/// above 5000 rounds) running at once in one worker, and how many may wait for their turn (each
+/// waiting one holds a thread of the pool, not the verification's memory); beyond that a login
+/// gets a temporary failure (result `overloaded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyConcurrency {
+    pub limit: usize,
+    pub queue: usize,
+}
+
+impl Default for VerifyConcurrency {
+    /// As many as the machine has CPUs, and [`DEFAULT_VERIFY_QUEUE`] waiting.
+    fn default() -> VerifyConcurrency {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        VerifyConcurrency { limit: cpus, queue: DEFAULT_VERIFY_QUEUE }
+    }
+}
+
+/// Default `queue=` of `mail_auth_verify_concurrency`: more than nginx's default thread pool
+/// (32 threads) can hold waiting, so with the default pool a burst only waits.
+pub const DEFAULT_VERIFY_QUEUE: usize = 64;
+
+/// Where a `mail_auth` location finds its users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConf {
+    /// `mail_auth_passwd_file PATH`
+    PasswdFile(String),
+    /// `mail_auth_sqlite PATH` (+ `mail_auth_sqlite_query`)
+    Sqlite { path: String, query: Option<String> },
+}
 
 /// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
 /// literal (nginx mail parses Auth-Server with ngx_parse_addr: no host names).
@@ -175,7 +290,7 @@ pub fn parse_domain(v: &str) -> Result<String, String> {
 
 /// A master user's name, password and separator must be sendable as Auth-User / Auth-Pass
 /// (no control characters) and not empty.
-pub fn check_master_user(m: &crate::auth::MasterUser) -> Result<(), String> {
+pub fn check_master_user(m: &MasterUser) -> Result<(), String> {
     for (what, v) in [("name", &m.name), ("password", &m.password), ("separator", &m.separator)] {
         if v.is_empty() {
             return Err(format!("empty {what}"));
@@ -198,7 +313,7 @@ mod domain_tests {
         for bad in ["", ".", "-a.example", "a..b", "a_b.example", "exa mple.org", "*.example.org"] {
             assert!(parse_domain(bad).is_err(), "{bad}");
         }
-        let m = |n: &str, p: &str, s: &str| crate::auth::MasterUser { name: n.into(), password: p.into(), separator: s.into() };
+        let m = |n: &str, p: &str, s: &str| MasterUser { name: n.into(), password: p.into(), separator: s.into() };
         assert!(check_master_user(&m("master", "pw", "*")).is_ok());
         assert!(check_master_user(&m("", "pw", "*")).is_err());
         assert!(check_master_user(&m("master", "p\r\nw", "*")).is_err());

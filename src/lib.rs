@@ -2,16 +2,16 @@
 //!
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
-//! `policy` (per-account rules), `auth` (the decision), `basic` (Basic-credential bridge),
+//! `policy` (per-account rules), `engine` (the whole decision), `basic` (Basic-credential bridge),
 //! `shm` / `cache` / `limiter` / `metrics` (tables and counters shared by workers in shared memory).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod auth;
 pub mod basic;
 pub mod cache;
 pub mod config;
+pub mod engine;
 pub mod limiter;
 pub mod metrics;
 pub mod policy;

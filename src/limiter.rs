@@ -277,6 +277,48 @@ impl<'a> Limiter<'a> {
     }
 }
 
+/// A refusal by the limiter: the Auth-Wait to send and the reason for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub wait: u32,
+    pub reason: String,
+}
+
+/// An admitted attempt, to be settled once its outcome is known.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    ip: Option<IpAddr>,
+    user: String,
+}
+
+/// How an admitted attempt ended.
+pub enum Settle<'a> {
+    Failure { password: &'a [u8] },
+    Success,
+    Neutral,
+}
+
+impl<'a> Limiter<'a> {
+    pub fn banned(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Option<Refusal> {
+        match self.check(ip, user, now) {
+            Verdict::Allow => None,
+            Verdict::Refuse { wait, reason } => Some(Refusal { wait, reason }),
+        }
+    }
+
+    pub fn admit(&self, ip: Option<IpAddr>, user: &str, _password: &[u8], _now: u64) -> Result<Ticket, Refusal> {
+        Ok(Ticket { ip, user: user.to_string() })
+    }
+
+    pub fn settle(&self, t: Ticket, how: Settle<'_>, now: u64) {
+        match how {
+            Settle::Failure { password } => self.record_failure(t.ip, &t.user, password, now),
+            Settle::Success => self.record_success(t.ip, &t.user, now),
+            Settle::Neutral => {}
+        }
+    }
+}
+
 /// The smallest region (in 64-bit words) `Limiter::new` accepts.
 pub const fn min_words() -> usize {
     crate::shm::HEADER + crate::shm::PROBE * SLOT_WORDS

@@ -10,27 +10,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::engine::AuthResult;
 use crate::protocol::{Method, Protocol};
 
-/// Every `Outcome::result` the decision can give, in output order.
-pub const RESULTS: &[&str] = &[
-    "ok",
-    "invalid",
-    "unknown-user",
-    "disabled",
-    "protocol-denied",
-    "network-denied",
-    "method-denied",
-    "cert-denied",
-    "relay-denied",
-    "rate-limited",
-    "store-error",
-    "backend-error",
-    "bad-request",
-    "scheme-error",
-    "internal-error",
-    "other",
-];
 const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "unknown"];
 const METHODS: &[&str] = &["plain", "login", "apop", "cram-md5", "external", "none", "unknown"];
 
@@ -40,9 +22,10 @@ const BUCKETS_US: &[u64] = &[
     2_500_000,
 ];
 
-const STAMP: u64 = 0x6d61_696c_6d65_7401; // "mailmet" + layout version
+const STAMP: u64 = 0x6d61_696c_6d65_7402; // "mailmet" + layout version
 const REQUESTS: usize = 1;
-const N_REQUESTS: usize = RESULTS.len() * PROTOCOLS.len() * METHODS.len();
+const N_RESULTS: usize = AuthResult::ALL.len();
+const N_REQUESTS: usize = N_RESULTS * PROTOCOLS.len() * METHODS.len();
 const CACHE_HITS: usize = REQUESTS + N_REQUESTS;
 const CACHE_MISSES: usize = CACHE_HITS + 1;
 /// A histogram: one word per bucket, then +Inf (= count), then the sum in microseconds.
@@ -98,10 +81,10 @@ impl<'a> Metrics<'a> {
     }
 
     /// One answered request; `micros`: how long the decision took.
-    pub fn request(&self, protocol: Option<Protocol>, method: Option<Method>, result: &str, micros: u64) {
+    pub fn request(&self, protocol: Option<Protocol>, method: Option<Method>, result: AuthResult, micros: u64) {
         let p = protocol.map_or(PROTOCOLS.len() - 1, |p| index_of(PROTOCOLS, p.as_str()));
         let m = method.map_or(METHODS.len() - 1, |m| index_of(METHODS, m.as_str()));
-        let r = index_of(RESULTS, result);
+        let r = result.index();
         self.add(REQUESTS + (r * PROTOCOLS.len() + p) * METHODS.len() + m, 1);
         self.observe(DECISION_HIST, micros);
     }
@@ -123,8 +106,8 @@ impl<'a> Metrics<'a> {
     }
 
     /// Requests with this result, all protocols and methods.
-    pub fn result_total(&self, result: &str) -> u64 {
-        let r = index_of(RESULTS, result);
+    pub fn result_total(&self, result: AuthResult) -> u64 {
+        let r = result.index();
         (0..PROTOCOLS.len() * METHODS.len()).map(|i| self.get(REQUESTS + r * PROTOCOLS.len() * METHODS.len() + i)).sum()
     }
 
@@ -133,7 +116,7 @@ impl<'a> Metrics<'a> {
         let mut o = String::with_capacity(4096);
         let _ = writeln!(o, "# HELP mail_auth_requests_total auth_http requests answered, by protocol, method and result.");
         let _ = writeln!(o, "# TYPE mail_auth_requests_total counter");
-        for (r, result) in RESULTS.iter().enumerate() {
+        for (r, result) in AuthResult::ALL.iter().map(|r| r.as_str()).enumerate() {
             for (p, proto) in PROTOCOLS.iter().enumerate() {
                 for (m, method) in METHODS.iter().enumerate() {
                     let v = self.get(REQUESTS + (r * PROTOCOLS.len() + p) * METHODS.len() + m);
@@ -148,8 +131,8 @@ impl<'a> Metrics<'a> {
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut o, "mail_auth_limiter_refusals_total", "Logins refused by mail_auth_limit without a password check.", self.result_total("rate-limited"));
-        counter(&mut o, "mail_auth_store_errors_total", "Lookups that failed because the store was missing, unreadable, locked or corrupt.", self.result_total("store-error"));
+        counter(&mut o, "mail_auth_limiter_refusals_total", "Logins refused by mail_auth_limit without a password check.", self.result_total(AuthResult::RateLimited));
+        counter(&mut o, "mail_auth_store_errors_total", "Lookups that failed because the store was missing, unreadable, locked or corrupt.", self.result_total(AuthResult::StoreError));
         counter(&mut o, "mail_auth_cache_hits_total", "Password verifications answered from mail_auth_cache.", self.get(CACHE_HITS));
         counter(&mut o, "mail_auth_cache_misses_total", "Password verifications mail_auth_cache did not know.", self.get(CACHE_MISSES));
         if let Some(v) = g.limiter_refused_ip {
@@ -195,13 +178,13 @@ mod tests {
     fn counts_and_renders_prometheus_text() {
         let r = region(WORDS);
         let m = Metrics::new(&r).unwrap();
-        m.request(Some(Protocol::Imap), Some(Method::Plain), "ok", 300);
-        m.request(Some(Protocol::Imap), Some(Method::Plain), "ok", 300);
-        m.request(Some(Protocol::Pop3), Some(Method::Apop), "invalid", 40);
-        m.request(None, None, "bad-request", 10);
-        m.request(Some(Protocol::Smtp), Some(Method::Plain), "rate-limited", 5);
-        m.request(Some(Protocol::Smtp), Some(Method::Plain), "store-error", 5);
-        m.request(Some(Protocol::Smtp), Some(Method::None), "something new", 5);
+        m.request(Some(Protocol::Imap), Some(Method::Plain), AuthResult::Ok, 300);
+        m.request(Some(Protocol::Imap), Some(Method::Plain), AuthResult::Ok, 300);
+        m.request(Some(Protocol::Pop3), Some(Method::Apop), AuthResult::Invalid, 40);
+        m.request(None, None, AuthResult::BadRequest, 10);
+        m.request(Some(Protocol::Smtp), Some(Method::Plain), AuthResult::RateLimited, 5);
+        m.request(Some(Protocol::Smtp), Some(Method::Plain), AuthResult::StoreError, 5);
+        m.request(Some(Protocol::Smtp), Some(Method::None), AuthResult::RelayDenied, 5);
         m.cache(true);
         m.cache(false);
         m.cache(false);
@@ -214,7 +197,7 @@ mod tests {
             "mail_auth_requests_total{protocol=\"pop3\",method=\"plain\",result=\"ok\"} 0",
             "mail_auth_requests_total{protocol=\"pop3\",method=\"apop\",result=\"invalid\"} 1",
             "mail_auth_requests_total{protocol=\"unknown\",method=\"unknown\",result=\"bad-request\"} 1",
-            "mail_auth_requests_total{protocol=\"smtp\",method=\"none\",result=\"other\"} 1",
+            "mail_auth_requests_total{protocol=\"smtp\",method=\"none\",result=\"relay-denied\"} 1",
             "mail_auth_limiter_refusals_total 1",
             "mail_auth_store_errors_total 1",
             "mail_auth_cache_hits_total 1",
@@ -264,11 +247,11 @@ mod tests {
                 s.spawn(|| {
                     let m = Metrics::new(&r).unwrap();
                     for _ in 0..1000 {
-                        m.request(Some(Protocol::Imap), Some(Method::Login), "ok", 1);
+                        m.request(Some(Protocol::Imap), Some(Method::Login), AuthResult::Ok, 1);
                     }
                 });
             }
         });
-        assert_eq!(Metrics::new(&r).unwrap().result_total("ok"), 4000);
+        assert_eq!(Metrics::new(&r).unwrap().result_total(AuthResult::Ok), 4000);
     }
 }

@@ -16,6 +16,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use crate::engine::AuthResult;
 use crate::protocol::AuthRequest;
 use crate::store::Account;
 
@@ -184,8 +185,8 @@ impl fmt::Display for Cidr {
 /// An account refused by policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// `"disabled"`, `"protocol-denied"` or `"network-denied"` (an `Outcome::result`).
-    pub result: &'static str,
+    /// `Disabled`, `ProtocolDenied` or `NetworkDenied`.
+    pub result: AuthResult,
     /// For the log.
     pub reason: String,
 }
@@ -194,7 +195,7 @@ pub struct Refusal {
 pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if !acct.enabled {
         return Err(Refusal {
-            result: "disabled",
+            result: AuthResult::Disabled,
             reason: "account disabled".to_string(),
         });
     }
@@ -202,7 +203,7 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
         if !protocols.contains(&req.protocol) {
             let allowed: Vec<&str> = protocols.iter().map(|p| p.as_str()).collect();
             return Err(Refusal {
-                result: "protocol-denied",
+                result: AuthResult::ProtocolDenied,
                 reason: format!(
                     "protocol {} not allowed (allowed: {})",
                     req.protocol,
@@ -219,14 +220,14 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
         match req.client_ip {
             None => {
                 return Err(Refusal {
-                    result: "network-denied",
+                    result: AuthResult::NetworkDenied,
                     reason: "client address unknown, account is restricted to networks".to_string(),
                 })
             }
             Some(ip) => {
                 if !networks.iter().any(|n| n.contains(ip)) {
                     return Err(Refusal {
-                        result: "network-denied",
+                        result: AuthResult::NetworkDenied,
                         reason: format!("client {} not in allowed networks", canonical_ip(ip)),
                     });
                 }
@@ -336,17 +337,14 @@ mod tests {
         AuthRequest {
             method: Method::Plain,
             user: "alice".into(),
-            pass: b"pw".to_vec(),
+            pass: b"pw"[..].into(),
             protocol,
             login_attempt: 1,
             client_ip: client.map(ip),
-            client_host: None,
             salt: None,
-            smtp_helo: None,
             smtp_from: None,
             smtp_to: None,
             ssl: None,
-            local_ip: None,
         }
     }
 
@@ -366,7 +364,7 @@ mod tests {
             enabled: false,
             ..acct()
         };
-        assert_eq!(check_account(&a, &r).unwrap_err().result, "disabled");
+        assert_eq!(check_account(&a, &r).unwrap_err().result.as_str(), "disabled");
     }
 
     #[test]
@@ -378,7 +376,7 @@ mod tests {
         assert_eq!(check_account(&a, &req(Protocol::Imap, None)), Ok(()));
         assert_eq!(check_account(&a, &req(Protocol::Smtp, None)), Ok(()));
         let e = check_account(&a, &req(Protocol::Pop3, None)).unwrap_err();
-        assert_eq!(e.result, "protocol-denied");
+        assert_eq!(e.result.as_str(), "protocol-denied");
         assert_eq!(e.reason, "protocol pop3 not allowed (allowed: imap,smtp)");
         let none = Account {
             protocols: Some(vec![]),
@@ -387,7 +385,8 @@ mod tests {
         assert_eq!(
             check_account(&none, &req(Protocol::Imap, None))
                 .unwrap_err()
-                .result,
+                .result
+                .as_str(),
             "protocol-denied"
         );
     }
@@ -408,10 +407,10 @@ mod tests {
             Ok(())
         );
         let e = check_account(&a, &req(Protocol::Imap, Some("192.0.2.1"))).unwrap_err();
-        assert_eq!(e.result, "network-denied");
+        assert_eq!(e.result.as_str(), "network-denied");
         assert_eq!(e.reason, "client 192.0.2.1 not in allowed networks");
         let e = check_account(&a, &req(Protocol::Imap, None)).unwrap_err();
-        assert_eq!(e.result, "network-denied");
+        assert_eq!(e.result.as_str(), "network-denied");
         let nowhere = Account {
             networks: Some(vec![]),
             ..acct()
@@ -430,7 +429,8 @@ mod tests {
         assert_eq!(
             check_account(&a, &req(Protocol::Imap, None))
                 .unwrap_err()
-                .result,
+                .result
+                .as_str(),
             "disabled"
         );
     }

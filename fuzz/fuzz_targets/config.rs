@@ -4,12 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::{auth, config, limiter, protocol};
+use ngx_http_mail_auth_module::{config, engine, limiter, protocol};
 
 fuzz_target!(|data: &[u8]| {
     let s = String::from_utf8_lossy(data);
-    let _ = auth::subject_cn(&s);
-    if let Some(a) = auth::smtp_address(&s) {
+    let _ = engine::subject_cn(&s);
+    if let Some(a) = engine::smtp_address(&s) {
         assert!(!a.is_empty());
     }
     if let Ok(d) = config::parse_domain(&s) {

@@ -5,8 +5,6 @@
 //! - a header filter turns the access phase's 401/403 (and 5xx) in a `mail_auth` location into a
 //!   proper auth_http failure answer, so nobody needs `error_page` tricks.
 
-use std::time::Instant;
-
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_output_header_filter_pt,
     ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_request_t, ngx_http_variable_t,
@@ -15,10 +13,10 @@ use ngx::ffi::{
     NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::ngx_log_error;
 
 use super::{guard, util, Module};
-use crate::auth;
-
+use crate::protocol::HeaderView;
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
@@ -65,8 +63,9 @@ pub fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
 /// `Basic base64(user:pass)` from the request's Auth-User/Auth-Pass, or why not.
 fn basic_value(req: &Request) -> Result<Vec<u8>, String> {
     let headers = util::headers_in(req);
-    let user = util::find_header(&headers, "Auth-User").ok_or("no Auth-User header")?;
-    let pass = util::find_header(&headers, "Auth-Pass").ok_or("no Auth-Pass header")?;
+    let (user, pass) = HeaderView::new(headers.iter().copied()).credentials();
+    let user = user.ok_or("no Auth-User header")?;
+    let pass = pass.ok_or("no Auth-Pass header")?;
     crate::basic::basic_credentials(user, pass).map_err(|e| e.to_string())
 }
 
@@ -79,7 +78,8 @@ unsafe extern "C" fn basic_variable(
         // SAFETY: nginx calls variable handlers with a live request and value slot.
         let req = unsafe { Request::from_ngx_http_request(r) };
         let value = basic_value(req).unwrap_or_default();
-        let Some(s) = util::pool_str(req.pool().as_ptr(), &value) else {
+        // SAFETY: the request pool is live for the request's lifetime.
+        let Some(s) = (unsafe { ngx_str_t::from_bytes(req.pool().as_ptr(), &value) }) else {
             return NGX_ERROR as ngx_int_t;
         };
         // SAFETY: `v` is the live slot nginx asked us to fill; data lives in the request pool.
@@ -105,17 +105,18 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         if !lc.enabled || !lc.basic_header() || !req.is_main() {
             return NGX_DECLINED as ngx_int_t;
         }
-        match basic_value(req) {
-            Ok(v) => {
-                if util::set_authorization_in(r, &v).is_none() {
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-                }
-            }
+        let value = match basic_value(req) {
+            Ok(v) => Some(v),
             Err(e) => {
-                // No usable credentials: leave Authorization unset, so auth_basic answers 401
-                // and the header filter turns that into a failed login.
-                util::log(req.log(), lc.log_level(), &format!("mail_auth: no Basic credentials for this request: {e}"));
+                // No usable credentials: no Authorization at all (not even one the client
+                // sent), so auth_basic answers 401 and the header filter turns that into a
+                // failed login.
+                ngx_log_error!(lc.log_level(), req.log(), "mail_auth: no Basic credentials for this request: {e}");
+                None
             }
+        };
+        if util::set_authorization_in(r, value.as_deref()).is_none() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
         NGX_DECLINED as ngx_int_t
     })
@@ -146,20 +147,17 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     let Some(engine) = lc.engine.as_ref() else { return Ok(()) };
     // SAFETY: reading the status of the live request.
     let status = unsafe { (*r).headers_out.status };
-    let temporary = match status as u32 {
-        NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN => false,
-        s if s >= 500 => true,
-        _ => return Ok(()),
-    };
+    if !matches!(status as u32, NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN | 500..) {
+        return Ok(());
+    }
     let headers = util::headers_in(req);
-    let Some(outcome) = auth::refusal_from_status(&engine.cfg, &headers, status as u16, temporary) else {
+    let view = HeaderView::new(headers.iter().copied());
+    let Some(decision) = engine.bridge_refusal(&view, status as u16, util::log_ctx(req.log())) else {
         // Not an auth_http request at all (no Auth-Protocol): leave the HTTP error alone.
         return Ok(());
     };
-    let now = Instant::now();
-    let fields = super::handler::LogFields::from_headers(&headers);
-    super::handler::log_decision(lc.log_level(), req.log(), &fields, &outcome, now);
-    super::handler::count(engine, fields.protocol, fields.method, outcome.result, now);
+    super::handler::log_decision(req, &decision);
+    let crate::engine::Reply::Answer(response) = decision.reply else { return Ok(()) };
     // SAFETY: the live request's output headers; hash = 0 makes nginx skip a header, which is
     // how WWW-Authenticate from auth_basic is dropped.
     unsafe {
@@ -171,7 +169,7 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
         (*r).headers_out.status_line.len = 0;
         (*r).err_status = 0;
     }
-    for (k, v) in outcome.response.headers() {
+    for (k, v) in response.headers() {
         util::push_header_out(r, k, &v).ok_or(())?;
     }
     Ok(())

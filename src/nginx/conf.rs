@@ -5,35 +5,21 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
-use ngx::ngx_string;
+use ngx::{ngx_conf_log_error, ngx_string};
+
+use std::sync::atomic::AtomicU64;
 
 use super::{conf_err, conf_ok, guard, util};
-use crate::auth::{AuthConfig, Backend, MasterUser};
-use crate::config;
+use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, VerifyConcurrency};
+use crate::engine::{Engine, Region, SharedMemory};
 use crate::protocol::Protocol;
-use crate::cache::Cache;
-use crate::limiter::{self, LimitConfig, Limiter};
-use crate::metrics::Metrics;
+use crate::limiter::{self, LimitConfig};
 use crate::store::{self, NoticeLevel, Store};
 use super::zone::{self, Zone};
-
-/// What a `mail_auth` location answers with, built once at configuration time.
-pub struct Engine {
-    pub cfg: AuthConfig,
-    /// `None` in bridge-only mode (`mail_auth_basic_header on` without a store): the access
-    /// phase (auth_basic / auth_request) has already decided.
-    pub store: Option<Arc<dyn Store>>,
-    /// Where costly verification and blocking lookups run; `None`: inline.
-    pub thread_pool: Option<super::offload::PoolRef>,
-    pub cache: Option<CacheConf>,
-    pub limit: Option<LimitConf>,
-    /// The counters `mail_auth_status` shows (one zone for all locations).
-    pub stats: Option<Zone>,
-}
 
 /// The shared zone of the status counters, added by the first `mail_auth` or
 /// `mail_auth_status`.
@@ -44,8 +30,7 @@ const STATS_ZONE_SIZE: usize = 64 * 1024;
 #[derive(Clone, Copy)]
 pub struct CacheConf {
     pub zone: Zone,
-    pub ttl: u64,
-    pub negative_ttl: u64,
+    pub settings: CacheSettings,
 }
 
 /// `mail_auth_limit zone=NAME:SIZE [ip=RATE] [user=RATE] [ban=TIME]`
@@ -55,19 +40,21 @@ pub struct LimitConf {
     pub cfg: LimitConfig,
 }
 
-impl Engine {
-    pub fn cache(&self) -> Option<(Cache<'static>, CacheConf)> {
-        let c = self.cache?;
-        Some((Cache::new(c.zone.words()?)?, c))
-    }
+/// The zones an engine uses, seen by the engine as `SharedMemory`.
+pub struct Zones {
+    cache: Option<Zone>,
+    limit: Option<Zone>,
+    stats: Option<Zone>,
+}
 
-    pub fn limiter(&self) -> Option<Limiter<'static>> {
-        let l = self.limit?;
-        Limiter::new(l.zone.words()?, l.cfg)
-    }
-
-    pub fn metrics(&self) -> Option<Metrics<'static>> {
-        Metrics::new(self.stats?.words()?)
+impl SharedMemory for Zones {
+    fn region(&self, which: Region) -> Option<&[AtomicU64]> {
+        let zone = match which {
+            Region::Cache => self.cache,
+            Region::Limiter => self.limit,
+            Region::Metrics => self.stats,
+        }?;
+        zone.words()
     }
 }
 
@@ -95,7 +82,11 @@ pub struct LocConf {
     pub status: bool,
     /// The status counters' zone (set by `mail_auth` / `mail_auth_status`).
     pub stats: Option<Zone>,
+    /// `mail_auth_verify_concurrency`
+    pub concurrency: Option<VerifyConcurrency>,
     pub engine: Option<Arc<Engine>>,
+    /// The thread pool the engine's jobs go to.
+    pub pool: Option<super::offload::PoolRef>,
 }
 
 impl LocConf {
@@ -122,7 +113,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 16] = [
     command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
     command!("mail_auth_status", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status),
     command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
@@ -137,6 +128,7 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
     command!("mail_auth_limit", ANY | NGX_CONF_1MORE, set_limit),
     command!("mail_auth_relay_domains", ANY | NGX_CONF_1MORE, set_relay_domains),
     command!("mail_auth_master_user", ANY | NGX_CONF_TAKE23, set_master_user),
+    command!("mail_auth_verify_concurrency", ANY | NGX_CONF_TAKE12, set_verify_concurrency),
     ngx_command_t::empty(),
 ];
 
@@ -144,11 +136,7 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
 fn args<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
     // SAFETY: nginx calls directive handlers with `cf->args` holding the directive name and its
     // arguments as ngx_str_t values allocated from the configuration pool.
-    unsafe {
-        let a = &*(*cf).args;
-        let elts = std::slice::from_raw_parts(a.elts as *const ngx_str_t, a.nelts);
-        elts.iter().skip(1).map(|s| util::str_bytes(s)).collect()
-    }
+    unsafe { (*(*cf).args).as_slice::<ngx_str_t>() }.iter().skip(1).map(|s| s.as_bytes()).collect()
 }
 
 fn arg_str<'a>(cf: *mut ngx_conf_t, i: usize) -> Result<&'a str, String> {
@@ -170,7 +158,7 @@ fn full_path(cf: *mut ngx_conf_t, p: &str) -> String {
         return p.to_string();
     }
     // SAFETY: cf->cycle is the cycle being configured; its prefix is a valid ngx_str_t.
-    let prefix = unsafe { util::str_bytes(&(*(*cf).cycle).prefix) };
+    let prefix = unsafe { (*(*cf).cycle).prefix.as_bytes() };
     let mut s = String::from_utf8_lossy(prefix).into_owned();
     if !s.is_empty() && !s.ends_with('/') {
         s.push('/');
@@ -343,13 +331,13 @@ setter!(set_cache, |cf, lc| {
     }
     let a = arg_strs(cf)?;
     let (name, size) = config::parse_zone(a[0]).map_err(|e| format!("\"mail_auth_cache\": {e}"))?;
-    let (mut ttl, mut negative_ttl) = (60, 10);
+    let mut settings = CacheSettings::default();
     for (k, v) in config::key_values(&a[1..], &["ttl", "negative_ttl"]).map_err(|e| format!("\"mail_auth_cache\": {e}"))? {
         let secs = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_cache\" {k}: {e}"))?);
-        if k == "ttl" { ttl = secs } else { negative_ttl = secs }
+        if k == "ttl" { settings.ttl = secs } else { settings.negative_ttl = secs }
     }
     let zone = zone::add(cf, &name, size, module_tag())?;
-    lc.cache = Some(CacheConf { zone, ttl, negative_ttl });
+    lc.cache = Some(CacheConf { zone, settings });
     Ok(())
 });
 
@@ -398,6 +386,26 @@ setter!(set_master_user, |cf, lc| {
     Ok(())
 });
 
+setter!(set_verify_concurrency, |cf, lc| {
+    once(&lc.concurrency, "mail_auth_verify_concurrency")?;
+    let a = arg_strs(cf)?;
+    let limit = a[0]
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid number \"{}\" (1..1024)", a[0]))?;
+    let mut c = VerifyConcurrency { limit, queue: config::DEFAULT_VERIFY_QUEUE };
+    for (_, v) in config::key_values(&a[1..], &["queue"]).map_err(|e| format!("\"mail_auth_verify_concurrency\": {e}"))? {
+        c.queue = v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 65536)
+            .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid queue \"{v}\" (0..65536)"))?;
+    }
+    lc.concurrency = Some(c);
+    Ok(())
+});
+
 pub fn proto_index(p: Protocol) -> usize {
     match p {
         Protocol::Imap => 0,
@@ -442,13 +450,15 @@ pub unsafe extern "C" fn merge_loc_conf(
         }
         lc.cache = lc.cache.or(prev.cache);
         lc.limit = lc.limit.or(prev.limit);
+        lc.concurrency = lc.concurrency.or(prev.concurrency);
 
         if !lc.enabled {
             return conf_ok();
         }
         match build_engine(cf, lc) {
-            Ok(engine) => {
+            Ok((engine, pool)) => {
                 lc.engine = Some(Arc::new(engine));
+                lc.pool = pool;
                 conf_ok()
             }
             Err(e) => conf_err(cf, &e),
@@ -460,7 +470,9 @@ pub unsafe extern "C" fn merge_loc_conf(
 fn sqlite_store(cf: *mut ngx_conf_t, path: &str, query: Option<&str>) -> Result<Arc<dyn Store>, String> {
     let query = query.unwrap_or(store::sqlite::DEFAULT_QUERY);
     match store::sqlite::SqliteStore::check_query(path, query) {
-        Ok(Some(warning)) => util::conf_log(cf, NGX_LOG_WARN as _, &format!("mail_auth_sqlite \"{path}\": {warning}")),
+        Ok(Some(warning)) => {
+            ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_sqlite \"{path}\": {warning}");
+        }
         Ok(None) => {}
         Err(e) => return Err(format!("mail_auth_sqlite \"{path}\": {e}")),
     }
@@ -473,7 +485,7 @@ fn sqlite_store(_cf: *mut ngx_conf_t, _path: &str, _query: Option<&str>) -> Resu
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 
-fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
+fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<super::offload::PoolRef>), String> {
     if lc.passwd_file.is_some() && lc.sqlite.is_some() {
         return Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into());
     }
@@ -495,11 +507,11 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
                 NoticeLevel::Warn => NGX_LOG_WARN,
                 NoticeLevel::Info => NGX_LOG_INFO,
             };
-            util::conf_log(cf, level as _, &format!("mail_auth: {}", n.message));
+            ngx_conf_log_error!(level, cf, "mail_auth: {}", n.message);
         }
     }
     if lc.backends.iter().all(|b| b.is_none()) {
-        util::conf_log(cf, NGX_LOG_WARN as _, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
     }
     let mut cfg = AuthConfig::default();
     for (p, b) in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp].into_iter().zip(&lc.backends) {
@@ -512,7 +524,6 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
     cfg.master_user.clone_from(&lc.master_user);
     if let Some(w) = lc.fail_wait {
         cfg.fail_wait = w;
-        cfg.temp_wait = w;
     }
     let thread_pool = match lc.thread_pool.as_deref() {
         Some("off") => None,
@@ -522,5 +533,16 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<Engine, String> {
                 .ok_or("cannot register the thread pool for \"mail_auth\"")?,
         ),
     };
-    Ok(Engine { cfg, store, thread_pool, cache: lc.cache, limit: lc.limit, stats: lc.stats })
+    let shared = Zones { cache: lc.cache.map(|c| c.zone), limit: lc.limit.map(|l| l.zone), stats: lc.stats };
+    let engine = Engine {
+        cfg,
+        store,
+        shared: Arc::new(shared),
+        cache: lc.cache.map(|c| c.settings),
+        limit: lc.limit.map(|l| l.cfg),
+        offload: thread_pool.is_some(),
+        concurrency: lc.concurrency.unwrap_or_default(),
+        log_level: util::engine_level(lc.log_level()),
+    };
+    Ok((engine, thread_pool))
 }

@@ -77,7 +77,7 @@ pub static mut ngx_http_mail_auth_module: ngx_module_t = ngx_module_t {
 /// A worker exits: free what statics hold, before nginx unloads the module (valgrind would
 /// report it as lost, since the statics' memory goes away with the module).
 unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
-    guard((), crate::auth::release_process_state)
+    guard((), crate::scheme::release_dummy_hashes)
 }
 
 /// Runs `f`, turning a panic into `on_panic` plus an alert in the cycle log: a bug in this module
@@ -91,11 +91,7 @@ pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| e.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            util::log(
-                ngx::log::ngx_cycle_log().as_ptr(),
-                NGX_LOG_ALERT as _,
-                &format!("mail_auth: internal error (panic caught): {what}"),
-            );
+            ngx::ngx_log_error!(NGX_LOG_ALERT, ngx::log::ngx_cycle_log().as_ptr(), "mail_auth: internal error (panic caught): {what}");
             on_panic
         }
     }
@@ -107,7 +103,7 @@ pub fn conf_ok() -> *mut c_char {
 }
 
 pub fn conf_err(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
-    util::conf_log(cf, ngx::ffi::NGX_LOG_EMERG as _, msg);
+    ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{msg}");
     ngx::core::NGX_CONF_ERROR
 }
 

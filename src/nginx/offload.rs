@@ -10,29 +10,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ngx::ffi::{
     ngx_conf_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_int_t, ngx_log_t, ngx_pool_t, ngx_str_t, ngx_thread_task_t,
-    NGX_OK,
+    ngx_http_run_posted_requests, ngx_int_t, ngx_log_t, ngx_str_t, NGX_OK,
 };
-
-/// Opaque nginx `ngx_thread_pool_t`.
-#[repr(C)]
-pub struct ThreadPool {
-    _private: [u8; 0],
-}
-
-// nginx's thread-pool API (src/core/ngx_thread_pool.h) is not in nginx-sys's bindings; these are
-// its exact C prototypes, exported by every nginx built `--with-threads`. Without threads they do
-// not exist, and referencing them would keep the module from loading at all.
+// nginx-sys generates the thread-pool API from the headers of an nginx built --with-threads;
+// it is only referenced there (an nginx without threads has no such symbols, and a reference
+// would keep the module from loading).
 #[cfg(ngx_feature = "threads")]
-extern "C" {
-    fn ngx_thread_pool_add(cf: *mut ngx_conf_t, name: *mut ngx_str_t) -> *mut ThreadPool;
-    fn ngx_thread_task_alloc(pool: *mut ngx_pool_t, size: usize) -> *mut ngx_thread_task_t;
-    fn ngx_thread_task_post(tp: *mut ThreadPool, task: *mut ngx_thread_task_t) -> ngx_int_t;
-}
+use ngx::ffi::{ngx_thread_pool_add, ngx_thread_pool_t, ngx_thread_task_alloc, ngx_thread_task_post, ngx_thread_task_t};
+
+#[cfg(not(ngx_feature = "threads"))]
+#[allow(non_camel_case_types)]
+type ngx_thread_pool_t = c_void;
 
 /// A thread pool reference that can live in the (immutable after config) location conf.
 #[derive(Clone, Copy)]
-pub struct PoolRef(*mut ThreadPool);
+pub struct PoolRef(*mut ngx_thread_pool_t);
 
 // SAFETY: the pointer is only dereferenced by nginx (ngx_thread_task_post) on the worker's event
 // loop thread; the struct it points to lives in the cycle pool for the cycle's lifetime.
@@ -47,19 +39,15 @@ pub fn pool_add(_cf: *mut ngx_conf_t, _name: &str) -> Option<PoolRef> {
 }
 
 #[cfg(not(ngx_feature = "threads"))]
-pub fn post(_pool: PoolRef, _r: *mut ngx_http_request_t, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+pub fn post(_pool: PoolRef, _r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Result<(), Box<dyn Task>> {
     Err(job)
 }
 
 /// Registers (or finds) the named thread pool at configuration time.
 #[cfg(ngx_feature = "threads")]
 pub fn pool_add(cf: *mut ngx_conf_t, name: &str) -> Option<PoolRef> {
-    let s = super::util::pool_str(
-        // SAFETY: cf is live during configuration; its pool outlives the cycle's config.
-        unsafe { (*cf).pool },
-        name.as_bytes(),
-    )?;
-    let mut s = s;
+    // SAFETY: cf is live during configuration; its pool outlives the cycle's config.
+    let mut s = unsafe { ngx_str_t::from_bytes((*cf).pool, name.as_bytes()) }?;
     // SAFETY: cf is live; nginx copies nothing but keeps `name` (allocated from cf->pool above).
     let tp = unsafe { ngx_thread_pool_add(cf, &mut s) };
     if tp.is_null() {
@@ -70,7 +58,7 @@ pub fn pool_add(cf: *mut ngx_conf_t, name: &str) -> Option<PoolRef> {
 }
 
 /// Work to do off the event loop, then to finish on it.
-pub trait Job: Send + 'static {
+pub trait Task: Send + 'static {
     /// Runs on a pool thread. Must not touch nginx.
     fn run(&mut self);
     /// Runs back on the event loop; returns the status to finalize the request with.
@@ -79,8 +67,21 @@ pub trait Job: Send + 'static {
 
 #[repr(C)]
 struct Slot {
-    job: *mut Box<dyn Job>,
+    job: *mut Box<dyn Task>,
     r: *mut ngx_http_request_t,
+    /// A timer armed while the task is out: a worker shutting down gracefully waits for its
+    /// timers, so it does not exit (leaving the request open) while a verification runs.
+    pending: ngx_event_t,
+}
+
+/// How often the pending-task timer re-arms itself (it only keeps the worker alive).
+#[cfg(ngx_feature = "threads")]
+const PENDING_TIMER_MS: ngx::ffi::ngx_msec_t = 60_000;
+
+#[cfg(ngx_feature = "threads")]
+unsafe extern "C" fn pending_timer(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is the Slot's own event, alive until the task completes (which deletes it).
+    unsafe { ngx::ffi::ngx_add_timer(ev, PENDING_TIMER_MS) };
 }
 
 #[cfg(ngx_feature = "threads")]
@@ -90,8 +91,8 @@ struct Slot {
 pub fn post(
     pool: PoolRef,
     r: *mut ngx_http_request_t,
-    job: Box<dyn Job>,
-) -> Result<(), Box<dyn Job>> {
+    job: Box<dyn Task>,
+) -> Result<(), Box<dyn Task>> {
     // SAFETY: `r` is the live request of the running content handler; the task is allocated
     // from its pool, which stays alive while we hold a reference (count + 1).
     unsafe {
@@ -101,7 +102,9 @@ pub fn post(
         }
         let raw = Box::into_raw(Box::new(job));
         let slot = (*task).ctx as *mut Slot;
-        slot.write(Slot { job: raw, r });
+        // the task context is zeroed by ngx_thread_task_alloc: a zeroed event is a valid one
+        (*slot).job = raw;
+        (*slot).r = r;
         (*task).handler = Some(run_in_thread);
         (*task).event.data = task as *mut c_void;
         (*task).event.handler = Some(done_on_event_loop);
@@ -110,6 +113,11 @@ pub fn post(
         }
         let main = (*r).main;
         (*main).set_count((*main).count() + 1);
+        let ev = std::ptr::addr_of_mut!((*slot).pending);
+        (*ev).handler = Some(pending_timer);
+        (*ev).data = task as *mut c_void;
+        (*ev).log = (*(*r).connection).log;
+        ngx::ffi::ngx_add_timer(ev, PENDING_TIMER_MS);
     }
     Ok(())
 }
@@ -133,6 +141,9 @@ unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
     let (r, job) = unsafe {
         let task = (*ev).data as *mut ngx_thread_task_t;
         let slot = &mut *((*task).ctx as *mut Slot);
+        if slot.pending.timer_set() != 0 {
+            ngx::ffi::ngx_del_timer(&mut slot.pending);
+        }
         let job = Box::from_raw(slot.job);
         slot.job = std::ptr::null_mut();
         (slot.r, *job)

@@ -57,7 +57,8 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     buf.set_last_buf(req.is_main());
     buf.set_last_in_chain(true);
-    let Some(content_type) = super::util::pool_str(pool.as_ptr(), CONTENT_TYPE.as_bytes()) else {
+    // SAFETY: the request pool is live for the request's lifetime.
+    let Some(content_type) = (unsafe { ngx::ffi::ngx_str_t::from_bytes(pool.as_ptr(), CONTENT_TYPE.as_bytes()) }) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     req.set_status(HTTPStatus::OK);

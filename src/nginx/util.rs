@@ -1,55 +1,57 @@
-//! Small safe wrappers over nginx primitives used by the module.
-
-use std::ffi::c_char;
+//! What ngx/nginx-sys do not provide: response headers with byte values (Auth-Pass may be any
+//! bytes but CR/LF/NUL, which `Request::add_header_out(&str)` can't carry), replacing the
+//! request's own Authorization header (the Basic bridge), and the engine's log levels.
 
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_request_t, ngx_list_push, ngx_log_t, ngx_pnalloc, ngx_pool_t, ngx_str_t,
-    ngx_table_elt_t, ngx_uint_t,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_log_t, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
+    NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
+use ngx::log::{check_mask, DebugMask, DEBUG};
 
-/// Copies `bytes` into memory owned by `pool` and returns an `ngx_str_t` pointing at it.
-/// Returns `None` when the pool is out of memory.
-pub fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
-    if bytes.is_empty() {
-        return Some(ngx_str_t { len: 0, data: std::ptr::null_mut() });
+use crate::engine::{Ctx, Level};
+
+/// nginx's level for an engine level.
+pub fn ngx_level(l: Level) -> u32 {
+    match l {
+        Level::Error => NGX_LOG_ERR,
+        Level::Warn => NGX_LOG_WARN,
+        Level::Notice => NGX_LOG_NOTICE,
+        Level::Info => NGX_LOG_INFO,
+        Level::Debug => NGX_LOG_DEBUG,
     }
-    // SAFETY: `pool` is a live nginx pool (a request's or a cycle's); ngx_pnalloc returns either
-    // NULL or `len` writable bytes that live as long as the pool.
-    let p = unsafe { ngx_pnalloc(pool, bytes.len()) } as *mut u8;
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` points to `bytes.len()` freshly allocated bytes that cannot overlap `bytes`.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
-    Some(ngx_str_t { len: bytes.len(), data: p })
 }
 
-/// Views an `ngx_str_t` as a byte slice.
-///
-/// # Safety
-/// `s.data` must point to `s.len` readable bytes (or `s.len` must be 0) that outlive `'a`.
-pub unsafe fn str_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
-    if s.len == 0 || s.data.is_null() {
-        &[]
-    } else {
-        // SAFETY: guaranteed by the caller (see above).
-        unsafe { std::slice::from_raw_parts(s.data, s.len) }
-    }
+/// The engine level for an nginx level (`mail_auth_log_level`).
+pub fn engine_level(l: ngx_uint_t) -> Level {
+    [Level::Error, Level::Warn, Level::Notice, Level::Info, Level::Debug]
+        .into_iter()
+        .find(|x| ngx_level(*x) as ngx_uint_t >= l)
+        .unwrap_or(Level::Debug)
+}
+
+/// A request's context for the engine: how verbose its log is, whether it traces.
+pub fn log_ctx(log: *mut ngx_log_t) -> Ctx {
+    // SAFETY: `log` is the live request log; reading its level is what nginx's own
+    // ngx_log_error macro does.
+    let level = if log.is_null() { 0 } else { unsafe { (*log).log_level } };
+    // with "debug", nginx sets the debug mask bits instead of a level: everything shows
+    Ctx::new(engine_level(level.min(NGX_LOG_DEBUG as ngx_uint_t)), DEBUG && check_mask(DebugMask::Http, level))
 }
 
 /// Appends a response header (`headers_out.headers`). Values are bytes: the caller has
 /// validated them (see `protocol::AuthResponse::headers`).
 pub fn push_header_out(r: *mut ngx_http_request_t, key: &'static str, value: &[u8]) -> Option<()> {
     // SAFETY: `r` is the live request nginx handed to our handler; its headers_out list and pool
-    // are initialised by nginx before any content handler or header filter runs.
+    // are initialised by nginx before any content handler or header filter runs; the strings
+    // are copied into the request pool, which outlives the headers.
     unsafe {
         let pool = (*r).pool;
         let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
         if h.is_null() {
             return None;
         }
-        (*h).key = pool_str(pool, key.as_bytes())?;
-        (*h).value = pool_str(pool, value)?;
+        (*h).key = ngx_str_t::from_bytes(pool, key.as_bytes())?;
+        (*h).value = ngx_str_t::from_bytes(pool, value)?;
         (*h).hash = 1;
         (*h).lowcase_key = std::ptr::null_mut();
         #[cfg(nginx1_23_0)]
@@ -61,83 +63,51 @@ pub fn push_header_out(r: *mut ngx_http_request_t, key: &'static str, value: &[u
 }
 
 /// Sets the request's own `Authorization` header (headers_in), replacing any existing one, so
-/// that `auth_basic` and `auth_request` in the same location see it.
-pub fn set_authorization_in(r: *mut ngx_http_request_t, value: &[u8]) -> Option<()> {
+/// that `auth_basic` and `auth_request` in the same location see it; `None` as `value` removes
+/// it (and any duplicates), so that nothing a client sent reaches the access phase.
+pub fn set_authorization_in(r: *mut ngx_http_request_t, value: Option<&[u8]>) -> Option<()> {
     const KEY: &[u8] = b"Authorization";
     const LOW: &[u8] = b"authorization";
     // SAFETY: `r` is a live request in a phase handler; headers_in was filled by nginx's header
     // parser; all memory we store is allocated from the request pool, which outlives it.
     unsafe {
         let pool = (*r).pool;
-        let existing = (*r).headers_in.authorization;
-        let h = if existing.is_null() {
-            let h = ngx_list_push(&mut (*r).headers_in.headers) as *mut ngx_table_elt_t;
-            if h.is_null() {
-                return None;
-            }
-            (*h).key = pool_str(pool, KEY)?;
-            (*h).lowcase_key = pool_str(pool, LOW)?.data;
-            (*h).hash = ngx::ffi::ngx_hash_key(LOW.as_ptr() as *mut u8, LOW.len());
-            #[cfg(nginx1_23_0)]
-            {
-                (*h).next = std::ptr::null_mut();
-            }
-            (*r).headers_in.authorization = h;
-            h
-        } else {
-            // Only one Authorization is meaningful; drop any duplicates chained to it (1.23+).
-            #[cfg(nginx1_23_0)]
-            {
-                (*existing).next = std::ptr::null_mut();
-            }
-            existing
-        };
-        (*h).value = pool_str(pool, value)?;
         // auth_basic caches the decoded user in r->headers_in.user; make sure it re-decodes.
-        (*r).headers_in.user.len = 0;
-        (*r).headers_in.user.data = std::ptr::null_mut();
-        (*r).headers_in.passwd.len = 0;
-        (*r).headers_in.passwd.data = std::ptr::null_mut();
+        (*r).headers_in.user = ngx_str_t::empty();
+        (*r).headers_in.passwd = ngx_str_t::empty();
+        // Every Authorization line of the list is forgotten (hash 0: nginx skips the entry),
+        // whether or not headers_in.authorization points at it.
+        let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
+        while !part.is_null() {
+            let elts = (*part).elts as *mut ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                let h = &mut *elts.add(i);
+                if h.key.as_bytes().eq_ignore_ascii_case(KEY) {
+                    h.hash = 0;
+                }
+            }
+            part = (*part).next;
+        }
+        (*r).headers_in.authorization = std::ptr::null_mut();
+        let Some(value) = value else { return Some(()) };
+        let h = ngx_list_push(&mut (*r).headers_in.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        (*h).key = ngx_str_t::from_bytes(pool, KEY)?;
+        (*h).lowcase_key = ngx_str_t::from_bytes(pool, LOW)?.data;
+        (*h).hash = ngx::ffi::ngx_hash_key(LOW.as_ptr() as *mut u8, LOW.len());
+        (*h).value = ngx_str_t::from_bytes(pool, value)?;
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = std::ptr::null_mut();
+        }
+        (*r).headers_in.authorization = h;
         Some(())
     }
 }
 
-/// Iterates the request headers as byte pairs.
+/// The request headers as byte pairs, in order.
 pub fn headers_in(r: &ngx::http::Request) -> Vec<(&[u8], &[u8])> {
     r.headers_in_iterator().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect()
-}
-
-/// Writes a message to an nginx log at `level`, if that level is enabled.
-pub fn log(log: *mut ngx_log_t, level: ngx_uint_t, msg: &str) {
-    if log.is_null() {
-        return;
-    }
-    // SAFETY: `log` is a live ngx_log_t (request, connection or cycle log); reading its level is
-    // what nginx's own ngx_log_error macro does.
-    if level > unsafe { (*log).log_level } {
-        return;
-    }
-    // SAFETY: as above; log_error formats `msg` with "%*s", so it may contain '%' safely.
-    unsafe { ngx::log::log_error(level, log, 0, msg.as_bytes()) };
-}
-
-/// Logs at config time with file:line context, like ngx_conf_log_error.
-pub fn conf_log(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
-    // SAFETY: `cf` is the live ngx_conf_t of the directive/merge being processed; the format
-    // string is "%*s" with an explicit length, so the message is never interpreted.
-    unsafe {
-        ngx::ffi::ngx_conf_log_error(
-            level,
-            cf,
-            0,
-            c"%*s".as_ptr() as *const c_char,
-            msg.len(),
-            msg.as_ptr(),
-        );
-    }
-}
-
-/// Finds a request header by name (case-insensitive) in a list from `headers_in`.
-pub fn find_header<'a>(headers: &[(&'a [u8], &'a [u8])], name: &str) -> Option<&'a [u8]> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
 }

@@ -11,7 +11,7 @@ use ngx::ffi::{
     ngx_slab_pool_t, NGX_ERROR, NGX_OK,
 };
 
-use super::util;
+
 
 /// A zone registered at configuration time. The region exists only after nginx initialised the
 /// zone (after configuration, before workers start).
@@ -30,7 +30,7 @@ unsafe impl Sync for Zone {}
 pub fn add(cf: *mut ngx_conf_t, name: &str, size: usize, tag: *mut c_void) -> Result<Zone, String> {
     // SAFETY: cf is live during configuration; the name is copied into the cycle pool first.
     unsafe {
-        let mut n = util::pool_str((*cf).pool, name.as_bytes()).ok_or("out of memory")?;
+        let mut n = ngx::ffi::ngx_str_t::from_bytes((*cf).pool, name.as_bytes()).ok_or("out of memory")?;
         let z = ngx_shared_memory_add(cf, &mut n, size, tag);
         if z.is_null() {
             return Err(format!("cannot add shared memory zone \"{name}\""));
@@ -51,7 +51,7 @@ pub fn shared(cf: *mut ngx_conf_t, name: &str, size: usize, tag: *mut c_void) ->
     // SAFETY: as in `add`; nginx returns the zone already registered under this name and tag
     // (a different size or tag is its own configuration error).
     unsafe {
-        let mut n = util::pool_str((*cf).pool, name.as_bytes()).ok_or("out of memory")?;
+        let mut n = ngx::ffi::ngx_str_t::from_bytes((*cf).pool, name.as_bytes()).ok_or("out of memory")?;
         let z = ngx_shared_memory_add(cf, &mut n, size, tag);
         if z.is_null() {
             return Err(format!("cannot add shared memory zone \"{name}\""));

@@ -238,6 +238,18 @@ pub fn is_costly(stored: &str) -> bool {
     }
 }
 
+/// A relative cost of verifying against `stored` (0 when it can't be used).
+pub fn cost_estimate(stored: &str) -> u64 {
+    match parse(stored) {
+        Ok(Stored::Bcrypt(h)) => 60u64 << h.cost(),
+        Ok(Stored::ShaCrypt(h)) => h.rounds() as u64,
+        Ok(Stored::Argon2(_)) => 1 << 40,
+        Ok(Stored::Md5Crypt(_)) => 1000,
+        Ok(_) => 1,
+        Err(_) => 0,
+    }
+}
+
 /// The scheme's name, for logs ("unknown" when `stored` is not a hash we can verify).
 pub fn scheme_name(stored: &str) -> &'static str {
     match parse(stored) {

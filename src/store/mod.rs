@@ -90,6 +90,13 @@ pub trait Store: Send + Sync {
     /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
     fn describe(&self) -> String;
 
+    /// The costliest stored hash of the store (by `scheme::cost_estimate`), if it can tell:
+    /// unknown users are verified against it so their answer takes as long as the slowest
+    /// account's (see `engine::verify`).
+    fn timing_template(&self) -> Option<String> {
+        None
+    }
+
     /// Whether a lookup may block (disk I/O, database locks): such stores are asked on the
     /// thread pool, never on nginx's event loop. In-memory stores answer `false`.
     fn may_block(&self) -> bool {

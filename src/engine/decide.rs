@@ -1,0 +1,220 @@
+//! The decision steps that need no thread: lookup and policy ([`begin`]), the answer after a
+//! verification ([`finish`]), and the OK answer ([`accept_account`], [`accept`]).
+//!
+//! Rules (fail closed):
+//! * `plain` / `login`: the password is verified against the stored hash.
+//! * An empty password is refused before the lookup (result `invalid`), known user or not.
+//! * Unknown user: a verification against the store's timing template is run anyway (see
+//!   `verify`), result `unknown-user`.
+//! * Policy refusals (disabled, protocol, network) are decided after the verification, for the
+//!   same reason. Wrong password: result `invalid` (the reason mentions the refusal too);
+//!   right password: the refusal's result. The client always sees "Invalid login or password".
+//! * Unknown/malformed stored hash: result `scheme-error`, same answer to the client.
+//! * Store error: temporary failure, result `store-error`. Never OK.
+//! * OK needs a backend: the account's `server`/`port`, else the configured backend for the
+//!   protocol (port: account, else configured, else 143/110/25). None, or one nginx could not
+//!   use (not an IP literal, unsendable Auth-User/Auth-Pass) → temporary failure, result
+//!   `backend-error`.
+//! * A master user (`master_user`) makes every IMAP/POP3 OK answer log in to the backend as
+//!   `<user><separator><master>` with the master password (Dovecot master users), unless the
+//!   account names its own backend login (user or password). SMTP gets it only for APOP-like
+//!   methods whose stored password can't be recovered (nginx passes the login on in XCLIENT
+//!   `LOGIN=`, which must name the user whenever possible).
+//! * When nginx has no password of the client's to pass on (APOP, CRAM-MD5, EXTERNAL) the OK
+//!   answer carries one: the account's backend password, else the master user's (IMAP/POP3),
+//!   else the recoverable stored password. IMAP/POP3 without one is refused
+//!   (`method-denied`); SMTP goes on without (nginx needs one only with `proxy_smtp_auth on`).
+//! * Failure waits: the account's `wait` if it has one, else `fail_wait`. SMTP answers carry
+//!   `Auth-Error-Code` (nginx prefixes it to the message).
+
+use super::outcome::{fail, temp_fail, AuthResult, Outcome};
+use super::verify::{Pending, Subject, VerifyResult};
+use crate::config::AuthConfig;
+use crate::policy::check_account;
+use crate::protocol::{AuthRequest, AuthResponse, Method, Protocol};
+use crate::scheme;
+use crate::store::{Account, Query, Store};
+
+/// What [`begin`] decided.
+#[derive(Debug)]
+pub enum Step {
+    /// Answer at once.
+    Answer(Outcome),
+    /// Run `Pending::run` (here or on a thread), then [`finish`].
+    Verify(Pending),
+}
+
+pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
+    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip, local_ip: None }
+}
+
+/// The store's timing template (its costliest stored hash), or the default.
+pub(crate) fn template(store: &dyn Store) -> String {
+    store.timing_template().unwrap_or_else(|| super::verify::DEFAULT_TEMPLATE.to_string())
+}
+
+/// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a
+/// verification, the others are answered at once.
+pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
+    match req.method {
+        Method::Plain | Method::Login => begin(cfg, req, store),
+        Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store)),
+        Method::External => Step::Answer(super::methods::external(cfg, req, store)),
+        Method::None => Step::Answer(super::relay::relay(cfg, req)),
+    }
+}
+
+/// `plain`/`login`: lookup and policy. Never blocks on a password hash.
+pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
+    if req.pass.is_empty() {
+        return Step::Answer(fail(cfg, req, None, AuthResult::Invalid, "empty password".to_string()));
+    }
+    let template = template(store);
+    match store.lookup(&query(req, &req.user)) {
+        Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
+        Ok(None) => Step::Verify(Pending {
+            stored: String::new(),
+            template,
+            password: req.pass.clone(),
+            subject: Subject::Unknown,
+        }),
+        Ok(Some(account)) => {
+            let refusal = check_account(&account, req).err();
+            Step::Verify(Pending {
+                stored: account.password.clone(),
+                template,
+                password: req.pass.clone(),
+                subject: Subject::Known { account: Box::new(account), refusal },
+            })
+        }
+    }
+}
+
+/// Turns a verification result into the answer.
+pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyResult) -> Outcome {
+    if r == VerifyResult::Overloaded {
+        return temp_fail(
+            cfg,
+            req,
+            AuthResult::Overloaded,
+            "too many costly verifications in this worker (mail_auth_verify_concurrency)".to_string(),
+        );
+    }
+    let (account, refusal) = match pending.subject {
+        Subject::Unknown => return fail(cfg, req, None, AuthResult::UnknownUser, "no such user".to_string()),
+        Subject::Known { account, refusal } => (account, refusal),
+    };
+    match r {
+        VerifyResult::Error(e) => fail(
+            cfg,
+            req,
+            account.wait,
+            AuthResult::SchemeError,
+            format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&pending.stored), e),
+        ),
+        VerifyResult::Mismatch | VerifyResult::Overloaded => {
+            let reason = match &refusal {
+                None => "wrong password".to_string(),
+                Some(rf) => format!("wrong password ({} too)", rf.reason),
+            };
+            fail(cfg, req, account.wait, AuthResult::Invalid, reason)
+        }
+        VerifyResult::Match => match refusal {
+            Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
+            None => accept_account(cfg, req, *account, &req.user),
+        },
+    }
+}
+
+/// OK for `account`, known to the store as `login`.
+pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account, login: &str) -> Outcome {
+    let backend = cfg.backend(req.protocol);
+    let server = match (&account.server, backend) {
+        (Some(s), _) => s.clone(),
+        (None, Some(b)) => b.server.clone(),
+        (None, None) => {
+            return temp_fail(cfg, req, AuthResult::BackendError, format!("no backend for {}", req.protocol))
+        }
+    };
+    let port = account.port.or(backend.map(|b| b.port)).unwrap_or_else(|| req.protocol.default_port());
+    // nginx forgets the client's password for these methods: the answer should give one.
+    let needs_pass = !matches!(req.method, Method::Plain | Method::Login);
+    // an account that names its own backend login (user or password) keeps it; SMTP gets the
+    // master login only when nothing else can give the backend a password (see the module doc)
+    let smtp_needs_master = needs_pass && scheme::plain_password(&account.password).is_none();
+    let master = cfg
+        .master_user
+        .as_ref()
+        .filter(|_| req.protocol != Protocol::Smtp || smtp_needs_master)
+        .filter(|_| account.backend_user.is_none() && account.backend_pass.is_none());
+    let user = match (&account.backend_user, master) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(m)) => Some(format!("{login}{}{}", m.separator, m.name)),
+        (None, None) if login != req.user => Some(login.to_string()),
+        (None, None) => None,
+    };
+    let pass = match (&account.backend_pass, master) {
+        (Some(p), _) => Some(p.clone().into_bytes()),
+        (None, Some(m)) => Some(m.password.clone().into_bytes()),
+        (None, None) if needs_pass => match scheme::plain_password(&account.password) {
+            Some(p) => Some(p),
+            None if req.protocol == Protocol::Smtp => None,
+            None => {
+                return fail(
+                    cfg,
+                    req,
+                    account.wait,
+                    AuthResult::MethodDenied,
+                    format!(
+                        "{} login verified but there is no password for the backend: the stored {} can't be recovered (store {{PLAIN}}, a backend password, or use mail_auth_master_user)",
+                        req.method,
+                        scheme::scheme_name(&account.password)
+                    ),
+                )
+            }
+        },
+        (None, None) => None,
+    };
+    ok(cfg, req, AuthResponse::Ok { server, port, user, pass }, None)
+}
+
+/// An OK answer after checking that nginx can use it; `reason` replaces the default
+/// ("backend ADDR:PORT as USER").
+fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Option<&str>) -> Outcome {
+    if let Err(e) = response.validate() {
+        return temp_fail(cfg, req, AuthResult::BackendError, e.to_string());
+    }
+    let reason = match (reason, &response) {
+        (Some(r), _) => r.to_string(),
+        (None, AuthResponse::Ok { server, port, user, .. }) => {
+            let mut r =
+                if server.contains(':') { format!("backend [{server}]:{port}") } else { format!("backend {server}:{port}") };
+            if let Some(u) = user {
+                r.push_str(&format!(" as \"{u}\""));
+            }
+            r
+        }
+        (None, _) => String::new(),
+    };
+    Outcome { response, result: AuthResult::Ok, reason, user: req.user.clone() }
+}
+
+/// OK to the configured backend for the request's protocol, without a store (Basic bridge:
+/// the access phase already decided). No backend configured: temporary failure.
+pub fn accept(cfg: &AuthConfig, req: &AuthRequest, reason: &str) -> Outcome {
+    let Some(b) = cfg.backend(req.protocol) else {
+        return temp_fail(cfg, req, AuthResult::BackendError, format!("no backend for {}", req.protocol));
+    };
+    let response = AuthResponse::Ok { server: b.server.clone(), port: b.port, user: None, pass: None };
+    ok(cfg, req, response, Some(reason))
+}
+
+/// For log reasons: a client-given value, shortened (the log line escapes it).
+pub(crate) fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(128).collect();
+    if out.len() < s.len() {
+        out.push_str("...");
+    }
+    out
+}
+

@@ -1,0 +1,145 @@
+//! The SASL methods that carry no password to verify against a hash:
+//! * `apop` / `cram-md5`: the client's response to nginx's challenge (`Auth-Salt`) is checked
+//!   against a stored password that keeps what the method needs (`{PLAIN}`-like, or Dovecot's
+//!   `{CRAM-MD5}` for CRAM-MD5); other stored schemes are refused (result `method-denied`, the
+//!   log says why). These checks are cheap and never cached (a response is only good for its
+//!   challenge).
+//! * `external`: the client certificate, verified by nginx (`Auth-SSL-Verify: SUCCESS`),
+//!   names the account by the CN of its subject; an authorization identity the client gave
+//!   must be that name; an account with a `cert_fingerprint` field accepts only that
+//!   certificate (SHA-1, as `Auth-SSL-Fingerprint`). Anything else: result `cert-denied`.
+
+use super::decide::{accept_account, query, shown};
+use super::outcome::{fail, temp_fail, AuthResult, Outcome};
+use crate::config::AuthConfig;
+use crate::policy::check_account;
+use crate::protocol::{AuthRequest, Method};
+use crate::scheme::{self, Challenge, ChallengeError};
+use crate::store::Store;
+
+/// APOP / CRAM-MD5: the response to nginx's challenge, checked against the stored password.
+pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+    let kind = if req.method == Method::Apop { Challenge::Apop } else { Challenge::CramMd5 };
+    let Some(salt) = req.salt.as_deref().filter(|s| !s.is_empty()) else {
+        return fail(cfg, req, None, AuthResult::BadRequest, format!("{} without Auth-Salt", req.method));
+    };
+    if req.pass.is_empty() {
+        return fail(cfg, req, None, AuthResult::Invalid, "empty response".to_string());
+    }
+    let account = match store.lookup(&query(req, &req.user)) {
+        Err(e) => return temp_fail(cfg, req, AuthResult::StoreError, e.to_string()),
+        Ok(None) => {
+            // the same (cheap) work as for a known user
+            let _ = scheme::verify_challenge(kind, "{PLAIN}-", salt, &req.pass);
+            return fail(cfg, req, None, AuthResult::UnknownUser, "no such user".to_string());
+        }
+        Ok(Some(a)) => a,
+    };
+    let refusal = check_account(&account, req).err();
+    match scheme::verify_challenge(kind, &account.password, salt, &req.pass) {
+        Err(e @ ChallengeError::Unsuitable(_)) => {
+            fail(cfg, req, account.wait, AuthResult::MethodDenied, format!("{} login refused: {e}", req.method))
+        }
+        Err(ChallengeError::Scheme(e)) => {
+            fail(cfg, req, account.wait, AuthResult::SchemeError, format!("stored password unusable: {e}"))
+        }
+        Ok(false) => {
+            let reason = match &refusal {
+                None => format!("wrong {} response", req.method),
+                Some(rf) => format!("wrong {} response ({} too)", req.method, rf.reason),
+            };
+            fail(cfg, req, account.wait, AuthResult::Invalid, reason)
+        }
+        Ok(true) => match refusal {
+            Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
+            None => accept_account(cfg, req, account, &req.user),
+        },
+    }
+}
+
+/// The first CN of an RFC 2253 distinguished name (as nginx sends `Auth-SSL-Subject`), with
+/// its escapes undone.
+pub fn subject_cn(dn: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = dn.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else { break };
+                // \XX: a hex-escaped byte; anything else stands for itself
+                match (n.to_digit(16), chars.peek().and_then(|m| m.to_digit(16))) {
+                    (Some(hi), Some(lo)) => {
+                        chars.next();
+                        cur.push(char::from((hi * 16 + lo) as u8));
+                    }
+                    _ => cur.push(n),
+                }
+            }
+            ',' | '+' | ';' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts.into_iter().find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("CN") && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn normalise_fingerprint(f: &str) -> String {
+    f.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// EXTERNAL: the verified client certificate names the account.
+pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+    let ssl = req.ssl.as_ref();
+    let verify = ssl.and_then(|s| s.verify.as_deref());
+    if verify != Some("SUCCESS") {
+        return fail(
+            cfg,
+            req,
+            None,
+            AuthResult::CertDenied,
+            format!(
+                "client certificate not verified (Auth-SSL-Verify: {})",
+                verify.unwrap_or("absent; ssl_verify_client is off or no TLS")
+            ),
+        );
+    }
+    let Some(cn) = ssl.and_then(|s| s.subject.as_deref()).and_then(subject_cn) else {
+        return fail(cfg, req, None, AuthResult::CertDenied, "no CN in the client certificate's subject".to_string());
+    };
+    let with_cn = |mut o: Outcome| {
+        o.user = cn.clone();
+        o
+    };
+    let cn_fail = |result, reason: String| with_cn(fail(cfg, req, None, result, reason));
+    if !req.user.is_empty() && req.user != cn {
+        return cn_fail(
+            AuthResult::CertDenied,
+            format!("authorization identity \"{}\" is not the certificate's CN", shown(&req.user)),
+        );
+    }
+    if cn.chars().any(char::is_control) {
+        return cn_fail(AuthResult::CertDenied, "control characters in the certificate's CN".to_string());
+    }
+    let account = match store.lookup(&query(req, &cn)) {
+        Err(e) => return with_cn(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
+        Ok(None) => return cn_fail(AuthResult::UnknownUser, "no such user (certificate CN)".to_string()),
+        Ok(Some(a)) => a,
+    };
+    if let Some((_, pinned)) = account.extra.iter().find(|(k, _)| k == "cert_fingerprint") {
+        let got = ssl.and_then(|s| s.fingerprint.as_deref()).map(normalise_fingerprint);
+        if got.as_deref() != Some(normalise_fingerprint(pinned).as_str()) || pinned.is_empty() {
+            return cn_fail(
+                AuthResult::CertDenied,
+                "certificate fingerprint is not the account's cert_fingerprint".to_string(),
+            );
+        }
+    }
+    if let Err(rf) = check_account(&account, req) {
+        return with_cn(fail(cfg, req, account.wait, rf.result, rf.reason));
+    }
+    with_cn(accept_account(cfg, req, account, &cn))
+}

@@ -1,0 +1,523 @@
+//! The engine: the whole decision for one auth_http request, in plain Rust.
+//!
+//! limiter → relay policy → store lookup → cache → verification → limiter settlement →
+//! counters → answer and log lines. The FFI layer calls it at most twice per request:
+//! [`Engine::start`] on the event loop, and, when that hands back a [`Job`], [`Job::run`] on a
+//! thread-pool thread followed by [`Engine::complete`] back on the event loop. Unit tests and
+//! the fuzz targets run exactly this composition ([`Engine::decide`] does the three inline).
+//!
+//! Shared memory (cache, limiter, counters) reaches the engine through [`SharedMemory`], which
+//! the FFI layer implements over nginx zones and tests over plain vectors.
+
+#![forbid(unsafe_code)]
+
+mod decide;
+mod methods;
+mod outcome;
+mod relay;
+mod verify;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use decide::{accept, begin, finish, lookup, Step};
+pub use methods::subject_cn;
+pub use outcome::{AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_RELAY_CODE, SMTP_TEMP_CODE};
+pub use relay::smtp_address;
+pub use verify::{Gate, Pending, VerifyResult, DEFAULT_TEMPLATE};
+
+use crate::cache::{Cache, CacheKey};
+use crate::scheme;
+use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
+use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
+use crate::metrics::Metrics;
+use crate::protocol::{printable, AuthRequest, AuthResponse, HeaderView, LogFields, Method};
+use crate::store::{NoticeLevel, Store};
+
+/// The shared-memory regions the engine uses, each seen as 64-bit atomics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Cache,
+    Limiter,
+    Metrics,
+}
+
+/// Where the engine finds its shared regions (`None`: not configured, or not mapped yet).
+pub trait SharedMemory: Send + Sync {
+    fn region(&self, which: Region) -> Option<&[AtomicU64]>;
+}
+
+/// No shared memory at all (no cache, no limiter, no counters).
+pub struct NoSharedMemory;
+
+impl SharedMemory for NoSharedMemory {
+    fn region(&self, _: Region) -> Option<&[AtomicU64]> {
+        None
+    }
+}
+
+/// Log levels, most severe first (as nginx orders them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl From<NoticeLevel> for Level {
+    fn from(l: NoticeLevel) -> Level {
+        match l {
+            NoticeLevel::Error => Level::Error,
+            NoticeLevel::Warn => Level::Warn,
+            NoticeLevel::Info => Level::Info,
+        }
+    }
+}
+
+/// The costly verifications of this process (see [`Gate`]).
+static GATE: Gate = Gate::new();
+
+/// What a `mail_auth` location decides with, built once at configuration time.
+pub struct Engine {
+    pub cfg: AuthConfig,
+    /// `None` in bridge-only mode (`mail_auth_basic_header on` without a store): the access
+    /// phase (auth_basic / auth_request) has already decided.
+    pub store: Option<Arc<dyn Store>>,
+    pub shared: Arc<dyn SharedMemory>,
+    /// `mail_auth_cache` (its zone is `Region::Cache`).
+    pub cache: Option<CacheSettings>,
+    /// `mail_auth_limit` (its zone is `Region::Limiter`).
+    pub limit: Option<LimitConfig>,
+    /// A thread pool takes [`Job`]s; `false`: everything runs inline.
+    pub offload: bool,
+    pub concurrency: VerifyConcurrency,
+    /// `mail_auth_log_level`: the level of the decision line.
+    pub log_level: Level,
+}
+
+/// Per request: when it started, how much the log wants.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub started: Instant,
+    /// The most verbose level the request's log shows.
+    pub verbosity: Level,
+    /// Trace each step (`error_log ... debug` on a `--with-debug` nginx).
+    pub debug: bool,
+}
+
+impl Ctx {
+    pub fn new(verbosity: Level, debug: bool) -> Ctx {
+        Ctx { started: Instant::now(), verbosity, debug }
+    }
+}
+
+/// What nginx is to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Status 200 with these Auth-* headers (the auth_http answer).
+    Answer(AuthResponse),
+    /// An HTTP error status (not an auth_http request).
+    Status(u16),
+}
+
+/// The end of a request: the reply, and the lines for the error log in order.
+#[derive(Debug)]
+pub struct Decision {
+    pub reply: Reply,
+    pub result: AuthResult,
+    pub lines: Vec<(Level, String)>,
+    /// Debug-level trace of the steps (empty unless `Ctx::debug`).
+    pub trace: Vec<String>,
+}
+
+/// The debug trace of a request's steps: formatted only when asked for.
+#[derive(Debug, Default)]
+struct Trace {
+    on: bool,
+    lines: Vec<String>,
+}
+
+impl Trace {
+    fn new(ctx: Ctx) -> Trace {
+        Trace { on: ctx.debug, lines: Vec::new() }
+    }
+
+    fn step(&mut self, f: impl FnOnce() -> String) {
+        if self.on {
+            self.lines.push(f());
+        }
+    }
+}
+
+/// Work for a thread-pool thread: [`Job::run`] there, then [`Engine::complete`].
+#[derive(Debug)]
+pub struct Job {
+    req: AuthRequest,
+    ctx: Ctx,
+    ticket: Option<Ticket>,
+    stage: Stage,
+    trace: Trace,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Lookup and verification (a store whose lookups may block).
+    Decide,
+    /// The verification only.
+    Verify(Pending),
+    /// The timing padding of a failed cheap verification.
+    Pad(Pending, VerifyResult),
+    /// Ran: the answer.
+    Done(Outcome),
+}
+
+/// How far a verification got.
+enum Verified {
+    Done(Outcome),
+    /// Failed; the timing padding is still to do.
+    Pad(Pending, VerifyResult),
+}
+
+/// What [`Engine::start`] decided.
+#[derive(Debug)]
+pub enum Start {
+    Done(Decision),
+    /// Run the job on a thread pool, then call [`Engine::complete`]. If it cannot be posted,
+    /// call `complete` without running it: the answer is a temporary failure.
+    Offload(Job),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Job {
+    /// Runs the lookup and/or verification. On a pool thread: touches no nginx state.
+    pub fn run(&mut self, engine: &Engine) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Decide);
+        let outcome = match stage {
+            Stage::Decide => match engine.store.as_deref() {
+                Some(store) => match engine.lookup(&self.req, store, &mut self.trace) {
+                    Step::Answer(o) => o,
+                    Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, &mut self.trace),
+                },
+                None => outcome::temp_fail(&engine.cfg, &self.req, AuthResult::InternalError, "no store".into()),
+            },
+            Stage::Verify(p) => engine.verify_and_finish(&self.req, p, true, &mut self.trace),
+            Stage::Pad(p, r) => engine.pad(&self.req, p, r, true, &mut self.trace),
+            Stage::Done(o) => o,
+        };
+        self.stage = Stage::Done(outcome);
+    }
+}
+
+impl Engine {
+    fn cache_table(&self) -> Option<(Cache<'_>, CacheSettings)> {
+        let s = self.cache?;
+        Some((Cache::new(self.shared.region(Region::Cache)?)?, s))
+    }
+
+    pub fn limiter(&self) -> Option<Limiter<'_>> {
+        Limiter::new(self.shared.region(Region::Limiter)?, self.limit?)
+    }
+
+    pub fn metrics(&self) -> Option<Metrics<'_>> {
+        Metrics::new(self.shared.region(Region::Metrics)?)
+    }
+
+    /// The first call for a request, on the event loop.
+    pub fn start(&self, view: &HeaderView<'_>, ctx: Ctx) -> Start {
+        let mut trace = Trace::new(ctx);
+        let req = match view.request() {
+            Ok(r) => r,
+            Err(e) if !view.is_auth_http() => {
+                self.count(None, AuthResult::BadRequest, ctx);
+                return Start::Done(Decision {
+                    reply: Reply::Status(400),
+                    result: AuthResult::BadRequest,
+                    lines: vec![(Level::Error, format!("mail_auth: not an auth_http request: {e}"))],
+                    trace: trace.lines,
+                });
+            }
+            Err(e) => {
+                // An auth_http request with unusable values: a normal failed login for the client.
+                let fields = view.log_fields();
+                let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
+                return Start::Done(self.conclude(fields, o, ctx, trace));
+            }
+        };
+        trace.step(|| format!("request: {} {} for \"{}\"", req.protocol, req.method, printable(req.user.as_bytes(), 128)));
+
+        // SMTP without AUTH: the relay policy, whatever the store; the limiter does not count it.
+        if req.method == Method::None {
+            let o = relay::relay(&self.cfg, &req);
+            return Start::Done(self.conclude_req(&req, o, None, ctx, trace));
+        }
+
+        // The limiter first: a refused source costs no lookup and no password check. Every
+        // credential check that goes on holds a ticket until its outcome settles it.
+        let ticket = match self.admit(&req, &mut trace) {
+            Ok(t) => t,
+            Err(o) => return Start::Done(self.conclude_req(&req, o, None, ctx, trace)),
+        };
+
+        let Some(store) = self.store.as_deref() else {
+            // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
+            let o = accept(&self.cfg, &req, "access phase allowed the request");
+            return Start::Done(self.conclude_req(&req, o, ticket, ctx, trace));
+        };
+
+        // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole.
+        if store.may_block() && self.offload {
+            trace.step(|| "lookup on the thread pool".into());
+            return Start::Offload(Job { req, ctx, ticket, stage: Stage::Decide, trace });
+        }
+        let o = match self.lookup(&req, store, &mut trace) {
+            Step::Answer(o) => o,
+            Step::Verify(p) if p.own_is_costly() && self.offload => {
+                trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
+                return Start::Offload(Job { req, ctx, ticket, stage: Stage::Verify(p), trace });
+            }
+            // a cheap scheme is verified here; only a failure's padding may need the pool
+            Step::Verify(p) => match self.verify_own(&req, p, false, &mut trace) {
+                Verified::Done(o) => o,
+                Verified::Pad(p, r) if self.offload && scheme::is_costly(&p.template) => {
+                    trace.step(|| "timing padding on the thread pool".into());
+                    return Start::Offload(Job { req, ctx, ticket, stage: Stage::Pad(p, r), trace });
+                }
+                Verified::Pad(p, r) => self.pad(&req, p, r, false, &mut trace),
+            },
+        };
+        Start::Done(self.conclude_req(&req, o, ticket, ctx, trace))
+    }
+
+    /// The second call, on the event loop, for a job that ran (or could not be posted: then
+    /// the answer is a temporary failure, never OK).
+    pub fn complete(&self, job: Job) -> Decision {
+        let Job { req, ctx, ticket, stage, trace } = job;
+        let what = match stage {
+            Stage::Done(o) => Ok(o),
+            Stage::Decide => Err("lookup"),
+            Stage::Verify(_) | Stage::Pad(..) => Err("verification"),
+        };
+        let o = what.unwrap_or_else(|what| {
+            let reason = format!("{what} did not run (thread pool queue full or task failed)");
+            outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
+        });
+        self.conclude_req(&req, o, ticket, ctx, trace)
+    }
+
+    /// The whole decision inline (tests, fuzzing, nginx without a thread pool).
+    pub fn decide(&self, view: &HeaderView<'_>, ctx: Ctx) -> Decision {
+        match self.start(view, ctx) {
+            Start::Done(d) => d,
+            Start::Offload(mut job) => {
+                job.run(self);
+                self.complete(job)
+            }
+        }
+    }
+
+    /// An access-phase refusal in a Basic-bridge location (auth_basic / auth_request answered
+    /// 401/403, or a 5xx): the auth_http answer for it. `None` when the request is not an
+    /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
+    pub fn bridge_refusal(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
+        let mut fields = view.log_fields();
+        let protocol = fields.protocol?;
+        fields.method = fields.method.or(Some(Method::Plain));
+        let user = String::from_utf8_lossy(&fields.user).into_owned();
+        let reason = format!("access phase answered HTTP {status}");
+        let o = if status >= 500 {
+            outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
+        } else {
+            outcome::failed_unparsed(&self.cfg, Some(protocol), &user, AuthResult::Invalid, reason)
+        };
+        Some(self.conclude(fields, o, ctx, Trace::new(ctx)))
+    }
+
+    fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Outcome> {
+        let Some(limiter) = self.limiter() else { return Ok(None) };
+        let now = unix_now();
+        let refused = match limiter.banned(req.client_ip, &req.user, now) {
+            Some(r) => Err(r),
+            None => limiter.admit(req.client_ip, &req.user, &req.pass, now).map(Some),
+        };
+        refused.map_err(|r| {
+            trace.step(|| format!("limiter: {}", r.reason));
+            outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason)
+        })
+    }
+
+    /// Lookup and policy for any credential-carrying method.
+    fn lookup(&self, req: &AuthRequest, store: &dyn Store, trace: &mut Trace) -> Step {
+        let step = decide::lookup(&self.cfg, req, store);
+        if let Step::Verify(p) = &step {
+            trace.step(|| format!("looked up: {p:?}"));
+        }
+        step
+    }
+
+    /// The cache slot of this verification: the key binds the verdict to the stored
+    /// credential itself, so a changed password (or account, or store) is a new key at once,
+    /// whatever any worker remembers.
+    fn cache_slot(&self, req: &AuthRequest, p: &Pending) -> Option<(Cache<'_>, CacheSettings, CacheKey)> {
+        let (cache, settings) = self.cache_table()?;
+        let scope = self.store.as_ref().map(|s| s.describe()).unwrap_or_default();
+        let subject = if p.is_unknown() { &b"unknown"[..] } else { &b"account"[..] };
+        let key = cache.key(&[
+            req.protocol.as_str().as_bytes(),
+            scope.as_bytes(),
+            req.user.as_bytes(),
+            &req.pass,
+            subject,
+            p.stored().as_bytes(),
+        ]);
+        Some((cache, settings, key))
+    }
+
+    /// Runs `f` as a costly verification: through the per-process gate on a pool thread,
+    /// timed for the counters. `None`: the gate refused (too many waiting).
+    fn costly<T>(&self, on_pool: bool, costly: bool, f: impl FnOnce() -> T) -> Option<T> {
+        let _permit = if on_pool && costly {
+            Some(GATE.enter(self.concurrency.limit, self.concurrency.queue)?)
+        } else {
+            None
+        };
+        let t = Instant::now();
+        let r = f();
+        if let Some(m) = self.metrics() {
+            m.verification(micros(t.elapsed()));
+        }
+        Some(r)
+    }
+
+    /// The first part of a verification: the cached verdict, else the account's own
+    /// verification. A failure that still needs its timing padding comes back as `Pad`.
+    fn verify_own(&self, req: &AuthRequest, p: Pending, on_pool: bool, trace: &mut Trace) -> Verified {
+        let slot = self.cache_slot(req, &p);
+        let now = unix_now();
+        if let Some((cache, _, key)) = &slot {
+            let hit = cache.get(key, now);
+            if let Some(m) = self.metrics() {
+                m.cache(hit.is_some());
+            }
+            if let Some(ok) = hit {
+                trace.step(|| format!("cache hit: {}", if ok { "match" } else { "mismatch" }));
+                let r = if ok { VerifyResult::Match } else { VerifyResult::Mismatch };
+                let mut o = finish(&self.cfg, req, p, r);
+                o.reason.push_str(" (cached verdict)");
+                return Verified::Done(o);
+            }
+        }
+        let Some(r) = self.costly(on_pool, p.own_is_costly(), || p.run_own()) else {
+            return Verified::Done(finish(&self.cfg, req, p, VerifyResult::Overloaded));
+        };
+        trace.step(|| format!("verified: {r:?}"));
+        if r == VerifyResult::Match {
+            if let Some((cache, settings, key)) = &slot {
+                cache.put(key, true, settings.ttl, now);
+            }
+            return Verified::Done(finish(&self.cfg, req, p, r));
+        }
+        if p.pads() {
+            return Verified::Pad(p, r);
+        }
+        Verified::Done(self.failed(req, p, r))
+    }
+
+    /// A failed verification of a cheaper account, padded with the template's.
+    fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, on_pool: bool, trace: &mut Trace) -> Outcome {
+        if self.costly(on_pool, scheme::is_costly(&p.template), || p.pad()).is_none() {
+            return finish(&self.cfg, req, p, VerifyResult::Overloaded);
+        }
+        trace.step(|| "padded with the store's timing template".into());
+        self.failed(req, p, r)
+    }
+
+    /// The answer to a failed verification, remembered in the cache when it is a verdict.
+    fn failed(&self, req: &AuthRequest, p: Pending, r: VerifyResult) -> Outcome {
+        if r == VerifyResult::Mismatch {
+            if let Some((cache, settings, key)) = self.cache_slot(req, &p) {
+                cache.put(&key, false, settings.negative_ttl, unix_now());
+            }
+        }
+        finish(&self.cfg, req, p, r)
+    }
+
+    /// The whole verification on this thread.
+    fn verify_and_finish(&self, req: &AuthRequest, p: Pending, on_pool: bool, trace: &mut Trace) -> Outcome {
+        match self.verify_own(req, p, on_pool, trace) {
+            Verified::Done(o) => o,
+            Verified::Pad(p, r) => self.pad(req, p, r, on_pool, trace),
+        }
+    }
+
+    fn conclude_req(&self, req: &AuthRequest, o: Outcome, ticket: Option<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
+        if let (Some(limiter), Some(ticket)) = (self.limiter(), ticket) {
+            let how = match (&o.response, o.result) {
+                (AuthResponse::Ok { .. }, _) => Settle::Success,
+                (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
+                    Settle::Neutral
+                }
+                (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
+                (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
+            };
+            limiter.settle(ticket, how, unix_now());
+        }
+        let mut fields = LogFields::of(req);
+        fields.user = o.user.as_bytes().to_vec();
+        self.conclude(fields, o, ctx, trace)
+    }
+
+    fn count(&self, fields: Option<&LogFields>, result: AuthResult, ctx: Ctx) {
+        if let Some(m) = self.metrics() {
+            m.request(fields.and_then(|f| f.protocol), fields.and_then(|f| f.method), result, micros(ctx.started.elapsed()));
+        }
+    }
+
+    /// Counts the answer, and makes the log lines: the store's notices, then the decision.
+    fn conclude(&self, fields: LogFields, o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
+        self.count(Some(&fields), o.result, ctx);
+        let mut lines: Vec<(Level, String)> = Vec::new();
+        if let Some(store) = &self.store {
+            for n in store.take_notices() {
+                lines.push((n.level.into(), format!("mail_auth: {}", n.message)));
+            }
+        }
+        // Broken stores and configuration problems are the operator's business whatever the level.
+        let level = if o.result.is_operator_problem() { Level::Error } else { self.log_level };
+        if level <= ctx.verbosity {
+            lines.push((level, decision_line(&fields, &o, ctx.started.elapsed())));
+        }
+        Decision { reply: Reply::Answer(o.response), result: o.result, lines, trace: trace.lines }
+    }
+}
+
+/// One line per decision: user, client, protocol, method, result, reason, time taken. Every
+/// client- or store-given value is escaped once, here.
+pub fn decision_line(f: &LogFields, o: &Outcome, took: Duration) -> String {
+    let mut s = String::with_capacity(160);
+    let _ = write!(
+        s,
+        "mail_auth: user=\"{}\" client={} protocol={} method={} attempt={} result={} reason=\"{}\" time={:.3}ms",
+        printable(&f.user, 256),
+        f.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        f.protocol.map_or("-", |p| p.as_str()),
+        f.method.map_or("-", |m| m.as_str()),
+        f.attempt,
+        o.result,
+        printable(o.reason.as_bytes(), 512),
+        took.as_secs_f64() * 1000.0,
+    );
+    s
+}

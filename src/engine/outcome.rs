@@ -1,0 +1,163 @@
+//! What a decision ends in: a typed result (its name is the log's `result=` and the metrics'
+//! `result` label), the answer for nginx, and the reason for the log.
+
+use std::fmt;
+
+use crate::config::AuthConfig;
+use crate::protocol::{AuthRequest, AuthResponse, Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
+
+/// SMTP `Auth-Error-Code` of a failed login (nginx sends "<code> <message>").
+pub const SMTP_INVALID_CODE: &str = "535 5.7.8";
+/// SMTP `Auth-Error-Code` of a temporary failure.
+pub const SMTP_TEMP_CODE: &str = "451 4.3.0";
+/// SMTP `Auth-Error-Code` of a refused relay recipient.
+pub const SMTP_RELAY_CODE: &str = "550 5.7.1";
+
+macro_rules! results {
+    ($($variant:ident = $name:literal),+ $(,)?) => {
+        /// How a request ended.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AuthResult {
+            $($variant),+
+        }
+
+        impl AuthResult {
+            /// Every result, in the metrics' output order.
+            pub const ALL: &'static [AuthResult] = &[$(AuthResult::$variant),+];
+
+            /// The name in the log line and the metrics label.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(AuthResult::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
+results! {
+    Ok = "ok",
+    Invalid = "invalid",
+    UnknownUser = "unknown-user",
+    Disabled = "disabled",
+    ProtocolDenied = "protocol-denied",
+    NetworkDenied = "network-denied",
+    MethodDenied = "method-denied",
+    CertDenied = "cert-denied",
+    RelayDenied = "relay-denied",
+    RateLimited = "rate-limited",
+    StoreError = "store-error",
+    BackendError = "backend-error",
+    BadRequest = "bad-request",
+    SchemeError = "scheme-error",
+    Overloaded = "overloaded",
+    InternalError = "internal-error",
+}
+
+impl AuthResult {
+    /// Position in [`AuthResult::ALL`] (the metrics table's index).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A problem of the store, the configuration or the module: always logged at `error`,
+    /// whatever `mail_auth_log_level` says.
+    pub fn is_operator_problem(self) -> bool {
+        matches!(self, AuthResult::StoreError | AuthResult::BackendError | AuthResult::InternalError)
+    }
+}
+
+impl PartialEq<&str> for AuthResult {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for AuthResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decision, with what the log needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub response: AuthResponse,
+    pub result: AuthResult,
+    /// Precise reason for the log (never sent to the client); plain text, escaped when logged.
+    pub reason: String,
+    /// The login name the decision was about, as the client gave it (the certificate's CN for
+    /// EXTERNAL).
+    pub user: String,
+}
+
+fn error_code(protocol: Option<Protocol>, code: &str) -> Option<String> {
+    (protocol == Some(Protocol::Smtp)).then(|| code.to_string())
+}
+
+/// A failed login: "Invalid login or password", `wait` (default `fail_wait`).
+pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: AuthResult, reason: String) -> Outcome {
+    Outcome {
+        response: AuthResponse::Fail {
+            message: MSG_INVALID.to_string(),
+            wait: Some(wait.unwrap_or(cfg.fail_wait)),
+            error_code: error_code(Some(req.protocol), SMTP_INVALID_CODE),
+        },
+        result,
+        reason,
+        user: req.user.clone(),
+    }
+}
+
+/// A temporary failure ("try again later"): never OK, never "wrong password".
+pub fn temp_fail(cfg: &AuthConfig, req: &AuthRequest, result: AuthResult, reason: String) -> Outcome {
+    temp_fail_for(cfg, Some(req.protocol), &req.user, result, reason)
+}
+
+pub fn temp_fail_for(
+    cfg: &AuthConfig,
+    protocol: Option<Protocol>,
+    user: &str,
+    result: AuthResult,
+    reason: String,
+) -> Outcome {
+    Outcome {
+        response: AuthResponse::TempFail {
+            message: MSG_TEMP.to_string(),
+            wait: Some(cfg.fail_wait),
+            error_code: error_code(protocol, SMTP_TEMP_CODE),
+        },
+        result,
+        reason,
+        user: user.to_string(),
+    }
+}
+
+/// A failed login for a request that could not be parsed (`protocol` when the headers named a
+/// valid one, for the SMTP error code).
+pub fn failed_unparsed(cfg: &AuthConfig, protocol: Option<Protocol>, user: &str, result: AuthResult, reason: String) -> Outcome {
+    Outcome {
+        response: AuthResponse::Fail {
+            message: MSG_INVALID.to_string(),
+            wait: Some(cfg.fail_wait),
+            error_code: error_code(protocol, SMTP_INVALID_CODE),
+        },
+        result,
+        reason,
+        user: user.to_string(),
+    }
+}
+
+/// A refused relay recipient (SMTP without AUTH).
+pub fn relay_denied(cfg: &AuthConfig, reason: String) -> Outcome {
+    Outcome {
+        response: AuthResponse::Fail {
+            message: MSG_RELAY.to_string(),
+            wait: Some(cfg.fail_wait),
+            error_code: Some(SMTP_RELAY_CODE.to_string()),
+        },
+        result: AuthResult::RelayDenied,
+        reason,
+        user: String::new(),
+    }
+}

@@ -1,0 +1,1033 @@
+use super::*;
+use crate::protocol::HeaderView;
+use crate::config::{Backend, MasterUser};
+use crate::protocol::{Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
+use crate::scheme::{self, Challenge};
+use crate::store::{Account, Query};
+
+/// The steps of a decision inline, without the limiter, cache and counters.
+fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+    match lookup(cfg, req, store) {
+        Step::Answer(o) => o,
+        Step::Verify(p) => {
+            let r = p.run();
+            finish(cfg, req, p, r)
+        }
+    }
+}
+use crate::policy::Cidr;
+use crate::store::{StoreError, StoreNotice};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// In-memory store; `broken` makes every lookup fail; counts lookups.
+#[derive(Default)]
+struct MemStore {
+    users: HashMap<String, Account>,
+    broken: bool,
+    name: String,
+    lookups: AtomicUsize,
+    queries: Mutex<Vec<String>>,
+    template: Option<String>,
+}
+
+impl MemStore {
+    fn with(users: &[(&str, Account)]) -> MemStore {
+        MemStore {
+            users: users
+                .iter()
+                .map(|(u, a)| (u.to_string(), a.clone()))
+                .collect(),
+            ..MemStore::default()
+        }
+    }
+}
+
+impl Store for MemStore {
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.queries.lock().unwrap().push(format!(
+            "{} {} {} {:?}",
+            q.user, q.protocol, q.method, q.client_ip
+        ));
+        if self.broken {
+            return Err(StoreError {
+                source: "mem".into(),
+                cause: "disk on fire".into(),
+            });
+        }
+        Ok(self.users.get(q.user).cloned())
+    }
+    fn take_notices(&self) -> Vec<StoreNotice> {
+        Vec::new()
+    }
+    fn generation(&self) -> u64 {
+        0
+    }
+    fn timing_template(&self) -> Option<String> {
+        self.template.clone()
+    }
+    fn describe(&self) -> String {
+        format!("mem{}", self.name)
+    }
+}
+
+fn acct(pw: &str) -> Account {
+    Account {
+        password: pw.into(),
+        enabled: true,
+        ..Account::default()
+    }
+}
+
+fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
+    AuthRequest {
+        method: Method::Plain,
+        user: user.into(),
+        pass: pass.into(),
+        protocol: proto,
+        login_attempt: 1,
+        client_ip: Some("127.0.0.1".parse().unwrap()),
+        salt: None,
+        smtp_from: None,
+        smtp_to: None,
+        ssl: None,
+    }
+}
+
+fn cfg() -> AuthConfig {
+    let mut c = AuthConfig::default();
+    c.set_backend(
+        Protocol::Imap,
+        Backend {
+            server: "127.0.0.1".into(),
+            port: 10143,
+        },
+    );
+    c.set_backend(
+        Protocol::Pop3,
+        Backend {
+            server: "::1".into(),
+            port: 10110,
+        },
+    );
+    c.set_backend(
+        Protocol::Smtp,
+        Backend {
+            server: "127.0.0.1".into(),
+            port: 10025,
+        },
+    );
+    c
+}
+
+fn invalid(wait: u32) -> AuthResponse {
+    AuthResponse::Fail {
+        message: MSG_INVALID.into(),
+        wait: Some(wait),
+        error_code: None,
+    }
+}
+
+fn store() -> MemStore {
+    MemStore::with(&[
+        ("alice", acct("{PLAIN}alice pw")),
+        ("j\u{fc}rgen", acct("{PLAIN}p\u{e4}ss")),
+        (
+            "off",
+            Account {
+                enabled: false,
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "imaponly",
+            Account {
+                protocols: Some(vec![Protocol::Imap]),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "lan",
+            Account {
+                networks: Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "slow",
+            Account {
+                wait: Some(30),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        ("weird", acct("{NOSUCHSCHEME}abc")),
+        (
+            "routed",
+            Account {
+                server: Some("127.0.0.2".into()),
+                port: Some(1143),
+                backend_user: Some("routed@backend".into()),
+                backend_pass: Some("master secret".into()),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "badhost",
+            Account {
+                server: Some("mail.example.com".into()),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "badbuser",
+            Account {
+                backend_user: Some("x\r\nAuth-Server: 10.6.6.6".into()),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+        (
+            "portonly",
+            Account {
+                port: Some(2143),
+                ..acct("{PLAIN}pw")
+            },
+        ),
+    ])
+}
+
+#[test]
+fn ok_with_configured_backend() {
+    let s = store();
+    let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
+    assert_eq!(o.result, "ok");
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "127.0.0.1".into(),
+            port: 10143,
+            user: None,
+            pass: None
+        }
+    );
+    assert_eq!(o.reason, "backend 127.0.0.1:10143");
+    assert_eq!(o.user, "alice");
+    let o = decide(
+        &cfg(),
+        &req(Protocol::Pop3, "j\u{fc}rgen", "p\u{e4}ss".as_bytes()),
+        &s,
+    );
+    assert_eq!(o.result, "ok");
+    assert_eq!(o.reason, "backend [::1]:10110");
+    assert_eq!(
+        s.queries.lock().unwrap()[0],
+        "alice imap plain Some(127.0.0.1)"
+    );
+}
+
+#[test]
+fn login_method_is_accepted_too() {
+    let mut r = req(Protocol::Smtp, "alice", b"alice pw");
+    r.method = Method::Login;
+    assert_eq!(decide(&cfg(), &r, &store()).result, "ok");
+}
+
+#[test]
+fn wrong_password() {
+    let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice PW"), &store());
+    assert_eq!(o.result, "invalid");
+    assert_eq!(o.reason, "wrong password");
+    assert_eq!(o.response, invalid(3));
+}
+
+#[test]
+fn smtp_failures_carry_error_codes() {
+    let o = decide(&cfg(), &req(Protocol::Smtp, "alice", b"nope"), &store());
+    assert_eq!(
+        o.response,
+        AuthResponse::Fail {
+            message: MSG_INVALID.into(),
+            wait: Some(3),
+            error_code: Some("535 5.7.8".into())
+        }
+    );
+    let mut broken = store();
+    broken.broken = true;
+    let o = decide(&cfg(), &req(Protocol::Smtp, "alice", b"alice pw"), &broken);
+    assert_eq!(
+        o.response,
+        AuthResponse::TempFail {
+            message: MSG_TEMP.into(),
+            wait: Some(3),
+            error_code: Some("451 4.3.0".into())
+        }
+    );
+}
+
+#[test]
+fn unknown_user_runs_dummy_verification_and_answers_like_wrong_password() {
+    let s = store();
+    let c = cfg();
+    let r = req(Protocol::Imap, "nobody", b"whatever");
+    let Step::Verify(p) = begin(&c, &r, &s) else {
+        panic!("unknown user must verify")
+    };
+    assert_ne!(p.stored(), "", "a dummy hash is verified");
+    assert_eq!(p.run(), VerifyResult::Mismatch, "the dummy never matches");
+    let o = finish(&c, &r, p, VerifyResult::Match);
+    assert_eq!(
+        o.result, "unknown-user",
+        "even a (forged) match never lets an unknown user in"
+    );
+    assert_eq!(o.reason, "no such user");
+    let wrong = decide(&c, &req(Protocol::Imap, "alice", b"whatever"), &s);
+    assert_eq!(
+        o.response, wrong.response,
+        "same answer as a wrong password"
+    );
+}
+
+#[test]
+fn unknown_users_verify_against_the_store_template() {
+    let mut s = store();
+    let c = cfg();
+    // A store that names no template: the bcrypt default, from the first request on.
+    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
+    assert_eq!(p.stored(), DEFAULT_TEMPLATE);
+    assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
+    assert_eq!(p.run(), VerifyResult::Mismatch, "dummy verification never matches");
+    // The store's template: whatever was looked up before.
+    s.template = Some("{PLAIN}alice pw".into());
+    let _ = decide(&c, &req(Protocol::Imap, "alice", b"x"), &s);
+    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
+    assert_eq!(p.stored(), "{PLAIN}alice pw");
+    // even the template account's real password does not let an unknown user in
+    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else { panic!() };
+    assert_eq!(p.run(), VerifyResult::Mismatch);
+}
+
+#[test]
+fn failures_of_cheaper_accounts_are_padded_to_the_template() {
+    let mut s = store();
+    s.template = Some(DEFAULT_TEMPLATE.into());
+    let c = cfg();
+    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"wrong"), &s) else { panic!() };
+    assert!(p.is_costly(), "a {{PLAIN}} account of a bcrypt store fails as slowly as bcrypt");
+    let t = std::time::Instant::now();
+    assert_eq!(p.run(), VerifyResult::Mismatch);
+    let padded = t.elapsed();
+    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s) else { panic!() };
+    let t = std::time::Instant::now();
+    assert_eq!(p.run(), VerifyResult::Match);
+    assert!(t.elapsed() * 10 < padded, "a right password is not padded: {:?} vs {padded:?}", t.elapsed());
+}
+
+#[test]
+fn policy_refusals() {
+    let s = store();
+    let c = cfg();
+    let o = decide(&c, &req(Protocol::Imap, "off", b"pw"), &s);
+    assert_eq!(
+        (o.result.as_str(), o.reason.as_str()),
+        ("disabled", "account disabled")
+    );
+    assert_eq!(o.response, invalid(3));
+    let o = decide(&c, &req(Protocol::Pop3, "imaponly", b"pw"), &s);
+    assert_eq!(o.result, "protocol-denied");
+    assert_eq!(o.response, invalid(3));
+    assert_eq!(
+        decide(&c, &req(Protocol::Imap, "imaponly", b"pw"), &s).result,
+        "ok"
+    );
+    let o = decide(&c, &req(Protocol::Imap, "lan", b"pw"), &s);
+    assert_eq!(o.result, "network-denied");
+    assert_eq!(o.reason, "client 127.0.0.1 not in allowed networks");
+    let mut r = req(Protocol::Imap, "lan", b"pw");
+    r.client_ip = Some("::ffff:10.1.2.3".parse().unwrap());
+    assert_eq!(decide(&c, &r, &s).result, "ok");
+}
+
+#[test]
+fn refused_account_with_wrong_password_is_invalid() {
+    let s = store();
+    let Step::Verify(p) = begin(&cfg(), &req(Protocol::Imap, "off", b"bad"), &s) else {
+        panic!("a refused account is still verified (timing)")
+    };
+    assert_eq!(p.stored(), "{PLAIN}pw");
+    let o = decide(&cfg(), &req(Protocol::Imap, "off", b"bad"), &s);
+    assert_eq!(o.result, "invalid");
+    assert_eq!(o.reason, "wrong password (account disabled too)");
+}
+
+#[test]
+fn per_account_wait() {
+    let s = store();
+    let o = decide(&cfg(), &req(Protocol::Imap, "slow", b"bad"), &s);
+    assert_eq!(o.response, invalid(30));
+    let mut c = cfg();
+    c.fail_wait = 7;
+    assert_eq!(
+        decide(&c, &req(Protocol::Imap, "alice", b"bad"), &s).response,
+        invalid(7)
+    );
+    assert_eq!(
+        decide(&c, &req(Protocol::Imap, "ghost", b"bad"), &s).response,
+        invalid(7)
+    );
+}
+
+#[test]
+fn scheme_error_fails_closed() {
+    let o = decide(&cfg(), &req(Protocol::Imap, "weird", b"abc"), &store());
+    assert_eq!(o.result, "scheme-error");
+    assert!(
+        o.reason.starts_with("stored password unusable (scheme "),
+        "{}",
+        o.reason
+    );
+    assert_eq!(o.response, invalid(3));
+}
+
+#[test]
+fn store_error_is_temporary() {
+    let mut s = store();
+    s.broken = true;
+    let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
+    assert_eq!(o.result, "store-error");
+    assert_eq!(o.reason, "mem: disk on fire");
+    assert_eq!(
+        o.response,
+        AuthResponse::TempFail {
+            message: MSG_TEMP.into(),
+            wait: Some(3),
+            error_code: None
+        }
+    );
+}
+
+#[test]
+fn per_user_routing_and_rewrite() {
+    let o = decide(&cfg(), &req(Protocol::Imap, "routed", b"pw"), &store());
+    assert_eq!(o.result, "ok");
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "127.0.0.2".into(),
+            port: 1143,
+            user: Some("routed@backend".into()),
+            pass: Some(b"master secret".to_vec()),
+        }
+    );
+    assert_eq!(o.reason, "backend 127.0.0.2:1143 as \"routed@backend\"");
+    let o = decide(&cfg(), &req(Protocol::Imap, "portonly", b"pw"), &store());
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "127.0.0.1".into(),
+            port: 2143,
+            user: None,
+            pass: None
+        }
+    );
+}
+
+#[test]
+fn backend_problems_are_temporary() {
+    let s = store();
+    let o = decide(
+        &AuthConfig::default(),
+        &req(Protocol::Imap, "alice", b"alice pw"),
+        &s,
+    );
+    assert_eq!(o.result, "backend-error");
+    assert_eq!(o.reason, "no backend for imap");
+    assert!(matches!(o.response, AuthResponse::TempFail { .. }));
+    let o = decide(&cfg(), &req(Protocol::Imap, "badhost", b"pw"), &s);
+    assert_eq!(o.result, "backend-error");
+    assert!(o.reason.contains("not an IP address"), "{}", o.reason);
+    let o = decide(&cfg(), &req(Protocol::Imap, "badbuser", b"pw"), &s);
+    assert_eq!(o.result, "backend-error");
+    assert!(matches!(o.response, AuthResponse::TempFail { .. }));
+    // Account server without port and no configured backend: the protocol's usual port.
+    let s2 = MemStore::with(&[(
+        "r",
+        Account {
+            server: Some("127.0.0.3".into()),
+            ..acct("{PLAIN}pw")
+        },
+    )]);
+    let o = decide(
+        &AuthConfig::default(),
+        &req(Protocol::Pop3, "r", b"pw"),
+        &s2,
+    );
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "127.0.0.3".into(),
+            port: 110,
+            user: None,
+            pass: None
+        }
+    );
+}
+
+fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
+    match &o.response {
+        AuthResponse::Ok { server, port, user, pass } => (server.clone(), *port, user.clone(), pass.clone()),
+        other => panic!("not OK: {other:?} ({} {})", o.result, o.reason),
+    }
+}
+
+fn challenge_req(method: Method, proto: Protocol, user: &str, salt: &[u8], response: &str) -> AuthRequest {
+    let mut r = req(proto, user, response.as_bytes());
+    r.method = method;
+    r.salt = Some(salt.to_vec());
+    r
+}
+
+#[test]
+fn apop_and_cram_md5_check_the_response_and_hand_the_backend_a_password() {
+    let salt = b"<4711.1700000000@mail.example>";
+    let mut cram = acct(&scheme::cram_md5_stored(b"carol pw"));
+    cram.extra.push(("x".into(), "y".into()));
+    let s = MemStore::with(&[
+        ("alice", acct("{PLAIN}alice pw")),
+        ("bob", acct("$2y$04$F79D22O7l/TjxN/1V7s7eOq3ESuBGbCXDRCkeuPbmld/.B/Aq7iwW")),
+        ("carol", cram),
+        ("dave", Account { backend_pass: Some("dave-backend".into()), ..acct(&scheme::cram_md5_stored(b"dave pw")) }),
+        ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
+    ]);
+    let apop = |user: &str, pw: &[u8]| {
+        challenge_req(Method::Apop, Protocol::Pop3, user, salt, &scheme::challenge_response(Challenge::Apop, pw, salt))
+    };
+    let cram_req = |user: &str, pw: &[u8]| {
+        challenge_req(Method::CramMd5, Protocol::Imap, user, salt, &scheme::challenge_response(Challenge::CramMd5, pw, salt))
+    };
+
+    // APOP: right response → OK, and nginx gets the password back (it forgot it).
+    let o = decide(&cfg(), &apop("alice", b"alice pw"), &s);
+    assert_eq!(ok_parts(&o), ("::1".into(), 10110, None, Some(b"alice pw".to_vec())));
+    let o = decide(&cfg(), &apop("alice", b"wrong"), &s);
+    assert_eq!((o.result.as_str(), o.reason.as_str()), ("invalid", "wrong apop response"));
+    assert_eq!(o.response, invalid(3));
+    // the same response to another challenge (a replay) fails
+    let mut replay = apop("alice", b"alice pw");
+    replay.salt = Some(b"<1.2@other>".to_vec());
+    assert_eq!(decide(&cfg(), &replay, &s).result, "invalid");
+    // a bcrypt user can't use APOP: refused, the log says why
+    let o = decide(&cfg(), &apop("bob", b"whatever"), &s);
+    assert_eq!(o.result, "method-denied");
+    assert!(o.reason.contains("BLF-CRYPT") && o.reason.contains("{PLAIN}"), "{}", o.reason);
+    assert_eq!(decide(&cfg(), &apop("ghost", b"x"), &s).result, "unknown-user");
+    assert_eq!(decide(&cfg(), &apop("off", b"pw"), &s).result, "disabled");
+    assert_eq!(decide(&cfg(), &apop("off", b"bad"), &s).result, "invalid");
+    let mut nosalt = apop("alice", b"alice pw");
+    nosalt.salt = None;
+    assert_eq!(decide(&cfg(), &nosalt, &s).result, "bad-request");
+
+    // CRAM-MD5 against a {PLAIN} and a {CRAM-MD5} store.
+    let o = decide(&cfg(), &cram_req("alice", b"alice pw"), &s);
+    assert_eq!(ok_parts(&o).3, Some(b"alice pw".to_vec()));
+    assert_eq!(decide(&cfg(), &cram_req("carol", b"wrong"), &s).result, "invalid");
+    // {CRAM-MD5}: verified, but nothing to give the backend → refused with the reason
+    let o = decide(&cfg(), &cram_req("carol", b"carol pw"), &s);
+    assert_eq!(o.result, "method-denied");
+    assert!(o.reason.contains("verified") && o.reason.contains("CRAM-MD5"), "{}", o.reason);
+    // ... unless the account has a backend password, or there is a master user
+    let o = decide(&cfg(), &cram_req("dave", b"dave pw"), &s);
+    assert_eq!(ok_parts(&o).3, Some(b"dave-backend".to_vec()));
+    let mut c = cfg();
+    c.master_user = Some(MasterUser { name: "master".into(), password: "m-pw".into(), separator: "*".into() });
+    let o = decide(&c, &cram_req("carol", b"carol pw"), &s);
+    assert_eq!(ok_parts(&o), ("127.0.0.1".into(), 10143, Some("carol*master".into()), Some(b"m-pw".to_vec())));
+    assert!(o.reason.ends_with("as \"carol*master\""), "{}", o.reason);
+    // an account's own backend login wins over the master user
+    let o = decide(&c, &cram_req("dave", b"dave pw"), &s);
+    assert_eq!((ok_parts(&o).2, ok_parts(&o).3), (None, Some(b"dave-backend".to_vec())));
+    // and the master user applies to plain logins too
+    let o = decide(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s);
+    assert_eq!(ok_parts(&o).2, Some("alice*master".into()));
+}
+
+fn cert_req(verify: &str, subject: &str, authzid: &str) -> AuthRequest {
+    let mut r = req(Protocol::Imap, authzid, b"");
+    r.method = Method::External;
+    r.ssl = Some(crate::protocol::SslInfo {
+        verify: Some(verify.into()),
+        subject: Some(subject.into()),
+        fingerprint: Some("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567".into()),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn external_maps_a_verified_certificate_to_its_account() {
+    let s = MemStore::with(&[
+        ("alice", acct("{PLAIN}alice pw")),
+        ("bob", acct("$6$abc$xyz")),
+        ("carol", Account {
+            extra: vec![("cert_fingerprint".into(), "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:01:23:45:67".into())],
+            ..acct("{PLAIN}carol pw")
+        }),
+        ("dave", Account {
+            extra: vec![("cert_fingerprint".into(), "ffff".into())],
+            ..acct("{PLAIN}dave pw")
+        }),
+        ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
+    ]);
+    let o = decide(&cfg(), &cert_req("SUCCESS", "CN=alice,O=Test CA", ""), &s);
+    assert_eq!(ok_parts(&o), ("127.0.0.1".into(), 10143, Some("alice".into()), Some(b"alice pw".to_vec())));
+    assert_eq!(o.user, "alice");
+    // the client may name itself, but only as the certificate's CN
+    assert!(decide(&cfg(), &cert_req("SUCCESS", "CN=alice", "alice"), &s).response.is_ok());
+    let o = decide(&cfg(), &cert_req("SUCCESS", "CN=alice", "bob"), &s);
+    assert_eq!(o.result, "cert-denied");
+    for v in ["FAILED:self signed certificate", "NONE", ""] {
+        let o = decide(&cfg(), &cert_req(v, "CN=alice", ""), &s);
+        assert_eq!(o.result, "cert-denied", "{v}");
+        assert!(!o.response.is_ok());
+    }
+    let mut no_tls = cert_req("SUCCESS", "CN=alice", "");
+    no_tls.ssl = None;
+    assert_eq!(decide(&cfg(), &no_tls, &s).result, "cert-denied");
+    assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "O=No Name", ""), &s).result, "cert-denied");
+    assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=ghost", ""), &s).result, "unknown-user");
+    assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=off", ""), &s).result, "disabled");
+    // pinned fingerprint: the right certificate only (any case, colons or not)
+    assert!(decide(&cfg(), &cert_req("SUCCESS", "CN=carol", ""), &s).response.is_ok());
+    assert_eq!(decide(&cfg(), &cert_req("SUCCESS", "CN=dave", ""), &s).result, "cert-denied");
+    // no recoverable password and no master user: nothing to log in to the backend with
+    let o = decide(&cfg(), &cert_req("SUCCESS", "CN=bob", ""), &s);
+    assert_eq!(o.result, "method-denied");
+    // SMTP needs no backend password
+    let mut smtp = cert_req("SUCCESS", "CN=bob", "");
+    smtp.protocol = Protocol::Smtp;
+    let o = decide(&cfg(), &smtp, &s);
+    assert_eq!(ok_parts(&o).3, None);
+}
+
+#[test]
+fn subject_cn_reads_rfc2253() {
+    assert_eq!(subject_cn("CN=alice,O=Test").as_deref(), Some("alice"));
+    assert_eq!(subject_cn("emailAddress=a@b,cn=Alice Smith,O=x").as_deref(), Some("Alice Smith"));
+    assert_eq!(subject_cn(r"CN=Smith\, John,O=x").as_deref(), Some("Smith, John"));
+    assert_eq!(subject_cn(r"CN=a\2Cb").as_deref(), Some("a,b"));
+    assert_eq!(subject_cn("OU=x+CN=multi,O=y").as_deref(), Some("multi"));
+    assert_eq!(subject_cn("CN=first,CN=second").as_deref(), Some("first"));
+    assert_eq!(subject_cn("O=x"), None);
+    assert_eq!(subject_cn("CN="), None);
+    assert_eq!(subject_cn(""), None);
+    assert_eq!(subject_cn("CN=trailing\\"), Some("trailing".into()));
+}
+
+fn relay_req(to: &str) -> AuthRequest {
+    let mut r = req(Protocol::Smtp, "", b"");
+    r.method = Method::None;
+    r.smtp_from = Some("MAIL FROM:<a@elsewhere.example>".into());
+    r.smtp_to = Some(to.into());
+    r
+}
+
+#[test]
+fn smtp_without_auth_relays_only_to_accepted_domains() {
+    let mut c = cfg();
+    c.mx_backend = Some(Backend { server: "127.0.0.9".into(), port: 2525 });
+    c.relay_domains = vec!["example.org".into(), ".sub.example.net".into()];
+    let s = store();
+    for to in [
+        "RCPT TO:<bob@example.org>",
+        "rcpt to: <Bob@EXAMPLE.org.>",
+        "RCPT TO:<x@a.sub.example.net> NOTIFY=NEVER",
+        // nginx's convention: a leading dot is the domain and its subdomains
+        "RCPT TO:<bob@sub.example.net>",
+        "RCPT TO:<postmaster>",
+    ] {
+        let o = decide(&c, &relay_req(to), &s);
+        assert_eq!(ok_parts(&o), ("127.0.0.9".into(), 2525, None, None), "{to}");
+    }
+    for to in [
+        "RCPT TO:<bob@example.com>",
+        "RCPT TO:<bob@example.net>",
+        "RCPT TO:<bob@evilexample.org>",
+        "RCPT TO:<bob@example.org@evil.example>",
+        "RCPT TO:<nodomain>",
+        "RCPT TO:<>",
+        "",
+    ] {
+        let o = decide(&c, &relay_req(to), &s);
+        assert_eq!(o.result, "relay-denied", "{to}");
+        assert_eq!(
+            o.response,
+            AuthResponse::Fail { message: MSG_RELAY.into(), wait: Some(3), error_code: Some("550 5.7.1".into()) },
+            "{to}"
+        );
+    }
+    // no domains configured: nothing is relayed; an accepted domain without an mx: temporary
+    let o = decide(&cfg(), &relay_req("RCPT TO:<bob@example.org>"), &s);
+    assert_eq!(o.result, "relay-denied");
+    assert!(o.reason.contains("no mail_auth_relay_domains"), "{}", o.reason);
+    let mut no_mx = c.clone();
+    no_mx.mx_backend = None;
+    assert_eq!(decide(&no_mx, &relay_req("RCPT TO:<bob@example.org>"), &s).result, "backend-error");
+    // never for IMAP/POP3; no store lookup either way
+    let mut imap = relay_req("RCPT TO:<bob@example.org>");
+    imap.protocol = Protocol::Imap;
+    assert_eq!(decide(&c, &imap, &s).result, "relay-denied");
+    assert_eq!(s.lookups.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn smtp_addresses() {
+    assert_eq!(smtp_address("RCPT TO:<a@b>"), Some("a@b"));
+    assert_eq!(smtp_address("rcpt to: a@b SIZE=1"), Some("a@b"));
+    assert_eq!(smtp_address("mail FROM:<x@y> BODY=8BITMIME"), Some("x@y"));
+    assert_eq!(smtp_address("<a@b>"), Some("a@b"));
+    assert_eq!(smtp_address("RCPT TO:<a@b"), None);
+    assert_eq!(smtp_address("RCPT TO:"), None);
+    assert_eq!(smtp_address("MAIL FROM:<>"), None);
+}
+
+#[test]
+fn empty_password_refused_for_everyone_without_lookup() {
+    let s = MemStore::with(&[("empty", acct("{PLAIN}"))]);
+    for u in ["empty", "ghost", ""] {
+        let o = decide(&cfg(), &req(Protocol::Imap, u, b""), &s);
+        assert_eq!((o.result.as_str(), o.reason.as_str()), ("invalid", "empty password"));
+        assert_eq!(o.response, invalid(3));
+    }
+    assert_eq!(s.lookups.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn pending_debug_hides_password() {
+    let Step::Verify(p) = begin(
+        &cfg(),
+        &req(Protocol::Imap, "alice", b"s3cr3t-pw"),
+        &store(),
+    ) else {
+        panic!()
+    };
+    let d = format!("{p:?}");
+    assert!(!d.contains("s3cr3t-pw") && d.contains("<redacted, 9 bytes>"), "{d}");
+}
+
+#[test]
+fn steps_can_cross_threads() {
+    let s = MemStore { template: Some("{PLAIN}x".into()), ..store() };
+    let c = cfg();
+    let r = req(Protocol::Imap, "alice", b"alice pw");
+    let Step::Verify(p) = begin(&c, &r, &s) else {
+        panic!()
+    };
+    assert!(!p.is_costly(), "{{PLAIN}} is cheap");
+    let (p, v) = std::thread::spawn(move || {
+        let v = p.run();
+        (p, v)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(v, VerifyResult::Match);
+    assert_eq!(finish(&c, &r, p, v).result, "ok");
+}
+
+#[test]
+fn accept_without_store() {
+    let r = req(Protocol::Pop3, "anyone", b"x");
+    let o = accept(&cfg(), &r, "access phase allowed the request");
+    assert_eq!(o.result, "ok");
+    assert_eq!(o.reason, "access phase allowed the request");
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "::1".into(),
+            port: 10110,
+            user: None,
+            pass: None
+        }
+    );
+    let o = accept(&AuthConfig::default(), &r, "x");
+    assert_eq!(
+        (o.result.as_str(), o.reason.as_str()),
+        ("backend-error", "no backend for pop3")
+    );
+    assert!(matches!(o.response, AuthResponse::TempFail { .. }));
+}
+
+#[test]
+fn refusal_from_http_status() {
+    let e = engine(store());
+    let h: Vec<(&[u8], &[u8])> = vec![(b"auth-protocol", b"smtp"), (b"Auth-User", b"j%C3%BCrgen%20x"), (b"Auth-Pass", b"pw")];
+    let d = e.bridge_refusal(&HeaderView::new(h.iter().copied()), 401, ctx()).unwrap();
+    assert_eq!(d.result, AuthResult::Invalid);
+    assert!(d.lines[0].1.contains("user=\"j\\xc3\\xbcrgen x\""), "{:?}", d.lines);
+    assert!(d.lines[0].1.contains("reason=\"access phase answered HTTP 401\""), "{:?}", d.lines);
+    assert_eq!(
+        d.reply,
+        Reply::Answer(AuthResponse::Fail { message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+    );
+    let d = e.bridge_refusal(&HeaderView::new(h.iter().copied()), 502, ctx()).unwrap();
+    assert_eq!(d.result, AuthResult::StoreError);
+    assert_eq!(
+        d.reply,
+        Reply::Answer(AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(3), error_code: Some("451 4.3.0".into()) })
+    );
+    let imap: Vec<(&[u8], &[u8])> = vec![(b"Auth-Protocol", b"imap"), (b"Auth-User", b"%zz")];
+    let d = e.bridge_refusal(&HeaderView::new(imap.iter().copied()), 403, ctx()).unwrap();
+    assert_eq!(d.reply, Reply::Answer(invalid(3)));
+    let plain: Vec<(&[u8], &[u8])> = vec![(b"Host", b"x")];
+    assert!(e.bridge_refusal(&HeaderView::new(plain.iter().copied()), 401, ctx()).is_none());
+    let other: Vec<(&[u8], &[u8])> = vec![(b"Auth-Protocol", b"http")];
+    assert!(e.bridge_refusal(&HeaderView::new(other.iter().copied()), 401, ctx()).is_none());
+}
+
+/// The whole chain on real hashes: nginx-escaped headers -> parse_request -> passwd file
+/// fixtures (made by htpasswd / doveadm, see testdata/passwd/README.md) -> scheme -> answer.
+#[test]
+fn passwd_file_fixtures_end_to_end() {
+    use crate::protocol::{escape, parse_request};
+    use crate::store::passwd_file::PasswdFile;
+
+    let dir = std::env::temp_dir().join(format!("ngx-mail-auth-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("users");
+    let mut data = include_str!("../../testdata/passwd/htpasswd").to_string();
+    data.push_str(include_str!("../../testdata/passwd/users.passwd"));
+    std::fs::write(&path, data).unwrap();
+    let store = PasswdFile::open(&path).unwrap();
+    let c = cfg();
+
+    let run = |proto: &str, client: &str, user: &str, pass: &str| {
+        let (eu, ep) = (escape(user.as_bytes()), escape(pass.as_bytes()));
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"Auth-Method", b"plain"),
+            (b"Auth-User", &eu),
+            (b"Auth-Pass", &ep),
+            (b"Auth-Protocol", proto.as_bytes()),
+            (b"Auth-Login-Attempt", b"1"),
+            (b"Client-IP", client.as_bytes()),
+        ];
+        let r = parse_request(h).unwrap();
+        decide(&c, &r, &store)
+    };
+    let lo = "127.0.0.1";
+    for (user, pass) in [
+        ("alice", "alice secret"),
+        ("bob", "bob%pw"),
+        ("carol", "carol pw"),
+        ("j\u{fc}rgen", "p\u{e4}ssw\u{f6}rd"),
+        ("gina", "gina pw"),
+    ] {
+        let o = run("imap", lo, user, pass);
+        assert_eq!(
+            (o.result, &o.response),
+            (
+                AuthResult::Ok,
+                &AuthResponse::Ok {
+                    server: "127.0.0.1".into(),
+                    port: 10143,
+                    user: None,
+                    pass: None
+                }
+            ),
+            "{user}: {}",
+            o.reason
+        );
+        let o = run("imap", lo, user, &format!("{pass}x"));
+        assert_eq!(o.result, "invalid", "{user}: {}", o.reason);
+    }
+    // dave: SHA512-CRYPT, allow_nets, per-user backend and backend login.
+    let o = run("pop3", "::1", "dave", "dave pw");
+    assert_eq!(o.result, "ok", "{}", o.reason);
+    assert_eq!(
+        o.response,
+        AuthResponse::Ok {
+            server: "127.0.0.1".into(),
+            port: 10143,
+            user: Some("dave@backend".into()),
+            pass: None
+        }
+    );
+    assert_eq!(
+        run("pop3", "192.0.2.1", "dave", "dave pw").result,
+        "network-denied"
+    );
+    // erin: BLF-CRYPT, nologin.
+    assert_eq!(run("imap", lo, "erin", "erin pw").result, "disabled");
+    assert_eq!(run("imap", lo, "erin", "nope").result, "invalid");
+    // frank: SSHA256, protocols=imap,smtp, wait=7.
+    assert_eq!(run("smtp", lo, "frank", "frank pw").result, "ok");
+    assert_eq!(
+        run("pop3", lo, "frank", "frank pw").result,
+        "protocol-denied"
+    );
+    assert_eq!(run("imap", lo, "frank", "bad").response, invalid(7));
+    // Unknown user: same answer as a wrong password.
+    let o = run("imap", lo, "mallory", "alice secret");
+    assert_eq!((o.result, &o.response), (AuthResult::UnknownUser, &invalid(3)));
+    // Unknown users cost a verification of the file's costliest hash (bcrypt).
+    let ghost = AuthRequest {
+        user: "ghost".into(),
+        ..req(Protocol::Imap, "", b"pw")
+    };
+    let Step::Verify(p) = begin(&c, &ghost, &store) else {
+        panic!()
+    };
+    assert!(p.stored().starts_with("$2"), "{}", p.stored());
+    assert!(p.is_costly());
+    assert_eq!(p.run(), VerifyResult::Mismatch);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_request_outcome() {
+    let e = engine(store());
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"smtp"), (b"Auth-User", b"alice")];
+    let d = e.decide(&HeaderView::new(h.iter().copied()), ctx());
+    assert_eq!(d.result, AuthResult::BadRequest);
+    assert!(d.lines[0].1.contains("reason=\"missing header \\x22Auth-Pass\\x22\""), "{:?}", d.lines);
+    assert_eq!(
+        d.reply,
+        Reply::Answer(AuthResponse::Fail { message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+    );
+    // not an auth_http request at all: HTTP 400
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Host", b"x")];
+    let d = e.decide(&HeaderView::new(h.iter().copied()), ctx());
+    assert_eq!(d.reply, Reply::Status(400));
+}
+
+// ---- the engine as nginx runs it: headers in, decision out, shared memory in vectors ----
+
+/// Shared regions in plain memory.
+struct VecShared {
+    cache: Vec<AtomicU64>,
+    limiter: Vec<AtomicU64>,
+    metrics: Vec<AtomicU64>,
+}
+
+impl SharedMemory for VecShared {
+    fn region(&self, which: Region) -> Option<&[AtomicU64]> {
+        Some(match which {
+            Region::Cache => &self.cache,
+            Region::Limiter => &self.limiter,
+            Region::Metrics => &self.metrics,
+        })
+    }
+}
+
+fn words(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn engine(store: MemStore) -> Engine {
+    Engine {
+        cfg: cfg(),
+        store: Some(Arc::new(store)),
+        shared: Arc::new(VecShared { cache: words(4096), limiter: words(8192), metrics: words(crate::metrics::WORDS) }),
+        cache: Some(CacheSettings::default()),
+        limit: None,
+        offload: false,
+        concurrency: VerifyConcurrency::default(),
+        log_level: Level::Info,
+    }
+}
+
+fn ctx() -> Ctx {
+    Ctx::new(Level::Info, false)
+}
+
+fn login(e: &Engine, user: &str, pass: &str, ip: &str) -> Decision {
+    let (u, p) = (crate::protocol::escape(user.as_bytes()), crate::protocol::escape(pass.as_bytes()));
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", &u),
+        (b"Auth-Pass", &p),
+        (b"Client-IP", ip.as_bytes()),
+    ];
+    e.decide(&HeaderView::new(h.iter().copied()), ctx())
+}
+
+#[test]
+fn engine_counts_logs_and_answers() {
+    let e = engine(store());
+    let d = login(&e, "alice", "alice pw", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::Ok);
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::Ok { .. })));
+    assert_eq!(d.lines.len(), 1);
+    assert_eq!(d.lines[0].0, Level::Info);
+    assert!(d.lines[0].1.starts_with("mail_auth: user=\"alice\" client=192.0.2.1 protocol=imap method=plain attempt=1 result=ok"), "{}", d.lines[0].1);
+    let d = login(&e, "alice", "nope", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::Invalid);
+    let m = e.metrics().unwrap();
+    assert_eq!((m.result_total(AuthResult::Ok), m.result_total(AuthResult::Invalid)), (1, 1));
+    // a log that shows only errors gets no decision line for an ordinary failure
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"x"), (b"Auth-Pass", b"y")];
+    let d = e.decide(&HeaderView::new(h.iter().copied()), Ctx::new(Level::Error, false));
+    assert!(d.lines.is_empty());
+    // the debug trace names the steps
+    let d = e.decide(&HeaderView::new(h.iter().copied()), Ctx::new(Level::Debug, true));
+    assert!(d.trace.iter().any(|l| l.starts_with("cache hit")), "{:?}", d.trace);
+}
+
+#[test]
+fn cached_verdicts_are_bound_to_the_stored_credential() {
+    let mut s = store();
+    s.users.insert("bob".into(), acct("{PLAIN}old"));
+    let e = engine(s);
+    assert_eq!(login(&e, "bob", "old", "192.0.2.1").result, AuthResult::Ok);
+    assert_eq!(login(&e, "bob", "old", "192.0.2.1").result, AuthResult::Ok, "cached");
+    // The store changes under the same engine (a reload, another worker, SQLite): the cached
+    // OK for the old password cannot answer any more.
+    let mut s = store();
+    s.users.insert("bob".into(), acct("{PLAIN}new"));
+    let e2 = Engine { store: Some(Arc::new(s)), ..e };
+    assert_eq!(login(&e2, "bob", "old", "192.0.2.1").result, AuthResult::Invalid);
+    assert_eq!(login(&e2, "bob", "new", "192.0.2.1").result, AuthResult::Ok);
+}
+
+#[test]
+fn jobs_cross_threads_and_complete() {
+    let mut e = engine(store());
+    e.offload = true;
+    e.store = Some(Arc::new(MemStore { template: Some(DEFAULT_TEMPLATE.into()), ..store() }));
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"ghost"), (b"Auth-Pass", b"pw")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("costly: offloaded") };
+    let e = Arc::new(e);
+    let e2 = e.clone();
+    let job = std::thread::spawn(move || {
+        job.run(&e2);
+        job
+    })
+    .join()
+    .unwrap();
+    assert_eq!(e.complete(job).result, AuthResult::UnknownUser);
+    // a {PLAIN} account's right password is known at once, on the event loop
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"alice"), (b"Auth-Pass", b"alice pw")];
+    let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("cheap: inline") };
+    assert_eq!(d.result, AuthResult::Ok);
+    // its wrong password is padded to the bcrypt template: that part goes to the pool
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"alice"), (b"Auth-Pass", b"nope")];
+    let Start::Offload(job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("padding: offloaded") };
+    // a job that could not be posted is a temporary failure, never OK
+    let d = e.complete(job);
+    assert_eq!(d.result, AuthResult::InternalError);
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })));
+}
+
+#[test]
+fn the_gate_bounds_costly_verifications() {
+    let gate = Arc::new(Gate::new());
+    let p1 = gate.enter(1, 1).unwrap();
+    let g2 = gate.clone();
+    let waiter = std::thread::spawn(move || g2.enter(1, 1).is_some());
+    while gate.load() != (1, 1) {
+        std::thread::yield_now();
+    }
+    assert!(gate.enter(1, 1).is_none(), "queue full: refused at once");
+    drop(p1);
+    assert!(waiter.join().unwrap(), "the waiter got its turn");
+    assert_eq!(gate.load(), (0, 0));
+}

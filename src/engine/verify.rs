@@ -1,0 +1,182 @@
+//! Password verification, the part that may run on a thread pool: [`Pending`] carries what is
+//! needed (stored hash, password, the account or the fact that there is none) and is `Send`.
+//!
+//! Timing: a failed login takes as long whether the user exists or not. The store names its
+//! costliest stored hash (its timing template); an unknown user, an account whose stored hash
+//! can't be used, and a wrong password for an account with a cheaper scheme all verify against
+//! that template too, so every failure costs at least one verification of the store's
+//! costliest kind, from the first request on. The template's result is ignored.
+//!
+//! Memory: costly verifications (Argon2 takes its `m` KiB each) pass a per-process [`Gate`]:
+//! at most `limit` at once, at most `queue` waiting; beyond that the login is answered with a
+//! temporary failure (`overloaded`).
+
+use std::sync::{Condvar, Mutex};
+
+use crate::policy::Refusal;
+use crate::protocol::Password;
+use crate::scheme;
+use crate::store::Account;
+
+/// A real bcrypt hash (cost 10, the admin tool's default) used as the timing template of a
+/// store that names none: `htpasswd -nbB -C 10 dummy 'not-a-real-password'`.
+pub const DEFAULT_TEMPLATE: &str = "$2y$10$6B0z.tj3oE5hN.WxVX52MukGZ.L.9tkN4wSFd.7QodUyMYwtwrvDq";
+
+/// Result of a password verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyResult {
+    Match,
+    Mismatch,
+    /// The stored hash could not be used (unknown scheme, malformed); the text is for the log.
+    Error(String),
+    /// Not run: too many costly verifications in this worker already (see [`Gate`]).
+    Overloaded,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Subject {
+    /// No such user: the verification runs against the template and never matches.
+    Unknown,
+    Known { account: Box<Account>, refusal: Option<Refusal> },
+}
+
+/// A verification still to be run (possibly on another thread). Its `Debug` output leaves the
+/// password and the account (backend password) out.
+#[derive(Clone)]
+pub struct Pending {
+    pub(crate) stored: String,
+    pub(crate) template: String,
+    pub(crate) password: Password,
+    pub(crate) subject: Subject,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("scheme", &scheme::scheme_name(&self.stored))
+            .field("password", &self.password)
+            .field(
+                "subject",
+                &match &self.subject {
+                    Subject::Unknown => "unknown user",
+                    Subject::Known { refusal: None, .. } => "account",
+                    Subject::Known { refusal: Some(_), .. } => "account (refused by policy)",
+                },
+            )
+            .finish()
+    }
+}
+
+impl Pending {
+    /// The stored hash verified against (the template for an unknown user).
+    pub fn stored(&self) -> &str {
+        match self.subject {
+            Subject::Unknown => &self.template,
+            Subject::Known { .. } => &self.stored,
+        }
+    }
+
+    /// No such user: verified against the template, never matches.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self.subject, Subject::Unknown)
+    }
+
+    /// Whether the verification (as a whole, padding included) is slow enough to belong on a
+    /// thread pool.
+    pub fn is_costly(&self) -> bool {
+        scheme::is_costly(self.stored()) || (self.pads() && scheme::is_costly(&self.template))
+    }
+
+    /// Whether the account's own verification is: when it is not, a right password is known at
+    /// once on the event loop, and only a failure's padding goes to the pool.
+    pub fn own_is_costly(&self) -> bool {
+        scheme::is_costly(self.stored())
+    }
+
+    /// Whether a failure must also verify the template (the account's own scheme is cheaper
+    /// than the store's costliest, or unusable).
+    pub fn pads(&self) -> bool {
+        match self.subject {
+            Subject::Unknown => false,
+            Subject::Known { .. } => scheme::cost_estimate(&self.stored) < scheme::cost_estimate(&self.template),
+        }
+    }
+
+    /// The account's own verification (for an unknown user, the template's, ignored:
+    /// `Mismatch`).
+    pub fn run_own(&self) -> VerifyResult {
+        if let Subject::Unknown = self.subject {
+            let _ = scheme::verify(&self.template, &self.password);
+            return VerifyResult::Mismatch;
+        }
+        match scheme::verify(&self.stored, &self.password) {
+            Ok(true) => VerifyResult::Match,
+            Ok(false) => VerifyResult::Mismatch,
+            Err(e) => VerifyResult::Error(e.to_string()),
+        }
+    }
+
+    /// After a failed own verification of a cheaper account: the template's, result ignored.
+    pub fn pad(&self) {
+        let _ = scheme::verify(&self.template, &self.password);
+    }
+
+    /// The whole verification (own, then the padding a failure needs), constant-time
+    /// comparisons inside `scheme`.
+    pub fn run(&self) -> VerifyResult {
+        let r = self.run_own();
+        if r != VerifyResult::Match && self.pads() {
+            self.pad();
+        }
+        r
+    }
+}
+
+/// Counts costly verifications of this process: at most `limit` run, at most `queue` wait.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<(usize, usize)>,
+    turn: Condvar,
+}
+
+/// A place among the running verifications; released when dropped.
+pub struct Permit<'a>(&'a Gate);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 -= 1;
+        drop(s);
+        self.0.turn.notify_one();
+    }
+}
+
+impl Gate {
+    pub const fn new() -> Gate {
+        Gate { state: Mutex::new((0, 0)), turn: Condvar::new() }
+    }
+
+    /// Waits for a place (blocking this thread: call it on a pool thread); `None` when `queue`
+    /// others already wait.
+    pub fn enter(&self, limit: usize, queue: usize) -> Option<Permit<'_>> {
+        let limit = limit.max(1);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 >= limit {
+            if s.1 >= queue {
+                return None;
+            }
+            s.1 += 1;
+            while s.0 >= limit {
+                s = self.turn.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            s.1 -= 1;
+        }
+        s.0 += 1;
+        Some(Permit(self))
+    }
+
+    /// (running, waiting) now.
+    pub fn load(&self) -> (usize, usize) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,156 @@
+//! The auth_http protocol as nginx's mail proxy speaks it (src/mail/ngx_mail_auth_http_module.c
+//! of the nginx this module is built against is the spec): the request model, the unescaping of
+//! Auth-User/Auth-Pass, and the answer nginx expects.
+//!
+//! Plain Rust, no nginx types.
+//!
+//! What nginx 1.28 does, and what this file relies on:
+//!
+//! * The request always carries `Auth-Method`, `Auth-User`, `Auth-Pass`, `Auth-Protocol`,
+//!   `Auth-Login-Attempt` and `Client-IP`; `Client-Host` when the client's name is known;
+//!   `Auth-Salt` for APOP/CRAM-MD5; `Auth-SMTP-Helo/From/To` for method `none`; `Auth-SSL*` on
+//!   TLS connections. `Auth-User` and `Auth-Pass` are sent (empty) even for `none`/`external`.
+//! * nginx sends `Auth-Method: plain` for both SASL PLAIN and LOGIN (and IMAP LOGIN, POP3
+//!   USER/PASS); `login` is accepted here too but never produced by nginx.
+//! * `Auth-User`, `Auth-Pass` and `Auth-SSL-Cert` are escaped with
+//!   `ngx_escape_uri(NGX_ESCAPE_MAIL_AUTH)`: bytes 0x00-0x1F, space and `%` become `%XX`
+//!   (uppercase hex); every other byte, UTF-8 included, is sent raw. [`unescape`] is the inverse.
+//! * In the answer nginx copies `Auth-User` and `Auth-Pass` **raw** (no unescaping) and hands
+//!   them to the backend as they are; its header parser drops leading and trailing spaces.
+//!   So [`AuthResponse::headers`] sends them unescaped and refuses values that cannot survive
+//!   that trip (CR, LF, NUL, leading/trailing space, empty).
+//! * `Auth-Status: OK` and `Auth-Status: WAIT` are compared exactly; any other text is the
+//!   error message shown to the client (for SMTP prefixed by `Auth-Error-Code`, default
+//!   `535 5.7.0`). `Auth-Server` must be an IP literal (`ngx_parse_addr`), `Auth-Port` an
+//!   integer 1..65535, `Auth-Wait` an integer number of seconds (`ngx_atoi`).
+//!
+//! Decisions:
+//! * User names must be valid UTF-8 without control characters (C0, DEL, C1) after unescaping.
+//! * Passwords may hold any byte except NUL (no mail protocol can carry a NUL inside a password
+//!   and C-string based hash implementations would silently truncate at it).
+//! * Size caps after unescaping: user 4096 bytes, password 8192, `Auth-Salt` 1024, other
+//!   headers this module reads 8192 (`Auth-SSL-Cert` is not read).
+//! * Every header this module interprets may appear once; a repeated one is an error.
+//! * The headers are looked at once per request ([`HeaderView`]); the decision, the log line,
+//!   the bad-request path and the Basic bridge all read that view.
+//! * Unescaping is strict: `%` must be followed by two hex digits.
+
+use std::fmt;
+
+mod escape;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+pub use escape::{escape, mail_auth_escapes, printable, unescape};
+pub use request::{
+    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo,
+    MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
+};
+pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
+
+pub const MSG_INVALID: &str = "Invalid login or password";
+pub const MSG_TEMP: &str = "Temporary server problem, try again later";
+/// `Auth-Status` text for a refused relay recipient.
+pub const MSG_RELAY: &str = "Relay access denied";
+
+
+/// `Auth-Protocol`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+    Smtp,
+}
+
+impl Protocol {
+    /// The name nginx sends (`imap`, `pop3`, `smtp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Smtp => "smtp",
+        }
+    }
+
+    /// Parses a protocol name, ASCII case-insensitively.
+    pub fn parse(v: &[u8]) -> Option<Protocol> {
+        if v.eq_ignore_ascii_case(b"imap") {
+            Some(Protocol::Imap)
+        } else if v.eq_ignore_ascii_case(b"pop3") {
+            Some(Protocol::Pop3)
+        } else if v.eq_ignore_ascii_case(b"smtp") {
+            Some(Protocol::Smtp)
+        } else {
+            None
+        }
+    }
+
+    /// The usual backend port: 143, 110, 25.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Imap => 143,
+            Protocol::Pop3 => 110,
+            Protocol::Smtp => 25,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Auth-Method`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Plain,
+    Login,
+    Apop,
+    CramMd5,
+    External,
+    None,
+}
+
+impl Method {
+    /// The name on the wire (`plain`, `login`, `apop`, `cram-md5`, `external`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Plain => "plain",
+            Method::Login => "login",
+            Method::Apop => "apop",
+            Method::CramMd5 => "cram-md5",
+            Method::External => "external",
+            Method::None => "none",
+        }
+    }
+
+    /// Parses a method name, ASCII case-insensitively.
+    pub fn parse(v: &[u8]) -> Option<Method> {
+        const ALL: [Method; 6] = [
+            Method::Plain,
+            Method::Login,
+            Method::Apop,
+            Method::CramMd5,
+            Method::External,
+            Method::None,
+        ];
+        ALL.iter()
+            .copied()
+            .find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
+    }
+
+    /// Whether nginx sends a user name and a password (or digest) for this method.
+    pub fn has_credentials(self) -> bool {
+        !matches!(self, Method::External | Method::None)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+

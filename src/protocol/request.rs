@@ -1,0 +1,422 @@
+//! The auth_http request: one lenient view of its headers (parsed once), and the validated
+//! [`AuthRequest`] made from it.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::escape::unescape_raw;
+use super::{printable, Method, Protocol};
+
+/// TLS details nginx sends for a TLS client connection (`Auth-SSL: on` and `Auth-SSL-*`): the
+/// ones the decision reads (EXTERNAL). Certificate fields are only present when
+/// `ssl_verify_client` is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SslInfo {
+    /// `Auth-SSL-Verify`: `SUCCESS`, `FAILED:reason` or `NONE`.
+    pub verify: Option<String>,
+    /// `Auth-SSL-Subject` (RFC 2253 DN).
+    pub subject: Option<String>,
+    /// `Auth-SSL-Fingerprint` (SHA-1, hex).
+    pub fingerprint: Option<String>,
+}
+
+/// A client's password (or APOP/CRAM-MD5 digest): zeroed when dropped, never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    pub fn new(v: Vec<u8>) -> Password {
+        Password(v)
+    }
+}
+
+impl From<&[u8]> for Password {
+    fn from(v: &[u8]) -> Password {
+        Password(v.to_vec())
+    }
+}
+
+impl std::ops::Deref for Password {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
+    }
+}
+
+/// One auth_http request, values unescaped and validated. `Debug` leaves the password out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    pub method: Method,
+    /// UTF-8, no control characters; empty for `none`/`external` when nginx sent nothing.
+    pub user: String,
+    /// Any bytes except NUL (the digest for APOP/CRAM-MD5).
+    pub pass: Password,
+    pub protocol: Protocol,
+    /// `Auth-Login-Attempt` (1 when absent).
+    pub login_attempt: u32,
+    /// `Client-IP`; `None` when absent or a unix-socket peer (`unix:`).
+    pub client_ip: Option<IpAddr>,
+    /// `Auth-Salt` (APOP/CRAM-MD5 challenge), without its line end.
+    pub salt: Option<Vec<u8>>,
+    /// `Auth-SMTP-From` / `Auth-SMTP-To` (SMTP without AUTH).
+    pub smtp_from: Option<String>,
+    pub smtp_to: Option<String>,
+    pub ssl: Option<SslInfo>,
+}
+
+pub const MAX_USER_LEN: usize = 4096;
+pub const MAX_PASS_LEN: usize = 8192;
+pub const MAX_SALT_LEN: usize = 1024;
+pub const MAX_OTHER_LEN: usize = 8192;
+
+/// Why a request was refused. `Display` never contains raw client bytes: anything quoted is
+/// shortened and non-printable bytes are shown as `\xNN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A required header is absent.
+    MissingHeader(&'static str),
+    /// A header this module interprets appears more than once.
+    DuplicateHeader(&'static str),
+    /// `Auth-Method` names no method nginx knows (printable excerpt).
+    UnknownMethod(String),
+    /// `Auth-Protocol` is not imap/pop3/smtp (printable excerpt).
+    UnknownProtocol(String),
+    /// `%` not followed by two hex digits; `offset` is the position of the `%`.
+    BadEscape { header: &'static str, offset: usize },
+    /// A NUL byte after unescaping.
+    NulByte(&'static str),
+    /// The (unescaped) value is longer than allowed.
+    TooLong {
+        header: &'static str,
+        len: usize,
+        max: usize,
+    },
+    /// `Auth-User` is not valid UTF-8 after unescaping.
+    UserNotUtf8,
+    /// `Auth-User` contains a control character.
+    ControlChar(&'static str),
+    /// A value that must have a given form does not (printable excerpt).
+    BadValue { header: &'static str, value: String },
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::MissingHeader(h) => write!(f, "missing header \"{h}\""),
+            ProtocolError::DuplicateHeader(h) => write!(f, "duplicate header \"{h}\""),
+            ProtocolError::UnknownMethod(m) => write!(f, "unknown Auth-Method \"{m}\""),
+            ProtocolError::UnknownProtocol(p) => write!(f, "unknown Auth-Protocol \"{p}\""),
+            ProtocolError::BadEscape { header, offset } => {
+                write!(f, "bad %-escape in \"{header}\" at offset {offset}")
+            }
+            ProtocolError::NulByte(h) => write!(f, "NUL byte in \"{h}\""),
+            ProtocolError::TooLong { header, len, max } => {
+                write!(f, "\"{header}\" too long ({len} bytes, at most {max})")
+            }
+            ProtocolError::UserNotUtf8 => write!(f, "\"Auth-User\" is not valid UTF-8"),
+            ProtocolError::ControlChar(h) => write!(f, "control character in \"{h}\""),
+            ProtocolError::BadValue { header, value } => {
+                write!(f, "invalid \"{header}\" value \"{value}\"")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+// Header indexes into the view's table.
+const H_METHOD: usize = 0;
+const H_USER: usize = 1;
+const H_PASS: usize = 2;
+const H_PROTOCOL: usize = 3;
+const H_ATTEMPT: usize = 4;
+const H_CLIENT_IP: usize = 5;
+const H_SALT: usize = 6;
+const H_FROM: usize = 7;
+const H_TO: usize = 8;
+const H_SSL: usize = 9;
+const H_SSL_VERIFY: usize = 10;
+const H_SSL_SUBJECT: usize = 11;
+const H_SSL_FINGERPRINT: usize = 12;
+
+/// The headers this module reads (others, e.g. `Auth-SSL-Cert`, `Client-Host`, are ignored).
+const HEADERS: [&str; 13] = [
+    "Auth-Method",
+    "Auth-User",
+    "Auth-Pass",
+    "Auth-Protocol",
+    "Auth-Login-Attempt",
+    "Client-IP",
+    "Auth-Salt",
+    "Auth-SMTP-From",
+    "Auth-SMTP-To",
+    "Auth-SSL",
+    "Auth-SSL-Verify",
+    "Auth-SSL-Subject",
+    "Auth-SSL-Fingerprint",
+];
+
+fn max_len(idx: usize) -> usize {
+    match idx {
+        H_USER => MAX_USER_LEN,
+        H_PASS => MAX_PASS_LEN,
+        H_SALT => MAX_SALT_LEN,
+        _ => MAX_OTHER_LEN,
+    }
+}
+
+/// The request's headers as this module reads them, found in one pass: each known header's
+/// first value (trimmed), and the first problem met on the way (a repeated header, an absurd
+/// size). Everything else is derived from it: the validated [`AuthRequest`]
+/// ([`HeaderView::request`]), the lenient fields of the log line ([`HeaderView::log_fields`]),
+/// the Basic bridge's credentials.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderView<'a> {
+    vals: [Option<&'a [u8]>; HEADERS.len()],
+    /// The first duplicate or oversize header, in request order.
+    problem: Option<ProtocolError>,
+}
+
+impl<'a> HeaderView<'a> {
+    /// One pass over the headers (names ASCII case-insensitive, values with surrounding
+    /// spaces/tabs ignored, unknown headers ignored).
+    pub fn new(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderView<'a> {
+        let mut v = HeaderView::default();
+        for (name, value) in headers {
+            let name = trim_ows(name);
+            let Some(idx) = HEADERS.iter().position(|h| name.eq_ignore_ascii_case(h.as_bytes())) else {
+                continue;
+            };
+            let header = HEADERS[idx];
+            if v.vals[idx].is_some() {
+                v.problem.get_or_insert(ProtocolError::DuplicateHeader(header));
+                continue;
+            }
+            let value = trim_ows(value);
+            // Escaped values take at most 3 bytes per byte; refuse absurd sizes before decoding.
+            let limit = max_len(idx);
+            let raw_limit = if matches!(idx, H_USER | H_PASS) { limit.saturating_mul(3) } else { limit };
+            if value.len() > raw_limit {
+                v.problem.get_or_insert(ProtocolError::TooLong { header, len: value.len(), max: limit });
+            }
+            v.vals[idx] = Some(value);
+        }
+        v
+    }
+
+    /// `Auth-Method`, if it names one.
+    pub fn method(&self) -> Option<Method> {
+        self.vals[H_METHOD].and_then(Method::parse)
+    }
+
+    /// `Auth-Protocol`, if it names one.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.vals[H_PROTOCOL].and_then(Protocol::parse)
+    }
+
+    /// Names a method and a protocol nginx knows: an auth_http request (valid or not), as
+    /// opposed to a browser, a health check, a misrouted request.
+    pub fn is_auth_http(&self) -> bool {
+        self.method().is_some() && self.protocol().is_some()
+    }
+
+    /// The escaped `Auth-User` and `Auth-Pass` values as nginx sent them.
+    pub fn credentials(&self) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+        (self.vals[H_USER], self.vals[H_PASS])
+    }
+
+    /// What the log line says of this request, as far as the headers say it: the user as the
+    /// bytes it unescapes to (raw when it does not), the other values only when valid.
+    pub fn log_fields(&self) -> LogFields {
+        let user = self.vals[H_USER].map(|raw| unescape_raw(raw).unwrap_or_else(|_| raw.to_vec()));
+        LogFields {
+            user: user.unwrap_or_default(),
+            client: self.vals[H_CLIENT_IP].and_then(parse_ip),
+            protocol: self.protocol(),
+            method: self.method(),
+            attempt: self.vals[H_ATTEMPT].and_then(parse_u32).unwrap_or(0),
+        }
+    }
+
+    /// The validated request (see the rules at the top of `protocol`).
+    pub fn request(&self) -> Result<AuthRequest, ProtocolError> {
+        if let Some(p) = &self.problem {
+            return Err(p.clone());
+        }
+        let vals = &self.vals;
+        let method_raw = vals[H_METHOD].ok_or(ProtocolError::MissingHeader(HEADERS[H_METHOD]))?;
+        let method = Method::parse(method_raw).ok_or_else(|| ProtocolError::UnknownMethod(printable(method_raw, 64)))?;
+
+        let protocol_raw = vals[H_PROTOCOL].ok_or(ProtocolError::MissingHeader(HEADERS[H_PROTOCOL]))?;
+        let protocol =
+            Protocol::parse(protocol_raw).ok_or_else(|| ProtocolError::UnknownProtocol(printable(protocol_raw, 64)))?;
+
+        if method.has_credentials() {
+            if vals[H_USER].is_none() {
+                return Err(ProtocolError::MissingHeader(HEADERS[H_USER]));
+            }
+            if vals[H_PASS].is_none() {
+                return Err(ProtocolError::MissingHeader(HEADERS[H_PASS]));
+            }
+        }
+
+        let user = match vals[H_USER] {
+            Some(v) => parse_user(v)?,
+            None => String::new(),
+        };
+        let pass = match vals[H_PASS] {
+            Some(v) => {
+                let p = Password::new(unescaped(H_PASS, v)?);
+                if p.contains(&0) {
+                    return Err(ProtocolError::NulByte(HEADERS[H_PASS]));
+                }
+                p
+            }
+            None => Password::default(),
+        };
+
+        let login_attempt = match vals[H_ATTEMPT] {
+            Some(v) => parse_u32(v).ok_or_else(|| bad_value(H_ATTEMPT, v))?,
+            None => 1,
+        };
+
+        let client_ip = match vals[H_CLIENT_IP] {
+            Some(v) if v.starts_with(b"unix:") => None,
+            Some(v) => Some(parse_ip(v).ok_or_else(|| bad_value(H_CLIENT_IP, v))?),
+            None => None,
+        };
+
+        let ssl_on = vals[H_SSL].is_some_and(|v| v.eq_ignore_ascii_case(b"on"));
+        let any_ssl = (H_SSL_VERIFY..=H_SSL_FINGERPRINT).any(|i| vals[i].is_some());
+        let ssl = (ssl_on || any_ssl).then(|| SslInfo {
+            verify: text(vals[H_SSL_VERIFY]),
+            subject: text(vals[H_SSL_SUBJECT]),
+            fingerprint: text(vals[H_SSL_FINGERPRINT]),
+        });
+
+        Ok(AuthRequest {
+            method,
+            user,
+            pass,
+            protocol,
+            login_attempt,
+            client_ip,
+            salt: vals[H_SALT].map(<[u8]>::to_vec),
+            smtp_from: text(vals[H_FROM]),
+            smtp_to: text(vals[H_TO]),
+            ssl,
+        })
+    }
+}
+
+/// Parses the headers of an auth_http request: [`HeaderView::new`] then
+/// [`HeaderView::request`].
+pub fn parse_request<'a>(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<AuthRequest, ProtocolError> {
+    HeaderView::new(headers).request()
+}
+
+/// Who a decision was about, for its log line (from a valid request, or from whatever the
+/// headers of an invalid one say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFields {
+    /// The user as bytes (the certificate's CN for EXTERNAL).
+    pub user: Vec<u8>,
+    pub client: Option<IpAddr>,
+    /// `None` when the request did not name a valid one (logged as `-`).
+    pub protocol: Option<Protocol>,
+    pub method: Option<Method>,
+    pub attempt: u32,
+}
+
+impl LogFields {
+    pub fn of(req: &AuthRequest) -> LogFields {
+        LogFields {
+            user: req.user.as_bytes().to_vec(),
+            client: req.client_ip,
+            protocol: Some(req.protocol),
+            method: Some(req.method),
+            attempt: req.login_attempt,
+        }
+    }
+}
+
+fn unescaped(idx: usize, v: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let header = HEADERS[idx];
+    let out = unescape_raw(v).map_err(|offset| ProtocolError::BadEscape { header, offset })?;
+    let max = max_len(idx);
+    if out.len() > max {
+        return Err(ProtocolError::TooLong {
+            header,
+            len: out.len(),
+            max,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_user(v: &[u8]) -> Result<String, ProtocolError> {
+    let header = HEADERS[H_USER];
+    let raw = unescaped(H_USER, v)?;
+    if raw.contains(&0) {
+        return Err(ProtocolError::NulByte(header));
+    }
+    let user = String::from_utf8(raw).map_err(|_| ProtocolError::UserNotUtf8)?;
+    if user.chars().any(char::is_control) {
+        return Err(ProtocolError::ControlChar(header));
+    }
+    Ok(user)
+}
+
+/// Informational text values (not escaped by nginx): lossy UTF-8, empty = absent.
+fn text(v: Option<&[u8]>) -> Option<String> {
+    match v {
+        Some(v) if !v.is_empty() => Some(String::from_utf8_lossy(v).into_owned()),
+        _ => None,
+    }
+}
+
+fn bad_value(idx: usize, v: &[u8]) -> ProtocolError {
+    ProtocolError::BadValue {
+        header: HEADERS[idx],
+        value: printable(v, 64),
+    }
+}
+
+fn parse_u32(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+pub(super) fn parse_ip(v: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(v).ok()?;
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    s.parse().ok()
+}
