@@ -270,8 +270,8 @@ mod tests {
     }
 }
 
-/// A `mail_auth_relay_domains` entry: a domain name (lower-cased), or `.domain` for its
-/// subdomains.
+/// A `mail_auth_relay_domains` entry: a domain name (lower-cased), or `.domain` for the domain
+/// and its subdomains (`smtp::domain_accepted`).
 pub fn parse_domain(v: &str) -> Result<String, String> {
     let d = v.trim_end_matches('.').to_ascii_lowercase();
     let name = d.strip_prefix('.').unwrap_or(&d);

@@ -2,7 +2,8 @@
 //!
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
-//! `policy` (per-account rules), `engine` (the whole decision), `basic` (Basic-credential bridge),
+//! `policy` (per-account rules), `engine` (the whole decision), `smtp` (envelope addresses),
+//! `basic` (Basic-credential bridge),
 //! `shm` / `cache` / `limiter` / `metrics` (tables and counters shared by workers in shared memory).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
 
@@ -18,6 +19,7 @@ pub mod policy;
 pub mod protocol;
 pub mod scheme;
 pub mod shm;
+pub mod smtp;
 pub mod store;
 
 // The nginx glue is left out of unit tests (the test binary has no nginx to link against) and

@@ -1,55 +1,77 @@
 //! Brute-force limiter shared by all workers (a shared-memory table, see `shm`).
 //!
-//! - Failures are counted per client IP (IPv6 per /64, IPv4-mapped IPv6 as IPv4) and per user
-//!   in fixed windows (`ip=10/m`: 10 failures per minute). The failure that reaches the limit
-//!   bans the source until its window ends, or for `ban` from then when that is longer; while
-//!   banned, `check` refuses without any password being verified.
-//! - Refusals get a growing Auth-Wait: 1, 2, 4 ... 32, 60 s (per banned source; starts again at
-//!   1 s after the ban).
+//! - Login attempts are counted per client IP (IPv6 per /64, IPv4-mapped IPv6 as IPv4) and per
+//!   user in fixed windows (`ip=10/m`: 10 per minute). An attempt is counted when it is
+//!   admitted, right before its password is verified (`admit`), and settled once the verdict is
+//!   known (`settle`): a failure stays counted, a success or a neutral outcome (temporary
+//!   failure) is given back. A counter holding `count` attempts (failures and verifications in
+//!   flight) refuses more, so at most `count` verifications per window run for a source, however
+//!   many arrive at once.
+//! - The failure that brings a counter's failures to its limit bans the source until its window
+//!   ends, or for `ban` from then when that is longer; while banned, `banned` refuses before any
+//!   store lookup or password check (and `admit` refuses too).
+//! - Refusals get a growing Auth-Wait: 1, 2, 4 ... 32, 60 s (per source; starts again at 1 s
+//!   after the ban, or in the next window).
 //! - The same wrong password repeated from the same IP for the same user counts once, as long
 //!   as it keeps coming within the longest window (clients retrying a stale saved password).
 //! - An IP that logged in successfully as a user recently (24 h, or `ban` if longer) is not
-//!   refused by that user's limit (others' failures cannot lock the owner out); its own per-IP
-//!   limit still applies.
+//!   refused by that user's limit and does not count against it (others' failures cannot lock
+//!   the owner out); its own per-IP limit still applies.
+//! - User names are keyed lower-cased (Unicode): `Alice` and `ALICE` are one account.
+//! - A worker killed between `admit` and `settle` leaves its attempt counted: at most an
+//!   over-count that ends with the window.
+//! - A full zone keeps live bans, then counters with attempts in flight: a new counter evicts
+//!   one only when every slot of its probe window holds one (`bans_evicted` counts evicted bans,
+//!   `Ticket::evicted_ban` reports it); marks never evict them (a mark gives way instead).
 //!
-//! Slots (7 words, see `shm`): counters `[key, deadline, last used, window_start, count,
-//! ban_until, refusals]`; marks (seen password fingerprints, trusted ip+user pairs) use only
-//! `[key, deadline, last used]`. A full probe window evicts its least recently used slot.
-//! Keys are keyed hashes (region secret) of a kind tag and the counted thing, so user names
-//! and passwords are not stored. All times are seconds, passed in by the caller.
+//! Slots (8 words, see `shm`): counters `[key, deadline, last used, window_start, attempts,
+//! failures, ban_until, refusals]`; marks (seen password fingerprints, trusted ip+user pairs)
+//! use only `[key, deadline, last used]`. Keys are keyed hashes (region secret) of a kind tag
+//! and the counted thing, so user names and passwords are not stored. All times are seconds,
+//! passed in by the caller.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::shm::{key64, Table, DATA};
+use crate::shm::{key64, Claim, Guard, Table, DATA};
 
 const START: usize = DATA;
-const COUNT: usize = DATA + 1;
-const BAN_UNTIL: usize = DATA + 2;
-const REFUSALS: usize = DATA + 3;
-const SLOT_WORDS: usize = DATA + 4;
+const ATTEMPTS: usize = DATA + 1;
+const FAILS: usize = DATA + 2;
+const BAN_UNTIL: usize = DATA + 3;
+const REFUSALS: usize = DATA + 4;
+const SLOT_WORDS: usize = DATA + 5;
 // user header words
 const REFUSED_IP: usize = 0;
 const REFUSED_USER: usize = 1;
 const EVICTIONS: usize = 2;
+const BANS_EVICTED: usize = 3;
+/// Eviction ranks (`Table::claim_with`): a live ban is kept longest, then a counter with
+/// attempts in flight; marks are never worth more than an unranked slot.
+const RANK_IN_FLIGHT: u8 = 1;
+const RANK_BAN: u8 = 2;
 /// How long a successful login exempts its IP from the user's limit, at least.
 const TRUSTED_FOR: u64 = 24 * 3600;
 const MAX_WAIT: u32 = 60;
 
-/// `count` failures per `window` seconds.
+/// `count` attempts (failures and verifications in flight) per `window` seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     pub count: u32,
     pub window: u64,
 }
 
-/// "10/m", "5/10s", "100/h", "3/2m", "50/d": failures per window (1 s .. 7 days).
+/// "10/m", "5/10s", "100/h", "3/2m", "50/d": attempts per window (1 s .. 7 days).
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let bad = || format!("invalid rate \"{s}\" (e.g. 10/m, 5/30s, 100/h)");
     let (n, w) = s.split_once('/').ok_or_else(bad)?;
     let count: u32 = n.parse().ok().filter(|c| *c > 0).ok_or_else(bad)?;
     let (num, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
-    let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
+    let num: u64 = if num.is_empty() {
+        1
+    } else {
+        num.parse().map_err(|_| bad())?
+    };
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -57,7 +79,10 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         "d" => 86400,
         _ => return Err(bad()),
     };
-    let window = num.checked_mul(mult).filter(|w| *w > 0 && *w <= 7 * 86400).ok_or_else(bad)?;
+    let window = num
+        .checked_mul(mult)
+        .filter(|w| *w > 0 && *w <= 7 * 86400)
+        .ok_or_else(bad)?;
     Ok(Rate { count, window })
 }
 
@@ -69,25 +94,88 @@ pub struct LimitConfig {
     pub ban: u64,
 }
 
+/// A login refused without its password being verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    /// Refused without checking the password; `wait` is the Auth-Wait to send, `reason` is
-    /// for the log.
-    Refuse { wait: u32, reason: String },
+pub struct Refusal {
+    /// The Auth-Wait to send.
+    pub wait: u32,
+    /// For the log.
+    pub reason: String,
+}
+
+/// An admitted attempt (`Limiter::admit`), to be given back to `Limiter::settle`: which
+/// counters it was counted on, in which window. Dropping it instead leaves the attempt counted
+/// until the window ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    ip: Option<IpAddr>,
+    /// Lower-cased.
+    user: String,
+    /// Start of the window the attempt was counted in on the IP's counter (`None`: not counted).
+    ip_window: Option<u64>,
+    /// The same on the user's counter.
+    user_window: Option<u64>,
+    evicted_ban: bool,
+}
+
+impl Ticket {
+    /// Was the attempt counted at all (not when no limit applies, or for a repeated wrong
+    /// password)?
+    pub fn counted(&self) -> bool {
+        self.ip_window.is_some() || self.user_window.is_some()
+    }
+
+    /// Did counting it evict a live ban (the zone is too small: worth a "zone full" log line)?
+    pub fn evicted_ban(&self) -> bool {
+        self.evicted_ban
+    }
+}
+
+/// How an admitted attempt ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Settle<'a> {
+    /// Wrong password (or unknown user, disabled account ...): stays counted, may start a ban.
+    /// `password` only feeds a keyed fingerprint (never stored).
+    Failure { password: &'a [u8] },
+    /// Logged in: the attempt is given back and the IP is trusted for the user.
+    Success,
+    /// Neither (temporary failure, store error, relay refusal): the attempt is given back.
+    Neutral,
+}
+
+impl std::fmt::Debug for Settle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Settle::Failure { .. } => "Failure { password: <redacted> }",
+            Settle::Success => "Success",
+            Settle::Neutral => "Neutral",
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimiterStats {
+    /// Refusals (bans and full counters) by the per-IP limit.
     pub refused_ip: u64,
+    /// Refusals by the per-user limit.
     pub refused_user: u64,
     /// Live entries pushed out by new ones (the zone is too small if this grows fast).
     pub evictions: u64,
+    /// Live bans among them: pushed out only when every slot a new counter could take held a
+    /// live ban or attempts in flight (the zone is far too small).
+    pub bans_evicted: u64,
 }
 
 pub struct Limiter<'a> {
     table: Table<'a>,
     cfg: LimitConfig,
+}
+
+/// A counter an attempt is counted on.
+#[derive(Clone, Copy)]
+enum Side {
+    Ip,
+    User,
 }
 
 /// The bytes an address is counted under: IPv4 (also when IPv4-mapped), or the /64 of IPv6.
@@ -109,7 +197,9 @@ fn ip_label(ip: IpAddr) -> String {
             o[8..].fill(0);
             format!("{}/64", std::net::Ipv6Addr::from(o))
         }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         v4 => v4.to_string(),
     }
 }
@@ -119,14 +209,41 @@ fn wait_for(n: u64) -> u32 {
     (1u32 << n.min(6)).min(MAX_WAIT)
 }
 
+/// User names are keyed case-insensitively.
+fn fold(user: &str) -> String {
+    user.to_lowercase()
+}
+
+/// How a counter slot ranks for eviction at `now`.
+fn rank(now: u64) -> impl Fn(&[AtomicU64]) -> u8 {
+    move |s| {
+        if s[BAN_UNTIL].load(Ordering::Relaxed) > now {
+            RANK_BAN
+        } else if s[ATTEMPTS].load(Ordering::Relaxed) > s[FAILS].load(Ordering::Relaxed) {
+            RANK_IN_FLIGHT
+        } else {
+            0
+        }
+    }
+}
+
+/// Does this counter slot hold attempts of a window still running at `now`?
+fn in_window(s: &[AtomicU64], rate: Rate, now: u64) -> bool {
+    s[ATTEMPTS].load(Ordering::Relaxed) > 0
+        && now < s[START].load(Ordering::Relaxed).saturating_add(rate.window)
+}
+
 impl<'a> Limiter<'a> {
     /// Opens the limiter in a shared region (a zeroed region tracks nothing yet). `None` if the
     /// region is too small (fewer than `limiter::min_words()` words).
     pub fn new(words: &'a [AtomicU64], cfg: LimitConfig) -> Option<Limiter<'a>> {
-        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg })
+        Some(Limiter {
+            table: Table::new(words, SLOT_WORDS)?,
+            cfg,
+        })
     }
 
-    /// Slots the region holds (a failure uses up to 3: fingerprint, IP, user).
+    /// Slots the region holds (an attempt uses up to 4: IP, user, fingerprint, trusted).
     pub fn capacity(&self) -> usize {
         self.table.capacity()
     }
@@ -139,6 +256,7 @@ impl<'a> Limiter<'a> {
         self.key(&[b"ip", &ip_group(ip)])
     }
 
+    /// `user` is lower-cased already, here and below.
     fn user_key(&self, user: &str) -> u64 {
         self.key(&[b"user", user.as_bytes()])
     }
@@ -147,176 +265,331 @@ impl<'a> Limiter<'a> {
         self.key(&[b"trusted", &ip_group(ip), user.as_bytes()])
     }
 
-    /// Is this counter's source banned now? If so counts the refusal and returns the wait.
-    fn refused(&self, key: u64, now: u64) -> Option<u32> {
-        let g = self.table.lock();
-        let s = self.table.find(&g, key)?;
-        if s[BAN_UNTIL].load(Ordering::Relaxed) <= now {
+    fn fingerprint_key(&self, ip: Option<IpAddr>, user: &str, password: &[u8]) -> u64 {
+        let group = ip.map(ip_group).unwrap_or_default();
+        self.key(&[b"fp", &group, user.as_bytes(), password])
+    }
+
+    fn rate(&self, side: Side) -> Option<Rate> {
+        match side {
+            Side::Ip => self.cfg.ip,
+            Side::User => self.cfg.user,
+        }
+    }
+
+    /// The longest configured window (0: no limits).
+    fn longest_window(&self) -> u64 {
+        [self.cfg.ip, self.cfg.user]
+            .iter()
+            .flatten()
+            .map(|r| r.window)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The counters that apply to `ip` and `user`, keyed: the IP's, and the user's unless the
+    /// name is empty (EXTERNAL without an authorization identity, SMTP without AUTH: the IP
+    /// limit only, never one counter shared by every such client). With the key of the mark
+    /// that exempts this IP from the user's limit.
+    fn counters(&self, ip: Option<IpAddr>, user: &str) -> Counters {
+        let user_limited = self.cfg.user.is_some() && !user.is_empty();
+        Counters {
+            ip: ip
+                .filter(|_| self.cfg.ip.is_some())
+                .map(|ip| self.ip_key(ip)),
+            user: user_limited.then(|| self.user_key(user)),
+            trusted: ip
+                .filter(|_| user_limited)
+                .map(|ip| self.trusted_key(ip, user)),
+        }
+    }
+
+    fn refusal(&self, side: Side, ip: Option<IpAddr>, wait: u32, banned: bool) -> Refusal {
+        let Rate { count, window } = self.rate(side).unwrap_or(Rate {
+            count: 0,
+            window: 0,
+        });
+        let what = if banned {
+            "failed logins"
+        } else {
+            "login attempts (failed or in progress)"
+        };
+        let (whose, header) = match (side, ip) {
+            (Side::Ip, Some(ip)) => (format!("from {}", ip_label(ip)), REFUSED_IP),
+            _ => ("for this user".to_string(), REFUSED_USER),
+        };
+        self.table.header(header).fetch_add(1, Ordering::Relaxed);
+        Refusal {
+            wait,
+            reason: format!("too many {what} {whose} (limit {count}/{window}s)"),
+        }
+    }
+
+    /// Is the mark `key` live at `now`? (Touches it if so.)
+    fn mark_live(&self, g: &Guard<'_, 'a>, key: u64, now: u64) -> bool {
+        match self.table.find(g, key) {
+            Some(s) if s[1].load(Ordering::Relaxed) > now => {
+                self.table.touch(g, s, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets the mark `key` live until `until`, unless that would evict a live ban or a counter
+    /// with attempts in flight. The claim, if any.
+    fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64) -> Option<Claim> {
+        let (s, claim) = self
+            .table
+            .claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
+        s[1].store(until, Ordering::Relaxed);
+        Some(claim)
+    }
+
+    /// Counts an eviction; true if it was a live ban.
+    fn evicted(&self, claim: Option<Claim>) -> bool {
+        let Some(Claim::Evicted { rank }) = claim else {
+            return false;
+        };
+        self.table.header(EVICTIONS).fetch_add(1, Ordering::Relaxed);
+        if rank >= RANK_BAN {
+            self.table
+                .header(BANS_EVICTED)
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        rank >= RANK_BAN
+    }
+
+    /// Refuses on this counter? A live ban, or (`full`) as many attempts as the limit in the
+    /// running window. Counts the refusal on the counter for the growing wait: (wait, banned).
+    fn refuses(
+        &self,
+        g: &Guard<'_, 'a>,
+        key: u64,
+        rate: Rate,
+        full: bool,
+        now: u64,
+    ) -> Option<(u32, bool)> {
+        let s = self.table.find(g, key)?;
+        let banned = s[BAN_UNTIL].load(Ordering::Relaxed) > now;
+        let at_limit = full
+            && in_window(s, rate, now)
+            && s[ATTEMPTS].load(Ordering::Relaxed) >= u64::from(rate.count);
+        if !banned && !at_limit {
             return None;
         }
-        self.table.touch(&g, s, now);
-        Some(wait_for(s[REFUSALS].fetch_add(1, Ordering::Relaxed)))
+        self.table.touch(g, s, now);
+        let wait = wait_for(s[REFUSALS].fetch_add(1, Ordering::Relaxed));
+        Some((wait, banned))
     }
 
-    /// Before any lookup or password check: may this IP try to log in as this user?
-    pub fn check(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Verdict {
-        if let (Some(ip), Some(rate)) = (ip, self.cfg.ip) {
-            if let Some(wait) = self.refused(self.ip_key(ip), now) {
-                self.table.header(REFUSED_IP).fetch_add(1, Ordering::Relaxed);
-                return Verdict::Refuse {
-                    wait,
-                    reason: format!(
-                        "too many failed logins from {} (limit {}/{}s)",
-                        ip_label(ip),
-                        rate.count,
-                        rate.window
-                    ),
-                };
-            }
-        }
-        // No name (EXTERNAL without an authorization identity, SMTP without AUTH): the IP
-        // limit only, never one counter shared by every such client.
-        if let Some(rate) = self.cfg.user.filter(|_| !user.is_empty()) {
-            let trusted = ip.is_some_and(|ip| self.mark_live(self.trusted_key(ip, user), now, None));
-            if !trusted {
-                if let Some(wait) = self.refused(self.user_key(user), now) {
-                    self.table.header(REFUSED_USER).fetch_add(1, Ordering::Relaxed);
-                    return Verdict::Refuse {
-                        wait,
-                        reason: format!(
-                            "too many failed logins for this user (limit {}/{}s)",
-                            rate.count, rate.window
-                        ),
-                    };
-                }
-            }
-        }
-        Verdict::Allow
-    }
-
-    /// Is the mark `key` live at `now`? With `renew`, also (re)sets it to live until then.
-    fn mark_live(&self, key: u64, now: u64, renew: Option<u64>) -> bool {
-        let g = self.table.lock();
-        let Some(until) = renew else {
-            let Some(s) = self.table.find(&g, key).filter(|s| s[1].load(Ordering::Relaxed) > now) else {
-                return false;
-            };
-            self.table.touch(&g, s, now);
-            return true;
-        };
-        let (s, evicted) = self.table.claim(&g, key, now);
-        let live = s[1].load(Ordering::Relaxed) > now;
-        s[1].store(until, Ordering::Relaxed);
-        drop(g);
-        self.evicted(evicted);
-        live
-    }
-
-    fn evicted(&self, evicted: bool) {
-        if evicted {
-            self.table.header(EVICTIONS).fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// One more failure on a counter; the one that reaches the limit starts the ban.
-    fn count(&self, key: u64, rate: Rate, now: u64) {
-        let g = self.table.lock();
-        let (s, evicted) = self.table.claim(&g, key, now);
-        let (mut start, mut count, mut ban_until) =
-            (s[START].load(Ordering::Relaxed), s[COUNT].load(Ordering::Relaxed), s[BAN_UNTIL].load(Ordering::Relaxed));
-        if count == 0 || now >= start.saturating_add(rate.window) {
+    /// One more attempt on a counter: the start of the window it is counted in, and the claim.
+    fn add_attempt(
+        &self,
+        g: &Guard<'_, 'a>,
+        key: u64,
+        rate: Rate,
+        now: u64,
+    ) -> Option<(u64, Claim)> {
+        // nothing ranks at u8::MAX: always a slot
+        let (s, claim) = self.table.claim_with(g, key, now, rank(now), u8::MAX)?;
+        let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
+        let mut start = s[START].load(Ordering::Relaxed);
+        let attempts = s[ATTEMPTS].load(Ordering::Relaxed);
+        if attempts == 0 || now >= start.saturating_add(rate.window) {
             // a new window (a new slot is zeroed)
-            (start, count) = (now, 1);
+            start = now;
             s[START].store(start, Ordering::Relaxed);
+            s[ATTEMPTS].store(1, Ordering::Relaxed);
+            s[FAILS].store(0, Ordering::Relaxed);
+            if ban_until <= now {
+                s[REFUSALS].store(0, Ordering::Relaxed);
+            }
         } else {
-            count += 1;
+            s[ATTEMPTS].store(attempts + 1, Ordering::Relaxed);
         }
-        s[COUNT].store(count, Ordering::Relaxed);
+        let deadline = start.saturating_add(rate.window).max(ban_until);
+        s[1].store(deadline, Ordering::Relaxed);
+        Some((start, claim))
+    }
+
+    /// The counter slot of an attempt counted in the window starting at `start`, if that
+    /// window's slot is still there with the attempt in flight.
+    fn in_flight<'g>(&'g self, g: &Guard<'_, 'a>, key: u64, start: u64) -> Option<&'g [AtomicU64]> {
+        self.table.find(g, key).filter(|s| {
+            s[START].load(Ordering::Relaxed) == start
+                && s[ATTEMPTS].load(Ordering::Relaxed) > s[FAILS].load(Ordering::Relaxed)
+        })
+    }
+
+    /// An attempt in flight failed; the failure that reaches the limit starts the ban.
+    fn fail(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64) {
+        let Some(s) = self.in_flight(g, key, start) else {
+            return;
+        };
+        let fails = s[FAILS].load(Ordering::Relaxed) + 1;
+        s[FAILS].store(fails, Ordering::Relaxed);
         let window_end = start.saturating_add(rate.window);
-        if count >= u64::from(rate.count) && ban_until <= now {
+        let mut ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
+        if fails >= u64::from(rate.count) && ban_until <= now {
             ban_until = window_end.max(now.saturating_add(self.cfg.ban));
             s[BAN_UNTIL].store(ban_until, Ordering::Relaxed);
             s[REFUSALS].store(0, Ordering::Relaxed);
         }
         s[1].store(window_end.max(ban_until), Ordering::Relaxed);
+    }
+
+    /// An attempt in flight is given back (if its window is still the counter's).
+    fn refund(&self, g: &Guard<'_, 'a>, key: u64, start: u64, now: u64) {
+        let Some(s) = self.in_flight(g, key, start) else {
+            return;
+        };
+        let attempts = s[ATTEMPTS].load(Ordering::Relaxed) - 1;
+        s[ATTEMPTS].store(attempts, Ordering::Relaxed);
+        if attempts == 0 && s[BAN_UNTIL].load(Ordering::Relaxed) <= now {
+            // nothing left to count: free the slot
+            self.table.remove(g, s);
+        }
+    }
+
+    /// Before any store lookup or password check: is this IP banned, or this user (unless
+    /// the IP is trusted for it)? Counts the refusal (growing wait, `refused_*`), not an attempt.
+    pub fn banned(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Option<Refusal> {
+        let user = fold(user);
+        let c = self.counters(ip, &user);
+        let g = self.table.lock();
+        let mut refused = None;
+        if let (Some(key), Some(rate)) = (c.ip, self.cfg.ip) {
+            refused = self
+                .refuses(&g, key, rate, false, now)
+                .map(|(wait, _)| (Side::Ip, wait));
+        }
+        if let (None, Some(key), Some(rate)) = (refused, c.user, self.cfg.user) {
+            if !c.trusted.is_some_and(|t| self.mark_live(&g, t, now)) {
+                refused = self
+                    .refuses(&g, key, rate, false, now)
+                    .map(|(wait, _)| (Side::User, wait));
+            }
+        }
         drop(g);
-        self.evicted(evicted);
+        refused.map(|(side, wait)| self.refusal(side, ip, wait, true))
     }
 
-    /// After a failed login. `password` only feeds a keyed fingerprint (never stored).
-    pub fn record_failure(&self, ip: Option<IpAddr>, user: &str, password: &[u8], now: u64) {
-        let window = [self.cfg.ip, self.cfg.user].iter().flatten().map(|r| r.window).max().unwrap_or(0);
-        if window == 0 {
-            return;
+    /// After the store lookup, right before a password verification: may it run? `user` is the
+    /// account name the store resolved (the name as given for an unknown user). Refused when
+    /// the IP or the user (unless the IP is trusted for it) is banned or already holds `count`
+    /// attempts in the running window (growing wait, `refused_*`). Otherwise one attempt more
+    /// on each of these counters, to be settled by `settle` with the ticket; a wrong password
+    /// this source already failed with recently is admitted without counting.
+    pub fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        user: &str,
+        password: &[u8],
+        now: u64,
+    ) -> Result<Ticket, Refusal> {
+        let user = fold(user);
+        let mut ticket = Ticket {
+            ip,
+            user,
+            ip_window: None,
+            user_window: None,
+            evicted_ban: false,
+        };
+        if self.longest_window() == 0 {
+            return Ok(ticket);
         }
-        // The same wrong password again from the same source: counted once while it repeats.
-        let group = ip.map(ip_group).unwrap_or_default();
-        let fp = self.key(&[b"fp", &group, user.as_bytes(), password]);
-        if self.mark_live(fp, now, Some(now.saturating_add(window))) {
-            return;
+        let c = self.counters(ip, &ticket.user);
+        let fingerprint = self.fingerprint_key(ip, &ticket.user, password);
+        let g = self.table.lock();
+        let ip_counter = c.ip.zip(self.cfg.ip);
+        let trusted = c.trusted.is_some_and(|t| self.mark_live(&g, t, now));
+        let user_counter = c.user.zip(self.cfg.user).filter(|_| !trusted);
+        for (side, counter) in [(Side::Ip, ip_counter), (Side::User, user_counter)] {
+            let Some((key, rate)) = counter else {
+                continue;
+            };
+            if let Some((wait, banned)) = self.refuses(&g, key, rate, true, now) {
+                drop(g);
+                return Err(self.refusal(side, ip, wait, banned));
+            }
         }
-        if let (Some(ip), Some(rate)) = (ip, self.cfg.ip) {
-            self.count(self.ip_key(ip), rate, now);
+        // the same wrong password again from the same source: counted once while it repeats
+        if self.mark_live(&g, fingerprint, now) {
+            return Ok(ticket);
         }
-        if let Some(rate) = self.cfg.user.filter(|_| !user.is_empty()) {
-            self.count(self.user_key(user), rate, now);
+        let mut claims = [None, None];
+        if let Some((key, rate)) = ip_counter {
+            if let Some((start, claim)) = self.add_attempt(&g, key, rate, now) {
+                (ticket.ip_window, claims[0]) = (Some(start), Some(claim));
+            }
         }
+        if let Some((key, rate)) = user_counter {
+            if let Some((start, claim)) = self.add_attempt(&g, key, rate, now) {
+                (ticket.user_window, claims[1]) = (Some(start), Some(claim));
+            }
+        }
+        drop(g);
+        for claim in claims {
+            ticket.evicted_ban |= self.evicted(claim);
+        }
+        Ok(ticket)
     }
 
-    /// After a successful login: this IP is trusted for this user.
-    pub fn record_success(&self, ip: Option<IpAddr>, user: &str, now: u64) {
-        if let (Some(ip), Some(_), false) = (ip, self.cfg.user, user.is_empty()) {
-            let until = now.saturating_add(self.cfg.ban.max(TRUSTED_FOR));
-            self.mark_live(self.trusted_key(ip, user), now, Some(until));
+    /// After the verification an `admit` let run: how it ended. A failure stays counted (and
+    /// starts a ban when it brings a counter's failures to the limit); a success or a neutral
+    /// outcome gives its attempts back, if their window is still running; a success also
+    /// trusts the IP for the user. Never evicts a live ban (the marks it sets give way).
+    pub fn settle(&self, ticket: Ticket, how: Settle<'_>, now: u64) {
+        let c = self.counters(ticket.ip, &ticket.user);
+        let counted = [
+            c.ip.zip(self.cfg.ip).zip(ticket.ip_window),
+            c.user.zip(self.cfg.user).zip(ticket.user_window),
+        ];
+        let mut mark = None;
+        match how {
+            Settle::Failure { password } => {
+                let window = self.longest_window();
+                if window > 0 {
+                    let fp = self.fingerprint_key(ticket.ip, &ticket.user, password);
+                    mark = Some((fp, now.saturating_add(window)));
+                }
+            }
+            Settle::Success => {
+                if let Some(t) = c.trusted {
+                    mark = Some((t, now.saturating_add(self.cfg.ban.max(TRUSTED_FOR))));
+                }
+            }
+            Settle::Neutral => {}
         }
+        let g = self.table.lock();
+        for ((key, rate), start) in counted.into_iter().flatten() {
+            match how {
+                Settle::Failure { .. } => self.fail(&g, key, rate, start, now),
+                Settle::Success | Settle::Neutral => self.refund(&g, key, start, now),
+            }
+        }
+        let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until));
+        drop(g);
+        self.evicted(claim);
     }
 
     pub fn stats(&self) -> LimiterStats {
         let h = |i| self.table.header(i).load(Ordering::Relaxed);
-        LimiterStats { refused_ip: h(REFUSED_IP), refused_user: h(REFUSED_USER), evictions: h(EVICTIONS) }
-    }
-}
-
-/// A refusal by the limiter: the Auth-Wait to send and the reason for the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub wait: u32,
-    pub reason: String,
-}
-
-/// An admitted attempt, to be settled once its outcome is known.
-#[derive(Clone, Debug)]
-pub struct Ticket {
-    ip: Option<IpAddr>,
-    user: String,
-}
-
-/// How an admitted attempt ended.
-pub enum Settle<'a> {
-    Failure { password: &'a [u8] },
-    Success,
-    Neutral,
-}
-
-impl<'a> Limiter<'a> {
-    pub fn banned(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Option<Refusal> {
-        match self.check(ip, user, now) {
-            Verdict::Allow => None,
-            Verdict::Refuse { wait, reason } => Some(Refusal { wait, reason }),
+        LimiterStats {
+            refused_ip: h(REFUSED_IP),
+            refused_user: h(REFUSED_USER),
+            evictions: h(EVICTIONS),
+            bans_evicted: h(BANS_EVICTED),
         }
     }
+}
 
-    pub fn admit(&self, ip: Option<IpAddr>, user: &str, _password: &[u8], _now: u64) -> Result<Ticket, Refusal> {
-        Ok(Ticket { ip, user: user.to_string() })
-    }
-
-    pub fn settle(&self, t: Ticket, how: Settle<'_>, now: u64) {
-        match how {
-            Settle::Failure { password } => self.record_failure(t.ip, &t.user, password, now),
-            Settle::Success => self.record_success(t.ip, &t.user, now),
-            Settle::Neutral => {}
-        }
-    }
+/// The counters (keys) that apply to an attempt.
+struct Counters {
+    ip: Option<u64>,
+    user: Option<u64>,
+    trusted: Option<u64>,
 }
 
 /// The smallest region (in 64-bit words) `Limiter::new` accepts.
@@ -327,6 +600,7 @@ pub const fn min_words() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Barrier;
 
     fn region(words: usize) -> Vec<AtomicU64> {
         (0..words).map(|_| AtomicU64::new(0)).collect()
@@ -337,63 +611,280 @@ mod tests {
     }
 
     fn cfg(ip: &str, user: &str, ban: u64) -> LimitConfig {
-        LimitConfig { ip: Some(parse_rate(ip).unwrap()), user: Some(parse_rate(user).unwrap()), ban }
+        LimitConfig {
+            ip: Some(parse_rate(ip).unwrap()),
+            user: Some(parse_rate(user).unwrap()),
+            ban,
+        }
+    }
+
+    /// A login with a wrong password the way the engine makes it: pre-check, admission,
+    /// verification, settlement. Err: refused before verification.
+    fn fail(
+        l: &Limiter<'_>,
+        from: Option<IpAddr>,
+        user: &str,
+        pw: &[u8],
+        now: u64,
+    ) -> Result<(), Refusal> {
+        if let Some(r) = l.banned(from, user, now) {
+            return Err(r);
+        }
+        let t = l.admit(from, user, pw, now)?;
+        l.settle(t, Settle::Failure { password: pw }, now);
+        Ok(())
     }
 
     fn fail_n(l: &Limiter<'_>, from: Option<IpAddr>, user: &str, n: usize, now: u64) {
         for i in 0..n {
-            l.record_failure(from, user, format!("guess{i}").as_bytes(), now);
+            let _ = fail(l, from, user, format!("guess{i}").as_bytes(), now);
         }
     }
 
-    fn refused(v: Verdict) -> Option<u32> {
-        match v {
-            Verdict::Refuse { wait, .. } => Some(wait),
-            Verdict::Allow => None,
+    fn login(
+        l: &Limiter<'_>,
+        from: Option<IpAddr>,
+        user: &str,
+        how: Settle<'_>,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        if let Some(r) = l.banned(from, user, now) {
+            return Err(r);
         }
+        let t = l.admit(from, user, b"right", now)?;
+        l.settle(t, how, now);
+        Ok(())
+    }
+
+    /// The pre-check's wait, if it refuses.
+    fn refused(l: &Limiter<'_>, from: Option<IpAddr>, user: &str, now: u64) -> Option<u32> {
+        l.banned(from, user, now).map(|r| r.wait)
+    }
+
+    /// Would a login be let through to a verification? (Settled neutral: counts nothing.)
+    fn allowed(l: &Limiter<'_>, from: Option<IpAddr>, user: &str, now: u64) -> bool {
+        login(l, from, user, Settle::Neutral, now).is_ok()
     }
 
     #[test]
     fn rates_parse() {
-        assert_eq!(parse_rate("10/m"), Ok(Rate { count: 10, window: 60 }));
-        assert_eq!(parse_rate("5/10s"), Ok(Rate { count: 5, window: 10 }));
-        assert_eq!(parse_rate("100/h"), Ok(Rate { count: 100, window: 3600 }));
-        assert_eq!(parse_rate("3/2m"), Ok(Rate { count: 3, window: 120 }));
-        assert_eq!(parse_rate("50/d"), Ok(Rate { count: 50, window: 86400 }));
-        for bad in ["", "10", "0/m", "x/m", "10/", "10/q", "10/0s", "10/99d", "-1/m", "10/m ", "1/99999999999999999999s"] {
+        assert_eq!(
+            parse_rate("10/m"),
+            Ok(Rate {
+                count: 10,
+                window: 60
+            })
+        );
+        assert_eq!(
+            parse_rate("5/10s"),
+            Ok(Rate {
+                count: 5,
+                window: 10
+            })
+        );
+        assert_eq!(
+            parse_rate("100/h"),
+            Ok(Rate {
+                count: 100,
+                window: 3600
+            })
+        );
+        assert_eq!(
+            parse_rate("3/2m"),
+            Ok(Rate {
+                count: 3,
+                window: 120
+            })
+        );
+        assert_eq!(
+            parse_rate("50/d"),
+            Ok(Rate {
+                count: 50,
+                window: 86400
+            })
+        );
+        for bad in [
+            "",
+            "10",
+            "0/m",
+            "x/m",
+            "10/",
+            "10/q",
+            "10/0s",
+            "10/99d",
+            "-1/m",
+            "10/m ",
+            "1/99999999999999999999s",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn ip_limit_refuses_with_growing_wait_then_recovers_after_the_window() {
+    fn parallel_admissions_are_bounded_by_the_limit() {
+        let r = region(1 << 14);
+        let l = Limiter::new(&r, cfg("5/m", "1000/m", 0)).unwrap();
+        let a = ip("192.0.2.1");
+        let start = Barrier::new(60);
+        let results: Vec<Result<Ticket, Refusal>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..60)
+                .map(|i| {
+                    let (l, start) = (&l, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        let user = format!("user{i}");
+                        assert!(l.banned(a, &user, 100).is_none());
+                        l.admit(a, &user, format!("pw{i}").as_bytes(), 100)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let (admitted, refusals): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+        assert_eq!(admitted.len(), 5, "exactly the limit is verified");
+        for r in &refusals {
+            let Err(r) = r else { unreachable!() };
+            assert!(r.wait >= 1, "{r:?}");
+            assert!(
+                r.reason.contains("in progress") && r.reason.contains("192.0.2.1"),
+                "{r:?}"
+            );
+        }
+        assert_eq!(l.stats().refused_ip, 55);
+        assert_eq!(l.stats().refused_user, 0);
+        // in flight, not failed yet: no ban, but no sixth verification either
+        assert!(l.banned(a, "x", 101).is_none());
+        assert!(l.admit(a, "x", b"p", 101).is_err());
+        for t in admitted {
+            l.settle(t.unwrap(), Settle::Failure { password: b"wrong" }, 101);
+        }
+        let ban = l.banned(a, "x", 102).expect("five failures ban");
+        assert!(
+            ban.reason
+                .contains("failed logins from 192.0.2.1 (limit 5/60s)"),
+            "{ban:?}"
+        );
+        assert!(l.admit(a, "x", b"p", 102).is_err());
+    }
+
+    #[test]
+    fn full_logins_from_many_threads_verify_at_most_the_limit() {
+        let r = region(1 << 14);
+        let l = Limiter::new(&r, cfg("5/m", "1000/m", 0)).unwrap();
+        let a = ip("192.0.2.2");
+        let verified = AtomicU64::new(0);
+        let start = Barrier::new(60);
+        std::thread::scope(|s| {
+            for i in 0..60 {
+                let (l, start, verified) = (&l, &start, &verified);
+                s.spawn(move || {
+                    start.wait();
+                    for j in 0..10 {
+                        let user = format!("user{}", (i + j) % 13);
+                        let pw = format!("pw{i}-{j}");
+                        if l.banned(a, &user, 10).is_some() {
+                            continue;
+                        }
+                        if let Ok(t) = l.admit(a, &user, pw.as_bytes(), 10) {
+                            verified.fetch_add(1, Ordering::Relaxed);
+                            std::thread::yield_now();
+                            l.settle(
+                                t,
+                                Settle::Failure {
+                                    password: pw.as_bytes(),
+                                },
+                                10,
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(verified.load(Ordering::Relaxed), 5);
+        assert_eq!(l.stats().refused_ip, 595);
+        assert!(refused(&l, a, "x", 11).is_some());
+    }
+
+    #[test]
+    fn success_and_neutral_give_attempts_back() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
+        let a = ip("192.0.2.3");
+        let t1 = l.admit(a, "alice", b"pw", 0).unwrap();
+        let t2 = l.admit(a, "alice", b"pw", 0).unwrap();
+        assert!(t1.counted() && !t1.evicted_ban());
+        let third = l.admit(a, "alice", b"pw", 0).unwrap_err();
+        assert_eq!(third.wait, 1);
+        l.settle(t1, Settle::Success, 1);
+        let t3 = l
+            .admit(a, "alice", b"pw", 1)
+            .expect("a success gives its attempt back");
+        l.settle(t2, Settle::Neutral, 2);
+        let t4 = l.admit(ip("192.0.2.4"), "bob", b"pw", 2).unwrap();
+        let t5 = l
+            .admit(a, "carol", b"pw", 2)
+            .expect("a neutral outcome gives its attempt back");
+        l.settle(t3, Settle::Success, 3);
+        l.settle(t4, Settle::Neutral, 3);
+        l.settle(t5, Settle::Success, 3);
+        // any number of successful logins and temporary failures in a window
+        for t in 0..50 {
+            login(&l, a, "alice", Settle::Success, 10 + t).unwrap();
+            login(&l, a, "alice", Settle::Neutral, 10 + t).unwrap();
+        }
+        // a freed counter keeps nothing: two failures still fit in the window
+        fail_n(&l, a, "dave", 1, 70);
+        assert!(allowed(&l, a, "erin", 70));
+        fail_n(&l, a, "erin", 1, 70);
+        assert!(refused(&l, a, "frank", 71).is_some(), "2 of 2");
+        // a neutral outcome trusts nobody: the user limit refuses that IP like any other
+        let l = Limiter::new(&r, cfg("100/m", "1/h", 0)).unwrap();
+        let (x, y, z) = (ip("198.51.100.1"), ip("198.51.100.2"), ip("198.51.100.3"));
+        login(&l, x, "grace", Settle::Neutral, 0).unwrap();
+        login(&l, y, "grace", Settle::Success, 0).unwrap();
+        fail_n(&l, z, "grace", 1, 1);
+        assert!(refused(&l, x, "grace", 2).is_some());
+        assert!(refused(&l, y, "grace", 2).is_none(), "a success trusts");
+        assert_eq!(l.stats().refused_user, 1);
+    }
+
+    #[test]
+    fn the_failure_that_reaches_the_limit_bans_with_a_growing_wait() {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/60s", "100/m", 0)).unwrap();
         let a = ip("192.0.2.1");
         fail_n(&l, a, "u1", 2, 1000);
-        assert_eq!(l.check(a, "u2", 1001), Verdict::Allow, "2 of 3");
+        assert!(allowed(&l, a, "u2", 1001), "2 of 3");
         fail_n(&l, a, "u3", 1, 1001);
-        let v = l.check(a, "anyone", 1002);
-        assert!(matches!(&v, Verdict::Refuse { wait: 1, reason } if reason.contains("192.0.2.1")), "{v:?}");
-        let waits: Vec<_> = (0..8).map(|i| refused(l.check(a, "anyone", 1003 + i))).collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60].map(Some), "growing, capped");
-        assert_eq!(l.check(ip("192.0.2.2"), "anyone", 1010), Verdict::Allow, "other IPs unaffected");
-        assert!(refused(l.check(a, "x", 1059)).is_some(), "window 1000..1060");
-        assert_eq!(l.check(a, "x", 1060), Verdict::Allow, "recovered when the window ended");
-        assert_eq!(l.stats().refused_ip, 10);
+        let v = l.banned(a, "anyone", 1002).unwrap();
+        assert!(
+            v.wait == 1 && v.reason.contains("failed logins from 192.0.2.1"),
+            "{v:?}"
+        );
+        let waits: Vec<_> = (0..8).map(|i| refused(&l, a, "anyone", 1003 + i)).collect();
+        assert_eq!(
+            waits,
+            [2, 4, 8, 16, 32, 60, 60, 60].map(Some),
+            "growing, capped"
+        );
+        let v = l.admit(a, "anyone", b"p", 1011).unwrap_err();
+        assert_eq!(v.wait, 60, "admission refuses a banned source too: {v:?}");
+        assert!(
+            allowed(&l, ip("192.0.2.2"), "anyone", 1010),
+            "other IPs unaffected"
+        );
+        assert!(refused(&l, a, "x", 1059).is_some(), "window 1000..1060");
+        assert!(allowed(&l, a, "x", 1060), "recovered when the window ended");
+        assert_eq!(l.stats().refused_ip, 11);
         // a new window starts from scratch, waits too
         fail_n(&l, a, "u4", 3, 1100);
-        assert_eq!(refused(l.check(a, "x", 1101)), Some(1));
-    }
-
-    #[test]
-    fn failures_in_an_old_window_do_not_add_up() {
-        let r = region(1 << 12);
+        assert_eq!(refused(&l, a, "x", 1101), Some(1));
+        // failures of an old window do not add up
         let l = Limiter::new(&r, cfg("3/10s", "100/m", 0)).unwrap();
-        let a = ip("192.0.2.3");
+        let b = ip("192.0.2.3");
         for t in 0..10 {
-            fail_n(&l, a, &format!("u{t}"), 2, t * 10);
-            assert_eq!(l.check(a, "x", t * 10 + 1), Verdict::Allow);
+            fail_n(&l, b, &format!("u{t}"), 2, t * 10);
+            assert!(allowed(&l, b, "x", t * 10 + 1));
         }
     }
 
@@ -403,35 +894,72 @@ mod tests {
         let l = Limiter::new(&r, cfg("2/10s", "100/m", 300)).unwrap();
         let a = ip("192.0.2.9");
         fail_n(&l, a, "u", 2, 5);
-        assert!(refused(l.check(a, "u", 6)).is_some());
-        assert!(refused(l.check(a, "u", 304)).is_some(), "still banned (5 + 300)");
-        assert_eq!(l.check(a, "u", 305), Verdict::Allow);
+        assert!(refused(&l, a, "u", 6).is_some());
+        assert!(refused(&l, a, "u", 304).is_some(), "still banned (5 + 300)");
+        assert!(
+            l.admit(a, "u", b"p", 200).is_err(),
+            "windows rolled over, still banned"
+        );
+        assert!(allowed(&l, a, "u", 305));
         // a ban shorter than the window lasts until the window ends
         let l = Limiter::new(&r, cfg("100/m", "2/h", 60)).unwrap();
         fail_n(&l, ip("192.0.2.10"), "bob", 2, 0);
-        assert!(refused(l.check(ip("192.0.2.11"), "bob", 3599)).is_some());
-        assert_eq!(l.check(ip("192.0.2.11"), "bob", 3600), Verdict::Allow);
+        assert!(refused(&l, ip("192.0.2.11"), "bob", 3599).is_some());
+        assert!(allowed(&l, ip("192.0.2.11"), "bob", 3600));
         assert_eq!(l.stats().refused_user, 1);
+    }
+
+    #[test]
+    fn a_refund_for_an_old_window_is_ignored() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("1/m", "100/m", 0)).unwrap();
+        let a = ip("192.0.2.20");
+        let old = l.admit(a, "u", b"p", 0).unwrap();
+        assert!(l.admit(a, "u", b"p", 30).is_err());
+        let new = l.admit(a, "u", b"p", 60).expect("a new window");
+        l.settle(old.clone(), Settle::Success, 61);
+        assert!(
+            l.admit(a, "u", b"q", 62).is_err(),
+            "the new window's attempt is still counted"
+        );
+        l.settle(old.clone(), Settle::Neutral, 62);
+        l.settle(old, Settle::Failure { password: b"p" }, 62);
+        assert!(
+            l.banned(a, "u", 62).is_none(),
+            "an old window's failure does not count now"
+        );
+        assert!(l.admit(a, "u", b"q", 63).is_err());
+        l.settle(new, Settle::Neutral, 63);
+        assert!(allowed(&l, a, "u", 64));
+        // a slow failure that brings the limit in its own window still bans
+        let l = Limiter::new(&r, cfg("100/m", "1/m", 600)).unwrap();
+        let t = l.admit(ip("192.0.2.21"), "slow", b"p", 100).unwrap();
+        l.settle(t, Settle::Failure { password: b"p" }, 170);
+        assert!(
+            refused(&l, ip("192.0.2.22"), "slow", 171).is_some(),
+            "ban from 170 for 600 s"
+        );
+        assert!(refused(&l, ip("192.0.2.22"), "slow", 770).is_none());
     }
 
     #[test]
     fn ipv6_counts_per_64_and_v4_mapped_as_v4() {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("2/m", "100/m", 0)).unwrap();
-        l.record_failure(ip("2001:db8:1:2::1"), "u", b"a", 0);
-        l.record_failure(ip("2001:db8:1:2:ffff::9"), "u", b"b", 0);
-        let v = l.check(ip("2001:db8:1:2::77"), "x", 1);
-        assert!(matches!(&v, Verdict::Refuse { reason, .. } if reason.contains("2001:db8:1:2::/64")), "{v:?}");
-        assert_eq!(l.check(ip("2001:db8:1:3::1"), "x", 1), Verdict::Allow, "other /64");
-        l.record_failure(ip("::ffff:198.51.100.7"), "u", b"a", 0);
-        assert_eq!(l.check(ip("198.51.100.7"), "x", 1), Verdict::Allow);
-        l.record_failure(ip("198.51.100.7"), "u", b"b", 0);
-        let v = l.check(ip("::ffff:198.51.100.7"), "x", 1);
-        assert!(matches!(&v, Verdict::Refuse { reason, .. } if reason.contains("from 198.51.100.7 ")), "{v:?}");
-        assert!(refused(l.check(ip("198.51.100.7"), "x", 1)).is_some());
-        assert_eq!(l.check(ip("198.51.100.8"), "x", 1), Verdict::Allow);
+        fail(&l, ip("2001:db8:1:2::1"), "u", b"a", 0).unwrap();
+        fail(&l, ip("2001:db8:1:2:ffff::9"), "u", b"b", 0).unwrap();
+        let v = l.banned(ip("2001:db8:1:2::77"), "x", 1).unwrap();
+        assert!(v.reason.contains("2001:db8:1:2::/64"), "{v:?}");
+        assert!(allowed(&l, ip("2001:db8:1:3::1"), "x", 1), "other /64");
+        fail(&l, ip("::ffff:198.51.100.7"), "u", b"a", 0).unwrap();
+        assert!(allowed(&l, ip("198.51.100.7"), "x", 1));
+        fail(&l, ip("198.51.100.7"), "u", b"b", 0).unwrap();
+        let v = l.banned(ip("::ffff:198.51.100.7"), "x", 1).unwrap();
+        assert!(v.reason.contains("from 198.51.100.7 "), "{v:?}");
+        assert!(refused(&l, ip("198.51.100.7"), "x", 1).is_some());
+        assert!(allowed(&l, ip("198.51.100.8"), "x", 1));
         // a v4 address and a v6 /64 with the same leading bytes are different sources
-        assert_eq!(l.check(ip("c633:6407::"), "x", 1), Verdict::Allow);
+        assert!(allowed(&l, ip("c633:6407::"), "x", 1));
     }
 
     #[test]
@@ -440,32 +968,83 @@ mod tests {
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
         let a = ip("192.0.2.5");
         for t in 0..6 {
-            l.record_failure(a, "alice", b"stale-saved-password", t * 10);
+            fail(&l, a, "alice", b"stale-saved-password", t * 10).unwrap();
         }
-        assert_eq!(l.check(a, "alice", 55), Verdict::Allow, "6 repeats count 1");
-        l.record_failure(a, "alice", b"other1", 55);
-        assert_eq!(l.check(a, "alice", 55), Verdict::Allow, "2 of 3");
-        l.record_failure(a, "alice", b"other2", 56);
-        assert!(refused(l.check(a, "alice", 57)).is_some(), "3 of 3");
+        assert!(allowed(&l, a, "alice", 55), "6 repeats count 1");
+        let t = l.admit(a, "alice", b"stale-saved-password", 55).unwrap();
+        assert!(!t.counted(), "a repeat is admitted without counting");
+        l.settle(
+            t,
+            Settle::Failure {
+                password: b"stale-saved-password",
+            },
+            55,
+        );
+        fail(&l, a, "alice", b"other1", 55).unwrap();
+        assert!(allowed(&l, a, "alice", 55), "2 of 3");
+        fail(&l, a, "alice", b"other2", 56).unwrap();
+        assert!(refused(&l, a, "alice", 57).is_some(), "3 of 3");
         // a client retrying a stale password every 30 s for an hour: once, not 120 times
         let l = Limiter::new(&r, cfg("3/h", "3/h", 0)).unwrap();
         let b = ip("192.0.2.55");
         for t in 0..120 {
-            l.record_failure(b, "bert", b"stale-saved-password", 10_000 + t * 30);
+            fail(&l, b, "bert", b"stale-saved-password", 10_000 + t * 30).unwrap();
         }
-        assert_eq!(l.check(b, "bert", 13_600), Verdict::Allow);
+        assert!(allowed(&l, b, "bert", 13_600));
         // the same password from another IP, or for another user, is another failure
         let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
-        l.record_failure(ip("192.0.2.6"), "carol", b"pw", 0);
-        l.record_failure(ip("192.0.2.7"), "carol", b"pw", 0);
-        assert!(refused(l.check(ip("192.0.2.8"), "carol", 1)).is_some(), "user limit");
-        l.record_failure(ip("192.0.2.6"), "dave", b"pw", 0);
-        assert!(refused(l.check(ip("192.0.2.6"), "erin", 1)).is_some(), "ip limit");
+        fail(&l, ip("192.0.2.6"), "carol", b"pw", 0).unwrap();
+        fail(&l, ip("192.0.2.7"), "carol", b"pw", 0).unwrap();
+        assert!(
+            refused(&l, ip("192.0.2.8"), "carol", 1).is_some(),
+            "user limit"
+        );
+        fail(&l, ip("192.0.2.6"), "dave", b"pw", 0).unwrap();
+        assert!(
+            refused(&l, ip("192.0.2.6"), "erin", 1).is_some(),
+            "ip limit"
+        );
         // and after a pause longer than the window it counts again
         let l = Limiter::new(&r, cfg("2/m", "100/m", 0)).unwrap();
-        l.record_failure(ip("192.0.2.50"), "frank", b"pw", 0);
-        l.record_failure(ip("192.0.2.50"), "frank", b"pw", 100);
-        assert_eq!(l.check(ip("192.0.2.50"), "frank", 101), Verdict::Allow, "windows 0 and 100");
+        fail(&l, ip("192.0.2.50"), "frank", b"pw", 0).unwrap();
+        fail(&l, ip("192.0.2.50"), "frank", b"pw", 100).unwrap();
+        assert!(
+            allowed(&l, ip("192.0.2.50"), "frank", 101),
+            "windows 0 and 100"
+        );
+    }
+
+    #[test]
+    fn user_names_count_case_insensitively() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("100/m", "3/m", 0)).unwrap();
+        fail(&l, ip("203.0.113.1"), "Alice", b"a", 0).unwrap();
+        fail(&l, ip("203.0.113.2"), "ALICE", b"b", 0).unwrap();
+        fail(&l, ip("203.0.113.3"), "alice", b"c", 0).unwrap();
+        assert!(
+            refused(&l, ip("203.0.113.4"), "aLiCe", 1).is_some(),
+            "one account"
+        );
+        assert!(l.admit(ip("203.0.113.4"), "ALICE", b"d", 1).is_err());
+        fail(&l, ip("203.0.113.1"), "ÉMILE", b"a", 0).unwrap();
+        fail(&l, ip("203.0.113.2"), "Émile", b"b", 0).unwrap();
+        fail(&l, ip("203.0.113.3"), "émile", b"c", 0).unwrap();
+        assert!(
+            refused(&l, ip("203.0.113.4"), "éMILE", 1).is_some(),
+            "Unicode lower case"
+        );
+        // the fingerprint: the same stale password as Bob and as BOB counts once
+        fail(&l, ip("203.0.113.5"), "Bob", b"stale", 0).unwrap();
+        fail(&l, ip("203.0.113.5"), "BOB", b"stale", 0).unwrap();
+        fail(&l, ip("203.0.113.5"), "bob", b"other", 0).unwrap();
+        assert!(allowed(&l, ip("203.0.113.6"), "bob", 1), "2 of 3");
+        // trust: logged in as Carol, not locked out as CAROL
+        let owner = ip("192.0.2.10");
+        login(&l, owner, "Carol", Settle::Success, 0).unwrap();
+        fail_n(&l, ip("203.0.113.7"), "carol", 3, 1);
+        assert!(refused(&l, ip("203.0.113.8"), "CAROL", 2).is_some());
+        assert!(refused(&l, owner, "CAROL", 2).is_none());
+        assert!(l.admit(owner, "cArOl", b"pw", 2).is_ok());
     }
 
     #[test]
@@ -473,39 +1052,71 @@ mod tests {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/m", "3/m", 600)).unwrap();
         let owner = ip("192.0.2.10");
-        l.record_success(owner, "alice", 0);
+        login(&l, owner, "alice", Settle::Success, 0).unwrap();
         for i in 0..20 {
-            l.record_failure(ip(&format!("203.0.113.{i}")), "alice", b"guess", 10);
+            let _ = fail(&l, ip(&format!("203.0.113.{i}")), "alice", b"guess", 10);
         }
-        assert!(refused(l.check(ip("203.0.113.200"), "alice", 11)).is_some(), "others refused");
-        assert_eq!(l.check(owner, "alice", 11), Verdict::Allow, "the owner's IP is not locked out");
-        assert!(refused(l.check(owner, "bob", 11)).is_none());
+        assert!(
+            refused(&l, ip("203.0.113.200"), "alice", 11).is_some(),
+            "others refused"
+        );
+        assert!(l.admit(ip("203.0.113.200"), "alice", b"x", 11).is_err());
+        assert!(
+            refused(&l, owner, "alice", 11).is_none(),
+            "the owner's IP is not locked out"
+        );
+        assert!(allowed(&l, owner, "alice", 11));
+        assert!(refused(&l, owner, "bob", 11).is_none());
         // the owner's IP is still bound by its own per-IP limit
         fail_n(&l, owner, "alice", 3, 12);
-        assert!(refused(l.check(owner, "alice", 13)).is_some());
+        assert!(refused(&l, owner, "alice", 13).is_some());
+        // a trusted IP's failures do not count against the user
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("100/m", "2/m", 0)).unwrap();
+        login(&l, owner, "alice", Settle::Success, 0).unwrap();
+        fail_n(&l, owner, "alice", 5, 1);
+        assert!(allowed(&l, ip("192.0.2.11"), "alice", 2));
         // trust is per user and expires (24 h)
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("100/m", "1/d", 0)).unwrap();
-        l.record_success(owner, "alice", 0);
-        l.record_failure(ip("203.0.113.1"), "alice", b"x", 10);
-        assert_eq!(l.check(owner, "alice", 11), Verdict::Allow);
-        assert!(refused(l.check(ip("192.0.2.11"), "alice", 11)).is_some(), "another IP of the owner's");
-        assert!(refused(l.check(owner, "alice", 86_400)).is_some(), "trust expired");
+        login(&l, owner, "alice", Settle::Success, 0).unwrap();
+        fail(&l, ip("203.0.113.1"), "alice", b"x", 10).unwrap();
+        assert!(allowed(&l, owner, "alice", 11));
+        assert!(
+            refused(&l, ip("192.0.2.11"), "alice", 11).is_some(),
+            "another IP of the owner's"
+        );
+        assert!(
+            refused(&l, owner, "alice", 86_400).is_some(),
+            "trust expired"
+        );
     }
 
     #[test]
     fn without_a_client_ip_only_the_user_limit_applies() {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("1/m", "2/m", 0)).unwrap();
-        l.record_failure(None, "u", b"a", 0);
-        assert_eq!(l.check(None, "u", 1), Verdict::Allow);
-        l.record_failure(None, "u", b"b", 0);
-        assert!(refused(l.check(None, "u", 1)).is_some());
-        l.record_success(None, "u", 2);
-        assert!(refused(l.check(None, "u", 3)).is_some());
-        let l = Limiter::new(&r, LimitConfig { ip: None, user: None, ban: 0 }).unwrap();
+        fail(&l, None, "u", b"a", 0).unwrap();
+        assert!(allowed(&l, None, "u", 1));
+        fail(&l, None, "u", b"b", 0).unwrap();
+        assert!(refused(&l, None, "u", 1).is_some());
+        assert!(l.admit(None, "u", b"c", 1).is_err());
+        // no name: the IP limit only
+        fail(&l, ip("192.0.2.1"), "", b"a", 0).unwrap();
+        assert!(refused(&l, ip("192.0.2.1"), "", 1).is_some());
+        assert!(allowed(&l, ip("192.0.2.2"), "", 1));
+        let l = Limiter::new(
+            &r,
+            LimitConfig {
+                ip: None,
+                user: None,
+                ban: 0,
+            },
+        )
+        .unwrap();
         fail_n(&l, ip("192.0.2.1"), "u", 50, 0);
-        assert_eq!(l.check(ip("192.0.2.1"), "u", 1), Verdict::Allow, "no limits configured");
+        assert!(allowed(&l, ip("192.0.2.1"), "u", 1), "no limits configured");
+        assert!(!l.admit(ip("192.0.2.1"), "u", b"p", 1).unwrap().counted());
     }
 
     #[test]
@@ -515,18 +1126,23 @@ mod tests {
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
         for i in 0..1000u32 {
             let a = Some(IpAddr::from(i.to_be_bytes()));
-            l.record_failure(a, &format!("u{i}"), b"p", u64::from(i));
-            let _ = l.check(a, "x", u64::from(i));
-            l.record_success(a, "x", u64::from(i));
+            let now = u64::from(i);
+            let _ = fail(&l, a, &format!("u{i}"), b"p", now);
+            let _ = login(&l, a, "x", Settle::Success, now);
+            if let Ok(t) = l.admit(a, "y", b"p", now) {
+                l.settle(t.clone(), Settle::Neutral, now);
+                l.settle(t, Settle::Failure { password: b"p" }, now);
+            }
         }
         assert!(l.stats().evictions > 0);
         // still counts what it holds
         let a = ip("192.0.2.1");
         fail_n(&l, a, "v", 3, 2000);
-        assert!(refused(l.check(a, "w", 2001)).is_some());
+        assert!(refused(&l, a, "w", 2001).is_some());
         // extreme times do not overflow
         fail_n(&l, a, "v", 3, u64::MAX - 1);
-        let _ = l.check(a, "v", u64::MAX);
+        let _ = l.banned(a, "v", u64::MAX);
+        let _ = l.admit(a, "v", b"p", u64::MAX);
     }
 
     #[test]
@@ -539,16 +1155,117 @@ mod tests {
                 let l = &l;
                 s.spawn(move || {
                     for i in 0..100 {
-                        l.record_failure(a, &format!("user{}", i % 7), format!("t{t}-{i}").as_bytes(), 1);
-                        let _ = l.check(ip("192.0.2.78"), "x", 1);
+                        let pw = format!("t{t}-{i}");
+                        fail(l, a, &format!("user{}", i % 7), pw.as_bytes(), 1).unwrap();
+                        login(l, ip("192.0.2.78"), "x", Settle::Success, 1).unwrap();
                     }
                 });
             }
         });
         // exactly 400 counted: one more reaches 401 (a lost update would leave it allowed)
-        assert_eq!(l.check(a, "u", 2), Verdict::Allow, "400 of 401");
-        l.record_failure(a, "u", b"the 401st", 2);
-        assert!(refused(l.check(a, "u", 2)).is_some(), "401");
+        assert!(allowed(&l, a, "u", 2), "400 of 401");
+        fail(&l, a, "u", b"the 401st", 2).unwrap();
+        assert!(refused(&l, a, "u", 2).is_some(), "401");
         assert_eq!(l.stats().evictions, 0);
+    }
+
+    #[test]
+    fn live_bans_survive_a_flood_of_fresh_failures() {
+        // 32 KiB, the size that lost its bans to 400 fresh failures
+        let r = region(32 * 1024 / 8);
+        let l = Limiter::new(&r, cfg("5/m", "5/m", 3600)).unwrap();
+        let banned: Vec<_> = (0..20).map(|i| ip(&format!("192.0.2.{i}"))).collect();
+        for (i, &a) in banned.iter().enumerate() {
+            fail_n(&l, a, &format!("victim{i}"), 5, 0);
+            assert!(refused(&l, a, "x", 1).is_some());
+        }
+        // and one login in flight, from an IP at its limit
+        let slow = ip("192.0.2.200");
+        let one = Limiter::new(&r, cfg("1/h", "5/m", 3600)).unwrap();
+        let in_flight = one.admit(slow, "slow", b"p", 1).unwrap();
+        for i in 0..5000u32 {
+            let a = Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            fail(
+                &l,
+                a,
+                &format!("fresh{i}"),
+                b"guess",
+                2 + u64::from(i) / 100,
+            )
+            .unwrap();
+        }
+        let now = 60;
+        for (i, &a) in banned.iter().enumerate() {
+            assert!(refused(&l, a, "x", now).is_some(), "{a:?} still banned");
+            assert!(refused(&l, ip("198.51.100.1"), &format!("victim{i}"), now).is_some());
+        }
+        assert!(
+            one.admit(slow, "slow", b"p", now).is_err(),
+            "the attempt in flight is kept"
+        );
+        one.settle(in_flight, Settle::Neutral, now);
+        assert!(one.admit(slow, "slow", b"p", now).is_ok());
+        let st = l.stats();
+        assert!(st.evictions > 1000, "{st:?}");
+        assert_eq!(st.bans_evicted, 0);
+    }
+
+    #[test]
+    fn a_zone_of_live_bans_reports_evicting_one() {
+        // one probe window: every slot a live ban after 8 banned IPs
+        let r = region(min_words());
+        let l = Limiter::new(
+            &r,
+            LimitConfig {
+                ip: parse_rate("1/h").ok(),
+                user: None,
+                ban: 0,
+            },
+        )
+        .unwrap();
+        for i in 0..8u64 {
+            let a = ip(&format!("192.0.2.{i}"));
+            let t = l.admit(a, "u", b"p", i).unwrap();
+            assert!(!t.evicted_ban(), "{i}");
+            l.settle(t, Settle::Failure { password: b"p" }, i);
+        }
+        assert_eq!(l.stats().bans_evicted, 0);
+        for i in 0..8 {
+            assert!(
+                refused(&l, ip(&format!("192.0.2.{i}")), "u", 10 + i).is_some(),
+                "{i}"
+            );
+        }
+        let t = l.admit(ip("192.0.2.100"), "u", b"p", 20).unwrap();
+        assert!(t.evicted_ban(), "no room but a live ban's slot");
+        let st = l.stats();
+        assert_eq!((st.bans_evicted, st.evictions >= 1), (1, true), "{st:?}");
+        assert!(
+            refused(&l, ip("192.0.2.0"), "u", 21).is_none(),
+            "the least recently used ban"
+        );
+        // the fingerprint of its failure finds no room and gives way
+        l.settle(t, Settle::Failure { password: b"p" }, 21);
+        assert_eq!(l.stats().bans_evicted, 1);
+        assert!(refused(&l, ip("192.0.2.100"), "u", 22).is_some());
+    }
+
+    #[test]
+    fn tickets_are_plain_data_and_settle_hides_the_password() {
+        fn plain<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+        plain::<Ticket>();
+        plain::<Refusal>();
+        let d = format!(
+            "{:?}",
+            Settle::Failure {
+                password: b"s3cr3t"
+            }
+        );
+        assert!(!d.contains("s3cr3t") && d.contains("redacted"), "{d}");
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let t = l.admit(ip("192.0.2.1"), "Alice", b"s3cr3t", 0).unwrap();
+        let d = format!("{t:?}");
+        assert!(!d.contains("s3cr3t") && d.contains("alice"), "{d}");
     }
 }

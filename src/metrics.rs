@@ -47,6 +47,7 @@ pub struct Gauges {
     pub limiter_refused_ip: Option<u64>,
     pub limiter_refused_user: Option<u64>,
     pub limiter_evictions: Option<u64>,
+    pub limiter_bans_evicted: Option<u64>,
 }
 
 fn index_of(list: &[&str], v: &str) -> usize {
@@ -144,6 +145,9 @@ impl<'a> Metrics<'a> {
         if let Some(v) = g.limiter_evictions {
             counter(&mut o, "mail_auth_limiter_evictions_total", "Limiter entries evicted because its zone was full.", v);
         }
+        if let Some(v) = g.limiter_bans_evicted {
+            counter(&mut o, "mail_auth_limiter_bans_evicted_total", "Live bans dropped because the limiter zone held nothing else (the zone is too small).", v);
+        }
         if let Some(v) = g.cache_evictions {
             counter(&mut o, "mail_auth_cache_evictions_total", "Live cache entries pushed out because the zone was full.", v);
         }
@@ -190,7 +194,7 @@ mod tests {
         m.cache(false);
         m.verification(3_000_000);
         m.verification(800);
-        let g = Gauges { cache_evictions: Some(7), limiter_evictions: Some(2), ..Gauges::default() };
+        let g = Gauges { cache_evictions: Some(7), limiter_evictions: Some(2), limiter_bans_evicted: Some(0), ..Gauges::default() };
         let text = m.render(&g);
         for line in [
             "mail_auth_requests_total{protocol=\"imap\",method=\"plain\",result=\"ok\"} 2",
@@ -204,6 +208,7 @@ mod tests {
             "mail_auth_cache_misses_total 2",
             "mail_auth_cache_evictions_total 7",
             "mail_auth_limiter_evictions_total 2",
+            "mail_auth_limiter_bans_evicted_total 0",
             "mail_auth_verify_duration_seconds_bucket{le=\"0.00025\"} 0",
             "mail_auth_verify_duration_seconds_bucket{le=\"0.001\"} 1",
             "mail_auth_verify_duration_seconds_bucket{le=\"2.5\"} 1",

@@ -16,7 +16,8 @@
 //! One spinlock (word 0) guards all slot access; critical sections are a few word reads and
 //! writes (keys are hashed before locking). Open addressing with a probe window of `PROBE`
 //! slots: a key lives in one of the `PROBE` slots after `key % slots`; a new key takes an empty
-//! or dead slot of its window, else evicts the window's least recently used slot.
+//! or dead slot of its window, else evicts the window's least recently used slot (with
+//! `claim_with`: the least recently used of the least protected ones, as the caller ranks them).
 //!
 //! A worker that dies holding the lock cannot wedge the others: a waiter that has seen the same
 //! token for `STEAL_DEAD` (holder's pid gone from /proc) or `STEAL_ANY` (pid alive or unknown:
@@ -39,6 +40,18 @@ const USER_HEADER: usize = 6;
 pub const USER_WORDS: usize = HEADER - USER_HEADER;
 const STEAL_DEAD: Duration = Duration::from_millis(200);
 const STEAL_ANY: Duration = Duration::from_secs(2);
+
+/// How `Table::claim_with` got its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The key's own slot (data kept).
+    Found,
+    /// An empty or dead slot.
+    Free,
+    /// A live slot of another key was evicted; `rank` is the caller's rank of it (above 0
+    /// only when every live slot of the probe window ranked above 0).
+    Evicted { rank: u8 },
+}
 
 /// A fixed-slot table over a shared region.
 pub struct Table<'a> {
@@ -182,7 +195,7 @@ impl<'a> Table<'a> {
     }
 
     fn window(&self, key: u64) -> impl Iterator<Item = &[AtomicU64]> + '_ {
-        let base = (key % self.slots as u64) as usize;
+        let base = self.home(key);
         (0..PROBE).map(move |p| self.slot(base + p))
     }
 
@@ -195,29 +208,63 @@ impl<'a> Table<'a> {
     /// least recently used one, which is evicted (the bool). A new slot is zeroed, keyed and
     /// stamped used at `now`; the caller sets its deadline (word 1) and data. `key` != 0.
     pub fn claim<'g>(&'g self, g: &Guard<'_, 'a>, key: u64, now: u64) -> (&'g [AtomicU64], bool) {
+        match self.claim_with(g, key, now, |_| 0, u8::MAX) {
+            Some((s, claim)) => (s, matches!(claim, Claim::Evicted { .. })),
+            // not reached: every slot ranks 0, below the limit
+            None => (self.take(key, self.slot(self.home(key)), now), true),
+        }
+    }
+
+    /// `claim` with protected slots: `rank` says how much a live slot of the probe window is
+    /// worth keeping (0: not at all; called under the lock, keep it cheap). The slot for `key`
+    /// is its own, else an empty or dead one, else the least recently used of the lowest-ranked
+    /// live slots, which is evicted (`Claim::Evicted` with its rank; a rank above 0 means the
+    /// window held nothing unprotected). Slots ranked `limit` or more are never evicted: `None`
+    /// if the window holds nothing else (nothing is changed then). A new slot is zeroed, keyed
+    /// and stamped used at `now`; the caller sets its deadline (word 1) and data. `key` != 0.
+    pub fn claim_with<'g>(
+        &'g self,
+        g: &Guard<'_, 'a>,
+        key: u64,
+        now: u64,
+        rank: impl Fn(&[AtomicU64]) -> u8,
+        limit: u8,
+    ) -> Option<(&'g [AtomicU64], Claim)> {
         if let Some(s) = self.find(g, key) {
             s[2].store(now, Ordering::Relaxed);
-            return (s, false);
+            return Some((s, Claim::Found));
         }
-        let mut pick: Option<(&[AtomicU64], u64)> = None;
-        let mut evicted = true;
+        // (rank, last used) of the best victim so far
+        let mut pick: Option<(&[AtomicU64], u8, u64)> = None;
         for s in self.window(key) {
             if s[0].load(Ordering::Relaxed) == 0 || s[1].load(Ordering::Relaxed) <= now {
-                (pick, evicted) = (Some((s, 0)), false);
-                break;
+                return Some((self.take(key, s, now), Claim::Free));
+            }
+            let r = rank(s);
+            if r >= limit {
+                continue;
             }
             let used = s[2].load(Ordering::Relaxed);
-            if !matches!(pick, Some((_, u)) if u <= used) {
-                pick = Some((s, used));
+            if !matches!(pick, Some((_, pr, pu)) if (pr, pu) <= (r, used)) {
+                pick = Some((s, r, used));
             }
         }
-        let slot = pick.map_or_else(|| self.slot((key % self.slots as u64) as usize), |(s, _)| s);
+        let (s, rank, _) = pick?;
+        Some((self.take(key, s, now), Claim::Evicted { rank }))
+    }
+
+    fn home(&self, key: u64) -> usize {
+        (key % self.slots as u64) as usize
+    }
+
+    /// Zeroes `slot` and gives it to `key`, used at `now`.
+    fn take<'g>(&self, key: u64, slot: &'g [AtomicU64], now: u64) -> &'g [AtomicU64] {
         for w in &slot[1..] {
             w.store(0, Ordering::Relaxed);
         }
         slot[0].store(key, Ordering::Relaxed);
         slot[2].store(now, Ordering::Relaxed);
-        (slot, evicted)
+        slot
     }
 
     /// Marks a slot used at `now` (for eviction: least recently used goes first).
@@ -318,6 +365,53 @@ mod tests {
         assert_eq!((1..=10u64).filter(|k| t.find(&g, k * 8).is_some()).count(), 8);
         t.remove(&g, t.find(&g, 80).unwrap());
         assert!(t.find(&g, 80).is_none());
+    }
+
+    #[test]
+    fn claim_with_spares_ranked_slots() {
+        let r = region(HEADER + PROBE * 4);
+        let t = Table::new(&r, 4).unwrap();
+        let g = t.lock();
+        // word DATA holds the rank; keys 8..64 fill the one probe window, used at 1..8
+        for k in 1..=8u64 {
+            let (s, _) = t.claim(&g, k * 8, k);
+            s[1].store(1000, Ordering::Relaxed);
+            s[DATA].store(if k <= 3 { 2 } else { 1 }, Ordering::Relaxed);
+        }
+        t.find(&g, 48).unwrap()[DATA].store(0, Ordering::Relaxed);
+        let rank = |s: &[AtomicU64]| s[DATA].load(Ordering::Relaxed) as u8;
+        // the only unranked slot goes first, though others were used less recently
+        let (s, c) = t.claim_with(&g, 9 * 8, 20, rank, u8::MAX).unwrap();
+        assert_eq!(c, Claim::Evicted { rank: 0 });
+        s[1].store(1000, Ordering::Relaxed);
+        s[DATA].store(1, Ordering::Relaxed);
+        assert!(t.find(&g, 48).is_none());
+        // then the least recently used of the lowest rank (key 32, used at 4)
+        let (s, c) = t.claim_with(&g, 10 * 8, 21, rank, u8::MAX).unwrap();
+        assert_eq!(c, Claim::Evicted { rank: 1 });
+        s[1].store(1000, Ordering::Relaxed);
+        s[DATA].store(2, Ordering::Relaxed);
+        assert!(t.find(&g, 32).is_none() && t.find(&g, 8).is_some());
+        // a limit keeps ranked slots: nothing below it, nothing claimed
+        for k in [40, 56, 64, 72] {
+            t.find(&g, k).unwrap()[DATA].store(2, Ordering::Relaxed);
+        }
+        assert!(t.claim_with(&g, 11 * 8, 22, rank, 2).is_none());
+        assert!(t.find(&g, 88).is_none());
+        let held = (1..=10u64).filter(|k| t.find(&g, k * 8).is_some()).count();
+        assert_eq!(held, 8);
+        // own slot, then dead slots before any eviction
+        let (s, c) = t.claim_with(&g, 8, 23, rank, 0).unwrap();
+        assert_eq!((c, s[DATA].load(Ordering::Relaxed)), (Claim::Found, 2));
+        t.find(&g, 16).unwrap()[1].store(30, Ordering::Relaxed);
+        let (s, c) = t.claim_with(&g, 11 * 8, 30, rank, 0).unwrap();
+        assert_eq!(c, Claim::Free);
+        s[1].store(1000, Ordering::Relaxed);
+        s[DATA].store(2, Ordering::Relaxed);
+        // everything ranked, no limit: the least recently used is evicted all the same
+        let (_, c) = t.claim_with(&g, 12 * 8, 31, rank, u8::MAX).unwrap();
+        assert_eq!(c, Claim::Evicted { rank: 2 });
+        assert!(t.find(&g, 24).is_none(), "key 24, used at 3");
     }
 
     #[test]

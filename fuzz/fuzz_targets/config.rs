@@ -4,14 +4,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::{config, engine, limiter, protocol};
+use ngx_http_mail_auth_module::{config, engine, limiter, protocol, smtp};
 
 fuzz_target!(|data: &[u8]| {
     let s = String::from_utf8_lossy(data);
     let _ = engine::subject_cn(&s);
-    if let Some(a) = engine::smtp_address(&s) {
-        assert!(!a.is_empty());
+    // a recipient that parses has an ASCII lower-case domain, printable when shown
+    if let Ok(r) = smtp::rcpt_target(&s) {
+        if let Some(d) = r.domain() {
+            assert!(!d.is_empty() && d.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()), "{d:?}");
+        }
+        assert!(!r.to_string().chars().any(char::is_control));
     }
+    let _ = smtp::mail_from(&s);
     if let Ok(d) = config::parse_domain(&s) {
         assert_eq!(d, d.to_ascii_lowercase());
     }

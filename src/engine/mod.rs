@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 pub use decide::{accept, begin, finish, lookup, Step};
 pub use methods::subject_cn;
 pub use outcome::{AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_RELAY_CODE, SMTP_TEMP_CODE};
-pub use relay::smtp_address;
 pub use verify::{Gate, Pending, VerifyResult, DEFAULT_TEMPLATE};
 
 use crate::cache::{Cache, CacheKey};
@@ -136,22 +135,28 @@ pub struct Decision {
     pub trace: Vec<String>,
 }
 
-/// The debug trace of a request's steps: formatted only when asked for.
+/// The debug trace of a request's steps (formatted only when asked for), and the warnings met
+/// on the way.
 #[derive(Debug, Default)]
 struct Trace {
     on: bool,
     lines: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Trace {
     fn new(ctx: Ctx) -> Trace {
-        Trace { on: ctx.debug, lines: Vec::new() }
+        Trace { on: ctx.debug, ..Trace::default() }
     }
 
     fn step(&mut self, f: impl FnOnce() -> String) {
         if self.on {
             self.lines.push(f());
         }
+    }
+
+    fn warn(&mut self, line: String) {
+        self.warnings.push(line);
     }
 }
 
@@ -352,6 +357,11 @@ impl Engine {
             Some(r) => Err(r),
             None => limiter.admit(req.client_ip, &req.user, &req.pass, now).map(Some),
         };
+        if let Ok(Some(t)) = &refused {
+            if t.evicted_ban() {
+                trace.warn("mail_auth: the mail_auth_limit zone is full of live bans: one was dropped to count this attempt (make the zone bigger)".into());
+            }
+        }
         refused.map_err(|r| {
             trace.step(|| format!("limiter: {}", r.reason));
             outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason)
@@ -488,7 +498,7 @@ impl Engine {
     /// Counts the answer, and makes the log lines: the store's notices, then the decision.
     fn conclude(&self, fields: LogFields, o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
         self.count(Some(&fields), o.result, ctx);
-        let mut lines: Vec<(Level, String)> = Vec::new();
+        let mut lines: Vec<(Level, String)> = trace.warnings.into_iter().map(|w| (Level::Warn, w)).collect();
         if let Some(store) = &self.store {
             for n in store.take_notices() {
                 lines.push((n.level.into(), format!("mail_auth: {}", n.message)));

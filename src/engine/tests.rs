@@ -653,6 +653,10 @@ fn smtp_without_auth_relays_only_to_accepted_domains() {
         "RCPT TO:<bob@example.net>",
         "RCPT TO:<bob@evilexample.org>",
         "RCPT TO:<bob@example.org@evil.example>",
+        "RCPT TO:<\"x@example.org>\"@evil.com>",
+        "RCPT TO:<@example.org:u@evil.com>",
+        "RCPT TO:<u@[127.0.0.1]>",
+        "RCPT TO:<u@example.org>junk",
         "RCPT TO:<nodomain>",
         "RCPT TO:<>",
         "",
@@ -677,17 +681,6 @@ fn smtp_without_auth_relays_only_to_accepted_domains() {
     imap.protocol = Protocol::Imap;
     assert_eq!(decide(&c, &imap, &s).result, "relay-denied");
     assert_eq!(s.lookups.load(Ordering::SeqCst), 0);
-}
-
-#[test]
-fn smtp_addresses() {
-    assert_eq!(smtp_address("RCPT TO:<a@b>"), Some("a@b"));
-    assert_eq!(smtp_address("rcpt to: a@b SIZE=1"), Some("a@b"));
-    assert_eq!(smtp_address("mail FROM:<x@y> BODY=8BITMIME"), Some("x@y"));
-    assert_eq!(smtp_address("<a@b>"), Some("a@b"));
-    assert_eq!(smtp_address("RCPT TO:<a@b"), None);
-    assert_eq!(smtp_address("RCPT TO:"), None);
-    assert_eq!(smtp_address("MAIL FROM:<>"), None);
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         g.limiter_refused_ip = Some(s.refused_ip);
         g.limiter_refused_user = Some(s.refused_user);
         g.limiter_evictions = Some(s.evictions);
+        g.limiter_bans_evicted = Some(s.bans_evicted);
     }
     let body = metrics.render(&g);
 
