@@ -26,6 +26,11 @@ pub struct Query<'a> {
 /// optional routing/policy information (see DESIGN.md §2 and issue 4).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {
+    /// The account's name as the store knows it: the user field of its passwd-file line, the
+    /// SQLite query's `name` column (else the user asked for). Several spellings of one account
+    /// (a `COLLATE NOCASE` query) share it, so per-account counters use it. May be empty for
+    /// stores that do not set it (then the user asked for is meant).
+    pub name: String,
     /// Stored password in any supported scheme (`{SCHEME}...`, `$6$...`, `$2y$...`, ...).
     pub password: String,
     /// Per-user backend address (IP literal) and port.

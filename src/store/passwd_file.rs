@@ -321,6 +321,7 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
         return Err(format!("user \"{user}\": empty password field"));
     }
     let mut acct = Account {
+        name: user.to_string(),
         password: pass.to_string(),
         enabled: true,
         ..Account::default()
@@ -850,6 +851,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u, "x");
+        assert_eq!(a.name, "x", "the account's name is its user field");
         assert_eq!(
             a.backend_user.as_deref(),
             Some("real"),

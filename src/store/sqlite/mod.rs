@@ -21,7 +21,8 @@
 //! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method` (text; the IPs
 //! as `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
 //! names it, e.g. `plain`). Result columns the module understands (others are kept in
-//! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `enabled`,
+//! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `name` (the
+//! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
 //! `wait`.
 
@@ -38,7 +39,7 @@ use crate::policy::Cidr;
 use crate::protocol::{self, Protocol};
 
 /// The query used with the schema in `scripts/schema.sql`.
-pub const DEFAULT_QUERY: &str = "SELECT password, enabled, protocols, networks, server, port, \
+pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.
@@ -269,6 +270,8 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 ///   a bad one: Err.
 /// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
 /// - `port`: 1..65535; NULL = the backend's; otherwise Err.
+/// - `name`: the account's canonical name ([`Account::name`]); NULL/'' = not set (the lookup
+///   then uses the user asked for).
 /// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
 /// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
 /// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
@@ -322,9 +325,10 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
                     _ => return Err(format!("port: \"{v}\" is not 1..65535")),
                 })
             }
+            "name" if !v.is_empty() => a.name = v.to_string(),
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
-            "server" | "user" | "backend_pass" => {} // '' = not set
+            "name" | "server" | "user" | "backend_pass" => {} // '' = not set
             "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
             _ => a.extra.push((name.clone(), v.to_string())),
         }
@@ -350,9 +354,15 @@ impl Store for SqliteStore {
                 match row {
                     None => Ok(None),
                     Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
-                    Some((cols, false)) => map_row(&cols)
-                        .map(Some)
-                        .map_err(|e| self.err(format!("row for user \"{}\": {e}", user()))),
+                    Some((cols, false)) => match map_row(&cols) {
+                        Ok(mut a) => {
+                            if a.name.is_empty() {
+                                a.name = q.user.to_string();
+                            }
+                            Ok(Some(a))
+                        }
+                        Err(e) => Err(self.err(format!("row for user \"{}\": {e}", user()))),
+                    },
                 }
             }
             Err(cause) => {

@@ -305,3 +305,29 @@ fn wal_database_is_read_with_a_warning() {
     make_db(&db2, &[]);
     assert!(!is_wal(&db2));
 }
+
+#[test]
+fn account_name_from_the_name_column_else_the_user_asked_for() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"]);
+    let s = store(&db);
+    assert_eq!(s.lookup(&q("Alice")).unwrap().unwrap().name, "Alice", "default query returns name");
+    assert_eq!(s.lookup(&q("alice")).unwrap(), None);
+    // every spelling of one account names the same account
+    let nocase = "SELECT name, password FROM users WHERE name = :user COLLATE NOCASE";
+    let s = SqliteStore::new(db.to_str().unwrap(), nocase).unwrap();
+    for spelling in ["alice", "ALICE", "aLiCe", "Alice"] {
+        assert_eq!(s.lookup(&q(spelling)).unwrap().unwrap().name, "Alice", "{spelling}");
+    }
+    // an old query without a name column: the user asked for
+    let old = "SELECT password FROM users WHERE name = :user COLLATE NOCASE";
+    let s = SqliteStore::new(db.to_str().unwrap(), old).unwrap();
+    let a = s.lookup(&q("aLiCe")).unwrap().unwrap();
+    assert_eq!(a.name, "aLiCe");
+    assert!(a.extra.is_empty(), "{:?}", a.extra);
+    // NULL or '' name: the user asked for
+    let null = "SELECT NULLIF(name, name) AS name, password FROM users WHERE name = :user";
+    let s = SqliteStore::new(db.to_str().unwrap(), null).unwrap();
+    assert_eq!(s.lookup(&q("Alice")).unwrap().unwrap().name, "Alice");
+}
