@@ -39,7 +39,8 @@ use crate::policy::Cidr;
 use crate::protocol::{self, Protocol};
 
 /// The query used with the schema in `scripts/schema.sql`.
-pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
+pub const DEFAULT_QUERY: &str =
+    "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.

@@ -310,15 +310,26 @@ fn wal_database_is_read_with_a_warning() {
 fn account_name_from_the_name_column_else_the_user_asked_for() {
     let d = tmpdir();
     let db = d.join("u.db");
-    make_db(&db, &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"]);
+    make_db(
+        &db,
+        &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"],
+    );
     let s = store(&db);
-    assert_eq!(s.lookup(&q("Alice")).unwrap().unwrap().name, "Alice", "default query returns name");
+    assert_eq!(
+        s.lookup(&q("Alice")).unwrap().unwrap().name,
+        "Alice",
+        "default query returns name"
+    );
     assert_eq!(s.lookup(&q("alice")).unwrap(), None);
     // every spelling of one account names the same account
     let nocase = "SELECT name, password FROM users WHERE name = :user COLLATE NOCASE";
     let s = SqliteStore::new(db.to_str().unwrap(), nocase).unwrap();
     for spelling in ["alice", "ALICE", "aLiCe", "Alice"] {
-        assert_eq!(s.lookup(&q(spelling)).unwrap().unwrap().name, "Alice", "{spelling}");
+        assert_eq!(
+            s.lookup(&q(spelling)).unwrap().unwrap().name,
+            "Alice",
+            "{spelling}"
+        );
     }
     // an old query without a name column: the user asked for
     let old = "SELECT password FROM users WHERE name = :user COLLATE NOCASE";
