@@ -258,9 +258,10 @@ fn remember_hash_family(store: &dyn Store, stored: &str) {
     }
 }
 
-/// Frees the per-process state kept between requests (dummy-hash hints and dummy hashes); an
-/// nginx worker calls this as it exits.
+/// Frees the per-process state kept between requests (dummy-hash hints and dummy hashes) and
+/// stops the stores' watcher threads; an nginx worker calls this as it exits.
 pub fn release_process_state() {
+    crate::store::stop_watchers(std::time::Duration::from_secs(2));
     drop(std::mem::take(&mut *DUMMY.lock().unwrap_or_else(|e| e.into_inner())));
     scheme::release_dummy_hashes();
 }
