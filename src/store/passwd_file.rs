@@ -337,18 +337,18 @@ impl Shared {
     }
 
     /// Swaps `loaded` in (the old snapshot is freed here, not by a lookup, unless one still
-    /// holds it).
+    /// holds it). The notices come first: a request answered from the new snapshot logs them.
     fn install(&self, loaded: Loaded, how: &str) {
         let n = loaded.users.len();
-        let old = std::mem::replace(&mut *lock(&self.snapshot), Ok(Arc::new(loaded.users)));
-        drop(old);
-        self.events.bump();
         let mut notices = loaded.notices;
         notices.push(StoreNotice {
             level: NoticeLevel::Info,
             message: format!("{}: {how} {n} users", self.path.display()),
         });
         self.events.extend(notices);
+        let old = std::mem::replace(&mut *lock(&self.snapshot), Ok(Arc::new(loaded.users)));
+        drop(old);
+        self.events.bump();
     }
 
     /// Lookups fail with `cause` until the file is read again.
