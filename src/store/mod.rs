@@ -10,7 +10,7 @@ pub mod passwd_file;
 pub mod sqlite;
 pub(crate) mod watch;
 
-pub use watch::stop_watchers;
+pub use watch::{set_thread_start_hook, stop_watchers};
 
 use crate::protocol::{Method, Protocol};
 

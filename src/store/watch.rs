@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -219,6 +219,19 @@ struct Running {
     handle: JoinHandle<()>,
 }
 
+/// Run first by every watcher thread, see [`set_thread_start_hook`].
+static THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Sets a function every watcher thread runs before anything else (once per process; later
+/// calls are ignored). The nginx layer can block signals there, as nginx does in its own
+/// thread pool's threads: nginx's signal handlers expect to interrupt the event loop's thread.
+/// (Linux delivers a process-directed signal to the main thread when it does not block it and
+/// has none pending, so without the hook a watcher thread rarely gets one; its handler then
+/// only sets nginx's flags, which the event loop reads at its next wake-up.)
+pub fn set_thread_start_hook(hook: fn()) {
+    let _ = THREAD_START.set(hook);
+}
+
 /// The watcher threads started by this process (and, after a fork, by its parent: those are
 /// not running here and are left alone).
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -235,6 +248,9 @@ pub(crate) fn spawn(
         .name(THREAD_NAME.to_string())
         .stack_size(256 * 1024)
         .spawn(move || {
+            if let Some(hook) = THREAD_START.get() {
+                hook();
+            }
             while tick() {
                 if theirs.wait(interval) {
                     break;
@@ -327,6 +343,31 @@ mod tests {
         let after = n.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(n.load(Ordering::SeqCst), after, "no tick after stop");
+    }
+
+    #[test]
+    fn the_start_hook_runs_in_each_watcher_thread_before_its_first_tick() {
+        static HOOKED: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+        fn hook() {
+            lock(&HOOKED).push(std::thread::current().name().map(str::to_string));
+        }
+        set_thread_start_hook(hook);
+        let before_tick = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&before_tick);
+        spawn(Duration::from_millis(1), move || {
+            *lock(&seen) = Some(lock(&HOOKED).len());
+            false
+        })
+        .unwrap();
+        let t = Instant::now();
+        while lock(&before_tick).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock(&before_tick).unwrap() >= 1, "hook ran first");
+        assert!(lock(&HOOKED)
+            .iter()
+            .all(|n| n.as_deref() == Some(THREAD_NAME)));
     }
 
     #[test]
