@@ -144,6 +144,7 @@ impl FileWatch {
     }
 
     /// Identity of the file the store serves (`None`: nothing, or nothing usable).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn current(&self) -> Option<FileId> {
         self.current
     }
