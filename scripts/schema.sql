@@ -6,8 +6,11 @@
 -- Replacing the whole file by rename (build users.db.new, then mv) is picked up within a second.
 --
 -- The default query (mail_auth_sqlite_query) reads:
---   SELECT password, enabled, protocols, networks, server, port, backend_user AS user,
+--   SELECT name, password, enabled, protocols, networks, server, port, backend_user AS user,
 --          backend_pass, wait FROM users WHERE name = :user
+-- `name` is the account's own spelling: the brute-force limiter counts failures per account by
+-- it (a query with `WHERE name = :user COLLATE NOCASE` still counts one account once). A query
+-- without a `name` column uses the user name asked for.
 -- A NULL in an optional column means "not set". A value the module cannot use (port 0, a host
 -- name as server, a bad CIDR, enabled = 'maybe') refuses that user with a temporary failure and
 -- an error-log line; a NULL or empty password never verifies.

@@ -34,9 +34,6 @@ impl Store for Mem {
     fn take_notices(&self) -> Vec<StoreNotice> {
         Vec::new()
     }
-    fn generation(&self) -> u64 {
-        1
-    }
     fn describe(&self) -> String {
         "mem".into()
     }

@@ -62,9 +62,6 @@ impl Store for MemStore {
     fn take_notices(&self) -> Vec<StoreNotice> {
         Vec::new()
     }
-    fn generation(&self) -> u64 {
-        0
-    }
     fn timing_template(&self) -> Option<String> {
         self.template.clone()
     }

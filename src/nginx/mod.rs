@@ -77,7 +77,7 @@ pub static mut ngx_http_mail_auth_module: ngx_module_t = ngx_module_t {
 /// A worker exits: free what statics hold, before nginx unloads the module (valgrind would
 /// report it as lost, since the statics' memory goes away with the module).
 unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
-    guard((), crate::scheme::release_dummy_hashes)
+    guard((), || crate::store::stop_watchers(std::time::Duration::from_secs(2)))
 }
 
 /// Runs `f`, turning a panic into `on_panic` plus an alert in the cycle log: a bug in this module

@@ -78,6 +78,12 @@ impl Argon2<'_> {
         }
     }
 
+    /// Memory (KiB) times passes: the blocks one verification fills (the lanes share the
+    /// memory, and this crate fills them one after the other).
+    pub(super) fn work_kib(&self) -> u64 {
+        u64::from(self.params.m_cost()) * u64::from(self.params.t_cost())
+    }
+
     /// What makes two hashes cost the same: algorithm, memory, passes, lanes, output size.
     pub(super) fn params_key(&self) -> String {
         let p = &self.params;

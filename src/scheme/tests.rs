@@ -523,3 +523,88 @@ fn challenge_responses_check_against_plain_and_dovecot_cram_md5() {
     }
     assert!(matches!(verify_challenge(Challenge::Apop, "{NOPE}x", apop_salt, apop_resp), Err(ChallengeError::Scheme(_))));
 }
+
+/// `cost_estimate` orders schemes as their verification times do.
+#[test]
+fn cost_estimates_order_schemes_by_verification_time() {
+    let b =
+        |cost: u32| format!("$2y${cost:02}$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu");
+    let sha512 = find("sha512-crypt").stored;
+    let md5 = find("md5-crypt").stored;
+    let apr1 = find("apr1").stored;
+    let ssha = find("SSHA").stored;
+    let argon_64m = "$argon2id$v=19$m=65536,t=3,p=1$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
+    let argon_64m_t1 = "$argon2id$v=19$m=65536,t=1,p=4$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
+    let c = cost_estimate;
+    assert!(c(&b(12)) > c(&b(10)));
+    assert!(c(&b(10)) > c(sha512), "bcrypt 10 > sha512-crypt 5000");
+    assert!(c(sha512) > c(md5), "sha512-crypt 5000 > md5-crypt");
+    assert!(c(md5) > c(ssha), "md5-crypt > SSHA");
+    assert_eq!(c(md5), c(apr1), "apr1 is md5-crypt");
+    assert!(c(argon_64m) > c(&b(10)), "argon2 m=64MiB t=3 > bcrypt 10");
+    assert!(c(argon_64m) > c(argon_64m_t1), "passes count");
+    let rounds_50k = shacrypt::hash(b"x", 512, Some(50_000)).unwrap();
+    assert!(c(&rounds_50k) > c(sha512), "rounds count");
+    assert!(
+        c(sha512) > c(find("sha256-crypt").stored),
+        "SHA-512 rounds cost more here"
+    );
+    assert!(c(ssha) > 0 && c("{PLAIN}x") > 0 && c(&cram_md5_stored(b"x")) > 0);
+    for bad in [
+        "",
+        "garbage",
+        "$2y$99$x",
+        "{NOSUCH}x",
+        "$6$rounds=1x$salt$hash",
+        "!",
+    ] {
+        assert_eq!(c(bad), 0, "{bad:?}");
+    }
+    for v in supported() {
+        assert!(c(v.stored) > 0, "{} {}", v.scheme, v.stored);
+    }
+    assert_eq!(c(&b(31)), 55 << 31, "no overflow at the largest cost");
+}
+
+/// Prints measured verification times next to `cost_estimate` (run by hand on a new machine:
+/// `cargo test --release --lib cost_estimate_calibration -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn cost_estimate_calibration() {
+    let argon = |m: u32, t: u32, p: u32| {
+        let params = argon2::Params::new(m, t, p, None).unwrap();
+        let h = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        h.hash_password(b"x", &salt).unwrap().to_string()
+    };
+    let cases = [
+        blf::hash(b"x", 8).unwrap(),
+        blf::hash(b"x", 10).unwrap(),
+        shacrypt::hash(b"x", 512, None).unwrap(),
+        shacrypt::hash(b"x", 256, None).unwrap(),
+        shacrypt::hash(b"x", 512, Some(50_000)).unwrap(),
+        find("md5-crypt").stored.to_string(),
+        find("apr1").stored.to_string(),
+        find("SSHA").stored.to_string(),
+        find("SSHA512").stored.to_string(),
+        "{PLAIN}secret".to_string(),
+        argon(65536, 3, 1),
+        argon(65536, 1, 4),
+        argon(19456, 2, 1),
+    ];
+    for stored in &cases {
+        let n = if is_costly(stored) { 3 } else { 50 };
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = verify(stored, b"wrong");
+        }
+        let us = t.elapsed().as_micros() / n;
+        eprintln!(
+            "{:>8} µs measured {:>8} estimated  {}",
+            us,
+            cost_estimate(stored),
+            &stored[..stored.len().min(40)]
+        );
+    }
+}

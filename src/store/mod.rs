@@ -3,12 +3,14 @@
 //! Plain Rust: no nginx types here, so everything is unit-testable with `cargo test`.
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, MutexGuard};
 
 pub mod passwd_file;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub(crate) mod watch;
+
+pub use watch::{set_thread_start_hook, stop_watchers};
 
 use crate::protocol::{Method, Protocol};
 
@@ -26,6 +28,11 @@ pub struct Query<'a> {
 /// optional routing/policy information (see DESIGN.md §2 and issue 4).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {
+    /// The account's name as the store knows it: the user field of its passwd-file line, the
+    /// SQLite query's `name` column (else the user asked for). Several spellings of one account
+    /// (a `COLLATE NOCASE` query) share it, so per-account counters use it. May be empty for
+    /// stores that do not set it (then the user asked for is meant).
+    pub name: String,
     /// Stored password in any supported scheme (`{SCHEME}...`, `$6$...`, `$2y$...`, ...).
     pub password: String,
     /// Per-user backend address (IP literal) and port.
@@ -78,14 +85,12 @@ pub enum NoticeLevel {
 
 pub trait Store: Send + Sync {
     /// Looks the user up. `Ok(None)`: no such user. `Err`: the store is broken/unreachable.
-    /// May re-open/re-read the underlying file if it changed (mtime/inode/size).
+    /// Stores that [`may_block`](Store::may_block) may re-open their file here when it changed;
+    /// the others answer from memory (a watcher thread re-reads their file).
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError>;
 
     /// Messages gathered since the last call (load problems, reloads); the FFI layer logs them.
     fn take_notices(&self) -> Vec<StoreNotice>;
-
-    /// A number that changes whenever the store's content may have changed (used by the cache).
-    fn generation(&self) -> u64;
 
     /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
     fn describe(&self) -> String;
@@ -101,33 +106,6 @@ pub trait Store: Send + Sync {
     /// thread pool, never on nginx's event loop. In-memory stores answer `false`.
     fn may_block(&self) -> bool {
         false
-    }
-}
-
-/// What identifies a file's content for the stores' change detection: a replaced file (rename:
-/// new inode) or one edited in place (size, mtime, ctime) compares unequal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    ctime: i64,
-    ctime_nsec: i64,
-}
-
-impl FileId {
-    pub(crate) fn of(m: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-            ctime: m.ctime(),
-            ctime_nsec: m.ctime_nsec(),
-        }
     }
 }
 

@@ -8,8 +8,9 @@
 //!   (uid..shell are ignored; `extra_fields` is the rest of the line, ':' included, made of
 //!   space-separated `key=value` or bare `key` tokens).
 //!
-//! Blank lines and lines whose first non-blank character is `#` are skipped; CRLF line ends and
-//! a UTF-8 BOM are tolerated. A malformed line (not UTF-8, no ':', empty user, control
+//! Blank lines and lines whose first non-blank character is `#` are skipped (so is a user
+//! disabled by `mail-auth-user disable`, whose line starts with `#disabled# `); CRLF line ends
+//! and a UTF-8 BOM are tolerated. A malformed line (not UTF-8, no ':', empty user, control
 //! character in the user, empty password field, an extra field with a bad value) is skipped and
 //! reported as a [`StoreNotice`] `"path:line: reason"`; the first definition of a user wins and
 //! later ones are reported. User names are case-sensitive.
@@ -31,177 +32,345 @@
 //! A password whose scheme is unknown or malformed is reported at load (once per load); the
 //! user is kept and every login of it fails (result `scheme-error`).
 //!
-//! Reloading: `lookup` stats the file at most once per check interval (default 1 s) and re-reads
-//! it when (device, inode, size, mtime, ctime) changed, so both in-place edits and an atomic
-//! rename are picked up. If the file disappears or cannot be read, lookups fail with
-//! [`StoreError`] (a temporary failure, never stale data) until it is readable again.
-//! [`PasswdFile::open`] itself fails if the file cannot be read (a configuration-time error).
+//! In memory: the file's bytes once, plus a sorted index of (64-bit hash of the user name, where
+//! its line starts), 12 bytes per user; a lookup finds the line (comparing the name, so hash
+//! collisions are harmless) and parses that one line. Every line is parsed once at load, for
+//! the notices.
+//!
+//! Reloading: [`PasswdFile::open`] reads the file synchronously (a configuration-time error if it
+//! cannot, so `nginx -t` reports it). After that, [`Store::lookup`] never reads the file: it
+//! answers from the current snapshot, an immutable `Arc` swapped whole. In each process the first
+//! lookup starts a watcher thread (`mail-auth-watch`; nginx forks its workers after the
+//! configuration is loaded, and threads do not survive a fork), which `stat()`s the file every
+//! check interval (default 1 s) and, when (device, inode, size, mtime, ctime) changed, reads and
+//! parses it off the event loop, then swaps the snapshot in; the old snapshot answers meanwhile.
+//! Both in-place edits and an atomic rename are picked up. If the file disappears or cannot be
+//! read (missing, a directory, no permission), lookups fail with [`StoreError`] (a temporary
+//! failure, never stale data, never "no such user") from the next check on until it is readable
+//! again.
+//!
+//! That first lookup in a process also `stat()`s the file itself: the snapshot it inherited may
+//! be older than the check interval (a worker started long after the configuration was loaded).
+//! A missing or unreadable file fails closed at once; a changed file up to
+//! [`INLINE_RELOAD_MAX`] bytes is re-read right there (a few milliseconds), a bigger one makes
+//! lookups fail with a temporary failure until the watcher has read it, rather than answer from
+//! the old content. If the thread cannot be started, a notice says so and lookups check the
+//! file themselves, as a check interval of zero (tests) also does.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use super::{lock, Account, FileId, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
+use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
 use crate::policy::Cidr;
 use crate::protocol::{parse_server, Protocol};
+use crate::scheme;
 
 /// Default interval between two `stat()` calls on the file.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A file changed since the snapshot a new process inherited is re-read by its first lookup when
+/// it is at most this big (about 5000 users: a few milliseconds); see the module documentation.
+pub const INLINE_RELOAD_MAX: u64 = 256 * 1024;
+
 /// At most this many per-line notices per load; the rest are counted.
 const MAX_LINE_NOTICES: usize = 50;
 
-type Users = Arc<HashMap<String, Account>>;
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
-struct Inner {
-    /// The parsed file, or why it cannot be used.
-    users: Result<Users, String>,
-    /// Identity of the file `users` was read from.
-    id: Option<FileId>,
-    last_check: Option<Instant>,
+/// One loaded file: its bytes and the index of its accounts. Never changed once built.
+struct Users {
+    data: Box<[u8]>,
+    /// Hashes of the user names, sorted; `lines[i]` is where the line of `hashes[i]` starts.
+    hashes: Box<[u64]>,
+    lines: Box<[u32]>,
+    hasher: RandomState,
+    /// The stored password with the highest [`scheme::cost_estimate`].
+    template: Option<String>,
+}
+
+/// The line starting at `start`, without its line end.
+fn line_at(data: &[u8], start: usize) -> &[u8] {
+    let rest = &data[start.min(data.len())..];
+    let line = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => &rest[..end],
+        None => rest,
+    };
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The user field of a line: up to the first ':'.
+fn user_field(line: &[u8]) -> &[u8] {
+    match line.iter().position(|&b| b == b':') {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+impl Users {
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// The account of `user`: `None` if there is none, `Some(Err)` if its line no longer parses
+    /// (cannot happen: it was parsed at load).
+    fn get(&self, user: &str) -> Option<Result<Account, String>> {
+        let h = self.hasher.hash_one(user.as_bytes());
+        let first = self.hashes.partition_point(|&x| x < h);
+        for (&hash, &start) in self.hashes[first..].iter().zip(&self.lines[first..]) {
+            if hash != h {
+                break;
+            }
+            let line = line_at(&self.data, start as usize);
+            if user_field(line) == user.as_bytes() {
+                return Some(self.account(line));
+            }
+        }
+        None
+    }
+
+    fn account(&self, line: &[u8]) -> Result<Account, String> {
+        let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
+        parse_line(line, &mut Vec::new()).map(|(_, a)| a)
+    }
+
+    /// Every account, in no particular order.
+    fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
+        self.lines
+            .iter()
+            .map(|&start| self.account(line_at(&self.data, start as usize)))
+    }
+
+    /// Bytes held (the file and the index), for the memory estimate.
+    fn heap_bytes(&self) -> usize {
+        self.data.len() + self.hashes.len() * 8 + self.lines.len() * 4
+    }
+}
+
+/// What lookups answer from: the loaded file, or why there is none.
+type Snapshot = Result<Arc<Users>, String>;
+
+/// The store's state, shared with its watcher thread.
+struct Shared {
+    path: PathBuf,
+    snapshot: Mutex<Snapshot>,
+    /// The file's identity, the check interval and the broken state; held while checking or
+    /// re-reading (by the watcher thread, or by lookups without one).
+    watch: Mutex<FileWatch>,
+    events: Events,
+    /// The process that made its watcher (or decided to check inline); 0: none yet.
+    started_in: AtomicU32,
+    /// Lookups check the file themselves (no watcher thread in this process).
+    inline: AtomicBool,
+    /// This process's watcher thread.
+    stop: Mutex<Option<Arc<Stop>>>,
+    /// How many times a lookup looked at the file itself (tests check the watcher does it).
+    lookup_checks: AtomicU64,
 }
 
 /// An htpasswd / Dovecot passwd-file store, re-read when the file changes.
 pub struct PasswdFile {
-    path: PathBuf,
-    check_interval: Duration,
-    inner: Mutex<Inner>,
-    notices: Mutex<Vec<StoreNotice>>,
-    generation: AtomicU64,
+    shared: Arc<Shared>,
 }
 
+/// A file read and indexed.
 struct Loaded {
     id: FileId,
-    users: HashMap<String, Account>,
+    users: Users,
     notices: Vec<StoreNotice>,
 }
 
 impl PasswdFile {
-    /// Reads the file. Fails (configuration error) if it cannot be opened or read; malformed
-    /// lines are not an error but notices (see [`Store::take_notices`]).
-    pub fn open(path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let store = PasswdFile {
-            path,
-            check_interval: DEFAULT_CHECK_INTERVAL,
-            inner: Mutex::new(Inner {
-                users: Err("not loaded".to_string()),
-                id: None,
-                last_check: None,
-            }),
-            notices: Mutex::new(Vec::new()),
-            generation: AtomicU64::new(0),
-        };
-        let loaded = load(&store.path).map_err(|cause| store.error(cause))?;
-        let n = loaded.users.len();
-        {
-            let mut inner = lock(&store.inner);
-            inner.users = Ok(Arc::new(loaded.users));
-            inner.id = Some(loaded.id);
-            inner.last_check = Some(Instant::now());
-        }
-        store.generation.fetch_add(1, Ordering::SeqCst);
-        let mut notices = loaded.notices;
-        notices.push(StoreNotice {
-            level: NoticeLevel::Info,
-            message: format!("{}: loaded {} users", store.path.display(), n),
-        });
-        lock(&store.notices).extend(notices);
-        Ok(store)
+    /// How many times the file was (re)loaded: a witness of reloads for tests.
+    pub fn generation(&self) -> u64 {
+        self.shared.events.generation()
     }
 
-    /// Sets how often the file is checked for changes (0: on every lookup).
-    pub fn with_check_interval(mut self, interval: Duration) -> PasswdFile {
-        self.check_interval = interval;
+    /// Reads the file. Fails (configuration error) if it cannot be opened or read; malformed
+    /// lines are not an error but notices (see [`Store::take_notices`]). Starts no thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let loaded = load(&path).map_err(|cause| StoreError {
+            source: describe(&path),
+            cause,
+        })?;
+        let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
+        watch.set_current(Some(loaded.id));
+        let shared = Shared {
+            path,
+            snapshot: Mutex::new(Err("not loaded".to_string())),
+            watch: Mutex::new(watch),
+            events: Events::default(),
+            started_in: AtomicU32::new(0),
+            inline: AtomicBool::new(false),
+            stop: Mutex::new(None),
+            lookup_checks: AtomicU64::new(0),
+        };
+        shared.install(loaded, "loaded");
+        Ok(PasswdFile {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Sets how often the file is checked for changes. Zero: no watcher thread, every lookup
+    /// checks the file itself (for tests).
+    pub fn with_check_interval(self, interval: Duration) -> PasswdFile {
+        lock(&self.shared.watch).set_interval(interval);
         self
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// Number of accounts currently loaded (`None` while the file is unusable).
     pub fn user_count(&self) -> Option<usize> {
-        lock(&self.inner).users.as_ref().ok().map(|u| u.len())
+        self.snapshot().ok().map(|u| u.len())
+    }
+
+    /// Bytes the loaded file and its index take (`None` while the file is unusable).
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.snapshot().ok().map(|u| u.heap_bytes())
     }
 
     fn error(&self, cause: String) -> StoreError {
         StoreError {
-            source: self.describe(),
+            source: describe(&self.shared.path),
             cause,
         }
     }
 
-    fn notice(&self, level: NoticeLevel, message: String) {
-        lock(&self.notices).push(StoreNotice { level, message });
+    fn snapshot(&self) -> Snapshot {
+        lock(&self.shared.snapshot).clone()
     }
 
-    fn set_broken(&self, inner: &mut Inner, cause: String) {
-        if inner.users.as_ref().err() == Some(&cause) {
+    /// The first lookup in this process: checks the inherited snapshot and starts the watcher.
+    fn start(&self) {
+        let pid = std::process::id();
+        if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
-        self.notice(
-            NoticeLevel::Error,
-            format!(
-                "{}: {}; answering with a temporary failure",
-                self.path.display(),
-                cause
-            ),
-        );
-        inner.users = Err(cause);
-        inner.id = None;
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Re-reads the file if the check interval has passed and the file changed.
-    fn refresh(&self, inner: &mut Inner) {
-        let now = Instant::now();
-        if let Some(last) = inner.last_check {
-            if now.saturating_duration_since(last) < self.check_interval {
-                return;
-            }
+        let mut w = lock(&self.shared.watch);
+        if self.shared.started_in.load(Ordering::Acquire) == pid {
+            return;
         }
-        inner.last_check = Some(now);
-
-        let meta = match fs::metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) => {
-                self.set_broken(inner, format!("cannot stat: {e}"));
-                return;
+        self.shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
+        match w.look(true) {
+            Seen::NotDue | Seen::Same => {}
+            Seen::Gone(cause) => self.shared.set_broken(&mut w, cause),
+            Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => self.shared.reload(&mut w),
+            Seen::Changed(_) => self.shared.set_broken(
+                &mut w,
+                "changed since it was loaded, being re-read".to_string(),
+            ),
+        }
+        let interval = w.interval();
+        let inline = interval.is_zero() || {
+            let weak = Arc::downgrade(&self.shared);
+            match watch::spawn(interval, move || tick(&weak)) {
+                Ok(stop) => {
+                    *lock(&self.shared.stop) = Some(stop);
+                    false
+                }
+                Err(e) => {
+                    self.shared.events.push(
+                        NoticeLevel::Warn,
+                        format!(
+                            "{}: cannot start the {} thread ({e}); lookups check the file \
+                             themselves, and re-read it on nginx's event loop",
+                            self.shared.path.display(),
+                            watch::THREAD_NAME
+                        ),
+                    );
+                    true
+                }
             }
         };
-        if inner.users.is_ok() && inner.id == Some(FileId::of(&meta)) {
-            return;
+        self.shared.inline.store(inline, Ordering::Release);
+        self.shared.started_in.store(pid, Ordering::Release);
+    }
+}
+
+/// One round of the watcher thread; `false` once the store is gone.
+fn tick(shared: &Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    let mut w = lock(&shared.watch);
+    shared.check(&mut w, true);
+    true
+}
+
+fn describe(path: &Path) -> String {
+    format!("passwd file \"{}\"", path.display())
+}
+
+impl Shared {
+    /// Looks at the file (if due, or `force`) and re-reads it if it changed; `false` if it was
+    /// not due.
+    fn check(&self, w: &mut FileWatch, force: bool) -> bool {
+        match w.look(force) {
+            Seen::NotDue => return false,
+            Seen::Same => {}
+            Seen::Gone(cause) => self.set_broken(w, cause),
+            Seen::Changed(_) => self.reload(w),
         }
-        let was_broken = inner.users.is_err();
+        true
+    }
+
+    fn reload(&self, w: &mut FileWatch) {
         match load(&self.path) {
             Ok(loaded) => {
-                let n = loaded.users.len();
-                inner.users = Ok(Arc::new(loaded.users));
-                inner.id = Some(loaded.id);
-                self.generation.fetch_add(1, Ordering::SeqCst);
-                let mut notices = loaded.notices;
-                notices.push(StoreNotice {
-                    level: NoticeLevel::Info,
-                    message: format!(
-                        "{}: {} {} users",
-                        self.path.display(),
-                        if was_broken {
-                            "readable again, loaded"
-                        } else {
-                            "changed, reloaded"
-                        },
-                        n
-                    ),
-                });
-                lock(&self.notices).extend(notices);
+                w.set_current(Some(loaded.id));
+                let how = if w.recover() {
+                    "readable again, loaded"
+                } else {
+                    "changed, reloaded"
+                };
+                self.install(loaded, how);
             }
-            Err(cause) => self.set_broken(inner, cause),
+            Err(cause) => self.set_broken(w, cause),
+        }
+    }
+
+    /// Swaps `loaded` in (the old snapshot is freed here, not by a lookup, unless one still
+    /// holds it). The notices come first: a request answered from the new snapshot logs them.
+    fn install(&self, loaded: Loaded, how: &str) {
+        let n = loaded.users.len();
+        let mut notices = loaded.notices;
+        notices.push(StoreNotice {
+            level: NoticeLevel::Info,
+            message: format!("{}: {how} {n} users", self.path.display()),
+        });
+        self.events.extend(notices);
+        let old = std::mem::replace(&mut *lock(&self.snapshot), Ok(Arc::new(loaded.users)));
+        drop(old);
+        self.events.bump();
+    }
+
+    /// Lookups fail with `cause` until the file is read again.
+    fn set_broken(&self, w: &mut FileWatch, cause: String) {
+        w.set_current(None);
+        if w.fail(&self.events, &cause) {
+            let old = std::mem::replace(&mut *lock(&self.snapshot), Err(cause));
+            drop(old);
+            self.events.bump();
+        }
+    }
+}
+
+impl Drop for PasswdFile {
+    fn drop(&mut self) {
+        if let Some(stop) = lock(&self.shared.stop).take() {
+            stop.stop();
         }
     }
 }
@@ -215,7 +384,10 @@ fn load(path: &Path) -> Result<Loaded, String> {
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     f.read_to_end(&mut data)
         .map_err(|e| format!("cannot read: {e}"))?;
-    let (users, notices) = parse(&path.display().to_string(), &data);
+    if u32::try_from(data.len()).is_err() {
+        return Err("too big (4 GiB at most)".to_string());
+    }
+    let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice());
     Ok(Loaded {
         id: FileId::of(&meta),
         users,
@@ -321,6 +493,7 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
         return Err(format!("user \"{user}\": empty password field"));
     }
     let mut acct = Account {
+        name: user.to_string(),
         password: pass.to_string(),
         enabled: true,
         ..Account::default()
@@ -335,12 +508,17 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
     Ok((user.to_string(), acct))
 }
 
-/// Parses a whole file's content (`name` prefixes the notices): the users, first definition
-/// winning, and the notices for the log. (`pub` for the fuzz targets in fuzz/.)
-pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNotice>) {
-    let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
-    let mut users: HashMap<String, Account> = HashMap::new();
-    let mut first_line: HashMap<String, usize> = HashMap::new();
+/// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
+/// first definition of a user winning. `data` must be shorter than 4 GiB.
+fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
+    let hasher = RandomState::new();
+    let skip = if data.starts_with(BOM) { BOM.len() } else { 0 };
+    // (hash, line start) per account, the line numbers alongside; while loading only, the
+    // first account of each hash (a second name with the same hash is searched for in `entries`)
+    let mut entries: Vec<(u64, u32)> = Vec::new();
+    let mut line_numbers: Vec<u32> = Vec::new();
+    let mut first_of_hash: HashMap<u64, u32> = HashMap::new();
+    let mut template: Option<(u64, String)> = None;
     let mut notices = Vec::new();
     let mut suppressed = 0usize;
     let mut push = |notices: &mut Vec<StoreNotice>, level, msg: String| {
@@ -354,9 +532,12 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
         }
     };
 
-    for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+    let mut next = skip;
+    for (i, piece) in data[skip..].split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line_start = next;
+        next += piece.len() + 1;
+        let raw = piece.strip_suffix(b"\r").unwrap_or(piece);
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
             Err(_) => {
@@ -373,42 +554,60 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
             continue;
         }
         let mut warnings = Vec::new();
-        match parse_line(line, &mut warnings) {
-            Ok((user, acct)) => {
-                if let Some(first) = first_line.get(&user) {
-                    push(
-                        &mut notices,
-                        NoticeLevel::Warn,
-                        format!(
-                            "{name}:{lineno}: duplicate user \"{user}\" (first defined on line \
-                             {first}), line skipped"
-                        ),
-                    );
-                    continue;
-                }
-                if crate::scheme::scheme_name(&acct.password) == "unknown" {
-                    warnings.push(
-                        "unknown or malformed password scheme, this user cannot log in".to_string(),
-                    );
-                }
-                for w in warnings {
-                    push(
-                        &mut notices,
-                        NoticeLevel::Warn,
-                        format!("{name}:{lineno}: user \"{user}\": {w}"),
-                    );
-                }
-                first_line.insert(user.clone(), lineno);
-                users.insert(user, acct);
-            }
+        let (user, acct) = match parse_line(line, &mut warnings) {
+            Ok(parsed) => parsed,
             Err(reason) => {
                 push(
                     &mut notices,
                     NoticeLevel::Error,
                     format!("{name}:{lineno}: {reason}, line skipped"),
                 );
+                continue;
             }
+        };
+        let hash = hasher.hash_one(user.as_bytes());
+        let same_name = |&(h, s): &(u64, u32)| {
+            h == hash && user_field(line_at(&data, s as usize)) == user.as_bytes()
+        };
+        let earlier = match first_of_hash.get(&hash) {
+            None => None,
+            Some(&i) if same_name(&entries[i as usize]) => Some(i as usize),
+            // Another name with the same hash (rare): any earlier one of this name?
+            Some(_) => entries.iter().position(same_name),
+        };
+        if let Some(i) = earlier {
+            push(
+                &mut notices,
+                NoticeLevel::Warn,
+                format!(
+                    "{name}:{lineno}: duplicate user \"{user}\" (first defined on line {}), line \
+                     skipped",
+                    line_numbers[i]
+                ),
+            );
+            continue;
         }
+        let cost = scheme::cost_estimate(&acct.password);
+        if cost == 0 {
+            warnings
+                .push("unknown or malformed password scheme, this user cannot log in".to_string());
+        } else if template.as_ref().map_or(true, |(c, _)| cost > *c) {
+            template = Some((cost, acct.password));
+        }
+        for w in warnings {
+            push(
+                &mut notices,
+                NoticeLevel::Warn,
+                format!("{name}:{lineno}: user \"{user}\": {w}"),
+            );
+        }
+        // `data` is shorter than 4 GiB (checked by the caller), so are the offsets.
+        let at = u32::try_from(line_start).unwrap_or(u32::MAX);
+        first_of_hash
+            .entry(hash)
+            .or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+        entries.push((hash, at));
+        line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
     }
     if suppressed > 0 {
         notices.push(StoreNotice {
@@ -416,32 +615,66 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
             message: format!("{name}: {suppressed} more problems not shown"),
         });
     }
+    drop(first_of_hash);
+    drop(line_numbers);
+    entries.sort_unstable();
+    let users = Users {
+        hashes: entries.iter().map(|e| e.0).collect(),
+        lines: entries.iter().map(|e| e.1).collect(),
+        data,
+        hasher,
+        template: template.map(|(_, t)| t),
+    };
     (users, notices)
+}
+
+/// Parses a whole file's content (`name` prefixes the notices): the users, first definition
+/// winning, and the notices for the log, as the store reads them. (`pub` for the fuzz targets
+/// in fuzz/.)
+pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNotice>) {
+    if u32::try_from(data.len()).is_err() {
+        return (
+            HashMap::new(),
+            vec![StoreNotice {
+                level: NoticeLevel::Error,
+                message: format!("{name}: too big (4 GiB at most)"),
+            }],
+        );
+    }
+    let (users, notices) = index(name, data.into());
+    let map = users
+        .accounts()
+        .filter_map(Result::ok)
+        .map(|a| (a.name.clone(), a))
+        .collect();
+    (map, notices)
 }
 
 impl Store for PasswdFile {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
-        let users = {
-            let mut inner = lock(&self.inner);
-            self.refresh(&mut inner);
-            match &inner.users {
-                Ok(u) => Arc::clone(u),
-                Err(cause) => return Err(self.error(cause.clone())),
-            }
-        };
-        Ok(users.get(q.user).cloned())
+        self.start();
+        let shared = &self.shared;
+        if shared.inline.load(Ordering::Acquire) && shared.check(&mut lock(&shared.watch), false) {
+            shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
+        }
+        let users = self.snapshot().map_err(|cause| self.error(cause))?;
+        match users.get(q.user) {
+            None => Ok(None),
+            Some(Ok(a)) => Ok(Some(a)),
+            Some(Err(e)) => Err(self.error(format!("the line of this user: {e}"))),
+        }
     }
 
     fn take_notices(&self) -> Vec<StoreNotice> {
-        std::mem::take(&mut *lock(&self.notices))
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.shared.events.take()
     }
 
     fn describe(&self) -> String {
-        format!("passwd file \"{}\"", self.path.display())
+        describe(&self.shared.path)
+    }
+
+    fn timing_template(&self) -> Option<String> {
+        self.snapshot().ok().and_then(|u| u.template.clone())
     }
 }
 
@@ -449,9 +682,11 @@ impl Store for PasswdFile {
 mod tests {
     use super::*;
     use crate::protocol::Method;
+    use std::fs;
     use std::io::Write;
     use std::process::Command;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
 
     /// A private temporary directory, removed on drop.
     struct TempDir(PathBuf);
@@ -797,9 +1032,229 @@ mod tests {
         let s = PasswdFile::open(&p)
             .unwrap()
             .with_check_interval(Duration::from_secs(3600));
-        fs::remove_file(&p).unwrap();
-        // Within the interval the loaded data is used without touching the file.
+        // The first lookup in a process looks at the file and starts the watcher...
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}old");
+        // ... which looks again only after the interval: until then the loaded data is used.
+        std::thread::sleep(Duration::from_millis(50));
+        fs::remove_file(&p).unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}old");
+        assert_eq!(s.shared.lookup_checks.load(Ordering::SeqCst), 1);
+    }
+
+    /// Calls `f` until it returns `Some`, at most `limit`; the value and how long it took.
+    fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return (v, t.elapsed());
+            }
+            assert!(t.elapsed() < limit, "nothing after {limit:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn password(s: &PasswdFile, user: &str) -> Result<Option<String>, String> {
+        s.lookup(&q(user))
+            .map(|a| a.map(|a| a.password))
+            .map_err(|e| e.cause)
+    }
+
+    #[test]
+    fn watcher_follows_the_file_without_lookups_touching_it() {
+        const INTERVAL: Duration = Duration::from_millis(50);
+        // "within about two intervals", with room for a busy test machine
+        const SOON: Duration = Duration::from_millis(2 * 50 + 150);
+        let d = TempDir::new("watch");
+        let p = d.file("users", b"a:{PLAIN}old\n");
+        let s = PasswdFile::open(&p).unwrap().with_check_interval(INTERVAL);
+        let _ = messages(&s);
+        assert_eq!(password(&s, "a"), Ok(Some("{PLAIN}old".into())));
+        let checks = s.shared.lookup_checks.load(Ordering::SeqCst);
+        assert_eq!(checks, 1, "the first lookup in the process looked");
+        assert!(
+            !s.shared.inline.load(Ordering::SeqCst),
+            "a watcher thread runs"
+        );
+
+        // atomic replace, same size
+        fs::rename(d.file("new", b"a:{PLAIN}new\n"), &p).unwrap();
+        let ((), took) = eventually(SOON, || {
+            (password(&s, "a") == Ok(Some("{PLAIN}new".into()))).then_some(())
+        });
+        eprintln!("rename seen after {took:?}");
+        assert!(messages(&s)
+            .last()
+            .unwrap()
+            .ends_with(": changed, reloaded 1 users"));
+
+        // in-place edit
+        fs::write(&p, b"a:{PLAIN}new\nb:{PLAIN}added\n").unwrap();
+        eventually(SOON, || password(&s, "b").unwrap().map(|_| ()));
+
+        // deleted: fails closed, unknown users too
+        let g = s.generation();
+        fs::remove_file(&p).unwrap();
+        let (cause, _) = eventually(SOON, || password(&s, "a").err());
+        assert!(cause.starts_with("cannot stat: "), "{cause}");
+        assert!(password(&s, "zzz").is_err());
+        assert_eq!(s.user_count(), None);
+        assert!(s.generation() > g);
+        let n = s.take_notices();
+        assert_eq!(n.last().unwrap().level, NoticeLevel::Error, "{n:?}");
+
+        // a directory in its place
+        fs::create_dir(&p).unwrap();
+        eventually(SOON, || {
+            (password(&s, "a") == Err("not a regular file".into())).then_some(())
+        });
+        fs::remove_dir(&p).unwrap();
+
+        // truncated to half a line: loaded as it is (the user's hash is unusable)
+        fs::write(&p, b"a:{PLA").unwrap();
+        eventually(SOON, || {
+            (password(&s, "a") == Ok(Some("{PLA".into()))).then_some(())
+        });
+        assert!(messages(&s)
+            .iter()
+            .any(|m| m.ends_with(": readable again, loaded 1 users")));
+
+        assert_eq!(
+            s.shared.lookup_checks.load(Ordering::SeqCst),
+            checks,
+            "no lookup looked at the file: the watcher did"
+        );
+    }
+
+    fn big_file(users: usize, version: &str) -> Vec<u8> {
+        let mut data = Vec::with_capacity(users * 64);
+        for i in 0..users {
+            writeln!(
+                data,
+                "user{i}@example.com:{{SSHA}}{version}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA{i}"
+            )
+            .unwrap();
+        }
+        data
+    }
+
+    #[test]
+    fn lookups_answer_promptly_from_the_old_snapshot_while_a_big_file_is_re_read() {
+        let d = TempDir::new("slow");
+        let p = d.file("users", &big_file(200_000, "old"));
+        let s = PasswdFile::open(&p)
+            .unwrap()
+            .with_check_interval(Duration::from_millis(10));
+        let _ = messages(&s);
+        let old = Ok(Some(
+            "{SSHA}oldAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string(),
+        ));
+        let new = Ok(Some(
+            "{SSHA}newAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string(),
+        ));
+        assert_eq!(password(&s, "user7@example.com"), old);
+        let checks = s.shared.lookup_checks.load(Ordering::SeqCst);
+
+        let t = Instant::now();
+        fs::rename(d.file("new", &big_file(200_000, "new")), &p).unwrap();
+        let mut times = Vec::new();
+        loop {
+            let l = Instant::now();
+            let got = password(&s, "user7@example.com");
+            times.push(l.elapsed());
+            if got == new {
+                break;
+            }
+            assert_eq!(got, old);
+            let l = Instant::now();
+            assert_eq!(password(&s, "nobody"), Ok(None));
+            times.push(l.elapsed());
+            assert!(t.elapsed() < Duration::from_secs(30), "never re-read");
+        }
+        let reload = t.elapsed();
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        let (median, p999, slowest) = (at(0.5), at(0.999), at(1.0));
+        eprintln!(
+            "200k users re-read in {reload:?}; meanwhile {} lookups from the old snapshot: median \
+             {median:?}, 99.9% {p999:?}, slowest {slowest:?}",
+            times.len() - 1
+        );
+        assert!(
+            times.len() > 100,
+            "the old snapshot answered during the re-read"
+        );
+        // Each lookup takes microseconds. On a loaded test machine the scheduler may still
+        // stop the test thread for a while now and then; what must never happen is a lookup
+        // waiting for the re-read.
+        assert!(p999 < Duration::from_millis(5), "{p999:?}");
+        assert!(slowest < reload / 2, "{slowest:?} of {reload:?}");
+        assert_eq!(s.shared.lookup_checks.load(Ordering::SeqCst), checks);
+        assert_eq!(s.user_count(), Some(200_000));
+    }
+
+    #[test]
+    fn first_lookup_in_a_process_does_not_trust_an_old_snapshot() {
+        // (A forked nginx worker inherits the master's snapshot: the file may have changed
+        // long before its first lookup. Here, the same process stands in for it.)
+        let d = TempDir::new("first");
+        let small = d.file("small", b"a:{PLAIN}old\n");
+        let s = PasswdFile::open(&small).unwrap();
+        fs::write(&small, b"a:{PLAIN}new\n").unwrap();
+        assert_eq!(
+            password(&s, "a"),
+            Ok(Some("{PLAIN}new".into())),
+            "a small file is re-read at once"
+        );
+
+        let gone = d.file("gone", b"a:{PLAIN}old\n");
+        let s = PasswdFile::open(&gone).unwrap();
+        fs::remove_file(&gone).unwrap();
+        assert!(password(&s, "a").unwrap_err().starts_with("cannot stat: "));
+
+        let big = d.file("big", &big_file(20_000, "old"));
+        assert!(fs::metadata(&big).unwrap().len() > INLINE_RELOAD_MAX);
+        let s = PasswdFile::open(&big)
+            .unwrap()
+            .with_check_interval(Duration::from_millis(10));
+        fs::rename(d.file("big.new", &big_file(20_000, "new")), &big).unwrap();
+        let e = password(&s, "user1@example.com").unwrap_err();
+        assert_eq!(e, "changed since it was loaded, being re-read");
+        eventually(Duration::from_secs(10), || {
+            password(&s, "user1@example.com")
+                .ok()
+                .flatten()
+                .filter(|p| p.starts_with("{SSHA}new"))
+        });
+        let m = messages(&s);
+        assert!(
+            m.iter().any(|m| m.ends_with(
+                ": changed since it was loaded, being re-read; answering with a temporary failure"
+            )),
+            "{m:?}"
+        );
+        assert!(
+            m.last()
+                .unwrap()
+                .ends_with(": readable again, loaded 20000 users"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn dropping_the_store_ends_its_watcher() {
+        let d = TempDir::new("drop");
+        let p = d.file("users", b"a:{PLAIN}x\n");
+        let s = PasswdFile::open(&p)
+            .unwrap()
+            .with_check_interval(Duration::from_secs(3600));
+        s.lookup(&q("a")).unwrap();
+        let stop = lock(&s.shared.stop).clone().unwrap();
+        let weak = Arc::downgrade(&s.shared);
+        drop(s);
+        assert!(stop.is_stopped(), "told to stop");
+        eventually(Duration::from_secs(2), || {
+            (weak.strong_count() == 0).then_some(())
+        });
     }
 
     #[test]
@@ -850,6 +1305,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u, "x");
+        assert_eq!(a.name, "x", "the account's name is its user field");
         assert_eq!(
             a.backend_user.as_deref(),
             Some("real"),
@@ -871,5 +1327,143 @@ mod tests {
         let (_, a) = parse_line("x:{PLAIN}p:1000:1000", &mut w).unwrap();
         assert!(a.extra.is_empty());
         assert!(w.is_empty());
+    }
+
+    const BCRYPT_10: &str = "$2y$10$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu";
+    const BCRYPT_05: &str = "$2y$05$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu";
+
+    #[test]
+    fn timing_template_is_the_slowest_hash_of_the_file() {
+        let d = TempDir::new("template");
+        let mixed = format!(
+            "plain:{{PLAIN}}x\n\
+             ssha:{{SSHA}}mBgzdS52X9GjHSZgalOZKLWalEsWaMFs\n\
+             md5:$1$JIniQ6EM$UPKqJ6jKOfSQjZ8KcRYUM/\n\
+             b5:{BCRYPT_05}\n\
+             slow:{{BLF-CRYPT}}{BCRYPT_10}\n\
+             sha:$6$F1K6kIIbYyvP95Xs$LlK1Y/Ogqa1HNUka0bWeZE1O1rEieX7RnY8wr294cHVj57LJCRaZ/eVcq2s8mmO/aoNfEAjnz8tMan8qQkeMB/\n\
+             argon:$argon2id$v=19$m=19456,t=2,p=1$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo\n\
+             odd:{{NOSUCH}}xyz\n\
+             #disabled# off:$2y$31$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu\n\
+             b10:{BCRYPT_10}\n"
+        );
+        let p = d.file("users", mixed.as_bytes());
+        let s = open0(&p);
+        assert_eq!(
+            s.timing_template().as_deref(),
+            Some(format!("{{BLF-CRYPT}}{BCRYPT_10}").as_str()),
+            "the slowest (first of equals); unknown schemes and disabled lines do not count"
+        );
+        fs::write(&p, format!("a:{{PLAIN}}x\nb:{BCRYPT_05}\n")).unwrap();
+        assert!(s.lookup(&q("a")).unwrap().is_some());
+        assert_eq!(
+            s.timing_template().as_deref(),
+            Some(BCRYPT_05),
+            "follows reloads"
+        );
+        fs::write(&p, "odd:{NOSUCH}x\n").unwrap();
+        assert!(s.lookup(&q("a")).unwrap().is_none());
+        assert_eq!(s.timing_template(), None, "nothing usable");
+        fs::remove_file(&p).unwrap();
+        assert!(s.lookup(&q("a")).is_err());
+        assert_eq!(s.timing_template(), None);
+    }
+
+    #[test]
+    fn disabled_lines_are_comments() {
+        let d = TempDir::new("disabled");
+        let s = open0(&d.file(
+            "users",
+            b"#disabled# bob:{PLAIN}b\nalice:{PLAIN}a\n  #disabled# carol:{PLAIN}c\n",
+        ));
+        assert_eq!(s.user_count(), Some(1));
+        assert_eq!(s.lookup(&q("bob")).unwrap(), None);
+        assert_eq!(s.lookup(&q("#disabled# bob")).unwrap(), None);
+        assert_eq!(messages(&s).len(), 1, "no notices: comments");
+    }
+
+    #[test]
+    fn parse_agrees_with_the_store() {
+        let (users, notices) = parse("f", USERS.as_bytes());
+        assert_eq!(users.len(), 4);
+        assert_eq!(users["frank"].name, "frank");
+        assert!(notices.is_empty(), "{notices:?}");
+        let (users, notices) = parse("f", b"");
+        assert!(users.is_empty() && notices.is_empty());
+        let (users, _) = parse("f", b"\xef\xbb\xbfa:{PLAIN}x\na:{PLAIN}y");
+        assert_eq!(users["a"].password, "{PLAIN}x");
+    }
+
+    /// What the loaded form costs: the file's bytes plus 12 bytes of index per user.
+    #[test]
+    fn memory_per_user() {
+        let d = TempDir::new("mem");
+        let n = 100_000;
+        let mut data = String::with_capacity(n * 90);
+        for i in 0..n {
+            data.push_str(&format!("user{i:06}@example.com:{BCRYPT_10}\n"));
+        }
+        let s = open0(&d.file("users", data.as_bytes()));
+        let bytes = s.memory_bytes().unwrap();
+        assert_eq!(bytes, data.len() + 12 * n);
+        eprintln!(
+            "{n} users, {} bytes/line: {} bytes/user loaded",
+            data.len() / n,
+            bytes / n
+        );
+    }
+
+    /// Peak memory of loading a million users (run by hand, alone: it reads the process's
+    /// peak RSS): `cargo test --release --lib million -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn million_users_memory_and_time() {
+        fn status(key: &str) -> usize {
+            let s = fs::read_to_string("/proc/self/status").unwrap();
+            let line = s.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 1024
+        }
+        let d = TempDir::new("million");
+        let n = 1_000_000;
+        let mut data = Vec::with_capacity(n * 50);
+        for i in 0..n {
+            writeln!(
+                data,
+                "user{i:07}@example.com:{{SSHA}}AAAAAAAAAAAAAAAA{i:07}"
+            )
+            .unwrap();
+        }
+        let p = d.file("users", &data);
+        let size = data.len();
+        drop(data);
+        let rss0 = status("VmRSS:");
+        let t = Instant::now();
+        let s = PasswdFile::open(&p).unwrap();
+        let load = t.elapsed();
+        let rss1 = status("VmRSS:");
+        let peak = status("VmHWM:");
+        let t = Instant::now();
+        for i in (0..n).step_by(1000) {
+            assert!(s
+                .lookup(&q(&format!("user{i:07}@example.com")))
+                .unwrap()
+                .is_some());
+        }
+        let lookup = t.elapsed() / 1000;
+        eprintln!(
+            "{n} users, file {size} bytes ({} bytes/line): load {load:?}, lookup {lookup:?}; \
+             held {} bytes ({} bytes/user), RSS +{} bytes ({} bytes/user), peak RSS +{} bytes",
+            size / n,
+            s.memory_bytes().unwrap(),
+            s.memory_bytes().unwrap() / n,
+            rss1 - rss0,
+            (rss1 - rss0) / n,
+            peak.saturating_sub(rss0)
+        );
     }
 }

@@ -21,28 +21,34 @@
 //! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method` (text; the IPs
 //! as `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
 //! names it, e.g. `plain`). Result columns the module understands (others are kept in
-//! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `enabled`,
+//! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `name` (the
+//! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
 //! `wait`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{lock, Account, FileId, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::watch::{Events, FileId, FileWatch, Seen};
+use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
 use crate::policy::Cidr;
 use crate::protocol::{self, Protocol};
+use crate::scheme;
 
 /// The query used with the schema in `scripts/schema.sql`.
-pub const DEFAULT_QUERY: &str = "SELECT password, enabled, protocols, networks, server, port, \
+pub const DEFAULT_QUERY: &str =
+    "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.
 pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip", ":method"];
+
+/// At most this many rows of `users` are read for [`Store::timing_template`].
+pub const TEMPLATE_ROWS: u32 = 100_000;
 
 /// A stored password that never verifies (an unknown scheme: fails closed).
 const NO_PASSWORD: &str = "!";
@@ -52,19 +58,19 @@ type Row = Vec<(String, Option<String>)>;
 
 struct Inner {
     conn: Option<Connection>,
-    id: Option<FileId>,
-    last_check: Option<Instant>,
-    broken: Option<String>,
+    /// The file's identity (that of the open connection's file), broken state.
+    watch: FileWatch,
 }
 
 pub struct SqliteStore {
     path: PathBuf,
     sql: String,
-    check_interval: Duration,
     busy_timeout: Duration,
     inner: Mutex<Inner>,
-    notices: Mutex<Vec<StoreNotice>>,
-    generation: AtomicU64,
+    events: Events,
+    /// The slowest stored password of the default schema's `users` table, and the file it was
+    /// read from.
+    template: Mutex<(Option<FileId>, Option<String>)>,
 }
 
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
@@ -88,6 +94,35 @@ fn is_wal(path: &Path) -> bool {
     }
 }
 
+/// The slowest stored password (highest [`scheme::cost_estimate`]) of the default schema's
+/// `users.password` column, among its first [`TEMPLATE_ROWS`] rows; `None` without such a column.
+fn slowest_password(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let columns: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('users') WHERE lower(name) = 'password'",
+        [],
+        |r| r.get(0),
+    )?;
+    if columns == 0 {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare(&format!("SELECT password FROM users LIMIT {TEMPLATE_ROWS}"))?;
+    let mut rows = stmt.raw_query();
+    let mut slowest: Option<(u64, String)> = None;
+    while let Some(row) = rows.next()? {
+        let ValueRef::Text(t) = row.get_ref(0)? else {
+            continue;
+        };
+        let Ok(p) = std::str::from_utf8(t) else {
+            continue;
+        };
+        let cost = scheme::cost_estimate(p);
+        if cost > 0 && slowest.as_ref().map_or(true, |(c, _)| cost > *c) {
+            slowest = Some((cost, p.to_string()));
+        }
+    }
+    Ok(slowest.map(|(_, p)| p))
+}
+
 /// Checks the query's shape on a prepared statement: known named parameters only, and a
 /// `password` result column.
 fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
@@ -107,6 +142,11 @@ fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
 }
 
 impl SqliteStore {
+    /// How many times the database was (re)opened: a witness of reloads for tests.
+    pub fn generation(&self) -> u64 {
+        self.events.generation()
+    }
+
     /// Checks `sql` against the database at configuration time (`nginx -t`). `Ok(Some(w))`: the
     /// database does not exist yet, so only a warning; `Err`: a configuration error.
     pub fn check_query(path: &str, sql: &str) -> Result<Option<String>, String> {
@@ -129,20 +169,25 @@ impl SqliteStore {
         if sql.trim().is_empty() {
             return Err("empty query".into());
         }
+        let path = PathBuf::from(path);
+        let events = Events::default();
+        events.bump();
         Ok(SqliteStore {
-            path: PathBuf::from(path),
+            inner: Mutex::new(Inner {
+                conn: None,
+                watch: FileWatch::new(&path, Duration::from_secs(1)),
+            }),
+            path,
             sql: sql.to_string(),
-            check_interval: Duration::from_secs(1),
             busy_timeout: Duration::from_millis(100),
-            inner: Mutex::new(Inner { conn: None, id: None, last_check: None, broken: None }),
-            notices: Mutex::new(Vec::new()),
-            generation: AtomicU64::new(1),
+            events,
+            template: Mutex::new((None, None)),
         })
     }
 
     /// How often the file is stat()ed for replacement (default 1 s; 0 in tests).
-    pub fn with_check_interval(mut self, d: Duration) -> SqliteStore {
-        self.check_interval = d;
+    pub fn with_check_interval(self, d: Duration) -> SqliteStore {
+        lock(&self.inner).watch.set_interval(d);
         self
     }
 
@@ -152,39 +197,42 @@ impl SqliteStore {
         self
     }
 
+    /// Reads the timing template again when the file is not the one it was read from (a failure,
+    /// e.g. a locked database, is retried at the next lookup).
+    fn update_template(&self, conn: &Connection, id: Option<FileId>) {
+        let mut t = lock(&self.template);
+        if id.is_some() && t.0 == id {
+            return;
+        }
+        if let Ok(slowest) = slowest_password(conn) {
+            *t = (id, slowest);
+        }
+    }
+
     fn err(&self, cause: impl Into<String>) -> StoreError {
         StoreError { source: self.describe(), cause: cause.into() }
     }
 
     fn mark_broken(&self, inner: &mut Inner, cause: &str) {
         inner.conn = None;
-        if inner.broken.as_deref() != Some(cause) {
-            lock(&self.notices).push(StoreNotice {
-                level: NoticeLevel::Error,
-                message: format!("{}: {cause}; answering with a temporary failure", self.path.display()),
-            });
-        }
-        inner.broken = Some(cause.to_string());
+        inner.watch.fail(&self.events, cause);
     }
 
-    /// Notices a replaced or vanished file; drops the connection when the file changed.
+    /// Notices a replaced or vanished file (checked inline: lookups run on the thread pool);
+    /// drops the connection when the file changed.
     fn refresh(&self, inner: &mut Inner) -> Result<(), String> {
-        let now = Instant::now();
-        let due = !matches!(inner.last_check, Some(l) if now.saturating_duration_since(l) < self.check_interval);
-        if !due && inner.conn.is_some() {
-            return Ok(());
-        }
-        inner.last_check = Some(now);
-        let meta = std::fs::metadata(&self.path).map_err(|e| format!("cannot stat: {e}"))?;
-        let id = FileId::of(&meta);
-        if inner.id != Some(id) {
-            if inner.id.is_some() {
-                self.generation.fetch_add(1, Ordering::SeqCst);
+        match inner.watch.look(inner.conn.is_none()) {
+            Seen::NotDue | Seen::Same => Ok(()),
+            Seen::Gone(cause) => Err(cause),
+            Seen::Changed(id) => {
+                if inner.watch.current().is_some() {
+                    self.events.bump();
+                }
+                inner.watch.set_current(Some(id));
+                inner.conn = None;
+                Ok(())
             }
-            inner.id = Some(id);
-            inner.conn = None;
         }
-        Ok(())
     }
 
     /// The first row (lower-cased column name, value) and whether there were more. `Err`: the
@@ -194,19 +242,20 @@ impl SqliteStore {
         if inner.conn.is_none() {
             inner.conn = Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
             if is_wal(&self.path) {
-                lock(&self.notices).push(StoreNotice {
-                    level: NoticeLevel::Warn,
-                    message: format!(
+                self.events.push(
+                    NoticeLevel::Warn,
+                    format!(
                         "{}: database is in WAL mode: SQLite creates its -wal and -shm files next to it \
                          when missing; use PRAGMA journal_mode=DELETE for a purely read-only store",
                         self.path.display()
                     ),
-                });
+                );
             }
         }
         let Some(conn) = inner.conn.as_ref() else {
             return Err("no connection".into());
         };
+        self.update_template(conn, inner.watch.current());
         let mut stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         check_statement(&stmt)?;
         let client_ip = q.client_ip.map(|ip| ip.to_string());
@@ -269,6 +318,8 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 ///   a bad one: Err.
 /// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
 /// - `port`: 1..65535; NULL = the backend's; otherwise Err.
+/// - `name`: the account's canonical name ([`Account::name`]); NULL/'' = not set (the lookup
+///   then uses the user asked for).
 /// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
 /// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
 /// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
@@ -322,9 +373,10 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
                     _ => return Err(format!("port: \"{v}\" is not 1..65535")),
                 })
             }
+            "name" if !v.is_empty() => a.name = v.to_string(),
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
-            "server" | "user" | "backend_pass" => {} // '' = not set
+            "name" | "server" | "user" | "backend_pass" => {} // '' = not set
             "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
             _ => a.extra.push((name.clone(), v.to_string())),
         }
@@ -340,19 +392,25 @@ impl Store for SqliteStore {
         let mut inner = lock(&self.inner);
         match self.lookup_inner(&mut inner, q) {
             Ok(row) => {
-                if inner.broken.take().is_some() {
-                    lock(&self.notices).push(StoreNotice {
-                        level: NoticeLevel::Info,
-                        message: format!("{}: usable again", self.path.display()),
-                    });
+                if inner.watch.recover() {
+                    self.events.push(
+                        NoticeLevel::Info,
+                        format!("{}: usable again", self.path.display()),
+                    );
                 }
                 let user = || protocol::printable(q.user.as_bytes(), 64);
                 match row {
                     None => Ok(None),
                     Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
-                    Some((cols, false)) => map_row(&cols)
-                        .map(Some)
-                        .map_err(|e| self.err(format!("row for user \"{}\": {e}", user()))),
+                    Some((cols, false)) => match map_row(&cols) {
+                        Ok(mut a) => {
+                            if a.name.is_empty() {
+                                a.name = q.user.to_string();
+                            }
+                            Ok(Some(a))
+                        }
+                        Err(e) => Err(self.err(format!("row for user \"{}\": {e}", user()))),
+                    },
                 }
             }
             Err(cause) => {
@@ -363,11 +421,7 @@ impl Store for SqliteStore {
     }
 
     fn take_notices(&self) -> Vec<StoreNotice> {
-        std::mem::take(&mut *lock(&self.notices))
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.events.take()
     }
 
     fn describe(&self) -> String {
@@ -376,6 +430,12 @@ impl Store for SqliteStore {
 
     fn may_block(&self) -> bool {
         true
+    }
+
+    /// Read when a worker opens the database and whenever its file changed (on the thread
+    /// pool, with the lookup); `None` before the first lookup.
+    fn timing_template(&self) -> Option<String> {
+        lock(&self.template).1.clone()
     }
 }
 

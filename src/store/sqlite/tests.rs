@@ -1,5 +1,6 @@
 use std::net::IpAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use super::*;
 use crate::protocol::Method;
@@ -304,4 +305,98 @@ fn wal_database_is_read_with_a_warning() {
     let db2 = d.join("v.db");
     make_db(&db2, &[]);
     assert!(!is_wal(&db2));
+}
+
+#[test]
+fn account_name_from_the_name_column_else_the_user_asked_for() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"],
+    );
+    let s = store(&db);
+    assert_eq!(
+        s.lookup(&q("Alice")).unwrap().unwrap().name,
+        "Alice",
+        "default query returns name"
+    );
+    assert_eq!(s.lookup(&q("alice")).unwrap(), None);
+    // every spelling of one account names the same account
+    let nocase = "SELECT name, password FROM users WHERE name = :user COLLATE NOCASE";
+    let s = SqliteStore::new(db.to_str().unwrap(), nocase).unwrap();
+    for spelling in ["alice", "ALICE", "aLiCe", "Alice"] {
+        assert_eq!(
+            s.lookup(&q(spelling)).unwrap().unwrap().name,
+            "Alice",
+            "{spelling}"
+        );
+    }
+    // an old query without a name column: the user asked for
+    let old = "SELECT password FROM users WHERE name = :user COLLATE NOCASE";
+    let s = SqliteStore::new(db.to_str().unwrap(), old).unwrap();
+    let a = s.lookup(&q("aLiCe")).unwrap().unwrap();
+    assert_eq!(a.name, "aLiCe");
+    assert!(a.extra.is_empty(), "{:?}", a.extra);
+    // NULL or '' name: the user asked for
+    let null = "SELECT NULLIF(name, name) AS name, password FROM users WHERE name = :user";
+    let s = SqliteStore::new(db.to_str().unwrap(), null).unwrap();
+    assert_eq!(s.lookup(&q("Alice")).unwrap().unwrap().name, "Alice");
+}
+
+#[test]
+fn timing_template_is_the_slowest_password_of_the_users_table() {
+    let bcrypt_10 = "$2y$10$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu";
+    let bcrypt_05 = "$2y$05$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu";
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &[
+            "INSERT INTO users(name, password) VALUES ('a', '{PLAIN}a')",
+            &format!("INSERT INTO users(name, password) VALUES ('b', '{bcrypt_05}')"),
+            &format!("INSERT INTO users(name, password) VALUES ('c', '{{BLF-CRYPT}}{bcrypt_10}')"),
+            "INSERT INTO users(name, password) VALUES ('d', '$1$JIniQ6EM$UPKqJ6jKOfSQjZ8KcRYUM/')",
+            "INSERT INTO users(name, password) VALUES ('e', '{NOSUCH}x')",
+        ],
+    );
+    let s = store(&db);
+    assert_eq!(
+        s.timing_template(),
+        None,
+        "read by the worker, with its first lookup"
+    );
+    assert!(s.lookup(&q("nobody")).unwrap().is_none());
+    assert_eq!(
+        s.timing_template(),
+        Some(format!("{{BLF-CRYPT}}{bcrypt_10}"))
+    );
+
+    // replaced: read again
+    let tmp = d.join("u.db.new");
+    make_db(
+        &tmp,
+        &[&format!(
+            "INSERT INTO users(name, password) VALUES ('b', '{bcrypt_05}')"
+        )],
+    );
+    std::fs::rename(&tmp, &db).unwrap();
+    assert!(s.lookup(&q("b")).unwrap().is_some());
+    assert_eq!(s.timing_template().as_deref(), Some(bcrypt_05));
+
+    // another schema: not known
+    let other = d.join("o.db");
+    let c = Connection::open(&other).unwrap();
+    c.execute_batch(&format!(
+        "CREATE TABLE accounts(login TEXT, hash TEXT); \
+         INSERT INTO accounts VALUES ('x', '{bcrypt_10}');"
+    ))
+    .unwrap();
+    let s = SqliteStore::new(
+        other.to_str().unwrap(),
+        "SELECT hash AS password FROM accounts WHERE login = :user",
+    )
+    .unwrap();
+    assert!(s.lookup(&q("x")).unwrap().is_some());
+    assert_eq!(s.timing_template(), None);
 }

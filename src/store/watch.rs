@@ -1,0 +1,415 @@
+//! What the file-backed stores share: noticing that their file changed (its identity, the check
+//! interval), their broken/usable state, the notices and the generation that follow from it,
+//! and the per-process watcher threads that do the checking off nginx's event loop.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{lock, NoticeLevel, StoreNotice};
+
+/// The name of the watcher threads (as `top -H` and `ps -L` show it).
+pub(crate) const THREAD_NAME: &str = "mail-auth-watch";
+
+/// What identifies a file's content for change detection: a replaced file (rename: new inode)
+/// or one edited in place (size, mtime, ctime) compares unequal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileId {
+    pub(crate) fn of(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A store's notices (for nginx's error log) and generation, shared with its watcher thread.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    notices: Mutex<Vec<StoreNotice>>,
+    generation: AtomicU64,
+}
+
+impl Events {
+    pub(crate) fn push(&self, level: NoticeLevel, message: String) {
+        lock(&self.notices).push(StoreNotice { level, message });
+    }
+
+    pub(crate) fn extend(&self, notices: Vec<StoreNotice>) {
+        lock(&self.notices).extend(notices);
+    }
+
+    pub(crate) fn take(&self) -> Vec<StoreNotice> {
+        std::mem::take(&mut *lock(&self.notices))
+    }
+
+    /// The content may have changed.
+    pub(crate) fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// What [`FileWatch::look`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The check interval has not passed: the file was not looked at.
+    NotDue,
+    /// The file is the one the store serves.
+    Same,
+    /// Another file, or another content, than the one the store serves (or it serves none).
+    Changed(FileId),
+    /// `stat()` failed (the cause, for the log).
+    Gone(String),
+}
+
+/// One store's view of its file: the identity of what it serves, when it last looked, and why
+/// it is broken (once reported).
+#[derive(Debug)]
+pub(crate) struct FileWatch {
+    path: PathBuf,
+    interval: Duration,
+    last_check: Option<Instant>,
+    current: Option<FileId>,
+    broken: Option<String>,
+}
+
+impl FileWatch {
+    pub(crate) fn new(path: &Path, interval: Duration) -> FileWatch {
+        FileWatch {
+            path: path.to_path_buf(),
+            interval,
+            last_check: None,
+            current: None,
+            broken: None,
+        }
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub(crate) fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
+    /// `stat()`s the file if the check interval has passed since the last look (or `force`)
+    /// and compares it with what the store serves.
+    pub(crate) fn look(&mut self, force: bool) -> Seen {
+        let now = Instant::now();
+        if !force
+            && matches!(self.last_check,
+                Some(last) if now.saturating_duration_since(last) < self.interval)
+        {
+            return Seen::NotDue;
+        }
+        self.last_check = Some(now);
+        match fs::metadata(&self.path) {
+            Err(e) => Seen::Gone(format!("cannot stat: {e}")),
+            Ok(m) => {
+                let id = FileId::of(&m);
+                if self.current == Some(id) {
+                    Seen::Same
+                } else {
+                    Seen::Changed(id)
+                }
+            }
+        }
+    }
+
+    /// Identity of the file the store serves (`None`: nothing, or nothing usable).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn current(&self) -> Option<FileId> {
+        self.current
+    }
+
+    /// The store now serves file `id` (`None`: forget it, the next look finds a change).
+    pub(crate) fn set_current(&mut self, id: Option<FileId>) {
+        self.current = id;
+        self.last_check = Some(Instant::now());
+    }
+
+    /// The store cannot answer because of `cause`. Logs it (error level) unless it is the cause
+    /// already reported; `true` when it was logged (a new state).
+    pub(crate) fn fail(&mut self, events: &Events, cause: &str) -> bool {
+        if self.broken.as_deref() == Some(cause) {
+            return false;
+        }
+        events.push(
+            NoticeLevel::Error,
+            format!(
+                "{}: {cause}; answering with a temporary failure",
+                self.path.display()
+            ),
+        );
+        self.broken = Some(cause.to_string());
+        true
+    }
+
+    /// The store answers again; `true` if it was broken (the caller logs the recovery).
+    pub(crate) fn recover(&mut self) -> bool {
+        self.broken.take().is_some()
+    }
+}
+
+/// Stops one watcher thread: it waits on this between two checks.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    pub(crate) fn stop(&self) {
+        *lock(&self.stopped) = true;
+        self.wake.notify_all();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
+    /// Waits `d`, or less if stopped; `true` if stopped.
+    fn wait(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut stopped = lock(&self.stopped);
+        while !*stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            stopped = match self.wake.wait_timeout(stopped, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        *stopped
+    }
+}
+
+struct Running {
+    pid: u32,
+    stop: Arc<Stop>,
+    handle: JoinHandle<()>,
+}
+
+/// Run first by every watcher thread, see [`set_thread_start_hook`].
+static THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Sets a function every watcher thread runs before anything else (once per process; later
+/// calls are ignored). The nginx layer can block signals there, as nginx does in its own
+/// thread pool's threads: nginx's signal handlers expect to interrupt the event loop's thread.
+/// (Linux delivers a process-directed signal to the main thread when it does not block it and
+/// has none pending, so without the hook a watcher thread rarely gets one; its handler then
+/// only sets nginx's flags, which the event loop reads at its next wake-up.)
+pub fn set_thread_start_hook(hook: fn()) {
+    let _ = THREAD_START.set(hook);
+}
+
+/// The watcher threads started by this process (and, after a fork, by its parent: those are
+/// not running here and are left alone).
+static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+/// Starts a watcher thread: `tick` at once, then every `interval` until it returns `false` or
+/// the thread is stopped (by the returned [`Stop`] or [`stop_watchers`]).
+pub(crate) fn spawn(
+    interval: Duration,
+    mut tick: impl FnMut() -> bool + Send + 'static,
+) -> std::io::Result<Arc<Stop>> {
+    let stop = Arc::new(Stop::default());
+    let theirs = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name(THREAD_NAME.to_string())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            if let Some(hook) = THREAD_START.get() {
+                hook();
+            }
+            while tick() {
+                if theirs.wait(interval) {
+                    break;
+                }
+            }
+        })?;
+    let pid = std::process::id();
+    let mut running = lock(&RUNNING);
+    reap(&mut running, pid);
+    running.push(Running {
+        pid,
+        stop: Arc::clone(&stop),
+        handle,
+    });
+    Ok(stop)
+}
+
+/// Joins the finished threads of this process; forgets those of another (a parent's, before a
+/// fork: their handles mean nothing here).
+fn reap(running: &mut Vec<Running>, pid: u32) {
+    let mut i = 0;
+    while i < running.len() {
+        if running[i].pid != pid {
+            std::mem::forget(running.swap_remove(i));
+        } else if running[i].handle.is_finished() {
+            let _ = running.swap_remove(i).handle.join();
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Stops this process's watcher threads and waits up to `patience` for them (a thread in the
+/// middle of re-reading a big file finishes that first); what is still running then is left
+/// alone. An nginx worker calls this as it exits.
+pub fn stop_watchers(patience: Duration) {
+    let pid = std::process::id();
+    let mut running = std::mem::take(&mut *lock(&RUNNING));
+    for r in running.iter().filter(|r| r.pid == pid) {
+        r.stop.stop();
+    }
+    let deadline = Instant::now() + patience;
+    loop {
+        reap(&mut running, pid);
+        if running.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Still busy: detached (dropping a handle detaches its thread).
+    drop(running);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn watcher_ticks_at_once_then_every_interval_until_stopped() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = Arc::clone(&n);
+        let name = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&name);
+        let stop = spawn(Duration::from_millis(10), move || {
+            *lock(&seen) = std::thread::current().name().map(str::to_string);
+            m.fetch_add(1, Ordering::SeqCst) < 1000
+        })
+        .unwrap();
+        let t = Instant::now();
+        while n.load(Ordering::SeqCst) < 3 {
+            assert!(t.elapsed() < Duration::from_secs(5), "ticks");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(lock(&name).as_deref(), Some(THREAD_NAME));
+        stop.stop();
+        let t = Instant::now();
+        loop {
+            let r = lock(&RUNNING);
+            if !r
+                .iter()
+                .any(|r| Arc::ptr_eq(&r.stop, &stop) && !r.handle.is_finished())
+            {
+                break;
+            }
+            drop(r);
+            assert!(t.elapsed() < Duration::from_secs(2), "stopped promptly");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = n.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(n.load(Ordering::SeqCst), after, "no tick after stop");
+    }
+
+    #[test]
+    fn the_start_hook_runs_in_each_watcher_thread_before_its_first_tick() {
+        static HOOKED: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+        fn hook() {
+            lock(&HOOKED).push(std::thread::current().name().map(str::to_string));
+        }
+        set_thread_start_hook(hook);
+        let before_tick = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&before_tick);
+        spawn(Duration::from_millis(1), move || {
+            *lock(&seen) = Some(lock(&HOOKED).len());
+            false
+        })
+        .unwrap();
+        let t = Instant::now();
+        while lock(&before_tick).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock(&before_tick).unwrap() >= 1, "hook ran first");
+        assert!(lock(&HOOKED)
+            .iter()
+            .all(|n| n.as_deref() == Some(THREAD_NAME)));
+    }
+
+    #[test]
+    fn a_tick_returning_false_ends_the_thread() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = Arc::clone(&n);
+        spawn(Duration::from_millis(1), move || {
+            m.fetch_add(1, Ordering::SeqCst);
+            false
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn file_watch_identity_and_broken_state() {
+        let dir = std::env::temp_dir().join(format!("ngx-mail-auth-watch-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let events = Events::default();
+        let mut w = FileWatch::new(&p, Duration::from_secs(3600));
+        assert!(matches!(w.look(true), Seen::Gone(c) if c.starts_with("cannot stat: ")));
+        assert!(w.fail(&events, "cannot stat: gone"));
+        assert!(!w.fail(&events, "cannot stat: gone"), "reported once");
+        assert_eq!(events.take().len(), 1);
+        fs::write(&p, b"one").unwrap();
+        assert_eq!(w.look(false), Seen::NotDue, "within the interval");
+        let Seen::Changed(id) = w.look(true) else {
+            panic!("changed")
+        };
+        assert_eq!(id.size(), 3);
+        w.set_current(Some(id));
+        assert!(w.recover());
+        assert!(!w.recover());
+        assert_eq!(w.look(true), Seen::Same);
+        // same size, new inode
+        fs::write(dir.join("g"), b"two").unwrap();
+        fs::rename(dir.join("g"), &p).unwrap();
+        assert!(matches!(w.look(true), Seen::Changed(_)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
