@@ -23,9 +23,9 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
     };
     let sender = match req.smtp_from.as_deref().map(smtp::mail_from) {
         Some(Ok(Some(s))) => s.to_string(),
-        _ => String::new(),
+        _ => "<>".to_string(),
     };
-    let seen = format!("<{rcpt}> from <{sender}>");
+    let seen = format!("{rcpt} from {sender}");
     let accepted = match &rcpt {
         Recipient::Postmaster => true,
         Recipient::Mailbox { domain, .. } => smtp::domain_accepted(&cfg.relay_domains, domain),
