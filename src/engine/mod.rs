@@ -165,7 +165,7 @@ impl Trace {
 pub struct Job {
     req: AuthRequest,
     ctx: Ctx,
-    ticket: Option<Ticket>,
+    tickets: Vec<Ticket>,
     stage: Stage,
     trace: Trace,
 }
@@ -212,7 +212,7 @@ impl Job {
         let stage = std::mem::replace(&mut self.stage, Stage::Decide);
         let outcome = match stage {
             Stage::Decide => match engine.store.as_deref() {
-                Some(store) => match engine.lookup(&self.req, store, &mut self.trace) {
+                Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, &mut self.trace) {
                     Step::Answer(o) => o,
                     Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, &mut self.trace),
                 },
@@ -266,50 +266,50 @@ impl Engine {
         // SMTP without AUTH: the relay policy, whatever the store; the limiter does not count it.
         if req.method == Method::None {
             let o = relay::relay(&self.cfg, &req);
-            return Start::Done(self.conclude_req(&req, o, None, ctx, trace));
+            return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
         }
 
         // The limiter first: a refused source costs no lookup and no password check. Every
         // credential check that goes on holds a ticket until its outcome settles it.
-        let ticket = match self.admit(&req, &mut trace) {
-            Ok(t) => t,
-            Err(o) => return Start::Done(self.conclude_req(&req, o, None, ctx, trace)),
+        let mut tickets = match self.admit(&req, &mut trace) {
+            Ok(t) => t.into_iter().collect::<Vec<_>>(),
+            Err(o) => return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace)),
         };
 
         let Some(store) = self.store.as_deref() else {
             // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
             let o = accept(&self.cfg, &req, "access phase allowed the request");
-            return Start::Done(self.conclude_req(&req, o, ticket, ctx, trace));
+            return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
         };
 
         // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole.
         if store.may_block() && self.offload {
             trace.step(|| "lookup on the thread pool".into());
-            return Start::Offload(Job { req, ctx, ticket, stage: Stage::Decide, trace });
+            return Start::Offload(Job { req, ctx, tickets, stage: Stage::Decide, trace });
         }
-        let o = match self.lookup(&req, store, &mut trace) {
+        let o = match self.lookup(&req, store, &mut tickets, &mut trace) {
             Step::Answer(o) => o,
             Step::Verify(p) if p.own_is_costly() && self.offload => {
                 trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
-                return Start::Offload(Job { req, ctx, ticket, stage: Stage::Verify(p), trace });
+                return Start::Offload(Job { req, ctx, tickets, stage: Stage::Verify(p), trace });
             }
             // a cheap scheme is verified here; only a failure's padding may need the pool
             Step::Verify(p) => match self.verify_own(&req, p, false, &mut trace) {
                 Verified::Done(o) => o,
                 Verified::Pad(p, r) if self.offload && scheme::is_costly(&p.template) => {
                     trace.step(|| "timing padding on the thread pool".into());
-                    return Start::Offload(Job { req, ctx, ticket, stage: Stage::Pad(p, r), trace });
+                    return Start::Offload(Job { req, ctx, tickets, stage: Stage::Pad(p, r), trace });
                 }
                 Verified::Pad(p, r) => self.pad(&req, p, r, false, &mut trace),
             },
         };
-        Start::Done(self.conclude_req(&req, o, ticket, ctx, trace))
+        Start::Done(self.conclude_req(&req, o, tickets, ctx, trace))
     }
 
     /// The second call, on the event loop, for a job that ran (or could not be posted: then
     /// the answer is a temporary failure, never OK).
     pub fn complete(&self, job: Job) -> Decision {
-        let Job { req, ctx, ticket, stage, trace } = job;
+        let Job { req, ctx, tickets, stage, trace } = job;
         let what = match stage {
             Stage::Done(o) => Ok(o),
             Stage::Decide => Err("lookup"),
@@ -319,7 +319,7 @@ impl Engine {
             let reason = format!("{what} did not run (thread pool queue full or task failed)");
             outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
         });
-        self.conclude_req(&req, o, ticket, ctx, trace)
+        self.conclude_req(&req, o, tickets, ctx, trace)
     }
 
     /// The whole decision inline (tests, fuzzing, nginx without a thread pool).
@@ -369,12 +369,27 @@ impl Engine {
     }
 
     /// Lookup and policy for any credential-carrying method.
-    fn lookup(&self, req: &AuthRequest, store: &dyn Store, trace: &mut Trace) -> Step {
+    /// A store that knows the account under another spelling (`name`, e.g. a case-insensitive
+    /// SQLite query) also has that name's budget checked and counted: 8 spellings of one
+    /// account share one per-user limit.
+    fn lookup(&self, req: &AuthRequest, store: &dyn Store, tickets: &mut Vec<Ticket>, trace: &mut Trace) -> Step {
         let step = decide::lookup(&self.cfg, req, store);
-        if let Step::Verify(p) = &step {
-            trace.step(|| format!("looked up: {p:?}"));
+        let Step::Verify(p) = &step else { return step };
+        trace.step(|| format!("looked up: {p:?}"));
+        let (Some(limiter), Some(name)) = (self.limiter(), p.account_name()) else { return step };
+        if name.is_empty() || name.to_lowercase() == req.user.to_lowercase() {
+            return step;
         }
-        step
+        match limiter.admit(None, name, &req.pass, unix_now()) {
+            Ok(t) => {
+                tickets.push(t);
+                step
+            }
+            Err(r) => {
+                trace.step(|| format!("limiter (account \"{name}\"): {}", r.reason));
+                Step::Answer(outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason))
+            }
+        }
     }
 
     /// The cache slot of this verification: the key binds the verdict to the stored
@@ -472,9 +487,10 @@ impl Engine {
         }
     }
 
-    fn conclude_req(&self, req: &AuthRequest, o: Outcome, ticket: Option<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
-        if let (Some(limiter), Some(ticket)) = (self.limiter(), ticket) {
-            let how = match (&o.response, o.result) {
+    fn conclude_req(&self, req: &AuthRequest, o: Outcome, tickets: Vec<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
+        let limiter = if tickets.is_empty() { None } else { self.limiter() };
+        if let Some(limiter) = limiter {
+            let how = |o: &Outcome| match (&o.response, o.result) {
                 (AuthResponse::Ok { .. }, _) => Settle::Success,
                 (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
                     Settle::Neutral
@@ -482,7 +498,9 @@ impl Engine {
                 (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
                 (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
             };
-            limiter.settle(ticket, how, unix_now());
+            for ticket in tickets {
+                limiter.settle(ticket, how(&o), unix_now());
+            }
         }
         let mut fields = LogFields::of(req);
         fields.user = o.user.as_bytes().to_vec();

@@ -1,6 +1,7 @@
 use super::*;
 use crate::protocol::HeaderView;
 use crate::config::{Backend, MasterUser};
+use crate::limiter::LimitConfig;
 use crate::protocol::{Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
 use crate::scheme::{self, Challenge};
 use crate::store::{Account, Query};
@@ -1020,4 +1021,24 @@ fn the_gate_bounds_costly_verifications() {
     drop(p1);
     assert!(waiter.join().unwrap(), "the waiter got its turn");
     assert_eq!(gate.load(), (0, 0));
+}
+
+#[test]
+fn the_per_user_limit_counts_the_account_the_store_resolved() {
+    let mut s = store();
+    for alias in ["al1", "al2", "al3", "al4", "al5"] {
+        s.users.insert(alias.into(), Account { name: "alice".into(), ..acct("{PLAIN}alice pw") });
+    }
+    let mut e = engine(s);
+    e.limit = Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 3, window: 60 }), ban: 0 });
+    let results: Vec<AuthResult> = ["al1", "al2", "al3", "al4", "al5"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| login(&e, u, &format!("guess-{i}"), &format!("192.0.2.{}", i + 1)).result)
+        .collect();
+    assert_eq!(
+        results,
+        [AuthResult::Invalid, AuthResult::Invalid, AuthResult::Invalid, AuthResult::RateLimited, AuthResult::RateLimited],
+        "five spellings of one account share its budget"
+    );
 }

@@ -76,6 +76,14 @@ impl Pending {
         }
     }
 
+    /// The account's own spelling of its name, as the store knows it.
+    pub fn account_name(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Unknown => None,
+            Subject::Known { account, .. } => Some(&account.name),
+        }
+    }
+
     /// No such user: verified against the template, never matches.
     pub fn is_unknown(&self) -> bool {
         matches!(self.subject, Subject::Unknown)
