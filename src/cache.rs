@@ -253,11 +253,11 @@ mod tests {
                 let c = &c;
                 s.spawn(move || {
                     for i in 0..2000 {
-                        let k = key(&c, 1, "imap", &format!("t{t}u{i}"), b"p");
+                        let k = key(c, 1, "imap", &format!("t{t}u{i}"), b"p");
                         c.put(&k, i % 2 == 0, 100, 1);
                         assert_eq!(c.get(&k, 2), Some(i % 2 == 0));
                         // everyone also hammers one shared entry
-                        let shared = key(&c, 1, "imap", "shared", b"p");
+                        let shared = key(c, 1, "imap", "shared", b"p");
                         c.put(&shared, true, 100, 1);
                         assert_eq!(c.get(&shared, 2), Some(true));
                     }

@@ -195,7 +195,7 @@ pub enum Start {
     Done(Decision),
     /// Run the job on a thread pool, then call [`Engine::complete`]. If it cannot be posted,
     /// call `complete` without running it: the answer is a temporary failure.
-    Offload(Job),
+    Offload(Box<Job>),
 }
 
 fn unix_now() -> u64 {
@@ -273,7 +273,7 @@ impl Engine {
         // credential check that goes on holds a ticket until its outcome settles it.
         let mut tickets = match self.admit(&req, &mut trace) {
             Ok(t) => t.into_iter().collect::<Vec<_>>(),
-            Err(o) => return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace)),
+            Err(o) => return Start::Done(self.conclude_req(&req, *o, Vec::new(), ctx, trace)),
         };
 
         let Some(store) = self.store.as_deref() else {
@@ -285,20 +285,20 @@ impl Engine {
         // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole.
         if store.may_block() && self.offload {
             trace.step(|| "lookup on the thread pool".into());
-            return Start::Offload(Job { req, ctx, tickets, stage: Stage::Decide, trace });
+            return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Decide, trace }));
         }
         let o = match self.lookup(&req, store, &mut tickets, &mut trace) {
             Step::Answer(o) => o,
             Step::Verify(p) if p.own_is_costly() && self.offload => {
                 trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
-                return Start::Offload(Job { req, ctx, tickets, stage: Stage::Verify(p), trace });
+                return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Verify(p), trace }));
             }
             // a cheap scheme is verified here; only a failure's padding may need the pool
             Step::Verify(p) => match self.verify_own(&req, p, false, &mut trace) {
                 Verified::Done(o) => o,
                 Verified::Pad(p, r) if self.offload && scheme::is_costly(&p.template) => {
                     trace.step(|| "timing padding on the thread pool".into());
-                    return Start::Offload(Job { req, ctx, tickets, stage: Stage::Pad(p, r), trace });
+                    return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Pad(p, r), trace }));
                 }
                 Verified::Pad(p, r) => self.pad(&req, p, r, false, &mut trace),
             },
@@ -308,8 +308,8 @@ impl Engine {
 
     /// The second call, on the event loop, for a job that ran (or could not be posted: then
     /// the answer is a temporary failure, never OK).
-    pub fn complete(&self, job: Job) -> Decision {
-        let Job { req, ctx, tickets, stage, trace } = job;
+    pub fn complete(&self, job: Box<Job>) -> Decision {
+        let Job { req, ctx, tickets, stage, trace } = *job;
         let what = match stage {
             Stage::Done(o) => Ok(o),
             Stage::Decide => Err("lookup"),
@@ -350,7 +350,7 @@ impl Engine {
         Some(self.conclude(fields, o, ctx, Trace::new(ctx)))
     }
 
-    fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Outcome> {
+    fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Box<Outcome>> {
         let Some(limiter) = self.limiter() else { return Ok(None) };
         let now = unix_now();
         let refused = match limiter.banned(req.client_ip, &req.user, now) {
@@ -364,7 +364,7 @@ impl Engine {
         }
         refused.map_err(|r| {
             trace.step(|| format!("limiter: {}", r.reason));
-            outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason)
+            Box::new(outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason))
         })
     }
 

@@ -556,7 +556,6 @@ fn cert_req(verify: &str, subject: &str, authzid: &str) -> AuthRequest {
         verify: Some(verify.into()),
         subject: Some(subject.into()),
         fingerprint: Some("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567".into()),
-        ..Default::default()
     });
     r
 }

@@ -61,7 +61,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// An engine job travelling to the thread pool and back.
 struct OffloadJob {
     engine: Arc<Engine>,
-    job: Option<Job>,
+    job: Option<Box<Job>>,
 }
 
 impl offload::Task for OffloadJob {
