@@ -11,7 +11,8 @@ Contenders share one nginx binary (the one the module is built against):
   imap e2e         IMAP logins/s through nginx mail to a backend, module vs the Python server
   mixed            p99 of cheap requests while bcrypt logins hammer the same worker, with and
                    without the thread pool
-  rss              peak RSS of an nginx worker with 100,000 users (htpasswd, SQLite)
+  rss              peak RSS of an nginx worker with 100,000 users (htpasswd, SQLite) and with
+                   1,000,000 users (htpasswd)
 
 usage: bench.py NGINX MODULE_SO [--quick]
 """
@@ -320,6 +321,9 @@ def main():
     rss_base = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-100;", "/a", "u42", "pw-42")
     rss_file = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-100k;", "/a", "u42", "pw-42")
     rss_sql = rss_kb(nginx, so, WORK, "mail_auth_sqlite users-100k.db; mail_auth_thread_pool off;", "/a", "u42", "pw-42")
+    if not os.path.exists("users-1m"):
+        make_users(1_000_000, "users-1m", bcrypt_line)
+    rss_1m = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-1m;", "/a", "u42", "pw-42")
 
     print(f"[{time.time() - T0:5.1f}s] done", file=sys.stderr, flush=True)
     cpu = open("/proc/cpuinfo").read()
@@ -337,7 +341,8 @@ def main():
     print(f"IMAP logins/s through nginx mail (32 clients, same backend): module {e2e_mod:.0f}, "
           f"python auth server {e2e_py:.0f} ({e2e_mod / max(e2e_py, 1e-9):.1f}x)")
     print(f"peak worker RSS: 100 users {rss_base / 1024:.1f} MiB, 100,000 users htpasswd {rss_file / 1024:.1f} MiB, "
-          f"SQLite {rss_sql / 1024:.1f} MiB")
+          f"SQLite {rss_sql / 1024:.1f} MiB; 1,000,000 users htpasswd {rss_1m / 1024:.1f} MiB "
+          f"({(rss_1m - rss_base) / 1024:.0f} MiB per million users)")
     print("\ntargets (goals, not tests):")
     print(f"  cheap scheme >= 0.8x ceiling: {cheap / ceiling:.2f}x;  cached bcrypt >= 0.8x ceiling: {cached / ceiling:.2f}x")
     vs_setmisc = f", {cheap / setmisc:.1f}x the original set_misc recipe" if setmisc else ""

@@ -69,8 +69,10 @@ pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
     if req.pass.is_empty() {
         return Step::Answer(fail(cfg, req, None, AuthResult::Invalid, "empty password".to_string()));
     }
+    // the lookup first: a store may learn its template on its first lookup (SQLite)
+    let found = store.lookup(&query(req, &req.user));
     let template = template(store);
-    match store.lookup(&query(req, &req.user)) {
+    match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
         Ok(None) => Step::Verify(Pending {
             stored: String::new(),
