@@ -214,11 +214,12 @@ impl Job {
             Stage::Decide => match engine.store.as_deref() {
                 Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, &mut self.trace) {
                     Step::Answer(o) => o,
-                    Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, &mut self.trace),
+                    Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, true, &mut self.trace),
                 },
                 None => outcome::temp_fail(&engine.cfg, &self.req, AuthResult::InternalError, "no store".into()),
             },
-            Stage::Verify(p) => engine.verify_and_finish(&self.req, p, true, &mut self.trace),
+            // the cache was asked on the event loop before this was posted
+            Stage::Verify(p) => engine.verify_and_finish(&self.req, p, true, false, &mut self.trace),
             Stage::Pad(p, r) => engine.pad(&self.req, p, r, true, &mut self.trace),
             Stage::Done(o) => o,
         };
@@ -289,12 +290,15 @@ impl Engine {
         }
         let o = match self.lookup(&req, store, &mut tickets, &mut trace) {
             Step::Answer(o) => o,
-            Step::Verify(p) if p.own_is_costly() && self.offload => {
-                trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
-                return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Verify(p), trace }));
-            }
+            Step::Verify(p) if p.own_is_costly() && self.offload => match self.cached(&req, p, &mut trace) {
+                Ok(o) => o,
+                Err(p) => {
+                    trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
+                    return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Verify(p), trace }));
+                }
+            },
             // a cheap scheme is verified here; only a failure's padding may need the pool
-            Step::Verify(p) => match self.verify_own(&req, p, false, &mut trace) {
+            Step::Verify(p) => match self.verify_own(&req, p, false, true, &mut trace) {
                 Verified::Done(o) => o,
                 Verified::Pad(p, r) if self.offload && scheme::is_costly(&p.template) => {
                     trace.step(|| "timing padding on the thread pool".into());
@@ -410,6 +414,23 @@ impl Engine {
         Some((cache, settings, key))
     }
 
+    /// The answer from the cache's verdict, if it has one (`Err`: the verification to run).
+    /// Cheap (a keyed hash and a table probe): done on the event loop before anything is
+    /// offloaded, so a warm cache costs no thread-pool round trip.
+    fn cached(&self, req: &AuthRequest, p: Pending, trace: &mut Trace) -> Result<Outcome, Pending> {
+        let Some((cache, _, key)) = self.cache_slot(req, &p) else { return Err(p) };
+        let hit = cache.get(&key, unix_now());
+        if let Some(m) = self.metrics() {
+            m.cache(hit.is_some());
+        }
+        let Some(ok) = hit else { return Err(p) };
+        trace.step(|| format!("cache hit: {}", if ok { "match" } else { "mismatch" }));
+        let r = if ok { VerifyResult::Match } else { VerifyResult::Mismatch };
+        let mut o = finish(&self.cfg, req, p, r);
+        o.reason.push_str(" (cached verdict)");
+        Ok(o)
+    }
+
     /// Runs `f` as a costly verification: through the per-process gate on a pool thread,
     /// timed for the counters. `None`: the gate refused (too many waiting).
     fn costly<T>(&self, on_pool: bool, costly: bool, f: impl FnOnce() -> T) -> Option<T> {
@@ -428,22 +449,16 @@ impl Engine {
 
     /// The first part of a verification: the cached verdict, else the account's own
     /// verification. A failure that still needs its timing padding comes back as `Pad`.
-    fn verify_own(&self, req: &AuthRequest, p: Pending, on_pool: bool, trace: &mut Trace) -> Verified {
+    fn verify_own(&self, req: &AuthRequest, p: Pending, on_pool: bool, check_cache: bool, trace: &mut Trace) -> Verified {
+        let p = match check_cache {
+            true => match self.cached(req, p, trace) {
+                Ok(o) => return Verified::Done(o),
+                Err(p) => p,
+            },
+            false => p,
+        };
         let slot = self.cache_slot(req, &p);
         let now = unix_now();
-        if let Some((cache, _, key)) = &slot {
-            let hit = cache.get(key, now);
-            if let Some(m) = self.metrics() {
-                m.cache(hit.is_some());
-            }
-            if let Some(ok) = hit {
-                trace.step(|| format!("cache hit: {}", if ok { "match" } else { "mismatch" }));
-                let r = if ok { VerifyResult::Match } else { VerifyResult::Mismatch };
-                let mut o = finish(&self.cfg, req, p, r);
-                o.reason.push_str(" (cached verdict)");
-                return Verified::Done(o);
-            }
-        }
         let Some(r) = self.costly(on_pool, p.own_is_costly(), || p.run_own()) else {
             return Verified::Done(finish(&self.cfg, req, p, VerifyResult::Overloaded));
         };
@@ -480,8 +495,8 @@ impl Engine {
     }
 
     /// The whole verification on this thread.
-    fn verify_and_finish(&self, req: &AuthRequest, p: Pending, on_pool: bool, trace: &mut Trace) -> Outcome {
-        match self.verify_own(req, p, on_pool, trace) {
+    fn verify_and_finish(&self, req: &AuthRequest, p: Pending, on_pool: bool, check_cache: bool, trace: &mut Trace) -> Outcome {
+        match self.verify_own(req, p, on_pool, check_cache, trace) {
             Verified::Done(o) => o,
             Verified::Pad(p, r) => self.pad(req, p, r, on_pool, trace),
         }

@@ -1041,3 +1041,19 @@ fn the_per_user_limit_counts_the_account_the_store_resolved() {
         "five spellings of one account share its budget"
     );
 }
+
+#[test]
+fn a_warm_cache_answers_on_the_event_loop() {
+    let mut s = store();
+    let bcrypt = "$2y$04$DO39LgexR.cOLzZu5JSsPOTUIWSJDCgOIp20RLO4njqVFrdLFGIWa"; // htpasswd -nbB -C 4 u pw
+    s.users.insert("bob".into(), acct(bcrypt));
+    s.template = Some(bcrypt.into());
+    let mut e = engine(s);
+    e.offload = true;
+    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"bob"), (b"Auth-Pass", b"pw")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("cold: offloaded") };
+    job.run(&e);
+    assert_eq!(e.complete(job).result, AuthResult::Ok);
+    let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("warm: no pool round trip") };
+    assert_eq!(d.result, AuthResult::Ok);
+}
