@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod limiter;
 pub mod metrics;
+pub mod oauth;
 pub mod policy;
 pub mod protocol;
 pub mod scheme;

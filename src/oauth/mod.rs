@@ -1,0 +1,474 @@
+//! OAuth 2.0 bearer tokens (SASL XOAUTH2 / OAUTHBEARER, RFC 7628): local verification of JWT
+//! access tokens against a JWKS file, and the RFC 7628 §3.2.2 error answer.
+//!
+//! Plain Rust, no nginx types, no unsafe. Signatures are checked by `jsonwebtoken` (ring); the
+//! header, the key selection and every claim rule are here, so each refusal has its own reason.
+//!
+//! Rules (fail closed):
+//! * The token is a compact JWS (`header.payload.signature`). Its header's `alg` must be one
+//!   the selected key allows: the key's own `alg` when the JWKS gives one, else the family of
+//!   its `kty`/`crv` (RSA: RS256/384/512, PS256/384/512; EC P-256: ES256, P-384: ES384; OKP
+//!   Ed25519: EdDSA; oct: HS256/384/512). `none` and any unknown `alg` are refused, and an HS
+//!   token can never be checked with an RSA/EC key's public material (HS/RS confusion).
+//! * Key selection: a `kid` in the header picks the keys with that `kid` (none: `unknown kid`);
+//!   without a `kid` every key allowing the `alg` is tried.
+//! * Claims: `iss` must equal the configured issuer, `aud` (a string or an array) must hold the
+//!   configured audience; `exp` is required and `now < exp + skew`; `nbf`, when present,
+//!   `nbf <= now + skew`; a configured scope must be one of the space-separated `scope` claim
+//!   (or of the `scp` array).
+//! * The mailbox claim (default `email`; `preferred_username`, `sub`, any string claim) must
+//!   equal the SASL identity nginx sends as `Auth-User`, compared ASCII case-insensitively
+//!   (mail operators treat `User@Example.ORG` and `user@example.org` as one mailbox; non-ASCII
+//!   letters must match exactly). The claim's value is the user the login goes on with.
+//! * The JWKS file is read at configuration time and re-read when it changes (checked at most
+//!   once a second, by its identity: inode, size, mtime, ctime). A file that stops parsing
+//!   keeps the last good keys (and says so); one that never parsed makes every login a
+//!   temporary failure.
+//! * Tokens are never logged nor shown: reasons name the claim and the rule, never the value.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::store::watch::FileId;
+
+#[cfg(test)]
+mod tests;
+
+/// Default `mail_auth_oauth2_clock_skew`, seconds.
+pub const DEFAULT_SKEW: u64 = 60;
+/// Default mailbox claim.
+pub const DEFAULT_USER_CLAIM: &str = "email";
+/// Longest token looked at (nginx's own line limits are smaller).
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// What a `mail_auth` location checks tokens against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthConfig {
+    /// `mail_auth_oauth2_jwks PATH`
+    pub jwks: PathBuf,
+    /// `mail_auth_oauth2_issuer ISS`
+    pub issuer: String,
+    /// `mail_auth_oauth2_audience AUD`
+    pub audience: String,
+    /// `mail_auth_oauth2_scope SCOPE` (none: no scope required)
+    pub scope: Option<String>,
+    /// `mail_auth_oauth2_user_claim NAME`
+    pub user_claim: String,
+    /// `mail_auth_oauth2_clock_skew SECONDS`
+    pub skew: u64,
+    /// `mail_auth_oauth2_openid_configuration URL`: sent in the error answer.
+    pub openid_configuration: Option<String>,
+}
+
+impl OauthConfig {
+    pub fn new(jwks: PathBuf, issuer: String, audience: String) -> OauthConfig {
+        OauthConfig {
+            jwks,
+            issuer,
+            audience,
+            scope: None,
+            user_claim: DEFAULT_USER_CLAIM.to_string(),
+            skew: DEFAULT_SKEW,
+            openid_configuration: None,
+        }
+    }
+}
+
+/// Why a token was refused (or could not be checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a compact JWS, bad base64/JSON, or too long.
+    Malformed(&'static str),
+    /// `alg` is `none`, unknown, or not allowed for the selected key.
+    Alg(String),
+    /// No key has the header's `kid`.
+    UnknownKid,
+    /// No key allows the header's `alg`.
+    NoKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    /// A required claim is absent or not of the right type.
+    MissingClaim(String),
+    /// The configured scope is not granted.
+    InsufficientScope,
+    /// The mailbox claim is not `Auth-User`.
+    UserMismatch,
+    /// No usable keys (the JWKS file never parsed): a temporary failure.
+    Keys(String),
+}
+
+impl TokenError {
+    /// RFC 7628 §3.2.2 `status`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            TokenError::InsufficientScope => "insufficient_scope",
+            _ => "invalid_token",
+        }
+    }
+
+    /// A temporary failure (the token may be good), not a refusal.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, TokenError::Keys(_))
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::Malformed(w) => write!(f, "malformed token: {w}"),
+            TokenError::Alg(a) => write!(f, "token alg {a} not allowed"),
+            TokenError::UnknownKid => f.write_str("unknown kid"),
+            TokenError::NoKey => f.write_str("no key for the token's alg"),
+            TokenError::BadSignature => f.write_str("bad signature"),
+            TokenError::Expired => f.write_str("token expired (exp)"),
+            TokenError::NotYetValid => f.write_str("token not yet valid (nbf)"),
+            TokenError::WrongIssuer => f.write_str("wrong issuer (iss)"),
+            TokenError::WrongAudience => f.write_str("wrong audience (aud)"),
+            TokenError::MissingClaim(c) => write!(f, "claim \"{c}\" missing or not usable"),
+            TokenError::InsufficientScope => f.write_str("required scope not granted"),
+            TokenError::UserMismatch => f.write_str("token is for another user"),
+            TokenError::Keys(e) => write!(f, "no usable JWKS: {e}"),
+        }
+    }
+}
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The mailbox claim's value.
+    pub user: String,
+    /// `exp`, seconds since the epoch.
+    pub exp: u64,
+}
+
+/// One key of the JWKS.
+struct Key {
+    kid: Option<String>,
+    algs: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+const RSA_ALGS: [Algorithm; 6] =
+    [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+fn alg_name(a: Algorithm) -> String {
+    format!("{a:?}")
+}
+
+fn b64url(v: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).map_err(|e| e.to_string())
+}
+
+/// One JWK to a key. `Err`: why it is unusable.
+fn parse_jwk(v: &Value) -> Result<Key, String> {
+    let s = |name: &str| v.get(name).and_then(Value::as_str);
+    let need = |name: &str| s(name).ok_or_else(|| format!("no \"{name}\""));
+    if let Some(u) = s("use") {
+        if u != "sig" {
+            return Err(format!("\"use\": \"{u}\" is not sig"));
+        }
+    }
+    let kty = need("kty")?;
+    let (family, key): (Vec<Algorithm>, DecodingKey) = match kty {
+        "RSA" => {
+            let (n, e) = (need("n")?, need("e")?);
+            if b64url(n)?.len() < 256 {
+                return Err("RSA key shorter than 2048 bits".into());
+            }
+            (RSA_ALGS.to_vec(), DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?)
+        }
+        "EC" => {
+            let alg = match need("crv")? {
+                "P-256" => Algorithm::ES256,
+                "P-384" => Algorithm::ES384,
+                c => return Err(format!("EC curve {c} not supported")),
+            };
+            (vec![alg], DecodingKey::from_ec_components(need("x")?, need("y")?).map_err(|e| e.to_string())?)
+        }
+        "OKP" => {
+            if need("crv")? != "Ed25519" {
+                return Err("OKP curve not supported (Ed25519 only)".into());
+            }
+            (vec![Algorithm::EdDSA], DecodingKey::from_ed_components(need("x")?).map_err(|e| e.to_string())?)
+        }
+        "oct" => {
+            let k = b64url(need("k")?)?;
+            if k.len() < 32 {
+                return Err("oct key shorter than 256 bits".into());
+            }
+            (HMAC_ALGS.to_vec(), DecodingKey::from_secret(&k))
+        }
+        k => return Err(format!("kty {k} not supported")),
+    };
+    let algs = match s("alg") {
+        None => family,
+        Some(a) => match family.iter().find(|f| alg_name(**f) == a) {
+            Some(f) => vec![*f],
+            None => return Err(format!("alg {a} does not fit kty {kty}")),
+        },
+    };
+    Ok(Key { kid: s("kid").map(str::to_string), algs, key })
+}
+
+/// A JWKS document to its usable keys, and a line for each skipped one.
+fn parse_jwks(text: &[u8]) -> Result<(Vec<Key>, Vec<String>), String> {
+    let v: Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(list) = v.get("keys").and_then(Value::as_array) else {
+        return Err("no \"keys\" array".into());
+    };
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, k) in list.iter().enumerate() {
+        match parse_jwk(k) {
+            Ok(k) => keys.push(k),
+            Err(e) => skipped.push(format!("key #{i} skipped: {e}")),
+        }
+    }
+    if keys.is_empty() {
+        return Err(format!("no usable key ({})", skipped.join("; ")));
+    }
+    Ok((keys, skipped))
+}
+
+struct KeyState {
+    id: Option<FileId>,
+    checked: Option<Instant>,
+    keys: Vec<Key>,
+    /// Why the file could not be used (kept until it parses again).
+    error: Option<String>,
+    notices: Vec<String>,
+}
+
+/// How often the JWKS file's identity is looked at.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The verifier of one `mail_auth` location.
+pub struct Verifier {
+    pub cfg: OauthConfig,
+    state: Mutex<KeyState>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Reads the JWKS file: `Err` when it is unusable (a configuration error).
+    pub fn new(cfg: OauthConfig) -> Result<Verifier, String> {
+        let v = Verifier {
+            cfg,
+            state: Mutex::new(KeyState { id: None, checked: None, keys: Vec::new(), error: None, notices: Vec::new() }),
+        };
+        {
+            let mut st = v.lock();
+            v.reload(&mut st, Instant::now());
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            st.notices.clear();
+        }
+        Ok(v)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the JWKS file if its identity changed.
+    fn reload(&self, st: &mut KeyState, now: Instant) {
+        st.checked = Some(now);
+        let path = &self.cfg.jwks;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!("JWKS file \"{}\": {e}", path.display());
+                if st.error.as_ref() != Some(&msg) {
+                    st.notices.push(keeping(&msg, st.keys.len()));
+                }
+                st.error = Some(msg);
+                st.id = None;
+                return;
+            }
+        };
+        let id = FileId::of(&meta);
+        if st.id == Some(id) {
+            return;
+        }
+        st.id = Some(id);
+        let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
+        match parsed {
+            Ok((keys, skipped)) => {
+                st.notices.push(format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len()));
+                st.notices.extend(skipped.into_iter().map(|s| format!("JWKS file \"{}\": {s}", path.display())));
+                st.keys = keys;
+                st.error = None;
+            }
+            Err(e) => {
+                let msg = format!("JWKS file \"{}\": {e}", path.display());
+                st.notices.push(keeping(&msg, st.keys.len()));
+                st.error = Some(msg);
+            }
+        }
+    }
+
+    /// Notices for the error log (loads, skipped keys, broken files) since the last call.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().notices)
+    }
+
+    /// Verifies `token` for the SASL identity `auth_user` at `now` (seconds since the epoch).
+    pub fn verify(&self, token: &[u8], auth_user: &str, now: u64) -> Result<Verified, TokenError> {
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed("not ASCII"))?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed("too long"));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::Malformed("not a JWS (three dot-separated parts)"));
+        };
+        let header: Value = b64url(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed("header is not base64url JSON"))?;
+        let alg_s = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed("no alg"))?;
+        let alg: Algorithm = alg_s.parse().map_err(|_| TokenError::Alg(shown(alg_s)))?;
+        if header.get("crit").is_some() {
+            return Err(TokenError::Malformed("crit header not supported"));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+
+        let claims = {
+            let mut st = self.lock();
+            let now_i = Instant::now();
+            if st.checked.map_or(true, |c| now_i.duration_since(c) >= RECHECK) {
+                self.reload(&mut st, now_i);
+            }
+            if st.keys.is_empty() {
+                return Err(TokenError::Keys(st.error.clone().unwrap_or_else(|| "no keys".into())));
+            }
+            let candidates: Vec<&Key> = st.keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid).collect();
+            if candidates.is_empty() {
+                return Err(TokenError::UnknownKid);
+            }
+            let usable: Vec<&Key> = candidates.into_iter().filter(|k| k.algs.contains(&alg)).collect();
+            if usable.is_empty() {
+                return Err(if kid.is_some() { TokenError::Alg(alg_name(alg)) } else { TokenError::NoKey });
+            }
+            let mut v = Validation::new(alg);
+            v.validate_exp = false;
+            v.validate_nbf = false;
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            let mut result = Err(TokenError::BadSignature);
+            for k in usable {
+                match jsonwebtoken::decode::<Value>(token, &k.key, &v) {
+                    Ok(d) => {
+                        result = Ok(d.claims);
+                        break;
+                    }
+                    Err(e) => {
+                        use jsonwebtoken::errors::ErrorKind as K;
+                        match e.kind() {
+                            K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {}
+                            K::InvalidAlgorithm => result = Err(TokenError::Alg(alg_name(alg))),
+                            _ => return Err(TokenError::Malformed("payload is not base64url JSON")),
+                        }
+                    }
+                }
+            }
+            result?
+        };
+        self.check_claims(&claims, auth_user, now)
+    }
+
+    /// The claim rules, after the signature.
+    fn check_claims(&self, c: &Value, auth_user: &str, now: u64) -> Result<Verified, TokenError> {
+        let cfg = &self.cfg;
+        let num = |name: &str| c.get(name).and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)));
+        let exp = num("exp").ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+        if now >= exp.saturating_add(cfg.skew) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = c.get("nbf") {
+            let nbf = nbf.as_u64().or_else(|| nbf.as_f64().map(|f| f as u64)).ok_or_else(|| TokenError::MissingClaim("nbf".into()))?;
+            if nbf > now.saturating_add(cfg.skew) {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        match c.get("iss").and_then(Value::as_str) {
+            None => return Err(TokenError::MissingClaim("iss".into())),
+            Some(i) if i != cfg.issuer => return Err(TokenError::WrongIssuer),
+            Some(_) => {}
+        }
+        let aud_ok = match c.get("aud") {
+            Some(Value::String(a)) => *a == cfg.audience,
+            Some(Value::Array(l)) => l.iter().any(|a| a.as_str() == Some(cfg.audience.as_str())),
+            _ => return Err(TokenError::MissingClaim("aud".into())),
+        };
+        if !aud_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        if let Some(want) = &cfg.scope {
+            let granted = match (c.get("scope"), c.get("scp")) {
+                (Some(Value::String(s)), _) => s.split(' ').any(|s| s == want),
+                (_, Some(Value::Array(l))) => l.iter().any(|s| s.as_str() == Some(want.as_str())),
+                (_, Some(Value::String(s))) => s.split(' ').any(|s| s == want),
+                _ => false,
+            };
+            if !granted {
+                return Err(TokenError::InsufficientScope);
+            }
+        }
+        let user = c
+            .get(&cfg.user_claim)
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
+            .ok_or_else(|| TokenError::MissingClaim(cfg.user_claim.clone()))?;
+        if !user.eq_ignore_ascii_case(auth_user) {
+            return Err(TokenError::UserMismatch);
+        }
+        Ok(Verified { user: user.to_string(), exp })
+    }
+
+    /// The RFC 7628 §3.2.2 error for `Auth-Error-SASL`: base64 of
+    /// `{"status":..., "scope":..., "openid-configuration":...}`.
+    pub fn error_sasl(&self, e: &TokenError) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert("status".into(), Value::String(e.status().into()));
+        if let Some(s) = &self.cfg.scope {
+            m.insert("scope".into(), Value::String(s.clone()));
+        }
+        if let Some(u) = &self.cfg.openid_configuration {
+            m.insert("openid-configuration".into(), Value::String(u.clone()));
+        }
+        STANDARD.encode(Value::Object(m).to_string())
+    }
+}
+
+fn keeping(msg: &str, n: usize) -> String {
+    if n > 0 {
+        format!("{msg} (keeping the {n} key(s) loaded before)")
+    } else {
+        msg.to_string()
+    }
+}
+
+/// A short printable rendering of a header value for a reason.
+fn shown(s: &str) -> String {
+    crate::protocol::printable(s.as_bytes(), 32)
+}

@@ -1,0 +1,175 @@
+//! Tokens and JWKS made by `testdata/gen.sh` (keys from openssl, tokens by python3-jwt), all
+//! verified at a fixed `NOW`.
+
+use super::*;
+use std::path::Path;
+
+const NOW: u64 = 1_700_000_000;
+const EXP: u64 = 1_700_003_600;
+
+fn token(name: &str) -> &'static str {
+    include_str!("testdata/tokens.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no token {name}"))
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/oauth/testdata").join(name)
+}
+
+fn cfg() -> OauthConfig {
+    OauthConfig::new(data("jwks.json"), "https://idp.example".into(), "mail".into())
+}
+
+fn verifier() -> Verifier {
+    Verifier::new(cfg()).expect("jwks loads")
+}
+
+#[test]
+fn every_algorithm_verifies() {
+    let v = verifier();
+    for name in ["rs256", "ps256", "es256", "eddsa", "hs256", "nokid"] {
+        let r = v.verify(token(name).as_bytes(), "alice@example.org", NOW);
+        assert_eq!(r, Ok(Verified { user: "Alice@Example.org".into(), exp: EXP }), "{name}");
+    }
+}
+
+#[test]
+fn user_compared_ascii_case_insensitively() {
+    let v = verifier();
+    assert!(v.verify(token("rs256").as_bytes(), "ALICE@EXAMPLE.ORG", NOW).is_ok());
+    assert_eq!(v.verify(token("rs256").as_bytes(), "bob@example.org", NOW), Err(TokenError::UserMismatch));
+    assert_eq!(v.verify(token("rs256").as_bytes(), "alice@example.org ", NOW), Err(TokenError::UserMismatch));
+}
+
+#[test]
+fn time_rules_with_skew() {
+    let v = verifier();
+    let t = token("rs256").as_bytes();
+    assert!(v.verify(t, "alice@example.org", EXP + 59).is_ok(), "inside the 60 s skew");
+    assert_eq!(v.verify(t, "alice@example.org", EXP + 60), Err(TokenError::Expired));
+    // nbf 1699999000
+    assert!(v.verify(t, "alice@example.org", 1_699_999_000 - 60).is_ok());
+    assert_eq!(v.verify(t, "alice@example.org", 1_699_999_000 - 61), Err(TokenError::NotYetValid));
+    let mut c = cfg();
+    c.skew = 0;
+    let v0 = Verifier::new(c).unwrap();
+    assert_eq!(v0.verify(t, "alice@example.org", EXP), Err(TokenError::Expired));
+    assert_eq!(v.verify(token("noexp").as_bytes(), "alice@example.org", NOW), Err(TokenError::MissingClaim("exp".into())));
+}
+
+#[test]
+fn issuer_and_audience() {
+    let mut c = cfg();
+    c.issuer = "https://other.example".into();
+    let v = Verifier::new(c).unwrap();
+    assert_eq!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW), Err(TokenError::WrongIssuer));
+    let mut c = cfg();
+    c.audience = "other".into();
+    let v = Verifier::new(c).unwrap();
+    assert_eq!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW), Err(TokenError::WrongAudience));
+    // aud as an array
+    assert!(verifier().verify(token("noscope").as_bytes(), "alice@example.org", NOW).is_ok());
+}
+
+#[test]
+fn scope() {
+    let mut c = cfg();
+    c.scope = Some("mail.access".into());
+    c.openid_configuration = Some("https://idp.example/.well-known/openid-configuration".into());
+    let v = Verifier::new(c).unwrap();
+    assert!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW).is_ok());
+    let e = v.verify(token("noscope").as_bytes(), "alice@example.org", NOW).unwrap_err();
+    assert_eq!(e, TokenError::InsufficientScope);
+    let json = String::from_utf8(STANDARD.decode(v.error_sasl(&e)).unwrap()).unwrap();
+    let j: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j["status"], "insufficient_scope");
+    assert_eq!(j["scope"], "mail.access");
+    assert_eq!(j["openid-configuration"], "https://idp.example/.well-known/openid-configuration");
+    // scp array, sub as the mailbox claim
+    let mut c = cfg();
+    c.scope = Some("mail.access".into());
+    c.user_claim = "sub".into();
+    let v = Verifier::new(c).unwrap();
+    assert_eq!(v.verify(token("sub").as_bytes(), "Bob", NOW).map(|v| v.user), Ok("bob".into()));
+    assert_eq!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW), Err(TokenError::MissingClaim("sub".into())));
+}
+
+#[test]
+fn attacks_refused() {
+    let v = verifier();
+    let u = "alice@example.org";
+    assert_eq!(v.verify(token("wrongkey").as_bytes(), u, NOW), Err(TokenError::BadSignature));
+    assert_eq!(v.verify(token("none").as_bytes(), u, NOW), Err(TokenError::Alg("none".into())));
+    // HS256 keyed with the RSA public key: r1 allows only RS*/PS*
+    assert_eq!(v.verify(token("confusion").as_bytes(), u, NOW), Err(TokenError::Alg("HS256".into())));
+    // RS256 with an EC key's kid
+    assert_eq!(v.verify(token("es-as-rs").as_bytes(), u, NOW), Err(TokenError::Alg("RS256".into())));
+    assert_eq!(v.verify(token("unknownkid").as_bytes(), u, NOW), Err(TokenError::UnknownKid));
+    assert_eq!(v.verify(token("rs256-r2").as_bytes(), u, NOW), Err(TokenError::UnknownKid));
+    for bad in ["", "a.b", "a.b.c.d", "!!!.x.y", "password"] {
+        assert!(matches!(v.verify(bad.as_bytes(), u, NOW), Err(TokenError::Malformed(_))), "{bad}");
+    }
+    // a valid token with its payload swapped
+    let t = token("rs256");
+    let other = token("noscope");
+    let mut parts: Vec<&str> = t.split('.').collect();
+    parts[1] = other.split('.').nth(1).unwrap();
+    assert_eq!(v.verify(parts.join(".").as_bytes(), u, NOW), Err(TokenError::BadSignature));
+    let e = TokenError::BadSignature;
+    assert_eq!(STANDARD.decode(v.error_sasl(&e)).unwrap(), br#"{"status":"invalid_token"}"#);
+}
+
+#[test]
+fn jwks_rotation_and_broken_files() {
+    let dir = std::env::temp_dir().join(format!("oauth-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    std::fs::copy(data("jwks.json"), &path).unwrap();
+    let mut c = cfg();
+    c.jwks = path.clone();
+    let v = Verifier::new(c).unwrap();
+    let u = "alice@example.org";
+    assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
+    // rotate: replace the file (rename), then wait out the recheck interval
+    let tmp = dir.join("new");
+    std::fs::copy(data("jwks2.json"), &tmp).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    std::thread::sleep(RECHECK + Duration::from_millis(50));
+    assert!(v.verify(token("rs256-r2").as_bytes(), u, NOW).is_ok());
+    assert_eq!(v.verify(token("rs256").as_bytes(), u, NOW), Err(TokenError::UnknownKid));
+    // a broken file keeps the last good keys
+    std::fs::write(&tmp, b"{not json").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    std::thread::sleep(RECHECK + Duration::from_millis(50));
+    assert!(v.verify(token("rs256-r2").as_bytes(), u, NOW).is_ok());
+    assert!(v.take_notices().iter().any(|n| n.contains("keeping the 1 key(s)")));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // never parsed: a configuration error
+    let mut c = cfg();
+    c.jwks = dir.join("absent.json");
+    assert!(Verifier::new(c).is_err());
+}
+
+#[test]
+fn jwk_rules() {
+    let bad = [
+        (r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#, "shorter than 2048"),
+        (r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA"}"#, "P-521"),
+        (r#"{"kty":"oct","k":"c2hvcnQ"}"#, "shorter than 256"),
+        (r#"{"kty":"OKP","crv":"X25519","x":"AA"}"#, "Ed25519 only"),
+        (r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","use":"enc"}"#, "not sig"),
+    ];
+    for (j, why) in bad {
+        let e = parse_jwk(&serde_json::from_str(j).unwrap()).err().unwrap();
+        assert!(e.contains(why), "{j}: {e}");
+    }
+    let jwks: Value = serde_json::from_str(include_str!("testdata/jwks.json")).unwrap();
+    let mut rsa = jwks["keys"][0].clone();
+    rsa["alg"] = "HS256".into();
+    assert!(parse_jwk(&rsa).err().unwrap().contains("does not fit"));
+    rsa["alg"] = "PS256".into();
+    assert_eq!(parse_jwk(&rsa).unwrap().algs, vec![Algorithm::PS256]);
+    assert!(parse_jwks(b"{\"keys\":[]}").is_err());
+}
