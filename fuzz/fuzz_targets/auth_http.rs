@@ -69,6 +69,7 @@ fn engine() -> &'static Engine {
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
+        oauth: None,
     })
 }
 

@@ -60,6 +60,8 @@ pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
         Method::Plain | Method::Login => begin(cfg, req, store),
         Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store)),
         Method::External => Step::Answer(super::methods::external(cfg, req, store)),
+        // without the location's verifier (the engine passes it): refused
+        Method::Xoauth2 | Method::Oauthbearer => Step::Answer(super::methods::oauth(cfg, req, Some(store), None)),
         Method::None => Step::Answer(super::relay::relay(cfg, req)),
     }
 }

@@ -8,14 +8,19 @@
 //!   names the account by the CN of its subject; an authorization identity the client gave
 //!   must be that name; an account with a `cert_fingerprint` field accepts only that
 //!   certificate (SHA-1, as `Auth-SSL-Fingerprint`). Anything else: result `cert-denied`.
+//! * `xoauth2` / `oauthbearer`: the bearer token, verified by [`crate::oauth`] (see [`oauth`]);
+//!   a refused token is result `invalid-token`, its reason names the rule and the claim.
 
 use super::decide::{accept_account, query, shown};
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
+use base64::Engine as _;
+
 use crate::config::AuthConfig;
+use crate::oauth::{TokenError, Verifier};
 use crate::policy::check_account;
-use crate::protocol::{AuthRequest, Method};
+use crate::protocol::{AuthRequest, AuthResponse, Method};
 use crate::scheme::{self, Challenge, ChallengeError};
-use crate::store::Store;
+use crate::store::{Account, Store};
 
 /// APOP / CRAM-MD5: the response to nginx's challenge, checked against the stored password.
 pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
@@ -142,4 +147,64 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
         return with_cn(fail(cfg, req, account.wait, rf.result, rf.reason));
     }
     with_cn(accept_account(cfg, req, account, &cn))
+}
+
+/// The RFC 7628 error for `Auth-Error-SASL` (`invalid_token` unless `e` says otherwise).
+pub(crate) fn oauth_error(verifier: Option<&Verifier>, e: Option<&TokenError>) -> String {
+    let e = e.unwrap_or(&TokenError::BadSignature);
+    match verifier {
+        Some(v) => v.error_sasl(e),
+        None => base64::engine::general_purpose::STANDARD.encode(format!("{{\"status\":\"{}\"}}", e.status())),
+    }
+}
+
+/// XOAUTH2 / OAUTHBEARER: the bearer token (`Auth-Pass`) verified locally, its mailbox claim
+/// equal to `Auth-User`; then, with a store, the account looked up as `Auth-User` and its
+/// policy and routing applied as for a password login (an account the store does not have is
+/// refused: `unknown-user`). Without a store the configured backend is used. The backend login
+/// needs a password nginx does not have (the client gave a token): the account's backend
+/// password, the master user, or a recoverable stored password; IMAP/POP3 without any of them
+/// are refused (`method-denied`), SMTP goes on without.
+pub fn oauth(cfg: &AuthConfig, req: &AuthRequest, store: Option<&dyn Store>, verifier: Option<&Verifier>) -> Outcome {
+    let Some(v) = verifier else {
+        return fail(
+            cfg,
+            req,
+            None,
+            AuthResult::MethodDenied,
+            format!("{} login refused: no mail_auth_oauth2_jwks in this location", req.method),
+        );
+    };
+    let claim = &v.cfg.user_claim;
+    match v.verify(&req.pass, &req.user, super::unix_now()) {
+        Ok(_) => {}
+        Err(e) if e.is_temporary() => {
+            return temp_fail(cfg, req, AuthResult::InternalError, format!("token not checked: {e}"))
+        }
+        Err(e) => {
+            let mut o =
+                fail(cfg, req, None, AuthResult::InvalidToken, format!("token refused: {e} (user claim \"{claim}\")"));
+            if let AuthResponse::Fail { error_sasl, .. } = &mut o.response {
+                *error_sasl = Some(oauth_error(Some(v), Some(&e)));
+            }
+            return o;
+        }
+    }
+    let mut o = match store {
+        None => accept_account(cfg, req, Account { enabled: true, ..Account::default() }, &req.user),
+        Some(store) => match store.lookup(&query(req, &req.user)) {
+            Err(e) => temp_fail(cfg, req, AuthResult::StoreError, e.to_string()),
+            Ok(None) => {
+                fail(cfg, req, None, AuthResult::UnknownUser, "token verified but no such user in the store".into())
+            }
+            Ok(Some(account)) => match check_account(&account, req) {
+                Err(rf) => fail(cfg, req, account.wait, rf.result, format!("token verified but {}", rf.reason)),
+                Ok(()) => accept_account(cfg, req, account, &req.user),
+            },
+        },
+    };
+    if o.result == AuthResult::Ok {
+        o.reason = format!("token verified (claim \"{claim}\"), {}", o.reason);
+    }
+    o
 }

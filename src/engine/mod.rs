@@ -98,6 +98,9 @@ pub struct Engine {
     pub concurrency: VerifyConcurrency,
     /// `mail_auth_log_level`: the level of the decision line.
     pub log_level: Level,
+    /// `mail_auth_oauth2_*`: the bearer-token verifier (XOAUTH2/OAUTHBEARER); `None`: those
+    /// methods are refused (`method-denied`).
+    pub oauth: Option<Arc<crate::oauth::Verifier>>,
 }
 
 /// Per request: when it started, how much the log wants.
@@ -277,6 +280,13 @@ impl Engine {
             Err(o) => return Start::Done(self.conclude_req(&req, *o, Vec::new(), ctx, trace)),
         };
 
+        if req.method.is_oauth() && self.store.is_none() {
+            // a bearer token alone decides (cheap: one signature); the access phase of a
+            // Basic-bridge location never lets one through
+            let o = methods::oauth(&self.cfg, &req, None, self.oauth.as_deref());
+            return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
+        }
+
         let Some(store) = self.store.as_deref() else {
             // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
             let o = accept(&self.cfg, &req, "access phase allowed the request");
@@ -377,6 +387,9 @@ impl Engine {
     /// SQLite query) also has that name's budget checked and counted: 8 spellings of one
     /// account share one per-user limit.
     fn lookup(&self, req: &AuthRequest, store: &dyn Store, tickets: &mut Vec<Ticket>, trace: &mut Trace) -> Step {
+        if req.method.is_oauth() {
+            return Step::Answer(methods::oauth(&self.cfg, req, Some(store), self.oauth.as_deref()));
+        }
         let step = decide::lookup(&self.cfg, req, store);
         let Step::Verify(p) = &step else { return step };
         trace.step(|| format!("looked up: {p:?}"));
@@ -502,7 +515,14 @@ impl Engine {
         }
     }
 
-    fn conclude_req(&self, req: &AuthRequest, o: Outcome, tickets: Vec<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
+    fn conclude_req(&self, req: &AuthRequest, mut o: Outcome, tickets: Vec<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
+        if req.method.is_oauth() {
+            // every refusal of a token login carries the RFC 7628 error (nginx sends it as the
+            // SASL challenge): invalid_token unless the verifier said more
+            if let AuthResponse::Fail { error_sasl: e @ None, .. } = &mut o.response {
+                *e = Some(methods::oauth_error(self.oauth.as_deref(), None));
+            }
+        }
         let limiter = if tickets.is_empty() { None } else { self.limiter() };
         if let Some(limiter) = limiter {
             let how = |o: &Outcome| match (&o.response, o.result) {

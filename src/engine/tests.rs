@@ -122,6 +122,7 @@ fn cfg() -> AuthConfig {
 
 fn invalid(wait: u32) -> AuthResponse {
     AuthResponse::Fail {
+        error_sasl: None,
         message: MSG_INVALID.into(),
         wait: Some(wait),
         error_code: None,
@@ -245,6 +246,7 @@ fn smtp_failures_carry_error_codes() {
     assert_eq!(
         o.response,
         AuthResponse::Fail {
+            error_sasl: None,
             message: MSG_INVALID.into(),
             wait: Some(3),
             error_code: Some("535 5.7.8".into())
@@ -662,7 +664,7 @@ fn smtp_without_auth_relays_only_to_accepted_domains() {
         assert_eq!(o.result, "relay-denied", "{to}");
         assert_eq!(
             o.response,
-            AuthResponse::Fail { message: MSG_RELAY.into(), wait: Some(3), error_code: Some("550 5.7.1".into()) },
+            AuthResponse::Fail { error_sasl: None, message: MSG_RELAY.into(), wait: Some(3), error_code: Some("550 5.7.1".into()) },
             "{to}"
         );
     }
@@ -756,7 +758,7 @@ fn refusal_from_http_status() {
     assert!(d.lines[0].1.contains("reason=\"access phase answered HTTP 401\""), "{:?}", d.lines);
     assert_eq!(
         d.reply,
-        Reply::Answer(AuthResponse::Fail { message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+        Reply::Answer(AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
     );
     let d = e.bridge_refusal(&HeaderView::new(h.iter().copied()), 502, ctx()).unwrap();
     assert_eq!(d.result, AuthResult::StoreError);
@@ -880,7 +882,7 @@ fn bad_request_outcome() {
     assert!(d.lines[0].1.contains("reason=\"missing header \\x22Auth-Pass\\x22\""), "{:?}", d.lines);
     assert_eq!(
         d.reply,
-        Reply::Answer(AuthResponse::Fail { message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+        Reply::Answer(AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
     );
     // not an auth_http request at all: HTTP 400
     let h: Vec<(&[u8], &[u8])> = vec![(b"Host", b"x")];
@@ -921,6 +923,7 @@ fn engine(store: MemStore) -> Engine {
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
+        oauth: None,
     }
 }
 
@@ -1056,4 +1059,152 @@ fn a_warm_cache_answers_on_the_event_loop() {
     assert_eq!(e.complete(job).result, AuthResult::Ok);
     let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("warm: no pool round trip") };
     assert_eq!(d.result, AuthResult::Ok);
+}
+
+// XOAUTH2 / OAUTHBEARER (tokens from src/oauth/testdata, minted for 2023: a huge skew keeps
+// them valid today; the time rules themselves are tested in src/oauth/tests.rs)
+fn oauth_engine(users: &[(&str, Account)], store: bool) -> Engine {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/oauth/testdata");
+    let mut c = crate::oauth::OauthConfig::new(dir.join("jwks.json"), "https://idp.example".into(), "mail".into());
+    c.skew = 20 * 365 * 86400;
+    c.openid_configuration = Some("https://idp.example/.well-known/openid-configuration".into());
+    let mut e = engine(MemStore::with(users));
+    e.oauth = Some(Arc::new(crate::oauth::Verifier::new(c).unwrap()));
+    if !store {
+        e.store = None;
+    }
+    e
+}
+
+fn oauth_token(name: &str) -> String {
+    include_str!("../oauth/testdata/tokens.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap()
+        .to_string()
+}
+
+fn token_login(e: &Engine, method: &str, proto: &str, user: &str, token: &str) -> Decision {
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", method.as_bytes()),
+        (b"Auth-Protocol", proto.as_bytes()),
+        (b"Auth-User", user.as_bytes()),
+        (b"Auth-Pass", token.as_bytes()),
+        (b"Client-IP", b"192.0.2.7"),
+    ];
+    e.decide(&HeaderView::new(h.iter().copied()), ctx())
+}
+
+fn sasl_json(d: &Decision) -> String {
+    use base64::Engine as _;
+    let Reply::Answer(r) = &d.reply else { panic!() };
+    let h = r.headers();
+    let (_, v) = h.iter().find(|(n, _)| *n == "Auth-Error-SASL").expect("Auth-Error-SASL");
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).unwrap()).unwrap()
+}
+
+#[test]
+fn oauth_token_logins() {
+    let with_pass = Account { backend_pass: Some("backend pw".into()), ..acct("{SHA512-CRYPT}$6$x$y") };
+    let off = Account { enabled: false, ..with_pass.clone() };
+    let hashed = acct("{SHA512-CRYPT}$6$x$y");
+    let users = [("alice@example.org", with_pass), ("off@example.org", off), ("hashed@example.org", hashed)];
+    let e = oauth_engine(&users, true);
+    let t = oauth_token("rs256");
+    for m in ["xoauth2", "oauthbearer"] {
+        let d = token_login(&e, m, "imap", "alice@example.org", &t);
+        assert_eq!(d.result, AuthResult::Ok, "{:?}", d.lines);
+        assert_eq!(
+            d.reply,
+            Reply::Answer(AuthResponse::Ok {
+                server: "127.0.0.1".into(),
+                port: 10143,
+                user: None,
+                pass: Some(b"backend pw".to_vec())
+            })
+        );
+        assert!(d.lines[0].1.contains(&format!("method={m}")), "{}", d.lines[0].1);
+        assert!(d.lines[0].1.contains(r#"reason="token verified (claim \x22email\x22), backend"#), "{}", d.lines[0].1);
+        assert!(!d.lines[0].1.contains(&t[..20]), "the token is never logged");
+    }
+    // refused tokens: invalid-token, the RFC 7628 error, SMTP 535 5.7.8
+    let d = token_login(&e, "xoauth2", "smtp", "alice@example.org", &oauth_token("wrongkey"));
+    assert_eq!(d.result, AuthResult::InvalidToken);
+    assert!(
+        d.lines[0].1.contains(r#"reason="token refused: bad signature (user claim \x22email\x22)""#),
+        "{}",
+        d.lines[0].1
+    );
+    assert_eq!(
+        sasl_json(&d),
+        r#"{"openid-configuration":"https://idp.example/.well-known/openid-configuration","status":"invalid_token"}"#
+    );
+    let Reply::Answer(AuthResponse::Fail { error_code, .. }) = &d.reply else { panic!() };
+    assert_eq!(error_code.as_deref(), Some("535 5.7.8"));
+    assert_eq!(token_login(&e, "oauthbearer", "imap", "bob@example.org", &t).result, AuthResult::InvalidToken);
+    assert_eq!(
+        token_login(&e, "oauthbearer", "imap", "alice@example.org", &oauth_token("none")).result,
+        AuthResult::InvalidToken
+    );
+    // a good token for an account the store refuses, or does not have: refused, with the error
+    let mut disabled = users.to_vec();
+    disabled[0].1.enabled = false;
+    let d = token_login(&oauth_engine(&disabled, true), "xoauth2", "imap", "alice@example.org", &t);
+    assert_eq!(d.result, AuthResult::Disabled);
+    assert!(sasl_json(&d).contains("invalid_token"));
+    let d = token_login(&e, "xoauth2", "imap", "ALICE@example.org", &t);
+    assert_eq!(d.result, AuthResult::UnknownUser, "looked up as Auth-User");
+    assert!(sasl_json(&d).contains("invalid_token"));
+    // no backend password, no master user: IMAP refused, SMTP goes on
+    let mut c = users.to_vec();
+    c[0].1 = acct("{SHA512-CRYPT}$6$x$y");
+    let e2 = oauth_engine(&c, true);
+    assert_eq!(token_login(&e2, "xoauth2", "imap", "alice@example.org", &t).result, AuthResult::MethodDenied);
+    assert_eq!(token_login(&e2, "xoauth2", "smtp", "alice@example.org", &t).result, AuthResult::Ok);
+    // the master user logs in for it
+    let mut e3 = oauth_engine(&c, true);
+    e3.cfg.master_user = Some(MasterUser { name: "master".into(), password: "mpw".into(), separator: "*".into() });
+    let d = token_login(&e3, "xoauth2", "imap", "alice@example.org", &t);
+    assert_eq!(
+        d.reply,
+        Reply::Answer(AuthResponse::Ok {
+            server: "127.0.0.1".into(),
+            port: 10143,
+            user: Some("alice@example.org*master".into()),
+            pass: Some(b"mpw".to_vec())
+        })
+    );
+    // without a store: the token alone, the configured backend, the master user
+    let mut e4 = oauth_engine(&[], false);
+    assert_eq!(token_login(&e4, "xoauth2", "imap", "alice@example.org", &t).result, AuthResult::MethodDenied);
+    e4.cfg.master_user = e3.cfg.master_user.clone();
+    assert_eq!(token_login(&e4, "xoauth2", "imap", "alice@example.org", &t).result, AuthResult::Ok);
+    assert_eq!(
+        token_login(&e4, "xoauth2", "imap", "alice@example.org", &oauth_token("wrongkey")).result,
+        AuthResult::InvalidToken
+    );
+    // a location without the verifier refuses the methods
+    let e5 = engine(store());
+    let d = token_login(&e5, "oauthbearer", "imap", "alice", &t);
+    assert_eq!(d.result, AuthResult::MethodDenied);
+    assert_eq!(sasl_json(&d), r#"{"status":"invalid_token"}"#);
+    // counted by method
+    let m = e.metrics().unwrap();
+    assert!(m.result_total(AuthResult::InvalidToken) >= 3);
+}
+
+#[test]
+fn oauth_bad_tokens_count_in_the_limiter() {
+    let users = [("alice@example.org", Account { backend_pass: Some("b".into()), ..acct("{PLAIN}x") })];
+    let mut e = oauth_engine(&users, true);
+    e.limit = Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 2, window: 60 }), ban: 0 });
+    // distinct bad tokens (the limiter counts a repeated identical wrong credential once)
+    let results: Vec<AuthResult> = ["wrongkey", "none", "confusion"]
+        .iter()
+        .map(|t| token_login(&e, "xoauth2", "imap", "alice@example.org", &oauth_token(t)).result)
+        .collect();
+    assert_eq!(results, [AuthResult::InvalidToken, AuthResult::InvalidToken, AuthResult::RateLimited]);
+    let d = token_login(&e, "xoauth2", "imap", "alice@example.org", &oauth_token("rs256"));
+    assert_eq!(d.result, AuthResult::RateLimited);
+    assert!(sasl_json(&d).contains("invalid_token"), "a refusal of a token login carries the error");
 }

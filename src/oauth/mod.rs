@@ -405,7 +405,10 @@ impl Verifier {
             return Err(TokenError::Expired);
         }
         if let Some(nbf) = c.get("nbf") {
-            let nbf = nbf.as_u64().or_else(|| nbf.as_f64().map(|f| f as u64)).ok_or_else(|| TokenError::MissingClaim("nbf".into()))?;
+            let nbf = nbf
+                .as_u64()
+                .or_else(|| nbf.as_f64().map(|f| f as u64))
+                .ok_or_else(|| TokenError::MissingClaim("nbf".into()))?;
             if nbf > now.saturating_add(cfg.skew) {
                 return Err(TokenError::NotYetValid);
             }

@@ -56,7 +56,10 @@ fn time_rules_with_skew() {
     c.skew = 0;
     let v0 = Verifier::new(c).unwrap();
     assert_eq!(v0.verify(t, "alice@example.org", EXP), Err(TokenError::Expired));
-    assert_eq!(v.verify(token("noexp").as_bytes(), "alice@example.org", NOW), Err(TokenError::MissingClaim("exp".into())));
+    assert_eq!(
+        v.verify(token("noexp").as_bytes(), "alice@example.org", NOW),
+        Err(TokenError::MissingClaim("exp".into()))
+    );
 }
 
 #[test]
@@ -93,7 +96,10 @@ fn scope() {
     c.user_claim = "sub".into();
     let v = Verifier::new(c).unwrap();
     assert_eq!(v.verify(token("sub").as_bytes(), "Bob", NOW).map(|v| v.user), Ok("bob".into()));
-    assert_eq!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW), Err(TokenError::MissingClaim("sub".into())));
+    assert_eq!(
+        v.verify(token("rs256").as_bytes(), "alice@example.org", NOW),
+        Err(TokenError::MissingClaim("sub".into()))
+    );
 }
 
 #[test]

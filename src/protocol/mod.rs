@@ -111,11 +111,16 @@ pub enum Method {
     Apop,
     CramMd5,
     External,
+    /// SASL XOAUTH2 (freenginx 1.27.1+): `Auth-User` the `user=`, `Auth-Pass` the bearer token.
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628, freenginx 1.27.1+): `Auth-User` the gs2 `a=`, `Auth-Pass` the token.
+    Oauthbearer,
     None,
 }
 
 impl Method {
-    /// The name on the wire (`plain`, `login`, `apop`, `cram-md5`, `external`, `none`).
+    /// The name on the wire (`plain`, `login`, `apop`, `cram-md5`, `external`, `xoauth2`,
+    /// `oauthbearer`, `none`).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Plain => "plain",
@@ -123,18 +128,22 @@ impl Method {
             Method::Apop => "apop",
             Method::CramMd5 => "cram-md5",
             Method::External => "external",
+            Method::Xoauth2 => "xoauth2",
+            Method::Oauthbearer => "oauthbearer",
             Method::None => "none",
         }
     }
 
     /// Parses a method name, ASCII case-insensitively.
     pub fn parse(v: &[u8]) -> Option<Method> {
-        const ALL: [Method; 6] = [
+        const ALL: [Method; 8] = [
             Method::Plain,
             Method::Login,
             Method::Apop,
             Method::CramMd5,
             Method::External,
+            Method::Xoauth2,
+            Method::Oauthbearer,
             Method::None,
         ];
         ALL.iter()
@@ -145,6 +154,11 @@ impl Method {
     /// Whether nginx sends a user name and a password (or digest) for this method.
     pub fn has_credentials(self) -> bool {
         !matches!(self, Method::External | Method::None)
+    }
+
+    /// An OAuth 2.0 bearer token method (the password is the token).
+    pub fn is_oauth(self) -> bool {
+        matches!(self, Method::Xoauth2 | Method::Oauthbearer)
     }
 }
 

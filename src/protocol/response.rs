@@ -22,6 +22,9 @@ pub enum AuthResponse {
         message: String,
         wait: Option<u32>,
         error_code: Option<String>,
+        /// `Auth-Error-SASL` (XOAUTH2/OAUTHBEARER): base64 of the RFC 7628 §3.2.2 JSON error,
+        /// which nginx sends to the client as the SASL challenge before the failure.
+        error_sasl: Option<String>,
     },
     /// Temporary failure (store broken ...); `message` is shown to the client.
     TempFail {
@@ -166,7 +169,17 @@ impl AuthResponse {
                 message,
                 wait,
                 error_code,
-            } => Self::failure(message, MSG_INVALID, *wait, error_code.as_deref()),
+                error_sasl,
+            } => {
+                let mut h = Self::failure(message, MSG_INVALID, *wait, error_code.as_deref());
+                // base64 only: anything else is not sent
+                if let Some(s) = error_sasl.as_deref().filter(|s| {
+                    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+                }) {
+                    h.push(("Auth-Error-SASL", s.as_bytes().to_vec()));
+                }
+                h
+            }
             AuthResponse::TempFail {
                 message,
                 wait,

@@ -602,6 +602,7 @@ fn unsendable_ok_becomes_tempfail() {
 #[test]
 fn fail_response_sanitized() {
     let r = AuthResponse::Fail {
+        error_sasl: None,
         message: "Invalid login or password".into(),
         wait: Some(3),
         error_code: Some("535 5.7.8".into()),
@@ -615,6 +616,7 @@ fn fail_response_sanitized() {
         ]
     );
     let r = AuthResponse::Fail {
+        error_sasl: None,
         message: "bad\r\nAuth-Status: OK\0".into(),
         wait: None,
         error_code: Some("\r\n".into()),
@@ -626,6 +628,7 @@ fn fail_response_sanitized() {
     // Texts nginx would read as success or WAIT, or nothing at all, fall back.
     for m in ["OK", " OK ", "WAIT", "", "\r\n"] {
         let r = AuthResponse::Fail {
+            error_sasl: None,
             message: m.into(),
             wait: None,
             error_code: None,
@@ -644,6 +647,7 @@ fn fail_response_sanitized() {
     }
     // "ok" in another case is just a message to nginx (it compares "OK" exactly).
     let r = AuthResponse::Fail {
+        error_sasl: None,
         message: "ok".into(),
         wait: None,
         error_code: None,
@@ -651,6 +655,7 @@ fn fail_response_sanitized() {
     assert_eq!(hdr(&r), vec![("Auth-Status", "ok".to_string())]);
     // Length cap at a character boundary.
     let r = AuthResponse::Fail {
+        error_sasl: None,
         message: "\u{fc}".repeat(400),
         wait: None,
         error_code: None,
@@ -682,6 +687,7 @@ fn no_header_value_ever_contains_cr_lf_nul() {
     let nasty = "a\r\nb\0c\n\rd\u{85}\u{2028}";
     let rs = [
         AuthResponse::Fail {
+            error_sasl: None,
             message: nasty.into(),
             wait: Some(1),
             error_code: Some(nasty.into()),
