@@ -557,6 +557,11 @@ impl Engine {
                 lines.push((n.level.into(), format!("mail_auth: {}", n.message)));
             }
         }
+        if let Some(v) = &self.oauth {
+            for (warning, n) in v.take_notices() {
+                lines.push((if warning { Level::Warn } else { Level::Notice }, format!("mail_auth_oauth2: {n}")));
+            }
+        }
         // Broken stores and configuration problems are the operator's business whatever the level.
         let level = if o.result.is_operator_problem() { Level::Error } else { self.log_level };
         if level <= ctx.verbosity {

@@ -84,6 +84,8 @@ pub struct LocConf {
     pub stats: Option<Zone>,
     /// `mail_auth_verify_concurrency`
     pub concurrency: Option<VerifyConcurrency>,
+    /// `mail_auth_oauth2`
+    pub oauth: Option<crate::oauth::OauthConfig>,
     pub engine: Option<Arc<Engine>>,
     /// The thread pool the engine's jobs go to.
     pub pool: Option<super::offload::PoolRef>,
@@ -113,7 +115,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 16] = [
+pub static mut COMMANDS: [ngx_command_t; 17] = [
     command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
     command!("mail_auth_status", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status),
     command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
@@ -129,6 +131,7 @@ pub static mut COMMANDS: [ngx_command_t; 16] = [
     command!("mail_auth_relay_domains", ANY | NGX_CONF_1MORE, set_relay_domains),
     command!("mail_auth_master_user", ANY | NGX_CONF_TAKE23, set_master_user),
     command!("mail_auth_verify_concurrency", ANY | NGX_CONF_TAKE12, set_verify_concurrency),
+    command!("mail_auth_oauth2", ANY | NGX_CONF_1MORE, set_oauth2),
     ngx_command_t::empty(),
 ];
 
@@ -406,6 +409,14 @@ setter!(set_verify_concurrency, |cf, lc| {
     Ok(())
 });
 
+setter!(set_oauth2, |cf, lc| {
+    once(&lc.oauth, "mail_auth_oauth2")?;
+    let a = arg_strs(cf)?;
+    let c = crate::oauth::parse_directive(&a, |p| full_path(cf, p)).map_err(|e| format!("\"mail_auth_oauth2\": {e}"))?;
+    lc.oauth = Some(c);
+    Ok(())
+});
+
 pub fn proto_index(p: Protocol) -> usize {
     match p {
         Protocol::Imap => 0,
@@ -451,6 +462,9 @@ pub unsafe extern "C" fn merge_loc_conf(
         lc.cache = lc.cache.or(prev.cache);
         lc.limit = lc.limit.or(prev.limit);
         lc.concurrency = lc.concurrency.or(prev.concurrency);
+        if lc.oauth.is_none() {
+            lc.oauth.clone_from(&prev.oauth);
+        }
 
         if !lc.enabled {
             return conf_ok();
@@ -533,6 +547,17 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<sup
                 .ok_or("cannot register the thread pool for \"mail_auth\"")?,
         ),
     };
+    // the JWKS file is read now: a missing or unusable one fails `nginx -t`
+    let oauth = match &lc.oauth {
+        None => None,
+        Some(c) => {
+            let v = crate::oauth::Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;
+            for (_, n) in v.take_notices() {
+                ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_oauth2: {n}");
+            }
+            Some(Arc::new(v))
+        }
+    };
     let shared = Zones { cache: lc.cache.map(|c| c.zone), limit: lc.limit.map(|l| l.zone), stats: lc.stats };
     let engine = Engine {
         cfg,
@@ -543,6 +568,7 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<sup
         offload: thread_pool.is_some(),
         concurrency: lc.concurrency.unwrap_or_default(),
         log_level: util::engine_level(lc.log_level()),
+        oauth,
     };
     Ok((engine, thread_pool))
 }

@@ -83,6 +83,39 @@ impl OauthConfig {
     }
 }
 
+/// `mail_auth_oauth2 jwks=PATH issuer=ISS audience=AUD [scope=SCOPE] [user_claim=NAME]
+/// [clock_skew=TIME] [openid_configuration=URL]`: the arguments to a configuration (`resolve`
+/// makes a relative `jwks` path absolute, as nginx does with its prefix).
+pub fn parse_directive(args: &[&str], resolve: impl Fn(&str) -> String) -> Result<OauthConfig, String> {
+    const KNOWN: [&str; 7] = ["jwks", "issuer", "audience", "scope", "user_claim", "clock_skew", "openid_configuration"];
+    let mut seen: Vec<&str> = Vec::new();
+    let (mut jwks, mut issuer, mut audience) = (None, None, None);
+    let mut c = OauthConfig::new(PathBuf::new(), String::new(), String::new());
+    for (k, v) in crate::config::key_values(args, &KNOWN)? {
+        if seen.contains(&k) {
+            return Err(format!("duplicate parameter \"{k}\""));
+        }
+        seen.push(k);
+        if v.is_empty() || v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            return Err(format!("invalid value of \"{k}\""));
+        }
+        match k {
+            "jwks" => jwks = Some(PathBuf::from(resolve(v))),
+            "issuer" => issuer = Some(v.to_string()),
+            "audience" => audience = Some(v.to_string()),
+            "scope" if v.contains(' ') => return Err("\"scope\" is one scope token".into()),
+            "scope" => c.scope = Some(v.to_string()),
+            "user_claim" => c.user_claim = v.to_string(),
+            "clock_skew" => c.skew = u64::from(crate::config::parse_seconds(v).map_err(|e| format!("\"clock_skew\": {e}"))?),
+            _ => c.openid_configuration = Some(v.to_string()),
+        }
+    }
+    c.jwks = jwks.ok_or("jwks=PATH is required")?;
+    c.issuer = issuer.ok_or("issuer=ISS is required")?;
+    c.audience = audience.ok_or("audience=AUD is required")?;
+    Ok(c)
+}
+
 /// Why a token was refused (or could not be checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
@@ -249,7 +282,8 @@ struct KeyState {
     keys: Vec<Key>,
     /// Why the file could not be used (kept until it parses again).
     error: Option<String>,
-    notices: Vec<String>,
+    /// (a warning, the text)
+    notices: Vec<(bool, String)>,
 }
 
 /// How often the JWKS file's identity is looked at.
@@ -280,7 +314,7 @@ impl Verifier {
             if let Some(e) = &st.error {
                 return Err(e.clone());
             }
-            st.notices.clear();
+            st.notices.retain(|(warning, _)| *warning);
         }
         Ok(v)
     }
@@ -298,7 +332,7 @@ impl Verifier {
             Err(e) => {
                 let msg = format!("JWKS file \"{}\": {e}", path.display());
                 if st.error.as_ref() != Some(&msg) {
-                    st.notices.push(keeping(&msg, st.keys.len()));
+                    st.notices.push((true, keeping(&msg, st.keys.len())));
                 }
                 st.error = Some(msg);
                 st.id = None;
@@ -313,21 +347,22 @@ impl Verifier {
         let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
         match parsed {
             Ok((keys, skipped)) => {
-                st.notices.push(format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len()));
-                st.notices.extend(skipped.into_iter().map(|s| format!("JWKS file \"{}\": {s}", path.display())));
+                st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
+                st.notices.extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
                 st.keys = keys;
                 st.error = None;
             }
             Err(e) => {
                 let msg = format!("JWKS file \"{}\": {e}", path.display());
-                st.notices.push(keeping(&msg, st.keys.len()));
+                st.notices.push((true, keeping(&msg, st.keys.len())));
                 st.error = Some(msg);
             }
         }
     }
 
-    /// Notices for the error log (loads, skipped keys, broken files) since the last call.
-    pub fn take_notices(&self) -> Vec<String> {
+    /// Notices for the error log since the last call: `(true, _)` warnings (skipped keys,
+    /// broken files), `(false, _)` news (a reload).
+    pub fn take_notices(&self) -> Vec<(bool, String)> {
         std::mem::take(&mut self.lock().notices)
     }
 

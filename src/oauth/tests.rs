@@ -150,7 +150,7 @@ fn jwks_rotation_and_broken_files() {
     std::fs::rename(&tmp, &path).unwrap();
     std::thread::sleep(RECHECK + Duration::from_millis(50));
     assert!(v.verify(token("rs256-r2").as_bytes(), u, NOW).is_ok());
-    assert!(v.take_notices().iter().any(|n| n.contains("keeping the 1 key(s)")));
+    assert!(v.take_notices().iter().any(|(w, n)| *w && n.contains("keeping the 1 key(s)")));
     std::fs::remove_dir_all(&dir).unwrap();
     // never parsed: a configuration error
     let mut c = cfg();
@@ -178,4 +178,30 @@ fn jwk_rules() {
     rsa["alg"] = "PS256".into();
     assert_eq!(parse_jwk(&rsa).unwrap().algs, vec![Algorithm::PS256]);
     assert!(parse_jwks(b"{\"keys\":[]}").is_err());
+}
+
+#[test]
+fn directive() {
+    let r = |p: &str| format!("/prefix/{p}");
+    let c = parse_directive(&["jwks=k.json", "issuer=https://idp", "audience=mail"], r).unwrap();
+    assert_eq!(c, OauthConfig::new("/prefix/k.json".into(), "https://idp".into(), "mail".into()));
+    let c = parse_directive(
+        &["issuer=i", "audience=a", "jwks=/k", "scope=mail", "user_claim=sub", "clock_skew=2m", "openid_configuration=https://x/"],
+        r,
+    )
+    .unwrap();
+    assert_eq!((c.scope.as_deref(), c.user_claim.as_str(), c.skew), (Some("mail"), "sub", 120));
+    assert_eq!(c.openid_configuration.as_deref(), Some("https://x/"));
+    for bad in [
+        &["issuer=i", "audience=a"][..],
+        &["jwks=/k", "audience=a"],
+        &["jwks=/k", "issuer=i"],
+        &["jwks=/k", "issuer=i", "audience=a", "audience=b"],
+        &["jwks=/k", "issuer=i", "audience=a", "colour=red"],
+        &["jwks=/k", "issuer=i", "audience=a", "clock_skew=forever"],
+        &["jwks=/k", "issuer=i", "audience="],
+        &["jwks=/k", "issuer=i\"", "audience=a"],
+    ] {
+        assert!(parse_directive(bad, r).is_err(), "{bad:?}");
+    }
 }

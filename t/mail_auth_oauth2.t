@@ -1,0 +1,281 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: OAuth 2.0 bearer-token logins (SASL XOAUTH2 and OAUTHBEARER,
+# RFC 7628) through freenginx's real mail proxy (1.27.1 sends Auth-Method xoauth2/oauthbearer
+# and passes Auth-Error-SASL on to the client): IMAP AUTHENTICATE XOAUTH2/OAUTHBEARER
+# (imaplib), SMTP AUTH XOAUTH2/OAUTHBEARER (smtplib), curl --oauth2-bearer (imap, smtp).
+# Keys are made by openssl, tokens minted here (t/lib/oauth2_token.py, python3-jwt); valid,
+# expired, not yet valid, wrong issuer/audience/key/scope, alg none, HS/RS confusion, user
+# mismatch, disabled account, unknown kid, JWKS rotation without reload; a refusal shows the
+# client the RFC 7628 error challenge. `nginx -t` refuses a broken mail_auth_oauth2.
+# TEST_MAIL_AUTH_FREENGINX: the freenginx binary, TEST_MAIL_AUTH_FREENGINX_SO: the module built
+# against it (scripts/test sets both after scripts/freenginx).
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use MIME::Base64 qw/ decode_base64 /;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $bin = $ENV{TEST_MAIL_AUTH_FREENGINX};
+my $so = $ENV{TEST_MAIL_AUTH_FREENGINX_SO};
+plan(skip_all => 'TEST_MAIL_AUTH_FREENGINX(_SO) not set (scripts/test sets them after scripts/freenginx)')
+	unless $bin && -x $bin && $so && -f $so;
+my $py = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
+plan(skip_all => 'openssl, curl or python3-jwt not installed')
+	unless have_tool('openssl') && have_tool('curl')
+	&& system($py, '-c', 'import jwt, cryptography') == 0;
+
+$Test::Nginx::NGINX = $bin;
+my $t = Test::Nginx->new()->has(qw/mail imap smtp http/);
+workers_can_read($t);
+my $d = $t->testdir();
+
+# keys by openssl
+for my $k (qw/ rsa rsa2 rogue /) {
+	system('openssl', 'genrsa', '-out', "$d/$k.pem", '2048') == 0 or die "openssl genrsa";
+}
+system("openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out $d/ec.pem") == 0
+	or die "openssl ec";
+
+sub tool {
+	my ($rc, $out) = run_tool($py, "$FindBin::Bin/lib/oauth2_token.py", @_);
+	die "oauth2_token.py @_[0..1]: $out" if $rc;
+	$out =~ s/\s+\z//;
+	return $out;
+}
+
+# (named subs use $d, never $t: a closure over $t would keep nginx running past the harness's
+# end-of-test checks)
+sub write_to {
+	my ($name, $text) = @_;
+	open my $fh, '>', "$d/$name" or die "$name: $!";
+	print $fh $text;
+	close $fh;
+}
+
+sub read_from {
+	my ($name) = @_;
+	open my $fh, '<', "$d/$name" or return '';
+	local $/;
+	return <$fh>;
+}
+
+sub jwks {
+	my ($name, @keys) = @_;
+	# written beside, then renamed over: a reader never sees half a file
+	write_to("$name.tmp", tool('jwks', @keys));
+	rename("$d/$name.tmp", "$d/$name") or die "rename: $!";
+}
+
+jwks('jwks.json', "k1=$d/rsa.pem", "e1=$d/ec.pem");
+
+my $iss = 'https://idp.example.test';
+my $claims = qq{"iss":"$iss","aud":"mail","scope":"openid mail","exp":"+600","nbf":"-10"};
+
+sub token {
+	my ($key, $alg, $kid, $extra, $email) = @_;
+	$email //= 'alice@example.org';
+	$extra //= "";
+	return tool("mint", "$d/$key.pem", $alg, $kid, qq[{$claims,"email":"$email"$extra}]);
+}
+
+my $hash = make_hash('openssl-6', 'not used by token logins') or die "openssl passwd";
+$t->write_file('users', <<"EOF");
+alice\@example.org:${hash}::::::pass=alice-backend
+bob\@example.org:${hash}::::::pass=bob-backend nologin
+carol\@example.org:$hash
+EOF
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+
+load_module $so;
+
+daemon off;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_backend smtp 127.0.0.1:%%PORT_8026%%;
+            mail_auth_oauth2 jwks=%%TESTDIR%%/jwks.json issuer=$iss audience=mail
+                             scope=mail clock_skew=30s
+                             openid_configuration=$iss/.well-known/openid-configuration;
+            mail_auth_fail_wait 1s;
+        }
+    }
+}
+
+mail {
+    auth_http  127.0.0.1:8080/auth;
+
+    server {
+        listen     127.0.0.1:8143;
+        protocol   imap;
+        imap_auth  xoauth2 oauthbearer;
+    }
+
+    server {
+        listen     127.0.0.1:8025;
+        protocol   smtp;
+        smtp_auth  xoauth2 oauthbearer;
+        xclient    on;
+    }
+}
+
+EOF
+
+$t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", 'alice@example.org' => 'alice-backend');
+$t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/smtp.log");
+$t->run()->plan(47);
+$t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8026);
+
+sub client {
+	my ($action, $port, $user, $token) = @_;
+	my ($rc, $out) = run_tool('python3', "$FindBin::Bin/lib/oauth2_client.py", $action, '127.0.0.1', port($port),
+		$user, $token);
+	return ($rc, $out);
+}
+
+sub decision {
+	my ($re) = @_;
+	return wait_for(3, sub { read_from('error.log') =~ qr/mail_auth: .*$re/ });
+}
+
+my $challenge = qr/challenge=\{"openid-configuration":"\Q$iss\E\/.well-known\/openid-configuration","scope":"mail","status":"invalid_token"\}/;
+
+###############################################################################
+
+like(`$bin -v 2>&1`, qr{freenginx/1\.27\.}, 'the binary is freenginx 1.27');
+
+# valid tokens, every client and method
+
+my $good = token('rsa', 'RS256', 'k1');
+my ($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $good);
+is($rc, 0, 'imap xoauth2: valid RS256 token logs in') or diag($out);
+ok(wait_for(3, sub { read_from('imap.log') =~ /^imap ok user=alice\@example.org pass=alice-backend$/m }),
+	'imap: the backend got the account\'s backend password, not the token');
+ok(decision(qr/user="alice\@example.org" .* method=xoauth2 .* result=ok reason="token verified \(claim \\x22email\\x22\)/),
+	'logged: method xoauth2, the claim');
+unlike(read_from('error.log'), qr/\Q$good\E/, 'the token is never logged');
+
+($rc, $out) = client('imap-oauthbearer', 8143, 'alice@example.org', token('ec', 'ES256', 'e1'));
+is($rc, 0, 'imap oauthbearer: valid ES256 token logs in') or diag($out);
+ok(decision(qr/method=oauthbearer .* result=ok/), 'logged: method oauthbearer');
+
+($rc, $out) = client('imap-xoauth2', 8143, 'ALICE@Example.ORG', $good);
+is($rc, 1, 'imap: the claim matches ASCII case-insensitively, but the store has no such spelling')
+	or diag($out);
+
+($rc, $out) = client('smtp-xoauth2', 8025, 'alice@example.org', $good);
+is($rc, 0, 'smtp xoauth2: valid token') or diag($out);
+($rc, $out) = client('smtp-oauthbearer', 8025, 'alice@example.org', $good);
+is($rc, 0, 'smtp oauthbearer: valid token') or diag($out);
+ok(wait_for(3, sub { read_from('smtp.log') =~ /LOGIN=alice\@example.org/ }),
+	'smtp: XCLIENT names the user to the backend') or diag(read_from('smtp.log'));
+
+# curl --oauth2-bearer
+
+($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', $good,
+	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+is($rc, 0, 'curl imap --oauth2-bearer (XOAUTH2)') or diag($out);
+($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', $good,
+	'--login-options', 'AUTH=OAUTHBEARER', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+is($rc, 0, 'curl imap --oauth2-bearer (OAUTHBEARER)') or diag($out);
+($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', 'x.y.z',
+	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+is($rc, 67, 'curl imap with a bad token: login denied (exit 67)') or diag($out);
+
+# refusals: the client sees the RFC 7628 error challenge, then the failure
+
+my %bad = (
+	'expired' => [token('rsa', 'RS256', 'k1', ',"exp":' . (time() - 120)), qr/token expired \(exp\)/],
+	'not yet valid' => [token('rsa', 'RS256', 'k1', ',"nbf":' . (time() + 120)), qr/token not yet valid \(nbf\)/],
+	'wrong issuer' => [tool('mint', "$d/rsa.pem", 'RS256', 'k1',
+		qq[{"iss":"https://evil.test","aud":"mail","scope":"mail","exp":"+600","email":"alice\@example.org"}]),
+		qr/wrong issuer \(iss\)/],
+	'wrong audience' => [token('rsa', 'RS256', 'k1', ',"aud":"other"'), qr/wrong audience \(aud\)/],
+	'wrong key' => [token('rogue', 'RS256', 'k1'), qr/bad signature/],
+	'alg none' => [token('rsa', 'none', 'k1'), qr/token alg none not allowed/],
+	'HS/RS confusion' => [token('rsa', 'HS256-CONFUSION', 'k1'), qr/token alg HS256 not allowed/],
+	'user mismatch' => [token('rsa', 'RS256', 'k1', '', 'mallory@example.org'), qr/token is for another user/],
+	'unknown kid' => [token('rsa', 'RS256', 'k9'), qr/unknown kid/],
+	'garbage' => ['not-a-token', qr/malformed token/],
+);
+
+for my $case (sort keys %bad) {
+	my ($tok, $why) = @{$bad{$case}};
+	($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $tok);
+	ok($rc == 1 && $out =~ $challenge, "imap xoauth2, $case: refused with the RFC 7628 challenge") or diag($out);
+	ok(decision(qr/result=invalid-token reason="token refused: $why/), "$case: logged as such");
+}
+
+# scope missing: insufficient_scope
+my $noscope = tool('mint', "$d/rsa.pem", 'RS256', 'k1',
+	qq[{"iss":"$iss","aud":"mail","scope":"openid","exp":"+600","email":"alice\@example.org"}]);
+($rc, $out) = client('imap-oauthbearer', 8143, 'alice@example.org', $noscope);
+like($out, qr/^FAIL challenge=\{.*"status":"insufficient_scope"\}/, 'oauthbearer, scope not granted: insufficient_scope');
+
+# SMTP: 334 challenge, then 535 5.7.8
+($rc, $out) = client('smtp-xoauth2', 8025, 'alice@example.org', $bad{'wrong key'}[0]);
+like($out, qr/^FAIL $challenge 535 5\.7\.8 /, 'smtp xoauth2, bad token: the challenge, then 535 5.7.8') or diag($out);
+
+# accounts: disabled, no backend password (IMAP needs one), unknown
+($rc, $out) = client('imap-xoauth2', 8143, 'bob@example.org', token('rsa', 'RS256', 'k1', '', 'bob@example.org'));
+ok($rc == 1 && $out =~ /challenge=.*invalid_token/, 'disabled account: refused with the challenge') or diag($out);
+ok(decision(qr/user="bob\@example.org" .* result=disabled/), 'disabled account logged');
+($rc, $out) = client('imap-xoauth2', 8143, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
+is($rc, 1, 'no backend password for IMAP: refused') or diag($out);
+ok(decision(qr/user="carol\@example.org" .* result=method-denied/), 'logged as method-denied');
+($rc, $out) = client('smtp-xoauth2', 8025, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
+is($rc, 0, 'SMTP needs no backend password (XCLIENT)') or diag($out);
+($rc, $out) = client('imap-xoauth2', 8143, 'dave@example.org', token('rsa', 'RS256', 'k1', '', 'dave@example.org'));
+ok($rc == 1 && decision(qr/user="dave\@example.org" .* result=unknown-user/), 'a valid token for an account the store lacks: unknown-user')
+	or diag($out);
+
+# JWKS rotation without reload: k2 replaces k1
+jwks('jwks.json', "k2=$d/rsa2.pem");
+select undef, undef, undef, 1.2;
+($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', token('rsa2', 'RS256', 'k2'));
+is($rc, 0, 'rotation: a token of the new key is accepted without a reload') or diag($out);
+($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $good);
+ok($rc == 1 && decision(qr/reason="token refused: unknown kid/), 'rotation: the old key is gone') or diag($out);
+
+# nginx -t refuses a broken configuration
+sub nginx_t {
+	my ($directive) = @_;
+	(my $conf = read_from('nginx.conf')) =~ s/mail_auth_oauth2 [^;]*;/$directive/;
+	write_to('test.conf', $conf);
+	return run_tool($bin, '-t', '-p', "$d/", '-c', 'test.conf', '-e', 'test-error.log', '-g', "pid $d/test.pid;");
+}
+($rc, $out) = nginx_t("mail_auth_oauth2 jwks=$d/absent.json issuer=x audience=y;");
+ok($rc != 0 && $out =~ /mail_auth_oauth2: JWKS file/, 'nginx -t: a missing JWKS file is an error') or diag($out);
+($rc, $out) = nginx_t('mail_auth_oauth2 jwks=jwks.json audience=y;');
+ok($rc != 0 && $out =~ /issuer=ISS is required/, 'nginx -t: issuer required') or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 jwks=$d/jwks.json issuer=x audience=y;");
+is($rc, 0, 'nginx -t: a good one passes') or diag($out);
+
+###############################################################################
