@@ -83,7 +83,7 @@ sub jwks {
 
 jwks('jwks.json', "k1=$d/rsa.pem", "e1=$d/ec.pem");
 
-my $iss = 'https://idp.example.test';
+my $iss = 'https://idp.example.test';    # as in nginx-conf/oauth2.conf
 my $claims = qq{"iss":"$iss","aud":"mail","scope":"openid mail","exp":"+600","nbf":"-10"};
 
 sub token {
@@ -100,58 +100,22 @@ bob\@example.org:${hash}::::::pass=bob-backend nologin
 carol\@example.org:$hash
 EOF
 
-$t->write_file_expand('nginx.conf', <<"EOF");
+# The configuration is the example nginx-conf/oauth2.conf as it is: ports moved to free ones,
+# pid/error_log the harness's, the module the one built against freenginx.
+open my $ex, '<', "$FindBin::Bin/../nginx-conf/oauth2.conf" or die "nginx-conf/oauth2.conf: $!";
+my $conf = do { local $/; <$ex> };
+close $ex;
+$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/load_module $so;/m or die "no load_module";
+$conf = "daemon off;\n" . $conf;
+$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+$conf =~ s/(\n\s*access_log off;)/$1\n    %%TEST_GLOBALS_HTTP%%/;
+$t->write_file_expand('nginx.conf', $conf);
 
-load_module $so;
-
-daemon off;
-
-events {
-}
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-
-    server {
-        listen       127.0.0.1:8080;
-        server_name  localhost;
-
-        location = /auth {
-            mail_auth;
-            mail_auth_passwd_file %%TESTDIR%%/users;
-            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
-            mail_auth_backend smtp 127.0.0.1:%%PORT_8026%%;
-            mail_auth_oauth2 jwks=%%TESTDIR%%/jwks.json issuer=$iss audience=mail
-                             scope=mail clock_skew=30s
-                             openid_configuration=$iss/.well-known/openid-configuration;
-            mail_auth_fail_wait 1s;
-        }
-    }
-}
-
-mail {
-    auth_http  127.0.0.1:8080/auth;
-
-    server {
-        listen     127.0.0.1:8143;
-        protocol   imap;
-        imap_auth  xoauth2 oauthbearer;
-    }
-
-    server {
-        listen     127.0.0.1:8025;
-        protocol   smtp;
-        smtp_auth  xoauth2 oauthbearer;
-        xclient    on;
-    }
-}
-
-EOF
-
-$t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", 'alice@example.org' => 'alice-backend');
-$t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/smtp.log");
-$t->run()->plan(47);
-$t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8026);
+$t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
+$t->run_daemon(\&MailAuthBackend::smtp, port(11025), "$d/smtp.log");
+$t->run()->plan(48);
+$t->waitforsocket('127.0.0.1:' . port($_)) for (11143, 11025);
 
 sub client {
 	my ($action, $port, $user, $token) = @_;
@@ -174,7 +138,7 @@ like(`$bin -v 2>&1`, qr{freenginx/1\.27\.}, 'the binary is freenginx 1.27');
 # valid tokens, every client and method
 
 my $good = token('rsa', 'RS256', 'k1');
-my ($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $good);
+my ($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', $good);
 is($rc, 0, 'imap xoauth2: valid RS256 token logs in') or diag($out);
 ok(wait_for(3, sub { read_from('imap.log') =~ /^imap ok user=alice\@example.org pass=alice-backend$/m }),
 	'imap: the backend got the account\'s backend password, not the token');
@@ -182,17 +146,20 @@ ok(decision(qr/user="alice\@example.org" .* method=xoauth2 .* result=ok reason="
 	'logged: method xoauth2, the claim');
 unlike(read_from('error.log'), qr/\Q$good\E/, 'the token is never logged');
 
-($rc, $out) = client('imap-oauthbearer', 8143, 'alice@example.org', token('ec', 'ES256', 'e1'));
+($rc, $out) = client('imap-oauthbearer', 1143, 'alice@example.org', token('ec', 'ES256', 'e1'));
 is($rc, 0, 'imap oauthbearer: valid ES256 token logs in') or diag($out);
 ok(decision(qr/method=oauthbearer .* result=ok/), 'logged: method oauthbearer');
+my $m = http_get('/metrics', socket => IO::Socket::INET->new('127.0.0.1:' . port(9180)));
+like($m // '', qr/^mail_auth_requests_total\{protocol="imap",method="xoauth2",result="ok"\} 1\r?$/m,
+	'mail_auth_status counts by method xoauth2');
 
-($rc, $out) = client('imap-xoauth2', 8143, 'ALICE@Example.ORG', $good);
+($rc, $out) = client('imap-xoauth2', 1143, 'ALICE@Example.ORG', $good);
 is($rc, 1, 'imap: the claim matches ASCII case-insensitively, but the store has no such spelling')
 	or diag($out);
 
-($rc, $out) = client('smtp-xoauth2', 8025, 'alice@example.org', $good);
+($rc, $out) = client('smtp-xoauth2', 1025, 'alice@example.org', $good);
 is($rc, 0, 'smtp xoauth2: valid token') or diag($out);
-($rc, $out) = client('smtp-oauthbearer', 8025, 'alice@example.org', $good);
+($rc, $out) = client('smtp-oauthbearer', 1025, 'alice@example.org', $good);
 is($rc, 0, 'smtp oauthbearer: valid token') or diag($out);
 ok(wait_for(3, sub { read_from('smtp.log') =~ /LOGIN=alice\@example.org/ }),
 	'smtp: XCLIENT names the user to the backend') or diag(read_from('smtp.log'));
@@ -200,13 +167,13 @@ ok(wait_for(3, sub { read_from('smtp.log') =~ /LOGIN=alice\@example.org/ }),
 # curl --oauth2-bearer
 
 ($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', $good,
-	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(1143) . '/');
 is($rc, 0, 'curl imap --oauth2-bearer (XOAUTH2)') or diag($out);
 ($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', $good,
-	'--login-options', 'AUTH=OAUTHBEARER', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+	'--login-options', 'AUTH=OAUTHBEARER', '-X', 'NOOP', 'imap://127.0.0.1:' . port(1143) . '/');
 is($rc, 0, 'curl imap --oauth2-bearer (OAUTHBEARER)') or diag($out);
 ($rc, $out) = run_tool('curl', '-sS', '--max-time', '15', '--user', 'alice@example.org:', '--oauth2-bearer', 'x.y.z',
-	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(8143) . '/');
+	'--login-options', 'AUTH=XOAUTH2', '-X', 'NOOP', 'imap://127.0.0.1:' . port(1143) . '/');
 is($rc, 67, 'curl imap with a bad token: login denied (exit 67)') or diag($out);
 
 # refusals: the client sees the RFC 7628 error challenge, then the failure
@@ -228,7 +195,7 @@ my %bad = (
 
 for my $case (sort keys %bad) {
 	my ($tok, $why) = @{$bad{$case}};
-	($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $tok);
+	($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', $tok);
 	ok($rc == 1 && $out =~ $challenge, "imap xoauth2, $case: refused with the RFC 7628 challenge") or diag($out);
 	ok(decision(qr/result=invalid-token reason="token refused: $why/), "$case: logged as such");
 }
@@ -236,32 +203,32 @@ for my $case (sort keys %bad) {
 # scope missing: insufficient_scope
 my $noscope = tool('mint', "$d/rsa.pem", 'RS256', 'k1',
 	qq[{"iss":"$iss","aud":"mail","scope":"openid","exp":"+600","email":"alice\@example.org"}]);
-($rc, $out) = client('imap-oauthbearer', 8143, 'alice@example.org', $noscope);
+($rc, $out) = client('imap-oauthbearer', 1143, 'alice@example.org', $noscope);
 like($out, qr/^FAIL challenge=\{.*"status":"insufficient_scope"\}/, 'oauthbearer, scope not granted: insufficient_scope');
 
 # SMTP: 334 challenge, then 535 5.7.8
-($rc, $out) = client('smtp-xoauth2', 8025, 'alice@example.org', $bad{'wrong key'}[0]);
+($rc, $out) = client('smtp-xoauth2', 1025, 'alice@example.org', $bad{'wrong key'}[0]);
 like($out, qr/^FAIL $challenge 535 5\.7\.8 /, 'smtp xoauth2, bad token: the challenge, then 535 5.7.8') or diag($out);
 
 # accounts: disabled, no backend password (IMAP needs one), unknown
-($rc, $out) = client('imap-xoauth2', 8143, 'bob@example.org', token('rsa', 'RS256', 'k1', '', 'bob@example.org'));
+($rc, $out) = client('imap-xoauth2', 1143, 'bob@example.org', token('rsa', 'RS256', 'k1', '', 'bob@example.org'));
 ok($rc == 1 && $out =~ /challenge=.*invalid_token/, 'disabled account: refused with the challenge') or diag($out);
 ok(decision(qr/user="bob\@example.org" .* result=disabled/), 'disabled account logged');
-($rc, $out) = client('imap-xoauth2', 8143, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
+($rc, $out) = client('imap-xoauth2', 1143, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
 is($rc, 1, 'no backend password for IMAP: refused') or diag($out);
 ok(decision(qr/user="carol\@example.org" .* result=method-denied/), 'logged as method-denied');
-($rc, $out) = client('smtp-xoauth2', 8025, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
+($rc, $out) = client('smtp-xoauth2', 1025, 'carol@example.org', token('rsa', 'RS256', 'k1', '', 'carol@example.org'));
 is($rc, 0, 'SMTP needs no backend password (XCLIENT)') or diag($out);
-($rc, $out) = client('imap-xoauth2', 8143, 'dave@example.org', token('rsa', 'RS256', 'k1', '', 'dave@example.org'));
+($rc, $out) = client('imap-xoauth2', 1143, 'dave@example.org', token('rsa', 'RS256', 'k1', '', 'dave@example.org'));
 ok($rc == 1 && decision(qr/user="dave\@example.org" .* result=unknown-user/), 'a valid token for an account the store lacks: unknown-user')
 	or diag($out);
 
 # JWKS rotation without reload: k2 replaces k1
 jwks('jwks.json', "k2=$d/rsa2.pem");
 select undef, undef, undef, 1.2;
-($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', token('rsa2', 'RS256', 'k2'));
+($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', token('rsa2', 'RS256', 'k2'));
 is($rc, 0, 'rotation: a token of the new key is accepted without a reload') or diag($out);
-($rc, $out) = client('imap-xoauth2', 8143, 'alice@example.org', $good);
+($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', $good);
 ok($rc == 1 && decision(qr/reason="token refused: unknown kid/), 'rotation: the old key is gone') or diag($out);
 
 # nginx -t refuses a broken configuration
