@@ -6,12 +6,17 @@ usage: oauth2_client.py ACTION HOST PORT USER TOKEN
   imap-oauthbearer  AUTHENTICATE OAUTHBEARER (RFC 7628 gs2 header with a=USER)
   smtp-xoauth2      AUTH XOAUTH2 (smtplib, initial response)
   smtp-oauthbearer  AUTH OAUTHBEARER (smtplib, initial response)
+  pop3-xoauth2, pop3-oauthbearer
+                    AUTH MECH with the initial response (poplib has no AUTH: by hand), STAT
+                    (freenginx 1.27.1's POP3 command buffer is 128 bytes: too small for a JWT)
 A server challenge after the token is the RFC 7628 error: it is printed (base64-decoded) as
 "challenge=<json>" and answered as the RFC says (XOAUTH2: an empty line; OAUTHBEARER: ^A).
 Prints one line: "OK <reply>" or "FAIL [challenge=<json>] <reply>"; exit 0 on OK, 1 on a
 refusal, 2 on any other error. Loopback only.
 """
+import base64
 import imaplib
+import poplib
 import smtplib
 import sys
 
@@ -59,6 +64,19 @@ def main():
             typ, data = c.select("INBOX")
             print("OK %s %s" % (typ, data))
             c.logout()
+            return 0
+        if proto == "pop3":
+            c = poplib.POP3(host, int(port), timeout=15)
+            b64 = lambda v: base64.b64encode(v.encode()).decode()
+            try:
+                r = c._shortcmd("AUTH %s %s" % (mech, b64(m(None))))
+                if r.startswith(b"+ "):
+                    r = c._shortcmd(b64(m(base64.b64decode(r[2:]))))
+            except poplib.error_proto as e:
+                fail(e.args[0].decode(errors="replace") if isinstance(e.args[0], bytes) else str(e))
+                return 1
+            print("OK %s %s" % (r.decode(errors="replace"), c.stat()))
+            c.quit()
             return 0
         c = smtplib.SMTP(host, int(port), timeout=15)
         c.ehlo("client.example")
