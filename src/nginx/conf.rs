@@ -550,6 +550,10 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<sup
     // the JWKS file is read now: a missing or unusable one fails `nginx -t`
     let oauth = match &lc.oauth {
         None => None,
+        // a Basic-bridge location would have auth_basic/auth_request judge the token first
+        Some(_) if store.is_none() => {
+            return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\"".into())
+        }
         Some(c) => {
             let v = crate::oauth::Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;
             for (_, n) in v.take_notices() {

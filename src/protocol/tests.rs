@@ -739,3 +739,22 @@ fn protocol_helpers() {
     assert_eq!(printable(b"ab\"\\\x00", 10), "ab\\x22\\x5c\\x00");
     assert_eq!(printable(b"abcdef", 3), "abc...");
 }
+
+#[test]
+fn oauth_methods_and_error_sasl() {
+    assert_eq!(Method::parse(b"XOAUTH2"), Some(Method::Xoauth2));
+    assert_eq!(Method::parse(b"oauthbearer"), Some(Method::Oauthbearer));
+    assert!(Method::Xoauth2.is_oauth() && Method::Oauthbearer.has_credentials() && !Method::Plain.is_oauth());
+    let fail = |sasl: &str| AuthResponse::Fail {
+        error_sasl: Some(sasl.into()),
+        message: "Invalid login or password".into(),
+        wait: Some(1),
+        error_code: None,
+    };
+    let h = fail("eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=").headers();
+    assert_eq!(h.last(), Some(&("Auth-Error-SASL", b"eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=".to_vec())));
+    // anything but base64 is not sent (it would reach the client as a challenge)
+    for bad in ["", "a b", "x\r\nAuth-Status: OK", "{}"] {
+        assert!(fail(bad).headers().iter().all(|(n, _)| *n != "Auth-Error-SASL"), "{bad:?}");
+    }
+}
