@@ -14,7 +14,8 @@ use crate::engine::AuthResult;
 use crate::protocol::{Method, Protocol};
 
 const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "unknown"];
-const METHODS: &[&str] = &["plain", "login", "apop", "cram-md5", "external", "xoauth2", "oauthbearer", "none", "unknown"];
+const METHODS: &[&str] =
+    &["plain", "login", "apop", "cram-md5", "external", "xoauth2", "oauthbearer", "none", "unknown"];
 
 /// Histogram bucket bounds, microseconds (`le` in seconds on output).
 const BUCKETS_US: &[u64] = &[

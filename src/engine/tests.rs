@@ -664,7 +664,12 @@ fn smtp_without_auth_relays_only_to_accepted_domains() {
         assert_eq!(o.result, "relay-denied", "{to}");
         assert_eq!(
             o.response,
-            AuthResponse::Fail { error_sasl: None, message: MSG_RELAY.into(), wait: Some(3), error_code: Some("550 5.7.1".into()) },
+            AuthResponse::Fail {
+                message: MSG_RELAY.into(),
+                wait: Some(3),
+                error_code: Some("550 5.7.1".into()),
+                error_sasl: None
+            },
             "{to}"
         );
     }
@@ -758,7 +763,12 @@ fn refusal_from_http_status() {
     assert!(d.lines[0].1.contains("reason=\"access phase answered HTTP 401\""), "{:?}", d.lines);
     assert_eq!(
         d.reply,
-        Reply::Answer(AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+        Reply::Answer(AuthResponse::Fail {
+            message: MSG_INVALID.into(),
+            wait: Some(3),
+            error_code: Some("535 5.7.8".into()),
+            error_sasl: None
+        })
     );
     let d = e.bridge_refusal(&HeaderView::new(h.iter().copied()), 502, ctx()).unwrap();
     assert_eq!(d.result, AuthResult::StoreError);
@@ -882,7 +892,12 @@ fn bad_request_outcome() {
     assert!(d.lines[0].1.contains("reason=\"missing header \\x22Auth-Pass\\x22\""), "{:?}", d.lines);
     assert_eq!(
         d.reply,
-        Reply::Answer(AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(3), error_code: Some("535 5.7.8".into()) })
+        Reply::Answer(AuthResponse::Fail {
+            message: MSG_INVALID.into(),
+            wait: Some(3),
+            error_code: Some("535 5.7.8".into()),
+            error_sasl: None
+        })
     );
     // not an auth_http request at all: HTTP 400
     let h: Vec<(&[u8], &[u8])> = vec![(b"Host", b"x")];

@@ -412,7 +412,8 @@ setter!(set_verify_concurrency, |cf, lc| {
 setter!(set_oauth2, |cf, lc| {
     once(&lc.oauth, "mail_auth_oauth2")?;
     let a = arg_strs(cf)?;
-    let c = crate::oauth::parse_directive(&a, |p| full_path(cf, p)).map_err(|e| format!("\"mail_auth_oauth2\": {e}"))?;
+    let c = crate::oauth::parse_directive(&a, |p| full_path(cf, p))
+        .map_err(|e| format!("\"mail_auth_oauth2\": {e}"))?;
     lc.oauth = Some(c);
     Ok(())
 });
@@ -552,7 +553,8 @@ fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<sup
         None => None,
         // a Basic-bridge location would have auth_basic/auth_request judge the token first
         Some(_) if store.is_none() => {
-            return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\"".into())
+            return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\""
+                .into());
         }
         Some(c) => {
             let v = crate::oauth::Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;

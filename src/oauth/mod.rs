@@ -87,7 +87,8 @@ impl OauthConfig {
 /// [clock_skew=TIME] [openid_configuration=URL]`: the arguments to a configuration (`resolve`
 /// makes a relative `jwks` path absolute, as nginx does with its prefix).
 pub fn parse_directive(args: &[&str], resolve: impl Fn(&str) -> String) -> Result<OauthConfig, String> {
-    const KNOWN: [&str; 7] = ["jwks", "issuer", "audience", "scope", "user_claim", "clock_skew", "openid_configuration"];
+    const KNOWN: [&str; 7] =
+        ["jwks", "issuer", "audience", "scope", "user_claim", "clock_skew", "openid_configuration"];
     let mut seen: Vec<&str> = Vec::new();
     let (mut jwks, mut issuer, mut audience) = (None, None, None);
     let mut c = OauthConfig::new(PathBuf::new(), String::new(), String::new());
@@ -106,7 +107,9 @@ pub fn parse_directive(args: &[&str], resolve: impl Fn(&str) -> String) -> Resul
             "scope" if v.contains(' ') => return Err("\"scope\" is one scope token".into()),
             "scope" => c.scope = Some(v.to_string()),
             "user_claim" => c.user_claim = v.to_string(),
-            "clock_skew" => c.skew = u64::from(crate::config::parse_seconds(v).map_err(|e| format!("\"clock_skew\": {e}"))?),
+            "clock_skew" => {
+                c.skew = u64::from(crate::config::parse_seconds(v).map_err(|e| format!("\"clock_skew\": {e}"))?)
+            }
             _ => c.openid_configuration = Some(v.to_string()),
         }
     }
@@ -348,7 +351,8 @@ impl Verifier {
         match parsed {
             Ok((keys, skipped)) => {
                 st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
-                st.notices.extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
+                st.notices
+                    .extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
                 st.keys = keys;
                 st.error = None;
             }

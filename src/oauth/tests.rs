@@ -186,7 +186,15 @@ fn directive() {
     let c = parse_directive(&["jwks=k.json", "issuer=https://idp", "audience=mail"], r).unwrap();
     assert_eq!(c, OauthConfig::new("/prefix/k.json".into(), "https://idp".into(), "mail".into()));
     let c = parse_directive(
-        &["issuer=i", "audience=a", "jwks=/k", "scope=mail", "user_claim=sub", "clock_skew=2m", "openid_configuration=https://x/"],
+        &[
+            "issuer=i",
+            "audience=a",
+            "jwks=/k",
+            "scope=mail",
+            "user_claim=sub",
+            "clock_skew=2m",
+            "openid_configuration=https://x/",
+        ],
         r,
     )
     .unwrap();
