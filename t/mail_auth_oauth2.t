@@ -114,7 +114,7 @@ $t->write_file_expand('nginx.conf', $conf);
 
 $t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::smtp, port(11025), "$d/smtp.log");
-$t->run()->plan(49);
+$t->run()->plan(50);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (11143, 11025);
 
 sub client {
@@ -241,8 +241,9 @@ ok($rc == 1 && decision(qr/reason="token refused: unknown kid/), 'rotation: the 
 
 # nginx -t refuses a broken configuration
 sub nginx_t {
-	my ($directive) = @_;
+	my ($directive, $store) = @_;
 	(my $conf = read_from('nginx.conf')) =~ s/mail_auth_oauth2 [^;]*;/$directive/;
+	$conf =~ s/mail_auth_passwd_file [^;]*;/$store/ if defined $store;
 	write_to('test.conf', $conf);
 	return run_tool($bin, '-t', '-p', "$d/", '-c', 'test.conf', '-e', 'test-error.log', '-g', "pid $d/test.pid;");
 }
@@ -252,5 +253,9 @@ ok($rc != 0 && $out =~ /mail_auth_oauth2: JWKS file/, 'nginx -t: a missing JWKS 
 ok($rc != 0 && $out =~ /issuer=ISS is required/, 'nginx -t: issuer required') or diag($out);
 ($rc, $out) = nginx_t("mail_auth_oauth2 jwks=$d/jwks.json issuer=x audience=y;");
 is($rc, 0, 'nginx -t: a good one passes') or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 jwks=$d/jwks.json issuer=x audience=y;",
+	'mail_auth_basic_header on; auth_basic mail; auth_basic_user_file users;');
+ok($rc != 0 && $out =~ /"mail_auth_oauth2" needs a store/, 'nginx -t: not in a Basic-bridge location without a store')
+	or diag($out);
 
 ###############################################################################
