@@ -30,7 +30,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -282,7 +282,8 @@ fn parse_jwks(text: &[u8]) -> Result<(Vec<Key>, Vec<String>), String> {
 struct KeyState {
     id: Option<FileId>,
     checked: Option<Instant>,
-    keys: Vec<Key>,
+    /// Shared with the verifications under way (the lock is not held while a signature is checked).
+    keys: Arc<Vec<Key>>,
     /// Why the file could not be used (kept until it parses again).
     error: Option<String>,
     /// (a warning, the text)
@@ -309,7 +310,13 @@ impl Verifier {
     pub fn new(cfg: OauthConfig) -> Result<Verifier, String> {
         let v = Verifier {
             cfg,
-            state: Mutex::new(KeyState { id: None, checked: None, keys: Vec::new(), error: None, notices: Vec::new() }),
+            state: Mutex::new(KeyState {
+                id: None,
+                checked: None,
+                keys: Arc::new(Vec::new()),
+                error: None,
+                notices: Vec::new(),
+            }),
         };
         {
             let mut st = v.lock();
@@ -353,7 +360,7 @@ impl Verifier {
                 st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
                 st.notices
                     .extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
-                st.keys = keys;
+                st.keys = Arc::new(keys);
                 st.error = None;
             }
             Err(e) => {
@@ -391,7 +398,7 @@ impl Verifier {
         }
         let kid = header.get("kid").and_then(Value::as_str);
 
-        let claims = {
+        let keys = {
             let mut st = self.lock();
             let now_i = Instant::now();
             if st.checked.map_or(true, |c| now_i.duration_since(c) >= RECHECK) {
@@ -400,7 +407,10 @@ impl Verifier {
             if st.keys.is_empty() {
                 return Err(TokenError::Keys(st.error.clone().unwrap_or_else(|| "no keys".into())));
             }
-            let candidates: Vec<&Key> = st.keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid).collect();
+            Arc::clone(&st.keys)
+        };
+        let claims = {
+            let candidates: Vec<&Key> = keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid).collect();
             if candidates.is_empty() {
                 return Err(TokenError::UnknownKid);
             }
