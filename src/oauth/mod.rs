@@ -20,8 +20,9 @@
 //!   equal the SASL identity nginx sends as `Auth-User`, compared ASCII case-insensitively
 //!   (mail operators treat `User@Example.ORG` and `user@example.org` as one mailbox; non-ASCII
 //!   letters must match exactly). The claim's value is the user the login goes on with.
-//! * The JWKS file is read at configuration time and re-read when it changes (checked at most
-//!   once a second, by its identity: inode, size, mtime, ctime). A file that stops parsing
+//! * The JWKS file is read at configuration time and re-read when it changes, by each worker's
+//!   watcher thread (`mail-auth-watch`, as for the passwd-file: off the event loop), which looks
+//!   at its identity (inode, size, mtime, ctime) every second. A file that stops parsing
 //!   keeps the last good keys (and says so); one that never parsed makes every login a
 //!   temporary failure.
 //! * Tokens are never logged nor shown: reasons name the claim and the rule, never the value.
@@ -30,7 +31,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -38,7 +40,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use crate::store::watch::FileId;
+use crate::store::watch::{self, FileId};
 
 #[cfg(test)]
 mod tests;
@@ -296,7 +298,38 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The verifier of one `mail_auth` location.
 pub struct Verifier {
     pub cfg: OauthConfig,
+    shared: Arc<Shared>,
+}
+
+/// What the verifier shares with its watcher thread.
+struct Shared {
+    jwks: PathBuf,
     state: Mutex<KeyState>,
+    /// The process whose watcher thread is running (a forked worker starts its own).
+    started_in: AtomicU32,
+    /// No watcher thread: verifications look at the file themselves (when due).
+    inline: AtomicBool,
+    stop: Mutex<Option<Arc<watch::Stop>>>,
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        if let Some(stop) = lock(&self.shared.stop).take() {
+            stop.stop();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One look of the watcher thread; `false` ends it (the verifier is gone).
+fn tick(shared: &Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else { return false };
+    let mut st = lock(&shared.state);
+    reload(&shared.jwks, &mut st, Instant::now());
+    true
 }
 
 impl fmt::Debug for Verifier {
@@ -308,8 +341,8 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// Reads the JWKS file: `Err` when it is unusable (a configuration error).
     pub fn new(cfg: OauthConfig) -> Result<Verifier, String> {
-        let v = Verifier {
-            cfg,
+        let shared = Arc::new(Shared {
+            jwks: cfg.jwks.clone(),
             state: Mutex::new(KeyState {
                 id: None,
                 checked: None,
@@ -317,10 +350,14 @@ impl Verifier {
                 error: None,
                 notices: Vec::new(),
             }),
-        };
+            started_in: AtomicU32::new(0),
+            inline: AtomicBool::new(false),
+            stop: Mutex::new(None),
+        });
+        let v = Verifier { cfg, shared };
         {
             let mut st = v.lock();
-            v.reload(&mut st, Instant::now());
+            reload(&v.shared.jwks, &mut st, Instant::now());
             if let Some(e) = &st.error {
                 return Err(e.clone());
             }
@@ -330,47 +367,76 @@ impl Verifier {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, KeyState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shared.state)
     }
 
-    /// Re-reads the JWKS file if its identity changed.
-    fn reload(&self, st: &mut KeyState, now: Instant) {
-        st.checked = Some(now);
-        let path = &self.cfg.jwks;
-        let meta = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) => {
-                let msg = format!("JWKS file \"{}\": {e}", path.display());
-                if st.error.as_ref() != Some(&msg) {
-                    st.notices.push((true, keeping(&msg, st.keys.len())));
-                }
-                st.error = Some(msg);
-                st.id = None;
-                return;
-            }
-        };
-        let id = FileId::of(&meta);
-        if st.id == Some(id) {
+    /// The first verification in this process starts the watcher thread (`mail-auth-watch`,
+    /// as for the passwd-file): the JWKS file is looked at and re-read off the event loop. If
+    /// the thread cannot start, verifications look at it themselves.
+    fn start(&self) {
+        let pid = std::process::id();
+        if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
-        st.id = Some(id);
-        let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
-        match parsed {
-            Ok((keys, skipped)) => {
-                st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
-                st.notices
-                    .extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
-                st.keys = Arc::new(keys);
-                st.error = None;
+        let mut stop = lock(&self.shared.stop);
+        if self.shared.started_in.load(Ordering::Acquire) == pid {
+            return;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        match watch::spawn(RECHECK, move || tick(&weak)) {
+            Ok(s) => {
+                *stop = Some(s);
+                self.shared.inline.store(false, Ordering::Release);
             }
             Err(e) => {
-                let msg = format!("JWKS file \"{}\": {e}", path.display());
-                st.notices.push((true, keeping(&msg, st.keys.len())));
-                st.error = Some(msg);
+                self.lock().notices.push((
+                    true,
+                    format!("cannot start the {} thread ({e}): the JWKS file is checked by logins", watch::THREAD_NAME),
+                ));
+                self.shared.inline.store(true, Ordering::Release);
             }
         }
+        self.shared.started_in.store(pid, Ordering::Release);
     }
+}
 
+/// Re-reads the JWKS file if its identity changed.
+fn reload(path: &std::path::Path, st: &mut KeyState, now: Instant) {
+    st.checked = Some(now);
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = format!("JWKS file \"{}\": {e}", path.display());
+            if st.error.as_ref() != Some(&msg) {
+                st.notices.push((true, keeping(&msg, st.keys.len())));
+            }
+            st.error = Some(msg);
+            st.id = None;
+            return;
+        }
+    };
+    let id = FileId::of(&meta);
+    if st.id == Some(id) {
+        return;
+    }
+    st.id = Some(id);
+    let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
+    match parsed {
+        Ok((keys, skipped)) => {
+            st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
+            st.notices.extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
+            st.keys = Arc::new(keys);
+            st.error = None;
+        }
+        Err(e) => {
+            let msg = format!("JWKS file \"{}\": {e}", path.display());
+            st.notices.push((true, keeping(&msg, st.keys.len())));
+            st.error = Some(msg);
+        }
+    }
+}
+
+impl Verifier {
     /// Notices for the error log since the last call: `(true, _)` warnings (skipped keys,
     /// broken files), `(false, _)` news (a reload).
     pub fn take_notices(&self) -> Vec<(bool, String)> {
@@ -399,10 +465,12 @@ impl Verifier {
         let kid = header.get("kid").and_then(Value::as_str);
 
         let keys = {
+            self.start();
             let mut st = self.lock();
             let now_i = Instant::now();
-            if st.checked.map_or(true, |c| now_i.duration_since(c) >= RECHECK) {
-                self.reload(&mut st, now_i);
+            let due = st.checked.map_or(true, |c| now_i.duration_since(c) >= RECHECK);
+            if due && self.shared.inline.load(Ordering::Acquire) {
+                reload(&self.shared.jwks, &mut st, now_i);
             }
             if st.keys.is_empty() {
                 return Err(TokenError::Keys(st.error.clone().unwrap_or_else(|| "no keys".into())));

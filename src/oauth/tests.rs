@@ -142,15 +142,22 @@ fn jwks_rotation_and_broken_files() {
     let tmp = dir.join("new");
     std::fs::copy(data("jwks2.json"), &tmp).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    std::thread::sleep(RECHECK + Duration::from_millis(50));
-    assert!(v.verify(token("rs256-r2").as_bytes(), u, NOW).is_ok());
+    // the watcher thread (started by the first verification) re-reads it within a second
+    let t = Instant::now();
+    while v.verify(token("rs256-r2").as_bytes(), u, NOW).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(5), "re-read by the watcher");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(v.verify(token("rs256").as_bytes(), u, NOW), Err(TokenError::UnknownKid));
     // a broken file keeps the last good keys
     std::fs::write(&tmp, b"{not json").unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    std::thread::sleep(RECHECK + Duration::from_millis(50));
+    let t = Instant::now();
+    while !v.take_notices().iter().any(|(w, n)| *w && n.contains("keeping the 1 key(s)")) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the broken file noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(v.verify(token("rs256-r2").as_bytes(), u, NOW).is_ok());
-    assert!(v.take_notices().iter().any(|(w, n)| *w && n.contains("keeping the 1 key(s)")));
     std::fs::remove_dir_all(&dir).unwrap();
     // never parsed: a configuration error
     let mut c = cfg();
