@@ -66,11 +66,6 @@ pub(super) fn hash(password: &[u8], cost: u32) -> Result<String, SchemeError> {
         .map_err(|e| malformed(format!("bcrypt (cost {cost}): {e}")))
 }
 
-/// The cost a dummy hash uses for a stored cost: the same, up to htpasswd's maximum (17).
-pub(super) fn dummy_cost(cost: u32) -> u32 {
-    cost.clamp(4, 17)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,12 +130,6 @@ pub(super) fn hash(
     }
 }
 
-/// Rounds for a dummy hash: the stored count, capped so a silly stored value can't make every
-/// unknown-user probe as slow (5 000 000 rounds already take seconds).
-pub(super) fn dummy_rounds(rounds: usize) -> usize {
-    rounds.clamp(ROUNDS_MIN, 5_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

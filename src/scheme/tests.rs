@@ -431,57 +431,6 @@ fn real_tools_accept_what_hash_password_writes() {
 }
 
 #[test]
-fn dummy_hashes_keep_family_and_cost_and_never_match() {
-    for fam in [
-        "bcrypt",
-        "sha512-crypt",
-        "SHA256-CRYPT",
-        "SSHA512",
-        "ARGON2I",
-        "argon2id",
-        "apr1",
-        "md5-crypt",
-        "PLAIN",
-        "SHA",
-    ] {
-        let v = find(fam);
-        let d = dummy_hash(v.stored);
-        let d = &*d;
-        assert_eq!(
-            verify(d, v.password.as_bytes()),
-            Ok(false),
-            "{fam}: dummy {d} must be valid and not match"
-        );
-        assert_eq!(is_costly(d), is_costly(v.stored), "{fam}: same cost class");
-        assert!(std::ptr::eq(d, &*dummy_hash(v.stored)), "{fam}: made once");
-        match scheme_name(v.stored) {
-            "PLAIN" | "SHA" => assert_eq!(scheme_name(d), "SSHA512"),
-            name => assert_eq!(scheme_name(d), name, "{fam}: same family"),
-        }
-    }
-    let bc = dummy_hash(find("bcrypt").stored);
-    assert!(bc.starts_with("$2y$05$"), "bcrypt cost kept: {bc}");
-    let ten = supported()
-        .find(|v| v.stored.starts_with("$2y$10$"))
-        .unwrap();
-    assert!(dummy_hash(ten.stored).starts_with("$2y$10$"));
-    let a = dummy_hash(find("ARGON2I").stored);
-    assert!(
-        a.starts_with("$argon2i$v=19$m=32768,t=4,p=1$"),
-        "argon2 parameters kept: {a}"
-    );
-    let r = dummy_hash("$6$rounds=7000$abc$Sawg4kKwlTQ9xVljMPfN1Cxri6jyez7qsUdmJ8P5dbYdaeQ8eaa483gxip.kV2biFsGJmh7rcv4ZkyvY0.Gqv0");
-    assert!(r.starts_with("$6$rounds=7000$"), "rounds kept: {r}");
-    // Unknown or malformed input still gets a valid, cheap, never-matching hash.
-    for junk in ["", "{NOPE}x", "$2y$99$x"] {
-        let d = dummy_hash(junk);
-        assert_eq!(verify(&d, b""), Ok(false), "{junk:?} -> {d}");
-        assert!(!is_costly(&d));
-    }
-}
-
-
-#[test]
 fn challenge_responses_check_against_plain_and_dovecot_cram_md5() {
     // RFC 2195's example, checked against what doveadm stored for the same password: this pins
     // the byte order of the {CRAM-MD5} key states.
@@ -562,6 +511,17 @@ fn cost_estimates_order_schemes_by_verification_time() {
     }
     for v in supported() {
         assert!(c(v.stored) > 0, "{} {}", v.scheme, v.stored);
+    }
+    // 0 exactly when verify() refuses the value (the cheap ones; the fuzz target checks more).
+    for v in vectors().filter(|v| !is_costly(v.stored)) {
+        let r = verify(v.stored, v.password.as_bytes());
+        assert_eq!(
+            c(v.stored) == 0,
+            r.is_err(),
+            "{} {}: {r:?}",
+            v.scheme,
+            v.stored
+        );
     }
     assert_eq!(c(&b(31)), 55 << 31, "no overflow at the largest cost");
 }
