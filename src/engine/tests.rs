@@ -15,7 +15,7 @@ fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
         }
     }
 }
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::store::{StoreError, StoreNotice};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -47,7 +47,7 @@ pub struct Account {
     /// Which protocols may be used; `None` = all.
     pub protocols: Option<Vec<Protocol>>,
     /// Networks the user may log in from; `None` = anywhere.
-    pub networks: Option<Vec<crate::policy::Cidr>>,
+    pub networks: Option<Vec<crate::cidr::Cidr>>,
     /// Per-user Auth-Wait on failure (seconds).
     pub wait: Option<u32>,
     /// Extra `key=value` fields (Dovecot passwd-file extra fields), kept for later use.

@@ -69,7 +69,7 @@ use std::time::Duration;
 
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{parse_server, Protocol};
 use crate::scheme;
 

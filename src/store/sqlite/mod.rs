@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::watch::{Events, FileId, FileWatch, Seen};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{self, Protocol};
 use crate::scheme;
 
