@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cidr;
 pub mod config;
 pub mod engine;
+mod hex;
 pub mod limiter;
 pub mod metrics;
 pub mod policy;

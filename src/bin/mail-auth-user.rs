@@ -1,9 +1,11 @@
 //! mail-auth-user: add, remove, disable users and set passwords in the stores ngx-mail-auth reads
 //! (a SQLite database with the schema of scripts/schema.sql, or an htpasswd / passwd-file).
 //!
-//! The package's library is an nginx module (cdylib), so this tool includes the one module it
-//! shares with it, the password schemes, by path.
+//! The package's library is an nginx module (cdylib), so this tool includes the modules it
+//! shares with it, the password schemes and their hex codec, by path.
 
+#[path = "../hex.rs"]
+mod hex;
 #[path = "../scheme/mod.rs"]
 #[allow(dead_code)]
 mod scheme;

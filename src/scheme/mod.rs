@@ -31,6 +31,8 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
+use crate::hex;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemeError {
     /// The scheme is not one we verify (its name, for the log).
@@ -329,7 +331,7 @@ pub fn verify_challenge(
         (Stored::CramMd5(h), Challenge::CramMd5) => h.hmac(challenge),
         _ => return Err(ChallengeError::Unsuitable(scheme_name(stored))),
     };
-    Ok(match cram::decode_hex(response) {
+    Ok(match hex::decode(response) {
         Some(got) => ct_eq(&got, &expected),
         None => false,
     })
@@ -337,7 +339,7 @@ pub fn verify_challenge(
 
 /// A response to `challenge` computed from a known password (for tests and tools).
 pub fn challenge_response(kind: Challenge, password: &[u8], challenge: &[u8]) -> String {
-    cram::hex(&match kind {
+    hex::encode(&match kind {
         Challenge::Apop => cram::apop(challenge, password),
         Challenge::CramMd5 => cram::hmac_md5(password, challenge),
     })
