@@ -45,7 +45,12 @@ pub enum Step {
 }
 
 pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
-    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip, local_ip: None }
+    Query {
+        user,
+        protocol: req.protocol,
+        method: req.method,
+        client_ip: req.client_ip,
+    }
 }
 
 /// The store's timing template (its costliest stored hash), or the default.

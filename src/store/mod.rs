@@ -21,7 +21,6 @@ pub struct Query<'a> {
     pub protocol: Protocol,
     pub method: Method,
     pub client_ip: Option<IpAddr>,
-    pub local_ip: Option<IpAddr>,
 }
 
 /// One account as a store returns it. Only `password` is mandatory; every other field is

@@ -724,7 +724,6 @@ mod tests {
             protocol: Protocol::Imap,
             method: Method::Plain,
             client_ip: None,
-            local_ip: None,
         }
     }
 
