@@ -131,8 +131,14 @@ pub const fn min_words() -> usize {
 mod tests {
     use super::*;
 
-    fn key(c: &Cache<'_>, generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        c.key(&[&generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password])
+    /// `stored` stands for the stored credential the engine puts into the key.
+    fn key(c: &Cache<'_>, stored: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
+        c.key(&[
+            &stored.to_le_bytes(),
+            protocol.as_bytes(),
+            user.as_bytes(),
+            password,
+        ])
     }
 
     fn region(words: usize) -> Vec<AtomicU64> {
@@ -177,7 +183,7 @@ mod tests {
         assert_ne!(k, key(&c, 1, "imap", "alice", b"secret-passworD"), "password");
         assert_ne!(key(&c, 1, "imap", "ab", b"c"), key(&c, 1, "imap", "a", b"bc"), "no field run-on");
         c.put(&k, true, 60, 0);
-        // a password changed in the store: new generation, the old verdict is not found
+        // a password changed in the store: another stored credential, the old verdict is not found
         assert_eq!(c.get(&key(&c, 2, "imap", "alice", b"secret-password"), 1), None);
         let bytes: Vec<u8> = r.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
         for part in [&b"secret-password"[..], b"secret", b"password", b"alice"] {

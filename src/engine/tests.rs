@@ -263,15 +263,19 @@ fn smtp_failures_carry_error_codes() {
 }
 
 #[test]
-fn unknown_user_runs_dummy_verification_and_answers_like_wrong_password() {
+fn unknown_user_runs_a_template_verification_and_answers_like_wrong_password() {
     let s = store();
     let c = cfg();
     let r = req(Protocol::Imap, "nobody", b"whatever");
     let Step::Verify(p) = begin(&c, &r, &s) else {
         panic!("unknown user must verify")
     };
-    assert_ne!(p.stored(), "", "a dummy hash is verified");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "the dummy never matches");
+    assert_ne!(p.stored(), "", "the timing template is verified");
+    assert_eq!(
+        p.run(),
+        VerifyResult::Mismatch,
+        "the template never matches"
+    );
     let o = finish(&c, &r, p, VerifyResult::Match);
     assert_eq!(
         o.result, "unknown-user",
@@ -293,7 +297,11 @@ fn unknown_users_verify_against_the_store_template() {
     let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), DEFAULT_TEMPLATE);
     assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "dummy verification never matches");
+    assert_eq!(
+        p.run(),
+        VerifyResult::Mismatch,
+        "the template verification never matches"
+    );
     // The store's template: whatever was looked up before.
     s.template = Some("{PLAIN}alice pw".into());
     let _ = decide(&c, &req(Protocol::Imap, "alice", b"x"), &s);

@@ -24,7 +24,7 @@ pub struct Query<'a> {
 }
 
 /// One account as a store returns it. Only `password` is mandatory; every other field is
-/// optional routing/policy information (see DESIGN.md §2 and issue 4).
+/// optional routing/policy information.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {
     /// The account's name as the store knows it: the user field of its passwd-file line, the
