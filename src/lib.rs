@@ -23,6 +23,8 @@ pub mod scheme;
 pub mod shm;
 pub mod smtp;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 // The nginx glue is left out of unit tests (the test binary has no nginx to link against) and
 // of builds without the `module` feature (fuzz/).

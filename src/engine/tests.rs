@@ -788,8 +788,7 @@ fn passwd_file_fixtures_end_to_end() {
     use crate::protocol::{escape, parse_request};
     use crate::store::passwd_file::PasswdFile;
 
-    let dir = std::env::temp_dir().join(format!("ngx-mail-auth-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::testutil::TempDir::new("e2e");
     let path = dir.join("users");
     let mut data = include_str!("../../testdata/passwd/htpasswd").to_string();
     data.push_str(include_str!("../../testdata/passwd/users.passwd"));
@@ -876,7 +875,6 @@ fn passwd_file_fixtures_end_to_end() {
     assert!(p.stored().starts_with("$2"), "{}", p.stored());
     assert!(p.is_costly());
     assert_eq!(p.run(), VerifyResult::Mismatch);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -386,11 +386,8 @@ fn real_tools_accept_what_hash_password_writes() {
     }
     // htpasswd -v checks our bcrypt in a file, as Apache would.
     let b = hash_password(HashKind::Bcrypt { cost: 4 }, pw.as_bytes()).unwrap();
-    let file = std::env::temp_dir().join(format!(
-        "ngx-mail-auth-scheme-test-{}.htpasswd",
-        std::process::id()
-    ));
-    std::fs::write(&file, format!("u:{b}\n")).unwrap();
+    let dir = crate::testutil::TempDir::new("scheme");
+    let file = dir.file("htpasswd", format!("u:{b}\n").as_bytes());
     let path = file.to_str().unwrap();
     if let Some(ok) = run("htpasswd", &["-vb", path, "u", pw]) {
         assert!(
@@ -401,7 +398,6 @@ fn real_tools_accept_what_hash_password_writes() {
         let bad = run("htpasswd", &["-vb", path, "u", "wrong"]).unwrap();
         assert!(!bad.status.success());
     }
-    let _ = std::fs::remove_file(&file);
     // doveadm pw -t verifies each form with Dovecot's own code.
     let x = hash_password(HashKind::Ssha512, pw.as_bytes()).unwrap();
     for stored in [
