@@ -13,6 +13,8 @@
 //! torn by a crashed writer can never pair a key with another entry's verdict (it just misses).
 //! A full probe window evicts its least recently used entry (expired ones are reused first).
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::shm::{hash_word, key64, Table, DATA};

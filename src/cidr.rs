@@ -10,6 +10,8 @@
 //!   `::ffff:10.0.0.1` matches `10.0.0.0/8`, and a rule `::ffff:10.0.0.0/104` is the IPv4 rule
 //!   `10.0.0.0/8`.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

@@ -1,6 +1,8 @@
 //! Hex digits: the one decoder (and the lowercase encoder) the crate uses, for `%XX` escapes,
 //! `.HEX` stored values, `{CRAM-MD5}` key states and APOP / CRAM-MD5 responses.
 
+#![forbid(unsafe_code)]
+
 /// The value of one hex digit, either case.
 pub(crate) fn digit(b: u8) -> Option<u8> {
     match b {

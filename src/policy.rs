@@ -8,6 +8,8 @@
 //!   `None` means no restriction.
 //! * A network rule with no known client IP (nginx listening on a unix socket) refuses.
 
+#![forbid(unsafe_code)]
+
 use crate::cidr::canonical_ip;
 use crate::engine::AuthResult;
 use crate::protocol::AuthRequest;

@@ -1,5 +1,7 @@
 //! Helpers for unit tests (compiled only with `cfg(test)`).
 
+#![forbid(unsafe_code)]
+
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,8 @@
 //! The package's library is an nginx module (cdylib), so this tool includes the modules it
 //! shares with it, the password schemes and their hex codec, by path.
 
+#![forbid(unsafe_code)]
+
 #[path = "../hex.rs"]
 mod hex;
 #[path = "../scheme/mod.rs"]

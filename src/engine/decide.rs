@@ -27,6 +27,8 @@
 //! * Failure waits: the account's `wait` if it has one, else `fail_wait`. SMTP answers carry
 //!   `Auth-Error-Code` (nginx prefixes it to the message).
 
+#![forbid(unsafe_code)]
+
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;

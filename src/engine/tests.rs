@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 use crate::protocol::HeaderView;
 use crate::config::{Backend, MasterUser};

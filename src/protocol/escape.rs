@@ -1,5 +1,7 @@
 //! Escaping as nginx does it for Auth-User/Auth-Pass, and printable renderings for logs.
 
+#![forbid(unsafe_code)]
+
 use super::ProtocolError;
 use crate::hex;
 

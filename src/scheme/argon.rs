@@ -7,6 +7,8 @@
 //! 1024 passes and 64 lanes. Beyond that the hash is refused as malformed rather than letting a
 //! corrupt line make a worker allocate without bound. Argon2d is not a password scheme here.
 
+#![forbid(unsafe_code)]
+
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::{Algorithm, Argon2 as Hasher, Params, Version};
 

@@ -5,6 +5,8 @@
 //! which is wrong for non-ASCII passwords. Like crypt_blowfish, only the first 72 bytes of the
 //! password count.
 
+#![forbid(unsafe_code)]
+
 use super::{malformed, SchemeError};
 
 /// bcrypt's own base64 alphabet.

@@ -8,6 +8,8 @@
 //! states from it and compare). The RustCrypto `md-5` crate does not let a state be set, so the
 //! MD5 compression function is written out here (RFC 1321) and tested against that crate.
 
+#![forbid(unsafe_code)]
+
 use md5::{Digest as _, Md5};
 
 use super::{ct_eq, malformed, SchemeError};

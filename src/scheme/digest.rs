@@ -8,6 +8,8 @@
 //! without one, an unsalted digest is hex when its text is exactly twice the digest size (and
 //! falls back to base64 if that is not hex), else base64; salted ones are base64.
 
+#![forbid(unsafe_code)]
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use md5::Md5;

@@ -6,6 +6,8 @@
 //! Form: `$1$salt$hash` with a salt of at most 8 printable characters (not `$`) and a
 //! 22-character hash.
 
+#![forbid(unsafe_code)]
+
 use md5::{Digest, Md5};
 
 use super::{ct_eq, malformed, SchemeError, CRYPT_ALPHABET as ITOA64};

@@ -19,6 +19,8 @@
 //! length is twice its size is read as hex. Anything else is an error: the user fails closed,
 //! never matches.
 
+#![forbid(unsafe_code)]
+
 mod argon;
 mod blf;
 mod cram;

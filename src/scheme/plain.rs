@@ -4,6 +4,8 @@
 //! The comparison hashes both sides with SHA-256 and compares the digests in constant time, so
 //! neither the content nor the length of the stored password shows in the timing.
 
+#![forbid(unsafe_code)]
+
 use sha2::{Digest as _, Sha256};
 
 use super::digest::decode_b64;

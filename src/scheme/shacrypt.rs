@@ -7,6 +7,8 @@
 //! libxcrypt refuses is malformed here too. (Old glibc clamped N instead; real tools never
 //! write such values.)
 
+#![forbid(unsafe_code)]
+
 use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET};
 
 const ROUNDS_DEFAULT: usize = 5000;

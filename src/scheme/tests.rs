@@ -1,6 +1,8 @@
 //! Vectors made by the real tools (testdata/schemes/make-vectors.sh records each command, and
 //! each line of vectors.tsv carries its own).
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 const VECTORS: &str = include_str!(concat!(

@@ -2,6 +2,8 @@
 //!
 //! Plain Rust: no nginx types here, so everything is unit-testable with `cargo test`.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 

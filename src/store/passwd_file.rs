@@ -57,6 +57,8 @@
 //! the old content. If the thread cannot be started, a notice says so and lookups check the
 //! file themselves, as a check interval of zero (tests) also does.
 
+#![forbid(unsafe_code)]
+
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fs::File;

@@ -2,6 +2,8 @@
 //! interval), their broken/usable state, the notices and the generation that follow from it,
 //! and the per-process watcher threads that do the checking off nginx's event loop.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::time::Instant;
 
