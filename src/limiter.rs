@@ -30,6 +30,8 @@
 //! and the counted thing, so user names and passwords are not stored. All times are seconds,
 //! passed in by the caller.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -7,6 +7,8 @@
 //! [`Metrics`]'s offsets. A zeroed region is all zeros; a region with another stamp (another
 //! layout) is zeroed first.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 

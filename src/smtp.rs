@@ -20,6 +20,8 @@
 //! differ). A local part may hold any non-ASCII character: show it with `Display`, which
 //! escapes them.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::Ipv6Addr;
 

@@ -1,12 +1,20 @@
 //! mail-auth-user: add, remove, disable users and set passwords in the stores ngx-mail-auth reads
 //! (a SQLite database with the schema of scripts/schema.sql, or an htpasswd / passwd-file).
 //!
-//! The package's library is an nginx module (cdylib), so this tool includes the one module it
-//! shares with it, the password schemes, by path.
+//! The package's library is an nginx module (cdylib), so this tool includes the modules it
+//! shares with it, the password schemes and their hex codec, by path.
 
+#![forbid(unsafe_code)]
+
+#[path = "../hex.rs"]
+mod hex;
 #[path = "../scheme/mod.rs"]
 #[allow(dead_code)]
 mod scheme;
+#[cfg(test)]
+#[path = "../testutil.rs"]
+#[allow(dead_code)]
+mod testutil;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -407,18 +415,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod edit_tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::testutil::TempDir;
 
     fn lines(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn tmpdir() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!("mail-auth-user-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir() -> TempDir {
+        TempDir::new("user")
     }
 
     fn opts(target: Target, command: &str, user: Option<&str>, password: Option<&str>) -> Opts {

@@ -27,6 +27,8 @@
 //! * Failure waits: the account's `wait` if it has one, else `fail_wait`. SMTP answers carry
 //!   `Auth-Error-Code` (nginx prefixes it to the message).
 
+#![forbid(unsafe_code)]
+
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
@@ -45,7 +47,12 @@ pub enum Step {
 }
 
 pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
-    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip, local_ip: None }
+    Query {
+        user,
+        protocol: req.protocol,
+        method: req.method,
+        client_ip: req.client_ip,
+    }
 }
 
 /// The store's timing template (its costliest stored hash), or the default.

@@ -9,6 +9,8 @@
 //!   must be that name; an account with a `cert_fingerprint` field accepts only that
 //!   certificate (SHA-1, as `Auth-SSL-Fingerprint`). Anything else: result `cert-denied`.
 
+#![forbid(unsafe_code)]
+
 use super::decide::{accept_account, query, shown};
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use crate::config::AuthConfig;

@@ -1,6 +1,8 @@
 //! What a decision ends in: a typed result (its name is the log's `result=` and the metrics'
 //! `result` label), the answer for nginx, and the reason for the log.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use crate::config::AuthConfig;

@@ -5,6 +5,8 @@
 //! not parse — gets `Auth-Error-Code: 550 5.7.1` (result `relay-denied`, not counted by the
 //! limiter).
 
+#![forbid(unsafe_code)]
+
 use super::decide::shown;
 use super::outcome::{relay_denied, temp_fail, AuthResult, Outcome};
 use crate::config::AuthConfig;

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 use crate::protocol::HeaderView;
 use crate::config::{Backend, MasterUser};
@@ -16,7 +18,7 @@ fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
         }
     }
 }
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::store::{StoreError, StoreNotice};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -264,15 +266,19 @@ fn smtp_failures_carry_error_codes() {
 }
 
 #[test]
-fn unknown_user_runs_dummy_verification_and_answers_like_wrong_password() {
+fn unknown_user_runs_a_template_verification_and_answers_like_wrong_password() {
     let s = store();
     let c = cfg();
     let r = req(Protocol::Imap, "nobody", b"whatever");
     let Step::Verify(p) = begin(&c, &r, &s) else {
         panic!("unknown user must verify")
     };
-    assert_ne!(p.stored(), "", "a dummy hash is verified");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "the dummy never matches");
+    assert_ne!(p.stored(), "", "the timing template is verified");
+    assert_eq!(
+        p.run(),
+        VerifyResult::Mismatch,
+        "the template never matches"
+    );
     let o = finish(&c, &r, p, VerifyResult::Match);
     assert_eq!(
         o.result, "unknown-user",
@@ -294,7 +300,11 @@ fn unknown_users_verify_against_the_store_template() {
     let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), DEFAULT_TEMPLATE);
     assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "dummy verification never matches");
+    assert_eq!(
+        p.run(),
+        VerifyResult::Mismatch,
+        "the template verification never matches"
+    );
     // The store's template: whatever was looked up before.
     s.template = Some("{PLAIN}alice pw".into());
     let _ = decide(&c, &req(Protocol::Imap, "alice", b"x"), &s);
@@ -780,8 +790,7 @@ fn passwd_file_fixtures_end_to_end() {
     use crate::protocol::{escape, parse_request};
     use crate::store::passwd_file::PasswdFile;
 
-    let dir = std::env::temp_dir().join(format!("ngx-mail-auth-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::testutil::TempDir::new("e2e");
     let path = dir.join("users");
     let mut data = include_str!("../../testdata/passwd/htpasswd").to_string();
     data.push_str(include_str!("../../testdata/passwd/users.passwd"));
@@ -868,7 +877,6 @@ fn passwd_file_fixtures_end_to_end() {
     assert!(p.stored().starts_with("$2"), "{}", p.stored());
     assert!(p.is_costly());
     assert_eq!(p.run(), VerifyResult::Mismatch);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

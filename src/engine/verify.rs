@@ -11,6 +11,8 @@
 //! at most `limit` at once, at most `queue` waiting; beyond that the login is answered with a
 //! temporary failure (`overloaded`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Condvar, Mutex};
 
 use crate::policy::Refusal;

@@ -35,6 +35,8 @@
 //!   the bad-request path and the Basic bridge all read that view.
 //! * Unescaping is strict: `%` must be followed by two hex digits.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 mod escape;

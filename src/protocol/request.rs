@@ -1,6 +1,8 @@
 //! The auth_http request: one lenient view of its headers (parsed once), and the validated
 //! [`AuthRequest`] made from it.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::IpAddr;
 

@@ -1,5 +1,7 @@
 //! The auth_http answer nginx reads.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::IpAddr;
 

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 
 fn req(h: &[(&str, &[u8])]) -> Result<AuthRequest, ProtocolError> {

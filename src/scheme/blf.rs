@@ -5,6 +5,8 @@
 //! which is wrong for non-ASCII passwords. Like crypt_blowfish, only the first 72 bytes of the
 //! password count.
 
+#![forbid(unsafe_code)]
+
 use super::{malformed, SchemeError};
 
 /// bcrypt's own base64 alphabet.
@@ -64,11 +66,6 @@ pub(super) fn hash(password: &[u8], cost: u32) -> Result<String, SchemeError> {
     bcrypt::hash_with_result(password, cost)
         .map(|h| h.format_for_version(bcrypt::Version::TwoY))
         .map_err(|e| malformed(format!("bcrypt (cost {cost}): {e}")))
-}
-
-/// The cost a dummy hash uses for a stored cost: the same, up to htpasswd's maximum (17).
-pub(super) fn dummy_cost(cost: u32) -> u32 {
-    cost.clamp(4, 17)
 }
 
 #[cfg(test)]

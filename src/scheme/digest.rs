@@ -8,6 +8,8 @@
 //! without one, an unsalted digest is hex when its text is exactly twice the digest size (and
 //! falls back to base64 if that is not hex), else base64; salted ones are base64.
 
+#![forbid(unsafe_code)]
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use md5::Md5;
@@ -15,6 +17,7 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
 use super::{ct_eq, malformed, random_bytes, Encoding, SchemeError};
+use crate::hex;
 
 /// Standard alphabet; padding optional on input (LDAP tools and Dovecot both write it).
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -122,24 +125,6 @@ pub(super) struct Digest {
     salt: Vec<u8>,
 }
 
-pub(super) fn decode_hex(v: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let pairs = v.as_bytes().chunks_exact(2);
-    if !pairs.remainder().is_empty() {
-        return None;
-    }
-    pairs
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 pub(super) fn decode_b64(v: &str) -> Option<Vec<u8>> {
     B64.decode(v).ok()
 }
@@ -154,10 +139,10 @@ pub(super) fn parse(
     let n = kind.alg().len();
     let value = value.trim_ascii();
     let raw = match encoding {
-        Encoding::Hex => decode_hex(value),
+        Encoding::Hex => hex::decode(value.as_bytes()),
         Encoding::Base64 => decode_b64(value),
         Encoding::Default if !kind.salted() && value.len() == 2 * n => {
-            decode_hex(value).or_else(|| decode_b64(value))
+            hex::decode(value.as_bytes()).or_else(|| decode_b64(value))
         }
         Encoding::Default => decode_b64(value),
     }

@@ -4,10 +4,13 @@
 //! The comparison hashes both sides with SHA-256 and compares the digests in constant time, so
 //! neither the content nor the length of the stored password shows in the timing.
 
+#![forbid(unsafe_code)]
+
 use sha2::{Digest as _, Sha256};
 
-use super::digest::{decode_b64, decode_hex};
+use super::digest::decode_b64;
 use super::{ct_eq, malformed, Encoding, SchemeError};
+use crate::hex;
 
 pub(super) struct Plain(Vec<u8>);
 
@@ -23,7 +26,7 @@ pub(super) fn parse(name: &str, encoding: Encoding, value: &str) -> Result<Plain
                 "{name} with an encoding suffix"
             )))
         }
-        (_, Encoding::Hex) => decode_hex(value.trim_ascii()),
+        (_, Encoding::Hex) => hex::decode(value.trim_ascii().as_bytes()),
         (_, Encoding::Default) => Some(value.as_bytes().to_vec()),
     };
     decoded

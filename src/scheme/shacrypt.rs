@@ -7,6 +7,8 @@
 //! libxcrypt refuses is malformed here too. (Old glibc clamped N instead; real tools never
 //! write such values.)
 
+#![forbid(unsafe_code)]
+
 use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET};
 
 const ROUNDS_DEFAULT: usize = 5000;
@@ -128,12 +130,6 @@ pub(super) fn hash(
             compute(bits, password, salt.as_bytes(), r)?
         )),
     }
-}
-
-/// Rounds for a dummy hash: the stored count, capped so a silly stored value can't make every
-/// unknown-user probe as slow (5 000 000 rounds already take seconds).
-pub(super) fn dummy_rounds(rounds: usize) -> usize {
-    rounds.clamp(ROUNDS_MIN, 5_000_000)
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@
 //! the old content. If the thread cannot be started, a notice says so and lookups check the
 //! file themselves, as a check interval of zero (tests) also does.
 
+#![forbid(unsafe_code)]
+
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fs::File;
@@ -69,7 +71,7 @@ use std::time::Duration;
 
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{parse_server, Protocol};
 use crate::scheme;
 
@@ -682,41 +684,11 @@ impl Store for PasswdFile {
 mod tests {
     use super::*;
     use crate::protocol::Method;
+    use crate::testutil::TempDir;
     use std::fs;
     use std::io::Write;
     use std::process::Command;
-    use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
-
-    /// A private temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "ngx-mail-auth-pwf-{}-{}-{}",
-                std::process::id(),
-                tag,
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-            let p = self.0.join(name);
-            let mut f = File::create(&p).unwrap();
-            f.write_all(content).unwrap();
-            p
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn q(user: &str) -> Query<'_> {
         Query {
@@ -724,7 +696,6 @@ mod tests {
             protocol: Protocol::Imap,
             method: Method::Plain,
             client_ip: None,
-            local_ip: None,
         }
     }
 
@@ -775,7 +746,7 @@ mod tests {
         assert!(m[0].ends_with(": loaded 4 users"), "{m:?}");
         assert_eq!(
             s.describe(),
-            format!("passwd file \"{}\"", d.0.join("h").display())
+            format!("passwd file \"{}\"", d.join("h").display())
         );
     }
 
@@ -836,7 +807,7 @@ mod tests {
     fn real_htpasswd_tool() {
         // Shell out to apache2-utils' htpasswd when present (fixtures cover the rest).
         let d = TempDir::new("tool");
-        let p = d.0.join("ht");
+        let p = d.join("ht");
         let run = |args: &[&str]| Command::new("htpasswd").args(args).output();
         let first = run(&[
             "-c",
@@ -947,10 +918,10 @@ mod tests {
     #[test]
     fn open_missing_file_is_an_error() {
         let d = TempDir::new("missing");
-        let e = PasswdFile::open(d.0.join("nope")).err().unwrap();
+        let e = PasswdFile::open(d.join("nope")).err().unwrap();
         assert!(e.source.contains("nope"), "{e}");
         assert!(e.cause.starts_with("cannot open: "), "{e}");
-        let e = PasswdFile::open(&d.0).err().unwrap();
+        let e = PasswdFile::open(&*d).err().unwrap();
         assert_eq!(e.cause, "not a regular file");
     }
 

@@ -2,6 +2,8 @@
 //! interval), their broken/usable state, the notices and the generation that follow from it,
 //! and the per-process watcher threads that do the checking off nginx's event loop.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -386,9 +388,7 @@ mod tests {
 
     #[test]
     fn file_watch_identity_and_broken_state() {
-        let dir = std::env::temp_dir().join(format!("ngx-mail-auth-watch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::TempDir::new("watch");
         let p = dir.join("f");
         let events = Events::default();
         let mut w = FileWatch::new(&p, Duration::from_secs(3600));
@@ -410,6 +410,5 @@ mod tests {
         fs::write(dir.join("g"), b"two").unwrap();
         fs::rename(dir.join("g"), &p).unwrap();
         assert!(matches!(w.look(true), Seen::Changed(_)));
-        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -18,13 +18,15 @@
 //! - The query should return at most one row: a second row is a `StoreError` (fail closed
 //!   rather than pick an arbitrary account); add `LIMIT 1` if that is really meant.
 //!
-//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method` (text; the IPs
-//! as `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
-//! names it, e.g. `plain`). Result columns the module understands (others are kept in
+//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:method` (text; the client IP as
+//! `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
+//! names it, e.g. `plain`). There is no local address: nginx mail does not send one. Result columns the module understands (others are kept in
 //! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `name` (the
 //! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
 //! `wait`.
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,7 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::watch::{Events, FileId, FileWatch, Seen};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{self, Protocol};
 use crate::scheme;
 
@@ -45,7 +47,7 @@ pub const DEFAULT_QUERY: &str =
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.
-pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip", ":method"];
+pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":method"];
 
 /// At most this many rows of `users` are read for [`Store::timing_template`].
 pub const TEMPLATE_ROWS: u32 = 100_000;
@@ -259,7 +261,6 @@ impl SqliteStore {
         let mut stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         check_statement(&stmt)?;
         let client_ip = q.client_ip.map(|ip| ip.to_string());
-        let local_ip = q.local_ip.map(|ip| ip.to_string());
         for i in 1..=stmt.parameter_count() {
             let name = stmt.parameter_name(i).unwrap_or("").to_string();
             let r = match name.as_str() {
@@ -267,7 +268,6 @@ impl SqliteStore {
                 ":protocol" => stmt.raw_bind_parameter(i, q.protocol.as_str()),
                 ":method" => stmt.raw_bind_parameter(i, q.method.as_str()),
                 ":client_ip" => stmt.raw_bind_parameter(i, client_ip.as_deref()),
-                ":local_ip" => stmt.raw_bind_parameter(i, local_ip.as_deref()),
                 other => return Err(format!("unknown parameter \"{other}\"")),
             };
             r.map_err(|e| format!("binding {name}: {e}"))?;
