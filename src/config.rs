@@ -176,7 +176,12 @@ pub fn parse_seconds(v: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
 }
 
-/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k).
+/// The shared zone of the status counters: added automatically (by `mail_auth` and
+/// `mail_auth_status`), so no directive may declare a zone of that name.
+pub const STATUS_ZONE: &str = "mail_auth_status";
+
+/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k). NAME is not
+/// [`STATUS_ZONE`]: a cache or limiter there would share the counters' memory.
 pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
     let (name, size) = v
         .strip_prefix("zone=")
@@ -184,6 +189,9 @@ pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
         .ok_or_else(|| format!("\"{v}\": expected zone=NAME:SIZE"))?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(format!("invalid zone name \"{name}\""));
+    }
+    if name == STATUS_ZONE {
+        return Err(format!("zone name \"{name}\" is reserved for the status counters (added automatically)"));
     }
     let (num, mult) = match size.as_bytes().last() {
         Some(b'k' | b'K') => (&size[..size.len() - 1], 1024),
@@ -226,6 +234,10 @@ mod tests {
         for bad in ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"] {
             assert!(parse_zone(bad).is_err(), "{bad}");
         }
+        let reserved = parse_zone("zone=mail_auth_status:64k").unwrap_err();
+        assert!(reserved.contains("\"mail_auth_status\" is reserved"), "{reserved}");
+        // zone names are case-sensitive in nginx: another spelling is another zone
+        assert_eq!(parse_zone("zone=Mail_Auth_Status:64k"), Ok(("Mail_Auth_Status".into(), 64 << 10)));
     }
 
     #[test]

@@ -21,9 +21,9 @@ use crate::limiter::{self, LimitConfig};
 use crate::store::{self, NoticeLevel, Store};
 use super::zone::{self, Zone};
 
-/// The shared zone of the status counters, added by the first `mail_auth` or
-/// `mail_auth_status`.
-pub const STATS_ZONE: &str = "mail_auth_status";
+/// The shared zone of the status counters (`config::STATUS_ZONE`), added by the first
+/// `mail_auth` or `mail_auth_status`.
+const STATS_ZONE: &str = config::STATUS_ZONE;
 const STATS_ZONE_SIZE: usize = 64 * 1024;
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
