@@ -1,6 +1,7 @@
 //! The configuration the engine decides with, and the parsing of directive arguments (plain
 //! Rust, unit-tested; the FFI layer only calls these).
 
+use crate::engine::Level;
 use crate::protocol::{self, Protocol};
 
 /// A backend address: `server` an IP literal, `port` 1..65535.
@@ -21,6 +22,15 @@ pub struct MasterUser {
 
 /// Default `mail_auth_fail_wait`, seconds.
 pub const DEFAULT_FAIL_WAIT: u32 = 3;
+
+/// Default `mail_auth_log_level`: the level of the line logged per decision.
+pub const DEFAULT_LOG_LEVEL: Level = Level::Info;
+
+/// Default `mail_auth_thread_pool`: nginx's own default pool.
+pub const DEFAULT_THREAD_POOL: &str = "default";
+
+/// Default `separator=` of `mail_auth_master_user` (Dovecot's `auth_master_user_separator`).
+pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
 
 /// What the decision needs from the nginx configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,13 +119,26 @@ impl Default for VerifyConcurrency {
 /// (32 threads) can hold waiting, so with the default pool a burst only waits.
 pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 
-/// Where a `mail_auth` location finds its users.
+/// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConf {
     /// `mail_auth_passwd_file PATH`
     PasswdFile(String),
-    /// `mail_auth_sqlite PATH` (+ `mail_auth_sqlite_query`)
+    /// `mail_auth_sqlite PATH`, and the `mail_auth_sqlite_query` in effect where it is used
+    /// (`None`: the default query).
     Sqlite { path: String, query: Option<String> },
+}
+
+/// A `mail_auth_log_level` value (nginx's level names, case-insensitive).
+pub fn parse_log_level(v: &str) -> Option<Level> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "debug" => Level::Debug,
+        "info" => Level::Info,
+        "notice" => Level::Notice,
+        "warn" => Level::Warn,
+        "error" => Level::Error,
+        _ => return None,
+    })
 }
 
 /// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
@@ -272,6 +295,15 @@ mod tests {
         for bad in ["", "s", "-1", "1.5s", "3d", "25h", "99999999999"] {
             assert!(parse_seconds(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("info"), Some(Level::Info));
+        assert_eq!(parse_log_level("WARN"), Some(Level::Warn));
+        assert_eq!(parse_log_level("debug"), Some(Level::Debug));
+        assert_eq!(parse_log_level("crit"), None);
+        assert_eq!(parse_log_level(""), None);
     }
 
     #[test]

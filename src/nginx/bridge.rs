@@ -102,7 +102,7 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         let Some(lc) = Module::location_conf(req) else {
             return NGX_DECLINED as ngx_int_t;
         };
-        if !lc.enabled || !lc.basic_header() || !req.is_main() {
+        if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
             return NGX_DECLINED as ngx_int_t;
         }
         let value = match basic_value(req) {

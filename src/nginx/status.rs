@@ -35,15 +35,15 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = Module::location_conf(req) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let Some(metrics) = lc.stats.and_then(|z| z.words()).and_then(Metrics::new) else {
+    let Some(metrics) = lc.stats().and_then(|z| z.words()).and_then(Metrics::new) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // The cache / limiter zones this location inherits (set at http or server level).
     let mut g = Gauges::default();
-    if let Some(c) = lc.cache.and_then(|c| c.zone.words()).and_then(Cache::new) {
+    if let Some(c) = lc.directives.cache.and_then(|c| c.zone.words()).and_then(Cache::new) {
         g.cache_evictions = Some(c.stats().evictions);
     }
-    if let Some(l) = lc.limit.and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) {
+    if let Some(l) = lc.directives.limit.and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) {
         let s = l.stats();
         g.limiter_refused_ip = Some(s.refused_ip);
         g.limiter_refused_user = Some(s.refused_user);
