@@ -20,7 +20,7 @@ use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
 use super::zone::{self, Zone};
-use super::{conf_err, conf_ok, guard, offload, util};
+use super::{bridge, conf_err, conf_ok, guard, offload, util};
 use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, StoreConf, VerifyConcurrency};
 use crate::engine::{Engine, Level, Region, SharedMemory};
 use crate::limiter::{self, LimitConfig};
@@ -549,6 +549,11 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());
     };
+    if lc.directives.basic_header() && !bridge::access_checks_credentials(cf) {
+        // the bridge only hands the credentials to the access phase: with nothing there to check
+        // them, every login would be OK
+        return Err("\"mail_auth_basic_header on\" needs \"auth_basic\" (with \"auth_basic_user_file\") or \"auth_request\" in effect in the same location".into());
+    }
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
