@@ -23,7 +23,7 @@ use crate::protocol::HeaderView;
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
 pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_str_t { len: "mail_auth_basic".len(), data: c"mail_auth_basic".as_ptr() as *mut u8 };
+    let mut name = ngx::ngx_string!("mail_auth_basic");
     // SAFETY: called from preconfiguration with a live cf; nginx copies the name.
     let v: *mut ngx_http_variable_t =
         unsafe { ngx::ffi::ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _) };
@@ -40,7 +40,8 @@ pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
 
 pub fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs once, single-threaded, with a live cf; pushing a phase
-    // handler and chaining the header filter is the documented way for modules to hook in.
+    // handler and chaining the header filter is the documented way for modules to hook in (ngx
+    // 0.5 has no helper for either).
     unsafe {
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
             return NGX_ERROR as ngx_int_t;
@@ -153,6 +154,7 @@ unsafe extern "C" fn basic_variable(
             return NGX_ERROR as ngx_int_t;
         };
         // SAFETY: `v` is the live slot nginx asked us to fill; data lives in the request pool.
+        // (ngx's http_variable_get! would only wrap this signature, without the panic guard.)
         unsafe {
             (*v).data = s.data;
             (*v).set_len(s.len as _);

@@ -7,7 +7,7 @@
 //! [`merge_loc_conf`] then gives a `mail_auth` location the defaults of `crate::config` and builds
 //! its engine (opening the store, so that `nginx -t` reports problems).
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use ngx::ffi::{
     NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
-use ngx::ngx_conf_log_error;
+use ngx::{ngx_conf_log_error, ngx_string};
 
 use super::zone::{self, Zone};
 use super::{bridge, conf_err, conf_ok, guard, offload, util};
@@ -110,7 +110,7 @@ macro_rules! directives {
         }
 
         const DIRECTIVES: &[Directive] = &[
-            $($(Directive { name: $name, kind: $kind, set: |a, d| $set(a, &mut d.$field) },)+)*
+            $($(Directive { name: ngx_string!($name), kind: $kind, set: |a, d| $set(a, &mut d.$field) },)+)*
         ];
     };
 }
@@ -121,48 +121,48 @@ const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 directives! {
     /// `mail_auth;` / `mail_auth_status;`: what this location answers.
     content: Option<Content>, own {
-        c"mail_auth" LOC | NGX_CONF_NOARGS => set_mail_auth;
-        c"mail_auth_status" LOC | NGX_CONF_NOARGS => set_status;
+        "mail_auth" LOC | NGX_CONF_NOARGS => set_mail_auth;
+        "mail_auth_status" LOC | NGX_CONF_NOARGS => set_status;
     }
     /// Where the users are (a new kind of store: a `StoreConf` variant and its directive here).
     store: Option<StoreConf>, inherit {
-        c"mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
-        c"mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
+        "mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
+        "mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
     }
     sqlite_query: Option<String>, inherit {
-        c"mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
+        "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
     /// imap, pop3, smtp, mx: each inherited on its own.
     backends: [Option<Backend>; BACKENDS], inherit {
-        c"mail_auth_backend" ANY | NGX_CONF_TAKE2 => set_backend;
+        "mail_auth_backend" ANY | NGX_CONF_TAKE2 => set_backend;
     }
     relay_domains: Option<Vec<String>>, inherit {
-        c"mail_auth_relay_domains" ANY | NGX_CONF_1MORE => set_relay_domains;
+        "mail_auth_relay_domains" ANY | NGX_CONF_1MORE => set_relay_domains;
     }
     master_user: Option<MasterUser>, inherit {
-        c"mail_auth_master_user" ANY | NGX_CONF_TAKE23 => set_master_user;
+        "mail_auth_master_user" ANY | NGX_CONF_TAKE23 => set_master_user;
     }
     fail_wait: Option<u32>, inherit {
-        c"mail_auth_fail_wait" ANY | NGX_CONF_TAKE1 => set_fail_wait;
+        "mail_auth_fail_wait" ANY | NGX_CONF_TAKE1 => set_fail_wait;
     }
     basic_header: Option<bool>, inherit {
-        c"mail_auth_basic_header" ANY | NGX_CONF_FLAG => set_basic_header;
+        "mail_auth_basic_header" ANY | NGX_CONF_FLAG => set_basic_header;
     }
     log_level: Option<Level>, inherit {
-        c"mail_auth_log_level" ANY | NGX_CONF_TAKE1 => set_log_level;
+        "mail_auth_log_level" ANY | NGX_CONF_TAKE1 => set_log_level;
     }
     /// A pool name, or "off".
     thread_pool: Option<String>, inherit {
-        c"mail_auth_thread_pool" ANY | NGX_CONF_TAKE1 => set_thread_pool;
+        "mail_auth_thread_pool" ANY | NGX_CONF_TAKE1 => set_thread_pool;
     }
     cache: Option<CacheConf>, inherit {
-        c"mail_auth_cache" ANY | NGX_CONF_1MORE => set_cache;
+        "mail_auth_cache" ANY | NGX_CONF_1MORE => set_cache;
     }
     limit: Option<LimitConf>, inherit {
-        c"mail_auth_limit" ANY | NGX_CONF_1MORE => set_limit;
+        "mail_auth_limit" ANY | NGX_CONF_1MORE => set_limit;
     }
     concurrency: Option<VerifyConcurrency>, inherit {
-        c"mail_auth_verify_concurrency" ANY | NGX_CONF_TAKE12 => set_verify_concurrency;
+        "mail_auth_verify_concurrency" ANY | NGX_CONF_TAKE12 => set_verify_concurrency;
     }
 }
 
@@ -207,7 +207,8 @@ impl Directives {
 
 /// One directive: what nginx needs to dispatch it, and its setter.
 struct Directive {
-    name: &'static CStr,
+    /// NUL-terminated (`ngx_string!`): nginx compares names with strcmp.
+    name: ngx_str_t,
     /// Contexts and number of arguments (`NGX_HTTP_*_CONF | NGX_CONF_*`).
     kind: u32,
     set: fn(&Args, &mut Directives) -> Result<(), String>,
@@ -225,8 +226,7 @@ const fn command_table() -> [ngx_command_t; N_COMMANDS] {
     while i < DIRECTIVES.len() {
         let d = &DIRECTIVES[i];
         table[i] = ngx_command_t {
-            // nginx compares names with strcmp: the data is NUL-terminated
-            name: ngx_str_t { len: d.name.to_bytes().len(), data: d.name.as_ptr() as *mut u8 },
+            name: d.name,
             type_: d.kind as ngx_uint_t,
             set: Some(set_directive),
             conf: NGX_HTTP_LOC_CONF_OFFSET,
@@ -246,7 +246,7 @@ pub struct Args<'a> {
 }
 
 impl Args<'_> {
-    fn new(cf: *mut ngx_conf_t, name: &'static CStr) -> Result<Self, String> {
+    fn new(cf: *mut ngx_conf_t, name: &'static ngx_str_t) -> Result<Self, String> {
         // SAFETY: nginx calls directive handlers with `cf->args` holding the directive name and
         // its arguments as ngx_str_t values allocated from the configuration pool.
         let raw = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
@@ -255,7 +255,7 @@ impl Args<'_> {
             .skip(1)
             .map(|s| std::str::from_utf8(s.as_bytes()).map_err(|_| "argument is not valid UTF-8".to_string()))
             .collect::<Result<_, _>>()?;
-        Ok(Args { cf, name: name.to_str().unwrap_or("mail_auth"), v })
+        Ok(Args { cf, name: std::str::from_utf8(name.as_bytes()).unwrap_or("mail_auth"), v })
     }
 
     fn duplicate(&self) -> String {
@@ -315,7 +315,7 @@ extern "C" fn set_directive(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: 
         };
         // SAFETY: NGX_HTTP_LOC_CONF_OFFSET: nginx passes this module's loc conf.
         let lc = unsafe { loc(conf) };
-        match Args::new(cf, d.name).and_then(|a| (d.set)(&a, &mut lc.directives)) {
+        match Args::new(cf, &d.name).and_then(|a| (d.set)(&a, &mut lc.directives)) {
             Ok(()) => conf_ok(),
             Err(e) => conf_err(cf, &e),
         }
@@ -531,8 +531,8 @@ fn set_verify_concurrency(a: &Args, concurrency: &mut Option<VerifyConcurrency>)
     })
 }
 
-/// merge_loc_conf (hand-written rather than ngx's `Merge`: it needs `cf` and reports its own
-/// messages): inherit from the enclosing level, then build the engine of a `mail_auth` location.
+/// merge_loc_conf: inherit from the enclosing level, then build the engine of a `mail_auth`
+/// location. Hand-written: ngx's `Merge` sees neither `cf` nor a message to report.
 pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     guard(ngx::core::NGX_CONF_ERROR, || {
         // SAFETY: nginx passes the parent's and this level's conf of this module (never the same).

@@ -111,6 +111,8 @@ unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
 
 /// Runs `f`, turning a panic into `on_panic` plus an alert in the cycle log: a bug in this module
 /// must fail the request, never unwind into C.
+/// Hand-written: ngx's handler macros and default callbacks catch nothing (a panic leaving an
+/// `extern "C"` fn aborts the worker).
 pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
