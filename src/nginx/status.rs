@@ -1,7 +1,9 @@
 //! `mail_auth_status;`: the shared counters in Prometheus text format.
 
 use ngx::core::{Buffer, Status};
-use ngx::ffi::{ngx_chain_t, ngx_http_request_t, ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK};
+use ngx::ffi::{
+    ngx_chain_t, ngx_http_request_t, ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
+};
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, Method, Request};
 
 use super::{guard, Module};
@@ -53,7 +55,8 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     buf.set_last_buf(req.is_main());
     buf.set_last_in_chain(true);
     // SAFETY: the request pool is live for the request's lifetime.
-    let Some(content_type) = (unsafe { ngx::ffi::ngx_str_t::from_bytes(pool.as_ptr(), CONTENT_TYPE.as_bytes()) }) else {
+    let Some(content_type) = (unsafe { ngx::ffi::ngx_str_t::from_bytes(pool.as_ptr(), CONTENT_TYPE.as_bytes()) })
+    else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     req.set_status(HTTPStatus::OK);
