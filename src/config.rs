@@ -1,6 +1,7 @@
 //! The configuration the engine decides with, and the parsing of directive arguments (plain
 //! Rust, unit-tested; the FFI layer only calls these).
 
+use crate::engine::Level;
 use crate::protocol::{self, Protocol};
 
 /// A backend address: `server` an IP literal, `port` 1..65535.
@@ -21,6 +22,15 @@ pub struct MasterUser {
 
 /// Default `mail_auth_fail_wait`, seconds.
 pub const DEFAULT_FAIL_WAIT: u32 = 3;
+
+/// Default `mail_auth_log_level`: the level of the line logged per decision.
+pub const DEFAULT_LOG_LEVEL: Level = Level::Info;
+
+/// Default `mail_auth_thread_pool`: nginx's own default pool.
+pub const DEFAULT_THREAD_POOL: &str = "default";
+
+/// Default `separator=` of `mail_auth_master_user` (Dovecot's `auth_master_user_separator`).
+pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
 
 /// What the decision needs from the nginx configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,13 +119,26 @@ impl Default for VerifyConcurrency {
 /// (32 threads) can hold waiting, so with the default pool a burst only waits.
 pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 
-/// Where a `mail_auth` location finds its users.
+/// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConf {
     /// `mail_auth_passwd_file PATH`
     PasswdFile(String),
-    /// `mail_auth_sqlite PATH` (+ `mail_auth_sqlite_query`)
+    /// `mail_auth_sqlite PATH`, and the `mail_auth_sqlite_query` in effect where it is used
+    /// (`None`: the default query).
     Sqlite { path: String, query: Option<String> },
+}
+
+/// A `mail_auth_log_level` value (nginx's level names, case-insensitive).
+pub fn parse_log_level(v: &str) -> Option<Level> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "debug" => Level::Debug,
+        "info" => Level::Info,
+        "notice" => Level::Notice,
+        "warn" => Level::Warn,
+        "error" => Level::Error,
+        _ => return None,
+    })
 }
 
 /// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
@@ -176,7 +199,12 @@ pub fn parse_seconds(v: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
 }
 
-/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k).
+/// The shared zone of the status counters: added automatically (by `mail_auth` and
+/// `mail_auth_status`), so no directive may declare a zone of that name.
+pub const STATUS_ZONE: &str = "mail_auth_status";
+
+/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k). NAME is not
+/// [`STATUS_ZONE`]: a cache or limiter there would share the counters' memory.
 pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
     let (name, size) = v
         .strip_prefix("zone=")
@@ -184,6 +212,9 @@ pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
         .ok_or_else(|| format!("\"{v}\": expected zone=NAME:SIZE"))?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(format!("invalid zone name \"{name}\""));
+    }
+    if name == STATUS_ZONE {
+        return Err(format!("zone name \"{name}\" is reserved for the status counters (added automatically)"));
     }
     let (num, mult) = match size.as_bytes().last() {
         Some(b'k' | b'K') => (&size[..size.len() - 1], 1024),
@@ -226,6 +257,10 @@ mod tests {
         for bad in ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"] {
             assert!(parse_zone(bad).is_err(), "{bad}");
         }
+        let reserved = parse_zone("zone=mail_auth_status:64k").unwrap_err();
+        assert!(reserved.contains("\"mail_auth_status\" is reserved"), "{reserved}");
+        // zone names are case-sensitive in nginx: another spelling is another zone
+        assert_eq!(parse_zone("zone=Mail_Auth_Status:64k"), Ok(("Mail_Auth_Status".into(), 64 << 10)));
     }
 
     #[test]
@@ -260,6 +295,15 @@ mod tests {
         for bad in ["", "s", "-1", "1.5s", "3d", "25h", "99999999999"] {
             assert!(parse_seconds(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("info"), Some(Level::Info));
+        assert_eq!(parse_log_level("WARN"), Some(Level::Warn));
+        assert_eq!(parse_log_level("debug"), Some(Level::Debug));
+        assert_eq!(parse_log_level("crit"), None);
+        assert_eq!(parse_log_level(""), None);
     }
 
     #[test]

@@ -95,7 +95,8 @@ pub fn send(r: *mut ngx_http_request_t, d: &Decision) -> ngx_int_t {
     }
     req.set_status(ngx::http::HTTPStatus::OK);
     req.set_content_length_n(0);
-    // SAFETY: `r` is the live request; a header-only answer, as nginx's own handlers send.
+    // SAFETY: `r` is the live request; a header-only answer, as nginx's own handlers send (ngx's
+    // Request reads header_only but cannot set it).
     unsafe { (*r).set_header_only(1) };
     req.send_header().0
 }

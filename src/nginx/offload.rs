@@ -1,6 +1,7 @@
 //! Running costly work (bcrypt, argon2, high-round sha-crypt; SQLite lookups) on an nginx thread
 //! pool, so one login never stalls the worker's event loop. The request waits (count + 1,
 //! NGX_DONE) and resumes on the event loop when the task is done.
+//! Hand-written: ngx 0.5 has no thread-pool task API (its async executor runs on the event loop).
 
 // Without threads only the inline fallbacks below are compiled.
 #![cfg_attr(not(ngx_feature = "threads"), allow(unused_imports, dead_code))]

@@ -2,6 +2,8 @@
 //! zeroed, page-aligned block from its slab allocator and hand the plain-Rust code a
 //! `&'static [AtomicU64]` view of it. All cross-process logic (tables, locks) lives in
 //! `crate::shm`, `crate::cache` and `crate::limiter`.
+//! Hand-written: ngx's `SlabPool` allocates by `Layout`, not "every free page at once", and has
+//! no zone registration (ngx_shared_memory_add, the tag check) or init callback.
 
 use std::ffi::c_void;
 use std::sync::atomic::AtomicU64;
