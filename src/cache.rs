@@ -117,10 +117,7 @@ impl<'a> Cache<'a> {
 
     pub fn stats(&self) -> CacheStats {
         let h = |i| self.table.header(i).load(Ordering::Relaxed);
-        CacheStats {
-            inserts: h(INSERTS),
-            evictions: h(EVICTIONS),
-        }
+        CacheStats { inserts: h(INSERTS), evictions: h(EVICTIONS) }
     }
 }
 
@@ -135,12 +132,7 @@ mod tests {
 
     /// `stored` stands for the stored credential the engine puts into the key.
     fn key(c: &Cache<'_>, stored: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        c.key(&[
-            &stored.to_le_bytes(),
-            protocol.as_bytes(),
-            user.as_bytes(),
-            password,
-        ])
+        c.key(&[&stored.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password])
     }
 
     fn region(words: usize) -> Vec<AtomicU64> {
@@ -164,13 +156,7 @@ mod tests {
         assert_eq!(c.get(&bad, 206), Some(false), "ttl 0 stores nothing");
         c.put(&bad, true, 10, 207);
         assert_eq!(c.get(&bad, 208), Some(true), "a new verdict replaces the old");
-        assert_eq!(
-            c.stats(),
-            CacheStats {
-                inserts: 3,
-                evictions: 0
-            }
-        );
+        assert_eq!(c.stats(), CacheStats { inserts: 3, evictions: 0 });
     }
 
     #[test]

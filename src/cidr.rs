@@ -37,9 +37,7 @@ impl std::error::Error for CidrError {}
 
 fn mapped_v4(a: &Ipv6Addr) -> Option<Ipv4Addr> {
     match a.segments() {
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] => {
-            Some(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
-        }
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))),
         _ => None,
     }
 }
@@ -56,20 +54,12 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 fn mask_v4(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let m = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
+    let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
     Ipv4Addr::from(u32::from(a) & m)
 }
 
 fn mask_v6(a: Ipv6Addr, prefix: u8) -> Ipv6Addr {
-    let m = if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix))
-    };
+    let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
     Ipv6Addr::from(u128::from(a) & m)
 }
 
@@ -81,10 +71,7 @@ impl Cidr {
                 if prefix > 32 {
                     return Err(CidrError(format!("prefix /{prefix} too long for IPv4")));
                 }
-                Ok(Cidr {
-                    addr: IpAddr::V4(mask_v4(a, prefix)),
-                    prefix,
-                })
+                Ok(Cidr { addr: IpAddr::V4(mask_v4(a, prefix)), prefix })
             }
             IpAddr::V6(a) => {
                 if prefix > 128 {
@@ -93,16 +80,10 @@ impl Cidr {
                 // ::ffff:0:0/96 and longer: an IPv4 rule in disguise.
                 if prefix >= 96 {
                     if let Some(v4) = mapped_v4(&a) {
-                        return Ok(Cidr {
-                            addr: IpAddr::V4(mask_v4(v4, prefix - 96)),
-                            prefix: prefix - 96,
-                        });
+                        return Ok(Cidr { addr: IpAddr::V4(mask_v4(v4, prefix - 96)), prefix: prefix - 96 });
                     }
                 }
-                Ok(Cidr {
-                    addr: IpAddr::V6(mask_v6(a, prefix)),
-                    prefix,
-                })
+                Ok(Cidr { addr: IpAddr::V6(mask_v6(a, prefix)), prefix })
             }
         }
     }
@@ -114,13 +95,8 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (t, None),
         };
-        let a = a
-            .strip_prefix('[')
-            .and_then(|a| a.strip_suffix(']'))
-            .unwrap_or(a);
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| CidrError(format!("\"{t}\" is not an IP address or network")))?;
+        let a = a.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(a);
+        let addr: IpAddr = a.parse().map_err(|_| CidrError(format!("\"{t}\" is not an IP address or network")))?;
         let prefix = match p {
             None => match addr {
                 IpAddr::V4(_) => 32,
@@ -130,8 +106,7 @@ impl Cidr {
                 if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(CidrError(format!("bad prefix length in \"{t}\"")));
                 }
-                p.parse::<u8>()
-                    .map_err(|_| CidrError(format!("bad prefix length in \"{t}\"")))?
+                p.parse::<u8>().map_err(|_| CidrError(format!("bad prefix length in \"{t}\"")))?
             }
         };
         Cidr::new(addr, prefix).map_err(|e| CidrError(format!("\"{t}\": {e}")))
@@ -139,10 +114,7 @@ impl Cidr {
 
     /// Parses a list separated by commas and/or whitespace. Empty input gives an empty list.
     pub fn parse_list(s: &str) -> Result<Vec<Cidr>, CidrError> {
-        s.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .map(Cidr::parse)
-            .collect()
+        s.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()).map(Cidr::parse).collect()
     }
 
     /// The network address.
@@ -197,18 +169,10 @@ mod tests {
         assert_eq!(c("::1").to_string(), "::1/128");
         assert_eq!(c("[::1]").to_string(), "::1/128");
         assert_eq!(c("2001:db8::/32").to_string(), "2001:db8::/32");
-        assert_eq!(
-            c(" 10.1.2.3/8 ").to_string(),
-            "10.0.0.0/8",
-            "host bits cleared"
-        );
+        assert_eq!(c(" 10.1.2.3/8 ").to_string(), "10.0.0.0/8", "host bits cleared");
         assert_eq!(c("0.0.0.0/0").to_string(), "0.0.0.0/0");
         assert_eq!(c("::/0").to_string(), "::/0");
-        assert_eq!(
-            c("::ffff:10.0.0.0/104").to_string(),
-            "10.0.0.0/8",
-            "mapped rule is IPv4"
-        );
+        assert_eq!(c("::ffff:10.0.0.0/104").to_string(), "10.0.0.0/8", "mapped rule is IPv4");
         assert_eq!(c("::ffff:192.0.2.1").to_string(), "192.0.2.1/32");
         assert_eq!("127.0.0.1".parse::<Cidr>().unwrap(), c("127.0.0.1/32"));
     }
@@ -241,10 +205,7 @@ mod tests {
         let n = c("10.0.0.0/8");
         assert!(n.contains(ip("10.255.1.2")));
         assert!(!n.contains(ip("11.0.0.1")));
-        assert!(
-            n.contains(ip("::ffff:10.1.2.3")),
-            "IPv4-mapped client matches v4 rule"
-        );
+        assert!(n.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped client matches v4 rule");
         assert!(!n.contains(ip("::1")));
         let h = c("127.0.0.1");
         assert!(h.contains(ip("127.0.0.1")));

@@ -1,6 +1,8 @@
 //! The configuration the engine decides with, and the parsing of directive arguments (plain
 //! Rust, unit-tested; the FFI layer only calls these).
 
+#![forbid(unsafe_code)]
+
 use crate::engine::Level;
 use crate::protocol::{self, Protocol};
 
@@ -176,8 +178,7 @@ pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
 }
 
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
-    Protocol::parse(v.as_bytes())
-        .ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
+    Protocol::parse(v.as_bytes()).ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
 }
 
 /// nginx time syntax reduced to what Auth-Wait carries (whole seconds): "3", "3s", "2m", "1h".
@@ -194,9 +195,7 @@ pub fn parse_seconds(v: &str) -> Result<u32, String> {
         return Err(bad());
     }
     let n: u32 = num.parse().map_err(|_| bad())?;
-    n.checked_mul(mult)
-        .filter(|s| *s <= 24 * 3600)
-        .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
+    n.checked_mul(mult).filter(|s| *s <= 24 * 3600).ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
 }
 
 /// The shared zone of the status counters: added automatically (by `mail_auth` and
@@ -254,7 +253,9 @@ mod tests {
         assert_eq!(parse_zone("zone=auth:1m"), Ok(("auth".into(), 1 << 20)));
         assert_eq!(parse_zone("zone=a_b-1:64k"), Ok(("a_b-1".into(), 64 << 10)));
         assert_eq!(parse_zone("zone=x:40000"), Ok(("x".into(), 40000)));
-        for bad in ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"] {
+        for bad in
+            ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"]
+        {
             assert!(parse_zone(bad).is_err(), "{bad}");
         }
         let reserved = parse_zone("zone=mail_auth_status:64k").unwrap_err();
@@ -280,7 +281,9 @@ mod tests {
 
     #[test]
     fn backend_errors() {
-        for bad in ["mail.example.org:143", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:143", "[::1", "[::1]x", ""] {
+        for bad in
+            ["mail.example.org:143", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:143", "[::1", "[::1]x", ""]
+        {
             assert!(parse_backend(bad, 143).is_err(), "{bad} must be refused");
         }
     }

@@ -19,9 +19,7 @@ pub(crate) fn decode(s: &[u8]) -> Option<Vec<u8>> {
     if !pairs.remainder().is_empty() {
         return None;
     }
-    pairs
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    pairs.map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
 }
 
 /// Lowercase hex.

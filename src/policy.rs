@@ -27,10 +27,7 @@ pub struct Refusal {
 /// Checks `enabled`, `protocols` and `networks` of an account against a request.
 pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if !acct.enabled {
-        return Err(Refusal {
-            result: AuthResult::Disabled,
-            reason: "account disabled".to_string(),
-        });
+        return Err(Refusal { result: AuthResult::Disabled, reason: "account disabled".to_string() });
     }
     if let Some(protocols) = &acct.protocols {
         if !protocols.contains(&req.protocol) {
@@ -40,11 +37,7 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
                 reason: format!(
                     "protocol {} not allowed (allowed: {})",
                     req.protocol,
-                    if allowed.is_empty() {
-                        "none".to_string()
-                    } else {
-                        allowed.join(",")
-                    }
+                    if allowed.is_empty() { "none".to_string() } else { allowed.join(",") }
                 ),
             });
         }
@@ -101,89 +94,47 @@ mod tests {
     }
 
     fn acct() -> Account {
-        Account {
-            password: "{PLAIN}pw".into(),
-            enabled: true,
-            ..Account::default()
-        }
+        Account { password: "{PLAIN}pw".into(), enabled: true, ..Account::default() }
     }
 
     #[test]
     fn check_enabled() {
         let r = req(Protocol::Imap, Some("127.0.0.1"));
         assert_eq!(check_account(&acct(), &r), Ok(()));
-        let a = Account {
-            enabled: false,
-            ..acct()
-        };
+        let a = Account { enabled: false, ..acct() };
         assert_eq!(check_account(&a, &r).unwrap_err().result.as_str(), "disabled");
     }
 
     #[test]
     fn check_protocols() {
-        let a = Account {
-            protocols: Some(vec![Protocol::Imap, Protocol::Smtp]),
-            ..acct()
-        };
+        let a = Account { protocols: Some(vec![Protocol::Imap, Protocol::Smtp]), ..acct() };
         assert_eq!(check_account(&a, &req(Protocol::Imap, None)), Ok(()));
         assert_eq!(check_account(&a, &req(Protocol::Smtp, None)), Ok(()));
         let e = check_account(&a, &req(Protocol::Pop3, None)).unwrap_err();
         assert_eq!(e.result.as_str(), "protocol-denied");
         assert_eq!(e.reason, "protocol pop3 not allowed (allowed: imap,smtp)");
-        let none = Account {
-            protocols: Some(vec![]),
-            ..acct()
-        };
-        assert_eq!(
-            check_account(&none, &req(Protocol::Imap, None))
-                .unwrap_err()
-                .result
-                .as_str(),
-            "protocol-denied"
-        );
+        let none = Account { protocols: Some(vec![]), ..acct() };
+        assert_eq!(check_account(&none, &req(Protocol::Imap, None)).unwrap_err().result.as_str(), "protocol-denied");
     }
 
     #[test]
     fn check_networks() {
-        let a = Account {
-            networks: Some(vec![c("127.0.0.0/8"), c("::1")]),
-            ..acct()
-        };
-        assert_eq!(
-            check_account(&a, &req(Protocol::Imap, Some("127.0.0.1"))),
-            Ok(())
-        );
+        let a = Account { networks: Some(vec![c("127.0.0.0/8"), c("::1")]), ..acct() };
+        assert_eq!(check_account(&a, &req(Protocol::Imap, Some("127.0.0.1"))), Ok(()));
         assert_eq!(check_account(&a, &req(Protocol::Imap, Some("::1"))), Ok(()));
-        assert_eq!(
-            check_account(&a, &req(Protocol::Imap, Some("::ffff:127.0.0.5"))),
-            Ok(())
-        );
+        assert_eq!(check_account(&a, &req(Protocol::Imap, Some("::ffff:127.0.0.5"))), Ok(()));
         let e = check_account(&a, &req(Protocol::Imap, Some("192.0.2.1"))).unwrap_err();
         assert_eq!(e.result.as_str(), "network-denied");
         assert_eq!(e.reason, "client 192.0.2.1 not in allowed networks");
         let e = check_account(&a, &req(Protocol::Imap, None)).unwrap_err();
         assert_eq!(e.result.as_str(), "network-denied");
-        let nowhere = Account {
-            networks: Some(vec![]),
-            ..acct()
-        };
+        let nowhere = Account { networks: Some(vec![]), ..acct() };
         assert!(check_account(&nowhere, &req(Protocol::Imap, Some("127.0.0.1"))).is_err());
     }
 
     #[test]
     fn disabled_checked_first() {
-        let a = Account {
-            enabled: false,
-            protocols: Some(vec![]),
-            networks: Some(vec![]),
-            ..acct()
-        };
-        assert_eq!(
-            check_account(&a, &req(Protocol::Imap, None))
-                .unwrap_err()
-                .result
-                .as_str(),
-            "disabled"
-        );
+        let a = Account { enabled: false, protocols: Some(vec![]), networks: Some(vec![]), ..acct() };
+        assert_eq!(check_account(&a, &req(Protocol::Imap, None)).unwrap_err().result.as_str(), "disabled");
     }
 }

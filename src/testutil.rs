@@ -62,12 +62,7 @@ mod tests {
         let d = TempDir::new("self");
         let kept = d.to_path_buf();
         assert!(kept.is_dir());
-        assert!(kept
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains(&format!("-{}-", std::process::id())));
+        assert!(kept.file_name().unwrap().to_str().unwrap().contains(&format!("-{}-", std::process::id())));
         std::fs::create_dir(d.join("sub")).unwrap();
         d.file("sub/f", b"x");
         drop(d);

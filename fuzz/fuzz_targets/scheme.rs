@@ -19,8 +19,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ngx_http_mail_auth_module::scheme::{
-    challenge_response, cost_estimate, cram_md5_stored, hash_password, is_costly, plain_password,
-    scheme_name, verify, verify_challenge, Challenge, ChallengeError, HashKind,
+    challenge_response, cost_estimate, cram_md5_stored, hash_password, is_costly, plain_password, scheme_name, verify,
+    verify_challenge, Challenge, ChallengeError, HashKind,
 };
 
 const DEFAULT_CHALLENGE: &[u8] = b"<1896.697170952@dbc.mtview.ca.us>";
@@ -74,11 +74,7 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(name, "unknown");
     }
     // A cheap value verify() can use has a cost; one it refuses has none.
-    assert_eq!(
-        cost == 0,
-        result.is_err(),
-        "{stored:?}: cost {cost}, {result:?}"
-    );
+    assert_eq!(cost == 0, result.is_err(), "{stored:?}: cost {cost}, {result:?}");
 
     // A stored password: matches exactly that password and no other.
     if let Some(p) = plain_password(stored) {
@@ -104,10 +100,7 @@ fuzz_target!(|data: &[u8]| {
     if name == "CRAM-MD5" {
         let matches = result.clone().unwrap();
         let resp = challenge_response(Challenge::CramMd5, password, challenge);
-        assert_eq!(
-            verify_challenge(Challenge::CramMd5, stored, challenge, resp.as_bytes()),
-            Ok(matches)
-        );
+        assert_eq!(verify_challenge(Challenge::CramMd5, stored, challenge, resp.as_bytes()), Ok(matches));
         assert!(matches!(
             verify_challenge(Challenge::Apop, stored, challenge, resp.as_bytes()),
             Err(ChallengeError::Unsuitable(_))

@@ -47,12 +47,7 @@ pub enum Step {
 }
 
 pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
-    Query {
-        user,
-        protocol: req.protocol,
-        method: req.method,
-        client_ip: req.client_ip,
-    }
+    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip }
 }
 
 /// The store's timing template (its costliest stored hash), or the default.
@@ -196,8 +191,11 @@ fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Optio
     let reason = match (reason, &response) {
         (Some(r), _) => r.to_string(),
         (None, AuthResponse::Ok { server, port, user, .. }) => {
-            let mut r =
-                if server.contains(':') { format!("backend [{server}]:{port}") } else { format!("backend {server}:{port}") };
+            let mut r = if server.contains(':') {
+                format!("backend [{server}]:{port}")
+            } else {
+                format!("backend {server}:{port}")
+            };
             if let Some(u) = user {
                 r.push_str(&format!(" as \"{u}\""));
             }
@@ -226,4 +224,3 @@ pub(crate) fn shown(s: &str) -> String {
     }
     out
 }
-

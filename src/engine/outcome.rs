@@ -137,7 +137,13 @@ pub fn temp_fail_for(
 
 /// A failed login for a request that could not be parsed (`protocol` when the headers named a
 /// valid one, for the SMTP error code).
-pub fn failed_unparsed(cfg: &AuthConfig, protocol: Option<Protocol>, user: &str, result: AuthResult, reason: String) -> Outcome {
+pub fn failed_unparsed(
+    cfg: &AuthConfig,
+    protocol: Option<Protocol>,
+    user: &str,
+    result: AuthResult,
+    reason: String,
+) -> Outcome {
     Outcome {
         response: AuthResponse::Fail {
             message: MSG_INVALID.to_string(),

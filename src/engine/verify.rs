@@ -39,7 +39,10 @@ pub enum VerifyResult {
 pub(crate) enum Subject {
     /// No such user: the verification runs against the template and never matches.
     Unknown,
-    Known { account: Box<Account>, refusal: Option<Refusal> },
+    Known {
+        account: Box<Account>,
+        refusal: Option<Refusal>,
+    },
 }
 
 /// A verification still to be run (possibly on another thread). Its `Debug` output leaves the

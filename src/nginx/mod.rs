@@ -122,7 +122,11 @@ pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| e.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            ngx::ngx_log_error!(NGX_LOG_ALERT, ngx::log::ngx_cycle_log().as_ptr(), "mail_auth: internal error (panic caught): {what}");
+            ngx::ngx_log_error!(
+                NGX_LOG_ALERT,
+                ngx::log::ngx_cycle_log().as_ptr(),
+                "mail_auth: internal error (panic caught): {what}"
+            );
             on_panic
         }
     }
@@ -137,4 +141,3 @@ pub fn conf_err(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
     ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{msg}");
     ngx::core::NGX_CONF_ERROR
 }
-

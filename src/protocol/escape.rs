@@ -45,10 +45,7 @@ pub(super) fn unescape_raw(v: &[u8]) -> Result<Vec<u8>, usize> {
 /// becomes the byte, everything else is kept. A `%` without two hex digits is an error
 /// (nginx always escapes `%` itself, so a bare one means the value was not made by nginx).
 pub fn unescape(v: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    unescape_raw(v).map_err(|offset| ProtocolError::BadEscape {
-        header: "value",
-        offset,
-    })
+    unescape_raw(v).map_err(|offset| ProtocolError::BadEscape { header: "value", offset })
 }
 
 /// Whether nginx's NGX_ESCAPE_MAIL_AUTH table escapes this byte: 0x00-0x1F, ' ' and '%'.

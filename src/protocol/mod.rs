@@ -47,8 +47,8 @@ mod tests;
 
 pub use escape::{escape, mail_auth_escapes, printable, unescape};
 pub use request::{
-    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo,
-    MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
+    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, MAX_OTHER_LEN, MAX_PASS_LEN,
+    MAX_SALT_LEN, MAX_USER_LEN,
 };
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 
@@ -56,7 +56,6 @@ pub const MSG_INVALID: &str = "Invalid login or password";
 pub const MSG_TEMP: &str = "Temporary server problem, try again later";
 /// `Auth-Status` text for a refused relay recipient.
 pub const MSG_RELAY: &str = "Relay access denied";
-
 
 /// `Auth-Protocol`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,17 +130,9 @@ impl Method {
 
     /// Parses a method name, ASCII case-insensitively.
     pub fn parse(v: &[u8]) -> Option<Method> {
-        const ALL: [Method; 6] = [
-            Method::Plain,
-            Method::Login,
-            Method::Apop,
-            Method::CramMd5,
-            Method::External,
-            Method::None,
-        ];
-        ALL.iter()
-            .copied()
-            .find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
+        const ALL: [Method; 6] =
+            [Method::Plain, Method::Login, Method::Apop, Method::CramMd5, Method::External, Method::None];
+        ALL.iter().copied().find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
     }
 
     /// Whether nginx sends a user name and a password (or digest) for this method.
@@ -155,4 +146,3 @@ impl fmt::Display for Method {
         f.write_str(self.as_str())
     }
 }
-

@@ -13,24 +13,11 @@ use super::{printable, MSG_INVALID, MSG_TEMP};
 pub enum AuthResponse {
     /// Login accepted: proxy to `server:port`; `user`/`pass` replace the login and password
     /// nginx presents to the backend (None: nginx keeps the client's own).
-    Ok {
-        server: String,
-        port: u16,
-        user: Option<String>,
-        pass: Option<Vec<u8>>,
-    },
+    Ok { server: String, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
     /// Login refused; `message` is shown to the client.
-    Fail {
-        message: String,
-        wait: Option<u32>,
-        error_code: Option<String>,
-    },
+    Fail { message: String, wait: Option<u32>, error_code: Option<String> },
     /// Temporary failure (store broken ...); `message` is shown to the client.
-    TempFail {
-        message: String,
-        wait: Option<u32>,
-        error_code: Option<String>,
-    },
+    TempFail { message: String, wait: Option<u32>, error_code: Option<String> },
 }
 
 /// Longest message/error code sent (bytes); longer ones are cut at a character boundary.
@@ -60,14 +47,10 @@ fn check_raw_credential(what: &str, v: &[u8]) -> Result<(), ResponseError> {
         return Err(ResponseError(format!("{what} is empty")));
     }
     if let Some(b) = v.iter().find(|&&b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(ResponseError(format!(
-            "{what} contains byte 0x{b:02x} that cannot be passed to nginx"
-        )));
+        return Err(ResponseError(format!("{what} contains byte 0x{b:02x} that cannot be passed to nginx")));
     }
     if v.first() == Some(&b' ') || v.last() == Some(&b' ') {
-        return Err(ResponseError(format!(
-            "{what} starts or ends with a space, which nginx would drop"
-        )));
+        return Err(ResponseError(format!("{what} starts or ends with a space, which nginx would drop")));
     }
     Ok(())
 }
@@ -106,13 +89,7 @@ impl AuthResponse {
     /// `user`/`pass` representable (see [`AuthResponse::headers`]). Other variants are always
     /// sendable (their texts are sanitized).
     pub fn validate(&self) -> Result<(), ResponseError> {
-        if let AuthResponse::Ok {
-            server,
-            port,
-            user,
-            pass,
-        } = self
-        {
+        if let AuthResponse::Ok { server, port, user, pass } = self {
             if parse_server(server).is_none() {
                 return Err(ResponseError(format!(
                     "backend server \"{}\" is not an IP address",
@@ -139,12 +116,7 @@ impl AuthResponse {
     /// log why). Messages and error codes are sanitized (see `sanitize_message`).
     pub fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
         match self {
-            AuthResponse::Ok {
-                server,
-                port,
-                user,
-                pass,
-            } => {
+            AuthResponse::Ok { server, port, user, pass } => {
                 let addr = match (self.validate(), parse_server(server)) {
                     (Ok(()), Some(addr)) => addr,
                     _ => {
@@ -164,29 +136,17 @@ impl AuthResponse {
                 }
                 h
             }
-            AuthResponse::Fail {
-                message,
-                wait,
-                error_code,
-            } => Self::failure(message, MSG_INVALID, *wait, error_code.as_deref()),
-            AuthResponse::TempFail {
-                message,
-                wait,
-                error_code,
-            } => Self::failure(message, MSG_TEMP, *wait, error_code.as_deref()),
+            AuthResponse::Fail { message, wait, error_code } => {
+                Self::failure(message, MSG_INVALID, *wait, error_code.as_deref())
+            }
+            AuthResponse::TempFail { message, wait, error_code } => {
+                Self::failure(message, MSG_TEMP, *wait, error_code.as_deref())
+            }
         }
     }
 
-    fn failure(
-        message: &str,
-        default: &str,
-        wait: Option<u32>,
-        code: Option<&str>,
-    ) -> Vec<(&'static str, Vec<u8>)> {
-        let mut h = vec![(
-            "Auth-Status",
-            sanitize_message(message, default).into_bytes(),
-        )];
+    fn failure(message: &str, default: &str, wait: Option<u32>, code: Option<&str>) -> Vec<(&'static str, Vec<u8>)> {
+        let mut h = vec![("Auth-Status", sanitize_message(message, default).into_bytes())];
         if let Some(w) = wait {
             h.push(("Auth-Wait", w.to_string().into_bytes()));
         }

@@ -31,10 +31,7 @@ pub(super) fn parse(s: &str) -> Result<Argon2<'_>, SchemeError> {
     } else if s.starts_with("$argon2i$") {
         Algorithm::Argon2i
     } else {
-        return Err(SchemeError::Unknown(format!(
-            "${}$",
-            s[1..].split('$').next().unwrap_or("")
-        )));
+        return Err(SchemeError::Unknown(format!("${}$", s[1..].split('$').next().unwrap_or(""))));
     };
     let bad = |why: &str| malformed(format!("{} ({why})", alg.as_str().to_ascii_uppercase()));
     let hash = PasswordHash::new(s).map_err(|e| bad(&e.to_string()))?;
@@ -50,12 +47,7 @@ pub(super) fn parse(s: &str) -> Result<Argon2<'_>, SchemeError> {
     if params.m_cost() > MAX_M_KIB || params.t_cost() > MAX_T || params.p_cost() > MAX_P {
         return Err(bad("parameters beyond the limits"));
     }
-    Ok(Argon2 {
-        hash,
-        alg,
-        version,
-        params,
-    })
+    Ok(Argon2 { hash, alg, version, params })
 }
 
 impl Argon2<'_> {
@@ -97,15 +89,7 @@ mod tests {
     #[test]
     fn parameters_are_bounded_before_any_work() {
         let p = parse(H).unwrap();
-        assert_eq!(
-            (
-                p.params.m_cost(),
-                p.params.t_cost(),
-                p.params.p_cost(),
-                p.name()
-            ),
-            (65536, 3, 1, "ARGON2ID")
-        );
+        assert_eq!((p.params.m_cost(), p.params.t_cost(), p.params.p_cost(), p.name()), (65536, 3, 1, "ARGON2ID"));
         let tail = "$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
         for params in [
             "m=4294967295,t=3,p=1",
@@ -151,12 +135,7 @@ mod tests {
         let q = parse(&d).unwrap();
         assert_eq!((q.verify(b"pw"), q.verify(b"pW")), (Ok(true), Ok(false)));
         assert_eq!(
-            (
-                q.params.m_cost(),
-                q.params.t_cost(),
-                q.params.p_cost(),
-                q.work_kib()
-            ),
+            (q.params.m_cost(), q.params.t_cost(), q.params.p_cost(), q.work_kib()),
             (small.m_cost(), small.t_cost(), small.p_cost(), 64)
         );
     }

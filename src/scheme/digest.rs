@@ -99,10 +99,7 @@ impl Kind {
     }
 
     fn salted(self) -> bool {
-        matches!(
-            self,
-            Kind::Ssha | Kind::Ssha256 | Kind::Ssha512 | Kind::Smd5
-        )
+        matches!(self, Kind::Ssha | Kind::Ssha256 | Kind::Ssha512 | Kind::Smd5)
     }
 
     fn name(self) -> &'static str {
@@ -130,12 +127,7 @@ pub(super) fn decode_b64(v: &str) -> Option<Vec<u8>> {
 }
 
 /// Parses the value of `{scheme}value`; `label` is the scheme as written (for errors).
-pub(super) fn parse(
-    kind: Kind,
-    label: &str,
-    encoding: Encoding,
-    value: &str,
-) -> Result<Digest, SchemeError> {
+pub(super) fn parse(kind: Kind, label: &str, encoding: Encoding, value: &str) -> Result<Digest, SchemeError> {
     let n = kind.alg().len();
     let value = value.trim_ascii();
     let raw = match encoding {
@@ -147,23 +139,12 @@ pub(super) fn parse(
         Encoding::Default => decode_b64(value),
     }
     .ok_or_else(|| malformed(format!("{{{label}}} (encoding)")))?;
-    let ok = if kind.salted() {
-        raw.len() > n
-    } else {
-        raw.len() == n
-    };
+    let ok = if kind.salted() { raw.len() > n } else { raw.len() == n };
     if !ok {
-        return Err(malformed(format!(
-            "{{{label}}} (length {} for a {n}-byte digest)",
-            raw.len()
-        )));
+        return Err(malformed(format!("{{{label}}} (length {} for a {n}-byte digest)", raw.len())));
     }
     let (digest, salt) = raw.split_at(n);
-    Ok(Digest {
-        kind,
-        digest: digest.to_vec(),
-        salt: salt.to_vec(),
-    })
+    Ok(Digest { kind, digest: digest.to_vec(), salt: salt.to_vec() })
 }
 
 impl Digest {
@@ -181,10 +162,7 @@ pub(super) fn hash_ssha512(password: &[u8]) -> String {
     let salt = random_bytes::<8>();
     let mut raw = Alg::Sha512.compute(password, &salt);
     raw.extend_from_slice(&salt);
-    format!(
-        "{{SSHA512}}{}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    format!("{{SSHA512}}{}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 #[cfg(test)]
@@ -200,40 +178,20 @@ mod tests {
         // doveadm pw -s SHA.HEX -p secret / doveadm pw -s SHA -p secret
         let hex = "e5e9fa1ba31ecd1ae84f75caaa474f3a663f05f4";
         let b64 = "5en6G6MezRroT3XKqkdPOmY/BfQ=";
-        for v in [
-            hex,
-            b64,
-            "5en6G6MezRroT3XKqkdPOmY/BfQ",
-            &hex.to_ascii_uppercase(),
-        ] {
-            assert!(
-                p(Kind::Sha, Encoding::Default, v)
-                    .unwrap()
-                    .verify(b"secret"),
-                "{v}"
-            );
+        for v in [hex, b64, "5en6G6MezRroT3XKqkdPOmY/BfQ", &hex.to_ascii_uppercase()] {
+            assert!(p(Kind::Sha, Encoding::Default, v).unwrap().verify(b"secret"), "{v}");
         }
         assert!(p(Kind::Sha, Encoding::Hex, b64).is_err());
-        assert!(
-            p(Kind::Sha, Encoding::Base64, hex).is_err(),
-            "40 base64 chars are 30 bytes"
-        );
+        assert!(p(Kind::Sha, Encoding::Base64, hex).is_err(), "40 base64 chars are 30 bytes");
         // A salted value that happens to look like hex is still base64.
-        assert!(
-            p(Kind::Ssha, Encoding::Default, &"ab".repeat(20)).is_ok_and(|d| d.salt.len() == 10)
-        );
+        assert!(p(Kind::Ssha, Encoding::Default, &"ab".repeat(20)).is_ok_and(|d| d.salt.len() == 10));
     }
 
     #[test]
     fn lengths_are_checked() {
         assert!(p(Kind::Sha, Encoding::Default, "c2hvcnQ=").is_err());
         // A salted digest needs a salt.
-        assert!(p(
-            Kind::Ssha,
-            Encoding::Default,
-            "5en6G6MezRroT3XKqkdPOmY/BfQ="
-        )
-        .is_err());
+        assert!(p(Kind::Ssha, Encoding::Default, "5en6G6MezRroT3XKqkdPOmY/BfQ=").is_err());
         assert!(p(Kind::Ssha512, Encoding::Hex, "abc").is_err());
         assert!(p(Kind::Ssha512, Encoding::Hex, "zz").is_err());
         assert!(p(Kind::Sha256, Encoding::Default, "").is_err());
@@ -243,15 +201,7 @@ mod tests {
     #[test]
     fn ssha512_we_make_verifies() {
         let h = hash_ssha512(b"pw");
-        let d = p(
-            Kind::Ssha512,
-            Encoding::Default,
-            h.strip_prefix("{SSHA512}").unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            (d.salt.len(), d.verify(b"pw"), d.verify(b"pw ")),
-            (8, true, false)
-        );
+        let d = p(Kind::Ssha512, Encoding::Default, h.strip_prefix("{SSHA512}").unwrap()).unwrap();
+        assert_eq!((d.salt.len(), d.verify(b"pw"), d.verify(b"pw ")), (8, true, false));
     }
 }

@@ -81,12 +81,7 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
         // No OS randomness (should not happen on Linux): fall back to hashing the clock, the
         // thread and an address. Only used for salts, which guard nothing.
         use sha2::Digest;
-        let seed = format!(
-            "{:?}{:?}{:p}",
-            std::time::SystemTime::now(),
-            std::thread::current().id(),
-            &b
-        );
+        let seed = format!("{:?}{:?}{:p}", std::time::SystemTime::now(), std::thread::current().id(), &b);
         let d = sha2::Sha256::digest(seed.as_bytes());
         for (i, x) in b.iter_mut().enumerate() {
             *x = d[i % d.len()];
@@ -96,15 +91,11 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// The crypt(3) alphabet (also bcrypt's, in another order).
-pub(crate) const CRYPT_ALPHABET: &[u8; 64] =
-    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `N` random characters of the crypt alphabet (uniform: 256 is a multiple of 64).
 pub(crate) fn crypt_salt<const N: usize>() -> String {
-    random_bytes::<N>()
-        .iter()
-        .map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char)
-        .collect()
+    random_bytes::<N>().iter().map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char).collect()
 }
 
 /// The parsed form of a stored password.
@@ -210,9 +201,7 @@ fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError
     if fits {
         Ok(inner)
     } else {
-        Err(malformed(format!(
-            "{{{upper}}} (holds another scheme's hash)"
-        )))
+        Err(malformed(format!("{{{upper}}} (holds another scheme's hash)")))
     }
 }
 

@@ -21,17 +21,11 @@ pub(super) fn is_plain(name: &str) -> bool {
 pub(super) fn parse(name: &str, encoding: Encoding, value: &str) -> Result<Plain, SchemeError> {
     let decoded = match (name, encoding) {
         ("PLAIN-B64", Encoding::Default) | (_, Encoding::Base64) => decode_b64(value.trim_ascii()),
-        ("PLAIN-B64", _) => {
-            return Err(SchemeError::Unknown(format!(
-                "{name} with an encoding suffix"
-            )))
-        }
+        ("PLAIN-B64", _) => return Err(SchemeError::Unknown(format!("{name} with an encoding suffix"))),
         (_, Encoding::Hex) => hex::decode(value.trim_ascii().as_bytes()),
         (_, Encoding::Default) => Some(value.as_bytes().to_vec()),
     };
-    decoded
-        .map(Plain)
-        .ok_or_else(|| malformed(format!("{{{name}}} (encoding)")))
+    decoded.map(Plain).ok_or_else(|| malformed(format!("{{{name}}} (encoding)")))
 }
 
 impl Plain {
@@ -56,18 +50,10 @@ mod tests {
     fn forms_and_encodings() {
         let ok = |n, e, v: &str, pw: &[u8]| {
             let p = parse(n, e, v).unwrap();
-            assert!(
-                p.verify(pw) && !p.verify(b"x") && p.into_bytes() == pw,
-                "{n} {v}"
-            );
+            assert!(p.verify(pw) && !p.verify(b"x") && p.into_bytes() == pw, "{n} {v}");
         };
         ok("PLAIN", Encoding::Default, "p w:%é", "p w:%é".as_bytes());
-        ok(
-            "PLAIN",
-            Encoding::Default,
-            " keeps spaces ",
-            b" keeps spaces ",
-        );
+        ok("PLAIN", Encoding::Default, " keeps spaces ", b" keeps spaces ");
         ok("CLEAR", Encoding::Default, "", b"");
         ok("PLAIN-B64", Encoding::Default, "c2VjcmV0", b"secret");
         ok("PLAIN", Encoding::Base64, "c2VjcmV0", b"secret");

@@ -42,8 +42,7 @@ use crate::protocol::{self, Protocol};
 use crate::scheme;
 
 /// The query used with the schema in `scripts/schema.sql`.
-pub const DEFAULT_QUERY: &str =
-    "SELECT name, password, enabled, protocols, networks, server, port, \
+pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.
@@ -78,10 +77,7 @@ pub struct SqliteStore {
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
 /// store's own mutex.
 fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(busy)?;
     Ok(conn)
 }
@@ -99,11 +95,10 @@ fn is_wal(path: &Path) -> bool {
 /// The slowest stored password (highest [`scheme::cost_estimate`]) of the default schema's
 /// `users.password` column, among its first [`TEMPLATE_ROWS`] rows; `None` without such a column.
 fn slowest_password(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    let columns: i64 = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('users') WHERE lower(name) = 'password'",
-        [],
-        |r| r.get(0),
-    )?;
+    let columns: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('users') WHERE lower(name) = 'password'", [], |r| {
+            r.get(0)
+        })?;
     if columns == 0 {
         return Ok(None);
     }
@@ -131,9 +126,7 @@ fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
     for i in 1..=stmt.parameter_count() {
         match stmt.parameter_name(i) {
             Some(name) if PARAMETERS.contains(&name) => {}
-            Some(name) => {
-                return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", ")))
-            }
+            Some(name) => return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", "))),
             None => return Err("positional parameters (?) are not supported; use :user, :protocol ...".into()),
         }
     }
@@ -161,9 +154,7 @@ impl SqliteStore {
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
         let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
-        check_statement(&stmt)
-            .map_err(|e| format!("invalid query: {e}"))
-            .map(|()| None)
+        check_statement(&stmt).map_err(|e| format!("invalid query: {e}")).map(|()| None)
     }
 
     /// Makes the store. Opens nothing: each nginx worker opens its own connection on first use.
@@ -175,10 +166,7 @@ impl SqliteStore {
         let events = Events::default();
         events.bump();
         Ok(SqliteStore {
-            inner: Mutex::new(Inner {
-                conn: None,
-                watch: FileWatch::new(&path, Duration::from_secs(1)),
-            }),
+            inner: Mutex::new(Inner { conn: None, watch: FileWatch::new(&path, Duration::from_secs(1)) }),
             path,
             sql: sql.to_string(),
             busy_timeout: Duration::from_millis(100),
@@ -242,7 +230,8 @@ impl SqliteStore {
     fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<(Row, bool)>, String> {
         self.refresh(inner)?;
         if inner.conn.is_none() {
-            inner.conn = Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
+            inner.conn =
+                Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
             if is_wal(&self.path) {
                 self.events.push(
                     NoticeLevel::Warn,
@@ -377,7 +366,9 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
             "name" | "server" | "user" | "backend_pass" => {} // '' = not set
-            "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
+            "wait" => {
+                a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
+            }
             _ => a.extra.push((name.clone(), v.to_string())),
         }
     }
@@ -393,15 +384,14 @@ impl Store for SqliteStore {
         match self.lookup_inner(&mut inner, q) {
             Ok(row) => {
                 if inner.watch.recover() {
-                    self.events.push(
-                        NoticeLevel::Info,
-                        format!("{}: usable again", self.path.display()),
-                    );
+                    self.events.push(NoticeLevel::Info, format!("{}: usable again", self.path.display()));
                 }
                 let user = || protocol::printable(q.user.as_bytes(), 64);
                 match row {
                     None => Ok(None),
-                    Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
+                    Some((_, true)) => {
+                        Err(self.err(format!("query returned more than one row for user \"{}\"", user())))
+                    }
                     Some((cols, false)) => match map_row(&cols) {
                         Ok(mut a) => {
                             if a.name.is_empty() {
