@@ -106,6 +106,14 @@ pub fn access_checks_credentials(cf: *mut ngx_conf_t) -> bool {
     auth_basic_on(cf) || auth_request_on(cf)
 }
 
+/// `satisfy any` in the location being merged (core merges before this module): one passing
+/// access check would do, and an `allow` for nginx mail's own address would let every login in.
+pub fn satisfy_any(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    NgxHttpCoreModule::location_conf(unsafe { &*cf })
+        .is_some_and(|c| c.satisfy == ngx::ffi::NGX_HTTP_SATISFY_ANY as ngx::ffi::ngx_uint_t)
+}
+
 fn auth_basic_on(cf: &ngx_conf_t) -> bool {
     let Some(m) = find_module(cf, c"ngx_http_auth_basic_module") else { return false };
     // SAFETY: that module's location conf is an ngx_http_auth_basic_loc_conf_t (create_loc_conf).

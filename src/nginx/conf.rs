@@ -554,6 +554,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         // them, every login would be OK
         return Err("\"mail_auth_basic_header on\" needs \"auth_basic\" (with \"auth_basic_user_file\") or \"auth_request\" in effect in the same location".into());
     }
+    if lc.directives.basic_header() && bridge::satisfy_any(cf) {
+        return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
+    }
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
