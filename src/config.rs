@@ -110,10 +110,11 @@ pub struct VerifyConcurrency {
 }
 
 impl Default for VerifyConcurrency {
-    /// As many as the machine has CPUs, and [`DEFAULT_VERIFY_QUEUE`] waiting.
+    /// One fewer than the machine has CPUs (at least one), so that a flood of costly
+    /// verifications leaves the event loop a core; [`DEFAULT_VERIFY_QUEUE`] waiting.
     fn default() -> VerifyConcurrency {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        VerifyConcurrency { limit: cpus, queue: DEFAULT_VERIFY_QUEUE }
+        VerifyConcurrency { limit: cpus.saturating_sub(1).max(1), queue: DEFAULT_VERIFY_QUEUE }
     }
 }
 
