@@ -1,6 +1,8 @@
 //! HTTP Basic credentials from auth_http's Auth-User / Auth-Pass (the bridge to `auth_basic`
 //! and `auth_request`). Plain Rust, no nginx types.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine as _;
 
 use crate::protocol;

@@ -13,6 +13,8 @@
 //! torn by a crashed writer can never pair a key with another entry's verdict (it just misses).
 //! A full probe window evicts its least recently used entry (expired ones are reused first).
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::shm::{hash_word, key64, Table, DATA};
@@ -21,9 +23,8 @@ const SLOT_WORDS: usize = DATA + 1;
 const CHECK: usize = DATA;
 const TAG_OK: u64 = 0x6f6b_6f6b_6f6b_6f6b;
 const TAG_BAD: u64 = 0x6261_6462_6164_6261;
-// user header words
-const HITS: usize = 0;
-const MISSES: usize = 1;
+// User header words. 0 and 1 are unused (hits and misses, which `metrics` counts): these
+// keep their places, so a zone kept across a reload into this version keeps its counts.
 const INSERTS: usize = 2;
 const EVICTIONS: usize = 3;
 
@@ -49,8 +50,6 @@ impl CacheKey {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
     pub inserts: u64,
     /// Live entries pushed out by new ones (the zone is too small if this grows fast).
     pub evictions: u64,
@@ -80,27 +79,22 @@ impl<'a> Cache<'a> {
     /// `Some(true)`: verified OK before, `Some(false)`: verified wrong before; `None`: unknown
     /// or expired (`now` in seconds).
     pub fn get(&self, k: &CacheKey, now: u64) -> Option<bool> {
-        let verdict = {
-            let g = self.table.lock();
-            match self.table.find(&g, k.0) {
-                Some(s) if s[1].load(Ordering::Relaxed) <= now => {
-                    self.table.remove(&g, s);
-                    None
-                }
-                Some(s) => {
-                    let c = s[CHECK].load(Ordering::Relaxed);
-                    let v = [true, false].into_iter().find(|ok| c == k.check(*ok));
-                    if v.is_some() {
-                        self.table.touch(&g, s, now);
-                    }
-                    v
-                }
-                None => None,
+        let g = self.table.lock();
+        match self.table.find(&g, k.0) {
+            Some(s) if s[1].load(Ordering::Relaxed) <= now => {
+                self.table.remove(&g, s);
+                None
             }
-        };
-        let counter = if verdict.is_some() { HITS } else { MISSES };
-        self.table.header(counter).fetch_add(1, Ordering::Relaxed);
-        verdict
+            Some(s) => {
+                let c = s[CHECK].load(Ordering::Relaxed);
+                let v = [true, false].into_iter().find(|ok| c == k.check(*ok));
+                if v.is_some() {
+                    self.table.touch(&g, s, now);
+                }
+                v
+            }
+            None => None,
+        }
     }
 
     /// Remembers a verdict for `ttl` seconds (0: not at all).
@@ -123,7 +117,7 @@ impl<'a> Cache<'a> {
 
     pub fn stats(&self) -> CacheStats {
         let h = |i| self.table.header(i).load(Ordering::Relaxed);
-        CacheStats { hits: h(HITS), misses: h(MISSES), inserts: h(INSERTS), evictions: h(EVICTIONS) }
+        CacheStats { inserts: h(INSERTS), evictions: h(EVICTIONS) }
     }
 }
 
@@ -136,8 +130,9 @@ pub const fn min_words() -> usize {
 mod tests {
     use super::*;
 
-    fn key(c: &Cache<'_>, generation: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
-        c.key(&[&generation.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password])
+    /// `stored` stands for the stored credential the engine puts into the key.
+    fn key(c: &Cache<'_>, stored: u64, protocol: &str, user: &str, password: &[u8]) -> CacheKey {
+        c.key(&[&stored.to_le_bytes(), protocol.as_bytes(), user.as_bytes(), password])
     }
 
     fn region(words: usize) -> Vec<AtomicU64> {
@@ -161,7 +156,7 @@ mod tests {
         assert_eq!(c.get(&bad, 206), Some(false), "ttl 0 stores nothing");
         c.put(&bad, true, 10, 207);
         assert_eq!(c.get(&bad, 208), Some(true), "a new verdict replaces the old");
-        assert_eq!(c.stats(), CacheStats { hits: 4, misses: 3, inserts: 3, evictions: 0 });
+        assert_eq!(c.stats(), CacheStats { inserts: 3, evictions: 0 });
     }
 
     #[test]
@@ -176,7 +171,7 @@ mod tests {
         assert_ne!(k, key(&c, 1, "imap", "alice", b"secret-passworD"), "password");
         assert_ne!(key(&c, 1, "imap", "ab", b"c"), key(&c, 1, "imap", "a", b"bc"), "no field run-on");
         c.put(&k, true, 60, 0);
-        // a password changed in the store: new generation, the old verdict is not found
+        // a password changed in the store: another stored credential, the old verdict is not found
         assert_eq!(c.get(&key(&c, 2, "imap", "alice", b"secret-password"), 1), None);
         let bytes: Vec<u8> = r.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
         for part in [&b"secret-password"[..], b"secret", b"password", b"alice"] {
@@ -221,7 +216,7 @@ mod tests {
         }
         let s = c.stats();
         assert_eq!(s.evictions, 100 - 8);
-        assert_eq!((s.inserts, s.hits), (100, 100));
+        assert_eq!(s.inserts, 100);
         // the newest 8 are all still there (earliest expiry goes first)
         for i in 92..100u64 {
             assert_eq!(c.get(&key(&c, 1, "imap", &format!("u{i}"), b"p"), 100), Some(true), "u{i}");
@@ -265,6 +260,6 @@ mod tests {
             }
         });
         let s = c.stats();
-        assert_eq!((s.inserts, s.hits, s.misses, s.evictions), (16000, 16000, 0, 0));
+        assert_eq!((s.inserts, s.evictions), (16000, 0));
     }
 }

@@ -1,6 +1,9 @@
 //! The configuration the engine decides with, and the parsing of directive arguments (plain
 //! Rust, unit-tested; the FFI layer only calls these).
 
+#![forbid(unsafe_code)]
+
+use crate::engine::Level;
 use crate::protocol::{self, Protocol};
 
 /// A backend address: `server` an IP literal, `port` 1..65535.
@@ -21,6 +24,15 @@ pub struct MasterUser {
 
 /// Default `mail_auth_fail_wait`, seconds.
 pub const DEFAULT_FAIL_WAIT: u32 = 3;
+
+/// Default `mail_auth_log_level`: the level of the line logged per decision.
+pub const DEFAULT_LOG_LEVEL: Level = Level::Info;
+
+/// Default `mail_auth_thread_pool`: nginx's own default pool.
+pub const DEFAULT_THREAD_POOL: &str = "default";
+
+/// Default `separator=` of `mail_auth_master_user` (Dovecot's `auth_master_user_separator`).
+pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
 
 /// What the decision needs from the nginx configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +110,11 @@ pub struct VerifyConcurrency {
 }
 
 impl Default for VerifyConcurrency {
-    /// As many as the machine has CPUs, and [`DEFAULT_VERIFY_QUEUE`] waiting.
+    /// One fewer than the machine has CPUs (at least one), so that a flood of costly
+    /// verifications leaves the event loop a core; [`DEFAULT_VERIFY_QUEUE`] waiting.
     fn default() -> VerifyConcurrency {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        VerifyConcurrency { limit: cpus, queue: DEFAULT_VERIFY_QUEUE }
+        VerifyConcurrency { limit: cpus.saturating_sub(1).max(1), queue: DEFAULT_VERIFY_QUEUE }
     }
 }
 
@@ -109,13 +122,26 @@ impl Default for VerifyConcurrency {
 /// (32 threads) can hold waiting, so with the default pool a burst only waits.
 pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 
-/// Where a `mail_auth` location finds its users.
+/// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConf {
     /// `mail_auth_passwd_file PATH`
     PasswdFile(String),
-    /// `mail_auth_sqlite PATH` (+ `mail_auth_sqlite_query`)
+    /// `mail_auth_sqlite PATH`, and the `mail_auth_sqlite_query` in effect where it is used
+    /// (`None`: the default query).
     Sqlite { path: String, query: Option<String> },
+}
+
+/// A `mail_auth_log_level` value (nginx's level names, case-insensitive).
+pub fn parse_log_level(v: &str) -> Option<Level> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "debug" => Level::Debug,
+        "info" => Level::Info,
+        "notice" => Level::Notice,
+        "warn" => Level::Warn,
+        "error" => Level::Error,
+        _ => return None,
+    })
 }
 
 /// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
@@ -153,8 +179,7 @@ pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
 }
 
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
-    Protocol::parse(v.as_bytes())
-        .ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
+    Protocol::parse(v.as_bytes()).ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
 }
 
 /// nginx time syntax reduced to what Auth-Wait carries (whole seconds): "3", "3s", "2m", "1h".
@@ -171,12 +196,15 @@ pub fn parse_seconds(v: &str) -> Result<u32, String> {
         return Err(bad());
     }
     let n: u32 = num.parse().map_err(|_| bad())?;
-    n.checked_mul(mult)
-        .filter(|s| *s <= 24 * 3600)
-        .ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
+    n.checked_mul(mult).filter(|s| *s <= 24 * 3600).ok_or_else(|| format!("time \"{v}\" is too long (24h at most)"))
 }
 
-/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k).
+/// The shared zone of the status counters: added automatically (by `mail_auth` and
+/// `mail_auth_status`), so no directive may declare a zone of that name.
+pub const STATUS_ZONE: &str = "mail_auth_status";
+
+/// `zone=NAME:SIZE` (SIZE in bytes, or with k/m suffix; at least 32k). NAME is not
+/// [`STATUS_ZONE`]: a cache or limiter there would share the counters' memory.
 pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
     let (name, size) = v
         .strip_prefix("zone=")
@@ -184,6 +212,9 @@ pub fn parse_zone(v: &str) -> Result<(String, usize), String> {
         .ok_or_else(|| format!("\"{v}\": expected zone=NAME:SIZE"))?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(format!("invalid zone name \"{name}\""));
+    }
+    if name == STATUS_ZONE {
+        return Err(format!("zone name \"{name}\" is reserved for the status counters (added automatically)"));
     }
     let (num, mult) = match size.as_bytes().last() {
         Some(b'k' | b'K') => (&size[..size.len() - 1], 1024),
@@ -223,9 +254,15 @@ mod tests {
         assert_eq!(parse_zone("zone=auth:1m"), Ok(("auth".into(), 1 << 20)));
         assert_eq!(parse_zone("zone=a_b-1:64k"), Ok(("a_b-1".into(), 64 << 10)));
         assert_eq!(parse_zone("zone=x:40000"), Ok(("x".into(), 40000)));
-        for bad in ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"] {
+        for bad in
+            ["auth:1m", "zone=:1m", "zone=a b:1m", "zone=a:1x", "zone=a:16k", "zone=a", "zone=a:99999999999999999999m"]
+        {
             assert!(parse_zone(bad).is_err(), "{bad}");
         }
+        let reserved = parse_zone("zone=mail_auth_status:64k").unwrap_err();
+        assert!(reserved.contains("\"mail_auth_status\" is reserved"), "{reserved}");
+        // zone names are case-sensitive in nginx: another spelling is another zone
+        assert_eq!(parse_zone("zone=Mail_Auth_Status:64k"), Ok(("Mail_Auth_Status".into(), 64 << 10)));
     }
 
     #[test]
@@ -245,7 +282,9 @@ mod tests {
 
     #[test]
     fn backend_errors() {
-        for bad in ["mail.example.org:143", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:143", "[::1", "[::1]x", ""] {
+        for bad in
+            ["mail.example.org:143", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:143", "[::1", "[::1]x", ""]
+        {
             assert!(parse_backend(bad, 143).is_err(), "{bad} must be refused");
         }
     }
@@ -260,6 +299,15 @@ mod tests {
         for bad in ["", "s", "-1", "1.5s", "3d", "25h", "99999999999"] {
             assert!(parse_seconds(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("info"), Some(Level::Info));
+        assert_eq!(parse_log_level("WARN"), Some(Level::Warn));
+        assert_eq!(parse_log_level("debug"), Some(Level::Debug));
+        assert_eq!(parse_log_level("crit"), None);
+        assert_eq!(parse_log_level(""), None);
     }
 
     #[test]

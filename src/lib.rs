@@ -2,8 +2,8 @@
 //!
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
-//! `policy` (per-account rules), `engine` (the whole decision), `smtp` (envelope addresses),
-//! `basic` (Basic-credential bridge),
+//! `policy` (per-account rules), `cidr` (networks), `engine` (the whole decision),
+//! `smtp` (envelope addresses), `basic` (Basic-credential bridge),
 //! `shm` / `cache` / `limiter` / `metrics` (tables and counters shared by workers in shared memory).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
 
@@ -11,8 +11,10 @@
 
 pub mod basic;
 pub mod cache;
+pub mod cidr;
 pub mod config;
 pub mod engine;
+mod hex;
 pub mod limiter;
 pub mod metrics;
 pub mod oauth;
@@ -22,6 +24,8 @@ pub mod scheme;
 pub mod shm;
 pub mod smtp;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 // The nginx glue is left out of unit tests (the test binary has no nginx to link against) and
 // of builds without the `module` feature (fuzz/).

@@ -30,6 +30,8 @@
 //! and the counted thing, so user names and passwords are not stored. All times are seconds,
 //! passed in by the caller.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -67,11 +69,7 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let (n, w) = s.split_once('/').ok_or_else(bad)?;
     let count: u32 = n.parse().ok().filter(|c| *c > 0).ok_or_else(bad)?;
     let (num, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
-    let num: u64 = if num.is_empty() {
-        1
-    } else {
-        num.parse().map_err(|_| bad())?
-    };
+    let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -79,10 +77,7 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         "d" => 86400,
         _ => return Err(bad()),
     };
-    let window = num
-        .checked_mul(mult)
-        .filter(|w| *w > 0 && *w <= 7 * 86400)
-        .ok_or_else(bad)?;
+    let window = num.checked_mul(mult).filter(|w| *w > 0 && *w <= 7 * 86400).ok_or_else(bad)?;
     Ok(Rate { count, window })
 }
 
@@ -197,9 +192,7 @@ fn ip_label(ip: IpAddr) -> String {
             o[8..].fill(0);
             format!("{}/64", std::net::Ipv6Addr::from(o))
         }
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         v4 => v4.to_string(),
     }
 }
@@ -229,18 +222,14 @@ fn rank(now: u64) -> impl Fn(&[AtomicU64]) -> u8 {
 
 /// Does this counter slot hold attempts of a window still running at `now`?
 fn in_window(s: &[AtomicU64], rate: Rate, now: u64) -> bool {
-    s[ATTEMPTS].load(Ordering::Relaxed) > 0
-        && now < s[START].load(Ordering::Relaxed).saturating_add(rate.window)
+    s[ATTEMPTS].load(Ordering::Relaxed) > 0 && now < s[START].load(Ordering::Relaxed).saturating_add(rate.window)
 }
 
 impl<'a> Limiter<'a> {
     /// Opens the limiter in a shared region (a zeroed region tracks nothing yet). `None` if the
     /// region is too small (fewer than `limiter::min_words()` words).
     pub fn new(words: &'a [AtomicU64], cfg: LimitConfig) -> Option<Limiter<'a>> {
-        Some(Limiter {
-            table: Table::new(words, SLOT_WORDS)?,
-            cfg,
-        })
+        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg })
     }
 
     /// Slots the region holds (an attempt uses up to 4: IP, user, fingerprint, trusted).
@@ -279,12 +268,7 @@ impl<'a> Limiter<'a> {
 
     /// The longest configured window (0: no limits).
     fn longest_window(&self) -> u64 {
-        [self.cfg.ip, self.cfg.user]
-            .iter()
-            .flatten()
-            .map(|r| r.window)
-            .max()
-            .unwrap_or(0)
+        [self.cfg.ip, self.cfg.user].iter().flatten().map(|r| r.window).max().unwrap_or(0)
     }
 
     /// The counters that apply to `ip` and `user`, keyed: the IP's, and the user's unless the
@@ -294,35 +278,21 @@ impl<'a> Limiter<'a> {
     fn counters(&self, ip: Option<IpAddr>, user: &str) -> Counters {
         let user_limited = self.cfg.user.is_some() && !user.is_empty();
         Counters {
-            ip: ip
-                .filter(|_| self.cfg.ip.is_some())
-                .map(|ip| self.ip_key(ip)),
+            ip: ip.filter(|_| self.cfg.ip.is_some()).map(|ip| self.ip_key(ip)),
             user: user_limited.then(|| self.user_key(user)),
-            trusted: ip
-                .filter(|_| user_limited)
-                .map(|ip| self.trusted_key(ip, user)),
+            trusted: ip.filter(|_| user_limited).map(|ip| self.trusted_key(ip, user)),
         }
     }
 
     fn refusal(&self, side: Side, ip: Option<IpAddr>, wait: u32, banned: bool) -> Refusal {
-        let Rate { count, window } = self.rate(side).unwrap_or(Rate {
-            count: 0,
-            window: 0,
-        });
-        let what = if banned {
-            "failed logins"
-        } else {
-            "login attempts (failed or in progress)"
-        };
+        let Rate { count, window } = self.rate(side).unwrap_or(Rate { count: 0, window: 0 });
+        let what = if banned { "failed logins" } else { "login attempts (failed or in progress)" };
         let (whose, header) = match (side, ip) {
             (Side::Ip, Some(ip)) => (format!("from {}", ip_label(ip)), REFUSED_IP),
             _ => ("for this user".to_string(), REFUSED_USER),
         };
         self.table.header(header).fetch_add(1, Ordering::Relaxed);
-        Refusal {
-            wait,
-            reason: format!("too many {what} {whose} (limit {count}/{window}s)"),
-        }
+        Refusal { wait, reason: format!("too many {what} {whose} (limit {count}/{window}s)") }
     }
 
     /// Is the mark `key` live at `now`? (Touches it if so.)
@@ -339,9 +309,7 @@ impl<'a> Limiter<'a> {
     /// Sets the mark `key` live until `until`, unless that would evict a live ban or a counter
     /// with attempts in flight. The claim, if any.
     fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64) -> Option<Claim> {
-        let (s, claim) = self
-            .table
-            .claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
+        let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
     }
@@ -353,28 +321,17 @@ impl<'a> Limiter<'a> {
         };
         self.table.header(EVICTIONS).fetch_add(1, Ordering::Relaxed);
         if rank >= RANK_BAN {
-            self.table
-                .header(BANS_EVICTED)
-                .fetch_add(1, Ordering::Relaxed);
+            self.table.header(BANS_EVICTED).fetch_add(1, Ordering::Relaxed);
         }
         rank >= RANK_BAN
     }
 
     /// Refuses on this counter? A live ban, or (`full`) as many attempts as the limit in the
     /// running window. Counts the refusal on the counter for the growing wait: (wait, banned).
-    fn refuses(
-        &self,
-        g: &Guard<'_, 'a>,
-        key: u64,
-        rate: Rate,
-        full: bool,
-        now: u64,
-    ) -> Option<(u32, bool)> {
+    fn refuses(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, full: bool, now: u64) -> Option<(u32, bool)> {
         let s = self.table.find(g, key)?;
         let banned = s[BAN_UNTIL].load(Ordering::Relaxed) > now;
-        let at_limit = full
-            && in_window(s, rate, now)
-            && s[ATTEMPTS].load(Ordering::Relaxed) >= u64::from(rate.count);
+        let at_limit = full && in_window(s, rate, now) && s[ATTEMPTS].load(Ordering::Relaxed) >= u64::from(rate.count);
         if !banned && !at_limit {
             return None;
         }
@@ -384,13 +341,7 @@ impl<'a> Limiter<'a> {
     }
 
     /// One more attempt on a counter: the start of the window it is counted in, and the claim.
-    fn add_attempt(
-        &self,
-        g: &Guard<'_, 'a>,
-        key: u64,
-        rate: Rate,
-        now: u64,
-    ) -> Option<(u64, Claim)> {
+    fn add_attempt(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, now: u64) -> Option<(u64, Claim)> {
         // nothing ranks at u8::MAX: always a slot
         let (s, claim) = self.table.claim_with(g, key, now, rank(now), u8::MAX)?;
         let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
@@ -460,15 +411,11 @@ impl<'a> Limiter<'a> {
         let g = self.table.lock();
         let mut refused = None;
         if let (Some(key), Some(rate)) = (c.ip, self.cfg.ip) {
-            refused = self
-                .refuses(&g, key, rate, false, now)
-                .map(|(wait, _)| (Side::Ip, wait));
+            refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::Ip, wait));
         }
         if let (None, Some(key), Some(rate)) = (refused, c.user, self.cfg.user) {
             if !c.trusted.is_some_and(|t| self.mark_live(&g, t, now)) {
-                refused = self
-                    .refuses(&g, key, rate, false, now)
-                    .map(|(wait, _)| (Side::User, wait));
+                refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::User, wait));
             }
         }
         drop(g);
@@ -481,21 +428,9 @@ impl<'a> Limiter<'a> {
     /// attempts in the running window (growing wait, `refused_*`). Otherwise one attempt more
     /// on each of these counters, to be settled by `settle` with the ticket; a wrong password
     /// this source already failed with recently is admitted without counting.
-    pub fn admit(
-        &self,
-        ip: Option<IpAddr>,
-        user: &str,
-        password: &[u8],
-        now: u64,
-    ) -> Result<Ticket, Refusal> {
+    pub fn admit(&self, ip: Option<IpAddr>, user: &str, password: &[u8], now: u64) -> Result<Ticket, Refusal> {
         let user = fold(user);
-        let mut ticket = Ticket {
-            ip,
-            user,
-            ip_window: None,
-            user_window: None,
-            evicted_ban: false,
-        };
+        let mut ticket = Ticket { ip, user, ip_window: None, user_window: None, evicted_ban: false };
         if self.longest_window() == 0 {
             return Ok(ticket);
         }
@@ -542,10 +477,7 @@ impl<'a> Limiter<'a> {
     /// trusts the IP for the user. Never evicts a live ban (the marks it sets give way).
     pub fn settle(&self, ticket: Ticket, how: Settle<'_>, now: u64) {
         let c = self.counters(ticket.ip, &ticket.user);
-        let counted = [
-            c.ip.zip(self.cfg.ip).zip(ticket.ip_window),
-            c.user.zip(self.cfg.user).zip(ticket.user_window),
-        ];
+        let counted = [c.ip.zip(self.cfg.ip).zip(ticket.ip_window), c.user.zip(self.cfg.user).zip(ticket.user_window)];
         let mut mark = None;
         match how {
             Settle::Failure { password } => {
@@ -611,22 +543,12 @@ mod tests {
     }
 
     fn cfg(ip: &str, user: &str, ban: u64) -> LimitConfig {
-        LimitConfig {
-            ip: Some(parse_rate(ip).unwrap()),
-            user: Some(parse_rate(user).unwrap()),
-            ban,
-        }
+        LimitConfig { ip: Some(parse_rate(ip).unwrap()), user: Some(parse_rate(user).unwrap()), ban }
     }
 
     /// A login with a wrong password the way the engine makes it: pre-check, admission,
     /// verification, settlement. Err: refused before verification.
-    fn fail(
-        l: &Limiter<'_>,
-        from: Option<IpAddr>,
-        user: &str,
-        pw: &[u8],
-        now: u64,
-    ) -> Result<(), Refusal> {
+    fn fail(l: &Limiter<'_>, from: Option<IpAddr>, user: &str, pw: &[u8], now: u64) -> Result<(), Refusal> {
         if let Some(r) = l.banned(from, user, now) {
             return Err(r);
         }
@@ -641,13 +563,7 @@ mod tests {
         }
     }
 
-    fn login(
-        l: &Limiter<'_>,
-        from: Option<IpAddr>,
-        user: &str,
-        how: Settle<'_>,
-        now: u64,
-    ) -> Result<(), Refusal> {
+    fn login(l: &Limiter<'_>, from: Option<IpAddr>, user: &str, how: Settle<'_>, now: u64) -> Result<(), Refusal> {
         if let Some(r) = l.banned(from, user, now) {
             return Err(r);
         }
@@ -668,54 +584,14 @@ mod tests {
 
     #[test]
     fn rates_parse() {
-        assert_eq!(
-            parse_rate("10/m"),
-            Ok(Rate {
-                count: 10,
-                window: 60
-            })
-        );
-        assert_eq!(
-            parse_rate("5/10s"),
-            Ok(Rate {
-                count: 5,
-                window: 10
-            })
-        );
-        assert_eq!(
-            parse_rate("100/h"),
-            Ok(Rate {
-                count: 100,
-                window: 3600
-            })
-        );
-        assert_eq!(
-            parse_rate("3/2m"),
-            Ok(Rate {
-                count: 3,
-                window: 120
-            })
-        );
-        assert_eq!(
-            parse_rate("50/d"),
-            Ok(Rate {
-                count: 50,
-                window: 86400
-            })
-        );
-        for bad in [
-            "",
-            "10",
-            "0/m",
-            "x/m",
-            "10/",
-            "10/q",
-            "10/0s",
-            "10/99d",
-            "-1/m",
-            "10/m ",
-            "1/99999999999999999999s",
-        ] {
+        assert_eq!(parse_rate("10/m"), Ok(Rate { count: 10, window: 60 }));
+        assert_eq!(parse_rate("5/10s"), Ok(Rate { count: 5, window: 10 }));
+        assert_eq!(parse_rate("100/h"), Ok(Rate { count: 100, window: 3600 }));
+        assert_eq!(parse_rate("3/2m"), Ok(Rate { count: 3, window: 120 }));
+        assert_eq!(parse_rate("50/d"), Ok(Rate { count: 50, window: 86400 }));
+        for bad in
+            ["", "10", "0/m", "x/m", "10/", "10/q", "10/0s", "10/99d", "-1/m", "10/m ", "1/99999999999999999999s"]
+        {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
@@ -745,10 +621,7 @@ mod tests {
         for r in &refusals {
             let Err(r) = r else { unreachable!() };
             assert!(r.wait >= 1, "{r:?}");
-            assert!(
-                r.reason.contains("in progress") && r.reason.contains("192.0.2.1"),
-                "{r:?}"
-            );
+            assert!(r.reason.contains("in progress") && r.reason.contains("192.0.2.1"), "{r:?}");
         }
         assert_eq!(l.stats().refused_ip, 55);
         assert_eq!(l.stats().refused_user, 0);
@@ -759,11 +632,7 @@ mod tests {
             l.settle(t.unwrap(), Settle::Failure { password: b"wrong" }, 101);
         }
         let ban = l.banned(a, "x", 102).expect("five failures ban");
-        assert!(
-            ban.reason
-                .contains("failed logins from 192.0.2.1 (limit 5/60s)"),
-            "{ban:?}"
-        );
+        assert!(ban.reason.contains("failed logins from 192.0.2.1 (limit 5/60s)"), "{ban:?}");
         assert!(l.admit(a, "x", b"p", 102).is_err());
     }
 
@@ -788,13 +657,7 @@ mod tests {
                         if let Ok(t) = l.admit(a, &user, pw.as_bytes(), 10) {
                             verified.fetch_add(1, Ordering::Relaxed);
                             std::thread::yield_now();
-                            l.settle(
-                                t,
-                                Settle::Failure {
-                                    password: pw.as_bytes(),
-                                },
-                                10,
-                            );
+                            l.settle(t, Settle::Failure { password: pw.as_bytes() }, 10);
                         }
                     }
                 });
@@ -816,14 +679,10 @@ mod tests {
         let third = l.admit(a, "alice", b"pw", 0).unwrap_err();
         assert_eq!(third.wait, 1);
         l.settle(t1, Settle::Success, 1);
-        let t3 = l
-            .admit(a, "alice", b"pw", 1)
-            .expect("a success gives its attempt back");
+        let t3 = l.admit(a, "alice", b"pw", 1).expect("a success gives its attempt back");
         l.settle(t2, Settle::Neutral, 2);
         let t4 = l.admit(ip("192.0.2.4"), "bob", b"pw", 2).unwrap();
-        let t5 = l
-            .admit(a, "carol", b"pw", 2)
-            .expect("a neutral outcome gives its attempt back");
+        let t5 = l.admit(a, "carol", b"pw", 2).expect("a neutral outcome gives its attempt back");
         l.settle(t3, Settle::Success, 3);
         l.settle(t4, Settle::Neutral, 3);
         l.settle(t5, Settle::Success, 3);
@@ -857,22 +716,12 @@ mod tests {
         assert!(allowed(&l, a, "u2", 1001), "2 of 3");
         fail_n(&l, a, "u3", 1, 1001);
         let v = l.banned(a, "anyone", 1002).unwrap();
-        assert!(
-            v.wait == 1 && v.reason.contains("failed logins from 192.0.2.1"),
-            "{v:?}"
-        );
+        assert!(v.wait == 1 && v.reason.contains("failed logins from 192.0.2.1"), "{v:?}");
         let waits: Vec<_> = (0..8).map(|i| refused(&l, a, "anyone", 1003 + i)).collect();
-        assert_eq!(
-            waits,
-            [2, 4, 8, 16, 32, 60, 60, 60].map(Some),
-            "growing, capped"
-        );
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60].map(Some), "growing, capped");
         let v = l.admit(a, "anyone", b"p", 1011).unwrap_err();
         assert_eq!(v.wait, 60, "admission refuses a banned source too: {v:?}");
-        assert!(
-            allowed(&l, ip("192.0.2.2"), "anyone", 1010),
-            "other IPs unaffected"
-        );
+        assert!(allowed(&l, ip("192.0.2.2"), "anyone", 1010), "other IPs unaffected");
         assert!(refused(&l, a, "x", 1059).is_some(), "window 1000..1060");
         assert!(allowed(&l, a, "x", 1060), "recovered when the window ended");
         assert_eq!(l.stats().refused_ip, 11);
@@ -896,10 +745,7 @@ mod tests {
         fail_n(&l, a, "u", 2, 5);
         assert!(refused(&l, a, "u", 6).is_some());
         assert!(refused(&l, a, "u", 304).is_some(), "still banned (5 + 300)");
-        assert!(
-            l.admit(a, "u", b"p", 200).is_err(),
-            "windows rolled over, still banned"
-        );
+        assert!(l.admit(a, "u", b"p", 200).is_err(), "windows rolled over, still banned");
         assert!(allowed(&l, a, "u", 305));
         // a ban shorter than the window lasts until the window ends
         let l = Limiter::new(&r, cfg("100/m", "2/h", 60)).unwrap();
@@ -918,16 +764,10 @@ mod tests {
         assert!(l.admit(a, "u", b"p", 30).is_err());
         let new = l.admit(a, "u", b"p", 60).expect("a new window");
         l.settle(old.clone(), Settle::Success, 61);
-        assert!(
-            l.admit(a, "u", b"q", 62).is_err(),
-            "the new window's attempt is still counted"
-        );
+        assert!(l.admit(a, "u", b"q", 62).is_err(), "the new window's attempt is still counted");
         l.settle(old.clone(), Settle::Neutral, 62);
         l.settle(old, Settle::Failure { password: b"p" }, 62);
-        assert!(
-            l.banned(a, "u", 62).is_none(),
-            "an old window's failure does not count now"
-        );
+        assert!(l.banned(a, "u", 62).is_none(), "an old window's failure does not count now");
         assert!(l.admit(a, "u", b"q", 63).is_err());
         l.settle(new, Settle::Neutral, 63);
         assert!(allowed(&l, a, "u", 64));
@@ -935,10 +775,7 @@ mod tests {
         let l = Limiter::new(&r, cfg("100/m", "1/m", 600)).unwrap();
         let t = l.admit(ip("192.0.2.21"), "slow", b"p", 100).unwrap();
         l.settle(t, Settle::Failure { password: b"p" }, 170);
-        assert!(
-            refused(&l, ip("192.0.2.22"), "slow", 171).is_some(),
-            "ban from 170 for 600 s"
-        );
+        assert!(refused(&l, ip("192.0.2.22"), "slow", 171).is_some(), "ban from 170 for 600 s");
         assert!(refused(&l, ip("192.0.2.22"), "slow", 770).is_none());
     }
 
@@ -973,13 +810,7 @@ mod tests {
         assert!(allowed(&l, a, "alice", 55), "6 repeats count 1");
         let t = l.admit(a, "alice", b"stale-saved-password", 55).unwrap();
         assert!(!t.counted(), "a repeat is admitted without counting");
-        l.settle(
-            t,
-            Settle::Failure {
-                password: b"stale-saved-password",
-            },
-            55,
-        );
+        l.settle(t, Settle::Failure { password: b"stale-saved-password" }, 55);
         fail(&l, a, "alice", b"other1", 55).unwrap();
         assert!(allowed(&l, a, "alice", 55), "2 of 3");
         fail(&l, a, "alice", b"other2", 56).unwrap();
@@ -995,23 +826,14 @@ mod tests {
         let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
         fail(&l, ip("192.0.2.6"), "carol", b"pw", 0).unwrap();
         fail(&l, ip("192.0.2.7"), "carol", b"pw", 0).unwrap();
-        assert!(
-            refused(&l, ip("192.0.2.8"), "carol", 1).is_some(),
-            "user limit"
-        );
+        assert!(refused(&l, ip("192.0.2.8"), "carol", 1).is_some(), "user limit");
         fail(&l, ip("192.0.2.6"), "dave", b"pw", 0).unwrap();
-        assert!(
-            refused(&l, ip("192.0.2.6"), "erin", 1).is_some(),
-            "ip limit"
-        );
+        assert!(refused(&l, ip("192.0.2.6"), "erin", 1).is_some(), "ip limit");
         // and after a pause longer than the window it counts again
         let l = Limiter::new(&r, cfg("2/m", "100/m", 0)).unwrap();
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 0).unwrap();
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 100).unwrap();
-        assert!(
-            allowed(&l, ip("192.0.2.50"), "frank", 101),
-            "windows 0 and 100"
-        );
+        assert!(allowed(&l, ip("192.0.2.50"), "frank", 101), "windows 0 and 100");
     }
 
     #[test]
@@ -1021,18 +843,12 @@ mod tests {
         fail(&l, ip("203.0.113.1"), "Alice", b"a", 0).unwrap();
         fail(&l, ip("203.0.113.2"), "ALICE", b"b", 0).unwrap();
         fail(&l, ip("203.0.113.3"), "alice", b"c", 0).unwrap();
-        assert!(
-            refused(&l, ip("203.0.113.4"), "aLiCe", 1).is_some(),
-            "one account"
-        );
+        assert!(refused(&l, ip("203.0.113.4"), "aLiCe", 1).is_some(), "one account");
         assert!(l.admit(ip("203.0.113.4"), "ALICE", b"d", 1).is_err());
         fail(&l, ip("203.0.113.1"), "ÉMILE", b"a", 0).unwrap();
         fail(&l, ip("203.0.113.2"), "Émile", b"b", 0).unwrap();
         fail(&l, ip("203.0.113.3"), "émile", b"c", 0).unwrap();
-        assert!(
-            refused(&l, ip("203.0.113.4"), "éMILE", 1).is_some(),
-            "Unicode lower case"
-        );
+        assert!(refused(&l, ip("203.0.113.4"), "éMILE", 1).is_some(), "Unicode lower case");
         // the fingerprint: the same stale password as Bob and as BOB counts once
         fail(&l, ip("203.0.113.5"), "Bob", b"stale", 0).unwrap();
         fail(&l, ip("203.0.113.5"), "BOB", b"stale", 0).unwrap();
@@ -1056,15 +872,9 @@ mod tests {
         for i in 0..20 {
             let _ = fail(&l, ip(&format!("203.0.113.{i}")), "alice", b"guess", 10);
         }
-        assert!(
-            refused(&l, ip("203.0.113.200"), "alice", 11).is_some(),
-            "others refused"
-        );
+        assert!(refused(&l, ip("203.0.113.200"), "alice", 11).is_some(), "others refused");
         assert!(l.admit(ip("203.0.113.200"), "alice", b"x", 11).is_err());
-        assert!(
-            refused(&l, owner, "alice", 11).is_none(),
-            "the owner's IP is not locked out"
-        );
+        assert!(refused(&l, owner, "alice", 11).is_none(), "the owner's IP is not locked out");
         assert!(allowed(&l, owner, "alice", 11));
         assert!(refused(&l, owner, "bob", 11).is_none());
         // the owner's IP is still bound by its own per-IP limit
@@ -1082,14 +892,8 @@ mod tests {
         login(&l, owner, "alice", Settle::Success, 0).unwrap();
         fail(&l, ip("203.0.113.1"), "alice", b"x", 10).unwrap();
         assert!(allowed(&l, owner, "alice", 11));
-        assert!(
-            refused(&l, ip("192.0.2.11"), "alice", 11).is_some(),
-            "another IP of the owner's"
-        );
-        assert!(
-            refused(&l, owner, "alice", 86_400).is_some(),
-            "trust expired"
-        );
+        assert!(refused(&l, ip("192.0.2.11"), "alice", 11).is_some(), "another IP of the owner's");
+        assert!(refused(&l, owner, "alice", 86_400).is_some(), "trust expired");
     }
 
     #[test]
@@ -1105,15 +909,7 @@ mod tests {
         fail(&l, ip("192.0.2.1"), "", b"a", 0).unwrap();
         assert!(refused(&l, ip("192.0.2.1"), "", 1).is_some());
         assert!(allowed(&l, ip("192.0.2.2"), "", 1));
-        let l = Limiter::new(
-            &r,
-            LimitConfig {
-                ip: None,
-                user: None,
-                ban: 0,
-            },
-        )
-        .unwrap();
+        let l = Limiter::new(&r, LimitConfig { ip: None, user: None, ban: 0 }).unwrap();
         fail_n(&l, ip("192.0.2.1"), "u", 50, 0);
         assert!(allowed(&l, ip("192.0.2.1"), "u", 1), "no limits configured");
         assert!(!l.admit(ip("192.0.2.1"), "u", b"p", 1).unwrap().counted());
@@ -1185,24 +981,14 @@ mod tests {
         let in_flight = one.admit(slow, "slow", b"p", 1).unwrap();
         for i in 0..5000u32 {
             let a = Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
-            fail(
-                &l,
-                a,
-                &format!("fresh{i}"),
-                b"guess",
-                2 + u64::from(i) / 100,
-            )
-            .unwrap();
+            fail(&l, a, &format!("fresh{i}"), b"guess", 2 + u64::from(i) / 100).unwrap();
         }
         let now = 60;
         for (i, &a) in banned.iter().enumerate() {
             assert!(refused(&l, a, "x", now).is_some(), "{a:?} still banned");
             assert!(refused(&l, ip("198.51.100.1"), &format!("victim{i}"), now).is_some());
         }
-        assert!(
-            one.admit(slow, "slow", b"p", now).is_err(),
-            "the attempt in flight is kept"
-        );
+        assert!(one.admit(slow, "slow", b"p", now).is_err(), "the attempt in flight is kept");
         one.settle(in_flight, Settle::Neutral, now);
         assert!(one.admit(slow, "slow", b"p", now).is_ok());
         let st = l.stats();
@@ -1214,15 +1000,7 @@ mod tests {
     fn a_zone_of_live_bans_reports_evicting_one() {
         // one probe window: every slot a live ban after 8 banned IPs
         let r = region(min_words());
-        let l = Limiter::new(
-            &r,
-            LimitConfig {
-                ip: parse_rate("1/h").ok(),
-                user: None,
-                ban: 0,
-            },
-        )
-        .unwrap();
+        let l = Limiter::new(&r, LimitConfig { ip: parse_rate("1/h").ok(), user: None, ban: 0 }).unwrap();
         for i in 0..8u64 {
             let a = ip(&format!("192.0.2.{i}"));
             let t = l.admit(a, "u", b"p", i).unwrap();
@@ -1231,19 +1009,13 @@ mod tests {
         }
         assert_eq!(l.stats().bans_evicted, 0);
         for i in 0..8 {
-            assert!(
-                refused(&l, ip(&format!("192.0.2.{i}")), "u", 10 + i).is_some(),
-                "{i}"
-            );
+            assert!(refused(&l, ip(&format!("192.0.2.{i}")), "u", 10 + i).is_some(), "{i}");
         }
         let t = l.admit(ip("192.0.2.100"), "u", b"p", 20).unwrap();
         assert!(t.evicted_ban(), "no room but a live ban's slot");
         let st = l.stats();
         assert_eq!((st.bans_evicted, st.evictions >= 1), (1, true), "{st:?}");
-        assert!(
-            refused(&l, ip("192.0.2.0"), "u", 21).is_none(),
-            "the least recently used ban"
-        );
+        assert!(refused(&l, ip("192.0.2.0"), "u", 21).is_none(), "the least recently used ban");
         // the fingerprint of its failure finds no room and gives way
         l.settle(t, Settle::Failure { password: b"p" }, 21);
         assert_eq!(l.stats().bans_evicted, 1);
@@ -1255,12 +1027,7 @@ mod tests {
         fn plain<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
         plain::<Ticket>();
         plain::<Refusal>();
-        let d = format!(
-            "{:?}",
-            Settle::Failure {
-                password: b"s3cr3t"
-            }
-        );
+        let d = format!("{:?}", Settle::Failure { password: b"s3cr3t" });
         assert!(!d.contains("s3cr3t") && d.contains("redacted"), "{d}");
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();

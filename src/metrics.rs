@@ -7,6 +7,8 @@
 //! [`Metrics`]'s offsets. A zeroed region is all zeros; a region with another stamp (another
 //! layout) is zeroed first.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,10 +20,8 @@ const METHODS: &[&str] =
     &["plain", "login", "apop", "cram-md5", "external", "xoauth2", "oauthbearer", "none", "unknown"];
 
 /// Histogram bucket bounds, microseconds (`le` in seconds on output).
-const BUCKETS_US: &[u64] = &[
-    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000,
-];
+const BUCKETS_US: &[u64] =
+    &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
 
 const STAMP: u64 = 0x6d61_696c_6d65_7402; // "mailmet" + layout version
 const REQUESTS: usize = 1;
@@ -116,7 +116,8 @@ impl<'a> Metrics<'a> {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, g: &Gauges) -> String {
         let mut o = String::with_capacity(4096);
-        let _ = writeln!(o, "# HELP mail_auth_requests_total auth_http requests answered, by protocol, method and result.");
+        let _ =
+            writeln!(o, "# HELP mail_auth_requests_total auth_http requests answered, by protocol, method and result.");
         let _ = writeln!(o, "# TYPE mail_auth_requests_total counter");
         for (r, result) in AuthResult::ALL.iter().map(|r| r.as_str()).enumerate() {
             for (p, proto) in PROTOCOLS.iter().enumerate() {
@@ -133,10 +134,30 @@ impl<'a> Metrics<'a> {
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut o, "mail_auth_limiter_refusals_total", "Logins refused by mail_auth_limit without a password check.", self.result_total(AuthResult::RateLimited));
-        counter(&mut o, "mail_auth_store_errors_total", "Lookups that failed because the store was missing, unreadable, locked or corrupt.", self.result_total(AuthResult::StoreError));
-        counter(&mut o, "mail_auth_cache_hits_total", "Password verifications answered from mail_auth_cache.", self.get(CACHE_HITS));
-        counter(&mut o, "mail_auth_cache_misses_total", "Password verifications mail_auth_cache did not know.", self.get(CACHE_MISSES));
+        counter(
+            &mut o,
+            "mail_auth_limiter_refusals_total",
+            "Logins refused by mail_auth_limit without a password check.",
+            self.result_total(AuthResult::RateLimited),
+        );
+        counter(
+            &mut o,
+            "mail_auth_store_errors_total",
+            "Lookups that failed because the store was missing, unreadable, locked or corrupt.",
+            self.result_total(AuthResult::StoreError),
+        );
+        counter(
+            &mut o,
+            "mail_auth_cache_hits_total",
+            "Password verifications answered from mail_auth_cache.",
+            self.get(CACHE_HITS),
+        );
+        counter(
+            &mut o,
+            "mail_auth_cache_misses_total",
+            "Password verifications mail_auth_cache did not know.",
+            self.get(CACHE_MISSES),
+        );
         if let Some(v) = g.limiter_refused_ip {
             counter(&mut o, "mail_auth_limiter_refused_ip_total", "Limiter refusals because of the client address.", v);
         }
@@ -144,16 +165,41 @@ impl<'a> Metrics<'a> {
             counter(&mut o, "mail_auth_limiter_refused_user_total", "Limiter refusals because of the user name.", v);
         }
         if let Some(v) = g.limiter_evictions {
-            counter(&mut o, "mail_auth_limiter_evictions_total", "Limiter entries evicted because its zone was full.", v);
+            counter(
+                &mut o,
+                "mail_auth_limiter_evictions_total",
+                "Limiter entries evicted because its zone was full.",
+                v,
+            );
         }
         if let Some(v) = g.limiter_bans_evicted {
-            counter(&mut o, "mail_auth_limiter_bans_evicted_total", "Live bans dropped because the limiter zone held nothing else (the zone is too small).", v);
+            counter(
+                &mut o,
+                "mail_auth_limiter_bans_evicted_total",
+                "Live bans dropped because the limiter zone held nothing else (the zone is too small).",
+                v,
+            );
         }
         if let Some(v) = g.cache_evictions {
-            counter(&mut o, "mail_auth_cache_evictions_total", "Live cache entries pushed out because the zone was full.", v);
+            counter(
+                &mut o,
+                "mail_auth_cache_evictions_total",
+                "Live cache entries pushed out because the zone was full.",
+                v,
+            );
         }
-        self.histogram(&mut o, "mail_auth_verify_duration_seconds", "Time of the password verifications that ran (thread pool or inline).", VERIFY_HIST);
-        self.histogram(&mut o, "mail_auth_decision_duration_seconds", "Time from request to answer, queueing on the thread pool included.", DECISION_HIST);
+        self.histogram(
+            &mut o,
+            "mail_auth_verify_duration_seconds",
+            "Time of the password verifications that ran (thread pool or inline).",
+            VERIFY_HIST,
+        );
+        self.histogram(
+            &mut o,
+            "mail_auth_decision_duration_seconds",
+            "Time from request to answer, queueing on the thread pool included.",
+            DECISION_HIST,
+        );
         o
     }
 
@@ -195,7 +241,12 @@ mod tests {
         m.cache(false);
         m.verification(3_000_000);
         m.verification(800);
-        let g = Gauges { cache_evictions: Some(7), limiter_evictions: Some(2), limiter_bans_evicted: Some(0), ..Gauges::default() };
+        let g = Gauges {
+            cache_evictions: Some(7),
+            limiter_evictions: Some(2),
+            limiter_bans_evicted: Some(0),
+            ..Gauges::default()
+        };
         let text = m.render(&g);
         for line in [
             "mail_auth_requests_total{protocol=\"imap\",method=\"plain\",result=\"ok\"} 2",

@@ -24,6 +24,8 @@
 //! a stopped process) takes the lock over. Tokens are unique per acquisition and a guard only
 //! releases its own token, so a late holder cannot release a lock it lost.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,8 @@
 //! differ). A local part may hold any non-ASCII character: show it with `Display`, which
 //! escapes them.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::Ipv6Addr;
 
@@ -70,8 +72,7 @@ pub fn rcpt_target(cmd: &str) -> Result<Recipient, String> {
     let rcpt = if p.take_postmaster() {
         Recipient::Postmaster
     } else {
-        p.path()?
-            .ok_or_else(|| p.fail("empty recipient <>", p.pos - 1))?
+        p.path()?.ok_or_else(|| p.fail("empty recipient <>", p.pos - 1))?
     };
     p.parameters()?;
     Ok(rcpt)
@@ -141,9 +142,7 @@ fn ldh_str(s: &str) -> bool {
 /// Snum "." Snum "." Snum "." Snum, Snum = 1*3DIGIT up to 255.
 fn ipv4_literal(s: &str) -> bool {
     let snum = |n: &str| {
-        (1..=3).contains(&n.len())
-            && n.bytes().all(|b| b.is_ascii_digit())
-            && n.parse::<u16>().is_ok_and(|v| v <= 255)
+        (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u16>().is_ok_and(|v| v <= 255)
     };
     s.split('.').count() == 4 && s.split('.').all(snum)
 }
@@ -164,11 +163,7 @@ impl<'a> Parser<'a> {
             }
             return Err(format!("command longer than {MAX_COMMAND} bytes: \"{}...\"", &cmd[..end]));
         }
-        let mut p = Parser {
-            cmd,
-            s: cmd.as_bytes(),
-            pos: 0,
-        };
+        let mut p = Parser { cmd, s: cmd.as_bytes(), pos: 0 };
         p.spaces();
         if p.peek() == Some(b'<') {
             return Ok(p);
@@ -209,10 +204,7 @@ impl<'a> Parser<'a> {
 
     fn take_keyword(&mut self, word: &str) -> bool {
         let end = self.pos + word.len();
-        let hit = self
-            .s
-            .get(self.pos..end)
-            .is_some_and(|w| w.eq_ignore_ascii_case(word.as_bytes()));
+        let hit = self.s.get(self.pos..end).is_some_and(|w| w.eq_ignore_ascii_case(word.as_bytes()));
         if hit {
             self.pos = end;
         }
@@ -362,10 +354,7 @@ impl<'a> Parser<'a> {
             labels += 1;
             // a dot not followed by a label ends the domain (a trailing dot, or an error)
             let more = self.peek() == Some(b'.')
-                && self
-                    .s
-                    .get(self.pos + 1)
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b >= 0x80);
+                && self.s.get(self.pos + 1).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b >= 0x80);
             if !more {
                 break;
             }
@@ -391,9 +380,7 @@ impl<'a> Parser<'a> {
         }
         let ok = match inside.split_once(':') {
             _ if ipv4_literal(inside) => true,
-            Some((tag, addr)) if tag.eq_ignore_ascii_case("IPv6") => {
-                addr.parse::<Ipv6Addr>().is_ok()
-            }
+            Some((tag, addr)) if tag.eq_ignore_ascii_case("IPv6") => addr.parse::<Ipv6Addr>().is_ok(),
             Some((tag, content)) => ldh_str(tag) && !content.is_empty(),
             None => false,
         };
@@ -415,11 +402,7 @@ impl<'a> Parser<'a> {
                 return Err(self.fail("unexpected text after the address", at));
             }
             let keyword = self.span(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !keyword
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            {
+            if !keyword.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
                 return Err(self.fail("invalid ESMTP parameter", at));
             }
             if self.take(b'=') {
@@ -441,17 +424,11 @@ mod tests {
     use super::*;
 
     fn mailbox(local: &str, domain: &str) -> Result<Recipient, String> {
-        Ok(Recipient::Mailbox {
-            local: local.into(),
-            domain: domain.into(),
-        })
+        Ok(Recipient::Mailbox { local: local.into(), domain: domain.into() })
     }
 
     fn literal(local: &str, literal: &str) -> Result<Recipient, String> {
-        Ok(Recipient::AddressLiteral {
-            local: local.into(),
-            literal: literal.into(),
-        })
+        Ok(Recipient::AddressLiteral { local: local.into(), literal: literal.into() })
     }
 
     /// The reason, which quotes the command as it came (escaped once, by whoever logs it).
@@ -468,60 +445,30 @@ mod tests {
 
     #[test]
     fn plain_recipients() {
-        assert_eq!(
-            rcpt_target("RCPT TO:<bob@example.org>"),
-            mailbox("bob", "example.org")
-        );
-        assert_eq!(
-            rcpt_target("rcpt to:<Bob@EXAMPLE.Org>"),
-            mailbox("Bob", "example.org")
-        );
-        assert_eq!(
-            rcpt_target("RCPT TO: <bob@example.org.>"),
-            mailbox("bob", "example.org")
-        );
+        assert_eq!(rcpt_target("RCPT TO:<bob@example.org>"), mailbox("bob", "example.org"));
+        assert_eq!(rcpt_target("rcpt to:<Bob@EXAMPLE.Org>"), mailbox("Bob", "example.org"));
+        assert_eq!(rcpt_target("RCPT TO: <bob@example.org.>"), mailbox("bob", "example.org"));
         assert_eq!(rcpt_target("RcPt   To:  <a@b>"), mailbox("a", "b"));
-        assert_eq!(
-            rcpt_target("<a.b.c@x-y.example>"),
-            mailbox("a.b.c", "x-y.example")
-        );
-        assert_eq!(
-            rcpt_target("<a+tag@3com.example>"),
-            mailbox("a+tag", "3com.example")
-        );
+        assert_eq!(rcpt_target("<a.b.c@x-y.example>"), mailbox("a.b.c", "x-y.example"));
+        assert_eq!(rcpt_target("<a+tag@3com.example>"), mailbox("a+tag", "3com.example"));
         let atext = "!#$%&'*+-/=?^_`{|}~09AZaz";
         assert_eq!(rcpt_target(&format!("<{atext}@b>")), mailbox(atext, "b"));
         // UTF-8 local part (RFC 6531); the domain stays ASCII
-        assert_eq!(
-            rcpt_target("<jösé@example.org>"),
-            mailbox("jösé", "example.org")
-        );
+        assert_eq!(rcpt_target("<jösé@example.org>"), mailbox("jösé", "example.org"));
     }
 
     #[test]
     fn a_quoted_local_part_does_not_end_the_address() {
         // the address is cut at the first '>' by a naive parser: example.org; it is evil.com
         let evil = r#"RCPT TO:<"x@example.org>"@evil.com>"#;
-        assert_eq!(
-            rcpt_target(evil),
-            mailbox(r#""x@example.org>""#, "evil.com")
-        );
+        assert_eq!(rcpt_target(evil), mailbox(r#""x@example.org>""#, "evil.com"));
         let relay = ["example.org".to_string()];
         let r = rcpt_target(evil).unwrap();
         assert!(!domain_accepted(&relay, r.domain().unwrap()));
-        assert_eq!(
-            rcpt_target(r#"<"a b@c>d"@example.org> NOTIFY=NEVER"#),
-            mailbox(r#""a b@c>d""#, "example.org")
-        );
-        assert_eq!(
-            rcpt_target(r#"<""@example.org>"#),
-            mailbox(r#""""#, "example.org")
-        );
+        assert_eq!(rcpt_target(r#"<"a b@c>d"@example.org> NOTIFY=NEVER"#), mailbox(r#""a b@c>d""#, "example.org"));
+        assert_eq!(rcpt_target(r#"<""@example.org>"#), mailbox(r#""""#, "example.org"));
         // escapes: \" and \\ stay inside the quotes
-        assert_eq!(
-            rcpt_target(r#"<"a\"@x.org>\\"@evil.com>"#),
-            mailbox(r#""a\"@x.org>\\""#, "evil.com")
-        );
+        assert_eq!(rcpt_target(r#"<"a\"@x.org>\\"@evil.com>"#), mailbox(r#""a\"@x.org>\\""#, "evil.com"));
         for bad in [
             r#"<"\"@example.org>"#,
             r#"<"x@example.org>"#,
@@ -537,14 +484,8 @@ mod tests {
 
     #[test]
     fn source_routes_are_skipped() {
-        assert_eq!(
-            rcpt_target("RCPT TO:<@relay.example,@Hop.Example:bob@Example.org>"),
-            mailbox("bob", "example.org")
-        );
-        assert_eq!(
-            rcpt_target("<@example.org:bob@evil.com>"),
-            mailbox("bob", "evil.com")
-        );
+        assert_eq!(rcpt_target("RCPT TO:<@relay.example,@Hop.Example:bob@Example.org>"), mailbox("bob", "example.org"));
+        assert_eq!(rcpt_target("<@example.org:bob@evil.com>"), mailbox("bob", "evil.com"));
         for bad in [
             "<@example.org>",
             "<@example.org,bob@x.org>",
@@ -561,18 +502,9 @@ mod tests {
     #[test]
     fn address_literals() {
         assert_eq!(rcpt_target("<a@[192.0.2.1]>"), literal("a", "192.0.2.1"));
-        assert_eq!(
-            rcpt_target("<a@[IPv6:2001:db8::1]>"),
-            literal("a", "IPv6:2001:db8::1")
-        );
-        assert_eq!(
-            rcpt_target("<a@[ipv6:::ffff:192.0.2.1]>"),
-            literal("a", "ipv6:::ffff:192.0.2.1")
-        );
-        assert_eq!(
-            rcpt_target("<a@[x-tag:any~thing]>"),
-            literal("a", "x-tag:any~thing")
-        );
+        assert_eq!(rcpt_target("<a@[IPv6:2001:db8::1]>"), literal("a", "IPv6:2001:db8::1"));
+        assert_eq!(rcpt_target("<a@[ipv6:::ffff:192.0.2.1]>"), literal("a", "ipv6:::ffff:192.0.2.1"));
+        assert_eq!(rcpt_target("<a@[x-tag:any~thing]>"), literal("a", "x-tag:any~thing"));
         assert_eq!(rcpt_target("<a@[192.0.2.1]>").unwrap().domain(), None);
         for bad in [
             "<a@[192.0.2.256]>",
@@ -594,24 +526,12 @@ mod tests {
 
     #[test]
     fn postmaster() {
-        for pm in [
-            "RCPT TO:<postmaster>",
-            "rcpt to:<PostMaster>",
-            "<POSTMASTER> NOTIFY=NEVER",
-        ] {
+        for pm in ["RCPT TO:<postmaster>", "rcpt to:<PostMaster>", "<POSTMASTER> NOTIFY=NEVER"] {
             assert_eq!(rcpt_target(pm), Ok(Recipient::Postmaster), "{pm}");
         }
-        assert_eq!(
-            rcpt_target("<postmaster@example.org>"),
-            mailbox("postmaster", "example.org")
-        );
+        assert_eq!(rcpt_target("<postmaster@example.org>"), mailbox("postmaster", "example.org"));
         assert_eq!(Recipient::Postmaster.domain(), None);
-        for bad in [
-            "<postmasters>",
-            "<\"postmaster\">",
-            "<@a:postmaster>",
-            "<postmaster>x",
-        ] {
+        for bad in ["<postmasters>", "<\"postmaster\">", "<@a:postmaster>", "<postmaster>x"] {
             refused(bad);
         }
     }
@@ -716,17 +636,11 @@ mod tests {
         assert_eq!(mail_from("mail from: <> BODY=8BITMIME"), Ok(None));
         assert_eq!(
             mail_from("MAIL FROM:<A@Example.ORG> SIZE=1000"),
-            Ok(Some(Recipient::Mailbox {
-                local: "A".into(),
-                domain: "example.org".into()
-            }))
+            Ok(Some(Recipient::Mailbox { local: "A".into(), domain: "example.org".into() }))
         );
         assert_eq!(
             mail_from(r#"<"x>y"@[192.0.2.1]>"#),
-            Ok(Some(Recipient::AddressLiteral {
-                local: r#""x>y""#.into(),
-                literal: "192.0.2.1".into()
-            }))
+            Ok(Some(Recipient::AddressLiteral { local: r#""x>y""#.into(), literal: "192.0.2.1".into() }))
         );
         for bad in [
             "MAIL FROM:<postmaster>",
@@ -764,10 +678,7 @@ mod tests {
         assert!(!domain_accepted(&exact, "evilexample.org"));
         assert!(!domain_accepted(&exact, "example.org.evil.com"));
         let tree = d(&[".example.net"]);
-        assert!(
-            domain_accepted(&tree, "example.net"),
-            "the domain itself too"
-        );
+        assert!(domain_accepted(&tree, "example.net"), "the domain itself too");
         assert!(domain_accepted(&tree, "a.example.net"));
         assert!(domain_accepted(&tree, "a.b.Example.NET"));
         assert!(!domain_accepted(&tree, "evilexample.net"));
@@ -780,10 +691,7 @@ mod tests {
         }
         assert!(!domain_accepted(&d(&["example.org", ".example.net"]), ""));
         assert!(!domain_accepted(&d(&["example.org", ".example.net"]), "."));
-        assert!(domain_accepted(
-            &d(&["example.org", ".example.net"]),
-            "x.example.net"
-        ));
+        assert!(domain_accepted(&d(&["example.org", ".example.net"]), "x.example.net"));
         assert!(domain_accepted(&d(&["Example.ORG."]), "example.org"));
     }
 }

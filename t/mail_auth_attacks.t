@@ -180,7 +180,7 @@ mail {
 
 EOF
 
-$t->run()->plan(50);
+$t->run()->plan(51);
 
 ###############################################################################
 
@@ -512,6 +512,13 @@ EOF
 	($rc, $out) = nginx_t('bridge-open.conf', bridge_conf(''));
 	ok($rc != 0 && $out =~ /\[emerg\].*mail_auth_basic_header/,
 		"nginx -t: mail_auth_basic_header without auth_basic/auth_request refused (exit $rc)")
+		or diag($out);
+	# satisfy any: an allow rule matching nginx mail's own address would let every login in
+	($rc, $out) = nginx_t('bridge-any.conf',
+		bridge_conf("satisfy any;\n            allow 127.0.0.1;\n            deny all;\n"
+			. "            auth_basic \"mail\";\n            auth_basic_user_file $d/p6htpasswd;"));
+	ok($rc != 0 && $out =~ /\[emerg\].*satisfy any/,
+		"nginx -t: mail_auth_basic_header with satisfy any refused (exit $rc)")
 		or diag($out);
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Tests for ngx-mail-auth under faults (issue #9, item 4). Throughout: never OK for a wrong
+# Tests for ngx-mail-auth under faults. Throughout: never OK for a wrong
 # password, a temporary failure (or the right answer) while a store is unusable, an error-log
 # line that says why, recovery without a reload, and no worker crash.
 #   1. passwd file deleted, truncated to half a line, replaced by a directory, chmod 000

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
 # Tests for ngx-mail-auth: hostile auth_http requests, sent raw to the module's location on
-# loopback, one table row each (issue #9, item 3). For every row:
+# loopback, one table row each. For every row:
 #   - the HTTP answer is what the row says: the module's failed login (200), its 400 (not an
 #     auth_http request) or 405 (not GET/HEAD), or nginx core's own 400/405 before the module
 #     runs (marked "nginx" in the row);

@@ -159,7 +159,7 @@ is(value($m, 'mail_auth_cache_hits_total'), 1, 'one cache hit (the second alice 
 cmp_ok(value($m, 'mail_auth_cache_misses_total'), '>=', 4, 'cache misses');
 my $verified = value($m, 'mail_auth_verify_duration_seconds_count');
 is($verified, value($m, 'mail_auth_cache_misses_total'),
-	"every cache miss (the unknown user's dummy check included) ran a timed verification");
+	"every cache miss (the unknown user's check against the timing template included) ran a timed verification");
 is(value($m, 'mail_auth_decision_duration_seconds_count'), 10, 'every answered request timed');
 
 # counters live in shared memory and survive a reload

@@ -19,10 +19,8 @@ use ngx_http_mail_auth_module::protocol::{parse_server, AuthResponse};
 use ngx_http_mail_auth_module::scheme::scheme_name;
 use ngx_http_mail_auth_module::store::sqlite::map_row;
 
-const KNOWN: &[&str] = &[
-    "password", "enabled", "protocols", "networks", "server", "port", "user", "backend_pass",
-    "wait",
-];
+const KNOWN: &[&str] =
+    &["password", "enabled", "protocols", "networks", "server", "port", "user", "backend_pass", "wait"];
 
 fuzz_target!(|data: &[u8]| {
     let cols: Vec<(String, Option<String>)> = data
@@ -32,10 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 Some(i) => (&line[..i], Some(&line[i + 1..])),
                 None => (line, None),
             };
-            (
-                String::from_utf8_lossy(name).to_ascii_lowercase(),
-                value.map(|v| String::from_utf8_lossy(v).into_owned()),
-            )
+            (String::from_utf8_lossy(name).to_ascii_lowercase(), value.map(|v| String::from_utf8_lossy(v).into_owned()))
         })
         .collect();
     // The last column of that name (map_row lets later columns win).

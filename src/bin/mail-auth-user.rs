@@ -1,12 +1,20 @@
 //! mail-auth-user: add, remove, disable users and set passwords in the stores ngx-mail-auth reads
 //! (a SQLite database with the schema of scripts/schema.sql, or an htpasswd / passwd-file).
 //!
-//! The package's library is an nginx module (cdylib), so this tool includes the one module it
-//! shares with it, the password schemes, by path.
+//! The package's library is an nginx module (cdylib), so this tool includes the modules it
+//! shares with it, the password schemes and their hex codec, by path.
 
+#![forbid(unsafe_code)]
+
+#[path = "../hex.rs"]
+mod hex;
 #[path = "../scheme/mod.rs"]
 #[allow(dead_code)]
 mod scheme;
+#[cfg(test)]
+#[path = "../testutil.rs"]
+#[allow(dead_code)]
+mod testutil;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -122,12 +130,7 @@ fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
 
 /// A name that can be written to a passwd-file line and found again by the module.
 fn check_user(u: &str) -> Result<(), String> {
-    if u.is_empty()
-        || u.contains(':')
-        || u.chars().any(char::is_control)
-        || u.starts_with('#')
-        || u.trim() != u
-    {
+    if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) || u.starts_with('#') || u.trim() != u {
         return Err(format!("invalid user name {u:?} (empty, ':', control characters, leading '#' or blanks)"));
     }
     Ok(())
@@ -176,7 +179,9 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     let changed = |n: usize| if n == 1 { Ok(Vec::new()) } else { Err(format!("no user \"{user}\"")) };
     if opts.command != "init" {
         let has_table: bool = c
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'users'", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'users'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n > 0)
             .map_err(name)?;
         if !has_table {
@@ -189,7 +194,9 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
             let h = hash(opts)?;
             match c.execute("INSERT INTO users(name, password) VALUES (?1, ?2)", (user, &h)) {
                 Ok(_) => Ok(Vec::new()),
-                Err(rusqlite::Error::SqliteFailure(f, _)) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
                     Err(format!("user \"{user}\" exists"))
                 }
                 Err(e) => Err(name(e)),
@@ -197,12 +204,18 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         }
         "passwd" => {
             let h = hash(opts)?;
-            changed(c.execute("UPDATE users SET password = ?2, updated = datetime('now') WHERE name = ?1", (user, &h)).map_err(name)?)
+            changed(
+                c.execute("UPDATE users SET password = ?2, updated = datetime('now') WHERE name = ?1", (user, &h))
+                    .map_err(name)?,
+            )
         }
         "del" => changed(c.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(name)?),
         "disable" | "enable" => {
             let v = i32::from(opts.command == "enable");
-            changed(c.execute("UPDATE users SET enabled = ?2, updated = datetime('now') WHERE name = ?1", (user, v)).map_err(name)?)
+            changed(
+                c.execute("UPDATE users SET enabled = ?2, updated = datetime('now') WHERE name = ?1", (user, v))
+                    .map_err(name)?,
+            )
         }
         "list" => {
             // the same rule as the module: NULL or a true value is enabled
@@ -407,18 +420,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod edit_tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::testutil::TempDir;
 
     fn lines(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn tmpdir() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!("mail-auth-user-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir() -> TempDir {
+        TempDir::new("user")
     }
 
     fn opts(target: Target, command: &str, user: Option<&str>, password: Option<&str>) -> Opts {
@@ -461,10 +470,7 @@ mod edit_tests {
         assert_eq!(p[1], "#disabled# bob:{PLAIN}n", "passwd keeps it disabled");
         assert_eq!(edit_lines(&d, "enable", "bob", None).unwrap(), l);
         assert_eq!(edit_lines(&l, "enable", "bob", None).unwrap(), l, "enable of an enabled user: no change");
-        assert_eq!(
-            list_lines(&d),
-            lines(&["alice\tenabled\tPLAIN", "bob\tdisabled\tPLAIN"])
-        );
+        assert_eq!(list_lines(&d), lines(&["alice\tenabled\tPLAIN", "bob\tdisabled\tPLAIN"]));
     }
 
     #[test]
@@ -482,11 +488,13 @@ mod edit_tests {
         assert!(a(&["--sqlite", "x.db", "add", "bob", "--cost", "32"]).is_err());
         assert!(a(&["--sqlite", "x.db", "add", "bob", "--password", "x", "--password-stdin"]).is_err());
         assert!(matches!(a(&["--help"]), Err(None)), "help is not an error");
-        let o = a(&["--passwd-file", "f", "add", "bob", "--scheme", "bcrypt", "--cost", "5", "--password", "pw"]).unwrap();
+        let o =
+            a(&["--passwd-file", "f", "add", "bob", "--scheme", "bcrypt", "--cost", "5", "--password", "pw"]).unwrap();
         assert_eq!(o.kind, HashKind::Bcrypt { cost: 5 });
         assert_eq!(o.password.as_deref(), Some("pw"));
         assert_eq!(o.target, Target::File("f".into()));
-        let o = a(&["--sqlite", "x.db", "passwd", "bob@example.org", "--scheme", "sha512-crypt", "--password-stdin"]).unwrap();
+        let o = a(&["--sqlite", "x.db", "passwd", "bob@example.org", "--scheme", "sha512-crypt", "--password-stdin"])
+            .unwrap();
         assert_eq!((o.kind, o.password, o.user.as_deref()), (HashKind::Sha512Crypt, None, Some("bob@example.org")));
     }
 
@@ -522,7 +530,8 @@ mod edit_tests {
         let e = passwd_file(&link, &opts(t.clone(), "del", Some("carol"), None)).unwrap_err();
         assert!(e.contains("no user \"carol\""), "{e}");
         passwd_file(&link, &opts(t.clone(), "del", Some("alice"), None)).unwrap();
-        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
         // init refuses to overwrite; add creates a missing file
         assert!(passwd_file(&link, &opts(t, "init", None, None)).is_err());
@@ -548,13 +557,21 @@ mod edit_tests {
         run("add", Some("bob"), Some("bob pw")).unwrap();
         assert!(run("add", Some("bob"), Some("x")).unwrap_err().contains("exists"));
         run("disable", Some("bob"), None).unwrap();
-        assert_eq!(run("list", None, None).unwrap(), vec!["alice\tenabled\tBLF-CRYPT".to_string(), "bob\tdisabled\tBLF-CRYPT".to_string()]);
+        assert_eq!(
+            run("list", None, None).unwrap(),
+            vec!["alice\tenabled\tBLF-CRYPT".to_string(), "bob\tdisabled\tBLF-CRYPT".to_string()]
+        );
         run("enable", Some("bob"), None).unwrap();
         run("passwd", Some("alice"), Some("new pw")).unwrap();
         assert!(run("passwd", Some("nobody"), Some("x")).unwrap_err().contains("no user"));
         assert!(run("del", Some("nobody"), None).unwrap_err().contains("no user"));
         let c = rusqlite::Connection::open(&db).unwrap();
-        let get = |u: &str| c.query_row("SELECT password, enabled FROM users WHERE name = ?1", [u], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap();
+        let get = |u: &str| {
+            c.query_row("SELECT password, enabled FROM users WHERE name = ?1", [u], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .unwrap()
+        };
         let (a, en) = get("alice");
         assert!(a.starts_with("$2y$04$") && scheme::verify(&a, b"new pw").unwrap() && en == 1);
         let (b, en) = get("bob");

@@ -27,6 +27,8 @@
 //! * Failure waits: the account's `wait` if it has one, else `fail_wait`. SMTP answers carry
 //!   `Auth-Error-Code` (nginx prefixes it to the message).
 
+#![forbid(unsafe_code)]
+
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
@@ -45,7 +47,7 @@ pub enum Step {
 }
 
 pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
-    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip, local_ip: None }
+    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip }
 }
 
 /// The store's timing template (its costliest stored hash), or the default.
@@ -191,8 +193,11 @@ fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Optio
     let reason = match (reason, &response) {
         (Some(r), _) => r.to_string(),
         (None, AuthResponse::Ok { server, port, user, .. }) => {
-            let mut r =
-                if server.contains(':') { format!("backend [{server}]:{port}") } else { format!("backend {server}:{port}") };
+            let mut r = if server.contains(':') {
+                format!("backend [{server}]:{port}")
+            } else {
+                format!("backend {server}:{port}")
+            };
             if let Some(u) = user {
                 r.push_str(&format!(" as \"{u}\""));
             }
@@ -221,4 +226,3 @@ pub(crate) fn shown(s: &str) -> String {
     }
     out
 }
-

@@ -11,6 +11,8 @@
 //! * `xoauth2` / `oauthbearer`: the bearer token, verified by [`crate::oauth`] (see [`oauth`]);
 //!   a refused token is result `invalid-token`, its reason names the rule and the claim.
 
+#![forbid(unsafe_code)]
+
 use super::decide::{accept_account, query, shown};
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use base64::Engine as _;

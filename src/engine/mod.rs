@@ -15,9 +15,9 @@ mod decide;
 mod methods;
 mod outcome;
 mod relay;
-mod verify;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
@@ -30,11 +30,11 @@ pub use outcome::{AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_RELAY_CODE, SMTP_
 pub use verify::{Gate, Pending, VerifyResult, DEFAULT_TEMPLATE};
 
 use crate::cache::{Cache, CacheKey};
-use crate::scheme;
 use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
 use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
 use crate::metrics::Metrics;
 use crate::protocol::{printable, AuthRequest, AuthResponse, HeaderView, LogFields, Method};
+use crate::scheme;
 use crate::store::{NoticeLevel, Store};
 
 /// The shared-memory regions the engine uses, each seen as 64-bit atomics.
@@ -265,7 +265,9 @@ impl Engine {
                 return Start::Done(self.conclude(fields, o, ctx, trace));
             }
         };
-        trace.step(|| format!("request: {} {} for \"{}\"", req.protocol, req.method, printable(req.user.as_bytes(), 128)));
+        trace.step(|| {
+            format!("request: {} {} for \"{}\"", req.protocol, req.method, printable(req.user.as_bytes(), 128))
+        });
 
         // SMTP without AUTH: the relay policy, whatever the store; the limiter does not count it.
         if req.method == Method::None {
@@ -303,7 +305,9 @@ impl Engine {
             Step::Verify(p) if p.own_is_costly() && self.offload => match self.cached(&req, p, &mut trace) {
                 Ok(o) => o,
                 Err(p) => {
-                    trace.step(|| format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored())));
+                    trace.step(|| {
+                        format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored()))
+                    });
                     return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Verify(p), trace }));
                 }
             },
@@ -447,11 +451,8 @@ impl Engine {
     /// Runs `f` as a costly verification: through the per-process gate on a pool thread,
     /// timed for the counters. `None`: the gate refused (too many waiting).
     fn costly<T>(&self, on_pool: bool, costly: bool, f: impl FnOnce() -> T) -> Option<T> {
-        let _permit = if on_pool && costly {
-            Some(GATE.enter(self.concurrency.limit, self.concurrency.queue)?)
-        } else {
-            None
-        };
+        let _permit =
+            if on_pool && costly { Some(GATE.enter(self.concurrency.limit, self.concurrency.queue)?) } else { None };
         let t = Instant::now();
         let r = f();
         if let Some(m) = self.metrics() {
@@ -462,7 +463,14 @@ impl Engine {
 
     /// The first part of a verification: the cached verdict, else the account's own
     /// verification. A failure that still needs its timing padding comes back as `Pad`.
-    fn verify_own(&self, req: &AuthRequest, p: Pending, on_pool: bool, check_cache: bool, trace: &mut Trace) -> Verified {
+    fn verify_own(
+        &self,
+        req: &AuthRequest,
+        p: Pending,
+        on_pool: bool,
+        check_cache: bool,
+        trace: &mut Trace,
+    ) -> Verified {
         let p = match check_cache {
             true => match self.cached(req, p, trace) {
                 Ok(o) => return Verified::Done(o),
@@ -508,14 +516,28 @@ impl Engine {
     }
 
     /// The whole verification on this thread.
-    fn verify_and_finish(&self, req: &AuthRequest, p: Pending, on_pool: bool, check_cache: bool, trace: &mut Trace) -> Outcome {
+    fn verify_and_finish(
+        &self,
+        req: &AuthRequest,
+        p: Pending,
+        on_pool: bool,
+        check_cache: bool,
+        trace: &mut Trace,
+    ) -> Outcome {
         match self.verify_own(req, p, on_pool, check_cache, trace) {
             Verified::Done(o) => o,
             Verified::Pad(p, r) => self.pad(req, p, r, on_pool, trace),
         }
     }
 
-    fn conclude_req(&self, req: &AuthRequest, mut o: Outcome, tickets: Vec<Ticket>, ctx: Ctx, trace: Trace) -> Decision {
+    fn conclude_req(
+        &self,
+        req: &AuthRequest,
+        mut o: Outcome,
+        tickets: Vec<Ticket>,
+        ctx: Ctx,
+        trace: Trace,
+    ) -> Decision {
         if req.method.is_oauth() {
             // every refusal of a token login carries the RFC 7628 error (nginx sends it as the
             // SASL challenge): invalid_token unless the verifier said more
@@ -527,9 +549,10 @@ impl Engine {
         if let Some(limiter) = limiter {
             let how = |o: &Outcome| match (&o.response, o.result) {
                 (AuthResponse::Ok { .. }, _) => Settle::Success,
-                (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
-                    Settle::Neutral
-                }
+                (
+                    AuthResponse::Fail { .. },
+                    AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied,
+                ) => Settle::Neutral,
                 (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
                 (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
             };
@@ -544,7 +567,12 @@ impl Engine {
 
     fn count(&self, fields: Option<&LogFields>, result: AuthResult, ctx: Ctx) {
         if let Some(m) = self.metrics() {
-            m.request(fields.and_then(|f| f.protocol), fields.and_then(|f| f.method), result, micros(ctx.started.elapsed()));
+            m.request(
+                fields.and_then(|f| f.protocol),
+                fields.and_then(|f| f.method),
+                result,
+                micros(ctx.started.elapsed()),
+            );
         }
     }
 

@@ -1,6 +1,8 @@
 //! What a decision ends in: a typed result (its name is the log's `result=` and the metrics'
 //! `result` label), the answer for nginx, and the reason for the log.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use crate::config::AuthConfig;
@@ -137,7 +139,13 @@ pub fn temp_fail_for(
 
 /// A failed login for a request that could not be parsed (`protocol` when the headers named a
 /// valid one, for the SMTP error code).
-pub fn failed_unparsed(cfg: &AuthConfig, protocol: Option<Protocol>, user: &str, result: AuthResult, reason: String) -> Outcome {
+pub fn failed_unparsed(
+    cfg: &AuthConfig,
+    protocol: Option<Protocol>,
+    user: &str,
+    result: AuthResult,
+    reason: String,
+) -> Outcome {
     Outcome {
         response: AuthResponse::Fail {
             message: MSG_INVALID.to_string(),

@@ -5,6 +5,8 @@
 //! not parse — gets `Auth-Error-Code: 550 5.7.1` (result `relay-denied`, not counted by the
 //! limiter).
 
+#![forbid(unsafe_code)]
+
 use super::decide::shown;
 use super::outcome::{relay_denied, temp_fail, AuthResult, Outcome};
 use crate::config::AuthConfig;
@@ -40,7 +42,12 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
         return relay_denied(cfg, format!("relay to {seen} refused: {why}"));
     }
     let Some(mx) = &cfg.mx_backend else {
-        return temp_fail(cfg, req, AuthResult::BackendError, "no \"mail_auth_backend mx\" for accepted mail".to_string());
+        return temp_fail(
+            cfg,
+            req,
+            AuthResult::BackendError,
+            "no \"mail_auth_backend mx\" for accepted mail".to_string(),
+        );
     };
     Outcome {
         response: AuthResponse::Ok { server: mx.server.clone(), port: mx.port, user: None, pass: None },

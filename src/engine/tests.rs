@@ -1,7 +1,9 @@
+#![forbid(unsafe_code)]
+
 use super::*;
-use crate::protocol::HeaderView;
 use crate::config::{Backend, MasterUser};
 use crate::limiter::LimitConfig;
+use crate::protocol::HeaderView;
 use crate::protocol::{Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
 use crate::scheme::{self, Challenge};
 use crate::store::{Account, Query};
@@ -16,7 +18,7 @@ fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
         }
     }
 }
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::store::{StoreError, StoreNotice};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,28 +37,16 @@ struct MemStore {
 
 impl MemStore {
     fn with(users: &[(&str, Account)]) -> MemStore {
-        MemStore {
-            users: users
-                .iter()
-                .map(|(u, a)| (u.to_string(), a.clone()))
-                .collect(),
-            ..MemStore::default()
-        }
+        MemStore { users: users.iter().map(|(u, a)| (u.to_string(), a.clone())).collect(), ..MemStore::default() }
     }
 }
 
 impl Store for MemStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.queries.lock().unwrap().push(format!(
-            "{} {} {} {:?}",
-            q.user, q.protocol, q.method, q.client_ip
-        ));
+        self.queries.lock().unwrap().push(format!("{} {} {} {:?}", q.user, q.protocol, q.method, q.client_ip));
         if self.broken {
-            return Err(StoreError {
-                source: "mem".into(),
-                cause: "disk on fire".into(),
-            });
+            return Err(StoreError { source: "mem".into(), cause: "disk on fire".into() });
         }
         Ok(self.users.get(q.user).cloned())
     }
@@ -72,11 +62,7 @@ impl Store for MemStore {
 }
 
 fn acct(pw: &str) -> Account {
-    Account {
-        password: pw.into(),
-        enabled: true,
-        ..Account::default()
-    }
+    Account { password: pw.into(), enabled: true, ..Account::default() }
 }
 
 fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
@@ -96,71 +82,24 @@ fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
 
 fn cfg() -> AuthConfig {
     let mut c = AuthConfig::default();
-    c.set_backend(
-        Protocol::Imap,
-        Backend {
-            server: "127.0.0.1".into(),
-            port: 10143,
-        },
-    );
-    c.set_backend(
-        Protocol::Pop3,
-        Backend {
-            server: "::1".into(),
-            port: 10110,
-        },
-    );
-    c.set_backend(
-        Protocol::Smtp,
-        Backend {
-            server: "127.0.0.1".into(),
-            port: 10025,
-        },
-    );
+    c.set_backend(Protocol::Imap, Backend { server: "127.0.0.1".into(), port: 10143 });
+    c.set_backend(Protocol::Pop3, Backend { server: "::1".into(), port: 10110 });
+    c.set_backend(Protocol::Smtp, Backend { server: "127.0.0.1".into(), port: 10025 });
     c
 }
 
 fn invalid(wait: u32) -> AuthResponse {
-    AuthResponse::Fail {
-        error_sasl: None,
-        message: MSG_INVALID.into(),
-        wait: Some(wait),
-        error_code: None,
-    }
+    AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(wait), error_code: None }
 }
 
 fn store() -> MemStore {
     MemStore::with(&[
         ("alice", acct("{PLAIN}alice pw")),
         ("j\u{fc}rgen", acct("{PLAIN}p\u{e4}ss")),
-        (
-            "off",
-            Account {
-                enabled: false,
-                ..acct("{PLAIN}pw")
-            },
-        ),
-        (
-            "imaponly",
-            Account {
-                protocols: Some(vec![Protocol::Imap]),
-                ..acct("{PLAIN}pw")
-            },
-        ),
-        (
-            "lan",
-            Account {
-                networks: Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]),
-                ..acct("{PLAIN}pw")
-            },
-        ),
-        (
-            "slow",
-            Account {
-                wait: Some(30),
-                ..acct("{PLAIN}pw")
-            },
-        ),
+        ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
+        ("imaponly", Account { protocols: Some(vec![Protocol::Imap]), ..acct("{PLAIN}pw") }),
+        ("lan", Account { networks: Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]), ..acct("{PLAIN}pw") }),
+        ("slow", Account { wait: Some(30), ..acct("{PLAIN}pw") }),
         ("weird", acct("{NOSUCHSCHEME}abc")),
         (
             "routed",
@@ -172,27 +111,9 @@ fn store() -> MemStore {
                 ..acct("{PLAIN}pw")
             },
         ),
-        (
-            "badhost",
-            Account {
-                server: Some("mail.example.com".into()),
-                ..acct("{PLAIN}pw")
-            },
-        ),
-        (
-            "badbuser",
-            Account {
-                backend_user: Some("x\r\nAuth-Server: 10.6.6.6".into()),
-                ..acct("{PLAIN}pw")
-            },
-        ),
-        (
-            "portonly",
-            Account {
-                port: Some(2143),
-                ..acct("{PLAIN}pw")
-            },
-        ),
+        ("badhost", Account { server: Some("mail.example.com".into()), ..acct("{PLAIN}pw") }),
+        ("badbuser", Account { backend_user: Some("x\r\nAuth-Server: 10.6.6.6".into()), ..acct("{PLAIN}pw") }),
+        ("portonly", Account { port: Some(2143), ..acct("{PLAIN}pw") }),
     ])
 }
 
@@ -201,28 +122,13 @@ fn ok_with_configured_backend() {
     let s = store();
     let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "ok");
-    assert_eq!(
-        o.response,
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 10143,
-            user: None,
-            pass: None
-        }
-    );
+    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None });
     assert_eq!(o.reason, "backend 127.0.0.1:10143");
     assert_eq!(o.user, "alice");
-    let o = decide(
-        &cfg(),
-        &req(Protocol::Pop3, "j\u{fc}rgen", "p\u{e4}ss".as_bytes()),
-        &s,
-    );
+    let o = decide(&cfg(), &req(Protocol::Pop3, "j\u{fc}rgen", "p\u{e4}ss".as_bytes()), &s);
     assert_eq!(o.result, "ok");
     assert_eq!(o.reason, "backend [::1]:10110");
-    assert_eq!(
-        s.queries.lock().unwrap()[0],
-        "alice imap plain Some(127.0.0.1)"
-    );
+    assert_eq!(s.queries.lock().unwrap()[0], "alice imap plain Some(127.0.0.1)");
 }
 
 #[test]
@@ -257,35 +163,23 @@ fn smtp_failures_carry_error_codes() {
     let o = decide(&cfg(), &req(Protocol::Smtp, "alice", b"alice pw"), &broken);
     assert_eq!(
         o.response,
-        AuthResponse::TempFail {
-            message: MSG_TEMP.into(),
-            wait: Some(3),
-            error_code: Some("451 4.3.0".into())
-        }
+        AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(3), error_code: Some("451 4.3.0".into()) }
     );
 }
 
 #[test]
-fn unknown_user_runs_dummy_verification_and_answers_like_wrong_password() {
+fn unknown_user_runs_a_template_verification_and_answers_like_wrong_password() {
     let s = store();
     let c = cfg();
     let r = req(Protocol::Imap, "nobody", b"whatever");
-    let Step::Verify(p) = begin(&c, &r, &s) else {
-        panic!("unknown user must verify")
-    };
-    assert_ne!(p.stored(), "", "a dummy hash is verified");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "the dummy never matches");
+    let Step::Verify(p) = begin(&c, &r, &s) else { panic!("unknown user must verify") };
+    assert_ne!(p.stored(), "", "the timing template is verified");
+    assert_eq!(p.run(), VerifyResult::Mismatch, "the template never matches");
     let o = finish(&c, &r, p, VerifyResult::Match);
-    assert_eq!(
-        o.result, "unknown-user",
-        "even a (forged) match never lets an unknown user in"
-    );
+    assert_eq!(o.result, "unknown-user", "even a (forged) match never lets an unknown user in");
     assert_eq!(o.reason, "no such user");
     let wrong = decide(&c, &req(Protocol::Imap, "alice", b"whatever"), &s);
-    assert_eq!(
-        o.response, wrong.response,
-        "same answer as a wrong password"
-    );
+    assert_eq!(o.response, wrong.response, "same answer as a wrong password");
 }
 
 #[test]
@@ -296,7 +190,7 @@ fn unknown_users_verify_against_the_store_template() {
     let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), DEFAULT_TEMPLATE);
     assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
-    assert_eq!(p.run(), VerifyResult::Mismatch, "dummy verification never matches");
+    assert_eq!(p.run(), VerifyResult::Mismatch, "the template verification never matches");
     // The store's template: whatever was looked up before.
     s.template = Some("{PLAIN}alice pw".into());
     let _ = decide(&c, &req(Protocol::Imap, "alice", b"x"), &s);
@@ -328,18 +222,12 @@ fn policy_refusals() {
     let s = store();
     let c = cfg();
     let o = decide(&c, &req(Protocol::Imap, "off", b"pw"), &s);
-    assert_eq!(
-        (o.result.as_str(), o.reason.as_str()),
-        ("disabled", "account disabled")
-    );
+    assert_eq!((o.result.as_str(), o.reason.as_str()), ("disabled", "account disabled"));
     assert_eq!(o.response, invalid(3));
     let o = decide(&c, &req(Protocol::Pop3, "imaponly", b"pw"), &s);
     assert_eq!(o.result, "protocol-denied");
     assert_eq!(o.response, invalid(3));
-    assert_eq!(
-        decide(&c, &req(Protocol::Imap, "imaponly", b"pw"), &s).result,
-        "ok"
-    );
+    assert_eq!(decide(&c, &req(Protocol::Imap, "imaponly", b"pw"), &s).result, "ok");
     let o = decide(&c, &req(Protocol::Imap, "lan", b"pw"), &s);
     assert_eq!(o.result, "network-denied");
     assert_eq!(o.reason, "client 127.0.0.1 not in allowed networks");
@@ -367,25 +255,15 @@ fn per_account_wait() {
     assert_eq!(o.response, invalid(30));
     let mut c = cfg();
     c.fail_wait = 7;
-    assert_eq!(
-        decide(&c, &req(Protocol::Imap, "alice", b"bad"), &s).response,
-        invalid(7)
-    );
-    assert_eq!(
-        decide(&c, &req(Protocol::Imap, "ghost", b"bad"), &s).response,
-        invalid(7)
-    );
+    assert_eq!(decide(&c, &req(Protocol::Imap, "alice", b"bad"), &s).response, invalid(7));
+    assert_eq!(decide(&c, &req(Protocol::Imap, "ghost", b"bad"), &s).response, invalid(7));
 }
 
 #[test]
 fn scheme_error_fails_closed() {
     let o = decide(&cfg(), &req(Protocol::Imap, "weird", b"abc"), &store());
     assert_eq!(o.result, "scheme-error");
-    assert!(
-        o.reason.starts_with("stored password unusable (scheme "),
-        "{}",
-        o.reason
-    );
+    assert!(o.reason.starts_with("stored password unusable (scheme "), "{}", o.reason);
     assert_eq!(o.response, invalid(3));
 }
 
@@ -396,14 +274,7 @@ fn store_error_is_temporary() {
     let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "store-error");
     assert_eq!(o.reason, "mem: disk on fire");
-    assert_eq!(
-        o.response,
-        AuthResponse::TempFail {
-            message: MSG_TEMP.into(),
-            wait: Some(3),
-            error_code: None
-        }
-    );
+    assert_eq!(o.response, AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(3), error_code: None });
 }
 
 #[test]
@@ -421,25 +292,13 @@ fn per_user_routing_and_rewrite() {
     );
     assert_eq!(o.reason, "backend 127.0.0.2:1143 as \"routed@backend\"");
     let o = decide(&cfg(), &req(Protocol::Imap, "portonly", b"pw"), &store());
-    assert_eq!(
-        o.response,
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 2143,
-            user: None,
-            pass: None
-        }
-    );
+    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 2143, user: None, pass: None });
 }
 
 #[test]
 fn backend_problems_are_temporary() {
     let s = store();
-    let o = decide(
-        &AuthConfig::default(),
-        &req(Protocol::Imap, "alice", b"alice pw"),
-        &s,
-    );
+    let o = decide(&AuthConfig::default(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "backend-error");
     assert_eq!(o.reason, "no backend for imap");
     assert!(matches!(o.response, AuthResponse::TempFail { .. }));
@@ -450,27 +309,9 @@ fn backend_problems_are_temporary() {
     assert_eq!(o.result, "backend-error");
     assert!(matches!(o.response, AuthResponse::TempFail { .. }));
     // Account server without port and no configured backend: the protocol's usual port.
-    let s2 = MemStore::with(&[(
-        "r",
-        Account {
-            server: Some("127.0.0.3".into()),
-            ..acct("{PLAIN}pw")
-        },
-    )]);
-    let o = decide(
-        &AuthConfig::default(),
-        &req(Protocol::Pop3, "r", b"pw"),
-        &s2,
-    );
-    assert_eq!(
-        o.response,
-        AuthResponse::Ok {
-            server: "127.0.0.3".into(),
-            port: 110,
-            user: None,
-            pass: None
-        }
-    );
+    let s2 = MemStore::with(&[("r", Account { server: Some("127.0.0.3".into()), ..acct("{PLAIN}pw") })]);
+    let o = decide(&AuthConfig::default(), &req(Protocol::Pop3, "r", b"pw"), &s2);
+    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.3".into(), port: 110, user: None, pass: None });
 }
 
 fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
@@ -503,7 +344,13 @@ fn apop_and_cram_md5_check_the_response_and_hand_the_backend_a_password() {
         challenge_req(Method::Apop, Protocol::Pop3, user, salt, &scheme::challenge_response(Challenge::Apop, pw, salt))
     };
     let cram_req = |user: &str, pw: &[u8]| {
-        challenge_req(Method::CramMd5, Protocol::Imap, user, salt, &scheme::challenge_response(Challenge::CramMd5, pw, salt))
+        challenge_req(
+            Method::CramMd5,
+            Protocol::Imap,
+            user,
+            salt,
+            &scheme::challenge_response(Challenge::CramMd5, pw, salt),
+        )
     };
 
     // APOP: right response → OK, and nginx gets the password back (it forgot it).
@@ -567,14 +414,17 @@ fn external_maps_a_verified_certificate_to_its_account() {
     let s = MemStore::with(&[
         ("alice", acct("{PLAIN}alice pw")),
         ("bob", acct("$6$abc$xyz")),
-        ("carol", Account {
-            extra: vec![("cert_fingerprint".into(), "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:01:23:45:67".into())],
-            ..acct("{PLAIN}carol pw")
-        }),
-        ("dave", Account {
-            extra: vec![("cert_fingerprint".into(), "ffff".into())],
-            ..acct("{PLAIN}dave pw")
-        }),
+        (
+            "carol",
+            Account {
+                extra: vec![(
+                    "cert_fingerprint".into(),
+                    "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:01:23:45:67".into(),
+                )],
+                ..acct("{PLAIN}carol pw")
+            },
+        ),
+        ("dave", Account { extra: vec![("cert_fingerprint".into(), "ffff".into())], ..acct("{PLAIN}dave pw") }),
         ("off", Account { enabled: false, ..acct("{PLAIN}pw") }),
     ]);
     let o = decide(&cfg(), &cert_req("SUCCESS", "CN=alice,O=Test CA", ""), &s);
@@ -700,13 +550,7 @@ fn empty_password_refused_for_everyone_without_lookup() {
 
 #[test]
 fn pending_debug_hides_password() {
-    let Step::Verify(p) = begin(
-        &cfg(),
-        &req(Protocol::Imap, "alice", b"s3cr3t-pw"),
-        &store(),
-    ) else {
-        panic!()
-    };
+    let Step::Verify(p) = begin(&cfg(), &req(Protocol::Imap, "alice", b"s3cr3t-pw"), &store()) else { panic!() };
     let d = format!("{p:?}");
     assert!(!d.contains("s3cr3t-pw") && d.contains("<redacted, 9 bytes>"), "{d}");
 }
@@ -716,9 +560,7 @@ fn steps_can_cross_threads() {
     let s = MemStore { template: Some("{PLAIN}x".into()), ..store() };
     let c = cfg();
     let r = req(Protocol::Imap, "alice", b"alice pw");
-    let Step::Verify(p) = begin(&c, &r, &s) else {
-        panic!()
-    };
+    let Step::Verify(p) = begin(&c, &r, &s) else { panic!() };
     assert!(!p.is_costly(), "{{PLAIN}} is cheap");
     let (p, v) = std::thread::spawn(move || {
         let v = p.run();
@@ -736,27 +578,17 @@ fn accept_without_store() {
     let o = accept(&cfg(), &r, "access phase allowed the request");
     assert_eq!(o.result, "ok");
     assert_eq!(o.reason, "access phase allowed the request");
-    assert_eq!(
-        o.response,
-        AuthResponse::Ok {
-            server: "::1".into(),
-            port: 10110,
-            user: None,
-            pass: None
-        }
-    );
+    assert_eq!(o.response, AuthResponse::Ok { server: "::1".into(), port: 10110, user: None, pass: None });
     let o = accept(&AuthConfig::default(), &r, "x");
-    assert_eq!(
-        (o.result.as_str(), o.reason.as_str()),
-        ("backend-error", "no backend for pop3")
-    );
+    assert_eq!((o.result.as_str(), o.reason.as_str()), ("backend-error", "no backend for pop3"));
     assert!(matches!(o.response, AuthResponse::TempFail { .. }));
 }
 
 #[test]
 fn refusal_from_http_status() {
     let e = engine(store());
-    let h: Vec<(&[u8], &[u8])> = vec![(b"auth-protocol", b"smtp"), (b"Auth-User", b"j%C3%BCrgen%20x"), (b"Auth-Pass", b"pw")];
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"auth-protocol", b"smtp"), (b"Auth-User", b"j%C3%BCrgen%20x"), (b"Auth-Pass", b"pw")];
     let d = e.bridge_refusal(&HeaderView::new(h.iter().copied()), 401, ctx()).unwrap();
     assert_eq!(d.result, AuthResult::Invalid);
     assert!(d.lines[0].1.contains("user=\"j\\xc3\\xbcrgen x\""), "{:?}", d.lines);
@@ -774,7 +606,11 @@ fn refusal_from_http_status() {
     assert_eq!(d.result, AuthResult::StoreError);
     assert_eq!(
         d.reply,
-        Reply::Answer(AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(3), error_code: Some("451 4.3.0".into()) })
+        Reply::Answer(AuthResponse::TempFail {
+            message: MSG_TEMP.into(),
+            wait: Some(3),
+            error_code: Some("451 4.3.0".into())
+        })
     );
     let imap: Vec<(&[u8], &[u8])> = vec![(b"Auth-Protocol", b"imap"), (b"Auth-User", b"%zz")];
     let d = e.bridge_refusal(&HeaderView::new(imap.iter().copied()), 403, ctx()).unwrap();
@@ -792,8 +628,7 @@ fn passwd_file_fixtures_end_to_end() {
     use crate::protocol::{escape, parse_request};
     use crate::store::passwd_file::PasswdFile;
 
-    let dir = std::env::temp_dir().join(format!("ngx-mail-auth-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::testutil::TempDir::new("e2e");
     let path = dir.join("users");
     let mut data = include_str!("../../testdata/passwd/htpasswd").to_string();
     data.push_str(include_str!("../../testdata/passwd/users.passwd"));
@@ -825,15 +660,7 @@ fn passwd_file_fixtures_end_to_end() {
         let o = run("imap", lo, user, pass);
         assert_eq!(
             (o.result, &o.response),
-            (
-                AuthResult::Ok,
-                &AuthResponse::Ok {
-                    server: "127.0.0.1".into(),
-                    port: 10143,
-                    user: None,
-                    pass: None
-                }
-            ),
+            (AuthResult::Ok, &AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None }),
             "{user}: {}",
             o.reason
         );
@@ -845,48 +672,32 @@ fn passwd_file_fixtures_end_to_end() {
     assert_eq!(o.result, "ok", "{}", o.reason);
     assert_eq!(
         o.response,
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 10143,
-            user: Some("dave@backend".into()),
-            pass: None
-        }
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: Some("dave@backend".into()), pass: None }
     );
-    assert_eq!(
-        run("pop3", "192.0.2.1", "dave", "dave pw").result,
-        "network-denied"
-    );
+    assert_eq!(run("pop3", "192.0.2.1", "dave", "dave pw").result, "network-denied");
     // erin: BLF-CRYPT, nologin.
     assert_eq!(run("imap", lo, "erin", "erin pw").result, "disabled");
     assert_eq!(run("imap", lo, "erin", "nope").result, "invalid");
     // frank: SSHA256, protocols=imap,smtp, wait=7.
     assert_eq!(run("smtp", lo, "frank", "frank pw").result, "ok");
-    assert_eq!(
-        run("pop3", lo, "frank", "frank pw").result,
-        "protocol-denied"
-    );
+    assert_eq!(run("pop3", lo, "frank", "frank pw").result, "protocol-denied");
     assert_eq!(run("imap", lo, "frank", "bad").response, invalid(7));
     // Unknown user: same answer as a wrong password.
     let o = run("imap", lo, "mallory", "alice secret");
     assert_eq!((o.result, &o.response), (AuthResult::UnknownUser, &invalid(3)));
     // Unknown users cost a verification of the file's costliest hash (bcrypt).
-    let ghost = AuthRequest {
-        user: "ghost".into(),
-        ..req(Protocol::Imap, "", b"pw")
-    };
-    let Step::Verify(p) = begin(&c, &ghost, &store) else {
-        panic!()
-    };
+    let ghost = AuthRequest { user: "ghost".into(), ..req(Protocol::Imap, "", b"pw") };
+    let Step::Verify(p) = begin(&c, &ghost, &store) else { panic!() };
     assert!(p.stored().starts_with("$2"), "{}", p.stored());
     assert!(p.is_costly());
     assert_eq!(p.run(), VerifyResult::Mismatch);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_request_outcome() {
     let e = engine(store());
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"smtp"), (b"Auth-User", b"alice")];
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"smtp"), (b"Auth-User", b"alice")];
     let d = e.decide(&HeaderView::new(h.iter().copied()), ctx());
     assert_eq!(d.result, AuthResult::BadRequest);
     assert!(d.lines[0].1.contains("reason=\"missing header \\x22Auth-Pass\\x22\""), "{:?}", d.lines);
@@ -966,13 +777,20 @@ fn engine_counts_logs_and_answers() {
     assert!(matches!(d.reply, Reply::Answer(AuthResponse::Ok { .. })));
     assert_eq!(d.lines.len(), 1);
     assert_eq!(d.lines[0].0, Level::Info);
-    assert!(d.lines[0].1.starts_with("mail_auth: user=\"alice\" client=192.0.2.1 protocol=imap method=plain attempt=1 result=ok"), "{}", d.lines[0].1);
+    assert!(
+        d.lines[0]
+            .1
+            .starts_with("mail_auth: user=\"alice\" client=192.0.2.1 protocol=imap method=plain attempt=1 result=ok"),
+        "{}",
+        d.lines[0].1
+    );
     let d = login(&e, "alice", "nope", "192.0.2.1");
     assert_eq!(d.result, AuthResult::Invalid);
     let m = e.metrics().unwrap();
     assert_eq!((m.result_total(AuthResult::Ok), m.result_total(AuthResult::Invalid)), (1, 1));
     // a log that shows only errors gets no decision line for an ordinary failure
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"x"), (b"Auth-Pass", b"y")];
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"x"), (b"Auth-Pass", b"y")];
     let d = e.decide(&HeaderView::new(h.iter().copied()), Ctx::new(Level::Error, false));
     assert!(d.lines.is_empty());
     // the debug trace names the steps
@@ -1001,8 +819,11 @@ fn jobs_cross_threads_and_complete() {
     let mut e = engine(store());
     e.offload = true;
     e.store = Some(Arc::new(MemStore { template: Some(DEFAULT_TEMPLATE.into()), ..store() }));
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"ghost"), (b"Auth-Pass", b"pw")];
-    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("costly: offloaded") };
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"ghost"), (b"Auth-Pass", b"pw")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("costly: offloaded")
+    };
     let e = Arc::new(e);
     let e2 = e.clone();
     let job = std::thread::spawn(move || {
@@ -1013,11 +834,21 @@ fn jobs_cross_threads_and_complete() {
     .unwrap();
     assert_eq!(e.complete(job).result, AuthResult::UnknownUser);
     // a {PLAIN} account's right password is known at once, on the event loop
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"alice"), (b"Auth-Pass", b"alice pw")];
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"alice"),
+        (b"Auth-Pass", b"alice pw"),
+    ];
     let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("cheap: inline") };
     assert_eq!(d.result, AuthResult::Ok);
     // its wrong password is padded to the bcrypt template: that part goes to the pool
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"alice"), (b"Auth-Pass", b"nope")];
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"alice"),
+        (b"Auth-Pass", b"nope"),
+    ];
     let Start::Offload(job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("padding: offloaded") };
     // a job that could not be posted is a temporary failure, never OK
     let d = e.complete(job);
@@ -1055,7 +886,13 @@ fn the_per_user_limit_counts_the_account_the_store_resolved() {
         .collect();
     assert_eq!(
         results,
-        [AuthResult::Invalid, AuthResult::Invalid, AuthResult::Invalid, AuthResult::RateLimited, AuthResult::RateLimited],
+        [
+            AuthResult::Invalid,
+            AuthResult::Invalid,
+            AuthResult::Invalid,
+            AuthResult::RateLimited,
+            AuthResult::RateLimited
+        ],
         "five spellings of one account share its budget"
     );
 }
@@ -1068,11 +905,16 @@ fn a_warm_cache_answers_on_the_event_loop() {
     s.template = Some(bcrypt.into());
     let mut e = engine(s);
     e.offload = true;
-    let h: Vec<(&[u8], &[u8])> = vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"bob"), (b"Auth-Pass", b"pw")];
-    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("cold: offloaded") };
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"bob"), (b"Auth-Pass", b"pw")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("cold: offloaded")
+    };
     job.run(&e);
     assert_eq!(e.complete(job).result, AuthResult::Ok);
-    let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("warm: no pool round trip") };
+    let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("warm: no pool round trip")
+    };
     assert_eq!(d.result, AuthResult::Ok);
 }
 

@@ -11,6 +11,8 @@
 //! at most `limit` at once, at most `queue` waiting; beyond that the login is answered with a
 //! temporary failure (`overloaded`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Condvar, Mutex};
 
 use crate::policy::Refusal;
@@ -37,7 +39,10 @@ pub enum VerifyResult {
 pub(crate) enum Subject {
     /// No such user: the verification runs against the template and never matches.
     Unknown,
-    Known { account: Box<Account>, refusal: Option<Refusal> },
+    Known {
+        account: Box<Account>,
+        refusal: Option<Refusal>,
+    },
 }
 
 /// A verification still to be run (possibly on another thread). Its `Debug` output leaves the

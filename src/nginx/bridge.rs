@@ -5,14 +5,16 @@
 //! - a header filter turns the access phase's 401/403 (and 5xx) in a `mail_auth` location into a
 //!   proper auth_http failure answer, so nobody needs `error_page` tricks.
 
+use std::ffi::CStr;
+
 use ngx::ffi::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_output_header_filter_pt,
-    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_request_t, ngx_http_variable_t,
-    ngx_int_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_DECLINED, NGX_ERROR,
-    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
+    ngx_array_push, ngx_array_t, ngx_conf_t, ngx_http_complex_value_t, ngx_http_handler_pt,
+    ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_request_t,
+    ngx_http_variable_t, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_DECLINED, NGX_ERROR,
+    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MODULE, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
     NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
 use super::{guard, util, Module};
@@ -21,10 +23,7 @@ use crate::protocol::HeaderView;
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
 pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_str_t {
-        len: "mail_auth_basic".len(),
-        data: c"mail_auth_basic".as_ptr() as *mut u8,
-    };
+    let mut name = ngx::ngx_string!("mail_auth_basic");
     // SAFETY: called from preconfiguration with a live cf; nginx copies the name.
     let v: *mut ngx_http_variable_t =
         unsafe { ngx::ffi::ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _) };
@@ -41,14 +40,14 @@ pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
 
 pub fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs once, single-threaded, with a live cf; pushing a phase
-    // handler and chaining the header filter is the documented way for modules to hook in.
+    // handler and chaining the header filter is the documented way for modules to hook in (ngx
+    // 0.5 has no helper for either).
     unsafe {
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
             return NGX_ERROR as ngx_int_t;
         };
-        let h = ngx_array_push(
-            &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize].handlers,
-        ) as *mut ngx_http_handler_pt;
+        let h = ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize].handlers)
+            as *mut ngx_http_handler_pt;
         if h.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
@@ -58,6 +57,86 @@ pub fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
         ngx::ffi::ngx_http_top_header_filter = Some(header_filter);
     }
     NGX_OK as ngx_int_t
+}
+
+/// ngx_http_auth_basic_module's location configuration (`ngx_http_auth_basic_loc_conf_t`, private
+/// to src/http/modules/ngx_http_auth_basic_module.c).
+#[repr(C)]
+struct AuthBasicConf {
+    realm: *mut ngx_http_complex_value_t,
+    user_file: *mut ngx_http_complex_value_t,
+}
+
+/// ngx_http_auth_request_module's (`ngx_http_auth_request_conf_t`, in its .c file).
+#[repr(C)]
+struct AuthRequestConf {
+    uri: ngx_str_t,
+    vars: *mut ngx_array_t,
+}
+
+/// An HTTP module of the cycle being configured, by name: the access modules may be missing
+/// from an nginx build (auth_request is optional), so they are looked up, never linked to.
+fn find_module(cf: &ngx_conf_t, name: &CStr) -> Option<&'static ngx_module_t> {
+    // SAFETY: during configuration cf->cycle->modules holds cycle->modules_n module pointers
+    // (static ones, then those load_module added); each name is a NUL-terminated C string.
+    unsafe {
+        let cycle = &*cf.cycle;
+        if cycle.modules.is_null() {
+            return None;
+        }
+        std::slice::from_raw_parts(cycle.modules, cycle.modules_n)
+            .iter()
+            .filter_map(|m| m.as_ref())
+            .find(|m| !m.name.is_null() && CStr::from_ptr(m.name) == name && m.type_ == NGX_HTTP_MODULE as ngx_uint_t)
+    }
+}
+
+/// Whether the access phase of the location being merged checks the Authorization header the
+/// bridge puts in: `auth_basic` with a realm other than `off` and a user file (without one
+/// auth_basic lets every request pass), or `auth_request` with a URI.
+///
+/// Called from merge_loc_conf, where cf->ctx holds the location's configurations. nginx merges
+/// one module at a time over all locations, in module order (ngx_http_block): the static
+/// auth_basic/auth_request modules come before this one, loaded by load_module, so their values
+/// here are merged (inherited ones included). Were this module built in ahead of them, an
+/// inherited value would still read as unset: refused, never let through.
+pub fn access_checks_credentials(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    let cf = unsafe { &*cf };
+    auth_basic_on(cf) || auth_request_on(cf)
+}
+
+/// `satisfy any` in the location being merged (core merges before this module): one passing
+/// access check would do, and an `allow` for nginx mail's own address would let every login in.
+pub fn satisfy_any(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    NgxHttpCoreModule::location_conf(unsafe { &*cf })
+        .is_some_and(|c| c.satisfy == ngx::ffi::NGX_HTTP_SATISFY_ANY as ngx::ffi::ngx_uint_t)
+}
+
+fn auth_basic_on(cf: &ngx_conf_t) -> bool {
+    let Some(m) = find_module(cf, c"ngx_http_auth_basic_module") else { return false };
+    // SAFETY: that module's location conf is an ngx_http_auth_basic_loc_conf_t (create_loc_conf).
+    let Some(c) = (unsafe { cf.http_location_conf_unchecked::<AuthBasicConf>(m) }) else { return false };
+    // SAFETY: see above; it lives in the configuration pool.
+    let c = unsafe { c.as_ref() };
+    // NULL: "not set anywhere" after the merge; NGX_CONF_UNSET_PTR: not merged yet
+    let set = |p: *mut ngx_http_complex_value_t| !p.is_null() && p as usize != usize::MAX;
+    if !set(c.realm) || !set(c.user_file) {
+        return false;
+    }
+    // SAFETY: a set realm is a complex value compiled by ngx_http_set_complex_value_slot.
+    let realm = unsafe { &*c.realm };
+    // "auth_basic off" is a constant realm (no lengths code) "off"
+    !(realm.lengths.is_null() && realm.value.as_bytes() == b"off")
+}
+
+fn auth_request_on(cf: &ngx_conf_t) -> bool {
+    let Some(m) = find_module(cf, c"ngx_http_auth_request_module") else { return false };
+    // SAFETY: that module's location conf is an ngx_http_auth_request_conf_t (create_conf).
+    let Some(c) = (unsafe { cf.http_location_conf_unchecked::<AuthRequestConf>(m) }) else { return false };
+    // SAFETY: see above. Unset (zeroed) and "auth_request off" leave the uri empty.
+    unsafe { c.as_ref() }.uri.len > 0
 }
 
 /// `Basic base64(user:pass)` from the request's Auth-User/Auth-Pass, or why not.
@@ -83,6 +162,7 @@ unsafe extern "C" fn basic_variable(
             return NGX_ERROR as ngx_int_t;
         };
         // SAFETY: `v` is the live slot nginx asked us to fill; data lives in the request pool.
+        // (ngx's http_variable_get! would only wrap this signature, without the panic guard.)
         unsafe {
             (*v).data = s.data;
             (*v).set_len(s.len as _);
@@ -102,7 +182,7 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         let Some(lc) = Module::location_conf(req) else {
             return NGX_DECLINED as ngx_int_t;
         };
-        if !lc.enabled || !lc.basic_header() || !req.is_main() {
+        if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
             return NGX_DECLINED as ngx_int_t;
         }
         let value = match basic_value(req) {

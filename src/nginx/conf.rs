@@ -1,30 +1,45 @@
 //! Directives and the location configuration.
+//!
+//! Each directive is declared once, in the `directives!` table below: its name, where it may
+//! appear and how many arguments it takes, the setter that parses its arguments, and the
+//! [`Directives`] field the setter fills with that field's merge rule. nginx's command table
+//! ([`COMMANDS`], its size included), the struct and the inheritance are generated from it.
+//! [`merge_loc_conf`] then gives a `mail_auth` location the defaults of `crate::config` and builds
+//! its engine (opening the store, so that `nginx -t` reports problems).
 
 use std::ffi::{c_char, c_void};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
-use std::sync::atomic::AtomicU64;
-
-use super::{conf_err, conf_ok, guard, util};
-use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, VerifyConcurrency};
-use crate::engine::{Engine, Region, SharedMemory};
-use crate::protocol::Protocol;
-use crate::limiter::{self, LimitConfig};
-use crate::store::{self, NoticeLevel, Store};
 use super::zone::{self, Zone};
+use super::{bridge, conf_err, conf_ok, guard, offload, util};
+use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, StoreConf, VerifyConcurrency};
+use crate::engine::{Engine, Level, Region, SharedMemory};
+use crate::limiter::{self, LimitConfig};
+use crate::oauth::{OauthConfig, Verifier};
+use crate::protocol::Protocol;
+use crate::store::{self, NoticeLevel, Store};
 
-/// The shared zone of the status counters, added by the first `mail_auth` or
-/// `mail_auth_status`.
-pub const STATS_ZONE: &str = "mail_auth_status";
+/// The status counters' zone, added by the first `mail_auth` or `mail_auth_status`.
+const STATS_ZONE: &str = config::STATUS_ZONE;
 const STATS_ZONE_SIZE: usize = 64 * 1024;
+
+/// What a location answers, and the status counters' zone it counts into.
+#[derive(Clone, Copy)]
+pub enum Content {
+    /// `mail_auth;`
+    MailAuth(Zone),
+    /// `mail_auth_status;`
+    Status(Zone),
+}
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
 #[derive(Clone, Copy)]
@@ -40,161 +55,291 @@ pub struct LimitConf {
     pub cfg: LimitConfig,
 }
 
-/// The zones an engine uses, seen by the engine as `SharedMemory`.
-pub struct Zones {
-    cache: Option<Zone>,
-    limit: Option<Zone>,
-    stats: Option<Zone>,
+/// `mail_auth_backend` slots: imap, pop3, smtp (submission), mx (SMTP without AUTH).
+const BACKENDS: usize = 4;
+const MX: usize = 3;
+
+/// A field's merge rule: `inherit` takes the enclosing level's value when this level has none;
+/// `own` belongs to its location alone.
+trait Inherit {
+    fn inherit(&mut self, parent: &Self);
 }
 
-impl SharedMemory for Zones {
-    fn region(&self, which: Region) -> Option<&[AtomicU64]> {
-        let zone = match which {
-            Region::Cache => self.cache,
-            Region::Limiter => self.limit,
-            Region::Metrics => self.stats,
-        }?;
-        zone.words()
-    }
-}
-
-#[derive(Default)]
-pub struct LocConf {
-    /// `mail_auth;` in this location.
-    pub enabled: bool,
-    pub passwd_file: Option<String>,
-    pub sqlite: Option<String>,
-    pub sqlite_query: Option<String>,
-    /// imap, pop3, smtp (submission), mx (SMTP without AUTH).
-    pub backends: [Option<Backend>; 4],
-    /// `mail_auth_relay_domains`
-    pub relay_domains: Option<Vec<String>>,
-    /// `mail_auth_master_user`
-    pub master_user: Option<MasterUser>,
-    pub fail_wait: Option<u32>,
-    pub basic_header: Option<bool>,
-    pub log_level: Option<ngx_uint_t>,
-    /// `mail_auth_thread_pool NAME|off` (default: nginx's `default` pool).
-    pub thread_pool: Option<String>,
-    pub cache: Option<CacheConf>,
-    pub limit: Option<LimitConf>,
-    /// `mail_auth_status;` in this location.
-    pub status: bool,
-    /// The status counters' zone (set by `mail_auth` / `mail_auth_status`).
-    pub stats: Option<Zone>,
-    /// `mail_auth_verify_concurrency`
-    pub concurrency: Option<VerifyConcurrency>,
-    /// `mail_auth_oauth2`
-    pub oauth: Option<crate::oauth::OauthConfig>,
-    pub engine: Option<Arc<Engine>>,
-    /// The thread pool the engine's jobs go to.
-    pub pool: Option<super::offload::PoolRef>,
-}
-
-impl LocConf {
-    pub fn log_level(&self) -> ngx_uint_t {
-        self.log_level.unwrap_or(NGX_LOG_INFO as ngx_uint_t)
-    }
-    pub fn basic_header(&self) -> bool {
-        self.basic_header.unwrap_or(false)
-    }
-}
-
-const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
-
-macro_rules! command {
-    ($name:literal, $flags:expr, $set:ident) => {
-        ngx_command_t {
-            name: ngx_string!($name),
-            type_: ($flags) as ngx_uint_t,
-            set: Some($set),
-            conf: NGX_HTTP_LOC_CONF_OFFSET,
-            offset: 0,
-            post: std::ptr::null_mut(),
+impl<T: Clone> Inherit for Option<T> {
+    fn inherit(&mut self, parent: &Self) {
+        if self.is_none() {
+            self.clone_from(parent);
         }
+    }
+}
+
+impl<T: Inherit, const N: usize> Inherit for [T; N] {
+    fn inherit(&mut self, parent: &Self) {
+        for (mine, theirs) in self.iter_mut().zip(parent) {
+            mine.inherit(theirs);
+        }
+    }
+}
+
+macro_rules! merge_rule {
+    (inherit, $mine:expr, $theirs:expr) => {
+        Inherit::inherit(&mut $mine, &$theirs)
+    };
+    (own, $mine:expr, $theirs:expr) => {};
+}
+
+/// `field: type, rule { "directive" contexts | arguments => setter; ... }`: each directive's
+/// setter gets its arguments and `&mut` the field.
+macro_rules! directives {
+    ($(
+        $(#[$doc:meta])*
+        $field:ident: $ty:ty, $rule:ident {
+            $($name:literal $kind:expr => $set:path;)+
+        }
+    )*) => {
+        /// The values the directives set at one level (http, server, location); `None` until set.
+        #[derive(Default)]
+        pub struct Directives {
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl Directives {
+            /// Inherit-if-unset from the enclosing level, field by field.
+            fn inherit(&mut self, parent: &Directives) {
+                $(merge_rule!($rule, self.$field, parent.$field);)*
+            }
+        }
+
+        const DIRECTIVES: &[Directive] = &[
+            $($(Directive { name: ngx_string!($name), kind: $kind, set: |a, d| $set(a, &mut d.$field) },)+)*
+        ];
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 17] = [
-    command!("mail_auth", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_mail_auth),
-    command!("mail_auth_status", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status),
-    command!("mail_auth_passwd_file", ANY | NGX_CONF_TAKE1, set_passwd_file),
-    command!("mail_auth_sqlite", ANY | NGX_CONF_TAKE1, set_sqlite),
-    command!("mail_auth_sqlite_query", ANY | NGX_CONF_TAKE1, set_sqlite_query),
-    command!("mail_auth_backend", ANY | NGX_CONF_TAKE2, set_backend),
-    command!("mail_auth_fail_wait", ANY | NGX_CONF_TAKE1, set_fail_wait),
-    command!("mail_auth_basic_header", ANY | NGX_CONF_FLAG, set_basic_header),
-    command!("mail_auth_log_level", ANY | NGX_CONF_TAKE1, set_log_level),
-    command!("mail_auth_thread_pool", ANY | NGX_CONF_TAKE1, set_thread_pool),
-    command!("mail_auth_cache", ANY | NGX_CONF_1MORE, set_cache),
-    command!("mail_auth_limit", ANY | NGX_CONF_1MORE, set_limit),
-    command!("mail_auth_relay_domains", ANY | NGX_CONF_1MORE, set_relay_domains),
-    command!("mail_auth_master_user", ANY | NGX_CONF_TAKE23, set_master_user),
-    command!("mail_auth_verify_concurrency", ANY | NGX_CONF_TAKE12, set_verify_concurrency),
-    command!("mail_auth_oauth2", ANY | NGX_CONF_1MORE, set_oauth2),
-    ngx_command_t::empty(),
-];
+const LOC: u32 = NGX_HTTP_LOC_CONF;
+const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-/// The directive's arguments after the name, as byte slices.
-fn args<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
-    // SAFETY: nginx calls directive handlers with `cf->args` holding the directive name and its
-    // arguments as ngx_str_t values allocated from the configuration pool.
-    unsafe { (*(*cf).args).as_slice::<ngx_str_t>() }.iter().skip(1).map(|s| s.as_bytes()).collect()
+directives! {
+    /// `mail_auth;` / `mail_auth_status;`: what this location answers.
+    content: Option<Content>, own {
+        "mail_auth" LOC | NGX_CONF_NOARGS => set_mail_auth;
+        "mail_auth_status" LOC | NGX_CONF_NOARGS => set_status;
+    }
+    /// Where the users are (a new kind of store: a `StoreConf` variant and its directive here).
+    store: Option<StoreConf>, inherit {
+        "mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
+        "mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
+    }
+    sqlite_query: Option<String>, inherit {
+        "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
+    }
+    /// imap, pop3, smtp, mx: each inherited on its own.
+    backends: [Option<Backend>; BACKENDS], inherit {
+        "mail_auth_backend" ANY | NGX_CONF_TAKE2 => set_backend;
+    }
+    relay_domains: Option<Vec<String>>, inherit {
+        "mail_auth_relay_domains" ANY | NGX_CONF_1MORE => set_relay_domains;
+    }
+    master_user: Option<MasterUser>, inherit {
+        "mail_auth_master_user" ANY | NGX_CONF_TAKE23 => set_master_user;
+    }
+    fail_wait: Option<u32>, inherit {
+        "mail_auth_fail_wait" ANY | NGX_CONF_TAKE1 => set_fail_wait;
+    }
+    basic_header: Option<bool>, inherit {
+        "mail_auth_basic_header" ANY | NGX_CONF_FLAG => set_basic_header;
+    }
+    log_level: Option<Level>, inherit {
+        "mail_auth_log_level" ANY | NGX_CONF_TAKE1 => set_log_level;
+    }
+    /// A pool name, or "off".
+    thread_pool: Option<String>, inherit {
+        "mail_auth_thread_pool" ANY | NGX_CONF_TAKE1 => set_thread_pool;
+    }
+    cache: Option<CacheConf>, inherit {
+        "mail_auth_cache" ANY | NGX_CONF_1MORE => set_cache;
+    }
+    limit: Option<LimitConf>, inherit {
+        "mail_auth_limit" ANY | NGX_CONF_1MORE => set_limit;
+    }
+    concurrency: Option<VerifyConcurrency>, inherit {
+        "mail_auth_verify_concurrency" ANY | NGX_CONF_TAKE12 => set_verify_concurrency;
+    }
+    /// OAuth 2.0 bearer tokens (SASL XOAUTH2/OAUTHBEARER, sent by freenginx 1.27.1+).
+    oauth: Option<OauthConfig>, inherit {
+        "mail_auth_oauth2" ANY | NGX_CONF_1MORE => set_oauth2;
+    }
 }
 
-fn arg_str<'a>(cf: *mut ngx_conf_t, i: usize) -> Result<&'a str, String> {
-    let a = args(cf);
-    let v = a.get(i).ok_or_else(|| "missing argument".to_string())?;
-    std::str::from_utf8(v).map_err(|_| "argument is not valid UTF-8".to_string())
+/// This module's location configuration: what the directives set, and for a `mail_auth`
+/// location what `merge_loc_conf` built from it.
+#[derive(Default)]
+pub struct LocConf {
+    pub directives: Directives,
+    pub engine: Option<Arc<Engine>>,
+    /// The thread pool the engine's jobs go to.
+    pub pool: Option<offload::PoolRef>,
+}
+
+impl LocConf {
+    /// `mail_auth;` in this location.
+    pub fn is_mail_auth(&self) -> bool {
+        matches!(self.directives.content, Some(Content::MailAuth(_)))
+    }
+
+    /// The status counters' zone of a `mail_auth` or `mail_auth_status` location.
+    pub fn stats(&self) -> Option<Zone> {
+        match self.directives.content? {
+            Content::MailAuth(z) | Content::Status(z) => Some(z),
+        }
+    }
+
+    pub fn basic_header(&self) -> bool {
+        self.directives.basic_header()
+    }
+
+    /// nginx's level for the decision line.
+    pub fn log_level(&self) -> ngx_uint_t {
+        util::ngx_level(self.directives.log_level.unwrap_or(config::DEFAULT_LOG_LEVEL)) as ngx_uint_t
+    }
+}
+
+impl Directives {
+    fn basic_header(&self) -> bool {
+        self.basic_header == Some(true)
+    }
+}
+
+/// One directive: what nginx needs to dispatch it, and its setter.
+struct Directive {
+    /// NUL-terminated (`ngx_string!`): nginx compares names with strcmp.
+    name: ngx_str_t,
+    /// Contexts and number of arguments (`NGX_HTTP_*_CONF | NGX_CONF_*`).
+    kind: u32,
+    set: fn(&Args, &mut Directives) -> Result<(), String>,
+}
+
+const N_COMMANDS: usize = DIRECTIVES.len() + 1;
+
+/// nginx's command table, made from `DIRECTIVES` (and the closing null command). Every entry
+/// calls `set_directive`, which finds the directive by its index in `offset`.
+pub static mut COMMANDS: [ngx_command_t; N_COMMANDS] = command_table();
+
+const fn command_table() -> [ngx_command_t; N_COMMANDS] {
+    let mut table = [ngx_command_t::empty(); N_COMMANDS];
+    let mut i = 0;
+    while i < DIRECTIVES.len() {
+        let d = &DIRECTIVES[i];
+        table[i] = ngx_command_t {
+            name: d.name,
+            type_: d.kind as ngx_uint_t,
+            set: Some(set_directive),
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
+            offset: i,
+            post: std::ptr::null_mut(),
+        };
+        i += 1;
+    }
+    table
+}
+
+/// A directive's arguments after its name, as UTF-8 strings (nginx has checked their number).
+pub struct Args<'a> {
+    cf: *mut ngx_conf_t,
+    name: &'static str,
+    v: Vec<&'a str>,
+}
+
+impl Args<'_> {
+    fn new(cf: *mut ngx_conf_t, name: &'static ngx_str_t) -> Result<Self, String> {
+        // SAFETY: nginx calls directive handlers with `cf->args` holding the directive name and
+        // its arguments as ngx_str_t values allocated from the configuration pool.
+        let raw = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
+        let v = raw
+            .iter()
+            .skip(1)
+            .map(|s| std::str::from_utf8(s.as_bytes()).map_err(|_| "argument is not valid UTF-8".to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(Args { cf, name: std::str::from_utf8(name.as_bytes()).unwrap_or("mail_auth"), v })
+    }
+
+    fn duplicate(&self) -> String {
+        format!("\"{}\" directive is duplicate", self.name)
+    }
+
+    /// Fills an unset slot with what `parse` makes of the arguments; the directive a second time
+    /// at the same level is an error.
+    fn once<T>(&self, slot: &mut Option<T>, parse: impl FnOnce() -> Result<T, String>) -> Result<(), String> {
+        if slot.is_some() {
+            return Err(self.duplicate());
+        }
+        *slot = Some(parse()?);
+        Ok(())
+    }
+
+    /// Argument `i` as a path, relative ones resolved against nginx's prefix (like
+    /// ngx_conf_full_name).
+    fn path(&self, i: usize) -> String {
+        self.full_path(self.v[i])
+    }
+
+    /// A path, relative ones resolved against nginx's prefix.
+    fn full_path(&self, p: &str) -> String {
+        if p.starts_with('/') {
+            return p.to_string();
+        }
+        // SAFETY: cf->cycle is the cycle being configured; its prefix is a valid ngx_str_t.
+        let prefix = unsafe { (*(*self.cf).cycle).prefix.as_bytes() };
+        let mut s = String::from_utf8_lossy(prefix).into_owned();
+        if !s.is_empty() && !s.ends_with('/') {
+            s.push('/');
+        }
+        s.push_str(p);
+        s
+    }
+
+    /// `zone=NAME:SIZE` of argument 0.
+    fn zone(&self) -> Result<(String, usize), String> {
+        config::parse_zone(self.v[0]).map_err(|e| format!("\"{}\": {e}", self.name))
+    }
+
+    /// Registers a zone of its own for this directive (another directive's name is refused).
+    fn add_zone(&self, (name, size): (String, usize)) -> Result<Zone, String> {
+        zone::add(self.cf, &name, size, module_tag())
+    }
+
+    /// The `key=value` arguments from `from` on.
+    fn key_values(&self, from: usize, known: &[&str]) -> Result<Vec<(&str, &str)>, String> {
+        config::key_values(&self.v[from..], known).map_err(|e| format!("\"{}\": {e}", self.name))
+    }
+}
+
+/// The one handler of every directive in `COMMANDS`: parses the arguments, runs the setter.
+extern "C" fn set_directive(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: nginx calls this with one of our COMMANDS, whose offset is the directive's
+        // index in DIRECTIVES.
+        let Some(d) = DIRECTIVES.get(unsafe { (*cmd).offset }) else {
+            return conf_err(cf, "mail_auth: unknown directive");
+        };
+        // SAFETY: NGX_HTTP_LOC_CONF_OFFSET: nginx passes this module's loc conf.
+        let lc = unsafe { loc(conf) };
+        match Args::new(cf, &d.name).and_then(|a| (d.set)(&a, &mut lc.directives)) {
+            Ok(()) => conf_ok(),
+            Err(e) => conf_err(cf, &e),
+        }
+    })
 }
 
 /// # Safety
-/// `conf` is this module's location configuration, as nginx passes it to directive handlers.
+/// `conf` is this module's location configuration, as nginx passes it to its callbacks.
 unsafe fn loc<'a>(conf: *mut c_void) -> &'a mut LocConf {
     // SAFETY: guaranteed by the caller (see above).
     unsafe { &mut *(conf as *mut LocConf) }
 }
 
-/// Resolves a relative path against nginx's prefix (like ngx_conf_full_name).
-fn full_path(cf: *mut ngx_conf_t, p: &str) -> String {
-    if p.starts_with('/') {
-        return p.to_string();
-    }
-    // SAFETY: cf->cycle is the cycle being configured; its prefix is a valid ngx_str_t.
-    let prefix = unsafe { (*(*cf).cycle).prefix.as_bytes() };
-    let mut s = String::from_utf8_lossy(prefix).into_owned();
-    if !s.is_empty() && !s.ends_with('/') {
-        s.push('/');
-    }
-    s.push_str(p);
-    s
-}
-
-macro_rules! setter {
-    ($name:ident, |$cf:ident, $lc:ident| $body:block) => {
-        extern "C" fn $name(
-            $cf: *mut ngx_conf_t,
-            _cmd: *mut ngx_command_t,
-            conf: *mut c_void,
-        ) -> *mut c_char {
-            guard(ngx::core::NGX_CONF_ERROR, || {
-                // SAFETY: nginx passes this module's loc conf for NGX_HTTP_LOC_CONF_OFFSET.
-                let $lc = unsafe { loc(conf) };
-                let r: Result<(), String> = (|| $body)();
-                match r {
-                    Ok(()) => conf_ok(),
-                    Err(e) => conf_err($cf, &e),
-                }
-            })
-        }
-    };
-}
-
-fn once<T>(slot: &Option<T>, name: &str) -> Result<(), String> {
-    if slot.is_some() {
-        return Err(format!("\"{name}\" directive is duplicate"));
-    }
-    Ok(())
+fn module_tag() -> *mut c_void {
+    std::ptr::addr_of!(super::ngx_http_mail_auth_module) as *mut c_void
 }
 
 /// Makes `handler` the content handler of the location being configured.
@@ -211,274 +356,317 @@ fn set_content_handler(
     Ok(())
 }
 
-setter!(set_mail_auth, |cf, lc| {
-    if lc.enabled {
-        return Err("\"mail_auth\" directive is duplicate".into());
+const SHARED_LOCATION: &str = "\"mail_auth\" and \"mail_auth_status\" cannot share a location";
+
+fn set_mail_auth(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
+    match content {
+        Some(Content::MailAuth(_)) => return Err(a.duplicate()),
+        Some(Content::Status(_)) => return Err(SHARED_LOCATION.into()),
+        None => {}
     }
-    if lc.status {
-        return Err("\"mail_auth\" and \"mail_auth_status\" cannot share a location".into());
-    }
-    lc.enabled = true;
-    lc.stats = Some(zone::shared(cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?);
-    set_content_handler(cf, super::handler::content_handler)
-});
-
-setter!(set_status, |cf, lc| {
-    if lc.status {
-        return Err("\"mail_auth_status\" directive is duplicate".into());
-    }
-    if lc.enabled {
-        return Err("\"mail_auth\" and \"mail_auth_status\" cannot share a location".into());
-    }
-    lc.status = true;
-    lc.stats = Some(zone::shared(cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?);
-    set_content_handler(cf, super::status::content_handler)
-});
-
-setter!(set_passwd_file, |cf, lc| {
-    once(&lc.passwd_file, "mail_auth_passwd_file")?;
-    lc.passwd_file = Some(full_path(cf, arg_str(cf, 0)?));
-    Ok(())
-});
-
-setter!(set_sqlite, |cf, lc| {
-    once(&lc.sqlite, "mail_auth_sqlite")?;
-    lc.sqlite = Some(full_path(cf, arg_str(cf, 0)?));
-    Ok(())
-});
-
-setter!(set_sqlite_query, |cf, lc| {
-    once(&lc.sqlite_query, "mail_auth_sqlite_query")?;
-    lc.sqlite_query = Some(arg_str(cf, 0)?.to_string());
-    Ok(())
-});
-
-/// `mail_auth_backend mx ...`: where SMTP without AUTH goes.
-const MX: usize = 3;
-
-setter!(set_backend, |cf, lc| {
-    let name = arg_str(cf, 0)?;
-    let (idx, port) = if name.eq_ignore_ascii_case("mx") {
-        (MX, 25)
-    } else {
-        let proto = config::parse_protocol(name)
-            .map_err(|e| format!("\"mail_auth_backend\": {e} (or \"mx\" for SMTP without AUTH)"))?;
-        (proto_index(proto), proto.default_port())
-    };
-    if lc.backends[idx].is_some() {
-        return Err(format!("duplicate \"mail_auth_backend\" for {name}"));
-    }
-    let b = config::parse_backend(arg_str(cf, 1)?, port)
-        .map_err(|e| format!("invalid \"mail_auth_backend\" address {e}"))?;
-    lc.backends[idx] = Some(b);
-    Ok(())
-});
-
-setter!(set_fail_wait, |cf, lc| {
-    once(&lc.fail_wait, "mail_auth_fail_wait")?;
-    lc.fail_wait = Some(config::parse_seconds(arg_str(cf, 0)?).map_err(|e| format!("\"mail_auth_fail_wait\": {e}"))?);
-    Ok(())
-});
-
-setter!(set_basic_header, |cf, lc| {
-    once(&lc.basic_header, "mail_auth_basic_header")?;
-    lc.basic_header = Some(match arg_str(cf, 0)?.to_ascii_lowercase().as_str() {
-        "on" => true,
-        "off" => false,
-        v => return Err(format!("invalid value \"{v}\" in \"mail_auth_basic_header\", it must be \"on\" or \"off\"")),
-    });
-    Ok(())
-});
-
-setter!(set_log_level, |cf, lc| {
-    once(&lc.log_level, "mail_auth_log_level")?;
-    lc.log_level = Some(match arg_str(cf, 0)?.to_ascii_lowercase().as_str() {
-        "debug" => NGX_LOG_DEBUG as ngx_uint_t,
-        "info" => NGX_LOG_INFO as ngx_uint_t,
-        "notice" => NGX_LOG_NOTICE as ngx_uint_t,
-        "warn" => NGX_LOG_WARN as ngx_uint_t,
-        "error" => NGX_LOG_ERR as ngx_uint_t,
-        v => return Err(format!("invalid log level \"{v}\" in \"mail_auth_log_level\" (debug, info, notice, warn, error)")),
-    });
-    Ok(())
-});
-
-setter!(set_thread_pool, |cf, lc| {
-    once(&lc.thread_pool, "mail_auth_thread_pool")?;
-    let name = arg_str(cf, 0)?;
-    if name.is_empty() {
-        return Err("empty thread pool name in \"mail_auth_thread_pool\"".into());
-    }
-    if !cfg!(ngx_feature = "threads") && name != "off" {
-        return Err("\"mail_auth_thread_pool\" requires nginx built --with-threads (use \"mail_auth_thread_pool off\")".into());
-    }
-    lc.thread_pool = Some(name.to_string());
-    Ok(())
-});
-
-/// All arguments of the directive as UTF-8 strings.
-fn arg_strs<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
-    args(cf)
-        .into_iter()
-        .map(|a| std::str::from_utf8(a).map_err(|_| "argument is not valid UTF-8".to_string()))
-        .collect()
+    *content = Some(Content::MailAuth(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
+    set_content_handler(a.cf, super::handler::content_handler)
 }
 
-fn module_tag() -> *mut c_void {
-    std::ptr::addr_of!(super::ngx_http_mail_auth_module) as *mut c_void
+fn set_status(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
+    match content {
+        Some(Content::Status(_)) => return Err(a.duplicate()),
+        Some(Content::MailAuth(_)) => return Err(SHARED_LOCATION.into()),
+        None => {}
+    }
+    *content = Some(Content::Status(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
+    set_content_handler(a.cf, super::status::content_handler)
 }
 
-setter!(set_cache, |cf, lc| {
-    if lc.cache.is_some() {
-        return Err("\"mail_auth_cache\" directive is duplicate".into());
-    }
-    let a = arg_strs(cf)?;
-    let (name, size) = config::parse_zone(a[0]).map_err(|e| format!("\"mail_auth_cache\": {e}"))?;
-    let mut settings = CacheSettings::default();
-    for (k, v) in config::key_values(&a[1..], &["ttl", "negative_ttl"]).map_err(|e| format!("\"mail_auth_cache\": {e}"))? {
-        let secs = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_cache\" {k}: {e}"))?);
-        if k == "ttl" { settings.ttl = secs } else { settings.negative_ttl = secs }
-    }
-    let zone = zone::add(cf, &name, size, module_tag())?;
-    lc.cache = Some(CacheConf { zone, settings });
-    Ok(())
-});
-
-setter!(set_limit, |cf, lc| {
-    if lc.limit.is_some() {
-        return Err("\"mail_auth_limit\" directive is duplicate".into());
-    }
-    let a = arg_strs(cf)?;
-    let (name, size) = config::parse_zone(a[0]).map_err(|e| format!("\"mail_auth_limit\": {e}"))?;
-    let mut cfg = LimitConfig::default();
-    for (k, v) in config::key_values(&a[1..], &["ip", "user", "ban"]).map_err(|e| format!("\"mail_auth_limit\": {e}"))? {
-        match k {
-            "ip" => cfg.ip = Some(limiter::parse_rate(v)?),
-            "user" => cfg.user = Some(limiter::parse_rate(v)?),
-            _ => cfg.ban = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_limit\" ban: {e}"))?),
+/// One store per level: the same directive twice is a duplicate, two kinds a conflict.
+fn set_store(a: &Args, slot: &mut Option<StoreConf>, store: StoreConf) -> Result<(), String> {
+    match slot {
+        Some(s) if std::mem::discriminant(s) == std::mem::discriminant(&store) => Err(a.duplicate()),
+        Some(_) => Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into()),
+        None => {
+            *slot = Some(store);
+            Ok(())
         }
     }
-    if cfg.ip.is_none() && cfg.user.is_none() {
-        return Err("\"mail_auth_limit\" needs ip=RATE and/or user=RATE".into());
+}
+
+fn set_passwd_file(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
+    set_store(a, store, StoreConf::PasswdFile(a.path(0)))
+}
+
+fn set_sqlite(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
+    // the query is the mail_auth_sqlite_query in effect where the store is used (`store_conf`)
+    set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None })
+}
+
+fn set_sqlite_query(a: &Args, query: &mut Option<String>) -> Result<(), String> {
+    a.once(query, || Ok(a.v[0].to_string()))
+}
+
+/// The slot of `mail_auth_backend NAME` and its default port.
+fn backend_slot(name: &str) -> Result<(usize, u16), String> {
+    if name.eq_ignore_ascii_case("mx") {
+        return Ok((MX, Protocol::Smtp.default_port()));
     }
-    let zone = zone::add(cf, &name, size, module_tag())?;
-    lc.limit = Some(LimitConf { zone, cfg });
-    Ok(())
-});
-
-setter!(set_relay_domains, |cf, lc| {
-    once(&lc.relay_domains, "mail_auth_relay_domains")?;
-    let domains = arg_strs(cf)?
-        .into_iter()
-        .map(|d| config::parse_domain(d).map_err(|e| format!("\"mail_auth_relay_domains\": {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    lc.relay_domains = Some(domains);
-    Ok(())
-});
-
-setter!(set_master_user, |cf, lc| {
-    once(&lc.master_user, "mail_auth_master_user")?;
-    let a = arg_strs(cf)?;
-    let mut separator = "*".to_string();
-    for (_, v) in config::key_values(&a[2..], &["separator"]).map_err(|e| format!("\"mail_auth_master_user\": {e}"))? {
-        separator = v.to_string();
-    }
-    let m = MasterUser { name: a[0].to_string(), password: a[1].to_string(), separator };
-    config::check_master_user(&m).map_err(|e| format!("\"mail_auth_master_user\": {e}"))?;
-    lc.master_user = Some(m);
-    Ok(())
-});
-
-setter!(set_verify_concurrency, |cf, lc| {
-    once(&lc.concurrency, "mail_auth_verify_concurrency")?;
-    let a = arg_strs(cf)?;
-    let limit = a[0]
-        .parse::<usize>()
-        .ok()
-        .filter(|n| (1..=1024).contains(n))
-        .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid number \"{}\" (1..1024)", a[0]))?;
-    let mut c = VerifyConcurrency { limit, queue: config::DEFAULT_VERIFY_QUEUE };
-    for (_, v) in config::key_values(&a[1..], &["queue"]).map_err(|e| format!("\"mail_auth_verify_concurrency\": {e}"))? {
-        c.queue = v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n <= 65536)
-            .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid queue \"{v}\" (0..65536)"))?;
-    }
-    lc.concurrency = Some(c);
-    Ok(())
-});
-
-setter!(set_oauth2, |cf, lc| {
-    once(&lc.oauth, "mail_auth_oauth2")?;
-    let a = arg_strs(cf)?;
-    let c = crate::oauth::parse_directive(&a, |p| full_path(cf, p))
-        .map_err(|e| format!("\"mail_auth_oauth2\": {e}"))?;
-    lc.oauth = Some(c);
-    Ok(())
-});
-
-pub fn proto_index(p: Protocol) -> usize {
-    match p {
+    let proto = config::parse_protocol(name)
+        .map_err(|e| format!("\"mail_auth_backend\": {e} (or \"mx\" for SMTP without AUTH)"))?;
+    let slot = match proto {
         Protocol::Imap => 0,
         Protocol::Pop3 => 1,
         Protocol::Smtp => 2,
+    };
+    Ok((slot, proto.default_port()))
+}
+
+fn set_backend(a: &Args, backends: &mut [Option<Backend>; BACKENDS]) -> Result<(), String> {
+    let name = a.v[0];
+    let (i, port) = backend_slot(name)?;
+    if backends[i].is_some() {
+        return Err(format!("duplicate \"mail_auth_backend\" for {name}"));
     }
+    let b = config::parse_backend(a.v[1], port).map_err(|e| format!("invalid \"mail_auth_backend\" address {e}"))?;
+    backends[i] = Some(b);
+    Ok(())
+}
+
+fn set_relay_domains(a: &Args, domains: &mut Option<Vec<String>>) -> Result<(), String> {
+    a.once(domains, || {
+        a.v.iter().map(|d| config::parse_domain(d).map_err(|e| format!("\"mail_auth_relay_domains\": {e}"))).collect()
+    })
+}
+
+fn set_oauth2(a: &Args, oauth: &mut Option<OauthConfig>) -> Result<(), String> {
+    a.once(oauth, || {
+        crate::oauth::parse_directive(&a.v, |p| a.full_path(p)).map_err(|e| format!("\"mail_auth_oauth2\": {e}"))
+    })
+}
+
+fn set_master_user(a: &Args, master: &mut Option<MasterUser>) -> Result<(), String> {
+    a.once(master, || {
+        let mut separator = config::DEFAULT_MASTER_SEPARATOR.to_string();
+        for (_, v) in a.key_values(2, &["separator"])? {
+            separator = v.to_string();
+        }
+        let m = MasterUser { name: a.v[0].to_string(), password: a.v[1].to_string(), separator };
+        config::check_master_user(&m).map_err(|e| format!("\"mail_auth_master_user\": {e}"))?;
+        Ok(m)
+    })
+}
+
+fn set_fail_wait(a: &Args, wait: &mut Option<u32>) -> Result<(), String> {
+    a.once(wait, || config::parse_seconds(a.v[0]).map_err(|e| format!("\"mail_auth_fail_wait\": {e}")))
+}
+
+fn set_basic_header(a: &Args, on: &mut Option<bool>) -> Result<(), String> {
+    a.once(on, || match a.v[0].to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        v => Err(format!("invalid value \"{v}\" in \"mail_auth_basic_header\", it must be \"on\" or \"off\"")),
+    })
+}
+
+fn set_log_level(a: &Args, level: &mut Option<Level>) -> Result<(), String> {
+    a.once(level, || {
+        let v = a.v[0].to_ascii_lowercase();
+        config::parse_log_level(&v).ok_or_else(|| {
+            format!("invalid log level \"{v}\" in \"mail_auth_log_level\" (debug, info, notice, warn, error)")
+        })
+    })
+}
+
+fn set_thread_pool(a: &Args, pool: &mut Option<String>) -> Result<(), String> {
+    a.once(pool, || {
+        let name = a.v[0];
+        if name.is_empty() {
+            return Err("empty thread pool name in \"mail_auth_thread_pool\"".into());
+        }
+        if !cfg!(ngx_feature = "threads") && name != "off" {
+            return Err(
+                "\"mail_auth_thread_pool\" requires nginx built --with-threads (use \"mail_auth_thread_pool off\")"
+                    .into(),
+            );
+        }
+        Ok(name.to_string())
+    })
+}
+
+fn set_cache(a: &Args, cache: &mut Option<CacheConf>) -> Result<(), String> {
+    a.once(cache, || {
+        let zone = a.zone()?;
+        let mut settings = CacheSettings::default();
+        for (k, v) in a.key_values(1, &["ttl", "negative_ttl"])? {
+            let secs = u64::from(config::parse_seconds(v).map_err(|e| format!("\"mail_auth_cache\" {k}: {e}"))?);
+            if k == "ttl" {
+                settings.ttl = secs
+            } else {
+                settings.negative_ttl = secs
+            }
+        }
+        Ok(CacheConf { zone: a.add_zone(zone)?, settings })
+    })
+}
+
+fn set_limit(a: &Args, limit: &mut Option<LimitConf>) -> Result<(), String> {
+    a.once(limit, || {
+        let zone = a.zone()?;
+        let mut cfg = LimitConfig::default();
+        for (k, v) in a.key_values(1, &["ip", "user", "ban"])? {
+            match k {
+                "ip" => cfg.ip = Some(limiter::parse_rate(v)?),
+                "user" => cfg.user = Some(limiter::parse_rate(v)?),
+                _ => {
+                    let secs = config::parse_seconds(v).map_err(|e| format!("\"mail_auth_limit\" ban: {e}"))?;
+                    cfg.ban = u64::from(secs)
+                }
+            }
+        }
+        if cfg.ip.is_none() && cfg.user.is_none() {
+            return Err("\"mail_auth_limit\" needs ip=RATE and/or user=RATE".into());
+        }
+        Ok(LimitConf { zone: a.add_zone(zone)?, cfg })
+    })
+}
+
+fn set_verify_concurrency(a: &Args, concurrency: &mut Option<VerifyConcurrency>) -> Result<(), String> {
+    a.once(concurrency, || {
+        let limit = a.v[0]
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid number \"{}\" (1..1024)", a.v[0]))?;
+        let mut c = VerifyConcurrency { limit, queue: config::DEFAULT_VERIFY_QUEUE };
+        for (_, v) in a.key_values(1, &["queue"])? {
+            c.queue = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 65536)
+                .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid queue \"{v}\" (0..65536)"))?;
+        }
+        Ok(c)
+    })
 }
 
 /// merge_loc_conf: inherit from the enclosing level, then build the engine of a `mail_auth`
-/// location (open and check the store so that `nginx -t` reports problems).
-pub unsafe extern "C" fn merge_loc_conf(
-    cf: *mut ngx_conf_t,
-    prev: *mut c_void,
-    conf: *mut c_void,
-) -> *mut c_char {
+/// location. Hand-written: ngx's `Merge` sees neither `cf` nor a message to report.
+pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     guard(ngx::core::NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes the parent's and this level's conf of this module.
+        // SAFETY: nginx passes the parent's and this level's conf of this module (never the same).
         let (prev, lc) = unsafe { (loc(prev), loc(conf)) };
-        if lc.passwd_file.is_none() && lc.sqlite.is_none() {
-            lc.passwd_file.clone_from(&prev.passwd_file);
-            lc.sqlite.clone_from(&prev.sqlite);
-        }
-        if lc.sqlite_query.is_none() {
-            lc.sqlite_query.clone_from(&prev.sqlite_query);
-        }
-        for i in 0..lc.backends.len() {
-            if lc.backends[i].is_none() {
-                lc.backends[i].clone_from(&prev.backends[i]);
-            }
-        }
-        if lc.relay_domains.is_none() {
-            lc.relay_domains.clone_from(&prev.relay_domains);
-        }
-        if lc.master_user.is_none() {
-            lc.master_user.clone_from(&prev.master_user);
-        }
-        lc.fail_wait = lc.fail_wait.or(prev.fail_wait);
-        lc.basic_header = lc.basic_header.or(prev.basic_header);
-        lc.log_level = lc.log_level.or(prev.log_level);
-        if lc.thread_pool.is_none() {
-            lc.thread_pool.clone_from(&prev.thread_pool);
-        }
-        lc.cache = lc.cache.or(prev.cache);
-        lc.limit = lc.limit.or(prev.limit);
-        lc.concurrency = lc.concurrency.or(prev.concurrency);
-        if lc.oauth.is_none() {
-            lc.oauth.clone_from(&prev.oauth);
-        }
-
-        if !lc.enabled {
-            return conf_ok();
-        }
-        match build_engine(cf, lc) {
-            Ok((engine, pool)) => {
-                lc.engine = Some(Arc::new(engine));
-                lc.pool = pool;
-                conf_ok()
-            }
+        match merge(cf, prev, lc) {
+            Ok(()) => conf_ok(),
             Err(e) => conf_err(cf, &e),
         }
     })
+}
+
+fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
+    lc.directives.inherit(&prev.directives);
+    let Some(Content::MailAuth(stats)) = lc.directives.content else {
+        return Ok(());
+    };
+    if lc.directives.basic_header() && !bridge::access_checks_credentials(cf) {
+        // the bridge only hands the credentials to the access phase: with nothing there to check
+        // them, every login would be OK
+        return Err("\"mail_auth_basic_header on\" needs \"auth_basic\" (with \"auth_basic_user_file\") or \"auth_request\" in effect in the same location".into());
+    }
+    if lc.directives.basic_header() && bridge::satisfy_any(cf) {
+        return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
+    }
+    let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    lc.engine = Some(Arc::new(engine));
+    lc.pool = pool;
+    Ok(())
+}
+
+/// The engine of a `mail_auth` location: what its directives set, `crate::config`'s defaults for
+/// the rest.
+fn build_engine(
+    cf: *mut ngx_conf_t,
+    d: &Directives,
+    stats: Zone,
+) -> Result<(Engine, Option<offload::PoolRef>), String> {
+    let store = match store_conf(d) {
+        Some(s) => Some(open_store(cf, &s)?),
+        None if d.basic_header() => None,
+        None => return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into()),
+    };
+    if d.backends.iter().all(Option::is_none) {
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
+    }
+
+    let mut cfg = AuthConfig::default();
+    [cfg.imap_backend, cfg.pop3_backend, cfg.smtp_backend, cfg.mx_backend] = d.backends.clone();
+    if let Some(domains) = &d.relay_domains {
+        cfg.relay_domains.clone_from(domains);
+    }
+    if let Some(m) = &d.master_user {
+        cfg.master_user = Some(m.clone());
+    }
+    if let Some(w) = d.fail_wait {
+        cfg.fail_wait = w;
+    }
+
+    let pool = match d.thread_pool.as_deref().unwrap_or(config::DEFAULT_THREAD_POOL) {
+        _ if !cfg!(ngx_feature = "threads") => None,
+        "off" => None,
+        name => Some(offload::pool_add(cf, name).ok_or("cannot register the thread pool for \"mail_auth\"")?),
+    };
+    // the JWKS file is read now: a missing or unusable one fails `nginx -t`
+    let oauth = match &d.oauth {
+        None => None,
+        // a Basic-bridge location would have auth_basic/auth_request judge the token first
+        Some(_) if store.is_none() => {
+            return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\"".into());
+        }
+        Some(c) => {
+            let v = Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;
+            for (_, n) in v.take_notices() {
+                ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_oauth2: {n}");
+            }
+            Some(Arc::new(v))
+        }
+    };
+    let shared = Zones { cache: d.cache.map(|c| c.zone), limit: d.limit.map(|l| l.zone), stats: Some(stats) };
+    let engine = Engine {
+        cfg,
+        store,
+        shared: Arc::new(shared),
+        cache: d.cache.map(|c| c.settings),
+        limit: d.limit.map(|l| l.cfg),
+        offload: pool.is_some(),
+        concurrency: d.concurrency.unwrap_or_default(),
+        log_level: d.log_level.unwrap_or(config::DEFAULT_LOG_LEVEL),
+        oauth,
+    };
+    Ok((engine, pool))
+}
+
+/// The store in effect, with the SQLite query in effect.
+fn store_conf(d: &Directives) -> Option<StoreConf> {
+    let mut s = d.store.clone()?;
+    if let StoreConf::Sqlite { query, .. } = &mut s {
+        query.clone_from(&d.sqlite_query);
+    }
+    Some(s)
+}
+
+/// Opens the store (`nginx -t` reports what is wrong with it) and logs its notices.
+fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, String> {
+    let s: Arc<dyn Store> = match conf {
+        StoreConf::PasswdFile(path) => {
+            Arc::new(store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?)
+        }
+        StoreConf::Sqlite { path, query } => sqlite_store(cf, path, query.as_deref())?,
+    };
+    for n in s.take_notices() {
+        let level = match n.level {
+            NoticeLevel::Error => NGX_LOG_ERR,
+            NoticeLevel::Warn => NGX_LOG_WARN,
+            NoticeLevel::Info => NGX_LOG_INFO,
+        };
+        ngx_conf_log_error!(level, cf, "mail_auth: {}", n.message);
+    }
+    Ok(s)
 }
 
 #[cfg(feature = "sqlite")]
@@ -500,81 +688,20 @@ fn sqlite_store(_cf: *mut ngx_conf_t, _path: &str, _query: Option<&str>) -> Resu
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 
-fn build_engine(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(Engine, Option<super::offload::PoolRef>), String> {
-    if lc.passwd_file.is_some() && lc.sqlite.is_some() {
-        return Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into());
+/// The zones an engine uses, seen by the engine as `SharedMemory`.
+pub struct Zones {
+    cache: Option<Zone>,
+    limit: Option<Zone>,
+    stats: Option<Zone>,
+}
+
+impl SharedMemory for Zones {
+    fn region(&self, which: Region) -> Option<&[AtomicU64]> {
+        let zone = match which {
+            Region::Cache => self.cache,
+            Region::Limiter => self.limit,
+            Region::Metrics => self.stats,
+        }?;
+        zone.words()
     }
-    let store: Option<Arc<dyn Store>> = if let Some(path) = &lc.passwd_file {
-        let s = store::passwd_file::PasswdFile::open(path)
-            .map_err(|e| format!("mail_auth_passwd_file: {e}"))?;
-        Some(Arc::new(s))
-    } else if let Some(path) = &lc.sqlite {
-        Some(sqlite_store(cf, path, lc.sqlite_query.as_deref())?)
-    } else if lc.basic_header() {
-        None
-    } else {
-        return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into());
-    };
-    if let Some(s) = &store {
-        for n in s.take_notices() {
-            let level = match n.level {
-                NoticeLevel::Error => NGX_LOG_ERR,
-                NoticeLevel::Warn => NGX_LOG_WARN,
-                NoticeLevel::Info => NGX_LOG_INFO,
-            };
-            ngx_conf_log_error!(level, cf, "mail_auth: {}", n.message);
-        }
-    }
-    if lc.backends.iter().all(|b| b.is_none()) {
-        ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
-    }
-    let mut cfg = AuthConfig::default();
-    for (p, b) in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp].into_iter().zip(&lc.backends) {
-        if let Some(b) = b {
-            cfg.set_backend(p, b.clone());
-        }
-    }
-    cfg.mx_backend.clone_from(&lc.backends[MX]);
-    cfg.relay_domains = lc.relay_domains.clone().unwrap_or_default();
-    cfg.master_user.clone_from(&lc.master_user);
-    if let Some(w) = lc.fail_wait {
-        cfg.fail_wait = w;
-    }
-    let thread_pool = match lc.thread_pool.as_deref() {
-        Some("off") => None,
-        _ if !cfg!(ngx_feature = "threads") => None,
-        name => Some(
-            super::offload::pool_add(cf, name.unwrap_or("default"))
-                .ok_or("cannot register the thread pool for \"mail_auth\"")?,
-        ),
-    };
-    // the JWKS file is read now: a missing or unusable one fails `nginx -t`
-    let oauth = match &lc.oauth {
-        None => None,
-        // a Basic-bridge location would have auth_basic/auth_request judge the token first
-        Some(_) if store.is_none() => {
-            return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\""
-                .into());
-        }
-        Some(c) => {
-            let v = crate::oauth::Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;
-            for (_, n) in v.take_notices() {
-                ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_oauth2: {n}");
-            }
-            Some(Arc::new(v))
-        }
-    };
-    let shared = Zones { cache: lc.cache.map(|c| c.zone), limit: lc.limit.map(|l| l.zone), stats: lc.stats };
-    let engine = Engine {
-        cfg,
-        store,
-        shared: Arc::new(shared),
-        cache: lc.cache.map(|c| c.settings),
-        limit: lc.limit.map(|l| l.cfg),
-        offload: thread_pool.is_some(),
-        concurrency: lc.concurrency.unwrap_or_default(),
-        log_level: util::engine_level(lc.log_level()),
-        oauth,
-    };
-    Ok((engine, thread_pool))
 }

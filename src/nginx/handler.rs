@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_LOG_INFO,
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
+    NGX_LOG_INFO,
 };
 use ngx::http::{HttpModuleLocationConf, Method, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -30,7 +30,11 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     if !matches!(req.method(), Method::GET | Method::HEAD) {
-        ngx_log_error!(NGX_LOG_INFO, req.log(), "mail_auth: refused a request that is not GET/HEAD (not an auth_http request)");
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            req.log(),
+            "mail_auth: refused a request that is not GET/HEAD (not an auth_http request)"
+        );
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
     let rc = req.discard_request_body();
@@ -95,7 +99,8 @@ pub fn send(r: *mut ngx_http_request_t, d: &Decision) -> ngx_int_t {
     }
     req.set_status(ngx::http::HTTPStatus::OK);
     req.set_content_length_n(0);
-    // SAFETY: `r` is the live request; a header-only answer, as nginx's own handlers send.
+    // SAFETY: `r` is the live request; a header-only answer, as nginx's own handlers send (ngx's
+    // Request reads header_only but cannot set it).
     unsafe { (*r).set_header_only(1) };
     req.send_header().0
 }

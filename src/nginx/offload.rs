@@ -1,6 +1,7 @@
 //! Running costly work (bcrypt, argon2, high-round sha-crypt; SQLite lookups) on an nginx thread
 //! pool, so one login never stalls the worker's event loop. The request waits (count + 1,
 //! NGX_DONE) and resumes on the event loop when the task is done.
+//! Hand-written: ngx 0.5 has no thread-pool task API (its async executor runs on the event loop).
 
 // Without threads only the inline fallbacks below are compiled.
 #![cfg_attr(not(ngx_feature = "threads"), allow(unused_imports, dead_code))]
@@ -9,14 +10,16 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ngx::ffi::{
-    ngx_conf_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_int_t, ngx_log_t, ngx_str_t, NGX_OK,
+    ngx_conf_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t,
+    ngx_log_t, ngx_str_t, NGX_OK,
 };
 // nginx-sys generates the thread-pool API from the headers of an nginx built --with-threads;
 // it is only referenced there (an nginx without threads has no such symbols, and a reference
 // would keep the module from loading).
 #[cfg(ngx_feature = "threads")]
-use ngx::ffi::{ngx_thread_pool_add, ngx_thread_pool_t, ngx_thread_task_alloc, ngx_thread_task_post, ngx_thread_task_t};
+use ngx::ffi::{
+    ngx_thread_pool_add, ngx_thread_pool_t, ngx_thread_task_alloc, ngx_thread_task_post, ngx_thread_task_t,
+};
 
 #[cfg(not(ngx_feature = "threads"))]
 #[allow(non_camel_case_types)]
@@ -88,11 +91,7 @@ unsafe extern "C" fn pending_timer(ev: *mut ngx_event_t) {
 /// Posts `job` for request `r`. On success the request is held (count + 1) and the caller must
 /// return NGX_DONE from its handler. On failure (queue overflow, no memory) the job is handed
 /// back so the caller can answer without it.
-pub fn post(
-    pool: PoolRef,
-    r: *mut ngx_http_request_t,
-    job: Box<dyn Task>,
-) -> Result<(), Box<dyn Task>> {
+pub fn post(pool: PoolRef, r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Result<(), Box<dyn Task>> {
     // SAFETY: `r` is the live request of the running content handler; the task is allocated
     // from its pool, which stays alive while we hold a reference (count + 1).
     unsafe {

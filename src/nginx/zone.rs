@@ -2,16 +2,15 @@
 //! zeroed, page-aligned block from its slab allocator and hand the plain-Rust code a
 //! `&'static [AtomicU64]` view of it. All cross-process logic (tables, locks) lives in
 //! `crate::shm`, `crate::cache` and `crate::limiter`.
+//! Hand-written: ngx's `SlabPool` allocates by `Layout`, not "every free page at once", and has
+//! no zone registration (ngx_shared_memory_add, the tag check) or init callback.
 
 use std::ffi::c_void;
 use std::sync::atomic::AtomicU64;
 
 use ngx::ffi::{
-    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc,
-    ngx_slab_pool_t, NGX_ERROR, NGX_OK,
+    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc, ngx_slab_pool_t, NGX_ERROR, NGX_OK,
 };
-
-
 
 /// A zone registered at configuration time. The region exists only after nginx initialised the
 /// zone (after configuration, before workers start).
@@ -135,10 +134,7 @@ impl Zone {
             if hdr.ptr.is_null() || (hdr.ptr as usize) % std::mem::align_of::<AtomicU64>() != 0 {
                 return None;
             }
-            Some(std::slice::from_raw_parts(
-                hdr.ptr as *const AtomicU64,
-                hdr.len / std::mem::size_of::<AtomicU64>(),
-            ))
+            Some(std::slice::from_raw_parts(hdr.ptr as *const AtomicU64, hdr.len / std::mem::size_of::<AtomicU64>()))
         }
     }
 }

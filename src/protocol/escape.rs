@@ -1,6 +1,9 @@
 //! Escaping as nginx does it for Auth-User/Auth-Pass, and printable renderings for logs.
 
+#![forbid(unsafe_code)]
+
 use super::ProtocolError;
+use crate::hex;
 
 /// A printable, shortened rendering of untrusted bytes for logs and error messages.
 pub fn printable(v: &[u8], max: usize) -> String {
@@ -19,15 +22,6 @@ pub fn printable(v: &[u8], max: usize) -> String {
     out
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes `%XX`; `Err(offset of the bad '%')`.
 pub(super) fn unescape_raw(v: &[u8]) -> Result<Vec<u8>, usize> {
     let mut out = Vec::with_capacity(v.len());
@@ -35,8 +29,8 @@ pub(super) fn unescape_raw(v: &[u8]) -> Result<Vec<u8>, usize> {
     while i < v.len() {
         let b = v[i];
         if b == b'%' {
-            let hi = v.get(i + 1).copied().and_then(hex_val).ok_or(i)?;
-            let lo = v.get(i + 2).copied().and_then(hex_val).ok_or(i)?;
+            let hi = v.get(i + 1).copied().and_then(hex::digit).ok_or(i)?;
+            let lo = v.get(i + 2).copied().and_then(hex::digit).ok_or(i)?;
             out.push(hi << 4 | lo);
             i += 3;
         } else {
@@ -51,10 +45,7 @@ pub(super) fn unescape_raw(v: &[u8]) -> Result<Vec<u8>, usize> {
 /// becomes the byte, everything else is kept. A `%` without two hex digits is an error
 /// (nginx always escapes `%` itself, so a bare one means the value was not made by nginx).
 pub fn unescape(v: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    unescape_raw(v).map_err(|offset| ProtocolError::BadEscape {
-        header: "value",
-        offset,
-    })
+    unescape_raw(v).map_err(|offset| ProtocolError::BadEscape { header: "value", offset })
 }
 
 /// Whether nginx's NGX_ESCAPE_MAIL_AUTH table escapes this byte: 0x00-0x1F, ' ' and '%'.

@@ -35,6 +35,8 @@
 //!   the bad-request path and the Basic bridge all read that view.
 //! * Unescaping is strict: `%` must be followed by two hex digits.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 mod escape;
@@ -45,8 +47,8 @@ mod tests;
 
 pub use escape::{escape, mail_auth_escapes, printable, unescape};
 pub use request::{
-    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo,
-    MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
+    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, MAX_OTHER_LEN, MAX_PASS_LEN,
+    MAX_SALT_LEN, MAX_USER_LEN,
 };
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 
@@ -54,7 +56,6 @@ pub const MSG_INVALID: &str = "Invalid login or password";
 pub const MSG_TEMP: &str = "Temporary server problem, try again later";
 /// `Auth-Status` text for a refused relay recipient.
 pub const MSG_RELAY: &str = "Relay access denied";
-
 
 /// `Auth-Protocol`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,9 +147,7 @@ impl Method {
             Method::Oauthbearer,
             Method::None,
         ];
-        ALL.iter()
-            .copied()
-            .find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
+        ALL.iter().copied().find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
     }
 
     /// Whether nginx sends a user name and a password (or digest) for this method.
@@ -167,4 +166,3 @@ impl fmt::Display for Method {
         f.write_str(self.as_str())
     }
 }
-

@@ -1,6 +1,8 @@
 //! The auth_http request: one lenient view of its headers (parsed once), and the validated
 //! [`AuthRequest`] made from it.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::IpAddr;
 
@@ -98,11 +100,7 @@ pub enum ProtocolError {
     /// A NUL byte after unescaping.
     NulByte(&'static str),
     /// The (unescaped) value is longer than allowed.
-    TooLong {
-        header: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { header: &'static str, len: usize, max: usize },
     /// `Auth-User` is not valid UTF-8 after unescaping.
     UserNotUtf8,
     /// `Auth-User` contains a control character.
@@ -135,7 +133,6 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
-
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
@@ -268,7 +265,8 @@ impl<'a> HeaderView<'a> {
         }
         let vals = &self.vals;
         let method_raw = vals[H_METHOD].ok_or(ProtocolError::MissingHeader(HEADERS[H_METHOD]))?;
-        let method = Method::parse(method_raw).ok_or_else(|| ProtocolError::UnknownMethod(printable(method_raw, 64)))?;
+        let method =
+            Method::parse(method_raw).ok_or_else(|| ProtocolError::UnknownMethod(printable(method_raw, 64)))?;
 
         let protocol_raw = vals[H_PROTOCOL].ok_or(ProtocolError::MissingHeader(HEADERS[H_PROTOCOL]))?;
         let protocol =
@@ -334,7 +332,9 @@ impl<'a> HeaderView<'a> {
 
 /// Parses the headers of an auth_http request: [`HeaderView::new`] then
 /// [`HeaderView::request`].
-pub fn parse_request<'a>(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<AuthRequest, ProtocolError> {
+pub fn parse_request<'a>(
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<AuthRequest, ProtocolError> {
     HeaderView::new(headers).request()
 }
 
@@ -368,11 +368,7 @@ fn unescaped(idx: usize, v: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     let out = unescape_raw(v).map_err(|offset| ProtocolError::BadEscape { header, offset })?;
     let max = max_len(idx);
     if out.len() > max {
-        return Err(ProtocolError::TooLong {
-            header,
-            len: out.len(),
-            max,
-        });
+        return Err(ProtocolError::TooLong { header, len: out.len(), max });
     }
     Ok(out)
 }
@@ -399,10 +395,7 @@ fn text(v: Option<&[u8]>) -> Option<String> {
 }
 
 fn bad_value(idx: usize, v: &[u8]) -> ProtocolError {
-    ProtocolError::BadValue {
-        header: HEADERS[idx],
-        value: printable(v, 64),
-    }
+    ProtocolError::BadValue { header: HEADERS[idx], value: printable(v, 64) }
 }
 
 fn parse_u32(v: &[u8]) -> Option<u32> {
@@ -414,9 +407,6 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
 
 pub(super) fn parse_ip(v: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(v).ok()?;
-    let s = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s);
+    let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
     s.parse().ok()
 }

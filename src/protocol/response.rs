@@ -1,5 +1,7 @@
 //! The auth_http answer nginx reads.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::IpAddr;
 
@@ -11,12 +13,7 @@ use super::{printable, MSG_INVALID, MSG_TEMP};
 pub enum AuthResponse {
     /// Login accepted: proxy to `server:port`; `user`/`pass` replace the login and password
     /// nginx presents to the backend (None: nginx keeps the client's own).
-    Ok {
-        server: String,
-        port: u16,
-        user: Option<String>,
-        pass: Option<Vec<u8>>,
-    },
+    Ok { server: String, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
     /// Login refused; `message` is shown to the client.
     Fail {
         message: String,
@@ -27,11 +24,7 @@ pub enum AuthResponse {
         error_sasl: Option<String>,
     },
     /// Temporary failure (store broken ...); `message` is shown to the client.
-    TempFail {
-        message: String,
-        wait: Option<u32>,
-        error_code: Option<String>,
-    },
+    TempFail { message: String, wait: Option<u32>, error_code: Option<String> },
 }
 
 /// Longest message/error code sent (bytes); longer ones are cut at a character boundary.
@@ -61,14 +54,10 @@ fn check_raw_credential(what: &str, v: &[u8]) -> Result<(), ResponseError> {
         return Err(ResponseError(format!("{what} is empty")));
     }
     if let Some(b) = v.iter().find(|&&b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(ResponseError(format!(
-            "{what} contains byte 0x{b:02x} that cannot be passed to nginx"
-        )));
+        return Err(ResponseError(format!("{what} contains byte 0x{b:02x} that cannot be passed to nginx")));
     }
     if v.first() == Some(&b' ') || v.last() == Some(&b' ') {
-        return Err(ResponseError(format!(
-            "{what} starts or ends with a space, which nginx would drop"
-        )));
+        return Err(ResponseError(format!("{what} starts or ends with a space, which nginx would drop")));
     }
     Ok(())
 }
@@ -107,13 +96,7 @@ impl AuthResponse {
     /// `user`/`pass` representable (see [`AuthResponse::headers`]). Other variants are always
     /// sendable (their texts are sanitized).
     pub fn validate(&self) -> Result<(), ResponseError> {
-        if let AuthResponse::Ok {
-            server,
-            port,
-            user,
-            pass,
-        } = self
-        {
+        if let AuthResponse::Ok { server, port, user, pass } = self {
             if parse_server(server).is_none() {
                 return Err(ResponseError(format!(
                     "backend server \"{}\" is not an IP address",
@@ -140,12 +123,7 @@ impl AuthResponse {
     /// log why). Messages and error codes are sanitized (see `sanitize_message`).
     pub fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
         match self {
-            AuthResponse::Ok {
-                server,
-                port,
-                user,
-                pass,
-            } => {
+            AuthResponse::Ok { server, port, user, pass } => {
                 let addr = match (self.validate(), parse_server(server)) {
                     (Ok(()), Some(addr)) => addr,
                     _ => {
@@ -165,39 +143,25 @@ impl AuthResponse {
                 }
                 h
             }
-            AuthResponse::Fail {
-                message,
-                wait,
-                error_code,
-                error_sasl,
-            } => {
+            AuthResponse::Fail { message, wait, error_code, error_sasl } => {
                 let mut h = Self::failure(message, MSG_INVALID, *wait, error_code.as_deref());
                 // base64 only: anything else is not sent
-                if let Some(s) = error_sasl.as_deref().filter(|s| {
-                    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-                }) {
+                if let Some(s) = error_sasl
+                    .as_deref()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
+                {
                     h.push(("Auth-Error-SASL", s.as_bytes().to_vec()));
                 }
                 h
             }
-            AuthResponse::TempFail {
-                message,
-                wait,
-                error_code,
-            } => Self::failure(message, MSG_TEMP, *wait, error_code.as_deref()),
+            AuthResponse::TempFail { message, wait, error_code } => {
+                Self::failure(message, MSG_TEMP, *wait, error_code.as_deref())
+            }
         }
     }
 
-    fn failure(
-        message: &str,
-        default: &str,
-        wait: Option<u32>,
-        code: Option<&str>,
-    ) -> Vec<(&'static str, Vec<u8>)> {
-        let mut h = vec![(
-            "Auth-Status",
-            sanitize_message(message, default).into_bytes(),
-        )];
+    fn failure(message: &str, default: &str, wait: Option<u32>, code: Option<&str>) -> Vec<(&'static str, Vec<u8>)> {
+        let mut h = vec![("Auth-Status", sanitize_message(message, default).into_bytes())];
         if let Some(w) = wait {
             h.push(("Auth-Wait", w.to_string().into_bytes()));
         }

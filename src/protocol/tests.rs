@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 
 fn req(h: &[(&str, &[u8])]) -> Result<AuthRequest, ProtocolError> {
@@ -22,12 +24,7 @@ fn parse_owned(h: &[(String, Vec<u8>)]) -> Result<AuthRequest, ProtocolError> {
 }
 
 fn base() -> Vec<(&'static str, &'static [u8])> {
-    vec![
-        ("Auth-Method", b"plain"),
-        ("Auth-User", b"alice"),
-        ("Auth-Pass", b"secret"),
-        ("Auth-Protocol", b"imap"),
-    ]
+    vec![("Auth-Method", b"plain"), ("Auth-User", b"alice"), ("Auth-Pass", b"secret"), ("Auth-Protocol", b"imap")]
 }
 
 fn with(name: &'static str, value: &'static [u8]) -> Vec<(&'static str, &'static [u8])> {
@@ -64,59 +61,21 @@ fn unescape_cases() {
     assert_eq!(unescape(b"a%0D%0Ab").unwrap(), b"a\r\nb");
     assert_eq!(unescape(b"%0d%0a").unwrap(), b"\r\n", "lowercase hex");
     assert_eq!(unescape(b"%00").unwrap(), vec![0u8]);
-    assert_eq!(
-        unescape(b"%41").unwrap(),
-        b"A",
-        "needlessly escaped is fine"
-    );
-    assert_eq!(
-        unescape("j\u{fc}rgen".as_bytes()).unwrap(),
-        "j\u{fc}rgen".as_bytes()
-    );
+    assert_eq!(unescape(b"%41").unwrap(), b"A", "needlessly escaped is fine");
+    assert_eq!(unescape("j\u{fc}rgen".as_bytes()).unwrap(), "j\u{fc}rgen".as_bytes());
     assert_eq!(unescape(b"+").unwrap(), b"+", "'+' is not a space here");
     assert_eq!(unescape(b"").unwrap(), b"");
-    assert_eq!(
-        unescape(b"ab%zz"),
-        Err(ProtocolError::BadEscape {
-            header: "value",
-            offset: 2
-        })
-    );
-    assert_eq!(
-        unescape(b"%4"),
-        Err(ProtocolError::BadEscape {
-            header: "value",
-            offset: 0
-        })
-    );
-    assert_eq!(
-        unescape(b"x%"),
-        Err(ProtocolError::BadEscape {
-            header: "value",
-            offset: 1
-        })
-    );
-    assert_eq!(
-        unescape(b"%g1"),
-        Err(ProtocolError::BadEscape {
-            header: "value",
-            offset: 0
-        })
-    );
+    assert_eq!(unescape(b"ab%zz"), Err(ProtocolError::BadEscape { header: "value", offset: 2 }));
+    assert_eq!(unescape(b"%4"), Err(ProtocolError::BadEscape { header: "value", offset: 0 }));
+    assert_eq!(unescape(b"x%"), Err(ProtocolError::BadEscape { header: "value", offset: 1 }));
+    assert_eq!(unescape(b"%g1"), Err(ProtocolError::BadEscape { header: "value", offset: 0 }));
 }
 
 #[test]
 fn round_trip_all_bytes() {
     let all: Vec<u8> = (0u8..=255).collect();
     assert_eq!(unescape(&escape(&all)).unwrap(), all);
-    for s in [
-        "p@ss w%rd",
-        "\u{444}\u{44b}\u{432}",
-        "tab\there",
-        "%%%",
-        " lead",
-        "trail ",
-    ] {
+    for s in ["p@ss w%rd", "\u{444}\u{44b}\u{432}", "tab\there", "%%%", " lead", "trail "] {
         assert_eq!(unescape(&escape(s.as_bytes())).unwrap(), s.as_bytes());
     }
 }
@@ -179,28 +138,13 @@ fn all_methods_and_protocols() {
 
 #[test]
 fn missing_headers() {
-    assert_eq!(
-        req(&without("Auth-Method")),
-        Err(ProtocolError::MissingHeader("Auth-Method"))
-    );
-    assert_eq!(
-        req(&without("Auth-Protocol")),
-        Err(ProtocolError::MissingHeader("Auth-Protocol"))
-    );
-    assert_eq!(
-        req(&without("Auth-User")),
-        Err(ProtocolError::MissingHeader("Auth-User"))
-    );
-    assert_eq!(
-        req(&without("Auth-Pass")),
-        Err(ProtocolError::MissingHeader("Auth-Pass"))
-    );
+    assert_eq!(req(&without("Auth-Method")), Err(ProtocolError::MissingHeader("Auth-Method")));
+    assert_eq!(req(&without("Auth-Protocol")), Err(ProtocolError::MissingHeader("Auth-Protocol")));
+    assert_eq!(req(&without("Auth-User")), Err(ProtocolError::MissingHeader("Auth-User")));
+    assert_eq!(req(&without("Auth-Pass")), Err(ProtocolError::MissingHeader("Auth-Pass")));
     assert_eq!(req(&[]), Err(ProtocolError::MissingHeader("Auth-Method")));
     // A plain HTTP request, nothing auth_http about it.
-    assert_eq!(
-        req(&[("Host", b"x"), ("User-Agent", b"curl")]),
-        Err(ProtocolError::MissingHeader("Auth-Method"))
-    );
+    assert_eq!(req(&[("Host", b"x"), ("User-Agent", b"curl")]), Err(ProtocolError::MissingHeader("Auth-Method")));
 }
 
 #[test]
@@ -232,14 +176,8 @@ fn none_and_external_need_no_credentials() {
 
 #[test]
 fn unknown_method_and_protocol() {
-    assert_eq!(
-        req(&with("Auth-Method", b"digest-md5")),
-        Err(ProtocolError::UnknownMethod("digest-md5".into()))
-    );
-    assert_eq!(
-        req(&with("Auth-Protocol", b"http")),
-        Err(ProtocolError::UnknownProtocol("http".into()))
-    );
+    assert_eq!(req(&with("Auth-Method", b"digest-md5")), Err(ProtocolError::UnknownMethod("digest-md5".into())));
+    assert_eq!(req(&with("Auth-Protocol", b"http")), Err(ProtocolError::UnknownProtocol("http".into())));
     let e = req(&with("Auth-Method", b"x\r\ny\xff")).unwrap_err();
     assert_eq!(e.to_string(), "unknown Auth-Method \"x\\x0d\\x0ay\\xff\"");
 }
@@ -254,74 +192,32 @@ fn duplicates_refused() {
     assert_eq!(req(&h), Err(ProtocolError::DuplicateHeader("Auth-Pass")));
     let mut h = base();
     h.push(("Auth-Protocol", b"smtp"));
-    assert_eq!(
-        req(&h),
-        Err(ProtocolError::DuplicateHeader("Auth-Protocol"))
-    );
+    assert_eq!(req(&h), Err(ProtocolError::DuplicateHeader("Auth-Protocol")));
 }
 
 #[test]
 fn bad_escapes_name_the_header() {
-    assert_eq!(
-        req(&with("Auth-User", b"al%zzice")),
-        Err(ProtocolError::BadEscape {
-            header: "Auth-User",
-            offset: 2
-        })
-    );
-    assert_eq!(
-        req(&with("Auth-Pass", b"secret%4")),
-        Err(ProtocolError::BadEscape {
-            header: "Auth-Pass",
-            offset: 6
-        })
-    );
+    assert_eq!(req(&with("Auth-User", b"al%zzice")), Err(ProtocolError::BadEscape { header: "Auth-User", offset: 2 }));
+    assert_eq!(req(&with("Auth-Pass", b"secret%4")), Err(ProtocolError::BadEscape { header: "Auth-Pass", offset: 6 }));
 }
 
 #[test]
 fn nul_bytes_refused() {
-    assert_eq!(
-        req(&with("Auth-User", b"alice%00admin")),
-        Err(ProtocolError::NulByte("Auth-User"))
-    );
-    assert_eq!(
-        req(&with("Auth-Pass", b"secret%00garbage")),
-        Err(ProtocolError::NulByte("Auth-Pass"))
-    );
+    assert_eq!(req(&with("Auth-User", b"alice%00admin")), Err(ProtocolError::NulByte("Auth-User")));
+    assert_eq!(req(&with("Auth-Pass", b"secret%00garbage")), Err(ProtocolError::NulByte("Auth-Pass")));
 }
 
 #[test]
 fn user_rules() {
-    assert_eq!(
-        req(&with("Auth-User", b"bob%0D%0A")),
-        Err(ProtocolError::ControlChar("Auth-User"))
-    );
-    assert_eq!(
-        req(&with("Auth-User", b"bob%09")),
-        Err(ProtocolError::ControlChar("Auth-User"))
-    );
-    assert_eq!(
-        req(&with("Auth-User", b"bob\x7f")),
-        Err(ProtocolError::ControlChar("Auth-User"))
-    );
+    assert_eq!(req(&with("Auth-User", b"bob%0D%0A")), Err(ProtocolError::ControlChar("Auth-User")));
+    assert_eq!(req(&with("Auth-User", b"bob%09")), Err(ProtocolError::ControlChar("Auth-User")));
+    assert_eq!(req(&with("Auth-User", b"bob\x7f")), Err(ProtocolError::ControlChar("Auth-User")));
     // U+0085 (C1 control) in UTF-8.
-    assert_eq!(
-        req(&with("Auth-User", b"bob\xc2\x85")),
-        Err(ProtocolError::ControlChar("Auth-User"))
-    );
-    assert_eq!(
-        req(&with("Auth-User", b"bob\xff")),
-        Err(ProtocolError::UserNotUtf8)
-    );
-    assert_eq!(
-        req(&with("Auth-User", b"%C3%28")),
-        Err(ProtocolError::UserNotUtf8)
-    );
+    assert_eq!(req(&with("Auth-User", b"bob\xc2\x85")), Err(ProtocolError::ControlChar("Auth-User")));
+    assert_eq!(req(&with("Auth-User", b"bob\xff")), Err(ProtocolError::UserNotUtf8));
+    assert_eq!(req(&with("Auth-User", b"%C3%28")), Err(ProtocolError::UserNotUtf8));
     // UTF-8 escaped byte by byte is still UTF-8.
-    assert_eq!(
-        req(&with("Auth-User", b"j%C3%BCrgen")).unwrap().user,
-        "j\u{fc}rgen"
-    );
+    assert_eq!(req(&with("Auth-User", b"j%C3%BCrgen")).unwrap().user, "j\u{fc}rgen");
     // An empty user is a request, not a protocol error (answered as an unknown user).
     assert_eq!(req(&with("Auth-User", b"")).unwrap().user, "");
 }
@@ -341,14 +237,7 @@ fn too_long_values() {
         ("Auth-Pass", b"x".as_slice()),
         ("Auth-Protocol", b"imap".as_slice()),
     ];
-    assert_eq!(
-        req(&h),
-        Err(ProtocolError::TooLong {
-            header: "Auth-User",
-            len: MAX_USER_LEN + 1,
-            max: MAX_USER_LEN
-        })
-    );
+    assert_eq!(req(&h), Err(ProtocolError::TooLong { header: "Auth-User", len: MAX_USER_LEN + 1, max: MAX_USER_LEN }));
     // Exactly at the cap is fine, and the cap applies after unescaping.
     let ok_user = vec![b'a'; MAX_USER_LEN];
     let h2 = [
@@ -373,13 +262,7 @@ fn too_long_values() {
         ("Auth-Pass", too_long_pass.as_slice()),
         ("Auth-Protocol", b"imap".as_slice()),
     ];
-    assert!(matches!(
-        req(&h4),
-        Err(ProtocolError::TooLong {
-            header: "Auth-Pass",
-            ..
-        })
-    ));
+    assert!(matches!(req(&h4), Err(ProtocolError::TooLong { header: "Auth-Pass", .. })));
     // a header this module does not read is not its business, however long
     let big_host = vec![b'h'; MAX_OTHER_LEN + 1];
     let mut h5 = base();
@@ -391,70 +274,34 @@ fn too_long_values() {
 fn bad_values() {
     assert!(matches!(
         req(&with("Auth-Login-Attempt", b"x1")),
-        Err(ProtocolError::BadValue {
-            header: "Auth-Login-Attempt",
-            ..
-        })
+        Err(ProtocolError::BadValue { header: "Auth-Login-Attempt", .. })
     ));
     assert!(matches!(
         req(&with("Auth-Login-Attempt", b"99999999999")),
-        Err(ProtocolError::BadValue {
-            header: "Auth-Login-Attempt",
-            ..
-        })
+        Err(ProtocolError::BadValue { header: "Auth-Login-Attempt", .. })
     ));
     assert!(matches!(
         req(&with("Auth-Login-Attempt", b"-1")),
-        Err(ProtocolError::BadValue {
-            header: "Auth-Login-Attempt",
-            ..
-        })
+        Err(ProtocolError::BadValue { header: "Auth-Login-Attempt", .. })
     ));
-    assert!(matches!(
-        req(&with("Client-IP", b"localhost")),
-        Err(ProtocolError::BadValue {
-            header: "Client-IP",
-            ..
-        })
-    ));
+    assert!(matches!(req(&with("Client-IP", b"localhost")), Err(ProtocolError::BadValue { header: "Client-IP", .. })));
     assert_eq!(req(&with("Client-IP", b"unix:")).unwrap().client_ip, None);
-    assert_eq!(
-        req(&with("Client-IP", b"[::1]")).unwrap().client_ip,
-        Some("::1".parse().unwrap())
-    );
+    assert_eq!(req(&with("Client-IP", b"[::1]")).unwrap().client_ip, Some("::1".parse().unwrap()));
 }
 
 #[test]
 fn error_messages_are_clear() {
+    assert_eq!(ProtocolError::MissingHeader("Auth-Pass").to_string(), "missing header \"Auth-Pass\"");
     assert_eq!(
-        ProtocolError::MissingHeader("Auth-Pass").to_string(),
-        "missing header \"Auth-Pass\""
-    );
-    assert_eq!(
-        ProtocolError::TooLong {
-            header: "Auth-User",
-            len: 5000,
-            max: 4096
-        }
-        .to_string(),
+        ProtocolError::TooLong { header: "Auth-User", len: 5000, max: 4096 }.to_string(),
         "\"Auth-User\" too long (5000 bytes, at most 4096)"
     );
     assert_eq!(
-        ProtocolError::BadEscape {
-            header: "Auth-User",
-            offset: 3
-        }
-        .to_string(),
+        ProtocolError::BadEscape { header: "Auth-User", offset: 3 }.to_string(),
         "bad %-escape in \"Auth-User\" at offset 3"
     );
-    assert_eq!(
-        ProtocolError::UserNotUtf8.to_string(),
-        "\"Auth-User\" is not valid UTF-8"
-    );
-    assert_eq!(
-        ProtocolError::NulByte("Auth-Pass").to_string(),
-        "NUL byte in \"Auth-Pass\""
-    );
+    assert_eq!(ProtocolError::UserNotUtf8.to_string(), "\"Auth-User\" is not valid UTF-8");
+    assert_eq!(ProtocolError::NulByte("Auth-Pass").to_string(), "NUL byte in \"Auth-Pass\"");
 }
 
 #[test]
@@ -477,10 +324,7 @@ fn ssl_and_salt() {
         ("Auth-SSL-Cert", &cert),
     ];
     let r = req(&h).unwrap();
-    assert_eq!(
-        r.salt.as_deref(),
-        Some(&b"<1896.697170952@dbc.mtview.ca.us>"[..])
-    );
+    assert_eq!(r.salt.as_deref(), Some(&b"<1896.697170952@dbc.mtview.ca.us>"[..]));
     let ssl = r.ssl.unwrap();
     assert_eq!(ssl.verify.as_deref(), Some("SUCCESS"));
     assert_eq!(ssl.subject.as_deref(), Some("CN=bob"));
@@ -488,34 +332,19 @@ fn ssl_and_salt() {
     // the certificate itself is not read (nothing decides on it): not even a bad escape matters
     assert!(req(&with("Auth-SSL-Cert", b"%zz")).is_ok());
     // Auth-SSL: on alone.
-    assert_eq!(
-        req(&with("Auth-SSL", b"on")).unwrap().ssl,
-        Some(SslInfo::default())
-    );
+    assert_eq!(req(&with("Auth-SSL", b"on")).unwrap().ssl, Some(SslInfo::default()));
 }
 
 fn hdr(resp: &AuthResponse) -> Vec<(&'static str, String)> {
-    resp.headers()
-        .into_iter()
-        .map(|(n, v)| (n, String::from_utf8(v).unwrap()))
-        .collect()
+    resp.headers().into_iter().map(|(n, v)| (n, String::from_utf8(v).unwrap())).collect()
 }
 
 #[test]
 fn ok_response() {
-    let r = AuthResponse::Ok {
-        server: "127.0.0.1".into(),
-        port: 8143,
-        user: None,
-        pass: None,
-    };
+    let r = AuthResponse::Ok { server: "127.0.0.1".into(), port: 8143, user: None, pass: None };
     assert_eq!(
         hdr(&r),
-        vec![
-            ("Auth-Status", "OK".into()),
-            ("Auth-Server", "127.0.0.1".into()),
-            ("Auth-Port", "8143".into())
-        ]
+        vec![("Auth-Status", "OK".into()), ("Auth-Server", "127.0.0.1".into()), ("Auth-Port", "8143".into())]
     );
     let r = AuthResponse::Ok {
         server: "[::1]".into(),
@@ -540,62 +369,23 @@ fn ok_response() {
 #[test]
 fn unsendable_ok_becomes_tempfail() {
     let bad = [
-        AuthResponse::Ok {
-            server: "mail.example.com".into(),
-            port: 143,
-            user: None,
-            pass: None,
-        },
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 0,
-            user: None,
-            pass: None,
-        },
+        AuthResponse::Ok { server: "mail.example.com".into(), port: 143, user: None, pass: None },
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 0, user: None, pass: None },
         AuthResponse::Ok {
             server: "127.0.0.1".into(),
             port: 143,
             user: Some("a\r\nAuth-Server: 10.0.0.1".into()),
             pass: None,
         },
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 143,
-            user: Some(" bob".into()),
-            pass: None,
-        },
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 143,
-            user: Some(String::new()),
-            pass: None,
-        },
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 143,
-            user: None,
-            pass: Some(b"x\0y".to_vec()),
-        },
-        AuthResponse::Ok {
-            server: "127.0.0.1".into(),
-            port: 143,
-            user: None,
-            pass: Some(b"trailing ".to_vec()),
-        },
-        AuthResponse::Ok {
-            server: "127.0.0.1\r\nX: y".into(),
-            port: 143,
-            user: None,
-            pass: None,
-        },
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: Some(" bob".into()), pass: None },
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: Some(String::new()), pass: None },
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: None, pass: Some(b"x\0y".to_vec()) },
+        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: None, pass: Some(b"trailing ".to_vec()) },
+        AuthResponse::Ok { server: "127.0.0.1\r\nX: y".into(), port: 143, user: None, pass: None },
     ];
     for r in bad {
         assert!(r.validate().is_err(), "{r:?}");
-        assert_eq!(
-            hdr(&r),
-            vec![("Auth-Status", MSG_TEMP.to_string())],
-            "{r:?}"
-        );
+        assert_eq!(hdr(&r), vec![("Auth-Status", MSG_TEMP.to_string())], "{r:?}");
     }
 }
 
@@ -621,45 +411,19 @@ fn fail_response_sanitized() {
         wait: None,
         error_code: Some("\r\n".into()),
     };
-    assert_eq!(
-        hdr(&r),
-        vec![("Auth-Status", "bad  Auth-Status: OK".into())]
-    );
+    assert_eq!(hdr(&r), vec![("Auth-Status", "bad  Auth-Status: OK".into())]);
     // Texts nginx would read as success or WAIT, or nothing at all, fall back.
     for m in ["OK", " OK ", "WAIT", "", "\r\n"] {
-        let r = AuthResponse::Fail {
-            error_sasl: None,
-            message: m.into(),
-            wait: None,
-            error_code: None,
-        };
-        assert_eq!(
-            hdr(&r),
-            vec![("Auth-Status", MSG_INVALID.to_string())],
-            "{m:?}"
-        );
-        let r = AuthResponse::TempFail {
-            message: m.into(),
-            wait: Some(1),
-            error_code: None,
-        };
+        let r = AuthResponse::Fail { error_sasl: None, message: m.into(), wait: None, error_code: None };
+        assert_eq!(hdr(&r), vec![("Auth-Status", MSG_INVALID.to_string())], "{m:?}");
+        let r = AuthResponse::TempFail { message: m.into(), wait: Some(1), error_code: None };
         assert_eq!(hdr(&r)[0], ("Auth-Status", MSG_TEMP.to_string()), "{m:?}");
     }
     // "ok" in another case is just a message to nginx (it compares "OK" exactly).
-    let r = AuthResponse::Fail {
-        error_sasl: None,
-        message: "ok".into(),
-        wait: None,
-        error_code: None,
-    };
+    let r = AuthResponse::Fail { error_sasl: None, message: "ok".into(), wait: None, error_code: None };
     assert_eq!(hdr(&r), vec![("Auth-Status", "ok".to_string())]);
     // Length cap at a character boundary.
-    let r = AuthResponse::Fail {
-        error_sasl: None,
-        message: "\u{fc}".repeat(400),
-        wait: None,
-        error_code: None,
-    };
+    let r = AuthResponse::Fail { error_sasl: None, message: "\u{fc}".repeat(400), wait: None, error_code: None };
     let m = &hdr(&r)[0].1;
     assert!(m.len() <= MAX_MESSAGE_LEN && m.len() >= MAX_MESSAGE_LEN - 1);
     assert!(m.chars().all(|c| c == '\u{fc}'));
@@ -667,18 +431,10 @@ fn fail_response_sanitized() {
 
 #[test]
 fn temp_and_wait_responses() {
-    let r = AuthResponse::TempFail {
-        message: MSG_TEMP.into(),
-        wait: Some(5),
-        error_code: Some("451 4.3.0".into()),
-    };
+    let r = AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(5), error_code: Some("451 4.3.0".into()) };
     assert_eq!(
         hdr(&r),
-        vec![
-            ("Auth-Status", MSG_TEMP.into()),
-            ("Auth-Wait", "5".into()),
-            ("Auth-Error-Code", "451 4.3.0".into())
-        ]
+        vec![("Auth-Status", MSG_TEMP.into()), ("Auth-Wait", "5".into()), ("Auth-Error-Code", "451 4.3.0".into())]
     );
 }
 
@@ -686,17 +442,8 @@ fn temp_and_wait_responses() {
 fn no_header_value_ever_contains_cr_lf_nul() {
     let nasty = "a\r\nb\0c\n\rd\u{85}\u{2028}";
     let rs = [
-        AuthResponse::Fail {
-            error_sasl: None,
-            message: nasty.into(),
-            wait: Some(1),
-            error_code: Some(nasty.into()),
-        },
-        AuthResponse::TempFail {
-            message: nasty.into(),
-            wait: None,
-            error_code: Some(nasty.into()),
-        },
+        AuthResponse::Fail { error_sasl: None, message: nasty.into(), wait: Some(1), error_code: Some(nasty.into()) },
+        AuthResponse::TempFail { message: nasty.into(), wait: None, error_code: Some(nasty.into()) },
         AuthResponse::Ok {
             server: nasty.into(),
             port: 1,
@@ -712,10 +459,7 @@ fn no_header_value_ever_contains_cr_lf_nul() {
     ];
     for r in rs {
         for (_, v) in r.headers() {
-            assert!(
-                !v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0),
-                "{r:?}"
-            );
+            assert!(!v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0), "{r:?}");
         }
     }
 }

@@ -7,10 +7,12 @@
 //! 1024 passes and 64 lanes. Beyond that the hash is refused as malformed rather than letting a
 //! corrupt line make a worker allocate without bound. Argon2d is not a password scheme here.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+#![forbid(unsafe_code)]
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::{Algorithm, Argon2 as Hasher, Params, Version};
 
-use super::{malformed, random_bytes, SchemeError};
+use super::{malformed, SchemeError};
 
 const MAX_M_KIB: u32 = 1024 * 1024;
 const MAX_T: u32 = 1024;
@@ -29,10 +31,7 @@ pub(super) fn parse(s: &str) -> Result<Argon2<'_>, SchemeError> {
     } else if s.starts_with("$argon2i$") {
         Algorithm::Argon2i
     } else {
-        return Err(SchemeError::Unknown(format!(
-            "${}$",
-            s[1..].split('$').next().unwrap_or("")
-        )));
+        return Err(SchemeError::Unknown(format!("${}$", s[1..].split('$').next().unwrap_or(""))));
     };
     let bad = |why: &str| malformed(format!("{} ({why})", alg.as_str().to_ascii_uppercase()));
     let hash = PasswordHash::new(s).map_err(|e| bad(&e.to_string()))?;
@@ -48,12 +47,7 @@ pub(super) fn parse(s: &str) -> Result<Argon2<'_>, SchemeError> {
     if params.m_cost() > MAX_M_KIB || params.t_cost() > MAX_T || params.p_cost() > MAX_P {
         return Err(bad("parameters beyond the limits"));
     }
-    Ok(Argon2 {
-        hash,
-        alg,
-        version,
-        params,
-    })
+    Ok(Argon2 { hash, alg, version, params })
 }
 
 impl Argon2<'_> {
@@ -83,29 +77,6 @@ impl Argon2<'_> {
     pub(super) fn work_kib(&self) -> u64 {
         u64::from(self.params.m_cost()) * u64::from(self.params.t_cost())
     }
-
-    /// What makes two hashes cost the same: algorithm, memory, passes, lanes, output size.
-    pub(super) fn params_key(&self) -> String {
-        let p = &self.params;
-        format!(
-            "{}-{}-{}-{}-{}",
-            self.alg.as_str(),
-            p.m_cost(),
-            p.t_cost(),
-            p.p_cost(),
-            p.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
-        )
-    }
-
-    /// A hash of `password` with the same algorithm and parameters, random salt, version 19.
-    pub(super) fn dummy(&self, password: &[u8]) -> Option<String> {
-        let salt = SaltString::encode_b64(&random_bytes::<16>()).ok()?;
-        let hasher = Hasher::new(self.alg, Version::V0x13, self.params.clone());
-        hasher
-            .hash_password(password, &salt)
-            .ok()
-            .map(|h| h.to_string())
-    }
 }
 
 #[cfg(test)]
@@ -118,15 +89,7 @@ mod tests {
     #[test]
     fn parameters_are_bounded_before_any_work() {
         let p = parse(H).unwrap();
-        assert_eq!(
-            (
-                p.params.m_cost(),
-                p.params.t_cost(),
-                p.params.p_cost(),
-                p.name()
-            ),
-            (65536, 3, 1, "ARGON2ID")
-        );
+        assert_eq!((p.params.m_cost(), p.params.t_cost(), p.params.p_cost(), p.name()), (65536, 3, 1, "ARGON2ID"));
         let tail = "$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
         for params in [
             "m=4294967295,t=3,p=1",
@@ -160,16 +123,20 @@ mod tests {
     }
 
     #[test]
-    fn small_hashes_verify_and_dummies_keep_parameters() {
-        let p = parse(H).unwrap();
-        let small = Argon2 {
-            params: Params::new(64, 1, 1, None).unwrap(),
-            ..p
-        };
-        let d = small.dummy(b"pw").unwrap();
+    fn small_hashes_verify_and_keep_parameters() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(&super::super::random_bytes::<16>()).unwrap();
+        let small = Params::new(64, 1, 1, None).unwrap();
+        let d = Hasher::new(Algorithm::Argon2id, Version::V0x13, small.clone())
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
         assert!(d.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{d}");
         let q = parse(&d).unwrap();
         assert_eq!((q.verify(b"pw"), q.verify(b"pW")), (Ok(true), Ok(false)));
-        assert_eq!(q.params_key(), small.params_key());
+        assert_eq!(
+            (q.params.m_cost(), q.params.t_cost(), q.params.p_cost(), q.work_kib()),
+            (small.m_cost(), small.t_cost(), small.p_cost(), 64)
+        );
     }
 }

@@ -8,9 +8,12 @@
 //! states from it and compare). The RustCrypto `md-5` crate does not let a state be set, so the
 //! MD5 compression function is written out here (RFC 1321) and tested against that crate.
 
+#![forbid(unsafe_code)]
+
 use md5::{Digest as _, Md5};
 
 use super::{ct_eq, malformed, SchemeError};
+use crate::hex;
 
 /// MD5's initial state (RFC 1321 3.3).
 const MD5_INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
@@ -47,11 +50,7 @@ fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
             _ => (c ^ (b | !d), (7 * i) % 16),
         };
         let shift = SHIFTS[(i / 16) * 4 + i % 4];
-        let rotated = a
-            .wrapping_add(f)
-            .wrapping_add(t[i])
-            .wrapping_add(m[g])
-            .rotate_left(shift);
+        let rotated = a.wrapping_add(f).wrapping_add(t[i]).wrapping_add(m[g]).rotate_left(shift);
         a = d;
         d = c;
         c = b;
@@ -118,14 +117,11 @@ pub(crate) struct CramMd5 {
 }
 
 pub(crate) fn parse(rest: &str) -> Result<CramMd5, SchemeError> {
-    let bytes = decode_hex(rest.as_bytes())
+    let bytes = hex::decode(rest.as_bytes())
         .filter(|b| b.len() == 32)
         .ok_or_else(|| malformed("{CRAM-MD5} (want 64 hex digits)"))?;
     let word = |i: usize| u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
-    Ok(CramMd5 {
-        outer: [word(0), word(1), word(2), word(3)],
-        inner: [word(4), word(5), word(6), word(7)],
-    })
+    Ok(CramMd5 { outer: [word(0), word(1), word(2), word(3)], inner: [word(4), word(5), word(6), word(7)] })
 }
 
 impl CramMd5 {
@@ -152,7 +148,7 @@ fn words_bytes(a: &[u32; 4], b: &[u32; 4]) -> [u8; 32] {
 /// `{CRAM-MD5}` of a password, as `doveadm pw -s CRAM-MD5` writes it.
 pub(crate) fn hash(password: &[u8]) -> String {
     let (inner, outer) = key_states(password);
-    format!("{{CRAM-MD5}}{}", hex(&words_bytes(&outer, &inner)))
+    format!("{{CRAM-MD5}}{}", hex::encode(&words_bytes(&outer, &inner)))
 }
 
 /// HMAC-MD5(password, message) (RFC 2104).
@@ -169,36 +165,10 @@ pub(crate) fn apop(challenge: &[u8], password: &[u8]) -> [u8; 16] {
     d.finalize().into()
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(b: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(H[(x >> 4) as usize] as char);
-        s.push(H[(x & 15) as usize] as char);
-    }
-    s
-}
-
-/// Hex, either case; `None` when not hex or of odd length.
-pub(crate) fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    let nib = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    s.chunks_exact(2)
-        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::encode as hex;
 
     #[test]
     fn md5_written_out_agrees_with_the_md5_crate() {
@@ -212,10 +182,7 @@ mod tests {
     #[test]
     fn rfc_2104_and_2195_vectors() {
         // RFC 2104 appendix: key "Jefe", "what do ya want for nothing?"
-        assert_eq!(
-            hex(&hmac_md5(b"Jefe", b"what do ya want for nothing?")),
-            "750c783e6ab0b503eaa86e310a5db738"
-        );
+        assert_eq!(hex(&hmac_md5(b"Jefe", b"what do ya want for nothing?")), "750c783e6ab0b503eaa86e310a5db738");
         // RFC 2195 section 2: tim / tanstaaftanstaaf
         let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
         assert_eq!(hex(&hmac_md5(b"tanstaaftanstaaf", challenge)), "b913a602c7eda7a495b4e6e7334d3890");
@@ -229,10 +196,7 @@ mod tests {
 
     #[test]
     fn rfc_1939_apop_vector() {
-        assert_eq!(
-            hex(&apop(b"<1896.697170952@dbc.mtview.ca.us>", b"tanstaaf")),
-            "c4c9334bac560ecc979e58001b3e22fb"
-        );
+        assert_eq!(hex(&apop(b"<1896.697170952@dbc.mtview.ca.us>", b"tanstaaf")), "c4c9334bac560ecc979e58001b3e22fb");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! without one, an unsalted digest is hex when its text is exactly twice the digest size (and
 //! falls back to base64 if that is not hex), else base64; salted ones are base64.
 
+#![forbid(unsafe_code)]
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use md5::Md5;
@@ -15,6 +17,7 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
 use super::{ct_eq, malformed, random_bytes, Encoding, SchemeError};
+use crate::hex;
 
 /// Standard alphabet; padding optional on input (LDAP tools and Dovecot both write it).
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -96,10 +99,7 @@ impl Kind {
     }
 
     fn salted(self) -> bool {
-        matches!(
-            self,
-            Kind::Ssha | Kind::Ssha256 | Kind::Ssha512 | Kind::Smd5
-        )
+        matches!(self, Kind::Ssha | Kind::Ssha256 | Kind::Ssha512 | Kind::Smd5)
     }
 
     fn name(self) -> &'static str {
@@ -122,63 +122,29 @@ pub(super) struct Digest {
     salt: Vec<u8>,
 }
 
-pub(super) fn decode_hex(v: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let pairs = v.as_bytes().chunks_exact(2);
-    if !pairs.remainder().is_empty() {
-        return None;
-    }
-    pairs
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 pub(super) fn decode_b64(v: &str) -> Option<Vec<u8>> {
     B64.decode(v).ok()
 }
 
 /// Parses the value of `{scheme}value`; `label` is the scheme as written (for errors).
-pub(super) fn parse(
-    kind: Kind,
-    label: &str,
-    encoding: Encoding,
-    value: &str,
-) -> Result<Digest, SchemeError> {
+pub(super) fn parse(kind: Kind, label: &str, encoding: Encoding, value: &str) -> Result<Digest, SchemeError> {
     let n = kind.alg().len();
     let value = value.trim_ascii();
     let raw = match encoding {
-        Encoding::Hex => decode_hex(value),
+        Encoding::Hex => hex::decode(value.as_bytes()),
         Encoding::Base64 => decode_b64(value),
         Encoding::Default if !kind.salted() && value.len() == 2 * n => {
-            decode_hex(value).or_else(|| decode_b64(value))
+            hex::decode(value.as_bytes()).or_else(|| decode_b64(value))
         }
         Encoding::Default => decode_b64(value),
     }
     .ok_or_else(|| malformed(format!("{{{label}}} (encoding)")))?;
-    let ok = if kind.salted() {
-        raw.len() > n
-    } else {
-        raw.len() == n
-    };
+    let ok = if kind.salted() { raw.len() > n } else { raw.len() == n };
     if !ok {
-        return Err(malformed(format!(
-            "{{{label}}} (length {} for a {n}-byte digest)",
-            raw.len()
-        )));
+        return Err(malformed(format!("{{{label}}} (length {} for a {n}-byte digest)", raw.len())));
     }
     let (digest, salt) = raw.split_at(n);
-    Ok(Digest {
-        kind,
-        digest: digest.to_vec(),
-        salt: salt.to_vec(),
-    })
+    Ok(Digest { kind, digest: digest.to_vec(), salt: salt.to_vec() })
 }
 
 impl Digest {
@@ -196,10 +162,7 @@ pub(super) fn hash_ssha512(password: &[u8]) -> String {
     let salt = random_bytes::<8>();
     let mut raw = Alg::Sha512.compute(password, &salt);
     raw.extend_from_slice(&salt);
-    format!(
-        "{{SSHA512}}{}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    format!("{{SSHA512}}{}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 #[cfg(test)]
@@ -215,40 +178,20 @@ mod tests {
         // doveadm pw -s SHA.HEX -p secret / doveadm pw -s SHA -p secret
         let hex = "e5e9fa1ba31ecd1ae84f75caaa474f3a663f05f4";
         let b64 = "5en6G6MezRroT3XKqkdPOmY/BfQ=";
-        for v in [
-            hex,
-            b64,
-            "5en6G6MezRroT3XKqkdPOmY/BfQ",
-            &hex.to_ascii_uppercase(),
-        ] {
-            assert!(
-                p(Kind::Sha, Encoding::Default, v)
-                    .unwrap()
-                    .verify(b"secret"),
-                "{v}"
-            );
+        for v in [hex, b64, "5en6G6MezRroT3XKqkdPOmY/BfQ", &hex.to_ascii_uppercase()] {
+            assert!(p(Kind::Sha, Encoding::Default, v).unwrap().verify(b"secret"), "{v}");
         }
         assert!(p(Kind::Sha, Encoding::Hex, b64).is_err());
-        assert!(
-            p(Kind::Sha, Encoding::Base64, hex).is_err(),
-            "40 base64 chars are 30 bytes"
-        );
+        assert!(p(Kind::Sha, Encoding::Base64, hex).is_err(), "40 base64 chars are 30 bytes");
         // A salted value that happens to look like hex is still base64.
-        assert!(
-            p(Kind::Ssha, Encoding::Default, &"ab".repeat(20)).is_ok_and(|d| d.salt.len() == 10)
-        );
+        assert!(p(Kind::Ssha, Encoding::Default, &"ab".repeat(20)).is_ok_and(|d| d.salt.len() == 10));
     }
 
     #[test]
     fn lengths_are_checked() {
         assert!(p(Kind::Sha, Encoding::Default, "c2hvcnQ=").is_err());
         // A salted digest needs a salt.
-        assert!(p(
-            Kind::Ssha,
-            Encoding::Default,
-            "5en6G6MezRroT3XKqkdPOmY/BfQ="
-        )
-        .is_err());
+        assert!(p(Kind::Ssha, Encoding::Default, "5en6G6MezRroT3XKqkdPOmY/BfQ=").is_err());
         assert!(p(Kind::Ssha512, Encoding::Hex, "abc").is_err());
         assert!(p(Kind::Ssha512, Encoding::Hex, "zz").is_err());
         assert!(p(Kind::Sha256, Encoding::Default, "").is_err());
@@ -258,15 +201,7 @@ mod tests {
     #[test]
     fn ssha512_we_make_verifies() {
         let h = hash_ssha512(b"pw");
-        let d = p(
-            Kind::Ssha512,
-            Encoding::Default,
-            h.strip_prefix("{SSHA512}").unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            (d.salt.len(), d.verify(b"pw"), d.verify(b"pw ")),
-            (8, true, false)
-        );
+        let d = p(Kind::Ssha512, Encoding::Default, h.strip_prefix("{SSHA512}").unwrap()).unwrap();
+        assert_eq!((d.salt.len(), d.verify(b"pw"), d.verify(b"pw ")), (8, true, false));
     }
 }

@@ -6,9 +6,11 @@
 //! Form: `$1$salt$hash` with a salt of at most 8 printable characters (not `$`) and a
 //! 22-character hash.
 
+#![forbid(unsafe_code)]
+
 use md5::{Digest, Md5};
 
-use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET as ITOA64};
+use super::{ct_eq, malformed, SchemeError, CRYPT_ALPHABET as ITOA64};
 
 pub(super) struct Md5Crypt<'a> {
     magic: &'static str,
@@ -32,16 +34,6 @@ impl Md5Crypt<'_> {
     pub(super) fn verify(&self, password: &[u8]) -> bool {
         let computed = hash_part(password, self.salt.as_bytes(), self.magic.as_bytes());
         ct_eq(computed.as_bytes(), self.hash.as_bytes())
-    }
-
-    /// A hash of `password` in the same variant with a random salt.
-    pub(super) fn dummy(&self, password: &[u8]) -> String {
-        let salt = crypt_salt::<8>();
-        format!(
-            "{}{salt}${}",
-            self.magic,
-            hash_part(password, salt.as_bytes(), self.magic.as_bytes())
-        )
     }
 }
 

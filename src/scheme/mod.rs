@@ -19,6 +19,8 @@
 //! length is twice its size is read as hex. Anything else is an error: the user fails closed,
 //! never matches.
 
+#![forbid(unsafe_code)]
+
 mod argon;
 mod blf;
 mod cram;
@@ -27,11 +29,11 @@ mod md5crypt;
 mod plain;
 mod shacrypt;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
 
 use subtle::ConstantTimeEq;
+
+use crate::hex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemeError {
@@ -72,19 +74,14 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Random bytes for salts and dummy passwords.
+/// Random bytes for salts.
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     if getrandom::getrandom(&mut b).is_err() {
         // No OS randomness (should not happen on Linux): fall back to hashing the clock, the
-        // thread and an address. Only used for salts and dummy passwords, which guard nothing.
+        // thread and an address. Only used for salts, which guard nothing.
         use sha2::Digest;
-        let seed = format!(
-            "{:?}{:?}{:p}",
-            std::time::SystemTime::now(),
-            std::thread::current().id(),
-            &b
-        );
+        let seed = format!("{:?}{:?}{:p}", std::time::SystemTime::now(), std::thread::current().id(), &b);
         let d = sha2::Sha256::digest(seed.as_bytes());
         for (i, x) in b.iter_mut().enumerate() {
             *x = d[i % d.len()];
@@ -94,15 +91,11 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// The crypt(3) alphabet (also bcrypt's, in another order).
-pub(crate) const CRYPT_ALPHABET: &[u8; 64] =
-    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `N` random characters of the crypt alphabet (uniform: 256 is a multiple of 64).
 pub(crate) fn crypt_salt<const N: usize>() -> String {
-    random_bytes::<N>()
-        .iter()
-        .map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char)
-        .collect()
+    random_bytes::<N>().iter().map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char).collect()
 }
 
 /// The parsed form of a stored password.
@@ -208,9 +201,7 @@ fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError
     if fits {
         Ok(inner)
     } else {
-        Err(malformed(format!(
-            "{{{upper}}} (holds another scheme's hash)"
-        )))
+        Err(malformed(format!("{{{upper}}} (holds another scheme's hash)")))
     }
 }
 
@@ -331,7 +322,7 @@ pub fn verify_challenge(
         (Stored::CramMd5(h), Challenge::CramMd5) => h.hmac(challenge),
         _ => return Err(ChallengeError::Unsuitable(scheme_name(stored))),
     };
-    Ok(match cram::decode_hex(response) {
+    Ok(match hex::decode(response) {
         Some(got) => ct_eq(&got, &expected),
         None => false,
     })
@@ -339,7 +330,7 @@ pub fn verify_challenge(
 
 /// A response to `challenge` computed from a known password (for tests and tools).
 pub fn challenge_response(kind: Challenge, password: &[u8], challenge: &[u8]) -> String {
-    cram::hex(&match kind {
+    hex::encode(&match kind {
         Challenge::Apop => cram::apop(challenge, password),
         Challenge::CramMd5 => cram::hmac_md5(password, challenge),
     })
@@ -358,61 +349,6 @@ pub fn hash_password(kind: HashKind, password: &[u8]) -> Result<String, SchemeEr
         HashKind::Sha512Crypt => shacrypt::hash(password, 512, None),
         HashKind::Ssha512 => Ok(digest::hash_ssha512(password)),
     }
-}
-
-/// A valid hash of the same family and similar cost as `like`, of a random password nobody
-/// knows: verifying an unknown user against it costs what a known user costs, and never
-/// matches. Made on first use per family and cost (the caller runs costly ones off the event
-/// loop), then kept until [`release_dummy_hashes`].
-pub fn dummy_hash(like: &str) -> Arc<str> {
-    let parsed = parse(like);
-    let key = match &parsed {
-        Ok(Stored::Bcrypt(h)) => format!("bcrypt-{}", blf::dummy_cost(h.cost())),
-        Ok(Stored::ShaCrypt(h)) => {
-            format!("sha{}-{}", h.bits(), shacrypt::dummy_rounds(h.rounds()))
-        }
-        Ok(Stored::Md5Crypt(h)) => h.name().to_string(),
-        Ok(Stored::Argon2(h)) => format!("argon2-{}", h.params_key()),
-        // Salted digests and plain text are cheap: any cheap valid hash does.
-        _ => "ssha512".to_string(),
-    };
-    if let Some(h) = dummy_cache().get(&key) {
-        return h.clone();
-    }
-    // Computed outside the lock (it may take a while); a racing thread's value is as good.
-    let password = random_bytes::<24>();
-    let made = match &parsed {
-        Ok(Stored::Bcrypt(h)) => blf::hash(&password, blf::dummy_cost(h.cost())).ok(),
-        Ok(Stored::ShaCrypt(h)) => shacrypt::hash(
-            &password,
-            h.bits(),
-            Some(shacrypt::dummy_rounds(h.rounds())),
-        )
-        .ok(),
-        Ok(Stored::Md5Crypt(h)) => Some(h.dummy(&password)),
-        Ok(Stored::Argon2(h)) => h.dummy(&password),
-        _ => None,
-    }
-    .unwrap_or_else(|| digest::hash_ssha512(&password));
-    dummy_cache()
-        .entry(key)
-        .or_insert_with(|| Arc::from(made))
-        .clone()
-}
-
-fn dummy_cache() -> std::sync::MutexGuard<'static, HashMap<String, Arc<str>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<str>>>> = OnceLock::new();
-    CACHE
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// Frees the dummy hashes (an nginx worker calls this as it exits: the module's memory is
-/// unmapped right after, and what statics still hold would be reported as lost).
-pub fn release_dummy_hashes() {
-    let old = std::mem::take(&mut *dummy_cache());
-    drop(old);
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! libxcrypt refuses is malformed here too. (Old glibc clamped N instead; real tools never
 //! write such values.)
 
+#![forbid(unsafe_code)]
+
 use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET};
 
 const ROUNDS_DEFAULT: usize = 5000;
@@ -41,11 +43,7 @@ pub(super) fn parse(s: &str) -> Result<ShaCrypt<'_>, SchemeError> {
         Some(r) => {
             let bad = || malformed(format!("{what} (rounds)"));
             let (n, rest) = r.split_once('$').ok_or_else(bad)?;
-            if n.is_empty()
-                || n.len() > 9
-                || n.starts_with('0')
-                || !n.bytes().all(|c| c.is_ascii_digit())
-            {
+            if n.is_empty() || n.len() > 9 || n.starts_with('0') || !n.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(bad());
             }
             let n: usize = n.parse().map_err(|_| bad())?;
@@ -57,34 +55,23 @@ pub(super) fn parse(s: &str) -> Result<ShaCrypt<'_>, SchemeError> {
         None => (ROUNDS_DEFAULT, rest),
     };
     let (salt, hash) = rest.split_once('$').ok_or_else(|| malformed(what))?;
-    if salt.len() > 16
-        || !salt
-            .bytes()
-            .all(|c| c.is_ascii_graphic() && !b":;*!\\".contains(&c))
-    {
+    if salt.len() > 16 || !salt.bytes().all(|c| c.is_ascii_graphic() && !b":;*!\\".contains(&c)) {
         return Err(malformed(format!("{what} (salt)")));
     }
     let want = if bits == 512 { 86 } else { 43 };
     if hash.len() != want || !hash.bytes().all(|c| CRYPT_ALPHABET.contains(&c)) {
         return Err(malformed(format!("{what} (hash length or characters)")));
     }
-    Ok(ShaCrypt {
-        bits,
-        rounds,
-        salt,
-        hash,
-    })
+    Ok(ShaCrypt { bits, rounds, salt, hash })
 }
 
 /// The encoded hash part for these parameters.
 fn compute(bits: u16, password: &[u8], salt: &[u8], rounds: usize) -> Result<String, SchemeError> {
     let r = if bits == 512 {
-        let p =
-            sha_crypt::Sha512Params::new(rounds).map_err(|_| malformed("SHA512-CRYPT (rounds)"))?;
+        let p = sha_crypt::Sha512Params::new(rounds).map_err(|_| malformed("SHA512-CRYPT (rounds)"))?;
         sha_crypt::sha512_crypt_b64(password, salt, &p)
     } else {
-        let p =
-            sha_crypt::Sha256Params::new(rounds).map_err(|_| malformed("SHA256-CRYPT (rounds)"))?;
+        let p = sha_crypt::Sha256Params::new(rounds).map_err(|_| malformed("SHA256-CRYPT (rounds)"))?;
         sha_crypt::sha256_crypt_b64(password, salt, &p)
     };
     r.map_err(|_| malformed(name(bits)))
@@ -111,29 +98,13 @@ impl ShaCrypt<'_> {
 
 /// A new hash with a random 16-character salt. `rounds: None` writes the default form without
 /// `rounds=` (what `openssl passwd -6` writes).
-pub(super) fn hash(
-    password: &[u8],
-    bits: u16,
-    rounds: Option<usize>,
-) -> Result<String, SchemeError> {
+pub(super) fn hash(password: &[u8], bits: u16, rounds: Option<usize>) -> Result<String, SchemeError> {
     let salt = crypt_salt::<16>();
     let id = if bits == 512 { 6 } else { 5 };
     match rounds {
-        None => Ok(format!(
-            "${id}${salt}${}",
-            compute(bits, password, salt.as_bytes(), ROUNDS_DEFAULT)?
-        )),
-        Some(r) => Ok(format!(
-            "${id}$rounds={r}${salt}${}",
-            compute(bits, password, salt.as_bytes(), r)?
-        )),
+        None => Ok(format!("${id}${salt}${}", compute(bits, password, salt.as_bytes(), ROUNDS_DEFAULT)?)),
+        Some(r) => Ok(format!("${id}$rounds={r}${salt}${}", compute(bits, password, salt.as_bytes(), r)?)),
     }
-}
-
-/// Rounds for a dummy hash: the stored count, capped so a silly stored value can't make every
-/// unknown-user probe as slow (5 000 000 rounds already take seconds).
-pub(super) fn dummy_rounds(rounds: usize) -> usize {
-    rounds.clamp(ROUNDS_MIN, 5_000_000)
 }
 
 #[cfg(test)]
@@ -152,13 +123,9 @@ mod tests {
         assert_eq!((p.rounds(), p.verify(b"secret")), (5000, Ok(true)));
         // libxcrypt answers "*0" (failure) for each of these settings.
         let h43 = "a".repeat(43);
-        for bad in [
-            "rounds=999$",
-            "rounds=01000$",
-            "rounds=+1000$",
-            "rounds=1000000000$",
-            "rounds=99999999999999999999$",
-        ] {
+        for bad in
+            ["rounds=999$", "rounds=01000$", "rounds=+1000$", "rounds=1000000000$", "rounds=99999999999999999999$"]
+        {
             assert!(parse(&format!("$5${bad}abc${h43}")).is_err(), "{bad}");
         }
         for salt in ["a:c", "a c", "a*c", "a!c", "a\\c", "a;c", "aéc", "a\tc"] {
@@ -192,9 +159,6 @@ mod tests {
         let h = hash(b"pw", 256, Some(6000)).unwrap();
         assert!(h.starts_with("$5$rounds=6000$"), "{h}");
         let p = parse(&h).unwrap();
-        assert_eq!(
-            (p.rounds(), p.verify(b"pw"), p.verify(b"pW")),
-            (6000, Ok(true), Ok(false))
-        );
+        assert_eq!((p.rounds(), p.verify(b"pw"), p.verify(b"pW")), (6000, Ok(true), Ok(false)));
     }
 }

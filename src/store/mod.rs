@@ -2,6 +2,8 @@
 //!
 //! Plain Rust: no nginx types here, so everything is unit-testable with `cargo test`.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -21,11 +23,10 @@ pub struct Query<'a> {
     pub protocol: Protocol,
     pub method: Method,
     pub client_ip: Option<IpAddr>,
-    pub local_ip: Option<IpAddr>,
 }
 
 /// One account as a store returns it. Only `password` is mandatory; every other field is
-/// optional routing/policy information (see DESIGN.md §2 and issue 4).
+/// optional routing/policy information.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {
     /// The account's name as the store knows it: the user field of its passwd-file line, the
@@ -47,7 +48,7 @@ pub struct Account {
     /// Which protocols may be used; `None` = all.
     pub protocols: Option<Vec<Protocol>>,
     /// Networks the user may log in from; `None` = anywhere.
-    pub networks: Option<Vec<crate::policy::Cidr>>,
+    pub networks: Option<Vec<crate::cidr::Cidr>>,
     /// Per-user Auth-Wait on failure (seconds).
     pub wait: Option<u32>,
     /// Extra `key=value` fields (Dovecot passwd-file extra fields), kept for later use.

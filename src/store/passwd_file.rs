@@ -57,6 +57,8 @@
 //! the old content. If the thread cannot be started, a notice says so and lookups check the
 //! file themselves, as a check interval of zero (tests) also does.
 
+#![forbid(unsafe_code)]
+
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fs::File;
@@ -69,7 +71,7 @@ use std::time::Duration;
 
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{parse_server, Protocol};
 use crate::scheme;
 
@@ -143,9 +145,7 @@ impl Users {
 
     /// Every account, in no particular order.
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
-        self.lines
-            .iter()
-            .map(|&start| self.account(line_at(&self.data, start as usize)))
+        self.lines.iter().map(|&start| self.account(line_at(&self.data, start as usize)))
     }
 
     /// Bytes held (the file and the index), for the memory estimate.
@@ -197,10 +197,7 @@ impl PasswdFile {
     /// lines are not an error but notices (see [`Store::take_notices`]). Starts no thread.
     pub fn open(path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let loaded = load(&path).map_err(|cause| StoreError {
-            source: describe(&path),
-            cause,
-        })?;
+        let loaded = load(&path).map_err(|cause| StoreError { source: describe(&path), cause })?;
         let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
         watch.set_current(Some(loaded.id));
         let shared = Shared {
@@ -214,9 +211,7 @@ impl PasswdFile {
             lookup_checks: AtomicU64::new(0),
         };
         shared.install(loaded, "loaded");
-        Ok(PasswdFile {
-            shared: Arc::new(shared),
-        })
+        Ok(PasswdFile { shared: Arc::new(shared) })
     }
 
     /// Sets how often the file is checked for changes. Zero: no watcher thread, every lookup
@@ -242,10 +237,7 @@ impl PasswdFile {
     }
 
     fn error(&self, cause: String) -> StoreError {
-        StoreError {
-            source: describe(&self.shared.path),
-            cause,
-        }
+        StoreError { source: describe(&self.shared.path), cause }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -267,10 +259,9 @@ impl PasswdFile {
             Seen::NotDue | Seen::Same => {}
             Seen::Gone(cause) => self.shared.set_broken(&mut w, cause),
             Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => self.shared.reload(&mut w),
-            Seen::Changed(_) => self.shared.set_broken(
-                &mut w,
-                "changed since it was loaded, being re-read".to_string(),
-            ),
+            Seen::Changed(_) => {
+                self.shared.set_broken(&mut w, "changed since it was loaded, being re-read".to_string())
+            }
         }
         let interval = w.interval();
         let inline = interval.is_zero() || {
@@ -330,11 +321,7 @@ impl Shared {
         match load(&self.path) {
             Ok(loaded) => {
                 w.set_current(Some(loaded.id));
-                let how = if w.recover() {
-                    "readable again, loaded"
-                } else {
-                    "changed, reloaded"
-                };
+                let how = if w.recover() { "readable again, loaded" } else { "changed, reloaded" };
                 self.install(loaded, how);
             }
             Err(cause) => self.set_broken(w, cause),
@@ -382,26 +369,18 @@ fn load(path: &Path) -> Result<Loaded, String> {
         return Err("not a regular file".to_string());
     }
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    f.read_to_end(&mut data)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    f.read_to_end(&mut data).map_err(|e| format!("cannot read: {e}"))?;
     if u32::try_from(data.len()).is_err() {
         return Err("too big (4 GiB at most)".to_string());
     }
     let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice());
-    Ok(Loaded {
-        id: FileId::of(&meta),
-        users,
-        notices,
-    })
+    Ok(Loaded { id: FileId::of(&meta), users, notices })
 }
 
 fn flag_set(value: &str) -> bool {
     // Bare key or a yes-like value sets the flag; an explicit no-like value clears it; any other
     // value sets it (fail closed).
-    !matches!(
-        value.to_ascii_lowercase().as_str(),
-        "n" | "no" | "false" | "0"
-    )
+    !matches!(value.to_ascii_lowercase().as_str(), "n" | "no" | "false" | "0")
 }
 
 /// Applies the extra fields to `acct`; `Err(reason)` skips the line, `warnings` are logged.
@@ -458,10 +437,9 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
                     .ok_or_else(|| format!("bad wait={value}"))?;
                 acct.wait = Some(w);
             }
-            "nopassword" => warnings.push(
-                "nopassword is not supported and ignored: the password is always checked"
-                    .to_string(),
-            ),
+            "nopassword" => {
+                warnings.push("nopassword is not supported and ignored: the password is always checked".to_string())
+            }
             _ => {}
         }
         acct.extra.push((key.to_string(), value.to_string()));
@@ -480,9 +458,7 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
 pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
     let mut parts = line.splitn(8, ':');
     let user = parts.next().unwrap_or("");
-    let pass = parts
-        .next()
-        .ok_or_else(|| "no ':' after the user name".to_string())?;
+    let pass = parts.next().ok_or_else(|| "no ':' after the user name".to_string())?;
     if user.is_empty() {
         return Err("empty user name".to_string());
     }
@@ -492,12 +468,7 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
     if pass.is_empty() {
         return Err(format!("user \"{user}\": empty password field"));
     }
-    let mut acct = Account {
-        name: user.to_string(),
-        password: pass.to_string(),
-        enabled: true,
-        ..Account::default()
-    };
+    let mut acct = Account { name: user.to_string(), password: pass.to_string(), enabled: true, ..Account::default() };
     // uid, gid, gecos, home, shell
     for _ in 0..5 {
         parts.next();
@@ -523,10 +494,7 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
     let mut suppressed = 0usize;
     let mut push = |notices: &mut Vec<StoreNotice>, level, msg: String| {
         if notices.len() < MAX_LINE_NOTICES {
-            notices.push(StoreNotice {
-                level,
-                message: msg,
-            });
+            notices.push(StoreNotice { level, message: msg });
         } else {
             suppressed += 1;
         }
@@ -541,11 +509,7 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
             Err(_) => {
-                push(
-                    &mut notices,
-                    NoticeLevel::Error,
-                    format!("{name}:{lineno}: not valid UTF-8, line skipped"),
-                );
+                push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: not valid UTF-8, line skipped"));
                 continue;
             }
         };
@@ -557,18 +521,12 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         let (user, acct) = match parse_line(line, &mut warnings) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                push(
-                    &mut notices,
-                    NoticeLevel::Error,
-                    format!("{name}:{lineno}: {reason}, line skipped"),
-                );
+                push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: {reason}, line skipped"));
                 continue;
             }
         };
         let hash = hasher.hash_one(user.as_bytes());
-        let same_name = |&(h, s): &(u64, u32)| {
-            h == hash && user_field(line_at(&data, s as usize)) == user.as_bytes()
-        };
+        let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user.as_bytes();
         let earlier = match first_of_hash.get(&hash) {
             None => None,
             Some(&i) if same_name(&entries[i as usize]) => Some(i as usize),
@@ -589,23 +547,16 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         }
         let cost = scheme::cost_estimate(&acct.password);
         if cost == 0 {
-            warnings
-                .push("unknown or malformed password scheme, this user cannot log in".to_string());
+            warnings.push("unknown or malformed password scheme, this user cannot log in".to_string());
         } else if template.as_ref().map_or(true, |(c, _)| cost > *c) {
             template = Some((cost, acct.password));
         }
         for w in warnings {
-            push(
-                &mut notices,
-                NoticeLevel::Warn,
-                format!("{name}:{lineno}: user \"{user}\": {w}"),
-            );
+            push(&mut notices, NoticeLevel::Warn, format!("{name}:{lineno}: user \"{user}\": {w}"));
         }
         // `data` is shorter than 4 GiB (checked by the caller), so are the offsets.
         let at = u32::try_from(line_start).unwrap_or(u32::MAX);
-        first_of_hash
-            .entry(hash)
-            .or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+        first_of_hash.entry(hash).or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
         entries.push((hash, at));
         line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
     }
@@ -635,18 +586,11 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
     if u32::try_from(data.len()).is_err() {
         return (
             HashMap::new(),
-            vec![StoreNotice {
-                level: NoticeLevel::Error,
-                message: format!("{name}: too big (4 GiB at most)"),
-            }],
+            vec![StoreNotice { level: NoticeLevel::Error, message: format!("{name}: too big (4 GiB at most)") }],
         );
     }
     let (users, notices) = index(name, data.into());
-    let map = users
-        .accounts()
-        .filter_map(Result::ok)
-        .map(|a| (a.name.clone(), a))
-        .collect();
+    let map = users.accounts().filter_map(Result::ok).map(|a| (a.name.clone(), a)).collect();
     (map, notices)
 }
 
@@ -682,56 +626,18 @@ impl Store for PasswdFile {
 mod tests {
     use super::*;
     use crate::protocol::Method;
+    use crate::testutil::TempDir;
     use std::fs;
     use std::io::Write;
     use std::process::Command;
-    use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
-    /// A private temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "ngx-mail-auth-pwf-{}-{}-{}",
-                std::process::id(),
-                tag,
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-            let p = self.0.join(name);
-            let mut f = File::create(&p).unwrap();
-            f.write_all(content).unwrap();
-            p
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn q(user: &str) -> Query<'_> {
-        Query {
-            user,
-            protocol: Protocol::Imap,
-            method: Method::Plain,
-            client_ip: None,
-            local_ip: None,
-        }
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None }
     }
 
     fn open0(p: &Path) -> PasswdFile {
-        PasswdFile::open(p)
-            .unwrap()
-            .with_check_interval(Duration::ZERO)
+        PasswdFile::open(p).unwrap().with_check_interval(Duration::ZERO)
     }
 
     fn messages(s: &PasswdFile) -> Vec<String> {
@@ -747,36 +653,20 @@ mod tests {
         let s = open0(&d.file("h", HTPASSWD.as_bytes()));
         assert_eq!(s.user_count(), Some(4));
         let a = s.lookup(&q("alice")).unwrap().unwrap();
-        assert_eq!(
-            a.password,
-            "$2y$04$jjzhaQXhCvZR1YmZd9of2.lNGelq9SiOOD/PmR.QtKZB75oPDCSdy"
-        );
+        assert_eq!(a.password, "$2y$04$jjzhaQXhCvZR1YmZd9of2.lNGelq9SiOOD/PmR.QtKZB75oPDCSdy");
         assert!(a.enabled);
         assert_eq!(a.server, None);
         assert_eq!(a.networks, None);
-        assert_eq!(
-            s.lookup(&q("bob")).unwrap().unwrap().password,
-            "$apr1$.9Cty788$CB9z.OcWWVUOnQVzPNLGD1"
-        );
-        assert_eq!(
-            s.lookup(&q("carol")).unwrap().unwrap().password,
-            "{SHA}wgpYEjJDLC+2ATkar1uYUyuPRRc="
-        );
+        assert_eq!(s.lookup(&q("bob")).unwrap().unwrap().password, "$apr1$.9Cty788$CB9z.OcWWVUOnQVzPNLGD1");
+        assert_eq!(s.lookup(&q("carol")).unwrap().unwrap().password, "{SHA}wgpYEjJDLC+2ATkar1uYUyuPRRc=");
         assert!(s.lookup(&q("j\u{fc}rgen")).unwrap().is_some());
-        assert_eq!(
-            s.lookup(&q("Alice")).unwrap(),
-            None,
-            "user names are case-sensitive"
-        );
+        assert_eq!(s.lookup(&q("Alice")).unwrap(), None, "user names are case-sensitive");
         assert_eq!(s.lookup(&q("nobody")).unwrap(), None);
         assert_eq!(s.lookup(&q("")).unwrap(), None);
         let m = messages(&s);
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].ends_with(": loaded 4 users"), "{m:?}");
-        assert_eq!(
-            s.describe(),
-            format!("passwd file \"{}\"", d.0.join("h").display())
-        );
+        assert_eq!(s.describe(), format!("passwd file \"{}\"", d.join("h").display()));
     }
 
     #[test]
@@ -785,20 +675,9 @@ mod tests {
         let s = open0(&d.file("u", USERS.as_bytes()));
         assert_eq!(s.user_count(), Some(4));
         let dave = s.lookup(&q("dave")).unwrap().unwrap();
-        assert!(dave
-            .password
-            .starts_with("{SHA512-CRYPT}$6$LzeEwkxKIYLgassY$"));
-        assert!(
-            dave.password.ends_with("1oL."),
-            "password field ends at the next ':'"
-        );
-        assert_eq!(
-            dave.networks,
-            Some(vec![
-                Cidr::parse("127.0.0.0/8").unwrap(),
-                Cidr::parse("::1").unwrap()
-            ])
-        );
+        assert!(dave.password.starts_with("{SHA512-CRYPT}$6$LzeEwkxKIYLgassY$"));
+        assert!(dave.password.ends_with("1oL."), "password field ends at the next ':'");
+        assert_eq!(dave.networks, Some(vec![Cidr::parse("127.0.0.0/8").unwrap(), Cidr::parse("::1").unwrap()]));
         assert_eq!(dave.server.as_deref(), Some("127.0.0.1"));
         assert_eq!(dave.port, Some(10143));
         assert_eq!(dave.backend_user.as_deref(), Some("dave@backend"));
@@ -808,21 +687,13 @@ mod tests {
 
         let erin = s.lookup(&q("erin")).unwrap().unwrap();
         assert!(!erin.enabled);
-        assert_eq!(
-            erin.extra,
-            vec![
-                ("nologin".into(), "".into()),
-                ("reason".into(), "moved".into())
-            ]
-        );
+        assert_eq!(erin.extra, vec![("nologin".into(), "".into()), ("reason".into(), "moved".into())]);
 
         let frank = s.lookup(&q("frank")).unwrap().unwrap();
         assert_eq!(frank.protocols, Some(vec![Protocol::Imap, Protocol::Smtp]));
         assert_eq!(frank.wait, Some(7));
         assert!(
-            frank
-                .extra
-                .contains(&("userdb_quota_rule".into(), "*:storage=1G".into())),
+            frank.extra.contains(&("userdb_quota_rule".into(), "*:storage=1G".into())),
             "':' inside extra fields is kept: {:?}",
             frank.extra
         );
@@ -836,18 +707,9 @@ mod tests {
     fn real_htpasswd_tool() {
         // Shell out to apache2-utils' htpasswd when present (fixtures cover the rest).
         let d = TempDir::new("tool");
-        let p = d.0.join("ht");
+        let p = d.join("ht");
         let run = |args: &[&str]| Command::new("htpasswd").args(args).output();
-        let first = run(&[
-            "-c",
-            "-b",
-            "-B",
-            "-C",
-            "4",
-            p.to_str().unwrap(),
-            "u1",
-            "pw one",
-        ]);
+        let first = run(&["-c", "-b", "-B", "-C", "4", p.to_str().unwrap(), "u1", "pw one"]);
         let Ok(out) = first else {
             eprintln!("htpasswd not installed; skipped");
             return;
@@ -916,27 +778,17 @@ mod tests {
             format!("{n}: loaded 4 users"),
         ];
         assert_eq!(m, expect);
-        assert_eq!(
-            s.lookup(&q("good")).unwrap().unwrap().password,
-            "{PLAIN}x",
-            "first wins"
-        );
+        assert_eq!(s.lookup(&q("good")).unwrap().unwrap().password, "{PLAIN}x", "first wins");
         assert_eq!(s.lookup(&q("last")).unwrap().unwrap().password, "{PLAIN}y");
         assert!(s.lookup(&q("hostname")).unwrap().is_some());
-        assert!(
-            s.lookup(&q("odd")).unwrap().is_some(),
-            "kept: fails as scheme-error"
-        );
+        assert!(s.lookup(&q("odd")).unwrap().is_some(), "kept: fails as scheme-error");
         assert_eq!(s.lookup(&q("badnet")).unwrap(), None);
     }
 
     #[test]
     fn crlf_and_bom_tolerated() {
         let d = TempDir::new("crlf");
-        let s = open0(&d.file(
-            "c",
-            b"\xef\xbb\xbfa:{PLAIN}one\r\n# c\r\n\r\nb:{PLAIN}two::::::wait=3\r\n",
-        ));
+        let s = open0(&d.file("c", b"\xef\xbb\xbfa:{PLAIN}one\r\n# c\r\n\r\nb:{PLAIN}two::::::wait=3\r\n"));
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}one");
         let b = s.lookup(&q("b")).unwrap().unwrap();
         assert_eq!(b.password, "{PLAIN}two");
@@ -947,10 +799,10 @@ mod tests {
     #[test]
     fn open_missing_file_is_an_error() {
         let d = TempDir::new("missing");
-        let e = PasswdFile::open(d.0.join("nope")).err().unwrap();
+        let e = PasswdFile::open(d.join("nope")).err().unwrap();
         assert!(e.source.contains("nope"), "{e}");
         assert!(e.cause.starts_with("cannot open: "), "{e}");
-        let e = PasswdFile::open(&d.0).err().unwrap();
+        let e = PasswdFile::open(&*d).err().unwrap();
         assert_eq!(e.cause, "not a regular file");
     }
 
@@ -968,10 +820,7 @@ mod tests {
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}new");
         assert!(s.generation() > g0);
         let m = messages(&s);
-        assert!(
-            m.last().unwrap().ends_with(": changed, reloaded 1 users"),
-            "{m:?}"
-        );
+        assert!(m.last().unwrap().ends_with(": changed, reloaded 1 users"), "{m:?}");
     }
 
     #[test]
@@ -1005,12 +854,7 @@ mod tests {
         fs::write(&p, b"a:{PLAIN}back\n").unwrap();
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}back");
         let m = messages(&s);
-        assert!(
-            m.last()
-                .unwrap()
-                .ends_with(": readable again, loaded 1 users"),
-            "{m:?}"
-        );
+        assert!(m.last().unwrap().ends_with(": readable again, loaded 1 users"), "{m:?}");
     }
 
     #[test]
@@ -1029,9 +873,7 @@ mod tests {
     fn check_interval_limits_stats() {
         let d = TempDir::new("interval");
         let p = d.file("users", b"a:{PLAIN}old\n");
-        let s = PasswdFile::open(&p)
-            .unwrap()
-            .with_check_interval(Duration::from_secs(3600));
+        let s = PasswdFile::open(&p).unwrap().with_check_interval(Duration::from_secs(3600));
         // The first lookup in a process looks at the file and starts the watcher...
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}old");
         // ... which looks again only after the interval: until then the loaded data is used.
@@ -1054,9 +896,7 @@ mod tests {
     }
 
     fn password(s: &PasswdFile, user: &str) -> Result<Option<String>, String> {
-        s.lookup(&q(user))
-            .map(|a| a.map(|a| a.password))
-            .map_err(|e| e.cause)
+        s.lookup(&q(user)).map(|a| a.map(|a| a.password)).map_err(|e| e.cause)
     }
 
     #[test]
@@ -1071,21 +911,13 @@ mod tests {
         assert_eq!(password(&s, "a"), Ok(Some("{PLAIN}old".into())));
         let checks = s.shared.lookup_checks.load(Ordering::SeqCst);
         assert_eq!(checks, 1, "the first lookup in the process looked");
-        assert!(
-            !s.shared.inline.load(Ordering::SeqCst),
-            "a watcher thread runs"
-        );
+        assert!(!s.shared.inline.load(Ordering::SeqCst), "a watcher thread runs");
 
         // atomic replace, same size
         fs::rename(d.file("new", b"a:{PLAIN}new\n"), &p).unwrap();
-        let ((), took) = eventually(SOON, || {
-            (password(&s, "a") == Ok(Some("{PLAIN}new".into()))).then_some(())
-        });
+        let ((), took) = eventually(SOON, || (password(&s, "a") == Ok(Some("{PLAIN}new".into()))).then_some(()));
         eprintln!("rename seen after {took:?}");
-        assert!(messages(&s)
-            .last()
-            .unwrap()
-            .ends_with(": changed, reloaded 1 users"));
+        assert!(messages(&s).last().unwrap().ends_with(": changed, reloaded 1 users"));
 
         // in-place edit
         fs::write(&p, b"a:{PLAIN}new\nb:{PLAIN}added\n").unwrap();
@@ -1104,19 +936,13 @@ mod tests {
 
         // a directory in its place
         fs::create_dir(&p).unwrap();
-        eventually(SOON, || {
-            (password(&s, "a") == Err("not a regular file".into())).then_some(())
-        });
+        eventually(SOON, || (password(&s, "a") == Err("not a regular file".into())).then_some(()));
         fs::remove_dir(&p).unwrap();
 
         // truncated to half a line: loaded as it is (the user's hash is unusable)
         fs::write(&p, b"a:{PLA").unwrap();
-        eventually(SOON, || {
-            (password(&s, "a") == Ok(Some("{PLA".into()))).then_some(())
-        });
-        assert!(messages(&s)
-            .iter()
-            .any(|m| m.ends_with(": readable again, loaded 1 users")));
+        eventually(SOON, || (password(&s, "a") == Ok(Some("{PLA".into()))).then_some(()));
+        assert!(messages(&s).iter().any(|m| m.ends_with(": readable again, loaded 1 users")));
 
         assert_eq!(
             s.shared.lookup_checks.load(Ordering::SeqCst),
@@ -1128,11 +954,7 @@ mod tests {
     fn big_file(users: usize, version: &str) -> Vec<u8> {
         let mut data = Vec::with_capacity(users * 64);
         for i in 0..users {
-            writeln!(
-                data,
-                "user{i}@example.com:{{SSHA}}{version}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA{i}"
-            )
-            .unwrap();
+            writeln!(data, "user{i}@example.com:{{SSHA}}{version}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA{i}").unwrap();
         }
         data
     }
@@ -1141,16 +963,10 @@ mod tests {
     fn lookups_answer_promptly_from_the_old_snapshot_while_a_big_file_is_re_read() {
         let d = TempDir::new("slow");
         let p = d.file("users", &big_file(200_000, "old"));
-        let s = PasswdFile::open(&p)
-            .unwrap()
-            .with_check_interval(Duration::from_millis(10));
+        let s = PasswdFile::open(&p).unwrap().with_check_interval(Duration::from_millis(10));
         let _ = messages(&s);
-        let old = Ok(Some(
-            "{SSHA}oldAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string(),
-        ));
-        let new = Ok(Some(
-            "{SSHA}newAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string(),
-        ));
+        let old = Ok(Some("{SSHA}oldAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string()));
+        let new = Ok(Some("{SSHA}newAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7".to_string()));
         assert_eq!(password(&s, "user7@example.com"), old);
         let checks = s.shared.lookup_checks.load(Ordering::SeqCst);
 
@@ -1179,10 +995,7 @@ mod tests {
              {median:?}, 99.9% {p999:?}, slowest {slowest:?}",
             times.len() - 1
         );
-        assert!(
-            times.len() > 100,
-            "the old snapshot answered during the re-read"
-        );
+        assert!(times.len() > 100, "the old snapshot answered during the re-read");
         // Each lookup takes microseconds. On a loaded test machine the scheduler may still
         // stop the test thread for a while now and then; what must never happen is a lookup
         // waiting for the re-read.
@@ -1200,11 +1013,7 @@ mod tests {
         let small = d.file("small", b"a:{PLAIN}old\n");
         let s = PasswdFile::open(&small).unwrap();
         fs::write(&small, b"a:{PLAIN}new\n").unwrap();
-        assert_eq!(
-            password(&s, "a"),
-            Ok(Some("{PLAIN}new".into())),
-            "a small file is re-read at once"
-        );
+        assert_eq!(password(&s, "a"), Ok(Some("{PLAIN}new".into())), "a small file is re-read at once");
 
         let gone = d.file("gone", b"a:{PLAIN}old\n");
         let s = PasswdFile::open(&gone).unwrap();
@@ -1213,48 +1022,34 @@ mod tests {
 
         let big = d.file("big", &big_file(20_000, "old"));
         assert!(fs::metadata(&big).unwrap().len() > INLINE_RELOAD_MAX);
-        let s = PasswdFile::open(&big)
-            .unwrap()
-            .with_check_interval(Duration::from_millis(10));
+        let s = PasswdFile::open(&big).unwrap().with_check_interval(Duration::from_millis(10));
         fs::rename(d.file("big.new", &big_file(20_000, "new")), &big).unwrap();
         let e = password(&s, "user1@example.com").unwrap_err();
         assert_eq!(e, "changed since it was loaded, being re-read");
         eventually(Duration::from_secs(10), || {
-            password(&s, "user1@example.com")
-                .ok()
-                .flatten()
-                .filter(|p| p.starts_with("{SSHA}new"))
+            password(&s, "user1@example.com").ok().flatten().filter(|p| p.starts_with("{SSHA}new"))
         });
         let m = messages(&s);
         assert!(
-            m.iter().any(|m| m.ends_with(
-                ": changed since it was loaded, being re-read; answering with a temporary failure"
-            )),
+            m.iter().any(
+                |m| m.ends_with(": changed since it was loaded, being re-read; answering with a temporary failure")
+            ),
             "{m:?}"
         );
-        assert!(
-            m.last()
-                .unwrap()
-                .ends_with(": readable again, loaded 20000 users"),
-            "{m:?}"
-        );
+        assert!(m.last().unwrap().ends_with(": readable again, loaded 20000 users"), "{m:?}");
     }
 
     #[test]
     fn dropping_the_store_ends_its_watcher() {
         let d = TempDir::new("drop");
         let p = d.file("users", b"a:{PLAIN}x\n");
-        let s = PasswdFile::open(&p)
-            .unwrap()
-            .with_check_interval(Duration::from_secs(3600));
+        let s = PasswdFile::open(&p).unwrap().with_check_interval(Duration::from_secs(3600));
         s.lookup(&q("a")).unwrap();
         let stop = lock(&s.shared.stop).clone().unwrap();
         let weak = Arc::downgrade(&s.shared);
         drop(s);
         assert!(stop.is_stopped(), "told to stop");
-        eventually(Duration::from_secs(2), || {
-            (weak.strong_count() == 0).then_some(())
-        });
+        eventually(Duration::from_secs(2), || (weak.strong_count() == 0).then_some(()));
     }
 
     #[test]
@@ -1272,10 +1067,7 @@ mod tests {
         let t = Instant::now();
         for i in (0..100_000).step_by(997) {
             let u = format!("user{i}@example.com");
-            assert_eq!(
-                s.lookup(&q(&u)).unwrap().unwrap().password,
-                format!("{{PLAIN}}pw{i}")
-            );
+            assert_eq!(s.lookup(&q(&u)).unwrap().unwrap().password, format!("{{PLAIN}}pw{i}"));
         }
         let lookups = t.elapsed();
         // Generous bounds (debug build): the point is "no quadratic behaviour".
@@ -1290,27 +1082,16 @@ mod tests {
         let s = open0(&d.file("f", data.as_bytes()));
         let m = messages(&s);
         assert_eq!(m.len(), MAX_LINE_NOTICES + 2);
-        assert!(
-            m[MAX_LINE_NOTICES].ends_with(": 450 more problems not shown"),
-            "{m:?}"
-        );
+        assert!(m[MAX_LINE_NOTICES].ends_with(": 450 more problems not shown"), "{m:?}");
     }
 
     #[test]
     fn extra_field_mapping() {
         let mut w = Vec::new();
-        let (u, a) = parse_line(
-            "x:{PLAIN}p:::::: user=alias destuser=real pass=master deny=no",
-            &mut w,
-        )
-        .unwrap();
+        let (u, a) = parse_line("x:{PLAIN}p:::::: user=alias destuser=real pass=master deny=no", &mut w).unwrap();
         assert_eq!(u, "x");
         assert_eq!(a.name, "x", "the account's name is its user field");
-        assert_eq!(
-            a.backend_user.as_deref(),
-            Some("real"),
-            "destuser wins over user"
-        );
+        assert_eq!(a.backend_user.as_deref(), Some("real"), "destuser wins over user");
         assert_eq!(a.backend_pass.as_deref(), Some("master"));
         assert!(a.enabled, "deny=no does not disable");
         let (_, a) = parse_line("x:{PLAIN}p::::::user=alias deny=yes", &mut w).unwrap();
@@ -1356,11 +1137,7 @@ mod tests {
         );
         fs::write(&p, format!("a:{{PLAIN}}x\nb:{BCRYPT_05}\n")).unwrap();
         assert!(s.lookup(&q("a")).unwrap().is_some());
-        assert_eq!(
-            s.timing_template().as_deref(),
-            Some(BCRYPT_05),
-            "follows reloads"
-        );
+        assert_eq!(s.timing_template().as_deref(), Some(BCRYPT_05), "follows reloads");
         fs::write(&p, "odd:{NOSUCH}x\n").unwrap();
         assert!(s.lookup(&q("a")).unwrap().is_none());
         assert_eq!(s.timing_template(), None, "nothing usable");
@@ -1372,10 +1149,7 @@ mod tests {
     #[test]
     fn disabled_lines_are_comments() {
         let d = TempDir::new("disabled");
-        let s = open0(&d.file(
-            "users",
-            b"#disabled# bob:{PLAIN}b\nalice:{PLAIN}a\n  #disabled# carol:{PLAIN}c\n",
-        ));
+        let s = open0(&d.file("users", b"#disabled# bob:{PLAIN}b\nalice:{PLAIN}a\n  #disabled# carol:{PLAIN}c\n"));
         assert_eq!(s.user_count(), Some(1));
         assert_eq!(s.lookup(&q("bob")).unwrap(), None);
         assert_eq!(s.lookup(&q("#disabled# bob")).unwrap(), None);
@@ -1406,11 +1180,7 @@ mod tests {
         let s = open0(&d.file("users", data.as_bytes()));
         let bytes = s.memory_bytes().unwrap();
         assert_eq!(bytes, data.len() + 12 * n);
-        eprintln!(
-            "{n} users, {} bytes/line: {} bytes/user loaded",
-            data.len() / n,
-            bytes / n
-        );
+        eprintln!("{n} users, {} bytes/line: {} bytes/user loaded", data.len() / n, bytes / n);
     }
 
     /// Peak memory of loading a million users (run by hand, alone: it reads the process's
@@ -1421,22 +1191,13 @@ mod tests {
         fn status(key: &str) -> usize {
             let s = fs::read_to_string("/proc/self/status").unwrap();
             let line = s.lines().find(|l| l.starts_with(key)).unwrap();
-            line.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                * 1024
+            line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
         }
         let d = TempDir::new("million");
         let n = 1_000_000;
         let mut data = Vec::with_capacity(n * 50);
         for i in 0..n {
-            writeln!(
-                data,
-                "user{i:07}@example.com:{{SSHA}}AAAAAAAAAAAAAAAA{i:07}"
-            )
-            .unwrap();
+            writeln!(data, "user{i:07}@example.com:{{SSHA}}AAAAAAAAAAAAAAAA{i:07}").unwrap();
         }
         let p = d.file("users", &data);
         let size = data.len();
@@ -1449,10 +1210,7 @@ mod tests {
         let peak = status("VmHWM:");
         let t = Instant::now();
         for i in (0..n).step_by(1000) {
-            assert!(s
-                .lookup(&q(&format!("user{i:07}@example.com")))
-                .unwrap()
-                .is_some());
+            assert!(s.lookup(&q(&format!("user{i:07}@example.com"))).unwrap().is_some());
         }
         let lookup = t.elapsed() / 1000;
         eprintln!(

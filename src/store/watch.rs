@@ -2,6 +2,8 @@
 //! interval), their broken/usable state, the notices and the generation that follow from it,
 //! and the per-process watcher threads that do the checking off nginx's event loop.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -102,13 +104,7 @@ pub(crate) struct FileWatch {
 
 impl FileWatch {
     pub(crate) fn new(path: &Path, interval: Duration) -> FileWatch {
-        FileWatch {
-            path: path.to_path_buf(),
-            interval,
-            last_check: None,
-            current: None,
-            broken: None,
-        }
+        FileWatch { path: path.to_path_buf(), interval, last_check: None, current: None, broken: None }
     }
 
     pub(crate) fn interval(&self) -> Duration {
@@ -161,13 +157,8 @@ impl FileWatch {
         if self.broken.as_deref() == Some(cause) {
             return false;
         }
-        events.push(
-            NoticeLevel::Error,
-            format!(
-                "{}: {cause}; answering with a temporary failure",
-                self.path.display()
-            ),
-        );
+        events
+            .push(NoticeLevel::Error, format!("{}: {cause}; answering with a temporary failure", self.path.display()));
         self.broken = Some(cause.to_string());
         true
     }
@@ -239,33 +230,23 @@ static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
 
 /// Starts a watcher thread: `tick` at once, then every `interval` until it returns `false` or
 /// the thread is stopped (by the returned [`Stop`] or [`stop_watchers`]).
-pub(crate) fn spawn(
-    interval: Duration,
-    mut tick: impl FnMut() -> bool + Send + 'static,
-) -> std::io::Result<Arc<Stop>> {
+pub(crate) fn spawn(interval: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> std::io::Result<Arc<Stop>> {
     let stop = Arc::new(Stop::default());
     let theirs = Arc::clone(&stop);
-    let handle = std::thread::Builder::new()
-        .name(THREAD_NAME.to_string())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            if let Some(hook) = THREAD_START.get() {
-                hook();
+    let handle = std::thread::Builder::new().name(THREAD_NAME.to_string()).stack_size(256 * 1024).spawn(move || {
+        if let Some(hook) = THREAD_START.get() {
+            hook();
+        }
+        while tick() {
+            if theirs.wait(interval) {
+                break;
             }
-            while tick() {
-                if theirs.wait(interval) {
-                    break;
-                }
-            }
-        })?;
+        }
+    })?;
     let pid = std::process::id();
     let mut running = lock(&RUNNING);
     reap(&mut running, pid);
-    running.push(Running {
-        pid,
-        stop: Arc::clone(&stop),
-        handle,
-    });
+    running.push(Running { pid, stop: Arc::clone(&stop), handle });
     Ok(stop)
 }
 
@@ -331,10 +312,7 @@ mod tests {
         let t = Instant::now();
         loop {
             let r = lock(&RUNNING);
-            if !r
-                .iter()
-                .any(|r| Arc::ptr_eq(&r.stop, &stop) && !r.handle.is_finished())
-            {
+            if !r.iter().any(|r| Arc::ptr_eq(&r.stop, &stop) && !r.handle.is_finished()) {
                 break;
             }
             drop(r);
@@ -366,9 +344,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(lock(&before_tick).unwrap() >= 1, "hook ran first");
-        assert!(lock(&HOOKED)
-            .iter()
-            .all(|n| n.as_deref() == Some(THREAD_NAME)));
+        assert!(lock(&HOOKED).iter().all(|n| n.as_deref() == Some(THREAD_NAME)));
     }
 
     #[test]
@@ -386,9 +362,7 @@ mod tests {
 
     #[test]
     fn file_watch_identity_and_broken_state() {
-        let dir = std::env::temp_dir().join(format!("ngx-mail-auth-watch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::TempDir::new("watch");
         let p = dir.join("f");
         let events = Events::default();
         let mut w = FileWatch::new(&p, Duration::from_secs(3600));
@@ -398,9 +372,7 @@ mod tests {
         assert_eq!(events.take().len(), 1);
         fs::write(&p, b"one").unwrap();
         assert_eq!(w.look(false), Seen::NotDue, "within the interval");
-        let Seen::Changed(id) = w.look(true) else {
-            panic!("changed")
-        };
+        let Seen::Changed(id) = w.look(true) else { panic!("changed") };
         assert_eq!(id.size(), 3);
         w.set_current(Some(id));
         assert!(w.recover());
@@ -410,6 +382,5 @@ mod tests {
         fs::write(dir.join("g"), b"two").unwrap();
         fs::rename(dir.join("g"), &p).unwrap();
         assert!(matches!(w.look(true), Seen::Changed(_)));
-        let _ = fs::remove_dir_all(&dir);
     }
 }

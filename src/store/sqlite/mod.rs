@@ -18,13 +18,15 @@
 //! - The query should return at most one row: a second row is a `StoreError` (fail closed
 //!   rather than pick an arbitrary account); add `LIMIT 1` if that is really meant.
 //!
-//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:local_ip`, `:method` (text; the IPs
-//! as `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
-//! names it, e.g. `plain`). Result columns the module understands (others are kept in
+//! Query parameters: `:user`, `:protocol`, `:client_ip`, `:method` (text; the client IP as
+//! `127.0.0.1` / `::1`, NULL when unknown; protocol `imap`/`pop3`/`smtp`; method as nginx
+//! names it, e.g. `plain`). There is no local address: nginx mail does not send one. Result columns the module understands (others are kept in
 //! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `name` (the
 //! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
 //! `wait`.
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,17 +37,16 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::watch::{Events, FileId, FileWatch, Seen};
 use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
-use crate::policy::Cidr;
+use crate::cidr::Cidr;
 use crate::protocol::{self, Protocol};
 use crate::scheme;
 
 /// The query used with the schema in `scripts/schema.sql`.
-pub const DEFAULT_QUERY: &str =
-    "SELECT name, password, enabled, protocols, networks, server, port, \
+pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
 /// The named parameters a query may use.
-pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":local_ip", ":method"];
+pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":method"];
 
 /// At most this many rows of `users` are read for [`Store::timing_template`].
 pub const TEMPLATE_ROWS: u32 = 100_000;
@@ -76,10 +77,7 @@ pub struct SqliteStore {
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
 /// store's own mutex.
 fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(busy)?;
     Ok(conn)
 }
@@ -97,11 +95,10 @@ fn is_wal(path: &Path) -> bool {
 /// The slowest stored password (highest [`scheme::cost_estimate`]) of the default schema's
 /// `users.password` column, among its first [`TEMPLATE_ROWS`] rows; `None` without such a column.
 fn slowest_password(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    let columns: i64 = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('users') WHERE lower(name) = 'password'",
-        [],
-        |r| r.get(0),
-    )?;
+    let columns: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('users') WHERE lower(name) = 'password'", [], |r| {
+            r.get(0)
+        })?;
     if columns == 0 {
         return Ok(None);
     }
@@ -129,9 +126,7 @@ fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
     for i in 1..=stmt.parameter_count() {
         match stmt.parameter_name(i) {
             Some(name) if PARAMETERS.contains(&name) => {}
-            Some(name) => {
-                return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", ")))
-            }
+            Some(name) => return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", "))),
             None => return Err("positional parameters (?) are not supported; use :user, :protocol ...".into()),
         }
     }
@@ -159,9 +154,7 @@ impl SqliteStore {
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
         let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
-        check_statement(&stmt)
-            .map_err(|e| format!("invalid query: {e}"))
-            .map(|()| None)
+        check_statement(&stmt).map_err(|e| format!("invalid query: {e}")).map(|()| None)
     }
 
     /// Makes the store. Opens nothing: each nginx worker opens its own connection on first use.
@@ -173,10 +166,7 @@ impl SqliteStore {
         let events = Events::default();
         events.bump();
         Ok(SqliteStore {
-            inner: Mutex::new(Inner {
-                conn: None,
-                watch: FileWatch::new(&path, Duration::from_secs(1)),
-            }),
+            inner: Mutex::new(Inner { conn: None, watch: FileWatch::new(&path, Duration::from_secs(1)) }),
             path,
             sql: sql.to_string(),
             busy_timeout: Duration::from_millis(100),
@@ -240,7 +230,8 @@ impl SqliteStore {
     fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<(Row, bool)>, String> {
         self.refresh(inner)?;
         if inner.conn.is_none() {
-            inner.conn = Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
+            inner.conn =
+                Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
             if is_wal(&self.path) {
                 self.events.push(
                     NoticeLevel::Warn,
@@ -259,7 +250,6 @@ impl SqliteStore {
         let mut stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         check_statement(&stmt)?;
         let client_ip = q.client_ip.map(|ip| ip.to_string());
-        let local_ip = q.local_ip.map(|ip| ip.to_string());
         for i in 1..=stmt.parameter_count() {
             let name = stmt.parameter_name(i).unwrap_or("").to_string();
             let r = match name.as_str() {
@@ -267,7 +257,6 @@ impl SqliteStore {
                 ":protocol" => stmt.raw_bind_parameter(i, q.protocol.as_str()),
                 ":method" => stmt.raw_bind_parameter(i, q.method.as_str()),
                 ":client_ip" => stmt.raw_bind_parameter(i, client_ip.as_deref()),
-                ":local_ip" => stmt.raw_bind_parameter(i, local_ip.as_deref()),
                 other => return Err(format!("unknown parameter \"{other}\"")),
             };
             r.map_err(|e| format!("binding {name}: {e}"))?;
@@ -377,7 +366,9 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
             "name" | "server" | "user" | "backend_pass" => {} // '' = not set
-            "wait" => a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?),
+            "wait" => {
+                a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
+            }
             _ => a.extra.push((name.clone(), v.to_string())),
         }
     }
@@ -393,15 +384,14 @@ impl Store for SqliteStore {
         match self.lookup_inner(&mut inner, q) {
             Ok(row) => {
                 if inner.watch.recover() {
-                    self.events.push(
-                        NoticeLevel::Info,
-                        format!("{}: usable again", self.path.display()),
-                    );
+                    self.events.push(NoticeLevel::Info, format!("{}: usable again", self.path.display()));
                 }
                 let user = || protocol::printable(q.user.as_bytes(), 64);
                 match row {
                     None => Ok(None),
-                    Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
+                    Some((_, true)) => {
+                        Err(self.err(format!("query returned more than one row for user \"{}\"", user())))
+                    }
                     Some((cols, false)) => match map_row(&cols) {
                         Ok(mut a) => {
                             if a.name.is_empty() {

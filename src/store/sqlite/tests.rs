@@ -1,22 +1,16 @@
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::*;
 use crate::protocol::Method;
+use crate::testutil::TempDir;
 
 const SCHEMA: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/schema.sql"));
 
-fn tmpdir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "mail-auth-sqlite-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir() -> TempDir {
+    TempDir::new("sqlite")
 }
 
 fn make_db(path: &Path, rows: &[&str]) {
@@ -28,7 +22,12 @@ fn make_db(path: &Path, rows: &[&str]) {
 }
 
 fn q(user: &str) -> Query<'_> {
-    Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: Some("127.0.0.1".parse::<IpAddr>().unwrap()), local_ip: None }
+    Query {
+        user,
+        protocol: Protocol::Imap,
+        method: Method::Plain,
+        client_ip: Some("127.0.0.1".parse::<IpAddr>().unwrap()),
+    }
 }
 
 fn store(path: &Path) -> SqliteStore {
@@ -74,22 +73,41 @@ fn map_row_values() {
     assert_eq!(a.extra, vec![("x_unknown".to_string(), "kept".to_string())]);
     assert!(!map_row(&row(&[("password", Some("x")), ("enabled", Some("false"))])).unwrap().enabled);
     for bad in [
-        ("enabled", "maybe"), ("protocols", "imap,lmtp"), ("networks", "10.0.0.0/99"),
-        ("server", "mail.example.org"), ("port", "0"), ("port", "70000"), ("wait", "-1"),
+        ("enabled", "maybe"),
+        ("protocols", "imap,lmtp"),
+        ("networks", "10.0.0.0/99"),
+        ("server", "mail.example.org"),
+        ("port", "0"),
+        ("port", "70000"),
+        ("wait", "-1"),
     ] {
         assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
     }
     assert!(map_row(&row(&[("enabled", Some("1"))])).is_err(), "no password column");
     assert_eq!(map_row(&row(&[("password", Some(""))])).unwrap().password, NO_PASSWORD, "'' never verifies");
     let a = map_row(&row(&[
-        ("password", Some("{PLAIN}x")), ("server", Some("")), ("user", Some("")), ("backend_pass", Some("")),
-        ("enabled", None), ("protocols", None), ("networks", None), ("port", None), ("wait", None),
-    ])).unwrap();
+        ("password", Some("{PLAIN}x")),
+        ("server", Some("")),
+        ("user", Some("")),
+        ("backend_pass", Some("")),
+        ("enabled", None),
+        ("protocols", None),
+        ("networks", None),
+        ("port", None),
+        ("wait", None),
+    ]))
+    .unwrap();
     assert_eq!(a, Account { password: "{PLAIN}x".into(), enabled: true, ..Account::default() }, "NULL/'' = not set");
     let a = map_row(&row(&[
-        ("password", Some("{PLAIN}x")), ("enabled", Some("No")), ("protocols", Some("smtp")),
-        ("networks", Some("")), ("server", Some("::1")), ("port", Some("25")), ("wait", Some("0")),
-    ])).unwrap();
+        ("password", Some("{PLAIN}x")),
+        ("enabled", Some("No")),
+        ("protocols", Some("smtp")),
+        ("networks", Some("")),
+        ("server", Some("::1")),
+        ("port", Some("25")),
+        ("wait", Some("0")),
+    ]))
+    .unwrap();
     assert!(!a.enabled);
     assert_eq!(a.protocols, Some(vec![Protocol::Smtp]));
     assert_eq!(a.networks, Some(vec![]), "'' = no network allowed (fails closed)");
@@ -103,8 +121,12 @@ fn map_row_values() {
 #[test]
 fn map_row_reasons_are_one_log_line() {
     for (col, v) in [
-        ("enabled", "yes\r\n2026/01/01 [alert] forged"), ("protocols", "imap\nsmtp"), ("networks", "10.0.0.0/8\r\n\0"),
-        ("server", "host\u{1b}[2J"), ("port", "1\n2"), ("wait", "\0"),
+        ("enabled", "yes\r\n2026/01/01 [alert] forged"),
+        ("protocols", "imap\nsmtp"),
+        ("networks", "10.0.0.0/8\r\n\0"),
+        ("server", "host\u{1b}[2J"),
+        ("port", "1\n2"),
+        ("wait", "\0"),
     ] {
         let e = map_row(&[("password".into(), Some("x".into())), (col.into(), Some(v.into()))]).unwrap_err();
         assert!(!e.chars().any(char::is_control), "{col}: {e:?}");
@@ -139,11 +161,20 @@ fn check_query_errors() {
     assert!(e.contains("does not return a \"password\" column"), "{e}");
     let e = SqliteStore::check_query(p, "SELECT password FROM users WHERE name = :login").unwrap_err();
     assert!(e.contains("unknown parameter \":login\""), "{e}");
+    // nginx mail sends no local address: there is no :local_ip to bind
+    let sql = "SELECT password FROM users WHERE name = :user AND :local_ip IS NULL";
+    let e = SqliteStore::check_query(p, sql).unwrap_err();
+    assert_eq!(e, "invalid query: unknown parameter \":local_ip\" (known: :user, :protocol, :client_ip, :method)");
     let e = SqliteStore::check_query(p, "SELECT password FROM users WHERE name = ?").unwrap_err();
     assert!(e.contains("positional"), "{e}");
     let e = SqliteStore::check_query(p, "SELECT password FROM nosuchtable WHERE name = :user").unwrap_err();
     assert!(e.contains("no such table"), "{e}");
-    assert!(SqliteStore::check_query(p, "SELECT password, server FROM users WHERE name = :user AND (:protocol = 'imap' OR :client_ip LIKE '127.%')").unwrap().is_none());
+    assert!(SqliteStore::check_query(
+        p,
+        "SELECT password, server FROM users WHERE name = :user AND (:protocol = 'imap' OR :client_ip LIKE '127.%')"
+    )
+    .unwrap()
+    .is_none());
     let w = SqliteStore::check_query(d.join("missing.db").to_str().unwrap(), DEFAULT_QUERY).unwrap();
     assert!(w.is_some(), "missing database is a warning at config time");
 }
@@ -214,10 +245,13 @@ fn lookups_write_nothing() {
 fn bad_row_is_an_error_for_that_user_only() {
     let d = tmpdir();
     let db = d.join("u.db");
-    make_db(&db, &[
-        "INSERT INTO users(name, password, port) VALUES ('bad', '{PLAIN}x', 0)",
-        "INSERT INTO users(name, password) VALUES ('good', '{PLAIN}x')",
-    ]);
+    make_db(
+        &db,
+        &[
+            "INSERT INTO users(name, password, port) VALUES ('bad', '{PLAIN}x', 0)",
+            "INSERT INTO users(name, password) VALUES ('good', '{PLAIN}x')",
+        ],
+    );
     let s = store(&db);
     let e = s.lookup(&q("bad")).unwrap_err();
     assert!(e.cause.contains("port"), "{e}");
@@ -228,10 +262,13 @@ fn bad_row_is_an_error_for_that_user_only() {
 fn more_than_one_row_fails_closed() {
     let d = tmpdir();
     let db = d.join("u.db");
-    make_db(&db, &[
-        "INSERT INTO users(name, password, backend_user) VALUES ('alice', '{PLAIN}a', 'shared')",
-        "INSERT INTO users(name, password, backend_user) VALUES ('bob', '{PLAIN}b', 'shared')",
-    ]);
+    make_db(
+        &db,
+        &[
+            "INSERT INTO users(name, password, backend_user) VALUES ('alice', '{PLAIN}a', 'shared')",
+            "INSERT INTO users(name, password, backend_user) VALUES ('bob', '{PLAIN}b', 'shared')",
+        ],
+    );
     let by_alias = "SELECT password FROM users WHERE name = :user OR backend_user = :user";
     let s = SqliteStore::new(db.to_str().unwrap(), by_alias).unwrap().with_check_interval(Duration::ZERO);
     let e = s.lookup(&q("shared")).unwrap_err();
@@ -247,7 +284,7 @@ fn all_parameters_are_bound() {
     let d = tmpdir();
     let db = d.join("u.db");
     make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
-    let sql = "SELECT password, :protocol AS p, :method AS m, :client_ip AS c, :local_ip AS l \
+    let sql = "SELECT password, :protocol AS p, :method AS m, :client_ip AS c \
                FROM users WHERE name = :user";
     assert_eq!(SqliteStore::check_query(db.to_str().unwrap(), sql), Ok(None));
     let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap();
@@ -259,7 +296,6 @@ fn all_parameters_are_bound() {
     assert_eq!(get("p").as_deref(), Some("pop3"));
     assert_eq!(get("m").as_deref(), Some(Method::Plain.as_str()));
     assert_eq!(get("c").as_deref(), Some("::1"));
-    assert_eq!(get("l"), None, "unknown local IP is NULL");
     // a policy written in SQL: only from loopback
     let sql = "SELECT password FROM users WHERE name = :user AND :client_ip IN ('127.0.0.1', '::1')";
     let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap();
@@ -311,26 +347,15 @@ fn wal_database_is_read_with_a_warning() {
 fn account_name_from_the_name_column_else_the_user_asked_for() {
     let d = tmpdir();
     let db = d.join("u.db");
-    make_db(
-        &db,
-        &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"],
-    );
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('Alice', '{PLAIN}a')"]);
     let s = store(&db);
-    assert_eq!(
-        s.lookup(&q("Alice")).unwrap().unwrap().name,
-        "Alice",
-        "default query returns name"
-    );
+    assert_eq!(s.lookup(&q("Alice")).unwrap().unwrap().name, "Alice", "default query returns name");
     assert_eq!(s.lookup(&q("alice")).unwrap(), None);
     // every spelling of one account names the same account
     let nocase = "SELECT name, password FROM users WHERE name = :user COLLATE NOCASE";
     let s = SqliteStore::new(db.to_str().unwrap(), nocase).unwrap();
     for spelling in ["alice", "ALICE", "aLiCe", "Alice"] {
-        assert_eq!(
-            s.lookup(&q(spelling)).unwrap().unwrap().name,
-            "Alice",
-            "{spelling}"
-        );
+        assert_eq!(s.lookup(&q(spelling)).unwrap().unwrap().name, "Alice", "{spelling}");
     }
     // an old query without a name column: the user asked for
     let old = "SELECT password FROM users WHERE name = :user COLLATE NOCASE";
@@ -361,25 +386,13 @@ fn timing_template_is_the_slowest_password_of_the_users_table() {
         ],
     );
     let s = store(&db);
-    assert_eq!(
-        s.timing_template(),
-        None,
-        "read by the worker, with its first lookup"
-    );
+    assert_eq!(s.timing_template(), None, "read by the worker, with its first lookup");
     assert!(s.lookup(&q("nobody")).unwrap().is_none());
-    assert_eq!(
-        s.timing_template(),
-        Some(format!("{{BLF-CRYPT}}{bcrypt_10}"))
-    );
+    assert_eq!(s.timing_template(), Some(format!("{{BLF-CRYPT}}{bcrypt_10}")));
 
     // replaced: read again
     let tmp = d.join("u.db.new");
-    make_db(
-        &tmp,
-        &[&format!(
-            "INSERT INTO users(name, password) VALUES ('b', '{bcrypt_05}')"
-        )],
-    );
+    make_db(&tmp, &[&format!("INSERT INTO users(name, password) VALUES ('b', '{bcrypt_05}')")]);
     std::fs::rename(&tmp, &db).unwrap();
     assert!(s.lookup(&q("b")).unwrap().is_some());
     assert_eq!(s.timing_template().as_deref(), Some(bcrypt_05));
@@ -392,11 +405,8 @@ fn timing_template_is_the_slowest_password_of_the_users_table() {
          INSERT INTO accounts VALUES ('x', '{bcrypt_10}');"
     ))
     .unwrap();
-    let s = SqliteStore::new(
-        other.to_str().unwrap(),
-        "SELECT hash AS password FROM accounts WHERE login = :user",
-    )
-    .unwrap();
+    let s =
+        SqliteStore::new(other.to_str().unwrap(), "SELECT hash AS password FROM accounts WHERE login = :user").unwrap();
     assert!(s.lookup(&q("x")).unwrap().is_some());
     assert_eq!(s.timing_template(), None);
 }
