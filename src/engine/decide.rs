@@ -63,7 +63,11 @@ pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
         Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store)),
         Method::External => Step::Answer(super::methods::external(cfg, req, store)),
         // without the location's verifier (the engine passes it): refused
-        Method::Xoauth2 | Method::Oauthbearer => Step::Answer(super::methods::oauth(cfg, req, Some(store), None)),
+        Method::Xoauth2 | Method::Oauthbearer => {
+            Step::Answer(super::methods::oauth(cfg, req, Some(store), None, |v| {
+                (v.verify(&req.pass, &req.user, super::unix_now()), v.cfg.user_claim.as_str())
+            }))
+        }
         Method::None => Step::Answer(super::relay::relay(cfg, req)),
     }
 }

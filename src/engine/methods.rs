@@ -18,7 +18,7 @@ use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use base64::Engine as _;
 
 use crate::config::AuthConfig;
-use crate::oauth::{TokenError, Verifier};
+use crate::oauth::{TokenError, Verified, Verifier};
 use crate::policy::check_account;
 use crate::protocol::{AuthRequest, AuthResponse, Method};
 use crate::scheme::{self, Challenge, ChallengeError};
@@ -167,7 +167,15 @@ pub(crate) fn oauth_error(verifier: Option<&Verifier>, e: Option<&TokenError>) -
 /// needs a password nginx does not have (the client gave a token): the account's backend
 /// password, the master user, or a recoverable stored password; IMAP/POP3 without any of them
 /// are refused (`method-denied`), SMTP goes on without.
-pub fn oauth(cfg: &AuthConfig, req: &AuthRequest, store: Option<&dyn Store>, verifier: Option<&Verifier>) -> Outcome {
+/// `check` verifies the token (the JWT path, or introspection: see the engine); `claim` names
+/// the mailbox claim for the log.
+pub fn oauth(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    store: Option<&dyn Store>,
+    verifier: Option<&Verifier>,
+    check: impl FnOnce(&Verifier) -> (Result<Verified, TokenError>, &str),
+) -> Outcome {
     let Some(v) = verifier else {
         return fail(
             cfg,
@@ -177,9 +185,12 @@ pub fn oauth(cfg: &AuthConfig, req: &AuthRequest, store: Option<&dyn Store>, ver
             format!("{} login refused: no mail_auth_oauth2_jwks in this location", req.method),
         );
     };
-    let claim = &v.cfg.user_claim;
-    match v.verify(&req.pass, &req.user, super::unix_now()) {
+    let (checked, claim) = check(v);
+    match checked {
         Ok(_) => {}
+        Err(e @ TokenError::Introspection(_)) => {
+            return temp_fail(cfg, req, AuthResult::StoreError, format!("token not checked: {e}"))
+        }
         Err(e) if e.is_temporary() => {
             return temp_fail(cfg, req, AuthResult::InternalError, format!("token not checked: {e}"))
         }

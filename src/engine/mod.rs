@@ -33,6 +33,7 @@ use crate::cache::{Cache, CacheKey};
 use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
 use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
 use crate::metrics::Metrics;
+use crate::oauth::{Route, TokenError};
 use crate::protocol::{printable, AuthRequest, AuthResponse, HeaderView, LogFields, Method};
 use crate::scheme;
 use crate::store::{NoticeLevel, Store};
@@ -215,7 +216,7 @@ impl Job {
         let stage = std::mem::replace(&mut self.stage, Stage::Decide);
         let outcome = match stage {
             Stage::Decide => match engine.store.as_deref() {
-                Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, &mut self.trace) {
+                Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, true, &mut self.trace) {
                     Step::Answer(o) => o,
                     Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, true, &mut self.trace),
                 },
@@ -285,7 +286,7 @@ impl Engine {
         if req.method.is_oauth() && self.store.is_none() {
             // a bearer token alone decides (cheap: one signature); the access phase of a
             // Basic-bridge location never lets one through
-            let o = methods::oauth(&self.cfg, &req, None, self.oauth.as_deref());
+            let o = self.oauth_login(&req, None, false, &mut trace);
             return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
         }
 
@@ -295,12 +296,15 @@ impl Engine {
             return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
         };
 
-        // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole.
-        if store.may_block() && self.offload {
+        // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole;
+        // so is a token that goes to introspection (an HTTP call; its cache is asked there too).
+        let introspect =
+            req.method.is_oauth() && self.oauth.as_ref().is_some_and(|v| v.route(&req.pass) == Route::Introspect);
+        if (store.may_block() || introspect) && self.offload {
             trace.step(|| "lookup on the thread pool".into());
             return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Decide, trace }));
         }
-        let o = match self.lookup(&req, store, &mut tickets, &mut trace) {
+        let o = match self.lookup(&req, store, &mut tickets, false, &mut trace) {
             Step::Answer(o) => o,
             Step::Verify(p) if p.own_is_costly() && self.offload => match self.cached(&req, p, &mut trace) {
                 Ok(o) => o,
@@ -390,9 +394,16 @@ impl Engine {
     /// A store that knows the account under another spelling (`name`, e.g. a case-insensitive
     /// SQLite query) also has that name's budget checked and counted: 8 spellings of one
     /// account share one per-user limit.
-    fn lookup(&self, req: &AuthRequest, store: &dyn Store, tickets: &mut Vec<Ticket>, trace: &mut Trace) -> Step {
+    fn lookup(
+        &self,
+        req: &AuthRequest,
+        store: &dyn Store,
+        tickets: &mut Vec<Ticket>,
+        on_pool: bool,
+        trace: &mut Trace,
+    ) -> Step {
         if req.method.is_oauth() {
-            return Step::Answer(methods::oauth(&self.cfg, req, Some(store), self.oauth.as_deref()));
+            return Step::Answer(self.oauth_login(req, Some(store), on_pool, trace));
         }
         let step = decide::lookup(&self.cfg, req, store);
         let Step::Verify(p) = &step else { return step };
@@ -411,6 +422,83 @@ impl Engine {
                 Step::Answer(outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason))
             }
         }
+    }
+
+    /// XOAUTH2 / OAUTHBEARER: the token checked locally (JWT) or by introspection, then the
+    /// account rules of [`methods::oauth`].
+    fn oauth_login(&self, req: &AuthRequest, store: Option<&dyn Store>, on_pool: bool, trace: &mut Trace) -> Outcome {
+        let mut cached = false;
+        let mut o = methods::oauth(&self.cfg, req, store, self.oauth.as_deref(), |v| match v.route(&req.pass) {
+            Route::Jwt => (v.verify(&req.pass, &req.user, unix_now()), v.cfg.user_claim.as_str()),
+            Route::Introspect => {
+                let claim = v.cfg.introspect.as_ref().map_or("username", |i| i.user_claim.as_str());
+                (self.introspect(v, req, on_pool, &mut cached, trace), claim)
+            }
+        });
+        if cached {
+            o.reason.push_str(" (cached introspection answer)");
+        }
+        o
+    }
+
+    /// RFC 7662 introspection of an opaque token, through `mail_auth_cache`: the key is a keyed
+    /// hash of the endpoint, the claim rules, `Auth-User` and the token (never the token
+    /// itself); an active token's answer is kept no longer than its `exp` (and the cache ttl),
+    /// an inactive token's for the negative ttl; failures of the call are not kept. The HTTP
+    /// call is made only on a pool thread (`on_pool`); elsewhere it is a temporary failure.
+    fn introspect(
+        &self,
+        v: &crate::oauth::Verifier,
+        req: &AuthRequest,
+        on_pool: bool,
+        cached: &mut bool,
+        trace: &mut Trace,
+    ) -> Result<crate::oauth::Verified, TokenError> {
+        let now = unix_now();
+        let slot = self.cache_table().map(|(cache, settings)| {
+            let c = &v.cfg;
+            let url = c.introspect.as_ref().map_or("", |i| i.url.as_str());
+            let claim = c.introspect.as_ref().map_or("", |i| i.user_claim.as_str());
+            let key = cache.key(&[
+                b"oauth2-introspect",
+                url.as_bytes(),
+                c.issuer.as_bytes(),
+                c.audience.as_bytes(),
+                c.scope.as_deref().unwrap_or("").as_bytes(),
+                claim.as_bytes(),
+                req.user.as_bytes(),
+                &req.pass,
+            ]);
+            (cache, settings, key)
+        });
+        if let Some((cache, _, key)) = &slot {
+            let hit = cache.get(key, now);
+            if let Some(m) = self.metrics() {
+                m.cache(hit.is_some());
+            }
+            if let Some(ok) = hit {
+                trace.step(|| format!("introspection cache hit: {}", if ok { "active" } else { "inactive" }));
+                *cached = true;
+                return if ok {
+                    Ok(crate::oauth::Verified { user: req.user.clone(), exp: 0 })
+                } else {
+                    Err(TokenError::Inactive)
+                };
+            }
+        }
+        if !on_pool {
+            return Err(TokenError::Introspection("not on the thread pool (mail_auth_thread_pool)".into()));
+        }
+        trace.step(|| "introspection call".into());
+        let r = v.introspect(&req.pass, &req.user, now);
+        if let Some((cache, settings, key)) = &slot {
+            match &r {
+                Ok(ok) => cache.put(key, true, settings.ttl.min(ok.exp.saturating_sub(now)), now),
+                Err(TokenError::Inactive) => cache.put(key, false, settings.negative_ttl, now),
+                Err(_) => {}
+            }
+        }
+        r
     }
 
     /// The cache slot of this verification: the key binds the verdict to the stored

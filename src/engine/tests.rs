@@ -1065,3 +1065,60 @@ fn oauth_bad_tokens_count_in_the_limiter() {
     assert_eq!(d.result, AuthResult::RateLimited);
     assert!(sasl_json(&d).contains("invalid_token"), "a refusal of a token login carries the error");
 }
+
+#[test]
+fn introspected_tokens_go_to_the_pool_and_the_cache() {
+    let now = unix_now();
+    let active = format!(r#"{{"active":true,"username":"alice@example.org","exp":{}}}"#, now + 3600);
+    let (url, server) = crate::oauth::tests::introspection_server(vec![
+        (200, active),
+        (200, r#"{"active":false}"#.into()),
+        (503, "{}".into()),
+    ]);
+    let with_pass = Account { backend_pass: Some("backend pw".into()), ..acct("{SHA512-CRYPT}$6$x$y") };
+    let mut e = oauth_engine(&[("alice@example.org", with_pass)], true);
+    let c = crate::oauth::tests::introspect_cfg(&url, false);
+    e.oauth = Some(Arc::new(crate::oauth::Verifier::new(c).unwrap()));
+    e.offload = true;
+    let login_to = |e: &Engine, tok: &[u8]| {
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"Auth-Method", b"xoauth2"),
+            (b"Auth-Protocol", b"imap"),
+            (b"Auth-User", b"alice@example.org"),
+            (b"Auth-Pass", tok),
+        ];
+        e.start(&HeaderView::new(h.iter().copied()), ctx())
+    };
+    let login = |tok: &[u8]| login_to(&e, tok);
+    // the HTTP call never runs on the event loop: offloaded, then OK
+    let Start::Offload(mut job) = login(b"opaque-1") else { panic!("offloaded") };
+    job.run(&e);
+    let d = e.complete(job);
+    assert_eq!(d.result, AuthResult::Ok, "{:?}", d.lines);
+    // a second login: the cache answers (on the pool), no request to the server
+    let Start::Offload(mut job) = login(b"opaque-1") else { panic!("offloaded") };
+    job.run(&e);
+    let d = e.complete(job);
+    assert_eq!(d.result, AuthResult::Ok);
+    assert!(d.lines.last().unwrap().1.contains("cached introspection answer"), "{:?}", d.lines);
+    // inactive: refused with the RFC 7628 error, then cached
+    for _ in 0..2 {
+        let Start::Offload(mut job) = login(b"opaque-2") else { panic!("offloaded") };
+        job.run(&e);
+        let d = e.complete(job);
+        assert_eq!(d.result, AuthResult::InvalidToken, "{:?}", d.lines);
+        assert!(sasl_json(&d).contains("invalid_token"));
+    }
+    // the endpoint fails: temporary, never OK, not cached
+    let Start::Offload(mut job) = login(b"opaque-3") else { panic!("offloaded") };
+    job.run(&e);
+    let d = e.complete(job);
+    assert_eq!(d.result, AuthResult::StoreError, "{:?}", d.lines);
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })));
+    assert!(d.lines.last().unwrap().1.contains("HTTP 503"), "{:?}", d.lines);
+    assert_eq!(server.join().unwrap().len(), 3, "three requests for five logins");
+    // no pool: refused to run on the event loop, a temporary failure
+    e.offload = false;
+    let Start::Done(d) = login_to(&e, b"opaque-4") else { panic!("inline") };
+    assert_eq!(d.result, AuthResult::StoreError, "{:?}", d.lines);
+}

@@ -618,6 +618,10 @@ fn build_engine(
         Some(_) if store.is_none() => {
             return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\"".into());
         }
+        // the introspection call blocks: it is made on the thread pool only
+        Some(c) if c.introspect.is_some() && pool.is_none() => {
+            return Err("\"mail_auth_oauth2 introspect=\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)".into());
+        }
         Some(c) => {
             let v = Verifier::new(c.clone()).map_err(|e| format!("mail_auth_oauth2: {e}"))?;
             for (_, n) in v.take_notices() {

@@ -42,8 +42,11 @@ use serde_json::Value;
 
 use crate::store::watch::{self, FileId};
 
+pub mod introspect;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+
+pub use introspect::IntrospectConfig;
 
 /// Default `mail_auth_oauth2_clock_skew`, seconds.
 pub const DEFAULT_SKEW: u64 = 60;
@@ -55,8 +58,8 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 /// What a `mail_auth` location checks tokens against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OauthConfig {
-    /// `mail_auth_oauth2_jwks PATH`
-    pub jwks: PathBuf,
+    /// `jwks=PATH` (none: every token goes to introspection)
+    pub jwks: Option<PathBuf>,
     /// `mail_auth_oauth2_issuer ISS`
     pub issuer: String,
     /// `mail_auth_oauth2_audience AUD`
@@ -69,30 +72,46 @@ pub struct OauthConfig {
     pub skew: u64,
     /// `mail_auth_oauth2_openid_configuration URL`: sent in the error answer.
     pub openid_configuration: Option<String>,
+    /// `introspect=URL client_id=ID client_secret_file=PATH`: RFC 7662 for opaque tokens.
+    pub introspect: Option<IntrospectConfig>,
 }
 
 impl OauthConfig {
     pub fn new(jwks: PathBuf, issuer: String, audience: String) -> OauthConfig {
         OauthConfig {
-            jwks,
+            jwks: Some(jwks),
             issuer,
             audience,
             scope: None,
             user_claim: DEFAULT_USER_CLAIM.to_string(),
             skew: DEFAULT_SKEW,
             openid_configuration: None,
+            introspect: None,
         }
     }
 }
 
 /// `mail_auth_oauth2 jwks=PATH issuer=ISS audience=AUD [scope=SCOPE] [user_claim=NAME]
-/// [clock_skew=TIME] [openid_configuration=URL]`: the arguments to a configuration (`resolve`
-/// makes a relative `jwks` path absolute, as nginx does with its prefix).
+/// [clock_skew=TIME] [openid_configuration=URL] [introspect=URL client_id=ID
+/// client_secret_file=PATH]`: the arguments to a configuration (`resolve` makes a relative
+/// path absolute, as nginx does with its prefix). `jwks`, `introspect` or both; `issuer` and
+/// `audience` are required with `jwks`, optional (checked when given) with `introspect` alone.
 pub fn parse_directive(args: &[&str], resolve: impl Fn(&str) -> String) -> Result<OauthConfig, String> {
-    const KNOWN: [&str; 7] =
-        ["jwks", "issuer", "audience", "scope", "user_claim", "clock_skew", "openid_configuration"];
+    const KNOWN: [&str; 10] = [
+        "jwks",
+        "issuer",
+        "audience",
+        "scope",
+        "user_claim",
+        "clock_skew",
+        "openid_configuration",
+        "introspect",
+        "client_id",
+        "client_secret_file",
+    ];
     let mut seen: Vec<&str> = Vec::new();
     let (mut jwks, mut issuer, mut audience) = (None, None, None);
+    let (mut url, mut client_id, mut secret, mut user_claim) = (None, None, None, None);
     let mut c = OauthConfig::new(PathBuf::new(), String::new(), String::new());
     for (k, v) in crate::config::key_values(args, &KNOWN)? {
         if seen.contains(&k) {
@@ -108,16 +127,43 @@ pub fn parse_directive(args: &[&str], resolve: impl Fn(&str) -> String) -> Resul
             "audience" => audience = Some(v.to_string()),
             "scope" if v.contains(' ') => return Err("\"scope\" is one scope token".into()),
             "scope" => c.scope = Some(v.to_string()),
-            "user_claim" => c.user_claim = v.to_string(),
+            "user_claim" => user_claim = Some(v.to_string()),
+            "introspect" => {
+                introspect::check_url(v)?;
+                url = Some(v.to_string())
+            }
+            "client_id" => client_id = Some(v.to_string()),
+            "client_secret_file" => secret = Some(PathBuf::from(resolve(v))),
             "clock_skew" => {
                 c.skew = u64::from(crate::config::parse_seconds(v).map_err(|e| format!("\"clock_skew\": {e}"))?)
             }
             _ => c.openid_configuration = Some(v.to_string()),
         }
     }
-    c.jwks = jwks.ok_or("jwks=PATH is required")?;
-    c.issuer = issuer.ok_or("issuer=ISS is required")?;
-    c.audience = audience.ok_or("audience=AUD is required")?;
+    if let Some(u) = &user_claim {
+        c.user_claim.clone_from(u);
+    }
+    c.introspect = match (url, client_id, secret) {
+        (None, None, None) => None,
+        (Some(url), Some(client_id), Some(client_secret_file)) => Some(IntrospectConfig {
+            url,
+            client_id,
+            client_secret_file,
+            user_claim: user_claim.unwrap_or_else(|| introspect::DEFAULT_USER_CLAIM.to_string()),
+        }),
+        _ => return Err("introspect=URL needs client_id=ID and client_secret_file=PATH (and they need it)".into()),
+    };
+    if jwks.is_none() && c.introspect.is_none() {
+        return Err("jwks=PATH or introspect=URL is required".into());
+    }
+    if jwks.is_some() {
+        c.issuer = issuer.ok_or("issuer=ISS is required with jwks")?;
+        c.audience = audience.ok_or("audience=AUD is required with jwks")?;
+    } else {
+        c.issuer = issuer.unwrap_or_default();
+        c.audience = audience.unwrap_or_default();
+    }
+    c.jwks = jwks;
     Ok(c)
 }
 
@@ -145,6 +191,10 @@ pub enum TokenError {
     UserMismatch,
     /// No usable keys (the JWKS file never parsed): a temporary failure.
     Keys(String),
+    /// The introspection endpoint said `"active": false`.
+    Inactive,
+    /// The introspection call failed (unreachable, timeout, not 200, not JSON): temporary.
+    Introspection(String),
 }
 
 impl TokenError {
@@ -158,7 +208,7 @@ impl TokenError {
 
     /// A temporary failure (the token may be good), not a refusal.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, TokenError::Keys(_))
+        matches!(self, TokenError::Keys(_) | TokenError::Introspection(_))
     }
 }
 
@@ -178,6 +228,8 @@ impl fmt::Display for TokenError {
             TokenError::InsufficientScope => f.write_str("required scope not granted"),
             TokenError::UserMismatch => f.write_str("token is for another user"),
             TokenError::Keys(e) => write!(f, "no usable JWKS: {e}"),
+            TokenError::Inactive => f.write_str("token not active (introspection)"),
+            TokenError::Introspection(e) => write!(f, "introspection failed: {e}"),
         }
     }
 }
@@ -299,6 +351,17 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct Verifier {
     pub cfg: OauthConfig,
     shared: Arc<Shared>,
+    /// The introspection endpoint's client (`introspect=`).
+    client: Option<introspect::Client>,
+}
+
+/// Where a token is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Locally, as a JWT against the JWKS file.
+    Jwt,
+    /// By the introspection endpoint (blocking: on the thread pool only).
+    Introspect,
 }
 
 /// What the verifier shares with its watcher thread.
@@ -339,10 +402,12 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Reads the JWKS file: `Err` when it is unusable (a configuration error).
+    /// Reads the JWKS file and the introspection client secret: `Err` when one is unusable
+    /// (a configuration error).
     pub fn new(cfg: OauthConfig) -> Result<Verifier, String> {
+        let client = cfg.introspect.as_ref().map(introspect::Client::new).transpose()?;
         let shared = Arc::new(Shared {
-            jwks: cfg.jwks.clone(),
+            jwks: cfg.jwks.clone().unwrap_or_default(),
             state: Mutex::new(KeyState {
                 id: None,
                 checked: None,
@@ -354,8 +419,8 @@ impl Verifier {
             inline: AtomicBool::new(false),
             stop: Mutex::new(None),
         });
-        let v = Verifier { cfg, shared };
-        {
+        let v = Verifier { cfg, shared, client };
+        if v.cfg.jwks.is_some() {
             let mut st = v.lock();
             reload(&v.shared.jwks, &mut st, Instant::now());
             if let Some(e) = &st.error {
@@ -374,6 +439,9 @@ impl Verifier {
     /// as for the passwd-file): the JWKS file is looked at and re-read off the event loop. If
     /// the thread cannot start, verifications look at it themselves.
     fn start(&self) {
+        if self.cfg.jwks.is_none() {
+            return;
+        }
         let pid = std::process::id();
         if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
@@ -510,11 +578,65 @@ impl Verifier {
             }
             result?
         };
-        self.check_claims(&claims, auth_user, now)
+        self.check_claims(&claims, auth_user, now, &self.cfg.user_claim)
     }
 
-    /// The claim rules, after the signature.
-    fn check_claims(&self, c: &Value, auth_user: &str, now: u64) -> Result<Verified, TokenError> {
+    /// Where `token` is checked: with both a JWKS and an introspection endpoint, a token that
+    /// is a compact JWS whose header's `kid` is absent or one of the JWKS's goes to the JWT
+    /// path, any other (opaque, or an unknown `kid`) to introspection.
+    pub fn route(&self, token: &[u8]) -> Route {
+        if self.client.is_none() {
+            return Route::Jwt;
+        }
+        if self.cfg.jwks.is_none() {
+            return Route::Introspect;
+        }
+        let header = std::str::from_utf8(token).ok().and_then(|t| {
+            let mut parts = t.split('.');
+            let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                return None;
+            };
+            b64url(h).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).filter(|h| h.get("alg").is_some())
+        });
+        let Some(header) = header else { return Route::Introspect };
+        let Some(kid) = header.get("kid") else { return Route::Jwt };
+        self.start();
+        let known = self.lock().keys.iter().any(|k| k.kid.is_some() && k.kid.as_deref() == kid.as_str());
+        if known {
+            Route::Jwt
+        } else {
+            Route::Introspect
+        }
+    }
+
+    /// Has the introspection endpoint check `token` for `auth_user` at `now`. Blocking (an
+    /// HTTP call of up to [`introspect::TIMEOUT`]): call it on a thread-pool thread only.
+    pub fn introspect(&self, token: &[u8], auth_user: &str, now: u64) -> Result<Verified, TokenError> {
+        let Some(client) = &self.client else {
+            return Err(TokenError::Introspection("no introspect= endpoint configured".into()));
+        };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed("too long"));
+        }
+        if token.is_empty() || token.iter().any(|b| !b.is_ascii_graphic()) {
+            return Err(TokenError::Malformed("not a bearer token (RFC 6750 characters)"));
+        }
+        let answer = client.call(token)?;
+        self.check_introspection(&answer, auth_user, now)
+    }
+
+    /// The rules on an introspection answer (RFC 7662 §2.2).
+    pub fn check_introspection(&self, answer: &Value, auth_user: &str, now: u64) -> Result<Verified, TokenError> {
+        if answer.get("active") != Some(&Value::Bool(true)) {
+            return Err(TokenError::Inactive);
+        }
+        let claim = self.cfg.introspect.as_ref().map_or(introspect::DEFAULT_USER_CLAIM, |i| i.user_claim.as_str());
+        self.check_claims(answer, auth_user, now, claim)
+    }
+
+    /// The claim rules, after the signature (or the introspection's `active`). An empty
+    /// configured issuer or audience (introspection without them) is not checked.
+    fn check_claims(&self, c: &Value, auth_user: &str, now: u64, user_claim: &str) -> Result<Verified, TokenError> {
         let cfg = &self.cfg;
         let num = |name: &str| c.get(name).and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)));
         let exp = num("exp").ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
@@ -530,18 +652,22 @@ impl Verifier {
                 return Err(TokenError::NotYetValid);
             }
         }
-        match c.get("iss").and_then(Value::as_str) {
-            None => return Err(TokenError::MissingClaim("iss".into())),
-            Some(i) if i != cfg.issuer => return Err(TokenError::WrongIssuer),
-            Some(_) => {}
+        if !cfg.issuer.is_empty() {
+            match c.get("iss").and_then(Value::as_str) {
+                None => return Err(TokenError::MissingClaim("iss".into())),
+                Some(i) if i != cfg.issuer => return Err(TokenError::WrongIssuer),
+                Some(_) => {}
+            }
         }
-        let aud_ok = match c.get("aud") {
-            Some(Value::String(a)) => *a == cfg.audience,
-            Some(Value::Array(l)) => l.iter().any(|a| a.as_str() == Some(cfg.audience.as_str())),
-            _ => return Err(TokenError::MissingClaim("aud".into())),
-        };
-        if !aud_ok {
-            return Err(TokenError::WrongAudience);
+        if !cfg.audience.is_empty() {
+            let aud_ok = match c.get("aud") {
+                Some(Value::String(a)) => *a == cfg.audience,
+                Some(Value::Array(l)) => l.iter().any(|a| a.as_str() == Some(cfg.audience.as_str())),
+                _ => return Err(TokenError::MissingClaim("aud".into())),
+            };
+            if !aud_ok {
+                return Err(TokenError::WrongAudience);
+            }
         }
         if let Some(want) = &cfg.scope {
             let granted = match (c.get("scope"), c.get("scp")) {
@@ -555,10 +681,10 @@ impl Verifier {
             }
         }
         let user = c
-            .get(&cfg.user_claim)
+            .get(user_claim)
             .and_then(Value::as_str)
             .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
-            .ok_or_else(|| TokenError::MissingClaim(cfg.user_claim.clone()))?;
+            .ok_or_else(|| TokenError::MissingClaim(user_claim.to_string()))?;
         if !user.eq_ignore_ascii_case(auth_user) {
             return Err(TokenError::UserMismatch);
         }

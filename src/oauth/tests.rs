@@ -134,7 +134,7 @@ fn jwks_rotation_and_broken_files() {
     let path = dir.join("jwks.json");
     std::fs::copy(data("jwks.json"), &path).unwrap();
     let mut c = cfg();
-    c.jwks = path.clone();
+    c.jwks = Some(path.clone());
     let v = Verifier::new(c).unwrap();
     let u = "alice@example.org";
     assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
@@ -161,7 +161,7 @@ fn jwks_rotation_and_broken_files() {
     std::fs::remove_dir_all(&dir).unwrap();
     // never parsed: a configuration error
     let mut c = cfg();
-    c.jwks = dir.join("absent.json");
+    c.jwks = Some(dir.join("absent.json"));
     assert!(Verifier::new(c).is_err());
 }
 
@@ -219,4 +219,217 @@ fn directive() {
     ] {
         assert!(parse_directive(bad, r).is_err(), "{bad:?}");
     }
+}
+
+// RFC 7662 introspection
+
+/// A loopback HTTP server answering each request with the next of `answers` (status, body);
+/// the requests it got come back from the join handle.
+pub(crate) fn introspection_server(answers: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/introspect", l.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for (status, body) in answers {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut b = vec![0; len];
+            r.read_exact(&mut b).unwrap();
+            head.push_str(&String::from_utf8(b).unwrap());
+            got.push(head);
+            let mut s = s;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        got
+    });
+    (url, h)
+}
+
+pub(crate) fn introspect_cfg(url: &str, jwks: bool) -> OauthConfig {
+    let dir = std::env::temp_dir().join(format!("mail-auth-introspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cr:et\n").unwrap();
+    let mut c = cfg();
+    if !jwks {
+        c.jwks = None;
+        c.issuer = String::new();
+        c.audience = String::new();
+    }
+    c.introspect = Some(IntrospectConfig {
+        url: url.into(),
+        client_id: "mail proxy".into(),
+        client_secret_file: secret,
+        user_claim: "username".into(),
+    });
+    c
+}
+
+#[test]
+fn introspection_directive() {
+    let r = |p: &str| format!("/prefix/{p}");
+    let c = parse_directive(&["introspect=http://127.0.0.1:1/i", "client_id=m", "client_secret_file=s"], r).unwrap();
+    assert_eq!(c.jwks, None);
+    assert_eq!((c.issuer.as_str(), c.audience.as_str()), ("", ""));
+    let i = c.introspect.unwrap();
+    assert_eq!(
+        (i.url.as_str(), i.client_id.as_str(), i.client_secret_file, i.user_claim.as_str()),
+        ("http://127.0.0.1:1/i", "m", PathBuf::from("/prefix/s"), "username")
+    );
+    let c = parse_directive(
+        &[
+            "jwks=k",
+            "issuer=i",
+            "audience=a",
+            "user_claim=sub",
+            "introspect=http://idp:8080/i",
+            "client_id=m",
+            "client_secret_file=/s",
+        ],
+        r,
+    )
+    .unwrap();
+    assert_eq!((c.user_claim.as_str(), c.introspect.unwrap().user_claim.as_str()), ("sub", "sub"));
+    for bad in [
+        &["introspect=http://h/i", "client_id=m"][..],
+        &["introspect=http://h/i", "client_secret_file=s"],
+        &["client_id=m", "client_secret_file=s"],
+        &["introspect=https://h/i", "client_id=m", "client_secret_file=s"],
+        &["introspect=http:///i", "client_id=m", "client_secret_file=s"],
+        &["jwks=k", "introspect=http://h/i", "client_id=m", "client_secret_file=s"],
+    ] {
+        assert!(parse_directive(bad, r).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn introspection_encoding() {
+    assert_eq!(introspect::form_encode(b"a-Z.0_~ +/=%\xff"), "a-Z.0_%7E+%2B%2F%3D%25%FF");
+    // RFC 6749 2.3.1: both form-encoded, then base64
+    assert_eq!(
+        introspect::basic_auth("mail proxy", "s3cr:et"),
+        format!("Basic {}", STANDARD.encode("mail+proxy:s3cr%3Aet"))
+    );
+    assert!(introspect::parse_answer(b"[]").is_err());
+    assert!(introspect::parse_answer(b"{\"active\":").is_err());
+    assert!(introspect::parse_answer(b"{\"active\":false}").is_ok());
+}
+
+#[test]
+fn introspection_routes() {
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true)).unwrap();
+    assert_eq!(v.route(token("rs256").as_bytes()), Route::Jwt);
+    assert_eq!(v.route(token("nokid").as_bytes()), Route::Jwt);
+    assert_eq!(v.route(token("unknownkid").as_bytes()), Route::Introspect);
+    assert_eq!(v.route(b"2YotnFZFEjr1zCsicMWpAA"), Route::Introspect);
+    assert_eq!(v.route(b"a.b.c"), Route::Introspect);
+    assert_eq!(verifier().route(b"2YotnFZFEjr1zCsicMWpAA"), Route::Jwt, "no introspect=: JWT path");
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false)).unwrap();
+    assert_eq!(v.route(token("rs256").as_bytes()), Route::Introspect, "no jwks=: all to introspection");
+    let mut c = introspect_cfg("http://127.0.0.1:9/i", false);
+    c.introspect.as_mut().unwrap().client_secret_file = "/nonexistent/secret".into();
+    assert!(Verifier::new(c).is_err(), "an unreadable secret file is a configuration error");
+}
+
+#[test]
+fn introspection_answer_rules() {
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true)).unwrap();
+    let a = |j: &str| v.check_introspection(&serde_json::from_str(j).unwrap(), "alice@example.org", NOW);
+    let good =
+        r#"{"active":true,"username":"Alice@Example.org","exp":1700003600,"iss":"https://idp.example","aud":"mail"}"#;
+    assert_eq!(a(good), Ok(Verified { user: "Alice@Example.org".into(), exp: EXP }));
+    assert_eq!(a(r#"{"active":false}"#), Err(TokenError::Inactive));
+    assert_eq!(a(r#"{"active":"true","username":"alice@example.org","exp":1700003600}"#), Err(TokenError::Inactive));
+    assert_eq!(a(r#"{"username":"alice@example.org"}"#), Err(TokenError::Inactive));
+    assert_eq!(
+        a(r#"{"active":true,"username":"alice@example.org","iss":"https://idp.example","aud":"mail"}"#),
+        Err(TokenError::MissingClaim("exp".into()))
+    );
+    assert!(
+        a(r#"{"active":true,"username":"alice@example.org","exp":1699999999,"iss":"https://idp.example","aud":"mail"}"#)
+            .is_ok(),
+        "exp 1 s ago: inside the 60 s skew"
+    );
+    assert_eq!(
+        a(
+            r#"{"active":true,"username":"alice@example.org","exp":1699990000,"iss":"https://idp.example","aud":"mail"}"#
+        ),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(
+        a(r#"{"active":true,"username":"alice@example.org","exp":1700003600,"iss":"https://evil","aud":"mail"}"#),
+        Err(TokenError::WrongIssuer)
+    );
+    assert_eq!(
+        a(r#"{"active":true,"username":"alice@example.org","exp":1700003600,"iss":"https://idp.example","aud":["x"]}"#),
+        Err(TokenError::WrongAudience)
+    );
+    assert_eq!(
+        a(r#"{"active":true,"username":"bob@example.org","exp":1700003600,"iss":"https://idp.example","aud":"mail"}"#),
+        Err(TokenError::UserMismatch)
+    );
+    assert_eq!(
+        a(r#"{"active":true,"email":"alice@example.org","exp":1700003600,"iss":"https://idp.example","aud":"mail"}"#),
+        Err(TokenError::MissingClaim("username".into()))
+    );
+    // introspection alone: iss/aud not configured, not checked
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false)).unwrap();
+    let j = serde_json::json!({"active": true, "username": "alice@example.org", "exp": EXP});
+    assert!(v.check_introspection(&j, "ALICE@example.org", NOW).is_ok());
+}
+
+#[test]
+fn introspection_calls() {
+    let ok =
+        r#"{"active":true,"username":"alice@example.org","exp":1700003600,"iss":"https://idp.example","aud":"mail"}"#;
+    let (url, server) = introspection_server(vec![
+        (200, ok.into()),
+        (200, r#"{"active":false}"#.into()),
+        (401, r#"{"error":"invalid_client"}"#.into()),
+        (200, "not json".into()),
+    ]);
+    let v = Verifier::new(introspect_cfg(&url, true)).unwrap();
+    let t = b"opaque/tok+en=";
+    assert!(v.introspect(t, "alice@example.org", NOW).is_ok());
+    assert_eq!(v.introspect(t, "alice@example.org", NOW), Err(TokenError::Inactive));
+    let e = v.introspect(t, "alice@example.org", NOW).unwrap_err();
+    assert!(e.is_temporary() && e.to_string().contains("HTTP 401"), "{e}");
+    let e = v.introspect(t, "alice@example.org", NOW).unwrap_err();
+    assert!(e.is_temporary() && e.to_string().contains("not JSON"), "{e}");
+    let got = server.join().unwrap();
+    let first = &got[0];
+    assert!(first.starts_with("POST /introspect HTTP/1.1\r\n"), "{first}");
+    let lower = first.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/x-www-form-urlencoded"), "{first}");
+    assert!(first.contains(&introspect::basic_auth("mail proxy", "s3cr:et")), "{first}");
+    assert!(first.ends_with("\r\n\r\ntoken=opaque%2Ftok%2Ben%3D&token_type_hint=access_token"), "{first}");
+    // nothing listens: a temporary failure, quickly
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/i", l.local_addr().unwrap());
+    drop(l);
+    let v = Verifier::new(introspect_cfg(&dead, true)).unwrap();
+    let e = v.introspect(t, "alice@example.org", NOW).unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    assert_eq!(
+        v.introspect(b"bad token", "alice@example.org", NOW),
+        Err(TokenError::Malformed("not a bearer token (RFC 6750 characters)"))
+    );
 }
