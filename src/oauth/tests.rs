@@ -266,7 +266,9 @@ pub(crate) fn introspection_server(answers: Vec<(u16, String)>) -> (String, std:
 pub(crate) fn introspect_cfg(url: &str, jwks: bool) -> OauthConfig {
     let dir = std::env::temp_dir().join(format!("mail-auth-introspect-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
+    // one file per call: tests run in parallel
+    static N: AtomicU32 = AtomicU32::new(0);
+    let secret = dir.join(format!("secret-{}", N.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&secret, "s3cr:et\n").unwrap();
     let mut c = cfg();
     if !jwks {
@@ -432,4 +434,18 @@ fn introspection_calls() {
         v.introspect(b"bad token", "alice@example.org", NOW),
         Err(TokenError::Malformed("not a bearer token (RFC 6750 characters)"))
     );
+}
+
+#[test]
+fn introspection_times_out() {
+    // a listener that never answers (the kernel completes the connection, nobody reads)
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/i", l.local_addr().unwrap());
+    let v = Verifier::new(introspect_cfg(&url, true)).unwrap();
+    let t = std::time::Instant::now();
+    let e = v.introspect(b"opaque", "alice@example.org", NOW).unwrap_err();
+    let took = t.elapsed();
+    assert!(e.is_temporary(), "{e}");
+    assert!(took >= introspect::TIMEOUT && took < introspect::TIMEOUT + Duration::from_secs(2), "{took:?}");
+    drop(l);
 }

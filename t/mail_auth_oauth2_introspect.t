@@ -1,0 +1,227 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: OAuth 2.0 opaque bearer tokens checked by RFC 7662 introspection
+# (mail_auth_oauth2 introspect= client_id= client_secret_file=) through freenginx's real mail
+# proxy (IMAP AUTHENTICATE XOAUTH2/OAUTHBEARER, imaplib). A small loopback introspection
+# endpoint (t/lib/oauth2_introspect.py) is started and stopped by the test and counts the
+# requests it gets: active token (login), inactive and expired (refused with the RFC 7628
+# challenge), wrong client credentials and an endpoint that is down (temporary failures, the
+# log says why), a second login answered by mail_auth_cache (no request to the endpoint).
+# JWKS and introspection together: a JWT still goes the local path, an opaque token to the
+# endpoint. TEST_MAIL_AUTH_FREENGINX / TEST_MAIL_AUTH_FREENGINX_SO as for mail_auth_oauth2.t.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $bin = $ENV{TEST_MAIL_AUTH_FREENGINX};
+my $so = $ENV{TEST_MAIL_AUTH_FREENGINX_SO};
+plan(skip_all => 'TEST_MAIL_AUTH_FREENGINX(_SO) not set (scripts/test sets them after scripts/freenginx)')
+	unless $bin && -x $bin && $so && -f $so;
+my $py = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
+plan(skip_all => 'openssl or python3-jwt not installed')
+	unless have_tool('openssl') && system($py, '-c', 'import jwt, cryptography') == 0;
+
+$Test::Nginx::NGINX = $bin;
+my $t = Test::Nginx->new()->has(qw/mail imap http/);
+workers_can_read($t);
+my $d = $t->testdir();
+
+sub write_to {
+	my ($name, $text) = @_;
+	open my $fh, '>', "$d/$name" or die "$name: $!";
+	print $fh $text;
+	close $fh;
+}
+
+sub read_from {
+	my ($name) = @_;
+	open my $fh, '<', "$d/$name" or return '';
+	local $/;
+	return <$fh>;
+}
+
+sub tool {
+	my ($rc, $out) = run_tool($py, "$FindBin::Bin/lib/oauth2_token.py", @_);
+	die "oauth2_token.py @_[0..1]: $out" if $rc;
+	$out =~ s/\s+\z//;
+	return $out;
+}
+
+system('openssl', 'genrsa', '-out', "$d/rsa.pem", '2048') == 0 or die "openssl genrsa";
+write_to('jwks.json', tool('jwks', "k1=$d/rsa.pem"));
+
+my $iss = 'https://idp.example.test';
+my $now = time();
+sub answer {
+	my ($user, $exp, $scope) = @_;
+	return qq{{"active":true,"username":"$user","exp":$exp,"iss":"$iss","aud":"mail","scope":"$scope"}};
+}
+my %db = (
+	'opaque-active' => answer('alice@example.org', $now + 600, 'openid mail'),
+	'opaque-cached' => answer('alice@example.org', $now + 600, 'mail'),
+	'opaque-expired' => answer('alice@example.org', $now - 600, 'mail'),
+	'opaque-bob' => answer('bob@example.org', $now + 600, 'mail'),
+	'opaque-noscope' => answer('alice@example.org', $now + 600, 'openid'),
+);
+write_to('db.json', '{' . join(',', map { qq{"$_":$db{$_}} } sort keys %db) . '}');
+write_to('secret', "s3cret\n");
+write_to('wrong-secret', "not-the-secret\n");
+
+my $hash = make_hash('openssl-6', 'not used by token logins') or die "openssl passwd";
+write_to('users', "alice\@example.org:${hash}::::::pass=alice-backend\n");
+
+my $oauth = "jwks=jwks.json issuer=$iss audience=mail scope=mail client_id=mail-proxy";
+my $location = sub {
+	my ($name, $port, $secret, $cache) = @_;
+	return <<"END";
+        location /$name {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8143%%;
+            mail_auth_fail_wait 0s;
+            $cache
+            mail_auth_oauth2 $oauth
+                             introspect=http://127.0.0.1:%%PORT_${port}%%/introspect
+                             client_secret_file=$secret;
+        }
+END
+};
+my $mail = sub {
+	my ($port, $name) = @_;
+	return <<"END";
+    server {
+        listen 127.0.0.1:%%PORT_${port}%%;
+        protocol imap;
+        imap_auth xoauth2 oauthbearer;
+        auth_http 127.0.0.1:%%PORT_8080%%/$name;
+    }
+END
+};
+
+$t->write_file_expand('nginx.conf', <<"END");
+
+%%TEST_GLOBALS%%
+
+daemon off;
+load_module $so;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+@{[ $location->('auth', 8081, 'secret', 'mail_auth_cache zone=tokens:1m ttl=300s negative_ttl=60s;') ]}
+@{[ $location->('auth-badcred', 8081, 'wrong-secret', '') ]}
+@{[ $location->('auth-down', 8082, 'secret', '') ]}
+    }
+}
+
+mail {
+@{[ $mail->(8144, 'auth') ]}
+@{[ $mail->(8145, 'auth-badcred') ]}
+@{[ $mail->(8146, 'auth-down') ]}
+}
+
+END
+
+port(8082);    # kept free: nothing listens there ("the endpoint is down")
+$t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db.json", "$d/introspect.log",
+	'mail-proxy', 's3cret');
+$t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
+$t->run()->plan(20);
+$t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143);
+
+sub client {
+	my ($action, $port, $user, $token) = @_;
+	return run_tool($py, "$FindBin::Bin/lib/oauth2_client.py", $action, '127.0.0.1', port($port), $user, $token);
+}
+
+sub decision {
+	my ($re) = @_;
+	return wait_for(3, sub { read_from('error.log') =~ qr/mail_auth: .*$re/ });
+}
+
+sub requests {
+	my ($token) = @_;
+	return scalar(() = read_from('introspect.log') =~ /^\d+ \Q$token\E$/mg);
+}
+
+sub lines {
+	return scalar(() = read_from('introspect.log') =~ /\n/g);
+}
+
+my $challenge = qr/challenge=\{"scope":"mail","status":"invalid_token"\}/;
+
+###############################################################################
+
+my ($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-active');
+is($rc, 0, 'active opaque token: imap xoauth2 logs in') or diag($out);
+ok(decision(qr/user="alice\@example.org" .* method=xoauth2 .* result=ok reason="token verified \(claim \\x22username\\x22\)/),
+	'logged: verified by the username claim');
+is(requests('opaque-active'), 1, 'the endpoint was asked once');
+ok(wait_for(3, sub { read_from('imap.log') =~ /^imap ok user=alice\@example.org pass=alice-backend$/m }),
+	'the backend got the account\'s backend password');
+
+($rc, $out) = client('imap-oauthbearer', 8144, 'alice@example.org', 'opaque-cached');
+is($rc, 0, 'oauthbearer: active token') or diag($out);
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-cached');
+is($rc, 0, 'the same token again') or diag($out);
+is(requests('opaque-cached'), 1, 'cached: the second login did not reach the endpoint');
+ok(decision(qr/result=ok reason="[^"]*\(cached introspection answer\)"/), 'logged as cached');
+
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-inactive');
+ok($rc == 1 && $out =~ $challenge, 'inactive token: refused with the RFC 7628 challenge') or diag($out);
+ok(decision(qr/result=invalid-token reason="token refused: token not active \(introspection\)/), 'logged: not active');
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-inactive');
+ok($rc == 1 && $out =~ $challenge && requests('opaque-inactive') == 1,
+	'inactive again: refused from the cache (negative_ttl), the endpoint not asked') or diag($out);
+
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-expired');
+ok($rc == 1 && $out =~ $challenge, 'active but past its exp: refused with the challenge') or diag($out);
+ok(decision(qr/result=invalid-token reason="token refused: token expired \(exp\)/), 'logged: expired');
+
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-bob');
+ok($rc == 1 && decision(qr/reason="token refused: token is for another user/), 'username is another user: refused')
+	or diag($out);
+($rc, $out) = client('imap-oauthbearer', 8144, 'alice@example.org', 'opaque-noscope');
+like($out, qr/^FAIL challenge=\{.*"status":"insufficient_scope"\}/, 'scope not granted: insufficient_scope');
+
+# temporary failures: never OK, never "invalid"
+($rc, $out) = client('imap-xoauth2', 8145, 'alice@example.org', 'opaque-active');
+ok($rc == 1 && $out =~ /Temporary server problem/ && $out !~ /challenge=/,
+	'wrong client credentials at the endpoint: a temporary failure') or diag($out);
+ok(decision(qr/result=store-error reason="token not checked: introspection failed: http:[^"]*: answered HTTP 401"/),
+	'logged: HTTP 401');
+
+($rc, $out) = client('imap-xoauth2', 8146, 'alice@example.org', 'opaque-active');
+ok($rc == 1 && $out =~ /Temporary server problem/ && $out !~ /challenge=/, 'endpoint down: a temporary failure')
+	or diag($out);
+ok(decision(qr/result=store-error reason="token not checked: introspection failed: http:\/\/127\.0\.0\.1:\d+\/introspect: [^"]+"/),
+	'logged: why');
+
+# JWKS and introspection together: a JWT of the JWKS is verified locally
+my $jwt = tool('mint', "$d/rsa.pem", 'RS256', 'k1',
+	qq[{"iss":"$iss","aud":"mail","scope":"mail","exp":"+600","email":"alice\@example.org"}]);
+my $before = lines();
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', $jwt);
+ok($rc == 0 && lines() == $before, 'a JWT of the JWKS: verified locally, the endpoint not asked') or diag($out);
+
+###############################################################################
