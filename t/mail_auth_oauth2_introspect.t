@@ -146,7 +146,7 @@ port(8082);    # kept free: nothing listens there ("the endpoint is down")
 $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db.json", "$d/introspect.log",
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(20);
+$t->run()->plan(25);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143);
 
 sub client {
@@ -223,5 +223,26 @@ my $jwt = tool('mint', "$d/rsa.pem", 'RS256', 'k1',
 my $before = lines();
 ($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', $jwt);
 ok($rc == 0 && lines() == $before, 'a JWT of the JWKS: verified locally, the endpoint not asked') or diag($out);
+
+# nginx -t refuses a broken introspection configuration
+sub nginx_t {
+	my ($directive) = @_;
+	(my $conf = read_from('nginx.conf')) =~ s/mail_auth_oauth2 [^;]*;/$directive/;
+	$conf =~ s/^pid [^;]*;//m;
+	write_to('test.conf', $conf);
+	return run_tool($bin, '-t', '-p', "$d/", '-c', 'test.conf', '-e', 'test-error.log', '-g', "pid $d/test.pid;");
+}
+my $i = 'introspect=http://127.0.0.1:1/i client_id=m';
+($rc, $out) = nginx_t("mail_auth_oauth2 $i client_secret_file=$d/absent;");
+ok($rc != 0 && $out =~ /mail_auth_oauth2: client_secret_file/, 'nginx -t: a missing client secret file') or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 $i;");
+ok($rc != 0 && $out =~ /needs client_id=ID and client_secret_file=PATH/, 'nginx -t: the credentials are required')
+	or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 introspect=https://idp/i client_id=m client_secret_file=$d/secret;");
+ok($rc != 0 && $out =~ /must be an http:\/\/ URL/, 'nginx -t: no https') or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 $i client_secret_file=$d/secret; mail_auth_thread_pool off;");
+ok($rc != 0 && $out =~ /needs a thread pool/, 'nginx -t: introspection needs the thread pool') or diag($out);
+($rc, $out) = nginx_t("mail_auth_oauth2 $i client_secret_file=$d/secret;");
+is($rc, 0, 'nginx -t: introspection alone, without jwks/issuer/audience') or diag($out);
 
 ###############################################################################
