@@ -37,6 +37,8 @@ plan(skip_all => 'openssl or python3-jwt not installed')
 	unless have_tool('openssl') && system($py, '-c', 'import jwt, cryptography') == 0;
 
 $Test::Nginx::NGINX = $bin;
+# TEST_NGINX_GLOBALS loads the module built for the other nginx: this one loads its own ($so)
+delete $ENV{TEST_NGINX_GLOBALS};
 my $t = Test::Nginx->new()->has(qw/mail imap http/);
 workers_can_read($t);
 my $d = $t->testdir();
@@ -77,6 +79,9 @@ my %db = (
 	'opaque-expired' => answer('alice@example.org', $now - 600, 'mail'),
 	'opaque-bob' => answer('bob@example.org', $now + 600, 'mail'),
 	'opaque-noscope' => answer('alice@example.org', $now + 600, 'openid'),
+	# short opaque tokens fit freenginx's 128-byte POP3 command line (a JWT does not)
+	'pop-ok' => answer('alice@example.org', $now + 600, 'mail'),
+	'pop-old' => answer('alice@example.org', $now - 600, 'mail'),
 );
 write_to('db.json', '{' . join(',', map { qq{"$_":$db{$_}} } sort keys %db) . '}');
 write_to('secret', "s3cret\n");
@@ -93,6 +98,7 @@ my $location = sub {
             mail_auth;
             mail_auth_passwd_file users;
             mail_auth_backend imap 127.0.0.1:%%PORT_8143%%;
+            mail_auth_backend pop3 127.0.0.1:%%PORT_8110%%;
             mail_auth_fail_wait 0s;
             $cache
             mail_auth_oauth2 $oauth
@@ -138,6 +144,12 @@ mail {
 @{[ $mail->(8144, 'auth') ]}
 @{[ $mail->(8145, 'auth-badcred') ]}
 @{[ $mail->(8146, 'auth-down') ]}
+    server {
+        listen 127.0.0.1:%%PORT_8147%%;
+        protocol pop3;
+        pop3_auth xoauth2 oauthbearer;
+        auth_http 127.0.0.1:%%PORT_8080%%/auth;
+    }
 }
 
 END
@@ -146,8 +158,9 @@ port(8082);    # kept free: nothing listens there ("the endpoint is down")
 $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db.json", "$d/introspect.log",
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(25);
-$t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143);
+$t->run_daemon(\&MailAuthBackend::pop3, port(8110), "$d/pop3.log", 'alice@example.org' => 'alice-backend');
+$t->run()->plan(28);
+$t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143, 8110);
 
 sub client {
 	my ($action, $port, $user, $token) = @_;
@@ -172,7 +185,16 @@ my $challenge = qr/challenge=\{"scope":"mail","status":"invalid_token"\}/;
 
 ###############################################################################
 
-my ($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-active');
+# POP3 AUTH through freenginx (short opaque tokens)
+my ($rc, $out) = client('pop3-oauthbearer', 8147, 'alice@example.org', 'pop-ok');
+is($rc, 0, 'pop3 oauthbearer: an active opaque token logs in') or diag($out);
+ok(wait_for(3, sub { read_from('pop3.log') =~ /^pop3 ok user=alice\@example.org pass=alice-backend$/m }),
+	'pop3: the backend got the account\'s backend password');
+($rc, $out) = client('pop3-xoauth2', 8147, 'alice@example.org', 'pop-old');
+ok($rc == 1 && $out =~ /challenge=\{"scope":"mail","status":"invalid_token"\}/,
+	'pop3 xoauth2: an expired token is refused with the RFC 7628 challenge') or diag($out);
+
+($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-active');
 is($rc, 0, 'active opaque token: imap xoauth2 logs in') or diag($out);
 ok(decision(qr/user="alice\@example.org" .* method=xoauth2 .* result=ok reason="token verified \(claim \\x22username\\x22\)/),
 	'logged: verified by the username claim');
