@@ -178,10 +178,10 @@ pub struct Job {
 enum Stage {
     /// Lookup and verification (a store whose lookups may block).
     Decide,
-    /// The verification only.
-    Verify(Pending),
+    /// The verification only (its cache key, already asked on the event loop).
+    Verify(Pending, Option<CacheKey>),
     /// The timing padding of a failed cheap verification.
-    Pad(Pending, VerifyResult),
+    Pad(Pending, VerifyResult, Option<CacheKey>),
     /// Ran: the answer.
     Done(Outcome),
 }
@@ -190,7 +190,7 @@ enum Stage {
 enum Verified {
     Done(Outcome),
     /// Failed; the timing padding is still to do.
-    Pad(Pending, VerifyResult),
+    Pad(Pending, VerifyResult, Option<CacheKey>),
 }
 
 /// What [`Engine::start`] decided.
@@ -218,13 +218,16 @@ impl Job {
             Stage::Decide => match engine.store.as_deref() {
                 Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, true, &mut self.trace) {
                     Step::Answer(o) => o,
-                    Step::Verify(p) => engine.verify_and_finish(&self.req, p, true, true, &mut self.trace),
+                    Step::Verify(p) => {
+                        let key = engine.cache_key(&self.req, &p);
+                        engine.verify_and_finish(&self.req, p, key, true, true, &mut self.trace)
+                    }
                 },
                 None => outcome::temp_fail(&engine.cfg, &self.req, AuthResult::InternalError, "no store".into()),
             },
             // the cache was asked on the event loop before this was posted
-            Stage::Verify(p) => engine.verify_and_finish(&self.req, p, true, false, &mut self.trace),
-            Stage::Pad(p, r) => engine.pad(&self.req, p, r, true, &mut self.trace),
+            Stage::Verify(p, key) => engine.verify_and_finish(&self.req, p, key, true, false, &mut self.trace),
+            Stage::Pad(p, r, key) => engine.pad(&self.req, p, r, key, true, &mut self.trace),
             Stage::Done(o) => o,
         };
         self.stage = Stage::Done(outcome);
@@ -306,24 +309,32 @@ impl Engine {
         }
         let o = match self.lookup(&req, store, &mut tickets, false, &mut trace) {
             Step::Answer(o) => o,
-            Step::Verify(p) if p.own_is_costly() && self.offload => match self.cached(&req, p, &mut trace) {
-                Ok(o) => o,
-                Err(p) => {
-                    trace.step(|| {
-                        format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored()))
-                    });
-                    return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Verify(p), trace }));
+            Step::Verify(p) if p.own_is_costly() && self.offload => {
+                let key = self.cache_key(&req, &p);
+                match self.cached(&req, p, key, &mut trace) {
+                    Ok(o) => o,
+                    Err(p) => {
+                        trace.step(|| {
+                            format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored()))
+                        });
+                        let stage = Stage::Verify(p, key);
+                        return Start::Offload(Box::new(Job { req, ctx, tickets, stage, trace }));
+                    }
                 }
-            },
+            }
             // a cheap scheme is verified here; only a failure's padding may need the pool
-            Step::Verify(p) => match self.verify_own(&req, p, false, true, &mut trace) {
-                Verified::Done(o) => o,
-                Verified::Pad(p, r) if self.offload && scheme::is_costly(&p.template) => {
-                    trace.step(|| "timing padding on the thread pool".into());
-                    return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Pad(p, r), trace }));
+            Step::Verify(p) => {
+                let key = self.cache_key(&req, &p);
+                match self.verify_own(&req, p, key, false, true, &mut trace) {
+                    Verified::Done(o) => o,
+                    Verified::Pad(p, r, key) if self.offload && scheme::is_costly(&p.template) => {
+                        trace.step(|| "timing padding on the thread pool".into());
+                        let stage = Stage::Pad(p, r, key);
+                        return Start::Offload(Box::new(Job { req, ctx, tickets, stage, trace }));
+                    }
+                    Verified::Pad(p, r, key) => self.pad(&req, p, r, key, false, &mut trace),
                 }
-                Verified::Pad(p, r) => self.pad(&req, p, r, false, &mut trace),
-            },
+            }
         };
         Start::Done(self.conclude_req(&req, o, tickets, ctx, trace))
     }
@@ -335,7 +346,7 @@ impl Engine {
         let what = match stage {
             Stage::Done(o) => Ok(o),
             Stage::Decide => Err("lookup"),
-            Stage::Verify(_) | Stage::Pad(..) => Err("verification"),
+            Stage::Verify(..) | Stage::Pad(..) => Err("verification"),
         };
         let o = what.unwrap_or_else(|what| {
             let reason = format!("{what} did not run (thread pool queue full or task failed)");
@@ -501,11 +512,11 @@ impl Engine {
         r
     }
 
-    /// The cache slot of this verification: the key binds the verdict to the stored
-    /// credential itself, so a changed password (or account, or store) is a new key at once,
-    /// whatever any worker remembers.
-    fn cache_slot(&self, req: &AuthRequest, p: &Pending) -> Option<(Cache<'_>, CacheSettings, CacheKey)> {
-        let (cache, settings) = self.cache_table()?;
+    /// The cache key of this verification (`None`: no cache), made once per verification:
+    /// the key binds the verdict to the stored credential itself, so a changed password (or
+    /// account, or store) is a new key at once, whatever any worker remembers.
+    fn cache_key(&self, req: &AuthRequest, p: &Pending) -> Option<CacheKey> {
+        let (cache, _) = self.cache_table()?;
         let scope = self.store.as_ref().map(|s| s.describe()).unwrap_or_default();
         let subject = if p.is_unknown() { &b"unknown"[..] } else { &b"account"[..] };
         let key = cache.key(&[
@@ -516,14 +527,28 @@ impl Engine {
             subject,
             p.stored().as_bytes(),
         ]);
-        Some((cache, settings, key))
+        Some(key)
+    }
+
+    /// Remembers a verdict under `key` (when the cache is on).
+    fn remember(&self, key: Option<CacheKey>, ok: bool) {
+        if let (Some(key), Some((cache, settings))) = (key, self.cache_table()) {
+            let ttl = if ok { settings.ttl } else { settings.negative_ttl };
+            cache.put(&key, ok, ttl, unix_now());
+        }
     }
 
     /// The answer from the cache's verdict, if it has one (`Err`: the verification to run).
     /// Cheap (a keyed hash and a table probe): done on the event loop before anything is
     /// offloaded, so a warm cache costs no thread-pool round trip.
-    fn cached(&self, req: &AuthRequest, p: Pending, trace: &mut Trace) -> Result<Outcome, Pending> {
-        let Some((cache, _, key)) = self.cache_slot(req, &p) else { return Err(p) };
+    fn cached(
+        &self,
+        req: &AuthRequest,
+        p: Pending,
+        key: Option<CacheKey>,
+        trace: &mut Trace,
+    ) -> Result<Outcome, Pending> {
+        let (Some(key), Some((cache, _))) = (key, self.cache_table()) else { return Err(p) };
         let hit = cache.get(&key, unix_now());
         if let Some(m) = self.metrics() {
             m.cache(hit.is_some());
@@ -555,50 +580,53 @@ impl Engine {
         &self,
         req: &AuthRequest,
         p: Pending,
+        key: Option<CacheKey>,
         on_pool: bool,
         check_cache: bool,
         trace: &mut Trace,
     ) -> Verified {
         let p = match check_cache {
-            true => match self.cached(req, p, trace) {
+            true => match self.cached(req, p, key, trace) {
                 Ok(o) => return Verified::Done(o),
                 Err(p) => p,
             },
             false => p,
         };
-        let slot = self.cache_slot(req, &p);
-        let now = unix_now();
         let Some(r) = self.costly(on_pool, p.own_is_costly(), || p.run_own()) else {
             return Verified::Done(finish(&self.cfg, req, p, VerifyResult::Overloaded));
         };
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
-            if let Some((cache, settings, key)) = &slot {
-                cache.put(key, true, settings.ttl, now);
-            }
+            self.remember(key, true);
             return Verified::Done(finish(&self.cfg, req, p, r));
         }
         if p.pads() {
-            return Verified::Pad(p, r);
+            return Verified::Pad(p, r, key);
         }
-        Verified::Done(self.failed(req, p, r))
+        Verified::Done(self.failed(req, p, r, key))
     }
 
     /// A failed verification of a cheaper account, padded with the template's.
-    fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, on_pool: bool, trace: &mut Trace) -> Outcome {
+    fn pad(
+        &self,
+        req: &AuthRequest,
+        p: Pending,
+        r: VerifyResult,
+        key: Option<CacheKey>,
+        on_pool: bool,
+        trace: &mut Trace,
+    ) -> Outcome {
         if self.costly(on_pool, scheme::is_costly(&p.template), || p.pad()).is_none() {
             return finish(&self.cfg, req, p, VerifyResult::Overloaded);
         }
         trace.step(|| "padded with the store's timing template".into());
-        self.failed(req, p, r)
+        self.failed(req, p, r, key)
     }
 
     /// The answer to a failed verification, remembered in the cache when it is a verdict.
-    fn failed(&self, req: &AuthRequest, p: Pending, r: VerifyResult) -> Outcome {
+    fn failed(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>) -> Outcome {
         if r == VerifyResult::Mismatch {
-            if let Some((cache, settings, key)) = self.cache_slot(req, &p) {
-                cache.put(&key, false, settings.negative_ttl, unix_now());
-            }
+            self.remember(key, false);
         }
         finish(&self.cfg, req, p, r)
     }
@@ -608,13 +636,14 @@ impl Engine {
         &self,
         req: &AuthRequest,
         p: Pending,
+        key: Option<CacheKey>,
         on_pool: bool,
         check_cache: bool,
         trace: &mut Trace,
     ) -> Outcome {
-        match self.verify_own(req, p, on_pool, check_cache, trace) {
+        match self.verify_own(req, p, key, on_pool, check_cache, trace) {
             Verified::Done(o) => o,
-            Verified::Pad(p, r) => self.pad(req, p, r, on_pool, trace),
+            Verified::Pad(p, r, key) => self.pad(req, p, r, key, on_pool, trace),
         }
     }
 
