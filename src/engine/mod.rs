@@ -397,8 +397,14 @@ impl Engine {
         }
         refused.map_err(|r| {
             trace.step(|| format!("limiter: {}", r.reason));
-            Box::new(outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason))
+            Box::new(self.limited(req, r))
         })
+    }
+
+    /// A refusal by the limiter: the usual failed login with the limiter's growing Auth-Wait;
+    /// no password checked.
+    fn limited(&self, req: &AuthRequest, r: crate::limiter::Refusal) -> Outcome {
+        outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason)
     }
 
     /// Lookup and policy for any credential-carrying method.
@@ -430,7 +436,7 @@ impl Engine {
             }
             Err(r) => {
                 trace.step(|| format!("limiter (account \"{name}\"): {}", r.reason));
-                Step::Answer(outcome::fail(&self.cfg, req, Some(r.wait), AuthResult::RateLimited, r.reason))
+                Step::Answer(self.limited(req, r))
             }
         }
     }
@@ -466,11 +472,11 @@ impl Engine {
         trace: &mut Trace,
     ) -> Result<crate::oauth::Verified, TokenError> {
         let now = unix_now();
-        let slot = self.cache_table().map(|(cache, settings)| {
+        let key = self.cache_table().map(|(cache, _)| {
             let c = &v.cfg;
             let url = c.introspect.as_ref().map_or("", |i| i.url.as_str());
             let claim = c.introspect.as_ref().map_or("", |i| i.user_claim.as_str());
-            let key = cache.key(&[
+            cache.key(&[
                 b"oauth2-introspect",
                 url.as_bytes(),
                 c.issuer.as_bytes(),
@@ -479,35 +485,26 @@ impl Engine {
                 claim.as_bytes(),
                 req.user.as_bytes(),
                 &req.pass,
-            ]);
-            (cache, settings, key)
+            ])
         });
-        if let Some((cache, _, key)) = &slot {
-            let hit = cache.get(key, now);
-            if let Some(m) = self.metrics() {
-                m.cache(hit.is_some());
-            }
-            if let Some(ok) = hit {
-                trace.step(|| format!("introspection cache hit: {}", if ok { "active" } else { "inactive" }));
-                *cached = true;
-                return if ok {
-                    Ok(crate::oauth::Verified { user: req.user.clone(), exp: 0 })
-                } else {
-                    Err(TokenError::Inactive)
-                };
-            }
+        if let Some(ok) = self.probe(key) {
+            trace.step(|| format!("introspection cache hit: {}", if ok { "active" } else { "inactive" }));
+            *cached = true;
+            return if ok {
+                Ok(crate::oauth::Verified { user: req.user.clone(), exp: 0 })
+            } else {
+                Err(TokenError::Inactive)
+            };
         }
         if !on_pool {
             return Err(TokenError::Introspection("not on the thread pool (mail_auth_thread_pool)".into()));
         }
         trace.step(|| "introspection call".into());
         let r = v.introspect(&req.pass, &req.user, now);
-        if let Some((cache, settings, key)) = &slot {
-            match &r {
-                Ok(ok) => cache.put(key, true, settings.ttl.min(ok.exp.saturating_sub(now)), now),
-                Err(TokenError::Inactive) => cache.put(key, false, settings.negative_ttl, now),
-                Err(_) => {}
-            }
+        match &r {
+            Ok(ok) => self.remember(key, true, Some(ok.exp.saturating_sub(now))),
+            Err(TokenError::Inactive) => self.remember(key, false, None),
+            Err(_) => {}
         }
         r
     }
@@ -530,11 +527,22 @@ impl Engine {
         Some(key)
     }
 
-    /// Remembers a verdict under `key` (when the cache is on).
-    fn remember(&self, key: Option<CacheKey>, ok: bool) {
+    /// The cache's verdict under `key` (when the cache is on), counted as a hit or a miss.
+    fn probe(&self, key: Option<CacheKey>) -> Option<bool> {
+        let (key, (cache, _)) = (key?, self.cache_table()?);
+        let hit = cache.get(&key, unix_now());
+        if let Some(m) = self.metrics() {
+            m.cache(hit.is_some());
+        }
+        hit
+    }
+
+    /// Remembers a verdict under `key` (when the cache is on) for the ttl of its kind, or
+    /// `cap` seconds if that is shorter.
+    fn remember(&self, key: Option<CacheKey>, ok: bool, cap: Option<u64>) {
         if let (Some(key), Some((cache, settings))) = (key, self.cache_table()) {
             let ttl = if ok { settings.ttl } else { settings.negative_ttl };
-            cache.put(&key, ok, ttl, unix_now());
+            cache.put(&key, ok, cap.map_or(ttl, |c| ttl.min(c)), unix_now());
         }
     }
 
@@ -548,12 +556,7 @@ impl Engine {
         key: Option<CacheKey>,
         trace: &mut Trace,
     ) -> Result<Outcome, Pending> {
-        let (Some(key), Some((cache, _))) = (key, self.cache_table()) else { return Err(p) };
-        let hit = cache.get(&key, unix_now());
-        if let Some(m) = self.metrics() {
-            m.cache(hit.is_some());
-        }
-        let Some(ok) = hit else { return Err(p) };
+        let Some(ok) = self.probe(key) else { return Err(p) };
         trace.step(|| format!("cache hit: {}", if ok { "match" } else { "mismatch" }));
         let r = if ok { VerifyResult::Match } else { VerifyResult::Mismatch };
         let mut o = finish(&self.cfg, req, p, r);
@@ -597,7 +600,7 @@ impl Engine {
         };
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
-            self.remember(key, true);
+            self.remember(key, true, None);
             return Verified::Done(finish(&self.cfg, req, p, r));
         }
         if p.pads() {
@@ -626,7 +629,7 @@ impl Engine {
     /// The answer to a failed verification, remembered in the cache when it is a verdict.
     fn failed(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>) -> Outcome {
         if r == VerifyResult::Mismatch {
-            self.remember(key, false);
+            self.remember(key, false, None);
         }
         finish(&self.cfg, req, p, r)
     }
