@@ -250,7 +250,7 @@ impl Engine {
 
     /// The first call for a request, on the event loop.
     pub fn start(&self, view: &HeaderView<'_>, ctx: Ctx) -> Start {
-        let mut trace = Trace::new(ctx);
+        let trace = Trace::new(ctx);
         let req = match view.request() {
             Ok(r) => r,
             Err(e) if !view.is_auth_http() => {
@@ -269,6 +269,16 @@ impl Engine {
                 return Start::Done(self.conclude(fields, o, ctx, trace));
             }
         };
+        self.start_request(req, ctx, trace)
+    }
+
+    /// The decision for a request already parsed (from auth_http headers, or from another
+    /// front end such as a JSON body), on the event loop.
+    pub fn start_parsed(&self, req: AuthRequest, ctx: Ctx) -> Start {
+        self.start_request(req, ctx, Trace::new(ctx))
+    }
+
+    fn start_request(&self, req: AuthRequest, ctx: Ctx, mut trace: Trace) -> Start {
         trace.step(|| {
             format!("request: {} {} for \"{}\"", req.protocol, req.method, printable(req.user.as_bytes(), 128))
         });
