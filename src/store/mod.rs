@@ -108,6 +108,17 @@ pub trait Store: Send + Sync {
     fn may_block(&self) -> bool {
         false
     }
+
+    /// The lookup, if it can be answered now without waiting (no lock held elsewhere, no
+    /// database lock to wait for): `None` means "it would wait: ask on the thread pool". A
+    /// store that never blocks answers like [`lookup`](Store::lookup).
+    fn try_lookup(&self, q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+        if self.may_block() {
+            None
+        } else {
+            Some(self.lookup(q))
+        }
+    }
 }
 
 /// Locks a store's mutex; a panic elsewhere while it was held must not take the store down.
