@@ -29,7 +29,7 @@ const INSERTS: usize = 2;
 const EVICTIONS: usize = 3;
 
 /// The table key of one credential (128 bits of an HMAC; the password is not recoverable).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey(u64, u64);
 
 impl CacheKey {

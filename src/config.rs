@@ -100,9 +100,10 @@ impl Default for CacheSettings {
 }
 
 /// `mail_auth_verify_concurrency N [queue=M]`: costly verifications (bcrypt, Argon2, SHA-crypt
-/// above 5000 rounds) running at once in one worker, and how many may wait for their turn (each
-/// waiting one holds a thread of the pool, not the verification's memory); beyond that a login
-/// gets a temporary failure (result `overloaded`).
+/// above 5000 rounds) on the thread pool at once from one worker, and how many more requests
+/// the worker's event loop may hold for a turn or for the verdict of the same credential's
+/// verification under way (a held request holds no pool thread and no verification memory);
+/// beyond that a login gets a temporary failure (result `overloaded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyConcurrency {
     pub limit: usize,
@@ -118,8 +119,8 @@ impl Default for VerifyConcurrency {
     }
 }
 
-/// Default `queue=` of `mail_auth_verify_concurrency`: more than nginx's default thread pool
-/// (32 threads) can hold waiting, so with the default pool a burst only waits.
+/// Default `queue=` of `mail_auth_verify_concurrency`: a burst of this many costly logins per
+/// worker only waits.
 pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 
 /// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).

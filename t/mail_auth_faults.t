@@ -117,6 +117,8 @@ http {
             mail_auth;
             mail_auth_passwd_file %%TESTDIR%%/slow;
             mail_auth_thread_pool tiny;
+            # more at once than the pool holds (the module's default would queue them itself)
+            mail_auth_verify_concurrency 8;
         }
     }
 

@@ -37,6 +37,9 @@ use crate::protocol::{AuthRequest, AuthResponse, Method, Protocol};
 use crate::scheme;
 use crate::store::{Account, Query, Store};
 
+/// A store's answer to a lookup.
+pub type Found = Result<Option<Account>, crate::store::StoreError>;
+
 /// What [`begin`] decided.
 #[derive(Debug)]
 pub enum Step {
@@ -58,8 +61,13 @@ pub(crate) fn template(store: &dyn Store) -> String {
 /// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a
 /// verification, the others are answered at once.
 pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
+    lookup_with(cfg, req, store, None)
+}
+
+/// [`lookup`], with the store's answer if it was already asked (`plain`/`login` only).
+pub fn lookup_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found: Option<Found>) -> Step {
     match req.method {
-        Method::Plain | Method::Login => begin(cfg, req, store),
+        Method::Plain | Method::Login => begin_with(cfg, req, store, found),
         Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store)),
         Method::External => Step::Answer(super::methods::external(cfg, req, store)),
         // without the location's verifier (the engine passes it): refused
@@ -74,11 +82,16 @@ pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
 
 /// `plain`/`login`: lookup and policy. Never blocks on a password hash.
 pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
+    begin_with(cfg, req, store, None)
+}
+
+/// [`begin`], with the store's answer if it was already asked.
+pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found: Option<Found>) -> Step {
     if req.pass.is_empty() {
         return Step::Answer(fail(cfg, req, None, AuthResult::Invalid, "empty password".to_string()));
     }
     // the lookup first: a store may learn its template on its first lookup (SQLite)
-    let found = store.lookup(&query(req, &req.user));
+    let found = found.unwrap_or_else(|| store.lookup(&query(req, &req.user)));
     let template = template(store);
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),

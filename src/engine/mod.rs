@@ -15,6 +15,7 @@ mod decide;
 mod methods;
 mod outcome;
 mod relay;
+pub mod sched;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use decide::{accept, begin, finish, lookup, Step};
 pub use methods::subject_cn;
 pub use outcome::{AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_RELAY_CODE, SMTP_TEMP_CODE};
-pub use verify::{Gate, Pending, VerifyResult, DEFAULT_TEMPLATE};
+pub use verify::{Pending, VerifyResult, DEFAULT_TEMPLATE};
 
 use crate::cache::{Cache, CacheKey};
 use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
@@ -80,9 +81,6 @@ impl From<NoticeLevel> for Level {
     }
 }
 
-/// The costly verifications of this process (see [`Gate`]).
-static GATE: Gate = Gate::new();
-
 /// What a `mail_auth` location decides with, built once at configuration time.
 pub struct Engine {
     pub cfg: AuthConfig,
@@ -96,6 +94,7 @@ pub struct Engine {
     pub limit: Option<LimitConfig>,
     /// A thread pool takes [`Job`]s; `false`: everything runs inline.
     pub offload: bool,
+    /// Bounds on costly jobs in flight and held (the FFI layer's [`sched::Scheduler`]).
     pub concurrency: VerifyConcurrency,
     /// `mail_auth_log_level`: the level of the decision line.
     pub log_level: Level,
@@ -172,6 +171,14 @@ pub struct Job {
     tickets: Vec<Ticket>,
     stage: Stage,
     trace: Trace,
+    /// [`Job::run`] ran (else [`Engine::complete`] answers a temporary failure).
+    ran: bool,
+}
+
+impl Job {
+    fn new(req: AuthRequest, ctx: Ctx, tickets: Vec<Ticket>, stage: Stage, trace: Trace) -> Box<Job> {
+        Box::new(Job { req, ctx, tickets, stage, trace, ran: false })
+    }
 }
 
 #[derive(Debug)]
@@ -211,26 +218,38 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Job {
-    /// Runs the lookup and/or verification. On a pool thread: touches no nginx state.
+    /// Runs the lookup or the verification. On a pool thread: touches no nginx state. A lookup
+    /// that finds a costly verification to do (and no cached verdict) leaves it for
+    /// [`Engine::complete`] to hand back: costly work is scheduled on the event loop.
     pub fn run(&mut self, engine: &Engine) {
         let stage = std::mem::replace(&mut self.stage, Stage::Decide);
-        let outcome = match stage {
+        self.stage = match stage {
             Stage::Decide => match engine.store.as_deref() {
-                Some(store) => match engine.lookup(&self.req, store, &mut self.tickets, true, &mut self.trace) {
-                    Step::Answer(o) => o,
-                    Step::Verify(p) => {
-                        let key = engine.cache_key(&self.req, &p);
-                        engine.verify_and_finish(&self.req, p, key, true, true, &mut self.trace)
-                    }
-                },
-                None => outcome::temp_fail(&engine.cfg, &self.req, AuthResult::InternalError, "no store".into()),
+                Some(store) => engine.after_lookup(&self.req, store, &mut self.tickets, None, true, &mut self.trace),
+                None => Stage::Done(outcome::temp_fail(
+                    &engine.cfg,
+                    &self.req,
+                    AuthResult::InternalError,
+                    "no store".into(),
+                )),
             },
-            // the cache was asked on the event loop before this was posted
-            Stage::Verify(p, key) => engine.verify_and_finish(&self.req, p, key, true, false, &mut self.trace),
-            Stage::Pad(p, r, key) => engine.pad(&self.req, p, r, key, true, &mut self.trace),
-            Stage::Done(o) => o,
+            // the cache was asked before this was posted
+            Stage::Verify(p, key) => Stage::Done(engine.verify_and_finish(&self.req, p, key, false, &mut self.trace)),
+            Stage::Pad(p, r, key) => Stage::Done(engine.pad(&self.req, p, r, key, &mut self.trace)),
+            Stage::Done(o) => Stage::Done(o),
         };
-        self.stage = Stage::Done(outcome);
+        self.ran = true;
+    }
+
+    /// What this job is, for the scheduler: `Some(key)` for a costly verification (`key`: the
+    /// credential it decides, when requests for it may share its verdict), `None` for a
+    /// lookup (not bounded: it is quick, or waits on I/O, not on a CPU).
+    pub fn costly(&self) -> Option<Option<CacheKey>> {
+        match &self.stage {
+            Stage::Verify(_, key) => Some(*key),
+            Stage::Pad(..) => Some(None),
+            Stage::Decide | Stage::Done(_) => None,
+        }
     }
 }
 
@@ -309,73 +328,134 @@ impl Engine {
             return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
         };
 
-        // A store that may block (SQLite: disk, locks) is asked on the thread pool, as a whole;
-        // so is a token that goes to introspection (an HTTP call; its cache is asked there too).
+        // A token that goes to introspection (an HTTP call; its cache is asked there too) is
+        // decided on the thread pool, as a whole. A store that may block (SQLite: disk, locks) is
+        // asked here only if it can answer without waiting; else the lookup goes to the pool.
         let introspect =
             req.method.is_oauth() && self.oauth.as_ref().is_some_and(|v| v.route(&req.pass) == Route::Introspect);
-        if (store.may_block() || introspect) && self.offload {
-            trace.step(|| "lookup on the thread pool".into());
-            return Start::Offload(Box::new(Job { req, ctx, tickets, stage: Stage::Decide, trace }));
+        let mut found = None;
+        if self.offload && (introspect || store.may_block()) {
+            let now = !introspect && matches!(req.method, Method::Plain | Method::Login);
+            match now.then(|| store.try_lookup(&decide::query(&req, &req.user))).flatten() {
+                Some(f) => found = Some(f),
+                None => {
+                    trace.step(|| "lookup on the thread pool".into());
+                    return Start::Offload(Job::new(req, ctx, tickets, Stage::Decide, trace));
+                }
+            }
         }
-        let o = match self.lookup(&req, store, &mut tickets, false, &mut trace) {
-            Step::Answer(o) => o,
-            Step::Verify(p) if p.own_is_costly() && self.offload => {
-                let key = self.cache_key(&req, &p);
-                match self.cached(&req, p, key, &mut trace) {
-                    Ok(o) => o,
-                    Err(p) => {
-                        trace.step(|| {
-                            format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored()))
-                        });
-                        let stage = Stage::Verify(p, key);
-                        return Start::Offload(Box::new(Job { req, ctx, tickets, stage, trace }));
-                    }
-                }
-            }
-            // a cheap scheme is verified here; only a failure's padding may need the pool
-            Step::Verify(p) => {
-                let key = self.cache_key(&req, &p);
-                match self.verify_own(&req, p, key, false, true, &mut trace) {
-                    Verified::Done(o) => o,
-                    Verified::Pad(p, r, key) if self.offload && scheme::is_costly(&p.template) => {
-                        trace.step(|| "timing padding on the thread pool".into());
-                        let stage = Stage::Pad(p, r, key);
-                        return Start::Offload(Box::new(Job { req, ctx, tickets, stage, trace }));
-                    }
-                    Verified::Pad(p, r, key) => self.pad(&req, p, r, key, false, &mut trace),
-                }
-            }
-        };
-        Start::Done(self.conclude_req(&req, o, tickets, ctx, trace))
+        match self.after_lookup(&req, store, &mut tickets, found, false, &mut trace) {
+            Stage::Done(o) => Start::Done(self.conclude_req(&req, o, tickets, ctx, trace)),
+            stage => Start::Offload(Job::new(req, ctx, tickets, stage, trace)),
+        }
     }
 
-    /// The second call, on the event loop, for a job that ran (or could not be posted: then
-    /// the answer is a temporary failure, never OK).
-    pub fn complete(&self, job: Box<Job>) -> Decision {
-        let Job { req, ctx, tickets, stage, trace } = *job;
-        let what = match stage {
-            Stage::Done(o) => Ok(o),
-            Stage::Decide => Err("lookup"),
-            Stage::Verify(..) | Stage::Pad(..) => Err("verification"),
+    /// Lookup (`found`: its result if already asked), policy, the cache, and the verification
+    /// if it is cheap; what is left for the pool comes back as a `Verify` or `Pad` stage (on a
+    /// pool thread too: costly work is scheduled from the event loop, see [`Job::costly`]).
+    fn after_lookup(
+        &self,
+        req: &AuthRequest,
+        store: &dyn Store,
+        tickets: &mut Vec<Ticket>,
+        found: Option<decide::Found>,
+        on_pool: bool,
+        trace: &mut Trace,
+    ) -> Stage {
+        let p = match self.lookup(req, store, tickets, found, on_pool, trace) {
+            Step::Answer(o) => return Stage::Done(o),
+            Step::Verify(p) => p,
         };
-        let o = what.unwrap_or_else(|what| {
-            let reason = format!("{what} did not run (thread pool queue full or task failed)");
-            outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
-        });
+        let key = self.cache_key(req, &p);
+        if p.own_is_costly() && self.offload {
+            return match self.cached(req, p, key, trace) {
+                Ok(o) => Stage::Done(o),
+                Err(p) => {
+                    trace.step(|| {
+                        format!("costly verification ({}) on the thread pool", scheme::scheme_name(p.stored()))
+                    });
+                    Stage::Verify(p, key)
+                }
+            };
+        }
+        // a cheap scheme is verified here; only a failure's padding may need the pool
+        match self.verify_own(req, p, key, true, trace) {
+            Verified::Done(o) => Stage::Done(o),
+            Verified::Pad(p, r, key) if self.offload && scheme::is_costly(&p.template) => {
+                trace.step(|| "timing padding on the thread pool".into());
+                Stage::Pad(p, r, key)
+            }
+            Verified::Pad(p, r, key) => Stage::Done(self.pad(req, p, r, key, trace)),
+        }
+    }
+
+    /// Back on the event loop after [`Job::run`]: the answer, or the costly part still to run
+    /// (hand it to the scheduler again). A job that did not run is a temporary failure.
+    pub fn complete(&self, job: Box<Job>) -> Start {
+        if !job.ran {
+            return Start::Done(self.abandon(job, false));
+        }
+        match job.stage {
+            Stage::Verify(..) | Stage::Pad(..) => Start::Offload(job),
+            Stage::Done(_) | Stage::Decide => {
+                let Job { req, ctx, tickets, stage, trace, .. } = *job;
+                let o = match stage {
+                    Stage::Done(o) => o,
+                    _ => outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, "lookup did not run".into()),
+                };
+                Start::Done(self.conclude_req(&req, o, tickets, ctx, trace))
+            }
+        }
+    }
+
+    /// A job that will not run: the thread pool's queue was full or the task failed
+    /// (`overloaded == false`), or the scheduler's bounds were reached. A temporary failure,
+    /// never OK.
+    pub fn abandon(&self, job: Box<Job>, overloaded: bool) -> Decision {
+        let Job { req, ctx, tickets, stage, trace, .. } = *job;
+        let o = match stage {
+            Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
+                finish(&self.cfg, &req, p, VerifyResult::Overloaded)
+            }
+            stage => {
+                let what = if matches!(stage, Stage::Decide) { "lookup" } else { "verification" };
+                let reason = format!("{what} did not run (thread pool queue full or task failed)");
+                outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
+            }
+        };
         self.conclude_req(&req, o, tickets, ctx, trace)
+    }
+
+    /// A job that waited for another request's verification of the same credential: its
+    /// verdict from the cache, else (that one gave none) the job to schedule again.
+    pub fn retry(&self, mut job: Box<Job>) -> Start {
+        if let Stage::Verify(p, key) = std::mem::replace(&mut job.stage, Stage::Decide) {
+            match self.cached(&job.req, p, key, &mut job.trace) {
+                Ok(o) => job.stage = Stage::Done(o),
+                Err(p) => {
+                    job.stage = Stage::Verify(p, key);
+                    return Start::Offload(job);
+                }
+            }
+            job.ran = true;
+            return self.complete(job);
+        }
+        Start::Offload(job)
     }
 
     /// The whole decision inline (tests, fuzzing, nginx without a thread pool).
     pub fn decide(&self, view: &HeaderView<'_>, ctx: Ctx) -> Decision {
-        match self.start(view, ctx) {
-            Start::Done(d) => d,
-            Start::Offload(mut job) => {
-                job.run(self);
-                self.complete(job)
+        let mut next = self.start(view, ctx);
+        loop {
+            match next {
+                Start::Done(d) => return d,
+                Start::Offload(mut job) => {
+                    job.run(self);
+                    next = self.complete(job);
+                }
             }
         }
     }
-
     /// An access-phase refusal in a Basic-bridge location (auth_basic / auth_request answered
     /// 401/403, or a 5xx): the auth_http answer for it. `None` when the request is not an
     /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
@@ -426,13 +506,14 @@ impl Engine {
         req: &AuthRequest,
         store: &dyn Store,
         tickets: &mut Vec<Ticket>,
+        found: Option<decide::Found>,
         on_pool: bool,
         trace: &mut Trace,
     ) -> Step {
         if req.method.is_oauth() {
             return Step::Answer(self.oauth_login(req, Some(store), on_pool, trace));
         }
-        let step = decide::lookup(&self.cfg, req, store);
+        let step = decide::lookup_with(&self.cfg, req, store, found);
         let Step::Verify(p) = &step else { return step };
         trace.step(|| format!("looked up: {p:?}"));
         let (Some(limiter), Some(name)) = (self.limiter(), p.account_name()) else { return step };
@@ -574,17 +655,15 @@ impl Engine {
         Ok(o)
     }
 
-    /// Runs `f` as a costly verification: through the per-process gate on a pool thread,
-    /// timed for the counters. `None`: the gate refused (too many waiting).
-    fn costly<T>(&self, on_pool: bool, costly: bool, f: impl FnOnce() -> T) -> Option<T> {
-        let _permit =
-            if on_pool && costly { Some(GATE.enter(self.concurrency.limit, self.concurrency.queue)?) } else { None };
+    /// Runs `f` as a verification, timed for the counters. (Costly ones reach a pool thread
+    /// only through the event loop's [`sched::Scheduler`], which bounds them.)
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
         if let Some(m) = self.metrics() {
             m.verification(micros(t.elapsed()));
         }
-        Some(r)
+        r
     }
 
     /// The first part of a verification: the cached verdict, else the account's own
@@ -594,7 +673,6 @@ impl Engine {
         req: &AuthRequest,
         p: Pending,
         key: Option<CacheKey>,
-        on_pool: bool,
         check_cache: bool,
         trace: &mut Trace,
     ) -> Verified {
@@ -605,9 +683,7 @@ impl Engine {
             },
             false => p,
         };
-        let Some(r) = self.costly(on_pool, p.own_is_costly(), || p.run_own()) else {
-            return Verified::Done(finish(&self.cfg, req, p, VerifyResult::Overloaded));
-        };
+        let r = self.timed(|| p.run_own());
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
             self.remember(key, true, None);
@@ -620,18 +696,8 @@ impl Engine {
     }
 
     /// A failed verification of a cheaper account, padded with the template's.
-    fn pad(
-        &self,
-        req: &AuthRequest,
-        p: Pending,
-        r: VerifyResult,
-        key: Option<CacheKey>,
-        on_pool: bool,
-        trace: &mut Trace,
-    ) -> Outcome {
-        if self.costly(on_pool, scheme::is_costly(&p.template), || p.pad()).is_none() {
-            return finish(&self.cfg, req, p, VerifyResult::Overloaded);
-        }
+    fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>, trace: &mut Trace) -> Outcome {
+        self.timed(|| p.pad());
         trace.step(|| "padded with the store's timing template".into());
         self.failed(req, p, r, key)
     }
@@ -650,13 +716,12 @@ impl Engine {
         req: &AuthRequest,
         p: Pending,
         key: Option<CacheKey>,
-        on_pool: bool,
         check_cache: bool,
         trace: &mut Trace,
     ) -> Outcome {
-        match self.verify_own(req, p, key, on_pool, check_cache, trace) {
+        match self.verify_own(req, p, key, check_cache, trace) {
             Verified::Done(o) => o,
-            Verified::Pad(p, r, key) => self.pad(req, p, r, key, on_pool, trace),
+            Verified::Pad(p, r, key) => self.pad(req, p, r, key, trace),
         }
     }
 

@@ -832,7 +832,7 @@ fn jobs_cross_threads_and_complete() {
     })
     .join()
     .unwrap();
-    assert_eq!(e.complete(job).result, AuthResult::UnknownUser);
+    assert_eq!(done(e.complete(job)).result, AuthResult::UnknownUser);
     // a {PLAIN} account's right password is known at once, on the event loop
     let h: Vec<(&[u8], &[u8])> = vec![
         (b"Auth-Method", b"plain"),
@@ -851,24 +851,9 @@ fn jobs_cross_threads_and_complete() {
     ];
     let Start::Offload(job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("padding: offloaded") };
     // a job that could not be posted is a temporary failure, never OK
-    let d = e.complete(job);
+    let d = e.abandon(job, false);
     assert_eq!(d.result, AuthResult::InternalError);
     assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })));
-}
-
-#[test]
-fn the_gate_bounds_costly_verifications() {
-    let gate = Arc::new(Gate::new());
-    let p1 = gate.enter(1, 1).unwrap();
-    let g2 = gate.clone();
-    let waiter = std::thread::spawn(move || g2.enter(1, 1).is_some());
-    while gate.load() != (1, 1) {
-        std::thread::yield_now();
-    }
-    assert!(gate.enter(1, 1).is_none(), "queue full: refused at once");
-    drop(p1);
-    assert!(waiter.join().unwrap(), "the waiter got its turn");
-    assert_eq!(gate.load(), (0, 0));
 }
 
 #[test]
@@ -911,7 +896,7 @@ fn a_warm_cache_answers_on_the_event_loop() {
         panic!("cold: offloaded")
     };
     job.run(&e);
-    assert_eq!(e.complete(job).result, AuthResult::Ok);
+    assert_eq!(done(e.complete(job)).result, AuthResult::Ok);
     let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
         panic!("warm: no pool round trip")
     };
@@ -1093,26 +1078,26 @@ fn introspected_tokens_go_to_the_pool_and_the_cache() {
     // the HTTP call never runs on the event loop: offloaded, then OK
     let Start::Offload(mut job) = login(b"opaque-1") else { panic!("offloaded") };
     job.run(&e);
-    let d = e.complete(job);
+    let d = done(e.complete(job));
     assert_eq!(d.result, AuthResult::Ok, "{:?}", d.lines);
     // a second login: the cache answers (on the pool), no request to the server
     let Start::Offload(mut job) = login(b"opaque-1") else { panic!("offloaded") };
     job.run(&e);
-    let d = e.complete(job);
+    let d = done(e.complete(job));
     assert_eq!(d.result, AuthResult::Ok);
     assert!(d.lines.last().unwrap().1.contains("cached introspection answer"), "{:?}", d.lines);
     // inactive: refused with the RFC 7628 error, then cached
     for _ in 0..2 {
         let Start::Offload(mut job) = login(b"opaque-2") else { panic!("offloaded") };
         job.run(&e);
-        let d = e.complete(job);
+        let d = done(e.complete(job));
         assert_eq!(d.result, AuthResult::InvalidToken, "{:?}", d.lines);
         assert!(sasl_json(&d).contains("invalid_token"));
     }
     // the endpoint fails: temporary, never OK, not cached
     let Start::Offload(mut job) = login(b"opaque-3") else { panic!("offloaded") };
     job.run(&e);
-    let d = e.complete(job);
+    let d = done(e.complete(job));
     assert_eq!(d.result, AuthResult::StoreError, "{:?}", d.lines);
     assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })));
     assert!(d.lines.last().unwrap().1.contains("HTTP 503"), "{:?}", d.lines);
@@ -1121,4 +1106,104 @@ fn introspected_tokens_go_to_the_pool_and_the_cache() {
     e.offload = false;
     let Start::Done(d) = login_to(&e, b"opaque-4") else { panic!("inline") };
     assert_eq!(d.result, AuthResult::StoreError, "{:?}", d.lines);
+}
+
+/// The decision of a job that ran to its end.
+fn done(s: Start) -> Decision {
+    match s {
+        Start::Done(d) => d,
+        Start::Offload(job) => panic!("more to run: {job:?}"),
+    }
+}
+
+#[test]
+fn a_sqlite_lookup_that_need_not_wait_is_answered_on_the_event_loop() {
+    // a store that may block but answers now (try_lookup: Some) costs no pool round trip
+    struct Quick(MemStore);
+    impl Store for Quick {
+        fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+            self.0.lookup(q)
+        }
+        fn take_notices(&self) -> Vec<crate::store::StoreNotice> {
+            Vec::new()
+        }
+        fn describe(&self) -> String {
+            "quick".into()
+        }
+        fn may_block(&self) -> bool {
+            true
+        }
+        fn try_lookup(&self, q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+            (q.user != "busy").then(|| self.0.lookup(q))
+        }
+    }
+    let mut e = engine(store());
+    let mut s = store();
+    s.users.insert("busy".into(), acct("{PLAIN}busy pw"));
+    e.store = Some(Arc::new(Quick(s)));
+    e.offload = true;
+    let start = |u: &str, p: &str| {
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"Auth-Method", b"plain"),
+            (b"Auth-Protocol", b"imap"),
+            (b"Auth-User", u.as_bytes()),
+            (b"Auth-Pass", p.as_bytes()),
+        ];
+        e.start(&HeaderView::new(h.iter().copied()), ctx())
+    };
+    let Start::Done(d) = start("alice", "alice pw") else { panic!("answered now") };
+    assert_eq!(d.result, AuthResult::Ok);
+    // the store would wait: the lookup goes to the pool
+    let Start::Offload(mut job) = start("busy", "busy pw") else { panic!("offloaded") };
+    assert_eq!(job.costly(), None, "a lookup is not a costly job");
+    job.run(&e);
+    assert_eq!(done(e.complete(job)).result, AuthResult::Ok);
+}
+
+#[test]
+fn a_lookup_on_the_pool_hands_its_costly_verification_back_to_the_scheduler() {
+    struct Slow(MemStore);
+    impl Store for Slow {
+        fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+            self.0.lookup(q)
+        }
+        fn take_notices(&self) -> Vec<crate::store::StoreNotice> {
+            Vec::new()
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn may_block(&self) -> bool {
+            true
+        }
+        fn try_lookup(&self, _: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+            None
+        }
+        fn timing_template(&self) -> Option<String> {
+            self.0.timing_template()
+        }
+    }
+    let bcrypt = "$2y$04$DO39LgexR.cOLzZu5JSsPOTUIWSJDCgOIp20RLO4njqVFrdLFGIWa"; // htpasswd -nbB -C 4 u pw
+    let mut s = store();
+    s.users.insert("bob".into(), acct(bcrypt));
+    s.template = Some(bcrypt.into());
+    let mut e = engine(store());
+    e.store = Some(Arc::new(Slow(s)));
+    e.offload = true;
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"bob"), (b"Auth-Pass", b"pw")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("lookup") };
+    assert_eq!(job.costly(), None);
+    job.run(&e);
+    let Start::Offload(mut job) = e.complete(job) else { panic!("the bcrypt comes back to be scheduled") };
+    assert!(job.costly().is_some());
+    // a second request for the same credential, waiting for that verdict, reads it afterwards
+    let Start::Offload(mut follower) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!() };
+    follower.run(&e);
+    let Start::Offload(follower) = e.complete(follower) else { panic!() };
+    job.run(&e);
+    assert_eq!(done(e.complete(job)).result, AuthResult::Ok);
+    let d = done(e.retry(follower));
+    assert_eq!(d.result, AuthResult::Ok);
+    assert!(d.lines.iter().any(|(_, l)| l.contains("cached verdict")) || e.cache.is_none(), "{:?}", d.lines);
 }

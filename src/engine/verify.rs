@@ -7,13 +7,11 @@
 //! that template too, so every failure costs at least one verification of the store's
 //! costliest kind, from the first request on. The template's result is ignored.
 //!
-//! Memory: costly verifications (Argon2 takes its `m` KiB each) pass a per-process [`Gate`]:
-//! at most `limit` at once, at most `queue` waiting; beyond that the login is answered with a
-//! temporary failure (`overloaded`).
+//! Memory: costly verifications (Argon2 takes its `m` KiB each) reach the pool only through
+//! the worker's [`super::sched::Scheduler`]: at most `limit` at once, at most `queue` held;
+//! beyond that the login is answered with a temporary failure (`overloaded`).
 
 #![forbid(unsafe_code)]
-
-use std::sync::{Condvar, Mutex};
 
 use crate::policy::Refusal;
 use crate::protocol::Password;
@@ -31,7 +29,7 @@ pub enum VerifyResult {
     Mismatch,
     /// The stored hash could not be used (unknown scheme, malformed); the text is for the log.
     Error(String),
-    /// Not run: too many costly verifications in this worker already (see [`Gate`]).
+    /// Not run: too many costly verifications in this worker already (see `sched`).
     Overloaded,
 }
 
@@ -142,54 +140,5 @@ impl Pending {
             self.pad();
         }
         r
-    }
-}
-
-/// Counts costly verifications of this process: at most `limit` run, at most `queue` wait.
-#[derive(Debug, Default)]
-pub struct Gate {
-    state: Mutex<(usize, usize)>,
-    turn: Condvar,
-}
-
-/// A place among the running verifications; released when dropped.
-pub struct Permit<'a>(&'a Gate);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 -= 1;
-        drop(s);
-        self.0.turn.notify_one();
-    }
-}
-
-impl Gate {
-    pub const fn new() -> Gate {
-        Gate { state: Mutex::new((0, 0)), turn: Condvar::new() }
-    }
-
-    /// Waits for a place (blocking this thread: call it on a pool thread); `None` when `queue`
-    /// others already wait.
-    pub fn enter(&self, limit: usize, queue: usize) -> Option<Permit<'_>> {
-        let limit = limit.max(1);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.0 >= limit {
-            if s.1 >= queue {
-                return None;
-            }
-            s.1 += 1;
-            while s.0 >= limit {
-                s = self.turn.wait(s).unwrap_or_else(|e| e.into_inner());
-            }
-            s.1 -= 1;
-        }
-        s.0 += 1;
-        Some(Permit(self))
-    }
-
-    /// (running, waiting) now.
-    pub fn load(&self) -> (usize, usize) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -2,6 +2,7 @@
 //! it decides. A job the engine hands back runs on the thread pool (`offload`), then the
 //! engine completes it on the event loop.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use ngx::ffi::{
@@ -11,7 +12,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, Method, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
+use super::offload::PoolRef;
 use super::{guard, offload, util, Module};
+use crate::cache::CacheKey;
+use crate::engine::sched::{Admit, Scheduler};
 use crate::engine::{Decision, Engine, Job, Reply, Start};
 use crate::protocol::HeaderView;
 
@@ -47,25 +51,109 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let view = HeaderView::new(headers.iter().copied());
     match engine.start(&view, ctx) {
         Start::Done(d) => send(r, &d),
-        Start::Offload(job) => {
-            let task = Box::new(OffloadJob { engine, job: Some(job) });
-            let posted = match pool {
-                Some(pool) => offload::post(pool, r, task),
-                None => Err(task as Box<dyn offload::Task>),
-            };
-            match posted {
-                Ok(()) => NGX_DONE as ngx_int_t,
-                // not posted: the engine answers a temporary failure (never OK)
-                Err(task) => task.complete(r),
-            }
-        }
+        Start::Offload(job) => match dispatch(r, OffloadJob::new(engine, pool, job), false) {
+            Some(d) => send(r, &d),
+            None => NGX_DONE as ngx_int_t,
+        },
     }
 }
 
 /// An engine job travelling to the thread pool and back.
 struct OffloadJob {
     engine: Arc<Engine>,
+    pool: Option<PoolRef>,
     job: Option<Box<Job>>,
+    /// Set when the scheduler gave this costly job a place (and the key it was admitted
+    /// with): given back when it is over.
+    place: Option<Option<CacheKey>>,
+}
+
+impl OffloadJob {
+    fn new(engine: Arc<Engine>, pool: Option<PoolRef>, job: Box<Job>) -> Box<OffloadJob> {
+        Box::new(OffloadJob { engine, pool, job: Some(job), place: None })
+    }
+}
+
+/// A costly job waiting for a place, or for the verdict of the same credential's verification.
+struct Held {
+    r: *mut ngx_http_request_t,
+    task: Box<OffloadJob>,
+}
+
+thread_local! {
+    /// This worker's costly jobs (the event loop's thread only).
+    static SCHED: RefCell<Scheduler<Held>> = RefCell::new(Scheduler::new());
+}
+
+/// Sends a job on its way: a lookup straight to the pool, a costly verification through the
+/// scheduler (run, held, or refused). `Some`: the answer to send now (the job did not go);
+/// `None`: the request is held (counted once: `held` says whether it is already) and will be
+/// finalized when its job completes.
+fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<Decision> {
+    let engine = task.engine.clone();
+    let costly = task.job.as_ref().and_then(|j| j.costly());
+    let Some(key) = costly else { return post(r, task, held) };
+    let (limit, queue) = (engine.concurrency.limit, engine.concurrency.queue);
+    task.place = Some(key);
+    match SCHED.with(|s| s.borrow_mut().admit(key, Held { r, task }, limit, queue)) {
+        Admit::Run(h) => post(h.r, h.task, held),
+        Admit::Held => {
+            if !held {
+                offload::hold(r);
+            }
+            None
+        }
+        Admit::Refused(h) => h.task.job.map(|j| engine.abandon(j, true)),
+    }
+}
+
+/// Posts to the pool; if it cannot be posted, the place it held is given back and the answer
+/// is a temporary failure (never OK).
+fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option<Decision> {
+    let Some(pool) = task.pool else { return give_up(*task) };
+    match offload::post(pool, r, task, held) {
+        Ok(()) => None,
+        Err(task) => give_up(*task),
+    }
+}
+
+fn give_up(mut task: OffloadJob) -> Option<Decision> {
+    if let Some(key) = task.place.take() {
+        release(key);
+    }
+    let job = task.job.take()?;
+    Some(task.engine.abandon(job, false))
+}
+
+/// A costly job is over: its place goes to the next queued one, and the requests that waited
+/// for its verdict read it (from the cache) or are scheduled again.
+fn release(key: Option<CacheKey>) {
+    let released = SCHED.with(|s| s.borrow_mut().done(key));
+    if let Some(h) = released.next {
+        if let Some(d) = post(h.r, h.task, true) {
+            answer_held(h.r, &d);
+        }
+    }
+    for mut f in released.followers {
+        let Some(job) = f.task.job.take() else { continue };
+        f.task.place = None;
+        let next = match f.task.engine.retry(job) {
+            Start::Done(d) => Some(d),
+            Start::Offload(job) => {
+                f.task.job = Some(job);
+                dispatch(f.r, f.task, true)
+            }
+        };
+        if let Some(d) = next {
+            answer_held(f.r, &d);
+        }
+    }
+}
+
+/// Answers a held request outside its content handler.
+fn answer_held(r: *mut ngx_http_request_t, d: &Decision) {
+    let rc = super::guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || send(r, d));
+    offload::finalize(r, rc);
 }
 
 impl offload::Task for OffloadJob {
@@ -75,10 +163,20 @@ impl offload::Task for OffloadJob {
         }
     }
 
-    fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
-        let Some(job) = self.job.take() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
-        let d = self.engine.complete(job);
-        send(r, &d)
+    fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
+        if let Some(key) = self.place.take() {
+            release(key);
+        }
+        let Some(job) = self.job.take() else { return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+        let d = match self.engine.complete(job) {
+            Start::Done(d) => d,
+            // the lookup left a costly verification: scheduled like any other
+            Start::Offload(job) => {
+                self.job = Some(job);
+                dispatch(r, self, true)?
+            }
+        };
+        Some(send(r, &d))
     }
 }
 

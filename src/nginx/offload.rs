@@ -42,7 +42,7 @@ pub fn pool_add(_cf: *mut ngx_conf_t, _name: &str) -> Option<PoolRef> {
 }
 
 #[cfg(not(ngx_feature = "threads"))]
-pub fn post(_pool: PoolRef, _r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Result<(), Box<dyn Task>> {
+pub fn post<T: Task>(_pool: PoolRef, _r: *mut ngx_http_request_t, job: Box<T>, _held: bool) -> Result<(), Box<T>> {
     Err(job)
 }
 
@@ -64,8 +64,10 @@ pub fn pool_add(cf: *mut ngx_conf_t, name: &str) -> Option<PoolRef> {
 pub trait Task: Send + 'static {
     /// Runs on a pool thread. Must not touch nginx.
     fn run(&mut self);
-    /// Runs back on the event loop; returns the status to finalize the request with.
-    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t;
+    /// Runs back on the event loop; returns the status to finalize the request with, or
+    /// `None` when the request was handed on (posted again, or held by the scheduler): it
+    /// stays held and is finalized later.
+    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t>;
 }
 
 #[repr(C)]
@@ -88,10 +90,10 @@ unsafe extern "C" fn pending_timer(ev: *mut ngx_event_t) {
 }
 
 #[cfg(ngx_feature = "threads")]
-/// Posts `job` for request `r`. On success the request is held (count + 1) and the caller must
-/// return NGX_DONE from its handler. On failure (queue overflow, no memory) the job is handed
-/// back so the caller can answer without it.
-pub fn post(pool: PoolRef, r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Result<(), Box<dyn Task>> {
+/// Posts `job` for request `r`. On success the request is held (count + 1, unless `held`: the
+/// caller holds it already) and a content handler must return NGX_DONE. On failure (queue
+/// overflow, no memory) the job is handed back so the caller can answer without it.
+pub fn post<T: Task>(pool: PoolRef, r: *mut ngx_http_request_t, job: Box<T>, held: bool) -> Result<(), Box<T>> {
     // SAFETY: `r` is the live request of the running content handler; the task is allocated
     // from its pool, which stays alive while we hold a reference (count + 1).
     unsafe {
@@ -99,7 +101,7 @@ pub fn post(pool: PoolRef, r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Re
         if task.is_null() {
             return Err(job);
         }
-        let raw = Box::into_raw(Box::new(job));
+        let raw: *mut Box<dyn Task> = Box::into_raw(Box::new(job as Box<dyn Task>));
         let slot = (*task).ctx as *mut Slot;
         // the task context is zeroed by ngx_thread_task_alloc: a zeroed event is a valid one
         (*slot).job = raw;
@@ -108,10 +110,14 @@ pub fn post(pool: PoolRef, r: *mut ngx_http_request_t, job: Box<dyn Task>) -> Re
         (*task).event.data = task as *mut c_void;
         (*task).event.handler = Some(done_on_event_loop);
         if ngx_thread_task_post(pool.0, task) != NGX_OK as ngx_int_t {
-            return Err(*Box::from_raw(raw));
+            // not posted: no other thread saw it. The inner box was made from a Box<T> just
+            // above, so its data pointer is that T's allocation.
+            let inner: Box<dyn Task> = *Box::from_raw(raw);
+            return Err(Box::from_raw(Box::into_raw(inner) as *mut T));
         }
-        let main = (*r).main;
-        (*main).set_count((*main).count() + 1);
+        if !held {
+            hold(r);
+        }
         let ev = std::ptr::addr_of_mut!((*slot).pending);
         (*ev).handler = Some(pending_timer);
         (*ev).data = task as *mut c_void;
@@ -147,8 +153,25 @@ unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
         slot.job = std::ptr::null_mut();
         (slot.r, *job)
     };
-    let rc = super::guard(ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || job.complete(r));
-    // SAFETY: `r` is still alive (we hold a reference); finalizing drops that reference.
+    let rc = super::guard(Some(ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t), || job.complete(r));
+    if let Some(rc) = rc {
+        finalize(r, rc);
+    }
+}
+
+/// Holds request `r` (count + 1) while it waits off its content handler; [`finalize`] lets go.
+pub fn hold(r: *mut ngx_http_request_t) {
+    // SAFETY: `r` is a live request (its content handler runs, or it is already held).
+    unsafe {
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
+    }
+}
+
+/// Finalizes a held request with `rc` (dropping the reference [`hold`] took) and runs the
+/// requests posted on its connection: for a request answered outside its content handler.
+pub fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
+    // SAFETY: `r` is alive: it is held (count + 1) until this call drops that reference.
     unsafe {
         let c = (*r).connection;
         ngx_http_finalize_request(r, rc);
