@@ -63,8 +63,9 @@ def main():
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    ThreadingHTTPServer.daemon_threads = True
-    socketserver.ThreadingUnixStreamServer.daemon_threads = True
+    for cls in (ThreadingHTTPServer, socketserver.ThreadingUnixStreamServer):
+        cls.daemon_threads = True
+        cls.request_queue_size = 1024  # not 5: a burst of connections must not wait for SYN retries
     servers = []
     for listen in listens:
         if listen.startswith("unix:"):

@@ -53,7 +53,7 @@ HTTP, PY, SETMISC, BACKEND, MIXED, RSS = 19180, 19181, 19182, 19183, 19184, 1918
 IMAP_PORTS = {"mod-tcp": 11943, "mod-unix": 11944, "ceil-tcp": 11945, "ceil-unix": 11946, "py": 11947}
 N_USERS = 100_000
 HTTP_CONNS = 8
-IMAP_CONNS = 32
+IMAP_CONNS = 64
 
 
 def log(msg):
@@ -323,7 +323,8 @@ http {{
     server {{
         listen 127.0.0.1:{MIXED} backlog=4096;
         location = /ssha {{ mail_auth; mail_auth_passwd_file users-100k; mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
-        location = /bcrypt {{ mail_auth; mail_auth_passwd_file users-bcrypt; mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
+        location = /bcrypt {{ mail_auth; mail_auth_passwd_file users-bcrypt;
+                              mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
         location = /bcrypt-pool1 {{ mail_auth; mail_auth_passwd_file users-bcrypt; mail_auth_thread_pool one;
                                     mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
     }}
@@ -504,8 +505,8 @@ def bench(opt, rounds, secs, only):
     make_files(bcrypt_line)
 
     # the fast IMAP backend nginx mail proxies to, on the client's CPU
-    backend = spawn([lg.binary, "imap-backend", "--listen", f"127.0.0.1:{BACKEND}"], cpu=CLIENT_CPU,
-                    stderr=subprocess.DEVNULL)
+    backend = spawn([lg.binary, "imap-backend", "--listen", f"127.0.0.1:{BACKEND}", "--threads", "256"],
+                    cpu=CLIENT_CPU, stderr=subprocess.DEVNULL)
     python = spawn([sys.executable, os.path.join(ROOT, "scripts", "bench-auth-server.py"),
                     f"{PY},unix:{py_sock}", "users-100k", str(BACKEND)], cpu=SERVER_CPU)
     main_ngx = Nginx(nginx, "main", main_conf(so, sock, PIN)).start([HTTP, *IMAP_PORTS.values()])
@@ -736,16 +737,17 @@ def imap_section(lg, main_ngx, backend, python, rounds, secs, notes):
            "both ends of the auth_http request, backend login, proxying). **busy**: worker CPU ÷ wall time; "
            "**client+backend busy**: the load client's and the backend's CPU ÷ wall time (both on CPU "
            f"{CLIENT_CPU}; well under 1.00 means they were not the bottleneck).\n",
-           "| auth_http | logins/s | worker µs/login | busy | client µs/login | backend µs/login | "
-           "client+backend busy | logins/s ÷ ceiling TCP | efficiency |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| auth_http | logins/s | session p50/p99 ms | worker µs/login | busy | client µs/login | "
+           "backend µs/login | client+backend busy | logins/s ÷ ceiling TCP | efficiency |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ceil = res["ceil-tcp"]
     for name, key in rows:
         rs = res[key]
         extra = ""
         if key == "py":
             extra = f" (+ Python {fmt(med([x['py_us'] for x in rs]))} µs/login)"
-        out.append(f"| {name} | {rng([x['rps'] for x in rs])} | {rng([x['worker_us'] for x in rs])}{extra} | "
+        lat = f"{fmt(med([x['p50_us'] / 1000 for x in rs]))}/{fmt(med([x['p99_us'] / 1000 for x in rs]))}"
+        out.append(f"| {name} | {rng([x['rps'] for x in rs])} | {lat} | {rng([x['worker_us'] for x in rs])}{extra} | "
                    f"{fmt(med([x['busy'] for x in rs]))} | {fmt(med([x['client_us'] for x in rs]))} | "
                    f"{fmt(med([x['backend_us'] for x in rs]))} | {fmt(med([x['client_busy'] for x in rs]))} | "
                    f"{ratio([x['rps'] / c['rps'] for x, c in zip(rs, ceil) if c['rps']])} | "
@@ -754,7 +756,8 @@ def imap_section(lg, main_ngx, backend, python, rounds, secs, notes):
     for label, mod, cl in (("TCP", "mod-tcp", "ceil-tcp"), ("unix socket", "mod-unix", "ceil-unix")):
         d = [m["worker_us"] - c["worker_us"] for m, c in zip(res[mod], res[cl])]
         extra.append(f"{label} {med(d):+.0f} µs [{min(d):+.0f}–{max(d):+.0f}]")
-    out.append("\n**efficiency**: ceiling-TCP worker µs/login ÷ the row's (for the Python row: worker + Python), same round. What the module adds to "
+    out.append("\n**efficiency**: ceiling-TCP worker µs/login ÷ the row's (for the Python row: worker + Python), "
+               "same round. What the module adds to "
                "the worker's CPU per login over the static answer (median of per-round differences): "
                + ", ".join(extra) + ".")
     return out
