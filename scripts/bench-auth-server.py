@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """The usual alternative to ngx-mail-auth, for scripts/bench: an external auth_http server in
 Python (threaded http.server) that answers nginx mail from the same htpasswd file.
-Supports {SSHA} and {PLAIN} entries (what the benchmark uses). Loopback only.
+Supports {SSHA} and {PLAIN} entries (what the benchmark uses). Loopback only. Answers HTTP/1.0
+requests (nginx mail's) on a connection each, keeps HTTP/1.1 connections alive.
 
-usage: bench-auth-server.py PORT HTPASSWD BACKEND_PORT
+usage: bench-auth-server.py PORT[,unix:/path] HTPASSWD BACKEND_PORT
 """
 import base64
 import hashlib
 import hmac
+import os
+import socketserver
 import sys
+import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,11 +39,11 @@ def verify(stored, password):
 
 
 def main():
-    port, path, backend_port = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    listens, path, backend_port = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
     users = load(path)
 
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
+        protocol_version = "HTTP/1.1"
 
         def log_message(self, *args):
             pass
@@ -59,8 +63,22 @@ def main():
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    for cls in (ThreadingHTTPServer, socketserver.ThreadingUnixStreamServer):
+        cls.daemon_threads = True
+        cls.request_queue_size = 1024  # not 5: a burst of connections must not wait for SYN retries
+    servers = []
+    for listen in listens:
+        if listen.startswith("unix:"):
+            if os.path.exists(listen[5:]):
+                os.remove(listen[5:])
+            servers.append(socketserver.ThreadingUnixStreamServer(listen[5:], Handler))
+        else:
+            servers.append(ThreadingHTTPServer(("127.0.0.1", int(listen)), Handler))
+    threads = [threading.Thread(target=srv.serve_forever, daemon=True) for srv in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 if __name__ == "__main__":

@@ -1,132 +1,185 @@
 #!/usr/bin/env python3
 """ngx-mail-auth benchmarks, side by side, in one run on one machine (loopback only, bounded).
 
-Contenders share one nginx binary (the one the module is built against):
-  ceiling          a location that returns the Auth-* headers with no verification at all
-  module           mail_auth with {SSHA} users (100 and 100,000, htpasswd and SQLite),
-                   bcrypt cost 10 without and with the shared cache
-  recipe           auth_basic behind a proxy_pass hop, Authorization made by $mail_auth_basic
-                   (the seed recipe, with our variable in place of set_misc)
-  python           an external auth_http server in Python on the same htpasswd (the usual choice)
-  imap e2e         IMAP logins/s through nginx mail to a backend, module vs the Python server
-  mixed            p99 of cheap requests while bcrypt logins hammer the same worker, with and
-                   without the thread pool
-  rss              peak RSS of an nginx worker with 100,000 users (htpasswd, SQLite) and with
-                   1,000,000 users (htpasswd)
+The load comes from scripts/loadgen (Rust, built by scripts/bench): auth_http requests exactly as
+nginx mail sends them (ngx_mail_auth_http_create_request: HTTP/1.0, a fresh connection per
+request, the same headers in the same order), IMAP logins through nginx mail, and a fast IMAP
+backend for nginx mail to proxy to.
 
-usage: bench.py NGINX MODULE_SO [--quick]
+The honest figure is the nginx worker's CPU time per request: nginx runs worker_processes 1, the
+worker pinned to CPU 0 (worker_cpu_affinity) and the load client to CPU 1 (taskset); the CPU time
+of every thread of the worker (thread-pool threads included) is read from
+/proc/<worker>/task/*/schedstat before and after each measurement.
+
+Rows (every row in every round, rounds interleaved round-robin), in three modes: a new connection
+per request over TCP (what nginx mail does; the primary figure), the same over a unix socket
+(`auth_http unix:/path:/uri`), and keep-alive over TCP (HTTP/1.1, an upper bound):
+  ceiling        `return 204` with static Auth-Status/Auth-Server/Auth-Port headers, no check
+  {SSHA} file    mail_auth, passwd-file with 100,000 {SSHA} users, requests round-robin over them
+  {SSHA} SQLite  mail_auth, SQLite database with the same 100,000 users
+  bcrypt warm    mail_auth, bcrypt(10), mail_auth_cache, the same user/password (cache warmed)
+  bcrypt cold    mail_auth, bcrypt(10), mail_auth_cache, a distinct wrong password each request
+  recipe         auth_basic behind a proxy_pass hop, Authorization from $mail_auth_basic
+  set_misc       the original recipe (set_misc + NDK) on Debian's packaged nginx, when installed
+  python         an external auth_http server in Python (threaded http.server), same 100,000 users
+Then: mixed load (p99 of cheap requests while bcrypt hammers the worker, the module's default
+thread pool and a 1-thread pool), IMAP logins end to end through nginx mail, worker RSS per user.
+
+usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S] [--only rows,mixed,imap,rss]
 """
-import asyncio
+import argparse
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.environ.get("BENCH_DIR", "/tmp/ngx-mail-auth-bench")
-T0 = 0.0
-HTTP, PY, IMAP_MOD, IMAP_PY = 19180, 19181, 11943, 11944
-BACKEND = (11945, 11946, 11947)
+T0 = time.time()
+PIN = (os.cpu_count() or 1) >= 2
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+# ports (loopback only)
+HTTP, PY, SETMISC, BACKEND, MIXED, RSS = 19180, 19181, 19182, 19183, 19184, 19185
+IMAP_PORTS = {"mod-tcp": 11943, "mod-unix": 11944, "ceil-tcp": 11945, "ceil-unix": 11946, "py": 11947}
+N_USERS = 100_000
+HTTP_CONNS = 8
+IMAP_CONNS = 64
 
 
-def ssha(pw: bytes, salt: bytes) -> str:
-    return "{SSHA}" + base64.b64encode(hashlib.sha1(pw + salt).digest() + salt).decode()
+def log(msg):
+    print(f"[{time.time() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def make_users(n: int, path: str, bcrypt_line: str):
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(f"u{i}:{ssha(f'pw-{i}'.encode(), i.to_bytes(4, 'little'))}\n")
-        f.write(bcrypt_line + "\n")
+class BenchError(Exception):
+    pass
 
 
-def make_sqlite(n: int, path: str):
-    if os.path.exists(path):
-        os.remove(path)
-    c = sqlite3.connect(path)
-    with open(os.path.join(ROOT, "scripts", "schema.sql")) as f:
-        c.executescript(f.read())
-    c.executemany("INSERT INTO users(name, password) VALUES (?, ?)",
-                  ((f"u{i}", ssha(f"pw-{i}".encode(), i.to_bytes(4, "little"))) for i in range(n)))
-    c.commit()
-    c.close()
+# ---------------------------------------------------------------- processes we start, stopped on exit
+
+CLEANUP = []
 
 
-CONF = """
-load_module {so};
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-worker_processes 1;
-thread_pool mailauth threads=1;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{http} backlog=4096;
-        location = /ceiling {{
-            add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};
-            return 204;
-        }}
-        location = /ssha-100 {{ mail_auth; mail_auth_passwd_file users-100; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /ssha-100k {{ mail_auth; mail_auth_passwd_file users-100k; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /sqlite-100 {{ mail_auth; mail_auth_sqlite users-100.db; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /sqlite-100k {{ mail_auth; mail_auth_sqlite users-100k.db; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /bcrypt {{ mail_auth; mail_auth_passwd_file users-100; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /bcrypt-pool1 {{ mail_auth; mail_auth_passwd_file users-100; mail_auth_thread_pool mailauth; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /bcrypt-inline {{ mail_auth; mail_auth_passwd_file users-100; mail_auth_thread_pool off; mail_auth_backend imap 127.0.0.1:{b}; }}
-        location = /cached {{ mail_auth; mail_auth_passwd_file users-100; mail_auth_backend imap 127.0.0.1:{b};
-                              mail_auth_cache zone=bench_cache:4m ttl=60s negative_ttl=10s; }}
-        location = /recipe {{
-            proxy_pass http://127.0.0.1:{http}/recipe-check;
-            proxy_pass_request_body off;
-            proxy_set_header Authorization $mail_auth_basic;
-            proxy_intercept_errors on;
-            error_page 401 403 = @recipe-fail;
-        }}
-        location = /recipe-check {{
-            auth_basic mail; auth_basic_user_file users-100;
-            add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};
-            return 204;
-        }}
-        location @recipe-fail {{ add_header Auth-Status "Invalid login or password" always; return 204; }}
-    }}
-}}
-mail {{
-    server {{ listen 127.0.0.1:{imap_mod}; protocol imap; auth_http 127.0.0.1:{http}/ssha-100k; }}
-    server {{ listen 127.0.0.1:{imap_py}; protocol imap; auth_http 127.0.0.1:{py}/auth; }}
-}}
-"""
+def on_signal(signum, _frame):
+    raise SystemExit(f"bench.py: stopped by signal {signum}")
 
 
-def headers(user, pw):
-    return ["-H", "Auth-Method: plain", "-H", f"Auth-User: {user}", "-H", f"Auth-Pass: {pw}",
-            "-H", "Auth-Protocol: imap", "-H", "Auth-Login-Attempt: 1", "-H", "Client-IP: 127.0.0.1"]
+def run_cleanup():
+    while CLEANUP:
+        fn = CLEANUP.pop()
+        try:
+            fn()
+        except Exception as e:  # keep stopping the others
+            print(f"bench.py: cleanup: {e}", file=sys.stderr)
 
 
-def ms(v: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+def pids_alive(pids):
+    return [p for p in pids if os.path.exists(f"/proc/{p}")]
 
 
-def wrk(url, user, pw, secs, conns=16):
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", *headers(user, pw), url],
-                         capture_output=True, text=True, timeout=secs + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-    p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    return rps, p50, p99
+def children(pid):
+    try:
+        return [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
 
 
-def wait_port(port, secs=10):
-    import socket
+class Nginx:
+    """One nginx master (daemonized) with its prefix in WORK; stopped by stop() or at exit."""
+
+    def __init__(self, binary, name, conf_text):
+        self.binary, self.name = binary, name
+        self.conf = os.path.join(WORK, f"{name}.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf_text)
+        self.pidfile = os.path.join(WORK, "logs", f"{name}.pid")
+        self.errlog = os.path.join(WORK, "logs", f"{name}-error.log")
+        self.master = None
+
+    def cmd(self, *extra):
+        return [self.binary, "-p", WORK + "/", "-e", self.errlog, "-c", self.conf, *extra]
+
+    def start(self, wait_ports=()):
+        r = subprocess.run(self.cmd(), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"nginx '{self.name}' did not start:\n{r.stderr.strip()}\n{self.tail()}")
+        end = time.time() + 10
+        while time.time() < end and self.master is None:
+            try:
+                self.master = int(open(self.pidfile).read())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        if self.master is None:
+            raise BenchError(f"nginx '{self.name}': no pid file\n{self.tail()}")
+        CLEANUP.append(self.stop)
+        for p in wait_ports:
+            wait_port(p, self)
+        self.worker()
+        return self
+
+    def worker(self):
+        """The pid of the (single) worker process."""
+        end = time.time() + 10
+        while time.time() < end:
+            for c in children(self.master):
+                try:
+                    if b"worker process" in open(f"/proc/{c}/cmdline", "rb").read():
+                        return c
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise BenchError(f"nginx '{self.name}': no worker process\n{self.tail()}")
+
+    def tail(self):
+        try:
+            return "".join(open(self.errlog).readlines()[-15:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.master is None:
+            return
+        procs = [self.master, *children(self.master)]
+        try:
+            os.kill(self.master, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        end = time.time() + 5
+        while pids_alive(procs) and time.time() < end:
+            time.sleep(0.05)
+        for p in pids_alive(procs):
+            os.kill(p, signal.SIGKILL)
+        self.master = None
+
+
+def spawn(argv, cpu=None, **kw):
+    """A helper process we own (stopped at exit)."""
+    if cpu is not None and PIN:
+        argv = ["taskset", "-c", cpu, *argv]
+    p = subprocess.Popen(argv, **kw)
+
+    def stop():
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    CLEANUP.append(stop)
+    return p
+
+
+def wait_port(port, owner=None, secs=10):
     end = time.time() + secs
     while time.time() < end:
         try:
@@ -134,65 +187,184 @@ def wait_port(port, secs=10):
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
+    extra = f"\n{owner.tail()}" if isinstance(owner, Nginx) else ""
+    raise BenchError(f"nothing listens on 127.0.0.1:{port}{extra}")
 
 
-async def imap_logins(port, secs, conc, user, pw):
-    done = 0
-    end = time.time() + secs
+# ---------------------------------------------------------------- CPU and memory of a process
 
-    async def one():
-        nonlocal done
-        while time.time() < end:
-            w = None
-            try:
-                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-                await asyncio.wait_for(r.readline(), 2)
-                w.write(f"a LOGIN {user} {pw}\r\n".encode())
-                while True:
-                    line = await asyncio.wait_for(r.readline(), 2)
-                    if not line or line.startswith(b"a "):
-                        break
-                if line.startswith(b"a OK") and time.time() < end:
-                    done += 1
-                w.write(b"b LOGOUT\r\n")
-            except (OSError, asyncio.TimeoutError):
-                await asyncio.sleep(0.01)
-            finally:
-                if w is not None:
-                    w.close()
-
-    await asyncio.gather(*(one() for _ in range(conc)))
-    return done / secs
+def cpu_ns_schedstat(pid):
+    """CPU time of all live threads of pid (ns): the first field of each task's schedstat."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        raise BenchError(f"process {pid} is gone")
+    for t in tasks:
+        try:
+            total += int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
-SETMISC_CONF = """
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_set_misc_module.so;
-error_log logs/setmisc-error.log warn;
-pid logs/setmisc.pid;
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns_stat(pid):
+    """utime + stime of the whole process, exited threads included (tick resolution): for a server
+    that starts a thread per connection (the Python one)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        raise BenchError(f"process {pid} is gone")
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
+
+
+def status_kb(pid, key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- data
+
+def ssha(pw: bytes, salt: bytes) -> str:
+    return "{SSHA}" + base64.b64encode(hashlib.sha1(pw + salt).digest() + salt).decode()
+
+
+def user_lines(n):
+    for i in range(n):
+        yield f"u{i}", f"pw-{i}", ssha(f"pw-{i}".encode(), i.to_bytes(4, "little"))
+
+
+def make_files(bcrypt_line):
+    with open("users-100k", "w") as f, open("creds-100k", "w") as c:
+        for u, p, h in user_lines(N_USERS):
+            f.write(f"{u}:{h}\n")
+            c.write(f"{u}:{p}\n")
+    with open("users-100", "w") as f, open("creds-100", "w") as c:
+        for u, p, h in user_lines(100):
+            f.write(f"{u}:{h}\n")
+            c.write(f"{u}:{p}\n")
+    with open("users-bcrypt", "w") as f:
+        f.write(bcrypt_line + "\n")
+    if os.path.exists("users-100k.db"):
+        os.remove("users-100k.db")
+    db = sqlite3.connect("users-100k.db")
+    with open(os.path.join(ROOT, "scripts", "schema.sql")) as f:
+        db.executescript(f.read())
+    db.executemany("INSERT INTO users(name, password) VALUES (?, ?)", ((u, h) for u, _, h in user_lines(N_USERS)))
+    db.commit()
+    db.close()
+
+
+# ---------------------------------------------------------------- nginx configurations
+
+def main_conf(so, sock, pin):
+    b = BACKEND
+    affinity = "worker_cpu_affinity 01;" if pin else ""
+    module = f"mail_auth_backend imap 127.0.0.1:{b};"
+    static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
+    mail_servers = "\n".join(
+        f"    server {{ listen 127.0.0.1:{IMAP_PORTS[k]}; protocol imap; auth_http {url}; }}"
+        for k, url in (("mod-tcp", f"127.0.0.1:{HTTP}/ssha"), ("mod-unix", f"unix:{sock}:/ssha"),
+                       ("ceil-tcp", f"127.0.0.1:{HTTP}/ceiling"), ("ceil-unix", f"unix:{sock}:/ceiling"),
+                       ("py", f"127.0.0.1:{PY}/auth")))
+    return f"""load_module {so};
+error_log logs/main-error.log warn;
+pid logs/main.pid;
 worker_processes 1;
+{affinity}
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
+    uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
+    server {{
+        listen 127.0.0.1:{HTTP} backlog=4096;
+        listen unix:{sock} backlog=4096;
+        location = /ceiling {{ {static} return 204; }}
+        location = /ssha {{ mail_auth; mail_auth_passwd_file users-100k; {module} }}
+        location = /sqlite {{ mail_auth; mail_auth_sqlite users-100k.db; {module} }}
+        location = /bcrypt-warm {{ mail_auth; mail_auth_passwd_file users-bcrypt; {module}
+                                   mail_auth_cache zone=bench_warm:4m ttl=1h; }}
+        location = /bcrypt-cold {{ mail_auth; mail_auth_passwd_file users-bcrypt; {module}
+                                   mail_auth_cache zone=bench_cold:4m ttl=1h; }}
+        location = /recipe {{
+            proxy_pass http://127.0.0.1:{HTTP}/recipe-check;
+            proxy_pass_request_body off;
+            proxy_set_header Authorization $mail_auth_basic;
+            proxy_intercept_errors on;
+            error_page 401 403 = @recipe-fail;
+        }}
+        location = /recipe-check {{ auth_basic mail; auth_basic_user_file users-100; {static} return 204; }}
+        location @recipe-fail {{ add_header Auth-Status "Invalid login or password" always; return 204; }}
+    }}
+}}
+mail {{
+{mail_servers}
+}}
+"""
+
+
+def mixed_conf(so):
+    # not pinned: the module's defaults as deployed (thread pool "default", verification
+    # concurrency CPUs - 1), and a 1-thread pool
+    return f"""load_module {so};
+error_log logs/mixed-error.log warn;
+pid logs/mixed.pid;
+worker_processes 1;
+thread_pool one threads=1;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    client_body_temp_path {w}/tmp-body; proxy_temp_path {w}/tmp-proxy;
-    fastcgi_temp_path {w}/tmp-fcgi; uwsgi_temp_path {w}/tmp-uwsgi; scgi_temp_path {w}/tmp-scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{MIXED} backlog=4096;
+        location = /ssha {{ mail_auth; mail_auth_passwd_file users-100k; mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
+        location = /bcrypt {{ mail_auth; mail_auth_passwd_file users-bcrypt;
+                              mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
+        location = /bcrypt-pool1 {{ mail_auth; mail_auth_passwd_file users-bcrypt; mail_auth_thread_pool one;
+                                    mail_auth_backend imap 127.0.0.1:{BACKEND}; }}
+    }}
+}}
+"""
+
+
+SETMISC_MODS = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_set_misc_module.so"]
+
+
+def setmisc_conf(sock, pin):
+    affinity = "worker_cpu_affinity 01;" if pin else ""
+    return f"""load_module {SETMISC_MODS[0]};
+load_module {SETMISC_MODS[1]};
+error_log logs/setmisc-error.log warn;
+pid logs/setmisc.pid;
+worker_processes 1;
+{affinity}
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
+    uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
+    server {{
+        listen 127.0.0.1:{SETMISC} backlog=4096;
+        listen unix:{sock} backlog=4096;
         location = /recipe {{
             set_unescape_uri $mail_user $http_auth_user;
             set_unescape_uri $mail_pass $http_auth_pass;
             set $mail_cred "$mail_user:$mail_pass";
             set_encode_base64 $mail_b64 $mail_cred;
-            proxy_pass http://127.0.0.1:{port}/check;
+            proxy_pass http://127.0.0.1:{SETMISC}/check;
             proxy_pass_request_body off;
             proxy_set_header Authorization "Basic $mail_b64";
             proxy_intercept_errors on;
             error_page 401 403 = @fail;
         }}
         location = /check {{
-            auth_basic mail; auth_basic_user_file {w}/users-100;
-            add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port 1143;
+            auth_basic mail; auth_basic_user_file users-100;
+            add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {BACKEND};
             return 204;
         }}
         location @fail {{ add_header Auth-Status "Invalid login or password" always; return 204; }}
@@ -201,155 +373,435 @@ http {{
 """
 
 
-def setmisc_row(run):
-    """The original recipe (set_misc + NDK) on Debian's packaged nginx, when installed."""
-    deb = "/usr/sbin/nginx"
-    mods = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_set_misc_module.so"]
-    if not (os.path.exists(deb) and all(os.path.exists(m) for m in mods)):
-        print("set_misc recipe: Debian nginx with set_misc/NDK not installed, row skipped", file=sys.stderr)
-        return None
-    port = HTTP + 20
-    with open("setmisc.conf", "w") as f:
-        f.write(SETMISC_CONF.format(w=WORK, port=port))
-    subprocess.run([deb, "-p", WORK + "/", "-c", "setmisc.conf"], check=True)
-    try:
-        wait_port(port)
-        version = subprocess.run([deb, "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
-        return run(f"recipe: set_misc + NDK, Debian nginx {version}", f"http://127.0.0.1:{port}/recipe")[0]
-    finally:
-        subprocess.run([deb, "-p", WORK + "/", "-c", "setmisc.conf", "-s", "stop"], check=False)
+def rss_conf(so, location_conf):
+    return f"""load_module {so};
+error_log logs/rss-error.log warn; pid logs/rss.pid; worker_processes 1; events {{}}
+http {{ access_log off; server {{ listen 127.0.0.1:{RSS};
+  location = /a {{ mail_auth; {location_conf} mail_auth_backend imap 127.0.0.1:{BACKEND}; }} }} }}
+"""
 
 
-def rss_kb(nginx, so, prefix, location_conf, url_path, user, pw):
-    """Peak RSS (VmHWM) of the worker of an nginx that has only this store configured."""
-    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-    with open(os.path.join(prefix, "rss.conf"), "w") as f:
-        f.write(f"""load_module {so};
-error_log logs/error.log warn; pid logs/rss.pid; worker_processes 1; events {{}}
-http {{ access_log off; server {{ listen 127.0.0.1:{HTTP + 10};
-  location = /a {{ mail_auth; {location_conf} mail_auth_backend imap 127.0.0.1:1; }} }} }}
-""")
-    subprocess.run([nginx, "-p", prefix + "/", "-c", "rss.conf"], check=True)
-    try:
-        wait_port(HTTP + 10)
-        subprocess.run(["curl", "-s", "-o", "/dev/null", *sum((["-H", h] for h in headers(user, pw)[1::2]), []),
-                        f"http://127.0.0.1:{HTTP + 10}{url_path}"], check=False)
-        master = open(os.path.join(prefix, "logs", "rss.pid")).read().strip()
-        kids = subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split()
-        best = 0
-        for k in kids:
-            for line in open(f"/proc/{k}/status"):
-                if line.startswith("VmHWM:"):
-                    best = max(best, int(line.split()[1]))
-        return best
-    finally:
-        subprocess.run([nginx, "-p", prefix + "/", "-c", "rss.conf", "-s", "stop"], check=False)
-        time.sleep(0.3)
+# ---------------------------------------------------------------- measuring
 
+class Loadgen:
+    def __init__(self, binary):
+        self.binary = binary
+
+    def argv(self, kind, target, secs, conns, users, pw=None, path=None, keepalive=False):
+        a = [self.binary, kind, "--target", target, "--secs", str(secs), "--conns", str(conns), "--users", users]
+        if pw is not None:
+            a += ["--pass", pw]
+        if path is not None:
+            a += ["--path", path]
+        if keepalive:
+            a.append("--keepalive")
+        if PIN:
+            a = ["taskset", "-c", CLIENT_CPU, *a]
+        return a
+
+    def run(self, argv, secs, cpu_of=(), cpu_fn=cpu_ns_schedstat):
+        """Runs one measurement; adds the CPU time the processes cpu_of used meanwhile."""
+        before = [cpu_fn(p) for p in cpu_of]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+        after = [cpu_fn(p) for p in cpu_of]
+        if r.returncode != 0:
+            raise BenchError(f"loadgen failed ({r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
+        res = json.loads(r.stdout)
+        res["server_cpu_us"] = [(a - b) / 1000 for a, b in zip(after, before)]
+        return res
+
+
+def warm(port, path, user, pw):
+    """One auth_http request (to fill the cache before a warm measurement)."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: {user}\r\n"
+              f"Auth-Pass: {pw}\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n"
+              .encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    if b"Auth-Status: OK" not in data:
+        raise BenchError(f"warm-up request to {path} was not answered OK:\n{data.decode(errors='replace')}")
+
+
+def med(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(v):
+    if v != v:  # nan
+        return "–"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def rng(values, f=fmt):
+    if not values:
+        return "–"
+    return f"{f(med(values))} [{f(min(values))}–{f(max(values))}]"
+
+
+def ratio(values):
+    return rng(values, lambda v: f"{v:.2f}")
+
+
+# ---------------------------------------------------------------- main
 
 def main():
-    global T0
-    T0 = time.time()
-    nginx, so = sys.argv[1], sys.argv[2]
-    quick = "--quick" in sys.argv
-    secs = 3 if quick else 10
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("nginx")
+    ap.add_argument("module_so")
+    ap.add_argument("loadgen")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of 1 s measurements")
+    ap.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
+    ap.add_argument("--secs", type=float, help="seconds per measurement (default 3, --quick 1)")
+    ap.add_argument("--only", default="rows,mixed,imap,rss", help="sections to run (default: all)")
+    opt = ap.parse_args()
+    rounds = opt.rounds or (3 if opt.quick else 5)
+    secs = opt.secs or (1.0 if opt.quick else 3.0)
+    only = set(opt.only.split(","))
+    if rounds < 1 or secs <= 0:
+        ap.error("--rounds and --secs must be positive")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        out = bench(opt, rounds, secs, only)
+    except BenchError as e:
+        print(f"\nbench.py: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nbench.py: interrupted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        run_cleanup()
+    path = os.path.join(WORK, "results.md")
+    with open(path, "w") as f:
+        f.write(out)
+    print(out)
+    print(f"(written to {path}; {time.time() - T0:.0f} s in all)")
+
+
+def bench(opt, rounds, secs, only):
+    nginx, so = os.path.abspath(opt.nginx), os.path.abspath(opt.module_so)
+    lg = Loadgen(os.path.abspath(opt.loadgen))
+    for f in (nginx, so, lg.binary):
+        if not os.path.exists(f):
+            raise BenchError(f"{f} does not exist")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(os.path.join(WORK, "logs"))
     os.chdir(WORK)
+    sock, setmisc_sock, py_sock = (os.path.join(WORK, n) for n in ("http.sock", "setmisc.sock", "py.sock"))
 
+    log("users: 100,000 {SSHA} (passwd-file, SQLite), one bcrypt(10)")
     bcrypt_line = subprocess.run(["htpasswd", "-nbB", "-C", "10", "bench", "bench-pw"],
                                  capture_output=True, text=True, check=True).stdout.strip()
-    make_users(100, "users-100", bcrypt_line)
-    make_users(100_000, "users-100k", bcrypt_line)
-    make_sqlite(100_000, "users-100k.db")
-    make_sqlite(100, "users-100.db")
-    with open("nginx.conf", "w") as f:
-        f.write(CONF.format(so=so, http=HTTP, py=PY, b=BACKEND[0], imap_mod=IMAP_MOD, imap_py=IMAP_PY))
-    procs = []
-    try:
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "demo-backend"), *map(str, BACKEND)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "bench-auth-server.py"),
-                                       str(PY), "users-100", str(BACKEND[0])]))
-        subprocess.run([nginx, "-p", WORK + "/", "-c", "nginx.conf"], check=True)
-        for p in (HTTP, PY, IMAP_MOD, BACKEND[0]):
-            wait_port(p)
+    make_files(bcrypt_line)
 
-        base = f"http://127.0.0.1:{HTTP}"
-        rows = []
+    # the fast IMAP backend nginx mail proxies to, on the client's CPU
+    backend = spawn([lg.binary, "imap-backend", "--listen", f"127.0.0.1:{BACKEND}", "--threads", "256"],
+                    cpu=CLIENT_CPU, stderr=subprocess.DEVNULL)
+    python = spawn([sys.executable, os.path.join(ROOT, "scripts", "bench-auth-server.py"),
+                    f"{PY},unix:{py_sock}", "users-100k", str(BACKEND)], cpu=SERVER_CPU)
+    main_ngx = Nginx(nginx, "main", main_conf(so, sock, PIN)).start([HTTP, *IMAP_PORTS.values()])
+    wait_port(BACKEND)
+    wait_port(PY)
+    worker = main_ngx.worker()
+    allowed = set()
+    for t in os.listdir(f"/proc/{worker}/task"):
+        allowed.add(open(f"/proc/{worker}/task/{t}/status").read().split("Cpus_allowed_list:")[1].split()[0])
+    allowed = ",".join(sorted(allowed)) + f" (all {len(os.listdir(f'/proc/{worker}/task'))} threads)"
 
-        def run(name, url, user="u42", pw="pw-42", conns=16):
-            print(f"[{time.time() - T0:5.1f}s] {name}", file=sys.stderr, flush=True)
-            rps, p50, p99 = wrk(url, user, pw, secs, conns)
-            rows.append((name, rps, p50, p99))
-            return rps, p50, p99
+    setmisc = None
+    deb = "/usr/sbin/nginx"
+    if "rows" in only:
+        if os.path.exists(deb) and all(os.path.exists(m) for m in SETMISC_MODS):
+            deb_version = nginx_version(deb)
+            try:
+                setmisc = Nginx(deb, "setmisc", setmisc_conf(setmisc_sock, PIN)).start([SETMISC])
+            except BenchError as e:
+                log(f"set_misc recipe: Debian nginx did not start, row skipped: {e}")
+        else:
+            log("set_misc recipe: Debian nginx with set_misc/NDK not installed, row skipped")
 
-        ceiling = run("ceiling: static Auth-* headers", f"{base}/ceiling")[0]
-        run("module {SSHA}, htpasswd, 100 users", f"{base}/ssha-100")
-        run("module {SSHA}, htpasswd, 100,000 users", f"{base}/ssha-100k")
-        run("module {SSHA}, SQLite, 100 users", f"{base}/sqlite-100")
-        run("module {SSHA}, SQLite, 100,000 users", f"{base}/sqlite-100k")
-        run("module bcrypt(10), no cache", f"{base}/bcrypt", "bench", "bench-pw")
-        run("module bcrypt(10), cache on", f"{base}/cached", "bench", "bench-pw")
-        recipe = run("recipe: auth_basic behind proxy_pass ($mail_auth_basic)", f"{base}/recipe")[0]
-        python = run("python auth_http server, {SSHA}", f"http://127.0.0.1:{PY}/auth")[0]
-        setmisc = setmisc_row(run)
-
-        idle_p99 = next(r[3] for r in rows if r[0].startswith("module {SSHA}, htpasswd, 100 users"))
-        cheap = next(r[1] for r in rows if r[0].startswith("module {SSHA}, htpasswd, 100 users"))
-        cached = next(r[1] for r in rows if "cache on" in r[0])
-
-        # mixed load: bcrypt logins hammer the worker while cheap requests are measured
-        mixed = {}
-        for label, path in (("thread pool", "/bcrypt"), ("1-thread pool", "/bcrypt-pool1"), ("inline (pool off)", "/bcrypt-inline")):
-            hammer = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{secs + 2}s", *headers("bench", "bench-pw"), f"{base}{path}"],
-                                      stdout=subprocess.DEVNULL)
-            time.sleep(0.5)
-            mixed[label] = wrk(f"{base}/ssha-100", "u42", "pw-42", secs, 4)
-            hammer.wait()
-
-        print(f"[{time.time() - T0:5.1f}s] imap e2e", file=sys.stderr, flush=True)
-        e2e_mod = asyncio.run(imap_logins(IMAP_MOD, secs, 32, "u42", "pw-42"))
-        e2e_py = asyncio.run(imap_logins(IMAP_PY, secs, 32, "u42", "pw-42"))
-    finally:
-        subprocess.run([nginx, "-p", WORK + "/", "-c", "nginx.conf", "-s", "stop"], check=False)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=10)
-
-    print(f"[{time.time() - T0:5.1f}s] rss", file=sys.stderr, flush=True)
-    rss_base = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-100;", "/a", "u42", "pw-42")
-    rss_file = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-100k;", "/a", "u42", "pw-42")
-    rss_sql = rss_kb(nginx, so, WORK, "mail_auth_sqlite users-100k.db; mail_auth_thread_pool off;", "/a", "u42", "pw-42")
-    if not os.path.exists("users-1m"):
-        make_users(1_000_000, "users-1m", bcrypt_line)
-    rss_1m = rss_kb(nginx, so, WORK, "mail_auth_passwd_file users-1m;", "/a", "u42", "pw-42")
-
-    print(f"[{time.time() - T0:5.1f}s] done", file=sys.stderr, flush=True)
+    out = []
     cpu = open("/proc/cpuinfo").read()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
-    print(f"\nngx-mail-auth benchmark ({'quick, ' if quick else ''}{secs}s per row, wrk -t1 -c16, nginx worker_processes 1)")
-    print(f"machine: {os.cpu_count()} cores, {model.group(1) if model else 'unknown CPU'}; {time.strftime('%Y-%m-%d')}\n")
-    print(f"| {'contender':<58} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'x ceiling':>9} |")
-    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 11}|")
-    for name, rps, p50, p99 in rows:
-        print(f"| {name:<58} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {rps / ceiling:>9.2f} |")
-    print()
-    for label, (rps, p50, p99) in mixed.items():
-        print(f"mixed load, cheap requests while 8 bcrypt(10) connections hammer, {label}: "
-              f"p99 {p99:.2f} ms ({p99 / idle_p99:.1f}x idle p99 {idle_p99:.2f} ms), {rps:.0f} req/s")
-    print(f"IMAP logins/s through nginx mail (32 clients, same backend): module {e2e_mod:.0f}, "
-          f"python auth server {e2e_py:.0f} ({e2e_mod / max(e2e_py, 1e-9):.1f}x)")
-    print(f"peak worker RSS: 100 users {rss_base / 1024:.1f} MiB, 100,000 users htpasswd {rss_file / 1024:.1f} MiB, "
-          f"SQLite {rss_sql / 1024:.1f} MiB; 1,000,000 users htpasswd {rss_1m / 1024:.1f} MiB "
-          f"({(rss_1m - rss_base) / 1024:.0f} MiB per million users)")
-    print("\ntargets (goals, not tests):")
-    print(f"  cheap scheme >= 0.8x ceiling: {cheap / ceiling:.2f}x;  cached bcrypt >= 0.8x ceiling: {cached / ceiling:.2f}x")
-    vs_setmisc = f", {cheap / setmisc:.1f}x the original set_misc recipe" if setmisc else ""
-    print(f"  >= 3x the auth_basic recipe: {cheap / recipe:.1f}x with our variable{vs_setmisc};  >= 10x the python server: {cheap / python:.1f}x")
-    print(f"  cheap p99 under bcrypt load <= 2x idle: {mixed['thread pool'][2] / idle_p99:.1f}x with the default pool (32 threads), "
-          f"{mixed['1-thread pool'][2] / idle_p99:.1f}x with a 1-thread pool, "
-          f"{mixed['inline (pool off)'][2] / idle_p99:.1f}x inline")
+    out.append(f"## ngx-mail-auth benchmark ({'quick: ' if opt.quick else ''}{rounds} rounds × {secs:g} s per "
+               f"measurement, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
+    out.append(f"Machine: {os.cpu_count()} CPUs (nproc), {model.group(1).strip() if model else 'unknown CPU'}; "
+               f"Linux {os.uname().release}. nginx {nginx_version(nginx)} with worker_processes 1, "
+               + (f"the worker pinned to CPU {allowed} (worker_cpu_affinity), load client on CPU {CLIENT_CPU} "
+                  "(taskset)." if PIN else "nothing pinned (fewer than 2 CPUs).") + "\n")
+    notes = []
+
+    if "rows" in only:
+        out += rows_section(lg, main_ngx, setmisc, deb_version if setmisc else None, python, rounds, secs,
+                            sock, setmisc_sock, py_sock, notes)
+    if "mixed" in only:
+        out += mixed_section(lg, nginx, so, rounds, secs, notes)
+    if "imap" in only:
+        out += imap_section(lg, main_ngx, backend, python, rounds, secs, notes)
+    for n in (main_ngx, setmisc):
+        if n is not None:
+            n.stop()
+    if "rss" in only:
+        out += rss_section(nginx, so, bcrypt_line)
+    if notes:
+        out.append("\n**Anomalies** (a measurement with errors or answers of the wrong kind):\n")
+        out += [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def nginx_version(nginx):
+    return subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
+
+
+def check(notes, label, res, expect="ok"):
+    bad = res["errors"] + res["other"] + (res["fail"] if expect == "ok" else res["ok"])
+    if bad or res["requests"] == 0:
+        notes.append(f"{label}: {res['requests']} answers (ok {res['ok']}, fail {res['fail']}, other "
+                     f"{res['other']}), {res['errors']} errors, expected all {expect}"
+                     + (f"; first error: {res['first_error']}" if res.get("first_error") else ""))
+
+
+def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock, setmisc_sock, py_sock, notes):
+    worker = main_ngx.worker()
+    sm_worker = setmisc.worker() if setmisc else None
+    creds = os.path.join(WORK, "creds-100k")
+    creds100 = os.path.join(WORK, "creds-100")
+    # name, {mode: target}, path, users, pass, expected answer, cpu pid, cpu function
+    rows = [
+        ("ceiling: return 204 + static Auth-* headers", HTTP, sock, "/ceiling", creds, None, "ok", worker),
+        ("module {SSHA}, passwd-file, 100k users", HTTP, sock, "/ssha", creds, None, "ok", worker),
+        ("module {SSHA}, SQLite, 100k users", HTTP, sock, "/sqlite", creds, None, "ok", worker),
+        ("module bcrypt(10), cache warm", HTTP, sock, "/bcrypt-warm", "bench", "bench-pw", "ok", worker),
+        ("module bcrypt(10), cache cold (distinct wrong passwords)", HTTP, sock, "/bcrypt-cold", "bench",
+         "cold-{n}", "fail", worker),
+        ("recipe: auth_basic behind proxy_pass ($mail_auth_basic), 100 users", HTTP, sock, "/recipe", creds100,
+         None, "ok", worker),
+    ]
+    if setmisc:
+        rows.append((f"recipe: set_misc + NDK, Debian nginx {deb_version}, 100 users", SETMISC, setmisc_sock,
+                     "/recipe", creds100, None, "ok", sm_worker))
+    rows.append(("python auth_http server (threaded http.server), 100k users", PY, py_sock, "/auth", creds, None,
+                 "ok", python.pid))
+    modes = [("new connection per request, TCP (as nginx mail)", "tcp", False),
+             ("new connection per request, unix socket", "unix", False),
+             ("keep-alive, TCP (HTTP/1.1, upper bound)", "tcp", True)]
+    results = {}  # (mode, row) -> list of results per round
+    for r in range(rounds):
+        log(f"rows: round {r + 1}/{rounds}")
+        for mi, (_, kind, keep) in enumerate(modes):
+            for ri, (name, port, usock, path, users, pw, expect, pid) in enumerate(rows):
+                target = f"tcp:127.0.0.1:{port}" if kind == "tcp" else f"unix:{usock}"
+                if path == "/bcrypt-warm":
+                    warm(port, path, users, pw)
+                cpu_fn = cpu_ns_stat if pid == python.pid else cpu_ns_schedstat
+                res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, users, pw, path, keep), secs, [pid], cpu_fn)
+                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
+                res["busy"] = res["server_cpu_us"][0] / 1e6 / res["secs"]
+                res["client_us"] = res["client_cpu_us"] / max(res["requests"], 1)
+                check(notes, f"round {r + 1}, {modes[mi][0]}, {name}", res, expect)
+                results.setdefault((mi, ri), []).append(res)
+    out = ["\n### auth_http requests\n",
+           f"{HTTP_CONNS} connections, requests round-robin over the row's users. **worker µs/req**: CPU time of the "
+           "nginx worker (all its threads, thread pool included; for the Python row, the Python process) per "
+           "answered request. **busy**: that CPU time ÷ wall time (1.00 = the pinned worker's core is saturated). "
+           "**client µs/req**: the load client's own CPU. **req/s ÷ ceiling** and **efficiency** (ceiling µs/req ÷ "
+           "row µs/req) compare with the ceiling row *of the same round and mode*. Median [min–max] over "
+           f"{rounds} rounds.\n"]
+    for mi, (mode_name, _, _) in enumerate(modes):
+        out.append(f"\n#### {mode_name}\n")
+        out.append("| contender | req/s | worker µs/req | busy | client µs/req | req/s ÷ ceiling | efficiency |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        ceil = results[(mi, 0)]
+        for ri, row in enumerate(rows):
+            rs = results[(mi, ri)]
+            rps = [x["rps"] for x in rs]
+            us = [x["us_per_req"] for x in rs]
+            # bcrypt cold is bcrypt-bound: ratios to the ceiling say nothing there
+            bound = row[3] == "/bcrypt-cold"
+            rratio = [] if bound else [x["rps"] / c["rps"] for x, c in zip(rs, ceil) if c["rps"]]
+            eff = [] if bound else [c["us_per_req"] / x["us_per_req"] for x, c in zip(rs, ceil) if x["us_per_req"]]
+            out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {fmt(med([x['busy'] for x in rs]))} | "
+                       f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} |")
+    out.append("\nRows: *ceiling* answers with static headers and no check at all (nginx's own cost of an "
+               "auth_http request); *{SSHA}* rows verify a salted SHA-1 of a user among 100,000; *bcrypt warm* "
+               "repeats one user/password with `mail_auth_cache` (warmed before each measurement); *bcrypt cold* "
+               "sends a distinct wrong password each time, so every request misses the cache and runs bcrypt "
+               "(answers are failures; bcrypt-bound); *recipe* rows check with nginx's auth_basic (which reads "
+               "the file on every request, hence 100 users) behind a second HTTP hop.\n\n"
+               "Reading it: **worker µs/req and efficiency are the figures to compare.** A new connection per "
+               "request costs the client about as much CPU as the worker (on loopback the kernel's TCP handshake "
+               "runs in the client's connect()), so with one core each the client cannot saturate the worker "
+               "(busy < 1) and req/s ÷ ceiling understates the differences between cheap rows; rows that cost "
+               "the worker more than the client (busy → 1) are measured at full speed.")
+    return out
+
+
+def mixed_section(lg, nginx, so, rounds, secs, notes):
+    mixed = Nginx(nginx, "mixed", mixed_conf(so)).start([MIXED])
+    try:
+        worker = mixed.worker()
+        creds = os.path.join(WORK, "creds-100k")
+        target = f"tcp:127.0.0.1:{MIXED}"
+        cheap_conns = 2
+
+        def cheap(cpu_of=()):
+            a = [lg.binary, "http", "--target", target, "--path", "/ssha", "--users", creds,
+                 "--conns", str(cheap_conns), "--secs", str(secs)]
+            return lg.run(a, secs, cpu_of)
+
+        res = {"default": [], "pool1": []}
+        idle = []
+        for r in range(rounds):
+            log(f"mixed: round {r + 1}/{rounds}")
+            i = cheap()
+            check(notes, f"mixed round {r + 1}, idle", i)
+            idle.append(i)
+            for key, path in (("default", "/bcrypt"), ("pool1", "/bcrypt-pool1")):
+                hammer = subprocess.Popen([lg.binary, "http", "--target", target, "--path", path, "--users", "bench",
+                                           "--pass", "bench-pw", "--conns", "8", "--secs", str(secs + 1)],
+                                          stdout=subprocess.PIPE, text=True)
+                try:
+                    time.sleep(0.5)
+                    c = cheap()
+                    h = json.loads(hammer.communicate(timeout=secs + 60)[0])
+                finally:
+                    if hammer.poll() is None:
+                        hammer.kill()
+                        hammer.wait()
+                check(notes, f"mixed round {r + 1}, {key}, cheap", c)
+                check(notes, f"mixed round {r + 1}, {key}, bcrypt", h)
+                res[key].append((c, h, i))
+        status = open(f"/proc/{worker}/status").read()
+        threads = status.split("Threads:")[1].split()[0]
+    finally:
+        mixed.stop()
+    out = ["\n### Mixed load: cheap requests while bcrypt hammers the same worker\n",
+           f"{cheap_conns} connections of {{SSHA}} requests (new connection each, TCP), alone (*idle*) and while "
+           "8 connections send bcrypt(10) logins with no cache (*loaded*). nginx with worker_processes 1 and the "
+           f"module's defaults (nothing pinned here; the worker has {threads} threads), then with "
+           "`mail_auth_thread_pool` on a 1-thread pool. Median [min–max] over rounds.\n",
+           "| bcrypt runs on | cheap p99 idle ms | cheap p99 loaded ms | loaded ÷ idle p99 | cheap req/s kept "
+           "(loaded ÷ idle) | bcrypt/s |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for key, label in (("default", "default: thread pool `default` (32 threads), verify concurrency CPUs−1"),
+                       ("pool1", "`thread_pool one threads=1`")):
+        rs = res[key]
+        p_idle = [i["p99_us"] / 1000 for _, _, i in rs]
+        p_load = [c["p99_us"] / 1000 for c, _, _ in rs]
+        out.append(f"| {label} | {rng(p_idle)} | {rng(p_load)} | "
+                   f"{ratio([c['p99_us'] / i['p99_us'] for c, _, i in rs])} | "
+                   f"{ratio([c['rps'] / i['rps'] for c, _, i in rs])} | {rng([h['rps'] for _, h, _ in rs])} |")
+    return out
+
+
+def imap_section(lg, main_ngx, backend, python, rounds, secs, notes):
+    worker = main_ngx.worker()
+    creds = os.path.join(WORK, "creds-100k")
+    rows = [("module {SSHA} 100k users, auth_http over TCP", "mod-tcp"),
+            ("module {SSHA} 100k users, auth_http over a unix socket", "mod-unix"),
+            ("ceiling (static auth_http answer), TCP", "ceil-tcp"),
+            ("ceiling (static auth_http answer), unix socket", "ceil-unix"),
+            ("python auth_http server, TCP", "py")]
+    res = {k: [] for _, k in rows}
+    for r in range(rounds):
+        log(f"imap: round {r + 1}/{rounds}")
+        for name, key in rows:
+            a = lg.argv("imap", f"127.0.0.1:{IMAP_PORTS[key]}", secs, IMAP_CONNS, creds)
+            before = [cpu_ns_schedstat(worker), cpu_ns_schedstat(backend.pid)] + \
+                ([cpu_ns_stat(python.pid)] if key == "py" else [])
+            x = lg.run(a, secs)
+            after = [cpu_ns_schedstat(worker), cpu_ns_schedstat(backend.pid)] + \
+                ([cpu_ns_stat(python.pid)] if key == "py" else [])
+            n = max(x["ok"], 1)
+            x["worker_us"] = (after[0] - before[0]) / 1000 / n
+            x["backend_us"] = (after[1] - before[1]) / 1000 / n
+            x["py_us"] = (after[2] - before[2]) / 1000 / n if key == "py" else None
+            x["busy"] = (after[0] - before[0]) / 1e9 / x["secs"]
+            x["client_busy"] = (x["client_cpu_us"] + (after[1] - before[1]) / 1000) / 1e6 / x["secs"]
+            x["client_us"] = x["client_cpu_us"] / n
+            check(notes, f"imap round {r + 1}, {name}", x)
+            res[key].append(x)
+    out = ["\n### IMAP logins end to end (client → nginx mail → auth_http → fast backend)\n",
+           f"{IMAP_CONNS} connections, each session: greeting, `a LOGIN`, `b LOGOUT`, close; the backend is "
+           "`loadgen imap-backend` (Rust). **worker µs/login**: the nginx worker's CPU per login (mail session, "
+           "both ends of the auth_http request, backend login, proxying). **busy**: worker CPU ÷ wall time; "
+           "**client+backend busy**: the load client's and the backend's CPU ÷ wall time (both on CPU "
+           f"{CLIENT_CPU}; well under 1.00 means they were not the bottleneck).\n",
+           "| auth_http | logins/s | session p50/p99 ms | worker µs/login | busy | client µs/login | "
+           "backend µs/login | client+backend busy | logins/s ÷ ceiling TCP | efficiency |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ceil = res["ceil-tcp"]
+    for name, key in rows:
+        rs = res[key]
+        extra = ""
+        if key == "py":
+            extra = f" (+ Python {fmt(med([x['py_us'] for x in rs]))} µs/login)"
+        lat = f"{fmt(med([x['p50_us'] / 1000 for x in rs]))}/{fmt(med([x['p99_us'] / 1000 for x in rs]))}"
+        out.append(f"| {name} | {rng([x['rps'] for x in rs])} | {lat} | {rng([x['worker_us'] for x in rs])}{extra} | "
+                   f"{fmt(med([x['busy'] for x in rs]))} | {fmt(med([x['client_us'] for x in rs]))} | "
+                   f"{fmt(med([x['backend_us'] for x in rs]))} | {fmt(med([x['client_busy'] for x in rs]))} | "
+                   f"{ratio([x['rps'] / c['rps'] for x, c in zip(rs, ceil) if c['rps']])} | "
+                   f"{ratio([c['worker_us'] / (x['worker_us'] + (x['py_us'] or 0)) for x, c in zip(rs, ceil)])} |")
+    extra = []
+    for label, mod, cl in (("TCP", "mod-tcp", "ceil-tcp"), ("unix socket", "mod-unix", "ceil-unix")):
+        d = [m["worker_us"] - c["worker_us"] for m, c in zip(res[mod], res[cl])]
+        extra.append(f"{label} {med(d):+.0f} µs [{min(d):+.0f}–{max(d):+.0f}]")
+    out.append("\n**efficiency**: ceiling-TCP worker µs/login ÷ the row's (for the Python row: worker + Python), "
+               "same round. What the module adds to "
+               "the worker's CPU per login over the static answer (median of per-round differences): "
+               + ", ".join(extra) + ".")
+    return out
+
+
+def rss_one(nginx, so, location_conf, user, pw):
+    n = Nginx(nginx, "rss", rss_conf(so, location_conf)).start([RSS])
+    try:
+        warm(RSS, "/a", user, pw)
+        time.sleep(0.3)
+        w = n.worker()
+        return status_kb(w, "VmRSS"), status_kb(w, "VmHWM")
+    finally:
+        n.stop()
+
+
+def rss_section(nginx, so, bcrypt_line):
+    log("rss: baseline (100 users), 100k, 1M users")
+    base = rss_one(nginx, so, "mail_auth_passwd_file users-100;", "u42", "pw-42")
+    k100 = rss_one(nginx, so, "mail_auth_passwd_file users-100k;", "u42", "pw-42")
+    sql = rss_one(nginx, so, "mail_auth_sqlite users-100k.db;", "u42", "pw-42")
+    with open("users-1m", "w") as f:
+        for u, _, h in user_lines(1_000_000):
+            f.write(f"{u}:{h}\n")
+    size_1m = os.path.getsize("users-1m")
+    m1 = rss_one(nginx, so, "mail_auth_passwd_file users-1m;", "u999999", "pw-999999")
+    os.remove("users-1m")
+    size_100k = os.path.getsize("users-100k")
+
+    def per_user(v, n, i):
+        return f"{(v[i] - base[i]) * 1024 / (n - 100):.0f}"
+    out = ["\n### Worker memory\n",
+           "VmRSS (after one login) and VmHWM (peak) of the single worker, minus the same nginx with a 100-user "
+           "passwd-file, per extra user.\n",
+           "| store | file size | VmRSS MiB | VmHWM MiB | RSS bytes/user | peak bytes/user |",
+           "|---|---:|---:|---:|---:|---:|",
+           f"| passwd-file, 100 users (baseline) | – | {base[0] / 1024:.1f} | {base[1] / 1024:.1f} | – | – |",
+           f"| passwd-file, 100k {{SSHA}} users | {size_100k / 1e6:.1f} MB | {k100[0] / 1024:.1f} | "
+           f"{k100[1] / 1024:.1f} | {per_user(k100, 100_000, 0)} | {per_user(k100, 100_000, 1)} |",
+           f"| passwd-file, 1M {{SSHA}} users | {size_1m / 1e6:.1f} MB | {m1[0] / 1024:.1f} | {m1[1] / 1024:.1f} | "
+           f"{per_user(m1, 1_000_000, 0)} | {per_user(m1, 1_000_000, 1)} |",
+           f"| SQLite, 100k users (one login read) | {os.path.getsize('users-100k.db') / 1e6:.1f} MB | "
+           f"{sql[0] / 1024:.1f} | {sql[1] / 1024:.1f} | {per_user(sql, 100_000, 0)} | {per_user(sql, 100_000, 1)} |"]
+    return out
 
 
 if __name__ == "__main__":
