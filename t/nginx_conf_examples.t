@@ -56,6 +56,8 @@ for my $file (@examples) {
 		unless $conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m;
 	$conf = "daemon off;\n" . $conf;
 	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	# unix sockets into the test's directory
+	$conf =~ s!unix:/run/([\w.-]+)!unix:%%TESTDIR%%/$1!g;
 	$conf =~ s/(Auth-Port\s+)(\d+)/$1%%PORT_$2%%/g;
 
 	my $t = Test::Nginx->new();
