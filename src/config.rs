@@ -100,10 +100,11 @@ impl Default for CacheSettings {
 }
 
 /// `mail_auth_verify_concurrency N [queue=M]`: costly verifications (bcrypt, Argon2, SHA-crypt
-/// above 5000 rounds) on the thread pool at once from one worker, and how many more requests
-/// the worker's event loop may hold for a turn or for the verdict of the same credential's
-/// verification under way (a held request holds no pool thread and no verification memory);
-/// beyond that a login gets a temporary failure (result `overloaded`).
+/// above 5000 rounds) on the thread pool at once from one worker, and how many more the
+/// worker's event loop may hold for a turn (a held request holds no pool thread and no
+/// verification memory; one for a credential already under verification waits for that
+/// verdict without taking a place); beyond that a login gets a temporary failure (result
+/// `overloaded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyConcurrency {
     pub limit: usize,

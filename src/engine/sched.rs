@@ -2,7 +2,9 @@
 //! thread pool at once, at most `queue` more waiting in order, and a request whose verification
 //! is already under way (the same cache key: same store, user, password and stored credential)
 //! waits for that one's verdict instead of computing it again. Beyond the bounds a login gets a
-//! temporary failure (`overloaded`).
+//! temporary failure (`overloaded`); requests following a verification under way are not
+//! bounded here (they cost neither CPU nor verification memory; `worker_connections` bounds
+//! them).
 //!
 //! Nothing here blocks: waiting requests are only held (no pool thread sleeps for a turn, so
 //! SQLite lookups and introspection calls on the same pool are never stuck behind them). The
@@ -59,13 +61,12 @@ impl<T> Scheduler<T> {
     }
 
     /// A costly verification (`key`: its cache key, `None` without a cache) asks for a place:
-    /// at most `limit` (at least 1) running, at most `queue` held (queued or following).
+    /// at most `limit` (at least 1) running, at most `queue` queued. A request for a key
+    /// already running or queued follows it whatever the queue holds: it costs no CPU and no
+    /// verification memory (only the request nginx already holds; `worker_connections` bounds
+    /// those).
     pub fn admit(&mut self, key: Option<CacheKey>, item: T, limit: usize, queue: usize) -> Admit<T> {
-        let held = self.queued.len() + self.following;
         if let Some(waiting) = key.and_then(|k| self.leaders.get_mut(&k)) {
-            if held >= queue {
-                return Admit::Refused(item);
-            }
             waiting.push(item);
             self.following += 1;
             return Admit::Held;
@@ -75,7 +76,7 @@ impl<T> Scheduler<T> {
             self.lead(key);
             return Admit::Run(item);
         }
-        if held >= queue {
+        if self.queued.len() >= queue {
             return Admit::Refused(item);
         }
         self.queued.push_back((key, item));
@@ -102,9 +103,9 @@ impl<T> Scheduler<T> {
         Released { next, followers }
     }
 
-    /// (running, held) now.
-    pub fn load(&self) -> (usize, usize) {
-        (self.running, self.queued.len() + self.following)
+    /// (running, queued, following) now.
+    pub fn load(&self) -> (usize, usize, usize) {
+        (self.running, self.queued.len(), self.following)
     }
 }
 
@@ -123,11 +124,11 @@ mod tests {
         assert_eq!(s.admit(key(2), "b", 1, 2), Admit::Held);
         assert_eq!(s.admit(None, "c", 1, 2), Admit::Held);
         assert_eq!(s.admit(key(3), "d", 1, 2), Admit::Refused("d"), "queue full");
-        assert_eq!(s.load(), (1, 2));
+        assert_eq!(s.load(), (1, 2, 0));
         assert_eq!(s.done(key(1)), Released { next: Some("b"), followers: vec![] });
         assert_eq!(s.done(key(2)), Released { next: Some("c"), followers: vec![] });
         assert_eq!(s.done(None), Released { next: None, followers: vec![] });
-        assert_eq!(s.load(), (0, 0));
+        assert_eq!(s.load(), (0, 0, 0));
     }
 
     #[test]
@@ -139,13 +140,13 @@ mod tests {
         }
         // another credential still runs at once
         assert_eq!(s.admit(key(2), 99, 2, 64), Admit::Run(99));
-        assert_eq!(s.load(), (2, 15));
+        assert_eq!(s.load(), (2, 0, 15));
         let r = s.done(key(1));
         assert_eq!(r.followers, (2..=16).collect::<Vec<_>>());
         assert_eq!(r.next, None);
         // the key is free again: the next one for it runs
         assert_eq!(s.admit(key(1), 17, 2, 64), Admit::Run(17));
-        assert_eq!(s.load(), (2, 0));
+        assert_eq!(s.load(), (2, 0, 0));
     }
 
     #[test]
@@ -159,13 +160,16 @@ mod tests {
     }
 
     #[test]
-    fn followers_count_against_the_queue() {
+    fn followers_do_not_take_the_queue() {
         let mut s = Scheduler::new();
-        assert_eq!(s.admit(key(1), 0, 1, 2), Admit::Run(0));
-        assert_eq!(s.admit(key(1), 1, 1, 2), Admit::Held);
-        assert_eq!(s.admit(key(1), 2, 1, 2), Admit::Held);
-        assert_eq!(s.admit(key(1), 3, 1, 2), Admit::Refused(3));
-        assert_eq!(s.admit(key(5), 4, 1, 2), Admit::Refused(4));
+        assert_eq!(s.admit(key(1), 0, 1, 1), Admit::Run(0));
+        for i in 1..=20 {
+            assert_eq!(s.admit(key(1), i, 1, 1), Admit::Held);
+        }
+        assert_eq!(s.admit(key(5), 21, 1, 1), Admit::Held, "the queue still has its place");
+        assert_eq!(s.admit(key(6), 22, 1, 1), Admit::Refused(22));
+        assert_eq!(s.admit(key(5), 23, 1, 1), Admit::Held, "a queued key gathers followers too");
+        assert_eq!(s.load(), (1, 1, 21));
     }
 
     #[test]
