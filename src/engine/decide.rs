@@ -82,16 +82,10 @@ pub fn begin(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
     let template = template(store);
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
-        Ok(None) => Step::Verify(Pending {
-            stored: String::new(),
-            template,
-            password: req.pass.clone(),
-            subject: Subject::Unknown,
-        }),
+        Ok(None) => Step::Verify(Pending { template, password: req.pass.clone(), subject: Subject::Unknown }),
         Ok(Some(account)) => {
             let refusal = check_account(&account, req).err();
             Step::Verify(Pending {
-                stored: account.password.clone(),
                 template,
                 password: req.pass.clone(),
                 subject: Subject::Known { account: Box::new(account), refusal },
@@ -120,7 +114,7 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
             req,
             account.wait,
             AuthResult::SchemeError,
-            format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&pending.stored), e),
+            format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&account.password), e),
         ),
         VerifyResult::Mismatch | VerifyResult::Overloaded => {
             let reason = match &refusal {

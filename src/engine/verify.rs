@@ -49,7 +49,6 @@ pub(crate) enum Subject {
 /// password and the account (backend password) out.
 #[derive(Clone)]
 pub struct Pending {
-    pub(crate) stored: String,
     pub(crate) template: String,
     pub(crate) password: Password,
     pub(crate) subject: Subject,
@@ -58,7 +57,7 @@ pub struct Pending {
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
-            .field("scheme", &scheme::scheme_name(&self.stored))
+            .field("scheme", &scheme::scheme_name(self.own_stored()))
             .field("password", &self.password)
             .field(
                 "subject",
@@ -75,9 +74,17 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// The stored hash verified against (the template for an unknown user).
     pub fn stored(&self) -> &str {
-        match self.subject {
+        match &self.subject {
             Subject::Unknown => &self.template,
-            Subject::Known { .. } => &self.stored,
+            Subject::Known { account, .. } => &account.password,
+        }
+    }
+
+    /// The account's stored hash (empty for an unknown user).
+    pub(crate) fn own_stored(&self) -> &str {
+        match &self.subject {
+            Subject::Unknown => "",
+            Subject::Known { account, .. } => &account.password,
         }
     }
 
@@ -111,7 +118,7 @@ impl Pending {
     pub fn pads(&self) -> bool {
         match self.subject {
             Subject::Unknown => false,
-            Subject::Known { .. } => scheme::cost_estimate(&self.stored) < scheme::cost_estimate(&self.template),
+            Subject::Known { .. } => scheme::cost_estimate(self.own_stored()) < scheme::cost_estimate(&self.template),
         }
     }
 
@@ -122,7 +129,7 @@ impl Pending {
             let _ = scheme::verify(&self.template, &self.password);
             return VerifyResult::Mismatch;
         }
-        match scheme::verify(&self.stored, &self.password) {
+        match scheme::verify(self.own_stored(), &self.password) {
             Ok(true) => VerifyResult::Match,
             Ok(false) => VerifyResult::Mismatch,
             Err(e) => VerifyResult::Error(e.to_string()),

@@ -222,6 +222,24 @@ pub fn verify(stored: &str, password: &[u8]) -> Result<bool, SchemeError> {
 /// Costly to verify (milliseconds or more): run it off the event loop. bcrypt and Argon2
 /// always; SHA-crypt when it asks for more than the default 5000 rounds (5000 take ~2-4 ms).
 pub fn is_costly(stored: &str) -> bool {
+    // a braced digest, plain-text or CRAM-MD5 value is never costly, valid or not: known from
+    // its name, without decoding it (the verification decodes it once)
+    if let Some((name, _)) = stored.strip_prefix('{').and_then(|r| r.split_once('}')) {
+        let mut buf = [0u8; 32];
+        if let Some(upper) = buf.get_mut(..name.len()) {
+            upper.copy_from_slice(name.as_bytes());
+            upper.make_ascii_uppercase();
+            if let Ok(upper) = std::str::from_utf8(upper) {
+                let base = upper.split_once('.').map_or(upper, |(b, _)| b);
+                if digest::Kind::from_scheme(base).is_some()
+                    || plain::is_plain(base)
+                    || matches!(base, "CRAM-MD5" | "HMAC-MD5")
+                {
+                    return false;
+                }
+            }
+        }
+    }
     match parse(stored) {
         Ok(Stored::Bcrypt(_)) | Ok(Stored::Argon2(_)) => true,
         Ok(Stored::ShaCrypt(h)) => h.rounds() > 5000,
