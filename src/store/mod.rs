@@ -96,6 +96,12 @@ pub trait Store: Send + Sync {
     /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
     fn describe(&self) -> String;
 
+    /// [`describe`](Store::describe) without making it again: what a cached verdict is bound
+    /// to (the store it came from). Stores keep it from their construction.
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(self.describe())
+    }
+
     /// The costliest stored hash of the store (by `scheme::cost_estimate`), if it can tell:
     /// unknown users are verified against it so their answer takes as long as the slowest
     /// account's (see `engine::verify`).

@@ -160,6 +160,8 @@ type Snapshot = Result<Arc<Users>, String>;
 /// The store's state, shared with its watcher thread.
 struct Shared {
     path: PathBuf,
+    /// `describe(&path)`, made once.
+    desc: String,
     snapshot: Mutex<Snapshot>,
     /// The file's identity, the check interval and the broken state; held while checking or
     /// re-reading (by the watcher thread, or by lookups without one).
@@ -201,6 +203,7 @@ impl PasswdFile {
         let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
         watch.set_current(Some(loaded.id));
         let shared = Shared {
+            desc: describe(&path),
             path,
             snapshot: Mutex::new(Err("not loaded".to_string())),
             watch: Mutex::new(watch),
@@ -614,7 +617,11 @@ impl Store for PasswdFile {
     }
 
     fn describe(&self) -> String {
-        describe(&self.shared.path)
+        self.shared.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.shared.desc)
     }
 
     fn timing_template(&self) -> Option<String> {
