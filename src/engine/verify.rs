@@ -50,6 +50,8 @@ pub(crate) enum Subject {
 #[derive(Clone)]
 pub struct Pending {
     pub(crate) template: String,
+    /// `scheme::is_costly(self.stored())`, known when the pending verification is made.
+    pub(crate) own_costly: bool,
     pub(crate) password: Password,
     pub(crate) subject: Subject,
 }
@@ -72,6 +74,15 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// A verification of `password` for `subject` (an unknown user: against `template`).
+    pub(crate) fn new(template: String, password: Password, subject: Subject) -> Pending {
+        let own_costly = match &subject {
+            Subject::Unknown => scheme::is_costly(&template),
+            Subject::Known { account, .. } => scheme::is_costly(&account.password),
+        };
+        Pending { template, own_costly, password, subject }
+    }
+
     /// The stored hash verified against (the template for an unknown user).
     pub fn stored(&self) -> &str {
         match &self.subject {
@@ -104,13 +115,13 @@ impl Pending {
     /// Whether the verification (as a whole, padding included) is slow enough to belong on a
     /// thread pool.
     pub fn is_costly(&self) -> bool {
-        scheme::is_costly(self.stored()) || (self.pads() && scheme::is_costly(&self.template))
+        self.own_costly || (self.pads() && scheme::is_costly(&self.template))
     }
 
     /// Whether the account's own verification is: when it is not, a right password is known at
     /// once on the event loop, and only a failure's padding goes to the pool.
     pub fn own_is_costly(&self) -> bool {
-        scheme::is_costly(self.stored())
+        self.own_costly
     }
 
     /// Whether a failure must also verify the template (the account's own scheme is cheaper
