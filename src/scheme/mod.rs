@@ -151,15 +151,34 @@ fn parse_crypt(s: &str) -> Result<Stored<'_>, SchemeError> {
 }
 
 fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError> {
-    let upper = name.to_ascii_uppercase();
+    // upper-cased on the stack (scheme names are short)
+    let mut buf = [0u8; 32];
+    let owned: String;
+    let upper: &str = match buf.get_mut(..name.len()) {
+        Some(b) => {
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_uppercase();
+            match std::str::from_utf8(b) {
+                Ok(u) => u,
+                Err(_) => {
+                    owned = name.to_ascii_uppercase();
+                    &owned
+                }
+            }
+        }
+        None => {
+            owned = name.to_ascii_uppercase();
+            &owned
+        }
+    };
     let (base, encoding) = match upper.split_once('.') {
-        None => (upper.as_str(), Encoding::Default),
+        None => (upper, Encoding::Default),
         Some((b, "B64" | "BASE64")) => (b, Encoding::Base64),
         Some((b, "HEX")) => (b, Encoding::Hex),
         Some(_) => return Err(SchemeError::Unknown(name.to_string())),
     };
     if let Some(kind) = digest::Kind::from_scheme(base) {
-        return digest::parse(kind, &upper, encoding, rest).map(Stored::Digest);
+        return digest::parse(kind, upper, encoding, rest).map(Stored::Digest);
     }
     if plain::is_plain(base) {
         return plain::parse(base, encoding, rest).map(Stored::Plain);
@@ -185,7 +204,7 @@ fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError
     }
     if base == "MD5" && !rest.starts_with("$1$") {
         // Dovecot's {MD5}: MD5-crypt when it starts with $1$, else a PLAIN-MD5 digest.
-        return digest::parse(digest::Kind::PlainMd5, &upper, encoding, rest).map(Stored::Digest);
+        return digest::parse(digest::Kind::PlainMd5, upper, encoding, rest).map(Stored::Digest);
     }
     let inner = parse_crypt(rest)?;
     let fits = match (&inner, base) {
