@@ -12,7 +12,7 @@ pub mod passwd_file;
 pub mod sqlite;
 pub(crate) mod watch;
 
-pub use watch::{set_thread_start_hook, stop_watchers};
+pub use watch::{process_started, set_thread_start_hook, stop_watchers};
 
 use crate::protocol::{Method, Protocol};
 

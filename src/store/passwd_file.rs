@@ -249,7 +249,7 @@ impl PasswdFile {
 
     /// The first lookup in this process: checks the inherited snapshot and starts the watcher.
     fn start(&self) {
-        let pid = std::process::id();
+        let pid = watch::process_id();
         if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
