@@ -192,7 +192,12 @@ fn header_index(name: &[u8]) -> Option<usize> {
         20 => &[H_SSL_FINGERPRINT],
         _ => return None,
     };
-    candidates.iter().copied().find(|&i| name.eq_ignore_ascii_case(HEADERS[i].as_bytes()))
+    // nginx mail spells them exactly so: a plain comparison first, then the case-insensitive one
+    let mut candidates = candidates.iter().copied();
+    candidates
+        .clone()
+        .find(|&i| name == HEADERS[i].as_bytes())
+        .or_else(|| candidates.find(|&i| name.eq_ignore_ascii_case(HEADERS[i].as_bytes())))
 }
 
 fn max_len(idx: usize) -> usize {
