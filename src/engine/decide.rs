@@ -51,8 +51,11 @@ pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
 }
 
 /// The store's timing template (its costliest stored hash), or the default.
-pub(crate) fn template(store: &dyn Store) -> String {
-    store.timing_template().unwrap_or_else(|| super::verify::DEFAULT_TEMPLATE.to_string())
+pub(crate) fn template(store: &dyn Store) -> std::sync::Arc<str> {
+    static DEFAULT: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+    store
+        .shared_timing_template()
+        .unwrap_or_else(|| DEFAULT.get_or_init(|| super::verify::DEFAULT_TEMPLATE.into()).clone())
 }
 
 /// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a

@@ -49,7 +49,7 @@ pub(crate) enum Subject {
 /// password and the account (backend password) out.
 #[derive(Clone)]
 pub struct Pending {
-    pub(crate) template: String,
+    pub(crate) template: std::sync::Arc<str>,
     /// `scheme::is_costly(self.stored())`, known when the pending verification is made.
     pub(crate) own_costly: bool,
     pub(crate) password: Password,
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     /// A verification of `password` for `subject` (an unknown user: against `template`).
-    pub(crate) fn new(template: String, password: Password, subject: Subject) -> Pending {
+    pub(crate) fn new(template: std::sync::Arc<str>, password: Password, subject: Subject) -> Pending {
         let own_costly = match &subject {
             Subject::Unknown => scheme::is_costly(&template),
             Subject::Known { account, .. } => scheme::is_costly(&account.password),

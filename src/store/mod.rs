@@ -109,6 +109,12 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// [`timing_template`](Store::timing_template) without copying it (asked once per
+    /// verification): stores that keep it override this.
+    fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
+        self.timing_template().map(Into::into)
+    }
+
     /// Whether a lookup may block (disk I/O, database locks): such stores are asked on the
     /// thread pool, never on nginx's event loop. In-memory stores answer `false`.
     fn may_block(&self) -> bool {

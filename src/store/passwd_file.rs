@@ -95,7 +95,7 @@ struct Users {
     lines: Box<[u32]>,
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
-    template: Option<String>,
+    template: Option<Arc<str>>,
 }
 
 /// The line starting at `start`, without its line end.
@@ -577,7 +577,7 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         lines: entries.iter().map(|e| e.1).collect(),
         data,
         hasher,
-        template: template.map(|(_, t)| t),
+        template: template.map(|(_, t)| t.into()),
     };
     (users, notices)
 }
@@ -625,7 +625,11 @@ impl Store for PasswdFile {
     }
 
     fn timing_template(&self) -> Option<String> {
-        self.snapshot().ok().and_then(|u| u.template.clone())
+        self.shared_timing_template().map(|t| t.to_string())
+    }
+
+    fn shared_timing_template(&self) -> Option<Arc<str>> {
+        lock(&self.shared.snapshot).as_ref().ok().and_then(|u| u.template.clone())
     }
 }
 

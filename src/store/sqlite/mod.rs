@@ -111,7 +111,7 @@ pub struct SqliteStore {
     events: Events,
     /// The slowest stored password of the default schema's `users` table, and the file it was
     /// read from.
-    template: Mutex<(Option<FileId>, Option<String>)>,
+    template: Mutex<(Option<FileId>, Option<std::sync::Arc<str>>)>,
 }
 
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
@@ -260,7 +260,7 @@ impl SqliteStore {
             return Err(Failure::WouldWait);
         }
         if let Ok(slowest) = slowest_password(conn) {
-            *t = (id, slowest);
+            *t = (id, slowest.map(Into::into));
         }
         Ok(())
     }
@@ -542,6 +542,10 @@ impl Store for SqliteStore {
     /// Read when a worker opens the database and whenever its file changed (on the thread
     /// pool, with the lookup); `None` before the first lookup.
     fn timing_template(&self) -> Option<String> {
+        self.shared_timing_template().map(|t| t.to_string())
+    }
+
+    fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         lock(&self.template).1.clone()
     }
 }
