@@ -140,7 +140,7 @@ impl Users {
 
     fn account(&self, line: &[u8]) -> Result<Account, String> {
         let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
-        parse_line(line, &mut Vec::new()).map(|(_, a)| a)
+        parse_account(line, &mut Vec::new())
     }
 
     /// Every account, in no particular order.
@@ -459,6 +459,11 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
 /// Parses one non-blank, non-comment line into (user, account).
 /// (`pub` for the fuzz targets in fuzz/.)
 pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
+    parse_account(line, warnings).map(|a| (a.name.clone(), a))
+}
+
+/// [`parse_line`]'s account alone (what a lookup needs: no second copy of the name).
+fn parse_account(line: &str, warnings: &mut Vec<String>) -> Result<Account, String> {
     let mut parts = line.splitn(8, ':');
     let user = parts.next().unwrap_or("");
     let pass = parts.next().ok_or_else(|| "no ':' after the user name".to_string())?;
@@ -479,7 +484,7 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
     if let Some(extra) = parts.next() {
         apply_extra(&mut acct, extra, warnings).map_err(|e| format!("user \"{user}\": {e}"))?;
     }
-    Ok((user.to_string(), acct))
+    Ok(acct)
 }
 
 /// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
