@@ -54,8 +54,11 @@ pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
 }
 
 /// The store's timing template (its costliest stored hash), or the default.
-pub(crate) fn template(store: &dyn Store) -> String {
-    store.timing_template().unwrap_or_else(|| super::verify::DEFAULT_TEMPLATE.to_string())
+pub(crate) fn template(store: &dyn Store) -> std::sync::Arc<str> {
+    static DEFAULT: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+    store
+        .shared_timing_template()
+        .unwrap_or_else(|| DEFAULT.get_or_init(|| super::verify::DEFAULT_TEMPLATE.into()).clone())
 }
 
 /// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a
@@ -95,20 +98,11 @@ pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found:
     let template = template(store);
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
-        Ok(None) => Step::Verify(Pending {
-            stored: String::new(),
-            template,
-            password: req.pass.clone(),
-            subject: Subject::Unknown,
-        }),
+        Ok(None) => Step::Verify(Pending::new(template, req.pass.clone(), Subject::Unknown)),
         Ok(Some(account)) => {
             let refusal = check_account(&account, req).err();
-            Step::Verify(Pending {
-                stored: account.password.clone(),
-                template,
-                password: req.pass.clone(),
-                subject: Subject::Known { account: Box::new(account), refusal },
-            })
+            let subject = Subject::Known { account: Box::new(account), refusal };
+            Step::Verify(Pending::new(template, req.pass.clone(), subject))
         }
     }
 }
@@ -133,7 +127,7 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
             req,
             account.wait,
             AuthResult::SchemeError,
-            format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&pending.stored), e),
+            format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&account.password), e),
         ),
         VerifyResult::Mismatch | VerifyResult::Overloaded => {
             let reason = match &refusal {
@@ -209,20 +203,46 @@ fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Optio
     }
     let reason = match (reason, &response) {
         (Some(r), _) => r.to_string(),
-        (None, AuthResponse::Ok { server, port, user, .. }) => {
-            let mut r = if server.contains(':') {
-                format!("backend [{server}]:{port}")
-            } else {
-                format!("backend {server}:{port}")
-            };
-            if let Some(u) = user {
-                r.push_str(&format!(" as \"{u}\""));
-            }
-            r
-        }
+        (None, AuthResponse::Ok { server, port, user, .. }) => backend_reason(server, *port, user.as_deref()),
         (None, _) => String::new(),
     };
     Outcome { response, result: AuthResult::Ok, reason, user: req.user.clone() }
+}
+
+/// "backend ADDR:PORT" (`[ADDR]` for IPv6) and ` as "USER"` when the backend login differs:
+/// put together by hand, in one allocation (this is every OK answer's reason).
+fn backend_reason(server: &str, port: u16, user: Option<&str>) -> String {
+    let v6 = server.contains(':');
+    let mut r = String::with_capacity(24 + server.len() + user.map_or(0, |u| u.len() + 6));
+    r.push_str("backend ");
+    if v6 {
+        r.push('[');
+    }
+    r.push_str(server);
+    if v6 {
+        r.push(']');
+    }
+    r.push(':');
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = port;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        r.push(char::from(d));
+    }
+    if let Some(u) = user {
+        r.push_str(" as \"");
+        r.push_str(u);
+        r.push('"');
+    }
+    r
 }
 
 /// OK to the configured backend for the request's protocol, without a store (Basic bridge:
@@ -242,4 +262,30 @@ pub(crate) fn shown(s: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::backend_reason;
+
+    #[test]
+    fn backend_reason_is_what_format_made() {
+        for (server, port, user) in [
+            ("127.0.0.1", 1143, None),
+            ("::1", 10110, None),
+            ("127.0.0.2", 1, Some("routed@backend")),
+            ("2001:db8::1", 65535, Some("a\"b")),
+            ("10.0.0.1", 0, Some("")),
+        ] {
+            let mut want = if server.contains(':') {
+                format!("backend [{server}]:{port}")
+            } else {
+                format!("backend {server}:{port}")
+            };
+            if let Some(u) = user {
+                want.push_str(&format!(" as \"{u}\""));
+            }
+            assert_eq!(backend_reason(server, port, user), want);
+        }
+    }
 }

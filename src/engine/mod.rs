@@ -605,7 +605,7 @@ impl Engine {
     /// account, or store) is a new key at once, whatever any worker remembers.
     fn cache_key(&self, req: &AuthRequest, p: &Pending) -> Option<CacheKey> {
         let (cache, _) = self.cache_table()?;
-        let scope = self.store.as_ref().map(|s| s.describe()).unwrap_or_default();
+        let scope = self.store.as_ref().map(|s| s.scope()).unwrap_or_default();
         let subject = if p.is_unknown() { &b"unknown"[..] } else { &b"account"[..] };
         let key = cache.key(&[
             req.protocol.as_str().as_bytes(),
@@ -655,12 +655,14 @@ impl Engine {
         Ok(o)
     }
 
-    /// Runs `f` as a verification, timed for the counters. (Costly ones reach a pool thread
-    /// only through the event loop's [`sched::Scheduler`], which bounds them.)
+    /// Runs `f` as a verification, timed for the counters (only when counted). (Costly ones
+    /// reach a pool thread only through the event loop's [`sched::Scheduler`], which bounds
+    /// them.)
     fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
+        let m = self.metrics();
+        let t = m.as_ref().map(|_| Instant::now());
         let r = f();
-        if let Some(m) = self.metrics() {
+        if let (Some(m), Some(t)) = (m, t) {
             m.verification(micros(t.elapsed()));
         }
         r
@@ -755,8 +757,15 @@ impl Engine {
                 limiter.settle(ticket, how(&o), unix_now());
             }
         }
-        let mut fields = LogFields::of(req);
-        fields.user = o.user.as_bytes().to_vec();
+        // the outcome's user moves into the log fields (the decision line reads it there)
+        let user = std::mem::take(&mut o.user).into_bytes();
+        let fields = LogFields {
+            user,
+            client: req.client_ip,
+            protocol: Some(req.protocol),
+            method: Some(req.method),
+            attempt: req.login_attempt,
+        };
         self.conclude(fields, o, ctx, trace)
     }
 

@@ -47,8 +47,9 @@ pub(crate) enum Subject {
 /// password and the account (backend password) out.
 #[derive(Clone)]
 pub struct Pending {
-    pub(crate) stored: String,
-    pub(crate) template: String,
+    pub(crate) template: std::sync::Arc<str>,
+    /// `scheme::is_costly(self.stored())`, known when the pending verification is made.
+    pub(crate) own_costly: bool,
     pub(crate) password: Password,
     pub(crate) subject: Subject,
 }
@@ -56,7 +57,7 @@ pub struct Pending {
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
-            .field("scheme", &scheme::scheme_name(&self.stored))
+            .field("scheme", &scheme::scheme_name(self.own_stored()))
             .field("password", &self.password)
             .field(
                 "subject",
@@ -71,11 +72,28 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// A verification of `password` for `subject` (an unknown user: against `template`).
+    pub(crate) fn new(template: std::sync::Arc<str>, password: Password, subject: Subject) -> Pending {
+        let own_costly = match &subject {
+            Subject::Unknown => scheme::is_costly(&template),
+            Subject::Known { account, .. } => scheme::is_costly(&account.password),
+        };
+        Pending { template, own_costly, password, subject }
+    }
+
     /// The stored hash verified against (the template for an unknown user).
     pub fn stored(&self) -> &str {
-        match self.subject {
+        match &self.subject {
             Subject::Unknown => &self.template,
-            Subject::Known { .. } => &self.stored,
+            Subject::Known { account, .. } => &account.password,
+        }
+    }
+
+    /// The account's stored hash (empty for an unknown user).
+    pub(crate) fn own_stored(&self) -> &str {
+        match &self.subject {
+            Subject::Unknown => "",
+            Subject::Known { account, .. } => &account.password,
         }
     }
 
@@ -95,13 +113,13 @@ impl Pending {
     /// Whether the verification (as a whole, padding included) is slow enough to belong on a
     /// thread pool.
     pub fn is_costly(&self) -> bool {
-        scheme::is_costly(self.stored()) || (self.pads() && scheme::is_costly(&self.template))
+        self.own_costly || (self.pads() && scheme::is_costly(&self.template))
     }
 
     /// Whether the account's own verification is: when it is not, a right password is known at
     /// once on the event loop, and only a failure's padding goes to the pool.
     pub fn own_is_costly(&self) -> bool {
-        scheme::is_costly(self.stored())
+        self.own_costly
     }
 
     /// Whether a failure must also verify the template (the account's own scheme is cheaper
@@ -109,7 +127,7 @@ impl Pending {
     pub fn pads(&self) -> bool {
         match self.subject {
             Subject::Unknown => false,
-            Subject::Known { .. } => scheme::cost_estimate(&self.stored) < scheme::cost_estimate(&self.template),
+            Subject::Known { .. } => scheme::cost_estimate(self.own_stored()) < scheme::cost_estimate(&self.template),
         }
     }
 
@@ -120,7 +138,7 @@ impl Pending {
             let _ = scheme::verify(&self.template, &self.password);
             return VerifyResult::Mismatch;
         }
-        match scheme::verify(&self.stored, &self.password) {
+        match scheme::verify(self.own_stored(), &self.password) {
             Ok(true) => VerifyResult::Match,
             Ok(false) => VerifyResult::Mismatch,
             Err(e) => VerifyResult::Error(e.to_string()),

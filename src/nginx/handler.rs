@@ -190,10 +190,9 @@ pub fn send(r: *mut ngx_http_request_t, d: &Decision) -> ngx_int_t {
         Reply::Status(s) => return ngx_int_t::from(i16::try_from(*s).unwrap_or(500)),
         Reply::Answer(a) => a,
     };
-    for (k, v) in response.headers() {
-        if util::push_header_out(r, k, &v).is_none() {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
+    // straight into headers_out (copied into the request pool), no intermediate list
+    if response.each_header(|k, v| util::push_header_out(r, k, v)).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
     req.set_status(ngx::http::HTTPStatus::OK);
     req.set_content_length_n(0);

@@ -82,6 +82,8 @@ pub static mut ngx_http_mail_auth_module: ngx_module_t = ngx_module_t {
 unsafe extern "C" fn init_process(_cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
     guard(Status::NGX_OK.into(), || {
         crate::store::set_thread_start_hook(block_signals);
+        // this worker's pid, known once: a lookup then needs no getpid() to see it is here
+        crate::store::process_started();
         Status::NGX_OK.into()
     })
 }

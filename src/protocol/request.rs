@@ -176,6 +176,30 @@ const HEADERS: [&str; 13] = [
     "Auth-SSL-Fingerprint",
 ];
 
+/// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the candidates of its
+/// length only (most request headers, e.g. `Host`, have none).
+fn header_index(name: &[u8]) -> Option<usize> {
+    let candidates: &[usize] = match name.len() {
+        8 => &[H_SSL],
+        9 => &[H_USER, H_PASS, H_CLIENT_IP, H_SALT],
+        11 => &[H_METHOD],
+        12 => &[H_TO],
+        13 => &[H_PROTOCOL],
+        14 => &[H_FROM],
+        15 => &[H_SSL_VERIFY],
+        16 => &[H_SSL_SUBJECT],
+        18 => &[H_ATTEMPT],
+        20 => &[H_SSL_FINGERPRINT],
+        _ => return None,
+    };
+    // nginx mail spells them exactly so: a plain comparison first, then the case-insensitive one
+    let mut candidates = candidates.iter().copied();
+    candidates
+        .clone()
+        .find(|&i| name == HEADERS[i].as_bytes())
+        .or_else(|| candidates.find(|&i| name.eq_ignore_ascii_case(HEADERS[i].as_bytes())))
+}
+
 fn max_len(idx: usize) -> usize {
     match idx {
         H_USER => MAX_USER_LEN,
@@ -204,7 +228,7 @@ impl<'a> HeaderView<'a> {
         let mut v = HeaderView::default();
         for (name, value) in headers {
             let name = trim_ows(name);
-            let Some(idx) = HEADERS.iter().position(|h| name.eq_ignore_ascii_case(h.as_bytes())) else {
+            let Some(idx) = header_index(name) else {
                 continue;
             };
             let header = HEADERS[idx];
@@ -409,4 +433,24 @@ pub(super) fn parse_ip(v: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(v).ok()?;
     let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
     s.parse().ok()
+}
+
+#[cfg(test)]
+mod header_index_tests {
+    use super::*;
+
+    #[test]
+    fn every_header_by_its_length() {
+        for (i, h) in HEADERS.iter().enumerate() {
+            assert_eq!(header_index(h.as_bytes()), Some(i), "{h}");
+            assert_eq!(header_index(h.to_ascii_lowercase().as_bytes()), Some(i), "{h}");
+            assert_eq!(header_index(h.to_ascii_uppercase().as_bytes()), Some(i), "{h}");
+            let mut other = h.as_bytes().to_vec();
+            other[0] = b'X';
+            assert_eq!(header_index(&other), None, "{h}");
+        }
+        for n in ["Host", "Client-Host", "Auth-SSL-Cert", "Auth-SMTP-Helo", "", "Auth-Users"] {
+            assert_eq!(header_index(n.as_bytes()), None, "{n}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -65,7 +66,13 @@ fn check_raw_credential(what: &str, v: &[u8]) -> Result<(), ResponseError> {
 /// Makes a message safe for a header value nginx shows the client: control characters become
 /// spaces, runs of spaces are kept but the ends are trimmed, length is capped, and the words
 /// nginx treats specially (`OK`, `WAIT`) or an empty result fall back to `default`.
-fn sanitize_message(m: &str, default: &str) -> String {
+fn sanitize_message<'a>(m: &'a str, default: &'static str) -> Cow<'a, str> {
+    // the usual case: nothing to change, nothing to copy
+    let clean = m.len() <= MAX_MESSAGE_LEN && !m.chars().any(char::is_control);
+    let t = m.trim_matches(' ');
+    if clean && !(t.is_empty() || t == "OK" || t == "WAIT") {
+        return Cow::Borrowed(t);
+    }
     let mut out = String::with_capacity(m.len().min(MAX_MESSAGE_LEN));
     for c in m.chars() {
         let c = if c.is_control() { ' ' } else { c };
@@ -76,13 +83,13 @@ fn sanitize_message(m: &str, default: &str) -> String {
     }
     let t = out.trim_matches(' ');
     if t.is_empty() || t == "OK" || t == "WAIT" {
-        default.to_string()
+        Cow::Borrowed(default)
     } else {
-        t.to_string()
+        Cow::Owned(t.to_string())
     }
 }
 
-fn sanitize_code(c: &str) -> Option<String> {
+fn sanitize_code(c: &str) -> Option<Cow<'_, str>> {
     let s = sanitize_message(c, "");
     if s.is_empty() {
         None
@@ -91,29 +98,47 @@ fn sanitize_code(c: &str) -> Option<String> {
     }
 }
 
+/// The decimal digits of `n`, in `buf` (no allocation).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
 impl AuthResponse {
     /// Checks that an `Ok` answer can be sent as it is: `server` an IP literal, `port` non-zero,
     /// `user`/`pass` representable (see [`AuthResponse::headers`]). Other variants are always
     /// sendable (their texts are sanitized).
     pub fn validate(&self) -> Result<(), ResponseError> {
-        if let AuthResponse::Ok { server, port, user, pass } = self {
-            if parse_server(server).is_none() {
-                return Err(ResponseError(format!(
-                    "backend server \"{}\" is not an IP address",
-                    printable(server.as_bytes(), 64)
-                )));
-            }
-            if *port == 0 {
-                return Err(ResponseError("backend port 0".to_string()));
-            }
-            if let Some(u) = user {
-                check_raw_credential("backend user", u.as_bytes())?;
-            }
-            if let Some(p) = pass {
-                check_raw_credential("backend password", p)?;
-            }
+        self.checked().map(|_| ())
+    }
+
+    /// [`AuthResponse::validate`], and the backend address of an `Ok`.
+    fn checked(&self) -> Result<Option<IpAddr>, ResponseError> {
+        let AuthResponse::Ok { server, port, user, pass } = self else { return Ok(None) };
+        let Some(addr) = parse_server(server) else {
+            return Err(ResponseError(format!(
+                "backend server \"{}\" is not an IP address",
+                printable(server.as_bytes(), 64)
+            )));
+        };
+        if *port == 0 {
+            return Err(ResponseError("backend port 0".to_string()));
         }
-        Ok(())
+        if let Some(u) = user {
+            check_raw_credential("backend user", u.as_bytes())?;
+        }
+        if let Some(p) = pass {
+            check_raw_credential("backend password", p)?;
+        }
+        Ok(Some(addr))
     }
 
     /// The header lines of the answer, exactly as they go on the wire, in order.
@@ -122,53 +147,82 @@ impl AuthResponse {
     /// never sent: the answer becomes a temporary failure (callers should validate first to
     /// log why). Messages and error codes are sanitized (see `sanitize_message`).
     pub fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut h = Vec::new();
+        let _ = self.each_header(|k, v| {
+            h.push((k, v.to_vec()));
+            Some(())
+        });
+        h
+    }
+
+    /// [`AuthResponse::headers`] one by one, without making them: `put` gets each name and
+    /// value (borrowed for the call) in order; the first `None` it returns stops and is
+    /// returned. The `Ok` answer is validated here, once; `Auth-Server` is the stored literal
+    /// as nginx needs it (an IPv4 literal as it is, IPv6 printed without an allocation).
+    pub fn each_header(&self, mut put: impl FnMut(&'static str, &[u8]) -> Option<()>) -> Option<()> {
+        let mut digits = [0u8; 10];
         match self {
             AuthResponse::Ok { server, port, user, pass } => {
-                let addr = match (self.validate(), parse_server(server)) {
-                    (Ok(()), Some(addr)) => addr,
+                let Ok(Some(addr)) = self.checked() else {
+                    return put("Auth-Status", MSG_TEMP.as_bytes());
+                };
+                put("Auth-Status", b"OK")?;
+                // an IPv4 literal std accepts is already in its printed form (no leading zeros,
+                // four decimal octets); IPv6 is printed in RFC 5952 form, as before
+                let mut buf = [0u8; 64];
+                let server = match addr {
+                    IpAddr::V4(_) if !server.starts_with('[') => server.as_bytes(),
                     _ => {
-                        return vec![("Auth-Status", MSG_TEMP.as_bytes().to_vec())];
+                        use std::io::Write as _;
+                        let mut w = &mut buf[..];
+                        let _ = write!(w, "{addr}");
+                        let len = 64 - w.len();
+                        &buf[..len]
                     }
                 };
-                let mut h = vec![
-                    ("Auth-Status", b"OK".to_vec()),
-                    ("Auth-Server", addr.to_string().into_bytes()),
-                    ("Auth-Port", port.to_string().into_bytes()),
-                ];
+                put("Auth-Server", server)?;
+                put("Auth-Port", decimal(u32::from(*port), &mut digits))?;
                 if let Some(u) = user {
-                    h.push(("Auth-User", u.as_bytes().to_vec()));
+                    put("Auth-User", u.as_bytes())?;
                 }
                 if let Some(p) = pass {
-                    h.push(("Auth-Pass", p.clone()));
+                    put("Auth-Pass", p)?;
                 }
-                h
+                Some(())
             }
             AuthResponse::Fail { message, wait, error_code, error_sasl } => {
-                let mut h = Self::failure(message, MSG_INVALID, *wait, error_code.as_deref());
+                Self::failure(message, MSG_INVALID, *wait, error_code.as_deref(), &mut put)?;
                 // base64 only: anything else is not sent
                 if let Some(s) = error_sasl
                     .as_deref()
                     .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
                 {
-                    h.push(("Auth-Error-SASL", s.as_bytes().to_vec()));
+                    put("Auth-Error-SASL", s.as_bytes())?;
                 }
-                h
+                Some(())
             }
             AuthResponse::TempFail { message, wait, error_code } => {
-                Self::failure(message, MSG_TEMP, *wait, error_code.as_deref())
+                Self::failure(message, MSG_TEMP, *wait, error_code.as_deref(), &mut put)
             }
         }
     }
 
-    fn failure(message: &str, default: &str, wait: Option<u32>, code: Option<&str>) -> Vec<(&'static str, Vec<u8>)> {
-        let mut h = vec![("Auth-Status", sanitize_message(message, default).into_bytes())];
+    fn failure(
+        message: &str,
+        default: &'static str,
+        wait: Option<u32>,
+        code: Option<&str>,
+        put: &mut impl FnMut(&'static str, &[u8]) -> Option<()>,
+    ) -> Option<()> {
+        put("Auth-Status", sanitize_message(message, default).as_bytes())?;
         if let Some(w) = wait {
-            h.push(("Auth-Wait", w.to_string().into_bytes()));
+            let mut digits = [0u8; 10];
+            put("Auth-Wait", decimal(w, &mut digits))?;
         }
         if let Some(c) = code.and_then(sanitize_code) {
-            h.push(("Auth-Error-Code", c.into_bytes()));
+            put("Auth-Error-Code", c.as_bytes())?;
         }
-        h
+        Some(())
     }
 
     /// `true` only for `Ok`.

@@ -151,15 +151,34 @@ fn parse_crypt(s: &str) -> Result<Stored<'_>, SchemeError> {
 }
 
 fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError> {
-    let upper = name.to_ascii_uppercase();
+    // upper-cased on the stack (scheme names are short)
+    let mut buf = [0u8; 32];
+    let owned: String;
+    let upper: &str = match buf.get_mut(..name.len()) {
+        Some(b) => {
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_uppercase();
+            match std::str::from_utf8(b) {
+                Ok(u) => u,
+                Err(_) => {
+                    owned = name.to_ascii_uppercase();
+                    &owned
+                }
+            }
+        }
+        None => {
+            owned = name.to_ascii_uppercase();
+            &owned
+        }
+    };
     let (base, encoding) = match upper.split_once('.') {
-        None => (upper.as_str(), Encoding::Default),
+        None => (upper, Encoding::Default),
         Some((b, "B64" | "BASE64")) => (b, Encoding::Base64),
         Some((b, "HEX")) => (b, Encoding::Hex),
         Some(_) => return Err(SchemeError::Unknown(name.to_string())),
     };
     if let Some(kind) = digest::Kind::from_scheme(base) {
-        return digest::parse(kind, &upper, encoding, rest).map(Stored::Digest);
+        return digest::parse(kind, upper, encoding, rest).map(Stored::Digest);
     }
     if plain::is_plain(base) {
         return plain::parse(base, encoding, rest).map(Stored::Plain);
@@ -185,7 +204,7 @@ fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError
     }
     if base == "MD5" && !rest.starts_with("$1$") {
         // Dovecot's {MD5}: MD5-crypt when it starts with $1$, else a PLAIN-MD5 digest.
-        return digest::parse(digest::Kind::PlainMd5, &upper, encoding, rest).map(Stored::Digest);
+        return digest::parse(digest::Kind::PlainMd5, upper, encoding, rest).map(Stored::Digest);
     }
     let inner = parse_crypt(rest)?;
     let fits = match (&inner, base) {
@@ -222,6 +241,24 @@ pub fn verify(stored: &str, password: &[u8]) -> Result<bool, SchemeError> {
 /// Costly to verify (milliseconds or more): run it off the event loop. bcrypt and Argon2
 /// always; SHA-crypt when it asks for more than the default 5000 rounds (5000 take ~2-4 ms).
 pub fn is_costly(stored: &str) -> bool {
+    // a braced digest, plain-text or CRAM-MD5 value is never costly, valid or not: known from
+    // its name, without decoding it (the verification decodes it once)
+    if let Some((name, _)) = stored.strip_prefix('{').and_then(|r| r.split_once('}')) {
+        let mut buf = [0u8; 32];
+        if let Some(upper) = buf.get_mut(..name.len()) {
+            upper.copy_from_slice(name.as_bytes());
+            upper.make_ascii_uppercase();
+            if let Ok(upper) = std::str::from_utf8(upper) {
+                let base = upper.split_once('.').map_or(upper, |(b, _)| b);
+                if digest::Kind::from_scheme(base).is_some()
+                    || plain::is_plain(base)
+                    || matches!(base, "CRAM-MD5" | "HMAC-MD5")
+                {
+                    return false;
+                }
+            }
+        }
+    }
     match parse(stored) {
         Ok(Stored::Bcrypt(_)) | Ok(Stored::Argon2(_)) => true,
         Ok(Stored::ShaCrypt(h)) => h.rounds() > 5000,

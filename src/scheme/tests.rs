@@ -131,6 +131,35 @@ fn cost_classes() {
     assert!(is_costly("$6$rounds=5001$0123456789abcdef$Sawg4kKwlTQ9xVljMPfN1Cxri6jyez7qsUdmJ8P5dbYdaeQ8eaa483gxip.kV2biFsGJmh7rcv4ZkyvY0.Gqv0"));
     assert!(!is_costly("garbage"));
     assert!(!is_costly("$2y$99$x"), "a malformed hash is not worth a thread");
+    // the braced names decided without decoding agree with the full parse
+    let full = |s: &str| match parse(s) {
+        Ok(Stored::Bcrypt(_)) | Ok(Stored::Argon2(_)) => true,
+        Ok(Stored::ShaCrypt(h)) => h.rounds() > 5000,
+        _ => false,
+    };
+    let bcrypt = "$2y$10$6B0z.tj3oE5hN.WxVX52MukGZ.L.9tkN4wSFd.7QodUyMYwtwrvDq";
+    for s in [
+        format!("{{BLF-CRYPT}}{bcrypt}"),
+        format!("{{blf-crypt}}{bcrypt}"),
+        format!("{{CRYPT}}{bcrypt}"),
+        format!("{{SSHA}}{bcrypt}"),
+        format!("{{PLAIN}}{bcrypt}"),
+        format!("{{CRAM-MD5}}{bcrypt}"),
+        format!("{{MD5}}{bcrypt}"),
+        format!("{{BLF-CRYPT.B64}}{bcrypt}"),
+        format!("{{A-VERY-LONG-SCHEME-NAME-BEYOND-32-BYTES}}{bcrypt}"),
+        "{SSHA}not base64!".to_string(),
+        "{SHA512.HEX}00".to_string(),
+        "{ssha}".to_string(),
+        "{}".to_string(),
+        "{\u{e9}}x".to_string(),
+    ] {
+        assert_eq!(is_costly(&s), full(&s), "{s}");
+    }
+    assert!(is_costly(&format!("{{BLF-CRYPT}}{bcrypt}")));
+    for v in vectors() {
+        assert_eq!(is_costly(v.stored), full(v.stored), "{}", v.stored);
+    }
 }
 
 #[test]

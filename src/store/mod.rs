@@ -12,7 +12,7 @@ pub mod passwd_file;
 pub mod sqlite;
 pub(crate) mod watch;
 
-pub use watch::{set_thread_start_hook, stop_watchers};
+pub use watch::{process_started, set_thread_start_hook, stop_watchers};
 
 use crate::protocol::{Method, Protocol};
 
@@ -96,11 +96,23 @@ pub trait Store: Send + Sync {
     /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
     fn describe(&self) -> String;
 
+    /// [`describe`](Store::describe) without making it again: what a cached verdict is bound
+    /// to (the store it came from). Stores keep it from their construction.
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(self.describe())
+    }
+
     /// The costliest stored hash of the store (by `scheme::cost_estimate`), if it can tell:
     /// unknown users are verified against it so their answer takes as long as the slowest
     /// account's (see `engine::verify`).
     fn timing_template(&self) -> Option<String> {
         None
+    }
+
+    /// [`timing_template`](Store::timing_template) without copying it (asked once per
+    /// verification): stores that keep it override this.
+    fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
+        self.timing_template().map(Into::into)
     }
 
     /// Whether a lookup may block (disk I/O, database locks): such stores are asked on the

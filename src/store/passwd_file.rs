@@ -95,7 +95,7 @@ struct Users {
     lines: Box<[u32]>,
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
-    template: Option<String>,
+    template: Option<Arc<str>>,
 }
 
 /// The line starting at `start`, without its line end.
@@ -140,7 +140,7 @@ impl Users {
 
     fn account(&self, line: &[u8]) -> Result<Account, String> {
         let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
-        parse_line(line, &mut Vec::new()).map(|(_, a)| a)
+        parse_account(line, &mut Vec::new())
     }
 
     /// Every account, in no particular order.
@@ -160,6 +160,8 @@ type Snapshot = Result<Arc<Users>, String>;
 /// The store's state, shared with its watcher thread.
 struct Shared {
     path: PathBuf,
+    /// `describe(&path)`, made once.
+    desc: String,
     snapshot: Mutex<Snapshot>,
     /// The file's identity, the check interval and the broken state; held while checking or
     /// re-reading (by the watcher thread, or by lookups without one).
@@ -201,6 +203,7 @@ impl PasswdFile {
         let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
         watch.set_current(Some(loaded.id));
         let shared = Shared {
+            desc: describe(&path),
             path,
             snapshot: Mutex::new(Err("not loaded".to_string())),
             watch: Mutex::new(watch),
@@ -246,7 +249,7 @@ impl PasswdFile {
 
     /// The first lookup in this process: checks the inherited snapshot and starts the watcher.
     fn start(&self) {
-        let pid = std::process::id();
+        let pid = watch::process_id();
         if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
@@ -456,6 +459,11 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
 /// Parses one non-blank, non-comment line into (user, account).
 /// (`pub` for the fuzz targets in fuzz/.)
 pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
+    parse_account(line, warnings).map(|a| (a.name.clone(), a))
+}
+
+/// [`parse_line`]'s account alone (what a lookup needs: no second copy of the name).
+fn parse_account(line: &str, warnings: &mut Vec<String>) -> Result<Account, String> {
     let mut parts = line.splitn(8, ':');
     let user = parts.next().unwrap_or("");
     let pass = parts.next().ok_or_else(|| "no ':' after the user name".to_string())?;
@@ -476,7 +484,7 @@ pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Acc
     if let Some(extra) = parts.next() {
         apply_extra(&mut acct, extra, warnings).map_err(|e| format!("user \"{user}\": {e}"))?;
     }
-    Ok((user.to_string(), acct))
+    Ok(acct)
 }
 
 /// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
@@ -574,7 +582,7 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         lines: entries.iter().map(|e| e.1).collect(),
         data,
         hasher,
-        template: template.map(|(_, t)| t),
+        template: template.map(|(_, t)| t.into()),
     };
     (users, notices)
 }
@@ -614,11 +622,19 @@ impl Store for PasswdFile {
     }
 
     fn describe(&self) -> String {
-        describe(&self.shared.path)
+        self.shared.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.shared.desc)
     }
 
     fn timing_template(&self) -> Option<String> {
-        self.snapshot().ok().and_then(|u| u.template.clone())
+        self.shared_timing_template().map(|t| t.to_string())
+    }
+
+    fn shared_timing_template(&self) -> Option<Arc<str>> {
+        lock(&self.shared.snapshot).as_ref().ok().and_then(|u| u.template.clone())
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -224,6 +224,24 @@ pub fn set_thread_start_hook(hook: fn()) {
     let _ = THREAD_START.set(hook);
 }
 
+/// This process's id as [`process_started`] saw it (0: not called in this process's lineage).
+static PROCESS_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A process that will do lookups starts (nginx: each worker's `init_process`, after the fork):
+/// [`process_id`] then answers without a `getpid()` syscall per lookup. A process forked
+/// later must call it again (nginx calls `init_process` in every process it forks for work).
+pub fn process_started() {
+    PROCESS_ID.store(std::process::id(), Ordering::Relaxed);
+}
+
+/// The id of this process: the one [`process_started`] recorded, else `getpid()`.
+pub(crate) fn process_id() -> u32 {
+    match PROCESS_ID.load(Ordering::Relaxed) {
+        0 => std::process::id(),
+        pid => pid,
+    }
+}
+
 /// The watcher threads started by this process (and, after a fork, by its parent: those are
 /// not running here and are left alone).
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -288,6 +306,13 @@ pub fn stop_watchers(patience: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn process_id_is_the_pid_recorded_else_getpid() {
+        assert_eq!(super::process_id(), std::process::id());
+        super::process_started();
+        assert_eq!(super::process_id(), std::process::id());
+    }
+
     use super::*;
     use std::sync::atomic::AtomicUsize;
 

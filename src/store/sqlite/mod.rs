@@ -54,24 +54,64 @@ pub const TEMPLATE_ROWS: u32 = 100_000;
 /// A stored password that never verifies (an unknown scheme: fails closed).
 const NO_PASSWORD: &str = "!";
 
-/// A result row: lower-cased column name and the value as text (NULL = None).
-type Row = Vec<(String, Option<String>)>;
+/// A named parameter of the query, known at prepare time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Param {
+    User,
+    Protocol,
+    ClientIp,
+    Method,
+}
+
+/// What the query's statement looks like, checked once per connection (when it is prepared):
+/// the parameters to bind by index, the result columns' lower-cased names.
+#[derive(Debug)]
+struct Shape {
+    params: Vec<(usize, Param)>,
+    columns: Vec<String>,
+}
+
+/// The connection and the shape of its statement (prepared and cached in the connection).
+struct Open {
+    conn: Connection,
+    shape: Shape,
+}
+
+/// What a lookup ran into.
+#[derive(Debug)]
+enum Failure {
+    /// `try_lookup` only: answering needs waiting (a database lock, an open, a template scan).
+    WouldWait,
+    /// The database is unusable (missing, locked, corrupt ...): the connection is dropped.
+    Broken(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Broken(s)
+    }
+}
+
+/// The first row mapped to an account (or why it can't be), and whether there were more rows.
+type Found = (Result<Account, String>, bool);
 
 struct Inner {
-    conn: Option<Connection>,
+    conn: Option<Open>,
     /// The file's identity (that of the open connection's file), broken state.
     watch: FileWatch,
 }
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// What [`Store::describe`] says, made once.
+    desc: String,
     sql: String,
     busy_timeout: Duration,
     inner: Mutex<Inner>,
     events: Events,
     /// The slowest stored password of the default schema's `users` table, and the file it was
     /// read from.
-    template: Mutex<(Option<FileId>, Option<String>)>,
+    template: Mutex<(Option<FileId>, Option<std::sync::Arc<str>>)>,
 }
 
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
@@ -122,18 +162,38 @@ fn slowest_password(conn: &Connection) -> rusqlite::Result<Option<String>> {
 
 /// Checks the query's shape on a prepared statement: known named parameters only, and a
 /// `password` result column.
-fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<(), String> {
+fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<Shape, String> {
+    let mut params = Vec::with_capacity(stmt.parameter_count());
     for i in 1..=stmt.parameter_count() {
-        match stmt.parameter_name(i) {
-            Some(name) if PARAMETERS.contains(&name) => {}
+        let param = match stmt.parameter_name(i) {
+            Some(":user") => Param::User,
+            Some(":protocol") => Param::Protocol,
+            Some(":client_ip") => Param::ClientIp,
+            Some(":method") => Param::Method,
             Some(name) => return Err(format!("unknown parameter \"{name}\" (known: {})", PARAMETERS.join(", "))),
             None => return Err("positional parameters (?) are not supported; use :user, :protocol ...".into()),
-        }
+        };
+        params.push((i, param));
     }
-    if !stmt.column_names().iter().any(|c| c.eq_ignore_ascii_case("password")) {
+    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_ascii_lowercase()).collect();
+    if !columns.iter().any(|c| c == "password") {
         return Err("query does not return a \"password\" column".into());
     }
-    Ok(())
+    Ok(Shape { params, columns })
+}
+
+/// A client address as SQLite text (`127.0.0.1`, `::1`) without a heap allocation.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write as _;
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let len = 64 - w.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// Whether a rusqlite error is SQLite's "database is locked" (SQLITE_BUSY).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 impl SqliteStore {
@@ -154,7 +214,7 @@ impl SqliteStore {
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
         let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
-        check_statement(&stmt).map_err(|e| format!("invalid query: {e}")).map(|()| None)
+        check_statement(&stmt).map_err(|e| format!("invalid query: {e}")).map(|_| None)
     }
 
     /// Makes the store. Opens nothing: each nginx worker opens its own connection on first use.
@@ -166,6 +226,7 @@ impl SqliteStore {
         let events = Events::default();
         events.bump();
         Ok(SqliteStore {
+            desc: format!("sqlite \"{}\"", path.display()),
             inner: Mutex::new(Inner { conn: None, watch: FileWatch::new(&path, Duration::from_secs(1)) }),
             path,
             sql: sql.to_string(),
@@ -188,15 +249,20 @@ impl SqliteStore {
     }
 
     /// Reads the timing template again when the file is not the one it was read from (a failure,
-    /// e.g. a locked database, is retried at the next lookup).
-    fn update_template(&self, conn: &Connection, id: Option<FileId>) {
+    /// e.g. a locked database, is retried at the next lookup). `Err`: it is to be read, and
+    /// `try_only` forbids the scan (it reads up to [`TEMPLATE_ROWS`] rows).
+    fn update_template(&self, conn: &Connection, id: Option<FileId>, try_only: bool) -> Result<(), Failure> {
         let mut t = lock(&self.template);
         if id.is_some() && t.0 == id {
-            return;
+            return Ok(());
+        }
+        if try_only {
+            return Err(Failure::WouldWait);
         }
         if let Ok(slowest) = slowest_password(conn) {
-            *t = (id, slowest);
+            *t = (id, slowest.map(Into::into));
         }
+        Ok(())
     }
 
     fn err(&self, cause: impl Into<String>) -> StoreError {
@@ -225,61 +291,107 @@ impl SqliteStore {
         }
     }
 
-    /// The first row (lower-cased column name, value) and whether there were more. `Err`: the
-    /// database is unusable (missing, locked, corrupt ...), the connection is dropped.
-    fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>) -> Result<Option<(Row, bool)>, String> {
+    /// Opens the database and prepares (and checks) the query: once per connection.
+    fn open(&self) -> Result<Open, String> {
+        let conn = open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?;
+        if is_wal(&self.path) {
+            self.events.push(
+                NoticeLevel::Warn,
+                format!(
+                    "{}: database is in WAL mode: SQLite creates its -wal and -shm files next to it \
+                     when missing; use PRAGMA journal_mode=DELETE for a purely read-only store",
+                    self.path.display()
+                ),
+            );
+        }
+        let stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
+        let shape = check_statement(&stmt)?;
+        drop(stmt);
+        Ok(Open { conn, shape })
+    }
+
+    /// The first row mapped to an account, and whether there were more. `Err`: the database
+    /// is unusable (missing, locked, corrupt ...), or, with `try_only`, answering would wait
+    /// (for a database lock, an open, a template scan).
+    fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>, try_only: bool) -> Result<Option<Found>, Failure> {
         self.refresh(inner)?;
         if inner.conn.is_none() {
-            inner.conn =
-                Some(open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?);
-            if is_wal(&self.path) {
-                self.events.push(
-                    NoticeLevel::Warn,
-                    format!(
-                        "{}: database is in WAL mode: SQLite creates its -wal and -shm files next to it \
-                         when missing; use PRAGMA journal_mode=DELETE for a purely read-only store",
-                        self.path.display()
-                    ),
-                );
+            if try_only {
+                return Err(Failure::WouldWait);
             }
+            inner.conn = Some(self.open()?);
         }
-        let Some(conn) = inner.conn.as_ref() else {
-            return Err("no connection".into());
+        let Some(open) = inner.conn.as_ref() else {
+            return Err(Failure::Broken("no connection".into()));
         };
-        self.update_template(conn, inner.watch.current());
-        let mut stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
-        check_statement(&stmt)?;
-        let client_ip = q.client_ip.map(|ip| ip.to_string());
-        for i in 1..=stmt.parameter_count() {
-            let name = stmt.parameter_name(i).unwrap_or("").to_string();
-            let r = match name.as_str() {
-                ":user" => stmt.raw_bind_parameter(i, q.user),
-                ":protocol" => stmt.raw_bind_parameter(i, q.protocol.as_str()),
-                ":method" => stmt.raw_bind_parameter(i, q.method.as_str()),
-                ":client_ip" => stmt.raw_bind_parameter(i, client_ip.as_deref()),
-                other => return Err(format!("unknown parameter \"{other}\"")),
-            };
-            r.map_err(|e| format!("binding {name}: {e}"))?;
+        self.update_template(&open.conn, inner.watch.current(), try_only)?;
+        let failed = |what: &str, e: rusqlite::Error| match try_only && is_busy(&e) {
+            true => Failure::WouldWait,
+            false => Failure::Broken(format!("{what}: {e}")),
+        };
+        // The schema may have changed under a cached statement: SQLite re-prepares it, and a
+        // statement whose shape differs is one the connection is re-opened for.
+        let mut stmt = open.conn.prepare_cached(&self.sql).map_err(|e| failed("query", e))?;
+        if stmt.column_count() != open.shape.columns.len() || stmt.parameter_count() != open.shape.params.len() {
+            return Err(Failure::Broken("the query's columns or parameters changed".into()));
         }
-        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_ascii_lowercase()).collect();
+        let mut ip_buf = [0u8; 64];
+        for &(i, param) in &open.shape.params {
+            let r = match param {
+                Param::User => stmt.raw_bind_parameter(i, q.user),
+                Param::Protocol => stmt.raw_bind_parameter(i, q.protocol.as_str()),
+                Param::Method => stmt.raw_bind_parameter(i, q.method.as_str()),
+                Param::ClientIp => stmt.raw_bind_parameter(i, q.client_ip.map(|ip| ip_text(ip, &mut ip_buf))),
+            };
+            r.map_err(|e| Failure::Broken(format!("binding {}: {e}", PARAMETERS[param as usize])))?;
+        }
         let mut rows = stmt.raw_query();
-        let row = match rows.next().map_err(|e| format!("query: {e}"))? {
+        let row = match rows.next().map_err(|e| failed("query", e))? {
             Some(row) => row,
             None => return Ok(None),
         };
-        let mut cols = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let v = row.get_ref(i).map_err(|e| format!("column {name}: {e}"))?;
-            let s = match v {
+        let mut values: Vec<Option<std::borrow::Cow<'_, str>>> = Vec::with_capacity(open.shape.columns.len());
+        for (i, name) in open.shape.columns.iter().enumerate() {
+            let v = row.get_ref(i).map_err(|e| Failure::Broken(format!("column {name}: {e}")))?;
+            values.push(match v {
                 ValueRef::Null => None,
-                ValueRef::Integer(n) => Some(n.to_string()),
-                ValueRef::Real(f) => Some(f.to_string()),
-                ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
-            };
-            cols.push((name.clone(), s));
+                ValueRef::Integer(n) => Some(n.to_string().into()),
+                ValueRef::Real(f) => Some(f.to_string().into()),
+                ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t)),
+            });
         }
-        let more = rows.next().map_err(|e| format!("query: {e}"))?.is_some();
-        Ok(Some((cols, more)))
+        let account =
+            map_fields(open.shape.columns.iter().map(String::as_str).zip(values.iter().map(Option::as_deref)));
+        drop(values);
+        let more = rows.next().map_err(|e| failed("query", e))?.is_some();
+        Ok(Some((account, more)))
+    }
+
+    /// [`Store::lookup`] and [`Store::try_lookup`]: `None` only with `try_only`.
+    fn find(&self, inner: &mut Inner, q: &Query<'_>, try_only: bool) -> Option<Result<Option<Account>, StoreError>> {
+        let found = match self.lookup_inner(inner, q, try_only) {
+            Ok(found) => found,
+            Err(Failure::WouldWait) => return None,
+            Err(Failure::Broken(cause)) => {
+                self.mark_broken(inner, &cause);
+                return Some(Err(self.err(cause)));
+            }
+        };
+        if inner.watch.recover() {
+            self.events.push(NoticeLevel::Info, format!("{}: usable again", self.path.display()));
+        }
+        let user = || protocol::printable(q.user.as_bytes(), 64);
+        Some(match found {
+            None => Ok(None),
+            Some((_, true)) => Err(self.err(format!("query returned more than one row for user \"{}\"", user()))),
+            Some((Ok(mut a), false)) => {
+                if a.name.is_empty() {
+                    a.name = q.user.to_string();
+                }
+                Ok(Some(a))
+            }
+            Some((Err(e), false)) => Err(self.err(format!("row for user \"{}\": {}", user(), escape_controls(&e)))),
+        })
     }
 }
 
@@ -316,23 +428,27 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 /// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
 /// it goes into nginx's error log, one line per message.
 pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
-    map_columns(cols).map_err(|e| {
-        e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-    })
+    map_fields(cols.iter().map(|(k, v)| (k.as_str(), v.as_deref()))).map_err(|e| escape_controls(&e))
 }
 
-fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
+/// A reason with its control characters escaped (`\n`, `\u{0}`): one log line.
+fn escape_controls(e: &str) -> String {
+    e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
+fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Account, String> {
     let mut a = Account { enabled: true, ..Account::default() };
     let mut have_password = false;
     for (name, value) in cols {
-        let Some(v) = value.as_deref() else {
+        let Some(v) = value else {
             if name == "password" {
                 have_password = true;
                 a.password = NO_PASSWORD.into();
             }
             continue;
         };
-        match name.as_str() {
+        match name {
             "password" => {
                 have_password = true;
                 a.password = if v.is_empty() { NO_PASSWORD.into() } else { v.to_string() };
@@ -369,7 +485,7 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
             "wait" => {
                 a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
             }
-            _ => a.extra.push((name.clone(), v.to_string())),
+            _ => a.extra.push((name.to_string(), v.to_string())),
         }
     }
     if !have_password {
@@ -381,33 +497,30 @@ fn map_columns(cols: &[(String, Option<String>)]) -> Result<Account, String> {
 impl Store for SqliteStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
         let mut inner = lock(&self.inner);
-        match self.lookup_inner(&mut inner, q) {
-            Ok(row) => {
-                if inner.watch.recover() {
-                    self.events.push(NoticeLevel::Info, format!("{}: usable again", self.path.display()));
-                }
-                let user = || protocol::printable(q.user.as_bytes(), 64);
-                match row {
-                    None => Ok(None),
-                    Some((_, true)) => {
-                        Err(self.err(format!("query returned more than one row for user \"{}\"", user())))
-                    }
-                    Some((cols, false)) => match map_row(&cols) {
-                        Ok(mut a) => {
-                            if a.name.is_empty() {
-                                a.name = q.user.to_string();
-                            }
-                            Ok(Some(a))
-                        }
-                        Err(e) => Err(self.err(format!("row for user \"{}\": {e}", user()))),
-                    },
-                }
-            }
-            Err(cause) => {
+        self.find(&mut inner, q, false).unwrap_or_else(|| Err(self.err("lookup did not run")))
+    }
+
+    /// Answers only when nothing has to wait: the connection is free (no other thread in a
+    /// lookup), open, its timing template read, and the database not locked by a writer
+    /// (busy timeout 0 for this attempt). Otherwise `None`: ask [`Store::lookup`] on the pool.
+    fn try_lookup(&self, q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+        let mut inner = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let open = inner.conn.as_ref()?;
+        if open.conn.busy_timeout(Duration::ZERO).is_err() {
+            return None;
+        }
+        let r = self.find(&mut inner, q, true);
+        if let Some(open) = inner.conn.as_ref() {
+            if let Err(e) = open.conn.busy_timeout(self.busy_timeout) {
+                let cause = format!("busy timeout: {e}");
                 self.mark_broken(&mut inner, &cause);
-                Err(self.err(cause))
             }
         }
+        r
     }
 
     fn take_notices(&self) -> Vec<StoreNotice> {
@@ -415,7 +528,11 @@ impl Store for SqliteStore {
     }
 
     fn describe(&self) -> String {
-        format!("sqlite \"{}\"", self.path.display())
+        self.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.desc)
     }
 
     fn may_block(&self) -> bool {
@@ -425,6 +542,10 @@ impl Store for SqliteStore {
     /// Read when a worker opens the database and whenever its file changed (on the thread
     /// pool, with the lookup); `None` before the first lookup.
     fn timing_template(&self) -> Option<String> {
+        self.shared_timing_template().map(|t| t.to_string())
+    }
+
+    fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         lock(&self.template).1.clone()
     }
 }

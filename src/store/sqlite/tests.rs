@@ -410,3 +410,73 @@ fn timing_template_is_the_slowest_password_of_the_users_table() {
     assert!(s.lookup(&q("x")).unwrap().is_some());
     assert_eq!(s.timing_template(), None);
 }
+
+#[test]
+fn try_lookup_answers_when_nothing_waits() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db).with_busy_timeout(Duration::from_millis(400));
+    assert!(s.try_lookup(&q("alice")).is_none(), "not open yet: opening (and the template scan) would wait");
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let a = s.try_lookup(&q("alice")).expect("open, unlocked: answered").unwrap().unwrap();
+    assert_eq!(a.password, "{PLAIN}a");
+    assert_eq!(s.try_lookup(&q("carol")).expect("answered").unwrap(), None);
+
+    // a writer holds the database: None at once (no busy wait), and no error logged
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE; UPDATE users SET password = '{PLAIN}b';").unwrap();
+    let t0 = Instant::now();
+    assert!(s.try_lookup(&q("alice")).is_none(), "locked by a writer: would wait");
+    assert!(t0.elapsed() < Duration::from_millis(200), "did not wait for the busy timeout: {:?}", t0.elapsed());
+    assert!(s.take_notices().is_empty(), "a lock is not a broken store");
+    // the normal lookup still waits its busy timeout (restored after the attempt)
+    let t0 = Instant::now();
+    assert!(s.lookup(&q("alice")).is_err());
+    assert!(t0.elapsed() >= Duration::from_millis(350), "busy timeout restored: {:?}", t0.elapsed());
+    writer.execute_batch("COMMIT").unwrap();
+    // the change is seen at once, by both
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}b");
+    assert_eq!(s.try_lookup(&q("alice")).unwrap().unwrap().unwrap().password, "{PLAIN}b");
+}
+
+#[test]
+fn try_lookup_does_not_wait_for_another_thread() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db);
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let held = s.inner.lock().unwrap();
+    assert!(s.try_lookup(&q("alice")).is_none(), "the connection is busy in another lookup");
+    drop(held);
+    assert!(s.try_lookup(&q("alice")).unwrap().unwrap().is_some());
+}
+
+#[test]
+fn try_lookup_reports_broken_stores_and_unknown_columns_like_lookup() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password, port) VALUES ('alice', '{PLAIN}a', 0)"]);
+    let s = store(&db);
+    let e = s.lookup(&q("alice")).unwrap_err();
+    let e2 = s.try_lookup(&q("alice")).expect("answered").unwrap_err();
+    assert_eq!(e, e2);
+    assert!(e.cause.contains("port"), "{e}");
+}
+
+#[test]
+fn statement_shape_is_checked_once_and_parameters_bound_by_name() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let c = Connection::open(&db).unwrap();
+    let stmt = c.prepare("SELECT password AS PassWord, 1 AS X FROM users WHERE name = :user AND :method = 'plain' AND :client_ip IS NOT NULL").unwrap();
+    let shape = check_statement(&stmt).unwrap();
+    assert_eq!(shape.columns, vec!["password".to_string(), "x".to_string()]);
+    assert_eq!(shape.params, vec![(1, Param::User), (2, Param::Method), (3, Param::ClientIp)]);
+    let mut buf = [0u8; 64];
+    assert_eq!(ip_text("::ffff:1.2.3.4".parse().unwrap(), &mut buf), "::ffff:1.2.3.4");
+    let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+    assert_eq!(ip_text(long, &mut buf), long.to_string());
+}
