@@ -119,6 +119,15 @@ pub trait Store: Send + Sync {
             Some(self.lookup(q))
         }
     }
+
+    /// Every account name the store holds (Dovecot's userdb iterate, `mail_auth_json`'s
+    /// `?mode=list-accounts`), handed to `each` one at a time, in no particular order; `each`
+    /// returning `false` stops the walk. May block (a file, a database): call it on the thread
+    /// pool. A store that cannot list its accounts answers `Err`.
+    fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        let _ = each;
+        Err(StoreError { source: self.describe(), cause: "this store cannot list its accounts".into() })
+    }
 }
 
 /// Locks a store's mutex; a panic elsewhere while it was held must not take the store down.

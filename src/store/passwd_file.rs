@@ -620,6 +620,25 @@ impl Store for PasswdFile {
     fn timing_template(&self) -> Option<String> {
         self.snapshot().ok().and_then(|u| u.template.clone())
     }
+
+    /// The user field of every loaded line (the snapshot lookups answer from).
+    fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        self.start();
+        let shared = &self.shared;
+        if shared.inline.load(Ordering::Acquire) {
+            shared.check(&mut lock(&shared.watch), false);
+        }
+        let users = self.snapshot().map_err(|cause| self.error(cause))?;
+        for &start in users.lines.iter() {
+            // every indexed line was parsed at load: its user field is UTF-8
+            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, start as usize))) {
+                if !each(name) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
