@@ -152,7 +152,8 @@ fn client_ip(v: &str) -> Result<Option<IpAddr>, String> {
 
 /// The password check Dovecot's passdb asks for, as the engine's request. Methods: `plain`,
 /// `login` (password), `xoauth2`, `oauthbearer` (token); an empty method is `plain`. The
-/// service must be imap, pop3 or smtp/submission (the module's policy is per protocol).
+/// service is imap, pop3 or smtp/submission for the account's protocol rules; any other
+/// (sieve, doveadm ...) is checked under imap's.
 pub fn auth_request(j: &JsonRequest) -> Result<AuthRequest, String> {
     check_user(&j.username)?;
     let method = match j.method.to_ascii_lowercase().as_str() {
@@ -162,12 +163,8 @@ pub fn auth_request(j: &JsonRequest) -> Result<AuthRequest, String> {
         "oauthbearer" => Method::Oauthbearer,
         other => return Err(format!("method \"{}\" is not supported", super::printable(other.as_bytes(), 32))),
     };
-    let protocol = protocol_of(&j.service).ok_or_else(|| {
-        format!(
-            "service \"{}\" is not supported (imap, pop3, smtp, submission)",
-            super::printable(j.service.as_bytes(), 32)
-        )
-    })?;
+    // sieve, doveadm, lmtp ... have no protocol of their own here: imap's rules apply
+    let protocol = protocol_of(&j.service).unwrap_or(Protocol::Imap);
     if j.password.len() > MAX_PASS_LEN {
         return Err(format!("password longer than {MAX_PASS_LEN} bytes"));
     }
@@ -332,6 +329,8 @@ mod tests {
         assert_eq!((r.protocol, r.method, r.client_ip), (Protocol::Pop3, Method::Xoauth2, None));
         let r = auth_request(&body(r#"{"username":"a","password":"t","service":"submission"}"#)).unwrap();
         assert_eq!((r.protocol, r.method), (Protocol::Smtp, Method::Plain));
+        let r = auth_request(&body(r#"{"username":"a","password":"t","service":"sieve"}"#)).unwrap();
+        assert_eq!(r.protocol, Protocol::Imap);
     }
 
     #[test]
@@ -352,7 +351,6 @@ mod tests {
             r#"{"username":"","password":"x","service":"imap"}"#,
             r#"{"username":"a\nb","password":"x","service":"imap"}"#,
             r#"{"username":"a","password":"x","service":"imap","method":"cram-md5"}"#,
-            r#"{"username":"a","password":"x","service":"lmtp"}"#,
             r#"{"username":"a","password":"x\u0000","service":"imap"}"#,
             r#"{"username":"a","password":"x","service":"imap","client_ip":"nope"}"#,
         ] {
