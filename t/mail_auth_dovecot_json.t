@@ -41,8 +41,9 @@ plan(skip_all => 'Dovecot (dovecot-core, dovecot-imapd, dovecot-pop3d) not insta
 plan(skip_all => 'dovecot-auth-lua or lua-cjson not installed; scripts/setup installs them')
 	unless -e '/usr/lib/dovecot/modules/auth/libauthdb_lua.so'
 		&& -e '/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so';
-plan(skip_all => 'doveadm, htpasswd or python3 not installed; scripts/setup installs them')
-	unless have_tool('doveadm') && have_tool('htpasswd') && have_tool('python3');
+plan(skip_all => 'doveadm, htpasswd, sqlite3 or python3 not installed; scripts/setup installs them')
+	unless have_tool('doveadm') && have_tool('htpasswd') && have_tool('python3')
+		&& have_tool('sqlite3');
 
 my $d = $t->testdir();
 my $script = "$FindBin::Bin/../nginx-conf/dovecot-mail-auth.lua";
@@ -63,6 +64,15 @@ my $users = "alice:$hash{alice}::::::userdb_mail=maildir:$d/boxes/alice "
 	. "bob:$hash{bob}\n"
 	. "erin:{PLAIN}$pw{erin}::::::nologin\n";
 $t->write_file('users', $users);
+
+# The same accounts in SQLite, with the userdb fields as columns of their own (the query names
+# them userdb_*): a second JSON location reads it (lookups on the thread pool)
+my $sql = "CREATE TABLE users (name TEXT PRIMARY KEY, password TEXT NOT NULL,
+	enabled INTEGER NOT NULL DEFAULT 1, maildir TEXT, quota TEXT);
+	INSERT INTO users VALUES ('alice', '$hash{alice}', 1, 'maildir:$d/boxes/alice', '*:storage=10M');
+	INSERT INTO users VALUES ('bob', '$hash{bob}', 1, NULL, NULL);
+	INSERT INTO users VALUES ('erin', '{PLAIN}$pw{erin}', 0, NULL, NULL);";
+system('sqlite3', "$d/users.db", $sql) == 0 or die "sqlite3 failed\n";
 
 # the Basic credentials of the JSON API (nginx's auth_basic; Dovecot's script sends them)
 my $secret = 'dovecot-api-secret';
@@ -118,6 +128,17 @@ http {
             mail_auth_passwd_file users;
             mail_auth_limit zone=json_limit:1m ip=100/m user=100/m;
         }
+
+        # the same, from SQLite: extra columns are attributes (userdb_ prefix dropped)
+        location = /dovecot-sqlite {
+            auth_basic "mail_auth_json";
+            auth_basic_user_file api.htpasswd;
+            mail_auth_json;
+            mail_auth_sqlite users.db;
+            mail_auth_sqlite_query "SELECT name, password, enabled, maildir AS userdb_mail,
+                                           quota AS userdb_quota_rule
+                                      FROM users WHERE name = :user";
+        }
     }
 }
 
@@ -137,7 +158,7 @@ mail {
 
 EOF
 
-$t->run()->plan(40);
+$t->run()->plan(46);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -147,7 +168,7 @@ my $basic = 'Basic ' . encode_base64("dovecot:$secret", '');
 
 sub api {
 	my ($body, %o) = @_;
-	my $uri = '/dovecot' . ($o{mode} ? "?mode=$o{mode}" : '');
+	my $uri = ($o{uri} // '/dovecot') . ($o{mode} ? "?mode=$o{mode}" : '');
 	my $method = $o{method} // 'POST';
 	my $auth = exists $o{auth} ? $o{auth} : $basic;
 	my $req = "$method $uri HTTP/1.0\r\nHost: localhost\r\n";
@@ -210,6 +231,24 @@ my ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 my $names = eval { decode_json($list // '') } // [];
 is(join(',', sort @$names), 'alice,bob,erin',
 	'JSON API: list-accounts, a JSON array of the store\'s names');
+
+# SQLite: the same answers, the attributes from columns
+
+$r = api(login_body('alice', $pw{alice}), uri => '/dovecot-sqlite');
+like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: alice\r$/ms, 'SQLite JSON API: right password, 200');
+like($r, qr/"attributes":\{"mail":\["maildir:\Q$d\E\/boxes\/alice"\],"quota_rule":\["\*:storage=10M"\]\}/,
+	'SQLite JSON API: columns as attributes');
+$r = api(login_body('alice', 'wrong'), uri => '/dovecot-sqlite');
+like($r, qr/^HTTP\/1\.1 403 /, 'SQLite JSON API: wrong password, 403');
+$r = api(login_body('erin', $pw{erin}), uri => '/dovecot-sqlite');
+like($r, qr/^HTTP\/1\.1 403 .*^Auth-Status: Account not enabled\r$/ms,
+	'SQLite JSON API: enabled = 0, "Account not enabled"');
+$r = api('{"username":"bob","service":"lmtp"}', mode => 'no-auth', uri => '/dovecot-sqlite');
+like($r, qr/^HTTP\/1\.1 200 .*"attributes":\{\}/ms, 'SQLite JSON API: no-auth, no attributes for bob');
+$r = api(undef, mode => 'list-accounts', method => 'GET', uri => '/dovecot-sqlite');
+($list) = $r =~ /\r\n\r\n(.*)\z/s;
+$names = eval { decode_json($list // '') } // [];
+is(join(',', sort @$names), 'alice,bob,erin', 'SQLite JSON API: list-accounts');
 
 # Straight to Dovecot: its passdb and userdb are the Lua script asking the module
 
