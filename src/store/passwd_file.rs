@@ -689,6 +689,23 @@ mod tests {
     }
 
     #[test]
+    fn accounts_lists_the_loaded_names_and_fails_closed() {
+        let d = TempDir::new("acc");
+        let p = d.file("u", b"alice:{PLAIN}a\n#disabled# carol:{PLAIN}c\nbob:{PLAIN}b::::::nologin\n");
+        let s = open0(&p);
+        let mut names = Vec::new();
+        s.accounts(&mut |n| {
+            names.push(n.to_string());
+            true
+        })
+        .unwrap();
+        names.sort();
+        assert_eq!(names, ["alice", "bob"]);
+        fs::remove_file(&p).unwrap();
+        assert!(s.accounts(&mut |_| true).is_err(), "a missing file is an error, not an empty list");
+    }
+
+    #[test]
     fn dovecot_fixture_extra_fields() {
         let d = TempDir::new("dc");
         let s = open0(&d.file("u", USERS.as_bytes()));
