@@ -21,6 +21,7 @@ use Test::More;
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
 use File::Path qw/ make_path /;
+use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw/ encode_base64 /;
 
@@ -129,6 +130,15 @@ http {
             mail_auth_limit zone=json_limit:1m ip=100/m user=100/m;
         }
 
+        # a tight limiter: keyed on the body's client_ip
+        location = /dovecot-limited {
+            auth_basic "mail_auth_json";
+            auth_basic_user_file api.htpasswd;
+            mail_auth_json;
+            mail_auth_passwd_file users;
+            mail_auth_limit zone=json_tight:1m ip=3/m;
+        }
+
         # the same, from SQLite: extra columns are attributes (userdb_ prefix dropped)
         location = /dovecot-sqlite {
             auth_basic "mail_auth_json";
@@ -158,7 +168,7 @@ mail {
 
 EOF
 
-$t->run()->plan(46);
+$t->run()->plan(53);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -182,9 +192,10 @@ sub api {
 
 sub login_body {
 	my ($user, $pass, %o) = @_;
-	return sprintf('{"username":"%s","password":"%s","client_ip":"127.0.0.1",'
+	return sprintf('{"username":"%s","password":"%s","client_ip":"%s",'
 		. '"client_port":"50000","client_id":"","local_ip":"127.0.0.1","local_port":"143",'
-		. '"service":"%s","method":"plain"}', $user, $pass, $o{service} // 'imap');
+		. '"service":"%s","method":"plain"}', $user, $pass, $o{ip} // '127.0.0.1',
+		$o{service} // 'imap');
 }
 
 # Dovecot writes its log through its own log process: give a line a moment to arrive
@@ -231,6 +242,45 @@ my ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 my $names = eval { decode_json($list // '') } // [];
 is(join(',', sort @$names), 'alice,bob,erin',
 	'JSON API: list-accounts, a JSON array of the store\'s names');
+
+# Expect: 100-continue (Dovecot's HTTP client sends it): nginx says 100 before the body
+
+{
+	my $body = login_body('alice', $pw{alice});
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080), Proto => 'tcp',
+		Timeout => 5) or die "connect: $!\n";
+	print $s "POST /dovecot HTTP/1.1\r\nHost: localhost\r\nAuthorization: $basic\r\n"
+		. "Content-Type: application/json\r\nExpect: 100-continue\r\nConnection: close\r\n"
+		. "Content-Length: " . length($body) . "\r\n\r\n";
+	my $first = eval {
+		local $SIG{ALRM} = sub { die "timeout\n" };
+		alarm(1);
+		my $l = <$s>;
+		alarm(0);
+		$l;
+	};
+	alarm(0);
+	like($first // '', qr/^HTTP\/1\.1 100 Continue/, 'Expect: 100-continue answered at once');
+	print $s $body;
+	local $/;
+	my $rest = <$s> // '';
+	like($rest, qr/HTTP\/1\.1 200 .*^Auth-Status: OK\r$/ms, '... then the answer');
+}
+
+# the limiter counts failed password checks by the body's client_ip; userdb lookups not at all
+
+my @r = map { api('{"username":"alice","service":"imap","client_ip":"192.0.2.9"}',
+	mode => 'no-auth', uri => '/dovecot-limited') } 1 .. 5;
+is(scalar(grep { /^HTTP\/1\.1 200 / } @r), 5, 'limiter: no-auth lookups are not counted');
+@r = map { api(login_body('alice', "wrong$_", ip => '192.0.2.9'), uri => '/dovecot-limited') } 1 .. 3;
+is(scalar(grep { /^HTTP\/1\.1 403 / } @r), 3, 'limiter: three wrong passwords from 192.0.2.9');
+$r = api(login_body('alice', $pw{alice}, ip => '192.0.2.9'), uri => '/dovecot-limited');
+like($r, qr/^HTTP\/1\.1 403 /, 'limiter: then even the right password is refused');
+like($t->read_file('error.log'),
+	qr/mail_auth: user="alice" client=192\.0\.2\.9 protocol=imap method=plain attempt=1 result=rate-limited/,
+	'limiter: logged rate-limited for the body\'s client_ip');
+$r = api(login_body('alice', $pw{alice}, ip => '192.0.2.10'), uri => '/dovecot-limited');
+like($r, qr/^HTTP\/1\.1 200 /, 'limiter: another client_ip (same connection address) is let in');
 
 # SQLite: the same answers, the attributes from columns
 
