@@ -75,6 +75,18 @@ my $sql = "CREATE TABLE users (name TEXT PRIMARY KEY, password TEXT NOT NULL,
 	INSERT INTO users VALUES ('erin', '{PLAIN}$pw{erin}', 0, NULL, NULL);";
 system('sqlite3', "$d/users.db", $sql) == 0 or die "sqlite3 failed\n";
 
+# OAuth 2.0: a key by openssl, its JWKS and tokens minted by t/lib/oauth2_token.py
+my $py = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';    # Debian's, with its modules
+my $oauth = system($py, '-c', 'import jwt, cryptography') == 0
+	&& system('openssl', 'genrsa', '-out', "$d/rsa.pem", '2048') == 0;
+sub token_tool {
+	my ($rc, $out) = run_tool($py, "$FindBin::Bin/lib/oauth2_token.py", @_);
+	die "oauth2_token.py: $out" if $rc;
+	$out =~ s/\s+\z//;
+	return $out;
+}
+$t->write_file('jwks.json', token_tool('jwks', "k1=$d/rsa.pem:RS256")) if $oauth;
+
 # the Basic credentials of the JSON API (nginx's auth_basic; Dovecot's script sends them)
 my $secret = 'dovecot-api-secret';
 $t->write_file('api.htpasswd', "dovecot:{PLAIN}$secret\n");
@@ -96,7 +108,7 @@ $dovecot->own("$d/boxes");
 $dovecot->deliver('bob', "From: postmaster\@example.org\r\nTo: bob\@example.org\r\n"
 	. "Subject: for bob\r\n\r\nHello bob, this message waits in your Maildir.\r\n");
 
-$t->write_file_expand('nginx.conf', <<'EOF');
+my $conf = <<'EOF';
 
 %%TEST_GLOBALS%%
 
@@ -139,6 +151,8 @@ http {
             mail_auth_limit zone=json_tight:1m ip=3/m;
         }
 
+        #OAUTH#
+
         # the same, from SQLite: extra columns are attributes (userdb_ prefix dropped)
         location = /dovecot-sqlite {
             auth_basic "mail_auth_json";
@@ -167,8 +181,20 @@ mail {
 }
 
 EOF
+# bearer tokens (method xoauth2 / oauthbearer), checked against the JWKS
+my $oauth_location = <<'EOF';
+location = /dovecot-oauth {
+            auth_basic "mail_auth_json";
+            auth_basic_user_file api.htpasswd;
+            mail_auth_json;
+            mail_auth_passwd_file users;
+            mail_auth_oauth2 jwks=jwks.json issuer=https://issuer.test audience=mail;
+        }
+EOF
+$conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
+$t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(53);
+$t->run()->plan(58);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -233,6 +259,10 @@ like($r, qr/^HTTP\/1\.1 400 .*^X-Nauthilus-Session: /ms, 'JSON API: malformed JS
 unlike($r, qr/Auth-Status: OK/i, 'JSON API: malformed JSON is never OK');
 like($t->read_file('error.log'), qr/\[error\].*mail_auth_json: bad request: malformed JSON/,
 	'JSON API: malformed JSON logged');
+$r = api(undef, method => 'GET');
+like($r, qr/^HTTP\/1\.1 405 .*^X-Nauthilus-Session: /ms, 'JSON API: GET without a mode, 405 (with a session id)');
+$r = api('{"username":"' . ('a' x 20000) . '"}');
+like($r, qr/^HTTP\/1\.1 413 .*^X-Nauthilus-Session: /ms, 'JSON API: a 20 KB body, 413 (with a session id)');
 $r = api('{"username":"bob","service":"lmtp"}', mode => 'no-auth');
 like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: bob\r$/ms, 'JSON API: no-auth, a userdb lookup');
 $r = api('{"username":"mallory","service":"lmtp"}', mode => 'no-auth');
@@ -281,6 +311,23 @@ like($t->read_file('error.log'),
 	'limiter: logged rate-limited for the body\'s client_ip');
 $r = api(login_body('alice', $pw{alice}, ip => '192.0.2.10'), uri => '/dovecot-limited');
 like($r, qr/^HTTP\/1\.1 200 /, 'limiter: another client_ip (same connection address) is let in');
+
+# OAuth 2.0 bearer tokens through the JSON API (what Dovecot's XOAUTH2/OAUTHBEARER would send)
+
+SKIP: {
+skip 'python3-jwt / python3-cryptography or openssl missing (scripts/setup installs them)', 3
+	unless $oauth;
+my $claims = '{"iss":"https://issuer.test","aud":"mail","email":"alice","exp":"+3600"}';
+my $token = token_tool('mint', "$d/rsa.pem", 'RS256', 'k1', $claims);
+my $tbody = sub { sprintf('{"username":"%s","password":"%s","client_ip":"127.0.0.1",'
+	. '"service":"imap","method":"%s"}', @_) };
+$r = api($tbody->('alice', $token, 'xoauth2'), uri => '/dovecot-oauth');
+like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: alice\r$/ms, 'OAuth: xoauth2 with a valid token, 200');
+$r = api($tbody->('alice', $token . 'x', 'oauthbearer'), uri => '/dovecot-oauth');
+like($r, qr/^HTTP\/1\.1 403 /, 'OAuth: oauthbearer with a tampered token, 403');
+$r = api($tbody->('bob', $token, 'xoauth2'), uri => '/dovecot-oauth');
+like($r, qr/^HTTP\/1\.1 403 /, 'OAuth: alice\'s token for bob, 403');
+}
 
 # SQLite: the same answers, the attributes from columns
 

@@ -624,7 +624,17 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
             *b = Some(Backend { server: "127.0.0.1".into(), port });
         }
     }
-    let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    if engine.cfg.master_user.is_none() {
+        // the same for the backend password an auth_http OK must carry when nginx has none to
+        // pass on (a bearer-token login of an account with a hashed password): a placeholder
+        // master user, never sent (the JSON answer has no Auth-Pass)
+        engine.cfg.master_user = Some(MasterUser {
+            name: "mail_auth_json".into(),
+            password: "unused".into(),
+            separator: config::DEFAULT_MASTER_SEPARATOR.to_string(),
+        });
+    }
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
     Ok(())

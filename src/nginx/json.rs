@@ -59,7 +59,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     if mode == Mode::ListAccounts {
         if !matches!(req.method(), HttpMethod::GET | HttpMethod::HEAD) {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+            return refuse(r, &session, NGX_HTTP_NOT_ALLOWED, "list-accounts is a GET request");
         }
         let rc = req.discard_request_body();
         if rc != ngx::core::Status::NGX_OK {
@@ -68,7 +68,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return list_accounts(r, session);
     }
     if req.method() != HttpMethod::POST {
-        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        return refuse(r, &session, NGX_HTTP_NOT_ALLOWED, "the JSON API takes POST requests");
     }
     // SAFETY: `r` is the live request; content_length_n was set by nginx's header parser.
     let length = unsafe { (*r).headers_in.content_length_n };
@@ -79,7 +79,17 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             "mail_auth_json: request body of {length} bytes refused (at most {})",
             json::MAX_BODY
         );
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
+        // the connection is closed after the answer: the body is not read
+        // SAFETY: `r` is the live request.
+        unsafe { (*r).set_keepalive(0) };
+        return reply(
+            r,
+            &session,
+            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+            "Bad request",
+            None,
+            &json::error_body("request body too big"),
+        );
     }
     // SAFETY: `r` is the live request; nginx calls `body_read` once the body is in (and answers
     // `Expect: 100-continue` itself).
@@ -88,6 +98,19 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc;
     }
     NGX_DONE as ngx_int_t
+}
+
+/// A request the API does not take (its method): the body discarded, the usual JSON answer
+/// (every answer of the API carries the session id).
+fn refuse(r: *mut ngx_http_request_t, session: &str, status: u32, what: &str) -> ngx_int_t {
+    // SAFETY: `r` is the live request of the content handler.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    ngx_log_error!(NGX_LOG_INFO, req.log(), "mail_auth_json: refused: {what} session={session}");
+    let rc = req.discard_request_body();
+    if rc != ngx::core::Status::NGX_OK {
+        return rc.0;
+    }
+    reply(r, session, status as ngx_uint_t, "Bad request", None, &json::error_body(what))
 }
 
 /// The body is in: decide, and finalize the request with what was sent (or NGX_DONE while a
