@@ -26,6 +26,7 @@ use JSON::PP;
 use MIME::Base64 qw/ encode_base64 /;
 
 use Test::Nginx;
+use Test::Nginx::IMAP;
 use MailAuthTest;
 use MailAuthDovecot;
 
@@ -194,7 +195,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(58);
+$t->run()->plan(60);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -353,6 +354,22 @@ my ($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, 'alice', $pw{ali
 is($rc, 0, 'Dovecot IMAP: alice logs in (Lua passdb -> mail_auth_json)') or diag($out);
 like($out, qr/Hello alice, this message is in the Maildir the store names/,
 	'Dovecot IMAP: the mail location from the store took effect');
+# (before any failed login: Dovecot delays logins from an address after failures)
+{
+	my $s = Test::Nginx::IMAP->new(PeerAddr => "127.0.0.1:$dimap");
+	$s->read();
+	$s->send(qq/a LOGIN alice "$pw{alice}"/);
+	$s->ok('IMAP LOGIN alice for GETQUOTAROOT');
+	$s->send('b GETQUOTAROOT INBOX');
+	my $lines = '';
+	while (defined(my $l = $s->read())) {
+		$lines .= $l;
+		last if $l =~ /^b /;
+	}
+	like($lines, qr/^\* QUOTA "User quota" \(STORAGE \d+ 10240\)/m,
+		'IMAP GETQUOTAROOT: the 10M limit from the store') or diag($lines);
+}
+
 ($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, 'alice', 'wrong');
 is($rc, 1, 'Dovecot IMAP: wrong password refused') or diag($out);
 ok(dovecot_logged(qr/lua\(alice,127\.0\.0\.1.*Password mismatch/),

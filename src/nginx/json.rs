@@ -193,8 +193,10 @@ fn on_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => return bad(e),
     };
     let ctx = util::log_ctx(req.log());
+    // the session ids beside the decision line (at its level), to follow a login from
+    // Dovecot's log to this one
     ngx_log_error!(
-        NGX_LOG_INFO,
+        util::ngx_level(engine.log_level) as ngx_uint_t,
         req.log(),
         "mail_auth_json: session={session} dovecot_session={dovecot_session} mode={mode:?} service={}",
         printable(j.service.as_bytes(), 32)
