@@ -140,6 +140,10 @@ directives! {
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
+    /// `mail_auth_json`'s list-accounts from SQLite.
+    sqlite_accounts_query: Option<String>, inherit {
+        "mail_auth_sqlite_accounts_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
+    }
     /// imap, pop3, smtp, mx: each inherited on its own.
     backends: [Option<Backend>; BACKENDS], inherit {
         "mail_auth_backend" ANY | NGX_CONF_TAKE2 => set_backend;
@@ -625,6 +629,9 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
         }
     }
     let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    if let Some(sql) = &lc.directives.sqlite_accounts_query {
+        engine.store = Some(sqlite_accounts(cf, store_conf(&lc.directives), engine.store.take(), sql)?);
+    }
     if engine.cfg.master_user.is_none() {
         // the same for the backend password an auth_http OK must carry when nginx has none to
         // pass on (a bearer-token login of an account with a hashed password): a placeholder
@@ -638,6 +645,38 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
     Ok(())
+}
+
+/// `mail_auth_sqlite_accounts_query`: the SQLite store listing its accounts with that query
+/// (checked now, so `nginx -t` reports a bad one).
+#[cfg(feature = "sqlite")]
+fn sqlite_accounts(
+    cf: *mut ngx_conf_t,
+    conf: Option<StoreConf>,
+    store: Option<Arc<dyn Store>>,
+    sql: &str,
+) -> Result<Arc<dyn Store>, String> {
+    let (Some(StoreConf::Sqlite { path, .. }), Some(store)) = (conf, store) else {
+        return Err("\"mail_auth_sqlite_accounts_query\" needs \"mail_auth_sqlite\"".into());
+    };
+    match store::sqlite_accounts::check(&path, sql) {
+        Ok(Some(w)) => {
+            ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_sqlite \"{path}\": {w}");
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("mail_auth_sqlite_accounts_query: \"{path}\": {e}")),
+    }
+    Ok(Arc::new(store::sqlite_accounts::ListedBy::new(store, &path, sql)))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_accounts(
+    _cf: *mut ngx_conf_t,
+    _conf: Option<StoreConf>,
+    _store: Option<Arc<dyn Store>>,
+    _sql: &str,
+) -> Result<Arc<dyn Store>, String> {
+    Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 
 /// The engine of a `mail_auth` location: what its directives set, `crate::config`'s defaults for

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 pub mod passwd_file;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_accounts;
 pub(crate) mod watch;
 
 pub use watch::{set_thread_start_hook, stop_watchers};
