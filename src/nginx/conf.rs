@@ -622,6 +622,10 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
     if lc.directives.basic_header() || store_conf(&lc.directives).is_none() {
         return Err("\"mail_auth_json\" needs a credential store (\"mail_auth_passwd_file\" or \"mail_auth_sqlite\") and no \"mail_auth_basic_header on\"".into());
     }
+    if !bridge::access_checks_credentials(cf) {
+        // legitimate behind a unix socket or a loopback-only listener, so not an error
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth_json\" without \"auth_basic\" or \"auth_request\" in the location: anyone who reaches it can check passwords and read the accounts' data");
+    }
     for (slot, b) in lc.directives.backends.iter_mut().enumerate() {
         if b.is_none() {
             let port = [143, 110, 25, 25][slot];
