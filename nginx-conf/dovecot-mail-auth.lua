@@ -107,9 +107,12 @@ end
 local function fields(body, user)
   local out = { user = user }
   local attrs = type(body) == "table" and body.attributes or nil
+  local account_field = type(body) == "table" and body.account_field or nil
   if type(attrs) == "table" then
     for name, values in pairs(attrs) do
-      if type(values) == "table" then
+      if name == account_field then
+        -- the account name itself (the user field above has it)
+      elseif type(values) == "table" then
         for i, v in ipairs(values) do
           out[i == 1 and name or (name .. i)] = tostring(v)
         end

@@ -247,7 +247,7 @@ like($r, qr/^Auth-Status: OK\r$/m, 'JSON API: Auth-Status: OK');
 like($r, qr/^Auth-User: alice\r$/m, 'JSON API: Auth-User, the account');
 like($r, qr/^X-Nauthilus-Session: [0-9a-f]{24}\r$/m, 'JSON API: X-Nauthilus-Session');
 like($r, qr/"ok":true/, 'JSON API: body ok true');
-like($r, qr/"attributes":\{"mail":\["maildir:\Q$d\E\/boxes\/alice"\],"quota_rule":\["\*:storage=10M"\]\}/,
+like($r, qr/"attributes":\{"account":\["alice"\],"mail":\["maildir:\Q$d\E\/boxes\/alice"\],"quota_rule":\["\*:storage=10M"\]\}/,
 	'JSON API: the store\'s userdb_ fields as attributes');
 
 $r = api(login_body('alice', 'wrong'));
@@ -336,7 +336,7 @@ like($r, qr/^HTTP\/1\.1 403 /, 'OAuth: alice\'s token for bob, 403');
 
 $r = api(login_body('alice', $pw{alice}), uri => '/dovecot-sqlite');
 like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: alice\r$/ms, 'SQLite JSON API: right password, 200');
-like($r, qr/"attributes":\{"mail":\["maildir:\Q$d\E\/boxes\/alice"\],"quota_rule":\["\*:storage=10M"\]\}/,
+like($r, qr/"attributes":\{"account":\["alice"\],"mail":\["maildir:\Q$d\E\/boxes\/alice"\],"quota_rule":\["\*:storage=10M"\]\}/,
 	'SQLite JSON API: columns as attributes');
 $r = api(login_body('alice', 'wrong'), uri => '/dovecot-sqlite');
 like($r, qr/^HTTP\/1\.1 403 /, 'SQLite JSON API: wrong password, 403');
@@ -344,7 +344,8 @@ $r = api(login_body('erin', $pw{erin}), uri => '/dovecot-sqlite');
 like($r, qr/^HTTP\/1\.1 403 .*^Auth-Status: Account not enabled\r$/ms,
 	'SQLite JSON API: enabled = 0, "Account not enabled"');
 $r = api('{"username":"bob","service":"lmtp"}', mode => 'no-auth', uri => '/dovecot-sqlite');
-like($r, qr/^HTTP\/1\.1 200 .*"attributes":\{\}/ms, 'SQLite JSON API: no-auth, no attributes for bob');
+like($r, qr/^HTTP\/1\.1 200 .*"attributes":\{"account":\["bob"\]\}/ms,
+	'SQLite JSON API: no-auth, no attributes for bob but the account field');
 $r = api(undef, mode => 'list-accounts', method => 'GET', uri => '/dovecot-sqlite');
 ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 $names = eval { decode_json($list // '') } // [];

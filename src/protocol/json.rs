@@ -223,12 +223,15 @@ pub fn account_name<'a>(account: &'a Account, asked: &'a str) -> &'a str {
     }
 }
 
-/// The body of a success answer.
+/// The body of a success answer. The attribute named by `account_field` ([`ACCOUNT_FIELD`])
+/// holds the canonical account name, as Nauthilus' answers do (a store attribute of that name
+/// is replaced).
 pub fn ok_body(account: &str, attributes: &[(String, Vec<String>)]) -> String {
     let mut attrs = Map::new();
     for (k, vs) in attributes {
         attrs.insert(k.clone(), Value::Array(vs.iter().map(|v| Value::String(v.clone())).collect()));
     }
+    attrs.insert(ACCOUNT_FIELD.into(), Value::Array(vec![Value::String(account.into())]));
     let mut o = Map::new();
     o.insert("ok".into(), Value::Bool(true));
     o.insert("account_field".into(), Value::String(ACCOUNT_FIELD.into()));
@@ -386,6 +389,7 @@ mod tests {
         let v: Value = serde_json::from_str(&ok_body("alice", &attrs)).unwrap();
         assert_eq!(v["ok"], Value::Bool(true));
         assert_eq!(v["attributes"]["quota_rule"][1], "Trash:storage=+10M");
+        assert_eq!(v["attributes"][v["account_field"].as_str().unwrap()][0], "alice");
         assert_eq!(account_name(&a, "ALICE"), "alice");
         assert_eq!(account_name(&Account::default(), "bob"), "bob");
         let v: Value = serde_json::from_str(&error_body("x\"y")).unwrap();
