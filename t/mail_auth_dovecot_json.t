@@ -166,6 +166,16 @@ http {
             # list-accounts (Dovecot's iterate): the operator's query (default: SELECT name FROM users)
             mail_auth_sqlite_accounts_query "SELECT name FROM users WHERE enabled = 1";
         }
+
+        # and without a thread pool: lookups, verification and the list on the event loop
+        location = /dovecot-nopool {
+            auth_basic "mail_auth_json";
+            auth_basic_user_file api.htpasswd;
+            mail_auth_json;
+            mail_auth_sqlite users.db;
+            mail_auth_sqlite_query "SELECT name, password, enabled FROM users WHERE name = :user";
+            mail_auth_thread_pool off;
+        }
     }
 }
 
@@ -197,7 +207,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(60);
+$t->run()->plan(62);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -350,6 +360,12 @@ $r = api(undef, mode => 'list-accounts', method => 'GET', uri => '/dovecot-sqlit
 ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 $names = eval { decode_json($list // '') } // [];
 is(join(',', sort @$names), 'alice,bob', 'SQLite JSON API: list-accounts by mail_auth_sqlite_accounts_query');
+
+$r = api(login_body('alice', $pw{alice}), uri => '/dovecot-nopool');
+like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: alice\r$/ms, 'no thread pool: SQLite login answered inline');
+$r = api(undef, mode => 'list-accounts', method => 'GET', uri => '/dovecot-nopool');
+like($r, qr/^HTTP\/1\.1 200 .*\["(?:alice|bob|erin)","(?:alice|bob|erin)","(?:alice|bob|erin)"\]\z/ms,
+	'no thread pool: list-accounts written inline');
 
 # Straight to Dovecot: its passdb and userdb are the Lua script asking the module
 

@@ -216,6 +216,8 @@ fn on_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         account: None,
         lookup: false,
         logged: false,
+        ran: false,
+        refused: false,
     });
     match mode {
         Mode::NoAuth => {
@@ -270,10 +272,16 @@ struct Call {
     lookup: bool,
     /// The decision's lines are in the log.
     logged: bool,
+    /// `run` ran (on a pool thread, or inline without a pool).
+    ran: bool,
+    /// The thread pool refused the task (queue full): nothing more is posted, the answer is a
+    /// temporary failure.
+    refused: bool,
 }
 
 impl offload::Task for Call {
     fn run(&mut self) {
+        self.ran = true;
         if let Some(job) = self.job.as_mut() {
             job.run(&self.engine);
         }
@@ -283,6 +291,12 @@ impl offload::Task for Call {
     }
 
     fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
+        if !self.ran {
+            // not posted: the engine answers its job with a temporary failure (and settles
+            // the limiter); no account lookup is attempted
+            self.refused = true;
+        }
+        self.ran = false;
         if let Some(job) = self.job.take() {
             self.decision = Some(self.engine.complete(job));
         }
@@ -328,11 +342,20 @@ impl Call {
         };
         match posted {
             Ok(()) => NGX_DONE as ngx_int_t,
+            // the pool refused it (queue full, no memory): never costly work on the event loop
+            Err(task) if pool.is_some() => task.complete(r),
+            // no thread pool (`mail_auth_thread_pool off`): here
             Err(mut task) => {
                 task.run();
                 task.complete(r)
             }
         }
+    }
+
+    /// The account lookup could not be posted: a temporary failure.
+    fn not_posted(&self, r: *mut ngx_http_request_t) -> ngx_int_t {
+        let e = StoreError { source: "mail_auth_json".into(), cause: "the thread pool refused the lookup".into() };
+        self.store_error(r, &e)
     }
 
     /// Answers, or goes to the thread pool for the account first.
@@ -341,6 +364,9 @@ impl Call {
         let req = unsafe { Request::from_ngx_http_request(r) };
         if self.mode == Mode::NoAuth {
             let Some(found) = self.account_now() else {
+                if self.refused {
+                    return self.not_posted(r);
+                }
                 self.lookup = true;
                 return self.post(r);
             };
@@ -356,6 +382,9 @@ impl Call {
         match &d.reply {
             Reply::Answer(AuthResponse::Ok { .. }) => {
                 let Some(found) = self.account_now() else {
+                    if self.refused {
+                        return self.not_posted(r);
+                    }
                     self.decision = Some(d);
                     self.lookup = true;
                     return self.post(r);
@@ -557,7 +586,7 @@ impl offload::Task for ListTask {
             other => {
                 let e = match other {
                     Some(Err(e)) => e,
-                    _ => "not run".into(),
+                    _ => "the thread pool refused the task".into(),
                 };
                 ngx_log_error!(
                     NGX_LOG_ERR,
@@ -589,6 +618,8 @@ fn list_accounts(r: *mut ngx_http_request_t, session: String) -> ngx_int_t {
     };
     match posted {
         Ok(()) => NGX_DONE as ngx_int_t,
+        // the pool refused it (queue full): a temporary failure, not a walk on the event loop
+        Err(task) if lc.pool.is_some() => task.complete(r),
         // no thread pool (mail_auth_thread_pool off): written here, on the event loop
         Err(mut task) => {
             task.run();
