@@ -39,6 +39,8 @@ pub enum Content {
     MailAuth(Zone),
     /// `mail_auth_status;`
     Status(Zone),
+    /// `mail_auth_json;`: the Nauthilus-compatible JSON API (Dovecot's Lua passdb/userdb).
+    Json(Zone),
 }
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
@@ -124,6 +126,11 @@ directives! {
     content: Option<Content>, own {
         "mail_auth" LOC | NGX_CONF_NOARGS => set_mail_auth;
         "mail_auth_status" LOC | NGX_CONF_NOARGS => set_status;
+        "mail_auth_json" LOC | NGX_CONF_NOARGS => set_json;
+    }
+    /// `mail_auth_json`: the `Auth-Status` of a disabled account.
+    json_disabled: Option<String>, inherit {
+        "mail_auth_json_disabled_message" ANY | NGX_CONF_TAKE1 => set_json_disabled;
     }
     /// Where the users are (a new kind of store: a `StoreConf` variant and its directive here).
     store: Option<StoreConf>, inherit {
@@ -132,6 +139,10 @@ directives! {
     }
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
+    }
+    /// `mail_auth_json`'s list-accounts from SQLite.
+    sqlite_accounts_query: Option<String>, inherit {
+        "mail_auth_sqlite_accounts_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
     /// imap, pop3, smtp, mx: each inherited on its own.
     backends: [Option<Backend>; BACKENDS], inherit {
@@ -190,7 +201,7 @@ impl LocConf {
     /// The status counters' zone of a `mail_auth` or `mail_auth_status` location.
     pub fn stats(&self) -> Option<Zone> {
         match self.directives.content? {
-            Content::MailAuth(z) | Content::Status(z) => Some(z),
+            Content::MailAuth(z) | Content::Status(z) | Content::Json(z) => Some(z),
         }
     }
 
@@ -356,12 +367,12 @@ fn set_content_handler(
     Ok(())
 }
 
-const SHARED_LOCATION: &str = "\"mail_auth\" and \"mail_auth_status\" cannot share a location";
+const SHARED_LOCATION: &str = "\"mail_auth\", \"mail_auth_json\" and \"mail_auth_status\" cannot share a location";
 
 fn set_mail_auth(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
     match content {
         Some(Content::MailAuth(_)) => return Err(a.duplicate()),
-        Some(Content::Status(_)) => return Err(SHARED_LOCATION.into()),
+        Some(_) => return Err(SHARED_LOCATION.into()),
         None => {}
     }
     *content = Some(Content::MailAuth(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
@@ -371,11 +382,34 @@ fn set_mail_auth(a: &Args, content: &mut Option<Content>) -> Result<(), String> 
 fn set_status(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
     match content {
         Some(Content::Status(_)) => return Err(a.duplicate()),
-        Some(Content::MailAuth(_)) => return Err(SHARED_LOCATION.into()),
+        Some(_) => return Err(SHARED_LOCATION.into()),
         None => {}
     }
     *content = Some(Content::Status(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
     set_content_handler(a.cf, super::status::content_handler)
+}
+
+fn set_json(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
+    match content {
+        Some(Content::Json(_)) => return Err(a.duplicate()),
+        Some(_) => return Err(SHARED_LOCATION.into()),
+        None => {}
+    }
+    *content = Some(Content::Json(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
+    set_content_handler(a.cf, super::json::content_handler)
+}
+
+fn set_json_disabled(a: &Args, msg: &mut Option<String>) -> Result<(), String> {
+    a.once(msg, || {
+        let m = a.v[0];
+        if m.is_empty() || m.bytes().any(|b| b < 0x20 || b == 0x7f) || m.trim() != m {
+            return Err(
+                "\"mail_auth_json_disabled_message\": an empty text, a control character or leading/trailing spaces"
+                    .into(),
+            );
+        }
+        Ok(m.to_string())
+    })
 }
 
 /// One store per level: the same directive twice is a duplicate, two kinds a conflict.
@@ -561,6 +595,9 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
 
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
     lc.directives.inherit(&prev.directives);
+    if let Some(Content::Json(stats)) = lc.directives.content {
+        return merge_json(cf, lc, stats);
+    }
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());
     };
@@ -576,6 +613,74 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
     Ok(())
+}
+
+/// A `mail_auth_json` location: the engine of a `mail_auth` location with a store of its own
+/// (no Basic bridge). Its answers name no backend, so the protocols without a
+/// `mail_auth_backend` get a placeholder one (the engine's OK needs one; it is never sent).
+fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), String> {
+    if lc.directives.basic_header() || store_conf(&lc.directives).is_none() {
+        return Err("\"mail_auth_json\" needs a credential store (\"mail_auth_passwd_file\" or \"mail_auth_sqlite\") and no \"mail_auth_basic_header on\"".into());
+    }
+    if !bridge::access_checks_credentials(cf) {
+        // legitimate behind a unix socket or a loopback-only listener, so not an error
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth_json\" without \"auth_basic\" or \"auth_request\" in the location: anyone who reaches it can check passwords and read the accounts' data");
+    }
+    for (slot, b) in lc.directives.backends.iter_mut().enumerate() {
+        if b.is_none() {
+            let port = [143, 110, 25, 25][slot];
+            *b = Some(Backend { server: "127.0.0.1".into(), port });
+        }
+    }
+    let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    if let Some(sql) = &lc.directives.sqlite_accounts_query {
+        engine.store = Some(sqlite_accounts(cf, store_conf(&lc.directives), engine.store.take(), sql)?);
+    }
+    if engine.cfg.master_user.is_none() {
+        // the same for the backend password an auth_http OK must carry when nginx has none to
+        // pass on (a bearer-token login of an account with a hashed password): a placeholder
+        // master user, never sent (the JSON answer has no Auth-Pass)
+        engine.cfg.master_user = Some(MasterUser {
+            name: "mail_auth_json".into(),
+            password: "unused".into(),
+            separator: config::DEFAULT_MASTER_SEPARATOR.to_string(),
+        });
+    }
+    lc.engine = Some(Arc::new(engine));
+    lc.pool = pool;
+    Ok(())
+}
+
+/// `mail_auth_sqlite_accounts_query`: the SQLite store listing its accounts with that query
+/// (checked now, so `nginx -t` reports a bad one).
+#[cfg(feature = "sqlite")]
+fn sqlite_accounts(
+    cf: *mut ngx_conf_t,
+    conf: Option<StoreConf>,
+    store: Option<Arc<dyn Store>>,
+    sql: &str,
+) -> Result<Arc<dyn Store>, String> {
+    let (Some(StoreConf::Sqlite { path, .. }), Some(store)) = (conf, store) else {
+        return Err("\"mail_auth_sqlite_accounts_query\" needs \"mail_auth_sqlite\"".into());
+    };
+    match store::sqlite_accounts::check(&path, sql) {
+        Ok(Some(w)) => {
+            ngx_conf_log_error!(NGX_LOG_WARN, cf, "mail_auth_sqlite \"{path}\": {w}");
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("mail_auth_sqlite_accounts_query: \"{path}\": {e}")),
+    }
+    Ok(Arc::new(store::sqlite_accounts::ListedBy::new(store, &path, sql)))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_accounts(
+    _cf: *mut ngx_conf_t,
+    _conf: Option<StoreConf>,
+    _store: Option<Arc<dyn Store>>,
+    _sql: &str,
+) -> Result<Arc<dyn Store>, String> {
+    Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 
 /// The engine of a `mail_auth` location: what its directives set, `crate::config`'s defaults for

@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod conf;
 pub mod handler;
+pub mod json;
 pub mod offload;
 pub mod status;
 pub mod util;

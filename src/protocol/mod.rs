@@ -40,6 +40,7 @@
 use std::fmt;
 
 mod escape;
+pub mod json;
 mod request;
 mod response;
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 pub mod passwd_file;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_accounts;
 pub(crate) mod watch;
 
 pub use watch::{process_started, set_thread_start_hook, stop_watchers};
@@ -130,6 +132,15 @@ pub trait Store: Send + Sync {
         } else {
             Some(self.lookup(q))
         }
+    }
+
+    /// Every account name the store holds (Dovecot's userdb iterate, `mail_auth_json`'s
+    /// `?mode=list-accounts`), handed to `each` one at a time, in no particular order; `each`
+    /// returning `false` stops the walk. May block (a file, a database): call it on the thread
+    /// pool. A store that cannot list its accounts answers `Err`.
+    fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        let _ = each;
+        Err(StoreError { source: self.describe(), cause: "this store cannot list its accounts".into() })
     }
 }
 

@@ -636,6 +636,25 @@ impl Store for PasswdFile {
     fn shared_timing_template(&self) -> Option<Arc<str>> {
         lock(&self.shared.snapshot).as_ref().ok().and_then(|u| u.template.clone())
     }
+
+    /// The user field of every loaded line (the snapshot lookups answer from).
+    fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        self.start();
+        let shared = &self.shared;
+        if shared.inline.load(Ordering::Acquire) {
+            shared.check(&mut lock(&shared.watch), false);
+        }
+        let users = self.snapshot().map_err(|cause| self.error(cause))?;
+        for &start in users.lines.iter() {
+            // every indexed line was parsed at load: its user field is UTF-8
+            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, start as usize))) {
+                if !each(name) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -683,6 +702,23 @@ mod tests {
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].ends_with(": loaded 4 users"), "{m:?}");
         assert_eq!(s.describe(), format!("passwd file \"{}\"", d.join("h").display()));
+    }
+
+    #[test]
+    fn accounts_lists_the_loaded_names_and_fails_closed() {
+        let d = TempDir::new("acc");
+        let p = d.file("u", b"alice:{PLAIN}a\n#disabled# carol:{PLAIN}c\nbob:{PLAIN}b::::::nologin\n");
+        let s = open0(&p);
+        let mut names = Vec::new();
+        s.accounts(&mut |n| {
+            names.push(n.to_string());
+            true
+        })
+        .unwrap();
+        names.sort();
+        assert_eq!(names, ["alice", "bob"]);
+        fs::remove_file(&p).unwrap();
+        assert!(s.accounts(&mut |_| true).is_err(), "a missing file is an error, not an empty list");
     }
 
     #[test]

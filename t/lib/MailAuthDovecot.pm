@@ -20,6 +20,12 @@ package MailAuthDovecot;
 # to bob's mailbox with master's password). userdb: static, every user's mail under
 # <dir>/mail/%u, owned by nobody:nogroup when run as root (by the running user otherwise).
 #
+# lua => { script => PATH, url => URL, credentials => FILE }: passdb, userdb and the userdb
+# iterate are Dovecot's Lua driver running that script (nginx-conf/dovecot-mail-auth.lua, which
+# asks the module's mail_auth_json location at URL with the Basic credentials in FILE); passdb
+# is then not needed, mail runs as mail_uid/mail_gid (the same owner), and quota => 1 turns on
+# the quota plugin (maildir quota; the rules come from the userdb's quota_rule).
+#
 # Stopped by stop(), and in any case when the object goes away, in an END block (a failed or
 # dying test) or on SIGINT/SIGTERM/SIGHUP: the master's pid is remembered at start, so stopping
 # works even when the test directory is already gone.
@@ -46,8 +52,8 @@ sub existing_group { for (@_) { return $_ if defined getgrnam($_); } return unde
 
 sub new {
 	my ($class, $dir, %o) = @_;
-	die "MailAuthDovecot: imap, pop3 and passdb are needed\n"
-		unless $o{imap} && $o{pop3} && $o{passdb};
+	die "MailAuthDovecot: imap, pop3 and passdb (or lua) are needed\n"
+		unless $o{imap} && $o{pop3} && ($o{passdb} || $o{lua});
 	make_path("$dir/run", "$dir/state", "$dir/mail");
 	my $self = bless { dir => $dir, %o }, $class;
 
@@ -75,6 +81,42 @@ passdb {
   args = $o{masters}
 }
 EOF
+	my $auth = <<"EOF";
+passdb {
+  driver = passwd-file
+  args = @{[ $o{passdb} // '' ]}
+}
+userdb {
+  driver = static
+  args = uid=$mail_user gid=$mail_group home=$dir/mail/%u
+}
+EOF
+	if (my $l = $o{lua}) {
+		$auth = <<"EOF";
+auth_failure_delay = 0
+import_environment = TZ MAIL_AUTH_JSON_URL=$l->{url} MAIL_AUTH_JSON_CREDENTIALS=$l->{credentials}
+mail_uid = $mail_user
+mail_gid = $mail_group
+mail_home = $dir/mail/%u
+passdb {
+  driver = lua
+  args = file=$l->{script} blocking=yes
+}
+userdb {
+  driver = lua
+  args = file=$l->{script} blocking=yes
+}
+EOF
+		$auth .= <<"EOF" if $o{quota};
+mail_plugins = \$mail_plugins quota
+protocol imap {
+  mail_plugins = \$mail_plugins imap_quota
+}
+plugin {
+  quota = maildir:User quota
+}
+EOF
+	}
 	$self->write('dovecot.conf', <<"EOF");
 # written by t/lib/MailAuthDovecot.pm for one test; nothing here is the system's config
 base_dir = $dir/run
@@ -94,14 +136,7 @@ last_valid_uid = $first_uid
 mail_location = maildir:$dir/mail/%u
 auth_master_user_separator = *
 $masters
-passdb {
-  driver = passwd-file
-  args = $o{passdb}
-}
-userdb {
-  driver = static
-  args = uid=$mail_user gid=$mail_group home=$dir/mail/%u
-}
+$auth
 service imap-login {
 $chroot  inet_listener imap {
     address = 127.0.0.1
@@ -134,6 +169,16 @@ service anvil {
 $chroot}
 EOF
 	return $self;
+}
+
+# doveadm against this Dovecot (its config, so its sockets): output and exit status
+sub doveadm {
+	my ($self, @args) = @_;
+	open my $fh, '-|', 'doveadm', '-c', $self->conf(), @args or die "doveadm: $!\n";
+	local $/;
+	my $out = <$fh> // '';
+	close $fh;
+	return wantarray ? ($out, $? >> 8) : $out;
 }
 
 sub write {

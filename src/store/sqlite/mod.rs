@@ -45,6 +45,9 @@ use crate::scheme;
 pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
+/// The account names `Store::accounts` lists (Dovecot's userdb iterate through `mail_auth_json`).
+pub const ACCOUNTS_QUERY: &str = "SELECT name FROM users";
+
 /// The named parameters a query may use.
 pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":method"];
 
@@ -547,6 +550,27 @@ impl Store for SqliteStore {
 
     fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         lock(&self.template).1.clone()
+    }
+
+    /// [`ACCOUNTS_QUERY`] on a connection of its own (a long walk does not hold the lookups'
+    /// connection).
+    fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        let mut walk = || -> rusqlite::Result<()> {
+            let conn = open_read_only(&self.path, self.busy_timeout)?;
+            let mut stmt = conn.prepare(ACCOUNTS_QUERY)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                if let ValueRef::Text(t) = row.get_ref(0)? {
+                    if let Ok(name) = std::str::from_utf8(t) {
+                        if !each(name) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        walk().map_err(|e| self.err(format!("listing the accounts: {e}")))
     }
 }
 

@@ -480,3 +480,40 @@ fn statement_shape_is_checked_once_and_parameters_bound_by_name() {
     let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
     assert_eq!(ip_text(long, &mut buf), long.to_string());
 }
+
+#[test]
+fn accounts_lists_every_name_and_extra_columns_are_kept() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &[
+            "INSERT INTO users (name, password) VALUES ('alice', '{PLAIN}a')",
+            "INSERT INTO users (name, password, enabled) VALUES ('bob', '{PLAIN}b', 0)",
+        ],
+    );
+    let s = store(&db);
+    let mut names = Vec::new();
+    s.accounts(&mut |n| {
+        names.push(n.to_string());
+        true
+    })
+    .unwrap();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+    let mut first = 0;
+    s.accounts(&mut |_| {
+        first += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(first, 1, "false stops the walk");
+
+    let q2 = "SELECT name, password, 'maildir:/m/' || name AS userdb_mail FROM users WHERE name = :user";
+    let s2 = SqliteStore::new(db.to_str().unwrap(), q2).unwrap().with_check_interval(Duration::ZERO);
+    let a = s2.lookup(&q("alice")).unwrap().unwrap();
+    assert_eq!(a.extra, vec![("userdb_mail".to_string(), "maildir:/m/alice".to_string())]);
+
+    let gone = store(&d.join("missing.db"));
+    assert!(gone.accounts(&mut |_| true).is_err(), "a missing database is an error, not an empty list");
+}
