@@ -51,11 +51,25 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let view = HeaderView::new(headers.iter().copied());
     match engine.start(&view, ctx) {
         Start::Done(d) => send(r, &d),
-        Start::Offload(job) => match dispatch(r, OffloadJob::new(engine, pool, job), false) {
-            Some(d) => send(r, &d),
-            None => NGX_DONE as ngx_int_t,
-        },
+        Start::Offload(job) => schedule(r, engine, pool, job, Box::new(|r, d| send(r, &d))),
     }
+}
+
+/// What to do with a request's decision once its job is over: send the auth_http answer, or
+/// (the JSON API) go on with it. Returns the status to finalize the request with.
+pub type Finish = Box<dyn FnOnce(*mut ngx_http_request_t, Decision) -> ngx_int_t + Send>;
+
+/// Runs an engine job off the event loop, then `finish`es with its decision: the status for a
+/// content handler to return (`NGX_DONE` while the request is held).
+pub fn schedule(
+    r: *mut ngx_http_request_t,
+    engine: Arc<Engine>,
+    pool: Option<PoolRef>,
+    job: Box<Job>,
+    finish: Finish,
+) -> ngx_int_t {
+    let task = Box::new(OffloadJob { engine, pool, job: Some(job), place: None, finish: Some(finish) });
+    dispatch(r, task, false).unwrap_or(NGX_DONE as ngx_int_t)
 }
 
 /// An engine job travelling to the thread pool and back.
@@ -66,11 +80,16 @@ struct OffloadJob {
     /// Set when the scheduler gave this costly job a place (and the key it was admitted
     /// with): given back when it is over.
     place: Option<Option<CacheKey>>,
+    finish: Option<Finish>,
 }
 
 impl OffloadJob {
-    fn new(engine: Arc<Engine>, pool: Option<PoolRef>, job: Box<Job>) -> Box<OffloadJob> {
-        Box::new(OffloadJob { engine, pool, job: Some(job), place: None })
+    /// The request's answer (or what comes after it) with this decision.
+    fn finish(mut self, r: *mut ngx_http_request_t, d: Decision) -> ngx_int_t {
+        match self.finish.take() {
+            Some(f) => f(r, d),
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
     }
 }
 
@@ -86,10 +105,10 @@ thread_local! {
 }
 
 /// Sends a job on its way: a lookup straight to the pool, a costly verification through the
-/// scheduler (run, held, or refused). `Some`: the answer to send now (the job did not go);
-/// `None`: the request is held (counted once: `held` says whether it is already) and will be
-/// finalized when its job completes.
-fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<Decision> {
+/// scheduler (run, held, or refused). `Some`: the status to finalize with now (the job did not
+/// go, its answer is made); `None`: the request is held (counted once: `held` says whether it
+/// is already) and will be finalized when its job completes.
+fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<ngx_int_t> {
     let engine = task.engine.clone();
     let costly = task.job.as_ref().and_then(|j| j.costly());
     let Some(key) = costly else { return post(r, task, held) };
@@ -103,26 +122,32 @@ fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -
             }
             None
         }
-        Admit::Refused(h) => h.task.job.map(|j| engine.abandon(j, true)),
+        Admit::Refused(h) => {
+            let mut task = *h.task;
+            let job = task.job.take()?;
+            let d = engine.abandon(job, true);
+            Some(task.finish(r, d))
+        }
     }
 }
 
 /// Posts to the pool; if it cannot be posted, the place it held is given back and the answer
 /// is a temporary failure (never OK).
-fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option<Decision> {
-    let Some(pool) = task.pool else { return give_up(*task) };
+fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option<ngx_int_t> {
+    let Some(pool) = task.pool else { return Some(give_up(r, *task)) };
     match offload::post(pool, r, task, held) {
         Ok(()) => None,
-        Err(task) => give_up(*task),
+        Err(task) => Some(give_up(r, *task)),
     }
 }
 
-fn give_up(mut task: OffloadJob) -> Option<Decision> {
+fn give_up(r: *mut ngx_http_request_t, mut task: OffloadJob) -> ngx_int_t {
     if let Some(key) = task.place.take() {
         release(key);
     }
-    let job = task.job.take()?;
-    Some(task.engine.abandon(job, false))
+    let Some(job) = task.job.take() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
+    let d = task.engine.abandon(job, false);
+    task.finish(r, d)
 }
 
 /// A costly job is over: its place goes to the next queued one, and the requests that waited
@@ -130,30 +155,25 @@ fn give_up(mut task: OffloadJob) -> Option<Decision> {
 fn release(key: Option<CacheKey>) {
     let released = SCHED.with(|s| s.borrow_mut().done(key));
     if let Some(h) = released.next {
-        if let Some(d) = post(h.r, h.task, true) {
-            answer_held(h.r, &d);
+        if let Some(rc) = post(h.r, h.task, true) {
+            offload::finalize(h.r, rc);
         }
     }
     for mut f in released.followers {
         let Some(job) = f.task.job.take() else { continue };
         f.task.place = None;
-        let next = match f.task.engine.retry(job) {
-            Start::Done(d) => Some(d),
+        let r = f.r;
+        let rc = super::guard(Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t), || match f.task.engine.retry(job) {
+            Start::Done(d) => Some(f.task.finish(r, d)),
             Start::Offload(job) => {
                 f.task.job = Some(job);
-                dispatch(f.r, f.task, true)
+                dispatch(r, f.task, true)
             }
-        };
-        if let Some(d) = next {
-            answer_held(f.r, &d);
+        });
+        if let Some(rc) = rc {
+            offload::finalize(r, rc);
         }
     }
-}
-
-/// Answers a held request outside its content handler.
-fn answer_held(r: *mut ngx_http_request_t, d: &Decision) {
-    let rc = super::guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || send(r, d));
-    offload::finalize(r, rc);
 }
 
 impl offload::Task for OffloadJob {
@@ -168,15 +188,14 @@ impl offload::Task for OffloadJob {
             release(key);
         }
         let Some(job) = self.job.take() else { return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
-        let d = match self.engine.complete(job) {
-            Start::Done(d) => d,
+        match self.engine.complete(job) {
+            Start::Done(d) => Some(self.finish(r, d)),
             // the lookup left a costly verification: scheduled like any other
             Start::Offload(job) => {
                 self.job = Some(job);
-                dispatch(r, self, true)?
+                dispatch(r, self, true)
             }
-        };
-        Some(send(r, &d))
+        }
     }
 }
 

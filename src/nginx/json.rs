@@ -28,7 +28,7 @@ use ngx::ngx_log_error;
 
 use super::handler::log_decision;
 use super::{guard, offload, util, Module};
-use crate::engine::{AuthResult, Decision, Engine, Job, Level, Reply, Start};
+use crate::engine::{AuthResult, Decision, Engine, Level, Reply, Start};
 use crate::protocol::json::{self, Mode};
 use crate::protocol::{printable, AuthResponse, Method, Protocol, MSG_TEMP};
 use crate::store::{Account, Query, StoreError};
@@ -211,7 +211,6 @@ fn on_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         client_ip: None,
         protocol: json::protocol_of(&j.service),
         started: ctx.started,
-        job: None,
         decision: None,
         account: None,
         lookup: false,
@@ -241,11 +240,14 @@ fn on_body(r: *mut ngx_http_request_t) -> ngx_int_t {
                     call.decision = Some(d);
                     call.proceed(r)
                 }
+                // scheduled like any auth_http request's job (costly verifications bounded), then on
                 Start::Offload(job) => {
-                    call.job = Some(job);
-                    // the account's attributes are looked up on the pool thread as well
-                    call.lookup = true;
-                    call.post(r)
+                    let (engine, pool) = (call.engine.clone(), call.pool);
+                    let finish = move |r, d| {
+                        call.decision = Some(d);
+                        call.proceed(r)
+                    };
+                    super::handler::schedule(r, engine, pool, job, Box::new(finish))
                 }
             }
         }
@@ -265,7 +267,6 @@ struct Call {
     client_ip: Option<IpAddr>,
     protocol: Option<Protocol>,
     started: std::time::Instant,
-    job: Option<Box<Job>>,
     decision: Option<Decision>,
     account: Option<Result<Option<Account>, StoreError>>,
     /// Look the account up in `run`.
@@ -282,25 +283,18 @@ struct Call {
 impl offload::Task for Call {
     fn run(&mut self) {
         self.ran = true;
-        if let Some(job) = self.job.as_mut() {
-            job.run(&self.engine);
-        }
         if self.lookup && self.account.is_none() {
             self.account = Some(self.look_up());
         }
     }
 
-    fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
+    fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         if !self.ran {
-            // not posted: the engine answers its job with a temporary failure (and settles
-            // the limiter); no account lookup is attempted
+            // not posted: no account lookup is attempted (a temporary failure)
             self.refused = true;
         }
         self.ran = false;
-        if let Some(job) = self.job.take() {
-            self.decision = Some(self.engine.complete(job));
-        }
-        self.proceed(r)
+        Some(self.proceed(r))
     }
 }
 
@@ -335,21 +329,21 @@ impl Call {
     /// Onto the thread pool (inline when there is none or it refuses the task).
     fn post(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
         let pool = self.pool;
-        let task: Box<dyn offload::Task> = self;
         let posted = match pool {
-            Some(p) => offload::post(p, r, task),
-            None => Err(task),
+            Some(p) => offload::post(p, r, self, false),
+            None => Err(self),
         };
-        match posted {
-            Ok(()) => NGX_DONE as ngx_int_t,
+        let done = match posted {
+            Ok(()) => return NGX_DONE as ngx_int_t,
             // the pool refused it (queue full, no memory): never costly work on the event loop
-            Err(task) if pool.is_some() => task.complete(r),
+            Err(task) if pool.is_some() => offload::Task::complete(task, r),
             // no thread pool (`mail_auth_thread_pool off`): here
             Err(mut task) => {
-                task.run();
-                task.complete(r)
+                offload::Task::run(&mut *task);
+                offload::Task::complete(task, r)
             }
-        }
+        };
+        done.unwrap_or(NGX_DONE as ngx_int_t)
     }
 
     /// The account lookup could not be posted: a temporary failure.
@@ -578,7 +572,13 @@ impl offload::Task for ListTask {
         self.result = Some(self.write());
     }
 
-    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
+    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
+        Some(self.answer(r))
+    }
+}
+
+impl ListTask {
+    fn answer(self, r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: `r` is live.
         let req = unsafe { Request::from_ngx_http_request(r) };
         match self.result {
@@ -611,19 +611,19 @@ fn list_accounts(r: *mut ngx_http_request_t, session: String) -> ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     ngx_log_error!(NGX_LOG_INFO, req.log(), "mail_auth_json: session={session} mode=ListAccounts");
-    let task: Box<dyn offload::Task> = Box::new(ListTask { engine, session, result: None });
+    let task = Box::new(ListTask { engine, session, result: None });
     let posted = match lc.pool {
-        Some(p) => offload::post(p, r, task),
+        Some(p) => offload::post(p, r, task, false),
         None => Err(task),
     };
     match posted {
         Ok(()) => NGX_DONE as ngx_int_t,
         // the pool refused it (queue full): a temporary failure, not a walk on the event loop
-        Err(task) if lc.pool.is_some() => task.complete(r),
+        Err(task) if lc.pool.is_some() => task.answer(r),
         // no thread pool (mail_auth_thread_pool off): written here, on the event loop
         Err(mut task) => {
-            task.run();
-            task.complete(r)
+            offload::Task::run(&mut *task);
+            task.answer(r)
         }
     }
 }
