@@ -10,6 +10,7 @@
 //! | `{PLAIN}`, `{CLEARTEXT}`, `{CLEAR}`, `{PLAIN-B64}` | stored password (`plain.rs`) |
 //! | `$argon2i$` `$argon2id$` (PHC), `{ARGON2I}`, `{ARGON2ID}` | Argon2 (`argon.rs`) |
 //! | `{CRAM-MD5}` / `{HMAC-MD5}` (Dovecot's HMAC-MD5 key states) | challenge-response (`cram.rs`) |
+//! | `{PBKDF2}` (Dovecot), `$pbkdf2$` `$pbkdf2-sha256$` `$pbkdf2-sha512$` (passlib), `pbkdf2_sha1$` `pbkdf2_sha256$` (Django) | PBKDF2 (`pbkdf2.rs`) |
 //!
 //! [`verify_challenge`] checks the APOP and CRAM-MD5 responses nginx mail passes on: they need
 //! the password itself (a plain scheme) or, for CRAM-MD5, the `{CRAM-MD5}` form.
@@ -26,6 +27,7 @@ mod blf;
 mod cram;
 mod digest;
 mod md5crypt;
+mod pbkdf2;
 mod plain;
 mod shacrypt;
 
@@ -107,6 +109,7 @@ enum Stored<'a> {
     Plain(plain::Plain),
     Argon2(Box<argon::Argon2<'a>>),
     CramMd5(cram::CramMd5),
+    Pbkdf2(pbkdf2::Pbkdf2),
 }
 
 /// Encoding override after a `.` in a braced scheme name (Dovecot's `{SHA.HEX}`).
@@ -137,6 +140,9 @@ fn parse_crypt(s: &str) -> Result<Stored<'_>, SchemeError> {
     }
     if s.starts_with("$argon2") {
         return argon::parse(s).map(|h| Stored::Argon2(Box::new(h)));
+    }
+    if pbkdf2::is_pbkdf2(s) {
+        return pbkdf2::parse(s).map(Stored::Pbkdf2);
     }
     let what = if let Some(rest) = s.strip_prefix('$') {
         format!("${}$", rest.split('$').next().unwrap_or(""))
@@ -185,6 +191,9 @@ fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError
     }
     if matches!(base, "CRAM-MD5" | "HMAC-MD5") && encoding != Encoding::Base64 {
         return cram::parse(rest).map(Stored::CramMd5);
+    }
+    if base == "PBKDF2" && encoding == Encoding::Default {
+        return pbkdf2::parse_braced(rest).map(Stored::Pbkdf2);
     }
     // The crypt families: the value is the crypt string itself, no encoding suffix.
     let crypt_scheme = matches!(
@@ -235,6 +244,7 @@ pub fn verify(stored: &str, password: &[u8]) -> Result<bool, SchemeError> {
         Stored::Plain(h) => Ok(h.verify(password)),
         Stored::Argon2(h) => h.verify(password),
         Stored::CramMd5(h) => Ok(h.verify(password)),
+        Stored::Pbkdf2(h) => Ok(h.verify(password)),
     }
 }
 
@@ -262,6 +272,8 @@ pub fn is_costly(stored: &str) -> bool {
     match parse(stored) {
         Ok(Stored::Bcrypt(_)) | Ok(Stored::Argon2(_)) => true,
         Ok(Stored::ShaCrypt(h)) => h.rounds() > 5000,
+        // Over ~1 ms, as SHA512-CRYPT past its default 5000 rounds.
+        Ok(Stored::Pbkdf2(h)) => h.cost() > 1000,
         _ => false,
     }
 }
@@ -286,6 +298,8 @@ pub fn cost_estimate(stored: &str) -> u64 {
         Ok(Stored::Md5Crypt(_)) => 110,
         // 0.6 µs per KiB and pass (m=64 MiB, t=3: 118 ms).
         Ok(Stored::Argon2(h)) => h.work_kib().saturating_mul(3) / 5 + 1,
+        // Linear in the rounds, per PRF (see pbkdf2.rs).
+        Ok(Stored::Pbkdf2(h)) => h.cost(),
         Ok(Stored::Digest(_)) | Ok(Stored::Plain(_)) | Ok(Stored::CramMd5(_)) => 1,
         Err(_) => 0,
     }
@@ -301,6 +315,7 @@ pub fn scheme_name(stored: &str) -> &'static str {
         Ok(Stored::Plain(_)) => "PLAIN",
         Ok(Stored::Argon2(h)) => h.name(),
         Ok(Stored::CramMd5(_)) => "CRAM-MD5",
+        Ok(Stored::Pbkdf2(h)) => h.name(),
         Err(_) => "unknown",
     }
 }
