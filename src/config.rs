@@ -131,7 +131,8 @@ pub enum StoreConf {
     PasswdFile(String),
     /// `mail_auth_sqlite PATH`, and the `mail_auth_sqlite_query` in effect where it is used
     /// (`None`: the default query).
-    Sqlite { path: String, query: Option<String> },
+    /// `rows`: `mail_auth_sqlite_cache_rows` in effect (`None`: the default).
+    Sqlite { path: String, query: Option<String>, rows: Option<usize> },
 }
 
 /// A `mail_auth_log_level` value (nginx's level names, case-insensitive).

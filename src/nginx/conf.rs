@@ -140,6 +140,10 @@ directives! {
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
+    /// Rows of the SQLite store each worker keeps (validated by the file's change counter).
+    sqlite_cache_rows: Option<usize>, inherit {
+        "mail_auth_sqlite_cache_rows" ANY | NGX_CONF_TAKE1 => set_sqlite_cache_rows;
+    }
     /// `mail_auth_json`'s list-accounts from SQLite.
     sqlite_accounts_query: Option<String>, inherit {
         "mail_auth_sqlite_accounts_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
@@ -430,7 +434,17 @@ fn set_passwd_file(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String
 
 fn set_sqlite(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
     // the query is the mail_auth_sqlite_query in effect where the store is used (`store_conf`)
-    set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None })
+    set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None, rows: None })
+}
+
+fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
+    a.once(rows, || {
+        a.v[0]
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 10_000_000)
+            .ok_or_else(|| format!("\"mail_auth_sqlite_cache_rows\": invalid number \"{}\" (0..10000000)", a.v[0]))
+    })
 }
 
 fn set_sqlite_query(a: &Args, query: &mut Option<String>) -> Result<(), String> {
@@ -753,8 +767,9 @@ fn build_engine(
 /// The store in effect, with the SQLite query in effect.
 fn store_conf(d: &Directives) -> Option<StoreConf> {
     let mut s = d.store.clone()?;
-    if let StoreConf::Sqlite { query, .. } = &mut s {
+    if let StoreConf::Sqlite { query, rows, .. } = &mut s {
         query.clone_from(&d.sqlite_query);
+        *rows = d.sqlite_cache_rows;
     }
     Some(s)
 }
@@ -765,7 +780,7 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
         StoreConf::PasswdFile(path) => {
             Arc::new(store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?)
         }
-        StoreConf::Sqlite { path, query } => sqlite_store(cf, path, query.as_deref())?,
+        StoreConf::Sqlite { path, query, rows } => sqlite_store(cf, path, query.as_deref(), *rows)?,
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -779,7 +794,12 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
 }
 
 #[cfg(feature = "sqlite")]
-fn sqlite_store(cf: *mut ngx_conf_t, path: &str, query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+fn sqlite_store(
+    cf: *mut ngx_conf_t,
+    path: &str,
+    query: Option<&str>,
+    rows: Option<usize>,
+) -> Result<Arc<dyn Store>, String> {
     let query = query.unwrap_or(store::sqlite::DEFAULT_QUERY);
     match store::sqlite::SqliteStore::check_query(path, query) {
         Ok(Some(warning)) => {
@@ -789,11 +809,16 @@ fn sqlite_store(cf: *mut ngx_conf_t, path: &str, query: Option<&str>) -> Result<
         Err(e) => return Err(format!("mail_auth_sqlite \"{path}\": {e}")),
     }
     let s = store::sqlite::SqliteStore::new(path, query).map_err(|e| format!("mail_auth_sqlite \"{path}\": {e}"))?;
-    Ok(Arc::new(s))
+    Ok(Arc::new(s.with_cache_rows(rows.unwrap_or(store::sqlite::DEFAULT_CACHE_ROWS))))
 }
 
 #[cfg(not(feature = "sqlite"))]
-fn sqlite_store(_cf: *mut ngx_conf_t, _path: &str, _query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+fn sqlite_store(
+    _cf: *mut ngx_conf_t,
+    _path: &str,
+    _query: Option<&str>,
+    _rows: Option<usize>,
+) -> Result<Arc<dyn Store>, String> {
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 

@@ -42,6 +42,9 @@ use crate::protocol::{self, Protocol};
 use crate::scheme;
 
 /// The query used with the schema in `scripts/schema.sql`.
+/// Default `mail_auth_sqlite_cache_rows`: rows each worker keeps (about 300 bytes each).
+pub const DEFAULT_CACHE_ROWS: usize = 4096;
+
 pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
 
@@ -78,6 +81,37 @@ struct Shape {
 struct Open {
     conn: Connection,
     shape: Shape,
+    /// The same file, opened beside the connection: its header's change counter says whether
+    /// the cached rows still are what the database holds.
+    file: std::fs::File,
+}
+
+/// Rows of the database kept by this worker, each the final answer of a lookup (`None`: no
+/// such user), all read while the file's change counter was `counter`.
+///
+/// In SQLite's rollback-journal mode the counter (header offset 24) changes whenever a writer
+/// that modified the file unlocks it. It is read (one `pread`) before every lookup: equal to
+/// the rows', a row answers without SQLite (no locks, no journal checks); different, the rows
+/// are dropped first. The counter is read *before* a lookup that fills a row, so a commit in
+/// between leaves the row under the older counter, dropped at the next lookup. A WAL database
+/// (whose commits do not touch the counter) keeps no rows; neither does a query with any
+/// parameter but `:user`.
+#[derive(Default)]
+struct Rows {
+    counter: Option<u32>,
+    map: std::collections::HashMap<String, Option<Account>>,
+}
+
+/// The change counter of an open database file, `None` when it can't be read or the file is in
+/// WAL mode (header bytes 18/19: read/write versions 2).
+fn change_counter(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 12];
+    file.read_exact_at(&mut h, 16).ok()?;
+    if h[2] == 2 || h[3] == 2 {
+        return None;
+    }
+    Some(u32::from_be_bytes([h[8], h[9], h[10], h[11]]))
 }
 
 /// What a lookup ran into.
@@ -100,6 +134,7 @@ type Found = (Result<Account, String>, bool);
 
 struct Inner {
     conn: Option<Open>,
+    rows: Rows,
     /// The file's identity (that of the open connection's file), broken state.
     watch: FileWatch,
 }
@@ -110,6 +145,8 @@ pub struct SqliteStore {
     desc: String,
     sql: String,
     busy_timeout: Duration,
+    /// At most this many rows kept (`mail_auth_sqlite_cache_rows`; 0: none).
+    cache_rows: usize,
     inner: Mutex<Inner>,
     events: Events,
     /// The slowest stored password of the default schema's `users` table, and the file it was
@@ -230,10 +267,15 @@ impl SqliteStore {
         events.bump();
         Ok(SqliteStore {
             desc: format!("sqlite \"{}\"", path.display()),
-            inner: Mutex::new(Inner { conn: None, watch: FileWatch::new(&path, Duration::from_secs(1)) }),
+            inner: Mutex::new(Inner {
+                conn: None,
+                rows: Rows::default(),
+                watch: FileWatch::new(&path, Duration::from_secs(1)),
+            }),
             path,
             sql: sql.to_string(),
             busy_timeout: Duration::from_millis(100),
+            cache_rows: DEFAULT_CACHE_ROWS,
             events,
             template: Mutex::new((None, None)),
         })
@@ -242,6 +284,12 @@ impl SqliteStore {
     /// How often the file is stat()ed for replacement (default 1 s; 0 in tests).
     pub fn with_check_interval(self, d: Duration) -> SqliteStore {
         lock(&self.inner).watch.set_interval(d);
+        self
+    }
+
+    /// How many rows each worker keeps ([`DEFAULT_CACHE_ROWS`]; 0: none).
+    pub fn with_cache_rows(mut self, n: usize) -> SqliteStore {
+        self.cache_rows = n;
         self
     }
 
@@ -274,6 +322,7 @@ impl SqliteStore {
 
     fn mark_broken(&self, inner: &mut Inner, cause: &str) {
         inner.conn = None;
+        inner.rows = Rows::default();
         inner.watch.fail(&self.events, cause);
     }
 
@@ -289,6 +338,7 @@ impl SqliteStore {
                 }
                 inner.watch.set_current(Some(id));
                 inner.conn = None;
+                inner.rows = Rows::default();
                 Ok(())
             }
         }
@@ -310,7 +360,8 @@ impl SqliteStore {
         let stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         let shape = check_statement(&stmt)?;
         drop(stmt);
-        Ok(Open { conn, shape })
+        let file = std::fs::File::open(&self.path).map_err(|e| format!("cannot open: {e}"))?;
+        Ok(Open { conn, shape, file })
     }
 
     /// The first row mapped to an account, and whether there were more. `Err`: the database
@@ -370,8 +421,55 @@ impl SqliteStore {
         Ok(Some((account, more)))
     }
 
+    /// The change counter to keep rows under, when rows are kept for this store and query (a
+    /// different counter than the rows' drops them).
+    fn rows_counter(&self, inner: &mut Inner) -> Option<u32> {
+        if self.cache_rows == 0 {
+            return None;
+        }
+        let open = inner.conn.as_ref()?;
+        if open.shape.params.iter().any(|&(_, p)| p != Param::User) {
+            return None;
+        }
+        let counter = change_counter(&open.file);
+        if counter.is_none() || inner.rows.counter != counter {
+            inner.rows = Rows { counter, ..Rows::default() };
+        }
+        counter
+    }
+
     /// [`Store::lookup`] and [`Store::try_lookup`]: `None` only with `try_only`.
     fn find(&self, inner: &mut Inner, q: &Query<'_>, try_only: bool) -> Option<Result<Option<Account>, StoreError>> {
+        // a replaced or vanished file first (at most once a second): it drops the connection
+        // and the rows
+        if let Err(cause) = self.refresh(inner) {
+            self.mark_broken(inner, &cause);
+            return Some(Err(self.err(cause)));
+        }
+        let counter = self.rows_counter(inner);
+        if counter.is_some() {
+            if let Some(row) = inner.rows.map.get(q.user) {
+                return Some(Ok(row.clone()));
+            }
+        }
+        let r = self.find_in_db(inner, q, try_only);
+        if let (Some(c), Some(Ok(row))) = (counter, &r) {
+            if inner.rows.counter == Some(c) {
+                if inner.rows.map.len() >= self.cache_rows {
+                    inner.rows.map.clear();
+                }
+                inner.rows.map.insert(q.user.to_string(), row.clone());
+            }
+        }
+        r
+    }
+
+    fn find_in_db(
+        &self,
+        inner: &mut Inner,
+        q: &Query<'_>,
+        try_only: bool,
+    ) -> Option<Result<Option<Account>, StoreError>> {
         let found = match self.lookup_inner(inner, q, try_only) {
             Ok(found) => found,
             Err(Failure::WouldWait) => return None,

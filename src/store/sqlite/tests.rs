@@ -416,7 +416,8 @@ fn try_lookup_answers_when_nothing_waits() {
     let d = tmpdir();
     let db = d.join("u.db");
     make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
-    let s = store(&db).with_busy_timeout(Duration::from_millis(400));
+    // (no rows kept: this is about SQLite's own locking)
+    let s = store(&db).with_busy_timeout(Duration::from_millis(400)).with_cache_rows(0);
     assert!(s.try_lookup(&q("alice")).is_none(), "not open yet: opening (and the template scan) would wait");
     assert!(s.lookup(&q("alice")).unwrap().is_some());
     let a = s.try_lookup(&q("alice")).expect("open, unlocked: answered").unwrap().unwrap();
@@ -516,4 +517,73 @@ fn accounts_lists_every_name_and_extra_columns_are_kept() {
 
     let gone = store(&d.join("missing.db"));
     assert!(gone.accounts(&mut |_| true).is_err(), "a missing database is an error, not an empty list");
+}
+
+#[test]
+fn kept_rows_answer_until_a_writer_changes_the_file() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    // the file's identity is not looked at again for an hour: only the change counter can tell
+    let s = SqliteStore::new(db.to_str().unwrap(), DEFAULT_QUERY)
+        .unwrap()
+        .with_check_interval(Duration::from_secs(3600))
+        .with_busy_timeout(Duration::from_millis(400));
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}a");
+    assert_eq!(s.lookup(&q("nobody")).unwrap(), None);
+    // (the first lookup opened the connection: from then on answers are kept)
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    assert_eq!(lock(&s.inner).rows.map.len(), 2, "both answers kept (an unknown user too)");
+
+    // a writer holding its lock with the change not committed: the kept row (the committed
+    // state) answers at once, even without waiting
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE; UPDATE users SET password = '{PLAIN}b';").unwrap();
+    let t0 = Instant::now();
+    assert_eq!(s.try_lookup(&q("alice")).unwrap().unwrap().unwrap().password, "{PLAIN}a");
+    assert!(t0.elapsed() < Duration::from_millis(200));
+    writer.execute_batch("COMMIT").unwrap();
+    // committed: the next lookup sees it, and the rows were dropped
+    assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}b");
+    assert_eq!(lock(&s.inner).rows.map.len(), 1, "rows of the old counter dropped");
+    // a user added, and one removed, are seen at once too
+    writer.execute_batch("INSERT INTO users(name, password) VALUES ('nobody', '{PLAIN}n')").unwrap();
+    assert_eq!(s.lookup(&q("nobody")).unwrap().unwrap().password, "{PLAIN}n");
+    writer.execute_batch("DELETE FROM users WHERE name = 'alice'").unwrap();
+    assert_eq!(s.lookup(&q("alice")).unwrap(), None);
+    // what the admin tool does (a new connection per change, as mail-auth-user)
+    drop(writer);
+    for pw in ["{PLAIN}1", "{PLAIN}2", "{PLAIN}3"] {
+        let w = Connection::open(&db).unwrap();
+        w.execute("UPDATE users SET password = ?1 WHERE name = 'nobody'", [pw]).unwrap();
+        drop(w);
+        assert_eq!(s.lookup(&q("nobody")).unwrap().unwrap().password, pw);
+    }
+}
+
+#[test]
+fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    let users: Vec<String> =
+        (0..10).map(|i| format!("INSERT INTO users(name, password) VALUES ('u{i}', '{{PLAIN}}p')")).collect();
+    make_db(&db, &users.iter().map(String::as_str).collect::<Vec<_>>());
+    let s = store(&db).with_cache_rows(4);
+    for i in 0..10 {
+        assert!(s.lookup(&q(&format!("u{i}"))).unwrap().is_some());
+        assert!(lock(&s.inner).rows.map.len() <= 4);
+    }
+    // a query with another parameter than :user: its answers depend on more than the user
+    let by_ip = "SELECT name, password FROM users WHERE name = :user AND :client_ip IS NOT NULL";
+    let s = SqliteStore::new(db.to_str().unwrap(), by_ip).unwrap().with_check_interval(Duration::ZERO);
+    assert!(s.lookup(&q("u1")).unwrap().is_some());
+    assert_eq!(lock(&s.inner).rows.map.len(), 0);
+    // WAL: commits do not change the counter, so nothing is kept
+    let wal = d.join("wal.db");
+    make_db(&wal, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    Connection::open(&wal).unwrap().execute_batch("PRAGMA journal_mode=WAL").unwrap();
+    let s = store(&wal);
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    assert_eq!(lock(&s.inner).rows.map.len(), 0);
 }
