@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Account, Query, Store, StoreError, StoreNotice};
@@ -81,21 +80,7 @@ impl Store for ListedBy {
     }
 
     fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
-        let mut walk = || -> rusqlite::Result<()> {
-            let conn = open(&self.path)?;
-            let mut stmt = conn.prepare(&self.sql)?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                if let ValueRef::Text(t) = row.get_ref(0)? {
-                    if let Ok(name) = std::str::from_utf8(t) {
-                        if !each(name) {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
+        let mut walk = || crate::store::sqlite::walk_names(&open(&self.path)?, &self.sql, each);
         walk().map_err(|e| StoreError { source: self.describe(), cause: format!("listing the accounts: {e}") })
     }
 }

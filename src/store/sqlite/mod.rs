@@ -653,23 +653,25 @@ impl Store for SqliteStore {
     /// [`ACCOUNTS_QUERY`] on a connection of its own (a long walk does not hold the lookups'
     /// connection).
     fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
-        let mut walk = || -> rusqlite::Result<()> {
-            let conn = open_read_only(&self.path, self.busy_timeout)?;
-            let mut stmt = conn.prepare(ACCOUNTS_QUERY)?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                if let ValueRef::Text(t) = row.get_ref(0)? {
-                    if let Ok(name) = std::str::from_utf8(t) {
-                        if !each(name) {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
+        let mut walk = || walk_names(&open_read_only(&self.path, self.busy_timeout)?, ACCOUNTS_QUERY, each);
         walk().map_err(|e| self.err(format!("listing the accounts: {e}")))
     }
+}
+
+/// Runs `sql` and hands each row's first column (text, UTF-8) to `each` until it says stop.
+pub(crate) fn walk_names(conn: &Connection, sql: &str, each: &mut dyn FnMut(&str) -> bool) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if let ValueRef::Text(t) = row.get_ref(0)? {
+            if let Ok(name) = std::str::from_utf8(t) {
+                if !each(name) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
