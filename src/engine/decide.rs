@@ -29,6 +29,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::fmt::Write as _;
+
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
@@ -222,21 +224,8 @@ fn backend_reason(server: &str, port: u16, user: Option<&str>) -> String {
     if v6 {
         r.push(']');
     }
-    r.push(':');
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = port;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        r.push(char::from(d));
-    }
+    // (written into the capacity reserved above: no further allocation)
+    let _ = write!(r, ":{port}");
     if let Some(u) = user {
         r.push_str(" as \"");
         r.push_str(u);

@@ -8,8 +8,8 @@
 //! costliest kind, from the first request on. The template's result is ignored.
 //!
 //! Memory: costly verifications (Argon2 takes its `m` KiB each) reach the pool only through
-//! the worker's [`super::sched::Scheduler`]: at most `limit` at once, at most `queue` held;
-//! beyond that the login is answered with a temporary failure (`overloaded`).
+//! the worker's [`super::sched::Scheduler`]: at most `limit` at once, at most `queue` waiting
+//! for a turn; beyond that the login is answered with a temporary failure (`overloaded`).
 
 #![forbid(unsafe_code)]
 

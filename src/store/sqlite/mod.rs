@@ -367,8 +367,8 @@ impl SqliteStore {
     /// The first row mapped to an account, and whether there were more. `Err`: the database
     /// is unusable (missing, locked, corrupt ...), or, with `try_only`, answering would wait
     /// (for a database lock, an open, a template scan).
+    /// The caller ([`SqliteStore::find`]) has looked at the file's identity already.
     fn lookup_inner(&self, inner: &mut Inner, q: &Query<'_>, try_only: bool) -> Result<Option<Found>, Failure> {
-        self.refresh(inner)?;
         if inner.conn.is_none() {
             if try_only {
                 return Err(Failure::WouldWait);
