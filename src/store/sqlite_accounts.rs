@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use super::{Account, Query, Store, StoreError, StoreNotice};
 
@@ -16,9 +16,7 @@ use super::{Account, Query, Store, StoreError, StoreNotice};
 const BUSY: Duration = Duration::from_millis(500);
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    c.busy_timeout(BUSY)?;
-    Ok(c)
+    crate::store::sqlite::open_read_only(path, BUSY)
 }
 
 /// Checks the query at configuration time (`nginx -t`): it must prepare, take no parameter

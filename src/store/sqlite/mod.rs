@@ -156,7 +156,7 @@ pub struct SqliteStore {
 
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
 /// store's own mutex.
-fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+pub(crate) fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(busy)?;
     Ok(conn)
