@@ -5,6 +5,7 @@
 
 use crate::engine::Level;
 use crate::protocol::{self, Protocol};
+use crate::realip::TrustedProxies;
 
 /// A backend address: `server` an IP literal, `port` 1..65535.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct AuthConfig {
     pub relay_domains: Vec<String>,
     /// `mail_auth_master_user`.
     pub master_user: Option<MasterUser>,
+    /// `mail_auth_real_ip_from`: balancers whose `Proxy-Protocol-Addr` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for AuthConfig {
@@ -61,6 +64,7 @@ impl Default for AuthConfig {
             fail_wait: DEFAULT_FAIL_WAIT,
             relay_domains: Vec::new(),
             master_user: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Plain-Rust modules (no nginx types, unit-tested with `cargo test`):
 //! `protocol` (auth_http model), `scheme` (password schemes), `store` (passwd-file, SQLite),
-//! `policy` (per-account rules), `cidr` (networks), `engine` (the whole decision),
+//! `policy` (per-account rules), `cidr` (networks), `realip` (the client behind a PROXY-protocol
+//! balancer), `engine` (the whole decision),
 //! `smtp` (envelope addresses), `basic` (Basic-credential bridge),
 //! `shm` / `cache` / `limiter` / `metrics` (tables and counters shared by workers in shared memory).
 //! The FFI layer lives in `nginx` and is the only place with `unsafe`.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod protocol;
+pub mod realip;
 pub mod scheme;
 pub mod shm;
 pub mod smtp;

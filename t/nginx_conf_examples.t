@@ -37,7 +37,9 @@ plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 
 # per example: nginx -t, one login; plus the harness's two checks (alerts, sanitizer) each
 my $with_status = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /mail_auth_status;/ } @examples;
-plan(tests => 4 * @examples + $with_status + 1);
+# an example with a proxy_protocol listener on 1144: a login through it as a balancer would
+my $with_pp = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /:1144 proxy_protocol;/ } @examples;
+plan(tests => 4 * @examples + $with_status + 2 * $with_pp + 1);
 
 # the point of the bridge: no set_misc / NDK directive in any example (comments aside)
 my @third_party = grep { /^\s*[^#\s]*\b(set_unescape_uri|set_encode_base64|set_decode_base64|set_by_lua|ndk_set_var_value)\b/m }
@@ -94,6 +96,16 @@ for my $file (@examples) {
 		my $m = http_get($1, socket => IO::Socket::INET->new('127.0.0.1:' . port(9180)));
 		like($m // '', qr/^mail_auth_requests_total\{protocol="imap",method="plain",result="ok"\} 1\r?$/m,
 			"$name: $1 counted the login");
+	}
+	if ($conf =~ /:%%PORT_1144%% proxy_protocol;/) {
+		# (t/lib/proxy_client.py: a PROXY v1 header from 127.0.0.1 naming 127.0.0.66, then imaplib)
+		open my $pc, '-|', 'python3', "$FindBin::Bin/lib/proxy_client.py", 'imap', port(1144),
+			'127.0.0.66', 'alice', 'alice-secret' or die "python3: $!\n";
+		my $pout = do { local $/; <$pc> } // '';
+		close $pc;
+		is($? >> 8, 0, "$name: IMAP login through the proxy_protocol listener") or diag($pout);
+		like($t->read_file('error.log'), qr/mail_auth: user="alice" client=127\.0\.0\.66 .*result=ok/,
+			"$name: the module saw the client the balancer named");
 	}
 	$t->stop();
 	$t->stop_daemons();

@@ -36,6 +36,7 @@ use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
 use crate::metrics::Metrics;
 use crate::oauth::{Route, TokenError};
 use crate::protocol::{printable, AuthRequest, AuthResponse, HeaderView, LogFields, Method};
+use crate::realip::RealClient;
 use crate::scheme;
 use crate::store::{NoticeLevel, Store};
 
@@ -269,8 +270,8 @@ impl Engine {
 
     /// The first call for a request, on the event loop.
     pub fn start(&self, view: &HeaderView<'_>, ctx: Ctx) -> Start {
-        let trace = Trace::new(ctx);
-        let req = match view.request() {
+        let mut trace = Trace::new(ctx);
+        let mut req = match view.request() {
             Ok(r) => r,
             Err(e) if !view.is_auth_http() => {
                 self.count(None, AuthResult::BadRequest, ctx);
@@ -283,12 +284,38 @@ impl Engine {
             }
             Err(e) => {
                 // An auth_http request with unusable values: a normal failed login for the client.
-                let fields = view.log_fields();
+                let fields = self.log_fields(view);
                 let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
                 return Start::Done(self.conclude(fields, o, ctx, trace));
             }
         };
+        match view.real_client(&self.cfg.trusted_proxies) {
+            RealClient::Direct => {}
+            RealClient::Proxied { client } => {
+                trace.step(|| {
+                    let proxy = req.client_ip.map_or_else(|| "unix:".to_string(), |ip| ip.to_string());
+                    format!("client {client} named by trusted proxy {proxy} (Proxy-Protocol-Addr)")
+                });
+                req.client_ip = Some(client);
+            }
+            RealClient::Malformed(why) => {
+                // the balancer is trusted to name the client and named none: nobody to count
+                // or to match network rules against (never the balancer's own address)
+                let o = outcome::temp_fail(&self.cfg, &req, AuthResult::ProxyError, why);
+                return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
+            }
+        }
         self.start_request(req, ctx, trace)
+    }
+
+    /// What the log says of a request that could not be parsed: the client a trusted balancer
+    /// named, if it named a usable one.
+    fn log_fields(&self, view: &HeaderView<'_>) -> LogFields {
+        let mut fields = view.log_fields();
+        if let RealClient::Proxied { client } = view.real_client(&self.cfg.trusted_proxies) {
+            fields.client = Some(client);
+        }
+        fields
     }
 
     /// The decision for a request already parsed (from auth_http headers, or from another
@@ -460,7 +487,7 @@ impl Engine {
     /// 401/403, or a 5xx): the auth_http answer for it. `None` when the request is not an
     /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
     pub fn bridge_refusal(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
-        let mut fields = view.log_fields();
+        let mut fields = self.log_fields(view);
         let protocol = fields.protocol?;
         fields.method = fields.method.or(Some(Method::Plain));
         let user = String::from_utf8_lossy(&fields.user).into_owned();

@@ -52,6 +52,7 @@ results! {
     StoreError = "store-error",
     BackendError = "backend-error",
     BadRequest = "bad-request",
+    ProxyError = "proxy-error",
     SchemeError = "scheme-error",
     Overloaded = "overloaded",
     InternalError = "internal-error",
@@ -63,10 +64,13 @@ impl AuthResult {
         self as usize
     }
 
-    /// A problem of the store, the configuration or the module: always logged at `error`,
-    /// whatever `mail_auth_log_level` says.
+    /// A problem of the store, the configuration, a trusted balancer or the module: always
+    /// logged at `error`, whatever `mail_auth_log_level` says.
     pub fn is_operator_problem(self) -> bool {
-        matches!(self, AuthResult::StoreError | AuthResult::BackendError | AuthResult::InternalError)
+        matches!(
+            self,
+            AuthResult::StoreError | AuthResult::BackendError | AuthResult::ProxyError | AuthResult::InternalError
+        )
     }
 }
 

@@ -1207,3 +1207,96 @@ fn a_lookup_on_the_pool_hands_its_costly_verification_back_to_the_scheduler() {
     assert_eq!(d.result, AuthResult::Ok);
     assert!(d.lines.iter().any(|(_, l)| l.contains("cached verdict")) || e.cache.is_none(), "{:?}", d.lines);
 }
+
+/// A login through a PROXY-protocol balancer: `Client-IP` the balancer, `pp` the
+/// `Proxy-Protocol-Addr` values nginx sent.
+fn login_via(e: &Engine, user: &str, pass: &str, balancer: &str, pp: &[&str]) -> Decision {
+    let (u, p) = (crate::protocol::escape(user.as_bytes()), crate::protocol::escape(pass.as_bytes()));
+    let mut h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", &u),
+        (b"Auth-Pass", &p),
+        (b"Client-IP", balancer.as_bytes()),
+    ];
+    for a in pp {
+        h.push((b"Proxy-Protocol-Addr", a.as_bytes()));
+        h.push((b"Proxy-Protocol-Port", b"40000"));
+    }
+    e.decide(&HeaderView::new(h.iter().copied()), Ctx::new(Level::Debug, true))
+}
+
+#[test]
+fn a_trusted_balancer_names_the_client_for_policy_limiter_store_and_log() {
+    let mut e = engine(store());
+    e.cache = None;
+    e.limit = Some(LimitConfig { ip: Some(crate::limiter::Rate { count: 2, window: 60 }), user: None, ban: 0 });
+    e.cfg.trusted_proxies = crate::realip::TrustedProxies::parse(&["192.0.2.0/24"]).unwrap();
+
+    // network rule and log line: the client the balancer named
+    let d = login_via(&e, "lan", "pw", "192.0.2.1", &["10.1.2.3"]);
+    assert_eq!(d.result, AuthResult::Ok, "{:?}", d.lines);
+    assert!(d.lines[0].1.contains(" client=10.1.2.3 "), "{}", d.lines[0].1);
+    assert!(d.trace.iter().any(|l| l.contains("named by trusted proxy 192.0.2.1")), "{:?}", d.trace);
+    let d = login_via(&e, "lan", "pw", "192.0.2.1", &["203.0.113.5"]);
+    assert_eq!(d.result, AuthResult::NetworkDenied);
+    assert!(d.lines[0].1.contains("client 203.0.113.5 not in allowed networks"), "{}", d.lines[0].1);
+
+    // the store sees it (SQLite's :client_ip)
+    let s = Arc::new(store());
+    let e2 = Engine { store: Some(s.clone()), cfg: e.cfg.clone(), ..engine(MemStore::default()) };
+    login_via(&e2, "alice", "alice pw", "192.0.2.1", &["198.51.100.7"]);
+    assert!(s.queries.lock().unwrap().last().unwrap().ends_with("Some(198.51.100.7)"));
+
+    // the limiter counts each client behind the balancer on its own
+    for pw in ["wrong 1", "wrong 2"] {
+        assert_eq!(login_via(&e, "alice", pw, "192.0.2.1", &["198.51.100.66"]).result, AuthResult::Invalid);
+    }
+    assert_eq!(login_via(&e, "alice", "wrong 3", "192.0.2.1", &["198.51.100.66"]).result, AuthResult::RateLimited);
+    assert_eq!(login_via(&e, "alice", "alice pw", "192.0.2.1", &["198.51.100.77"]).result, AuthResult::Ok);
+    assert_eq!(login_via(&e, "alice", "alice pw", "192.0.2.1", &["198.51.100.66"]).result, AuthResult::RateLimited);
+}
+
+#[test]
+fn an_untrusted_source_cannot_name_a_client() {
+    let mut e = engine(store());
+    e.cfg.trusted_proxies = crate::realip::TrustedProxies::parse(&["192.0.2.1"]).unwrap();
+    let d = login_via(&e, "lan", "pw", "192.0.2.2", &["10.1.2.3"]);
+    assert_eq!(d.result, AuthResult::NetworkDenied);
+    assert!(d.lines[0].1.contains(" client=192.0.2.2 "), "{}", d.lines[0].1);
+    // a garbage or repeated address from an untrusted source is not looked at
+    assert_eq!(login_via(&e, "alice", "alice pw", "192.0.2.2", &["999.1.1.1"]).result, AuthResult::Ok);
+    assert_eq!(login_via(&e, "alice", "alice pw", "192.0.2.2", &["10.0.0.1", "10.0.0.2"]).result, AuthResult::Ok);
+    // nothing listed: the header is ignored (main's behaviour)
+    let e = engine(store());
+    assert_eq!(login_via(&e, "lan", "pw", "192.0.2.1", &["10.1.2.3"]).result, AuthResult::NetworkDenied);
+}
+
+#[test]
+fn a_trusted_balancer_without_a_usable_address_is_a_temporary_failure() {
+    let mut e = engine(store());
+    // the balancer's own network is allowed for "lan": falling back to it would let anyone in
+    e.cfg.trusted_proxies = crate::realip::TrustedProxies::parse(&["10.0.0.1"]).unwrap();
+    for pp in [&["999.1.2.3"][..], &[""], &["10.9.9.9", "10.9.9.8"]] {
+        let d = login_via(&e, "lan", "pw", "10.0.0.1", pp);
+        assert_eq!(d.result, AuthResult::ProxyError, "{pp:?}");
+        assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })), "{pp:?}");
+        let line = &d.lines.last().unwrap().1;
+        assert_eq!(d.lines.last().unwrap().0, Level::Error, "{line}");
+        assert!(line.contains("result=proxy-error") && line.contains("trusted proxy 10.0.0.1"), "{line}");
+    }
+    // no header at all (PROXY UNKNOWN, a listener without proxy_protocol): the balancer itself
+    assert_eq!(login_via(&e, "lan", "pw", "10.0.0.1", &[]).result, AuthResult::Ok);
+    // an unparsable request still logs the client the balancer named
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"a%zz"),
+        (b"Auth-Pass", b"x"),
+        (b"Client-IP", b"10.0.0.1"),
+        (b"Proxy-Protocol-Addr", b"198.51.100.9"),
+    ];
+    let d = e.decide(&HeaderView::new(h.iter().copied()), ctx());
+    assert_eq!(d.result, AuthResult::BadRequest);
+    assert!(d.lines[0].1.contains(" client=198.51.100.9 "), "{}", d.lines[0].1);
+}

@@ -26,6 +26,7 @@ use crate::engine::{Engine, Level, Region, SharedMemory};
 use crate::limiter::{self, LimitConfig};
 use crate::oauth::{OauthConfig, Verifier};
 use crate::protocol::Protocol;
+use crate::realip::TrustedProxies;
 use crate::store::{self, NoticeLevel, Store};
 
 /// The status counters' zone, added by the first `mail_auth` or `mail_auth_status`.
@@ -154,6 +155,10 @@ directives! {
     }
     relay_domains: Option<Vec<String>>, inherit {
         "mail_auth_relay_domains" ANY | NGX_CONF_1MORE => set_relay_domains;
+    }
+    /// Balancers whose PROXY-protocol address is the client; repeated at one level: added up.
+    real_ip_from: Option<TrustedProxies>, inherit {
+        "mail_auth_real_ip_from" ANY | NGX_CONF_1MORE => set_real_ip_from;
     }
     master_user: Option<MasterUser>, inherit {
         "mail_auth_master_user" ANY | NGX_CONF_TAKE23 => set_master_user;
@@ -483,6 +488,14 @@ fn set_relay_domains(a: &Args, domains: &mut Option<Vec<String>>) -> Result<(), 
     })
 }
 
+fn set_real_ip_from(a: &Args, trusted: &mut Option<TrustedProxies>) -> Result<(), String> {
+    // like set_real_ip_from: each occurrence adds to the list of this level
+    trusted
+        .get_or_insert_with(TrustedProxies::default)
+        .add(&a.v)
+        .map_err(|e| format!("\"mail_auth_real_ip_from\": {e}"))
+}
+
 fn set_oauth2(a: &Args, oauth: &mut Option<OauthConfig>) -> Result<(), String> {
     a.once(oauth, || {
         crate::oauth::parse_directive(&a.v, |p| a.full_path(p)).map_err(|e| format!("\"mail_auth_oauth2\": {e}"))
@@ -720,6 +733,9 @@ fn build_engine(
     }
     if let Some(m) = &d.master_user {
         cfg.master_user = Some(m.clone());
+    }
+    if let Some(t) = &d.real_ip_from {
+        cfg.trusted_proxies = t.clone();
     }
     if let Some(w) = d.fail_wait {
         cfg.fail_wait = w;

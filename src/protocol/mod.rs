@@ -48,8 +48,8 @@ mod tests;
 
 pub use escape::{escape, mail_auth_escapes, printable, unescape};
 pub use request::{
-    parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, MAX_OTHER_LEN, MAX_PASS_LEN,
-    MAX_SALT_LEN, MAX_USER_LEN,
+    parse_ip, parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, MAX_OTHER_LEN,
+    MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
 };
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 

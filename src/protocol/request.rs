@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::escape::unescape_raw;
 use super::{printable, Method, Protocol};
+use crate::realip::{self, RealClient, TrustedProxies};
 
 /// TLS details nginx sends for a TLS client connection (`Auth-SSL: on` and `Auth-SSL-*`): the
 /// ones the decision reads (EXTERNAL). Certificate fields are only present when
@@ -158,9 +159,12 @@ const H_SSL: usize = 9;
 const H_SSL_VERIFY: usize = 10;
 const H_SSL_SUBJECT: usize = 11;
 const H_SSL_FINGERPRINT: usize = 12;
+const H_PP_ADDR: usize = 13;
 
 /// The headers this module reads (others, e.g. `Auth-SSL-Cert`, `Client-Host`, are ignored).
-const HEADERS: [&str; 13] = [
+/// `Proxy-Protocol-Addr` is read only for `mail_auth_real_ip_from` ([`HeaderView::real_client`]):
+/// it is not checked with the others (a repeated or oversized one matters only there).
+const HEADERS: [&str; 14] = [
     "Auth-Method",
     "Auth-User",
     "Auth-Pass",
@@ -174,6 +178,7 @@ const HEADERS: [&str; 13] = [
     "Auth-SSL-Verify",
     "Auth-SSL-Subject",
     "Auth-SSL-Fingerprint",
+    "Proxy-Protocol-Addr",
 ];
 
 /// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the candidates of its
@@ -189,6 +194,7 @@ fn header_index(name: &[u8]) -> Option<usize> {
         15 => &[H_SSL_VERIFY],
         16 => &[H_SSL_SUBJECT],
         18 => &[H_ATTEMPT],
+        19 => &[H_PP_ADDR],
         20 => &[H_SSL_FINGERPRINT],
         _ => return None,
     };
@@ -219,6 +225,8 @@ pub struct HeaderView<'a> {
     vals: [Option<&'a [u8]>; HEADERS.len()],
     /// The first duplicate or oversize header, in request order.
     problem: Option<ProtocolError>,
+    /// How many `Proxy-Protocol-Addr` headers came.
+    pp_count: usize,
 }
 
 impl<'a> HeaderView<'a> {
@@ -231,6 +239,11 @@ impl<'a> HeaderView<'a> {
             let Some(idx) = header_index(name) else {
                 continue;
             };
+            if idx == H_PP_ADDR {
+                v.pp_count += 1;
+                v.vals[idx].get_or_insert(trim_ows(value));
+                continue;
+            }
             let header = HEADERS[idx];
             if v.vals[idx].is_some() {
                 v.problem.get_or_insert(ProtocolError::DuplicateHeader(header));
@@ -246,6 +259,12 @@ impl<'a> HeaderView<'a> {
             v.vals[idx] = Some(value);
         }
         v
+    }
+
+    /// Who the client is: `Client-IP`, or the `Proxy-Protocol-Addr` of a balancer `trusted`
+    /// lists (see [`crate::realip`]).
+    pub fn real_client(&self, trusted: &TrustedProxies) -> RealClient {
+        realip::resolve(trusted, self.vals[H_CLIENT_IP], self.vals[H_PP_ADDR], self.pp_count)
     }
 
     /// `Auth-Method`, if it names one.
@@ -429,7 +448,7 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-pub(super) fn parse_ip(v: &[u8]) -> Option<IpAddr> {
+pub fn parse_ip(v: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(v).ok()?;
     let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
     s.parse().ok()
