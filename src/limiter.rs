@@ -1,7 +1,9 @@
 //! Brute-force limiter shared by all workers (a shared-memory table, see `shm`).
 //!
-//! - Login attempts are counted per client IP (IPv6 per /64, IPv4-mapped IPv6 as IPv4) and per
-//!   user in fixed windows (`ip=10/m`: 10 per minute). An attempt is counted when it is
+//! - Login attempts are counted per client group (by default each IPv4 address and each IPv6
+//!   /64; `ipv4_prefix` 24..=32, `ipv6_prefix` 48..=64; IPv4-mapped IPv6 as IPv4) and per user in
+//!   fixed windows (`ip=10/m`: 10 per minute). A protocol with a budget of its own
+//!   (`smtp:ip=3/m`, see `with_protocol`) is counted on counters of its own. An attempt is counted when it is
 //!   admitted, right before its password is verified (`admit`), and settled once the verdict is
 //!   known (`settle`): a failure stays counted, a success or a neutral outcome (temporary
 //!   failure) is given back. A counter holding `count` attempts (failures and verifications in
@@ -24,9 +26,13 @@
 //!   one only when every slot of its probe window holds one (`bans_evicted` counts evicted bans,
 //!   `Ticket::evicted_ban` reports it); marks never evict them (a mark gives way instead).
 //!
+//! - A ban records what it bans (client group or user name, its first 32 bytes) in a label
+//!   slot next to it, for `bans`; `lift_*` forget a counter at run time (shared by all workers).
+//!
 //! Slots (8 words, see `shm`): counters `[key, deadline, last used, window_start, attempts,
 //! failures, ban_until, refusals]`; marks (seen password fingerprints, trusted ip+user pairs)
-//! use only `[key, deadline, last used]`. Keys are keyed hashes (region secret) of a kind tag
+//! use only `[key, deadline, last used]`; labels `[key, deadline, last used, head, 4 words of
+//! text]` (see `LABEL_TAG`). Keys are keyed hashes (region secret) of a kind tag
 //! and the counted thing, so user names and passwords are not stored. All times are seconds,
 //! passed in by the caller.
 

@@ -136,7 +136,7 @@ EOF
 my %pw = (alice => 'alice-pw', bob => 'bob-pw', carol => 'carol-pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend.log", %pw);
-$t->run()->plan(42);
+$t->run()->plan(53);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 $t->waitforsocket('127.0.0.1:' . port(8111));
 
@@ -288,10 +288,84 @@ like(login('127.0.0.40', 'imap', $u, 'alice', 'alice-pw'), qr/^FAIL/,
 like(login('127.0.0.20', 'imap', $u, 'alice', 'alice-pw'), qr/^OK/, 'user: the owner\'s client still logs in');
 like(login('127.0.0.20', 'imap', $u, 'alice', 'alice-pw'), qr/^OK/, 'user: ... again');
 like(login('127.0.0.41', 'imap', $u, 'bob', 'bob-pw'), qr/^OK/, 'user: other users are not affected');
+# the bans and their records live in the shared zone: kept across a reload
+$t->reload();
+ok(wait_for(5, sub { $t->read_file('error.log') =~ /gracefully shutting down/ }), 'reloaded');
+select undef, undef, undef, 0.5;
+like(login('127.0.0.40', 'imap', $u, 'alice', 'alice-pw'), qr/^FAIL/, 'user: still refused after the reload');
 $ban = bans($ub)->{'user alice'} // {};
-is($ban->{failures}, 3, 'user: the user ban is listed');
+is($ban->{failures}, 3, 'user: the user ban is listed after the reload');
 ($code, $body) = curl('DELETE', bans_url($ub, '?user=ALICE'));
 is("$code $body", '200 {"lifted":1}', 'user: DELETE ?user= lifts it (any spelling)');
 like(login('127.0.0.40', 'imap', $u, 'alice', 'alice-pw'), qr/^OK/, 'user: then a new client gets in');
+
+# nginx -t refuses bad values with a clear message
+
+sub nginx_t {
+	my ($name, $limit, $loc) = @_;
+	$t->write_file_expand($name, <<"EOF");
+
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    $limit
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file $d/users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            $loc
+        }
+
+        location = /bans {
+            mail_auth_limit_bans;
+        }
+    }
+}
+
+EOF
+	# its own error log: a failure must not reach the running nginx's error.log
+	my $text = $t->read_file($name);
+	$text =~ s!^(\s*error_log\s+)\S*error\.log!$1$d/error-t.log!mg;
+	$t->write_file($name, $text);
+	return run_tool($Test::Nginx::NGINX, '-t', '-p', "$d/", '-c', $name, '-e', 'error-t.log');
+}
+
+for my $case (
+	['mail_auth_limit zone=t1:64k ip=5/m ipv4_prefix=24 ipv6_prefix=48 smtp:ip=1/m imap:user=3/h;',
+		'mail_auth_limit_exempt 10.0.0.0/8 2001:db8::/32 127.0.0.9;', undef],
+	['mail_auth_limit zone=t2:64k ip=5/m ipv4_prefix=16;', '', qr/ipv4_prefix=16 is invalid: a prefix length from 24 to 32/],
+	['mail_auth_limit zone=t3:64k ip=5/m ipv4_prefix=33;', '', qr/ipv4_prefix=33 is invalid/],
+	['mail_auth_limit zone=t4:64k ip=5/m ipv6_prefix=72;', '', qr/ipv6_prefix=72 is invalid: a prefix length from 48 to 64/],
+	['mail_auth_limit zone=t5:64k ip=5/m ipv6_prefix=32;', '', qr/ipv6_prefix=32 is invalid/],
+	['mail_auth_limit zone=t6:64k ip=5/m lmtp:ip=1/m;', '', qr/unknown parameter "lmtp:ip"/],
+	['mail_auth_limit zone=t7:64k ban=5s;', '', qr/needs ip=RATE and\/or user=RATE/],
+	['mail_auth_limit zone=t8:64k ip=5/m;', 'mail_auth_limit_exempt 10.0.0.0/33;',
+		qr/mail_auth_limit_exempt": invalid network "10\.0\.0\.0\/33"/],
+	['', '', qr/"mail_auth_limit_bans" needs a "mail_auth_limit" in effect/],
+) {
+	my ($limit, $loc, $err) = @$case;
+	my ($rc, $out) = nginx_t('t.conf', $limit, $loc);
+	if (!defined $err) {
+		is($rc, 0, 'nginx -t: every new parameter accepted') or diag($out);
+	} else {
+		ok($rc != 0 && $out =~ /\[emerg\].*$err/, "nginx -t refuses: $limit $loc") or diag($out);
+	}
+}
+
+###############################################################################
+
+# nginx_t refers to $t: let the harness's final checks (no alerts) run now, before Test::More
+# counts the tests at exit
+undef $t;
 
 ###############################################################################
