@@ -688,6 +688,9 @@ impl<'a> Limiter<'a> {
     /// Records what the counter `key` counts until `until`, unless that would evict a live ban
     /// or a counter with attempts in flight (the listing then shows the key only).
     fn set_label(&self, g: &Guard<'_, 'a>, key: u64, label: &Label, now: u64, until: u64) {
+        if label.head == 0 {
+            return; // nothing to record
+        }
         let Some((s, _)) = self.table.claim_with(g, label_key(key), now, rank(now), RANK_IN_FLIGHT) else {
             return;
         };
