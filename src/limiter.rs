@@ -1,7 +1,9 @@
 //! Brute-force limiter shared by all workers (a shared-memory table, see `shm`).
 //!
-//! - Login attempts are counted per client IP (IPv6 per /64, IPv4-mapped IPv6 as IPv4) and per
-//!   user in fixed windows (`ip=10/m`: 10 per minute). An attempt is counted when it is
+//! - Login attempts are counted per client group (by default each IPv4 address and each IPv6
+//!   /64; `ipv4_prefix` 24..=32, `ipv6_prefix` 48..=64; IPv4-mapped IPv6 as IPv4) and per user in
+//!   fixed windows (`ip=10/m`: 10 per minute). A protocol with a budget of its own
+//!   (`smtp:ip=3/m`, see `with_protocol`) is counted on counters of its own. An attempt is counted when it is
 //!   admitted, right before its password is verified (`admit`), and settled once the verdict is
 //!   known (`settle`): a failure stays counted, a success or a neutral outcome (temporary
 //!   failure) is given back. A counter holding `count` attempts (failures and verifications in
@@ -24,17 +26,23 @@
 //!   one only when every slot of its probe window holds one (`bans_evicted` counts evicted bans,
 //!   `Ticket::evicted_ban` reports it); marks never evict them (a mark gives way instead).
 //!
+//! - A ban records what it bans (client group or user name, its first 32 bytes) in a label
+//!   slot next to it, for `bans`; `lift_*` forget a counter at run time (shared by all workers).
+//!
 //! Slots (8 words, see `shm`): counters `[key, deadline, last used, window_start, attempts,
 //! failures, ban_until, refusals]`; marks (seen password fingerprints, trusted ip+user pairs)
-//! use only `[key, deadline, last used]`. Keys are keyed hashes (region secret) of a kind tag
+//! use only `[key, deadline, last used]`; labels `[key, deadline, last used, head, 4 words of
+//! text]` (see `LABEL_TAG`). Keys are keyed hashes (region secret) of a kind tag
 //! and the counted thing, so user names and passwords are not stored. All times are seconds,
 //! passed in by the caller.
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cidr::canonical_ip;
+use crate::protocol::Protocol;
 use crate::shm::{key64, Claim, Guard, Table, DATA};
 
 const START: usize = DATA;
@@ -55,6 +63,20 @@ const RANK_BAN: u8 = 2;
 /// How long a successful login exempts its IP from the user's limit, at least.
 const TRUSTED_FOR: u64 = 24 * 3600;
 const MAX_WAIT: u32 = 60;
+/// A label slot (what a banned counter counts, for the ban listing): word `DATA` holds
+/// `LABEL_TAG << 32 | kind << 24 | protocol << 16 | truncated << 8 | len`, the next 4 words
+/// up to 32 bytes of the label. No counter's window start has these high bits (a time in
+/// seconds), so label slots are told from counters by that word.
+const LABEL_TAG: u64 = 0x6c61_6265; // "labe"
+const LABEL_BYTES: usize = 32;
+const KIND_CLIENT: u8 = 1;
+const KIND_USER: u8 = 2;
+/// Default grouping of client addresses: each IPv4 address, each IPv6 /64.
+pub const DEFAULT_IPV4_PREFIX: u8 = 32;
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Allowed grouping prefixes (`mail_auth_limit ipv4_prefix= ipv6_prefix=`).
+pub const IPV4_PREFIXES: std::ops::RangeInclusive<u8> = 24..=32;
+pub const IPV6_PREFIXES: std::ops::RangeInclusive<u8> = 48..=64;
 
 /// `count` attempts (failures and verifications in flight) per `window` seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,12 +103,95 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     Ok(Rate { count, window })
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitConfig {
     pub ip: Option<Rate>,
     pub user: Option<Rate>,
     /// Seconds a source stays refused once over its limit (0: until its window ends).
     pub ban: u64,
+    /// Client addresses are counted per network of this prefix length: IPv4 24..=32 (IPv4-mapped
+    /// IPv6 as IPv4), IPv6 48..=64.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Per-protocol budgets (`imap:ip=RATE` ..., indexed by `proto_index`): a rate set here
+    /// replaces `ip` / `user` for that protocol and is counted on counters of that protocol
+    /// only; the protocols without one share the common counters.
+    pub per_protocol: [ProtocolRates; 3],
+}
+
+/// The budgets of one protocol (`imap:ip=`, `imap:user=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolRates {
+    pub ip: Option<Rate>,
+    pub user: Option<Rate>,
+}
+
+impl Default for LimitConfig {
+    fn default() -> LimitConfig {
+        LimitConfig {
+            ip: None,
+            user: None,
+            ban: 0,
+            ipv4_prefix: DEFAULT_IPV4_PREFIX,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            per_protocol: [ProtocolRates::default(); 3],
+        }
+    }
+}
+
+/// Index of a protocol in `LimitConfig::per_protocol`.
+pub fn proto_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Imap => 0,
+        Protocol::Pop3 => 1,
+        Protocol::Smtp => 2,
+    }
+}
+
+const PROTOCOLS: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Smtp];
+
+impl LimitConfig {
+    /// Does any rate apply at all?
+    pub fn any(&self) -> bool {
+        self.ip.is_some() || self.user.is_some() || self.per_protocol.iter().any(|p| p.ip.is_some() || p.user.is_some())
+    }
+
+    /// Checks the grouping prefixes (`nginx -t` reports the message).
+    pub fn check(&self) -> Result<(), String> {
+        if !IPV4_PREFIXES.contains(&self.ipv4_prefix) {
+            return Err(format!("ipv4_prefix={} is out of range (24..32)", self.ipv4_prefix));
+        }
+        if !IPV6_PREFIXES.contains(&self.ipv6_prefix) {
+            return Err(format!("ipv6_prefix={} is out of range (48..64)", self.ipv6_prefix));
+        }
+        if !self.any() {
+            return Err("needs ip=RATE and/or user=RATE (or a per-protocol one, e.g. smtp:ip=RATE)".into());
+        }
+        Ok(())
+    }
+}
+
+/// One live ban, as `Limiter::bans` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanInfo {
+    /// The counter's key (hex in the listing; `Limiter::lift_key` lifts it).
+    pub key: u64,
+    /// What is banned: the label the ban was recorded with, or `None` when it was not kept
+    /// (pushed out of a full zone).
+    pub subject: Option<BanSubject>,
+    /// The protocol of a per-protocol counter.
+    pub protocol: Option<Protocol>,
+    /// Failures counted in the counter's window.
+    pub failures: u64,
+    pub seconds_left: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanSubject {
+    /// A client group, as counted: "192.0.2.1", "192.0.2.0/24", "2001:db8:1:2::/64".
+    Client(String),
+    /// A user name (lower-cased); `truncated`: only its first 32 bytes were kept.
+    User { name: String, truncated: bool },
 }
 
 /// A login refused without its password being verified.
@@ -104,6 +209,8 @@ pub struct Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     ip: Option<IpAddr>,
+    /// The protocol the attempt was counted for (per-protocol counters).
+    proto: Option<Protocol>,
     /// Lower-cased.
     user: String,
     /// Start of the window the attempt was counted in on the IP's counter (`None`: not counted).
@@ -148,6 +255,130 @@ impl std::fmt::Debug for Settle<'_> {
     }
 }
 
+/// The arguments of `mail_auth_limit` after `zone=`: `ip=RATE`, `user=RATE`, `ban=TIME`,
+/// `ipv4_prefix=24..32`, `ipv6_prefix=48..64`, and per protocol `imap:ip=RATE`,
+/// `smtp:user=RATE` ... (`imap`, `pop3`, `smtp`). Each at most once.
+pub fn parse_limit_args(args: &[&str]) -> Result<LimitConfig, String> {
+    let mut cfg = LimitConfig::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for a in args {
+        let (k, v) = a.split_once('=').ok_or_else(|| format!("invalid parameter \"{a}\""))?;
+        if seen.contains(&k) {
+            return Err(format!("duplicate parameter \"{k}\""));
+        }
+        seen.push(k);
+        let prefix = |range: std::ops::RangeInclusive<u8>| {
+            v.parse::<u8>()
+                .ok()
+                .filter(|p| range.contains(p))
+                .ok_or_else(|| format!("{k}={v} is invalid: a prefix length from {} to {}", range.start(), range.end()))
+        };
+        match k {
+            "ip" => cfg.ip = Some(parse_rate(v)?),
+            "user" => cfg.user = Some(parse_rate(v)?),
+            "ban" => cfg.ban = u64::from(crate::config::parse_seconds(v).map_err(|e| format!("ban: {e}"))?),
+            "ipv4_prefix" => cfg.ipv4_prefix = prefix(IPV4_PREFIXES)?,
+            "ipv6_prefix" => cfg.ipv6_prefix = prefix(IPV6_PREFIXES)?,
+            _ => {
+                let (proto, side) = k
+                    .split_once(':')
+                    .and_then(|(p, side)| Some((PROTOCOLS.into_iter().find(|x| x.as_str() == p)?, side)))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown parameter \"{k}\" (known: ip, user, ban, ipv4_prefix, ipv6_prefix, \
+                             imap:ip, imap:user, pop3:ip, pop3:user, smtp:ip, smtp:user)"
+                        )
+                    })?;
+                let r = &mut cfg.per_protocol[proto_index(proto)];
+                match side {
+                    "ip" => r.ip = Some(parse_rate(v)?),
+                    "user" => r.user = Some(parse_rate(v)?),
+                    _ => return Err(format!("unknown parameter \"{k}\" (per protocol: ip or user)")),
+                }
+            }
+        }
+    }
+    cfg.check()?;
+    Ok(cfg)
+}
+
+/// What a lift request (`mail_auth_limit_bans`, `DELETE`/`POST` with a query) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiftTarget {
+    /// `client=ADDR`: the group ADDR is counted in.
+    Client(IpAddr),
+    /// `user=NAME` (percent-encoded as in any query).
+    User(String),
+    /// `key=HEX`, as the listing shows it.
+    Key(u64),
+}
+
+/// The query of a lift request: exactly one of `client=`, `user=`, `key=`.
+pub fn parse_lift_query(q: &[u8]) -> Result<LiftTarget, String> {
+    let usage = "expected one of client=ADDRESS, user=NAME, key=HEX";
+    let mut found = None;
+    for part in q.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.iter().position(|&b| b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &b""[..]),
+        };
+        let plus: Vec<u8> = v.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let v = crate::protocol::unescape(&plus).map_err(|_| "bad percent-encoding in the query".to_string())?;
+        let v = String::from_utf8(v).map_err(|_| "the query is not UTF-8".to_string())?;
+        let t = match k {
+            b"client" => LiftTarget::Client(
+                v.parse().map_err(|_| format!("client=\"{}\" is not an IP address", v.escape_debug()))?,
+            ),
+            b"user" if !v.is_empty() => LiftTarget::User(v),
+            b"key" => LiftTarget::Key(
+                u64::from_str_radix(&v, 16)
+                    .ok()
+                    .filter(|k| *k != 0)
+                    .ok_or_else(|| format!("key=\"{}\" is not a key of the listing", v.escape_debug()))?,
+            ),
+            _ => return Err(usage.into()),
+        };
+        if found.replace(t).is_some() {
+            return Err(usage.into());
+        }
+    }
+    found.ok_or_else(|| usage.into())
+}
+
+/// The ban listing as JSON: `{"bans":[{"client"|"user":…, "protocol":…, "failures":N,
+/// "seconds_left":S, "key":"HEX"}, …], "complete":true}` (`complete` false when `max` cut it).
+pub fn bans_json(bans: &[BanInfo], complete: bool) -> String {
+    use serde_json::{json, Map, Value};
+    let list: Vec<Value> = bans
+        .iter()
+        .map(|b| {
+            let mut m = Map::new();
+            match &b.subject {
+                Some(BanSubject::Client(c)) => {
+                    m.insert("client".into(), json!(c));
+                }
+                Some(BanSubject::User { name, truncated }) => {
+                    m.insert("user".into(), json!(name));
+                    if *truncated {
+                        m.insert("user_truncated".into(), json!(true));
+                    }
+                }
+                None => {
+                    m.insert("unknown".into(), json!(true));
+                }
+            }
+            m.insert("protocol".into(), b.protocol.map_or(Value::Null, |p| json!(p.as_str())));
+            m.insert("failures".into(), json!(b.failures));
+            m.insert("seconds_left".into(), json!(b.seconds_left));
+            m.insert("key".into(), json!(format!("{:016x}", b.key)));
+            Value::Object(m)
+        })
+        .collect();
+    let mut out = json!({ "bans": list, "complete": complete }).to_string();
+    out.push('\n');
+    out
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimiterStats {
     /// Refusals (bans and full counters) by the per-IP limit.
@@ -164,6 +395,8 @@ pub struct LimiterStats {
 pub struct Limiter<'a> {
     table: Table<'a>,
     cfg: LimitConfig,
+    /// The protocol of the logins checked (`with_protocol`): selects per-protocol budgets.
+    proto: Option<Protocol>,
 }
 
 /// A counter an attempt is counted on.
@@ -173,27 +406,43 @@ enum Side {
     User,
 }
 
-/// The bytes an address is counted under: IPv4 (also when IPv4-mapped), or the /64 of IPv6.
-fn ip_group(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets()[..8].to_vec(),
-        },
+/// The network `ip` is counted in: IPv4 (also when IPv4-mapped) masked to `v4` bits, IPv6
+/// masked to `v6` bits; with its prefix length.
+fn ip_network(ip: IpAddr, v4: u8, v6: u8) -> (IpAddr, u8) {
+    match canonical_ip(ip) {
+        IpAddr::V4(a) => {
+            let bits = u32::from(v4.min(32));
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            (IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)), bits as u8)
+        }
+        IpAddr::V6(a) => {
+            let bits = u32::from(v6.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            (IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask)), bits as u8)
+        }
     }
 }
 
-/// The source as it is counted, for log lines: "192.0.2.1" or "2001:db8:1:2::/64".
-fn ip_label(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            format!("{}/64", std::net::Ipv6Addr::from(o))
-        }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-        v4 => v4.to_string(),
+/// The bytes a network is keyed by: the IPv4 address (/32), the first 8 bytes of IPv6 (/64),
+/// as before prefixes were configurable; other prefixes add their length.
+fn group_bytes((net, bits): (IpAddr, u8)) -> Vec<u8> {
+    let mut v = match net {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets()[..8].to_vec(),
+    };
+    let default = if net.is_ipv4() { DEFAULT_IPV4_PREFIX } else { DEFAULT_IPV6_PREFIX };
+    if bits != default {
+        v.push(bits);
+    }
+    v
+}
+
+/// A network as the log and the ban listing show it: "192.0.2.1", "192.0.2.0/24",
+/// "2001:db8:1:2::/64".
+fn network_label((net, bits): (IpAddr, u8)) -> String {
+    match net {
+        IpAddr::V4(a) if bits == 32 => a.to_string(),
+        a => format!("{a}/{bits}"),
     }
 }
 
@@ -210,7 +459,9 @@ fn fold(user: &str) -> String {
 /// How a counter slot ranks for eviction at `now`.
 fn rank(now: u64) -> impl Fn(&[AtomicU64]) -> u8 {
     move |s| {
-        if s[BAN_UNTIL].load(Ordering::Relaxed) > now {
+        if is_label(s) {
+            0
+        } else if s[BAN_UNTIL].load(Ordering::Relaxed) > now {
             RANK_BAN
         } else if s[ATTEMPTS].load(Ordering::Relaxed) > s[FAILS].load(Ordering::Relaxed) {
             RANK_IN_FLIGHT
@@ -229,7 +480,26 @@ impl<'a> Limiter<'a> {
     /// Opens the limiter in a shared region (a zeroed region tracks nothing yet). `None` if the
     /// region is too small (fewer than `limiter::min_words()` words).
     pub fn new(words: &'a [AtomicU64], cfg: LimitConfig) -> Option<Limiter<'a>> {
-        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg })
+        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg, proto: None })
+    }
+
+    /// The limiter for logins of protocol `p` (its own budgets, when configured).
+    pub fn with_protocol(mut self, p: Protocol) -> Limiter<'a> {
+        self.proto = Some(p);
+        self
+    }
+
+    fn network(&self, ip: IpAddr) -> (IpAddr, u8) {
+        ip_network(ip, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
+    }
+
+    fn ip_group(&self, ip: IpAddr) -> Vec<u8> {
+        group_bytes(self.network(ip))
+    }
+
+    /// The client group as counted, for log lines and the ban listing.
+    pub fn ip_label(&self, ip: IpAddr) -> String {
+        network_label(self.network(ip))
     }
 
     /// Slots the region holds (an attempt uses up to 4: IP, user, fingerprint, trusted).
@@ -241,58 +511,81 @@ impl<'a> Limiter<'a> {
         key64(&self.table.keyed_hash(parts))
     }
 
-    fn ip_key(&self, ip: IpAddr) -> u64 {
-        self.key(&[b"ip", &ip_group(ip)])
+    /// The IP counter's key; `tag`: the protocol of a per-protocol counter.
+    fn ip_key(&self, ip: IpAddr, tag: Option<Protocol>) -> u64 {
+        match tag {
+            None => self.key(&[b"ip", &self.ip_group(ip)]),
+            Some(p) => self.key(&[b"ip", &self.ip_group(ip), p.as_str().as_bytes()]),
+        }
     }
 
     /// `user` is lower-cased already, here and below.
-    fn user_key(&self, user: &str) -> u64 {
-        self.key(&[b"user", user.as_bytes()])
+    fn user_key(&self, user: &str, tag: Option<Protocol>) -> u64 {
+        match tag {
+            None => self.key(&[b"user", user.as_bytes()]),
+            Some(p) => self.key(&[b"user", user.as_bytes(), p.as_str().as_bytes()]),
+        }
     }
 
     fn trusted_key(&self, ip: IpAddr, user: &str) -> u64 {
-        self.key(&[b"trusted", &ip_group(ip), user.as_bytes()])
+        self.key(&[b"trusted", &self.ip_group(ip), user.as_bytes()])
     }
 
     fn fingerprint_key(&self, ip: Option<IpAddr>, user: &str, password: &[u8]) -> u64 {
-        let group = ip.map(ip_group).unwrap_or_default();
+        let group = ip.map(|ip| self.ip_group(ip)).unwrap_or_default();
         self.key(&[b"fp", &group, user.as_bytes(), password])
     }
 
-    fn rate(&self, side: Side) -> Option<Rate> {
-        match side {
-            Side::Ip => self.cfg.ip,
-            Side::User => self.cfg.user,
+    /// The rate of a side for protocol `proto`, and the protocol tag of its counter (`Some`
+    /// when the protocol has a budget of its own on that side).
+    fn rate_for(&self, side: Side, proto: Option<Protocol>) -> (Option<Rate>, Option<Protocol>) {
+        let own = proto.and_then(|p| {
+            let r = self.cfg.per_protocol[proto_index(p)];
+            match side {
+                Side::Ip => r.ip,
+                Side::User => r.user,
+            }
+            .map(|rate| (rate, p))
+        });
+        match (own, side) {
+            (Some((rate, p)), _) => (Some(rate), Some(p)),
+            (None, Side::Ip) => (self.cfg.ip, None),
+            (None, Side::User) => (self.cfg.user, None),
         }
     }
 
     /// The longest configured window (0: no limits).
     fn longest_window(&self) -> u64 {
-        [self.cfg.ip, self.cfg.user].iter().flatten().map(|r| r.window).max().unwrap_or(0)
+        let per = self.cfg.per_protocol.iter().flat_map(|p| [p.ip, p.user]);
+        [self.cfg.ip, self.cfg.user].into_iter().chain(per).flatten().map(|r| r.window).max().unwrap_or(0)
     }
 
     /// The counters that apply to `ip` and `user`, keyed: the IP's, and the user's unless the
     /// name is empty (EXTERNAL without an authorization identity, SMTP without AUTH: the IP
     /// limit only, never one counter shared by every such client). With the key of the mark
     /// that exempts this IP from the user's limit.
-    fn counters(&self, ip: Option<IpAddr>, user: &str) -> Counters {
-        let user_limited = self.cfg.user.is_some() && !user.is_empty();
+    fn counters(&self, ip: Option<IpAddr>, user: &str, proto: Option<Protocol>) -> Counters {
+        let (ip_rate, ip_tag) = self.rate_for(Side::Ip, proto);
+        let (user_rate, user_tag) = self.rate_for(Side::User, proto);
+        let user_rate = user_rate.filter(|_| !user.is_empty());
         Counters {
-            ip: ip.filter(|_| self.cfg.ip.is_some()).map(|ip| self.ip_key(ip)),
-            user: user_limited.then(|| self.user_key(user)),
-            trusted: ip.filter(|_| user_limited).map(|ip| self.trusted_key(ip, user)),
+            ip: ip.zip(ip_rate).map(|(ip, r)| (self.ip_key(ip, ip_tag), r)),
+            user: user_rate.map(|r| (self.user_key(user, user_tag), r)),
+            trusted: ip.filter(|_| user_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
         }
     }
 
     fn refusal(&self, side: Side, ip: Option<IpAddr>, wait: u32, banned: bool) -> Refusal {
-        let Rate { count, window } = self.rate(side).unwrap_or(Rate { count: 0, window: 0 });
+        let (rate, tag) = self.rate_for(side, self.proto);
+        let Rate { count, window } = rate.unwrap_or(Rate { count: 0, window: 0 });
         let what = if banned { "failed logins" } else { "login attempts (failed or in progress)" };
         let (whose, header) = match (side, ip) {
-            (Side::Ip, Some(ip)) => (format!("from {}", ip_label(ip)), REFUSED_IP),
+            (Side::Ip, Some(ip)) => (format!("from {}", self.ip_label(ip)), REFUSED_IP),
             _ => ("for this user".to_string(), REFUSED_USER),
         };
         self.table.header(header).fetch_add(1, Ordering::Relaxed);
-        Refusal { wait, reason: format!("too many {what} {whose} (limit {count}/{window}s)") }
+        let proto = tag.map(|p| format!(", {}", p.as_str())).unwrap_or_default();
+        Refusal { wait, reason: format!("too many {what} {whose} (limit {count}/{window}s{proto})") }
     }
 
     /// Is the mark `key` live at `now`? (Touches it if so.)
@@ -373,8 +666,9 @@ impl<'a> Limiter<'a> {
         })
     }
 
-    /// An attempt in flight failed; the failure that reaches the limit starts the ban.
-    fn fail(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64) {
+    /// An attempt in flight failed; the failure that reaches the limit starts the ban (and
+    /// records `label`, what the counter counts, for the ban listing).
+    fn fail(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64, label: &Label) {
         let Some(s) = self.in_flight(g, key, start) else {
             return;
         };
@@ -386,8 +680,27 @@ impl<'a> Limiter<'a> {
             ban_until = window_end.max(now.saturating_add(self.cfg.ban));
             s[BAN_UNTIL].store(ban_until, Ordering::Relaxed);
             s[REFUSALS].store(0, Ordering::Relaxed);
+            self.set_label(g, key, label, now, ban_until);
         }
         s[1].store(window_end.max(ban_until), Ordering::Relaxed);
+    }
+
+    /// Records what the counter `key` counts until `until`, unless that would evict a live ban
+    /// or a counter with attempts in flight (the listing then shows the key only).
+    fn set_label(&self, g: &Guard<'_, 'a>, key: u64, label: &Label, now: u64, until: u64) {
+        if label.head == 0 {
+            return; // nothing to record
+        }
+        let Some((s, _)) = self.table.claim_with(g, label_key(key), now, rank(now), RANK_IN_FLIGHT) else {
+            return;
+        };
+        s[1].store(until, Ordering::Relaxed);
+        s[DATA].store(label.head, Ordering::Relaxed);
+        for (w, chunk) in s[DATA + 1..DATA + 5].iter().zip(label.bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
     }
 
     /// An attempt in flight is given back (if its window is still the counter's).
@@ -407,13 +720,13 @@ impl<'a> Limiter<'a> {
     /// the IP is trusted for it)? Counts the refusal (growing wait, `refused_*`), not an attempt.
     pub fn banned(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Option<Refusal> {
         let user = fold(user);
-        let c = self.counters(ip, &user);
+        let c = self.counters(ip, &user, self.proto);
         let g = self.table.lock();
         let mut refused = None;
-        if let (Some(key), Some(rate)) = (c.ip, self.cfg.ip) {
+        if let Some((key, rate)) = c.ip {
             refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::Ip, wait));
         }
-        if let (None, Some(key), Some(rate)) = (refused, c.user, self.cfg.user) {
+        if let (None, Some((key, rate))) = (refused, c.user) {
             if !c.trusted.is_some_and(|t| self.mark_live(&g, t, now)) {
                 refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::User, wait));
             }
@@ -430,16 +743,16 @@ impl<'a> Limiter<'a> {
     /// this source already failed with recently is admitted without counting.
     pub fn admit(&self, ip: Option<IpAddr>, user: &str, password: &[u8], now: u64) -> Result<Ticket, Refusal> {
         let user = fold(user);
-        let mut ticket = Ticket { ip, user, ip_window: None, user_window: None, evicted_ban: false };
+        let mut ticket = Ticket { ip, proto: self.proto, user, ip_window: None, user_window: None, evicted_ban: false };
         if self.longest_window() == 0 {
             return Ok(ticket);
         }
-        let c = self.counters(ip, &ticket.user);
+        let c = self.counters(ip, &ticket.user, self.proto);
         let fingerprint = self.fingerprint_key(ip, &ticket.user, password);
         let g = self.table.lock();
-        let ip_counter = c.ip.zip(self.cfg.ip);
+        let ip_counter = c.ip;
         let trusted = c.trusted.is_some_and(|t| self.mark_live(&g, t, now));
-        let user_counter = c.user.zip(self.cfg.user).filter(|_| !trusted);
+        let user_counter = c.user.filter(|_| !trusted);
         for (side, counter) in [(Side::Ip, ip_counter), (Side::User, user_counter)] {
             let Some((key, rate)) = counter else {
                 continue;
@@ -476,11 +789,19 @@ impl<'a> Limiter<'a> {
     /// outcome gives its attempts back, if their window is still running; a success also
     /// trusts the IP for the user. Never evicts a live ban (the marks it sets give way).
     pub fn settle(&self, ticket: Ticket, how: Settle<'_>, now: u64) {
-        let c = self.counters(ticket.ip, &ticket.user);
-        let counted = [c.ip.zip(self.cfg.ip).zip(ticket.ip_window), c.user.zip(self.cfg.user).zip(ticket.user_window)];
+        let c = self.counters(ticket.ip, &ticket.user, ticket.proto);
+        let counted = [c.ip.zip(ticket.ip_window), c.user.zip(ticket.user_window)];
         let mut mark = None;
+        let mut labels = [Label::default(), Label::default()];
         match how {
             Settle::Failure { password } => {
+                let tags = [self.rate_for(Side::Ip, ticket.proto).1, self.rate_for(Side::User, ticket.proto).1];
+                if let Some(ip) = ticket.ip.filter(|_| ticket.ip_window.is_some()) {
+                    labels[0] = Label::client(self.network(ip), tags[0]);
+                }
+                if ticket.user_window.is_some() {
+                    labels[1] = Label::user(&ticket.user, tags[1]);
+                }
                 let window = self.longest_window();
                 if window > 0 {
                     let fp = self.fingerprint_key(ticket.ip, &ticket.user, password);
@@ -495,15 +816,89 @@ impl<'a> Limiter<'a> {
             Settle::Neutral => {}
         }
         let g = self.table.lock();
-        for ((key, rate), start) in counted.into_iter().flatten() {
+        for (((key, rate), start), label) in counted.into_iter().zip(&labels).filter_map(|(c, l)| Some((c?, l))) {
             match how {
-                Settle::Failure { .. } => self.fail(&g, key, rate, start, now),
+                Settle::Failure { .. } => self.fail(&g, key, rate, start, now, label),
                 Settle::Success | Settle::Neutral => self.refund(&g, key, start, now),
             }
         }
         let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until));
         drop(g);
         self.evicted(claim);
+    }
+
+    /// The live bans at `now` (counters whose ban runs), with what each bans when its label
+    /// was kept. Reads the zone under its lock; no more than `max` entries.
+    pub fn bans(&self, now: u64, max: usize) -> Vec<BanInfo> {
+        let g = self.table.lock();
+        let mut out = Vec::new();
+        for s in self.table.slots(&g) {
+            let key = s[0].load(Ordering::Relaxed);
+            if key == 0 || is_label(s) || s[1].load(Ordering::Relaxed) <= now {
+                continue;
+            }
+            let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
+            if ban_until <= now {
+                continue;
+            }
+            if out.len() >= max {
+                break;
+            }
+            let label = self
+                .table
+                .find(&g, label_key(key))
+                .filter(|l| is_label(l) && l[1].load(Ordering::Relaxed) > now)
+                .and_then(read_label);
+            let (subject, protocol) = label.map_or((None, None), |(s, p)| (Some(s), p));
+            out.push(BanInfo {
+                key,
+                subject,
+                protocol,
+                failures: s[FAILS].load(Ordering::Relaxed),
+                seconds_left: ban_until - now,
+            });
+        }
+        out
+    }
+
+    /// Forgets the counters of client `ip`'s group (its common and per-protocol ones): lifts
+    /// its bans and clears its failures. The number of bans lifted (live at `now`).
+    pub fn lift_client(&self, ip: IpAddr, now: u64) -> usize {
+        let keys: Vec<u64> = std::iter::once(None).chain(PROTOCOLS.map(Some)).map(|tag| self.ip_key(ip, tag)).collect();
+        self.lift(&keys, now)
+    }
+
+    /// The same for a user's counters (case-insensitive name).
+    pub fn lift_user(&self, user: &str, now: u64) -> usize {
+        let user = fold(user);
+        let keys: Vec<u64> =
+            std::iter::once(None).chain(PROTOCOLS.map(Some)).map(|tag| self.user_key(&user, tag)).collect();
+        self.lift(&keys, now)
+    }
+
+    /// The same for the counter `key` as `bans` lists it.
+    pub fn lift_key(&self, key: u64, now: u64) -> usize {
+        self.lift(&[key], now)
+    }
+
+    fn lift(&self, keys: &[u64], now: u64) -> usize {
+        let g = self.table.lock();
+        let mut lifted = 0;
+        for &key in keys {
+            if key == 0 {
+                continue;
+            }
+            if let Some(s) = self.table.find(&g, key).filter(|s| !is_label(s)) {
+                if s[BAN_UNTIL].load(Ordering::Relaxed) > now && s[1].load(Ordering::Relaxed) > now {
+                    lifted += 1;
+                }
+                self.table.remove(&g, s);
+            }
+            if let Some(l) = self.table.find(&g, label_key(key)).filter(|l| is_label(l)) {
+                self.table.remove(&g, l);
+            }
+        }
+        lifted
     }
 
     pub fn stats(&self) -> LimiterStats {
@@ -517,11 +912,91 @@ impl<'a> Limiter<'a> {
     }
 }
 
-/// The counters (keys) that apply to an attempt.
+/// The counters (keys and rates) that apply to an attempt, with the key of the mark that
+/// exempts its IP from the user's counter.
 struct Counters {
-    ip: Option<u64>,
-    user: Option<u64>,
+    ip: Option<(u64, Rate)>,
+    user: Option<(u64, Rate)>,
     trusted: Option<u64>,
+}
+
+/// The key of the label slot of counter `key` (a fixed mix of it: keys are keyed hashes, so
+/// this collides with another key as rarely as two keys do).
+fn label_key(key: u64) -> u64 {
+    (key.rotate_left(29) ^ 0x6c61_6265_6c5f_6b79).max(1)
+}
+
+/// What a counter counts, packed for a label slot.
+#[derive(Default)]
+struct Label {
+    head: u64,
+    bytes: [u8; LABEL_BYTES],
+}
+
+fn proto_code(p: Option<Protocol>) -> u64 {
+    p.map_or(0, |p| proto_index(p) as u64 + 1)
+}
+
+fn proto_of(code: u64) -> Option<Protocol> {
+    PROTOCOLS.get((code as usize).checked_sub(1)?).copied()
+}
+
+impl Label {
+    fn new(kind: u8, tag: Option<Protocol>, text: &[u8]) -> Label {
+        let mut bytes = [0u8; LABEL_BYTES];
+        let n = text.len().min(LABEL_BYTES);
+        bytes[..n].copy_from_slice(&text[..n]);
+        let truncated = u64::from(text.len() > LABEL_BYTES);
+        let head = LABEL_TAG << 32 | u64::from(kind) << 24 | proto_code(tag) << 16 | truncated << 8 | n as u64;
+        Label { head, bytes }
+    }
+
+    /// A client network: family (4/6), prefix length, address bytes.
+    fn client((net, bits): (IpAddr, u8), tag: Option<Protocol>) -> Label {
+        let mut text = vec![if net.is_ipv4() { 4 } else { 6 }, bits];
+        match net {
+            IpAddr::V4(a) => text.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => text.extend_from_slice(&a.octets()),
+        }
+        Label::new(KIND_CLIENT, tag, &text)
+    }
+
+    fn user(name: &str, tag: Option<Protocol>) -> Label {
+        Label::new(KIND_USER, tag, name.as_bytes())
+    }
+}
+
+/// Is this slot a label slot?
+fn is_label(s: &[AtomicU64]) -> bool {
+    s[DATA].load(Ordering::Relaxed) >> 32 == LABEL_TAG
+}
+
+/// Reads a label slot: what it names and the protocol tag.
+fn read_label(s: &[AtomicU64]) -> Option<(BanSubject, Option<Protocol>)> {
+    let head = s[DATA].load(Ordering::Relaxed);
+    let mut bytes = [0u8; LABEL_BYTES];
+    for (chunk, w) in bytes.chunks_exact_mut(8).zip(&s[DATA + 1..DATA + 5]) {
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let text = &bytes[..((head & 0xff) as usize).min(LABEL_BYTES)];
+    let proto = proto_of((head >> 16) & 0xff);
+    let subject = match (head >> 24) as u8 {
+        KIND_CLIENT => {
+            let (&family, rest) = text.split_first()?;
+            let (&bits, addr) = rest.split_first()?;
+            let net = match family {
+                4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(addr).ok()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(addr).ok()?)),
+                _ => return None,
+            };
+            BanSubject::Client(network_label((net, bits)))
+        }
+        KIND_USER => {
+            BanSubject::User { name: String::from_utf8_lossy(text).into_owned(), truncated: (head >> 8) & 0xff != 0 }
+        }
+        _ => return None,
+    };
+    Some((subject, proto))
 }
 
 /// The smallest region (in 64-bit words) `Limiter::new` accepts.
@@ -543,7 +1018,12 @@ mod tests {
     }
 
     fn cfg(ip: &str, user: &str, ban: u64) -> LimitConfig {
-        LimitConfig { ip: Some(parse_rate(ip).unwrap()), user: Some(parse_rate(user).unwrap()), ban }
+        LimitConfig {
+            ip: Some(parse_rate(ip).unwrap()),
+            user: Some(parse_rate(user).unwrap()),
+            ban,
+            ..Default::default()
+        }
     }
 
     /// A login with a wrong password the way the engine makes it: pre-check, admission,
@@ -909,7 +1389,7 @@ mod tests {
         fail(&l, ip("192.0.2.1"), "", b"a", 0).unwrap();
         assert!(refused(&l, ip("192.0.2.1"), "", 1).is_some());
         assert!(allowed(&l, ip("192.0.2.2"), "", 1));
-        let l = Limiter::new(&r, LimitConfig { ip: None, user: None, ban: 0 }).unwrap();
+        let l = Limiter::new(&r, LimitConfig::default()).unwrap();
         fail_n(&l, ip("192.0.2.1"), "u", 50, 0);
         assert!(allowed(&l, ip("192.0.2.1"), "u", 1), "no limits configured");
         assert!(!l.admit(ip("192.0.2.1"), "u", b"p", 1).unwrap().counted());
@@ -1000,7 +1480,7 @@ mod tests {
     fn a_zone_of_live_bans_reports_evicting_one() {
         // one probe window: every slot a live ban after 8 banned IPs
         let r = region(min_words());
-        let l = Limiter::new(&r, LimitConfig { ip: parse_rate("1/h").ok(), user: None, ban: 0 }).unwrap();
+        let l = Limiter::new(&r, LimitConfig { ip: parse_rate("1/h").ok(), ..LimitConfig::default() }).unwrap();
         for i in 0..8u64 {
             let a = ip(&format!("192.0.2.{i}"));
             let t = l.admit(a, "u", b"p", i).unwrap();
@@ -1020,6 +1500,160 @@ mod tests {
         l.settle(t, Settle::Failure { password: b"p" }, 21);
         assert_eq!(l.stats().bans_evicted, 1);
         assert!(refused(&l, ip("192.0.2.100"), "u", 22).is_some());
+    }
+
+    #[test]
+    fn limit_arguments_parse_and_bound_prefixes() {
+        let c =
+            parse_limit_args(&["ip=10/m", "ipv4_prefix=24", "ipv6_prefix=56", "smtp:ip=3/m", "imap:user=5/h"]).unwrap();
+        assert_eq!((c.ipv4_prefix, c.ipv6_prefix), (24, 56));
+        assert_eq!(c.per_protocol[proto_index(Protocol::Smtp)].ip, parse_rate("3/m").ok());
+        assert_eq!(c.per_protocol[proto_index(Protocol::Imap)].user, parse_rate("5/h").ok());
+        assert_eq!(c.per_protocol[proto_index(Protocol::Pop3)], ProtocolRates::default());
+        let d = parse_limit_args(&["user=3/m"]).unwrap();
+        assert_eq!((d.ipv4_prefix, d.ipv6_prefix), (32, 64));
+        assert!(parse_limit_args(&["smtp:ip=3/m"]).is_ok(), "a per-protocol rate alone");
+        for bad in [
+            &["ip=10/m", "ipv4_prefix=23"][..],
+            &["ip=10/m", "ipv4_prefix=33"],
+            &["ip=10/m", "ipv6_prefix=47"],
+            &["ip=10/m", "ipv6_prefix=65"],
+            &["ip=10/m", "ipv6_prefix=x"],
+            &["ip=10/m", "ip=5/m"],
+            &["ip=10/m", "lmtp:ip=3/m"],
+            &["ip=10/m", "smtp:pass=3/m"],
+            &["ip=10/m", "smtp:ip=0/m"],
+            &["ban=10s"],
+            &[],
+        ] {
+            assert!(parse_limit_args(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_limit_args(&["ip=10/m", "ipv4_prefix=16"]).unwrap_err();
+        assert!(e.contains("ipv4_prefix=16") && e.contains("24 to 32"), "{e}");
+    }
+
+    #[test]
+    fn clients_are_grouped_by_the_configured_prefix() {
+        let r = region(1 << 12);
+        let mut c = cfg("2/m", "100/m", 0);
+        c.ipv4_prefix = 24;
+        c.ipv6_prefix = 56;
+        let l = Limiter::new(&r, c).unwrap();
+        fail(&l, ip("192.0.2.1"), "u", b"a", 0).unwrap();
+        fail(&l, ip("192.0.2.200"), "u", b"b", 0).unwrap();
+        let v = l.banned(ip("192.0.2.77"), "x", 1).unwrap();
+        assert!(v.reason.contains("from 192.0.2.0/24 "), "{v:?}");
+        assert!(l.banned(ip("::ffff:192.0.2.9"), "x", 1).is_some(), "IPv4-mapped");
+        assert!(allowed(&l, ip("192.0.3.1"), "x", 1), "another /24");
+        fail(&l, ip("2001:db8:1:2::1"), "u", b"a", 0).unwrap();
+        fail(&l, ip("2001:db8:1:ff::1"), "u", b"b", 0).unwrap();
+        let v = l.banned(ip("2001:db8:1:0::5"), "x", 1).unwrap();
+        assert!(v.reason.contains("2001:db8:1::/56"), "{v:?}");
+        assert!(allowed(&l, ip("2001:db8:1:100::1"), "x", 1), "another /56");
+        // trust follows the group: a login from .5 trusts the /24 for that user
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, LimitConfig { user: parse_rate("1/m").ok(), ..c }).unwrap();
+        login(&l, ip("198.51.100.5"), "alice", Settle::Success, 0).unwrap();
+        fail(&l, ip("203.0.113.1"), "alice", b"x", 1).unwrap();
+        assert!(refused(&l, ip("198.51.100.6"), "alice", 2).is_none());
+        assert!(refused(&l, ip("198.51.101.6"), "alice", 2).is_some());
+        // /32 (default): neighbours are separate
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("2/m", "100/m", 0)).unwrap();
+        fail_n(&l, ip("192.0.2.1"), "u", 2, 0);
+        assert!(allowed(&l, ip("192.0.2.2"), "x", 1));
+    }
+
+    #[test]
+    fn protocols_with_a_budget_of_their_own_count_apart() {
+        let r = region(1 << 12);
+        let mut c = cfg("3/m", "100/m", 0);
+        c.per_protocol[proto_index(Protocol::Smtp)].ip = parse_rate("1/m").ok();
+        let common = Limiter::new(&r, c).unwrap();
+        let imap = Limiter::new(&r, c).unwrap().with_protocol(Protocol::Imap);
+        let pop3 = Limiter::new(&r, c).unwrap().with_protocol(Protocol::Pop3);
+        let smtp = Limiter::new(&r, c).unwrap().with_protocol(Protocol::Smtp);
+        let a = ip("192.0.2.1");
+        fail(&smtp, a, "u", b"a", 0).unwrap();
+        let v = smtp.banned(a, "u", 1).unwrap();
+        assert!(v.reason.contains("(limit 1/60s, smtp)"), "{v:?}");
+        assert!(allowed(&imap, a, "u", 1), "IMAP has the common budget");
+        fail(&imap, a, "u", b"b", 2).unwrap();
+        fail(&pop3, a, "u", b"c", 2).unwrap();
+        assert!(allowed(&common, a, "u", 3), "2 of 3");
+        fail(&pop3, a, "u", b"d", 3).unwrap();
+        assert!(refused(&imap, a, "u", 4).is_some(), "IMAP and POP3 share 3/m");
+        // the listing tells them apart; lifting the client lifts both
+        let bans = common.bans(5, 100);
+        assert_eq!(bans.len(), 2, "{bans:?}");
+        assert!(bans.iter().any(|b| b.protocol == Some(Protocol::Smtp)));
+        assert!(bans.iter().any(|b| b.protocol.is_none() && b.failures == 3));
+        assert_eq!(common.lift_client(ip("192.0.2.1").unwrap(), 5), 2);
+        assert!(allowed(&smtp, a, "u", 6) && allowed(&imap, a, "u", 6));
+    }
+
+    #[test]
+    fn bans_are_listed_and_lifted() {
+        let r = region(1 << 12);
+        let mut c = cfg("2/m", "2/m", 300);
+        c.ipv4_prefix = 24;
+        let l = Limiter::new(&r, c).unwrap();
+        fail(&l, ip("192.0.2.9"), "x1", b"a", 100).unwrap();
+        fail(&l, ip("192.0.2.10"), "x2", b"a", 100).unwrap();
+        fail(&l, ip("198.51.100.1"), "Alice", b"a", 100).unwrap();
+        fail(&l, ip("198.51.101.2"), "alice", b"b", 100).unwrap();
+        let long = "a-very-long-user-name-of-forty-bytes@example.org";
+        fail(&l, ip("203.0.113.1"), long, b"a", 100).unwrap();
+        fail(&l, ip("203.0.114.2"), long, b"b", 100).unwrap();
+        let mut bans = l.bans(110, 100);
+        bans.sort_by_key(|b| format!("{:?}", b.subject));
+        let subjects: Vec<_> = bans.iter().map(|b| b.subject.clone()).collect();
+        assert_eq!(
+            subjects,
+            [
+                Some(BanSubject::Client("192.0.2.0/24".into())),
+                Some(BanSubject::User { name: long[..32].into(), truncated: true }),
+                Some(BanSubject::User { name: "alice".into(), truncated: false }),
+            ]
+        );
+        assert!(bans.iter().all(|b| b.seconds_left == 290 && b.failures == 2), "{bans:?}");
+        let json = bans_json(&bans, true);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["bans"][0]["client"], "192.0.2.0/24");
+        assert_eq!(v["bans"][2]["user"], "alice");
+        assert_eq!(v["bans"][1]["user_truncated"], true);
+        assert_eq!(v["complete"], true);
+        // lifting: by an address of the group, by any spelling, by key
+        assert_eq!(l.lift_client(ip("192.0.2.200").unwrap(), 111), 1);
+        assert!(allowed(&l, ip("192.0.2.9"), "x", 111), "lifted, failures cleared");
+        assert_eq!(l.lift_client(ip("192.0.2.9").unwrap(), 111), 0, "nothing banned");
+        assert!(refused(&l, ip("192.0.2.50"), "ALICE", 112).is_some());
+        assert_eq!(l.lift_user("ALICE", 112), 1);
+        assert!(refused(&l, ip("192.0.2.50"), "alice", 112).is_none());
+        let key = l.bans(113, 100)[0].key;
+        assert_eq!(l.lift_key(key, 113), 1);
+        assert!(l.bans(113, 100).is_empty());
+        assert!(allowed(&l, ip("203.0.113.3"), long, 114));
+        // expired bans are not listed
+        fail(&l, ip("192.0.2.9"), "y1", b"a", 200).unwrap();
+        fail(&l, ip("192.0.2.9"), "y2", b"a", 200).unwrap();
+        assert_eq!(l.bans(201, 100).len(), 1);
+        assert!(l.bans(500, 100).is_empty());
+        assert_eq!(l.bans(201, 0).len(), 0, "max");
+    }
+
+    #[test]
+    fn lift_queries_parse() {
+        assert_eq!(parse_lift_query(b"client=127.0.0.2"), Ok(LiftTarget::Client("127.0.0.2".parse().unwrap())));
+        assert_eq!(parse_lift_query(b"client=%3A%3A1"), Ok(LiftTarget::Client("::1".parse().unwrap())));
+        assert_eq!(parse_lift_query(b"user=alice%40example.org"), Ok(LiftTarget::User("alice@example.org".into())));
+        assert_eq!(parse_lift_query(b"user=a+b"), Ok(LiftTarget::User("a b".into())));
+        assert_eq!(parse_lift_query(b"key=00ff"), Ok(LiftTarget::Key(255)));
+        for bad in
+            [&b""[..], b"client=x", b"user=", b"key=0", b"key=zz", b"other=1", b"user=a&client=127.0.0.1", b"user=%zz"]
+        {
+            assert!(parse_lift_query(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

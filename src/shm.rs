@@ -269,6 +269,11 @@ impl<'a> Table<'a> {
         slot
     }
 
+    /// Every slot, in order (empty and dead ones too: callers check word 0 and the deadline).
+    pub fn slots<'g>(&'g self, _g: &Guard<'_, 'a>) -> impl Iterator<Item = &'g [AtomicU64]> + 'g {
+        (0..self.slots).map(move |i| self.slot(i))
+    }
+
     /// Marks a slot used at `now` (for eviction: least recently used goes first).
     pub fn touch(&self, _g: &Guard<'_, 'a>, slot: &[AtomicU64], now: u64) {
         slot[2].store(now, Ordering::Relaxed);

@@ -93,6 +93,8 @@ pub struct Engine {
     pub cache: Option<CacheSettings>,
     /// `mail_auth_limit` (its zone is `Region::Limiter`).
     pub limit: Option<LimitConfig>,
+    /// `mail_auth_limit_exempt`: clients the limiter neither counts nor refuses.
+    pub limit_exempt: Vec<crate::cidr::Cidr>,
     /// A thread pool takes [`Job`]s; `false`: everything runs inline.
     pub offload: bool,
     /// Bounds on costly jobs in flight and held (the FFI layer's [`sched::Scheduler`]).
@@ -210,7 +212,7 @@ pub enum Start {
     Offload(Box<Job>),
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -262,6 +264,15 @@ impl Engine {
 
     pub fn limiter(&self) -> Option<Limiter<'_>> {
         Limiter::new(self.shared.region(Region::Limiter)?, self.limit?)
+    }
+
+    /// The limiter for this request: `None` for a client of a `mail_auth_limit_exempt` network
+    /// (never counted nor refused); with the request's protocol (its own budgets, if any).
+    fn limiter_for(&self, req: &AuthRequest) -> Option<Limiter<'_>> {
+        if req.client_ip.is_some_and(|ip| self.limit_exempt.iter().any(|n| n.contains(ip))) {
+            return None;
+        }
+        Some(self.limiter()?.with_protocol(req.protocol))
     }
 
     pub fn metrics(&self) -> Option<Metrics<'_>> {
@@ -501,7 +512,7 @@ impl Engine {
     }
 
     fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Box<Outcome>> {
-        let Some(limiter) = self.limiter() else { return Ok(None) };
+        let Some(limiter) = self.limiter_for(req) else { return Ok(None) };
         let now = unix_now();
         let refused = match limiter.banned(req.client_ip, &req.user, now) {
             Some(r) => Err(r),
@@ -543,7 +554,7 @@ impl Engine {
         let step = decide::lookup_with(&self.cfg, req, store, found);
         let Step::Verify(p) = &step else { return step };
         trace.step(|| format!("looked up: {p:?}"));
-        let (Some(limiter), Some(name)) = (self.limiter(), p.account_name()) else { return step };
+        let (Some(limiter), Some(name)) = (self.limiter_for(req), p.account_name()) else { return step };
         if name.is_empty() || name.to_lowercase() == req.user.to_lowercase() {
             return step;
         }

@@ -746,6 +746,7 @@ fn engine(store: MemStore) -> Engine {
         shared: Arc::new(VecShared { cache: words(4096), limiter: words(8192), metrics: words(crate::metrics::WORDS) }),
         cache: Some(CacheSettings::default()),
         limit: None,
+        limit_exempt: Vec::new(),
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
@@ -863,7 +864,8 @@ fn the_per_user_limit_counts_the_account_the_store_resolved() {
         s.users.insert(alias.into(), Account { name: "alice".into(), ..acct("{PLAIN}alice pw") });
     }
     let mut e = engine(s);
-    e.limit = Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 3, window: 60 }), ban: 0 });
+    e.limit =
+        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 3, window: 60 }), ..Default::default() });
     let results: Vec<AuthResult> = ["al1", "al2", "al3", "al4", "al5"]
         .iter()
         .enumerate()
@@ -1039,7 +1041,8 @@ fn oauth_token_logins() {
 fn oauth_bad_tokens_count_in_the_limiter() {
     let users = [("alice@example.org", Account { backend_pass: Some("b".into()), ..acct("{PLAIN}x") })];
     let mut e = oauth_engine(&users, true);
-    e.limit = Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 2, window: 60 }), ban: 0 });
+    e.limit =
+        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 2, window: 60 }), ..Default::default() });
     // distinct bad tokens (the limiter counts a repeated identical wrong credential once)
     let results: Vec<AuthResult> = ["wrongkey", "none", "confusion"]
         .iter()

@@ -21,6 +21,7 @@ use ngx::{ngx_conf_log_error, ngx_string};
 
 use super::zone::{self, Zone};
 use super::{bridge, conf_err, conf_ok, guard, offload, util};
+use crate::cidr::Cidr;
 use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, StoreConf, VerifyConcurrency};
 use crate::engine::{Engine, Level, Region, SharedMemory};
 use crate::limiter::{self, LimitConfig};
@@ -42,6 +43,8 @@ pub enum Content {
     Status(Zone),
     /// `mail_auth_json;`: the Nauthilus-compatible JSON API (Dovecot's Lua passdb/userdb).
     Json(Zone),
+    /// `mail_auth_limit_bans;`: the limiter's live bans, listed and lifted.
+    Bans,
 }
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`
@@ -128,6 +131,7 @@ directives! {
         "mail_auth" LOC | NGX_CONF_NOARGS => set_mail_auth;
         "mail_auth_status" LOC | NGX_CONF_NOARGS => set_status;
         "mail_auth_json" LOC | NGX_CONF_NOARGS => set_json;
+        "mail_auth_limit_bans" LOC | NGX_CONF_NOARGS => set_bans;
     }
     /// `mail_auth_json`: the `Auth-Status` of a disabled account.
     json_disabled: Option<String>, inherit {
@@ -182,6 +186,10 @@ directives! {
     limit: Option<LimitConf>, inherit {
         "mail_auth_limit" ANY | NGX_CONF_1MORE => set_limit;
     }
+    /// Networks the limiter never counts nor refuses.
+    limit_exempt: Option<Vec<Cidr>>, inherit {
+        "mail_auth_limit_exempt" ANY | NGX_CONF_1MORE => set_limit_exempt;
+    }
     concurrency: Option<VerifyConcurrency>, inherit {
         "mail_auth_verify_concurrency" ANY | NGX_CONF_TAKE12 => set_verify_concurrency;
     }
@@ -211,6 +219,7 @@ impl LocConf {
     pub fn stats(&self) -> Option<Zone> {
         match self.directives.content? {
             Content::MailAuth(z) | Content::Status(z) | Content::Json(z) => Some(z),
+            Content::Bans => None,
         }
     }
 
@@ -376,7 +385,8 @@ fn set_content_handler(
     Ok(())
 }
 
-const SHARED_LOCATION: &str = "\"mail_auth\", \"mail_auth_json\" and \"mail_auth_status\" cannot share a location";
+const SHARED_LOCATION: &str =
+    "\"mail_auth\", \"mail_auth_json\", \"mail_auth_status\" and \"mail_auth_limit_bans\" cannot share a location";
 
 fn set_mail_auth(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
     match content {
@@ -396,6 +406,16 @@ fn set_status(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
     }
     *content = Some(Content::Status(zone::shared(a.cf, STATS_ZONE, STATS_ZONE_SIZE, module_tag())?));
     set_content_handler(a.cf, super::status::content_handler)
+}
+
+fn set_bans(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
+    match content {
+        Some(Content::Bans) => return Err(a.duplicate()),
+        Some(_) => return Err(SHARED_LOCATION.into()),
+        None => {}
+    }
+    *content = Some(Content::Bans);
+    set_content_handler(a.cf, super::status::bans_handler)
 }
 
 fn set_json(a: &Args, content: &mut Option<Content>) -> Result<(), String> {
@@ -570,21 +590,16 @@ fn set_cache(a: &Args, cache: &mut Option<CacheConf>) -> Result<(), String> {
 fn set_limit(a: &Args, limit: &mut Option<LimitConf>) -> Result<(), String> {
     a.once(limit, || {
         let zone = a.zone()?;
-        let mut cfg = LimitConfig::default();
-        for (k, v) in a.key_values(1, &["ip", "user", "ban"])? {
-            match k {
-                "ip" => cfg.ip = Some(limiter::parse_rate(v)?),
-                "user" => cfg.user = Some(limiter::parse_rate(v)?),
-                _ => {
-                    let secs = config::parse_seconds(v).map_err(|e| format!("\"mail_auth_limit\" ban: {e}"))?;
-                    cfg.ban = u64::from(secs)
-                }
-            }
-        }
-        if cfg.ip.is_none() && cfg.user.is_none() {
-            return Err("\"mail_auth_limit\" needs ip=RATE and/or user=RATE".into());
-        }
+        let cfg = limiter::parse_limit_args(&a.v[1..]).map_err(|e| format!("\"mail_auth_limit\" {e}"))?;
         Ok(LimitConf { zone: a.add_zone(zone)?, cfg })
+    })
+}
+
+fn set_limit_exempt(a: &Args, nets: &mut Option<Vec<Cidr>>) -> Result<(), String> {
+    a.once(nets, || {
+        a.v.iter()
+            .map(|n| Cidr::parse(n).map_err(|e| format!("\"mail_auth_limit_exempt\": invalid network \"{n}\": {e}")))
+            .collect()
     })
 }
 
@@ -624,6 +639,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     lc.directives.inherit(&prev.directives);
     if let Some(Content::Json(stats)) = lc.directives.content {
         return merge_json(cf, lc, stats);
+    }
+    if matches!(lc.directives.content, Some(Content::Bans)) && lc.directives.limit.is_none() {
+        return Err("\"mail_auth_limit_bans\" needs a \"mail_auth_limit\" in effect in its location (declare it at http or server level)".into());
     }
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());
@@ -772,6 +790,7 @@ fn build_engine(
         shared: Arc::new(shared),
         cache: d.cache.map(|c| c.settings),
         limit: d.limit.map(|l| l.cfg),
+        limit_exempt: d.limit_exempt.clone().unwrap_or_default(),
         offload: pool.is_some(),
         concurrency: d.concurrency.unwrap_or_default(),
         log_level: d.log_level.unwrap_or(config::DEFAULT_LOG_LEVEL),
