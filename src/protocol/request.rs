@@ -14,6 +14,8 @@ use super::{printable, Method, Protocol};
 /// `ssl_verify_client` is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SslInfo {
+    /// `Auth-SSL: on`: the client's connection is TLS (implicit, or after STARTTLS/STLS).
+    pub on: bool,
     /// `Auth-SSL-Verify`: `SUCCESS`, `FAILED:reason` or `NONE`.
     pub verify: Option<String>,
     /// `Auth-SSL-Subject` (RFC 2253 DN).
@@ -76,7 +78,21 @@ pub struct AuthRequest {
     pub smtp_from: Option<String>,
     pub smtp_to: Option<String>,
     pub ssl: Option<SslInfo>,
+    /// [`LISTENER_HEADER`]: the name a mail `server {}` block gives itself with
+    /// `auth_http_header` (static text of the configuration, never the client's).
+    pub listener: Option<String>,
 }
+
+impl AuthRequest {
+    /// The client's connection is TLS (`Auth-SSL: on`).
+    pub fn tls(&self) -> bool {
+        self.ssl.as_ref().is_some_and(|s| s.on)
+    }
+}
+
+/// The header a mail `server {}` block sends with `auth_http_header` to name its listener
+/// (`mail_auth_listener`).
+pub const LISTENER_HEADER: &str = "X-Mail-Auth-Listener";
 
 pub const MAX_USER_LEN: usize = 4096;
 pub const MAX_PASS_LEN: usize = 8192;
@@ -158,9 +174,10 @@ const H_SSL: usize = 9;
 const H_SSL_VERIFY: usize = 10;
 const H_SSL_SUBJECT: usize = 11;
 const H_SSL_FINGERPRINT: usize = 12;
+const H_LISTENER: usize = 13;
 
 /// The headers this module reads (others, e.g. `Auth-SSL-Cert`, `Client-Host`, are ignored).
-const HEADERS: [&str; 13] = [
+const HEADERS: [&str; 14] = [
     "Auth-Method",
     "Auth-User",
     "Auth-Pass",
@@ -174,6 +191,7 @@ const HEADERS: [&str; 13] = [
     "Auth-SSL-Verify",
     "Auth-SSL-Subject",
     "Auth-SSL-Fingerprint",
+    LISTENER_HEADER,
 ];
 
 /// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the candidates of its
@@ -189,7 +207,7 @@ fn header_index(name: &[u8]) -> Option<usize> {
         15 => &[H_SSL_VERIFY],
         16 => &[H_SSL_SUBJECT],
         18 => &[H_ATTEMPT],
-        20 => &[H_SSL_FINGERPRINT],
+        20 => &[H_SSL_FINGERPRINT, H_LISTENER],
         _ => return None,
     };
     // nginx mail spells them exactly so: a plain comparison first, then the case-insensitive one
@@ -334,6 +352,7 @@ impl<'a> HeaderView<'a> {
         let ssl_on = vals[H_SSL].is_some_and(|v| v.eq_ignore_ascii_case(b"on"));
         let any_ssl = (H_SSL_VERIFY..=H_SSL_FINGERPRINT).any(|i| vals[i].is_some());
         let ssl = (ssl_on || any_ssl).then(|| SslInfo {
+            on: ssl_on,
             verify: text(vals[H_SSL_VERIFY]),
             subject: text(vals[H_SSL_SUBJECT]),
             fingerprint: text(vals[H_SSL_FINGERPRINT]),
@@ -350,6 +369,7 @@ impl<'a> HeaderView<'a> {
             smtp_from: text(vals[H_FROM]),
             smtp_to: text(vals[H_TO]),
             ssl,
+            listener: text(vals[H_LISTENER]),
         })
     }
 }
@@ -446,7 +466,7 @@ mod header_index_tests {
             assert_eq!(header_index(h.to_ascii_lowercase().as_bytes()), Some(i), "{h}");
             assert_eq!(header_index(h.to_ascii_uppercase().as_bytes()), Some(i), "{h}");
             let mut other = h.as_bytes().to_vec();
-            other[0] = b'X';
+            other[0] = b'Q';
             assert_eq!(header_index(&other), None, "{h}");
         }
         for n in ["Host", "Client-Host", "Auth-SSL-Cert", "Auth-SMTP-Helo", "", "Auth-Users"] {
