@@ -1247,4 +1247,7 @@ fn transport_refusals_check_no_password_and_count_nothing() {
     assert_eq!(d.result, AuthResult::Ok);
     let m = e.metrics().unwrap();
     assert_eq!((m.result_total(AuthResult::TlsRequired), m.result_total(AuthResult::ListenerDenied)), (4, 4));
+    // a request of the JSON API (Dovecot's, with its own TLS rules) is not subject to it
+    let Start::Done(d) = e.start_parsed(req(Protocol::Imap, "imaponly", b"pw"), ctx()) else { panic!() };
+    assert_eq!(d.result, AuthResult::Ok);
 }
