@@ -11,7 +11,7 @@
 #   requires TLS (538 5.7.11), a listener with require_tls=off, mail_auth_listener_required;
 #   client_cert=required accounts: refused without a certificate nginx verified, with a
 #   self-signed one, with another certificate than the pinned cert_fingerprint; accepted with
-#   one signed by the CA of ssl_client_certificate.
+#   one signed by the CA of ssl_client_certificate; the same from SQLite columns.
 
 ###############################################################################
 
@@ -35,7 +35,7 @@ select STDOUT; $| = 1;
 my $t = Test::Nginx->new()->has(qw/mail pop3 imap smtp http mail_ssl/);
 workers_can_read($t);
 
-plan(skip_all => 'openssl not installed') unless have_tool('openssl');
+plan(skip_all => 'openssl or sqlite3 not installed') unless have_tool('openssl') && have_tool('sqlite3');
 
 my $d = $t->testdir();
 
@@ -54,6 +54,15 @@ bob:{PLAIN}$pw{bob}
 carol:{PLAIN}$pw{carol}::::::client_cert=required
 dave:{PLAIN}$pw{dave}::::::client_cert=required cert_fingerprint=$fp
 EOF
+
+# SQLite: the client_cert and cert_fingerprint columns, from a query of the operator's
+system('sqlite3', "$d/users.db",
+	"CREATE TABLE users (name TEXT PRIMARY KEY, password TEXT, client_cert TEXT, cert_fp TEXT);"
+	. "INSERT INTO users VALUES ('erin', '{PLAIN}erin pw', 'required', NULL);"
+	. "INSERT INTO users VALUES ('frank', '{PLAIN}frank pw', 'required', '$fp');"
+	. "INSERT INTO users VALUES ('gina', '{PLAIN}gina pw', NULL, NULL);") == 0
+	or die "sqlite3 failed\n";
+$pw{$_} = "$_ pw" for qw/ erin frank gina /;
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -88,6 +97,12 @@ http {
             mail_auth_limit zone=transport_limit:64k user=2/m;
         }
 
+        location = /auth-sqlite {
+            mail_auth;
+            mail_auth_sqlite users.db;
+            mail_auth_sqlite_query "SELECT name, password, client_cert, cert_fp AS cert_fingerprint FROM users WHERE name = :user";
+        }
+
         location = /auth-strict {
             mail_auth;
             mail_auth_listener imap-strict;
@@ -114,6 +129,14 @@ mail {
         protocol   imap;
         # optional_no_ca: nginx lets an unverified certificate through to auth_http (with
         # Auth-SSL-Verify: FAILED:...), so the module's own refusal is what is tested
+        ssl_client_certificate  ca.crt;
+        ssl_verify_client       optional_no_ca;
+    }
+
+    server {
+        listen     127.0.0.1:8994 ssl;
+        protocol   imap;
+        auth_http  127.0.0.1:8080/auth-sqlite;
         ssl_client_certificate  ca.crt;
         ssl_verify_client       optional_no_ca;
     }
@@ -174,7 +197,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/pop3.log", %pw);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %pw);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %pw);
-$t->run()->plan(47);
+$t->run()->plan(53);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8111, 8026, 8028);
 
 # (named subs here use $d, never $t: a closure over $t would keep nginx running past the
@@ -334,5 +357,20 @@ ok(decision(qr/user="dave" .* result=cert-denied reason="client certificate is n
 is($rc, 0, 'pinned cert_fingerprint: that certificate OK') or diag($out);
 ($rc, $out) = client('imap', 8993, 'dave', $pw{dave}, tls('implicit', 'carol'));
 is($rc, 1, 'pinned cert_fingerprint: carol\'s certificate refused for dave') or diag($out);
+
+# the same from SQLite columns
+
+($rc, $out) = client('imap', 8994, 'erin', $pw{erin}, tls('implicit'));
+is($out, "FAIL $invalid\n", 'sqlite client_cert=required, no certificate: refused');
+ok(decision(qr/user="erin" .* result=cert-denied reason="account requires a verified client certificate/),
+	'sqlite: logged as cert-denied');
+($rc, $out) = client('imap', 8994, 'erin', $pw{erin}, tls('implicit', 'carol'));
+is($rc, 0, 'sqlite client_cert=required, a certificate of the CA: OK') or diag($out);
+($rc, $out) = client('imap', 8994, 'frank', $pw{frank}, tls('implicit', 'dave2'));
+is($out, "FAIL $invalid\n", 'sqlite cert_fingerprint column: another certificate refused');
+($rc, $out) = client('imap', 8994, 'frank', $pw{frank}, tls('implicit', 'dave'));
+is($rc, 0, 'sqlite cert_fingerprint column: that certificate OK') or diag($out);
+($rc, $out) = client('imap', 8994, 'gina', $pw{gina}, tls('implicit'));
+is($rc, 0, 'sqlite client_cert NULL: no certificate needed') or diag($out);
 
 ###############################################################################
