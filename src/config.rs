@@ -52,6 +52,8 @@ pub struct AuthConfig {
     pub master_user: Option<MasterUser>,
     /// `mail_auth_real_ip_from`: balancers whose `Proxy-Protocol-Addr` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// `mail_auth_require_tls`, `mail_auth_listener`, `mail_auth_listener_required`.
+    pub transport: Transport,
 }
 
 impl Default for AuthConfig {
@@ -65,6 +67,7 @@ impl Default for AuthConfig {
             relay_domains: Vec::new(),
             master_user: None,
             trusted_proxies: TrustedProxies::default(),
+            transport: Transport::default(),
         }
     }
 }
@@ -88,6 +91,96 @@ impl AuthConfig {
         };
         *slot = Some(b);
     }
+}
+
+/// The transport policy (see `engine::transport`): which logins need TLS, and what each
+/// listener (a mail `server {}` block naming itself with `auth_http_header
+/// X-Mail-Auth-Listener NAME`) allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transport {
+    /// `mail_auth_require_tls`: the protocols (imap, pop3, smtp) whose cleartext logins need TLS.
+    pub require_tls: Vec<Protocol>,
+    /// `mail_auth_listener`: the declared listeners.
+    pub listeners: Vec<Listener>,
+    /// `mail_auth_listener_required on`: a login whose listener is not declared (no marker, or
+    /// an unknown name) is a temporary failure.
+    pub listener_required: bool,
+}
+
+impl Transport {
+    /// The declared listener of that name (ASCII case-insensitive).
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `mail_auth_listener NAME [auth=on|off] [require_tls=on|off]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    /// `auth=off`: every login (any method but SMTP without AUTH) is refused.
+    pub auth: bool,
+    /// `require_tls=`: overrides `mail_auth_require_tls` for this listener; `None`: it applies.
+    pub require_tls: Option<bool>,
+}
+
+/// `mail_auth_require_tls imap|pop3|smtp ... | on | off`: `on` is all three, `off` none (to
+/// switch off an inherited setting).
+pub fn parse_require_tls(args: &[&str]) -> Result<Vec<Protocol>, String> {
+    match args {
+        [] => return Err("no protocol".into()),
+        [one] if one.eq_ignore_ascii_case("off") => return Ok(Vec::new()),
+        [one] if one.eq_ignore_ascii_case("on") => return Ok(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
+        _ => {}
+    }
+    let mut list = Vec::new();
+    for a in args {
+        let p = Protocol::parse(a.as_bytes())
+            .ok_or_else(|| format!("invalid value \"{a}\", expected imap, pop3, smtp, or on / off alone"))?;
+        if list.contains(&p) {
+            return Err(format!("\"{a}\" given twice"));
+        }
+        list.push(p);
+    }
+    Ok(list)
+}
+
+/// A listener name: what `auth_http_header X-Mail-Auth-Listener NAME` sends (letters, digits,
+/// `.`, `_`, `-`; at most 64).
+pub fn parse_listener_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(format!("invalid listener name \"{v}\" (letters, digits, '.', '_', '-'; at most 64)"));
+    }
+    Ok(v.to_string())
+}
+
+/// `on` / `off` (any case).
+pub fn parse_on_off(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `mail_auth_listener NAME [auth=on|off] [require_tls=on|off]`.
+pub fn parse_listener(args: &[&str]) -> Result<Listener, String> {
+    let (name, rest) = args.split_first().ok_or("no listener name")?;
+    let mut l = Listener { name: parse_listener_name(name)?, auth: true, require_tls: None };
+    let mut seen = Vec::new();
+    for (k, v) in key_values(rest, &["auth", "require_tls"])? {
+        if seen.contains(&k) {
+            return Err(format!("\"{k}\" given twice"));
+        }
+        seen.push(k);
+        let on = parse_on_off(v).ok_or_else(|| format!("{k}=\"{v}\": expected on or off"))?;
+        match k {
+            "auth" => l.auth = on,
+            _ => l.require_tls = Some(on),
+        }
+    }
+    Ok(l)
 }
 
 /// `mail_auth_cache zone=NAME:SIZE [ttl=T] [negative_ttl=T]`: how long verdicts are kept.
@@ -315,6 +408,42 @@ mod tests {
         assert_eq!(parse_log_level("debug"), Some(Level::Debug));
         assert_eq!(parse_log_level("crit"), None);
         assert_eq!(parse_log_level(""), None);
+    }
+
+    #[test]
+    fn require_tls_values() {
+        use Protocol::*;
+        assert_eq!(parse_require_tls(&["imap"]), Ok(vec![Imap]));
+        assert_eq!(parse_require_tls(&["IMAP", "smtp"]), Ok(vec![Imap, Smtp]));
+        assert_eq!(parse_require_tls(&["on"]), Ok(vec![Imap, Pop3, Smtp]));
+        assert_eq!(parse_require_tls(&["off"]), Ok(vec![]));
+        for bad in [&["imap", "imap"][..], &["imap", "off"], &["on", "smtp"], &["lmtp"], &[]] {
+            assert!(parse_require_tls(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn listener_values() {
+        let l = |n: &str, auth, tls| Listener { name: n.into(), auth, require_tls: tls };
+        assert_eq!(parse_listener(&["mx", "auth=off"]), Ok(l("mx", false, None)));
+        assert_eq!(parse_listener(&["submission"]), Ok(l("submission", true, None)));
+        assert_eq!(parse_listener(&["lan-imap", "require_tls=OFF"]), Ok(l("lan-imap", true, Some(false))));
+        assert_eq!(parse_listener(&["a.b_c", "require_tls=on", "auth=on"]), Ok(l("a.b_c", true, Some(true))));
+        for bad in [
+            &["mx", "auth=maybe"][..],
+            &["mx", "auth"],
+            &["mx", "auth=off", "auth=on"],
+            &["mx", "tls=on"],
+            &["m x"],
+            &[""],
+            &["mx:25"],
+            &[],
+        ] {
+            assert!(parse_listener(bad).is_err(), "{bad:?}");
+        }
+        let t = Transport { listeners: vec![l("MX", false, None)], ..Transport::default() };
+        assert_eq!(t.listener("mx").map(|l| l.auth), Some(false));
+        assert!(t.listener("mx2").is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ const METHODS: &[&str] =
 const BUCKETS_US: &[u64] =
     &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
 
-const STAMP: u64 = 0x6d61_696c_6d65_7403; // "mailmet" + layout version
+const STAMP: u64 = 0x6d61_696c_6d65_7404; // "mailmet" + layout version
 const REQUESTS: usize = 1;
 const N_RESULTS: usize = AuthResult::ALL.len();
 const N_REQUESTS: usize = N_RESULTS * PROTOCOLS.len() * METHODS.len();

@@ -1,4 +1,5 @@
-//! Per-account policy: enabled flag, allowed protocols, allowed client networks.
+//! Per-account policy: enabled flag, allowed protocols, allowed client networks, client
+//! certificate.
 //!
 //! Plain Rust, no nginx types.
 //!
@@ -7,6 +8,12 @@
 //! * `networks: Some(empty list)` allows nowhere; `protocols: Some(empty list)` allows nothing.
 //!   `None` means no restriction.
 //! * A network rule with no known client IP (nginx listening on a unix socket) refuses.
+//! * `require_client_cert`: the login's connection is TLS with a client certificate nginx
+//!   verified (`Auth-SSL-Verify: SUCCESS`: `ssl_verify_client on` or `optional` with
+//!   `ssl_client_certificate`); an account that also has a `cert_fingerprint` extra field accepts
+//!   only that certificate (SHA-1 as `Auth-SSL-Fingerprint`, colons and case ignored). Result
+//!   `cert-denied`. Like every policy refusal it is decided after the password check and the
+//!   client sees "Invalid login or password" (a right password is not revealed).
 
 #![forbid(unsafe_code)]
 
@@ -18,13 +25,42 @@ use crate::store::Account;
 /// An account refused by policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// `Disabled`, `ProtocolDenied` or `NetworkDenied`.
+    /// `Disabled`, `ProtocolDenied`, `NetworkDenied` or `CertDenied`.
     pub result: AuthResult,
     /// For the log.
     pub reason: String,
 }
 
-/// Checks `enabled`, `protocols` and `networks` of an account against a request.
+/// A `client_cert` value (passwd-file extra field, SQLite column): `required` (or yes, on,
+/// true, 1) → `true`; `optional` (or no, off, false, 0, none) → `false`; any case. Anything
+/// else is `None` (the caller fails closed).
+pub fn parse_client_cert(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "required" | "yes" | "on" | "true" | "1" => Some(true),
+        "optional" | "no" | "off" | "false" | "0" | "none" => Some(false),
+        _ => None,
+    }
+}
+
+/// A SHA-1 fingerprint in any spelling (`AB:CD:..`, `abcd..`): its hex digits, lower case.
+pub(crate) fn normalise_fingerprint(f: &str) -> String {
+    f.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// The account's pinned certificate (`cert_fingerprint` extra field), if it has one.
+pub(crate) fn pinned_fingerprint(acct: &Account) -> Option<&str> {
+    acct.extra.iter().find(|(k, _)| k == "cert_fingerprint").map(|(_, v)| v.as_str())
+}
+
+/// Whether the request's client certificate is the pinned one (an empty pin matches nothing).
+pub(crate) fn fingerprint_matches(req: &AuthRequest, pinned: &str) -> bool {
+    let got = req.ssl.as_ref().and_then(|s| s.fingerprint.as_deref()).map(normalise_fingerprint);
+    let want = normalise_fingerprint(pinned);
+    !want.is_empty() && got.as_deref() == Some(want.as_str())
+}
+
+/// Checks `enabled`, `protocols`, `networks` and `require_client_cert` of an account against a
+/// request.
 pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if !acct.enabled {
         return Err(Refusal { result: AuthResult::Disabled, reason: "account disabled".to_string() });
@@ -60,6 +96,28 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
             }
         }
     }
+    if acct.require_client_cert {
+        let verify = req.ssl.as_ref().and_then(|s| s.verify.as_deref());
+        if !req.tls() || verify != Some("SUCCESS") {
+            let got = match verify {
+                Some(v) if req.tls() => v,
+                _ if req.tls() => "absent: ssl_verify_client is off on this listener",
+                _ => "absent: no TLS",
+            };
+            return Err(Refusal {
+                result: AuthResult::CertDenied,
+                reason: format!("account requires a verified client certificate (Auth-SSL-Verify: {got})"),
+            });
+        }
+        if let Some(pinned) = pinned_fingerprint(acct) {
+            if !fingerprint_matches(req, pinned) {
+                return Err(Refusal {
+                    result: AuthResult::CertDenied,
+                    reason: "client certificate is not the account's cert_fingerprint".to_string(),
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -90,6 +148,7 @@ mod tests {
             smtp_from: None,
             smtp_to: None,
             ssl: None,
+            listener: None,
         }
     }
 
@@ -130,6 +189,60 @@ mod tests {
         assert_eq!(e.result.as_str(), "network-denied");
         let nowhere = Account { networks: Some(vec![]), ..acct() };
         assert!(check_account(&nowhere, &req(Protocol::Imap, Some("127.0.0.1"))).is_err());
+    }
+
+    #[test]
+    fn client_cert_values() {
+        for v in ["required", "REQUIRED", "yes", "on", "true", "1"] {
+            assert_eq!(parse_client_cert(v), Some(true), "{v}");
+        }
+        for v in ["optional", "no", "Off", "false", "0", "none"] {
+            assert_eq!(parse_client_cert(v), Some(false), "{v}");
+        }
+        for v in ["", "require", "maybe", "2"] {
+            assert_eq!(parse_client_cert(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn check_client_cert() {
+        use crate::protocol::SslInfo;
+        let tls = |verify: Option<&str>, fp: Option<&str>| {
+            let mut r = req(Protocol::Imap, Some("127.0.0.1"));
+            r.ssl = Some(SslInfo {
+                on: true,
+                verify: verify.map(Into::into),
+                subject: Some("CN=alice".into()),
+                fingerprint: fp.map(Into::into),
+            });
+            r
+        };
+        let a = Account { require_client_cert: true, ..acct() };
+        assert_eq!(check_account(&a, &tls(Some("SUCCESS"), Some("ab:cd"))), Ok(()));
+        // and the account without the requirement needs nothing
+        assert_eq!(check_account(&acct(), &req(Protocol::Imap, None)), Ok(()));
+        for (r, why) in [
+            (req(Protocol::Imap, None), "absent: no TLS"),
+            (tls(None, None), "absent: ssl_verify_client is off on this listener"),
+            (tls(Some("NONE"), None), "NONE"),
+            (tls(Some("FAILED:self-signed certificate"), Some("ab:cd")), "FAILED:self-signed certificate"),
+        ] {
+            let e = check_account(&a, &r).unwrap_err();
+            assert_eq!(e.result.as_str(), "cert-denied");
+            assert_eq!(e.reason, format!("account requires a verified client certificate (Auth-SSL-Verify: {why})"));
+        }
+        // details without Auth-SSL: on are not a TLS connection
+        let mut r = tls(Some("SUCCESS"), None);
+        r.ssl.as_mut().unwrap().on = false;
+        assert!(check_account(&a, &r).is_err());
+        // a pinned certificate
+        let pinned = Account { extra: vec![("cert_fingerprint".into(), "AB:CD".into())], ..a.clone() };
+        assert_eq!(check_account(&pinned, &tls(Some("SUCCESS"), Some("abcd"))), Ok(()));
+        let e = check_account(&pinned, &tls(Some("SUCCESS"), Some("ab:ce"))).unwrap_err();
+        assert_eq!(e.reason, "client certificate is not the account's cert_fingerprint");
+        assert!(check_account(&pinned, &tls(Some("SUCCESS"), None)).is_err());
+        let empty = Account { extra: vec![("cert_fingerprint".into(), "".into())], ..a };
+        assert!(check_account(&empty, &tls(Some("SUCCESS"), Some("abcd"))).is_err());
     }
 
     #[test]

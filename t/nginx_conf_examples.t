@@ -17,6 +17,7 @@ BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 use Test::Nginx;
 use MailAuthBackend;
 use MailAuthTest;
+use MailAuthTLS;
 
 ###############################################################################
 
@@ -28,7 +29,7 @@ select STDOUT; $| = 1;
 my @examples = grep { open my $fh, '<', $_ or die; local $/; <$fh> !~ /^# requires: freenginx/m }
 	sort glob("$FindBin::Bin/../nginx-conf/*.conf");
 plan(skip_all => 'no examples') unless @examples;
-plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+plan(skip_all => 'htpasswd or openssl not installed') unless have_tool('htpasswd') && have_tool('openssl');
 {
 	my $probe = Test::Nginx->new();
 	plan(skip_all => 'nginx without mail/imap') unless $probe->has_module('mail')
@@ -39,7 +40,8 @@ plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 my $with_status = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /mail_auth_status;/ } @examples;
 # an example with a proxy_protocol listener on 1144: a login through it as a balancer would
 my $with_pp = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /:1144 proxy_protocol;/ } @examples;
-plan(tests => 4 * @examples + $with_status + 2 * $with_pp + 1);
+my $with_tls_policy = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /^\s*mail_auth_require_tls\s.*pop3/m } @examples;
+plan(tests => 4 * @examples + $with_status + 2 * $with_pp + $with_tls_policy + 1);
 
 # the point of the bridge: no set_misc / NDK directive in any example (comments aside)
 my @third_party = grep { /^\s*[^#\s]*\b(set_unescape_uri|set_encode_base64|set_decode_base64|set_by_lua|ndk_set_var_value)\b/m }
@@ -75,6 +77,8 @@ for my $file (@examples) {
 				'--password', 'alice-secret', '--cost', '5') == 0
 			or die "mail-auth-user failed\n";
 	}
+	# an example with TLS listeners: a test CA (ca.crt) and a server certificate (server.crt)
+	make_server_cert($t) if $conf =~ /^\s*ssl_certificate\s/m;
 	$t->write_file_expand('nginx.conf', $conf);
 
 	my $rc = system("$Test::Nginx::NGINX -t -q -p $d/ -c nginx.conf -e error.log "
@@ -106,6 +110,11 @@ for my $file (@examples) {
 		is($? >> 8, 0, "$name: IMAP login through the proxy_protocol listener") or diag($pout);
 		like($t->read_file('error.log'), qr/mail_auth: user="alice" client=127\.0\.0\.66 .*result=ok/,
 			"$name: the module saw the client the balancer named");
+	}
+	if ($conf =~ /^\s*mail_auth_require_tls\s.*pop3/m) {
+		# its POP3 listener (STARTTLS offered, not used here) refuses a cleartext login
+		my ($c, $o) = real_client('pop3', '127.0.0.1', port(1110), 'alice', 'alice-secret');
+		like($o, qr/^FAIL .*-ERR \[AUTH\] Encryption required/, "$name: cleartext POP3 login refused");
 	}
 	$t->stop();
 	$t->stop_daemons();

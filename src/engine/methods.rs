@@ -19,7 +19,7 @@ use base64::Engine as _;
 
 use crate::config::AuthConfig;
 use crate::oauth::{TokenError, Verified, Verifier};
-use crate::policy::check_account;
+use crate::policy::{check_account, fingerprint_matches, pinned_fingerprint};
 use crate::protocol::{AuthRequest, AuthResponse, Method};
 use crate::scheme::{self, Challenge, ChallengeError};
 use crate::store::{Account, Store};
@@ -94,10 +94,6 @@ pub fn subject_cn(dn: &str) -> Option<String> {
     })
 }
 
-fn normalise_fingerprint(f: &str) -> String {
-    f.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect()
-}
-
 /// EXTERNAL: the verified client certificate names the account.
 pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
     let ssl = req.ssl.as_ref();
@@ -136,9 +132,8 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
         Ok(None) => return cn_fail(AuthResult::UnknownUser, "no such user (certificate CN)".to_string()),
         Ok(Some(a)) => a,
     };
-    if let Some((_, pinned)) = account.extra.iter().find(|(k, _)| k == "cert_fingerprint") {
-        let got = ssl.and_then(|s| s.fingerprint.as_deref()).map(normalise_fingerprint);
-        if got.as_deref() != Some(normalise_fingerprint(pinned).as_str()) || pinned.is_empty() {
+    if let Some(pinned) = pinned_fingerprint(&account) {
+        if !fingerprint_matches(req, pinned) {
             return cn_fail(
                 AuthResult::CertDenied,
                 "certificate fingerprint is not the account's cert_fingerprint".to_string(),

@@ -1,7 +1,7 @@
 //! The engine: the whole decision for one auth_http request, in plain Rust.
 //!
-//! limiter → relay policy → store lookup → cache → verification → limiter settlement →
-//! counters → answer and log lines. The FFI layer calls it at most twice per request:
+//! transport policy → limiter → relay policy → store lookup → cache → verification → limiter
+//! settlement → counters → answer and log lines. The FFI layer calls it at most twice per request:
 //! [`Engine::start`] on the event loop, and, when that hands back a [`Job`], [`Job::run`] on a
 //! thread-pool thread followed by [`Engine::complete`] back on the event loop. Unit tests and
 //! the fuzz targets run exactly this composition ([`Engine::decide`] does the three inline).
@@ -18,6 +18,7 @@ mod relay;
 pub mod sched;
 #[cfg(test)]
 mod tests;
+mod transport;
 mod verify;
 
 use std::fmt::Write as _;
@@ -27,7 +28,9 @@ use std::time::{Duration, Instant};
 
 pub use decide::{accept, begin, finish, lookup, Step};
 pub use methods::subject_cn;
-pub use outcome::{AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_RELAY_CODE, SMTP_TEMP_CODE};
+pub use outcome::{
+    AuthResult, Outcome, SMTP_INVALID_CODE, SMTP_NO_AUTH_CODE, SMTP_RELAY_CODE, SMTP_TEMP_CODE, SMTP_TLS_REQUIRED_CODE,
+};
 pub use verify::{Pending, VerifyResult, DEFAULT_TEMPLATE};
 
 use crate::cache::{Cache, CacheKey};
@@ -315,6 +318,12 @@ impl Engine {
                 let o = outcome::temp_fail(&self.cfg, &req, AuthResult::ProxyError, why);
                 return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
             }
+        }
+        // The transport policy (auth_http only: a JSON request names no listener, and Dovecot
+        // has its own): before the limiter, the store and any password check.
+        if let Some(o) = transport::check(&self.cfg, &req) {
+            trace.step(|| format!("transport policy: {}", o.reason));
+            return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
         }
         self.start_request(req, ctx, trace)
     }

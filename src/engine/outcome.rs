@@ -14,6 +14,11 @@ pub const SMTP_INVALID_CODE: &str = "535 5.7.8";
 pub const SMTP_TEMP_CODE: &str = "451 4.3.0";
 /// SMTP `Auth-Error-Code` of a refused relay recipient.
 pub const SMTP_RELAY_CODE: &str = "550 5.7.1";
+/// SMTP `Auth-Error-Code` of a cleartext login without TLS (RFC 4954 section 6).
+pub const SMTP_TLS_REQUIRED_CODE: &str = "538 5.7.11";
+/// SMTP `Auth-Error-Code` of AUTH on a listener that takes none (`mail_auth_listener NAME
+/// auth=off`; Postfix answers AUTH there with the same code).
+pub const SMTP_NO_AUTH_CODE: &str = "503 5.5.1";
 
 macro_rules! results {
     ($($variant:ident = $name:literal),+ $(,)?) => {
@@ -46,6 +51,8 @@ results! {
     NetworkDenied = "network-denied",
     MethodDenied = "method-denied",
     CertDenied = "cert-denied",
+    TlsRequired = "tls-required",
+    ListenerDenied = "listener-denied",
     InvalidToken = "invalid-token",
     RelayDenied = "relay-denied",
     RateLimited = "rate-limited",
@@ -56,6 +63,7 @@ results! {
     SchemeError = "scheme-error",
     Overloaded = "overloaded",
     InternalError = "internal-error",
+    ListenerUnknown = "listener-unknown",
 }
 
 impl AuthResult {
@@ -69,7 +77,11 @@ impl AuthResult {
     pub fn is_operator_problem(self) -> bool {
         matches!(
             self,
-            AuthResult::StoreError | AuthResult::BackendError | AuthResult::ProxyError | AuthResult::InternalError
+            AuthResult::StoreError
+                | AuthResult::BackendError
+                | AuthResult::ProxyError
+                | AuthResult::InternalError
+                | AuthResult::ListenerUnknown
         )
     }
 }
@@ -109,6 +121,29 @@ pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: Auth
             message: MSG_INVALID.to_string(),
             wait: Some(wait.unwrap_or(cfg.fail_wait)),
             error_code: error_code(Some(req.protocol), SMTP_INVALID_CODE),
+            error_sasl: None,
+        },
+        result,
+        reason,
+        user: req.user.clone(),
+    }
+}
+
+/// A refusal with its own text (`message`, after `NO`/`-ERR`; SMTP: `smtp_code` first) and
+/// the configured `fail_wait`.
+pub fn refuse(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    result: AuthResult,
+    message: String,
+    smtp_code: &str,
+    reason: String,
+) -> Outcome {
+    Outcome {
+        response: AuthResponse::Fail {
+            message,
+            wait: Some(cfg.fail_wait),
+            error_code: error_code(Some(req.protocol), smtp_code),
             error_sasl: None,
         },
         result,

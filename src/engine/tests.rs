@@ -77,6 +77,7 @@ fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
         smtp_from: None,
         smtp_to: None,
         ssl: None,
+        listener: None,
     }
 }
 
@@ -402,6 +403,7 @@ fn cert_req(verify: &str, subject: &str, authzid: &str) -> AuthRequest {
     let mut r = req(Protocol::Imap, authzid, b"");
     r.method = Method::External;
     r.ssl = Some(crate::protocol::SslInfo {
+        on: true,
         verify: Some(verify.into()),
         subject: Some(subject.into()),
         fingerprint: Some("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567".into()),
@@ -1233,7 +1235,7 @@ fn login_via(e: &Engine, user: &str, pass: &str, balancer: &str, pp: &[&str]) ->
 fn a_trusted_balancer_names_the_client_for_policy_limiter_store_and_log() {
     let mut e = engine(store());
     e.cache = None;
-    e.limit = Some(LimitConfig { ip: Some(crate::limiter::Rate { count: 2, window: 60 }), user: None, ban: 0 });
+    e.limit = Some(LimitConfig { ip: Some(crate::limiter::Rate { count: 2, window: 60 }), ..LimitConfig::default() });
     e.cfg.trusted_proxies = crate::realip::TrustedProxies::parse(&["192.0.2.0/24"]).unwrap();
 
     // network rule and log line: the client the balancer named
@@ -1302,4 +1304,46 @@ fn a_trusted_balancer_without_a_usable_address_is_a_temporary_failure() {
     let d = e.decide(&HeaderView::new(h.iter().copied()), ctx());
     assert_eq!(d.result, AuthResult::BadRequest);
     assert!(d.lines[0].1.contains(" client=198.51.100.9 "), "{}", d.lines[0].1);
+}
+
+fn login_with(e: &Engine, user: &str, pass: &str, extra: &[(&str, &str)]) -> Decision {
+    let (u, p) = (crate::protocol::escape(user.as_bytes()), crate::protocol::escape(pass.as_bytes()));
+    let mut h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", &u),
+        (b"Auth-Pass", &p),
+        (b"Client-IP", b"192.0.2.7"),
+    ];
+    h.extend(extra.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    e.decide(&HeaderView::new(h.iter().copied()), ctx())
+}
+
+#[test]
+fn transport_refusals_check_no_password_and_count_nothing() {
+    let mut e = engine(store());
+    let mem = Arc::new(store());
+    e.store = Some(mem.clone());
+    e.cfg.transport.require_tls = vec![Protocol::Imap];
+    e.cfg.transport.listeners = vec![crate::config::Listener { name: "mx".into(), auth: false, require_tls: None }];
+    e.limit = Some(LimitConfig { user: Some(crate::limiter::parse_rate("1/m").unwrap()), ..LimitConfig::default() });
+    // right and wrong password, known and unknown user: one answer, no lookup
+    for (user, pass) in [("alice", "alice pw"), ("alice", "wrong"), ("alice", "wrong2"), ("nobody", "x")] {
+        let d = login_with(&e, user, pass, &[]);
+        assert_eq!(d.result, AuthResult::TlsRequired, "{user} {pass}");
+        let Reply::Answer(AuthResponse::Fail { message, wait, error_code, .. }) = d.reply else { panic!() };
+        assert_eq!(message, "[PRIVACYREQUIRED] Encryption required for requested authentication mechanism");
+        assert_eq!((wait, error_code), (Some(3), None));
+        let d = login_with(&e, user, pass, &[("Auth-SSL", "on"), ("X-Mail-Auth-Listener", "mx")]);
+        assert_eq!(d.result, AuthResult::ListenerDenied, "{user} {pass}");
+    }
+    assert_eq!(mem.lookups.load(Ordering::SeqCst), 0, "no lookup");
+    // nothing was counted against alice's budget of one failure a minute
+    let d = login_with(&e, "alice", "alice pw", &[("Auth-SSL", "on")]);
+    assert_eq!(d.result, AuthResult::Ok);
+    let m = e.metrics().unwrap();
+    assert_eq!((m.result_total(AuthResult::TlsRequired), m.result_total(AuthResult::ListenerDenied)), (4, 4));
+    // a request of the JSON API (Dovecot's, with its own TLS rules) is not subject to it
+    let Start::Done(d) = e.start_parsed(req(Protocol::Imap, "imaponly", b"pw"), ctx()) else { panic!() };
+    assert_eq!(d.result, AuthResult::Ok);
 }

@@ -22,7 +22,7 @@ use ngx::{ngx_conf_log_error, ngx_string};
 use super::zone::{self, Zone};
 use super::{bridge, conf_err, conf_ok, guard, offload, util};
 use crate::cidr::Cidr;
-use crate::config::{self, AuthConfig, Backend, CacheSettings, MasterUser, StoreConf, VerifyConcurrency};
+use crate::config::{self, AuthConfig, Backend, CacheSettings, Listener, MasterUser, StoreConf, VerifyConcurrency};
 use crate::engine::{Engine, Level, Region, SharedMemory};
 use crate::limiter::{self, LimitConfig};
 use crate::oauth::{OauthConfig, Verifier};
@@ -166,6 +166,17 @@ directives! {
     }
     master_user: Option<MasterUser>, inherit {
         "mail_auth_master_user" ANY | NGX_CONF_TAKE23 => set_master_user;
+    }
+    /// Protocols whose cleartext logins need TLS.
+    require_tls: Option<Vec<Protocol>>, inherit {
+        "mail_auth_require_tls" ANY | NGX_CONF_1MORE => set_require_tls;
+    }
+    /// Declared listeners: a level that declares any replaces the enclosing level's list.
+    listeners: Option<Vec<Listener>>, inherit {
+        "mail_auth_listener" ANY | NGX_CONF_1MORE => set_listener;
+    }
+    listener_required: Option<bool>, inherit {
+        "mail_auth_listener_required" ANY | NGX_CONF_FLAG => set_listener_required;
     }
     fail_wait: Option<u32>, inherit {
         "mail_auth_fail_wait" ANY | NGX_CONF_TAKE1 => set_fail_wait;
@@ -534,6 +545,28 @@ fn set_master_user(a: &Args, master: &mut Option<MasterUser>) -> Result<(), Stri
     })
 }
 
+fn set_require_tls(a: &Args, protocols: &mut Option<Vec<Protocol>>) -> Result<(), String> {
+    a.once(protocols, || config::parse_require_tls(&a.v).map_err(|e| format!("\"mail_auth_require_tls\": {e}")))
+}
+
+fn set_listener(a: &Args, listeners: &mut Option<Vec<Listener>>) -> Result<(), String> {
+    let l = config::parse_listener(&a.v).map_err(|e| format!("\"mail_auth_listener\": {e}"))?;
+    let list = listeners.get_or_insert_with(Vec::new);
+    if list.iter().any(|o| o.name.eq_ignore_ascii_case(&l.name)) {
+        return Err(format!("\"mail_auth_listener\": listener \"{}\" is declared twice", l.name));
+    }
+    list.push(l);
+    Ok(())
+}
+
+fn set_listener_required(a: &Args, on: &mut Option<bool>) -> Result<(), String> {
+    a.once(on, || {
+        config::parse_on_off(a.v[0]).ok_or_else(|| {
+            format!("invalid value \"{}\" in \"mail_auth_listener_required\", it must be \"on\" or \"off\"", a.v[0])
+        })
+    })
+}
+
 fn set_fail_wait(a: &Args, wait: &mut Option<u32>) -> Result<(), String> {
     a.once(wait, || config::parse_seconds(a.v[0]).map_err(|e| format!("\"mail_auth_fail_wait\": {e}")))
 }
@@ -757,6 +790,14 @@ fn build_engine(
     }
     if let Some(w) = d.fail_wait {
         cfg.fail_wait = w;
+    }
+    cfg.transport = config::Transport {
+        require_tls: d.require_tls.clone().unwrap_or_default(),
+        listeners: d.listeners.clone().unwrap_or_default(),
+        listener_required: d.listener_required == Some(true),
+    };
+    if cfg.transport.listener_required && cfg.transport.listeners.is_empty() {
+        return Err("\"mail_auth_listener_required on\" needs at least one \"mail_auth_listener\"".into());
     }
 
     let pool = match d.thread_pool.as_deref().unwrap_or(config::DEFAULT_THREAD_POOL) {

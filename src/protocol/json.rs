@@ -172,6 +172,7 @@ pub fn auth_request(j: &JsonRequest) -> Result<AuthRequest, String> {
         return Err("NUL in password".into());
     }
     let ssl = (!j.ssl.is_empty() && j.ssl != "0").then(|| SslInfo {
+        on: true,
         verify: (!j.ssl_client_verify.is_empty()).then(|| j.ssl_client_verify.clone()),
         ..SslInfo::default()
     });
@@ -186,6 +187,7 @@ pub fn auth_request(j: &JsonRequest) -> Result<AuthRequest, String> {
         smtp_from: None,
         smtp_to: None,
         ssl,
+        listener: None,
     })
 }
 

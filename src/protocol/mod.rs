@@ -48,8 +48,8 @@ mod tests;
 
 pub use escape::{escape, mail_auth_escapes, printable, unescape};
 pub use request::{
-    parse_ip, parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, MAX_OTHER_LEN,
-    MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
+    parse_ip, parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, LISTENER_HEADER,
+    MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
 };
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 
@@ -57,6 +57,13 @@ pub const MSG_INVALID: &str = "Invalid login or password";
 pub const MSG_TEMP: &str = "Temporary server problem, try again later";
 /// `Auth-Status` text for a refused relay recipient.
 pub const MSG_RELAY: &str = "Relay access denied";
+/// `Auth-Status` text of a cleartext login refused for want of TLS (`mail_auth_require_tls`):
+/// RFC 4954's text, after IMAP's `[PRIVACYREQUIRED]` (RFC 5530) / POP3's `[AUTH]` (RFC 3206)
+/// response code; SMTP gets `538 5.7.11` in `Auth-Error-Code`.
+pub const MSG_TLS_REQUIRED: &str = "Encryption required for requested authentication mechanism";
+/// `Auth-Status` text of a login on a listener that takes none (`mail_auth_listener NAME
+/// auth=off`); SMTP gets `503 5.5.1` in `Auth-Error-Code`.
+pub const MSG_NO_AUTH: &str = "Authentication not enabled on this port";
 
 /// `Auth-Protocol`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

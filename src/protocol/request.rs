@@ -15,6 +15,8 @@ use crate::realip::{self, RealClient, TrustedProxies};
 /// `ssl_verify_client` is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SslInfo {
+    /// `Auth-SSL: on`: the client's connection is TLS (implicit, or after STARTTLS/STLS).
+    pub on: bool,
     /// `Auth-SSL-Verify`: `SUCCESS`, `FAILED:reason` or `NONE`.
     pub verify: Option<String>,
     /// `Auth-SSL-Subject` (RFC 2253 DN).
@@ -77,7 +79,21 @@ pub struct AuthRequest {
     pub smtp_from: Option<String>,
     pub smtp_to: Option<String>,
     pub ssl: Option<SslInfo>,
+    /// [`LISTENER_HEADER`]: the name a mail `server {}` block gives itself with
+    /// `auth_http_header` (static text of the configuration, never the client's).
+    pub listener: Option<String>,
 }
+
+impl AuthRequest {
+    /// The client's connection is TLS (`Auth-SSL: on`).
+    pub fn tls(&self) -> bool {
+        self.ssl.as_ref().is_some_and(|s| s.on)
+    }
+}
+
+/// The header a mail `server {}` block sends with `auth_http_header` to name its listener
+/// (`mail_auth_listener`).
+pub const LISTENER_HEADER: &str = "X-Mail-Auth-Listener";
 
 pub const MAX_USER_LEN: usize = 4096;
 pub const MAX_PASS_LEN: usize = 8192;
@@ -160,11 +176,12 @@ const H_SSL_VERIFY: usize = 10;
 const H_SSL_SUBJECT: usize = 11;
 const H_SSL_FINGERPRINT: usize = 12;
 const H_PP_ADDR: usize = 13;
+const H_LISTENER: usize = 14;
 
 /// The headers this module reads (others, e.g. `Auth-SSL-Cert`, `Client-Host`, are ignored).
 /// `Proxy-Protocol-Addr` is read only for `mail_auth_real_ip_from` ([`HeaderView::real_client`]):
 /// it is not checked with the others (a repeated or oversized one matters only there).
-const HEADERS: [&str; 14] = [
+const HEADERS: [&str; 15] = [
     "Auth-Method",
     "Auth-User",
     "Auth-Pass",
@@ -179,6 +196,7 @@ const HEADERS: [&str; 14] = [
     "Auth-SSL-Subject",
     "Auth-SSL-Fingerprint",
     "Proxy-Protocol-Addr",
+    LISTENER_HEADER,
 ];
 
 /// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the candidates of its
@@ -195,7 +213,7 @@ fn header_index(name: &[u8]) -> Option<usize> {
         16 => &[H_SSL_SUBJECT],
         18 => &[H_ATTEMPT],
         19 => &[H_PP_ADDR],
-        20 => &[H_SSL_FINGERPRINT],
+        20 => &[H_SSL_FINGERPRINT, H_LISTENER],
         _ => return None,
     };
     // nginx mail spells them exactly so: a plain comparison first, then the case-insensitive one
@@ -353,6 +371,7 @@ impl<'a> HeaderView<'a> {
         let ssl_on = vals[H_SSL].is_some_and(|v| v.eq_ignore_ascii_case(b"on"));
         let any_ssl = (H_SSL_VERIFY..=H_SSL_FINGERPRINT).any(|i| vals[i].is_some());
         let ssl = (ssl_on || any_ssl).then(|| SslInfo {
+            on: ssl_on,
             verify: text(vals[H_SSL_VERIFY]),
             subject: text(vals[H_SSL_SUBJECT]),
             fingerprint: text(vals[H_SSL_FINGERPRINT]),
@@ -369,6 +388,7 @@ impl<'a> HeaderView<'a> {
             smtp_from: text(vals[H_FROM]),
             smtp_to: text(vals[H_TO]),
             ssl,
+            listener: text(vals[H_LISTENER]),
         })
     }
 }
@@ -465,7 +485,7 @@ mod header_index_tests {
             assert_eq!(header_index(h.to_ascii_lowercase().as_bytes()), Some(i), "{h}");
             assert_eq!(header_index(h.to_ascii_uppercase().as_bytes()), Some(i), "{h}");
             let mut other = h.as_bytes().to_vec();
-            other[0] = b'X';
+            other[0] = b'Q';
             assert_eq!(header_index(&other), None, "{h}");
         }
         for n in ["Host", "Client-Host", "Auth-SSL-Cert", "Auth-SMTP-Helo", "", "Auth-Users"] {

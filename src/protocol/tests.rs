@@ -325,6 +325,7 @@ fn ssl_and_salt() {
     ];
     let r = req(&h).unwrap();
     assert_eq!(r.salt.as_deref(), Some(&b"<1896.697170952@dbc.mtview.ca.us>"[..]));
+    assert!(r.tls(), "Auth-SSL: on");
     let ssl = r.ssl.unwrap();
     assert_eq!(ssl.verify.as_deref(), Some("SUCCESS"));
     assert_eq!(ssl.subject.as_deref(), Some("CN=bob"));
@@ -332,7 +333,27 @@ fn ssl_and_salt() {
     // the certificate itself is not read (nothing decides on it): not even a bad escape matters
     assert!(req(&with("Auth-SSL-Cert", b"%zz")).is_ok());
     // Auth-SSL: on alone.
-    assert_eq!(req(&with("Auth-SSL", b"on")).unwrap().ssl, Some(SslInfo::default()));
+    assert_eq!(req(&with("Auth-SSL", b"on")).unwrap().ssl, Some(SslInfo { on: true, ..SslInfo::default() }));
+    assert!(req(&with("Auth-SSL", b"on")).unwrap().tls());
+    // certificate details without Auth-SSL: on (nginx never sends that) are not TLS
+    let r = req(&with("Auth-SSL-Verify", b"SUCCESS")).unwrap();
+    assert!(!r.tls() && r.ssl.is_some());
+    assert!(!req(&with("Auth-SSL", b"off")).unwrap().tls());
+}
+
+#[test]
+fn listener_marker() {
+    assert_eq!(req(&base()).unwrap().listener, None);
+    let r = req(&with("X-Mail-Auth-Listener", b" mx ")).unwrap();
+    assert_eq!(r.listener.as_deref(), Some("mx"));
+    let r = req(&with("x-mail-auth-listener", b"submission")).unwrap();
+    assert_eq!(r.listener.as_deref(), Some("submission"));
+    // an empty marker names no listener
+    assert_eq!(req(&with("X-Mail-Auth-Listener", b"")).unwrap().listener, None);
+    // twice (two auth_http_header lines): refused like any repeated header
+    let mut h = with("X-Mail-Auth-Listener", b"mx");
+    h.push(("X-Mail-Auth-Listener", b"submission"));
+    assert_eq!(req(&h), Err(ProtocolError::DuplicateHeader("X-Mail-Auth-Listener")));
 }
 
 fn hdr(resp: &AuthResponse) -> Vec<(&'static str, String)> {

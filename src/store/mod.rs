@@ -53,6 +53,10 @@ pub struct Account {
     pub networks: Option<Vec<crate::cidr::Cidr>>,
     /// Per-user Auth-Wait on failure (seconds).
     pub wait: Option<u32>,
+    /// Logins need a client certificate nginx verified (`Auth-SSL-Verify: SUCCESS`), and the
+    /// one of the `cert_fingerprint` extra field if the account has one (passwd-file
+    /// `client_cert=required`, SQLite column `client_cert`; see `policy`).
+    pub require_client_cert: bool,
     /// Extra `key=value` fields (Dovecot passwd-file extra fields), kept for later use.
     pub extra: Vec<(String, String)>,
 }

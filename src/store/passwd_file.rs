@@ -26,9 +26,12 @@
 //! | `pass=SECRET` | `backend_pass` (Auth-Pass, master-user setups) |
 //! | `protocols=imap,pop3,smtp` | `protocols` (this module's own field) |
 //! | `wait=SECONDS` | `wait` (this module's own field) |
+//! | `client_cert=required` (bare `client_cert` too; `optional`: not required) | `require_client_cert` (this module's own field; see `policy`) |
+//! | `cert_fingerprint=SHA1` | the only certificate the account accepts (EXTERNAL, `client_cert=required`) |
 //! | `nopassword` | **ignored** with a warning: the password is always checked |
 //!
-//! A bad `allow_nets`/`port`/`protocols`/`wait` value skips the whole line (fail closed).
+//! A bad `allow_nets`/`port`/`protocols`/`wait`/`client_cert` value skips the whole line (fail
+//! closed).
 //! A password whose scheme is unknown or malformed is reported at load (once per load); the
 //! user is kept and every login of it fails (result `scheme-error`).
 //!
@@ -439,6 +442,12 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
                     .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
                     .ok_or_else(|| format!("bad wait={value}"))?;
                 acct.wait = Some(w);
+            }
+            "client_cert" => {
+                // bare: a flag, like nologin
+                let v = if value.is_empty() { "required" } else { value };
+                acct.require_client_cert = crate::policy::parse_client_cert(v)
+                    .ok_or_else(|| format!("bad client_cert={value} (required or optional)"))?;
             }
             "nopassword" => {
                 warnings.push("nopassword is not supported and ignored: the password is always checked".to_string())
@@ -1156,6 +1165,14 @@ mod tests {
         assert!(parse_line("x:{PLAIN}p::::::destuser=", &mut w).is_err());
         assert!(parse_line("x:{PLAIN}p::::::port=+1", &mut w).is_err());
         assert!(parse_line("x:{PLAIN}p::::::port=65536", &mut w).is_err());
+        for (extra, required) in
+            [("client_cert=required", true), ("client_cert", true), ("client_cert=optional", false), ("", false)]
+        {
+            let (_, a) = parse_line(&format!("x:{{PLAIN}}p::::::{extra}"), &mut w).unwrap();
+            assert_eq!(a.require_client_cert, required, "{extra}");
+        }
+        let e = parse_line("x:{PLAIN}p::::::client_cert=sometimes", &mut w).unwrap_err();
+        assert!(e.contains("bad client_cert=sometimes"), "{e}");
         // Fewer than 8 fields: no extras.
         let (_, a) = parse_line("x:{PLAIN}p:1000:1000", &mut w).unwrap();
         assert!(a.extra.is_empty());

@@ -24,7 +24,7 @@
 //! `Account::extra` and otherwise ignored), see `map_row`: `password` (required), `name` (the
 //! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
-//! `wait`.
+//! `wait`, `client_cert` (not in the default query: a query of the operator's returns it).
 
 #![forbid(unsafe_code)]
 
@@ -524,6 +524,8 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 ///   then uses the user asked for).
 /// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
 /// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
+/// - `client_cert`: `required` (yes, on, true, 1) or `optional` (no, off, false, 0, none);
+///   NULL/'' = not required; otherwise Err ([`Account::require_client_cert`]).
 /// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
 ///
 /// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
@@ -585,6 +587,11 @@ fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Res
             "name" | "server" | "user" | "backend_pass" => {} // '' = not set
             "wait" => {
                 a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
+            }
+            "client_cert" if v.trim().is_empty() => {}
+            "client_cert" => {
+                a.require_client_cert = crate::policy::parse_client_cert(v.trim())
+                    .ok_or_else(|| format!("client_cert: \"{v}\" is not required or optional"))?
             }
             _ => a.extra.push((name.to_string(), v.to_string())),
         }

@@ -80,6 +80,7 @@ fn map_row_values() {
         ("port", "0"),
         ("port", "70000"),
         ("wait", "-1"),
+        ("client_cert", "sometimes"),
     ] {
         assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
     }
@@ -95,6 +96,7 @@ fn map_row_values() {
         ("networks", None),
         ("port", None),
         ("wait", None),
+        ("client_cert", Some("")),
     ]))
     .unwrap();
     assert_eq!(a, Account { password: "{PLAIN}x".into(), enabled: true, ..Account::default() }, "NULL/'' = not set");
@@ -114,6 +116,10 @@ fn map_row_values() {
     assert_eq!((a.server.as_deref(), a.port, a.wait), (Some("::1"), Some(25), Some(0)));
     let a = map_row(&row(&[("password", Some("x")), ("protocols", Some("IMAP pop3,,smtp"))])).unwrap();
     assert_eq!(a.protocols, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
+    for (v, required) in [(Some("required"), true), (Some(" YES "), true), (Some("optional"), false), (None, false)] {
+        let a = map_row(&row(&[("password", Some("x")), ("client_cert", v)])).unwrap();
+        assert_eq!(a.require_client_cert, required, "{v:?}");
+    }
 }
 
 /// Found by fuzz/ (sqlite_row): a bad value was quoted raw in the reason, which nginx logs, so
