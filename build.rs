@@ -40,6 +40,26 @@ fn main() {
         }
     }
 
+    // what the module needs to know of the nginx it is built for (config::auth_wait_fixed):
+    // NGINX_VER ("nginx/1.28.3", "freenginx/1.27.1"), nginx_version, and whether the builder
+    // says its mail proxy has the CVE-2026-27651 fix (scripts/package, for Debian's backport)
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION");
+    if let Ok(v) = std::env::var("DEP_NGINX_VERSION") {
+        println!("cargo::rustc-env=MAIL_AUTH_BUILT_NGINX_VER={v}");
+    }
+    if let Ok(n) = std::env::var("DEP_NGINX_VERSION_NUMBER") {
+        println!("cargo::rustc-env=MAIL_AUTH_BUILT_NGINX_VERSION_NUMBER={n}");
+    }
+    println!("cargo::rerun-if-env-changed=MAIL_AUTH_NGINX_AUTH_WAIT_FIXED");
+    if let Ok(v) = std::env::var("MAIL_AUTH_NGINX_AUTH_WAIT_FIXED") {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "on" | "yes" | "true" => println!("cargo::rustc-env=MAIL_AUTH_BUILT_AUTH_WAIT_FIXED=1"),
+            "0" | "off" | "no" | "false" => println!("cargo::rustc-env=MAIL_AUTH_BUILT_AUTH_WAIT_FIXED=0"),
+            "" => {}
+            _ => panic!("MAIL_AUTH_NGINX_AUTH_WAIT_FIXED={v}: use 1 (the nginx has the CVE-2026-27651 fix) or 0"),
+        }
+    }
+
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let Ok(build_dir) = std::env::var("DEP_NGINX_BUILD_DIR") {
         println!("cargo::rustc-env=DEP_NGINX_BUILD_DIR={build_dir}");

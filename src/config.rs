@@ -54,6 +54,11 @@ pub struct AuthConfig {
     pub trusted_proxies: TrustedProxies,
     /// `mail_auth_require_tls`, `mail_auth_listener`, `mail_auth_listener_required`.
     pub transport: Transport,
+    /// The nginx has the CVE-2026-27651 fix (`mail_auth_nginx_auth_wait_fixed`, default from
+    /// the build, see [`auth_wait_fixed`]); `false`: a refused APOP/CRAM-MD5 login is answered
+    /// with `Auth-Wait: 0`, which makes nginx close the session instead of crashing a worker on
+    /// the client's next try.
+    pub nginx_auth_wait_fixed: bool,
 }
 
 impl Default for AuthConfig {
@@ -68,6 +73,7 @@ impl Default for AuthConfig {
             master_user: None,
             trusted_proxies: TrustedProxies::default(),
             transport: Transport::default(),
+            nginx_auth_wait_fixed: true,
         }
     }
 }
@@ -282,6 +288,44 @@ pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
     Protocol::parse(v.as_bytes()).ok_or_else(|| format!("invalid protocol \"{v}\", expected imap, pop3 or smtp"))
 }
 
+/// Whether the nginx a module is built against can be sent a non-zero `Auth-Wait` for a
+/// refused APOP or CRAM-MD5 login, and why (for the configuration-time log line).
+///
+/// nginx before 1.28.3 (stable) / 1.29.7 (mainline) keeps the length of its password buffer
+/// after an APOP/CRAM-MD5 auth_http request, and crashes the worker on the client's next
+/// CRAM-MD5 attempt in the same session (CVE-2026-27651, fixed by "Mail: fixed clearing
+/// s->passwd in auth http requests"); a session that gets `Auth-Wait: 0` is closed instead.
+/// Fixed: 1.28.3 and later 1.28.x, 1.29.7 and later. freenginx keeps its own version line:
+/// 1.27.1 has the fault (`s->passwd.data = NULL` without the length), later ones were not
+/// checked, so every freenginx (and any other fork) counts as unfixed.
+///
+/// `declared`: what the build was told (`MAIL_AUTH_NGINX_AUTH_WAIT_FIXED` at build time, set
+/// by `scripts/package` when Debian's package carries the backported fix); `nginx_ver`: nginx's
+/// `NGINX_VER` ("nginx/1.28.3"); `number`: its `nginx_version` (1028003).
+pub fn auth_wait_fixed(declared: Option<bool>, nginx_ver: Option<&str>, number: Option<u64>) -> (bool, String) {
+    let name = nginx_ver.unwrap_or("an unknown nginx");
+    if let Some(fixed) = declared {
+        let how = if fixed { "has" } else { "lacks" };
+        return (fixed, format!("{name} {how} the CVE-2026-27651 fix, as the module's build was told"));
+    }
+    let fixed = match (nginx_ver, number) {
+        (Some(v), Some(n)) if v.starts_with("nginx/") => (1_028_003..1_029_000).contains(&n) || n >= 1_029_007,
+        _ => false,
+    };
+    let why =
+        if fixed { "1.28.3+ or 1.29.7+: has" } else { "older than 1.28.3 / 1.29.7, or not nginx.org's: may lack" };
+    (fixed, format!("{name} ({why} the CVE-2026-27651 fix)"))
+}
+
+/// The value of a build-time yes/no setting (`1`, `on`, `yes` / `0`, `off`, `no`).
+pub fn parse_flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "yes" | "true" => Some(true),
+        "0" | "off" | "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// nginx time syntax reduced to what Auth-Wait carries (whole seconds): "3", "3s", "2m", "1h".
 pub fn parse_seconds(v: &str) -> Result<u32, String> {
     let bad = || format!("invalid time \"{v}\" (whole seconds, e.g. 3s, 2m)");
@@ -484,6 +528,52 @@ pub fn check_master_user(m: &MasterUser) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod auth_wait_tests {
+    use super::*;
+
+    #[test]
+    fn cve_2026_27651_thresholds() {
+        let built = |v: &str, n: u64| auth_wait_fixed(None, Some(v), Some(n)).0;
+        for (v, n, fixed) in [
+            ("nginx/1.22.1", 1_022_001, false),
+            ("nginx/1.26.3", 1_026_003, false),
+            ("nginx/1.28.0", 1_028_000, false),
+            ("nginx/1.28.2", 1_028_002, false),
+            ("nginx/1.28.3", 1_028_003, true),
+            ("nginx/1.28.10", 1_028_010, true),
+            ("nginx/1.29.0", 1_029_000, false),
+            ("nginx/1.29.6", 1_029_006, false),
+            ("nginx/1.29.7", 1_029_007, true),
+            ("nginx/1.30.0", 1_030_000, true),
+            ("nginx/2.0.0", 2_000_000, true),
+            ("freenginx/1.27.1", 1_027_001, false),
+            ("freenginx/1.29.9", 1_029_009, false),
+            ("angie/1.30.0", 1_030_000, false),
+        ] {
+            assert_eq!(built(v, n), fixed, "{v}");
+        }
+        // unknown: unfixed
+        assert!(!auth_wait_fixed(None, None, None).0);
+        assert!(!auth_wait_fixed(None, Some("nginx/1.28.3"), None).0);
+        // what the build was told wins, both ways (Debian's 1.22.1-9+deb12u5 and later)
+        assert!(auth_wait_fixed(Some(true), Some("nginx/1.22.1"), Some(1_022_001)).0);
+        assert!(!auth_wait_fixed(Some(false), Some("nginx/1.28.3"), Some(1_028_003)).0);
+        let (_, why) = auth_wait_fixed(None, Some("nginx/1.22.1"), Some(1_022_001));
+        assert!(why.starts_with("nginx/1.22.1 ") && why.contains("may lack"), "{why}");
+    }
+
+    #[test]
+    fn flags() {
+        for (v, want) in [("1", Some(true)), ("on", Some(true)), ("YES", Some(true)), ("0", Some(false))] {
+            assert_eq!(parse_flag(v), want);
+        }
+        assert_eq!(parse_flag("off"), Some(false));
+        assert_eq!(parse_flag(""), None);
+        assert_eq!(parse_flag("maybe"), None);
+    }
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ $t->run()->plan(51);
 
 ###############################################################################
 
-my $INVALID = 'Invalid login or password';
+my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
 my $t_start = time();
 
 # One auth_http request as nginx mail makes it, on a new connection; returns its Auth-Status

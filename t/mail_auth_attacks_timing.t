@@ -69,8 +69,8 @@ plan(skip_all => 'python3 with imaplib not installed')
 # each of the 4 nginx instances adds the harness's 2 checks (alerts, sanitizer)
 plan(tests => 16 + 11 + 4 + 2 * 4);
 
-my $INVALID = 'Invalid login or password';
-my $TEMP = 'Temporary server problem, try again later';
+my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
+my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
 my $MiB = 1024;    # kB
 
 sub status_of {

@@ -135,12 +135,12 @@ like(http("GET /var HTTP/1.0\r\nAuth-User: alice\r\n\r\n"), qr/\[\]/,
 like(login(8143, 'alice', 'alice-secret'), qr/^a01 OK/, 'auth_basic bridge: good password');
 my $t0 = time();
 my $bad = login(8143, 'alice', 'wrong');
-like($bad, qr/^a01 NO Invalid login or password/, 'auth_basic bridge: bad password');
+like($bad, qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/, 'auth_basic bridge: bad password');
 cmp_ok(time() - $t0, '>=', 0.9, 'auth_basic 401 answered with Auth-Wait');
 like(login(8143, 'utf', $utf8pw), qr/^a01 OK/, 'auth_basic bridge: UTF-8 password (apr1)');
 like($t->read_file('backend.log'), qr/^imap ok user=utf pass=\Q$utf8pw\E$/m,
 	'backend got the UTF-8 password unchanged');
-like(login(8143, 'al:ice', 'alice-secret'), qr/^a01 NO Invalid login or password/,
+like(login(8143, 'al:ice', 'alice-secret'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
 	'user name with ":" refused cleanly');
 like($t->read_file('error.log'), qr/no Basic credentials for this request: user name contains ':'/,
 	'":" refusal logged with the reason');
@@ -159,7 +159,7 @@ unlike($r, qr/WWW-Authenticate/i, 'no WWW-Authenticate leaks to nginx mail');
 like(login(8145, 'carol', 'carol 100%'), qr/^a01 OK/, 'auth_request: service accepted');
 like($t->read_file('http-auth.log'), qr/^authorization=\Q$basic_carol\E$/m,
 	'service received exactly Basic base64(user:pass)');
-like(login(8145, 'carol', 'other'), qr/^a01 NO Invalid login or password/,
+like(login(8145, 'carol', 'other'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
 	'auth_request: service refusal (401) is a failed login');
 
 $r = auth_http('/request', 'Auth-Method' => 'plain', 'Auth-User' => 'alice',

@@ -91,7 +91,7 @@ ok(wait_for(5, sub { login('192.0.2.1', 'alice', 'new-pw') =~ /^Auth-Status: OK\
 	'new password accepted despite the cache');
 # each worker re-checks the file at most once a second: let both see the change
 select undef, undef, undef, 1.2;
-like(login('192.0.2.1', 'alice', 'alice-pw'), qr/^Auth-Status: Invalid login/m,
+like(login('192.0.2.1', 'alice', 'alice-pw'), qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login/m,
 	'old (cached) password refused after the change');
 
 # the per-IP limit, counted across both workers
@@ -101,7 +101,7 @@ my %pids = map { /\[\w+\] (\d+)#/ ? ($1 => 1) : () }
 	decisions($t, qr/client=198\.51\.100\.1 .*result=(invalid|unknown-user)/);
 cmp_ok(scalar keys %pids, '>=', 2, 'failures were served by both workers');
 my $r = login('198.51.100.1', 'bob', 'bob-pw');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'over the IP limit: refused even with the right password');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'over the IP limit: refused even with the right password');
 like($r, qr/^Auth-Wait: [1-9]\d*\r$/m, 'refusal carries Auth-Wait');
 like($t->read_file('error.log'), qr/client=198\.51\.100\.1 .*result=rate-limited reason="too many failed logins from 198\.51\.100\.1/,
 	'refusal logged');
@@ -115,7 +115,7 @@ like(login('198.51.100.2', 'bob', 'bob-pw'), qr/^Auth-Status: OK\r$/m, 'same wro
 
 like(login('198.51.100.3', 'alice', 'new-pw'), qr/^Auth-Status: OK\r$/m, 'owner logs in');
 login("203.0.113.$_", 'alice', "attack$_") for 1 .. 5;
-like(login('198.51.100.4', 'alice', 'new-pw'), qr/^Auth-Status: Invalid login/m,
+like(login('198.51.100.4', 'alice', 'new-pw'), qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login/m,
 	'user limit refuses unknown IPs');
 like(login('198.51.100.3', 'alice', 'new-pw'), qr/^Auth-Status: OK\r$/m,
 	'the owner\'s IP is not locked out by the attack');

@@ -160,8 +160,8 @@ $t->waitforsocket('127.0.0.1:' . port(8144)) or die "no backend\n";
 
 ###############################################################################
 
-my $TEMP = 'Temporary server problem, try again later';
-my $INVALID = 'Invalid login or password';
+my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
+my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
 
 # one auth_http request as nginx mail makes it; returns its Auth-Status ('none' if no answer)
 sub status {

@@ -288,7 +288,10 @@ $t->waitforsocket('127.0.0.1:' . port(8144));
 ###############################################################################
 
 my %status_ok = map { $_ => 1 } ('Invalid login or password',
-	'Temporary server problem, try again later', 'Relay access denied');
+	'Temporary server problem, try again later', 'Relay access denied',
+	'[AUTHENTICATIONFAILED] Invalid login or password', '[AUTH] Invalid login or password',
+	'[UNAVAILABLE] Temporary server problem, try again later',
+	'[SYS/TEMP] Temporary server problem, try again later');
 my %headers_ok = map { lc $_ => 1 } qw/ Server Date Content-Type Content-Length Connection
 	Auth-Status Auth-Wait Auth-Error-Code Allow /;
 my %results = map { $_ => 1 } qw/ ok invalid unknown-user disabled protocol-denied network-denied

@@ -96,7 +96,7 @@ like($r, qr/^Auth-User: real-routed\r$/m, 'login rewritten for the backend');
 # failures
 
 $r = auth_http('/auth', %ok, 'Auth-Pass' => 'wrong');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'wrong password');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'wrong password');
 like($r, qr/^Auth-Wait: 2\r$/m, 'Auth-Wait from mail_auth_fail_wait');
 unlike($r, qr/^Auth-Error-Code:/m, 'no SMTP error code for imap');
 
@@ -104,13 +104,13 @@ $r = auth_http('/auth', %ok, 'Auth-Protocol' => 'smtp', 'Auth-Pass' => 'wrong');
 like($r, qr/^Auth-Error-Code: 535 5\.7\.8\r$/m, 'SMTP failure: 535 5.7.8');
 
 my $unknown = auth_http('/auth', %ok, 'Auth-User' => 'mallory');
-like($unknown, qr/^Auth-Status: Invalid login or password\r$/m, 'unknown user: same answer');
+like($unknown, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'unknown user: same answer');
 
 $r = auth_http('/auth', %ok, 'Auth-User' => 'broken');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'unknown scheme fails closed');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'unknown scheme fails closed');
 
 $r = auth_http('/nobackend', %ok);
-like($r, qr/^Auth-Status: Temporary server problem, try again later\r$/m,
+like($r, qr/^Auth-Status: \[UNAVAILABLE\] Temporary server problem, try again later\r$/m,
 	'no backend configured: temporary failure, never OK');
 
 # escaping: the user and password arrive %-escaped (space, %, control characters)
@@ -127,17 +127,17 @@ like(http("POST /auth HTTP/1.0\r\nHost: x\r\nAuth-Method: plain\r\nAuth-Protocol
 	. "Content-Length: 0\r\n\r\n"), qr/^HTTP\/1\.[01] 405/, 'POST refused: 405');
 
 $r = auth_http('/auth', %ok, 'Auth-User' => 'alice%0D%0AAuth-Status:%20OK');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'CR/LF in user: refused');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'CR/LF in user: refused');
 is(() = $r =~ /^Auth-Status:/mg, 1, 'CR/LF in user: no injected header');
 
 $r = auth_http('/auth', %ok, 'Auth-User' => 'ali%00ce');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'NUL in user: refused');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'NUL in user: refused');
 
 $r = auth_http('/auth', %ok, 'Auth-Pass' => 'sec%zzret');
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'invalid escape: refused');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'invalid escape: refused');
 
 $r = auth_http('/auth', %ok, 'Auth-User' => 'a' x 5000);
-like($r, qr/^Auth-Status: Invalid login or password\r$/m, 'oversized user: refused');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m, 'oversized user: refused');
 
 $r = auth_http('/auth', %ok, 'Auth-Method' => 'gssapi');
 like($r, qr/^HTTP\/1\.[01] 400/, 'unknown method: not an auth_http request');

@@ -143,7 +143,7 @@ my $t0 = time();
 $s->send('a01 LOGIN alice wrong');
 my $wrong = $s->read();
 my $elapsed = time() - $t0;
-like($wrong, qr/^a01 NO Invalid login or password/, 'wrong password refused');
+like($wrong, qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/, 'wrong password refused');
 cmp_ok($elapsed, '>=', 0.9, 'Auth-Wait 1s honoured before the answer');
 
 # after Auth-Wait the session goes on: a retry with the right password works
@@ -154,7 +154,7 @@ $s = Test::Nginx::IMAP->new();
 $s->read();
 $s->send('a01 LOGIN nosuchuser whatever');
 my $unknown = $s->read();
-like($unknown, qr/^a01 NO Invalid login or password/, 'unknown user refused');
+like($unknown, qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/, 'unknown user refused');
 is(backend_lines($t), $before + 1, 'backend reached only by the successful retry');
 
 # mail_auth_fail_wait 0: nginx closes the session after the failure
@@ -162,7 +162,7 @@ is(backend_lines($t), $before + 1, 'backend reached only by the successful retry
 $s = Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port(8145));
 $s->read();
 $s->send('a01 LOGIN alice wrong');
-like($s->read(), qr/^a01 NO Invalid login/, 'no wait: refused');
+like($s->read(), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/, 'no wait: refused');
 ok(!defined $s->read(), 'no wait: connection closed');
 
 # real clients: Python imaplib (LOGIN and AUTHENTICATE PLAIN), curl

@@ -100,7 +100,7 @@ system('htpasswd', '-bB', '-C', '5', "$d/users.new", 'bob', 'bob-password') == 0
 rename("$d/users.new", "$d/users") or die "rename: $!\n";
 
 ok(eventually('bob', 'bob-password', qr/^a01 OK/), 'new user usable without reload');
-like(login('alice', 'first-password'), qr/^a01 NO Invalid login/, 'old password refused');
+like(login('alice', 'first-password'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/, 'old password refused');
 like($t->read_file('error.log'), qr/mail_auth: .*users: changed, reloaded 2 users/,
 	'reload of the file logged');
 
@@ -108,12 +108,12 @@ like($t->read_file('error.log'), qr/mail_auth: .*users: changed, reloaded 2 user
 
 system('htpasswd', '-bB', '-C', '5', "$d/users", 'bob', 'bob-new') == 0 or die;
 ok(eventually('bob', 'bob-new', qr/^a01 OK/), 'edited file re-read: new password works');
-like(login('bob', 'bob-password'), qr/^a01 NO Invalid login/, 'old password refused after edit');
+like(login('bob', 'bob-password'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/, 'old password refused after edit');
 
 # deleted: a temporary failure, not OK and not "invalid"
 
 rename("$d/users", "$d/users.saved") or die;
-ok(eventually('alice', 'second-password', qr/^a01 NO Temporary server problem/),
+ok(eventually('alice', 'second-password', qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/),
 	'missing file: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*mail_auth: .*users: cannot .*No such file/,
 	'missing file: error logged with path and cause');
@@ -133,7 +133,7 @@ SKIP: {
 		'--scheme', 'sha512-crypt') == 0 or die "mail-auth-user failed\n";
 	ok(eventually('tooluser', 'tool pw', qr/^a01 OK/), 'user added by mail-auth-user logs in');
 	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
-	ok(eventually('tooluser', 'tool pw', qr/^a01 NO Invalid login/), 'disabled by the tool: refused');
+	ok(eventually('tooluser', 'tool pw', qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/), 'disabled by the tool: refused');
 	like($t->read_file('users'), qr/^#disabled# tooluser:\$6\$/m, 'the line is kept, commented out');
 }
 

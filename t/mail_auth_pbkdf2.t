@@ -120,7 +120,7 @@ sub status {
 	return $r =~ /^Auth-Status: ([^\r\n]*)\r$/m ? $1 : "no Auth-Status in: $r";
 }
 
-my $INVALID = 'Invalid login or password';
+my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
 
 for my $user (sort keys %users) {
 	is(status($user, $PW), 'OK', "$user: right password ($users{$user})");

@@ -119,7 +119,7 @@ $s->read();
 $s->send('USER alice');
 $s->read();
 $s->send('PASS wrong');
-like($s->read(), qr/^-ERR Invalid login or password/, 'pop3 wrong password refused');
+like($s->read(), qr/^-ERR \[AUTH\] Invalid login or password/, 'pop3 wrong password refused');
 
 my ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'bob', $pw{bob});
 is($rc, 0, 'poplib USER/PASS') or diag($out);

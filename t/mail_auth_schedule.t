@@ -113,6 +113,8 @@ $t->run()->plan(9);
 
 ###############################################################################
 
+my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
+
 sub request {
 	my ($uri, $user, $pass, $ip, %extra) = @_;
 	my $method = $extra{method} // 'plain';
@@ -154,7 +156,7 @@ is(verifications() - $before, 1, 'same credential x12: one bcrypt computed, the 
 $before = verifications();
 @s = map { start(request('/cached', 'slow', 'not-it', "127.0.1.$_")) } 1 .. 12;
 @answers = map { finish($_) } @s;
-is(scalar(grep { $_ eq 'Invalid login or password' } @answers), 12, 'same wrong password x12: all refused')
+is(scalar(grep { $_ eq $INVALID } @answers), 12, 'same wrong password x12: all refused')
 	or diag("@answers");
 is(verifications() - $before, 1, 'same wrong password x12: one bcrypt computed');
 
@@ -170,10 +172,10 @@ my $apop = finish(start(request('/sqlite', 'pop', '0' x 32, '127.0.3.1',
 my $lookup = time() - $t1;
 @answers = map { finish($_) } @s;
 my $all = time() - $t0;
-is($apop, 'Invalid login or password', 'a pool lookup during the costly queue: answered');
+is($apop, '[AUTH] Invalid login or password', 'a pool lookup during the costly queue: answered');
 cmp_ok($lookup, '<', $all / 3, 'a pool lookup does not wait behind queued costly verifications')
 	or diag(sprintf('lookup %.2f s, the 6 bcrypts %.2f s', $lookup, $all));
-is(scalar(grep { $_ eq 'Invalid login or password' } @answers), 6, 'the 6 queued verifications all ran')
+is(scalar(grep { $_ eq $INVALID } @answers), 6, 'the 6 queued verifications all ran')
 	or diag("@answers");
 
 # 3. defaults, a pool of 1 thread with a queue of 1, 20 distinct costly logins at once
@@ -182,7 +184,7 @@ is(scalar(grep { $_ eq 'Invalid login or password' } @answers), 6, 'the 6 queued
 @answers = map { finish($_) } @s;
 my %seen;
 $seen{$_}++ for @answers;
-is_deeply(\%seen, { 'OK' => 5, 'Invalid login or password' => 15 },
+is_deeply(\%seen, { 'OK' => 5, $INVALID => 15 },
 	'tiny pool, 20 at once: every login verified, none refused');
 unlike($t->read_file('error.log'), qr/queue overflow/, 'tiny pool: the pool never overflowed');
 

@@ -107,7 +107,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend-a.log", %backend
 $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => 'bob-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/backend-a.log", %backend);
-$t->run()->plan(26);
+$t->run()->plan(28);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8144, 8146, 8111, 8026;
 
 sub imap {
@@ -131,30 +131,38 @@ like($t->read_file('backend-a.log'), qr/^imap ok user=carol pass=info-pw$/m,
 	'backend sees the real user');
 like(imap('gina', 'gina pw%'), qr/^a01 OK/, 'SHA-512-crypt from mail-auth-user');
 
-like(imap('alice', 'wrong'), qr/^a01 NO Invalid login or password/, 'wrong password');
-like(imap('dave', 'dave-pw'), qr/^a01 NO Invalid login or password/, 'disabled user refused');
-like(imap('erin', 'erin-pw'), qr/^a01 NO Invalid login or password/, 'protocol not allowed refused');
+like(imap('alice', 'wrong'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/, 'wrong password');
+# the right password of an account that may not log in: "ask the admin" (RFC 5530); a wrong one
+# gets what any wrong password gets, so a guesser learns nothing about the account
+like(imap('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled user refused: contact the admin');
+like(imap('dave', 'not-dave-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
+	'disabled user, wrong password: the usual refusal');
+like(imap('erin', 'erin-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'protocol not allowed refused: contact the admin');
+like(imap('erin', 'not-erin-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
+	'protocol not allowed, wrong password: the usual refusal');
 my ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'erin', 'erin-pw');
 is($rc, 0, 'allowed protocol (pop3) accepted') or diag($out);
-like(imap('frank', 'frank-pw'), qr/^a01 NO Invalid login or password/, 'network not allowed refused');
+like(imap('frank', 'frank-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
+	'network not allowed refused, not told even with the right password');
 ($rc, $out) = real_client('smtp', '127.0.0.1', port(8025), 'alice', 'alice-pw');
 is($rc, 0, 'smtp login from SQLite') or diag($out);
 
-like(imap("' OR 1=1 --", 'x'), qr/^a01 NO Invalid login or password/, 'SQL injection in user name');
-like(imap("x'; DROP TABLE users; --", 'x'), qr/^a01 NO Invalid/, 'SQL injection with DROP');
+like(imap("' OR 1=1 --", 'x'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/,
+	'SQL injection in user name');
+like(imap("x'; DROP TABLE users; --", 'x'), qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid/, 'SQL injection with DROP');
 like(imap('alice', 'alice-pw'), qr/^a01 OK/, 'table survived');
 
 # database gone, corrupt, locked: temporary failure, then recovery without reload
 
 rename($db, "$db.away") or die;
-ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 NO Temporary server problem/ }),
+ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 NO \[UNAVAILABLE\] Temporary server problem/ }),
 	'database deleted: temporary failure');
 rename("$db.away", $db) or die;
 ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'database restored: recovered');
 
 $t->write_file('garbage', 'not a database ' x 100);
 rename("$d/garbage", $db) or die;
-ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 NO Temporary server problem/ }),
+ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 NO \[UNAVAILABLE\] Temporary server problem/ }),
 	'corrupt database: temporary failure');
 copy("$d/users.db.good", "$db.new") or die;
 rename("$db.new", $db) or die;
@@ -171,7 +179,7 @@ if ($locker == 0) {
 	exit 1;
 }
 $t->waitforfile("$d/locked");
-like(imap('alice', 'alice-pw'), qr/^a01 NO Temporary server problem/,
+like(imap('alice', 'alice-pw'), qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/,
 	'locked database: quick temporary failure');
 waitpid($locker, 0);
 ok(wait_for(5, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'lock released: recovered');

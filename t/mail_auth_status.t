@@ -116,7 +116,7 @@ like($m, qr/^# TYPE mail_auth_verify_duration_seconds histogram\r?$/m, 'histogra
 my ($rc, $out) = real_client('imap', '127.0.0.1', port(8143), 'alice', 'alice-pw');
 is($rc, 0, 'imaplib login through nginx mail') or diag($out);
 like(login('/auth', 'alice', 'alice-pw'), qr/^Auth-Status: OK\r$/m, 'second login (cached)');
-like(login('/auth', 'alice', 'wrong'), qr/^Auth-Status: Invalid login or password\r$/m,
+like(login('/auth', 'alice', 'wrong'), qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m,
 	'wrong password');
 like(login('/auth', 'ghost', 'x', 'Auth-Protocol' => 'pop3'), qr/Invalid login/,
 	'unknown user over pop3');
@@ -130,7 +130,7 @@ like(login('/auth', 'victim', 'bad3'), qr/Invalid login/, 'victim refused by the
 
 unlink("$d/users2") or die;
 select undef, undef, undef, 1.5;    # the store looks at its file at most once a second
-like(login('/auth2', 'alice', 'alice-pw'), qr/^Auth-Status: Temporary server problem/m,
+like(login('/auth2', 'alice', 'alice-pw'), qr/^Auth-Status: \[UNAVAILABLE\] Temporary server problem/m,
 	'missing store: temporary failure');
 
 # a malformed auth_http request and something that is not auth_http at all

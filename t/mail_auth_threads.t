@@ -115,7 +115,7 @@ cmp_ok($latency, '<', $all / 4, 'cheap request not stuck behind 20 bcrypt(12) ve
 is(scalar(grep { /^Auth-Status: OK\r$/m } @costly), 20, 'all 20 bcrypt logins succeeded');
 
 # a wrong password on the pool is still a failure (the result comes back from the thread)
-like(http(request('/auth', 'slow', 'nope')), qr/^Auth-Status: Invalid login or password\r$/m,
+like(http(request('/auth', 'slow', 'nope')), qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m,
 	'wrong bcrypt password refused through the pool');
 
 # control: the same load with the pool off stalls the worker

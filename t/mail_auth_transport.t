@@ -231,7 +231,7 @@ sub decision {
 }
 
 my $privacy = '[PRIVACYREQUIRED] Encryption required for requested authentication mechanism';
-my $invalid = 'Invalid login or password';
+my $invalid = '[AUTHENTICATIONFAILED] Invalid login or password';
 
 ###############################################################################
 
@@ -322,11 +322,11 @@ ok(!grep({ /smtp (ok|fail|xclient user=bob)/ } lines("$d/mx.log")), 'mx: no logi
 ($rc, $out) = client('imap', 8145, 'bob', $pw{bob});
 is($rc, 0, 'strict location, declared listener: OK') or diag($out);
 ($rc, $out) = client('imap', 8146, 'bob', $pw{bob});
-is($out, "FAIL Temporary server problem, try again later\n", 'strict location, no marker: temporary failure');
+is($out, "FAIL [UNAVAILABLE] Temporary server problem, try again later\n", 'strict location, no marker: temporary failure');
 ok(wait_for(3, sub { count(qr/\[error\].* mail_auth: user="bob" .* result=listener-unknown reason="no X-Mail-Auth-Listener header/) }),
 	'no marker: logged at error');
 ($rc, $out) = client('imap', 8147, 'bob', $pw{bob});
-is($out, "FAIL Temporary server problem, try again later\n", 'strict location, a misspelt marker: temporary failure');
+is($out, "FAIL [UNAVAILABLE] Temporary server problem, try again later\n", 'strict location, a misspelt marker: temporary failure');
 ok(wait_for(3, sub { count(qr/\[error\].* mail_auth: .*result=listener-unknown reason="listener imap-strcit is not declared/) }),
 	'misspelt marker: logged at error');
 

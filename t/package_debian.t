@@ -2,7 +2,10 @@
 
 # Tests for ngx-mail-auth: the module built by scripts/package for the distribution's own nginx
 # (Debian 12: nginx 1.22 + libnginx-mod-mail) loads into that packaged binary, passes nginx -t,
-# and authenticates one IMAP login through its mail proxy.
+# and authenticates one IMAP login through its mail proxy. CVE-2026-27651: a refused CRAM-MD5
+# login keeps its Auth-Wait when the installed package has Debian's backported fix
+# (1.22.1-9+deb12u5 and later, which scripts/package tells the build), else gets Auth-Wait 0;
+# "mail_auth_nginx_auth_wait_fixed off" gets 0 in any case.
 # TEST_MAIL_AUTH_DEBIAN_SO: the .so scripts/package built (scripts/test sets it).
 
 ###############################################################################
@@ -61,6 +64,13 @@ http {
             mail_auth_passwd_file %%TESTDIR%%/users;
             mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
         }
+
+        location = /unpatched {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_nginx_auth_wait_fixed off;
+        }
     }
 }
 
@@ -79,7 +89,7 @@ my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(4);
+$t->run()->plan(7);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -89,5 +99,18 @@ like(`$deb -v 2>&1`, qr{nginx/1\.22\.}, "the binary is the distribution's nginx 
 my ($rc, $msg) = real_client('imap', '127.0.0.1', port(8143), 'alice', 'alice-pw');
 is($rc, 0, 'IMAP login through the packaged nginx with the module') or diag($msg);
 like($t->read_file('backend.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'backend reached');
+
+my $debver = `dpkg-query -W -f='\${Version}' nginx-common 2>/dev/null`;
+my $fixed = $debver =~ /^1\.22\.1-9\+deb12u(\d+)$/ && $1 >= 5;
+my %cram = ('Auth-Method' => 'cram-md5', 'Auth-User' => 'alice', 'Auth-Pass' => '0' x 32,
+	'Auth-Salt' => '<1.2@localhost>', 'Auth-Protocol' => 'imap', 'Client-IP' => '127.0.0.1');
+like(auth_http('/auth', %cram), $fixed ? qr/^Auth-Wait: 3\r$/m : qr/^Auth-Wait: 0\r$/m,
+	"refused CRAM-MD5 on Debian's nginx $debver: Auth-Wait " . ($fixed ? '3 (has the fix)' : '0'));
+like(auth_http('/unpatched', %cram), qr/^Auth-Wait: 0\r$/m,
+	'refused CRAM-MD5 with "mail_auth_nginx_auth_wait_fixed off": Auth-Wait 0');
+like($t->read_file('error.log'), $fixed
+	? qr/\[notice\].*get the usual Auth-Wait \(the build: nginx\/1\.22\.1 has the CVE-2026-27651 fix, as the module's build was told\)/
+	: qr/\[notice\].*get "Auth-Wait: 0".*the build: nginx\/1\.22\.1/,
+	'the configuration-time line says what the build knows');
 
 ###############################################################################

@@ -8,7 +8,9 @@
 //!   `verify`), result `unknown-user`.
 //! * Policy refusals (disabled, protocol, network) are decided after the verification, for the
 //!   same reason. Wrong password: result `invalid` (the reason mentions the refusal too);
-//!   right password: the refusal's result. The client always sees "Invalid login or password".
+//!   right password: the refusal's result. The client sees "Invalid login or password"
+//!   (IMAP `[AUTHENTICATIONFAILED]`, POP3 `[AUTH]`), except for the right password of a
+//!   disabled account or a protocol not allowed: IMAP `[CONTACTADMIN]` (see `outcome::fail`).
 //! * Unknown/malformed stored hash: result `scheme-error`, same answer to the client.
 //! * Store error: temporary failure, result `store-error`. Never OK.
 //! * OK needs a backend: the account's `server`/`port`, else the configured backend for the

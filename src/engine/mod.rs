@@ -828,7 +828,14 @@ impl Engine {
     }
 
     /// Counts the answer, and makes the log lines: the store's notices, then the decision.
-    fn conclude(&self, fields: LogFields, o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
+    /// A refused APOP/CRAM-MD5 login on an nginx without the CVE-2026-27651 fix gets
+    /// `Auth-Wait: 0` (nginx then closes the session; see `config::auth_wait_fixed`).
+    fn conclude(&self, fields: LogFields, mut o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
+        if !self.cfg.nginx_auth_wait_fixed && matches!(fields.method, Some(Method::Apop | Method::CramMd5)) {
+            if let AuthResponse::Fail { wait, .. } | AuthResponse::TempFail { wait, .. } = &mut o.response {
+                *wait = Some(0);
+            }
+        }
         self.count(Some(&fields), o.result, ctx);
         let mut lines: Vec<(Level, String)> = trace.warnings.into_iter().map(|w| (Level::Warn, w)).collect();
         if let Some(store) = &self.store {

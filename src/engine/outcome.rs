@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::config::AuthConfig;
-use crate::protocol::{AuthRequest, AuthResponse, Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
+use crate::protocol::{failure_text, AuthRequest, AuthResponse, Failure, Protocol, MSG_RELAY};
 
 /// SMTP `Auth-Error-Code` of a failed login (nginx sends "<code> <message>").
 pub const SMTP_INVALID_CODE: &str = "535 5.7.8";
@@ -114,11 +114,23 @@ fn error_code(protocol: Option<Protocol>, code: &str) -> Option<String> {
     (protocol == Some(Protocol::Smtp)).then(|| code.to_string())
 }
 
-/// A failed login: "Invalid login or password", `wait` (default `fail_wait`).
+/// What the client is told about a refusal with this result. `Denied` only for the results
+/// the engine gives after the credentials were verified as right (a wrong password on a
+/// disabled account is `invalid`): a guesser never sees it.
+fn failure_kind(result: AuthResult) -> Failure {
+    match result {
+        AuthResult::Disabled | AuthResult::ProtocolDenied => Failure::Denied,
+        _ => Failure::Invalid,
+    }
+}
+
+/// A failed login: "Invalid login or password" (IMAP `[AUTHENTICATIONFAILED]`, POP3 `[AUTH]`;
+/// IMAP `[CONTACTADMIN]` for a disabled account or protocol after the right password), `wait`
+/// (default `fail_wait`).
 pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: AuthResult, reason: String) -> Outcome {
     Outcome {
         response: AuthResponse::Fail {
-            message: MSG_INVALID.to_string(),
+            message: failure_text(failure_kind(result), Some(req.protocol)).to_string(),
             wait: Some(wait.unwrap_or(cfg.fail_wait)),
             error_code: error_code(Some(req.protocol), SMTP_INVALID_CODE),
             error_sasl: None,
@@ -152,7 +164,8 @@ pub fn refuse(
     }
 }
 
-/// A temporary failure ("try again later"): never OK, never "wrong password".
+/// A temporary failure ("try again later"; IMAP `[UNAVAILABLE]`, POP3 `[SYS/TEMP]`, SMTP
+/// `451 4.3.0`): never OK, never "wrong password".
 pub fn temp_fail(cfg: &AuthConfig, req: &AuthRequest, result: AuthResult, reason: String) -> Outcome {
     temp_fail_for(cfg, Some(req.protocol), &req.user, result, reason)
 }
@@ -166,7 +179,7 @@ pub fn temp_fail_for(
 ) -> Outcome {
     Outcome {
         response: AuthResponse::TempFail {
-            message: MSG_TEMP.to_string(),
+            message: failure_text(Failure::Temporary, protocol).to_string(),
             wait: Some(cfg.fail_wait),
             error_code: error_code(protocol, SMTP_TEMP_CODE),
         },
@@ -187,7 +200,7 @@ pub fn failed_unparsed(
 ) -> Outcome {
     Outcome {
         response: AuthResponse::Fail {
-            message: MSG_INVALID.to_string(),
+            message: failure_text(Failure::Invalid, protocol).to_string(),
             wait: Some(cfg.fail_wait),
             error_code: error_code(protocol, SMTP_INVALID_CODE),
             error_sasl: None,

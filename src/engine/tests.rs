@@ -4,7 +4,9 @@ use super::*;
 use crate::config::{Backend, MasterUser};
 use crate::limiter::LimitConfig;
 use crate::protocol::HeaderView;
-use crate::protocol::{Protocol, MSG_INVALID, MSG_RELAY, MSG_TEMP};
+use crate::protocol::{
+    Protocol, MSG_DENIED_IMAP, MSG_INVALID, MSG_INVALID_IMAP, MSG_INVALID_POP3, MSG_RELAY, MSG_TEMP, MSG_TEMP_IMAP,
+};
 use crate::scheme::{self, Challenge};
 use crate::store::{Account, Query};
 
@@ -89,8 +91,13 @@ fn cfg() -> AuthConfig {
     c
 }
 
+/// A failed IMAP login.
 fn invalid(wait: u32) -> AuthResponse {
-    AuthResponse::Fail { error_sasl: None, message: MSG_INVALID.into(), wait: Some(wait), error_code: None }
+    failed(MSG_INVALID_IMAP, wait)
+}
+
+fn failed(message: &str, wait: u32) -> AuthResponse {
+    AuthResponse::Fail { error_sasl: None, message: message.into(), wait: Some(wait), error_code: None }
 }
 
 fn store() -> MemStore {
@@ -145,6 +152,15 @@ fn wrong_password() {
     assert_eq!(o.result, "invalid");
     assert_eq!(o.reason, "wrong password");
     assert_eq!(o.response, invalid(3));
+}
+
+fn smtp_invalid() -> AuthResponse {
+    AuthResponse::Fail {
+        error_sasl: None,
+        message: MSG_INVALID.into(),
+        wait: Some(3),
+        error_code: Some("535 5.7.8".into()),
+    }
 }
 
 #[test]
@@ -222,16 +238,23 @@ fn failures_of_cheaper_accounts_are_padded_to_the_template() {
 fn policy_refusals() {
     let s = store();
     let c = cfg();
+    // the right password of an account that may not log in: IMAP says "ask the admin", POP3
+    // has no such code (RFC 3206 files policy under AUTH), SMTP says what a wrong password gets
     let o = decide(&c, &req(Protocol::Imap, "off", b"pw"), &s);
     assert_eq!((o.result.as_str(), o.reason.as_str()), ("disabled", "account disabled"));
-    assert_eq!(o.response, invalid(3));
+    assert_eq!(o.response, failed(MSG_DENIED_IMAP, 3));
+    assert_eq!(decide(&c, &req(Protocol::Pop3, "off", b"pw"), &s).response, failed(MSG_INVALID_POP3, 3));
     let o = decide(&c, &req(Protocol::Pop3, "imaponly", b"pw"), &s);
     assert_eq!(o.result, "protocol-denied");
-    assert_eq!(o.response, invalid(3));
+    assert_eq!(o.response, failed(MSG_INVALID_POP3, 3));
+    let o = decide(&c, &req(Protocol::Smtp, "off", b"pw"), &s);
+    assert_eq!((o.result, &o.response), (AuthResult::Disabled, &smtp_invalid()));
     assert_eq!(decide(&c, &req(Protocol::Imap, "imaponly", b"pw"), &s).result, "ok");
     let o = decide(&c, &req(Protocol::Imap, "lan", b"pw"), &s);
     assert_eq!(o.result, "network-denied");
     assert_eq!(o.reason, "client 127.0.0.1 not in allowed networks");
+    // a network rule is not told to a client from elsewhere, even with the right password
+    assert_eq!(o.response, invalid(3));
     let mut r = req(Protocol::Imap, "lan", b"pw");
     r.client_ip = Some("::ffff:10.1.2.3".parse().unwrap());
     assert_eq!(decide(&c, &r, &s).result, "ok");
@@ -247,6 +270,9 @@ fn refused_account_with_wrong_password_is_invalid() {
     let o = decide(&cfg(), &req(Protocol::Imap, "off", b"bad"), &s);
     assert_eq!(o.result, "invalid");
     assert_eq!(o.reason, "wrong password (account disabled too)");
+    // a guesser sees what an unknown user or a wrong password gets, never [CONTACTADMIN]
+    assert_eq!(o.response, invalid(3));
+    assert_eq!(decide(&cfg(), &req(Protocol::Imap, "ghost", b"bad"), &s).response, invalid(3));
 }
 
 #[test]
@@ -275,7 +301,7 @@ fn store_error_is_temporary() {
     let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "store-error");
     assert_eq!(o.reason, "mem: disk on fire");
-    assert_eq!(o.response, AuthResponse::TempFail { message: MSG_TEMP.into(), wait: Some(3), error_code: None });
+    assert_eq!(o.response, AuthResponse::TempFail { message: MSG_TEMP_IMAP.into(), wait: Some(3), error_code: None });
 }
 
 #[test]
@@ -359,7 +385,7 @@ fn apop_and_cram_md5_check_the_response_and_hand_the_backend_a_password() {
     assert_eq!(ok_parts(&o), ("::1".into(), 10110, None, Some(b"alice pw".to_vec())));
     let o = decide(&cfg(), &apop("alice", b"wrong"), &s);
     assert_eq!((o.result.as_str(), o.reason.as_str()), ("invalid", "wrong apop response"));
-    assert_eq!(o.response, invalid(3));
+    assert_eq!(o.response, failed(MSG_INVALID_POP3, 3));
     // the same response to another challenge (a replay) fails
     let mut replay = apop("alice", b"alice pw");
     replay.salt = Some(b"<1.2@other>".to_vec());
@@ -1346,4 +1372,52 @@ fn transport_refusals_check_no_password_and_count_nothing() {
     // a request of the JSON API (Dovecot's, with its own TLS rules) is not subject to it
     let Start::Done(d) = e.start_parsed(req(Protocol::Imap, "imaponly", b"pw"), ctx()) else { panic!() };
     assert_eq!(d.result, AuthResult::Ok);
+}
+
+/// The auth_http answer's Auth-Wait for headers `h`.
+fn wait_of(e: &Engine, h: &[(&[u8], &[u8])]) -> Option<u32> {
+    match e.decide(&HeaderView::new(h.iter().copied()), ctx()).reply {
+        Reply::Answer(AuthResponse::Fail { wait, .. } | AuthResponse::TempFail { wait, .. }) => wait,
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[test]
+fn refused_challenge_logins_get_no_wait_on_an_nginx_without_the_cve_2026_27651_fix() {
+    let salt: &[u8] = b"<1896.697170952@dbc.mtview.ca.us>";
+    let apop: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"apop"),
+        (b"Auth-Protocol", b"pop3"),
+        (b"Auth-User", b"alice"),
+        (b"Auth-Pass", b"00000000000000000000000000000000"),
+        (b"Auth-Salt", salt),
+    ];
+    let cram: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"cram-md5"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"ghost"),
+        (b"Auth-Pass", b"00000000000000000000000000000000"),
+        (b"Auth-Salt", salt),
+    ];
+    let plain: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"alice"), (b"Auth-Pass", b"x")];
+    // without the salt nginx always sends: a bad request, refused all the same
+    let bad: Vec<(&[u8], &[u8])> = apop[..4].to_vec();
+
+    let mut e = engine(store());
+    assert!(e.cfg.nginx_auth_wait_fixed, "the default: a fixed nginx");
+    for h in [&apop, &cram, &plain, &bad] {
+        assert_eq!(wait_of(&e, h), Some(3));
+    }
+    e.cfg.nginx_auth_wait_fixed = false;
+    for h in [&apop, &cram, &bad] {
+        assert_eq!(wait_of(&e, h), Some(0), "nginx closes the session instead of crashing on the next try");
+    }
+    assert_eq!(wait_of(&e, &plain), Some(3), "other methods keep their wait");
+    // a temporary failure too
+    let mut broken = store();
+    broken.broken = true;
+    let e = Engine { store: Some(Arc::new(broken)), ..e };
+    assert_eq!(wait_of(&e, &cram), Some(0));
+    assert_eq!(wait_of(&e, &plain), Some(3));
 }

@@ -214,8 +214,9 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-/// In a `mail_auth` location, a 401/403 (auth_basic, auth_request, deny) becomes
-/// `Auth-Status: Invalid login or password`, and a 5xx a temporary failure: nginx mail then
+/// In a `mail_auth` location, a 401/403 (auth_basic, auth_request, deny) becomes a failed
+/// login ("Invalid login or password", with the protocol's response code), and a 5xx a
+/// temporary failure: nginx mail then
 /// tells the client, waits Auth-Wait, and never sees an HTTP error.
 fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     // SAFETY: header filters get a live request.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -183,6 +183,10 @@ directives! {
     }
     basic_header: Option<bool>, inherit {
         "mail_auth_basic_header" ANY | NGX_CONF_FLAG => set_basic_header;
+    }
+    /// The operator's word on the CVE-2026-27651 fix of this nginx (default: the build's).
+    auth_wait_fixed: Option<bool>, inherit {
+        "mail_auth_nginx_auth_wait_fixed" ANY | NGX_CONF_FLAG => set_auth_wait_fixed;
     }
     log_level: Option<Level>, inherit {
         "mail_auth_log_level" ANY | NGX_CONF_TAKE1 => set_log_level;
@@ -579,6 +583,55 @@ fn set_basic_header(a: &Args, on: &mut Option<bool>) -> Result<(), String> {
     })
 }
 
+fn set_auth_wait_fixed(a: &Args, fixed: &mut Option<bool>) -> Result<(), String> {
+    a.once(fixed, || match a.v[0].to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        v => Err(format!("invalid value \"{v}\" in \"mail_auth_nginx_auth_wait_fixed\", it must be \"on\" or \"off\"")),
+    })
+}
+
+/// What the build knows of the CVE-2026-27651 fix in the nginx it was built against (see
+/// `config::auth_wait_fixed`): nginx's `NGINX_VER` and `nginx_version` (from nginx-sys, passed
+/// on by build.rs), and `MAIL_AUTH_NGINX_AUTH_WAIT_FIXED` if the build was given it.
+fn built_auth_wait_fixed() -> (bool, String) {
+    let declared = option_env!("MAIL_AUTH_BUILT_AUTH_WAIT_FIXED").and_then(config::parse_flag);
+    let number = option_env!("MAIL_AUTH_BUILT_NGINX_VERSION_NUMBER").and_then(|n| n.parse().ok());
+    config::auth_wait_fixed(declared, option_env!("MAIL_AUTH_BUILT_NGINX_VER"), number)
+}
+
+/// The configuration-time line saying how refused APOP/CRAM-MD5 logins are answered: once per
+/// configuration read (`nginx -t`, start, reload), and again for a location that differs.
+fn log_auth_wait_fixed(cf: *mut ngx_conf_t, directive: Option<bool>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // the cycle being configured and the last value logged for it (bit 1: logged, bit 0: value)
+    static LOGGED: AtomicUsize = AtomicUsize::new(0);
+    static VALUE: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: nginx passes merge handlers a live configuration context.
+    let cycle = unsafe { (*cf).cycle } as usize;
+    let (built, why) = built_auth_wait_fixed();
+    let fixed = directive.unwrap_or(built);
+    let value = 2 | usize::from(fixed);
+    if LOGGED.swap(cycle, Ordering::Relaxed) == cycle && VALUE.swap(value, Ordering::Relaxed) == value {
+        return;
+    }
+    VALUE.store(value, Ordering::Relaxed);
+    let from = match directive {
+        Some(true) => "\"mail_auth_nginx_auth_wait_fixed on\"",
+        Some(false) => "\"mail_auth_nginx_auth_wait_fixed off\"",
+        None => "the build",
+    };
+    if fixed {
+        ngx_conf_log_error!(
+            NGX_LOG_NOTICE,
+            cf,
+            "mail_auth: refused APOP/CRAM-MD5 logins get the usual Auth-Wait ({from}: {why})"
+        );
+    } else {
+        ngx_conf_log_error!(NGX_LOG_NOTICE, cf, "mail_auth: refused APOP/CRAM-MD5 logins get \"Auth-Wait: 0\", nginx closes the session ({from}: {why}; set \"mail_auth_nginx_auth_wait_fixed on\" if this nginx has the fix)");
+    }
+}
+
 fn set_log_level(a: &Args, level: &mut Option<Level>) -> Result<(), String> {
     a.once(level, || {
         let v = a.v[0].to_ascii_lowercase();
@@ -688,6 +741,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
     }
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    log_auth_wait_fixed(cf, lc.directives.auth_wait_fixed);
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
     Ok(())
@@ -799,6 +853,7 @@ fn build_engine(
     if cfg.transport.listener_required && cfg.transport.listeners.is_empty() {
         return Err("\"mail_auth_listener_required on\" needs at least one \"mail_auth_listener\"".into());
     }
+    cfg.nginx_auth_wait_fixed = d.auth_wait_fixed.unwrap_or_else(|| built_auth_wait_fixed().0);
 
     let pool = match d.thread_pool.as_deref().unwrap_or(config::DEFAULT_THREAD_POOL) {
         _ if !cfg!(ngx_feature = "threads") => None,

@@ -30,7 +30,7 @@ use super::handler::log_decision;
 use super::{guard, offload, util, Module};
 use crate::engine::{AuthResult, Decision, Engine, Level, Reply, Start};
 use crate::protocol::json::{self, Mode};
-use crate::protocol::{printable, AuthResponse, Method, Protocol, MSG_TEMP};
+use crate::protocol::{printable, AuthResponse, Method, Protocol, MSG_INVALID, MSG_TEMP};
 use crate::store::{Account, Query, StoreError};
 
 const CONTENT_TYPE: &str = "application/json";
@@ -385,12 +385,14 @@ impl Call {
                 };
                 self.answer_ok(r, found)
             }
-            Reply::Answer(AuthResponse::Fail { message, .. }) => {
-                let msg = if d.result == AuthResult::Disabled { self.disabled.as_str() } else { message.as_str() };
+            // Nauthilus' texts, without the IMAP/POP3 response codes of the auth_http answer
+            // (Dovecot, the client here, speaks to the mail client with its own)
+            Reply::Answer(AuthResponse::Fail { .. }) => {
+                let msg = if d.result == AuthResult::Disabled { self.disabled.as_str() } else { MSG_INVALID };
                 reply(r, &self.session, 403, msg, None, &json::fail_body(msg))
             }
-            Reply::Answer(AuthResponse::TempFail { message, .. }) => {
-                reply(r, &self.session, 503, message, None, &json::error_body(message))
+            Reply::Answer(AuthResponse::TempFail { .. }) => {
+                reply(r, &self.session, 503, MSG_TEMP, None, &json::error_body(MSG_TEMP))
             }
             Reply::Status(s) => {
                 let s = ngx_uint_t::from(*s);

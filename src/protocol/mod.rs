@@ -20,8 +20,10 @@
 //!   So [`AuthResponse::headers`] sends them unescaped and refuses values that cannot survive
 //!   that trip (CR, LF, NUL, leading/trailing space, empty).
 //! * `Auth-Status: OK` and `Auth-Status: WAIT` are compared exactly; any other text is the
-//!   error message shown to the client (for SMTP prefixed by `Auth-Error-Code`, default
-//!   `535 5.7.0`). `Auth-Server` must be an IP literal (`ngx_parse_addr`), `Auth-Port` an
+//!   error message shown to the client: IMAP `<tag> NO <text>`, POP3 `-ERR <text>`, SMTP
+//!   `<Auth-Error-Code> <text>` (default code `535 5.7.0`); see [`failure_text`]. Without
+//!   `Auth-Wait` (or with `0`) nginx closes the session after the message; with `N > 0` it
+//!   waits N seconds and lets the client try again. `Auth-Server` must be an IP literal (`ngx_parse_addr`), `Auth-Port` an
 //!   integer 1..65535, `Auth-Wait` an integer number of seconds (`ngx_atoi`).
 //!
 //! Decisions:
@@ -53,8 +55,22 @@ pub use request::{
 };
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 
+/// The failed-login text without a response code (SMTP, where nginx puts `Auth-Error-Code`
+/// before it, and the JSON API).
 pub const MSG_INVALID: &str = "Invalid login or password";
+/// The temporary-failure text without a response code.
 pub const MSG_TEMP: &str = "Temporary server problem, try again later";
+/// IMAP, wrong credentials (RFC 5530).
+pub const MSG_INVALID_IMAP: &str = "[AUTHENTICATIONFAILED] Invalid login or password";
+/// IMAP, the right credentials of an account that may not log in (disabled, or not for
+/// IMAP): the user should ask the administrator, not type the password again (RFC 5530).
+pub const MSG_DENIED_IMAP: &str = "[CONTACTADMIN] Login not permitted for this account, contact your administrator";
+/// IMAP, temporary failure (RFC 5530): the client should retry, not ask for a new password.
+pub const MSG_TEMP_IMAP: &str = "[UNAVAILABLE] Temporary server problem, try again later";
+/// POP3, wrong credentials or an account policy (RFC 3206 `AUTH`).
+pub const MSG_INVALID_POP3: &str = "[AUTH] Invalid login or password";
+/// POP3, temporary failure (RFC 3206 `SYS/TEMP`).
+pub const MSG_TEMP_POP3: &str = "[SYS/TEMP] Temporary server problem, try again later";
 /// `Auth-Status` text for a refused relay recipient.
 pub const MSG_RELAY: &str = "Relay access denied";
 /// `Auth-Status` text of a cleartext login refused for want of TLS (`mail_auth_require_tls`):
@@ -64,6 +80,35 @@ pub const MSG_TLS_REQUIRED: &str = "Encryption required for requested authentica
 /// `Auth-Status` text of a login on a listener that takes none (`mail_auth_listener NAME
 /// auth=off`); SMTP gets `503 5.5.1` in `Auth-Error-Code`.
 pub const MSG_NO_AUTH: &str = "Authentication not enabled on this port";
+
+/// What kind of refusal an `Auth-Status` text says (see [`failure_text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Wrong credentials (or anything a guesser must not tell from them).
+    Invalid,
+    /// The right credentials of an account that may not log in here (disabled, protocol not
+    /// allowed). Only ever chosen after the credentials were verified.
+    Denied,
+    /// Server trouble: store, backend, overload. The client should retry later.
+    Temporary,
+}
+
+/// The `Auth-Status` text of a refusal, with the protocol's standard response code: nginx
+/// writes it after `<tag> NO ` (IMAP) or `-ERR ` (POP3), so the code comes first, as RFC 5530
+/// and RFC 3206 want it. SMTP (and an unknown protocol) gets the plain text: its codes are
+/// `Auth-Error-Code`'s. POP3 has no code for [`Failure::Denied`]: RFC 3206 files account
+/// policy under `AUTH`, the answer of a wrong password.
+pub fn failure_text(kind: Failure, protocol: Option<Protocol>) -> &'static str {
+    match (protocol, kind) {
+        (Some(Protocol::Imap), Failure::Invalid) => MSG_INVALID_IMAP,
+        (Some(Protocol::Imap), Failure::Denied) => MSG_DENIED_IMAP,
+        (Some(Protocol::Imap), Failure::Temporary) => MSG_TEMP_IMAP,
+        (Some(Protocol::Pop3), Failure::Invalid | Failure::Denied) => MSG_INVALID_POP3,
+        (Some(Protocol::Pop3), Failure::Temporary) => MSG_TEMP_POP3,
+        (_, Failure::Invalid | Failure::Denied) => MSG_INVALID,
+        (_, Failure::Temporary) => MSG_TEMP,
+    }
+}
 
 /// `Auth-Protocol`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -523,3 +523,33 @@ fn oauth_methods_and_error_sasl() {
         assert!(fail(bad).headers().iter().all(|(n, _)| *n != "Auth-Error-SASL"), "{bad:?}");
     }
 }
+
+#[test]
+fn failure_texts_carry_the_protocols_response_codes() {
+    use super::{failure_text, Failure};
+    // nginx writes "<tag> NO " / "-ERR " before the text: the code must be its first word
+    for kind in [Failure::Invalid, Failure::Denied, Failure::Temporary] {
+        let imap = failure_text(kind, Some(Protocol::Imap));
+        let pop3 = failure_text(kind, Some(Protocol::Pop3));
+        assert!(imap.starts_with('[') && pop3.starts_with('['), "{imap} / {pop3}");
+        // SMTP's code is Auth-Error-Code's; no IMAP/POP3 code in its text
+        assert!(!failure_text(kind, Some(Protocol::Smtp)).contains('['));
+        assert!(!failure_text(kind, None).contains('['));
+    }
+    assert_eq!(
+        failure_text(Failure::Invalid, Some(Protocol::Imap)),
+        "[AUTHENTICATIONFAILED] Invalid login or password"
+    );
+    assert!(failure_text(Failure::Denied, Some(Protocol::Imap)).starts_with("[CONTACTADMIN] "));
+    assert!(failure_text(Failure::Temporary, Some(Protocol::Imap)).starts_with("[UNAVAILABLE] "));
+    assert_eq!(failure_text(Failure::Invalid, Some(Protocol::Pop3)), "[AUTH] Invalid login or password");
+    assert_eq!(failure_text(Failure::Denied, Some(Protocol::Pop3)), "[AUTH] Invalid login or password");
+    assert!(failure_text(Failure::Temporary, Some(Protocol::Pop3)).starts_with("[SYS/TEMP] "));
+    assert_eq!(failure_text(Failure::Invalid, Some(Protocol::Smtp)), MSG_INVALID);
+    assert_eq!(failure_text(Failure::Temporary, Some(Protocol::Smtp)), MSG_TEMP);
+    // sent as they are (nothing for the sanitizer to change)
+    for t in [MSG_INVALID_IMAP, MSG_DENIED_IMAP, MSG_TEMP_IMAP, MSG_INVALID_POP3, MSG_TEMP_POP3] {
+        let r = AuthResponse::TempFail { message: t.into(), wait: None, error_code: None };
+        assert_eq!(r.headers()[0], ("Auth-Status", t.as_bytes().to_vec()));
+    }
+}
