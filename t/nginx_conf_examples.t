@@ -41,7 +41,9 @@ my $with_status = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /mail_a
 # an example with a proxy_protocol listener on 1144: a login through it as a balancer would
 my $with_pp = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /:1144 proxy_protocol;/ } @examples;
 my $with_tls_policy = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /^\s*mail_auth_require_tls\s.*pop3/m } @examples;
-plan(tests => 4 * @examples + $with_status + 2 * $with_pp + $with_tls_policy + 1);
+# an example with a bans location on 9182: a ban made, listed, lifted
+my $with_bans = grep { open my $fh, '<', $_ or die; local $/; <$fh> =~ /^\s*mail_auth_limit_bans;/m } @examples;
+plan(tests => 4 * @examples + $with_status + 2 * $with_pp + $with_tls_policy + 4 * $with_bans + 1);
 
 # the point of the bridge: no set_misc / NDK directive in any example (comments aside)
 my @third_party = grep { /^\s*[^#\s]*\b(set_unescape_uri|set_encode_base64|set_decode_base64|set_by_lua|ndk_set_var_value)\b/m }
@@ -110,6 +112,25 @@ for my $file (@examples) {
 		is($? >> 8, 0, "$name: IMAP login through the proxy_protocol listener") or diag($pout);
 		like($t->read_file('error.log'), qr/mail_auth: user="alice" client=127\.0\.0\.66 .*result=ok/,
 			"$name: the module saw the client the balancer named");
+	}
+	if ($conf =~ /^\s*mail_auth_limit_bans;/m && $conf =~ m!unix:%%TESTDIR%%/([\w.-]+):/auth!) {
+		# ten wrong passwords from 127.0.0.2 (auth_http as nginx mail sends it) ban its /24,
+		# which holds 127.0.0.1 too
+		my $sock = "$d/$1";
+		for my $n (1 .. 10) {
+			system('curl', '-s', '-o', '/dev/null', '--unix-socket', $sock, '-H', 'Auth-Method: plain',
+				'-H', 'Auth-User: alice', '-H', "Auth-Pass: wrong-$n", '-H', 'Auth-Protocol: imap',
+				'-H', 'Auth-Login-Attempt: 1', '-H', 'Client-IP: 127.0.0.2', 'http://localhost/auth');
+		}
+		my $bans = 'http://127.0.0.1:' . port(9182) . '/bans';
+		my $list = `curl -s $bans`;
+		like($list, qr/"client":"127\.0\.0\.0\/24"/, "$name: the ban of 127.0.0.0/24 is listed");
+		my ($c1) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-secret');
+		isnt($c1, 0, "$name: banned: a right login from 127.0.0.1 (same /24) is refused");
+		my $lift = `curl -s -X DELETE '$bans?client=127.0.0.2'`;
+		like($lift, qr/"lifted":[1-9]/, "$name: DELETE ?client= lifts it");
+		my ($c2, $o2) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-secret');
+		is($c2, 0, "$name: after the lift the login goes through, no reload") or diag($o2);
 	}
 	if ($conf =~ /^\s*mail_auth_require_tls\s.*pop3/m) {
 		# its POP3 listener (STARTTLS offered, not used here) refuses a cleartext login
