@@ -12,7 +12,7 @@ use crate::store::{Account, Query};
 fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
     match lookup(cfg, req, store) {
         Step::Answer(o) => o,
-        Step::Verify(p) => {
+        Step::Verify(mut p) => {
             let r = p.run();
             finish(cfg, req, p, r)
         }
@@ -172,7 +172,7 @@ fn unknown_user_runs_a_template_verification_and_answers_like_wrong_password() {
     let s = store();
     let c = cfg();
     let r = req(Protocol::Imap, "nobody", b"whatever");
-    let Step::Verify(p) = begin(&c, &r, &s) else { panic!("unknown user must verify") };
+    let Step::Verify(mut p) = begin(&c, &r, &s) else { panic!("unknown user must verify") };
     assert_ne!(p.stored(), "", "the timing template is verified");
     assert_eq!(p.run(), VerifyResult::Mismatch, "the template never matches");
     let o = finish(&c, &r, p, VerifyResult::Match);
@@ -187,7 +187,7 @@ fn unknown_users_verify_against_the_store_template() {
     let mut s = store();
     let c = cfg();
     // A store that names no template: the bcrypt default, from the first request on.
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), DEFAULT_TEMPLATE);
     assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
     assert_eq!(p.run(), VerifyResult::Mismatch, "the template verification never matches");
@@ -197,7 +197,7 @@ fn unknown_users_verify_against_the_store_template() {
     let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), "{PLAIN}alice pw");
     // even the template account's real password does not let an unknown user in
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else { panic!() };
     assert_eq!(p.run(), VerifyResult::Mismatch);
 }
 
@@ -206,12 +206,12 @@ fn failures_of_cheaper_accounts_are_padded_to_the_template() {
     let mut s = store();
     s.template = Some(DEFAULT_TEMPLATE.into());
     let c = cfg();
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"wrong"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "alice", b"wrong"), &s) else { panic!() };
     assert!(p.is_costly(), "a {{PLAIN}} account of a bcrypt store fails as slowly as bcrypt");
     let t = std::time::Instant::now();
     assert_eq!(p.run(), VerifyResult::Mismatch);
     let padded = t.elapsed();
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s) else { panic!() };
     let t = std::time::Instant::now();
     assert_eq!(p.run(), VerifyResult::Match);
     assert!(t.elapsed() * 10 < padded, "a right password is not padded: {:?} vs {padded:?}", t.elapsed());
@@ -560,7 +560,7 @@ fn steps_can_cross_threads() {
     let s = MemStore { template: Some("{PLAIN}x".into()), ..store() };
     let c = cfg();
     let r = req(Protocol::Imap, "alice", b"alice pw");
-    let Step::Verify(p) = begin(&c, &r, &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &r, &s) else { panic!() };
     assert!(!p.is_costly(), "{{PLAIN}} is cheap");
     let (p, v) = std::thread::spawn(move || {
         let v = p.run();
@@ -687,7 +687,7 @@ fn passwd_file_fixtures_end_to_end() {
     assert_eq!((o.result, &o.response), (AuthResult::UnknownUser, &invalid(3)));
     // Unknown users cost a verification of the file's costliest hash (bcrypt).
     let ghost = AuthRequest { user: "ghost".into(), ..req(Protocol::Imap, "", b"pw") };
-    let Step::Verify(p) = begin(&c, &ghost, &store) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &ghost, &store) else { panic!() };
     assert!(p.stored().starts_with("$2"), "{}", p.stored());
     assert!(p.is_costly());
     assert_eq!(p.run(), VerifyResult::Mismatch);
