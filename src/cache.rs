@@ -304,4 +304,30 @@ mod tests {
         let s = c.stats();
         assert_eq!((s.inserts, s.evictions), (16000, 0));
     }
+
+    #[test]
+    fn verdicts_name_the_credential_that_matched() {
+        let r = region(4096);
+        let c = Cache::new(&r).unwrap();
+        for i in 0..=MAX_CREDENTIAL {
+            let k = key(&c, u64::from(i), "imap", "alice", b"pw");
+            c.put_verdict(&k, Verdict::Match(i), 60, 0);
+            assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Match(i)));
+            assert_eq!(c.get(&k, 1), Some(true));
+        }
+        let k = key(&c, 99, "imap", "alice", b"pw");
+        c.put_verdict(&k, Verdict::Mismatch, 60, 0);
+        assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Mismatch));
+        // the main password's verdict is what `put(true)` always stored
+        let k = key(&c, 100, "imap", "alice", b"pw");
+        c.put(&k, true, 60, 0);
+        assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Match(0)));
+        // check words a bit or a few apart never decode as another credential's verdict
+        for i in 0..=MAX_CREDENTIAL {
+            for bit in 0..64 {
+                let x = spread(i) ^ (1u64 << bit);
+                assert!((0..=MAX_CREDENTIAL).all(|j| spread(j) != x), "{i} {bit}");
+            }
+        }
+    }
 }

@@ -946,4 +946,139 @@ mod edit_tests {
         let e = sqlite(&other, &opts(Target::Sqlite(other.clone()), "list", None, None)).unwrap_err();
         assert!(e.contains("no users table"), "{e}");
     }
+
+    fn app_opts(target: Target, app_file: Option<PathBuf>, args: &[&str]) -> Opts {
+        let mut v: Vec<String> = match &target {
+            Target::Sqlite(p) => vec!["--sqlite".into(), p.display().to_string()],
+            Target::File(p) => vec!["--passwd-file".into(), p.display().to_string()],
+        };
+        if let Some(a) = app_file {
+            v.push("--app-passwords".into());
+            v.push(a.display().to_string());
+        }
+        v.extend(args.iter().map(|s| s.to_string()));
+        parse_args(&v).unwrap()
+    }
+
+    fn is_secret(s: &str) -> bool {
+        s.len() == 34
+            && s.split('-').count() == 7
+            && s.split('-').all(|g| g.len() == 4 && g.bytes().all(|b| b"abcdefghijkmnpqrstuvwxyz23456789".contains(&b)))
+    }
+
+    #[test]
+    fn app_arguments() {
+        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = a(&[
+            "--sqlite",
+            "x.db",
+            "app",
+            "add",
+            "bob",
+            "phone",
+            "--protocols",
+            "IMAP,smtp",
+            "--networks",
+            "10.0.0.0/8, ::1",
+        ])
+        .unwrap();
+        assert_eq!(o.app, Some(("add".to_string(), Some("phone".to_string()))));
+        assert_eq!((o.protocols.as_deref(), o.networks.as_deref()), (Some("imap,smtp"), Some("10.0.0.0/8,::1")));
+        assert_eq!(o.kind, HashKind::Ssha512, "generated secrets: a fast salted hash by default");
+        let o = a(&["--sqlite", "x.db", "app", "add", "bob", "phone", "--scheme", "bcrypt"]).unwrap();
+        assert_eq!(o.kind, HashKind::Bcrypt { cost: 10 });
+        assert!(a(&["--sqlite", "x.db", "app", "list", "bob"]).is_ok());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob"]).is_err(), "label required");
+        assert!(a(&["--sqlite", "x.db", "app", "list", "bob", "phone"]).is_err(), "list takes no label");
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "a:b"]).is_err(), "bad label");
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--protocols", "nntp"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "10.0.0.0/33"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "example.org"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "frob", "bob"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "add", "bob", "--protocols", "imap"]).is_err(), "only for app add");
+        assert!(a(&["--passwd-file", "f", "app", "list", "bob"]).is_err(), "--app-passwords needed");
+        let secrets: Vec<String> = (0..50).map(|_| generate_secret().unwrap()).collect();
+        assert!(secrets.iter().all(|s| is_secret(s)), "{secrets:?}");
+        let unique: std::collections::HashSet<_> = secrets.iter().collect();
+        assert_eq!(unique.len(), 50);
+        assert!(now_utc().ends_with('Z') && now_utc().len() == 20, "{}", now_utc());
+    }
+
+    #[test]
+    fn app_commands_on_a_passwd_file() {
+        let d = tmpdir();
+        let users = d.join("users");
+        let apps = d.join("apps");
+        std::fs::write(&users, "alice:{PLAIN}a\n#disabled# bob:{PLAIN}b\n").unwrap();
+        let t = Target::File(users.clone());
+        let run = |args: &[&str]| passwd_file(&users, &app_opts(t.clone(), Some(apps.clone()), args));
+        let out = run(&["app", "add", "alice", "phone"]).unwrap();
+        assert!(out.len() == 1 && is_secret(&out[0]), "{out:?}");
+        let phone = out[0].clone();
+        let mailer = run(&["app", "add", "alice", "mailer", "--protocols", "smtp", "--networks", "127.0.0.1"]).unwrap();
+        assert!(run(&["app", "add", "alice", "phone"]).unwrap_err().contains("already"));
+        assert!(run(&["app", "add", "nobody", "phone"]).unwrap_err().contains("no user"));
+        run(&["app", "add", "bob", "phone"]).unwrap();
+        let text = std::fs::read_to_string(&apps).unwrap();
+        assert!(!text.contains(&phone) && !text.contains(&mailer[0]), "only hashes are stored");
+        // what the module reads
+        let line1 = text.lines().nth(1).unwrap();
+        assert!(line1.starts_with("alice:mailer:{SSHA512}"), "{line1}");
+        assert!(line1.contains(":protocols=smtp allow_nets=127.0.0.1 created=20"), "{line1}");
+        let line0 = text.lines().next().unwrap();
+        let hash = line0.split(':').nth(2).unwrap();
+        assert!(hash.starts_with("{SSHA512}") && scheme::verify(hash, phone.as_bytes()).unwrap());
+        let list = run(&["app", "list", "alice"]).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list[0].starts_with("phone\tprotocols=all\tnetworks=any\tcreated=20"), "{list:?}");
+        assert!(list[1].starts_with("mailer\tprotocols=smtp\tnetworks=127.0.0.1\tcreated="), "{list:?}");
+        assert!(!list.iter().any(|l| l.contains("SSHA")), "no hashes listed");
+        run(&["app", "revoke", "alice", "phone"]).unwrap();
+        assert!(run(&["app", "revoke", "alice", "phone"]).unwrap_err().contains("no app password"));
+        assert_eq!(run(&["app", "list", "alice"]).unwrap().len(), 1);
+        // del takes the user's app passwords along
+        let del = Opts { app_file: Some(apps.clone()), ..opts(t.clone(), "del", Some("alice"), None) };
+        passwd_file(&users, &del).unwrap();
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        assert_eq!(run(&["app", "list", "bob"]).unwrap().len(), 1);
+        // the bound
+        for i in 0..MAX_APP_PASSWORDS - 1 {
+            run(&["app", "add", "bob", &format!("l{i}")]).unwrap();
+        }
+        assert!(run(&["app", "add", "bob", "one-more"]).unwrap_err().contains("16 app passwords already"));
+    }
+
+    #[test]
+    fn app_commands_on_sqlite() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        sqlite(&db, &opts(t.clone(), "init", None, None)).unwrap();
+        sqlite(&db, &opts(t.clone(), "add", Some("alice"), Some("a"))).unwrap();
+        // a database made before app passwords: the table is created by the first 'app add'
+        rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TABLE app_passwords").unwrap();
+        let run = |args: &[&str]| sqlite(&db, &app_opts(t.clone(), None, args));
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        assert!(run(&["app", "revoke", "alice", "x"]).unwrap_err().contains("no app password"));
+        let out = run(&["app", "add", "alice", "phone", "--protocols", "imap"]).unwrap();
+        assert!(out.len() == 1 && is_secret(&out[0]), "{out:?}");
+        assert!(run(&["app", "add", "alice", "phone"]).unwrap_err().contains("already"));
+        assert!(run(&["app", "add", "nobody", "phone"]).unwrap_err().contains("no user"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let (h, p): (String, Option<String>) = c
+            .query_row("SELECT password, protocols FROM app_passwords WHERE user = 'alice'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert!(h.starts_with("{SSHA512}") && scheme::verify(&h, out[0].as_bytes()).unwrap());
+        assert_eq!(p.as_deref(), Some("imap"));
+        let list = run(&["app", "list", "alice"]).unwrap();
+        assert!(list.len() == 1 && list[0].starts_with("phone\tprotocols=imap\tnetworks=any\tcreated=20"), "{list:?}");
+        run(&["app", "revoke", "alice", "phone"]).unwrap();
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        run(&["app", "add", "alice", "tablet"]).unwrap();
+        sqlite(&db, &opts(t.clone(), "del", Some("alice"), None)).unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM app_passwords", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "del takes the user's app passwords along");
+    }
 }

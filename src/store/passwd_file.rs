@@ -1446,3 +1446,87 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod app_tests {
+    use super::*;
+    use crate::protocol::Method;
+    use crate::testutil::TempDir;
+
+    fn q(user: &str) -> Query<'_> {
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None }
+    }
+
+    fn labels(a: &Account) -> Vec<&str> {
+        a.app_passwords.iter().map(|x| x.label.as_str()).collect()
+    }
+
+    #[test]
+    fn app_passwords_file() {
+        let d = TempDir::new("apps");
+        let users =
+            d.file("users", b"alice:{PLAIN}a\nbob:{PLAIN}b::::::app_only=imap,pop3\ncarol:{PLAIN}c::::::app_only\n");
+        let mut apps = String::from(
+            "# app passwords\n\
+             alice:phone:{PLAIN}p\n\
+             bob:tablet:{PLAIN}t:protocols=smtp allow_nets=10.0.0.0/8 created=2026-12-01T00:00:00Z\n\
+             alice:mailer:{PLAIN}m:protocols=smtp\n\
+             alice:phone:{PLAIN}again\n\
+             alice:bad label:{PLAIN}x\n\
+             alice:badproto:{PLAIN}x:protocols=nntp\n\
+             alice:nohash:\n\
+             alice:weird:{NOSUCH}x\n",
+        );
+        for i in 0..20 {
+            apps.push_str(&format!("dave:l{i}:{{PLAIN}}x\n"));
+        }
+        let apps = d.file("apps", apps.as_bytes());
+        let s =
+            PasswdFile::open(&users).unwrap().with_app_passwords(&apps).unwrap().with_check_interval(Duration::ZERO);
+        let notices: Vec<String> = s.take_notices().into_iter().map(|n| n.message).collect();
+        let has = |needle: &str| notices.iter().any(|m| m.contains(needle));
+        assert!(has("apps:5: duplicate app password \"phone\" of \"alice\""), "{notices:?}");
+        assert!(has("apps:6: user \"alice\": bad label"), "{notices:?}");
+        assert!(has("apps:7: user \"alice\", app password \"badproto\": bad protocols=nntp"), "{notices:?}");
+        assert!(has("apps:8: user \"alice\", app password \"nohash\": empty password field"), "{notices:?}");
+        assert!(has("apps:9: app password \"weird\" of \"alice\": unknown or malformed"), "{notices:?}");
+        assert!(has("\"dave\" has more than 16 app passwords"), "{notices:?}");
+        assert!(has("apps: loaded 20 app passwords"), "{notices:?}");
+        let a = s.lookup(&q("alice")).unwrap().unwrap();
+        assert_eq!(labels(&a), ["phone", "mailer", "weird"], "file order; bad lines skipped");
+        assert_eq!(a.app_passwords[0].password, "{PLAIN}p", "the first definition wins");
+        assert_eq!(a.app_passwords[1].protocols, Some(vec![Protocol::Smtp]));
+        assert_eq!(a.app_only, None);
+        let b = s.lookup(&q("bob")).unwrap().unwrap();
+        assert_eq!(labels(&b), ["tablet"]);
+        assert_eq!(b.app_passwords[0].networks, Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]));
+        assert_eq!(b.app_only, Some(vec![Protocol::Imap, Protocol::Pop3]));
+        let c = s.lookup(&q("carol")).unwrap().unwrap();
+        assert!(c.app_passwords.is_empty());
+        assert_eq!(c.app_only, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
+        // app passwords of a user the main file does not know log nobody in
+        assert_eq!(s.lookup(&q("dave")).unwrap(), None);
+
+        // revocation: the file replaced, seen by the next lookup (check interval 0 here)
+        std::fs::write(d.join("apps.new"), "alice:mailer:{PLAIN}m:protocols=smtp\n").unwrap();
+        std::fs::rename(d.join("apps.new"), &apps).unwrap();
+        assert_eq!(labels(&s.lookup(&q("alice")).unwrap().unwrap()), ["mailer"]);
+        // the app file gone: a temporary failure for every login, never the account without it
+        std::fs::remove_file(&apps).unwrap();
+        let e = s.lookup(&q("alice")).unwrap_err();
+        assert!(e.to_string().starts_with("app passwords file"), "{e}");
+        assert!(s.lookup(&q("nobody")).unwrap().is_none(), "unknown users stay unknown");
+        // a missing app file at configuration time is an error (nginx -t)
+        assert!(PasswdFile::open(&users).unwrap().with_app_passwords(d.join("none")).is_err());
+    }
+
+    #[test]
+    fn app_only_values() {
+        let mut w = Vec::new();
+        let a = parse_line("u:{PLAIN}x::::::app_only=smtp", &mut w).unwrap().1;
+        assert_eq!(a.app_only, Some(vec![Protocol::Smtp]));
+        assert!(parse_line("u:{PLAIN}x::::::app_only=nntp", &mut w).is_err(), "a bad value skips the line");
+        assert!(parse_app_line("u:l").is_err());
+        assert_eq!(parse_app_line("u:l:{PLAIN}x").unwrap().1.label, "l");
+    }
+}
