@@ -675,7 +675,7 @@ impl Engine {
         trace: &mut Trace,
     ) -> Result<Outcome, Pending> {
         let Some(v) = self.probe(key) else { return Err(p) };
-        if matches!(v, Verdict::Match(i) if usize::from(i) >= p.order.len().max(1)) {
+        if matches!(v, Verdict::Match(i) if usize::from(i) >= p.order().len().max(1)) {
             return Err(p); // names no credential of this key (cannot happen): verify again
         }
         trace.step(|| format!("cache hit: {v:?}"));

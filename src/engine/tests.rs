@@ -1295,7 +1295,7 @@ fn credentials_are_tried_cheapest_first_and_bounded() {
     let mut p = Pending::new(DEFAULT_TEMPLATE.into(), b"phone"[..].into(), subject(&a));
     assert_eq!(p.app_passwords(), crate::store::MAX_APP_PASSWORDS, "at most MAX_APP_PASSWORDS tried");
     assert!(p.is_costly() && p.has_cheap_first());
-    assert_eq!(p.order[0], 2, "the cheap ones first");
+    assert_eq!(p.order()[0], 2, "the cheap ones first");
     assert!(p.run_cheap(), "found among the cheap ones, no bcrypt run");
     assert_eq!(p.matched(), Some(2));
     // beyond the bound: never tried

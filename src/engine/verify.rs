@@ -62,7 +62,9 @@ pub struct Pending {
     pub(crate) password: Password,
     pub(crate) subject: Subject,
     /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
-    pub(crate) order: Vec<u8>,
+    /// (A fixed array: no allocation per verification; `order_len` of them are used.)
+    order_buf: [u8; 1 + MAX_APP_PASSWORDS],
+    order_len: u8,
     /// The credential that matched.
     pub(crate) matched: Option<u8>,
     /// The cheap credentials were tried already ([`Pending::run_cheap`]).
@@ -89,19 +91,28 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// A verification of `password` for `subject` (an unknown user: against `template`).
     pub(crate) fn new(template: std::sync::Arc<str>, password: Password, subject: Subject) -> Pending {
-        let (own_costly, order) = match &subject {
-            Subject::Unknown => (scheme::is_costly(&template), Vec::new()),
+        let mut order_buf = [0u8; 1 + MAX_APP_PASSWORDS];
+        let (own_costly, order_len) = match &subject {
+            Subject::Unknown => (scheme::is_costly(&template), 0),
             Subject::Known { account, .. } => {
                 let n = 1 + account.app_passwords.len().min(MAX_APP_PASSWORDS);
-                let mut order: Vec<u8> = (0..n as u8).collect();
+                let order = &mut order_buf[..n];
+                for (i, o) in order.iter_mut().enumerate() {
+                    *o = i as u8; // at most 1 + MAX_APP_PASSWORDS
+                }
                 if n > 1 {
                     // stable: store order among equal costs
                     order.sort_by_cached_key(|&i| scheme::cost_estimate(credential(account, i)));
                 }
-                (order.iter().any(|&i| scheme::is_costly(credential(account, i))), order)
+                (order.iter().any(|&i| scheme::is_costly(credential(account, i))), n as u8)
             }
         };
-        Pending { template, own_costly, password, subject, order, matched: None, cheap_done: false }
+        Pending { template, own_costly, password, subject, order_buf, order_len, matched: None, cheap_done: false }
+    }
+
+    /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
+    pub(crate) fn order(&self) -> &[u8] {
+        &self.order_buf[..usize::from(self.order_len)]
     }
 
     /// The account's credentials tried by this verification, by index (0: the main password),
@@ -111,7 +122,7 @@ impl Pending {
             Subject::Known { account, .. } => Some(account),
             Subject::Unknown => None,
         };
-        let n = self.order.len();
+        let n = self.order().len();
         (0..n).filter_map(move |i| {
             let a = account?;
             Some(match i {
@@ -123,7 +134,7 @@ impl Pending {
 
     /// How many app passwords this verification tries.
     pub fn app_passwords(&self) -> usize {
-        self.order.len().saturating_sub(1)
+        self.order().len().saturating_sub(1)
     }
 
     /// The credential that matched (0: the main password).
@@ -135,14 +146,14 @@ impl Pending {
     pub fn has_cheap_first(&self) -> bool {
         !self.cheap_done
             && self.own_costly
-            && self.order.first().is_some_and(|&i| !scheme::is_costly(credential_of(&self.subject, i)))
+            && self.order().first().is_some_and(|&i| !scheme::is_costly(credential_of(&self.subject, i)))
     }
 
     /// Tries the cheap credentials (on the event loop): `true` if one matched (then
     /// [`Pending::matched`] names it); the costly ones are left to [`Pending::run_own`].
     pub fn run_cheap(&mut self) -> bool {
         self.cheap_done = true;
-        for &i in &self.order {
+        for &i in self.order() {
             let stored = credential_of(&self.subject, i);
             if scheme::is_costly(stored) {
                 continue;
@@ -202,7 +213,7 @@ impl Pending {
         match self.subject {
             Subject::Unknown => false,
             Subject::Known { .. } => {
-                let own = self.order.iter().map(|&i| scheme::cost_estimate(credential_of(&self.subject, i))).max();
+                let own = self.order().iter().map(|&i| scheme::cost_estimate(credential_of(&self.subject, i))).max();
                 own.unwrap_or(0) < scheme::cost_estimate(&self.template)
             }
         }
@@ -218,7 +229,7 @@ impl Pending {
             return VerifyResult::Mismatch;
         }
         let mut main_error = None;
-        for &i in &self.order {
+        for &i in self.order() {
             let stored = credential_of(&self.subject, i);
             if self.cheap_done && !scheme::is_costly(stored) {
                 continue;
