@@ -11,7 +11,9 @@
 #     (ttl 1h); the decision line names the credential's label, never the secret;
 #   - SQLite (mail_auth_sqlite_app_query default): the same with the global
 #     mail_auth_app_only pop3; a revocation is refused at the very next login (no polling),
-#     cached verdict or not.
+#     cached verdict or not;
+#   - nginx -t: the default app query passes; an app query without a password column, an app
+#     file with a SQLite store and a missing app file are refused.
 
 ###############################################################################
 
@@ -153,7 +155,7 @@ my %any = (alice => '*', carol => '*', dave => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(31);
+$t->run()->plan(35);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -239,6 +241,43 @@ tool(@sql, 'app', 'revoke', 'dave', 'dlaptop');
 tool(@sql, 'app', 'revoke', 'dave', 'dphone');
 ok(refused('imap', 8144, 'dave', $app{dlaptop}), 'sqlite: revoked (cached) app password refused at once');
 ok(refused('pop3', 8110, 'dave', $app{dphone}), 'sqlite: revoked app password refused at once');
+
+###############################################################################
+
+# nginx -t checks the app passwords configuration
+
+sub nginx_t {
+	my ($location) = @_;
+	open my $fh, '>', "$d/check.conf" or die "check.conf: $!\n";
+	print $fh <<"EOC";
+$ENV{TEST_NGINX_GLOBALS}
+pid check.pid;
+events {}
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:1;
+        location = /auth {
+            mail_auth;
+            mail_auth_backend imap 127.0.0.1:1;
+            $location
+        }
+    }
+}
+EOC
+	close $fh;
+	my ($rc, $out) = run_tool($Test::Nginx::NGINX, '-t', '-q', '-p', "$d/", '-c', 'check.conf', '-e', 'check.log');
+	return $rc == 0 ? 'ok' : $out;
+}
+
+is(nginx_t("mail_auth_sqlite $d/users.db; mail_auth_sqlite_app_query default;"), 'ok',
+	'nginx -t: the default app query');
+like(nginx_t("mail_auth_sqlite $d/users.db; mail_auth_sqlite_app_query \"SELECT label FROM app_passwords WHERE user = :user\";"),
+	qr/mail_auth_sqlite_app_query.*"password" column/, 'nginx -t: an app query without a password column');
+like(nginx_t("mail_auth_sqlite $d/users.db; mail_auth_app_passwords $d/apps;"),
+	qr/"mail_auth_app_passwords" is a file for "mail_auth_passwd_file"/, 'nginx -t: an app file with SQLite');
+like(nginx_t("mail_auth_passwd_file $d/users; mail_auth_app_passwords $d/no-such-file;"),
+	qr/mail_auth_app_passwords: app passwords file .*no-such-file/, 'nginx -t: a missing app file');
 
 ###############################################################################
 
