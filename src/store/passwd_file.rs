@@ -26,6 +26,7 @@
 //! | `pass=SECRET` | `backend_pass` (Auth-Pass, master-user setups) |
 //! | `protocols=imap,pop3,smtp` | `protocols` (this module's own field) |
 //! | `wait=SECONDS` | `wait` (this module's own field) |
+//! | `app_only` (bare: every protocol) or `app_only=imap,pop3` | `app_only`: the main password is refused there, only app passwords (this module's own field) |
 //! | `nopassword` | **ignored** with a warning: the password is always checked |
 //!
 //! A bad `allow_nets`/`port`/`protocols`/`wait` value skips the whole line (fail closed).
