@@ -168,7 +168,12 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
 
 /// The rules of the credential that matched: an app password's protocols and networks; for
 /// the main password (`app: None`), `mail_auth_app_only` and the account's `app_only`.
-fn credential_refusal(cfg: &AuthConfig, req: &AuthRequest, account: &Account, app: Option<usize>) -> Option<Refusal> {
+pub(crate) fn credential_refusal(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    account: &Account,
+    app: Option<usize>,
+) -> Option<Refusal> {
     match app.and_then(|i| account.app_passwords.get(i)) {
         Some(a) => check_restrictions(a.protocols.as_deref(), a.networks.as_deref(), req).err(),
         None => {

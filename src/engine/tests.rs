@@ -1369,3 +1369,24 @@ fn cheap_app_password_is_answered_on_the_event_loop_beside_a_costly_main_passwor
     job.run(&e);
     assert_eq!(done(e.complete(job)).result, AuthResult::Ok);
 }
+
+#[test]
+fn app_only_applies_to_apop_and_cram_md5_too() {
+    let salt = b"<4711.1700000000@mail.example>";
+    let s = MemStore::with(&[("alice", acct("{PLAIN}alice pw"))]);
+    let apop = challenge_req(
+        Method::Apop,
+        Protocol::Pop3,
+        "alice",
+        salt,
+        &scheme::challenge_response(Challenge::Apop, b"alice pw", salt),
+    );
+    assert_eq!(decide(&cfg(), &apop, &s).result, AuthResult::Ok);
+    let mut c = cfg();
+    c.app_only = vec![Protocol::Pop3];
+    let o = decide(&c, &apop, &s);
+    assert_eq!(
+        (o.result, o.reason.as_str()),
+        (AuthResult::ProtocolDenied, "main password not accepted for pop3 (app passwords only)")
+    );
+}
