@@ -250,7 +250,7 @@ sub nginx_t {
 	my ($location) = @_;
 	open my $fh, '>', "$d/check.conf" or die "check.conf: $!\n";
 	print $fh <<"EOC";
-$ENV{TEST_NGINX_GLOBALS}
+@{[ $ENV{TEST_NGINX_GLOBALS} // "" ]}
 pid check.pid;
 events {}
 http {
