@@ -26,6 +26,22 @@ CREATE TABLE IF NOT EXISTS users (
     backend_user TEXT,                       -- login presented to the backend (Auth-User), e.g. an alias's real user
     backend_pass TEXT,                       -- password presented to the backend (Auth-Pass), master-user setups
     wait         INTEGER,                    -- Auth-Wait (seconds) after a failed login for this user
+    app_only     TEXT,                       -- e.g. 'imap,pop3' or 'all': main password refused there, only app
+                                             -- passwords (read only by a mail_auth_sqlite_query that selects it)
     created      TEXT NOT NULL DEFAULT (datetime('now')),
     updated      TEXT NOT NULL DEFAULT (datetime('now'))
+);
+
+-- App passwords (per-device credentials), read with `mail_auth_sqlite_app_query default;`:
+--   SELECT label, password, protocols, networks FROM app_passwords WHERE user = :user ORDER BY rowid
+-- Managed with `mail-auth-user --sqlite DB app add|list|revoke`. Revoking is deleting the row:
+-- the next login no longer accepts it (the verdict cache is bound to the credentials).
+CREATE TABLE IF NOT EXISTS app_passwords (
+    user      TEXT NOT NULL,                 -- users.name
+    label     TEXT NOT NULL,                 -- names the credential in the log: letters, digits, . _ - @ +
+    password  TEXT NOT NULL,                 -- stored hash ({SSHA512} for generated secrets)
+    protocols TEXT,                          -- e.g. 'smtp'; NULL: all the account may use
+    networks  TEXT,                          -- e.g. '10.0.0.0/8'; NULL: anywhere the account may log in from
+    created   TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (user, label)
 );

@@ -43,9 +43,42 @@ impl CacheKey {
         CacheKey(key64(&h), hash_word(&h, 1))
     }
 
-    fn check(&self, ok: bool) -> u64 {
-        self.1 ^ if ok { TAG_OK } else { TAG_BAD }
+    fn check(&self, v: Verdict) -> u64 {
+        self.1
+            ^ match v {
+                Verdict::Match(i) => TAG_OK ^ spread(i),
+                Verdict::Mismatch => TAG_BAD,
+            }
     }
+
+    /// The verdict `check` encodes under this key, if any.
+    fn verdict(&self, check: u64) -> Option<Verdict> {
+        let tag = check ^ self.1;
+        if tag == TAG_BAD {
+            return Some(Verdict::Mismatch);
+        }
+        let x = tag ^ TAG_OK;
+        (0..=MAX_CREDENTIAL).find(|&i| spread(i) == x).map(Verdict::Match)
+    }
+}
+
+/// The highest credential index a verdict names (the main password and 16 app passwords,
+/// `store::MAX_APP_PASSWORDS`, with room to spare).
+const MAX_CREDENTIAL: u8 = 32;
+
+/// A credential index spread over the whole word (0 stays 0: the main password's verdict is
+/// the one this cache always stored), so check words a few bits apart never decode as another
+/// credential's verdict.
+fn spread(i: u8) -> u64 {
+    u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A remembered verdict: which of an account's credentials matched (0: the main password, i:
+/// app password i-1), or that none did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Match(u8),
+    Mismatch,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +112,11 @@ impl<'a> Cache<'a> {
     /// `Some(true)`: verified OK before, `Some(false)`: verified wrong before; `None`: unknown
     /// or expired (`now` in seconds).
     pub fn get(&self, k: &CacheKey, now: u64) -> Option<bool> {
+        self.get_verdict(k, now).map(|v| v != Verdict::Mismatch)
+    }
+
+    /// [`Cache::get`] with the credential that matched.
+    pub fn get_verdict(&self, k: &CacheKey, now: u64) -> Option<Verdict> {
         let g = self.table.lock();
         match self.table.find(&g, k.0) {
             Some(s) if s[1].load(Ordering::Relaxed) <= now => {
@@ -86,8 +124,7 @@ impl<'a> Cache<'a> {
                 None
             }
             Some(s) => {
-                let c = s[CHECK].load(Ordering::Relaxed);
-                let v = [true, false].into_iter().find(|ok| c == k.check(*ok));
+                let v = k.verdict(s[CHECK].load(Ordering::Relaxed));
                 if v.is_some() {
                     self.table.touch(&g, s, now);
                 }
@@ -99,13 +136,18 @@ impl<'a> Cache<'a> {
 
     /// Remembers a verdict for `ttl` seconds (0: not at all).
     pub fn put(&self, k: &CacheKey, ok: bool, ttl: u64, now: u64) {
+        self.put_verdict(k, if ok { Verdict::Match(0) } else { Verdict::Mismatch }, ttl, now)
+    }
+
+    /// [`Cache::put`] with the credential that matched.
+    pub fn put_verdict(&self, k: &CacheKey, v: Verdict, ttl: u64, now: u64) {
         if ttl == 0 {
             return;
         }
         let evicted = {
             let g = self.table.lock();
             let (s, evicted) = self.table.claim(&g, k.0, now);
-            s[CHECK].store(k.check(ok), Ordering::Relaxed);
+            s[CHECK].store(k.check(v), Ordering::Relaxed);
             s[1].store(now.saturating_add(ttl), Ordering::Relaxed);
             evicted
         };
@@ -198,7 +240,7 @@ mod tests {
         {
             let g = c.table.lock();
             let s = c.table.find(&g, k.0).unwrap();
-            s[CHECK].store(forged.check(true), Ordering::Relaxed);
+            s[CHECK].store(forged.check(Verdict::Match(0)), Ordering::Relaxed);
         }
         assert_eq!(c.get(&k, 1), None);
     }
@@ -261,5 +303,31 @@ mod tests {
         });
         let s = c.stats();
         assert_eq!((s.inserts, s.evictions), (16000, 0));
+    }
+
+    #[test]
+    fn verdicts_name_the_credential_that_matched() {
+        let r = region(4096);
+        let c = Cache::new(&r).unwrap();
+        for i in 0..=MAX_CREDENTIAL {
+            let k = key(&c, u64::from(i), "imap", "alice", b"pw");
+            c.put_verdict(&k, Verdict::Match(i), 60, 0);
+            assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Match(i)));
+            assert_eq!(c.get(&k, 1), Some(true));
+        }
+        let k = key(&c, 99, "imap", "alice", b"pw");
+        c.put_verdict(&k, Verdict::Mismatch, 60, 0);
+        assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Mismatch));
+        // the main password's verdict is what `put(true)` always stored
+        let k = key(&c, 100, "imap", "alice", b"pw");
+        c.put(&k, true, 60, 0);
+        assert_eq!(c.get_verdict(&k, 1), Some(Verdict::Match(0)));
+        // check words a bit or a few apart never decode as another credential's verdict
+        for i in 0..=MAX_CREDENTIAL {
+            for bit in 0..64 {
+                let x = spread(i) ^ (1u64 << bit);
+                assert!((0..=MAX_CREDENTIAL).all(|j| spread(j) != x), "{i} {bit}");
+            }
+        }
     }
 }

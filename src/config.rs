@@ -59,6 +59,9 @@ pub struct AuthConfig {
     /// with `Auth-Wait: 0`, which makes nginx close the session instead of crashing a worker on
     /// the client's next try.
     pub nginx_auth_wait_fixed: bool,
+    /// `mail_auth_app_only`: protocols on which no account's main password is accepted, only
+    /// its app passwords.
+    pub app_only: Vec<Protocol>,
 }
 
 impl Default for AuthConfig {
@@ -74,6 +77,7 @@ impl Default for AuthConfig {
             trusted_proxies: TrustedProxies::default(),
             transport: Transport::default(),
             nginx_auth_wait_fixed: true,
+            app_only: Vec::new(),
         }
     }
 }
@@ -230,12 +234,14 @@ pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 /// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConf {
-    /// `mail_auth_passwd_file PATH`
-    PasswdFile(String),
+    /// `mail_auth_passwd_file PATH`, and the `mail_auth_app_passwords` file in effect where it
+    /// is used.
+    PasswdFile { path: String, apps: Option<String> },
     /// `mail_auth_sqlite PATH`, and the `mail_auth_sqlite_query` in effect where it is used
     /// (`None`: the default query).
     /// `rows`: `mail_auth_sqlite_cache_rows` in effect (`None`: the default).
-    Sqlite { path: String, query: Option<String>, rows: Option<usize> },
+    /// `app_query`: `mail_auth_sqlite_app_query` in effect (`None`: no app passwords).
+    Sqlite { path: String, query: Option<String>, rows: Option<usize>, app_query: Option<String> },
 }
 
 /// A `mail_auth_log_level` value (nginx's level names, case-insensitive).

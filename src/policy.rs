@@ -19,7 +19,7 @@
 
 use crate::cidr::canonical_ip;
 use crate::engine::AuthResult;
-use crate::protocol::AuthRequest;
+use crate::protocol::{AuthRequest, Protocol};
 use crate::store::Account;
 
 /// An account refused by policy.
@@ -65,7 +65,18 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if !acct.enabled {
         return Err(Refusal { result: AuthResult::Disabled, reason: "account disabled".to_string() });
     }
-    if let Some(protocols) = &acct.protocols {
+    check_restrictions(acct.protocols.as_deref(), acct.networks.as_deref(), req)?;
+    check_client_cert(acct, req)
+}
+
+/// Checks a protocol list and a network list (`None`: no restriction) against a request: the
+/// rules of an account, or of one of its app passwords.
+pub fn check_restrictions(
+    protocols: Option<&[Protocol]>,
+    networks: Option<&[crate::cidr::Cidr]>,
+    req: &AuthRequest,
+) -> Result<(), Refusal> {
+    if let Some(protocols) = protocols {
         if !protocols.contains(&req.protocol) {
             let allowed: Vec<&str> = protocols.iter().map(|p| p.as_str()).collect();
             return Err(Refusal {
@@ -78,7 +89,7 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
             });
         }
     }
-    if let Some(networks) = &acct.networks {
+    if let Some(networks) = networks {
         match req.client_ip {
             None => {
                 return Err(Refusal {
@@ -96,6 +107,12 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
             }
         }
     }
+    Ok(())
+}
+
+/// `require_client_cert` (and the pinned `cert_fingerprint`) of an account: for every
+/// credential of it.
+fn check_client_cert(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if acct.require_client_cert {
         let verify = req.ssl.as_ref().and_then(|s| s.verify.as_deref());
         if !req.tls() || verify != Some("SUCCESS") {
@@ -125,7 +142,7 @@ pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use crate::cidr::Cidr;
-    use crate::protocol::{Method, Protocol};
+    use crate::protocol::Method;
     use std::net::IpAddr;
 
     fn c(s: &str) -> Cidr {

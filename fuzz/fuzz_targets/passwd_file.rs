@@ -16,7 +16,8 @@ use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
 use ngx_http_mail_auth_module::protocol::AuthResponse;
-use ngx_http_mail_auth_module::store::passwd_file::{parse, parse_line};
+use ngx_http_mail_auth_module::store::passwd_file::{parse, parse_app_line, parse_line};
+use ngx_http_mail_auth_module::store::valid_label;
 use ngx_http_mail_auth_module::store::Account;
 
 /// Per-line notices kept per load (MAX_LINE_NOTICES in passwd_file.rs), plus the summary line.
@@ -86,6 +87,12 @@ fuzz_target!(|data: &[u8]| {
         }
         for w in &warnings {
             assert!(!w.contains(['\r', '\n']), "CR/LF in warning {w:?}");
+        }
+        // the same line as an app passwords file line: a good one has a usable user and label
+        if let Ok((user, app)) = parse_app_line(line) {
+            check_user(&user);
+            assert!(valid_label(&app.label), "label {:?}", app.label);
+            assert!(!app.password.is_empty() && !app.password.contains(['\r', '\n']));
         }
     }
     assert_eq!(seen.len(), users.len());

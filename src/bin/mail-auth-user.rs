@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use scheme::HashKind;
 
 const USAGE: &str = "\
-usage: mail-auth-user (--sqlite DB | --passwd-file FILE) COMMAND [USER] [OPTIONS]
+usage: mail-auth-user (--sqlite DB | --passwd-file FILE [--app-passwords FILE]) COMMAND [USER] [OPTIONS]
 
 commands:
   init                 SQLite: create the users table of scripts/schema.sql (the file is created
@@ -38,12 +38,27 @@ commands:
                        is also understood by the module; set it by hand if you prefer that.)
   enable USER          undo disable
   list                 list users: name, enabled/disabled, password scheme
+  app add USER LABEL [--protocols imap,pop3,smtp] [--networks CIDR,...]
+                       add an app password (a per-device credential) to USER: a random secret
+                       (28 characters from the OS random generator, 140 bits) is generated,
+                       printed once on standard output, and stored hashed ({SSHA512} unless
+                       --scheme is given: safe for a secret of that strength, and cheap to try).
+                       LABEL names it in the log: 1..64 of letters, digits, . _ - @ +
+  app list USER        the user's app passwords: label, protocols, networks, created (no hashes)
+  app revoke USER LABEL
+                       remove that app password: the next login with it is refused
+  (passwd-file: app passwords live in the file given by --app-passwords, the one of
+  mail_auth_app_passwords; SQLite: in the app_passwords table, created if missing. 'del'
+  removes the user's app passwords too.)
 
 options:
   --scheme bcrypt|sha512-crypt|ssha512   how to store the password (default bcrypt, written $2y$)
   --cost N             bcrypt cost, 4..31 (default 10)
   --password PW        the password (visible to other local users in the process list!)
   --password-stdin     read the password from the first line of standard input (the default)
+  --app-passwords FILE passwd-file: the app passwords file (app commands, del)
+  --protocols LIST     app add: protocols the app password may be used with (default: all)
+  --networks LIST      app add: client networks it may be used from (default: anywhere)
   -h, --help           this text
 
 passwd-files are rewritten atomically (a temporary file in the same directory, then rename):
@@ -68,6 +83,13 @@ struct Opts {
     user: Option<String>,
     kind: HashKind,
     password: Option<String>,
+    /// `app add|list|revoke`: the subcommand and the label.
+    app: Option<(String, Option<String>)>,
+    /// `--app-passwords FILE` (passwd-file).
+    app_file: Option<PathBuf>,
+    /// `--protocols`, `--networks` (app add), checked.
+    protocols: Option<String>,
+    networks: Option<String>,
 }
 
 /// `Err(None)`: help was asked for. `Err(Some(msg))`: a usage error.
@@ -78,13 +100,21 @@ fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
     let mut cost = 10u32;
     let mut password = None;
     let mut from_stdin = false;
+    let mut scheme_given = false;
+    let (mut app_file, mut protocols, mut networks) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| Some(format!("{name} needs a value")));
         match a.as_str() {
             "--sqlite" => target = Some(Target::Sqlite(value("--sqlite")?.into())),
             "--passwd-file" => target = Some(Target::File(value("--passwd-file")?.into())),
-            "--scheme" => scheme_name = value("--scheme")?,
+            "--scheme" => {
+                scheme_name = value("--scheme")?;
+                scheme_given = true;
+            }
+            "--app-passwords" => app_file = Some(PathBuf::from(value("--app-passwords")?)),
+            "--protocols" => protocols = Some(check_protocols(&value("--protocols")?).map_err(Some)?),
+            "--networks" => networks = Some(check_networks(&value("--networks")?).map_err(Some)?),
             "--cost" => {
                 cost = match value("--cost")?.parse() {
                     Ok(c @ 4..=31) => c,
@@ -101,6 +131,11 @@ fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
     if from_stdin && password.is_some() {
         return Err(Some("--password and --password-stdin exclude each other".into()));
     }
+    let mut rest = rest.into_iter();
+    let command = rest.next().ok_or_else(|| Some("no command".to_string()))?;
+    if command == "app" && !scheme_given {
+        scheme_name = "ssha512".into();
+    }
     let kind = match scheme_name.as_str() {
         "bcrypt" => HashKind::Bcrypt { cost },
         "sha512-crypt" => HashKind::Sha512Crypt,
@@ -108,12 +143,41 @@ fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
         s => return Err(Some(format!("unknown scheme {s}"))),
     };
     let target = target.ok_or_else(|| Some("one of --sqlite or --passwd-file is required".to_string()))?;
-    let mut rest = rest.into_iter();
-    let command = rest.next().ok_or_else(|| Some("no command".to_string()))?;
-    if !matches!(command.as_str(), "init" | "add" | "passwd" | "del" | "disable" | "enable" | "list") {
+    if !matches!(command.as_str(), "init" | "add" | "passwd" | "del" | "disable" | "enable" | "list" | "app") {
         return Err(Some(format!("unknown command {command}")));
     }
+    let app = match command.as_str() {
+        "app" => {
+            let sub = rest.next().ok_or_else(|| Some("app: add, list or revoke".to_string()))?;
+            if !matches!(sub.as_str(), "add" | "list" | "revoke") {
+                return Err(Some(format!("app: unknown subcommand {sub} (add, list, revoke)")));
+            }
+            if matches!(target, Target::File(_)) && app_file.is_none() {
+                return Err(Some("app: --app-passwords FILE is required with --passwd-file".into()));
+            }
+            Some(sub)
+        }
+        _ => None,
+    };
+    if (protocols.is_some() || networks.is_some()) && app.as_deref() != Some("add") {
+        return Err(Some("--protocols and --networks are for 'app add'".into()));
+    }
     let user = rest.next();
+    let app = match app {
+        Some(sub) => {
+            let label = if sub == "list" { None } else { rest.next() };
+            if sub != "list" && label.is_none() {
+                return Err(Some(format!("app {sub}: USER and LABEL are required")));
+            }
+            if let Some(l) = &label {
+                if !valid_label(l) {
+                    return Err(Some(format!("invalid label {l:?} (1..64 of letters, digits, . _ - @ +)")));
+                }
+            }
+            Some((sub, label))
+        }
+        None => None,
+    };
     if let Some(extra) = rest.next() {
         return Err(Some(format!("unexpected argument {extra}")));
     }
@@ -125,7 +189,74 @@ fn parse_args(args: &[String]) -> Result<Opts, Option<String>> {
     if let Some(u) = &user {
         check_user(u).map_err(Some)?;
     }
-    Ok(Opts { target, command, user, kind, password })
+    Ok(Opts { target, command, user, kind, password, app, app_file, protocols, networks })
+}
+
+/// The module's label rule (`store::valid_label`).
+fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 64
+        && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'))
+}
+
+/// `imap,pop3,smtp` (commas), lower-cased.
+fn check_protocols(v: &str) -> Result<String, String> {
+    let list: Vec<String> = v.split(',').map(|p| p.trim().to_ascii_lowercase()).collect();
+    if list.iter().any(|p| !matches!(p.as_str(), "imap" | "pop3" | "smtp")) {
+        return Err(format!("--protocols: {v:?} is not a list of imap, pop3, smtp"));
+    }
+    Ok(list.join(","))
+}
+
+/// CIDRs or addresses, separated by commas.
+fn check_networks(v: &str) -> Result<String, String> {
+    let list: Vec<&str> = v.split(',').map(str::trim).collect();
+    for n in &list {
+        let (addr, prefix) = n.split_once('/').unwrap_or((n, ""));
+        let ip: Option<std::net::IpAddr> = addr.parse().ok();
+        let max = match ip {
+            Some(std::net::IpAddr::V4(_)) => 32,
+            Some(std::net::IpAddr::V6(_)) => 128,
+            None => return Err(format!("--networks: {n:?} is not an address or CIDR")),
+        };
+        if !prefix.is_empty() && !prefix.parse::<u8>().is_ok_and(|p| p <= max) {
+            return Err(format!("--networks: {n:?} has a bad prefix"));
+        }
+    }
+    Ok(list.join(","))
+}
+
+/// A new app password: 28 characters of a 32-symbol alphabet (no 0/o, 1/l), 5 bits each from
+/// the OS random generator (140 bits), in groups of 4 joined by '-' (the dashes are part of it).
+fn generate_secret() -> Result<String, String> {
+    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut b = [0u8; 28];
+    getrandom::getrandom(&mut b).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    let mut out = String::with_capacity(34);
+    for (i, x) in b.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(char::from(ALPHABET[usize::from(x & 31)]));
+    }
+    Ok(out)
+}
+
+/// The current time as SQLite's `datetime('now')` writes it (UTC), for passwd-file lines.
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A name that can be written to a passwd-file line and found again by the module.
@@ -188,6 +319,9 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
             return Err(format!("{}: no users table (run 'init' first)", db.display()));
         }
     }
+    if let Some((sub, label)) = &opts.app {
+        return sqlite_app(&c, db, user, sub, label.as_deref(), opts);
+    }
     match opts.command.as_str() {
         "init" => c.execute_batch(include_str!("../../scripts/schema.sql")).map_err(name).map(|()| Vec::new()),
         "add" => {
@@ -209,7 +343,16 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
                     .map_err(name)?,
             )
         }
-        "del" => changed(c.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(name)?),
+        "del" => {
+            // the user's app passwords go too: a new user of that name must not inherit them
+            let tx = c.unchecked_transaction().map_err(name)?;
+            let n = tx.execute("DELETE FROM users WHERE name = ?1", [user]).map_err(name)?;
+            if has_app_table(&tx).map_err(name)? {
+                tx.execute("DELETE FROM app_passwords WHERE user = ?1", [user]).map_err(name)?;
+            }
+            tx.commit().map_err(name)?;
+            changed(n)
+        }
         "disable" | "enable" => {
             let v = i32::from(opts.command == "enable");
             changed(
@@ -243,6 +386,105 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         other => Err(format!("unknown command {other}")),
     }
 }
+
+/// Whether the database has the `app_passwords` table.
+fn has_app_table(c: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    c.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'app_passwords'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+}
+
+/// `app add|list|revoke` on a SQLite database (its users table exists).
+fn sqlite_app(
+    c: &rusqlite::Connection,
+    db: &Path,
+    user: &str,
+    sub: &str,
+    label: Option<&str>,
+    opts: &Opts,
+) -> Result<Vec<String>, String> {
+    let name = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    let label = label.unwrap_or("");
+    let has_table = has_app_table(c).map_err(name)?;
+    match sub {
+        "add" => {
+            let exists: i64 =
+                c.query_row("SELECT count(*) FROM users WHERE name = ?1", [user], |r| r.get(0)).map_err(name)?;
+            if exists == 0 {
+                return Err(format!("no user \"{user}\""));
+            }
+            if !has_table {
+                c.execute_batch(include_str!("../../scripts/schema.sql")).map_err(name)?;
+            }
+            let count: i64 = c
+                .query_row("SELECT count(*) FROM app_passwords WHERE user = ?1", [user], |r| r.get(0))
+                .map_err(name)?;
+            if count >= MAX_APP_PASSWORDS as i64 {
+                return Err(format!(
+                    "\"{user}\" has {MAX_APP_PASSWORDS} app passwords already (the most a login tries)"
+                ));
+            }
+            let secret = generate_secret()?;
+            let h = scheme::hash_password(opts.kind, secret.as_bytes()).map_err(|e| e.to_string())?;
+            let r = c.execute(
+                "INSERT INTO app_passwords(user, label, password, protocols, networks) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (user, label, &h, opts.protocols.as_deref(), opts.networks.as_deref()),
+            );
+            match r {
+                Ok(_) => Ok(vec![secret]),
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
+                    Err(format!("\"{user}\" has an app password \"{label}\" already"))
+                }
+                Err(e) => Err(name(e)),
+            }
+        }
+        "list" if !has_table => Ok(Vec::new()),
+        "list" => {
+            let mut st = c
+                .prepare("SELECT label, protocols, networks, created FROM app_passwords WHERE user = ?1 ORDER BY rowid")
+                .map_err(name)?;
+            let rows = st
+                .query_map([user], |r| {
+                    Ok(app_list_line(
+                        &r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?.as_deref(),
+                        r.get::<_, Option<String>>(2)?.as_deref(),
+                        r.get::<_, Option<String>>(3)?.as_deref(),
+                    ))
+                })
+                .map_err(name)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(name)
+        }
+        "revoke" => {
+            let n = if has_table {
+                c.execute("DELETE FROM app_passwords WHERE user = ?1 AND label = ?2", (user, label)).map_err(name)?
+            } else {
+                0
+            };
+            if n == 0 {
+                return Err(format!("\"{user}\" has no app password \"{label}\""));
+            }
+            Ok(Vec::new())
+        }
+        other => Err(format!("unknown app subcommand {other}")),
+    }
+}
+
+/// One line of `app list`: label, protocols, networks, created (never the hash).
+fn app_list_line(label: &str, protocols: Option<&str>, networks: Option<&str>, created: Option<&str>) -> String {
+    format!(
+        "{label}\tprotocols={}\tnetworks={}\tcreated={}",
+        protocols.unwrap_or("all"),
+        networks.unwrap_or("any"),
+        created.unwrap_or("-")
+    )
+}
+
+/// At most this many app passwords per user (the module's `store::MAX_APP_PASSWORDS`).
+const MAX_APP_PASSWORDS: usize = 16;
 
 // ---- passwd-file ----
 
@@ -306,8 +548,110 @@ fn list_lines(lines: &[String]) -> Vec<String> {
     out
 }
 
+/// The (user, label, rest) of an app passwords file line (`None`: blank or comment).
+fn app_line(line: &str) -> Option<(&str, &str, &str)> {
+    if line.trim_start().starts_with('#') || line.trim().is_empty() {
+        return None;
+    }
+    let mut p = line.splitn(3, ':');
+    Some((p.next()?, p.next()?, p.next().unwrap_or("")))
+}
+
+/// Applies `app add|revoke` (and `del`: every app password of the user) to the lines of an app
+/// passwords file (pure, unit-tested). `new` is the line to add.
+pub fn edit_app_lines(
+    lines: &[String],
+    sub: &str,
+    user: &str,
+    label: &str,
+    new: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let mine = |l: &String| app_line(l).is_some_and(|(u, _, _)| u == user);
+    let this = |l: &String| app_line(l).is_some_and(|(u, lb, _)| u == user && lb == label);
+    let mut out = lines.to_vec();
+    match sub {
+        "add" => {
+            if lines.iter().any(this) {
+                return Err(format!("\"{user}\" has an app password \"{label}\" already"));
+            }
+            if lines.iter().filter(|l| mine(l)).count() >= MAX_APP_PASSWORDS {
+                return Err(format!(
+                    "\"{user}\" has {MAX_APP_PASSWORDS} app passwords already (the most a login tries)"
+                ));
+            }
+            out.push(new.ok_or("app add: no line")?.to_string());
+        }
+        "revoke" => {
+            if !lines.iter().any(this) {
+                return Err(format!("\"{user}\" has no app password \"{label}\""));
+            }
+            out.retain(|l| !this(l));
+        }
+        "del" => out.retain(|l| !mine(l)),
+        other => return Err(format!("unknown app subcommand {other}")),
+    }
+    Ok(out)
+}
+
+/// `app list` of an app passwords file.
+fn app_list_lines(lines: &[String], user: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in lines {
+        let Some((u, label, rest)) = app_line(l) else { continue };
+        if u != user {
+            continue;
+        }
+        let fields = rest.split_once(':').map_or("", |(_, f)| f);
+        let field =
+            |k: &str| fields.split_whitespace().find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+        out.push(app_list_line(label, field("protocols"), field("allow_nets"), field("created")));
+    }
+    out
+}
+
+/// `app add|list|revoke` on a passwd-file's app passwords file.
+fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str) -> Result<Vec<String>, String> {
+    let user = opts.user.as_deref().unwrap_or("");
+    let read = |p: &Path| -> Result<Vec<String>, String> {
+        match std::fs::read_to_string(p) {
+            Ok(s) => Ok(s.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == apps => Ok(Vec::new()),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    };
+    let lines = read(apps)?;
+    if sub == "list" {
+        return Ok(app_list_lines(&lines, user));
+    }
+    if sub == "add" && !read(path)?.iter().any(|l| line_user(l).is_some_and(|(u, _)| u == user)) {
+        return Err(format!("no user \"{user}\" in {}", path.display()));
+    }
+    edit_app_lines(&lines, sub, user, label, Some(""))?;
+    let (secret, new) = if sub == "add" {
+        let secret = generate_secret()?;
+        let h = scheme::hash_password(opts.kind, secret.as_bytes()).map_err(|e| e.to_string())?;
+        let mut fields = Vec::new();
+        if let Some(p) = &opts.protocols {
+            fields.push(format!("protocols={p}"));
+        }
+        if let Some(n) = &opts.networks {
+            fields.push(format!("allow_nets={n}"));
+        }
+        fields.push(format!("created={}", now_utc()));
+        (Some(secret), Some(format!("{user}:{label}:{h}:{}", fields.join(" "))))
+    } else {
+        (None, None)
+    };
+    let out = edit_app_lines(&lines, sub, user, label, new.as_deref())?;
+    write_atomically(apps, &out)?;
+    Ok(secret.into_iter().collect())
+}
+
 /// Runs a command on a passwd-file; returns the lines to print.
 fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
+    if let (Some((sub, label)), Some(apps)) = (&opts.app, &opts.app_file) {
+        return passwd_file_app(path, apps, opts, sub, label.as_deref().unwrap_or(""));
+    }
     let read = || -> Result<Vec<String>, String> {
         match std::fs::read_to_string(path) {
             Ok(s) => Ok(s.lines().map(str::to_string).collect()),
@@ -330,7 +674,19 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     edit_lines(&lines, &opts.command, user, Some(""))?;
     let h = if matches!(opts.command.as_str(), "add" | "passwd") { Some(hash(opts)?) } else { None };
     let out = edit_lines(&lines, &opts.command, user, h.as_deref())?;
-    write_atomically(path, &out).map(|()| Vec::new())
+    write_atomically(path, &out)?;
+    if let (true, Some(apps)) = (opts.command == "del", &opts.app_file) {
+        // the user's app passwords go too: a new user of that name must not inherit them
+        if apps.exists() {
+            let lines: Vec<String> = std::fs::read_to_string(apps)
+                .map_err(|e| format!("{}: {e}", apps.display()))?
+                .lines()
+                .map(str::to_string)
+                .collect();
+            write_atomically(apps, &edit_app_lines(&lines, "del", user, "", None)?)?;
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Writes the file next to the old one and renames it over: readers (the module re-reading the
@@ -437,6 +793,10 @@ mod edit_tests {
             user: user.map(str::to_string),
             kind: HashKind::Bcrypt { cost: 4 },
             password: password.map(str::to_string),
+            app: None,
+            app_file: None,
+            protocols: None,
+            networks: None,
         }
     }
 
@@ -585,5 +945,140 @@ mod edit_tests {
         rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
         let e = sqlite(&other, &opts(Target::Sqlite(other.clone()), "list", None, None)).unwrap_err();
         assert!(e.contains("no users table"), "{e}");
+    }
+
+    fn app_opts(target: Target, app_file: Option<PathBuf>, args: &[&str]) -> Opts {
+        let mut v: Vec<String> = match &target {
+            Target::Sqlite(p) => vec!["--sqlite".into(), p.display().to_string()],
+            Target::File(p) => vec!["--passwd-file".into(), p.display().to_string()],
+        };
+        if let Some(a) = app_file {
+            v.push("--app-passwords".into());
+            v.push(a.display().to_string());
+        }
+        v.extend(args.iter().map(|s| s.to_string()));
+        parse_args(&v).unwrap()
+    }
+
+    fn is_secret(s: &str) -> bool {
+        s.len() == 34
+            && s.split('-').count() == 7
+            && s.split('-').all(|g| g.len() == 4 && g.bytes().all(|b| b"abcdefghijkmnpqrstuvwxyz23456789".contains(&b)))
+    }
+
+    #[test]
+    fn app_arguments() {
+        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = a(&[
+            "--sqlite",
+            "x.db",
+            "app",
+            "add",
+            "bob",
+            "phone",
+            "--protocols",
+            "IMAP,smtp",
+            "--networks",
+            "10.0.0.0/8, ::1",
+        ])
+        .unwrap();
+        assert_eq!(o.app, Some(("add".to_string(), Some("phone".to_string()))));
+        assert_eq!((o.protocols.as_deref(), o.networks.as_deref()), (Some("imap,smtp"), Some("10.0.0.0/8,::1")));
+        assert_eq!(o.kind, HashKind::Ssha512, "generated secrets: a fast salted hash by default");
+        let o = a(&["--sqlite", "x.db", "app", "add", "bob", "phone", "--scheme", "bcrypt"]).unwrap();
+        assert_eq!(o.kind, HashKind::Bcrypt { cost: 10 });
+        assert!(a(&["--sqlite", "x.db", "app", "list", "bob"]).is_ok());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob"]).is_err(), "label required");
+        assert!(a(&["--sqlite", "x.db", "app", "list", "bob", "phone"]).is_err(), "list takes no label");
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "a:b"]).is_err(), "bad label");
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--protocols", "nntp"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "10.0.0.0/33"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "example.org"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "app", "frob", "bob"]).is_err());
+        assert!(a(&["--sqlite", "x.db", "add", "bob", "--protocols", "imap"]).is_err(), "only for app add");
+        assert!(a(&["--passwd-file", "f", "app", "list", "bob"]).is_err(), "--app-passwords needed");
+        let secrets: Vec<String> = (0..50).map(|_| generate_secret().unwrap()).collect();
+        assert!(secrets.iter().all(|s| is_secret(s)), "{secrets:?}");
+        let unique: std::collections::HashSet<_> = secrets.iter().collect();
+        assert_eq!(unique.len(), 50);
+        assert!(now_utc().ends_with('Z') && now_utc().len() == 20, "{}", now_utc());
+    }
+
+    #[test]
+    fn app_commands_on_a_passwd_file() {
+        let d = tmpdir();
+        let users = d.join("users");
+        let apps = d.join("apps");
+        std::fs::write(&users, "alice:{PLAIN}a\n#disabled# bob:{PLAIN}b\n").unwrap();
+        let t = Target::File(users.clone());
+        let run = |args: &[&str]| passwd_file(&users, &app_opts(t.clone(), Some(apps.clone()), args));
+        let out = run(&["app", "add", "alice", "phone"]).unwrap();
+        assert!(out.len() == 1 && is_secret(&out[0]), "{out:?}");
+        let phone = out[0].clone();
+        let mailer = run(&["app", "add", "alice", "mailer", "--protocols", "smtp", "--networks", "127.0.0.1"]).unwrap();
+        assert!(run(&["app", "add", "alice", "phone"]).unwrap_err().contains("already"));
+        assert!(run(&["app", "add", "nobody", "phone"]).unwrap_err().contains("no user"));
+        run(&["app", "add", "bob", "phone"]).unwrap();
+        let text = std::fs::read_to_string(&apps).unwrap();
+        assert!(!text.contains(&phone) && !text.contains(&mailer[0]), "only hashes are stored");
+        // what the module reads
+        let line1 = text.lines().nth(1).unwrap();
+        assert!(line1.starts_with("alice:mailer:{SSHA512}"), "{line1}");
+        assert!(line1.contains(":protocols=smtp allow_nets=127.0.0.1 created=20"), "{line1}");
+        let line0 = text.lines().next().unwrap();
+        let hash = line0.split(':').nth(2).unwrap();
+        assert!(hash.starts_with("{SSHA512}") && scheme::verify(hash, phone.as_bytes()).unwrap());
+        let list = run(&["app", "list", "alice"]).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list[0].starts_with("phone\tprotocols=all\tnetworks=any\tcreated=20"), "{list:?}");
+        assert!(list[1].starts_with("mailer\tprotocols=smtp\tnetworks=127.0.0.1\tcreated="), "{list:?}");
+        assert!(!list.iter().any(|l| l.contains("SSHA")), "no hashes listed");
+        run(&["app", "revoke", "alice", "phone"]).unwrap();
+        assert!(run(&["app", "revoke", "alice", "phone"]).unwrap_err().contains("no app password"));
+        assert_eq!(run(&["app", "list", "alice"]).unwrap().len(), 1);
+        // del takes the user's app passwords along
+        let del = Opts { app_file: Some(apps.clone()), ..opts(t.clone(), "del", Some("alice"), None) };
+        passwd_file(&users, &del).unwrap();
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        assert_eq!(run(&["app", "list", "bob"]).unwrap().len(), 1);
+        // the bound
+        for i in 0..MAX_APP_PASSWORDS - 1 {
+            run(&["app", "add", "bob", &format!("l{i}")]).unwrap();
+        }
+        assert!(run(&["app", "add", "bob", "one-more"]).unwrap_err().contains("16 app passwords already"));
+    }
+
+    #[test]
+    fn app_commands_on_sqlite() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        sqlite(&db, &opts(t.clone(), "init", None, None)).unwrap();
+        sqlite(&db, &opts(t.clone(), "add", Some("alice"), Some("a"))).unwrap();
+        // a database made before app passwords: the table is created by the first 'app add'
+        rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TABLE app_passwords").unwrap();
+        let run = |args: &[&str]| sqlite(&db, &app_opts(t.clone(), None, args));
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        assert!(run(&["app", "revoke", "alice", "x"]).unwrap_err().contains("no app password"));
+        let out = run(&["app", "add", "alice", "phone", "--protocols", "imap"]).unwrap();
+        assert!(out.len() == 1 && is_secret(&out[0]), "{out:?}");
+        assert!(run(&["app", "add", "alice", "phone"]).unwrap_err().contains("already"));
+        assert!(run(&["app", "add", "nobody", "phone"]).unwrap_err().contains("no user"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let (h, p): (String, Option<String>) = c
+            .query_row("SELECT password, protocols FROM app_passwords WHERE user = 'alice'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert!(h.starts_with("{SSHA512}") && scheme::verify(&h, out[0].as_bytes()).unwrap());
+        assert_eq!(p.as_deref(), Some("imap"));
+        let list = run(&["app", "list", "alice"]).unwrap();
+        assert!(list.len() == 1 && list[0].starts_with("phone\tprotocols=imap\tnetworks=any\tcreated=20"), "{list:?}");
+        run(&["app", "revoke", "alice", "phone"]).unwrap();
+        assert!(run(&["app", "list", "alice"]).unwrap().is_empty());
+        run(&["app", "add", "alice", "tablet"]).unwrap();
+        sqlite(&db, &opts(t.clone(), "del", Some("alice"), None)).unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM app_passwords", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "del takes the user's app passwords along");
     }
 }

@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
-use crate::policy::check_account;
+use crate::policy::{check_account, check_restrictions, Refusal};
 use crate::protocol::{AuthRequest, AuthResponse, Method, Protocol};
 use crate::scheme;
 use crate::store::{Account, Query, Store};
@@ -121,6 +121,8 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
             "too many costly verifications in this worker (mail_auth_verify_concurrency)".to_string(),
         );
     }
+    let apps = pending.app_passwords();
+    let matched = pending.matched();
     let (account, refusal) = match pending.subject {
         Subject::Unknown => return fail(cfg, req, None, AuthResult::UnknownUser, "no such user".to_string()),
         Subject::Known { account, refusal } => (account, refusal),
@@ -134,16 +136,56 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
             format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&account.password), e),
         ),
         VerifyResult::Mismatch | VerifyResult::Overloaded => {
+            let tried = match apps {
+                0 => String::new(),
+                1 => " (main password and 1 app password tried)".to_string(),
+                n => format!(" (main password and {n} app passwords tried)"),
+            };
             let reason = match &refusal {
-                None => "wrong password".to_string(),
-                Some(rf) => format!("wrong password ({} too)", rf.reason),
+                None => format!("wrong password{tried}"),
+                Some(rf) => format!("wrong password{tried} ({} too)", rf.reason),
             };
             fail(cfg, req, account.wait, AuthResult::Invalid, reason)
         }
-        VerifyResult::Match => match refusal {
-            Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
-            None => accept_account(cfg, req, *account, &req.user),
-        },
+        VerifyResult::Match => {
+            let app = matched.filter(|&i| i > 0).map(|i| usize::from(i) - 1);
+            let label = app.and_then(|i| account.app_passwords.get(i)).map(|a| a.label.clone());
+            let refusal = refusal.or_else(|| credential_refusal(cfg, req, &account, app));
+            match (refusal, label) {
+                (Some(rf), Some(l)) => {
+                    fail(cfg, req, account.wait, rf.result, format!("app password '{l}': {}", rf.reason))
+                }
+                (Some(rf), None) => fail(cfg, req, account.wait, rf.result, rf.reason),
+                (None, label) => {
+                    let mut o = accept_account(cfg, req, *account, &req.user);
+                    if let (Some(l), AuthResult::Ok) = (label, o.result) {
+                        let _ = write!(o.reason, " (app password '{l}')");
+                    }
+                    o
+                }
+            }
+        }
+    }
+}
+
+/// The rules of the credential that matched: an app password's protocols and networks; for
+/// the main password (`app: None`), `mail_auth_app_only` and the account's `app_only`.
+pub(crate) fn credential_refusal(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    account: &Account,
+    app: Option<usize>,
+) -> Option<Refusal> {
+    match app.and_then(|i| account.app_passwords.get(i)) {
+        Some(a) => check_restrictions(a.protocols.as_deref(), a.networks.as_deref(), req).err(),
+        None => {
+            let denied = cfg.app_only.contains(&req.protocol)
+                || account.app_only.as_ref().is_some_and(|l| l.contains(&req.protocol));
+            denied.then(|| Refusal {
+                result: AuthResult::ProtocolDenied,
+                reason: format!("main password not accepted for {} (app passwords only)", req.protocol),
+            })
+        }
     }
 }
 

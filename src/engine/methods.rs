@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::decide::{accept_account, query, shown};
+use super::decide::{accept_account, credential_refusal, query, shown};
 use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use base64::Engine as _;
 
@@ -57,7 +57,8 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
             };
             fail(cfg, req, account.wait, AuthResult::Invalid, reason)
         }
-        Ok(true) => match refusal {
+        // the main password's response: refused where only app passwords are accepted
+        Ok(true) => match refusal.or_else(|| credential_refusal(cfg, req, &account, None)) {
             Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
             None => accept_account(cfg, req, account, &req.user),
         },

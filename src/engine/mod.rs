@@ -33,7 +33,7 @@ pub use outcome::{
 };
 pub use verify::{Pending, VerifyResult, DEFAULT_TEMPLATE};
 
-use crate::cache::{Cache, CacheKey};
+use crate::cache::{Cache, CacheKey, Verdict};
 use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
 use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
 use crate::metrics::Metrics;
@@ -413,8 +413,17 @@ impl Engine {
             Step::Answer(o) => return Stage::Done(o),
             Step::Verify(p) => p,
         };
+        let mut p = p;
         let key = self.cache_key(req, &p);
         if p.own_is_costly() && self.offload {
+            // cheap app passwords first, here: a match needs no thread and no cache
+            if p.has_cheap_first() {
+                let matched = self.timed(|| p.run_cheap());
+                trace.step(|| format!("cheap credentials first: {}", if matched { "match" } else { "no match" }));
+                if matched {
+                    return Stage::Done(finish(&self.cfg, req, p, VerifyResult::Match));
+                }
+            }
             return match self.cached(req, p, key, trace) {
                 Ok(o) => Stage::Done(o),
                 Err(p) => {
@@ -625,7 +634,7 @@ impl Engine {
                 &req.pass,
             ])
         });
-        if let Some(ok) = self.probe(key) {
+        if let Some(ok) = self.probe(key).map(|v| v != Verdict::Mismatch) {
             trace.step(|| format!("introspection cache hit: {}", if ok { "active" } else { "inactive" }));
             *cached = true;
             return if ok {
@@ -640,35 +649,53 @@ impl Engine {
         trace.step(|| "introspection call".into());
         let r = v.introspect(&req.pass, &req.user, now);
         match &r {
-            Ok(ok) => self.remember(key, true, Some(ok.exp.saturating_sub(now))),
-            Err(TokenError::Inactive) => self.remember(key, false, None),
+            Ok(ok) => self.remember(key, Verdict::Match(0), Some(ok.exp.saturating_sub(now))),
+            Err(TokenError::Inactive) => self.remember(key, Verdict::Mismatch, None),
             Err(_) => {}
         }
         r
     }
 
     /// The cache key of this verification (`None`: no cache), made once per verification:
-    /// the key binds the verdict to the stored credential itself, so a changed password (or
-    /// account, or store) is a new key at once, whatever any worker remembers.
+    /// the key binds the verdict to the stored credentials themselves (the main password and
+    /// every app password tried, with their labels, in store order), so a changed password, a
+    /// revoked or added app password (or account, or store) is a new key at once, whatever any
+    /// worker remembers. A verdict names the credential that matched by its index under that
+    /// key; its rules (protocols, networks) are checked again at every request.
     fn cache_key(&self, req: &AuthRequest, p: &Pending) -> Option<CacheKey> {
         let (cache, _) = self.cache_table()?;
         let scope = self.store.as_ref().map(|s| s.scope()).unwrap_or_default();
         let subject = if p.is_unknown() { &b"unknown"[..] } else { &b"account"[..] };
-        let key = cache.key(&[
-            req.protocol.as_str().as_bytes(),
-            scope.as_bytes(),
-            req.user.as_bytes(),
-            &req.pass,
-            subject,
-            p.stored().as_bytes(),
-        ]);
+        let key = if p.app_passwords() == 0 {
+            cache.key(&[
+                req.protocol.as_str().as_bytes(),
+                scope.as_bytes(),
+                req.user.as_bytes(),
+                &req.pass,
+                subject,
+                p.stored().as_bytes(),
+            ])
+        } else {
+            let mut parts: Vec<&[u8]> = vec![
+                req.protocol.as_str().as_bytes(),
+                scope.as_bytes(),
+                req.user.as_bytes(),
+                &req.pass,
+                b"account with app passwords",
+            ];
+            for (label, stored) in p.credentials() {
+                parts.push(label.as_bytes());
+                parts.push(stored.as_bytes());
+            }
+            cache.key(&parts)
+        };
         Some(key)
     }
 
     /// The cache's verdict under `key` (when the cache is on), counted as a hit or a miss.
-    fn probe(&self, key: Option<CacheKey>) -> Option<bool> {
+    fn probe(&self, key: Option<CacheKey>) -> Option<Verdict> {
         let (key, (cache, _)) = (key?, self.cache_table()?);
-        let hit = cache.get(&key, unix_now());
+        let hit = cache.get_verdict(&key, unix_now());
         if let Some(m) = self.metrics() {
             m.cache(hit.is_some());
         }
@@ -677,10 +704,10 @@ impl Engine {
 
     /// Remembers a verdict under `key` (when the cache is on) for the ttl of its kind, or
     /// `cap` seconds if that is shorter.
-    fn remember(&self, key: Option<CacheKey>, ok: bool, cap: Option<u64>) {
+    fn remember(&self, key: Option<CacheKey>, v: Verdict, cap: Option<u64>) {
         if let (Some(key), Some((cache, settings))) = (key, self.cache_table()) {
-            let ttl = if ok { settings.ttl } else { settings.negative_ttl };
-            cache.put(&key, ok, cap.map_or(ttl, |c| ttl.min(c)), unix_now());
+            let ttl = if v == Verdict::Mismatch { settings.negative_ttl } else { settings.ttl };
+            cache.put_verdict(&key, v, cap.map_or(ttl, |c| ttl.min(c)), unix_now());
         }
     }
 
@@ -690,13 +717,22 @@ impl Engine {
     fn cached(
         &self,
         req: &AuthRequest,
-        p: Pending,
+        mut p: Pending,
         key: Option<CacheKey>,
         trace: &mut Trace,
     ) -> Result<Outcome, Pending> {
-        let Some(ok) = self.probe(key) else { return Err(p) };
-        trace.step(|| format!("cache hit: {}", if ok { "match" } else { "mismatch" }));
-        let r = if ok { VerifyResult::Match } else { VerifyResult::Mismatch };
+        let Some(v) = self.probe(key) else { return Err(p) };
+        if matches!(v, Verdict::Match(i) if usize::from(i) >= p.order().len().max(1)) {
+            return Err(p); // names no credential of this key (cannot happen): verify again
+        }
+        trace.step(|| format!("cache hit: {v:?}"));
+        let r = match v {
+            Verdict::Match(i) => {
+                p.matched = Some(i);
+                VerifyResult::Match
+            }
+            Verdict::Mismatch => VerifyResult::Mismatch,
+        };
         let mut o = finish(&self.cfg, req, p, r);
         o.reason.push_str(" (cached verdict)");
         Ok(o)
@@ -725,7 +761,7 @@ impl Engine {
         check_cache: bool,
         trace: &mut Trace,
     ) -> Verified {
-        let p = match check_cache {
+        let mut p = match check_cache {
             true => match self.cached(req, p, key, trace) {
                 Ok(o) => return Verified::Done(o),
                 Err(p) => p,
@@ -735,7 +771,7 @@ impl Engine {
         let r = self.timed(|| p.run_own());
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
-            self.remember(key, true, None);
+            self.remember(key, Verdict::Match(p.matched().unwrap_or(0)), None);
             return Verified::Done(finish(&self.cfg, req, p, r));
         }
         if p.pads() {
@@ -754,7 +790,7 @@ impl Engine {
     /// The answer to a failed verification, remembered in the cache when it is a verdict.
     fn failed(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>) -> Outcome {
         if r == VerifyResult::Mismatch {
-            self.remember(key, false, None);
+            self.remember(key, Verdict::Mismatch, None);
         }
         finish(&self.cfg, req, p, r)
     }

@@ -14,7 +14,7 @@ use crate::store::{Account, Query};
 fn decide(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
     match lookup(cfg, req, store) {
         Step::Answer(o) => o,
-        Step::Verify(p) => {
+        Step::Verify(mut p) => {
             let r = p.run();
             finish(cfg, req, p, r)
         }
@@ -189,7 +189,7 @@ fn unknown_user_runs_a_template_verification_and_answers_like_wrong_password() {
     let s = store();
     let c = cfg();
     let r = req(Protocol::Imap, "nobody", b"whatever");
-    let Step::Verify(p) = begin(&c, &r, &s) else { panic!("unknown user must verify") };
+    let Step::Verify(mut p) = begin(&c, &r, &s) else { panic!("unknown user must verify") };
     assert_ne!(p.stored(), "", "the timing template is verified");
     assert_eq!(p.run(), VerifyResult::Mismatch, "the template never matches");
     let o = finish(&c, &r, p, VerifyResult::Match);
@@ -204,7 +204,7 @@ fn unknown_users_verify_against_the_store_template() {
     let mut s = store();
     let c = cfg();
     // A store that names no template: the bcrypt default, from the first request on.
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), DEFAULT_TEMPLATE);
     assert!(p.is_costly(), "runs on the thread pool like a bcrypt account");
     assert_eq!(p.run(), VerifyResult::Mismatch, "the template verification never matches");
@@ -214,7 +214,7 @@ fn unknown_users_verify_against_the_store_template() {
     let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"x"), &s) else { panic!() };
     assert_eq!(p.stored(), "{PLAIN}alice pw");
     // even the template account's real password does not let an unknown user in
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "ghost", b"alice pw"), &s) else { panic!() };
     assert_eq!(p.run(), VerifyResult::Mismatch);
 }
 
@@ -223,12 +223,12 @@ fn failures_of_cheaper_accounts_are_padded_to_the_template() {
     let mut s = store();
     s.template = Some(DEFAULT_TEMPLATE.into());
     let c = cfg();
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"wrong"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "alice", b"wrong"), &s) else { panic!() };
     assert!(p.is_costly(), "a {{PLAIN}} account of a bcrypt store fails as slowly as bcrypt");
     let t = std::time::Instant::now();
     assert_eq!(p.run(), VerifyResult::Mismatch);
     let padded = t.elapsed();
-    let Step::Verify(p) = begin(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &req(Protocol::Imap, "alice", b"alice pw"), &s) else { panic!() };
     let t = std::time::Instant::now();
     assert_eq!(p.run(), VerifyResult::Match);
     assert!(t.elapsed() * 10 < padded, "a right password is not padded: {:?} vs {padded:?}", t.elapsed());
@@ -588,7 +588,7 @@ fn steps_can_cross_threads() {
     let s = MemStore { template: Some("{PLAIN}x".into()), ..store() };
     let c = cfg();
     let r = req(Protocol::Imap, "alice", b"alice pw");
-    let Step::Verify(p) = begin(&c, &r, &s) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &r, &s) else { panic!() };
     assert!(!p.is_costly(), "{{PLAIN}} is cheap");
     let (p, v) = std::thread::spawn(move || {
         let v = p.run();
@@ -715,7 +715,7 @@ fn passwd_file_fixtures_end_to_end() {
     assert_eq!((o.result, &o.response), (AuthResult::UnknownUser, &invalid(3)));
     // Unknown users cost a verification of the file's costliest hash (bcrypt).
     let ghost = AuthRequest { user: "ghost".into(), ..req(Protocol::Imap, "", b"pw") };
-    let Step::Verify(p) = begin(&c, &ghost, &store) else { panic!() };
+    let Step::Verify(mut p) = begin(&c, &ghost, &store) else { panic!() };
     assert!(p.stored().starts_with("$2"), "{}", p.stored());
     assert!(p.is_costly());
     assert_eq!(p.run(), VerifyResult::Mismatch);
@@ -1420,4 +1420,189 @@ fn refused_challenge_logins_get_no_wait_on_an_nginx_without_the_cve_2026_27651_f
     let e = Engine { store: Some(Arc::new(broken)), ..e };
     assert_eq!(wait_of(&e, &cram), Some(0));
     assert_eq!(wait_of(&e, &plain), Some(3));
+}
+
+fn app(label: &str, pw: &str) -> crate::store::AppPassword {
+    crate::store::AppPassword { label: label.into(), password: pw.into(), ..Default::default() }
+}
+
+/// An account with a main password and app passwords.
+fn with_apps(main: &str, apps: Vec<crate::store::AppPassword>) -> Account {
+    Account { app_passwords: apps, ..acct(main) }
+}
+
+#[test]
+fn app_passwords_log_in_with_their_label_and_rules() {
+    let mut s = store();
+    let mut smtp_only = app("mailer", "{PLAIN}mailer secret");
+    smtp_only.protocols = Some(vec![Protocol::Smtp]);
+    let mut lan = app("lan", "{PLAIN}lan secret");
+    lan.networks = Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]);
+    s.users.insert(
+        "bob".into(),
+        with_apps("{PLAIN}main", vec![app("phone", "{PLAIN}phone secret"), smtp_only, lan.clone()]),
+    );
+    let c = cfg();
+    let main = decide(&c, &req(Protocol::Imap, "bob", b"main"), &s);
+    assert_eq!((main.result, main.reason.as_str()), (AuthResult::Ok, "backend 127.0.0.1:10143"));
+    let o = decide(&c, &req(Protocol::Imap, "bob", b"phone secret"), &s);
+    assert_eq!((o.result, o.reason.as_str()), (AuthResult::Ok, "backend 127.0.0.1:10143 (app password 'phone')"));
+    assert!(matches!(o.response, AuthResponse::Ok { .. }));
+    // its own protocols
+    assert_eq!(decide(&c, &req(Protocol::Smtp, "bob", b"mailer secret"), &s).result, AuthResult::Ok);
+    let o = decide(&c, &req(Protocol::Imap, "bob", b"mailer secret"), &s);
+    assert_eq!(o.result, AuthResult::ProtocolDenied);
+    assert_eq!(o.reason, "app password 'mailer': protocol imap not allowed (allowed: smtp)");
+    // the credential was right: the refusal of a protocol the account (here the credential) may
+    // not use, as for the main password
+    assert_eq!(o.response, failed(MSG_DENIED_IMAP, 3));
+    // its own networks (the request comes from 127.0.0.1)
+    let o = decide(&c, &req(Protocol::Imap, "bob", b"lan secret"), &s);
+    assert_eq!(o.result, AuthResult::NetworkDenied);
+    assert!(o.reason.starts_with("app password 'lan': client 127.0.0.1 not in allowed networks"), "{}", o.reason);
+    let mut from_lan = req(Protocol::Imap, "bob", b"lan secret");
+    from_lan.client_ip = Some("10.1.2.3".parse().unwrap());
+    assert_eq!(decide(&c, &from_lan, &s).result, AuthResult::Ok);
+    // a wrong password says how many credentials were tried
+    let o = decide(&c, &req(Protocol::Imap, "bob", b"nope"), &s);
+    assert_eq!(
+        (o.result, o.reason.as_str()),
+        (AuthResult::Invalid, "wrong password (main password and 3 app passwords tried)")
+    );
+    // the account's own rules come first: a disabled account's app password is refused
+    s.users.get_mut("bob").unwrap().enabled = false;
+    assert_eq!(decide(&c, &req(Protocol::Smtp, "bob", b"phone secret"), &s).result, AuthResult::Disabled);
+    // another account's app password is nothing to this one
+    assert_eq!(decide(&c, &req(Protocol::Imap, "alice", b"phone secret"), &s).result, AuthResult::Invalid);
+}
+
+#[test]
+fn main_password_can_be_refused_per_protocol() {
+    let mut s = store();
+    s.users.insert(
+        "bob".into(),
+        Account { app_only: Some(vec![Protocol::Imap]), ..with_apps("{PLAIN}main", vec![app("phone", "{PLAIN}ph")]) },
+    );
+    s.users.insert("carol".into(), with_apps("{PLAIN}main", vec![app("phone", "{PLAIN}ph")]));
+    let mut c = cfg();
+    let o = decide(&c, &req(Protocol::Imap, "bob", b"main"), &s);
+    assert_eq!(o.result, AuthResult::ProtocolDenied);
+    assert_eq!(o.reason, "main password not accepted for imap (app passwords only)");
+    assert_eq!(decide(&c, &req(Protocol::Smtp, "bob", b"main"), &s).result, AuthResult::Ok);
+    assert_eq!(decide(&c, &req(Protocol::Imap, "bob", b"ph"), &s).result, AuthResult::Ok);
+    assert_eq!(decide(&c, &req(Protocol::Pop3, "carol", b"main"), &s).result, AuthResult::Ok);
+    // mail_auth_app_only: for everyone, accounts without app passwords included
+    c.app_only = vec![Protocol::Pop3];
+    assert_eq!(decide(&c, &req(Protocol::Pop3, "carol", b"main"), &s).result, AuthResult::ProtocolDenied);
+    assert_eq!(decide(&c, &req(Protocol::Pop3, "carol", b"ph"), &s).result, AuthResult::Ok);
+    assert_eq!(decide(&c, &req(Protocol::Pop3, "alice", b"alice pw"), &s).result, AuthResult::ProtocolDenied);
+    assert_eq!(decide(&c, &req(Protocol::Imap, "carol", b"main"), &s).result, AuthResult::Ok);
+}
+
+#[test]
+fn credentials_are_tried_cheapest_first_and_bounded() {
+    let bcrypt = scheme::hash_password(scheme::HashKind::Bcrypt { cost: 4 }, b"laptop").unwrap();
+    let mut apps = vec![app("laptop", &bcrypt), app("phone", "{PLAIN}phone")];
+    for i in 0..30 {
+        apps.push(app(&format!("extra{i}"), &format!("{{PLAIN}}extra {i}")));
+    }
+    let a = with_apps(&bcrypt, apps);
+    let subject = |a: &Account| super::verify::Subject::Known { account: Box::new(a.clone()), refusal: None };
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), b"phone"[..].into(), subject(&a));
+    assert_eq!(p.app_passwords(), crate::store::MAX_APP_PASSWORDS, "at most MAX_APP_PASSWORDS tried");
+    assert!(p.is_costly() && p.has_cheap_first());
+    assert_eq!(p.order()[0], 2, "the cheap ones first");
+    assert!(p.run_cheap(), "found among the cheap ones, no bcrypt run");
+    assert_eq!(p.matched(), Some(2));
+    // beyond the bound: never tried
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), b"extra 20"[..].into(), subject(&a));
+    assert_eq!(p.run(), VerifyResult::Mismatch);
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), b"extra 13"[..].into(), subject(&a));
+    assert_eq!(p.run(), VerifyResult::Match);
+    // the costly ones after the cheap ones failed
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), b"laptop"[..].into(), subject(&a));
+    assert!(!p.run_cheap());
+    assert_eq!(p.run_own(), VerifyResult::Match);
+    assert_eq!(p.matched(), Some(0), "the main password (same secret) comes first in store order");
+}
+
+#[test]
+fn revoked_app_password_is_not_answered_from_the_cache() {
+    let bcrypt = scheme::hash_password(scheme::HashKind::Bcrypt { cost: 4 }, b"laptop secret").unwrap();
+    let apps = vec![app("phone", "{PLAIN}phone secret"), app("laptop", &bcrypt)];
+    let mut s = store();
+    s.users.insert("bob".into(), with_apps("{PLAIN}main", apps.clone()));
+    let e = engine(s);
+    let d = login(&e, "bob", "laptop secret", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::Ok);
+    let d = login(&e, "bob", "laptop secret", "192.0.2.1");
+    assert!(d.lines[0].1.contains("(app password 'laptop') (cached verdict)"), "{}", d.lines[0].1);
+    // the cached verdict names the credential: its rules still apply at every request
+    let mut s = store();
+    let mut restricted = apps.clone();
+    restricted[1].protocols = Some(vec![Protocol::Smtp]);
+    s.users.insert("bob".into(), with_apps("{PLAIN}main", restricted));
+    let e = Engine { store: Some(Arc::new(s)), ..e };
+    let d = login(&e, "bob", "laptop secret", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::ProtocolDenied);
+    assert!(d.lines[0].1.contains("app password 'laptop': protocol imap"), "{}", d.lines[0].1);
+    // revoked (the store no longer has it): a new key, verified again, refused
+    let mut s = store();
+    s.users.insert("bob".into(), with_apps("{PLAIN}main", apps[..1].to_vec()));
+    let e = Engine { store: Some(Arc::new(s)), ..e };
+    let d = login(&e, "bob", "laptop secret", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::Invalid);
+    assert!(!d.lines[0].1.contains("cached"), "{}", d.lines[0].1);
+    // a failure with an app password counts like any failed password for the limiter
+    let mut e = e;
+    e.limit = Some(LimitConfig { user: Some(crate::limiter::Rate { count: 2, window: 60 }), ..LimitConfig::default() });
+    assert_eq!(login(&e, "bob", "guess 1", "192.0.2.9").result, AuthResult::Invalid);
+    assert_eq!(login(&e, "bob", "laptop secret", "192.0.2.9").result, AuthResult::Invalid);
+    assert_eq!(login(&e, "bob", "phone secret", "192.0.2.9").result, AuthResult::RateLimited);
+}
+
+#[test]
+fn cheap_app_password_is_answered_on_the_event_loop_beside_a_costly_main_password() {
+    let bcrypt = scheme::hash_password(scheme::HashKind::Bcrypt { cost: 4 }, b"main").unwrap();
+    let mut s = store();
+    let ssha = scheme::hash_password(scheme::HashKind::Ssha512, b"phone secret").unwrap();
+    s.users.insert("bob".into(), with_apps(&bcrypt, vec![app("phone", &ssha)]));
+    let mut e = engine(s);
+    e.offload = true;
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"bob"),
+        (b"Auth-Pass", b"phone secret"),
+    ];
+    let Start::Done(d) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("cheap: inline") };
+    assert_eq!(d.result, AuthResult::Ok);
+    // the main password: the bcrypt goes to the pool
+    let h: Vec<(&[u8], &[u8])> =
+        vec![(b"Auth-Method", b"plain"), (b"Auth-Protocol", b"imap"), (b"Auth-User", b"bob"), (b"Auth-Pass", b"main")];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("costly") };
+    assert!(job.costly().is_some());
+    job.run(&e);
+    assert_eq!(done(e.complete(job)).result, AuthResult::Ok);
+}
+
+#[test]
+fn app_only_applies_to_apop_and_cram_md5_too() {
+    let salt = b"<4711.1700000000@mail.example>";
+    let s = MemStore::with(&[("alice", acct("{PLAIN}alice pw"))]);
+    let apop = challenge_req(
+        Method::Apop,
+        Protocol::Pop3,
+        "alice",
+        salt,
+        &scheme::challenge_response(Challenge::Apop, b"alice pw", salt),
+    );
+    assert_eq!(decide(&cfg(), &apop, &s).result, AuthResult::Ok);
+    let mut c = cfg();
+    c.app_only = vec![Protocol::Pop3];
+    let o = decide(&c, &apop, &s);
+    assert_eq!(
+        (o.result, o.reason.as_str()),
+        (AuthResult::ProtocolDenied, "main password not accepted for pop3 (app passwords only)")
+    );
 }

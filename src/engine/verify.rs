@@ -7,6 +7,15 @@
 //! that template too, so every failure costs at least one verification of the store's
 //! costliest kind, from the first request on. The template's result is ignored.
 //!
+//! App passwords: an account's credentials are its main password (index 0) and its app
+//! passwords (index 1..; at most [`MAX_APP_PASSWORDS`]). A login tries them cheapest first (by
+//! `scheme::cost_estimate`, store order among equals) and stops at the first match, which
+//! [`Pending::matched`] names; the rules of the credential that matched are applied after the
+//! verification (`decide::finish`). The cheap ones may be tried on the event loop first
+//! ([`Pending::run_cheap`]), the costly ones then go to the pool like a costly main password.
+//! A failure costs the verification of every credential tried, padded to the template as
+//! before.
+//!
 //! Memory: costly verifications (Argon2 takes its `m` KiB each) reach the pool only through
 //! the worker's [`super::sched::Scheduler`]: at most `limit` at once, at most `queue` waiting
 //! for a turn; beyond that the login is answered with a temporary failure (`overloaded`).
@@ -16,7 +25,7 @@
 use crate::policy::Refusal;
 use crate::protocol::Password;
 use crate::scheme;
-use crate::store::Account;
+use crate::store::{Account, MAX_APP_PASSWORDS};
 
 /// A real bcrypt hash (cost 10, the admin tool's default) used as the timing template of a
 /// store that names none: `htpasswd -nbB -C 10 dummy 'not-a-real-password'`.
@@ -52,6 +61,14 @@ pub struct Pending {
     pub(crate) own_costly: bool,
     pub(crate) password: Password,
     pub(crate) subject: Subject,
+    /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
+    /// (A fixed array: no allocation per verification; `order_len` of them are used.)
+    order_buf: [u8; 1 + MAX_APP_PASSWORDS],
+    order_len: u8,
+    /// The credential that matched.
+    pub(crate) matched: Option<u8>,
+    /// The cheap credentials were tried already ([`Pending::run_cheap`]).
+    pub(crate) cheap_done: bool,
 }
 
 impl std::fmt::Debug for Pending {
@@ -74,11 +91,79 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// A verification of `password` for `subject` (an unknown user: against `template`).
     pub(crate) fn new(template: std::sync::Arc<str>, password: Password, subject: Subject) -> Pending {
-        let own_costly = match &subject {
-            Subject::Unknown => scheme::is_costly(&template),
-            Subject::Known { account, .. } => scheme::is_costly(&account.password),
+        let mut order_buf = [0u8; 1 + MAX_APP_PASSWORDS];
+        let (own_costly, order_len) = match &subject {
+            Subject::Unknown => (scheme::is_costly(&template), 0),
+            Subject::Known { account, .. } => {
+                let n = 1 + account.app_passwords.len().min(MAX_APP_PASSWORDS);
+                let order = &mut order_buf[..n];
+                for (i, o) in order.iter_mut().enumerate() {
+                    *o = i as u8; // at most 1 + MAX_APP_PASSWORDS
+                }
+                if n > 1 {
+                    // stable: store order among equal costs
+                    order.sort_by_cached_key(|&i| scheme::cost_estimate(credential(account, i)));
+                }
+                (order.iter().any(|&i| scheme::is_costly(credential(account, i))), n as u8)
+            }
         };
-        Pending { template, own_costly, password, subject }
+        Pending { template, own_costly, password, subject, order_buf, order_len, matched: None, cheap_done: false }
+    }
+
+    /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
+    pub(crate) fn order(&self) -> &[u8] {
+        &self.order_buf[..usize::from(self.order_len)]
+    }
+
+    /// The account's credentials tried by this verification, by index (0: the main password),
+    /// in index order: the cache key binds a verdict to them.
+    pub(crate) fn credentials(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let account = match &self.subject {
+            Subject::Known { account, .. } => Some(account),
+            Subject::Unknown => None,
+        };
+        let n = self.order().len();
+        (0..n).filter_map(move |i| {
+            let a = account?;
+            Some(match i {
+                0 => ("", a.password.as_str()),
+                i => (a.app_passwords[i - 1].label.as_str(), a.app_passwords[i - 1].password.as_str()),
+            })
+        })
+    }
+
+    /// How many app passwords this verification tries.
+    pub fn app_passwords(&self) -> usize {
+        self.order().len().saturating_sub(1)
+    }
+
+    /// The credential that matched (0: the main password).
+    pub fn matched(&self) -> Option<u8> {
+        self.matched
+    }
+
+    /// Some cheap credentials to try before a costly one (see [`Pending::run_cheap`]).
+    pub fn has_cheap_first(&self) -> bool {
+        !self.cheap_done
+            && self.own_costly
+            && self.order().first().is_some_and(|&i| !scheme::is_costly(credential_of(&self.subject, i)))
+    }
+
+    /// Tries the cheap credentials (on the event loop): `true` if one matched (then
+    /// [`Pending::matched`] names it); the costly ones are left to [`Pending::run_own`].
+    pub fn run_cheap(&mut self) -> bool {
+        self.cheap_done = true;
+        for &i in self.order() {
+            let stored = credential_of(&self.subject, i);
+            if scheme::is_costly(stored) {
+                continue;
+            }
+            if let Ok(true) = scheme::verify(stored, &self.password) {
+                self.matched = Some(i);
+                return true;
+            }
+        }
+        false
     }
 
     /// The stored hash verified against (the template for an unknown user).
@@ -122,26 +207,46 @@ impl Pending {
         self.own_costly
     }
 
-    /// Whether a failure must also verify the template (the account's own scheme is cheaper
-    /// than the store's costliest, or unusable).
+    /// Whether a failure must also verify the template (the account's costliest credential is
+    /// cheaper than the store's costliest, or unusable).
     pub fn pads(&self) -> bool {
         match self.subject {
             Subject::Unknown => false,
-            Subject::Known { .. } => scheme::cost_estimate(self.own_stored()) < scheme::cost_estimate(&self.template),
+            Subject::Known { .. } => {
+                let own = self.order().iter().map(|&i| scheme::cost_estimate(credential_of(&self.subject, i))).max();
+                own.unwrap_or(0) < scheme::cost_estimate(&self.template)
+            }
         }
     }
 
-    /// The account's own verification (for an unknown user, the template's, ignored:
-    /// `Mismatch`).
-    pub fn run_own(&self) -> VerifyResult {
+    /// The account's own verification: each credential to try, cheapest first, until one
+    /// matches (those [`Pending::run_cheap`] tried already are skipped). For an unknown user,
+    /// the template's, ignored: `Mismatch`. An unusable main password is an `Error` when no
+    /// app password matched; an unusable app password is a mismatch (the store warned).
+    pub fn run_own(&mut self) -> VerifyResult {
         if let Subject::Unknown = self.subject {
             let _ = scheme::verify(&self.template, &self.password);
             return VerifyResult::Mismatch;
         }
-        match scheme::verify(self.own_stored(), &self.password) {
-            Ok(true) => VerifyResult::Match,
-            Ok(false) => VerifyResult::Mismatch,
-            Err(e) => VerifyResult::Error(e.to_string()),
+        let mut main_error = None;
+        for &i in self.order() {
+            let stored = credential_of(&self.subject, i);
+            if self.cheap_done && !scheme::is_costly(stored) {
+                continue;
+            }
+            match scheme::verify(stored, &self.password) {
+                Ok(true) => {
+                    self.matched = Some(i);
+                    return VerifyResult::Match;
+                }
+                Ok(false) => {}
+                Err(e) if i == 0 => main_error = Some(e.to_string()),
+                Err(_) => {}
+            }
+        }
+        match main_error {
+            Some(e) => VerifyResult::Error(e),
+            None => VerifyResult::Mismatch,
         }
     }
 
@@ -152,11 +257,26 @@ impl Pending {
 
     /// The whole verification (own, then the padding a failure needs), constant-time
     /// comparisons inside `scheme`.
-    pub fn run(&self) -> VerifyResult {
+    pub fn run(&mut self) -> VerifyResult {
         let r = self.run_own();
         if r != VerifyResult::Match && self.pads() {
             self.pad();
         }
         r
+    }
+}
+
+/// Credential `i` of an account: 0 the main password, i the stored hash of app password i-1.
+fn credential(account: &Account, i: u8) -> &str {
+    match i {
+        0 => &account.password,
+        i => account.app_passwords.get(usize::from(i) - 1).map_or("", |a| a.password.as_str()),
+    }
+}
+
+fn credential_of(subject: &Subject, i: u8) -> &str {
+    match subject {
+        Subject::Unknown => "",
+        Subject::Known { account, .. } => credential(account, i),
     }
 }

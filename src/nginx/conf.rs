@@ -145,6 +145,18 @@ directives! {
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
+    /// The app passwords of a passwd-file store.
+    app_passwords: Option<String>, inherit {
+        "mail_auth_app_passwords" ANY | NGX_CONF_TAKE1 => set_app_passwords;
+    }
+    /// The app passwords query of a SQLite store.
+    sqlite_app_query: Option<String>, inherit {
+        "mail_auth_sqlite_app_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
+    }
+    /// Protocols on which main passwords are not accepted (only app passwords); empty: `off`.
+    app_only: Option<Vec<Protocol>>, inherit {
+        "mail_auth_app_only" ANY | NGX_CONF_1MORE => set_app_only;
+    }
     /// Rows of the SQLite store each worker keeps (validated by the file's change counter).
     sqlite_cache_rows: Option<usize>, inherit {
         "mail_auth_sqlite_cache_rows" ANY | NGX_CONF_TAKE1 => set_sqlite_cache_rows;
@@ -469,12 +481,34 @@ fn set_store(a: &Args, slot: &mut Option<StoreConf>, store: StoreConf) -> Result
 }
 
 fn set_passwd_file(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
-    set_store(a, store, StoreConf::PasswdFile(a.path(0)))
+    // the app passwords file is the one in effect where the store is used (`store_conf`)
+    set_store(a, store, StoreConf::PasswdFile { path: a.path(0), apps: None })
 }
 
 fn set_sqlite(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
     // the query is the mail_auth_sqlite_query in effect where the store is used (`store_conf`)
-    set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None, rows: None })
+    set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None, rows: None, app_query: None })
+}
+
+fn set_app_passwords(a: &Args, path: &mut Option<String>) -> Result<(), String> {
+    a.once(path, || Ok(a.path(0)))
+}
+
+/// `mail_auth_app_only off | PROTOCOL ...`
+fn set_app_only(a: &Args, list: &mut Option<Vec<Protocol>>) -> Result<(), String> {
+    a.once(list, || {
+        if a.v.len() == 1 && a.v[0] == "off" {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for v in &a.v {
+            let p = config::parse_protocol(v).map_err(|e| format!("\"mail_auth_app_only\": {e} (or \"off\")"))?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    })
 }
 
 fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
@@ -751,7 +785,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
 /// (no Basic bridge). Its answers name no backend, so the protocols without a
 /// `mail_auth_backend` get a placeholder one (the engine's OK needs one; it is never sent).
 fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), String> {
-    if lc.directives.basic_header() || store_conf(&lc.directives).is_none() {
+    if lc.directives.basic_header() || lc.directives.store.is_none() {
         return Err("\"mail_auth_json\" needs a credential store (\"mail_auth_passwd_file\" or \"mail_auth_sqlite\") and no \"mail_auth_basic_header on\"".into());
     }
     if !bridge::access_checks_credentials(cf) {
@@ -766,7 +800,7 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
     }
     let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
     if let Some(sql) = &lc.directives.sqlite_accounts_query {
-        engine.store = Some(sqlite_accounts(cf, store_conf(&lc.directives), engine.store.take(), sql)?);
+        engine.store = Some(sqlite_accounts(cf, store_conf(&lc.directives)?, engine.store.take(), sql)?);
     }
     if engine.cfg.master_user.is_none() {
         // the same for the backend password an auth_http OK must carry when nginx has none to
@@ -822,7 +856,7 @@ fn build_engine(
     d: &Directives,
     stats: Zone,
 ) -> Result<(Engine, Option<offload::PoolRef>), String> {
-    let store = match store_conf(d) {
+    let store = match store_conf(d)? {
         Some(s) => Some(open_store(cf, &s)?),
         None if d.basic_header() => None,
         None => return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into()),
@@ -854,6 +888,9 @@ fn build_engine(
         return Err("\"mail_auth_listener_required on\" needs at least one \"mail_auth_listener\"".into());
     }
     cfg.nginx_auth_wait_fixed = d.auth_wait_fixed.unwrap_or_else(|| built_auth_wait_fixed().0);
+    if let Some(l) = &d.app_only {
+        cfg.app_only.clone_from(l);
+    }
 
     let pool = match d.thread_pool.as_deref().unwrap_or(config::DEFAULT_THREAD_POOL) {
         _ if !cfg!(ngx_feature = "threads") => None,
@@ -896,22 +933,40 @@ fn build_engine(
 }
 
 /// The store in effect, with the SQLite query in effect.
-fn store_conf(d: &Directives) -> Option<StoreConf> {
-    let mut s = d.store.clone()?;
-    if let StoreConf::Sqlite { query, rows, .. } = &mut s {
-        query.clone_from(&d.sqlite_query);
-        *rows = d.sqlite_cache_rows;
+fn store_conf(d: &Directives) -> Result<Option<StoreConf>, String> {
+    let Some(mut s) = d.store.clone() else { return Ok(None) };
+    match &mut s {
+        StoreConf::Sqlite { query, rows, app_query, .. } => {
+            query.clone_from(&d.sqlite_query);
+            *rows = d.sqlite_cache_rows;
+            app_query.clone_from(&d.sqlite_app_query);
+            if d.app_passwords.is_some() {
+                return Err("\"mail_auth_app_passwords\" is a file for \"mail_auth_passwd_file\"; with \"mail_auth_sqlite\" use \"mail_auth_sqlite_app_query\"".into());
+            }
+        }
+        StoreConf::PasswdFile { apps, .. } => {
+            apps.clone_from(&d.app_passwords);
+            if d.sqlite_app_query.is_some() {
+                return Err("\"mail_auth_sqlite_app_query\" needs \"mail_auth_sqlite\"; with \"mail_auth_passwd_file\" use \"mail_auth_app_passwords\"".into());
+            }
+        }
     }
-    Some(s)
+    Ok(Some(s))
 }
 
 /// Opens the store (`nginx -t` reports what is wrong with it) and logs its notices.
 fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, String> {
     let s: Arc<dyn Store> = match conf {
-        StoreConf::PasswdFile(path) => {
-            Arc::new(store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?)
+        StoreConf::PasswdFile { path, apps } => {
+            let f = store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?;
+            match apps {
+                Some(a) => Arc::new(f.with_app_passwords(a).map_err(|e| format!("mail_auth_app_passwords: {e}"))?),
+                None => Arc::new(f),
+            }
         }
-        StoreConf::Sqlite { path, query, rows } => sqlite_store(cf, path, query.as_deref(), *rows)?,
+        StoreConf::Sqlite { path, query, rows, app_query } => {
+            sqlite_store(cf, path, query.as_deref(), *rows, app_query.as_deref())?
+        }
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -930,6 +985,7 @@ fn sqlite_store(
     path: &str,
     query: Option<&str>,
     rows: Option<usize>,
+    app_query: Option<&str>,
 ) -> Result<Arc<dyn Store>, String> {
     let query = query.unwrap_or(store::sqlite::DEFAULT_QUERY);
     match store::sqlite::SqliteStore::check_query(path, query) {
@@ -939,8 +995,15 @@ fn sqlite_store(
         Ok(None) => {}
         Err(e) => return Err(format!("mail_auth_sqlite \"{path}\": {e}")),
     }
+    let app_query = app_query.map(|q| if q == "default" { store::sqlite::DEFAULT_APP_QUERY } else { q });
+    if let Some(q) = app_query {
+        match store::sqlite::SqliteStore::check_app_query(path, q) {
+            Ok(Some(_)) | Ok(None) => {}
+            Err(e) => return Err(format!("mail_auth_sqlite_app_query: \"{path}\": {e}")),
+        }
+    }
     let s = store::sqlite::SqliteStore::new(path, query).map_err(|e| format!("mail_auth_sqlite \"{path}\": {e}"))?;
-    Ok(Arc::new(s.with_cache_rows(rows.unwrap_or(store::sqlite::DEFAULT_CACHE_ROWS))))
+    Ok(Arc::new(s.with_cache_rows(rows.unwrap_or(store::sqlite::DEFAULT_CACHE_ROWS)).with_app_query(app_query)))
 }
 
 #[cfg(not(feature = "sqlite"))]
@@ -949,6 +1012,7 @@ fn sqlite_store(
     _path: &str,
     _query: Option<&str>,
     _rows: Option<usize>,
+    _app_query: Option<&str>,
 ) -> Result<Arc<dyn Store>, String> {
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }

@@ -37,7 +37,8 @@ pub const BACKEND_NAME: &str = "ngx-mail-auth";
 pub const ACCOUNT_FIELD: &str = "account";
 
 /// Extra fields that are this module's own policy or secrets, never handed out as attributes.
-const NOT_ATTRIBUTES: &[&str] = &["nologin", "deny", "allow_nets", "pass", "nopassword", "protocols", "wait"];
+const NOT_ATTRIBUTES: &[&str] =
+    &["nologin", "deny", "allow_nets", "pass", "nopassword", "protocols", "wait", "app_only"];
 
 /// What the query string asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +201,7 @@ pub fn lookup_user(j: &JsonRequest) -> Result<(String, Option<IpAddr>), String> 
 /// The account's attributes, in the order of the store: Dovecot-style `userdb_NAME=V` extra
 /// fields (passwd-file) or columns (SQLite) as `NAME`, the other `key=value` ones as they are,
 /// a repeated name collecting its values; this module's own policy fields and secrets
-/// (`nologin`, `deny`, `allow_nets`, `pass`, `nopassword`, `protocols`, `wait`) are left out.
+/// (`nologin`, `deny`, `allow_nets`, `pass`, `nopassword`, `protocols`, `wait`, `app_only`) are left out.
 pub fn attributes(account: &Account) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for (k, v) in &account.extra {

@@ -59,6 +59,37 @@ pub struct Account {
     pub require_client_cert: bool,
     /// Extra `key=value` fields (Dovecot passwd-file extra fields), kept for later use.
     pub extra: Vec<(String, String)>,
+    /// The account's app passwords (per-device credentials), in store order; at most
+    /// [`MAX_APP_PASSWORDS`] of them are tried by a login.
+    pub app_passwords: Vec<AppPassword>,
+    /// Protocols on which the main password is not accepted (only app passwords); `None`: none.
+    pub app_only: Option<Vec<Protocol>>,
+}
+
+/// At most this many app passwords of one account are tried by a login (the first ones in
+/// store order; the stores warn about more).
+pub const MAX_APP_PASSWORDS: usize = 16;
+
+/// A second credential of an account (an app password, a per-device credential): its own
+/// stored hash, label and restrictions, revocable on its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppPassword {
+    /// Names the credential in the log (never the secret).
+    pub label: String,
+    /// Stored password in any supported scheme.
+    pub password: String,
+    /// Protocols it may be used with; `None` = all (within the account's own `protocols`).
+    pub protocols: Option<Vec<Protocol>>,
+    /// Networks it may be used from; `None` = anywhere (within the account's `networks`).
+    pub networks: Option<Vec<crate::cidr::Cidr>>,
+}
+
+/// A label as the stores accept it: 1..64 characters of letters, digits, `.`, `_`, `-`, `@`,
+/// `+` (no ':' or blanks, so it fits a passwd-file line and a log line as it is).
+pub fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 64
+        && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'))
 }
 
 /// Why a lookup could not be answered. Always answered as a *temporary* failure: never OK.

@@ -28,12 +28,24 @@
 //! | `wait=SECONDS` | `wait` (this module's own field) |
 //! | `client_cert=required` (bare `client_cert` too; `optional`: not required) | `require_client_cert` (this module's own field; see `policy`) |
 //! | `cert_fingerprint=SHA1` | the only certificate the account accepts (EXTERNAL, `client_cert=required`) |
+//! | `app_only` (bare: every protocol) or `app_only=imap,pop3` | `app_only`: the main password is refused there, only app passwords (this module's own field) |
 //! | `nopassword` | **ignored** with a warning: the password is always checked |
 //!
 //! A bad `allow_nets`/`port`/`protocols`/`wait`/`client_cert` value skips the whole line (fail
 //! closed).
 //! A password whose scheme is unknown or malformed is reported at load (once per load); the
 //! user is kept and every login of it fails (result `scheme-error`).
+//!
+//! App passwords (`mail_auth_app_passwords PATH`, [`PasswdFile::with_app_passwords`]) live in
+//! a file of their own, re-read like this one (its own watcher), several lines per user:
+//! `user:label:{SCHEME}hash[:fields]`, `fields` space-separated `protocols=imap,smtp`,
+//! `allow_nets=CIDR,CIDR` (others, such as `created=`, are ignored). `label`: see
+//! [`super::valid_label`]. A malformed line (or a bad field value) is skipped with a notice
+//! (fail closed: that credential does not log in), so is a second line with the same user and
+//! label, and any line beyond [`super::MAX_APP_PASSWORDS`] of one user. The main file may give
+//! an account the extra field `app_only` (bare: every protocol; or `app_only=imap,pop3`): its
+//! main password is not accepted there, only its app passwords. A missing or unreadable app
+//! file is a temporary failure for every login, as the main file.
 //!
 //! In memory: the file's bytes once, plus a sorted index of (64-bit hash of the user name, where
 //! its line starts), 12 bytes per user; a lookup finds the line (comparing the name, so hash
@@ -73,7 +85,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
-use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{
+    lock, valid_label, Account, AppPassword, NoticeLevel, Query, Store, StoreError, StoreNotice, MAX_APP_PASSWORDS,
+};
 use crate::cidr::Cidr;
 use crate::protocol::{parse_server, Protocol};
 use crate::scheme;
@@ -92,6 +106,7 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// One loaded file: its bytes and the index of its accounts. Never changed once built.
 struct Users {
+    kind: Kind,
     data: Box<[u8]>,
     /// Hashes of the user names, sorted; `lines[i]` is where the line of `hashes[i]` starts.
     hashes: Box<[u64]>,
@@ -99,6 +114,14 @@ struct Users {
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
     template: Option<Arc<str>>,
+}
+
+/// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
+/// (`mail_auth_app_passwords`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Accounts,
+    AppPasswords,
 }
 
 /// The line starting at `start`, without its line end.
@@ -141,6 +164,25 @@ impl Users {
         None
     }
 
+    /// The app passwords of `user`, in file order (all parsed at load).
+    fn app_passwords(&self, user: &str) -> Vec<AppPassword> {
+        let h = self.hasher.hash_one(user.as_bytes());
+        let first = self.hashes.partition_point(|&x| x < h);
+        let mut out = Vec::new();
+        for (&hash, &start) in self.hashes[first..].iter().zip(&self.lines[first..]) {
+            if hash != h {
+                break;
+            }
+            let line = line_at(&self.data, start as usize);
+            if user_field(line) == user.as_bytes() {
+                if let Some(a) = std::str::from_utf8(line).ok().and_then(|l| parse_app_line(l).ok()) {
+                    out.push(a.1);
+                }
+            }
+        }
+        out
+    }
+
     fn account(&self, line: &[u8]) -> Result<Account, String> {
         let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
         parse_account(line, &mut Vec::new())
@@ -162,6 +204,7 @@ type Snapshot = Result<Arc<Users>, String>;
 
 /// The store's state, shared with its watcher thread.
 struct Shared {
+    kind: Kind,
     path: PathBuf,
     /// `describe(&path)`, made once.
     desc: String,
@@ -183,6 +226,8 @@ struct Shared {
 /// An htpasswd / Dovecot passwd-file store, re-read when the file changes.
 pub struct PasswdFile {
     shared: Arc<Shared>,
+    /// `mail_auth_app_passwords`: the app passwords of this file's accounts.
+    apps: Option<Box<PasswdFile>>,
 }
 
 /// A file read and indexed.
@@ -201,12 +246,31 @@ impl PasswdFile {
     /// Reads the file. Fails (configuration error) if it cannot be opened or read; malformed
     /// lines are not an error but notices (see [`Store::take_notices`]). Starts no thread.
     pub fn open(path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let loaded = load(&path).map_err(|cause| StoreError { source: describe(&path), cause })?;
+        Self::open_kind(path.as_ref(), Kind::Accounts)
+    }
+
+    /// Adds the app passwords file `path` (read now, like [`PasswdFile::open`]; re-read when it
+    /// changes, by a watcher of its own).
+    pub fn with_app_passwords(mut self, path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
+        let mut apps = Self::open_kind(path.as_ref(), Kind::AppPasswords)?;
+        let interval = lock(&self.shared.watch).interval();
+        apps = apps.with_check_interval(interval);
+        self.apps = Some(Box::new(apps));
+        Ok(self)
+    }
+
+    fn open_kind(path: &Path, kind: Kind) -> Result<PasswdFile, StoreError> {
+        let path = path.to_path_buf();
+        let desc = match kind {
+            Kind::Accounts => describe(&path),
+            Kind::AppPasswords => format!("app passwords file \"{}\"", path.display()),
+        };
+        let loaded = load(&path, kind).map_err(|cause| StoreError { source: desc.clone(), cause })?;
         let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
         watch.set_current(Some(loaded.id));
         let shared = Shared {
-            desc: describe(&path),
+            kind,
+            desc,
             path,
             snapshot: Mutex::new(Err("not loaded".to_string())),
             watch: Mutex::new(watch),
@@ -217,14 +281,30 @@ impl PasswdFile {
             lookup_checks: AtomicU64::new(0),
         };
         shared.install(loaded, "loaded");
-        Ok(PasswdFile { shared: Arc::new(shared) })
+        Ok(PasswdFile { shared: Arc::new(shared), apps: None })
     }
 
     /// Sets how often the file is checked for changes. Zero: no watcher thread, every lookup
     /// checks the file itself (for tests).
-    pub fn with_check_interval(self, interval: Duration) -> PasswdFile {
+    pub fn with_check_interval(mut self, interval: Duration) -> PasswdFile {
         lock(&self.shared.watch).set_interval(interval);
+        self.apps = self.apps.take().map(|a| Box::new(a.with_check_interval(interval)));
         self
+    }
+
+    /// The app passwords of `user` (an app passwords file: [`PasswdFile::with_app_passwords`]);
+    /// `Err` while the file is unusable.
+    fn app_passwords(&self, user: &str) -> Result<Vec<AppPassword>, StoreError> {
+        self.start();
+        let shared = &self.shared;
+        if shared.inline.load(Ordering::Acquire) && shared.check(&mut lock(&shared.watch), false) {
+            shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
+        }
+        let users = self.snapshot().map_err(|cause| self.error(cause))?;
+        Ok(match users.kind {
+            Kind::AppPasswords => users.app_passwords(user),
+            Kind::Accounts => Vec::new(),
+        })
     }
 
     /// The file's path.
@@ -243,7 +323,7 @@ impl PasswdFile {
     }
 
     fn error(&self, cause: String) -> StoreError {
-        StoreError { source: describe(&self.shared.path), cause }
+        StoreError { source: self.shared.desc.clone(), cause }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -324,7 +404,7 @@ impl Shared {
     }
 
     fn reload(&self, w: &mut FileWatch) {
-        match load(&self.path) {
+        match load(&self.path, self.kind) {
             Ok(loaded) => {
                 w.set_current(Some(loaded.id));
                 let how = if w.recover() { "readable again, loaded" } else { "changed, reloaded" };
@@ -341,7 +421,10 @@ impl Shared {
         let mut notices = loaded.notices;
         notices.push(StoreNotice {
             level: NoticeLevel::Info,
-            message: format!("{}: {how} {n} users", self.path.display()),
+            message: match self.kind {
+                Kind::Accounts => format!("{}: {how} {n} users", self.path.display()),
+                Kind::AppPasswords => format!("{}: {how} {n} app passwords", self.path.display()),
+            },
         });
         self.events.extend(notices);
         let old = std::mem::replace(&mut *lock(&self.snapshot), Ok(Arc::new(loaded.users)));
@@ -368,7 +451,7 @@ impl Drop for PasswdFile {
     }
 }
 
-fn load(path: &Path) -> Result<Loaded, String> {
+fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
     let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if !meta.is_file() {
@@ -379,7 +462,7 @@ fn load(path: &Path) -> Result<Loaded, String> {
     if u32::try_from(data.len()).is_err() {
         return Err("too big (4 GiB at most)".to_string());
     }
-    let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice());
+    let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice(), kind);
     Ok(Loaded { id: FileId::of(&meta), users, notices })
 }
 
@@ -425,15 +508,7 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
             "user" => user = Some(value.to_string()),
             "pass" => acct.backend_pass = Some(value.to_string()),
             "protocols" => {
-                let mut list = Vec::new();
-                for name in value.split(',').filter(|s| !s.is_empty()) {
-                    let p = Protocol::parse(name.as_bytes())
-                        .ok_or_else(|| format!("bad protocols={value}: unknown protocol {name}"))?;
-                    if !list.contains(&p) {
-                        list.push(p);
-                    }
-                }
-                acct.protocols = Some(list);
+                acct.protocols = Some(parse_protocols(value).map_err(|e| format!("bad protocols={value}: {e}"))?);
             }
             "wait" => {
                 let w = value
@@ -449,6 +524,12 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
                 acct.require_client_cert = crate::policy::parse_client_cert(v)
                     .ok_or_else(|| format!("bad client_cert={value} (required or optional)"))?;
             }
+            "app_only" => {
+                acct.app_only = Some(match value {
+                    "" => vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp],
+                    v => parse_protocols(v).map_err(|e| format!("bad app_only={v}: {e}"))?,
+                })
+            }
             "nopassword" => {
                 warnings.push("nopassword is not supported and ignored: the password is always checked".to_string())
             }
@@ -463,6 +544,48 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
         acct.backend_user = Some(u);
     }
     Ok(())
+}
+
+/// `imap,pop3,smtp` (any of them, in any order; duplicates counted once).
+fn parse_protocols(value: &str) -> Result<Vec<Protocol>, String> {
+    let mut list = Vec::new();
+    for name in value.split(',').filter(|s| !s.is_empty()) {
+        let p = Protocol::parse(name.as_bytes()).ok_or_else(|| format!("unknown protocol {name}"))?;
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    Ok(list)
+}
+
+/// Parses one line of an app passwords file: `user:label:{SCHEME}hash[:fields]`, fields
+/// `protocols=LIST allow_nets=LIST` (others ignored). (`pub` for the fuzz targets in fuzz/.)
+pub fn parse_app_line(line: &str) -> Result<(String, AppPassword), String> {
+    let mut parts = line.splitn(4, ':');
+    let user = parts.next().unwrap_or("");
+    let (Some(label), Some(pass)) = (parts.next(), parts.next()) else {
+        return Err("not user:label:password".to_string());
+    };
+    if user.is_empty() || user.chars().any(char::is_control) {
+        return Err("empty user name or a control character in it".to_string());
+    }
+    if !valid_label(label) {
+        return Err(format!("user \"{user}\": bad label (1..64 of letters, digits, . _ - @ +)"));
+    }
+    if pass.is_empty() {
+        return Err(format!("user \"{user}\", app password \"{label}\": empty password field"));
+    }
+    let mut app = AppPassword { label: label.to_string(), password: pass.to_string(), ..AppPassword::default() };
+    for tok in parts.next().unwrap_or("").split_whitespace() {
+        let (key, value) = tok.split_once('=').unwrap_or((tok, ""));
+        let bad = |e: String| format!("user \"{user}\", app password \"{label}\": bad {key}={value}: {e}");
+        match key {
+            "protocols" => app.protocols = Some(parse_protocols(value).map_err(bad)?),
+            "allow_nets" => app.networks = Some(Cidr::parse_list(value).map_err(|e| bad(e.to_string()))?),
+            _ => {}
+        }
+    }
+    Ok((user.to_string(), app))
 }
 
 /// Parses one non-blank, non-comment line into (user, account).
@@ -498,7 +621,7 @@ fn parse_account(line: &str, warnings: &mut Vec<String>) -> Result<Account, Stri
 
 /// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
 /// first definition of a user winning. `data` must be shorter than 4 GiB.
-fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
+fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     let hasher = RandomState::new();
     let skip = if data.starts_with(BOM) { BOM.len() } else { 0 };
     // (hash, line start) per account, the line numbers alongside; while loading only, the
@@ -506,6 +629,8 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
     let mut entries: Vec<(u64, u32)> = Vec::new();
     let mut line_numbers: Vec<u32> = Vec::new();
     let mut first_of_hash: HashMap<u64, u32> = HashMap::new();
+    // app passwords: the labels seen per user
+    let mut app_labels: HashMap<String, Vec<String>> = HashMap::new();
     let mut template: Option<(u64, String)> = None;
     let mut notices = Vec::new();
     let mut suppressed = 0usize;
@@ -532,6 +657,40 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         };
         let trimmed = line.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if kind == Kind::AppPasswords {
+            let (user, app) = match parse_app_line(line) {
+                Ok(parsed) => parsed,
+                Err(reason) => {
+                    push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: {reason}, line skipped"));
+                    continue;
+                }
+            };
+            let labels = app_labels.entry(user.clone()).or_default();
+            if labels.contains(&app.label) {
+                let msg =
+                    format!("{name}:{lineno}: duplicate app password \"{}\" of \"{user}\", line skipped", app.label);
+                push(&mut notices, NoticeLevel::Warn, msg);
+                continue;
+            }
+            if labels.len() >= MAX_APP_PASSWORDS {
+                let msg = format!(
+                    "{name}:{lineno}: \"{user}\" has more than {MAX_APP_PASSWORDS} app passwords, line skipped"
+                );
+                push(&mut notices, NoticeLevel::Warn, msg);
+                continue;
+            }
+            if scheme::cost_estimate(&app.password) == 0 {
+                let msg = format!(
+                    "{name}:{lineno}: app password \"{}\" of \"{user}\": unknown or malformed password scheme, it cannot log in",
+                    app.label
+                );
+                push(&mut notices, NoticeLevel::Warn, msg);
+            }
+            labels.push(app.label);
+            let at = u32::try_from(line_start).unwrap_or(u32::MAX);
+            entries.push((hasher.hash_one(user.as_bytes()), at));
             continue;
         }
         let mut warnings = Vec::new();
@@ -584,9 +743,11 @@ fn index(name: &str, data: Box<[u8]>) -> (Users, Vec<StoreNotice>) {
         });
     }
     drop(first_of_hash);
+    drop(app_labels);
     drop(line_numbers);
     entries.sort_unstable();
     let users = Users {
+        kind,
         hashes: entries.iter().map(|e| e.0).collect(),
         lines: entries.iter().map(|e| e.1).collect(),
         data,
@@ -606,7 +767,7 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
             vec![StoreNotice { level: NoticeLevel::Error, message: format!("{name}: too big (4 GiB at most)") }],
         );
     }
-    let (users, notices) = index(name, data.into());
+    let (users, notices) = index(name, data.into(), Kind::Accounts);
     let map = users.accounts().filter_map(Result::ok).map(|a| (a.name.clone(), a)).collect();
     (map, notices)
 }
@@ -621,13 +782,22 @@ impl Store for PasswdFile {
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
         match users.get(q.user) {
             None => Ok(None),
-            Some(Ok(a)) => Ok(Some(a)),
+            Some(Ok(mut a)) => {
+                if let Some(apps) = &self.apps {
+                    a.app_passwords = apps.app_passwords(&a.name)?;
+                }
+                Ok(Some(a))
+            }
             Some(Err(e)) => Err(self.error(format!("the line of this user: {e}"))),
         }
     }
 
     fn take_notices(&self) -> Vec<StoreNotice> {
-        self.shared.events.take()
+        let mut n = self.shared.events.take();
+        if let Some(apps) = &self.apps {
+            n.extend(apps.shared.events.take());
+        }
+        n
     }
 
     fn describe(&self) -> String {
@@ -1292,5 +1462,89 @@ mod tests {
             (rss1 - rss0) / n,
             peak.saturating_sub(rss0)
         );
+    }
+}
+
+#[cfg(test)]
+mod app_tests {
+    use super::*;
+    use crate::protocol::Method;
+    use crate::testutil::TempDir;
+
+    fn q(user: &str) -> Query<'_> {
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None }
+    }
+
+    fn labels(a: &Account) -> Vec<&str> {
+        a.app_passwords.iter().map(|x| x.label.as_str()).collect()
+    }
+
+    #[test]
+    fn app_passwords_file() {
+        let d = TempDir::new("apps");
+        let users =
+            d.file("users", b"alice:{PLAIN}a\nbob:{PLAIN}b::::::app_only=imap,pop3\ncarol:{PLAIN}c::::::app_only\n");
+        let mut apps = String::from(
+            "# app passwords\n\
+             alice:phone:{PLAIN}p\n\
+             bob:tablet:{PLAIN}t:protocols=smtp allow_nets=10.0.0.0/8 created=2026-12-01T00:00:00Z\n\
+             alice:mailer:{PLAIN}m:protocols=smtp\n\
+             alice:phone:{PLAIN}again\n\
+             alice:bad label:{PLAIN}x\n\
+             alice:badproto:{PLAIN}x:protocols=nntp\n\
+             alice:nohash:\n\
+             alice:weird:{NOSUCH}x\n",
+        );
+        for i in 0..20 {
+            apps.push_str(&format!("dave:l{i}:{{PLAIN}}x\n"));
+        }
+        let apps = d.file("apps", apps.as_bytes());
+        let s =
+            PasswdFile::open(&users).unwrap().with_app_passwords(&apps).unwrap().with_check_interval(Duration::ZERO);
+        let notices: Vec<String> = s.take_notices().into_iter().map(|n| n.message).collect();
+        let has = |needle: &str| notices.iter().any(|m| m.contains(needle));
+        assert!(has("apps:5: duplicate app password \"phone\" of \"alice\""), "{notices:?}");
+        assert!(has("apps:6: user \"alice\": bad label"), "{notices:?}");
+        assert!(has("apps:7: user \"alice\", app password \"badproto\": bad protocols=nntp"), "{notices:?}");
+        assert!(has("apps:8: user \"alice\", app password \"nohash\": empty password field"), "{notices:?}");
+        assert!(has("apps:9: app password \"weird\" of \"alice\": unknown or malformed"), "{notices:?}");
+        assert!(has("\"dave\" has more than 16 app passwords"), "{notices:?}");
+        assert!(has("apps: loaded 20 app passwords"), "{notices:?}");
+        let a = s.lookup(&q("alice")).unwrap().unwrap();
+        assert_eq!(labels(&a), ["phone", "mailer", "weird"], "file order; bad lines skipped");
+        assert_eq!(a.app_passwords[0].password, "{PLAIN}p", "the first definition wins");
+        assert_eq!(a.app_passwords[1].protocols, Some(vec![Protocol::Smtp]));
+        assert_eq!(a.app_only, None);
+        let b = s.lookup(&q("bob")).unwrap().unwrap();
+        assert_eq!(labels(&b), ["tablet"]);
+        assert_eq!(b.app_passwords[0].networks, Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]));
+        assert_eq!(b.app_only, Some(vec![Protocol::Imap, Protocol::Pop3]));
+        let c = s.lookup(&q("carol")).unwrap().unwrap();
+        assert!(c.app_passwords.is_empty());
+        assert_eq!(c.app_only, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
+        // app passwords of a user the main file does not know log nobody in
+        assert_eq!(s.lookup(&q("dave")).unwrap(), None);
+
+        // revocation: the file replaced, seen by the next lookup (check interval 0 here)
+        std::fs::write(d.join("apps.new"), "alice:mailer:{PLAIN}m:protocols=smtp\n").unwrap();
+        std::fs::rename(d.join("apps.new"), &apps).unwrap();
+        assert_eq!(labels(&s.lookup(&q("alice")).unwrap().unwrap()), ["mailer"]);
+        // the app file gone: a temporary failure for every login, never the account without it
+        std::fs::remove_file(&apps).unwrap();
+        let e = s.lookup(&q("alice")).unwrap_err();
+        assert!(e.to_string().starts_with("app passwords file"), "{e}");
+        assert!(s.lookup(&q("nobody")).unwrap().is_none(), "unknown users stay unknown");
+        // a missing app file at configuration time is an error (nginx -t)
+        assert!(PasswdFile::open(&users).unwrap().with_app_passwords(d.join("none")).is_err());
+    }
+
+    #[test]
+    fn app_only_values() {
+        let mut w = Vec::new();
+        let a = parse_line("u:{PLAIN}x::::::app_only=smtp", &mut w).unwrap().1;
+        assert_eq!(a.app_only, Some(vec![Protocol::Smtp]));
+        assert!(parse_line("u:{PLAIN}x::::::app_only=nntp", &mut w).is_err(), "a bad value skips the line");
+        assert!(parse_app_line("u:l").is_err());
+        assert_eq!(parse_app_line("u:l:{PLAIN}x").unwrap().1.label, "l");
     }
 }

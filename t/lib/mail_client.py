@@ -7,13 +7,34 @@ usage: mail_client.py PROTO HOST PORT USER PASSWORD [MECH]
          pop3: user (USER/PASS, default) | plain (AUTH PLAIN)
          smtp: plain (default) | login
 Prints one line: "OK <server reply>" or "FAIL <server reply>"; exit 0 on OK, 1 on a refused
-login, 2 on any other error. Loopback only.
+login, 2 on any other error. Loopback only. MAIL_CLIENT_SOURCE=127.0.0.2 (a loopback address)
+makes the client connect from that address.
 """
 import base64
 import imaplib
+import os
 import poplib
 import smtplib
+import socket
 import sys
+
+SOURCE = os.environ.get("MAIL_CLIENT_SOURCE")
+if SOURCE and not SOURCE.startswith("127."):
+    SOURCE = None
+
+
+def connect(host, port, timeout):
+    return socket.create_connection((host, port), timeout, (SOURCE, 0) if SOURCE else None)
+
+
+class IMAP4(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return connect(self.host, self.port, timeout)
+
+
+class POP3(poplib.POP3):
+    def _create_socket(self, timeout):
+        return connect(self.host, self.port, timeout)
 
 
 def main():
@@ -25,7 +46,7 @@ def main():
     port = int(port)
     try:
         if proto == "imap":
-            c = imaplib.IMAP4(host, port, timeout=15)
+            c = IMAP4(host, port, timeout=15)
             try:
                 if mech == "plain":
                     typ, data = c.authenticate(
@@ -40,7 +61,7 @@ def main():
             print("OK", typ, data)
             return 0
         if proto == "pop3":
-            c = poplib.POP3(host, port, timeout=15)
+            c = POP3(host, port, timeout=15)
             try:
                 if mech == "plain":
                     raw = base64.b64encode(("\0" + user + "\0" + password).encode()).decode()
@@ -56,7 +77,7 @@ def main():
             print("OK", r)
             return 0
         if proto == "smtp":
-            c = smtplib.SMTP(host, port, timeout=15)
+            c = smtplib.SMTP(host, port, timeout=15, source_address=(SOURCE, 0) if SOURCE else None)
             try:
                 c.ehlo("client.test")
                 c.user, c.password = user, password

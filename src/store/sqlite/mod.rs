@@ -25,6 +25,14 @@
 //! account's canonical name, e.g. with a `COLLATE NOCASE` query; else the user asked for), `enabled`,
 //! `protocols`, `networks`, `server`, `port`, `user` (login for the backend), `backend_pass`,
 //! `wait`, `client_cert` (not in the default query: a query of the operator's returns it).
+//!
+//! App passwords (`mail_auth_sqlite_app_query`, [`SqliteStore::with_app_query`]): a second
+//! query, run after an account was found, with the one parameter `:user` (the account's `name`,
+//! else the user asked for), returning `label` and `password` columns and optional `protocols`
+//! and `networks` (as the account's); its first [`MAX_APP_PASSWORDS`] rows are the account's
+//! app passwords, in the order the query gives. A row the module cannot use (a bad label, an
+//! unknown protocol ...) is skipped with a warning: that credential does not log in. The
+//! default ([`DEFAULT_APP_QUERY`]) reads the `app_passwords` table of `scripts/schema.sql`.
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +44,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::watch::{Events, FileId, FileWatch, Seen};
-use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{
+    lock, valid_label, Account, AppPassword, NoticeLevel, Query, Store, StoreError, StoreNotice, MAX_APP_PASSWORDS,
+};
 use crate::cidr::Cidr;
 use crate::protocol::{self, Protocol};
 use crate::scheme;
@@ -44,6 +54,10 @@ use crate::scheme;
 /// The query used with the schema in `scripts/schema.sql`.
 /// Default `mail_auth_sqlite_cache_rows`: rows each worker keeps (about 300 bytes each).
 pub const DEFAULT_CACHE_ROWS: usize = 4096;
+
+/// `mail_auth_sqlite_app_query default`: the `app_passwords` table of `scripts/schema.sql`.
+pub const DEFAULT_APP_QUERY: &str =
+    "SELECT label, password, protocols, networks FROM app_passwords WHERE user = :user ORDER BY rowid";
 
 pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, networks, server, port, \
      backend_user AS user, backend_pass, wait FROM users WHERE name = :user";
@@ -144,6 +158,8 @@ pub struct SqliteStore {
     /// What [`Store::describe`] says, made once.
     desc: String,
     sql: String,
+    /// `mail_auth_sqlite_app_query` (`None`: no app passwords).
+    app_sql: Option<String>,
     busy_timeout: Duration,
     /// At most this many rows kept (`mail_auth_sqlite_cache_rows`; 0: none).
     cache_rows: usize,
@@ -222,6 +238,61 @@ fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<Shape, String> {
     Ok(Shape { params, columns })
 }
 
+/// Checks an app passwords query's shape: `:user` only (at most once), `label` and `password`
+/// columns.
+fn check_app_statement(stmt: &rusqlite::Statement<'_>) -> Result<Option<String>, String> {
+    for i in 1..=stmt.parameter_count() {
+        match stmt.parameter_name(i) {
+            Some(":user") => {}
+            Some(name) => {
+                return Err(format!("unknown parameter \"{name}\" (an app passwords query knows :user only)"))
+            }
+            None => return Err("positional parameters (?) are not supported; use :user".into()),
+        }
+    }
+    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_ascii_lowercase()).collect();
+    for c in ["label", "password"] {
+        if !columns.iter().any(|x| x == c) {
+            return Err(format!("query does not return a \"{c}\" column"));
+        }
+    }
+    Ok(None)
+}
+
+/// One row of the app passwords query, mapped (lower-cased column name, value).
+fn map_app_row<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<AppPassword, String> {
+    let mut app = AppPassword::default();
+    for (name, value) in cols {
+        let Some(v) = value else { continue };
+        match name {
+            "label" => app.label = v.to_string(),
+            "password" => app.password = v.to_string(),
+            "protocols" => {
+                let mut list = Vec::new();
+                for p in split_list(v) {
+                    list.push(Protocol::parse(p.as_bytes()).ok_or_else(|| format!("protocols: unknown \"{p}\""))?);
+                }
+                app.protocols = Some(list);
+            }
+            "networks" => {
+                let mut list = Vec::new();
+                for n in split_list(v) {
+                    list.push(Cidr::parse(n).map_err(|e| format!("networks: \"{n}\": {e}"))?);
+                }
+                app.networks = Some(list);
+            }
+            _ => {}
+        }
+    }
+    if !valid_label(&app.label) {
+        return Err(format!("bad label \"{}\"", escape_controls(&app.label)));
+    }
+    if app.password.is_empty() {
+        return Err(format!("app password \"{}\": no password", app.label));
+    }
+    Ok(app)
+}
+
 /// A client address as SQLite text (`127.0.0.1`, `::1`) without a heap allocation.
 fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write as _;
@@ -274,6 +345,7 @@ impl SqliteStore {
             }),
             path,
             sql: sql.to_string(),
+            app_sql: None,
             busy_timeout: Duration::from_millis(100),
             cache_rows: DEFAULT_CACHE_ROWS,
             events,
@@ -285,6 +357,27 @@ impl SqliteStore {
     pub fn with_check_interval(self, d: Duration) -> SqliteStore {
         lock(&self.inner).watch.set_interval(d);
         self
+    }
+
+    /// The app passwords query (`None`: none; see the module documentation).
+    pub fn with_app_query(mut self, sql: Option<&str>) -> SqliteStore {
+        self.app_sql = sql.map(str::to_string);
+        self
+    }
+
+    /// Checks an app passwords query at configuration time (`nginx -t`): only `:user`, and
+    /// `label` and `password` columns. `Ok(Some(w))`: the database does not exist yet.
+    pub fn check_app_query(path: &str, sql: &str) -> Result<Option<String>, String> {
+        if sql.trim().is_empty() {
+            return Err("empty query".into());
+        }
+        if !Path::new(path).exists() {
+            return Ok(Some("database does not exist (yet); the query will be checked when it is opened".into()));
+        }
+        let conn = open_read_only(Path::new(path), Duration::from_millis(500))
+            .map_err(|e| format!("cannot open read-only: {e}"))?;
+        let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
+        check_app_statement(&stmt).map_err(|e| format!("invalid query: {e}"))
     }
 
     /// How many rows each worker keeps ([`DEFAULT_CACHE_ROWS`]; 0: none).
@@ -418,7 +511,71 @@ impl SqliteStore {
             map_fields(open.shape.columns.iter().map(String::as_str).zip(values.iter().map(Option::as_deref)));
         drop(values);
         let more = rows.next().map_err(|e| failed("query", e))?.is_some();
+        drop(rows);
+        drop(stmt);
+        let account = match (account, &self.app_sql) {
+            (Ok(mut a), Some(sql)) if !more => {
+                let name = if a.name.is_empty() { q.user } else { a.name.as_str() };
+                a.app_passwords = self.app_rows(&open.conn, sql, name, try_only)?;
+                Ok(a)
+            }
+            (a, _) => a,
+        };
         Ok(Some((account, more)))
+    }
+
+    /// The app passwords of `user` (the first [`MAX_APP_PASSWORDS`] rows; unusable rows are
+    /// skipped with a warning).
+    fn app_rows(&self, conn: &Connection, sql: &str, user: &str, try_only: bool) -> Result<Vec<AppPassword>, Failure> {
+        let failed = |what: &str, e: rusqlite::Error| match try_only && is_busy(&e) {
+            true => Failure::WouldWait,
+            false => Failure::Broken(format!("{what}: {e}")),
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| failed("app passwords query", e))?;
+        check_app_statement(&stmt).map_err(|e| Failure::Broken(format!("app passwords query: {e}")))?;
+        if let Some(i) = stmt.parameter_index(":user").map_err(|e| failed("app passwords query", e))? {
+            stmt.raw_bind_parameter(i, user).map_err(|e| failed("app passwords query", e))?;
+        }
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_ascii_lowercase()).collect();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| failed("app passwords query", e))? {
+            if out.len() == MAX_APP_PASSWORDS {
+                self.events.push(
+                    NoticeLevel::Warn,
+                    format!(
+                        "{}: \"{}\" has more than {MAX_APP_PASSWORDS} app passwords; the others are ignored",
+                        self.path.display(),
+                        protocol::printable(user.as_bytes(), 64)
+                    ),
+                );
+                break;
+            }
+            let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                values.push(
+                    match row.get_ref(i).map_err(|e| Failure::Broken(format!("app passwords query: {e}")))? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(n) => Some(n.to_string()),
+                        ValueRef::Real(f) => Some(f.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                    },
+                );
+            }
+            match map_app_row(columns.iter().map(String::as_str).zip(values.iter().map(Option::as_deref))) {
+                Ok(a) => out.push(a),
+                Err(e) => self.events.push(
+                    NoticeLevel::Warn,
+                    format!(
+                        "{}: an app password of \"{}\" skipped: {}",
+                        self.path.display(),
+                        protocol::printable(user.as_bytes(), 64),
+                        escape_controls(&e)
+                    ),
+                ),
+            }
+        }
+        Ok(out)
     }
 
     /// The change counter to keep rows under, when rows are kept for this store and query (a
@@ -526,6 +683,8 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
 /// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
 /// - `client_cert`: `required` (yes, on, true, 1) or `optional` (no, off, false, 0, none);
 ///   NULL/'' = not required; otherwise Err ([`Account::require_client_cert`]).
+/// - `app_only`: protocols on which the main password is refused (only app passwords), as
+///   `protocols`, or `all`; NULL/'' = none.
 /// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
 ///
 /// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
@@ -580,6 +739,21 @@ fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Res
                     Ok(p) if p > 0 => p,
                     _ => return Err(format!("port: \"{v}\" is not 1..65535")),
                 })
+            }
+            "app_only" => {
+                a.app_only = match v.trim() {
+                    "" => None,
+                    t if t.eq_ignore_ascii_case("all") => Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
+                    _ => {
+                        let mut list = Vec::new();
+                        for p in split_list(v) {
+                            list.push(
+                                Protocol::parse(p.as_bytes()).ok_or_else(|| format!("app_only: unknown \"{p}\""))?,
+                            );
+                        }
+                        Some(list)
+                    }
+                }
             }
             "name" if !v.is_empty() => a.name = v.to_string(),
             "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),

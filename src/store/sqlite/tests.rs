@@ -593,3 +593,81 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     assert!(s.lookup(&q("alice")).unwrap().is_some());
     assert_eq!(lock(&s.inner).rows.map.len(), 0);
 }
+
+#[test]
+fn app_passwords_from_the_default_app_query() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &[
+            "INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a'), ('bob', '{PLAIN}b')",
+            "INSERT INTO app_passwords(user, label, password, protocols, networks) VALUES \
+         ('alice', 'phone', '{PLAIN}p', NULL, NULL), ('alice', 'mailer', '{PLAIN}m', 'smtp', '10.0.0.0/8'), \
+         ('alice', 'bad label', '{PLAIN}x', NULL, NULL), ('alice', 'badproto', '{PLAIN}x', 'nntp', NULL)",
+        ],
+    );
+    assert_eq!(SqliteStore::check_app_query(db.to_str().unwrap(), DEFAULT_APP_QUERY), Ok(None));
+    let s = store(&db).with_app_query(Some(DEFAULT_APP_QUERY));
+    let a = s.lookup(&q("alice")).unwrap().unwrap();
+    let labels: Vec<&str> = a.app_passwords.iter().map(|x| x.label.as_str()).collect();
+    assert_eq!(labels, ["phone", "mailer"], "in row order; unusable rows skipped");
+    assert_eq!(a.app_passwords[1].protocols, Some(vec![Protocol::Smtp]));
+    assert_eq!(a.app_passwords[1].networks, Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]));
+    assert_eq!(a.app_passwords[0].protocols, None);
+    let notices: Vec<String> = s.take_notices().into_iter().map(|n| n.message).collect();
+    assert_eq!(notices.iter().filter(|m| m.contains("an app password of \"alice\" skipped")).count(), 2, "{notices:?}");
+    assert!(s.lookup(&q("bob")).unwrap().unwrap().app_passwords.is_empty());
+    // a revocation (a writer's commit) is seen by the next lookup, rows kept or not
+    Connection::open(&db).unwrap().execute_batch("DELETE FROM app_passwords WHERE label = 'phone'").unwrap();
+    let a = s.lookup(&q("alice")).unwrap().unwrap();
+    assert_eq!(a.app_passwords.iter().map(|x| x.label.as_str()).collect::<Vec<_>>(), ["mailer"]);
+    // without the app query: none
+    assert!(store(&db).lookup(&q("alice")).unwrap().unwrap().app_passwords.is_empty());
+    // at most MAX_APP_PASSWORDS
+    let c = Connection::open(&db).unwrap();
+    for i in 0..20 {
+        c.execute("INSERT INTO app_passwords(user, label, password) VALUES ('bob', ?1, '{PLAIN}x')", [format!("l{i}")])
+            .unwrap();
+    }
+    assert_eq!(s.lookup(&q("bob")).unwrap().unwrap().app_passwords.len(), MAX_APP_PASSWORDS);
+}
+
+#[test]
+fn app_query_checks() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[]);
+    let p = db.to_str().unwrap();
+    assert!(SqliteStore::check_app_query(p, "SELECT label FROM app_passwords WHERE user = :user")
+        .unwrap_err()
+        .contains("\"password\" column"));
+    assert!(SqliteStore::check_app_query(p, "SELECT password FROM app_passwords").unwrap_err().contains("\"label\""));
+    assert!(SqliteStore::check_app_query(p, "SELECT label, password FROM app_passwords WHERE user = :protocol")
+        .unwrap_err()
+        .contains(":user only"));
+    assert!(SqliteStore::check_app_query(p, "SELECT label, password FROM nosuchtable")
+        .unwrap_err()
+        .contains("invalid"));
+    assert!(SqliteStore::check_app_query(d.join("none.db").to_str().unwrap(), DEFAULT_APP_QUERY).unwrap().is_some());
+    // a database without the table: lookups of accounts fail closed (temporary failure)
+    let old = d.join("old.db");
+    Connection::open(&old)
+        .unwrap()
+        .execute_batch("CREATE TABLE users(name TEXT, password TEXT); INSERT INTO users VALUES ('a', '{PLAIN}a')")
+        .unwrap();
+    let s = SqliteStore::new(old.to_str().unwrap(), "SELECT name, password FROM users WHERE name = :user")
+        .unwrap()
+        .with_check_interval(Duration::ZERO)
+        .with_app_query(Some(DEFAULT_APP_QUERY));
+    assert!(s.lookup(&q("a")).is_err());
+}
+
+#[test]
+fn app_only_column() {
+    let row = |v: &str| map_row(&[("password".into(), Some("{PLAIN}x".into())), ("app_only".into(), Some(v.into()))]);
+    assert_eq!(row("all").unwrap().app_only, Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]));
+    assert_eq!(row("imap, smtp").unwrap().app_only, Some(vec![Protocol::Imap, Protocol::Smtp]));
+    assert_eq!(row("").unwrap().app_only, None);
+    assert!(row("nntp").is_err());
+}
