@@ -476,6 +476,9 @@ fn in_window(s: &[AtomicU64], rate: Rate, now: u64) -> bool {
     s[ATTEMPTS].load(Ordering::Relaxed) > 0 && now < s[START].load(Ordering::Relaxed).saturating_add(rate.window)
 }
 
+/// Slots a ban listing reads under one taking of the zone's lock.
+const SCAN_CHUNK: usize = 1024;
+
 impl<'a> Limiter<'a> {
     /// Opens the limiter in a shared region (a zeroed region tracks nothing yet). `None` if the
     /// region is too small (fewer than `limiter::min_words()` words).
@@ -828,35 +831,43 @@ impl<'a> Limiter<'a> {
     }
 
     /// The live bans at `now` (counters whose ban runs), with what each bans when its label
-    /// was kept. Reads the zone under its lock; no more than `max` entries.
+    /// was kept; no more than `max` entries. The zone is read [`SCAN_CHUNK`] slots at a time,
+    /// each part under the lock, so that a listing of a big zone never holds the other
+    /// workers' logins for longer than a part takes (a ban that starts or ends meanwhile may be
+    /// missed or listed: the listing is a moment's view).
     pub fn bans(&self, now: u64, max: usize) -> Vec<BanInfo> {
-        let g = self.table.lock();
         let mut out = Vec::new();
-        for s in self.table.slots(&g) {
-            let key = s[0].load(Ordering::Relaxed);
-            if key == 0 || is_label(s) || s[1].load(Ordering::Relaxed) <= now {
-                continue;
+        let mut from = 0;
+        while from < self.table.capacity() && out.len() < max {
+            let g = self.table.lock();
+            for s in self.table.slots_in(&g, from, from + SCAN_CHUNK) {
+                let key = s[0].load(Ordering::Relaxed);
+                if key == 0 || is_label(s) || s[1].load(Ordering::Relaxed) <= now {
+                    continue;
+                }
+                let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
+                if ban_until <= now {
+                    continue;
+                }
+                if out.len() >= max {
+                    break;
+                }
+                let label = self
+                    .table
+                    .find(&g, label_key(key))
+                    .filter(|l| is_label(l) && l[1].load(Ordering::Relaxed) > now)
+                    .and_then(read_label);
+                let (subject, protocol) = label.map_or((None, None), |(s, p)| (Some(s), p));
+                out.push(BanInfo {
+                    key,
+                    subject,
+                    protocol,
+                    failures: s[FAILS].load(Ordering::Relaxed),
+                    seconds_left: ban_until - now,
+                });
             }
-            let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
-            if ban_until <= now {
-                continue;
-            }
-            if out.len() >= max {
-                break;
-            }
-            let label = self
-                .table
-                .find(&g, label_key(key))
-                .filter(|l| is_label(l) && l[1].load(Ordering::Relaxed) > now)
-                .and_then(read_label);
-            let (subject, protocol) = label.map_or((None, None), |(s, p)| (Some(s), p));
-            out.push(BanInfo {
-                key,
-                subject,
-                protocol,
-                failures: s[FAILS].load(Ordering::Relaxed),
-                seconds_left: ban_until - now,
-            });
+            drop(g);
+            from += SCAN_CHUNK;
         }
         out
     }
@@ -1590,6 +1601,21 @@ mod tests {
         assert!(bans.iter().any(|b| b.protocol.is_none() && b.failures == 3));
         assert_eq!(common.lift_client(ip("192.0.2.1").unwrap(), 5), 2);
         assert!(allowed(&smtp, a, "u", 6) && allowed(&imap, a, "u", 6));
+    }
+
+    #[test]
+    fn a_listing_of_a_big_zone_reads_it_part_by_part_and_misses_nothing() {
+        // 16k slots: bans spread over many parts of SCAN_CHUNK slots
+        let r = region(1 << 17);
+        let l = Limiter::new(&r, cfg("1/m", "1000/m", 300)).unwrap();
+        assert!(l.capacity() > 4 * SCAN_CHUNK, "{}", l.capacity());
+        for i in 0..300u32 {
+            let a = IpAddr::from([10, 0, (i >> 8) as u8, (i & 255) as u8]);
+            fail(&l, Some(a), "u", format!("pw{i}").as_bytes(), 100).unwrap();
+        }
+        let bans = l.bans(110, 10_000);
+        assert_eq!(bans.iter().filter(|b| matches!(b.subject, Some(BanSubject::Client(_)))).count(), 300);
+        assert_eq!(l.bans(110, 7).len(), 7, "at most max");
     }
 
     #[test]

@@ -274,6 +274,17 @@ impl<'a> Table<'a> {
         (0..self.slots).map(move |i| self.slot(i))
     }
 
+    /// The slots `from..to` (clamped to the table), for a scan that takes the lock a part at a
+    /// time.
+    pub fn slots_in<'g>(
+        &'g self,
+        _g: &Guard<'_, 'a>,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = &'g [AtomicU64]> + 'g {
+        (from.min(self.slots)..to.min(self.slots)).map(move |i| self.slot(i))
+    }
+
     /// Marks a slot used at `now` (for eviction: least recently used goes first).
     pub fn touch(&self, _g: &Guard<'_, 'a>, slot: &[AtomicU64], now: u64) {
         slot[2].store(now, Ordering::Relaxed);

@@ -10,7 +10,7 @@
 //!   same reason. Wrong password: result `invalid` (the reason mentions the refusal too);
 //!   right password: the refusal's result. The client sees "Invalid login or password"
 //!   (IMAP `[AUTHENTICATIONFAILED]`, POP3 `[AUTH]`), except for the right password of a
-//!   disabled account or a protocol not allowed: IMAP `[CONTACTADMIN]` (see `outcome::fail`).
+//!   disabled account: IMAP `[CONTACTADMIN]` (see `outcome::fail`).
 //! * Unknown/malformed stored hash: result `scheme-error`, same answer to the client.
 //! * Store error: temporary failure, result `store-error`. Never OK.
 //! * OK needs a backend: the account's `server`/`port`, else the configured backend for the

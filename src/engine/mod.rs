@@ -269,13 +269,16 @@ impl Engine {
         Limiter::new(self.shared.region(Region::Limiter)?, self.limit?)
     }
 
-    /// The limiter for this request: `None` for a client of a `mail_auth_limit_exempt` network
-    /// (never counted nor refused); with the request's protocol (its own budgets, if any).
+    /// The limiter for this request, with the request's protocol (its own budgets, if any).
     fn limiter_for(&self, req: &AuthRequest) -> Option<Limiter<'_>> {
-        if req.client_ip.is_some_and(|ip| self.limit_exempt.iter().any(|n| n.contains(ip))) {
-            return None;
-        }
         Some(self.limiter()?.with_protocol(req.protocol))
+    }
+
+    /// The client address the limiter counts: none for a client of a `mail_auth_limit_exempt`
+    /// network (no per-client budget, ban or trust), which still counts on the per-user budget
+    /// (a brute force through an exempt webmail is still bounded per account).
+    fn limited_ip(&self, req: &AuthRequest) -> Option<std::net::IpAddr> {
+        req.client_ip.filter(|ip| !self.limit_exempt.iter().any(|n| n.contains(*ip)))
     }
 
     pub fn metrics(&self) -> Option<Metrics<'_>> {
@@ -532,9 +535,10 @@ impl Engine {
     fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Box<Outcome>> {
         let Some(limiter) = self.limiter_for(req) else { return Ok(None) };
         let now = unix_now();
-        let refused = match limiter.banned(req.client_ip, &req.user, now) {
+        let ip = self.limited_ip(req);
+        let refused = match limiter.banned(ip, &req.user, now) {
             Some(r) => Err(r),
-            None => limiter.admit(req.client_ip, &req.user, &req.pass, now).map(Some),
+            None => limiter.admit(ip, &req.user, &req.pass, now).map(Some),
         };
         if let Ok(Some(t)) = &refused {
             if t.evicted_ban() {

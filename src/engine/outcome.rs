@@ -114,18 +114,21 @@ fn error_code(protocol: Option<Protocol>, code: &str) -> Option<String> {
     (protocol == Some(Protocol::Smtp)).then(|| code.to_string())
 }
 
-/// What the client is told about a refusal with this result. `Denied` only for the results
-/// the engine gives after the credentials were verified as right (a wrong password on a
-/// disabled account is `invalid`): a guesser never sees it.
+/// What the client is told about a refusal with this result. `Denied` only for a disabled
+/// account, which the engine says only after the password was verified as right (a wrong
+/// password on a disabled account is `invalid`): a guesser never sees it. A protocol the
+/// account (or the credential) may not use is not told apart from a wrong password: the right
+/// password refused on one protocol (or the main password of an `app_only` account) would
+/// otherwise be confirmed to a guesser, who would use it on another.
 fn failure_kind(result: AuthResult) -> Failure {
     match result {
-        AuthResult::Disabled | AuthResult::ProtocolDenied => Failure::Denied,
+        AuthResult::Disabled => Failure::Denied,
         _ => Failure::Invalid,
     }
 }
 
 /// A failed login: "Invalid login or password" (IMAP `[AUTHENTICATIONFAILED]`, POP3 `[AUTH]`;
-/// IMAP `[CONTACTADMIN]` for a disabled account or protocol after the right password), `wait`
+/// IMAP `[CONTACTADMIN]` for a disabled account after the right password), `wait`
 /// (default `fail_wait`).
 pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: AuthResult, reason: String) -> Outcome {
     Outcome {

@@ -247,6 +247,11 @@ fn policy_refusals() {
     let o = decide(&c, &req(Protocol::Pop3, "imaponly", b"pw"), &s);
     assert_eq!(o.result, "protocol-denied");
     assert_eq!(o.response, failed(MSG_INVALID_POP3, 3));
+    // over IMAP, a protocol not allowed with the right password: not [CONTACTADMIN]
+    let mut pop_only = store();
+    pop_only.users.insert("poponly".into(), Account { protocols: Some(vec![Protocol::Pop3]), ..acct("{PLAIN}pw") });
+    let o = decide(&c, &req(Protocol::Imap, "poponly", b"pw"), &pop_only);
+    assert_eq!((o.result, &o.response), (AuthResult::ProtocolDenied, &invalid(3)));
     let o = decide(&c, &req(Protocol::Smtp, "off", b"pw"), &s);
     assert_eq!((o.result, &o.response), (AuthResult::Disabled, &smtp_invalid()));
     assert_eq!(decide(&c, &req(Protocol::Imap, "imaponly", b"pw"), &s).result, "ok");
@@ -1453,9 +1458,8 @@ fn app_passwords_log_in_with_their_label_and_rules() {
     let o = decide(&c, &req(Protocol::Imap, "bob", b"mailer secret"), &s);
     assert_eq!(o.result, AuthResult::ProtocolDenied);
     assert_eq!(o.reason, "app password 'mailer': protocol imap not allowed (allowed: smtp)");
-    // the credential was right: the refusal of a protocol the account (here the credential) may
-    // not use, as for the main password
-    assert_eq!(o.response, failed(MSG_DENIED_IMAP, 3));
+    // the credential was right, but a guesser must not learn it: the usual refusal
+    assert_eq!(o.response, invalid(3), "the client sees the usual refusal");
     // its own networks (the request comes from 127.0.0.1)
     let o = decide(&c, &req(Protocol::Imap, "bob", b"lan secret"), &s);
     assert_eq!(o.result, AuthResult::NetworkDenied);
@@ -1488,6 +1492,9 @@ fn main_password_can_be_refused_per_protocol() {
     let o = decide(&c, &req(Protocol::Imap, "bob", b"main"), &s);
     assert_eq!(o.result, AuthResult::ProtocolDenied);
     assert_eq!(o.reason, "main password not accepted for imap (app passwords only)");
+    // the right main password is not confirmed to a guesser on IMAP: the answer of a wrong one
+    assert_eq!(o.response, invalid(3));
+    assert_eq!(o.response, decide(&c, &req(Protocol::Imap, "bob", b"not main"), &s).response);
     assert_eq!(decide(&c, &req(Protocol::Smtp, "bob", b"main"), &s).result, AuthResult::Ok);
     assert_eq!(decide(&c, &req(Protocol::Imap, "bob", b"ph"), &s).result, AuthResult::Ok);
     assert_eq!(decide(&c, &req(Protocol::Pop3, "carol", b"main"), &s).result, AuthResult::Ok);
@@ -1605,4 +1612,28 @@ fn app_only_applies_to_apop_and_cram_md5_too() {
         (o.result, o.reason.as_str()),
         (AuthResult::ProtocolDenied, "main password not accepted for pop3 (app passwords only)")
     );
+}
+
+#[test]
+fn an_exempt_client_has_no_per_client_budget_but_counts_on_the_users() {
+    let mut e = engine(store());
+    e.cache = None;
+    e.limit = Some(LimitConfig {
+        ip: Some(crate::limiter::Rate { count: 1, window: 60 }),
+        user: Some(crate::limiter::Rate { count: 3, window: 60 }),
+        ..LimitConfig::default()
+    });
+    e.limit_exempt = vec![Cidr::parse("192.0.2.10").unwrap()];
+    // the webmail: more failures than its per-client budget, never refused as a client
+    for pw in ["w1", "w2"] {
+        assert_eq!(login(&e, "alice", pw, "192.0.2.10").result, AuthResult::Invalid);
+    }
+    assert_eq!(login(&e, "imaponly", "pw", "192.0.2.10").result, AuthResult::Ok, "no per-client ban");
+    // but its failures count on alice's budget: the third bans alice, from the webmail too
+    assert_eq!(login(&e, "alice", "w3", "192.0.2.10").result, AuthResult::Invalid);
+    assert_eq!(login(&e, "alice", "alice pw", "192.0.2.10").result, AuthResult::RateLimited);
+    assert_eq!(login(&e, "alice", "alice pw", "198.51.100.1").result, AuthResult::RateLimited);
+    // a non-exempt client has its per-client budget
+    assert_eq!(login(&e, "imaponly", "b1", "198.51.100.2").result, AuthResult::Invalid);
+    assert_eq!(login(&e, "imaponly", "pw", "198.51.100.2").result, AuthResult::RateLimited);
 }
