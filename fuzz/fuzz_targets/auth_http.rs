@@ -11,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
-use ngx_http_mail_auth_module::config::{AuthConfig, Backend, CacheSettings, VerifyConcurrency};
+use ngx_http_mail_auth_module::cidr::Cidr;
+use ngx_http_mail_auth_module::config::{AuthConfig, Backend, CacheSettings, Listener, Transport, VerifyConcurrency};
+use ngx_http_mail_auth_module::realip::TrustedProxies;
 use ngx_http_mail_auth_module::engine::{Ctx, Engine, Level, Region, Reply, SharedMemory};
 use ngx_http_mail_auth_module::limiter::{LimitConfig, Rate};
 use ngx_http_mail_auth_module::protocol::{self, HeaderView, Method, Protocol, ProtocolError};
@@ -65,7 +67,13 @@ fn engine() -> &'static Engine {
         store: Some(Arc::new(Mem)),
         shared: Arc::new(Regions(words(4096), words(4096), words(ngx_http_mail_auth_module::metrics::WORDS))),
         cache: Some(CacheSettings::default()),
-        limit: Some(LimitConfig { ip: Some(Rate { count: 1000, window: 60 }), user: None, ban: 0 }),
+        limit: Some(LimitConfig {
+            ip: Some(Rate { count: 1000, window: 60 }),
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            ..LimitConfig::default()
+        }),
+        limit_exempt: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
@@ -80,6 +88,14 @@ fn config() -> AuthConfig {
     }
     c.mx_backend = Some(Backend { server: "::1".into(), port: 25 });
     c.relay_domains = vec!["example.org".into(), ".example.net".into()];
+    // Proxy-Protocol-Addr believed from 127.0.0.0/8, the transport policy for SMTP and an
+    // "mx" listener without AUTH: headers of the input may name them
+    c.trusted_proxies = TrustedProxies::parse(&["127.0.0.0/8", "unix:"]).unwrap();
+    c.transport = Transport {
+        require_tls: vec![Protocol::Smtp],
+        listeners: vec![Listener { name: "mx".into(), auth: false, require_tls: None }],
+        listener_required: false,
+    };
     c
 }
 
