@@ -63,11 +63,14 @@ pub fn check(cfg: &AuthConfig, req: &AuthRequest) -> Option<Outcome> {
             format!("no logins on listener {} (auth=off)", l.name),
         ));
     }
-    let (needs_tls, why) = match listener.and_then(|l| l.require_tls.map(|on| (on, l))) {
-        Some((on, l)) => (on, format!("listener {} require_tls=on", l.name)),
-        None => (t.require_tls.contains(&req.protocol), format!("mail_auth_require_tls {}", req.protocol)),
-    };
+    // (the reason is written only for a refusal: nothing formatted on the way to an OK)
+    let by_listener = listener.and_then(|l| l.require_tls.map(|on| (on, l)));
+    let needs_tls = by_listener.map_or_else(|| t.require_tls.contains(&req.protocol), |(on, _)| on);
     if needs_tls && is_cleartext(req.method) && !req.tls() {
+        let why = match by_listener {
+            Some((_, l)) => format!("listener {} require_tls=on", l.name),
+            None => format!("mail_auth_require_tls {}", req.protocol),
+        };
         let message = match req.protocol {
             Protocol::Imap => format!("[PRIVACYREQUIRED] {MSG_TLS_REQUIRED}"),
             Protocol::Pop3 => format!("[AUTH] {MSG_TLS_REQUIRED}"),
