@@ -236,6 +236,9 @@ pub enum StoreConf {
     /// (`None`: the default query).
     /// `rows`: `mail_auth_sqlite_cache_rows` in effect (`None`: the default).
     Sqlite { path: String, query: Option<String>, rows: Option<usize> },
+    /// `mail_auth_sql DRIVER DSN [name=value ...]` (paths in the values already resolved), and
+    /// the `mail_auth_sql_query` in effect where it is used (`None`: the default query).
+    Sql { driver: String, dsn: String, options: Vec<String>, query: Option<String> },
 }
 
 /// A `mail_auth_log_level` value (nginx's level names, case-insensitive).

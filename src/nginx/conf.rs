@@ -12,9 +12,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -141,6 +141,10 @@ directives! {
     store: Option<StoreConf>, inherit {
         "mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
         "mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
+        "mail_auth_sql" ANY | NGX_CONF_2MORE => set_sql;
+    }
+    sql_query: Option<String>, inherit {
+        "mail_auth_sql_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
@@ -460,7 +464,10 @@ fn set_json_disabled(a: &Args, msg: &mut Option<String>) -> Result<(), String> {
 fn set_store(a: &Args, slot: &mut Option<StoreConf>, store: StoreConf) -> Result<(), String> {
     match slot {
         Some(s) if std::mem::discriminant(s) == std::mem::discriminant(&store) => Err(a.duplicate()),
-        Some(_) => Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into()),
+        Some(_) => Err(
+            "only one of \"mail_auth_passwd_file\", \"mail_auth_sqlite\" and \"mail_auth_sql\" may be used in one location"
+                .into(),
+        ),
         None => {
             *slot = Some(store);
             Ok(())
@@ -475,6 +482,22 @@ fn set_passwd_file(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String
 fn set_sqlite(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
     // the query is the mail_auth_sqlite_query in effect where the store is used (`store_conf`)
     set_store(a, store, StoreConf::Sqlite { path: a.path(0), query: None, rows: None })
+}
+
+fn set_sql(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
+    let driver = a.v[0].to_ascii_lowercase();
+    if !matches!(driver.as_str(), "postgresql" | "postgres" | "pgsql") {
+        return Err(format!("\"mail_auth_sql\": unknown driver \"{}\" (postgresql)", a.v[0]));
+    }
+    let options = a.v[2..]
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k @ ("password_file" | "ssl_ca"), v)) if !v.is_empty() => format!("{k}={}", a.full_path(v)),
+            _ => o.to_string(),
+        })
+        .collect();
+    // the query is the mail_auth_sql_query in effect where the store is used (`store_conf`)
+    set_store(a, store, StoreConf::Sql { driver: "postgresql".into(), dsn: a.v[1].to_string(), options, query: None })
 }
 
 fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
@@ -902,6 +925,9 @@ fn store_conf(d: &Directives) -> Option<StoreConf> {
         query.clone_from(&d.sqlite_query);
         *rows = d.sqlite_cache_rows;
     }
+    if let StoreConf::Sql { query, .. } = &mut s {
+        query.clone_from(&d.sql_query);
+    }
     Some(s)
 }
 
@@ -912,6 +938,7 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
             Arc::new(store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?)
         }
         StoreConf::Sqlite { path, query, rows } => sqlite_store(cf, path, query.as_deref(), *rows)?,
+        StoreConf::Sql { dsn, options, query, .. } => pgsql_store(dsn, options, query.as_deref())?,
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -951,6 +978,25 @@ fn sqlite_store(
     _rows: Option<usize>,
 ) -> Result<Arc<dyn Store>, String> {
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
+}
+
+/// `mail_auth_sql postgresql`: checks the DSN, options and query's parameters; connects to
+/// nothing (a server down at start only fails logins temporarily until it answers). Needs
+/// nginx's thread pool: a network store is never asked on the event loop.
+#[cfg(feature = "pgsql")]
+fn pgsql_store(dsn: &str, options: &[String], query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    if !cfg!(ngx_feature = "threads") {
+        return Err("\"mail_auth_sql\" needs an nginx built with threads (--with-threads)".into());
+    }
+    let opts = store::pgsql::parse_options(dsn, options).map_err(|e| format!("mail_auth_sql: {e}"))?;
+    let query = query.ok_or("\"mail_auth_sql\" needs \"mail_auth_sql_query\"")?;
+    let s = store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
+    Ok(Arc::new(s))
+}
+
+#[cfg(not(feature = "pgsql"))]
+fn pgsql_store(_dsn: &str, _options: &[String], _query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    Err("this build of the module has no PostgreSQL support (cargo feature \"pgsql\")".into())
 }
 
 /// The zones an engine uses, seen by the engine as `SharedMemory`.

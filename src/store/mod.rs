@@ -8,6 +8,10 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 pub mod passwd_file;
+#[cfg(feature = "pgsql")]
+pub mod pgsql;
+pub mod sql_params;
+pub mod sql_row;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]
