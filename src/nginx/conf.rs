@@ -485,10 +485,11 @@ fn set_sqlite(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
 }
 
 fn set_sql(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
-    let driver = a.v[0].to_ascii_lowercase();
-    if !matches!(driver.as_str(), "postgresql" | "postgres" | "pgsql") {
-        return Err(format!("\"mail_auth_sql\": unknown driver \"{}\" (postgresql)", a.v[0]));
-    }
+    let driver = match a.v[0].to_ascii_lowercase().as_str() {
+        "postgresql" | "postgres" | "pgsql" => "postgresql",
+        "mysql" | "mariadb" => "mysql",
+        _ => return Err(format!("\"mail_auth_sql\": unknown driver \"{}\" (postgresql, mysql)", a.v[0])),
+    };
     let options = a.v[2..]
         .iter()
         .map(|o| match o.split_once('=') {
@@ -497,7 +498,7 @@ fn set_sql(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
         })
         .collect();
     // the query is the mail_auth_sql_query in effect where the store is used (`store_conf`)
-    set_store(a, store, StoreConf::Sql { driver: "postgresql".into(), dsn: a.v[1].to_string(), options, query: None })
+    set_store(a, store, StoreConf::Sql { driver: driver.into(), dsn: a.v[1].to_string(), options, query: None })
 }
 
 fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
@@ -938,7 +939,7 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
             Arc::new(store::passwd_file::PasswdFile::open(path).map_err(|e| format!("mail_auth_passwd_file: {e}"))?)
         }
         StoreConf::Sqlite { path, query, rows } => sqlite_store(cf, path, query.as_deref(), *rows)?,
-        StoreConf::Sql { dsn, options, query, .. } => pgsql_store(dsn, options, query.as_deref())?,
+        StoreConf::Sql { driver, dsn, options, query } => sql_store(driver, dsn, options, query.as_deref())?,
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -980,23 +981,28 @@ fn sqlite_store(
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
 }
 
-/// `mail_auth_sql postgresql`: checks the DSN, options and query's parameters; connects to
-/// nothing (a server down at start only fails logins temporarily until it answers). Needs
-/// nginx's thread pool: a network store is never asked on the event loop.
-#[cfg(feature = "pgsql")]
-fn pgsql_store(dsn: &str, options: &[String], query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+/// `mail_auth_sql`: checks the DSN, options and query's parameters; connects to nothing (a
+/// server down at start only fails logins temporarily until it answers). Needs nginx's thread
+/// pool: a network store is never asked on the event loop.
+fn sql_store(driver: &str, dsn: &str, options: &[String], query: Option<&str>) -> Result<Arc<dyn Store>, String> {
     if !cfg!(ngx_feature = "threads") {
         return Err("\"mail_auth_sql\" needs an nginx built with threads (--with-threads)".into());
     }
-    let opts = store::pgsql::parse_options(dsn, options).map_err(|e| format!("mail_auth_sql: {e}"))?;
+    let opts = store::sql_server::parse_options(dsn, options).map_err(|e| format!("mail_auth_sql: {e}"))?;
     let query = query.ok_or("\"mail_auth_sql\" needs \"mail_auth_sql_query\"")?;
-    let s = store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
-    Ok(Arc::new(s))
-}
-
-#[cfg(not(feature = "pgsql"))]
-fn pgsql_store(_dsn: &str, _options: &[String], _query: Option<&str>) -> Result<Arc<dyn Store>, String> {
-    Err("this build of the module has no PostgreSQL support (cargo feature \"pgsql\")".into())
+    let s: Arc<dyn Store> = match driver {
+        #[cfg(feature = "pgsql")]
+        "postgresql" => Arc::new(store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?),
+        #[cfg(feature = "mysql")]
+        "mysql" => Arc::new(store::mysql::MysqlStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?),
+        _ => {
+            let _ = (opts, query);
+            return Err(format!(
+                "this build of the module has no {driver} support (cargo features \"pgsql\", \"mysql\")"
+            ));
+        }
+    };
+    Ok(s)
 }
 
 /// The zones an engine uses, seen by the engine as `SharedMemory`.
