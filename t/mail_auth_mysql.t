@@ -68,10 +68,12 @@ for (qw/ server.crt server.key ca.crt /) {
 }
 
 # the server's pid while it runs: stopped whatever happens, the test's exit code kept
+# (only in this process: not in the children that daemons fork)
 my $mariadbd;
+my $test_pid = $$;
 END {
 	local $?;
-	if ($mariadbd) { kill 'TERM', $mariadbd; waitpid($mariadbd, 0); }
+	if ($mariadbd && $$ == $test_pid) { kill 'TERM', $mariadbd; waitpid($mariadbd, 0); }
 }
 
 sub my_start {
@@ -80,6 +82,7 @@ sub my_start {
 		open STDIN, '<', '/dev/null';
 		open STDOUT, '>>', "$d/mariadbd.out";
 		open STDERR, '>&', \*STDOUT;
+		no warnings qw/ exec /;
 		exec($server, '--no-defaults', "--datadir=$my/data", "--socket=$my/sock", "--port=$myport",
 			'--bind-address=127.0.0.1', "--user=$user", "--pid-file=$my/pid", "--log-error=$my/error.log",
 			'--skip-name-resolve', '--innodb-buffer-pool-size=16M', '--skip-log-bin',
@@ -199,7 +202,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(26);
+$t->run()->plan(29);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -288,6 +291,30 @@ close $locker;
 like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered');
 
 # the server stopped mid-run: temporary failures (logged), then recovery without reload
+# the example nginx-conf/mysql.conf as it is (ports moved to free ones, the test's server): a
+# login through it
+{
+	open my $ex, '<', "$FindBin::Bin/../nginx-conf/mysql.conf" or die "nginx-conf/mysql.conf: $!";
+	my $conf = do { local $/; <$ex> };
+	close $ex;
+	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
+	$conf = "daemon off;\n" . $conf;
+	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	$conf =~ s/ port=\d+ / port=$myport / or die "no port= in the DSN";
+	my $e = Test::Nginx->new();
+	workers_can_read($e);
+	$e->write_file('mailauth.pw', "mail auth pw\n");
+	$e->write_file_expand('nginx.conf', $conf);
+	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
+	$e->run();
+	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-pw');
+	is($rc, 0, 'nginx-conf/mysql.conf: login (imaplib)') or diag($out, $e->read_file('error.log'));
+	$e->stop();
+	$e->stop_daemons();
+}
+
 my_stop();
 like(imap('alice', 'alice-pw'), $temp, 'server stopped: temporary failure');
 my_start() or die "mariadbd did not start again\n";

@@ -92,10 +92,12 @@ close $cf;
 
 # the postmaster's pid while it runs: the cluster is stopped whatever happens (even when the
 # test directory is gone already), the test's exit code kept
+# (only in this process: not in the children that daemons fork)
 my $postmaster;
+my $test_pid = $$;
 END {
 	local $?;
-	kill 'QUIT', $postmaster if $postmaster;
+	kill 'QUIT', $postmaster if $postmaster && $$ == $test_pid;
 }
 
 sub pg_start {
@@ -215,7 +217,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while PostgreSQL is down
-$t->run()->plan(26);
+$t->run()->plan(32);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -305,6 +307,46 @@ pg_stop() or die "pg_ctl stop failed\n";
 like(imap('alice', 'alice-pw'), $temp, 'server stopped: temporary failure');
 pg_start() or die "pg_ctl start failed\n";
 ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'server restarted: recovered');
+
+# the example nginx-conf/postgresql.conf as it is (ports moved to free ones, the test's server): a
+# login through it
+{
+	open my $ex, '<', "$FindBin::Bin/../nginx-conf/postgresql.conf" or die "nginx-conf/postgresql.conf: $!";
+	my $conf = do { local $/; <$ex> };
+	close $ex;
+	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
+	$conf = "daemon off;\n" . $conf;
+	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	$conf =~ s/ port=\d+ / port=$pgport / or die "no port= in the DSN";
+	my $e = Test::Nginx->new();
+	workers_can_read($e);
+	$e->write_file('mailauth.pw', "mail auth pw\n");
+	$e->write_file_expand("nginx.conf", $conf);
+	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
+	$e->run();
+	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-pw');
+	is($rc, 0, 'nginx-conf/postgresql.conf: login (imaplib)') or diag($out, $e->read_file('error.log'));
+	$e->stop();
+	$e->stop_daemons();
+}
+
+# nginx -t: an unknown query parameter, an unknown option, a DSN the client does not understand
+my $conf = $t->read_file('nginx.conf');
+my $nt = sub {
+	my ($re, $with) = @_;
+	(my $c = $conf) =~ s/$re/$with/ or die "no match for $re\n";
+	$t->write_file('bad.conf', $c);
+	my $out = `$Test::Nginx::NGINX -t -p $d/ -c $d/bad.conf -e $d/error-t.log 2>&1`;
+	return ($? >> 8, $out);
+};
+my ($code, $msg) = $nt->(qr/WHERE name = :user/, 'WHERE name = :usr');
+ok($code != 0 && $msg =~ /unknown parameter ":usr"/, 'nginx -t: unknown query parameter') or diag($msg);
+($code, $msg) = $nt->(qr/ pool=2;/, ' pools=2;');
+ok($code != 0 && $msg =~ /unknown option "pools=2"/, 'nginx -t: unknown option') or diag($msg);
+($code, $msg) = $nt->(qr/user=mailauth dbname=mail"\s+password_file/, 'user=mailauth dbname=mail sslmode=require" password_file');
+ok($code != 0 && $msg =~ /sslmode=require needs ssl_ca/, 'nginx -t: sslmode=require without ssl_ca') or diag($msg);
 
 pg_stop();
 

@@ -101,6 +101,9 @@ impl PgStore {
         config.application_name("ngx-mail-auth");
         let (sql, params) = sql_params::rewrite(query, Style::Dollar).map_err(|e| format!("invalid query: {e}"))?;
         let tls = match &opts.ssl_ca {
+            None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err("sslmode=require needs ssl_ca=PATH (the CA that signed the server's certificate)".into())
+            }
             None => Tls::None,
             Some(ca) => {
                 let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
@@ -341,6 +344,8 @@ mod tests {
         assert!(PgStore::new(Options::new("host=h user=x"), "SELECT password FROM t WHERE n = :nope").is_err());
         assert!(PgStore::new(Options::new("user=x"), q).err().unwrap().contains("no host"));
         assert!(PgStore::new(Options::new("host=h bogus=1"), q).is_err());
+        assert!(PgStore::new(Options::new("host=h sslmode=require"), q).err().unwrap().contains("ssl_ca"));
+        assert!(PgStore::new(Options::new("host=h sslmode=verify-full"), q).is_err());
         let mut o = Options::new("host=h");
         o.ssl_ca = Some("/nonexistent/ca.pem".into());
         assert!(PgStore::new(o, q).err().unwrap().contains("ssl_ca"));
