@@ -177,6 +177,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        location = /auth-short {
+            mail_auth_sql postgresql "host=127.0.0.1 port=%%PORT_8432%% user=mailauth dbname=mail"
+                          password_file=%%TESTDIR%%/mailauth.pw query_timeout=1s;
+            mail_auth;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -207,6 +215,12 @@ mail {
         protocol   imap;
         auth_http  127.0.0.1:8080/auth-rogue-ca;
     }
+
+    server {
+        listen     127.0.0.1:8173;
+        protocol   imap;
+        auth_http  127.0.0.1:8080/auth-short;
+    }
 }
 
 EOF
@@ -217,7 +231,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while PostgreSQL is down
-$t->run()->plan(32);
+$t->run()->plan(34);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -299,6 +313,8 @@ ok(wait_for(10, sub { psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advi
 my @quick = (imap('alice', 'alice-pw') =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
 ok(!IO::Select->new($slow->socket())->can_read(0), 'slow login still pending');
 is("@quick", '1 1', 'meanwhile a login and another location answered');
+like(imap('sloth', 'sloth-pw', 8173), $temp, 'a lookup waiting past query_timeout: temporary failure');
+like($t->read_file('error.log'), qr/\[error\].*postgresql "127\.0\.0\.1": .*timed out/, 'the timeout logged');
 close $locker;
 like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered');
 

@@ -154,7 +154,12 @@ impl MysqlStore {
                 None => mysql::Value::NULL,
             })
             .collect();
+        let timeout = self.opts.query_timeout;
         let failed = |e: mysql::Error| {
+            if is_timeout(&e) {
+                // the connection's state is unknown: dropped, not retried
+                return (format!("query timed out after {} ms", timeout.as_millis()), false);
+            }
             let retry = !matches!(e, mysql::Error::MySqlError(_));
             (text(&e), retry)
         };
@@ -211,6 +216,20 @@ impl MysqlStore {
         if lock(&self.broken).take().is_some() {
             self.events.push(NoticeLevel::Info, format!("{}: usable again", self.desc));
         }
+    }
+}
+
+/// Whether the socket's read/write timeout (`query_timeout`) expired. The codec's error type is
+/// not exported by the `mysql` crate, so its I/O error is recognised by its kind's name.
+fn is_timeout(e: &mysql::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        mysql::Error::IoError(io) => matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        mysql::Error::CodecError(c) => {
+            let d = format!("{c:?}");
+            d.starts_with("Io(") && (d.contains("kind: WouldBlock") || d.contains("kind: TimedOut"))
+        }
+        _ => false,
     }
 }
 
