@@ -990,19 +990,21 @@ fn sql_store(driver: &str, dsn: &str, options: &[String], query: Option<&str>) -
     }
     let opts = store::sql_server::parse_options(dsn, options).map_err(|e| format!("mail_auth_sql: {e}"))?;
     let query = query.ok_or("\"mail_auth_sql\" needs \"mail_auth_sql_query\"")?;
-    let s: Arc<dyn Store> = match driver {
+    match driver {
         #[cfg(feature = "pgsql")]
-        "postgresql" => Arc::new(store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?),
-        #[cfg(feature = "mysql")]
-        "mysql" => Arc::new(store::mysql::MysqlStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?),
-        _ => {
-            let _ = (opts, query);
-            return Err(format!(
-                "this build of the module has no {driver} support (cargo features \"pgsql\", \"mysql\")"
-            ));
+        "postgresql" => {
+            let s = store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
+            return Ok(Arc::new(s));
         }
-    };
-    Ok(s)
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let s = store::mysql::MysqlStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
+            return Ok(Arc::new(s));
+        }
+        _ => {}
+    }
+    let _ = (opts, query);
+    Err(format!("this build of the module has no {driver} support (cargo features \"pgsql\", \"mysql\")"))
 }
 
 /// The zones an engine uses, seen by the engine as `SharedMemory`.
