@@ -231,7 +231,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while PostgreSQL is down
-$t->run()->plan(34);
+$t->run()->plan(35);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -363,6 +363,8 @@ ok($code != 0 && $msg =~ /unknown parameter ":usr"/, 'nginx -t: unknown query pa
 ok($code != 0 && $msg =~ /unknown option "pools=2"/, 'nginx -t: unknown option') or diag($msg);
 ($code, $msg) = $nt->(qr/user=mailauth dbname=mail"\s+password_file/, 'user=mailauth dbname=mail sslmode=require" password_file');
 ok($code != 0 && $msg =~ /sslmode=require needs ssl_ca/, 'nginx -t: sslmode=require without ssl_ca') or diag($msg);
+($code, $msg) = $nt->(qr/location = \/auth-short \{/, "location = /auth-short {\n            mail_auth_thread_pool off;");
+ok($code != 0 && $msg =~ /"mail_auth_sql" needs a thread pool/, 'nginx -t: no thread pool') or diag($msg);
 
 pg_stop();
 

@@ -884,6 +884,12 @@ fn build_engine(
         "off" => None,
         name => Some(offload::pool_add(cf, name).ok_or("cannot register the thread pool for \"mail_auth\"")?),
     };
+    // a network store is never asked on the event loop
+    if pool.is_none() && matches!(d.store, Some(StoreConf::Sql { .. })) {
+        return Err(
+            "\"mail_auth_sql\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)".into()
+        );
+    }
     // the JWKS file is read now: a missing or unusable one fails `nginx -t`
     let oauth = match &d.oauth {
         None => None,
