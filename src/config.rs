@@ -242,6 +242,9 @@ pub enum StoreConf {
     /// `rows`: `mail_auth_sqlite_cache_rows` in effect (`None`: the default).
     /// `app_query`: `mail_auth_sqlite_app_query` in effect (`None`: no app passwords).
     Sqlite { path: String, query: Option<String>, rows: Option<usize>, app_query: Option<String> },
+    /// `mail_auth_sql DRIVER DSN [name=value ...]` (paths in the values already resolved), and
+    /// the `mail_auth_sql_query` in effect where it is used (`None`: the default query).
+    Sql { driver: String, dsn: String, options: Vec<String>, query: Option<String> },
 }
 
 /// A `mail_auth_log_level` value (nginx's level names, case-insensitive).

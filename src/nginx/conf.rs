@@ -12,9 +12,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -141,6 +141,10 @@ directives! {
     store: Option<StoreConf>, inherit {
         "mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
         "mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
+        "mail_auth_sql" ANY | NGX_CONF_2MORE => set_sql;
+    }
+    sql_query: Option<String>, inherit {
+        "mail_auth_sql_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
     }
     sqlite_query: Option<String>, inherit {
         "mail_auth_sqlite_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
@@ -472,7 +476,10 @@ fn set_json_disabled(a: &Args, msg: &mut Option<String>) -> Result<(), String> {
 fn set_store(a: &Args, slot: &mut Option<StoreConf>, store: StoreConf) -> Result<(), String> {
     match slot {
         Some(s) if std::mem::discriminant(s) == std::mem::discriminant(&store) => Err(a.duplicate()),
-        Some(_) => Err("\"mail_auth_passwd_file\" and \"mail_auth_sqlite\" cannot both be used in one location".into()),
+        Some(_) => Err(
+            "only one of \"mail_auth_passwd_file\", \"mail_auth_sqlite\" and \"mail_auth_sql\" may be used in one location"
+                .into(),
+        ),
         None => {
             *slot = Some(store);
             Ok(())
@@ -509,6 +516,23 @@ fn set_app_only(a: &Args, list: &mut Option<Vec<Protocol>>) -> Result<(), String
         }
         Ok(out)
     })
+}
+
+fn set_sql(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
+    let driver = match a.v[0].to_ascii_lowercase().as_str() {
+        "postgresql" | "postgres" | "pgsql" => "postgresql",
+        "mysql" | "mariadb" => "mysql",
+        _ => return Err(format!("\"mail_auth_sql\": unknown driver \"{}\" (postgresql, mysql)", a.v[0])),
+    };
+    let options = a.v[2..]
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k @ ("password_file" | "ssl_ca"), v)) if !v.is_empty() => format!("{k}={}", a.full_path(v)),
+            _ => o.to_string(),
+        })
+        .collect();
+    // the query is the mail_auth_sql_query in effect where the store is used (`store_conf`)
+    set_store(a, store, StoreConf::Sql { driver: driver.into(), dsn: a.v[1].to_string(), options, query: None })
 }
 
 fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
@@ -897,6 +921,12 @@ fn build_engine(
         "off" => None,
         name => Some(offload::pool_add(cf, name).ok_or("cannot register the thread pool for \"mail_auth\"")?),
     };
+    // a network store is never asked on the event loop
+    if pool.is_none() && matches!(d.store, Some(StoreConf::Sql { .. })) {
+        return Err(
+            "\"mail_auth_sql\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)".into()
+        );
+    }
     // the JWKS file is read now: a missing or unusable one fails `nginx -t`
     let oauth = match &d.oauth {
         None => None,
@@ -950,6 +980,12 @@ fn store_conf(d: &Directives) -> Result<Option<StoreConf>, String> {
                 return Err("\"mail_auth_sqlite_app_query\" needs \"mail_auth_sqlite\"; with \"mail_auth_passwd_file\" use \"mail_auth_app_passwords\"".into());
             }
         }
+        StoreConf::Sql { query, .. } => {
+            query.clone_from(&d.sql_query);
+            if d.app_passwords.is_some() || d.sqlite_app_query.is_some() {
+                return Err("app passwords (\"mail_auth_app_passwords\", \"mail_auth_sqlite_app_query\") are not supported with \"mail_auth_sql\" yet".into());
+            }
+        }
     }
     Ok(Some(s))
 }
@@ -967,6 +1003,7 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
         StoreConf::Sqlite { path, query, rows, app_query } => {
             sqlite_store(cf, path, query.as_deref(), *rows, app_query.as_deref())?
         }
+        StoreConf::Sql { driver, dsn, options, query } => sql_store(driver, dsn, options, query.as_deref())?,
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -1015,6 +1052,32 @@ fn sqlite_store(
     _app_query: Option<&str>,
 ) -> Result<Arc<dyn Store>, String> {
     Err("this build of the module has no SQLite support (cargo feature \"sqlite\")".into())
+}
+
+/// `mail_auth_sql`: checks the DSN, options and query's parameters; connects to nothing (a
+/// server down at start only fails logins temporarily until it answers). Needs nginx's thread
+/// pool: a network store is never asked on the event loop.
+fn sql_store(driver: &str, dsn: &str, options: &[String], query: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    if !cfg!(ngx_feature = "threads") {
+        return Err("\"mail_auth_sql\" needs an nginx built with threads (--with-threads)".into());
+    }
+    let opts = store::sql_server::parse_options(dsn, options).map_err(|e| format!("mail_auth_sql: {e}"))?;
+    let query = query.ok_or("\"mail_auth_sql\" needs \"mail_auth_sql_query\"")?;
+    match driver {
+        #[cfg(feature = "pgsql")]
+        "postgresql" => {
+            let s = store::pgsql::PgStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
+            return Ok(Arc::new(s));
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let s = store::mysql::MysqlStore::new(opts, query).map_err(|e| format!("mail_auth_sql: {e}"))?;
+            return Ok(Arc::new(s));
+        }
+        _ => {}
+    }
+    let _ = (opts, query);
+    Err(format!("this build of the module has no {driver} support (cargo features \"pgsql\", \"mysql\")"))
 }
 
 /// The zones an engine uses, seen by the engine as `SharedMemory`.

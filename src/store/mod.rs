@@ -7,7 +7,14 @@
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod passwd_file;
+#[cfg(feature = "pgsql")]
+pub mod pgsql;
+pub mod sql_params;
+pub mod sql_row;
+pub mod sql_server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]

@@ -43,6 +43,9 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
+pub use super::sql_params::{Param, PARAMETERS};
+use super::sql_row::{escape_controls, map_fields, split_list};
+pub use super::sql_row::{map_row, NO_PASSWORD};
 use super::watch::{Events, FileId, FileWatch, Seen};
 use super::{
     lock, valid_label, Account, AppPassword, NoticeLevel, Query, Store, StoreError, StoreNotice, MAX_APP_PASSWORDS,
@@ -65,23 +68,8 @@ pub const DEFAULT_QUERY: &str = "SELECT name, password, enabled, protocols, netw
 /// The account names `Store::accounts` lists (Dovecot's userdb iterate through `mail_auth_json`).
 pub const ACCOUNTS_QUERY: &str = "SELECT name FROM users";
 
-/// The named parameters a query may use.
-pub const PARAMETERS: &[&str] = &[":user", ":protocol", ":client_ip", ":method"];
-
 /// At most this many rows of `users` are read for [`Store::timing_template`].
 pub const TEMPLATE_ROWS: u32 = 100_000;
-
-/// A stored password that never verifies (an unknown scheme: fails closed).
-const NO_PASSWORD: &str = "!";
-
-/// A named parameter of the query, known at prepare time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Param {
-    User,
-    Protocol,
-    ClientIp,
-    Method,
-}
 
 /// What the query's statement looks like, checked once per connection (when it is prepared):
 /// the parameters to bind by index, the result columns' lower-cased names.
@@ -651,129 +639,6 @@ impl SqliteStore {
             Some((Err(e), false)) => Err(self.err(format!("row for user \"{}\": {}", user(), escape_controls(&e)))),
         })
     }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" | "y" | "t" => Some(true),
-        "0" | "no" | "false" | "off" | "n" | "f" => Some(false),
-        _ => None,
-    }
-}
-
-fn split_list(v: &str) -> impl Iterator<Item = &str> {
-    v.split([',', ' ', '\t']).filter(|s| !s.is_empty())
-}
-
-/// Maps one result row (lower-cased column name, value as text; integers as decimal text) to an
-/// account. `Err`: a value the module cannot use; the caller fails that login closed with a
-/// temporary error (never OK) and logs the reason; other users are unaffected.
-///
-/// - `password` must be a column; NULL or '' is an account whose password never verifies
-///   (stored as `!`, an unknown scheme), so it answers like a wrong password, not an error.
-/// - `enabled`: 1/0, yes/no, true/false, on/off (any case); NULL = enabled; anything else: Err.
-/// - `protocols`: imap, pop3, smtp separated by commas/blanks; NULL = all; '' = none; unknown: Err.
-/// - `networks`: CIDRs or addresses separated by commas/blanks; NULL = anywhere; '' = nowhere;
-///   a bad one: Err.
-/// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
-/// - `port`: 1..65535; NULL = the backend's; otherwise Err.
-/// - `name`: the account's canonical name ([`Account::name`]); NULL/'' = not set (the lookup
-///   then uses the user asked for).
-/// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
-/// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
-/// - `client_cert`: `required` (yes, on, true, 1) or `optional` (no, off, false, 0, none);
-///   NULL/'' = not required; otherwise Err ([`Account::require_client_cert`]).
-/// - `app_only`: protocols on which the main password is refused (only app passwords), as
-///   `protocols`, or `all`; NULL/'' = none.
-/// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
-///
-/// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
-/// it goes into nginx's error log, one line per message.
-pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
-    map_fields(cols.iter().map(|(k, v)| (k.as_str(), v.as_deref()))).map_err(|e| escape_controls(&e))
-}
-
-/// A reason with its control characters escaped (`\n`, `\u{0}`): one log line.
-fn escape_controls(e: &str) -> String {
-    e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
-
-/// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
-fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Account, String> {
-    let mut a = Account { enabled: true, ..Account::default() };
-    let mut have_password = false;
-    for (name, value) in cols {
-        let Some(v) = value else {
-            if name == "password" {
-                have_password = true;
-                a.password = NO_PASSWORD.into();
-            }
-            continue;
-        };
-        match name {
-            "password" => {
-                have_password = true;
-                a.password = if v.is_empty() { NO_PASSWORD.into() } else { v.to_string() };
-            }
-            "enabled" => a.enabled = parse_bool(v).ok_or_else(|| format!("enabled: \"{v}\" is not a boolean"))?,
-            "protocols" => {
-                let mut list = Vec::new();
-                for p in split_list(v) {
-                    list.push(Protocol::parse(p.as_bytes()).ok_or_else(|| format!("protocols: unknown \"{p}\""))?);
-                }
-                a.protocols = Some(list);
-            }
-            "networks" => {
-                let mut list = Vec::new();
-                for n in split_list(v) {
-                    list.push(Cidr::parse(n).map_err(|e| format!("networks: \"{n}\": {e}"))?);
-                }
-                a.networks = Some(list);
-            }
-            "server" if !v.is_empty() => {
-                let ip = protocol::parse_server(v).ok_or_else(|| format!("server: \"{v}\" is not an IP address"))?;
-                a.server = Some(ip.to_string());
-            }
-            "port" => {
-                a.port = Some(match v.trim().parse::<u16>() {
-                    Ok(p) if p > 0 => p,
-                    _ => return Err(format!("port: \"{v}\" is not 1..65535")),
-                })
-            }
-            "app_only" => {
-                a.app_only = match v.trim() {
-                    "" => None,
-                    t if t.eq_ignore_ascii_case("all") => Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
-                    _ => {
-                        let mut list = Vec::new();
-                        for p in split_list(v) {
-                            list.push(
-                                Protocol::parse(p.as_bytes()).ok_or_else(|| format!("app_only: unknown \"{p}\""))?,
-                            );
-                        }
-                        Some(list)
-                    }
-                }
-            }
-            "name" if !v.is_empty() => a.name = v.to_string(),
-            "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
-            "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
-            "name" | "server" | "user" | "backend_pass" => {} // '' = not set
-            "wait" => {
-                a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
-            }
-            "client_cert" if v.trim().is_empty() => {}
-            "client_cert" => {
-                a.require_client_cert = crate::policy::parse_client_cert(v.trim())
-                    .ok_or_else(|| format!("client_cert: \"{v}\" is not required or optional"))?
-            }
-            _ => a.extra.push((name.to_string(), v.to_string())),
-        }
-    }
-    if !have_password {
-        return Err("the row has no \"password\" column".into());
-    }
-    Ok(a)
 }
 
 impl Store for SqliteStore {

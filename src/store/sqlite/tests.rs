@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::*;
-use crate::protocol::Method;
+use crate::protocol::{Method, Protocol};
 use crate::testutil::TempDir;
 
 const SCHEMA: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/schema.sql"));

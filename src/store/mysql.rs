@@ -1,0 +1,329 @@
+//! MySQL / MariaDB store (the `mysql` crate, blocking): the same named-parameter query and
+//! row -> account mapping as the SQLite and PostgreSQL stores.
+//!
+//! - Lookups run only on nginx's thread pool ([`Store::may_block`] true, [`Store::try_lookup`]
+//!   `None`); nothing connects at configuration time.
+//! - A pool per worker: at most `pool` idle connections kept; the query is a server-side
+//!   prepared statement (`?` parameters, bound as strings), prepared once per connection.
+//! - Failover: the DSN's hosts (`host=a,b port=3306,3307`) are tried in order at each connect;
+//!   a pooled connection that fails is dropped and the lookup retried once on a new one.
+//! - Timeouts: `connect_timeout` per server (TCP connect), `query_timeout` as the socket's read
+//!   and write timeouts (a lookup waits at most about that long for the server).
+//! - Every failure is a `StoreError` (temporary failure, never OK), logged once per new cause;
+//!   the recovery is logged.
+//! - TLS: `ssl_ca=PATH` requires TLS and verifies the server's certificate against that CA and
+//!   its name against the host (native-tls, i.e. the system's OpenSSL).
+//!
+//! DSN: `host=H[,H2...] [port=P[,P2...]] user=U [dbname=D]` (the PostgreSQL key=value form; the
+//! password comes from `password_file=`).
+
+#![forbid(unsafe_code)]
+
+use std::sync::Mutex;
+
+use mysql::prelude::Queryable;
+
+use super::sql_params::{self, Param, Style};
+use super::sql_row::{escape_controls, map_fields};
+pub use super::sql_server::{parse_options, Options};
+use super::watch::Events;
+use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use crate::protocol;
+
+struct Conn {
+    conn: mysql::Conn,
+    stmt: mysql::Statement,
+    columns: Vec<String>,
+}
+
+pub struct MysqlStore {
+    desc: String,
+    /// One connection option set per server, in failover order.
+    servers: Vec<mysql::Opts>,
+    sql: String,
+    params: Vec<Param>,
+    opts: Options,
+    idle: Mutex<Vec<Conn>>,
+    events: Events,
+    broken: Mutex<Option<String>>,
+}
+
+/// The DSN's `key=value` pairs.
+fn parse_dsn(dsn: &str) -> Result<Vec<(String, String)>, String> {
+    dsn.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("\"{kv}\": expected key=value"))?;
+            Ok((k.to_ascii_lowercase(), v.to_string()))
+        })
+        .collect()
+}
+
+impl MysqlStore {
+    pub fn new(opts: Options, query: &str) -> Result<MysqlStore, String> {
+        let (mut hosts, mut ports, mut user, mut db) = (Vec::new(), Vec::new(), None, None);
+        for (k, v) in parse_dsn(&opts.dsn).map_err(|e| format!("invalid DSN: {e}"))? {
+            match k.as_str() {
+                "host" => hosts = v.split(',').map(str::to_string).collect(),
+                "port" => {
+                    ports = v
+                        .split(',')
+                        .map(|p| p.parse::<u16>().map_err(|_| format!("invalid DSN: port \"{p}\"")))
+                        .collect::<Result<_, _>>()?
+                }
+                "user" => user = Some(v),
+                "dbname" | "database" => db = Some(v),
+                _ => return Err(format!("invalid DSN: unknown key \"{k}\" (host, port, user, dbname)")),
+            }
+        }
+        if hosts.is_empty() || hosts.iter().any(String::is_empty) {
+            return Err("the DSN names no host (host=...)".into());
+        }
+        if ports.len() > 1 && ports.len() != hosts.len() {
+            return Err("invalid DSN: give one port, or one per host".into());
+        }
+        let ssl = match &opts.ssl_ca {
+            None => None,
+            Some(ca) => {
+                std::fs::metadata(ca).map_err(|e| format!("ssl_ca \"{ca}\": {e}"))?;
+                Some(mysql::SslOpts::default().with_root_cert_path(Some(std::path::PathBuf::from(ca))))
+            }
+        };
+        let servers = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(3306);
+                mysql::OptsBuilder::new()
+                    .ip_or_hostname(Some(h.clone()))
+                    .tcp_port(port)
+                    .prefer_socket(false)
+                    .user(user.clone())
+                    .pass(opts.password.clone())
+                    .db_name(db.clone())
+                    .tcp_connect_timeout(Some(opts.connect_timeout))
+                    .read_timeout(Some(opts.query_timeout))
+                    .write_timeout(Some(opts.query_timeout))
+                    .ssl_opts(ssl.clone())
+                    .into()
+            })
+            .collect();
+        let (sql, params) = sql_params::rewrite(query, Style::Question).map_err(|e| format!("invalid query: {e}"))?;
+        Ok(MysqlStore {
+            desc: format!("mysql \"{}\"", hosts.join(",")),
+            servers,
+            sql,
+            params,
+            opts,
+            idle: Mutex::new(Vec::new()),
+            events: Events::default(),
+            broken: Mutex::new(None),
+        })
+    }
+
+    fn err(&self, cause: impl Into<String>) -> StoreError {
+        StoreError { source: self.describe(), cause: cause.into() }
+    }
+
+    /// Connects to the first server that answers, and prepares the query there.
+    fn connect(&self) -> Result<Conn, String> {
+        let mut causes = Vec::new();
+        for o in &self.servers {
+            let host = o.get_ip_or_hostname();
+            match mysql::Conn::new(o.clone()) {
+                Ok(mut conn) => {
+                    let stmt = conn.prep(&self.sql).map_err(|e| format!("invalid query: {}", text(&e)))?;
+                    let columns: Vec<String> =
+                        stmt.columns().iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
+                    if !columns.iter().any(|n| n == "password") {
+                        return Err("invalid query: it does not return a \"password\" column".into());
+                    }
+                    return Ok(Conn { conn, stmt, columns });
+                }
+                Err(e) => causes.push(format!("{host}:{}: {}", o.get_tcp_port(), text(&e))),
+            }
+        }
+        Err(format!("cannot connect: {}", causes.join("; ")))
+    }
+
+    fn run(&self, c: &mut Conn, q: &Query<'_>) -> Result<Option<Result<Account, String>>, (String, bool)> {
+        let values: Vec<mysql::Value> = self
+            .params
+            .iter()
+            .map(|p| match p.value(q) {
+                Some(v) => mysql::Value::Bytes(v.into_bytes()),
+                None => mysql::Value::NULL,
+            })
+            .collect();
+        let timeout = self.opts.query_timeout;
+        let failed = |e: mysql::Error| {
+            if is_timeout(&e) {
+                // the connection's state is unknown: dropped, not retried
+                return (format!("query timed out after {} ms", timeout.as_millis()), false);
+            }
+            let retry = !matches!(e, mysql::Error::MySqlError(_));
+            (text(&e), retry)
+        };
+        let mut rows: Vec<mysql::Row> = Vec::with_capacity(2);
+        {
+            let result = c.conn.exec_iter(&c.stmt, mysql::Params::Positional(values)).map_err(failed)?;
+            for row in result {
+                rows.push(row.map_err(failed)?);
+                if rows.len() > 1 {
+                    break;
+                }
+            }
+        }
+        let user = || protocol::printable(q.user.as_bytes(), 64);
+        if rows.len() > 1 {
+            // the rest of the result is not read: this connection is not reused
+            return Err((format!("query returned more than one row for user \"{}\"", user()), false));
+        }
+        let Some(row) = rows.pop() else {
+            return Ok(None);
+        };
+        let values: Vec<Option<String>> = (0..c.columns.len())
+            .map(|i| match row.as_ref(i) {
+                None | Some(mysql::Value::NULL) => None,
+                Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                Some(mysql::Value::Int(n)) => Some(n.to_string()),
+                Some(mysql::Value::UInt(n)) => Some(n.to_string()),
+                Some(mysql::Value::Float(f)) => Some(f.to_string()),
+                Some(mysql::Value::Double(f)) => Some(f.to_string()),
+                Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
+            })
+            .collect();
+        let account = map_fields(c.columns.iter().map(String::as_str).zip(values.iter().map(Option::as_deref)))
+            .map(|mut a| {
+                if a.name.is_empty() {
+                    a.name = q.user.to_string();
+                }
+                a
+            })
+            .map_err(|e| format!("row for user \"{}\": {}", user(), escape_controls(&e)));
+        Ok(Some(account))
+    }
+
+    fn fail(&self, cause: String) -> StoreError {
+        let mut b = lock(&self.broken);
+        if b.as_deref() != Some(cause.as_str()) {
+            self.events.push(NoticeLevel::Error, format!("{}: {cause}; answering with a temporary failure", self.desc));
+            *b = Some(cause.clone());
+        }
+        self.err(cause)
+    }
+
+    fn recovered(&self) {
+        if lock(&self.broken).take().is_some() {
+            self.events.push(NoticeLevel::Info, format!("{}: usable again", self.desc));
+        }
+    }
+}
+
+/// Whether the socket's read/write timeout (`query_timeout`) expired. The codec's error type is
+/// not exported by the `mysql` crate, so its I/O error is recognised by its kind's name.
+fn is_timeout(e: &mysql::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        mysql::Error::IoError(io) => matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        mysql::Error::CodecError(c) => {
+            let d = format!("{c:?}");
+            d.starts_with("Io(") && (d.contains("kind: WouldBlock") || d.contains("kind: TimedOut"))
+        }
+        _ => false,
+    }
+}
+
+fn text(e: &mysql::Error) -> String {
+    escape_controls(&e.to_string())
+}
+
+impl Store for MysqlStore {
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        for attempt in 0..2 {
+            let pooled = lock(&self.idle).pop();
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(cause) => return Err(self.fail(cause)),
+                },
+            };
+            match self.run(&mut conn, q) {
+                Ok(found) => {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < self.opts.pool {
+                        idle.push(conn);
+                    }
+                    drop(idle);
+                    self.recovered();
+                    return match found {
+                        None => Ok(None),
+                        Some(Ok(a)) => Ok(Some(a)),
+                        Some(Err(e)) => Err(self.err(e)),
+                    };
+                }
+                Err((_, true)) if !fresh && attempt == 0 => continue,
+                Err((cause, _)) => return Err(self.fail(cause)),
+            }
+        }
+        Err(self.err("lookup did not run"))
+    }
+
+    /// Never: a network store is only asked on the thread pool.
+    fn try_lookup(&self, _q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+        None
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+
+    fn take_notices(&self) -> Vec<StoreNotice> {
+        self.events.take()
+    }
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.desc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_checks_without_connecting() {
+        let q = "SELECT password FROM users WHERE name = :user";
+        let mut o = Options::new("host=127.0.0.1,127.0.0.2 port=1 user=x dbname=y");
+        o.connect_timeout = std::time::Duration::from_millis(300);
+        let s = MysqlStore::new(o, q).unwrap();
+        assert_eq!(s.describe(), "mysql \"127.0.0.1,127.0.0.2\"");
+        let query = Query {
+            user: "u",
+            protocol: crate::protocol::Protocol::Imap,
+            method: crate::protocol::Method::Plain,
+            client_ip: None,
+        };
+        assert!(s.try_lookup(&query).is_none(), "never on the event loop");
+        let e = s.lookup(&query).unwrap_err();
+        assert!(e.cause.contains("cannot connect") && e.cause.contains("127.0.0.2:1"), "{e}");
+        assert_eq!(s.take_notices().len(), 1, "the failure logged once");
+        for (dsn, sql) in [
+            ("host=h", "SELECT password FROM t WHERE n = :nope"),
+            ("user=x", q),
+            ("host=h bogus=1", q),
+            ("host=a,b port=1,2,3", q),
+            ("host=h port=x", q),
+        ] {
+            assert!(MysqlStore::new(Options::new(dsn), sql).is_err(), "{dsn} {sql}");
+        }
+        let mut o = Options::new("host=h");
+        o.ssl_ca = Some("/nonexistent/ca.pem".into());
+        assert!(MysqlStore::new(o, q).err().unwrap().contains("ssl_ca"));
+    }
+}

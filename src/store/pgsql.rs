@@ -1,0 +1,353 @@
+//! PostgreSQL store (tokio-postgres): the same named-parameter query and row -> account mapping
+//! as the SQLite store, against a PostgreSQL server (postfixadmin, Mailu, mailcow ...).
+//!
+//! - Lookups run only on nginx's thread pool ([`Store::may_block`] is true and
+//!   [`Store::try_lookup`] always answers `None`): each connection has a current-thread tokio
+//!   runtime of its own, driven only by the pool thread that holds the connection. Nothing runs
+//!   on the event loop and nothing connects at configuration time.
+//! - A pool per worker: idle connections are kept (at most `pool`), a lookup takes one or opens
+//!   a new one; the query is prepared once per connection (a server-side prepared statement) with
+//!   every parameter typed `text` (cast them in the query: `:client_ip::inet`).
+//! - Failover: the DSN's hosts (`host=a,b port=5432,5433`) are tried in order at each connect.
+//!   A pooled connection that turns out closed is dropped and the lookup retried once on a new
+//!   connection (so a failed-over server answers at once).
+//! - Timeouts: `connect_timeout` per connect (all the servers together), `query_timeout` per
+//!   query (prepare or lookup); a timed-out connection is dropped (its state is unknown).
+//! - Every failure is a `StoreError` (a temporary failure, never OK) and logged once per new
+//!   cause; the next lookup tries again, and the recovery is logged.
+//! - TLS: `ssl_ca=PATH` requires TLS and verifies the server's certificate against that CA and
+//!   its name against the host of the DSN (libpq's `sslmode=verify-full`), with OpenSSL.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Mutex;
+
+use tokio_postgres::types::{ToSql, Type};
+
+use super::sql_params::{self, Param, Style};
+use super::sql_row::{escape_controls, map_fields};
+use super::watch::Events;
+use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use crate::protocol;
+
+pub use super::sql_server::{parse_options, Options};
+
+/// How a result column is turned into text for the row mapping.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    Int2,
+    Int4,
+    Int8,
+    Bool,
+}
+
+fn kind_of(t: &Type) -> Option<Kind> {
+    Some(match *t {
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => Kind::Text,
+        Type::INT2 => Kind::Int2,
+        Type::INT4 => Kind::Int4,
+        Type::INT8 => Kind::Int8,
+        Type::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// One connection of the pool, its runtime and its prepared statement.
+struct Conn {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    stmt: tokio_postgres::Statement,
+    columns: Vec<(String, Kind)>,
+}
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    Verify(postgres_openssl::MakeTlsConnector),
+}
+
+/// Why a lookup failed, and whether a fresh connection may do better.
+struct Failure {
+    cause: String,
+    retry: bool,
+}
+
+pub struct PgStore {
+    desc: String,
+    config: tokio_postgres::Config,
+    /// The query with `$n` parameters, and what each is.
+    sql: String,
+    params: Vec<Param>,
+    opts: Options,
+    tls: Tls,
+    idle: Mutex<Vec<Conn>>,
+    events: Events,
+    /// The cause last logged, while broken.
+    broken: Mutex<Option<String>>,
+}
+
+impl PgStore {
+    /// Checks the DSN, the query's parameters and the TLS files; connects to nothing.
+    pub fn new(opts: Options, query: &str) -> Result<PgStore, String> {
+        let mut config: tokio_postgres::Config = opts.dsn.parse().map_err(|e| format!("invalid DSN: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("the DSN names no host (host=...)".into());
+        }
+        if let Some(p) = &opts.password {
+            config.password(p.as_bytes());
+        }
+        config.connect_timeout(opts.connect_timeout);
+        config.application_name("ngx-mail-auth");
+        let (sql, params) = sql_params::rewrite(query, Style::Dollar).map_err(|e| format!("invalid query: {e}"))?;
+        let tls = match &opts.ssl_ca {
+            None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err("sslmode=require needs ssl_ca=PATH (the CA that signed the server's certificate)".into())
+            }
+            None => Tls::None,
+            Some(ca) => {
+                let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+                    .map_err(|e| format!("TLS: {e}"))?;
+                b.set_ca_file(ca).map_err(|e| format!("ssl_ca \"{ca}\": {e}"))?;
+                b.set_verify(openssl::ssl::SslVerifyMode::PEER);
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Tls::Verify(postgres_openssl::MakeTlsConnector::new(b.build()))
+            }
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        Ok(PgStore {
+            desc: format!("postgresql \"{}\"", hosts.join(",")),
+            config,
+            sql,
+            params,
+            opts,
+            tls,
+            idle: Mutex::new(Vec::new()),
+            events: Events::default(),
+            broken: Mutex::new(None),
+        })
+    }
+
+    fn err(&self, cause: impl Into<String>) -> StoreError {
+        StoreError { source: self.describe(), cause: cause.into() }
+    }
+
+    /// Connects (the DSN's servers in order) and prepares the query.
+    fn connect(&self) -> Result<Conn, String> {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
+        let servers = self.config.get_hosts().len().max(1) as u32;
+        let budget = self.opts.connect_timeout * servers;
+        let client = rt.block_on(async {
+            let connect = async {
+                match &self.tls {
+                    Tls::None => {
+                        let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                        Ok::<_, tokio_postgres::Error>(client)
+                    }
+                    Tls::Verify(tls) => {
+                        let (client, conn) = self.config.connect(tls.clone()).await?;
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                        Ok(client)
+                    }
+                }
+            };
+            match tokio::time::timeout(budget, connect).await {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err(format!("cannot connect: {}", error_text(&e))),
+                Err(_) => Err(format!("cannot connect: timed out after {} ms", budget.as_millis())),
+            }
+        })?;
+        let types = vec![Type::TEXT; self.params.len()];
+        let stmt = rt.block_on(async {
+            match tokio::time::timeout(self.opts.query_timeout, client.prepare_typed(&self.sql, &types)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(format!("invalid query: {}", error_text(&e))),
+                Err(_) => {
+                    Err(format!("preparing the query: timed out after {} ms", self.opts.query_timeout.as_millis()))
+                }
+            }
+        })?;
+        let mut columns = Vec::with_capacity(stmt.columns().len());
+        for c in stmt.columns() {
+            let kind = kind_of(c.type_()).ok_or_else(|| {
+                format!("invalid query: column \"{}\" has type {}: cast it to text", c.name(), c.type_())
+            })?;
+            columns.push((c.name().to_ascii_lowercase(), kind));
+        }
+        if !columns.iter().any(|(n, _)| n == "password") {
+            return Err("invalid query: it does not return a \"password\" column".into());
+        }
+        Ok(Conn { rt, client, stmt, columns })
+    }
+
+    /// Runs the query on `conn`: the first row mapped to an account, `Ok(None)`: no such user.
+    fn run(&self, conn: &Conn, q: &Query<'_>) -> Result<Option<Result<Account, String>>, Failure> {
+        let values: Vec<Option<String>> = self.params.iter().map(|p| p.value(q)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let timeout = self.opts.query_timeout;
+        let rows = conn.rt.block_on(async {
+            match tokio::time::timeout(timeout, conn.client.query(&conn.stmt, &refs)).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(Failure { retry: e.is_closed() || e.code().is_none(), cause: error_text(&e) }),
+                Err(_) => {
+                    Err(Failure { retry: false, cause: format!("query timed out after {} ms", timeout.as_millis()) })
+                }
+            }
+        })?;
+        let user = || protocol::printable(q.user.as_bytes(), 64);
+        if rows.len() > 1 {
+            return Ok(Some(Err(format!("query returned more than one row for user \"{}\"", user()))));
+        }
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut values: Vec<Option<String>> = Vec::with_capacity(conn.columns.len());
+        for (i, (name, kind)) in conn.columns.iter().enumerate() {
+            let v = match kind {
+                Kind::Text => row.try_get::<_, Option<String>>(i),
+                Kind::Int2 => row.try_get::<_, Option<i16>>(i).map(|v| v.map(|n| n.to_string())),
+                Kind::Int4 => row.try_get::<_, Option<i32>>(i).map(|v| v.map(|n| n.to_string())),
+                Kind::Int8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(|n| n.to_string())),
+                Kind::Bool => row.try_get::<_, Option<bool>>(i).map(|v| v.map(|b| if b { "1" } else { "0" }.into())),
+            };
+            values.push(v.map_err(|e| Failure { retry: false, cause: format!("column {name}: {e}") })?);
+        }
+        let account = map_fields(conn.columns.iter().map(|(n, _)| n.as_str()).zip(values.iter().map(Option::as_deref)))
+            .map(|mut a| {
+                if a.name.is_empty() {
+                    a.name = q.user.to_string();
+                }
+                a
+            })
+            .map_err(|e| format!("row for user \"{}\": {}", user(), escape_controls(&e)));
+        Ok(Some(account))
+    }
+
+    fn fail(&self, cause: String) -> StoreError {
+        let mut b = lock(&self.broken);
+        if b.as_deref() != Some(cause.as_str()) {
+            self.events.push(NoticeLevel::Error, format!("{}: {cause}; answering with a temporary failure", self.desc));
+            *b = Some(cause.clone());
+        }
+        self.err(cause)
+    }
+
+    fn recovered(&self) {
+        if lock(&self.broken).take().is_some() {
+            self.events.push(NoticeLevel::Info, format!("{}: usable again", self.desc));
+        }
+    }
+}
+
+/// A driver error with its cause (tokio-postgres' Display alone says "db error").
+fn error_text(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    escape_controls(&s)
+}
+
+impl Store for PgStore {
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        for attempt in 0..2 {
+            let pooled = lock(&self.idle).pop();
+            let fresh = pooled.is_none();
+            let conn = match pooled {
+                Some(c) if !c.client.is_closed() => c,
+                _ => match self.connect() {
+                    Ok(c) => c,
+                    Err(cause) => return Err(self.fail(cause)),
+                },
+            };
+            match self.run(&conn, q) {
+                Ok(found) => {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < self.opts.pool {
+                        idle.push(conn);
+                    }
+                    drop(idle);
+                    self.recovered();
+                    return match found {
+                        None => Ok(None),
+                        Some(Ok(a)) => Ok(Some(a)),
+                        Some(Err(e)) => Err(self.err(e)),
+                    };
+                }
+                Err(f) if f.retry && !fresh && attempt == 0 => continue,
+                Err(f) => return Err(self.fail(f.cause)),
+            }
+        }
+        Err(self.err("lookup did not run"))
+    }
+
+    /// Never: a network store is only asked on the thread pool.
+    fn try_lookup(&self, _q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+        None
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+
+    fn take_notices(&self) -> Vec<StoreNotice> {
+        self.events.take()
+    }
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.desc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_checks_without_connecting() {
+        let q = "SELECT password FROM users WHERE name = :user";
+        // a closed port: making the store connects to nothing
+        let s = PgStore::new(Options::new("host=127.0.0.1,127.0.0.2 port=1 user=x dbname=y"), q).unwrap();
+        assert_eq!(s.describe(), "postgresql \"127.0.0.1,127.0.0.2\"");
+        assert!(s.may_block());
+        let query = Query {
+            user: "u",
+            protocol: crate::protocol::Protocol::Imap,
+            method: crate::protocol::Method::Plain,
+            client_ip: None,
+        };
+        assert!(s.try_lookup(&query).is_none(), "never on the event loop");
+        let e = s.lookup(&query).unwrap_err();
+        assert!(e.cause.contains("cannot connect"), "{e}");
+        assert_eq!(s.take_notices().len(), 1, "the failure logged once");
+        assert!(PgStore::new(Options::new("host=h user=x"), "SELECT password FROM t WHERE n = :nope").is_err());
+        assert!(PgStore::new(Options::new("user=x"), q).err().unwrap().contains("no host"));
+        assert!(PgStore::new(Options::new("host=h bogus=1"), q).is_err());
+        assert!(PgStore::new(Options::new("host=h sslmode=require"), q).err().unwrap().contains("ssl_ca"));
+        assert!(PgStore::new(Options::new("host=h sslmode=verify-full"), q).is_err());
+        let mut o = Options::new("host=h");
+        o.ssl_ca = Some("/nonexistent/ca.pem".into());
+        assert!(PgStore::new(o, q).err().unwrap().contains("ssl_ca"));
+    }
+}

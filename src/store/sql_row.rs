@@ -1,0 +1,135 @@
+//! The row -> [`Account`] mapping shared by the SQL stores (SQLite, PostgreSQL, MySQL): one
+//! result row, as (lower-cased column name, value as text) pairs, becomes an account, with the
+//! same validation whatever the database.
+
+#![forbid(unsafe_code)]
+
+use super::Account;
+use crate::cidr::Cidr;
+use crate::protocol::{self, Protocol};
+
+/// A stored password that never verifies (an unknown scheme: fails closed).
+pub const NO_PASSWORD: &str = "!";
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" | "y" | "t" => Some(true),
+        "0" | "no" | "false" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+pub(crate) fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split([',', ' ', '\t']).filter(|s| !s.is_empty())
+}
+
+/// Maps one result row (lower-cased column name, value as text; integers as decimal text) to an
+/// account. `Err`: a value the module cannot use; the caller fails that login closed with a
+/// temporary error (never OK) and logs the reason; other users are unaffected.
+///
+/// - `password` must be a column; NULL or '' is an account whose password never verifies
+///   (stored as `!`, an unknown scheme), so it answers like a wrong password, not an error.
+/// - `enabled`: 1/0, yes/no, true/false, on/off (any case); NULL = enabled; anything else: Err.
+/// - `protocols`: imap, pop3, smtp separated by commas/blanks; NULL = all; '' = none; unknown: Err.
+/// - `networks`: CIDRs or addresses separated by commas/blanks; NULL = anywhere; '' = nowhere;
+///   a bad one: Err.
+/// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
+/// - `port`: 1..65535; NULL = the backend's; otherwise Err.
+/// - `name`: the account's canonical name ([`Account::name`]); NULL/'' = not set (the lookup
+///   then uses the user asked for).
+/// - `user` (Auth-User for the backend), `backend_pass`: NULL/'' = not set.
+/// - `wait`: seconds (u32); NULL = the configured fail wait; otherwise Err.
+/// - `client_cert`: `required` (yes, on, true, 1) or `optional` (no, off, false, 0, none);
+///   NULL/'' = not required; otherwise Err ([`Account::require_client_cert`]).
+/// - `app_only`: protocols on which the main password is refused (only app passwords), as
+///   `protocols`, or `all`; NULL/'' = none.
+/// - any other column: kept in `extra` (non-NULL values), otherwise ignored.
+///
+/// The reason quotes the offending value with its control characters escaped (`\n`, `\u{0}`):
+/// it goes into nginx's error log, one line per message.
+pub fn map_row(cols: &[(String, Option<String>)]) -> Result<Account, String> {
+    map_fields(cols.iter().map(|(k, v)| (k.as_str(), v.as_deref()))).map_err(|e| escape_controls(&e))
+}
+
+/// A reason with its control characters escaped (`\n`, `\u{0}`): one log line.
+pub(crate) fn escape_controls(e: &str) -> String {
+    e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
+pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Account, String> {
+    let mut a = Account { enabled: true, ..Account::default() };
+    let mut have_password = false;
+    for (name, value) in cols {
+        let Some(v) = value else {
+            if name == "password" {
+                have_password = true;
+                a.password = NO_PASSWORD.into();
+            }
+            continue;
+        };
+        match name {
+            "password" => {
+                have_password = true;
+                a.password = if v.is_empty() { NO_PASSWORD.into() } else { v.to_string() };
+            }
+            "enabled" => a.enabled = parse_bool(v).ok_or_else(|| format!("enabled: \"{v}\" is not a boolean"))?,
+            "protocols" => {
+                let mut list = Vec::new();
+                for p in split_list(v) {
+                    list.push(Protocol::parse(p.as_bytes()).ok_or_else(|| format!("protocols: unknown \"{p}\""))?);
+                }
+                a.protocols = Some(list);
+            }
+            "networks" => {
+                let mut list = Vec::new();
+                for n in split_list(v) {
+                    list.push(Cidr::parse(n).map_err(|e| format!("networks: \"{n}\": {e}"))?);
+                }
+                a.networks = Some(list);
+            }
+            "server" if !v.is_empty() => {
+                let ip = protocol::parse_server(v).ok_or_else(|| format!("server: \"{v}\" is not an IP address"))?;
+                a.server = Some(ip.to_string());
+            }
+            "port" => {
+                a.port = Some(match v.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => return Err(format!("port: \"{v}\" is not 1..65535")),
+                })
+            }
+            "app_only" => {
+                a.app_only = match v.trim() {
+                    "" => None,
+                    t if t.eq_ignore_ascii_case("all") => Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
+                    _ => {
+                        let mut list = Vec::new();
+                        for p in split_list(v) {
+                            list.push(
+                                Protocol::parse(p.as_bytes()).ok_or_else(|| format!("app_only: unknown \"{p}\""))?,
+                            );
+                        }
+                        Some(list)
+                    }
+                }
+            }
+            "name" if !v.is_empty() => a.name = v.to_string(),
+            "user" if !v.is_empty() => a.backend_user = Some(v.to_string()),
+            "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
+            "name" | "server" | "user" | "backend_pass" => {} // '' = not set
+            "wait" => {
+                a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
+            }
+            "client_cert" if v.trim().is_empty() => {}
+            "client_cert" => {
+                a.require_client_cert = crate::policy::parse_client_cert(v.trim())
+                    .ok_or_else(|| format!("client_cert: \"{v}\" is not required or optional"))?
+            }
+            _ => a.extra.push((name.to_string(), v.to_string())),
+        }
+    }
+    if !have_password {
+        return Err("the row has no \"password\" column".into());
+    }
+    Ok(a)
+}

@@ -1,0 +1,106 @@
+//! What the SQL server stores (PostgreSQL, MySQL/MariaDB) share: the options of
+//! `mail_auth_sql DRIVER DSN [name=value ...]`.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+/// Default `pool=`: idle connections each worker keeps.
+pub const DEFAULT_POOL: usize = 4;
+/// Default `connect_timeout=`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default `query_timeout=`.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The options of `mail_auth_sql DRIVER DSN [name=value ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub dsn: String,
+    /// The password, read from `password_file=` at configuration time (one line).
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub pool: usize,
+    pub ssl_ca: Option<String>,
+}
+
+impl Options {
+    pub fn new(dsn: &str) -> Options {
+        Options {
+            dsn: dsn.to_string(),
+            password: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            pool: DEFAULT_POOL,
+            ssl_ca: None,
+        }
+    }
+}
+
+/// A duration: `500ms`, `3s`, `1m`, or plain seconds.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = n.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (d > Duration::ZERO && d <= Duration::from_secs(3600)).then_some(d)
+}
+
+/// The options after the DSN: `password_file=PATH` (its first line; read now, at configuration
+/// time, by the master process), `connect_timeout=`, `query_timeout=`, `pool=N`, `ssl_ca=PATH`.
+pub fn parse_options(dsn: &str, args: &[String]) -> Result<Options, String> {
+    let mut o = Options::new(dsn);
+    for a in args {
+        let (k, v) = a.split_once('=').ok_or_else(|| format!("\"{a}\": expected name=value"))?;
+        let bad = || format!("invalid \"{a}\"");
+        match k {
+            "password_file" => {
+                let text = std::fs::read_to_string(v).map_err(|e| format!("password_file \"{v}\": {e}"))?;
+                let line = text.lines().next().unwrap_or("").to_string();
+                if line.is_empty() {
+                    return Err(format!("password_file \"{v}\": empty"));
+                }
+                o.password = Some(line);
+            }
+            "connect_timeout" => o.connect_timeout = parse_duration(v).ok_or_else(bad)?,
+            "query_timeout" => o.query_timeout = parse_duration(v).ok_or_else(bad)?,
+            "pool" => o.pool = v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(bad)?,
+            "ssl_ca" if !v.is_empty() => o.ssl_ca = Some(v.to_string()),
+            _ => {
+                return Err(format!(
+                    "unknown option \"{a}\" (password_file, connect_timeout, query_timeout, pool, ssl_ca)"
+                ))
+            }
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse_options("host=h", &["connect_timeout=500ms".into(), "query_timeout=2".into(), "pool=2".into()])
+            .unwrap();
+        assert_eq!(
+            (o.connect_timeout, o.query_timeout, o.pool),
+            (Duration::from_millis(500), Duration::from_secs(2), 2)
+        );
+        for bad in ["pool=0", "connect_timeout=0", "query_timeout=1h", "nope=1", "pool", "password_file=/nonexistent"] {
+            assert!(parse_options("host=h", &[bad.into()]).is_err(), "{bad}");
+        }
+        let dir = crate::testutil::TempDir::new("pgsql");
+        let f = dir.file("pw", b"s3cret\n");
+        let o = parse_options("host=h", &[format!("password_file={}", f.display())]).unwrap();
+        assert_eq!(o.password.as_deref(), Some("s3cret"));
+    }
+}
