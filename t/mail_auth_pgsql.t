@@ -284,7 +284,7 @@ like(imap('info', 'info-pw'), qr/^a01 OK/, 'alias login');
 like($t->read_file('backend-a.log'), qr/^imap ok user=carol pass=info-pw$/m, 'backend sees the real user');
 like(imap('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled account');
 like(imap('dave', 'x'), $refused, 'disabled account, wrong password: the usual refusal');
-like(imap('erin', 'erin-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'protocol column refuses imap');
+like(imap('erin', 'erin-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] /, 'protocol column refuses imap (as a wrong password)');
 my ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'erin', 'erin-pw');
 is($rc, 0, 'protocol column allows pop3 (poplib)') or diag($out);
 like(imap('frank', 'frank-pw'), $refused, 'network column refuses 127.0.0.1');
