@@ -24,10 +24,11 @@ use std::sync::Mutex;
 use mysql::prelude::Queryable;
 
 use super::sql_params::{self, Param, Style};
-use super::sql_row::{escape_controls, map_fields};
+use super::sql_row::escape_controls;
 pub use super::sql_server::{parse_options, Options};
+use super::sql_server::{row_account, Health};
 use super::watch::Events;
-use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, Query, Store, StoreError, StoreNotice};
 use crate::protocol;
 
 struct Conn {
@@ -45,7 +46,7 @@ pub struct MysqlStore {
     opts: Options,
     idle: Mutex<Vec<Conn>>,
     events: Events,
-    broken: Mutex<Option<String>>,
+    health: Health,
 }
 
 /// The DSN's `key=value` pairs.
@@ -116,7 +117,7 @@ impl MysqlStore {
             opts,
             idle: Mutex::new(Vec::new()),
             events: Events::default(),
-            broken: Mutex::new(None),
+            health: Health::default(),
         })
     }
 
@@ -192,30 +193,16 @@ impl MysqlStore {
                 Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
             })
             .collect();
-        let account = map_fields(c.columns.iter().map(String::as_str).zip(values.iter().map(Option::as_deref)))
-            .map(|mut a| {
-                if a.name.is_empty() {
-                    a.name = q.user.to_string();
-                }
-                a
-            })
-            .map_err(|e| format!("row for user \"{}\": {}", user(), escape_controls(&e)));
-        Ok(Some(account))
+        Ok(Some(row_account(c.columns.iter().map(String::as_str), &values, q.user)))
     }
 
     fn fail(&self, cause: String) -> StoreError {
-        let mut b = lock(&self.broken);
-        if b.as_deref() != Some(cause.as_str()) {
-            self.events.push(NoticeLevel::Error, format!("{}: {cause}; answering with a temporary failure", self.desc));
-            *b = Some(cause.clone());
-        }
+        self.health.fail(&self.events, &self.desc, &cause);
         self.err(cause)
     }
 
     fn recovered(&self) {
-        if lock(&self.broken).take().is_some() {
-            self.events.push(NoticeLevel::Info, format!("{}: usable again", self.desc));
-        }
+        self.health.recovered(&self.events, &self.desc);
     }
 }
 

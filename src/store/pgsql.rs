@@ -25,12 +25,13 @@ use std::sync::Mutex;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::sql_params::{self, Param, Style};
-use super::sql_row::{escape_controls, map_fields};
+use super::sql_row::escape_controls;
 use super::watch::Events;
-use super::{lock, Account, NoticeLevel, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, Query, Store, StoreError, StoreNotice};
 use crate::protocol;
 
 pub use super::sql_server::{parse_options, Options};
+use super::sql_server::{row_account, Health};
 
 /// How a result column is turned into text for the row mapping.
 #[derive(Debug, Clone, Copy)]
@@ -83,8 +84,7 @@ pub struct PgStore {
     tls: Tls,
     idle: Mutex<Vec<Conn>>,
     events: Events,
-    /// The cause last logged, while broken.
-    broken: Mutex<Option<String>>,
+    health: Health,
 }
 
 impl PgStore {
@@ -131,7 +131,7 @@ impl PgStore {
             tls,
             idle: Mutex::new(Vec::new()),
             events: Events::default(),
-            broken: Mutex::new(None),
+            health: Health::default(),
         })
     }
 
@@ -225,30 +225,16 @@ impl PgStore {
             };
             values.push(v.map_err(|e| Failure { retry: false, cause: format!("column {name}: {e}") })?);
         }
-        let account = map_fields(conn.columns.iter().map(|(n, _)| n.as_str()).zip(values.iter().map(Option::as_deref)))
-            .map(|mut a| {
-                if a.name.is_empty() {
-                    a.name = q.user.to_string();
-                }
-                a
-            })
-            .map_err(|e| format!("row for user \"{}\": {}", user(), escape_controls(&e)));
-        Ok(Some(account))
+        Ok(Some(row_account(conn.columns.iter().map(|(n, _)| n.as_str()), &values, q.user)))
     }
 
     fn fail(&self, cause: String) -> StoreError {
-        let mut b = lock(&self.broken);
-        if b.as_deref() != Some(cause.as_str()) {
-            self.events.push(NoticeLevel::Error, format!("{}: {cause}; answering with a temporary failure", self.desc));
-            *b = Some(cause.clone());
-        }
+        self.health.fail(&self.events, &self.desc, &cause);
         self.err(cause)
     }
 
     fn recovered(&self) {
-        if lock(&self.broken).take().is_some() {
-            self.events.push(NoticeLevel::Info, format!("{}: usable again", self.desc));
-        }
+        self.health.recovered(&self.events, &self.desc);
     }
 }
 

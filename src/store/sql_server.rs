@@ -1,9 +1,60 @@
 //! What the SQL server stores (PostgreSQL, MySQL/MariaDB) share: the options of
-//! `mail_auth_sql DRIVER DSN [name=value ...]`.
+//! `mail_auth_sql DRIVER DSN [name=value ...]`, the account of a result row, and the store's
+//! health as the log tells it.
 
 #![forbid(unsafe_code)]
 
+use std::sync::Mutex;
 use std::time::Duration;
+
+use super::sql_row::{escape_controls, map_fields};
+use super::watch::Events;
+use super::{lock, Account, NoticeLevel};
+use crate::protocol;
+
+/// Whether a server store is broken, as its log lines tell it: each new cause of failure is
+/// logged once (error), and the recovery once (info).
+#[derive(Default)]
+pub(crate) struct Health {
+    /// The cause last logged, while broken.
+    broken: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// A failure with `cause`: logged (as `DESC: CAUSE`) unless it is the cause last logged.
+    pub(crate) fn fail(&self, events: &Events, desc: &str, cause: &str) {
+        let mut b = lock(&self.broken);
+        if b.as_deref() != Some(cause) {
+            events.push(NoticeLevel::Error, format!("{desc}: {cause}; answering with a temporary failure"));
+            *b = Some(cause.to_string());
+        }
+    }
+
+    /// A lookup went through: logged if the store was broken.
+    pub(crate) fn recovered(&self, events: &Events, desc: &str) {
+        if lock(&self.broken).take().is_some() {
+            events.push(NoticeLevel::Info, format!("{desc}: usable again"));
+        }
+    }
+}
+
+/// The account of the one row a server store's query returned for `user`: `names` are the
+/// query's (lower-cased) columns, `values` the row's as text. An account without a `name`
+/// column is the user asked for. `Err`: the reason, ready for the log.
+pub(crate) fn row_account<'a>(
+    names: impl Iterator<Item = &'a str>,
+    values: &'a [Option<String>],
+    user: &str,
+) -> Result<Account, String> {
+    map_fields(names.zip(values.iter().map(Option::as_deref)))
+        .map(|mut a| {
+            if a.name.is_empty() {
+                a.name = user.to_string();
+            }
+            a
+        })
+        .map_err(|e| format!("row for user \"{}\": {}", protocol::printable(user.as_bytes(), 64), escape_controls(&e)))
+}
 
 /// Default `pool=`: idle connections each worker keeps.
 pub const DEFAULT_POOL: usize = 4;
