@@ -145,7 +145,9 @@ $t->waitforsocket('127.0.0.1:' . port(8111));
 # One login from $src through the mail proxy on $port: 'OK' or 'FAIL ...'.
 sub login {
 	my ($src, $proto, $port, $user, $pass) = @_;
-	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/limit_client.py", $src, $proto, port($port),
+	# (t/lib/mail_client.py, its socket bound to $src: nginx mail sends $src as Client-IP)
+	local $ENV{MAIL_CLIENT_SOURCE} = $src;
+	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", $proto, '127.0.0.1', port($port),
 		$user, $pass or die "python3: $!\n";
 	local $/;
 	my $out = <$fh> // '';
