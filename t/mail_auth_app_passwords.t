@@ -155,7 +155,7 @@ my %any = (alice => '*', carol => '*', dave => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(35);
+$t->run()->plan(37);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -209,6 +209,13 @@ like(new_lines(), qr/client=127\.0\.0\.2 .*result=network-denied reason="app pas
 ok(refused('imap', 8143, 'carol', 'carol main pw'), 'app_only=imap: main password refused for imap');
 like(new_lines(), qr/user="carol".*result=protocol-denied reason="main password not accepted for imap/,
 	'main password refusal logged');
+# the right main password is not confirmed to a guesser there: the answer of a wrong password
+{
+	my (undef, $o) = client('imap', 8143, 'carol', 'carol main pw');
+	like($o, qr/^FAIL .*\[AUTHENTICATIONFAILED\] Invalid login or password/,
+		'app_only=imap: the main password answers as a wrong one (no [CONTACTADMIN])');
+	like(new_lines(), qr/user="carol".*result=protocol-denied/, 'that refusal is app_only\'s');
+}
 ok(ok_login('imap', 8143, 'carol', $app{tablet}), 'app_only=imap: app password works for imap');
 ok(ok_login('smtp', 8025, 'carol', 'carol main pw'), 'app_only=imap: main password works for smtp');
 
