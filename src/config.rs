@@ -245,6 +245,9 @@ pub enum StoreConf {
     /// `mail_auth_sql DRIVER DSN [name=value ...]` (paths in the values already resolved), and
     /// the `mail_auth_sql_query` in effect where it is used (`None`: the default query).
     Sql { driver: String, dsn: String, options: Vec<String>, query: Option<String> },
+    /// `mail_auth_ldap URL... name=value...` (paths in the values already resolved), and the
+    /// `mail_auth_ldap_attrs` in effect where it is used.
+    Ldap { args: Vec<String>, attrs: Vec<String> },
 }
 
 /// A `mail_auth_log_level` value (nginx's level names, case-insensitive).

@@ -53,8 +53,9 @@ pub enum Step {
     Verify(Pending),
 }
 
-pub(crate) fn query<'a>(req: &AuthRequest, user: &'a str) -> Query<'a> {
-    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip }
+pub(crate) fn query<'a>(req: &'a AuthRequest, user: &'a str) -> Query<'a> {
+    let password = matches!(req.method, Method::Plain | Method::Login).then_some(&req.pass[..]);
+    Query { user, protocol: req.protocol, method: req.method, client_ip: req.client_ip, password }
 }
 
 /// The store's timing template (its costliest stored hash), or the default.

@@ -142,6 +142,11 @@ directives! {
         "mail_auth_passwd_file" ANY | NGX_CONF_TAKE1 => set_passwd_file;
         "mail_auth_sqlite" ANY | NGX_CONF_TAKE1 => set_sqlite;
         "mail_auth_sql" ANY | NGX_CONF_2MORE => set_sql;
+        "mail_auth_ldap" ANY | NGX_CONF_2MORE => set_ldap;
+    }
+    /// `FIELD=ATTRIBUTE` pairs of the LDAP store.
+    ldap_attrs: Option<Vec<String>>, inherit {
+        "mail_auth_ldap_attrs" ANY | NGX_CONF_1MORE => set_ldap_attrs;
     }
     sql_query: Option<String>, inherit {
         "mail_auth_sql_query" ANY | NGX_CONF_TAKE1 => set_sqlite_query;
@@ -477,7 +482,7 @@ fn set_store(a: &Args, slot: &mut Option<StoreConf>, store: StoreConf) -> Result
     match slot {
         Some(s) if std::mem::discriminant(s) == std::mem::discriminant(&store) => Err(a.duplicate()),
         Some(_) => Err(
-            "only one of \"mail_auth_passwd_file\", \"mail_auth_sqlite\" and \"mail_auth_sql\" may be used in one location"
+            "only one of \"mail_auth_passwd_file\", \"mail_auth_sqlite\", \"mail_auth_sql\" and \"mail_auth_ldap\" may be used in one location"
                 .into(),
         ),
         None => {
@@ -533,6 +538,22 @@ fn set_sql(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
         .collect();
     // the query is the mail_auth_sql_query in effect where the store is used (`store_conf`)
     set_store(a, store, StoreConf::Sql { driver: driver.into(), dsn: a.v[1].to_string(), options, query: None })
+}
+
+fn set_ldap(a: &Args, store: &mut Option<StoreConf>) -> Result<(), String> {
+    let args =
+        a.v.iter()
+            .map(|o| match o.split_once('=') {
+                Some((k @ ("bind_password_file" | "ssl_ca"), v)) if !v.is_empty() => format!("{k}={}", a.full_path(v)),
+                _ => o.to_string(),
+            })
+            .collect();
+    // the attribute mapping is the mail_auth_ldap_attrs in effect where the store is used
+    set_store(a, store, StoreConf::Ldap { args, attrs: Vec::new() })
+}
+
+fn set_ldap_attrs(a: &Args, attrs: &mut Option<Vec<String>>) -> Result<(), String> {
+    a.once(attrs, || Ok(a.v.iter().map(|v| v.to_string()).collect()))
 }
 
 fn set_sqlite_cache_rows(a: &Args, rows: &mut Option<usize>) -> Result<(), String> {
@@ -927,6 +948,11 @@ fn build_engine(
             "\"mail_auth_sql\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)".into()
         );
     }
+    if pool.is_none() && matches!(d.store, Some(StoreConf::Ldap { .. })) {
+        return Err(
+            "\"mail_auth_ldap\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)".into()
+        );
+    }
     // the JWKS file is read now: a missing or unusable one fails `nginx -t`
     let oauth = match &d.oauth {
         None => None,
@@ -986,6 +1012,12 @@ fn store_conf(d: &Directives) -> Result<Option<StoreConf>, String> {
                 return Err("app passwords (\"mail_auth_app_passwords\", \"mail_auth_sqlite_app_query\") are not supported with \"mail_auth_sql\" yet".into());
             }
         }
+        StoreConf::Ldap { attrs, .. } => {
+            attrs.clone_from(&d.ldap_attrs.clone().unwrap_or_default());
+            if d.app_passwords.is_some() || d.sqlite_app_query.is_some() {
+                return Err("app passwords (\"mail_auth_app_passwords\", \"mail_auth_sqlite_app_query\") are not supported with \"mail_auth_ldap\"".into());
+            }
+        }
     }
     Ok(Some(s))
 }
@@ -1004,6 +1036,7 @@ fn open_store(cf: *mut ngx_conf_t, conf: &StoreConf) -> Result<Arc<dyn Store>, S
             sqlite_store(cf, path, query.as_deref(), *rows, app_query.as_deref())?
         }
         StoreConf::Sql { driver, dsn, options, query } => sql_store(driver, dsn, options, query.as_deref())?,
+        StoreConf::Ldap { args, attrs } => ldap_store(args, attrs)?,
     };
     for n in s.take_notices() {
         let level = match n.level {
@@ -1078,6 +1111,25 @@ fn sql_store(driver: &str, dsn: &str, options: &[String], query: Option<&str>) -
     }
     let _ = (opts, query);
     Err(format!("this build of the module has no {driver} support (cargo features \"pgsql\", \"mysql\")"))
+}
+
+/// `mail_auth_ldap`: checks the servers' URLs, the options, the filter and the attribute
+/// mapping; connects to nothing. Needs nginx's thread pool, like `mail_auth_sql`.
+fn ldap_store(args: &[String], attrs: &[String]) -> Result<Arc<dyn Store>, String> {
+    if !cfg!(ngx_feature = "threads") {
+        return Err("\"mail_auth_ldap\" needs an nginx built with threads (--with-threads)".into());
+    }
+    #[cfg(feature = "ldap")]
+    {
+        let opts = store::ldap::parse_options(args, attrs).map_err(|e| format!("mail_auth_ldap: {e}"))?;
+        let s = store::ldap::LdapStore::new(opts).map_err(|e| format!("mail_auth_ldap: {e}"))?;
+        Ok(Arc::new(s))
+    }
+    #[cfg(not(feature = "ldap"))]
+    {
+        let _ = (args, attrs);
+        Err("this build of the module has no LDAP support (cargo feature \"ldap\")".into())
+    }
 }
 
 /// The zones an engine uses, seen by the engine as `SharedMemory`.

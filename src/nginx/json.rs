@@ -305,6 +305,7 @@ impl Call {
             protocol: self.protocol.unwrap_or(Protocol::Imap),
             method: Method::Plain,
             client_ip: self.client_ip,
+            password: None,
         }
     }
 

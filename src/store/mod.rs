@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
+#[cfg(feature = "ldap")]
+pub mod ldap;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod passwd_file;
@@ -25,13 +27,29 @@ pub use watch::{process_started, set_thread_start_hook, stop_watchers};
 
 use crate::protocol::{Method, Protocol};
 
-/// What a store is asked. Values are already unescaped.
-#[derive(Debug, Clone)]
+/// What a store is asked. Values are already unescaped. Its `Debug` output leaves the
+/// password out.
+#[derive(Clone)]
 pub struct Query<'a> {
     pub user: &'a str,
     pub protocol: Protocol,
     pub method: Method,
     pub client_ip: Option<IpAddr>,
+    /// The client's password (`plain`/`login`), for a store that has the server check it
+    /// (LDAP in bind mode); the others ignore it.
+    pub password: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Query<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query")
+            .field("user", &self.user)
+            .field("protocol", &self.protocol)
+            .field("method", &self.method)
+            .field("client_ip", &self.client_ip)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// One account as a store returns it. Only `password` is mandatory; every other field is

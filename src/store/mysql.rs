@@ -295,6 +295,7 @@ mod tests {
             protocol: crate::protocol::Protocol::Imap,
             method: crate::protocol::Method::Plain,
             client_ip: None,
+            password: None,
         };
         assert!(s.try_lookup(&query).is_none(), "never on the event loop");
         let e = s.lookup(&query).unwrap_err();

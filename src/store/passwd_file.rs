@@ -847,7 +847,7 @@ mod tests {
     use std::time::Instant;
 
     fn q(user: &str) -> Query<'_> {
-        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None }
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None, password: None }
     }
 
     fn open0(p: &Path) -> PasswdFile {
@@ -1472,7 +1472,7 @@ mod app_tests {
     use crate::testutil::TempDir;
 
     fn q(user: &str) -> Query<'_> {
-        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None }
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None, password: None }
     }
 
     fn labels(a: &Account) -> Vec<&str> {

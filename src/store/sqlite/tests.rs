@@ -27,6 +27,7 @@ fn q(user: &str) -> Query<'_> {
         protocol: Protocol::Imap,
         method: Method::Plain,
         client_ip: Some("127.0.0.1".parse::<IpAddr>().unwrap()),
+        password: None,
     }
 }
 

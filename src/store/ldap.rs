@@ -1,0 +1,747 @@
+//! LDAP store (OpenLDAP, Active Directory, 389 DS ...): the account is the one entry a search
+//! finds for the user, its attributes mapped to the same fields as a SQL row.
+//!
+//! - Two modes, as Dovecot has them:
+//!   - `bind` (the default): the password is checked by binding as the entry's DN with it, so
+//!     any hash the directory holds works (and a directory that never reveals passwords, like
+//!     Active Directory). The account's stored password is then a fresh `{SSHA512}` of the
+//!     client's password when the bind succeeded, and of 32 random bytes when the directory
+//!     answered invalidCredentials: the engine's verification, policy and answer run unchanged.
+//!     APOP/CRAM-MD5 can't be served this way (no recoverable password): `method-denied`.
+//!   - `password`: the `userPassword` attribute (or the one `mail_auth_ldap_attrs password=`
+//!     names) in `{SCHEME}` form is read and verified by the module's schemes, as a passwd-file
+//!     hash is (the service account needs read access to it).
+//! - The search: `base`, `scope` and `filter` with `%u` (user), `%n` (its local part), `%d`
+//!   (its domain), `%s` (protocol), `%r` (client IP) escaped as RFC 4515 says, so a user name
+//!   can't change the filter. No entry: unknown user; more than one: a store error.
+//! - Lookups run only on nginx's thread pool ([`Store::may_block`] true, [`Store::try_lookup`]
+//!   `None`); nothing connects at configuration time. Each connection has its own
+//!   current-thread tokio runtime (the `ldap3` crate's synchronous API), driven only by the
+//!   pool thread that holds it.
+//! - A pool per worker: searches use connections bound as the service DN (or anonymous), user
+//!   binds use connections of their own (a bind changes a connection's identity); at most `pool`
+//!   of each kept idle.
+//! - Failover: the servers are tried in order at each connect; a pooled connection that fails
+//!   is dropped and the lookup retried once on a new one.
+//! - Timeouts: `connect_timeout` per server, `query_timeout` per operation (bind or search).
+//! - Every failure (server down, refused service bind, timeout, TLS refused, a bad filter or
+//!   base, an unusable attribute value) is a `StoreError`: a temporary failure, never OK and
+//!   never "wrong password", logged once per new cause; the recovery is logged.
+//! - TLS: `ldaps://` or `starttls=on`, always verified (the system's CAs, or `ssl_ca=PATH`)
+//!   with the server's name (or IP address) checked against the URL's host.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, SearchOptions};
+
+use super::sql_row::{escape_controls, map_fields, NO_PASSWORD};
+use super::sql_server::Health;
+use super::watch::Events;
+use super::{lock, Account, Query, Store, StoreError, StoreNotice};
+use crate::protocol;
+use crate::scheme;
+
+/// Default `pool=`: idle connections of each kind each worker keeps.
+pub const DEFAULT_POOL: usize = 4;
+/// The filter when none is given.
+pub const DEFAULT_FILTER: &str = "(uid=%u)";
+/// The fields an attribute may be mapped to (`mail_auth_ldap_attrs FIELD=ATTRIBUTE`): those of a
+/// SQL row (see `sql_row::map_fields`).
+pub const FIELDS: &[&str] = &[
+    "password",
+    "name",
+    "enabled",
+    "protocols",
+    "networks",
+    "server",
+    "port",
+    "user",
+    "backend_pass",
+    "wait",
+    "client_cert",
+    "app_only",
+];
+/// Fields that take a list: an attribute's values are joined with commas.
+const LIST_FIELDS: &[&str] = &["protocols", "networks", "app_only"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The directory checks the password (a bind as the entry's DN).
+    Bind,
+    /// The entry's password attribute is read and verified here.
+    Password,
+}
+
+/// The configuration of `mail_auth_ldap URL... name=value...` and `mail_auth_ldap_attrs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub urls: Vec<String>,
+    pub base: String,
+    pub scope: Scope,
+    pub filter: String,
+    pub mode: Mode,
+    pub bind_dn: Option<String>,
+    /// Read from `bind_password_file=` at configuration time (its first line).
+    pub bind_password: Option<String>,
+    pub starttls: bool,
+    pub ssl_ca: Option<String>,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub pool: usize,
+    /// (field, attribute), from `mail_auth_ldap_attrs`; in `password` mode `password` defaults to
+    /// `userPassword`.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// A duration: `500ms`, `3s`, `1m`, or plain seconds (at most an hour).
+fn parse_duration(v: &str) -> Option<Duration> {
+    let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = n.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (d > Duration::ZERO && d <= Duration::from_secs(3600)).then_some(d)
+}
+
+/// Checks a filter template: parenthesised, balanced, and its placeholders known; it must name
+/// the user (`%u` or `%n`), else every login would find the same entries.
+fn check_filter(f: &str) -> Result<(), String> {
+    if !(f.starts_with('(') && f.ends_with(')')) {
+        return Err(format!("filter \"{f}\": must be in parentheses"));
+    }
+    let mut depth = 0i32;
+    let mut user = false;
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    break;
+                }
+            }
+            '%' => match chars.next() {
+                Some('u' | 'n') => user = true,
+                Some('d' | 's' | 'r' | '%') => {}
+                other => {
+                    return Err(format!(
+                        "filter \"{f}\": unknown placeholder \"%{}\" (%u, %n, %d, %s, %r, %%)",
+                        other.map(String::from).unwrap_or_default()
+                    ))
+                }
+            },
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("filter \"{f}\": unbalanced parentheses"));
+    }
+    if !user {
+        return Err(format!("filter \"{f}\": it must name the user (%u or %n)"));
+    }
+    Ok(())
+}
+
+/// The filter for `q`: each placeholder replaced by its value escaped as RFC 4515 says
+/// (`*`, `(`, `)`, `\` and NUL as `\2a` ...), so a user name can't change the filter.
+pub fn filter_for(template: &str, q: &Query<'_>) -> String {
+    let (local, domain) = match q.user.rsplit_once('@') {
+        Some((l, d)) => (l, d),
+        None => (q.user, ""),
+    };
+    let ip = q.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let mut out = String::with_capacity(template.len() + q.user.len());
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(&ldap3::ldap_escape(q.user)),
+            Some('n') => out.push_str(&ldap3::ldap_escape(local)),
+            Some('d') => out.push_str(&ldap3::ldap_escape(domain)),
+            Some('s') => out.push_str(q.protocol.as_str()),
+            Some('r') => out.push_str(&ip),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                // checked at configuration time: not reached
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// `ldap://HOST[:PORT][/]` or `ldaps://...` (HOST a name, an IPv4 address or `[IPv6]`): the
+/// server only; the DN and filter are options of their own.
+fn check_url(u: &str) -> Result<(), String> {
+    let bad = || format!("\"{u}\": expected ldap://HOST[:PORT] or ldaps://HOST[:PORT] (base= and filter= are options)");
+    let rest = u.split_once("://").map(|(_, r)| r).ok_or_else(bad)?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '@', '#', ' ']) {
+        return Err(bad());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, p) = v6.split_once(']').ok_or_else(bad)?;
+            h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            (h, p.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() || port.is_some_and(|p| p.parse::<u16>().map_or(true, |n| n == 0)) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn is_ldap_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    l.starts_with("ldap://") || l.starts_with("ldaps://")
+}
+
+/// `mail_auth_ldap URL [URL ...] name=value ...`: the servers (`ldap://`, `ldaps://`, tried in
+/// order), then `base=` (required), `scope=sub|one|base`, `filter=`, `mode=bind|password`,
+/// `bind_dn=`, `bind_password_file=` (its first line, read now), `starttls=on|off`,
+/// `ssl_ca=`, `connect_timeout=`, `query_timeout=`, `pool=`.
+pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        urls: Vec::new(),
+        base: String::new(),
+        scope: Scope::Subtree,
+        filter: DEFAULT_FILTER.into(),
+        mode: Mode::Bind,
+        bind_dn: None,
+        bind_password: None,
+        starttls: false,
+        ssl_ca: None,
+        connect_timeout: Duration::from_secs(3),
+        query_timeout: Duration::from_secs(3),
+        pool: DEFAULT_POOL,
+        attrs: Vec::new(),
+    };
+    for a in args {
+        if is_ldap_url(a) {
+            for u in a.split_whitespace() {
+                check_url(u)?;
+                o.urls.push(u.to_string());
+            }
+            continue;
+        }
+        let (k, v) = a.split_once('=').ok_or_else(|| format!("\"{a}\": expected an ldap:// URL or name=value"))?;
+        let bad = || format!("invalid \"{a}\"");
+        match k {
+            "base" => o.base = v.to_string(),
+            "scope" => {
+                o.scope = match v {
+                    "sub" | "subtree" => Scope::Subtree,
+                    "one" | "onelevel" => Scope::OneLevel,
+                    "base" => Scope::Base,
+                    _ => return Err(format!("invalid \"{a}\" (sub, one, base)")),
+                }
+            }
+            "filter" => o.filter = v.to_string(),
+            "mode" => {
+                o.mode = match v {
+                    "bind" => Mode::Bind,
+                    "password" => Mode::Password,
+                    _ => return Err(format!("invalid \"{a}\" (bind, password)")),
+                }
+            }
+            "bind_dn" if !v.is_empty() => o.bind_dn = Some(v.to_string()),
+            "bind_password_file" => {
+                let text = std::fs::read_to_string(v).map_err(|e| format!("bind_password_file \"{v}\": {e}"))?;
+                let line = text.lines().next().unwrap_or("").to_string();
+                if line.is_empty() {
+                    return Err(format!("bind_password_file \"{v}\": empty"));
+                }
+                o.bind_password = Some(line);
+            }
+            "starttls" => {
+                o.starttls = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad()),
+                }
+            }
+            "ssl_ca" if !v.is_empty() => o.ssl_ca = Some(v.to_string()),
+            "connect_timeout" => o.connect_timeout = parse_duration(v).ok_or_else(bad)?,
+            "query_timeout" => o.query_timeout = parse_duration(v).ok_or_else(bad)?,
+            "pool" => o.pool = v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(bad)?,
+            _ => {
+                return Err(format!(
+                    "unknown option \"{a}\" (base, scope, filter, mode, bind_dn, bind_password_file, starttls, ssl_ca, connect_timeout, query_timeout, pool)"
+                ))
+            }
+        }
+    }
+    if o.urls.is_empty() {
+        return Err("no server (ldap://HOST[:PORT] or ldaps://HOST[:PORT])".into());
+    }
+    if o.base.is_empty() {
+        return Err("base=DN is required".into());
+    }
+    check_filter(&o.filter)?;
+    if o.bind_dn.is_some() != o.bind_password.is_some() {
+        return Err("bind_dn= and bind_password_file= go together".into());
+    }
+    if o.starttls && o.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("ldaps://")) {
+        return Err("starttls=on is for ldap:// URLs (ldaps:// is TLS already)".into());
+    }
+    let tls = o.starttls || o.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("ldaps://"));
+    if o.ssl_ca.is_some() && !tls {
+        return Err("ssl_ca= needs ldaps:// or starttls=on (it would not be used)".into());
+    }
+    for m in attrs {
+        let (field, attr) = m.split_once('=').ok_or_else(|| format!("\"{m}\": expected FIELD=ATTRIBUTE"))?;
+        let field = field.to_ascii_lowercase();
+        if !FIELDS.contains(&field.as_str()) {
+            return Err(format!("\"{m}\": unknown field \"{field}\" ({})", FIELDS.join(", ")));
+        }
+        let valid_attr = !attr.is_empty()
+            && attr.len() <= 128
+            && attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b';');
+        if !valid_attr {
+            return Err(format!("\"{m}\": \"{attr}\" is not an attribute name"));
+        }
+        if o.attrs.iter().any(|(f, _)| *f == field) {
+            return Err(format!("\"{m}\": the field \"{field}\" is mapped twice"));
+        }
+        if field == "password" && o.mode == Mode::Bind {
+            return Err(format!("\"{m}\": in mode=bind the directory checks the password (use mode=password)"));
+        }
+        o.attrs.push((field, attr.to_string()));
+    }
+    if o.mode == Mode::Password && !o.attrs.iter().any(|(f, _)| f == "password") {
+        o.attrs.push(("password".into(), "userPassword".into()));
+    }
+    Ok(o)
+}
+
+/// One connection and its runtime (the `ldap3` synchronous handle owns both).
+struct Conn {
+    ldap: LdapConn,
+}
+
+/// Why an operation failed, and whether a fresh connection may do better.
+struct Failure {
+    cause: String,
+    retry: bool,
+}
+
+/// What a user bind said.
+enum BindVerdict {
+    Accepted,
+    Refused,
+}
+
+/// LDAP result codes the store tells apart.
+const RC_SUCCESS: u32 = 0;
+const RC_SIZE_LIMIT: u32 = 4;
+const RC_INVALID_CREDENTIALS: u32 = 49;
+
+pub struct LdapStore {
+    desc: String,
+    opts: Options,
+    /// The attributes a search asks for.
+    wanted: Vec<String>,
+    tls: Option<native_tls::TlsConnector>,
+    search_idle: Mutex<Vec<Conn>>,
+    bind_idle: Mutex<Vec<Conn>>,
+    events: Events,
+    health: Health,
+    /// A cheap stored value for the timing template in bind mode (the directory did the costly
+    /// part): a failure is not padded to bcrypt for nothing.
+    bind_template: std::sync::Arc<str>,
+}
+
+impl LdapStore {
+    /// Checks the options and the TLS CA file; connects to nothing.
+    pub fn new(opts: Options) -> Result<LdapStore, String> {
+        let tls = match &opts.ssl_ca {
+            None => None,
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| format!("ssl_ca \"{ca}\": {e}"))?;
+                let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| format!("ssl_ca \"{ca}\": {e}"))?;
+                let c = native_tls::TlsConnector::builder()
+                    .add_root_certificate(cert)
+                    .disable_built_in_roots(true)
+                    .build()
+                    .map_err(|e| format!("TLS: {e}"))?;
+                Some(c)
+            }
+        };
+        let hosts: Vec<&str> = opts.urls.iter().map(String::as_str).collect();
+        let wanted = opts.attrs.iter().map(|(_, a)| a.clone()).collect();
+        let filler = scheme::hash_password(scheme::HashKind::Ssha512, b"mail-auth ldap bind template")
+            .map_err(|e| format!("template: {e}"))?;
+        Ok(LdapStore {
+            desc: format!("ldap \"{}\"", hosts.join(" ")),
+            opts,
+            wanted,
+            tls,
+            search_idle: Mutex::new(Vec::new()),
+            bind_idle: Mutex::new(Vec::new()),
+            events: Events::default(),
+            health: Health::default(),
+            bind_template: filler.into(),
+        })
+    }
+
+    fn err(&self, cause: impl Into<String>) -> StoreError {
+        StoreError { source: self.describe(), cause: cause.into() }
+    }
+
+    fn fail(&self, cause: String) -> StoreError {
+        self.health.fail(&self.events, &self.desc, &cause);
+        self.err(cause)
+    }
+
+    /// Connects to the first server that answers; a search connection binds as the service DN.
+    fn connect(&self, service: bool) -> Result<Conn, String> {
+        let mut causes = Vec::new();
+        for url in &self.opts.urls {
+            let mut s =
+                LdapConnSettings::new().set_conn_timeout(self.opts.connect_timeout).set_starttls(self.opts.starttls);
+            if let Some(c) = &self.tls {
+                s = s.set_connector(c.clone());
+            }
+            let mut ldap = match LdapConn::with_settings(s, url) {
+                Ok(l) => l,
+                Err(e) => {
+                    causes.push(format!("{url}: {}", text(&e)));
+                    continue;
+                }
+            };
+            if service {
+                if let (Some(dn), Some(pw)) = (&self.opts.bind_dn, &self.opts.bind_password) {
+                    match ldap.with_timeout(self.opts.query_timeout).simple_bind(dn, pw) {
+                        Ok(r) if r.rc == RC_SUCCESS => {}
+                        Ok(r) => {
+                            // the service account is refused: every server will say so
+                            return Err(format!("{url}: service bind as \"{dn}\" refused: {}", rc_text(r.rc, &r.text)));
+                        }
+                        Err(e) => {
+                            causes.push(format!("{url}: service bind: {}", text(&e)));
+                            continue;
+                        }
+                    }
+                }
+            }
+            return Ok(Conn { ldap });
+        }
+        Err(format!("cannot connect: {}", causes.join("; ")))
+    }
+
+    /// Runs `op` on a pooled connection of the kind, or a new one; a pooled connection that
+    /// fails is dropped and `op` tried once more on a new one.
+    fn with_conn<T>(&self, service: bool, op: impl Fn(&mut Conn) -> Result<T, Failure>) -> Result<T, String> {
+        let idle = if service { &self.search_idle } else { &self.bind_idle };
+        for attempt in 0..2 {
+            let pooled = lock(idle).pop();
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connect(service)?,
+            };
+            match op(&mut conn) {
+                Ok(v) => {
+                    let mut i = lock(idle);
+                    if i.len() < self.opts.pool {
+                        i.push(conn);
+                    }
+                    return Ok(v);
+                }
+                Err(f) if f.retry && !fresh && attempt == 0 => continue,
+                Err(f) => return Err(f.cause),
+            }
+        }
+        Err("lookup did not run".into())
+    }
+
+    fn search(&self, q: &Query<'_>) -> Result<Option<(String, Account)>, String> {
+        let filter = filter_for(&self.opts.filter, q);
+        let timeout = self.opts.query_timeout;
+        let wanted: Vec<&str> =
+            if self.wanted.is_empty() { vec!["1.1"] } else { self.wanted.iter().map(String::as_str).collect() };
+        let entries = self.with_conn(true, |c| {
+            let r = c
+                .ldap
+                .with_search_options(SearchOptions::new().sizelimit(2))
+                .with_timeout(timeout)
+                .search(&self.opts.base, self.opts.scope, &filter, &wanted)
+                .map_err(|e| failure(&e, timeout))?;
+            let ldap3::SearchResult(entries, res) = r;
+            match res.rc {
+                RC_SUCCESS => Ok(entries),
+                RC_SIZE_LIMIT => Ok(entries), // more than one: said below
+                rc => Err(Failure { cause: format!("search: {}", rc_text(rc, &res.text)), retry: false }),
+            }
+        })?;
+        let user = || protocol::printable(q.user.as_bytes(), 64);
+        if entries.len() > 1 {
+            return Err(format!("more than one entry for user \"{}\" (filter {filter})", user()));
+        }
+        let Some(entry) = entries.into_iter().next() else { return Ok(None) };
+        let entry = SearchEntry::construct(entry);
+        let mut fields: Vec<(&str, Option<String>)> = Vec::with_capacity(self.opts.attrs.len() + 1);
+        for (field, attr) in &self.opts.attrs {
+            let values = attr_values(&entry, attr);
+            let v = if values.is_empty() {
+                None
+            } else if LIST_FIELDS.contains(&field.as_str()) {
+                Some(values.join(","))
+            } else {
+                values.into_iter().next()
+            };
+            fields.push((field.as_str(), v));
+        }
+        if self.opts.mode == Mode::Bind {
+            // replaced after the bind
+            fields.push(("password", Some(NO_PASSWORD.to_string())));
+        }
+        let mut account = map_fields(fields.iter().map(|(k, v)| (*k, v.as_deref()))).map_err(|e| {
+            format!("entry \"{}\" for user \"{}\": {}", escape_controls(&entry.dn), user(), escape_controls(&e))
+        })?;
+        if account.name.is_empty() {
+            account.name = q.user.to_string();
+        }
+        Ok(Some((entry.dn, account)))
+    }
+
+    /// A simple bind as `dn` with the client's password, on a bind connection.
+    fn bind(&self, dn: &str, password: &str) -> Result<BindVerdict, String> {
+        let timeout = self.opts.query_timeout;
+        self.with_conn(false, |c| {
+            let r = c.ldap.with_timeout(timeout).simple_bind(dn, password).map_err(|e| failure(&e, timeout))?;
+            match r.rc {
+                RC_SUCCESS => Ok(BindVerdict::Accepted),
+                RC_INVALID_CREDENTIALS => Ok(BindVerdict::Refused),
+                rc => Err(Failure { cause: format!("bind as \"{dn}\": {}", rc_text(rc, &r.text)), retry: false }),
+            }
+        })
+    }
+
+    fn lookup_inner(&self, q: &Query<'_>) -> Result<Option<Account>, String> {
+        let found = self.search(q)?;
+        if self.opts.mode == Mode::Password {
+            return Ok(found.map(|(_, a)| a));
+        }
+        let password = q.password.and_then(|p| std::str::from_utf8(p).ok()).filter(|p| !p.is_empty());
+        let Some((dn, mut account)) = found else {
+            // an unknown user costs a round trip too: a bind the directory refuses (a DN that
+            // does not exist under the base); its answer is not used
+            if let Some(p) = password {
+                let _ = self.bind(&format!("cn=mail-auth-no-such-user,{}", self.opts.base), p);
+            }
+            return Ok(None);
+        };
+        // no usable password (none given, empty, not UTF-8): never a bind (an empty password
+        // would be an unauthenticated bind, which many servers accept)
+        let verdict = match password {
+            Some(p) => self.bind(&dn, p)?,
+            None => BindVerdict::Refused,
+        };
+        let stored = match (verdict, password) {
+            (BindVerdict::Accepted, Some(p)) => scheme::hash_password(scheme::HashKind::Ssha512, p.as_bytes()),
+            _ => {
+                let mut random = [0u8; 32];
+                getrandom::getrandom(&mut random).map_err(|e| format!("random: {e}"))?;
+                scheme::hash_password(scheme::HashKind::Ssha512, &random)
+            }
+        };
+        account.password = stored.map_err(|e| format!("hash: {e}"))?;
+        Ok(Some(account))
+    }
+}
+
+/// The values of `attr` in `entry` (attribute names are case-insensitive; a value that is not
+/// UTF-8 is taken as lossy text).
+fn attr_values(entry: &SearchEntry, attr: &str) -> Vec<String> {
+    if let Some((_, v)) = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)) {
+        return v.clone();
+    }
+    if let Some((_, v)) = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)) {
+        return v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+    }
+    Vec::new()
+}
+
+fn failure(e: &ldap3::LdapError, timeout: Duration) -> Failure {
+    match e {
+        // the connection's state is unknown: dropped, not retried
+        ldap3::LdapError::Timeout { .. } => {
+            Failure { cause: format!("timed out after {} ms", timeout.as_millis()), retry: false }
+        }
+        ldap3::LdapError::FilterParsing => Failure { cause: "invalid filter".into(), retry: false },
+        e => Failure { cause: text(e), retry: true },
+    }
+}
+
+fn text(e: &ldap3::LdapError) -> String {
+    escape_controls(&e.to_string())
+}
+
+fn rc_text(rc: u32, text: &str) -> String {
+    let name = match rc {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        8 => "strongerAuthRequired",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        _ => "",
+    };
+    let text = escape_controls(text);
+    match (name, text.is_empty()) {
+        ("", true) => format!("result code {rc}"),
+        ("", false) => format!("result code {rc} ({text})"),
+        (n, true) => format!("{n} ({rc})"),
+        (n, false) => format!("{n} ({rc}): {text}"),
+    }
+}
+
+impl Store for LdapStore {
+    fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        // the ldap3 crate panics on a malformed entry from the server: a store error here
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.lookup_inner(q)))
+            .unwrap_or_else(|_| Err("malformed answer from the server".into()));
+        match r {
+            Ok(a) => {
+                self.health.recovered(&self.events, &self.desc);
+                Ok(a)
+            }
+            Err(cause) => Err(self.fail(cause)),
+        }
+    }
+
+    /// Never: a network store is only asked on the thread pool.
+    fn try_lookup(&self, _q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
+        None
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+
+    fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
+        (self.opts.mode == Mode::Bind).then(|| self.bind_template.clone())
+    }
+
+    fn take_notices(&self) -> Vec<StoreNotice> {
+        self.events.take()
+    }
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.desc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Method, Protocol};
+
+    fn q<'a>(user: &'a str, password: Option<&'a [u8]>) -> Query<'a> {
+        Query { user, protocol: Protocol::Imap, method: Method::Plain, client_ip: None, password }
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn filter_escapes_the_user() {
+        let f = "(&(objectClass=inetOrgPerson)(uid=%u))";
+        assert_eq!(filter_for(f, &q("alice", None)), "(&(objectClass=inetOrgPerson)(uid=alice))");
+        assert_eq!(filter_for(f, &q("*", None)), "(&(objectClass=inetOrgPerson)(uid=\\2a))");
+        assert_eq!(
+            filter_for(f, &q("a)(uid=*))(|(uid=*", None)),
+            "(&(objectClass=inetOrgPerson)(uid=a\\29\\28uid=\\2a\\29\\29\\28|\\28uid=\\2a))"
+        );
+        assert_eq!(filter_for("(uid=%u)", &q("a\\b\0c", None)), "(uid=a\\5cb\\00c)");
+        assert_eq!(
+            filter_for("(&(uid=%n)(dc=%d)(p=%s)(x=%%))", &q("bob@ex.org", None)),
+            "(&(uid=bob)(dc=ex.org)(p=imap)(x=%))"
+        );
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_options(
+            &args(&["ldap://127.0.0.1:1 ldap://127.0.0.2:2", "base=dc=example,dc=org", "scope=one", "mode=password"]),
+            &args(&["server=mailHost"]),
+        )
+        .unwrap();
+        assert_eq!(o.urls, ["ldap://127.0.0.1:1", "ldap://127.0.0.2:2"]);
+        assert_eq!(o.base, "dc=example,dc=org");
+        assert_eq!(o.scope, Scope::OneLevel);
+        assert_eq!(
+            o.attrs,
+            [("server".to_string(), "mailHost".to_string()), ("password".into(), "userPassword".into())]
+        );
+        let base = ["ldap://h", "base=dc=x"];
+        for (bad, attrs) in [
+            (&["base=dc=x"][..], &[][..]),
+            (&["ldap://h"][..], &[][..]),
+            (&["http://h", "base=dc=x"][..], &[][..]),
+            (&["ldap://h/dc=x", "base=dc=x"][..], &[][..]),
+            (&[base[0], base[1], "filter=(uid=alice)"][..], &[][..]),
+            (&[base[0], base[1], "filter=(uid=%u"][..], &[][..]),
+            (&[base[0], base[1], "filter=uid=%u"][..], &[][..]),
+            (&[base[0], base[1], "filter=(uid=%x)"][..], &[][..]),
+            (&[base[0], base[1], "scope=deep"][..], &[][..]),
+            (&[base[0], base[1], "mode=compare"][..], &[][..]),
+            (&[base[0], base[1], "bind_dn=cn=x"][..], &[][..]),
+            (&[base[0], base[1], "ssl_ca=/etc/ssl/ca.pem"][..], &[][..]),
+            (&["ldaps://h", "base=dc=x", "starttls=on"][..], &[][..]),
+            (&[base[0], base[1], "pool=0"][..], &[][..]),
+            (&[base[0], base[1], "bogus=1"][..], &[][..]),
+            (&base[..], &["password=userPassword"][..]),
+            (&base[..], &["nope=mail"][..]),
+            (&base[..], &["server=mail host"][..]),
+            (&base[..], &["server=a", "server=b"][..]),
+        ] {
+            assert!(parse_options(&args(bad), &args(attrs)).is_err(), "{bad:?} {attrs:?}");
+        }
+    }
+
+    #[test]
+    fn a_dead_server_is_a_store_error() {
+        let mut o = parse_options(&args(&["ldap://127.0.0.1:1 ldap://127.0.0.1:2", "base=dc=x"]), &[]).unwrap();
+        o.connect_timeout = Duration::from_millis(300);
+        let s = LdapStore::new(o).unwrap();
+        assert!(s.try_lookup(&q("u", Some(b"p"))).is_none(), "never on the event loop");
+        let e = s.lookup(&q("u", Some(b"p"))).unwrap_err();
+        assert!(e.cause.contains("cannot connect") && e.cause.contains("127.0.0.1:2"), "{e}");
+        let _ = s.lookup(&q("u", Some(b"p"))).unwrap_err();
+        assert_eq!(s.take_notices().len(), 1, "the failure logged once");
+    }
+}
