@@ -151,7 +151,7 @@ sn: nginx
 userPassword: $pw{svc}
 
 EOF
-	[alice => (mail => 'alice@example.org')],
+	[alice => (mail => 'alice@example.org', description => ['*:storage=10M', 'Trash:storage=+100M'])],
 	[bob => (mailHost => '127.0.0.1', mailAuthPort => $b)],
 	[carol => ()],
 	[dan => ()],
@@ -223,7 +223,7 @@ http {
                    connect_timeout=2s query_timeout=60s pool=2;
     mail_auth_ldap_attrs name=uid user=uid server=mailHost port=mailAuthPort
                          enabled=mailAuthEnabled protocols=mailAuthProtocol
-                         networks=mailAuthNetwork;
+                         networks=mailAuthNetwork userdb_quota_rule=description;
 
     server {
         listen       127.0.0.1:8080;
@@ -278,6 +278,11 @@ http {
             mail_auth_passwd_file %%TESTDIR%%/users;
             mail_auth;
             mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+        }
+
+        # Dovecot's Lua passdb/userdb (the JSON API), its attributes from the directory
+        location = /dovecot {
+            mail_auth_json;
         }
 
         location = /ping {
@@ -346,7 +351,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(45);
+$t->run()->plan(52);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -389,6 +394,19 @@ like(imap('erin', 'erin-pw'), $refused, 'protocol attribute refuses imap (as a w
 is($rc, 0, 'protocol attribute allows pop3 (poplib)') or diag($out);
 like(imap('gina', 'gina-pw'), $refused, 'network attribute refuses 127.0.0.1');
 like(imap('frank', 'frank-pw'), qr/^a01 OK/, 'network attribute with two values: the second allows 127.0.0.1');
+
+# the JSON API (Dovecot's Lua passdb) with the directory's attributes, a repeated one as a list
+my $body = '{"username":"alice","password":"%s","client_ip":"127.0.0.1","client_port":"50000",'
+	. '"local_ip":"127.0.0.1","local_port":"143","service":"imap","method":"plain"}';
+my $json = sub {
+	my $b = sprintf($body, shift);
+	return http("POST /dovecot HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+		. "Content-Length: " . length($b) . "\r\n\r\n$b");
+};
+my $r = $json->('alice-pw');
+like($r, qr/^Auth-Status: OK\r$/m, 'JSON API: bind accepted');
+like($r, qr/"quota_rule":\["\*:storage=10M","Trash:storage=\+100M"\]/, 'JSON API: a two-valued attribute as a list');
+unlike($json->('wrong'), qr/^Auth-Status: OK/m, 'JSON API: wrong password refused');
 
 # LDAP filter injection: each refused as an unknown user, none matched an entry
 my @inject = ('*', 'a*', '*)(uid=*', 'alice)(uid=*', '*)(|(uid=*', 'x)(|(objectClass=*)', 'alice\\');
@@ -442,6 +460,31 @@ slapd_stop();
 like(imap('alice', 'alice-pw'), $temp, 'directory stopped: temporary failure');
 slapd_start();
 ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'directory restarted: recovered');
+
+# the example nginx-conf/ldap.conf as it is (ports moved to free ones, the test's directory): a
+# login through it, by mail address
+{
+	open my $ex, '<', "$FindBin::Bin/../nginx-conf/ldap.conf" or die "nginx-conf/ldap.conf: $!";
+	my $conf = do { local $/; <$ex> };
+	close $ex;
+	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
+	$conf = "daemon off;\n" . $conf;
+	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	$conf =~ s{ldap://127\.0\.0\.1:%%PORT_389%%}{ldap://127.0.0.1:$lport} or die "no ldap:// URL";
+	my $e = Test::Nginx->new();
+	workers_can_read($e);
+	$e->write_file('ldap.pw', "svc-pw\n");
+	$e->write_file_expand("nginx.conf", $conf);
+	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
+	$e->run();
+	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice@example.org', 'alice-pw');
+	is($rc, 0, 'nginx-conf/ldap.conf: login by mail address (imaplib)') or diag($out, $e->read_file('error.log'));
+	like($e->read_file('imap.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'nginx-conf/ldap.conf: the backend sees the uid');
+	$e->stop();
+	$e->stop_daemons();
+}
 
 # nginx -t: an unknown option, a filter without the user, a password attribute in bind mode,
 # no thread pool

@@ -311,8 +311,16 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     for m in attrs {
         let (field, attr) = m.split_once('=').ok_or_else(|| format!("\"{m}\": expected FIELD=ATTRIBUTE"))?;
         let field = field.to_ascii_lowercase();
-        if !FIELDS.contains(&field.as_str()) {
-            return Err(format!("\"{m}\": unknown field \"{field}\" ({})", FIELDS.join(", ")));
+        // any other name is an extra field: Dovecot's attributes in `mail_auth_json`'s answers
+        // (`userdb_home=homeDirectory`), one per value
+        let extra_name = !field.is_empty()
+            && field.len() <= 64
+            && field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !FIELDS.contains(&field.as_str()) && !extra_name {
+            return Err(format!(
+                "\"{m}\": \"{field}\" is not a field ({}, or an extra field name: a-z, 0-9, _)",
+                FIELDS.join(", ")
+            ));
         }
         let valid_attr = !attr.is_empty()
             && attr.len() <= 128
@@ -503,6 +511,11 @@ impl LdapStore {
         let mut fields: Vec<(&str, Option<String>)> = Vec::with_capacity(self.opts.attrs.len() + 1);
         for (field, attr) in &self.opts.attrs {
             let values = attr_values(&entry, attr);
+            if !FIELDS.contains(&field.as_str()) {
+                // an extra field: each value (Dovecot collects a repeated name's values)
+                fields.extend(values.into_iter().map(|v| (field.as_str(), Some(v))));
+                continue;
+            }
             let v = if values.is_empty() {
                 None
             } else if LIST_FIELDS.contains(&field.as_str()) {
@@ -725,7 +738,7 @@ mod tests {
             (&[base[0], base[1], "pool=0"][..], &[][..]),
             (&[base[0], base[1], "bogus=1"][..], &[][..]),
             (&base[..], &["password=userPassword"][..]),
-            (&base[..], &["nope=mail"][..]),
+            (&base[..], &["No-Pe=mail"][..]),
             (&base[..], &["server=mail host"][..]),
             (&base[..], &["server=a", "server=b"][..]),
         ] {
