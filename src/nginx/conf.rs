@@ -831,7 +831,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
 /// `mail_auth_backend` get a placeholder one (the engine's OK needs one; it is never sent).
 fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), String> {
     if lc.directives.basic_header() || lc.directives.store.is_none() {
-        return Err("\"mail_auth_json\" needs a credential store (\"mail_auth_passwd_file\" or \"mail_auth_sqlite\") and no \"mail_auth_basic_header on\"".into());
+        return Err("\"mail_auth_json\" needs a credential store (\"mail_auth_passwd_file\", \"mail_auth_sqlite\", \"mail_auth_sql\", \"mail_auth_ldap\") and no \"mail_auth_basic_header on\"".into());
     }
     if !bridge::access_checks_credentials(cf) {
         // legitimate behind a unix socket or a loopback-only listener, so not an error
@@ -904,7 +904,7 @@ fn build_engine(
     let store = match store_conf(d)? {
         Some(s) => Some(open_store(cf, &s)?),
         None if d.basic_header() => None,
-        None => return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into()),
+        None => return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\", \"mail_auth_sqlite\", \"mail_auth_sql\" or \"mail_auth_ldap\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into()),
     };
     if d.backends.iter().all(Option::is_none) {
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
