@@ -23,9 +23,12 @@ per request over TCP (what nginx mail does; the primary figure), the same over a
   set_misc       the original recipe (set_misc + NDK) on Debian's packaged nginx, when installed
   python         an external auth_http server in Python (threaded http.server), same 100,000 users
 Then: mixed load (p99 of cheap requests while bcrypt hammers the worker, the module's default
-thread pool and a 1-thread pool), IMAP logins end to end through nginx mail, worker RSS per user.
+thread pool and a 1-thread pool), IMAP logins end to end through nginx mail, worker RSS per user,
+and the directory stores (PostgreSQL, MariaDB, OpenLDAP started here on loopback, 10,000 users;
+a new connection per request over TCP) beside the ceiling and the SQLite store.
 
-usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S] [--only rows,mixed,imap,rss]
+usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S]
+                [--only rows,mixed,imap,rss,stores]
 """
 import argparse
 import base64
@@ -49,7 +52,9 @@ PIN = (os.cpu_count() or 1) >= 2
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 # ports (loopback only)
-HTTP, PY, SETMISC, BACKEND, MIXED, RSS = 19180, 19181, 19182, 19183, 19184, 19185
+HTTP, PY, SETMISC, BACKEND, MIXED, RSS, STORES = 19180, 19181, 19182, 19183, 19184, 19185, 19186
+PG_PORT, MY_PORT, LDAP_PORT = 19432, 19306, 19389
+N_STORE_USERS = 10_000
 IMAP_PORTS = {"mod-tcp": 11943, "mod-unix": 11944, "ceil-tcp": 11945, "ceil-unix": 11946, "py": 11947}
 N_USERS = 100_000
 HTTP_CONNS = 8
@@ -463,7 +468,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 rounds of 1 s measurements")
     ap.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
     ap.add_argument("--secs", type=float, help="seconds per measurement (default 3, --quick 1)")
-    ap.add_argument("--only", default="rows,mixed,imap,rss", help="sections to run (default: all)")
+    ap.add_argument("--only", default="rows,mixed,imap,rss,stores", help="sections to run (default: all)")
     opt = ap.parse_args()
     rounds = opt.rounds or (3 if opt.quick else 5)
     secs = opt.secs or (1.0 if opt.quick else 3.0)
@@ -554,6 +559,8 @@ def bench(opt, rounds, secs, only):
             n.stop()
     if "rss" in only:
         out += rss_section(nginx, so, bcrypt_line)
+    if "stores" in only:
+        out += stores_section(lg, nginx, so, bcrypt_line, rounds, secs, notes)
     if notes:
         out.append("\n**Anomalies** (a measurement with errors or answers of the wrong kind):\n")
         out += [f"- {n}" for n in notes]
@@ -804,6 +811,228 @@ def rss_section(nginx, so, bcrypt_line):
            f"{per_user(m1, 1_000_000, 0)} | {per_user(m1, 1_000_000, 1)} |",
            f"| SQLite, 100k users (one login read) | {os.path.getsize('users-100k.db') / 1e6:.1f} MB | "
            f"{sql[0] / 1024:.1f} | {sql[1] / 1024:.1f} | {per_user(sql, 100_000, 0)} | {per_user(sql, 100_000, 1)} |"]
+    return out
+
+
+# ---------------------------------------------------------------- directory stores
+
+def run_as(user, argv, **kw):
+    """A command as `user` when we are root (PostgreSQL refuses to run as root)."""
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", user, "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+
+def start_pg(bcrypt_hash):
+    """A throwaway PostgreSQL cluster on loopback with a users table; its DSN, or None."""
+    import glob
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not bins:
+        return None, "PostgreSQL not installed (postgresql package)"
+    bin_dir = os.path.dirname(bins[-1])
+    d = os.path.join(WORK, "pg")
+    os.makedirs(d)
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres", "postgres")
+    r = run_as("postgres", [f"{bin_dir}/initdb", "-D", f"{d}/data", "-U", "postgres", "--auth=trust", "--no-sync"])
+    if r.returncode:
+        return None, f"initdb failed: {r.stderr.strip()[-300:]}"
+    r = run_as("postgres", [f"{bin_dir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/pg.log", "-w", "-t", "30", "-o",
+                            f"-k {d} -p {PG_PORT} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off", "start"])
+    if r.returncode:
+        return None, f"pg_ctl start failed: {r.stderr.strip()[-300:]}"
+    CLEANUP.append(lambda: run_as("postgres", [f"{bin_dir}/pg_ctl", "-D", f"{d}/data", "-m", "immediate", "stop"]))
+    rows = "".join(f"{u}\t{h}\n" for u, _, h in user_lines(N_STORE_USERS)) + f"bench\t{bcrypt_hash}\n"
+    sql = ("CREATE TABLE users (name text PRIMARY KEY, password text NOT NULL);\n"
+           "COPY users FROM STDIN;\n" + rows + "\\.\n")
+    r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U",
+                        "postgres", "-d", "postgres"], input=sql, capture_output=True, text=True)
+    if r.returncode:
+        return None, f"psql failed: {r.stderr.strip()[-300:]}"
+    return f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=postgres", None
+
+
+def start_mariadb(bcrypt_hash):
+    """A throwaway MariaDB datadir on loopback with a users table; (DSN, password file), or None."""
+    server = next((p for p in ("/usr/sbin/mariadbd", "/usr/sbin/mysqld") if os.path.exists(p)), None)
+    if not server or not shutil.which("mariadb-install-db"):
+        return None, "MariaDB not installed (mariadb-server package)"
+    d = os.path.join(WORK, "my")
+    os.makedirs(d)
+    user = "mysql" if os.geteuid() == 0 else None
+    if user:
+        shutil.chown(d, user, user)
+    r = subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={d}/data", f"--user={user or os.getlogin()}",
+                        "--skip-test-db", "--auth-root-authentication-method=socket"], capture_output=True, text=True)
+    if r.returncode:
+        return None, f"mariadb-install-db failed: {r.stderr.strip()[-300:]}"
+    spawn([server, "--no-defaults", f"--datadir={d}/data", f"--socket={d}/sock", f"--port={MY_PORT}",
+           "--bind-address=127.0.0.1", *([f"--user={user}"] if user else []), f"--pid-file={d}/pid",
+           f"--log-error={d}/error.log", "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--skip-log-bin",
+           "--max-connections=200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 30
+    while time.time() < end and not os.path.exists(f"{d}/sock"):
+        time.sleep(0.1)
+    wait_port(MY_PORT, secs=30)
+    values = ",".join(f"('{u}','{h}')" for u, _, h in user_lines(N_STORE_USERS))
+    sql = ("CREATE DATABASE mail; CREATE USER bench@'127.0.0.1' IDENTIFIED BY 'bench-db-pw';"
+           "GRANT SELECT ON mail.* TO bench@'127.0.0.1';"
+           "CREATE TABLE mail.users (name VARCHAR(64) PRIMARY KEY, password VARCHAR(255) NOT NULL);"
+           f"INSERT INTO mail.users VALUES {values},('bench','{bcrypt_hash}');")
+    r = subprocess.run(["mariadb", "--no-defaults", "-u", "root", f"--socket={d}/sock"], input=sql,
+                       capture_output=True, text=True)
+    if r.returncode:
+        return None, f"mariadb failed: {r.stderr.strip()[-300:]}"
+    with open("my.pw", "w") as f:
+        f.write("bench-db-pw\n")
+    return f"host=127.0.0.1 port={MY_PORT} user=bench dbname=mail", None
+
+
+def start_slapd(bcrypt_hash):
+    """A throwaway OpenLDAP slapd on loopback with the users as inetOrgPerson entries."""
+    slapd = "/usr/sbin/slapd"
+    if not os.path.exists(slapd) or not shutil.which("slapadd"):
+        return None, "OpenLDAP not installed (slapd package)"
+    d = os.path.join(WORK, "ldap")
+    os.makedirs(f"{d}/db")
+    base = "dc=example,dc=org"
+    with open(f"{d}/slapd.conf", "w") as f:
+        f.write("".join(f"include /etc/ldap/schema/{s}.schema\n" for s in ("core", "cosine", "inetorgperson"))
+                + f"pidfile {d}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+                f"database mdb\nsuffix \"{base}\"\nrootdn \"cn=admin,{base}\"\nrootpw admin-pw\n"
+                f"directory {d}/db\nmaxsize 1073741824\nindex uid eq\naccess to * by * read\n")
+    with open(f"{d}/tree.ldif", "w") as f:
+        f.write(f"dn: {base}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n"
+                f"dn: ou=people,{base}\nobjectClass: organizationalUnit\nou: people\n\n")
+        users = [*((u, h) for u, _, h in user_lines(N_STORE_USERS)), ("bench", "{CRYPT}" + bcrypt_hash)]
+        for u, h in users:
+            f.write(f"dn: uid={u},ou=people,{base}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\n"
+                    f"userPassword: {h}\n\n")
+    r = subprocess.run(["slapadd", "-q", "-f", f"{d}/slapd.conf", "-l", f"{d}/tree.ldif"], capture_output=True,
+                       text=True)
+    if r.returncode:
+        return None, f"slapadd failed: {r.stderr.strip()[-300:]}"
+    r = subprocess.run([slapd, "-f", f"{d}/slapd.conf", "-h", f"ldap://127.0.0.1:{LDAP_PORT}/"], capture_output=True,
+                       text=True)
+    if r.returncode:
+        return None, f"slapd failed: {r.stderr.strip()[-300:]}"
+
+    def stop():
+        try:
+            os.kill(int(open(f"{d}/slapd.pid").read()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    CLEANUP.append(stop)
+    wait_port(LDAP_PORT)
+    return f"ldap://127.0.0.1:{LDAP_PORT} base=ou=people,{base}", None
+
+
+def stores_conf(so, pg, my, ldap, pin):
+    b = BACKEND
+    affinity = "worker_cpu_affinity 01;" if pin else ""
+    module = f"mail_auth_backend imap 127.0.0.1:{b};"
+    static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
+    cache = "mail_auth_cache zone=bench_{}:4m ttl=1h;"
+    locs = [f"location = /ceiling {{ {static} return 204; }}",
+            f"location = /sqlite {{ mail_auth; mail_auth_sqlite users-100k.db; {module} }}"]
+    if pg:
+        sql = f'mail_auth_sql postgresql "{pg}" pool=8; mail_auth_sql_query "SELECT password FROM users WHERE name = :user";'
+        locs += [f"location = /pg {{ mail_auth; {sql} {module} }}",
+                 f"location = /pg-bcrypt {{ mail_auth; {sql} {module} {cache.format('pg')} }}"]
+    if my:
+        sql = (f'mail_auth_sql mysql "{my}" password_file={WORK}/my.pw pool=8; '
+               'mail_auth_sql_query "SELECT password FROM users WHERE name = :user";')
+        locs += [f"location = /my {{ mail_auth; {sql} {module} }}",
+                 f"location = /my-bcrypt {{ mail_auth; {sql} {module} {cache.format('my')} }}"]
+    if ldap:
+        locs += [f"location = /ldap-bind {{ mail_auth; mail_auth_ldap {ldap} pool=8; {module} }}",
+                 f"location = /ldap-password {{ mail_auth; mail_auth_ldap {ldap} mode=password pool=8; {module} }}",
+                 f"location = /ldap-bcrypt {{ mail_auth; mail_auth_ldap {ldap} mode=password pool=8; {module} "
+                 f"{cache.format('ldap')} }}"]
+    body = "\n        ".join(locs)
+    return f"""load_module {so};
+error_log logs/stores-error.log warn;
+pid logs/stores.pid;
+worker_processes 1;
+{affinity}
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
+    uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
+    server {{
+        listen 127.0.0.1:{STORES} backlog=4096;
+        {body}
+    }}
+}}
+"""
+
+
+def stores_section(lg, nginx, so, bcrypt_line, rounds, secs, notes):
+    bcrypt_hash = bcrypt_line.split(":", 1)[1]
+    with open("creds-10k", "w") as c:
+        for u, p, _ in user_lines(N_STORE_USERS):
+            c.write(f"{u}:{p}\n")
+    creds = os.path.join(WORK, "creds-10k")
+    log("stores: PostgreSQL, MariaDB, slapd on loopback with 10,000 users")
+    servers = {}
+    for name, start in (("pg", start_pg), ("my", start_mariadb), ("ldap", start_slapd)):
+        try:
+            servers[name], why = start(bcrypt_hash)
+        except (OSError, BenchError, subprocess.SubprocessError) as e:
+            servers[name], why = None, str(e)
+        if why:
+            notes.append(f"stores: {name} rows skipped: {why}")
+    ngx = Nginx(nginx, "stores", stores_conf(so, servers["pg"], servers["my"], servers["ldap"], PIN)).start([STORES])
+    try:
+        worker = ngx.worker()
+        rows = [("ceiling: return 204 + static Auth-* headers", "/ceiling", creds, None)]
+        rows.append(("SQLite {SSHA}, 100k users (local reference)", "/sqlite", creds, None))
+        if servers["pg"]:
+            rows += [("PostgreSQL {SSHA}, 10k users: a query per login, no cache", "/pg", creds, None),
+                     ("PostgreSQL bcrypt(10), verdict cache warm: a query per login", "/pg-bcrypt", "bench", "bench-pw")]
+        if servers["my"]:
+            rows += [("MariaDB {SSHA}, 10k users: a query per login, no cache", "/my", creds, None),
+                     ("MariaDB bcrypt(10), verdict cache warm: a query per login", "/my-bcrypt", "bench", "bench-pw")]
+        if servers["ldap"]:
+            rows += [("LDAP mode=bind, 10k users: a search and a bind per login (no cache: the directory checks)",
+                      "/ldap-bind", creds, None),
+                     ("LDAP mode=password {SSHA}, 10k users: a search per login, no cache", "/ldap-password", creds,
+                      None),
+                     ("LDAP mode=password bcrypt(10), verdict cache warm: a search per login", "/ldap-bcrypt", "bench",
+                      "bench-pw")]
+        results = {}
+        target = f"tcp:127.0.0.1:{STORES}"
+        for r in range(rounds):
+            log(f"stores: round {r + 1}/{rounds}")
+            for ri, (name, path, users, pw) in enumerate(rows):
+                if pw is not None:
+                    warm(STORES, path, users, pw)
+                res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, users, pw, path), secs, [worker])
+                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
+                check(notes, f"stores round {r + 1}, {name}", res, "ok")
+                results.setdefault(ri, []).append(res)
+    finally:
+        ngx.stop()
+    out = ["\n### Directory stores (PostgreSQL, MariaDB, OpenLDAP)\n",
+           f"A new connection per auth_http request over TCP (as nginx mail), {HTTP_CONNS} connections, the servers "
+           "started by the benchmark on loopback (not pinned; their own CPU is not in the worker's figure). "
+           "**worker µs/req**: the nginx worker's CPU (its thread pool included: the store's client runs there). "
+           "**req/s ÷ ceiling** and **÷ SQLite** compare with those rows of the same round. A `{SSHA}` row is "
+           "the uncached case (a cheap hash: the verdict cache is not used for it, every login asks the server); "
+           "a bcrypt row with the verdict cache warm is the cached case (the server is still asked for the "
+           "account, policy and routing on every login; only the hash is skipped). Median [min–max] over "
+           f"{rounds} rounds.\n",
+           "| contender | req/s | worker µs/req | req/s ÷ ceiling | req/s ÷ SQLite |",
+           "|---|---:|---:|---:|---:|"]
+    ceil, lite = results[0], results[1]
+    for ri, row in enumerate(rows):
+        rs = results[ri]
+        rps = [x["rps"] for x in rs]
+        us = [x["us_per_req"] for x in rs]
+        rc = [x["rps"] / c["rps"] for x, c in zip(rs, ceil) if c["rps"]]
+        rl = [x["rps"] / c["rps"] for x, c in zip(rs, lite) if c["rps"]]
+        out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {ratio(rc)} | {ratio(rl)} |")
     return out
 
 

@@ -758,3 +758,32 @@ mod tests {
         assert_eq!(s.take_notices().len(), 1, "the failure logged once");
     }
 }
+
+#[cfg(test)]
+mod live {
+    use super::*;
+    use crate::protocol::{Method, Protocol};
+
+    /// `MAIL_AUTH_LDAP_URL=ldap://127.0.0.1:19389 cargo test --lib ldap::live -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timing() {
+        let url = std::env::var("MAIL_AUTH_LDAP_URL").unwrap();
+        let o = parse_options(&[url, "base=ou=people,dc=example,dc=org".into()], &[]).unwrap();
+        let s = LdapStore::new(o).unwrap();
+        let t = std::time::Instant::now();
+        for i in 0..50 {
+            let user = format!("u{i}");
+            let pw = format!("pw-{i}");
+            let q = Query {
+                user: &user,
+                protocol: Protocol::Imap,
+                method: Method::Plain,
+                client_ip: None,
+                password: Some(pw.as_bytes()),
+            };
+            assert!(s.lookup(&q).unwrap().is_some());
+        }
+        eprintln!("50 lookups: {:?}", t.elapsed());
+    }
+}
