@@ -780,6 +780,7 @@ fn engine(store: MemStore) -> Engine {
         cache: Some(CacheSettings::default()),
         limit: None,
         limit_exempt: Vec::new(),
+        fleet: None,
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
