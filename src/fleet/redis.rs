@@ -230,26 +230,23 @@ impl Inner {
     }
 
     fn run_admit(&self, call: &AdmitCall) -> Result<AdmitReply, String> {
-        let mut con = match lock(&self.idle).pop() {
+        let pooled = lock(&self.idle).pop();
+        let reused = pooled.is_some();
+        let mut con = match pooled {
             Some(c) => c,
             None => self.connect()?,
         };
-        let (ip, user) = (call.ip.as_ref(), call.user.as_ref());
-        let none = String::new();
-        let reply: Vec<i64> = self
-            .admit
-            .key(ip.map_or(&none, |c| &c.key))
-            .key(user.map_or(&none, |c| &c.key))
-            .key(call.trusted.as_ref().unwrap_or(&none))
-            .key(&call.fingerprint)
-            .arg(call.now)
-            .arg(ip.map_or(0, |c| c.rate.count))
-            .arg(ip.map_or(0, |c| c.rate.window))
-            .arg(user.map_or(0, |c| c.rate.count))
-            .arg(user.map_or(0, |c| c.rate.window))
-            .arg(u8::from(call.trusted.is_some()))
-            .invoke(&mut con)
-            .map_err(|e| e.to_string())?;
+        let reply = match self.invoke_admit(&mut con, call) {
+            // a kept connection the server closed (restarted, idle timeout): the others are
+            // as old; one more try on a new connection (at worst an attempt counted twice)
+            Err(e) if reused && stale(&e) => {
+                lock(&self.idle).clear();
+                con = self.connect()?;
+                self.invoke_admit(&mut con, call)
+            }
+            r => r,
+        }
+        .map_err(|e| e.to_string())?;
         {
             let mut idle = lock(&self.idle);
             if idle.len() < self.conf.pool {
@@ -268,6 +265,29 @@ impl Inner {
             _ => Err(format!("unexpected answer of the admission script: {reply:?}")),
         }
     }
+
+    fn invoke_admit(&self, con: &mut redis::Connection, call: &AdmitCall) -> redis::RedisResult<Vec<i64>> {
+        let (ip, user) = (call.ip.as_ref(), call.user.as_ref());
+        let none = String::new();
+        self.admit
+            .key(ip.map_or(&none, |c| &c.key))
+            .key(user.map_or(&none, |c| &c.key))
+            .key(call.trusted.as_ref().unwrap_or(&none))
+            .key(&call.fingerprint)
+            .arg(call.now)
+            .arg(ip.map_or(0, |c| c.rate.count))
+            .arg(ip.map_or(0, |c| c.rate.window))
+            .arg(user.map_or(0, |c| c.rate.count))
+            .arg(user.map_or(0, |c| c.rate.window))
+            .arg(u8::from(call.trusted.is_some()))
+            .invoke(con)
+    }
+}
+
+/// Did a kept connection fail because the server closed it (not a timeout: the server may be
+/// stuck, and another try would wait as long again)?
+fn stale(e: &redis::RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error())
 }
 
 /// The arguments of a settlement (see [`SETTLE`]).
@@ -347,14 +367,19 @@ impl QueueThread {
     }
 
     fn send(&mut self, batch: &[Op]) -> Result<(), String> {
-        let mut con = match self.con.take() {
-            Some(c) => c,
-            None => {
-                let mut c = self.inner.connect()?;
-                self.inner.settle.load(&mut c).map_err(|e| e.to_string())?;
-                c
+        if let Some(con) = self.con.take() {
+            match self.send_on(con, batch) {
+                // the server closed the kept connection: once more on a new one
+                Err(e) if stale(&e) => {}
+                r => return r.map_err(|e| e.to_string()),
             }
-        };
+        }
+        let mut con = self.inner.connect()?;
+        self.inner.settle.load(&mut con).map_err(|e| e.to_string())?;
+        self.send_on(con, batch).map_err(|e| e.to_string())
+    }
+
+    fn send_on(&mut self, mut con: redis::Connection, batch: &[Op]) -> redis::RedisResult<()> {
         let sha = self.inner.settle.get_hash();
         let mut p = redis::pipe();
         for op in batch {
@@ -371,10 +396,10 @@ impl QueueThread {
             Ok(()) => {}
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                 // flushed meanwhile: loaded again, sent again
-                self.inner.settle.load(&mut con).map_err(|e| e.to_string())?;
-                p.query::<()>(&mut con).map_err(|e| e.to_string())?;
+                self.inner.settle.load(&mut con)?;
+                p.query::<()>(&mut con)?;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
         self.con = Some(con);
         Ok(())
