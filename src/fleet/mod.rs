@@ -116,7 +116,7 @@ pub const DEFAULT_PREFIX: &str = "mail_auth:";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
-pub const DEFAULT_POOL: usize = 4;
+pub const DEFAULT_POOL: usize = 32;
 
 /// `HOST:PORT`, `[IPv6]:PORT`, `HOST` (port 6379) or `unix:PATH`.
 fn parse_addr(s: &str) -> Result<Addr, String> {

@@ -173,7 +173,8 @@ fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
     let Some(srv) = Server::start() else { return };
     let shared = |b: RedisBackend| SharedLimit { backend: Arc::new(b), cfg: limit("2/m", 300), scope: "z".into() };
     let (a, b) = (shared(srv.backend(&[])), shared(srv.backend(&[])));
-    let ip = Some("192.0.2.7".parse().unwrap());
+    let addr: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let ip = Some(addr);
     for (l, pw) in [(&a, "g1"), (&b, "g2")] {
         let Admission::Admitted(t) = l.admit(ip, "Bob", pw.as_bytes(), None) else { panic!("admitted") };
         l.settle(t, Settle::Failure { password: pw.as_bytes() });
@@ -203,7 +204,7 @@ fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
         assert!(!["bob", "192.0.2", "g1", "carol"].iter().any(|s| k.contains(s)), "{k}");
     }
     // lifting on one proxy lifts for all
-    assert!(a.lift(&LiftTarget::Client(ip.unwrap())));
+    assert!(a.lift(&LiftTarget::Client(addr)));
     assert!(!a.lift(&LiftTarget::Key(5)));
     let mut lifted = false;
     for _ in 0..200 {
