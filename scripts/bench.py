@@ -28,7 +28,7 @@ and the directory stores (PostgreSQL, MariaDB, OpenLDAP started here on loopback
 a new connection per request over TCP) beside the ceiling and the SQLite store.
 
 usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S]
-                [--only rows,mixed,imap,rss,stores]
+                [--only rows,mixed,imap,rss,stores,redis]
 """
 import argparse
 import base64
@@ -52,8 +52,8 @@ PIN = (os.cpu_count() or 1) >= 2
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 # ports (loopback only)
-HTTP, PY, SETMISC, BACKEND, MIXED, RSS, STORES = 19180, 19181, 19182, 19183, 19184, 19185, 19186
-PG_PORT, MY_PORT, LDAP_PORT = 19432, 19306, 19389
+HTTP, PY, SETMISC, BACKEND, MIXED, RSS, LIMITED, REDIS = 19180, 19181, 19182, 19183, 19184, 19185, 19186, 19187
+STORES, PG_PORT, MY_PORT, LDAP_PORT = 19188, 19432, 19306, 19389
 N_STORE_USERS = 10_000
 IMAP_PORTS = {"mod-tcp": 11943, "mod-unix": 11944, "ceil-tcp": 11945, "ceil-unix": 11946, "py": 11947}
 N_USERS = 100_000
@@ -338,6 +338,30 @@ http {{
 """
 
 
+def limited_conf(so):
+    # the cheap scheme with mail_auth_limit, on this worker's zone alone and with the fleet's
+    # shared budget in a local redis-server; limits far above the load (every login counted,
+    # none refused: the cost of counting is what is measured)
+    return f"""load_module {so};
+error_log logs/limited-error.log warn;
+pid logs/limited.pid;
+worker_processes 1;
+{"worker_cpu_affinity 01;" if PIN else ""}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    mail_auth_redis fleet 127.0.0.1:{REDIS} key_file=fleet.key;
+    mail_auth_passwd_file users-100k;
+    mail_auth_backend imap 127.0.0.1:{BACKEND};
+    server {{
+        listen 127.0.0.1:{LIMITED} backlog=4096;
+        location = /local {{ mail_auth; mail_auth_limit zone=bench_local:16m ip=100000000/m user=1000/m; }}
+        location = /redis {{ mail_auth; mail_auth_limit zone=bench_redis:16m ip=100000000/m user=1000/m redis=fleet; }}
+    }}
+}}
+"""
+
+
 SETMISC_MODS = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_set_misc_module.so"]
 
 
@@ -468,7 +492,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 rounds of 1 s measurements")
     ap.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
     ap.add_argument("--secs", type=float, help="seconds per measurement (default 3, --quick 1)")
-    ap.add_argument("--only", default="rows,mixed,imap,rss,stores", help="sections to run (default: all)")
+    ap.add_argument("--only", default="rows,mixed,imap,rss,stores,redis", help="sections to run (default: all)")
     opt = ap.parse_args()
     rounds = opt.rounds or (3 if opt.quick else 5)
     secs = opt.secs or (1.0 if opt.quick else 3.0)
@@ -557,6 +581,8 @@ def bench(opt, rounds, secs, only):
     for n in (main_ngx, setmisc):
         if n is not None:
             n.stop()
+    if "redis" in only:
+        out += redis_section(lg, nginx, so, rounds, secs, notes)
     if "rss" in only:
         out += rss_section(nginx, so, bcrypt_line)
     if "stores" in only:
@@ -770,6 +796,58 @@ def imap_section(lg, main_ngx, backend, python, rounds, secs, notes):
                "same round. What the module adds to "
                "the worker's CPU per login over the static answer (median of per-round differences): "
                + ", ".join(extra) + ".")
+    return out
+
+
+def redis_section(lg, nginx, so, rounds, secs, notes):
+    """{SSHA} logins with mail_auth_limit: the worker's zone alone vs the fleet's budget in
+    Redis (mail_auth_limit redis=), interleaved round by round."""
+    server = shutil.which("redis-server")
+    if server is None:
+        log("redis: redis-server not installed, section skipped")
+        return ["\n### Fleet limiter (Redis)\n", "Skipped: redis-server is not installed (Debian package redis-server)."]
+    with open("fleet.key", "w") as f:
+        f.write("the bench's fleet secret, 32 bytes at least\n")
+    os.makedirs("redis", exist_ok=True)
+    redis = spawn([server, "--port", str(REDIS), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                   "--dir", os.path.join(WORK, "redis")], cpu=SERVER_CPU, stdout=subprocess.DEVNULL)
+    wait_port(REDIS)
+    ngx = Nginx(nginx, "limited", limited_conf(so)).start([LIMITED])
+    try:
+        worker = ngx.worker()
+        creds = os.path.join(WORK, "creds-100k")
+        target = f"tcp:127.0.0.1:{LIMITED}"
+        rows = [("{SSHA}, mail_auth_limit (the worker's zone)", "/local"),
+                ("{SSHA}, mail_auth_limit redis= (zone + Redis)", "/redis")]
+        results = {}
+        for r in range(rounds):
+            log(f"redis: round {r + 1}/{rounds}")
+            for ri, (name, path) in enumerate(rows):
+                res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, creds, None, path), secs,
+                             [worker, redis.pid])
+                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
+                res["redis_us"] = res["server_cpu_us"][1] / max(res["requests"], 1)
+                check(notes, f"round {r + 1}, redis section, {name}", res)
+                results.setdefault(ri, []).append(res)
+    finally:
+        ngx.stop()
+    out = ["\n### Fleet limiter (Redis)\n",
+           f"{HTTP_CONNS} connections, a new TCP connection per request, right passwords of 100,000 users "
+           "({SSHA}); `mail_auth_limit` with limits no load reaches (every login admitted, counted and given "
+           "back). The Redis row adds, per login, one admission script on the thread pool and one queued "
+           "settlement (pipelined by the worker's settlement thread) to a redis-server on the same machine"
+           + (f" (pinned with the worker, CPU {SERVER_CPU})" if PIN else "") + ". **worker µs/req**: the nginx "
+           "worker, thread pool and settlement thread included; **redis µs/req**: redis-server's CPU. Ratios to the "
+           f"zone row of the same round. Median [min–max] over {rounds} rounds.\n",
+           "| limiter | req/s | worker µs/req | redis µs/req | req/s ÷ zone row | worker µs/req ÷ zone row |",
+           "|---|---:|---:|---:|---:|---:|"]
+    base = results[0]
+    for ri, (name, _) in enumerate(rows):
+        rs = results[ri]
+        out.append(f"| {name} | {rng([x['rps'] for x in rs])} | {rng([x['us_per_req'] for x in rs])} | "
+                   f"{rng([x['redis_us'] for x in rs]) if ri else '–'} | "
+                   f"{ratio([x['rps'] / b['rps'] for x, b in zip(rs, base) if b['rps']])} | "
+                   f"{ratio([x['us_per_req'] / b['us_per_req'] for x, b in zip(rs, base) if b['us_per_req']])} |")
     return out
 
 

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cidr;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 mod hex;
 pub mod limiter;
 pub mod metrics;

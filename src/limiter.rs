@@ -61,7 +61,7 @@ const BANS_EVICTED: usize = 3;
 const RANK_IN_FLIGHT: u8 = 1;
 const RANK_BAN: u8 = 2;
 /// How long a successful login exempts its IP from the user's limit, at least.
-const TRUSTED_FOR: u64 = 24 * 3600;
+pub(crate) const TRUSTED_FOR: u64 = 24 * 3600;
 const MAX_WAIT: u32 = 60;
 /// A label slot (what a banned counter counts, for the ban listing): word `DATA` holds
 /// `LABEL_TAG << 32 | kind << 24 | protocol << 16 | truncated << 8 | len`, the next 4 words
@@ -151,6 +151,49 @@ pub fn proto_index(p: Protocol) -> usize {
 const PROTOCOLS: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Smtp];
 
 impl LimitConfig {
+    /// The rate of a side for protocol `proto`, and the protocol tag of its counter (`Some`
+    /// when the protocol has a budget of its own on that side).
+    pub(crate) fn rate_for(&self, side: Side, proto: Option<Protocol>) -> (Option<Rate>, Option<Protocol>) {
+        let own = proto.and_then(|p| {
+            let r = self.per_protocol[proto_index(p)];
+            match side {
+                Side::Ip => r.ip,
+                Side::User => r.user,
+            }
+            .map(|rate| (rate, p))
+        });
+        match (own, side) {
+            (Some((rate, p)), _) => (Some(rate), Some(p)),
+            (None, Side::Ip) => (self.ip, None),
+            (None, Side::User) => (self.user, None),
+        }
+    }
+
+    /// The longest configured window (0: no limits).
+    pub(crate) fn longest_window(&self) -> u64 {
+        let per = self.per_protocol.iter().flat_map(|p| [p.ip, p.user]);
+        [self.ip, self.user].into_iter().chain(per).flatten().map(|r| r.window).max().unwrap_or(0)
+    }
+
+    /// The reason of a refusal by the `side` counter of protocol `proto` (`whose`: "from
+    /// ADDRESS" or "for this user"; `banned`: a ban, else a full counter); `shared`: the
+    /// name of the fleet's shared store that refused, if it was that.
+    pub(crate) fn refusal_reason(
+        &self,
+        side: Side,
+        proto: Option<Protocol>,
+        whose: &str,
+        banned: bool,
+        shared: Option<&str>,
+    ) -> String {
+        let (rate, tag) = self.rate_for(side, proto);
+        let Rate { count, window } = rate.unwrap_or(Rate { count: 0, window: 0 });
+        let what = if banned { "failed logins" } else { "login attempts (failed or in progress)" };
+        let proto = tag.map(|p| format!(", {}", p.as_str())).unwrap_or_default();
+        let shared = shared.map(|n| format!(", shared by redis \"{n}\"")).unwrap_or_default();
+        format!("too many {what} {whose} (limit {count}/{window}s{proto}{shared})")
+    }
+
     /// Does any rate apply at all?
     pub fn any(&self) -> bool {
         self.ip.is_some() || self.user.is_some() || self.per_protocol.iter().any(|p| p.ip.is_some() || p.user.is_some())
@@ -400,15 +443,15 @@ pub struct Limiter<'a> {
 }
 
 /// A counter an attempt is counted on.
-#[derive(Clone, Copy)]
-enum Side {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
     Ip,
     User,
 }
 
 /// The network `ip` is counted in: IPv4 (also when IPv4-mapped) masked to `v4` bits, IPv6
 /// masked to `v6` bits; with its prefix length.
-fn ip_network(ip: IpAddr, v4: u8, v6: u8) -> (IpAddr, u8) {
+pub(crate) fn ip_network(ip: IpAddr, v4: u8, v6: u8) -> (IpAddr, u8) {
     match canonical_ip(ip) {
         IpAddr::V4(a) => {
             let bits = u32::from(v4.min(32));
@@ -425,7 +468,7 @@ fn ip_network(ip: IpAddr, v4: u8, v6: u8) -> (IpAddr, u8) {
 
 /// The bytes a network is keyed by: the IPv4 address (/32), the first 8 bytes of IPv6 (/64),
 /// as before prefixes were configurable; other prefixes add their length.
-fn group_bytes((net, bits): (IpAddr, u8)) -> Vec<u8> {
+pub(crate) fn group_bytes((net, bits): (IpAddr, u8)) -> Vec<u8> {
     let mut v = match net {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets()[..8].to_vec(),
@@ -439,7 +482,7 @@ fn group_bytes((net, bits): (IpAddr, u8)) -> Vec<u8> {
 
 /// A network as the log and the ban listing show it: "192.0.2.1", "192.0.2.0/24",
 /// "2001:db8:1:2::/64".
-fn network_label((net, bits): (IpAddr, u8)) -> String {
+pub(crate) fn network_label((net, bits): (IpAddr, u8)) -> String {
     match net {
         IpAddr::V4(a) if bits == 32 => a.to_string(),
         a => format!("{a}/{bits}"),
@@ -447,12 +490,12 @@ fn network_label((net, bits): (IpAddr, u8)) -> String {
 }
 
 /// Auth-Wait for the `n`th refusal (from 0): 1, 2, 4 ... 32, 60 seconds.
-fn wait_for(n: u64) -> u32 {
+pub(crate) fn wait_for(n: u64) -> u32 {
     (1u32 << n.min(6)).min(MAX_WAIT)
 }
 
 /// User names are keyed case-insensitively.
-fn fold(user: &str) -> String {
+pub(crate) fn fold(user: &str) -> String {
     user.to_lowercase()
 }
 
@@ -539,28 +582,12 @@ impl<'a> Limiter<'a> {
         self.key(&[b"fp", &group, user.as_bytes(), password])
     }
 
-    /// The rate of a side for protocol `proto`, and the protocol tag of its counter (`Some`
-    /// when the protocol has a budget of its own on that side).
     fn rate_for(&self, side: Side, proto: Option<Protocol>) -> (Option<Rate>, Option<Protocol>) {
-        let own = proto.and_then(|p| {
-            let r = self.cfg.per_protocol[proto_index(p)];
-            match side {
-                Side::Ip => r.ip,
-                Side::User => r.user,
-            }
-            .map(|rate| (rate, p))
-        });
-        match (own, side) {
-            (Some((rate, p)), _) => (Some(rate), Some(p)),
-            (None, Side::Ip) => (self.cfg.ip, None),
-            (None, Side::User) => (self.cfg.user, None),
-        }
+        self.cfg.rate_for(side, proto)
     }
 
-    /// The longest configured window (0: no limits).
     fn longest_window(&self) -> u64 {
-        let per = self.cfg.per_protocol.iter().flat_map(|p| [p.ip, p.user]);
-        [self.cfg.ip, self.cfg.user].into_iter().chain(per).flatten().map(|r| r.window).max().unwrap_or(0)
+        self.cfg.longest_window()
     }
 
     /// The counters that apply to `ip` and `user`, keyed: the IP's, and the user's unless the
@@ -579,16 +606,47 @@ impl<'a> Limiter<'a> {
     }
 
     fn refusal(&self, side: Side, ip: Option<IpAddr>, wait: u32, banned: bool) -> Refusal {
-        let (rate, tag) = self.rate_for(side, self.proto);
-        let Rate { count, window } = rate.unwrap_or(Rate { count: 0, window: 0 });
-        let what = if banned { "failed logins" } else { "login attempts (failed or in progress)" };
         let (whose, header) = match (side, ip) {
             (Side::Ip, Some(ip)) => (format!("from {}", self.ip_label(ip)), REFUSED_IP),
             _ => ("for this user".to_string(), REFUSED_USER),
         };
         self.table.header(header).fetch_add(1, Ordering::Relaxed);
-        let proto = tag.map(|p| format!(", {}", p.as_str())).unwrap_or_default();
-        Refusal { wait, reason: format!("too many {what} {whose} (limit {count}/{window}s{proto})") }
+        Refusal { wait, reason: self.cfg.refusal_reason(side, self.proto, &whose, banned, None) }
+    }
+
+    /// A ban the fleet's shared limiter reported (`mail_auth_limit redis=`) on the `side`
+    /// counter of `ip` / `user`: kept here too, for `seconds` from `now`, so that this proxy
+    /// refuses the source at once without asking the shared store again (the growing wait goes
+    /// on from `refusals`). Listed by `bans` like a ban of its own; never evicts a live ban or
+    /// a counter with attempts in flight (the shared store still refuses then).
+    pub fn learn_ban(&self, side: Side, ip: Option<IpAddr>, user: &str, seconds: u64, refusals: u64, now: u64) {
+        let user = fold(user);
+        let c = self.counters(ip, &user, self.proto);
+        let Some((key, _)) = (match side {
+            Side::Ip => c.ip,
+            Side::User => c.user,
+        }) else {
+            return;
+        };
+        let until = now.saturating_add(seconds);
+        let label = match (side, ip) {
+            (Side::Ip, Some(ip)) => Label::client(self.network(ip), self.rate_for(side, self.proto).1),
+            _ => Label::user(&user, self.rate_for(side, self.proto).1),
+        };
+        let g = self.table.lock();
+        let Some((s, claim)) = self.table.claim_with(&g, key, now, rank(now), RANK_IN_FLIGHT) else {
+            return;
+        };
+        if s[BAN_UNTIL].load(Ordering::Relaxed) < until {
+            s[BAN_UNTIL].store(until, Ordering::Relaxed);
+            s[REFUSALS].store(refusals, Ordering::Relaxed);
+            self.set_label(&g, key, &label, now, until);
+        }
+        if s[1].load(Ordering::Relaxed) < until {
+            s[1].store(until, Ordering::Relaxed);
+        }
+        drop(g);
+        self.evicted(Some(claim));
     }
 
     /// Is the mark `key` live at `now`? (Touches it if so.)
@@ -1666,6 +1724,29 @@ mod tests {
         assert_eq!(l.bans(201, 100).len(), 1);
         assert!(l.bans(500, 100).is_empty());
         assert_eq!(l.bans(201, 0).len(), 0, "max");
+    }
+
+    #[test]
+    fn a_ban_learnt_from_the_fleet_refuses_here_and_is_listed() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("5/m", "5/m", 0)).unwrap();
+        let a = ip("192.0.2.30");
+        l.learn_ban(Side::Ip, a, "u", 120, 3, 100);
+        let v = l.banned(a, "other", 101).expect("refused locally, no round trip");
+        assert_eq!(v.wait, 8, "the growing wait goes on from the fleet's refusals");
+        assert!(l.admit(a, "x", b"p", 101).is_err());
+        assert!(allowed(&l, ip("192.0.2.31"), "u", 101));
+        let bans = l.bans(101, 10);
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].subject, Some(BanSubject::Client("192.0.2.30".into())));
+        assert!(refused(&l, a, "x", 219).is_some());
+        assert!(allowed(&l, a, "x", 220), "over when the fleet's ban is");
+        // a user's ban; a shorter one never shortens a ban known here
+        l.learn_ban(Side::User, ip("198.51.100.1"), "Dora", 60, 1, 300);
+        assert!(refused(&l, ip("203.0.113.9"), "DORA", 301).is_some());
+        l.learn_ban(Side::User, None, "dora", 5, 1, 302);
+        assert!(refused(&l, None, "dora", 350).is_some());
+        assert!(refused(&l, None, "dora", 360).is_none());
     }
 
     #[test]

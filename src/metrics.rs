@@ -23,7 +23,7 @@ const METHODS: &[&str] =
 const BUCKETS_US: &[u64] =
     &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
 
-const STAMP: u64 = 0x6d61_696c_6d65_7404; // "mailmet" + layout version
+const STAMP: u64 = 0x6d61_696c_6d65_7405; // "mailmet" + layout version
 const REQUESTS: usize = 1;
 const N_RESULTS: usize = AuthResult::ALL.len();
 const N_REQUESTS: usize = N_RESULTS * PROTOCOLS.len() * METHODS.len();
@@ -33,8 +33,13 @@ const CACHE_MISSES: usize = CACHE_HITS + 1;
 const HIST_WORDS: usize = BUCKETS_US.len() + 2;
 const VERIFY_HIST: usize = CACHE_MISSES + 1;
 const DECISION_HIST: usize = VERIFY_HIST + HIST_WORDS;
+/// The fleet's shared limiter (`mail_auth_limit redis=`): its refusals, the decisions made
+/// without it (unreachable), the settlements it did not get.
+const FLEET_REFUSED: usize = DECISION_HIST + HIST_WORDS;
+const FLEET_UNAVAILABLE: usize = FLEET_REFUSED + 1;
+const FLEET_LOST: usize = FLEET_UNAVAILABLE + 1;
 /// Words the layout needs.
-pub const WORDS: usize = DECISION_HIST + HIST_WORDS;
+pub const WORDS: usize = FLEET_LOST + 1;
 
 /// The counters over a region of at least [`WORDS`] words.
 pub struct Metrics<'a> {
@@ -49,6 +54,8 @@ pub struct Gauges {
     pub limiter_refused_user: Option<u64>,
     pub limiter_evictions: Option<u64>,
     pub limiter_bans_evicted: Option<u64>,
+    /// A shared limiter (`mail_auth_limit redis=`) is in effect: its counters are shown.
+    pub fleet: bool,
 }
 
 fn index_of(list: &[&str], v: &str) -> usize {
@@ -94,6 +101,17 @@ impl<'a> Metrics<'a> {
     /// A password verification that ran (not answered from the cache).
     pub fn verification(&self, micros: u64) {
         self.observe(VERIFY_HIST, micros);
+    }
+
+    /// A decision of the fleet's shared limiter: a refusal (`true`), or none because it was
+    /// unreachable (`false`: the local limiter decided alone).
+    pub fn fleet(&self, refused: bool) {
+        self.add(if refused { FLEET_REFUSED } else { FLEET_UNAVAILABLE }, 1);
+    }
+
+    /// Settlements the shared limiter did not get (unreachable, or its queue full).
+    pub fn fleet_lost(&self, n: u64) {
+        self.add(FLEET_LOST, n);
     }
 
     pub fn cache(&self, hit: bool) {
@@ -158,6 +176,26 @@ impl<'a> Metrics<'a> {
             "Password verifications mail_auth_cache did not know.",
             self.get(CACHE_MISSES),
         );
+        if g.fleet {
+            counter(
+                &mut o,
+                "mail_auth_limiter_redis_refusals_total",
+                "Logins refused by the fleet's shared limiter (mail_auth_limit redis=).",
+                self.get(FLEET_REFUSED),
+            );
+            counter(
+                &mut o,
+                "mail_auth_limiter_redis_unavailable_total",
+                "Admissions decided by the local limiter alone because the shared limiter's Redis was unreachable.",
+                self.get(FLEET_UNAVAILABLE),
+            );
+            counter(
+                &mut o,
+                "mail_auth_limiter_redis_settlements_lost_total",
+                "Settlements the shared limiter's Redis did not get (an over-count until the window ends).",
+                self.get(FLEET_LOST),
+            );
+        }
         if let Some(v) = g.limiter_refused_ip {
             counter(&mut o, "mail_auth_limiter_refused_ip_total", "Limiter refusals because of the client address.", v);
         }

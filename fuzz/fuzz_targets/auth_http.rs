@@ -74,6 +74,7 @@ fn engine() -> &'static Engine {
             ..LimitConfig::default()
         }),
         limit_exempt: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+        fleet: None,
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,

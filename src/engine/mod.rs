@@ -98,6 +98,9 @@ pub struct Engine {
     pub limit: Option<LimitConfig>,
     /// `mail_auth_limit_exempt`: clients the limiter neither counts nor refuses.
     pub limit_exempt: Vec<crate::cidr::Cidr>,
+    /// `mail_auth_limit ... redis=NAME`: the fleet's shared budget, asked on the thread pool
+    /// after the local limiter admitted an attempt (needs `offload`).
+    pub fleet: Option<crate::fleet::SharedLimit>,
     /// A thread pool takes [`Job`]s; `false`: everything runs inline.
     pub offload: bool,
     /// Bounds on costly jobs in flight and held (the FFI layer's [`sched::Scheduler`]).
@@ -169,12 +172,20 @@ impl Trace {
     }
 }
 
+/// The limiters' tickets of a request's attempts: the local zone's, and the fleet's shared
+/// store's; each settled when the request concludes.
+#[derive(Debug, Default)]
+pub struct Tickets {
+    local: Vec<Ticket>,
+    fleet: Vec<crate::fleet::Ticket>,
+}
+
 /// Work for a thread-pool thread: [`Job::run`] there, then [`Engine::complete`].
 #[derive(Debug)]
 pub struct Job {
     req: AuthRequest,
     ctx: Ctx,
-    tickets: Vec<Ticket>,
+    tickets: Tickets,
     stage: Stage,
     trace: Trace,
     /// [`Job::run`] ran (else [`Engine::complete`] answers a temporary failure).
@@ -182,13 +193,15 @@ pub struct Job {
 }
 
 impl Job {
-    fn new(req: AuthRequest, ctx: Ctx, tickets: Vec<Ticket>, stage: Stage, trace: Trace) -> Box<Job> {
+    fn new(req: AuthRequest, ctx: Ctx, tickets: Tickets, stage: Stage, trace: Trace) -> Box<Job> {
         Box::new(Job { req, ctx, tickets, stage, trace, ran: false })
     }
 }
 
 #[derive(Debug)]
 enum Stage {
+    /// The fleet's shared limiter (a network round trip), then the rest as on the event loop.
+    Fleet,
     /// Lookup and verification (a store whose lookups may block).
     Decide,
     /// The verification only (its cache key, already asked on the event loop).
@@ -230,6 +243,16 @@ impl Job {
     pub fn run(&mut self, engine: &Engine) {
         let stage = std::mem::replace(&mut self.stage, Stage::Decide);
         self.stage = match stage {
+            Stage::Fleet => match engine.fleet_admit(
+                &self.req,
+                engine.limited_ip(&self.req),
+                &self.req.user,
+                &mut self.tickets,
+                &mut self.trace,
+            ) {
+                Err(o) => Stage::Done(*o),
+                Ok(()) => engine.after_admit(&self.req, &mut self.tickets, true, &mut self.trace),
+            },
             Stage::Decide => match engine.store.as_deref() {
                 Some(store) => engine.after_lookup(&self.req, store, &mut self.tickets, None, true, &mut self.trace),
                 None => Stage::Done(outcome::temp_fail(
@@ -254,7 +277,7 @@ impl Job {
         match &self.stage {
             Stage::Verify(_, key) => Some(*key),
             Stage::Pad(..) => Some(None),
-            Stage::Decide | Stage::Done(_) => None,
+            Stage::Fleet | Stage::Decide | Stage::Done(_) => None,
         }
     }
 }
@@ -319,14 +342,14 @@ impl Engine {
                 // the balancer is trusted to name the client and named none: nobody to count
                 // or to match network rules against (never the balancer's own address)
                 let o = outcome::temp_fail(&self.cfg, &req, AuthResult::ProxyError, why);
-                return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
+                return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
             }
         }
         // The transport policy (auth_http only: a JSON request names no listener, and Dovecot
         // has its own): before the limiter, the store and any password check.
         if let Some(o) = transport::check(&self.cfg, &req) {
             trace.step(|| format!("transport policy: {}", o.reason));
-            return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
+            return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
         }
         self.start_request(req, ctx, trace)
     }
@@ -355,27 +378,39 @@ impl Engine {
         // SMTP without AUTH: the relay policy, whatever the store; the limiter does not count it.
         if req.method == Method::None {
             let o = relay::relay(&self.cfg, &req);
-            return Start::Done(self.conclude_req(&req, o, Vec::new(), ctx, trace));
+            return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
         }
 
         // The limiter first: a refused source costs no lookup and no password check. Every
         // credential check that goes on holds a ticket until its outcome settles it.
         let mut tickets = match self.admit(&req, &mut trace) {
-            Ok(t) => t.into_iter().collect::<Vec<_>>(),
-            Err(o) => return Start::Done(self.conclude_req(&req, *o, Vec::new(), ctx, trace)),
+            Ok(t) => Tickets { local: t.into_iter().collect(), fleet: Vec::new() },
+            Err(o) => return Start::Done(self.conclude_req(&req, *o, Tickets::default(), ctx, trace)),
         };
+        // The fleet's budget next, on the thread pool (a network round trip), for whatever the
+        // local limiter let through.
+        if self.fleet.is_some() && self.offload && !tickets.local.is_empty() {
+            trace.step(|| "shared limiter on the thread pool".into());
+            return Start::Offload(Job::new(req, ctx, tickets, Stage::Fleet, trace));
+        }
+        match self.after_admit(&req, &mut tickets, false, &mut trace) {
+            Stage::Done(o) => Start::Done(self.conclude_req(&req, o, tickets, ctx, trace)),
+            stage => Start::Offload(Job::new(req, ctx, tickets, stage, trace)),
+        }
+    }
 
+    /// After the limiters admitted the request: the decision, or the stage left for the pool
+    /// (`on_pool`: this is a pool thread, where anything may block: never `Decide` then).
+    fn after_admit(&self, req: &AuthRequest, tickets: &mut Tickets, on_pool: bool, trace: &mut Trace) -> Stage {
         if req.method.is_oauth() && self.store.is_none() {
             // a bearer token alone decides (cheap: one signature); the access phase of a
             // Basic-bridge location never lets one through
-            let o = self.oauth_login(&req, None, false, &mut trace);
-            return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
+            return Stage::Done(self.oauth_login(req, None, on_pool, trace));
         }
 
         let Some(store) = self.store.as_deref() else {
             // Bridge mode: reaching the content phase means auth_basic/auth_request let it through.
-            let o = accept(&self.cfg, &req, "access phase allowed the request");
-            return Start::Done(self.conclude_req(&req, o, tickets, ctx, trace));
+            return Stage::Done(accept(&self.cfg, req, "access phase allowed the request"));
         };
 
         // A token that goes to introspection (an HTTP call; its cache is asked there too) is
@@ -384,20 +419,17 @@ impl Engine {
         let introspect =
             req.method.is_oauth() && self.oauth.as_ref().is_some_and(|v| v.route(&req.pass) == Route::Introspect);
         let mut found = None;
-        if self.offload && (introspect || store.may_block()) {
+        if !on_pool && self.offload && (introspect || store.may_block()) {
             let now = !introspect && matches!(req.method, Method::Plain | Method::Login);
-            match now.then(|| store.try_lookup(&decide::query(&req, &req.user))).flatten() {
+            match now.then(|| store.try_lookup(&decide::query(req, &req.user))).flatten() {
                 Some(f) => found = Some(f),
                 None => {
                     trace.step(|| "lookup on the thread pool".into());
-                    return Start::Offload(Job::new(req, ctx, tickets, Stage::Decide, trace));
+                    return Stage::Decide;
                 }
             }
         }
-        match self.after_lookup(&req, store, &mut tickets, found, false, &mut trace) {
-            Stage::Done(o) => Start::Done(self.conclude_req(&req, o, tickets, ctx, trace)),
-            stage => Start::Offload(Job::new(req, ctx, tickets, stage, trace)),
-        }
+        self.after_lookup(req, store, tickets, found, on_pool, trace)
     }
 
     /// Lookup (`found`: its result if already asked), policy, the cache, and the verification
@@ -407,7 +439,7 @@ impl Engine {
         &self,
         req: &AuthRequest,
         store: &dyn Store,
-        tickets: &mut Vec<Ticket>,
+        tickets: &mut Tickets,
         found: Option<decide::Found>,
         on_pool: bool,
         trace: &mut Trace,
@@ -456,7 +488,7 @@ impl Engine {
         }
         match job.stage {
             Stage::Verify(..) | Stage::Pad(..) => Start::Offload(job),
-            Stage::Done(_) | Stage::Decide => {
+            Stage::Done(_) | Stage::Decide | Stage::Fleet => {
                 let Job { req, ctx, tickets, stage, trace, .. } = *job;
                 let o = match stage {
                     Stage::Done(o) => o,
@@ -477,7 +509,11 @@ impl Engine {
                 finish(&self.cfg, &req, p, VerifyResult::Overloaded)
             }
             stage => {
-                let what = if matches!(stage, Stage::Decide) { "lookup" } else { "verification" };
+                let what = match stage {
+                    Stage::Decide => "lookup",
+                    Stage::Fleet => "shared limiter",
+                    _ => "verification",
+                };
                 let reason = format!("{what} did not run (thread pool queue full or task failed)");
                 outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
             }
@@ -565,7 +601,7 @@ impl Engine {
         &self,
         req: &AuthRequest,
         store: &dyn Store,
-        tickets: &mut Vec<Ticket>,
+        tickets: &mut Tickets,
         found: Option<decide::Found>,
         on_pool: bool,
         trace: &mut Trace,
@@ -581,13 +617,59 @@ impl Engine {
             return step;
         }
         match limiter.admit(None, name, &req.pass, unix_now()) {
-            Ok(t) => {
-                tickets.push(t);
-                step
-            }
+            Ok(t) => tickets.local.push(t),
             Err(r) => {
                 trace.step(|| format!("limiter (account \"{name}\"): {}", r.reason));
-                Step::Answer(self.limited(req, r))
+                return Step::Answer(self.limited(req, r));
+            }
+        }
+        if on_pool && self.fleet.is_some() {
+            if let Err(o) = self.fleet_admit(req, None, name, tickets, trace) {
+                return Step::Answer(*o);
+            }
+        }
+        step
+    }
+
+    /// The fleet's shared limiter (`mail_auth_limit redis=`), after the local one admitted the
+    /// attempt; blocks for a network round trip (thread pool only). A refusal (a ban it knows is
+    /// then kept locally too: this proxy refuses the source without asking again); an
+    /// unreachable store leaves the decision to the local limiter (a log line, a counter).
+    /// `ip`: the client as the limiter counts it (`None` for the store's spelling of the
+    /// account, counted without the client, as the local limiter does).
+    fn fleet_admit(
+        &self,
+        req: &AuthRequest,
+        ip: Option<std::net::IpAddr>,
+        user: &str,
+        tickets: &mut Tickets,
+        trace: &mut Trace,
+    ) -> Result<(), Box<Outcome>> {
+        let Some(fleet) = &self.fleet else { return Ok(()) };
+        match fleet.admit(ip, user, &req.pass, Some(req.protocol)) {
+            crate::fleet::Admission::Admitted(t) => {
+                tickets.fleet.push(t);
+                Ok(())
+            }
+            crate::fleet::Admission::Refused(r, ban) => {
+                trace.step(|| format!("shared limiter: {}", r.reason));
+                if let (Some((side, left, refusals)), Some(l)) = (ban, self.limiter_for(req)) {
+                    l.learn_ban(side, ip, user, left, refusals, unix_now());
+                }
+                if let Some(m) = self.metrics() {
+                    m.fleet(true);
+                }
+                Err(Box::new(self.limited(req, r)))
+            }
+            crate::fleet::Admission::Unavailable(line) => {
+                trace.step(|| "shared limiter unavailable: the local limiter decides alone".into());
+                if let Some(line) = line {
+                    trace.warn(format!("mail_auth: {line}"));
+                }
+                if let Some(m) = self.metrics() {
+                    m.fleet(false);
+                }
+                Ok(())
             }
         }
     }
@@ -814,14 +896,7 @@ impl Engine {
         }
     }
 
-    fn conclude_req(
-        &self,
-        req: &AuthRequest,
-        mut o: Outcome,
-        tickets: Vec<Ticket>,
-        ctx: Ctx,
-        trace: Trace,
-    ) -> Decision {
+    fn conclude_req(&self, req: &AuthRequest, mut o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {
         if req.method.is_oauth() {
             // every refusal of a token login carries the RFC 7628 error (nginx sends it as the
             // SASL challenge): invalid_token unless the verifier said more
@@ -829,19 +904,24 @@ impl Engine {
                 *e = Some(methods::oauth_error(self.oauth.as_deref(), None));
             }
         }
-        let limiter = if tickets.is_empty() { None } else { self.limiter() };
+        let how = match (&o.response, o.result) {
+            (AuthResponse::Ok { .. }, _) => Settle::Success,
+            (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
+                Settle::Neutral
+            }
+            (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
+            (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
+        };
+        let limiter = if tickets.local.is_empty() { None } else { self.limiter() };
         if let Some(limiter) = limiter {
-            let how = |o: &Outcome| match (&o.response, o.result) {
-                (AuthResponse::Ok { .. }, _) => Settle::Success,
-                (
-                    AuthResponse::Fail { .. },
-                    AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied,
-                ) => Settle::Neutral,
-                (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
-                (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
-            };
-            for ticket in tickets {
-                limiter.settle(ticket, how(&o), unix_now());
+            for ticket in tickets.local {
+                limiter.settle(ticket, how, unix_now());
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            // queued for the fleet's settlement thread: never waited for here
+            for ticket in tickets.fleet {
+                fleet.settle(ticket, how);
             }
         }
         // the outcome's user moves into the log fields (the decision line reads it there)
@@ -881,6 +961,13 @@ impl Engine {
         if let Some(store) = &self.store {
             for n in store.take_notices() {
                 lines.push((n.level.into(), format!("mail_auth: {}", n.message)));
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            let (notices, lost) = fleet.backend.take_notices();
+            lines.extend(notices.into_iter().map(|n| (Level::Warn, format!("mail_auth: {n}"))));
+            if let (Some(m), true) = (self.metrics(), lost > 0) {
+                m.fleet_lost(lost);
             }
         }
         if let Some(v) = &self.oauth {

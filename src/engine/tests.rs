@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{Backend, MasterUser};
-use crate::limiter::LimitConfig;
+use crate::limiter::{LimitConfig, Side};
 use crate::protocol::HeaderView;
 use crate::protocol::{
     Protocol, MSG_DENIED_IMAP, MSG_INVALID, MSG_INVALID_IMAP, MSG_INVALID_POP3, MSG_RELAY, MSG_TEMP, MSG_TEMP_IMAP,
@@ -780,6 +780,7 @@ fn engine(store: MemStore) -> Engine {
         cache: Some(CacheSettings::default()),
         limit: None,
         limit_exempt: Vec::new(),
+        fleet: None,
         offload: false,
         concurrency: VerifyConcurrency::default(),
         log_level: Level::Info,
@@ -1636,4 +1637,91 @@ fn an_exempt_client_has_no_per_client_budget_but_counts_on_the_users() {
     // a non-exempt client has its per-client budget
     assert_eq!(login(&e, "imaponly", "b1", "198.51.100.2").result, AuthResult::Invalid);
     assert_eq!(login(&e, "imaponly", "pw", "198.51.100.2").result, AuthResult::RateLimited);
+}
+
+// ---- the fleet's shared limiter (mail_auth_limit redis=), with a scripted store ----
+
+/// A shared store that answers every admission with `reply` (`None`: unreachable) and records
+/// what it is asked.
+struct FakeFleet {
+    keys: crate::fleet::Keys,
+    reply: Mutex<Option<crate::fleet::AdmitReply>>,
+    admits: Mutex<Vec<crate::fleet::AdmitCall>>,
+    settles: Mutex<Vec<crate::fleet::SettleCall>>,
+}
+
+impl crate::fleet::Backend for FakeFleet {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn keys(&self) -> &crate::fleet::Keys {
+        &self.keys
+    }
+    fn admit(&self, call: &crate::fleet::AdmitCall) -> Result<crate::fleet::AdmitReply, Option<String>> {
+        self.admits.lock().unwrap().push(call.clone());
+        (*self.reply.lock().unwrap()).ok_or_else(|| Some("redis \"fake\": down".to_string()))
+    }
+    fn settle(&self, call: crate::fleet::SettleCall) {
+        self.settles.lock().unwrap().push(call);
+    }
+    fn forget(&self, _keys: Vec<String>) {}
+    fn take_notices(&self) -> (Vec<String>, u64) {
+        (Vec::new(), 0)
+    }
+}
+
+#[test]
+fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_kept_locally() {
+    use crate::fleet::{AdmitReply, Outcome};
+    let fake = Arc::new(FakeFleet {
+        keys: crate::fleet::Keys::new(b"0123456789abcdef".to_vec(), "k:").unwrap(),
+        reply: Mutex::new(Some(AdmitReply::Admitted { ip_start: Some(1), user_start: Some(1) })),
+        admits: Mutex::new(Vec::new()),
+        settles: Mutex::new(Vec::new()),
+    });
+    let limit = LimitConfig {
+        ip: crate::limiter::parse_rate("5/m").ok(),
+        user: crate::limiter::parse_rate("5/m").ok(),
+        ..LimitConfig::default()
+    };
+    let mut e = engine(store());
+    e.limit = Some(limit);
+    e.offload = true;
+    e.fleet = Some(crate::fleet::SharedLimit { backend: fake.clone(), cfg: limit, scope: "z".into() });
+    // admitted by both: verified, settled as a failure in the shared store, by keys only
+    let d = login(&e, "alice", "s3cret-guess", "192.0.2.1");
+    assert_eq!(d.result, AuthResult::Invalid);
+    assert_eq!(fake.admits.lock().unwrap().len(), 1);
+    let s = fake.settles.lock().unwrap().pop().expect("settled");
+    assert_eq!(s.how, Outcome::Failure);
+    let dump = format!("{s:?}{:?}", fake.admits.lock().unwrap());
+    assert!(!dump.contains("s3cret") && !dump.contains("alice") && !dump.contains("192.0.2"), "{dump}");
+    // a success is settled as one (trust)
+    assert_eq!(login(&e, "alice", "alice pw", "192.0.2.1").result, AuthResult::Ok);
+    assert_eq!(fake.settles.lock().unwrap().pop().map(|s| s.how), Some(Outcome::Success));
+    // unreachable: the zone decides alone, the log says so, nothing is settled there
+    *fake.reply.lock().unwrap() = None;
+    let d = login(&e, "alice", "alice pw", "192.0.2.2");
+    assert_eq!(d.result, AuthResult::Ok);
+    assert!(d.lines.iter().any(|(l, t)| *l == Level::Warn && t.contains("redis \"fake\": down")), "{:?}", d.lines);
+    assert!(fake.settles.lock().unwrap().is_empty());
+    assert_eq!(login(&e, "alice", "wrong", "192.0.2.2").result, AuthResult::Invalid);
+    // a ban in the shared store: refused (its growing wait), and then by the zone, unasked
+    *fake.reply.lock().unwrap() = Some(AdmitReply::Refused { side: Side::Ip, refusals: 2, ban_left: Some(100) });
+    let d = login(&e, "alice", "alice pw", "192.0.2.3");
+    assert_eq!(d.result, AuthResult::RateLimited);
+    assert!(matches!(&d.reply, Reply::Answer(AuthResponse::Fail { wait: Some(4), .. })), "{:?}", d.reply);
+    assert!(d.lines.iter().any(|(_, t)| t.contains("shared by redis \\x22fake\\x22")), "{:?}", d.lines);
+    let asked = fake.admits.lock().unwrap().len();
+    let d = login(&e, "alice", "alice pw", "192.0.2.3");
+    assert_eq!(d.result, AuthResult::RateLimited);
+    assert!(matches!(&d.reply, Reply::Answer(AuthResponse::Fail { wait: Some(8), .. })), "{:?}", d.reply);
+    assert_eq!(fake.admits.lock().unwrap().len(), asked, "the zone refused without asking");
+    assert!(login(&e, "alice", "alice pw", "192.0.2.4").result == AuthResult::RateLimited, "others asked: banned too");
+    let m = e.metrics().unwrap().render(&crate::metrics::Gauges { fleet: true, ..Default::default() });
+    assert!(
+        m.contains("mail_auth_limiter_redis_refusals_total 2")
+            && m.contains("mail_auth_limiter_redis_unavailable_total 2"),
+        "{m}"
+    );
 }

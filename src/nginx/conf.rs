@@ -54,11 +54,36 @@ pub struct CacheConf {
     pub settings: CacheSettings,
 }
 
-/// `mail_auth_limit zone=NAME:SIZE [ip=RATE] [user=RATE] [ban=TIME]`
-#[derive(Clone, Copy)]
+/// `mail_auth_limit zone=NAME:SIZE [ip=RATE] [user=RATE] [ban=TIME] [redis=NAME]`
+#[derive(Clone)]
 pub struct LimitConf {
     pub zone: Zone,
     pub cfg: LimitConfig,
+    /// The zone's name (the shared store's counters are per zone name).
+    pub name: String,
+    /// `redis=NAME`: the fleet's shared budget in that `mail_auth_redis`.
+    pub redis: Option<String>,
+}
+
+/// `mail_auth_redis NAME ...` (http level): the shared store, made once and shared by the
+/// locations whose `mail_auth_limit` names it.
+#[derive(Clone)]
+pub struct RedisDef {
+    pub name: String,
+    pub backend: Arc<dyn crate::fleet::Backend>,
+}
+
+/// The shared limit of a location's `mail_auth_limit redis=NAME` (`None` without `redis=`).
+pub fn fleet_of(d: &Directives) -> Result<Option<crate::fleet::SharedLimit>, String> {
+    let Some(l) = &d.limit else { return Ok(None) };
+    let Some(name) = &l.redis else { return Ok(None) };
+    let def = d
+        .redis
+        .iter()
+        .flatten()
+        .find(|r| r.name == *name)
+        .ok_or_else(|| format!("\"mail_auth_limit\": no \"mail_auth_redis {name}\" at the http level"))?;
+    Ok(Some(crate::fleet::SharedLimit { backend: Arc::clone(&def.backend), cfg: l.cfg, scope: l.name.clone() }))
 }
 
 /// `mail_auth_backend` slots: imap, pop3, smtp (submission), mx (SMTP without AUTH).
@@ -221,6 +246,10 @@ directives! {
     }
     limit: Option<LimitConf>, inherit {
         "mail_auth_limit" ANY | NGX_CONF_1MORE => set_limit;
+    }
+    /// Shared stores of the fleet's limiter, by name (http level only).
+    redis: Option<Vec<RedisDef>>, inherit {
+        "mail_auth_redis" NGX_HTTP_MAIN_CONF | NGX_CONF_2MORE => set_redis;
     }
     /// Networks the limiter never counts nor refuses.
     limit_exempt: Option<Vec<Cidr>>, inherit {
@@ -755,9 +784,47 @@ fn set_cache(a: &Args, cache: &mut Option<CacheConf>) -> Result<(), String> {
 fn set_limit(a: &Args, limit: &mut Option<LimitConf>) -> Result<(), String> {
     a.once(limit, || {
         let zone = a.zone()?;
-        let cfg = limiter::parse_limit_args(&a.v[1..]).map_err(|e| format!("\"mail_auth_limit\" {e}"))?;
-        Ok(LimitConf { zone: a.add_zone(zone)?, cfg })
+        let mut redis = None;
+        let mut args = Vec::new();
+        for v in &a.v[1..] {
+            match v.strip_prefix("redis=") {
+                Some(_) if redis.is_some() => return Err("\"mail_auth_limit\" duplicate parameter \"redis\"".into()),
+                Some(name) if !name.is_empty() => redis = Some(name.to_string()),
+                _ => args.push(*v),
+            }
+        }
+        let cfg = limiter::parse_limit_args(&args).map_err(|e| format!("\"mail_auth_limit\" {e}"))?;
+        let name = zone.0.clone();
+        Ok(LimitConf { zone: a.add_zone(zone)?, cfg, name, redis })
     })
+}
+
+/// `mail_auth_redis NAME ADDRESS [key_file=PATH] [password_file=PATH] ...`
+fn set_redis(a: &Args, defs: &mut Option<Vec<RedisDef>>) -> Result<(), String> {
+    let name = a.v[0];
+    let list = defs.get_or_insert_with(Vec::new);
+    if list.iter().any(|d| d.name == name) {
+        return Err(format!("\"mail_auth_redis\": \"{name}\" is defined twice"));
+    }
+    let conf = crate::fleet::parse_server(name, &a.v[1..], |p| a.full_path(p))
+        .map_err(|e| format!("\"mail_auth_redis\" {name}: {e}"))?;
+    list.push(RedisDef { name: name.to_string(), backend: redis_backend(conf)? });
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
+fn redis_backend(conf: crate::fleet::ServerConf) -> Result<Arc<dyn crate::fleet::Backend>, String> {
+    if !cfg!(ngx_feature = "threads") {
+        return Err("\"mail_auth_redis\" needs an nginx built with threads (--with-threads)".into());
+    }
+    let name = conf.name.clone();
+    let b = crate::fleet::redis::RedisBackend::new(conf).map_err(|e| format!("\"mail_auth_redis\" {name}: {e}"))?;
+    Ok(Arc::new(b))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_backend(_conf: crate::fleet::ServerConf) -> Result<Arc<dyn crate::fleet::Backend>, String> {
+    Err("this build of the module has no Redis support (cargo feature \"redis\")".into())
 }
 
 fn set_limit_exempt(a: &Args, nets: &mut Option<Vec<Cidr>>) -> Result<(), String> {
@@ -972,13 +1039,21 @@ fn build_engine(
             Some(Arc::new(v))
         }
     };
-    let shared = Zones { cache: d.cache.map(|c| c.zone), limit: d.limit.map(|l| l.zone), stats: Some(stats) };
+    let fleet = fleet_of(d)?;
+    if fleet.is_some() && pool.is_none() {
+        return Err(
+            "\"mail_auth_limit redis=\" needs a thread pool (nginx --with-threads, \"mail_auth_thread_pool\" not off)"
+                .into(),
+        );
+    }
+    let shared = Zones { cache: d.cache.map(|c| c.zone), limit: d.limit.as_ref().map(|l| l.zone), stats: Some(stats) };
     let engine = Engine {
         cfg,
         store,
         shared: Arc::new(shared),
         cache: d.cache.map(|c| c.settings),
-        limit: d.limit.map(|l| l.cfg),
+        limit: d.limit.as_ref().map(|l| l.cfg),
+        fleet,
         limit_exempt: d.limit_exempt.clone().unwrap_or_default(),
         offload: pool.is_some(),
         concurrency: d.concurrency.unwrap_or_default(),

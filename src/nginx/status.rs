@@ -39,7 +39,7 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = Module::location_conf(req) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let Some(l) = lc.directives.limit.and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) else {
+    let Some(l) = lc.directives.limit.as_ref().and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let now = crate::engine::unix_now();
@@ -49,6 +49,11 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
         match limiter::parse_lift_query(&query) {
             Err(e) => (HTTPStatus::BAD_REQUEST, format!("{}\n", serde_json::json!({ "error": e }))),
             Ok(t) => {
+                // the fleet's counters too (queued: never waited for here)
+                let shared = match super::conf::fleet_of(&lc.directives) {
+                    Ok(Some(f)) if f.lift(&t) => ", and in the shared store",
+                    _ => "",
+                };
                 let (what, lifted) = match &t {
                     LiftTarget::Client(ip) => (format!("client {}", l.ip_label(*ip)), l.lift_client(*ip, now)),
                     LiftTarget::User(u) => {
@@ -59,7 +64,7 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
                 ngx::ngx_log_error!(
                     ngx::ffi::NGX_LOG_NOTICE,
                     req.log(),
-                    "mail_auth_limit_bans: {what}: {lifted} ban(s) lifted, counters cleared"
+                    "mail_auth_limit_bans: {what}: {lifted} ban(s) lifted, counters cleared{shared}"
                 );
                 let status = if lifted > 0 { HTTPStatus::OK } else { HTTPStatus::NOT_FOUND };
                 (status, format!("{}\n", serde_json::json!({ "lifted": lifted })))
@@ -99,7 +104,8 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     if let Some(c) = lc.directives.cache.and_then(|c| c.zone.words()).and_then(Cache::new) {
         g.cache_evictions = Some(c.stats().evictions);
     }
-    if let Some(l) = lc.directives.limit.and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) {
+    g.fleet = matches!(&lc.directives.limit, Some(l) if l.redis.is_some());
+    if let Some(l) = lc.directives.limit.as_ref().and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) {
         let s = l.stats();
         g.limiter_refused_ip = Some(s.refused_ip);
         g.limiter_refused_user = Some(s.refused_user);

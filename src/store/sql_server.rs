@@ -89,7 +89,7 @@ impl Options {
 }
 
 /// A duration: `500ms`, `3s`, `1m`, or plain seconds.
-fn parse_duration(v: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(v: &str) -> Option<Duration> {
     let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => v.split_at(i),
         None => (v, "s"),

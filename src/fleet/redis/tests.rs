@@ -1,0 +1,261 @@
+//! The scripts and the client against a real `redis-server` (Debian's `redis-server` package),
+//! started on a free loopback port in a temporary directory; skipped when it is not installed.
+
+use super::*;
+use crate::fleet::{parse_server, Admission, Outcome, SharedLimit};
+use crate::limiter::{parse_rate, LiftTarget, LimitConfig, Rate, Settle};
+use crate::testutil::TempDir;
+
+/// A throwaway redis-server, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start() -> Option<Server> {
+        let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            eprintln!("skipped: redis-server is not installed (Debian package redis-server)");
+            return None;
+        };
+        let dir = TempDir::new("redis");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&*dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Server { child, port, dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn backend(&self, extra: &[&str]) -> RedisBackend {
+        let key = self.dir.file("key", b"the fleet's secret, 32 bytes ok");
+        let addr = format!("127.0.0.1:{}", self.port);
+        let kf = format!("key_file={}", key.display());
+        let mut args = vec![addr.as_str(), kf.as_str()];
+        args.extend_from_slice(extra);
+        RedisBackend::new(parse_server("test", &args, str::to_string).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn counter(key: &str, rate: &str) -> Counter {
+    Counter { key: key.into(), rate: parse_rate(rate).unwrap() }
+}
+
+/// An admission at `now` on the ip counter `ip` and user counter `user`.
+fn call(ip: &str, user: &str, fp: &str, now: u64) -> AdmitCall {
+    AdmitCall {
+        ip: Some(counter(ip, "3/60s")),
+        user: Some(counter(user, "100/60s")),
+        trusted: Some(format!("t-{ip}-{user}")),
+        fingerprint: fp.into(),
+        now,
+    }
+}
+
+/// Settles an admission at once (the queue's thread sends the same pipeline).
+fn settle(b: &RedisBackend, c: &AdmitCall, reply: AdmitReply, how: Outcome, now: u64) {
+    let (ip_start, user_start) = match reply {
+        AdmitReply::Admitted { ip_start, user_start } => (ip_start, user_start),
+        _ => (None, None),
+    };
+    let s = SettleCall {
+        ip: c.ip.clone().zip(ip_start),
+        user: c.user.clone().zip(user_start),
+        how,
+        ban: 0,
+        fingerprint: (how == Outcome::Failure).then(|| (c.fingerprint.clone(), 60)),
+        trusted: (how == Outcome::Success).then(|| (c.trusted.clone().unwrap(), 86400)),
+        now,
+    };
+    let (_tx, rx) = sync_channel(1);
+    let mut q = QueueThread { inner: Arc::clone(&b.inner), rx, con: None };
+    q.send(&[Op::Settle(s)]).unwrap();
+}
+
+fn fail(b: &RedisBackend, ip: &str, user: &str, pw: &str, now: u64) -> AdmitReply {
+    let c = call(ip, user, pw, now);
+    let r = b.admit(&c).unwrap();
+    if !matches!(r, AdmitReply::Refused { .. }) {
+        settle(b, &c, r, Outcome::Failure, now);
+    }
+    r
+}
+
+#[test]
+fn the_scripts_count_like_the_local_limiter() {
+    let Some(srv) = Server::start() else { return };
+    // two proxies: two clients with the same keys
+    let (a, b) = (srv.backend(&[]), srv.backend(&[]));
+    let t = 1_000;
+    // failures spread over both count on one counter: the third bans (ip=3/60s)
+    assert!(matches!(fail(&a, "ip1", "u1", "g1", t), AdmitReply::Admitted { ip_start: Some(1000), .. }));
+    assert!(matches!(fail(&b, "ip1", "u2", "g2", t + 1), AdmitReply::Admitted { .. }));
+    assert!(matches!(fail(&a, "ip1", "u3", "g3", t + 2), AdmitReply::Admitted { .. }));
+    let r = b.admit(&call("ip1", "u4", "g4", t + 3)).unwrap();
+    assert_eq!(r, AdmitReply::Refused { side: Side::Ip, refusals: 0, ban_left: Some(57) }, "banned until 1060");
+    let r = a.admit(&call("ip1", "u4", "g4", t + 4)).unwrap();
+    assert_eq!(r, AdmitReply::Refused { side: Side::Ip, refusals: 1, ban_left: Some(56) }, "growing wait");
+    assert!(matches!(a.admit(&call("ip1", "u5", "g5", t + 60)).unwrap(), AdmitReply::Admitted { .. }), "window over");
+
+    // attempts in flight count: 3 admitted, the 4th refused (full, not banned); one given back
+    let ins: Vec<_> = (0..3).map(|i| (call("ip2", "v", &format!("p{i}"), t), i)).collect();
+    let replies: Vec<_> = ins.iter().map(|(c, _)| a.admit(c).unwrap()).collect();
+    assert!(replies.iter().all(|r| matches!(r, AdmitReply::Admitted { .. })));
+    assert_eq!(
+        b.admit(&call("ip2", "v", "p9", t)).unwrap(),
+        AdmitReply::Refused { side: Side::Ip, refusals: 0, ban_left: None }
+    );
+    settle(&a, &ins[0].0, replies[0], Outcome::Neutral, t + 1);
+    assert!(matches!(b.admit(&call("ip2", "v", "p8", t + 1)).unwrap(), AdmitReply::Admitted { .. }), "given back");
+
+    // the same wrong password from the same source: counted once
+    assert!(matches!(fail(&a, "ip3", "w", "stale", t), AdmitReply::Admitted { .. }));
+    assert_eq!(fail(&b, "ip3", "w", "stale", t + 5), AdmitReply::Repeat);
+    assert_eq!(fail(&a, "ip3", "w", "stale", t + 9), AdmitReply::Repeat);
+
+    // a success trusts the client for the user: others' failures on the user do not refuse it
+    let owner = call("ip4", "alice", "right", t);
+    let r = a.admit(&owner).unwrap();
+    settle(&a, &owner, r, Outcome::Success, t);
+    for i in 0..3 {
+        let mut c = call(&format!("ip5-{i}"), "alice", &format!("x{i}"), t);
+        c.user = Some(counter("alice", "3/60s"));
+        let r = b.admit(&c).unwrap();
+        settle(&b, &c, r, Outcome::Failure, t);
+    }
+    let mut other = call("ip6", "alice", "y", t + 1);
+    other.user = Some(counter("alice", "3/60s"));
+    assert_eq!(a.admit(&other).unwrap(), AdmitReply::Refused { side: Side::User, refusals: 0, ban_left: Some(59) });
+    let mut again = call("ip4", "alice", "right", t + 1);
+    again.user = Some(counter("alice", "3/60s"));
+    assert_eq!(b.admit(&again).unwrap(), AdmitReply::Admitted { ip_start: Some(1001), user_start: None }, "trusted");
+
+    // a settlement for a window that is over is ignored
+    let old = call("ip7", "z", "q", t);
+    let r = a.admit(&old).unwrap();
+    let new = call("ip7", "z", "q2", t + 61);
+    let r2 = a.admit(&new).unwrap();
+    settle(&a, &old, r, Outcome::Failure, t + 62);
+    settle(&a, &old, r, Outcome::Neutral, t + 62);
+    settle(&a, &new, r2, Outcome::Neutral, t + 62);
+    for i in 0..3 {
+        assert!(matches!(fail(&a, "ip7", "z", &format!("n{i}"), t + 63), AdmitReply::Admitted { .. }), "{i}");
+    }
+}
+
+fn limit(ip: &str, ban: u64) -> LimitConfig {
+    LimitConfig { ip: Some(parse_rate(ip).unwrap()), user: parse_rate("100/m").ok(), ban, ..LimitConfig::default() }
+}
+
+#[test]
+fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
+    let Some(srv) = Server::start() else { return };
+    let shared = |b: RedisBackend| SharedLimit { backend: Arc::new(b), cfg: limit("2/m", 300), scope: "z".into() };
+    let (a, b) = (shared(srv.backend(&[])), shared(srv.backend(&[])));
+    let addr: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let ip = Some(addr);
+    for (l, pw) in [(&a, "g1"), (&b, "g2")] {
+        let Admission::Admitted(t) = l.admit(ip, "Bob", pw.as_bytes(), None) else { panic!("admitted") };
+        l.settle(t, Settle::Failure { password: pw.as_bytes() });
+    }
+    // the settlements go through each proxy's queue thread: wait for the ban
+    let mut refusal = None;
+    for _ in 0..200 {
+        // refused at once (2 attempts in flight fill 2/m), banned once both failures are in
+        if let Admission::Refused(r, ban @ Some(_)) = b.admit(ip, "carol", b"g3", None) {
+            refusal = Some((r, ban));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (r, ban) = refusal.expect("banned through the shared store");
+    assert!(
+        r.reason.contains("failed logins from 192.0.2.7") && r.reason.contains("shared by redis \"test\""),
+        "{r:?}"
+    );
+    let (side, left, _) = ban.unwrap();
+    assert!(side == Side::Ip && (295..=300).contains(&left), "{ban:?}");
+    // nothing readable in Redis: no name, no address, no password
+    let mut con = srv.backend(&[]).inner.connect().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with("mail_auth:")), "{keys:?}");
+    for k in &keys {
+        assert!(!["bob", "192.0.2", "g1", "carol"].iter().any(|s| k.contains(s)), "{k}");
+    }
+    // lifting on one proxy lifts for all
+    assert!(a.lift(&LiftTarget::Client(addr)));
+    assert!(!a.lift(&LiftTarget::Key(5)));
+    let mut lifted = false;
+    for _ in 0..200 {
+        if let Admission::Admitted(t) = b.admit(ip, "carol", b"g4", None) {
+            b.settle(t, Settle::Neutral);
+            lifted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(lifted);
+    assert_eq!(a.backend.take_notices(), (Vec::new(), 0));
+}
+
+#[test]
+fn an_unreachable_server_is_told_once_and_skipped_until_retry() {
+    let Some(srv) = Server::start() else { return };
+    let port = srv.port;
+    drop(srv);
+    let dir = TempDir::new("redis-down");
+    let key = dir.file("key", b"0123456789abcdef0123");
+    let conf = parse_server(
+        "down",
+        &[&format!("127.0.0.1:{port}"), &format!("key_file={}", key.display()), "retry=60m"],
+        str::to_string,
+    )
+    .unwrap();
+    let l = SharedLimit {
+        backend: Arc::new(RedisBackend::new(conf).unwrap()),
+        cfg: LimitConfig { ip: Some(Rate { count: 1, window: 60 }), ..LimitConfig::default() },
+        scope: "z".into(),
+    };
+    let ip = Some("192.0.2.1".parse().unwrap());
+    let Admission::Unavailable(Some(line)) = l.admit(ip, "u", b"p", None) else { panic!("unavailable, told") };
+    assert!(line.contains("mail_auth_redis \"down\"") && line.contains("own counters only"), "{line}");
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert!(matches!(l.admit(ip, "u", b"p", None), Admission::Unavailable(None)), "not tried again, silent");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // settlements meanwhile are dropped by the queue thread (counted, never waited for)
+    let dummy =
+        crate::fleet::Ticket { ip: Some((counter("k", "1/m"), 1)), user: None, trusted: None, fingerprint: "f".into() };
+    l.settle(dummy, Settle::Neutral);
+    let mut lost = 0;
+    for _ in 0..100 {
+        lost += l.backend.take_notices().1;
+        if lost > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lost, 1);
+}
