@@ -978,7 +978,7 @@ def start_slapd(bcrypt_hash):
         f.write("".join(f"include /etc/ldap/schema/{s}.schema\n" for s in ("core", "cosine", "inetorgperson"))
                 + f"pidfile {d}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n"
                 f"database mdb\nsuffix \"{base}\"\nrootdn \"cn=admin,{base}\"\nrootpw admin-pw\n"
-                f"directory {d}/db\nmaxsize 1073741824\nindex uid eq\naccess to * by * read\n")
+                f"directory {d}/db\nmaxsize 1073741824\nindex objectClass,uid eq\naccess to * by * read\n")
     with open(f"{d}/tree.ldif", "w") as f:
         f.write(f"dn: {base}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n"
                 f"dn: ou=people,{base}\nobjectClass: organizationalUnit\nou: people\n\n")

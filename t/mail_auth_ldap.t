@@ -88,6 +88,7 @@ suffix "$base"
 rootdn "cn=admin,$base"
 rootpw admin-pw
 directory $d/ldap-db
+index objectClass,uid,mail eq
 # the service account reads passwords (mode=password); anyone may bind with one (mode=bind)
 access to attrs=userPassword by dn.exact="cn=nginx,ou=services,$base" read by anonymous auth by * none
 access to * by * read
