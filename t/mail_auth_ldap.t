@@ -465,21 +465,9 @@ ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'directory rest
 # the example nginx-conf/ldap.conf as it is (ports moved to free ones, the test's directory): a
 # login through it, by mail address
 {
-	open my $ex, '<', "$FindBin::Bin/../nginx-conf/ldap.conf" or die "nginx-conf/ldap.conf: $!";
-	my $conf = do { local $/; <$ex> };
-	close $ex;
-	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
-	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
-	$conf = "daemon off;\n" . $conf;
-	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
-	$conf =~ s{ldap://127\.0\.0\.1:%%PORT_389%%}{ldap://127.0.0.1:$lport} or die "no ldap:// URL";
-	my $e = Test::Nginx->new();
-	workers_can_read($e);
-	$e->write_file('ldap.pw', "svc-pw\n");
-	$e->write_file_expand("nginx.conf", $conf);
-	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
-	$e->run();
-	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my $e = run_example('ldap.conf',
+		sub { ${$_[0]} =~ s{ldap://127\.0\.0\.1:%%PORT_389%%}{ldap://127.0.0.1:$lport} or die "no ldap:// URL" },
+		files => { 'ldap.pw' => "svc-pw\n" }, users => { alice => 'alice-pw' });
 	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice@example.org', 'alice-pw');
 	is($rc, 0, 'nginx-conf/ldap.conf: login by mail address (imaplib)') or diag($out, $e->read_file('error.log'));
 	like($e->read_file('imap.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'nginx-conf/ldap.conf: the backend sees the uid');
@@ -489,14 +477,7 @@ ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'directory rest
 
 # nginx -t: an unknown option, a filter without the user, a password attribute in bind mode,
 # no thread pool
-my $conf = $t->read_file('nginx.conf');
-my $nt = sub {
-	my ($re, $with) = @_;
-	(my $c = $conf) =~ s/$re/$with/ or die "no match for $re\n";
-	$t->write_file('bad.conf', $c);
-	my $out = `$Test::Nginx::NGINX -t -p $d/ -c $d/bad.conf -e $d/error-t.log 2>&1`;
-	return ($? >> 8, $out);
-};
+my $nt = sub { nginx_t_with($t, @_) };
 my ($code, $msg) = $nt->(qr/ pool=2;/, ' pools=2;');
 ok($code != 0 && $msg =~ /unknown option "pools=2"/, 'nginx -t: unknown option') or diag($msg);
 ($code, $msg) = $nt->(qr/"filter=[^"]*"/, '"filter=(objectClass=inetOrgPerson)"');

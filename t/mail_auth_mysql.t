@@ -310,21 +310,8 @@ like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered')
 # the example nginx-conf/mysql.conf as it is (ports moved to free ones, the test's server): a
 # login through it
 {
-	open my $ex, '<', "$FindBin::Bin/../nginx-conf/mysql.conf" or die "nginx-conf/mysql.conf: $!";
-	my $conf = do { local $/; <$ex> };
-	close $ex;
-	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
-	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
-	$conf = "daemon off;\n" . $conf;
-	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
-	$conf =~ s/ port=\d+ / port=$myport / or die "no port= in the DSN";
-	my $e = Test::Nginx->new();
-	workers_can_read($e);
-	$e->write_file('mailauth.pw', "mail auth pw\n");
-	$e->write_file_expand('nginx.conf', $conf);
-	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
-	$e->run();
-	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my $e = run_example('mysql.conf', sub { ${$_[0]} =~ s/ port=\d+ / port=$myport / or die "no port= in the DSN" },
+		files => { 'mailauth.pw' => "mail auth pw\n" }, users => { alice => 'alice-pw' });
 	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-pw');
 	is($rc, 0, 'nginx-conf/mysql.conf: login (imaplib)') or diag($out, $e->read_file('error.log'));
 	$e->stop();

@@ -327,21 +327,8 @@ ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'server restart
 # the example nginx-conf/postgresql.conf as it is (ports moved to free ones, the test's server): a
 # login through it
 {
-	open my $ex, '<', "$FindBin::Bin/../nginx-conf/postgresql.conf" or die "nginx-conf/postgresql.conf: $!";
-	my $conf = do { local $/; <$ex> };
-	close $ex;
-	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
-	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
-	$conf = "daemon off;\n" . $conf;
-	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
-	$conf =~ s/ port=\d+ / port=$pgport / or die "no port= in the DSN";
-	my $e = Test::Nginx->new();
-	workers_can_read($e);
-	$e->write_file('mailauth.pw', "mail auth pw\n");
-	$e->write_file_expand("nginx.conf", $conf);
-	$e->run_daemon(\&MailAuthBackend::imap, port(11143), $e->testdir() . '/imap.log', alice => 'alice-pw');
-	$e->run();
-	$e->waitforsocket('127.0.0.1:' . port(11143));
+	my $e = run_example('postgresql.conf', sub { ${$_[0]} =~ s/ port=\d+ / port=$pgport / or die "no port= in the DSN" },
+		files => { 'mailauth.pw' => "mail auth pw\n" }, users => { alice => 'alice-pw' });
 	my ($rc, $out) = real_client('imap', '127.0.0.1', port(1143), 'alice', 'alice-pw');
 	is($rc, 0, 'nginx-conf/postgresql.conf: login (imaplib)') or diag($out, $e->read_file('error.log'));
 	$e->stop();
@@ -349,14 +336,7 @@ ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'server restart
 }
 
 # nginx -t: an unknown query parameter, an unknown option, a DSN the client does not understand
-my $conf = $t->read_file('nginx.conf');
-my $nt = sub {
-	my ($re, $with) = @_;
-	(my $c = $conf) =~ s/$re/$with/ or die "no match for $re\n";
-	$t->write_file('bad.conf', $c);
-	my $out = `$Test::Nginx::NGINX -t -p $d/ -c $d/bad.conf -e $d/error-t.log 2>&1`;
-	return ($? >> 8, $out);
-};
+my $nt = sub { nginx_t_with($t, @_) };
 my ($code, $msg) = $nt->(qr/WHERE name = :user/, 'WHERE name = :usr');
 ok($code != 0 && $msg =~ /unknown parameter ":usr"/, 'nginx -t: unknown query parameter') or diag($msg);
 ($code, $msg) = $nt->(qr/ pool=2;/, ' pools=2;');

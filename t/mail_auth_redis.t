@@ -257,14 +257,7 @@ is(results(undef, '127.0.0.5'), 'invalid,rate-limited,invalid,invalid', 'd) refu
 ###############################################################################
 
 # nginx -t: an unknown redis name, no key_file, no thread pool
-my $conf = $t->read_file('nginx.conf');
-my $nt = sub {
-	my ($re, $with) = @_;
-	(my $c = $conf) =~ s/$re/$with/ or die "no match for $re\n";
-	$t->write_file('bad.conf', $c);
-	my $out = `$Test::Nginx::NGINX -t -p $d/ -c $d/bad.conf -e $d/error-t.log 2>&1`;
-	return ($? >> 8, $out);
-};
+my $nt = sub { nginx_t_with($t, @_) };
 my ($code, $msg) = $nt->(qr/redis=fleet;/, 'redis=flet;');
 ok($code != 0 && $msg =~ /no "mail_auth_redis flet"/, 'nginx -t: unknown redis name') or diag($msg);
 ($code, $msg) = $nt->(qr/ key_file=\S+/, '');

@@ -172,15 +172,7 @@ pub fn parse_server(name: &str, args: &[&str], path: impl Fn(&str) -> String) ->
         let duration = || crate::store::sql_server::parse_duration(v).ok_or_else(bad);
         match k {
             "key_file" => key_file = Some(path(v)),
-            "password_file" => {
-                let p = path(v);
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("password_file \"{p}\": {e}"))?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err(format!("password_file \"{p}\": empty"));
-                }
-                password = Some(line);
-            }
+            "password_file" => password = Some(crate::store::sql_server::read_secret_line(k, &path(v))?),
             "user" if !v.is_empty() => user = Some(v.to_string()),
             "db" => db = v.parse::<i64>().ok().filter(|d| (0..=1_000_000).contains(d)).ok_or_else(bad)?,
             "tls" => tls = crate::config::parse_on_off(v).ok_or_else(bad)?,

@@ -38,9 +38,9 @@ use std::time::Duration;
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 
 use super::sql_row::{escape_controls, map_fields, NO_PASSWORD};
-use super::sql_server::Health;
+use super::sql_server::{parse_duration, read_secret_line, Health};
 use super::watch::Events;
-use super::{lock, Account, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, Query, Store, StoreError};
 use crate::protocol;
 use crate::scheme;
 
@@ -94,22 +94,6 @@ pub struct Options {
     /// (field, attribute), from `mail_auth_ldap_attrs`; in `password` mode `password` defaults to
     /// `userPassword`.
     pub attrs: Vec<(String, String)>,
-}
-
-/// A duration: `500ms`, `3s`, `1m`, or plain seconds (at most an hour).
-fn parse_duration(v: &str) -> Option<Duration> {
-    let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: u64 = n.parse().ok()?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        _ => return None,
-    };
-    (d > Duration::ZERO && d <= Duration::from_secs(3600)).then_some(d)
 }
 
 /// Checks a filter template: parenthesised, balanced, and its placeholders known; it must name
@@ -265,14 +249,7 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
                 }
             }
             "bind_dn" if !v.is_empty() => o.bind_dn = Some(v.to_string()),
-            "bind_password_file" => {
-                let text = std::fs::read_to_string(v).map_err(|e| format!("bind_password_file \"{v}\": {e}"))?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err(format!("bind_password_file \"{v}\": empty"));
-                }
-                o.bind_password = Some(line);
-            }
+            "bind_password_file" => o.bind_password = Some(read_secret_line(k, v)?),
             "starttls" => {
                 o.starttls = match v {
                     "on" => true,
@@ -651,29 +628,10 @@ impl Store for LdapStore {
         }
     }
 
-    /// Never: a network store is only asked on the thread pool.
-    fn try_lookup(&self, _q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
-        None
-    }
-
-    fn may_block(&self) -> bool {
-        true
-    }
+    super::sql_server::network_store_common!();
 
     fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         (self.opts.mode == Mode::Bind).then(|| self.bind_template.clone())
-    }
-
-    fn take_notices(&self) -> Vec<StoreNotice> {
-        self.events.take()
-    }
-
-    fn describe(&self) -> String {
-        self.desc.clone()
-    }
-
-    fn scope(&self) -> std::borrow::Cow<'_, str> {
-        std::borrow::Cow::Borrowed(&self.desc)
     }
 }
 

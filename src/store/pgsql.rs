@@ -27,7 +27,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::sql_params::{self, Param, Style};
 use super::sql_row::escape_controls;
 use super::watch::Events;
-use super::{lock, Account, Query, Store, StoreError, StoreNotice};
+use super::{lock, Account, Query, Store, StoreError};
 use crate::protocol;
 
 pub use super::sql_server::{parse_options, Options};
@@ -284,26 +284,7 @@ impl Store for PgStore {
         Err(self.err("lookup did not run"))
     }
 
-    /// Never: a network store is only asked on the thread pool.
-    fn try_lookup(&self, _q: &Query<'_>) -> Option<Result<Option<Account>, StoreError>> {
-        None
-    }
-
-    fn may_block(&self) -> bool {
-        true
-    }
-
-    fn take_notices(&self) -> Vec<StoreNotice> {
-        self.events.take()
-    }
-
-    fn describe(&self) -> String {
-        self.desc.clone()
-    }
-
-    fn scope(&self) -> std::borrow::Cow<'_, str> {
-        std::borrow::Cow::Borrowed(&self.desc)
-    }
+    super::sql_server::network_store_common!();
 }
 
 #[cfg(test)]

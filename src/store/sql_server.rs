@@ -3,6 +3,11 @@
 //! health as the log tells it.
 
 #![forbid(unsafe_code)]
+// (a build without any network store uses none of it)
+#![cfg_attr(
+    not(any(feature = "pgsql", feature = "mysql", feature = "ldap")),
+    allow(dead_code, unused_macros, unused_imports)
+)]
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -56,6 +61,34 @@ pub(crate) fn row_account<'a>(
         .map_err(|e| format!("row for user \"{}\": {}", protocol::printable(user.as_bytes(), 64), escape_controls(&e)))
 }
 
+/// The `Store` methods the network stores (PostgreSQL, MySQL, LDAP) have alike: never asked on
+/// the event loop (`try_lookup` is `None`: only the thread pool asks them), their notices from
+/// `self.events`, described by `self.desc` (also their cache scope).
+macro_rules! network_store_common {
+    () => {
+        fn try_lookup(&self, _q: &super::Query<'_>) -> Option<Result<Option<super::Account>, super::StoreError>> {
+            None
+        }
+
+        fn may_block(&self) -> bool {
+            true
+        }
+
+        fn take_notices(&self) -> Vec<super::StoreNotice> {
+            self.events.take()
+        }
+
+        fn describe(&self) -> String {
+            self.desc.clone()
+        }
+
+        fn scope(&self) -> std::borrow::Cow<'_, str> {
+            std::borrow::Cow::Borrowed(&self.desc)
+        }
+    };
+}
+pub(crate) use network_store_common;
+
 /// Default `pool=`: idle connections each worker keeps.
 pub const DEFAULT_POOL: usize = 4;
 /// Default `connect_timeout=`.
@@ -104,6 +137,17 @@ pub(crate) fn parse_duration(v: &str) -> Option<Duration> {
     (d > Duration::ZERO && d <= Duration::from_secs(3600)).then_some(d)
 }
 
+/// The first line of a password file (`OPTION=PATH`), read at configuration time by the master
+/// process; an empty one is refused.
+pub(crate) fn read_secret_line(option: &str, path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{option} \"{path}\": {e}"))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(format!("{option} \"{path}\": empty"));
+    }
+    Ok(line)
+}
+
 /// The options after the DSN: `password_file=PATH` (its first line; read now, at configuration
 /// time, by the master process), `connect_timeout=`, `query_timeout=`, `pool=N`, `ssl_ca=PATH`.
 pub fn parse_options(dsn: &str, args: &[String]) -> Result<Options, String> {
@@ -112,14 +156,7 @@ pub fn parse_options(dsn: &str, args: &[String]) -> Result<Options, String> {
         let (k, v) = a.split_once('=').ok_or_else(|| format!("\"{a}\": expected name=value"))?;
         let bad = || format!("invalid \"{a}\"");
         match k {
-            "password_file" => {
-                let text = std::fs::read_to_string(v).map_err(|e| format!("password_file \"{v}\": {e}"))?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err(format!("password_file \"{v}\": empty"));
-                }
-                o.password = Some(line);
-            }
+            "password_file" => o.password = Some(read_secret_line(k, v)?),
             "connect_timeout" => o.connect_timeout = parse_duration(v).ok_or_else(bad)?,
             "query_timeout" => o.query_timeout = parse_duration(v).ok_or_else(bad)?,
             "pool" => o.pool = v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(bad)?,

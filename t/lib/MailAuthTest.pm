@@ -7,7 +7,7 @@ use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
-	workers_can_read run_tool /;
+	workers_can_read run_tool nginx_t_with run_example /;
 
 use FindBin;
 use POSIX qw//;
@@ -112,6 +112,44 @@ sub wait_for {
 		select undef, undef, undef, 0.1;
 	}
 	return $v;
+}
+
+# nginx -t on the test's nginx.conf with the first match of $re replaced by $with (the
+# configuration as a test would break it): (exit code, what nginx printed).
+sub nginx_t_with {
+	my ($t, $re, $with) = @_;
+	my $d = $t->testdir();
+	(my $c = $t->read_file('nginx.conf')) =~ s/$re/$with/ or die "no match for $re\n";
+	$t->write_file('bad.conf', $c);
+	my $out = `$Test::Nginx::NGINX -t -p $d/ -c $d/bad.conf -e $d/error-t.log 2>&1`;
+	return ($? >> 8, $out);
+}
+
+# The example nginx-conf/$name as it is, started by a Test::Nginx of its own: its pid and
+# error_log lines left to the harness, load_module replaced by the test's, loopback ports moved
+# to free ones; $edit->(\$conf) points it at the test's servers; %o: files => {name => text}
+# written first, users => {user => password} of the fake IMAP backend it proxies to (port 11143,
+# its log imap.log). Returns the Test::Nginx (the caller stops it and its daemons).
+sub run_example {
+	my ($name, $edit, %o) = @_;
+	require MailAuthBackend;
+	open my $ex, '<', "$FindBin::Bin/../nginx-conf/$name" or die "nginx-conf/$name: $!";
+	my $conf = do { local $/; <$ex> };
+	close $ex;
+	$conf =~ s/^\s*(pid|error_log)\s[^;]*;\s*$//mg;
+	$conf =~ s/^\s*load_module\s+[^;]*ngx_http_mail_auth_module\.so;/%%TEST_GLOBALS%%/m or die "no load_module";
+	$conf = "daemon off;\n" . $conf;
+	$conf =~ s/127\.0\.0\.1:(\d+)/127.0.0.1:%%PORT_$1%%/g;
+	$edit->(\$conf) if $edit;
+	my $e = Test::Nginx->new();
+	workers_can_read($e);
+	$e->write_file($_, $o{files}{$_}) for sort keys %{$o{files} // {}};
+	$e->write_file_expand('nginx.conf', $conf);
+	$e->run_daemon(\&MailAuthBackend::imap, Test::Nginx::port(11143), $e->testdir() . '/imap.log',
+		%{$o{users} // {}});
+	$e->run();
+	$e->waitforsocket('127.0.0.1:' . Test::Nginx::port(11143));
+	return $e;
 }
 
 1;
