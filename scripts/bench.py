@@ -267,19 +267,13 @@ def make_files(bcrypt_line):
 
 # ---------------------------------------------------------------- nginx configurations
 
-def main_conf(so, sock, pin):
-    b = BACKEND
+def conf_head(modules, name, pin):
+    """The top of a benchmark nginx.conf up to inside `http {`: the modules, its own log and pid,
+    one worker (pinned to CPU 0 when there are 2 CPUs), no access log, temp paths in WORK."""
+    loads = "".join(f"load_module {m};\n" for m in modules)
     affinity = "worker_cpu_affinity 01;" if pin else ""
-    module = f"mail_auth_backend imap 127.0.0.1:{b};"
-    static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
-    mail_servers = "\n".join(
-        f"    server {{ listen 127.0.0.1:{IMAP_PORTS[k]}; protocol imap; auth_http {url}; }}"
-        for k, url in (("mod-tcp", f"127.0.0.1:{HTTP}/ssha"), ("mod-unix", f"unix:{sock}:/ssha"),
-                       ("ceil-tcp", f"127.0.0.1:{HTTP}/ceiling"), ("ceil-unix", f"unix:{sock}:/ceiling"),
-                       ("py", f"127.0.0.1:{PY}/auth")))
-    return f"""load_module {so};
-error_log logs/main-error.log warn;
-pid logs/main.pid;
+    return f"""{loads}error_log logs/{name}-error.log warn;
+pid logs/{name}.pid;
 worker_processes 1;
 {affinity}
 events {{ worker_connections 8192; }}
@@ -287,7 +281,19 @@ http {{
     access_log off;
     client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
     uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
-    server {{
+"""
+
+
+def main_conf(so, sock, pin):
+    b = BACKEND
+    module = f"mail_auth_backend imap 127.0.0.1:{b};"
+    static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
+    mail_servers = "\n".join(
+        f"    server {{ listen 127.0.0.1:{IMAP_PORTS[k]}; protocol imap; auth_http {url}; }}"
+        for k, url in (("mod-tcp", f"127.0.0.1:{HTTP}/ssha"), ("mod-unix", f"unix:{sock}:/ssha"),
+                       ("ceil-tcp", f"127.0.0.1:{HTTP}/ceiling"), ("ceil-unix", f"unix:{sock}:/ceiling"),
+                       ("py", f"127.0.0.1:{PY}/auth")))
+    return conf_head([so], "main", pin) + f"""    server {{
         listen 127.0.0.1:{HTTP} backlog=4096;
         listen unix:{sock} backlog=4096;
         location = /ceiling {{ {static} return 204; }}
@@ -366,19 +372,7 @@ SETMISC_MODS = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/mod
 
 
 def setmisc_conf(sock, pin):
-    affinity = "worker_cpu_affinity 01;" if pin else ""
-    return f"""load_module {SETMISC_MODS[0]};
-load_module {SETMISC_MODS[1]};
-error_log logs/setmisc-error.log warn;
-pid logs/setmisc.pid;
-worker_processes 1;
-{affinity}
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
-    uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
-    server {{
+    return conf_head(SETMISC_MODS, "setmisc", pin) + f"""    server {{
         listen 127.0.0.1:{SETMISC} backlog=4096;
         listen unix:{sock} backlog=4096;
         location = /recipe {{
@@ -1007,7 +1001,6 @@ def start_slapd(bcrypt_hash):
 
 def stores_conf(so, pg, my, ldap, pin):
     b = BACKEND
-    affinity = "worker_cpu_affinity 01;" if pin else ""
     module = f"mail_auth_backend imap 127.0.0.1:{b};"
     static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
     cache = "mail_auth_cache zone=bench_{}:4m ttl=1h;"
@@ -1028,17 +1021,7 @@ def stores_conf(so, pg, my, ldap, pin):
                  f"location = /ldap-bcrypt {{ mail_auth; mail_auth_ldap {ldap} mode=password pool=8; {module} "
                  f"{cache.format('ldap')} }}"]
     body = "\n        ".join(locs)
-    return f"""load_module {so};
-error_log logs/stores-error.log warn;
-pid logs/stores.pid;
-worker_processes 1;
-{affinity}
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path tmp-body; proxy_temp_path tmp-proxy; fastcgi_temp_path tmp-fcgi;
-    uwsgi_temp_path tmp-uwsgi; scgi_temp_path tmp-scgi;
-    server {{
+    return conf_head([so], "stores", pin) + f"""    server {{
         listen 127.0.0.1:{STORES} backlog=4096;
         {body}
     }}
