@@ -92,6 +92,9 @@ index objectClass,uid,mail eq
 # the service account reads passwords (mode=password); anyone may bind with one (mode=bind)
 access to attrs=userPassword by dn.exact="cn=nginx,ou=services,$base" read by anonymous auth by * none
 access to * by * read
+# operation counters (cn=Monitor): how many binds the directory saw
+database monitor
+access to * by * read
 EOF
 
 sub slappasswd {
@@ -352,7 +355,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(52);
+$t->run()->plan(57);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -439,6 +442,23 @@ isnt($rc, 0, 'bind mode: CRAM-MD5 refused (no password to compute with)');
 like(imap('alice', 'alice-pw', 8163), qr/^a01 OK/, 'ldaps://, server certificate verified');
 like(imap('alice', 'alice-pw', 8173), qr/^a01 OK/, 'StartTLS, server certificate verified');
 like(imap('alice', 'alice-pw', 8183), $temp, 'ldaps://, certificate of another CA: temporary failure');
+
+# a wrong password repeated does not reach the directory again (each failed bind counts toward
+# a lockout in Active Directory or ppolicy): one bind for four tries, another for a new password
+sub binds {
+	my ($rc, $out) = run_tool('ldapsearch', '-x', '-LLL', '-H', "ldap://127.0.0.1:$lport",
+		'-b', 'cn=Bind,cn=Operations,cn=Monitor', '-s', 'base', 'monitorOpCompleted');
+	die "ldapsearch: $out\n" if $rc;
+	return $out =~ /monitorOpCompleted: (\d+)/ ? $1 : die "no bind count: $out\n";
+}
+my $b0 = binds();
+my @again = map { imap('alice', 'stale-pw', 8193) } 1 .. 4;
+is(scalar(grep { $_ =~ $refused } @again), 4, 'a stale password repeated: refused each time');
+is(binds() - $b0, 1 + 1, 'the directory saw one bind for the four (and the counter\'s own)');
+$b0 = binds();
+like(imap('alice', 'another-guess', 8193), $refused, 'another wrong password refused');
+is(binds() - $b0, 1 + 1, '... after a bind of its own');
+like(imap('alice', 'alice-pw', 8193), qr/^a01 OK/, 'the right password after them: accepted');
 
 # the directory stops answering (SIGSTOP): the login waiting for it does not hold the event
 # loop: another login and another location are answered meanwhile; a lookup past its

@@ -1725,3 +1725,31 @@ fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_ke
         "{m}"
     );
 }
+
+/// A user's ban in the shared store is not copied into the zone: the zone has not the fleet's
+/// trust marks, and would refuse the owner's trusted client that the shared store lets in.
+#[test]
+fn a_users_ban_in_the_fleet_is_asked_each_time_not_kept_locally() {
+    use crate::fleet::AdmitReply;
+    let fake = Arc::new(FakeFleet {
+        keys: crate::fleet::Keys::new(b"0123456789abcdef".to_vec(), "k:").unwrap(),
+        reply: Mutex::new(Some(AdmitReply::Refused { side: Side::User, refusals: 0, ban_left: Some(100) })),
+        admits: Mutex::new(Vec::new()),
+        settles: Mutex::new(Vec::new()),
+    });
+    let limit = LimitConfig {
+        ip: crate::limiter::parse_rate("5/m").ok(),
+        user: crate::limiter::parse_rate("5/m").ok(),
+        ..LimitConfig::default()
+    };
+    let mut e = engine(store());
+    e.limit = Some(limit);
+    e.offload = true;
+    e.fleet = Some(crate::fleet::SharedLimit { backend: fake.clone(), cfg: limit, scope: "z".into() });
+    assert_eq!(login(&e, "alice", "guess", "192.0.2.7").result, AuthResult::RateLimited);
+    // the owner's client, trusted by the shared store: admitted there, so admitted
+    *fake.reply.lock().unwrap() = Some(AdmitReply::Admitted { ip_start: Some(1), user_start: None });
+    let asked = fake.admits.lock().unwrap().len();
+    assert_eq!(login(&e, "alice", "alice pw", "192.0.2.8").result, AuthResult::Ok);
+    assert_eq!(fake.admits.lock().unwrap().len(), asked + 1, "the shared store was asked");
+}

@@ -61,6 +61,12 @@ impl Keys {
         Ok(Keys { secret: zeroize::Zeroizing::new(secret), prefix: prefix.to_string() })
     }
 
+    /// A key under the prefix that is never written: it stands for an absent counter or mark in a
+    /// script's KEYS (an ACL user restricted to the prefix may name no other key).
+    pub fn unused(&self) -> String {
+        format!("{}-", self.prefix)
+    }
+
     /// The key of `kind` (one letter) for `parts`; each part is length-prefixed, so no two
     /// lists of parts give one input.
     pub fn key(&self, kind: char, parts: &[&[u8]]) -> String {
@@ -76,7 +82,8 @@ impl Keys {
 }
 
 /// `mail_auth_redis NAME ADDRESS [options]`.
-#[derive(Debug, Clone)]
+/// Its `Debug` output leaves the password out.
+#[derive(Clone)]
 pub struct ServerConf {
     pub name: String,
     pub addr: Addr,
@@ -94,6 +101,20 @@ pub struct ServerConf {
     pub retry: Duration,
     /// Idle connections a worker keeps for admissions.
     pub pool: usize,
+}
+
+impl std::fmt::Debug for ServerConf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConf")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .field("tls", &self.tls)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

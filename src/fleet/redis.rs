@@ -268,7 +268,7 @@ impl Inner {
 
     fn invoke_admit(&self, con: &mut redis::Connection, call: &AdmitCall) -> redis::RedisResult<Vec<i64>> {
         let (ip, user) = (call.ip.as_ref(), call.user.as_ref());
-        let none = String::new();
+        let none = self.conf.keys.unused();
         self.admit
             .key(ip.map_or(&none, |c| &c.key))
             .key(user.map_or(&none, |c| &c.key))
@@ -291,23 +291,22 @@ fn stale(e: &redis::RedisError) -> bool {
 }
 
 /// The arguments of a settlement (see [`SETTLE`]).
-fn settle_cmd(sha: &str, c: &SettleCall) -> redis::Cmd {
-    fn side(s: &Option<(Counter, u64)>) -> (&str, i64, u32, u64) {
+fn settle_cmd(sha: &str, c: &SettleCall, none: &str) -> redis::Cmd {
+    fn side<'a>(s: &'a Option<(Counter, u64)>, none: &'a str) -> (&'a str, i64, u32, u64) {
         match s {
             Some((c, start)) => (c.key.as_str(), *start as i64, c.rate.count, c.rate.window),
-            None => ("", -1, 0, 0),
+            None => (none, -1, 0, 0),
         }
     }
-    let none = String::new();
-    let (ik, is, ic, iw) = side(&c.ip);
-    let (uk, us, uc, uw) = side(&c.user);
+    let (ik, is, ic, iw) = side(&c.ip, none);
+    let (uk, us, uc, uw) = side(&c.user, none);
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha)
         .arg(4)
         .arg(ik)
         .arg(uk)
-        .arg(c.trusted.as_ref().map_or(none.as_str(), |t| t.0.as_str()))
-        .arg(c.fingerprint.as_ref().map_or(none.as_str(), |f| f.0.as_str()))
+        .arg(c.trusted.as_ref().map_or(none, |t| t.0.as_str()))
+        .arg(c.fingerprint.as_ref().map_or(none, |f| f.0.as_str()))
         .arg(c.now)
         .arg(c.how as u8)
         .arg(is)
@@ -381,11 +380,12 @@ impl QueueThread {
 
     fn send_on(&mut self, mut con: redis::Connection, batch: &[Op]) -> redis::RedisResult<()> {
         let sha = self.inner.settle.get_hash();
+        let none = self.inner.conf.keys.unused();
         let mut p = redis::pipe();
         for op in batch {
             match op {
                 Op::Settle(c) => {
-                    p.add_command(settle_cmd(sha, c)).ignore();
+                    p.add_command(settle_cmd(sha, c, &none)).ignore();
                 }
                 Op::Forget(keys) => {
                     p.cmd("DEL").arg(keys).ignore();

@@ -33,7 +33,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 
@@ -75,8 +75,9 @@ pub enum Mode {
     Password,
 }
 
-/// The configuration of `mail_auth_ldap URL... name=value...` and `mail_auth_ldap_attrs`.
-#[derive(Debug, Clone, PartialEq)]
+/// The configuration of `mail_auth_ldap URL... name=value...` and `mail_auth_ldap_attrs`. Its
+/// `Debug` output leaves the service account's password out.
+#[derive(Clone, PartialEq)]
 pub struct Options {
     pub urls: Vec<String>,
     pub base: String,
@@ -94,6 +95,20 @@ pub struct Options {
     /// (field, attribute), from `mail_auth_ldap_attrs`; in `password` mode `password` defaults to
     /// `userPassword`.
     pub attrs: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("urls", &self.urls)
+            .field("base", &self.base)
+            .field("filter", &self.filter)
+            .field("mode", &self.mode)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &self.bind_password.as_ref().map(|_| "<redacted>"))
+            .field("attrs", &self.attrs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Checks a filter template: parenthesised, balanced, and its placeholders known; it must name
@@ -319,10 +334,19 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     Ok(o)
 }
 
-/// One connection and its runtime (the `ldap3` synchronous handle owns both).
+/// One connection and its runtime (the `ldap3` synchronous handle owns both), and when it was
+/// last used.
 struct Conn {
     ldap: LdapConn,
+    used: Instant,
 }
+
+/// How long a bind the directory refused is remembered (per worker), and how many at most.
+const REFUSED_TTL: Duration = Duration::from_secs(60);
+const REFUSED_MAX: usize = 4096;
+
+/// An idle connection older than this is closed rather than used.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// Why an operation failed, and whether a fresh connection may do better.
 struct Failure {
@@ -351,6 +375,11 @@ pub struct LdapStore {
     bind_idle: Mutex<Vec<Conn>>,
     events: Events,
     health: Health,
+    /// Binds the directory refused lately, by a keyed hash of (DN, password): the same wrong
+    /// password again within [`REFUSED_TTL`] is refused without a bind (a client retrying a
+    /// stale password, or a guess repeated, never locks the account out in the directory).
+    refused: Mutex<std::collections::HashMap<[u8; 32], Instant>>,
+    refused_key: [u8; 32],
     /// A cheap stored value for the timing template in bind mode (the directory did the costly
     /// part): a failure is not padded to bcrypt for nothing.
     bind_template: std::sync::Arc<str>,
@@ -386,6 +415,12 @@ impl LdapStore {
             events: Events::default(),
             health: Health::default(),
             bind_template: filler.into(),
+            refused: Mutex::new(std::collections::HashMap::new()),
+            refused_key: {
+                let mut k = [0u8; 32];
+                getrandom::getrandom(&mut k).map_err(|e| format!("random: {e}"))?;
+                k
+            },
         })
     }
 
@@ -429,7 +464,7 @@ impl LdapStore {
                     }
                 }
             }
-            return Ok(Conn { ldap });
+            return Ok(Conn { ldap, used: Instant::now() });
         }
         Err(format!("cannot connect: {}", causes.join("; ")))
     }
@@ -438,26 +473,39 @@ impl LdapStore {
     /// fails is dropped and `op` tried once more on a new one.
     fn with_conn<T>(&self, service: bool, op: impl Fn(&mut Conn) -> Result<T, Failure>) -> Result<T, String> {
         let idle = if service { &self.search_idle } else { &self.bind_idle };
-        for attempt in 0..2 {
-            let pooled = lock(idle).pop();
-            let fresh = pooled.is_none();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => self.connect(service)?,
-            };
-            match op(&mut conn) {
-                Ok(v) => {
-                    let mut i = lock(idle);
-                    if i.len() < self.opts.pool {
-                        i.push(conn);
-                    }
-                    return Ok(v);
-                }
-                Err(f) if f.retry && !fresh && attempt == 0 => continue,
-                Err(f) => return Err(f.cause),
+        // a connection idle for long may have been closed by the server (Active Directory after
+        // 15 minutes) or dropped silently by a firewall: not used again
+        let pooled = {
+            let mut i = lock(idle);
+            i.retain(|c| c.used.elapsed() < MAX_IDLE);
+            i.pop()
+        };
+        let fresh = pooled.is_none();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(service)?,
+        };
+        let r = match op(&mut conn) {
+            // the server went away (a restart): the other idle connections are stale too; the
+            // operation is tried once more on a new connection
+            Err(f) if f.retry && !fresh => {
+                lock(idle).clear();
+                conn = self.connect(service)?;
+                op(&mut conn)
             }
+            r => r,
+        };
+        match r {
+            Ok(v) => {
+                conn.used = Instant::now();
+                let mut i = lock(idle);
+                if i.len() < self.opts.pool {
+                    i.push(conn);
+                }
+                Ok(v)
+            }
+            Err(f) => Err(f.cause),
         }
-        Err("lookup did not run".into())
     }
 
     fn search(&self, q: &Query<'_>) -> Result<Option<(String, Account)>, String> {
@@ -475,7 +523,14 @@ impl LdapStore {
             let ldap3::SearchResult(entries, res) = r;
             match res.rc {
                 RC_SUCCESS => Ok(entries),
-                RC_SIZE_LIMIT => Ok(entries), // more than one: said below
+                // more than one entry (or a server limit below 2): never the first of them
+                RC_SIZE_LIMIT => Err(Failure {
+                    cause: format!(
+                        "more than one entry for user \"{}\" (filter {filter}; size limit exceeded)",
+                        protocol::printable(q.user.as_bytes(), 64)
+                    ),
+                    retry: false,
+                }),
                 rc => Err(Failure { cause: format!("search: {}", rc_text(rc, &res.text)), retry: false }),
             }
         })?;
@@ -488,6 +543,14 @@ impl LdapStore {
         let mut fields: Vec<(&str, Option<String>)> = Vec::with_capacity(self.opts.attrs.len() + 1);
         for (field, attr) in &self.opts.attrs {
             let values = attr_values(&entry, attr);
+            if field == "password" && values.is_empty() {
+                // not "wrong password": most often the service account may not read it
+                return Err(format!(
+                    "entry \"{}\" for user \"{}\" has no readable {attr} (may the service account read it?)",
+                    escape_controls(&entry.dn),
+                    user()
+                ));
+            }
             if !FIELDS.contains(&field.as_str()) {
                 // an extra field: each value (Dovecot collects a repeated name's values)
                 fields.extend(values.into_iter().map(|v| (field.as_str(), Some(v))));
@@ -513,6 +576,38 @@ impl LdapStore {
             account.name = q.user.to_string();
         }
         Ok(Some((entry.dn, account)))
+    }
+
+    fn refused_tag(&self, dn: &str, password: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.refused_key).expect("any key length");
+        mac.update(&(dn.len() as u64).to_be_bytes());
+        mac.update(dn.as_bytes());
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// [`bind`](Self::bind), unless the directory refused this DN with this password within
+    /// [`REFUSED_TTL`]: then refused again without asking it.
+    fn bind_once(&self, dn: &str, password: &str) -> Result<BindVerdict, String> {
+        let tag = self.refused_tag(dn, password);
+        if lock(&self.refused).get(&tag).is_some_and(|t| t.elapsed() < REFUSED_TTL) {
+            return Ok(BindVerdict::Refused);
+        }
+        let v = self.bind(dn, password)?;
+        if matches!(v, BindVerdict::Refused) {
+            let mut m = lock(&self.refused);
+            if m.len() >= REFUSED_MAX {
+                m.retain(|_, t| t.elapsed() < REFUSED_TTL);
+                if m.len() >= REFUSED_MAX {
+                    if let Some(k) = m.keys().next().copied() {
+                        m.remove(&k);
+                    }
+                }
+            }
+            m.insert(tag, Instant::now());
+        }
+        Ok(v)
     }
 
     /// A simple bind as `dn` with the client's password, on a bind connection.
@@ -545,7 +640,7 @@ impl LdapStore {
         // no usable password (none given, empty, not UTF-8): never a bind (an empty password
         // would be an unauthenticated bind, which many servers accept)
         let verdict = match password {
-            Some(p) => self.bind(&dn, p)?,
+            Some(p) => self.bind_once(&dn, p)?,
             None => BindVerdict::Refused,
         };
         let stored = match (verdict, password) {

@@ -259,3 +259,46 @@ fn an_unreachable_server_is_told_once_and_skipped_until_retry() {
     }
     assert_eq!(lost, 1);
 }
+
+/// An ACL user that may name only the prefix's keys (the natural hardening): admissions and
+/// settlements without a user counter or trusted mark name no key outside it.
+#[test]
+fn an_acl_user_limited_to_the_prefix_is_enough() {
+    let Some(s) = Server::start() else { return };
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", s.port)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "fleet", "on", ">fleet-pw", "~mail_auth:*", "+@all"][..])
+        .query::<()>(&mut con)
+        .unwrap();
+    let pw = s.dir.file("redis.pw", b"fleet-pw\n");
+    let pwf = format!("password_file={}", pw.display());
+    let b = s.backend(&["user=fleet", &pwf]);
+    let c = AdmitCall {
+        ip: Some(counter("mail_auth:i:acl", "3/60s")),
+        user: None,
+        trusted: None,
+        fingerprint: "mail_auth:f:acl".into(),
+        now: 5000,
+    };
+    let r = b.admit(&c).unwrap();
+    assert!(matches!(r, AdmitReply::Admitted { .. }), "{r:?}");
+    let (ip_start, _) = match r {
+        AdmitReply::Admitted { ip_start, user_start } => (ip_start, user_start),
+        _ => unreachable!(),
+    };
+    let settle = SettleCall {
+        ip: c.ip.clone().zip(ip_start),
+        user: None,
+        how: Outcome::Failure,
+        ban: 0,
+        fingerprint: Some((c.fingerprint.clone(), 60)),
+        trusted: None,
+        now: 5000,
+    };
+    let (_tx, rx) = sync_channel(1);
+    let mut q = QueueThread { inner: Arc::clone(&b.inner), rx, con: None };
+    q.send(&[Op::Settle(settle)]).expect("settled by the restricted user");
+    let fails: Option<i64> = redis::cmd("HGET").arg("mail_auth:i:acl").arg("fails").query(&mut con).unwrap();
+    assert_eq!(fails, Some(1), "the failure counted");
+}
