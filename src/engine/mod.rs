@@ -754,6 +754,11 @@ impl Engine {
     /// key; its rules (protocols, networks) are checked again at every request.
     fn cache_key(&self, req: &AuthRequest, p: &Pending) -> Option<CacheKey> {
         let (cache, _) = self.cache_table()?;
+        // a store whose server checks the password (LDAP bind) has nothing to cache: its stored
+        // value is made anew at each lookup, a verdict for it would never be read again
+        if self.store.as_ref().is_some_and(|s| !s.verdicts_cacheable()) {
+            return None;
+        }
         let scope = self.store.as_ref().map(|s| s.scope()).unwrap_or_default();
         let subject = if p.is_unknown() { &b"unknown"[..] } else { &b"account"[..] };
         let key = if p.app_passwords() == 0 {

@@ -35,6 +35,8 @@ struct MemStore {
     lookups: AtomicUsize,
     queries: Mutex<Vec<String>>,
     template: Option<String>,
+    /// `verdicts_cacheable() == false` (a store whose server checks passwords).
+    uncacheable: bool,
 }
 
 impl MemStore {
@@ -55,6 +57,10 @@ impl Store for MemStore {
     fn take_notices(&self) -> Vec<StoreNotice> {
         Vec::new()
     }
+    fn verdicts_cacheable(&self) -> bool {
+        !self.uncacheable
+    }
+
     fn timing_template(&self) -> Option<String> {
         self.template.clone()
     }
@@ -1752,4 +1758,22 @@ fn a_users_ban_in_the_fleet_is_asked_each_time_not_kept_locally() {
     let asked = fake.admits.lock().unwrap().len();
     assert_eq!(login(&e, "alice", "alice pw", "192.0.2.8").result, AuthResult::Ok);
     assert_eq!(fake.admits.lock().unwrap().len(), asked + 1, "the shared store was asked");
+}
+
+/// A store whose server checks the password (LDAP bind) gets no verdicts kept: none would ever
+/// be read again, and they would push other verdicts out of the zone.
+#[test]
+fn a_store_that_checks_passwords_itself_keeps_no_verdicts() {
+    let e = engine(MemStore { uncacheable: true, ..store() });
+    for _ in 0..3 {
+        assert_eq!(login(&e, "alice", "alice pw", "192.0.2.1").result, AuthResult::Ok);
+        assert_eq!(login(&e, "alice", "wrong", "192.0.2.1").result, AuthResult::Invalid);
+    }
+    let m = e.metrics().unwrap().render(&crate::metrics::Gauges::default());
+    assert!(m.contains("mail_auth_cache_hits_total 0") && m.contains("mail_auth_cache_misses_total 0"), "{m}");
+    // the same store, cacheable: the cache is asked
+    let e = engine(store());
+    assert_eq!(login(&e, "alice", "alice pw", "192.0.2.1").result, AuthResult::Ok);
+    let m = e.metrics().unwrap().render(&crate::metrics::Gauges::default());
+    assert!(!m.contains("mail_auth_cache_misses_total 0"), "{m}");
 }

@@ -728,6 +728,10 @@ impl Store for LdapStore {
     fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         (self.opts.mode == Mode::Bind).then(|| self.bind_template.clone())
     }
+
+    fn verdicts_cacheable(&self) -> bool {
+        self.opts.mode != Mode::Bind
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,13 @@ pub trait Store: Send + Sync {
         self.timing_template().map(Into::into)
     }
 
+    /// Whether a verdict on this store's stored values may be kept in the verdict cache. `false`
+    /// for a store whose server checks the password itself (LDAP in bind mode): the stored value
+    /// it returns is made anew at each lookup, so a kept verdict would never be read.
+    fn verdicts_cacheable(&self) -> bool {
+        true
+    }
+
     /// Whether a lookup may block (disk I/O, database locks): such stores are asked on the
     /// thread pool, never on nginx's event loop. In-memory stores answer `false`.
     fn may_block(&self) -> bool {
