@@ -1676,12 +1676,12 @@ impl crate::fleet::Backend for FakeFleet {
     }
 }
 
-#[test]
-fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_kept_locally() {
-    use crate::fleet::{AdmitReply, Outcome};
+/// An engine with a zone (5/m per client and user) and the scripted shared store answering
+/// `reply` to admissions.
+fn fleet_engine(reply: crate::fleet::AdmitReply) -> (Engine, Arc<FakeFleet>) {
     let fake = Arc::new(FakeFleet {
         keys: crate::fleet::Keys::new(b"0123456789abcdef".to_vec(), "k:").unwrap(),
-        reply: Mutex::new(Some(AdmitReply::Admitted { ip_start: Some(1), user_start: Some(1) })),
+        reply: Mutex::new(Some(reply)),
         admits: Mutex::new(Vec::new()),
         settles: Mutex::new(Vec::new()),
     });
@@ -1694,6 +1694,13 @@ fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_ke
     e.limit = Some(limit);
     e.offload = true;
     e.fleet = Some(crate::fleet::SharedLimit { backend: fake.clone(), cfg: limit, scope: "z".into() });
+    (e, fake)
+}
+
+#[test]
+fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_kept_locally() {
+    use crate::fleet::{AdmitReply, Outcome};
+    let (e, fake) = fleet_engine(AdmitReply::Admitted { ip_start: Some(1), user_start: Some(1) });
     // admitted by both: verified, settled as a failure in the shared store, by keys only
     let d = login(&e, "alice", "s3cret-guess", "192.0.2.1");
     assert_eq!(d.result, AuthResult::Invalid);
@@ -1737,21 +1744,7 @@ fn the_fleet_admits_after_the_zone_settles_without_passwords_and_its_bans_are_ke
 #[test]
 fn a_users_ban_in_the_fleet_is_asked_each_time_not_kept_locally() {
     use crate::fleet::AdmitReply;
-    let fake = Arc::new(FakeFleet {
-        keys: crate::fleet::Keys::new(b"0123456789abcdef".to_vec(), "k:").unwrap(),
-        reply: Mutex::new(Some(AdmitReply::Refused { side: Side::User, refusals: 0, ban_left: Some(100) })),
-        admits: Mutex::new(Vec::new()),
-        settles: Mutex::new(Vec::new()),
-    });
-    let limit = LimitConfig {
-        ip: crate::limiter::parse_rate("5/m").ok(),
-        user: crate::limiter::parse_rate("5/m").ok(),
-        ..LimitConfig::default()
-    };
-    let mut e = engine(store());
-    e.limit = Some(limit);
-    e.offload = true;
-    e.fleet = Some(crate::fleet::SharedLimit { backend: fake.clone(), cfg: limit, scope: "z".into() });
+    let (e, fake) = fleet_engine(AdmitReply::Refused { side: Side::User, refusals: 0, ban_left: Some(100) });
     assert_eq!(login(&e, "alice", "guess", "192.0.2.7").result, AuthResult::RateLimited);
     // the owner's client, trusted by the shared store: admitted there, so admitted
     *fake.reply.lock().unwrap() = Some(AdmitReply::Admitted { ip_start: Some(1), user_start: None });
