@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 
 use super::sql_row::{escape_controls, map_fields, NO_PASSWORD};
-use super::sql_server::{parse_duration, read_secret_line, Health};
+use super::sql_server::{parse_duration, read_secret_line, Failure, Health, Pool};
 use super::watch::Events;
 use super::{lock, Account, Query, Store, StoreError};
 use crate::protocol;
@@ -334,25 +334,14 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     Ok(o)
 }
 
-/// One connection and its runtime (the `ldap3` synchronous handle owns both), and when it was
-/// last used.
+/// One connection and its runtime (the `ldap3` synchronous handle owns both).
 struct Conn {
     ldap: LdapConn,
-    used: Instant,
 }
 
 /// How long a bind the directory refused is remembered (per worker), and how many at most.
 const REFUSED_TTL: Duration = Duration::from_secs(60);
 const REFUSED_MAX: usize = 4096;
-
-/// An idle connection older than this is closed rather than used.
-const MAX_IDLE: Duration = Duration::from_secs(60);
-
-/// Why an operation failed, and whether a fresh connection may do better.
-struct Failure {
-    cause: String,
-    retry: bool,
-}
 
 /// What a user bind said.
 enum BindVerdict {
@@ -371,8 +360,10 @@ pub struct LdapStore {
     /// The attributes a search asks for.
     wanted: Vec<String>,
     tls: Option<native_tls::TlsConnector>,
-    search_idle: Mutex<Vec<Conn>>,
-    bind_idle: Mutex<Vec<Conn>>,
+    /// Searches' connections (bound as the service DN) and user binds' (a bind changes a
+    /// connection's identity), apart.
+    search_pool: Pool<Conn>,
+    bind_pool: Pool<Conn>,
     events: Events,
     health: Health,
     /// Binds the directory refused lately, by a keyed hash of (DN, password): the same wrong
@@ -405,13 +396,14 @@ impl LdapStore {
         let wanted = opts.attrs.iter().map(|(_, a)| a.clone()).collect();
         let filler = scheme::hash_password(scheme::HashKind::Ssha512, b"mail-auth ldap bind template")
             .map_err(|e| format!("template: {e}"))?;
+        let pool = opts.pool;
         Ok(LdapStore {
             desc: format!("ldap \"{}\"", hosts.join(" ")),
             opts,
             wanted,
             tls,
-            search_idle: Mutex::new(Vec::new()),
-            bind_idle: Mutex::new(Vec::new()),
+            search_pool: Pool::new(pool),
+            bind_pool: Pool::new(pool),
             events: Events::default(),
             health: Health::default(),
             bind_template: filler.into(),
@@ -464,7 +456,7 @@ impl LdapStore {
                     }
                 }
             }
-            return Ok(Conn { ldap, used: Instant::now() });
+            return Ok(Conn { ldap });
         }
         Err(format!("cannot connect: {}", causes.join("; ")))
     }
@@ -472,40 +464,8 @@ impl LdapStore {
     /// Runs `op` on a pooled connection of the kind, or a new one; a pooled connection that
     /// fails is dropped and `op` tried once more on a new one.
     fn with_conn<T>(&self, service: bool, op: impl Fn(&mut Conn) -> Result<T, Failure>) -> Result<T, String> {
-        let idle = if service { &self.search_idle } else { &self.bind_idle };
-        // a connection idle for long may have been closed by the server (Active Directory after
-        // 15 minutes) or dropped silently by a firewall: not used again
-        let pooled = {
-            let mut i = lock(idle);
-            i.retain(|c| c.used.elapsed() < MAX_IDLE);
-            i.pop()
-        };
-        let fresh = pooled.is_none();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect(service)?,
-        };
-        let r = match op(&mut conn) {
-            // the server went away (a restart): the other idle connections are stale too; the
-            // operation is tried once more on a new connection
-            Err(f) if f.retry && !fresh => {
-                lock(idle).clear();
-                conn = self.connect(service)?;
-                op(&mut conn)
-            }
-            r => r,
-        };
-        match r {
-            Ok(v) => {
-                conn.used = Instant::now();
-                let mut i = lock(idle);
-                if i.len() < self.opts.pool {
-                    i.push(conn);
-                }
-                Ok(v)
-            }
-            Err(f) => Err(f.cause),
-        }
+        let pool = if service { &self.search_pool } else { &self.bind_pool };
+        pool.with(|| self.connect(service), |_| true, op)
     }
 
     fn search(&self, q: &Query<'_>) -> Result<Option<(String, Account)>, String> {

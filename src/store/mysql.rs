@@ -19,16 +19,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Mutex;
-
 use mysql::prelude::Queryable;
 
 use super::sql_params::{self, Param, Style};
 use super::sql_row::escape_controls;
 pub use super::sql_server::{parse_options, Options};
-use super::sql_server::{row_account, Health};
+use super::sql_server::{row_account, Failure, Health, Pool};
 use super::watch::Events;
-use super::{lock, Account, Query, Store, StoreError};
+use super::{Account, Query, Store, StoreError};
 use crate::protocol;
 
 struct Conn {
@@ -44,7 +42,7 @@ pub struct MysqlStore {
     sql: String,
     params: Vec<Param>,
     opts: Options,
-    idle: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
     events: Events,
     health: Health,
 }
@@ -109,13 +107,14 @@ impl MysqlStore {
             })
             .collect();
         let (sql, params) = sql_params::rewrite(query, Style::Question).map_err(|e| format!("invalid query: {e}"))?;
+        let pool = Pool::new(opts.pool);
         Ok(MysqlStore {
             desc: format!("mysql \"{}\"", hosts.join(",")),
             servers,
             sql,
             params,
             opts,
-            idle: Mutex::new(Vec::new()),
+            pool,
             events: Events::default(),
             health: Health::default(),
         })
@@ -146,7 +145,7 @@ impl MysqlStore {
         Err(format!("cannot connect: {}", causes.join("; ")))
     }
 
-    fn run(&self, c: &mut Conn, q: &Query<'_>) -> Result<Option<Result<Account, String>>, (String, bool)> {
+    fn run(&self, c: &mut Conn, q: &Query<'_>) -> Result<Option<Result<Account, String>>, Failure> {
         let values: Vec<mysql::Value> = self
             .params
             .iter()
@@ -159,10 +158,9 @@ impl MysqlStore {
         let failed = |e: mysql::Error| {
             if is_timeout(&e) {
                 // the connection's state is unknown: dropped, not retried
-                return (format!("query timed out after {} ms", timeout.as_millis()), false);
+                return Failure { cause: format!("query timed out after {} ms", timeout.as_millis()), retry: false };
             }
-            let retry = !matches!(e, mysql::Error::MySqlError(_));
-            (text(&e), retry)
+            Failure { retry: !matches!(e, mysql::Error::MySqlError(_)), cause: text(&e) }
         };
         let mut rows: Vec<mysql::Row> = Vec::with_capacity(2);
         {
@@ -177,7 +175,10 @@ impl MysqlStore {
         let user = || protocol::printable(q.user.as_bytes(), 64);
         if rows.len() > 1 {
             // the rest of the result is not read: this connection is not reused
-            return Err((format!("query returned more than one row for user \"{}\"", user()), false));
+            return Err(Failure {
+                cause: format!("query returned more than one row for user \"{}\"", user()),
+                retry: false,
+            });
         }
         let Some(row) = rows.pop() else {
             return Ok(None);
@@ -199,10 +200,6 @@ impl MysqlStore {
     fn fail(&self, cause: String) -> StoreError {
         self.health.fail(&self.events, &self.desc, &cause);
         self.err(cause)
-    }
-
-    fn recovered(&self) {
-        self.health.recovered(&self.events, &self.desc);
     }
 }
 
@@ -226,35 +223,13 @@ fn text(e: &mysql::Error) -> String {
 
 impl Store for MysqlStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
-        for attempt in 0..2 {
-            let pooled = lock(&self.idle).pop();
-            let fresh = pooled.is_none();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => match self.connect() {
-                    Ok(c) => c,
-                    Err(cause) => return Err(self.fail(cause)),
-                },
-            };
-            match self.run(&mut conn, q) {
-                Ok(found) => {
-                    let mut idle = lock(&self.idle);
-                    if idle.len() < self.opts.pool {
-                        idle.push(conn);
-                    }
-                    drop(idle);
-                    self.recovered();
-                    return match found {
-                        None => Ok(None),
-                        Some(Ok(a)) => Ok(Some(a)),
-                        Some(Err(e)) => Err(self.err(e)),
-                    };
-                }
-                Err((_, true)) if !fresh && attempt == 0 => continue,
-                Err((cause, _)) => return Err(self.fail(cause)),
+        match self.pool.with(|| self.connect(), |_| true, |c| self.run(c, q)) {
+            Ok(found) => {
+                self.health.recovered(&self.events, &self.desc);
+                found.transpose().map_err(|e| self.err(e))
             }
+            Err(cause) => Err(self.fail(cause)),
         }
-        Err(self.err("lookup did not run"))
     }
 
     super::sql_server::network_store_common!();

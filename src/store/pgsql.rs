@@ -20,18 +20,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Mutex;
-
 use tokio_postgres::types::{ToSql, Type};
 
 use super::sql_params::{self, Param, Style};
 use super::sql_row::escape_controls;
 use super::watch::Events;
-use super::{lock, Account, Query, Store, StoreError};
+use super::{Account, Query, Store, StoreError};
 use crate::protocol;
 
 pub use super::sql_server::{parse_options, Options};
-use super::sql_server::{row_account, Health};
+use super::sql_server::{row_account, Failure, Health, Pool};
 
 /// How a result column is turned into text for the row mapping.
 #[derive(Debug, Clone, Copy)]
@@ -68,12 +66,6 @@ enum Tls {
     Verify(postgres_openssl::MakeTlsConnector),
 }
 
-/// Why a lookup failed, and whether a fresh connection may do better.
-struct Failure {
-    cause: String,
-    retry: bool,
-}
-
 pub struct PgStore {
     desc: String,
     config: tokio_postgres::Config,
@@ -82,7 +74,7 @@ pub struct PgStore {
     params: Vec<Param>,
     opts: Options,
     tls: Tls,
-    idle: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
     events: Events,
     health: Health,
 }
@@ -122,6 +114,7 @@ impl PgStore {
                 tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
             })
             .collect();
+        let pool = Pool::new(opts.pool);
         Ok(PgStore {
             desc: format!("postgresql \"{}\"", hosts.join(",")),
             config,
@@ -129,7 +122,7 @@ impl PgStore {
             params,
             opts,
             tls,
-            idle: Mutex::new(Vec::new()),
+            pool,
             events: Events::default(),
             health: Health::default(),
         })
@@ -232,10 +225,6 @@ impl PgStore {
         self.health.fail(&self.events, &self.desc, &cause);
         self.err(cause)
     }
-
-    fn recovered(&self) {
-        self.health.recovered(&self.events, &self.desc);
-    }
 }
 
 /// A driver error with its cause (tokio-postgres' Display alone says "db error").
@@ -253,35 +242,14 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 
 impl Store for PgStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
-        for attempt in 0..2 {
-            let pooled = lock(&self.idle).pop();
-            let fresh = pooled.is_none();
-            let conn = match pooled {
-                Some(c) if !c.client.is_closed() => c,
-                _ => match self.connect() {
-                    Ok(c) => c,
-                    Err(cause) => return Err(self.fail(cause)),
-                },
-            };
-            match self.run(&conn, q) {
-                Ok(found) => {
-                    let mut idle = lock(&self.idle);
-                    if idle.len() < self.opts.pool {
-                        idle.push(conn);
-                    }
-                    drop(idle);
-                    self.recovered();
-                    return match found {
-                        None => Ok(None),
-                        Some(Ok(a)) => Ok(Some(a)),
-                        Some(Err(e)) => Err(self.err(e)),
-                    };
-                }
-                Err(f) if f.retry && !fresh && attempt == 0 => continue,
-                Err(f) => return Err(self.fail(f.cause)),
+        let found = self.pool.with(|| self.connect(), |c| !c.client.is_closed(), |c| self.run(c, q));
+        match found {
+            Ok(found) => {
+                self.health.recovered(&self.events, &self.desc);
+                found.transpose().map_err(|e| self.err(e))
             }
+            Err(cause) => Err(self.fail(cause)),
         }
-        Err(self.err("lookup did not run"))
     }
 
     super::sql_server::network_store_common!();

@@ -10,7 +10,7 @@
 )]
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::sql_row::{escape_controls, map_fields};
 use super::watch::Events;
@@ -88,6 +88,67 @@ macro_rules! network_store_common {
     };
 }
 pub(crate) use network_store_common;
+
+/// Why an operation on a connection failed, and whether a new connection may do better (the
+/// server closed this one; not after a timeout: the server may be stuck).
+pub(crate) struct Failure {
+    pub(crate) cause: String,
+    pub(crate) retry: bool,
+}
+
+/// An idle connection older than this is closed rather than used (servers close idle ones,
+/// Active Directory after 15 minutes; firewalls drop them silently).
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// The idle connections a network store keeps in one worker (at most `max`), each with the
+/// time it was last used.
+pub(crate) struct Pool<C> {
+    idle: Mutex<Vec<(C, Instant)>>,
+    max: usize,
+}
+
+impl<C> Pool<C> {
+    pub(crate) fn new(max: usize) -> Pool<C> {
+        Pool { idle: Mutex::new(Vec::new()), max }
+    }
+
+    /// Runs `op` on an idle connection (one `usable` says is still open, idle less than
+    /// [`MAX_IDLE`]), else on a new one from `connect`. A pooled connection that fails with a
+    /// failure worth a retry means the server went away: the other idle connections are dropped
+    /// too and `op` runs once more on a new connection. The connection goes back to the pool
+    /// after a success only.
+    pub(crate) fn with<T>(
+        &self,
+        connect: impl Fn() -> Result<C, String>,
+        usable: impl Fn(&C) -> bool,
+        op: impl Fn(&mut C) -> Result<T, Failure>,
+    ) -> Result<T, String> {
+        let pooled = {
+            let mut idle = lock(&self.idle);
+            idle.retain(|(c, used)| used.elapsed() < MAX_IDLE && usable(c));
+            idle.pop().map(|(c, _)| c)
+        };
+        let fresh = pooled.is_none();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => connect()?,
+        };
+        let r = match op(&mut conn) {
+            Err(f) if f.retry && !fresh => {
+                lock(&self.idle).clear();
+                conn = connect()?;
+                op(&mut conn)
+            }
+            r => r,
+        };
+        let v = r.map_err(|f| f.cause)?;
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max {
+            idle.push((conn, Instant::now()));
+        }
+        Ok(v)
+    }
+}
 
 /// Default `pool=`: idle connections each worker keeps.
 pub const DEFAULT_POOL: usize = 4;
@@ -190,5 +251,52 @@ mod tests {
         let f = dir.file("pw", b"s3cret\n");
         let o = parse_options("host=h", &[format!("password_file={}", f.display())]).unwrap();
         assert_eq!(o.password.as_deref(), Some("s3cret"));
+    }
+
+    /// A pooled connection the server closed: the retry runs on a new connection, not on
+    /// another idle one (they went away with the server), and those are dropped.
+    #[test]
+    fn a_failed_pooled_connection_is_retried_on_a_new_one() {
+        use std::cell::Cell;
+        let pool: Pool<u32> = Pool::new(4);
+        let made = Cell::new(0u32);
+        let connect = || {
+            made.set(made.get() + 1);
+            Ok(made.get())
+        };
+        // three idle connections: 1, 2, 3
+        let held: Vec<u32> = (0..3).map(|_| connect().unwrap()).collect();
+        for c in held {
+            lock(&pool.idle).push((c, Instant::now()));
+        }
+        let used = std::cell::RefCell::new(Vec::new());
+        let r = pool.with(
+            connect,
+            |_| true,
+            |c: &mut u32| {
+                used.borrow_mut().push(*c);
+                if *c <= 3 {
+                    Err(Failure { cause: "closed".into(), retry: true })
+                } else {
+                    Ok(*c)
+                }
+            },
+        );
+        assert_eq!(r, Ok(4), "a new connection");
+        assert_eq!(*used.borrow(), [3, 4], "one pooled try, then a new one");
+        let idle: Vec<u32> = lock(&pool.idle).iter().map(|(c, _)| *c).collect();
+        assert_eq!(idle, [4], "the stale idle ones dropped, the new one kept");
+        // a failure not worth a retry (a timeout): no second try, the connection not kept
+        let r = pool.with(
+            connect,
+            |_| true,
+            |_: &mut u32| Err::<u32, _>(Failure { cause: "timed out".into(), retry: false }),
+        );
+        assert_eq!(r, Err("timed out".to_string()));
+        assert!(lock(&pool.idle).is_empty());
+        // an idle one too old, or closed (`usable`), is not used
+        lock(&pool.idle).push((9, Instant::now() - MAX_IDLE));
+        lock(&pool.idle).push((10, Instant::now()));
+        assert_eq!(pool.with(connect, |c| *c != 10, |c: &mut u32| Ok::<_, Failure>(*c)), Ok(5));
     }
 }
