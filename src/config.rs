@@ -262,13 +262,11 @@ pub fn parse_log_level(v: &str) -> Option<Level> {
     })
 }
 
-/// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
-/// literal (nginx mail parses Auth-Server with ngx_parse_addr: no host names).
-pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
+/// `HOST[:PORT]` or `[IPv6]:PORT` split (the port 1..65535 if given); an IPv6 address must be
+/// in brackets. Used for backends, directory and Redis addresses.
+pub fn split_host_port(v: &str) -> Result<(&str, Option<u16>), String> {
     let (host, port) = if let Some(rest) = v.strip_prefix('[') {
-        let end = rest.find(']').ok_or_else(|| format!("\"{v}\": missing ']'"))?;
-        let host = &rest[..end];
-        let after = &rest[end + 1..];
+        let (host, after) = rest.split_once(']').ok_or_else(|| format!("\"{v}\": missing ']'"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
@@ -284,16 +282,23 @@ pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
             None => (v, None),
         }
     };
-    let ip = protocol::parse_server(host)
-        .ok_or_else(|| format!("\"{host}\" is not an IP address (nginx mail needs an IP literal for Auth-Server)"))?;
     let port = match port {
-        None => default_port,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
+            Ok(n) if n > 0 => Some(n),
             _ => return Err(format!("invalid port \"{p}\"")),
         },
     };
-    Ok(Backend { server: ip.to_string(), port })
+    Ok((host, port))
+}
+
+/// `mail_auth_backend PROTOCOL ADDR[:PORT]`: ADDR is an IPv4 literal or a bracketed IPv6
+/// literal (nginx mail parses Auth-Server with ngx_parse_addr: no host names).
+pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
+    let (host, port) = split_host_port(v)?;
+    let ip = protocol::parse_server(host)
+        .ok_or_else(|| format!("\"{host}\" is not an IP address (nginx mail needs an IP literal for Auth-Server)"))?;
+    Ok(Backend { server: ip.to_string(), port: port.unwrap_or(default_port) })
 }
 
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
@@ -604,5 +609,16 @@ mod domain_tests {
         assert!(check_master_user(&m("", "pw", "*")).is_err());
         assert!(check_master_user(&m("master", "p\r\nw", "*")).is_err());
         assert!(check_master_user(&m("master", "pw", "")).is_err());
+    }
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(split_host_port("db.example.net:5432"), Ok(("db.example.net", Some(5432))));
+        assert_eq!(split_host_port("127.0.0.1"), Ok(("127.0.0.1", None)));
+        assert_eq!(split_host_port("[::1]:389"), Ok(("::1", Some(389))));
+        assert_eq!(split_host_port("[::1]"), Ok(("::1", None)));
+        for bad in ["::1:389", "[::1]x", "[::1", "h:0", "h:65536", "h:x"] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -149,19 +149,8 @@ fn parse_addr(s: &str) -> Result<Addr, String> {
         };
     }
     let bad = || format!("invalid address \"{s}\" (HOST:PORT, [IPv6]:PORT or unix:/PATH)");
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
-    };
-    let port = match port {
-        None => 6379,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
-    };
+    let (host, port) = crate::config::split_host_port(s).map_err(|_| bad())?;
+    let port = port.unwrap_or(6379);
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(bad());
     }

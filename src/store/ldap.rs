@@ -193,18 +193,9 @@ fn check_url(u: &str) -> Result<(), String> {
     if authority.is_empty() || authority.contains(['/', '?', '@', '#', ' ']) {
         return Err(bad());
     }
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (h, p) = v6.split_once(']').ok_or_else(bad)?;
-            h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-            (h, p.strip_prefix(':'))
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() || port.is_some_and(|p| p.parse::<u16>().map_or(true, |n| n == 0)) {
+    let (host, _) = crate::config::split_host_port(authority).map_err(|_| bad())?;
+    let v6 = authority.starts_with('[');
+    if host.is_empty() || (v6 && host.parse::<std::net::Ipv6Addr>().is_err()) {
         return Err(bad());
     }
     Ok(())
@@ -743,6 +734,9 @@ mod tests {
             (&["ldap://h"][..], &[][..]),
             (&["http://h", "base=dc=x"][..], &[][..]),
             (&["ldap://h/dc=x", "base=dc=x"][..], &[][..]),
+            (&["ldap://[zz]:389", "base=dc=x"][..], &[][..]),
+            (&["ldap://::1:389", "base=dc=x"][..], &[][..]),
+            (&["ldap://h:0", "base=dc=x"][..], &[][..]),
             (&[base[0], base[1], "filter=(uid=alice)"][..], &[][..]),
             (&[base[0], base[1], "filter=(uid=%u"][..], &[][..]),
             (&[base[0], base[1], "filter=uid=%u"][..], &[][..]),
