@@ -227,8 +227,9 @@ ok(refused('imap', 8143, 'carol', $app{phone}), 'another user\'s app password is
 ok(ok_login('imap', 8143, 'alice', $app{laptop}), 'bcrypt app password');
 ok(ok_login('imap', 8143, 'alice', $app{laptop}), 'bcrypt app password again');
 like(new_lines(), qr/\(app password 'laptop'\) \(cached verdict\)"/, 'its verdict came from the cache');
-tool(@file, 'app', 'revoke', 'alice', 'laptop');
+# (phone first: once laptop's revocation, the later write, is seen, phone's is too)
 tool(@file, 'app', 'revoke', 'alice', 'phone');
+tool(@file, 'app', 'revoke', 'alice', 'laptop');
 ok(wait_for(5, sub { (client('imap', 8143, 'alice', $app{laptop}))[1] =~ /^FAIL.*Invalid login/ }),
 	'revoked (cached) app password refused');
 ok(refused('imap', 8143, 'alice', $app{phone}), 'revoked app password refused');

@@ -355,7 +355,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(57);
+$t->run()->plan(58);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -463,13 +463,14 @@ like(imap('alice', 'alice-pw', 8193), qr/^a01 OK/, 'the right password after the
 # the directory stops answering (SIGSTOP): the login waiting for it does not hold the event
 # loop: another login and another location are answered meanwhile; a lookup past its
 # query_timeout is a temporary failure; the waiting one is answered when the directory resumes
-kill 'STOP', $slapd_pid;
+ok(stop_process($slapd_pid), 'directory stopped (SIGSTOP)');
 my $slow = Test::Nginx::IMAP->new();
 $slow->read();
 $slow->send('a01 LOGIN "sloth" "sloth-pw"');
 select undef, undef, undef, 0.3;
 my @quick = (imap('local', 'local-pw', 8203) =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
-ok(!IO::Select->new($slow->socket())->can_read(0), 'slow login still pending');
+ok(!IO::Select->new($slow->socket())->can_read(0), 'slow login still pending')
+	or diag('the slow login got: ' . ($slow->read() // 'nothing (closed)'));
 is("@quick", '1 1', 'meanwhile a login and another location answered');
 like(imap('alice', 'alice-pw', 8193), $temp, 'a lookup waiting past query_timeout: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*ldap "ldap:\/\/127\.0\.0\.1:$lport": .*timed out/, 'the timeout logged');

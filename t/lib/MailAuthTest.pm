@@ -7,7 +7,7 @@ use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
-	workers_can_read run_tool nginx_t_with run_example /;
+	workers_can_read run_tool nginx_t_with run_example stop_process /;
 
 use FindBin;
 use POSIX qw//;
@@ -112,6 +112,23 @@ sub wait_for {
 		select undef, undef, undef, 0.1;
 	}
 	return $v;
+}
+
+# SIGSTOP to $pid, returned once every thread of it is seen stopped (state T in /proc): a
+# test that then expects the process not to answer does not race the signal. False if it
+# is not stopped within 5 s.
+sub stop_process {
+	my ($pid) = @_;
+	kill 'STOP', $pid or return 0;
+	return 1 unless -d "/proc/$pid/task";
+	return wait_for(5, sub {
+		my @states;
+		for my $task (glob("/proc/$pid/task/*")) {
+			open my $fh, '<', "$task/stat" or next;
+			push @states, (<$fh> // '') =~ /\)\s+(\S)/;
+		}
+		@states && !grep { $_ ne 'T' && $_ ne 't' } @states;
+	});
 }
 
 # nginx -t on the test's nginx.conf with the first match of $re replaced by $with (the
