@@ -43,12 +43,16 @@ impl Alg {
         }
     }
 
-    fn compute(self, password: &[u8], salt: &[u8]) -> Vec<u8> {
-        fn run<D: sha2::Digest>(p: &[u8], s: &[u8]) -> Vec<u8> {
+    /// H(password || salt), in a buffer of the largest digest's size (no allocation).
+    fn compute(self, password: &[u8], salt: &[u8]) -> Out {
+        fn run<D: sha2::Digest>(p: &[u8], s: &[u8]) -> Out {
             let mut d = D::new();
             d.update(p);
             d.update(s);
-            d.finalize().to_vec()
+            let h = d.finalize();
+            let mut out = Out { buf: [0; 64], len: h.len() };
+            out.buf[..h.len()].copy_from_slice(&h);
+            out
         }
         match self {
             Alg::Md5 => run::<Md5>(password, salt),
@@ -56,6 +60,18 @@ impl Alg {
             Alg::Sha256 => run::<Sha256>(password, salt),
             Alg::Sha512 => run::<Sha512>(password, salt),
         }
+    }
+}
+
+/// A digest of at most 64 bytes (SHA-512's size).
+struct Out {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Out {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -159,14 +175,14 @@ impl Digest {
 
     pub(super) fn verify(&self, password: &[u8]) -> bool {
         let (digest, salt) = self.raw.split_at(self.kind.alg().len());
-        ct_eq(&self.kind.alg().compute(password, salt), digest)
+        ct_eq(self.kind.alg().compute(password, salt).as_slice(), digest)
     }
 }
 
 /// `{SSHA512}` with an 8-byte random salt (doveadm uses 4; longer is as valid).
 pub(super) fn hash_ssha512(password: &[u8]) -> String {
     let salt = random_bytes::<8>();
-    let mut raw = Alg::Sha512.compute(password, &salt);
+    let mut raw = Alg::Sha512.compute(password, &salt).as_slice().to_vec();
     raw.extend_from_slice(&salt);
     format!("{{SSHA512}}{}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
