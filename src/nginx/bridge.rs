@@ -141,8 +141,7 @@ fn auth_request_on(cf: &ngx_conf_t) -> bool {
 
 /// `Basic base64(user:pass)` from the request's Auth-User/Auth-Pass, or why not.
 fn basic_value(req: &Request) -> Result<Vec<u8>, String> {
-    let headers = util::headers_in(req);
-    let (user, pass) = HeaderView::new(headers.iter().copied()).credentials();
+    let (user, pass) = HeaderView::new(util::headers_in(req)).credentials();
     let user = user.ok_or("no Auth-User header")?;
     let pass = pass.ok_or("no Auth-Pass header")?;
     crate::basic::basic_credentials(user, pass).map_err(|e| e.to_string())
@@ -231,8 +230,7 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     if !matches!(status as u32, NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN | 500..) {
         return Ok(());
     }
-    let headers = util::headers_in(req);
-    let view = HeaderView::new(headers.iter().copied());
+    let view = HeaderView::new(util::headers_in(req));
     let Some(decision) = engine.bridge_refusal(&view, status as u16, util::log_ctx(req.log())) else {
         // Not an auth_http request at all (no Auth-Protocol): leave the HTTP error alone.
         return Ok(());

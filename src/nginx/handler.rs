@@ -47,8 +47,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 
     let ctx = util::log_ctx(req.log());
-    let headers = util::headers_in(req);
-    let view = HeaderView::new(headers.iter().copied());
+    let view = HeaderView::new(util::headers_in(req));
     match engine.start(&view, ctx) {
         Start::Done(d) => send(r, &d),
         Start::Offload(job) => schedule(r, engine, pool, job, Box::new(|r, d| send(r, &d))),

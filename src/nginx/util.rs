@@ -107,7 +107,7 @@ pub fn set_authorization_in(r: *mut ngx_http_request_t, value: Option<&[u8]>) ->
     }
 }
 
-/// The request headers as byte pairs, in order.
-pub fn headers_in(r: &ngx::http::Request) -> Vec<(&[u8], &[u8])> {
-    r.headers_in_iterator().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect()
+/// The request headers as byte pairs, in order (read in place: nothing is copied).
+pub fn headers_in(r: &ngx::http::Request) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    r.headers_in_iterator().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
 }
