@@ -432,6 +432,10 @@ class Loadgen:
             raise BenchError(f"loadgen failed ({r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
         res = json.loads(r.stdout)
         res["server_cpu_us"] = [(a - b) / 1000 for a, b in zip(after, before)]
+        # per answered request, for each process measured (the first is the server compared)
+        res["cpu_us_per_req"] = [c / max(res["requests"], 1) for c in res["server_cpu_us"]]
+        if res["cpu_us_per_req"]:
+            res["us_per_req"] = res["cpu_us_per_req"][0]
         return res
 
 
@@ -635,7 +639,6 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
                     warm(port, path, users, pw)
                 cpu_fn = cpu_ns_stat if pid == python.pid else cpu_ns_schedstat
                 res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, users, pw, path, keep), secs, [pid], cpu_fn)
-                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
                 res["busy"] = res["server_cpu_us"][0] / 1e6 / res["secs"]
                 res["client_us"] = res["client_cpu_us"] / max(res["requests"], 1)
                 check(notes, f"round {r + 1}, {modes[mi][0]}, {name}", res, expect)
@@ -819,8 +822,7 @@ def redis_section(lg, nginx, so, rounds, secs, notes):
             for ri, (name, path) in enumerate(rows):
                 res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, creds, None, path), secs,
                              [worker, redis.pid])
-                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
-                res["redis_us"] = res["server_cpu_us"][1] / max(res["requests"], 1)
+                res["redis_us"] = res["cpu_us_per_req"][1]
                 check(notes, f"round {r + 1}, redis section, {name}", res)
                 results.setdefault(ri, []).append(res)
     finally:
@@ -1070,7 +1072,6 @@ def stores_section(lg, nginx, so, bcrypt_line, rounds, secs, notes):
                 if pw is not None:
                     warm(STORES, path, users, pw)
                 res = lg.run(lg.argv("http", target, secs, HTTP_CONNS, users, pw, path), secs, [worker])
-                res["us_per_req"] = res["server_cpu_us"][0] / max(res["requests"], 1)
                 check(notes, f"stores round {r + 1}, {name}", res, "ok")
                 results.setdefault(ri, []).append(res)
     finally:
