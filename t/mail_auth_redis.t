@@ -12,6 +12,10 @@
 #   c) Redis killed mid-run: logins go on, limited by each proxy's own zone (a right password
 #      still logs in, the local budget still bans), a log line and a counter say so
 #   d) Redis back (restarted, empty): shared limiting resumes without a reload
+#   e) 12 wrong passwords from one client at once, spread over the three: still 3 password
+#      checks in all (attempts in flight count in Redis)
+#   f) Redis stops answering (SIGSTOP): a login waits at most timeout=, then the proxy's own
+#      zone decides; never a temporary failure
 # and nginx -t refusing an unknown redis= name, a missing key_file=, and no thread pool.
 
 ###############################################################################
@@ -138,7 +142,7 @@ for my $n (0 .. 2) {
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
 $_->run() for @nginx;
 # (each instance checks its error log for alerts when it goes: 2 tests each)
-$t->plan(25 + 4);
+$t->plan(31 + 4);
 $t->waitforsocket('127.0.0.1:' . port(8144)) or die "no backend\n";
 
 ###############################################################################
@@ -222,6 +226,26 @@ like(login(1, '127.0.0.3', 'alice', 'alice-pw'), qr/^FAIL/, 'b) refused again on
 ok(@l1 == 2 && $l1[1] =~ /result=rate-limited reason="too many failed logins from 127.0.0.3 \(limit 3\/60s\)"/,
 	'b) the second time from proxy 1\'s own zone (the ban it learnt)') or diag(join "\n", @l1);
 
+# e) 12 wrong passwords from one client at once, 4 through each proxy: the attempts in flight
+# count in Redis, so 3 password checks in all (each proxy's zone alone would allow 3 each)
+
+{
+	my @kids;
+	for my $i (0 .. 11) {
+		my $pid = fork() // die "fork: $!\n";
+		if ($pid == 0) {
+			login($i % 3, '127.0.0.7', 'alice', "parallel-$i");
+			POSIX::_exit(0);
+		}
+		push @kids, $pid;
+	}
+	waitpid($_, 0) for @kids;
+	my $par = results(undef, '127.0.0.7');
+	is(count($par, 'invalid'), 3, 'e) 12 guesses at once over 3 proxies: 3 password checks (ip=3/m)')
+		or diag($par);
+	is(count($par, 'rate-limited'), 9, 'e) the other 9 refused unchecked') or diag($par);
+}
+
 # c) Redis killed mid-run: each proxy limits on its own
 
 redis_kill();
@@ -253,6 +277,20 @@ ok((grep { $_->read_file('error.log') =~ /usable again after .*shared limiting r
 login($_, '127.0.0.5', 'alice', "again-$_") for 0 .. 2;
 like(login(0, '127.0.0.5', 'alice', 'alice-pw'), qr/^FAIL/, 'd) one failure on each proxy: the 4th attempt refused');
 is(results(undef, '127.0.0.5'), 'invalid,rate-limited,invalid,invalid', 'd) refused by the shared budget');
+
+# f) Redis stops answering (SIGSTOP): the admission waits timeout=500ms, then the proxy's own
+# zone decides: a right password logs in, no temporary failure; the cause is logged again
+
+{
+	my $down = qr/mail_auth_redis "fleet" .*limiting with this proxy's own counters only/;
+	my $before = () = $t->read_file('error.log') =~ /$down/g;
+	ok(stop_process($redis_pid), 'f) Redis stopped (SIGSTOP)');
+	like(login(0, '127.0.0.8', 'alice', 'alice-pw'), qr/^OK/, 'f) Redis not answering: the right password logs in');
+	is(results(0, '127.0.0.8'), 'ok', 'f) decided by the proxy\'s own zone, no temporary failure');
+	my $after = () = $t->read_file('error.log') =~ /$down/g;
+	ok($after > $before, 'f) logged') or diag("$before -> $after");
+	kill 'CONT', $redis_pid;
+}
 
 ###############################################################################
 
