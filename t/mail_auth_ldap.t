@@ -355,7 +355,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(58);
+$t->run()->plan(62);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -458,6 +458,15 @@ is(binds() - $b0, 1 + 1, 'the directory saw one bind for the four (and the count
 $b0 = binds();
 like(imap('alice', 'another-guess', 8193), $refused, 'another wrong password refused');
 is(binds() - $b0, 1 + 1, '... after a bind of its own');
+# an unknown user is answered the same way: a repeated password costs no bind either (else the
+# round trip a repeat costs would tell unknown users from known ones), a new user name one bind
+$b0 = binds();
+my @ghost = map { imap('nobody-here', 'stale-pw', 8193) } 1 .. 4;
+is(scalar(grep { $_ =~ $refused } @ghost), 4, 'an unknown user, a password repeated: refused each time');
+is(binds() - $b0, 1 + 1, 'the directory saw one bind for the four, as for a known user');
+$b0 = binds();
+like(imap('nobody-else', 'stale-pw', 8193), $refused, 'another unknown user, the same password: refused');
+is(binds() - $b0, 1 + 1, '... after a bind of its own, as another known user would be');
 like(imap('alice', 'alice-pw', 8193), qr/^a01 OK/, 'the right password after them: accepted');
 
 # the directory stops answering (SIGSTOP): the login waiting for it does not hold the event

@@ -529,19 +529,10 @@ impl LdapStore {
         Ok(Some((entry.dn, account)))
     }
 
-    fn refused_tag(&self, dn: &str, password: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.refused_key).expect("any key length");
-        mac.update(&(dn.len() as u64).to_be_bytes());
-        mac.update(dn.as_bytes());
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
     /// [`bind`](Self::bind), unless the directory refused this DN with this password within
     /// [`REFUSED_TTL`]: then refused again without asking it.
     fn bind_once(&self, dn: &str, password: &str) -> Result<BindVerdict, String> {
-        let tag = self.refused_tag(dn, password);
+        let tag = crate::shm::keyed_hash(&self.refused_key, &[dn.as_bytes(), password.as_bytes()]);
         if lock(&self.refused).get(&tag).is_some_and(|t| t.elapsed() < REFUSED_TTL) {
             return Ok(BindVerdict::Refused);
         }
@@ -581,10 +572,12 @@ impl LdapStore {
         }
         let password = q.password.and_then(|p| std::str::from_utf8(p).ok()).filter(|p| !p.is_empty());
         let Some((dn, mut account)) = found else {
-            // an unknown user costs a round trip too: a bind the directory refuses (a DN that
-            // does not exist under the base); its answer is not used
+            // an unknown user costs a round trip too: a bind the directory refuses (a DN of its
+            // own, that does not exist under the base), remembered as a known user's refusal
+            // is, so that a repeated password is answered alike; its answer is not used
             if let Some(p) = password {
-                let _ = self.bind(&format!("cn=mail-auth-no-such-user,{}", self.opts.base), p);
+                let dn = format!("cn={},cn=mail-auth-no-such-user,{}", ldap3::dn_escape(q.user), self.opts.base);
+                let _ = self.bind_once(&dn, p);
             }
             return Ok(None);
         };
