@@ -614,25 +614,19 @@ impl<'a> Limiter<'a> {
         Refusal { wait, reason: self.cfg.refusal_reason(side, self.proto, &whose, banned, None) }
     }
 
-    /// A ban the fleet's shared limiter reported (`mail_auth_limit redis=`) on the `side`
-    /// counter of `ip` / `user`: kept here too, for `seconds` from `now`, so that this proxy
-    /// refuses the source at once without asking the shared store again (the growing wait goes
-    /// on from `refusals`). Listed by `bans` like a ban of its own; never evicts a live ban or
-    /// a counter with attempts in flight (the shared store still refuses then).
-    pub fn learn_ban(&self, side: Side, ip: Option<IpAddr>, user: &str, seconds: u64, refusals: u64, now: u64) {
-        let user = fold(user);
-        let c = self.counters(ip, &user, self.proto);
-        let Some((key, _)) = (match side {
-            Side::Ip => c.ip,
-            Side::User => c.user,
-        }) else {
+    /// A ban the fleet's shared limiter reported (`mail_auth_limit redis=`) on the counter of
+    /// client `ip`: kept here too, for `seconds` from `now`, so that this proxy refuses the
+    /// client at once without asking the shared store again (the growing wait goes on from
+    /// `refusals`). Listed by `bans` like a ban of its own; never evicts a live ban or a
+    /// counter with attempts in flight (the shared store still refuses then). (A user's ban is
+    /// not kept here: see the engine's fleet stage.)
+    pub fn learn_ip_ban(&self, ip: IpAddr, seconds: u64, refusals: u64, now: u64) {
+        let (Some(_), tag) = self.rate_for(Side::Ip, self.proto) else {
             return;
         };
+        let key = self.ip_key(ip, tag);
         let until = now.saturating_add(seconds);
-        let label = match (side, ip) {
-            (Side::Ip, Some(ip)) => Label::client(self.network(ip), self.rate_for(side, self.proto).1),
-            _ => Label::user(&user, self.rate_for(side, self.proto).1),
-        };
+        let label = Label::client(self.network(ip), tag);
         let g = self.table.lock();
         let Some((s, claim)) = self.table.claim_with(&g, key, now, rank(now), RANK_IN_FLIGHT) else {
             return;
@@ -1731,7 +1725,7 @@ mod tests {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("5/m", "5/m", 0)).unwrap();
         let a = ip("192.0.2.30");
-        l.learn_ban(Side::Ip, a, "u", 120, 3, 100);
+        l.learn_ip_ban(a.unwrap(), 120, 3, 100);
         let v = l.banned(a, "other", 101).expect("refused locally, no round trip");
         assert_eq!(v.wait, 8, "the growing wait goes on from the fleet's refusals");
         assert!(l.admit(a, "x", b"p", 101).is_err());
@@ -1741,12 +1735,13 @@ mod tests {
         assert_eq!(bans[0].subject, Some(BanSubject::Client("192.0.2.30".into())));
         assert!(refused(&l, a, "x", 219).is_some());
         assert!(allowed(&l, a, "x", 220), "over when the fleet's ban is");
-        // a user's ban; a shorter one never shortens a ban known here
-        l.learn_ban(Side::User, ip("198.51.100.1"), "Dora", 60, 1, 300);
-        assert!(refused(&l, ip("203.0.113.9"), "DORA", 301).is_some());
-        l.learn_ban(Side::User, None, "dora", 5, 1, 302);
-        assert!(refused(&l, None, "dora", 350).is_some());
-        assert!(refused(&l, None, "dora", 360).is_none());
+        // a shorter ban learnt later never shortens a ban known here
+        let b = ip("198.51.100.1");
+        l.learn_ip_ban(b.unwrap(), 60, 1, 300);
+        assert!(refused(&l, b, "dora", 301).is_some());
+        l.learn_ip_ban(b.unwrap(), 5, 1, 302);
+        assert!(refused(&l, b, "dora", 350).is_some());
+        assert!(refused(&l, b, "dora", 360).is_none());
     }
 
     #[test]

@@ -656,9 +656,10 @@ impl Engine {
                 // only a client's ban is kept locally: a user's ban in the zone would refuse that
                 // user's trusted clients, which the shared store (holding the fleet's trust marks)
                 // lets through; a user's ban is asked of the shared store each time
-                if let (Some((side @ crate::limiter::Side::Ip, left, refusals)), Some(l)) = (ban, self.limiter_for(req))
+                if let (Some((crate::limiter::Side::Ip, left, refusals)), Some(ip), Some(l)) =
+                    (ban, ip, self.limiter_for(req))
                 {
-                    l.learn_ban(side, ip, user, left, refusals, unix_now());
+                    l.learn_ip_ban(ip, left, refusals, unix_now());
                 }
                 if let Some(m) = self.metrics() {
                     m.fleet(true);

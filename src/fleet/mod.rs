@@ -3,7 +3,7 @@
 //! behind round-robin DNS or a balancer give an attacker one budget, not N.
 //!
 //! - The local shared-memory limiter (`limiter`) stays the first line: it refuses what it knows
-//!   (its own counters, and the bans the shared store reported, see `Limiter::learn_ban`)
+//!   (its own counters, and the bans the shared store reported, see `Limiter::learn_ip_ban`)
 //!   without a round trip; what it admits is then admitted by the shared store too, in one
 //!   atomic script (`redis::ADMIT`): the same checks and counting as `Limiter::admit` (bans,
 //!   full counters with attempts in flight, the trusted ip+user mark, the repeated-password
@@ -45,6 +45,8 @@ pub const MIN_KEY_BYTES: usize = 16;
 pub struct Keys {
     secret: zeroize::Zeroizing<Vec<u8>>,
     prefix: String,
+    /// [`Keys::unused`], made once.
+    unused: String,
 }
 
 impl std::fmt::Debug for Keys {
@@ -58,13 +60,13 @@ impl Keys {
         if secret.len() < MIN_KEY_BYTES {
             return Err(format!("the key is shorter than {MIN_KEY_BYTES} bytes"));
         }
-        Ok(Keys { secret: zeroize::Zeroizing::new(secret), prefix: prefix.to_string() })
+        Ok(Keys { secret: zeroize::Zeroizing::new(secret), prefix: prefix.to_string(), unused: format!("{prefix}-") })
     }
 
     /// A key under the prefix that is never written: it stands for an absent counter or mark in a
     /// script's KEYS (an ACL user restricted to the prefix may name no other key).
-    pub fn unused(&self) -> String {
-        format!("{}-", self.prefix)
+    pub fn unused(&self) -> &String {
+        &self.unused
     }
 
     /// The key of `kind` (one letter) for `parts`; each part is length-prefixed, so no two
@@ -501,10 +503,6 @@ impl Health {
     /// The store answered: the line to log if it was broken.
     pub fn usable(&mut self, desc: &str) -> Option<String> {
         self.broken.take().map(|b| format!("{desc}: usable again after {}; shared limiting resumed", b.cause))
-    }
-
-    pub fn is_broken(&self) -> bool {
-        self.broken.is_some()
     }
 }
 

@@ -221,12 +221,7 @@ impl Inner {
     }
 
     fn answered(&self) -> Option<String> {
-        let mut h = lock(&self.health);
-        if h.is_broken() {
-            h.usable(&self.desc)
-        } else {
-            None
-        }
+        lock(&self.health).usable(&self.desc)
     }
 
     fn run_admit(&self, call: &AdmitCall) -> Result<AdmitReply, String> {
@@ -270,9 +265,9 @@ impl Inner {
         let (ip, user) = (call.ip.as_ref(), call.user.as_ref());
         let none = self.conf.keys.unused();
         self.admit
-            .key(ip.map_or(&none, |c| &c.key))
-            .key(user.map_or(&none, |c| &c.key))
-            .key(call.trusted.as_ref().unwrap_or(&none))
+            .key(ip.map_or(none, |c| &c.key))
+            .key(user.map_or(none, |c| &c.key))
+            .key(call.trusted.as_ref().unwrap_or(none))
             .key(&call.fingerprint)
             .arg(call.now)
             .arg(ip.map_or(0, |c| c.rate.count))
@@ -385,7 +380,7 @@ impl QueueThread {
         for op in batch {
             match op {
                 Op::Settle(c) => {
-                    p.add_command(settle_cmd(sha, c, &none)).ignore();
+                    p.add_command(settle_cmd(sha, c, none)).ignore();
                 }
                 Op::Forget(keys) => {
                     p.cmd("DEL").arg(keys).ignore();
