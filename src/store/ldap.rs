@@ -407,15 +407,6 @@ impl LdapStore {
         })
     }
 
-    fn err(&self, cause: impl Into<String>) -> StoreError {
-        StoreError { source: self.describe(), cause: cause.into() }
-    }
-
-    fn fail(&self, cause: String) -> StoreError {
-        self.health.fail(&self.events, &self.desc, &cause);
-        self.err(cause)
-    }
-
     /// Connects to the first server that answers; a search connection binds as the service DN.
     fn connect(&self, service: bool) -> Result<Conn, String> {
         let mut causes = Vec::new();
@@ -658,13 +649,7 @@ impl Store for LdapStore {
         // the ldap3 crate panics on a malformed entry from the server: a store error here
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.lookup_inner(q)))
             .unwrap_or_else(|_| Err("malformed answer from the server".into()));
-        match r {
-            Ok(a) => {
-                self.health.recovered(&self.events, &self.desc);
-                Ok(a)
-            }
-            Err(cause) => Err(self.fail(cause)),
-        }
+        self.health.answer(&self.events, &self.desc, r.map(Ok))
     }
 
     super::sql_server::network_store_common!();

@@ -120,10 +120,6 @@ impl MysqlStore {
         })
     }
 
-    fn err(&self, cause: impl Into<String>) -> StoreError {
-        StoreError { source: self.describe(), cause: cause.into() }
-    }
-
     /// Connects to the first server that answers, and prepares the query there.
     fn connect(&self) -> Result<Conn, String> {
         let mut causes = Vec::new();
@@ -196,11 +192,6 @@ impl MysqlStore {
             .collect();
         Ok(Some(row_account(c.columns.iter().map(String::as_str), &values, q.user)))
     }
-
-    fn fail(&self, cause: String) -> StoreError {
-        self.health.fail(&self.events, &self.desc, &cause);
-        self.err(cause)
-    }
 }
 
 /// Whether the socket's read/write timeout (`query_timeout`) expired. The codec's error type is
@@ -223,13 +214,8 @@ fn text(e: &mysql::Error) -> String {
 
 impl Store for MysqlStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
-        match self.pool.with(|| self.connect(), |_| true, |c| self.run(c, q)) {
-            Ok(found) => {
-                self.health.recovered(&self.events, &self.desc);
-                found.transpose().map_err(|e| self.err(e))
-            }
-            Err(cause) => Err(self.fail(cause)),
-        }
+        let found = self.pool.with(|| self.connect(), |_| true, |c| self.run(c, q));
+        self.health.answer(&self.events, &self.desc, found.map(Option::transpose))
     }
 
     super::sql_server::network_store_common!();

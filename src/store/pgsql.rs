@@ -128,10 +128,6 @@ impl PgStore {
         })
     }
 
-    fn err(&self, cause: impl Into<String>) -> StoreError {
-        StoreError { source: self.describe(), cause: cause.into() }
-    }
-
     /// Connects (the DSN's servers in order) and prepares the query.
     fn connect(&self) -> Result<Conn, String> {
         let rt =
@@ -220,11 +216,6 @@ impl PgStore {
         }
         Ok(Some(row_account(conn.columns.iter().map(|(n, _)| n.as_str()), &values, q.user)))
     }
-
-    fn fail(&self, cause: String) -> StoreError {
-        self.health.fail(&self.events, &self.desc, &cause);
-        self.err(cause)
-    }
 }
 
 /// A driver error with its cause (tokio-postgres' Display alone says "db error").
@@ -243,13 +234,7 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 impl Store for PgStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
         let found = self.pool.with(|| self.connect(), |c| !c.client.is_closed(), |c| self.run(c, q));
-        match found {
-            Ok(found) => {
-                self.health.recovered(&self.events, &self.desc);
-                found.transpose().map_err(|e| self.err(e))
-            }
-            Err(cause) => Err(self.fail(cause)),
-        }
+        self.health.answer(&self.events, &self.desc, found.map(Option::transpose))
     }
 
     super::sql_server::network_store_common!();

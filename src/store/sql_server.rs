@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::sql_row::{escape_controls, map_fields};
 use super::watch::Events;
-use super::{lock, Account, NoticeLevel};
+use super::{lock, Account, NoticeLevel, StoreError};
 use crate::protocol;
 
 /// Whether a server store is broken, as its log lines tell it: each new cause of failure is
@@ -40,6 +40,22 @@ impl Health {
         if lock(&self.broken).take().is_some() {
             events.push(NoticeLevel::Info, format!("{desc}: usable again"));
         }
+    }
+
+    /// A network store's answer from what its lookup met: the server unusable (`Err`: logged
+    /// by [`Health::fail`]), else what the server said (a recovery logged by
+    /// [`Health::recovered`]), a bad answer for this user a store error of its own.
+    pub(crate) fn answer(
+        &self,
+        events: &Events,
+        desc: &str,
+        met: Result<Result<Option<Account>, String>, String>,
+    ) -> Result<Option<Account>, StoreError> {
+        match &met {
+            Ok(_) => self.recovered(events, desc),
+            Err(cause) => self.fail(events, desc, cause),
+        }
+        met.and_then(|f| f).map_err(|cause| StoreError { source: desc.to_string(), cause })
     }
 }
 
