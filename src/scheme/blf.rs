@@ -7,10 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{malformed, SchemeError};
-
-/// bcrypt's own base64 alphabet.
-const ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+use super::{is_crypt_char, malformed, SchemeError};
 
 pub(super) struct Bcrypt<'a> {
     stored: &'a str,
@@ -36,7 +33,7 @@ pub(super) fn parse(s: &str) -> Result<Bcrypt<'_>, SchemeError> {
     if !(4..=31).contains(&cost) {
         return Err(malformed(format!("bcrypt (cost {cost} outside 4..31)")));
     }
-    if b.len() != 60 || !b[7..].iter().all(|c| ALPHABET.contains(c)) {
+    if b.len() != 60 || !b[7..].iter().all(|&c| is_crypt_char(c)) {
         return Err(malformed("bcrypt (length or characters)"));
     }
     Ok(Bcrypt { stored: s, cost })

@@ -95,6 +95,12 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 /// The crypt(3) alphabet (also bcrypt's, in another order).
 pub(crate) const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// `c` is in [`CRYPT_ALPHABET`] (a range test: a search of the alphabet per character cost a
+/// bcrypt hash's check ~10,000 instructions).
+pub(crate) fn is_crypt_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'.' || c == b'/'
+}
+
 /// `N` random characters of the crypt alphabet (uniform: 256 is a multiple of 64).
 pub(crate) fn crypt_salt<const N: usize>() -> String {
     random_bytes::<N>().iter().map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char).collect()

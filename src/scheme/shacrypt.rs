@@ -9,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{crypt_salt, ct_eq, malformed, SchemeError, CRYPT_ALPHABET};
+use super::{crypt_salt, ct_eq, is_crypt_char, malformed, SchemeError};
 
 const ROUNDS_DEFAULT: usize = 5000;
 const ROUNDS_MIN: usize = 1000;
@@ -59,7 +59,7 @@ pub(super) fn parse(s: &str) -> Result<ShaCrypt<'_>, SchemeError> {
         return Err(malformed(format!("{what} (salt)")));
     }
     let want = if bits == 512 { 86 } else { 43 };
-    if hash.len() != want || !hash.bytes().all(|c| CRYPT_ALPHABET.contains(&c)) {
+    if hash.len() != want || !hash.bytes().all(is_crypt_char) {
         return Err(malformed(format!("{what} (hash length or characters)")));
     }
     Ok(ShaCrypt { bits, rounds, salt, hash })

@@ -478,3 +478,10 @@ fn cost_estimate_calibration() {
         eprintln!("{:>8} µs measured {:>8} estimated  {}", us, cost_estimate(stored), &stored[..stored.len().min(40)]);
     }
 }
+
+#[test]
+fn crypt_characters_are_exactly_the_crypt_alphabet() {
+    for c in 0..=255u8 {
+        assert_eq!(is_crypt_char(c), CRYPT_ALPHABET.contains(&c), "byte {c:#04x}");
+    }
+}
