@@ -58,6 +58,13 @@ use crate::scheme;
 /// Default `mail_auth_sqlite_cache_rows`: rows each worker keeps (about 300 bytes each).
 pub const DEFAULT_CACHE_ROWS: usize = 4096;
 
+/// SQLite's page cache of each worker's lookup connection, in KiB (SQLite's default is 2 MiB):
+/// filled only with the pages lookups read, kept while the file's change counter stays the
+/// same. A database up to this size (about 130,000 users of `scripts/schema.sql`) is then read
+/// from the file once: a lookup that misses the rows kept makes no `pread` for its B-tree pages
+/// (scripts/profile-syscalls, 100,000 users: 3.7 -> 2.0 a lookup).
+pub const PAGE_CACHE_KIB: i64 = 16 * 1024;
+
 /// `mail_auth_sqlite_app_query default`: the `app_passwords` table of `scripts/schema.sql`.
 pub const DEFAULT_APP_QUERY: &str =
     "SELECT label, password, protocols, networks FROM app_passwords WHERE user = :user ORDER BY rowid";
@@ -428,6 +435,8 @@ impl SqliteStore {
     /// Opens the database and prepares (and checks) the query: once per connection.
     fn open(&self) -> Result<Open, String> {
         let conn = open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?;
+        // negative: a size in KiB, not a number of pages
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(|e| format!("cache_size: {e}"))?;
         if is_wal(&self.path) {
             self.events.push(
                 NoticeLevel::Warn,

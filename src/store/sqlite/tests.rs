@@ -672,3 +672,16 @@ fn app_only_column() {
     assert_eq!(row("").unwrap().app_only, None);
     assert!(row("nntp").is_err());
 }
+
+#[test]
+fn the_lookup_connection_keeps_a_page_cache_of_its_own_size() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let s = store(&db);
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let inner = lock(&s.inner);
+    let open = inner.conn.as_ref().expect("open after a lookup");
+    let size: i64 = open.conn.pragma_query_value(None, "cache_size", |r| r.get(0)).unwrap();
+    assert_eq!(size, -PAGE_CACHE_KIB, "SQLite's default is -2000");
+}
