@@ -75,17 +75,19 @@ impl Drop for Guard<'_, '_> {
     }
 }
 
-/// A lock token unique to this acquisition: pid in the high half, a counter, never zero.
+/// A lock token unique to this acquisition: pid in the high half, a counter, never zero. The
+/// pid is the one the worker recorded at its start (`store::watch::process_id`): no `getpid()`
+/// syscall per lock (every cache probe and limiter step takes one).
 fn token() -> u64 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-    (u64::from(std::process::id()) << 32) | (u64::from(seq) << 1) | 1
+    (u64::from(crate::store::watch::process_id()) << 32) | (u64::from(seq) << 1) | 1
 }
 
 /// Is the process that wrote `token` still alive? `None` when we cannot tell (no /proc).
 fn holder_alive(token: u64) -> Option<bool> {
     let pid = token >> 32;
-    if pid == u64::from(std::process::id()) {
+    if pid == u64::from(crate::store::watch::process_id()) {
         return Some(true);
     }
     if !std::path::Path::new("/proc/self").exists() {

@@ -442,7 +442,7 @@ impl Verifier {
         if self.cfg.jwks.is_none() {
             return;
         }
-        let pid = std::process::id();
+        let pid = crate::store::watch::process_id();
         if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
