@@ -108,18 +108,46 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 struct Users {
     kind: Kind,
     data: Box<[u8]>,
-    /// Hashes of the user names, sorted; `lines[i]` is where the line of `hashes[i]` starts.
-    hashes: Box<[u64]>,
-    lines: Box<[u32]>,
-    /// Where each hash's entries are: those whose top `bits` bits are `b` are
-    /// `dir[b]..dir[b + 1]` of `hashes` (about one or two each, so a lookup reads one place of
-    /// `hashes` instead of a binary search's ~17: with 100,000 users that search's cache
-    /// misses were most of a lookup's time).
-    dir: Box<[u32]>,
-    bits: u32,
+    /// The accounts' lines by the hash of their user name: open addressing, linear probing,
+    /// at most 3/4 full (see [`Slot`]). A lookup reads one place of this table and the line:
+    /// two cache misses where a binary search over sorted hashes made ~17 steps (with 100,000
+    /// users its misses were most of a lookup's time).
+    slots: Box<[Slot]>,
+    /// Slots in use (lines indexed).
+    count: usize,
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
     template: Option<Arc<str>>,
+}
+
+/// A place of [`Users::slots`]: the top 32 bits of a user name's hash, and where its line
+/// starts (`EMPTY`: a free place, which ends a probe).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    tag: u32,
+    line: u32,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// Places for `n` lines: a power of two, at most 3/4 full (8 bytes a place: 11-22 bytes a user).
+fn table_size(n: usize) -> usize {
+    (n + n / 3 + 1).next_power_of_two()
+}
+
+/// The table of `entries` (a hash and a line start each, in file order): a hash's lines come
+/// out of a probe in the order they went in, file order.
+fn table(entries: &[(u64, u32)]) -> Box<[Slot]> {
+    let mut slots = vec![Slot { tag: 0, line: EMPTY }; table_size(entries.len())].into_boxed_slice();
+    let mask = slots.len() - 1;
+    for &(h, line) in entries {
+        let mut i = h as usize & mask;
+        while slots[i].line != EMPTY {
+            i = (i + 1) & mask;
+        }
+        slots[i] = Slot { tag: (h >> 32) as u32, line };
+    }
+    slots
 }
 
 /// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
@@ -150,21 +178,21 @@ fn user_field(line: &[u8]) -> &[u8] {
 
 impl Users {
     fn len(&self) -> usize {
-        self.hashes.len()
+        self.count
     }
 
-    /// The lines of `user`'s hash (other names may share it), in file order.
+    /// The lines whose hash looks like `user`'s (other names may share it), in file order.
     fn candidates(&self, user: &str) -> impl Iterator<Item = &[u8]> + '_ {
         let h = self.hasher.hash_one(user.as_bytes());
-        let b = if self.bits == 0 { 0 } else { (h >> (64 - self.bits)) as usize };
-        let range = self.dir[b] as usize..self.dir[b + 1] as usize;
-        let (hashes, lines) = (&self.hashes[range.clone()], &self.lines[range]);
-        let first = hashes.partition_point(|&x| x < h);
-        hashes[first..]
-            .iter()
-            .zip(&lines[first..])
-            .take_while(move |(&hash, _)| hash == h)
-            .map(|(_, &start)| line_at(&self.data, start as usize))
+        let (tag, mask) = ((h >> 32) as u32, self.slots.len() - 1);
+        let mut i = h as usize & mask;
+        std::iter::from_fn(move || {
+            let s = self.slots[i];
+            i = (i + 1) & mask;
+            (s.line != EMPTY).then_some(s)
+        })
+        .filter(move |s| s.tag == tag)
+        .map(|s| line_at(&self.data, s.line as usize))
     }
 
     /// The account of `user`: `None` if there is none, `Some(Err)` if its line no longer parses
@@ -194,12 +222,12 @@ impl Users {
 
     /// Every account, in no particular order.
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
-        self.lines.iter().map(|&start| self.account(line_at(&self.data, start as usize)))
+        self.slots.iter().filter(|s| s.line != EMPTY).map(|s| self.account(line_at(&self.data, s.line as usize)))
     }
 
     /// Bytes held (the file and the index), for the memory estimate.
     fn heap_bytes(&self) -> usize {
-        self.data.len() + self.hashes.len() * 8 + self.lines.len() * 4 + self.dir.len() * 4
+        self.data.len() + self.slots.len() * std::mem::size_of::<Slot>()
     }
 }
 
@@ -749,38 +777,15 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     drop(first_of_hash);
     drop(app_labels);
     drop(line_numbers);
-    entries.sort_unstable();
-    let hashes: Box<[u64]> = entries.iter().map(|e| e.0).collect();
-    let (dir, bits) = directory(&hashes);
     let users = Users {
         kind,
-        hashes,
-        dir,
-        bits,
-        lines: entries.iter().map(|e| e.1).collect(),
+        slots: table(&entries),
+        count: entries.len(),
         data,
         hasher,
         template: template.map(|(_, t)| t.into()),
     };
     (users, notices)
-}
-
-/// The bucket directory of sorted `hashes` (see [`Users::dir`]): about two entries a bucket,
-/// at most 4 bytes a user.
-fn directory(hashes: &[u64]) -> (Box<[u32]>, u32) {
-    let bits = (hashes.len() / 2).next_power_of_two().trailing_zeros();
-    let buckets = 1usize << bits;
-    let bucket = |h: u64| if bits == 0 { 0 } else { (h >> (64 - bits)) as usize };
-    let mut dir = Vec::with_capacity(buckets + 1);
-    let mut i = 0;
-    for b in 0..buckets {
-        while i < hashes.len() && bucket(hashes[i]) < b {
-            i += 1;
-        }
-        dir.push(u32::try_from(i).unwrap_or(u32::MAX));
-    }
-    dir.push(u32::try_from(hashes.len()).unwrap_or(u32::MAX));
-    (dir.into_boxed_slice(), bits)
 }
 
 /// Parses a whole file's content (`name` prefixes the notices): the users, first definition
@@ -850,9 +855,9 @@ impl Store for PasswdFile {
             shared.check(&mut lock(&shared.watch), false);
         }
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        for &start in users.lines.iter() {
+        for slot in users.slots.iter().filter(|s| s.line != EMPTY) {
             // every indexed line was parsed at load: its user field is UTF-8
-            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, start as usize))) {
+            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, slot.line as usize))) {
                 if !each(name) {
                     break;
                 }
@@ -873,23 +878,34 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn the_directory_finds_every_hash_and_stays_small() {
+    fn the_table_finds_every_line_in_file_order() {
         let s = RandomState::new();
         for n in [0usize, 1, 2, 3, 5, 64, 1000, 4097] {
-            let mut hashes: Vec<u64> = (0..n).map(|i| s.hash_one(i)).collect();
-            if n > 3 {
-                // two names with one hash, and both ends of the range
-                hashes[1] = hashes[0];
-                hashes.extend([0, u64::MAX]);
+            // (hash, line): distinct hashes, then a hash given to three more lines (one name's
+            // app passwords, or names whose hashes collide), and both ends of the hash range
+            let mut entries: Vec<(u64, u32)> = (0..n).map(|i| (s.hash_one(i), i as u32)).collect();
+            let shared = s.hash_one("shared");
+            entries.extend([(shared, 1_000_000), (0, 1_000_001), (shared, 1_000_002), (u64::MAX, 1_000_003)]);
+            entries.push((shared, 1_000_004));
+            let slots = table(&entries);
+            assert!(slots.len().is_power_of_two() && slots.len() * 3 >= entries.len() * 4, "{n}");
+            let mask = slots.len() - 1;
+            let probe = |h: u64| {
+                let mut i = h as usize & mask;
+                let mut found = Vec::new();
+                while slots[i].line != EMPTY {
+                    if slots[i].tag == (h >> 32) as u32 {
+                        found.push(slots[i].line);
+                    }
+                    i = (i + 1) & mask;
+                }
+                found
+            };
+            for &(h, line) in &entries {
+                assert!(probe(h).contains(&line), "{n}: line {line} not found");
             }
-            hashes.sort_unstable();
-            let (dir, bits) = directory(&hashes);
-            assert_eq!(dir.len(), (1 << bits) + 1);
-            assert!(dir.len() <= hashes.len() + 2, "{n}: {} buckets", dir.len());
-            for (i, &h) in hashes.iter().enumerate() {
-                let b = if bits == 0 { 0 } else { (h >> (64 - bits)) as usize };
-                assert!(dir[b] as usize <= i && i < dir[b + 1] as usize, "{n}: hash {i} outside its bucket");
-            }
+            assert_eq!(probe(shared), [1_000_000, 1_000_002, 1_000_004], "{n}: file order");
+            assert_eq!(slots.iter().filter(|s| s.line != EMPTY).count(), entries.len());
         }
     }
 
@@ -1454,8 +1470,8 @@ mod tests {
         assert_eq!(users["a"].password, "{PLAIN}x");
     }
 
-    /// What the loaded form costs: the file's bytes plus 12 bytes of index per user and the
-    /// bucket directory (4 bytes a bucket, a bucket per one or two users).
+    /// What the loaded form costs: the file's bytes plus the table (8 bytes a place, at most
+    /// 3/4 of them used: 11-22 bytes a user).
     #[test]
     fn memory_per_user() {
         let d = TempDir::new("mem");
@@ -1466,8 +1482,8 @@ mod tests {
         }
         let s = open0(&d.file("users", data.as_bytes()));
         let bytes = s.memory_bytes().unwrap();
-        assert_eq!(bytes, data.len() + 12 * n + 4 * ((n / 2).next_power_of_two() + 1));
-        assert!(bytes - data.len() <= 16 * n);
+        assert_eq!(bytes, data.len() + 8 * table_size(n));
+        assert!(bytes - data.len() <= 22 * n);
         eprintln!("{n} users, {} bytes/line: {} bytes/user loaded", data.len() / n, bytes / n);
     }
 
