@@ -253,7 +253,7 @@ fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Optio
         (None, AuthResponse::Ok { server, port, user, .. }) => backend_reason(server, *port, user.as_deref()),
         (None, _) => String::new(),
     };
-    Outcome { response, result: AuthResult::Ok, reason, user: req.user.clone() }
+    Outcome { response, result: AuthResult::Ok, reason, user: None }
 }
 
 /// "backend ADDR:PORT" (`[ADDR]` for IPv6) and ` as "USER"` when the backend login differs:
@@ -269,8 +269,9 @@ fn backend_reason(server: &str, port: u16, user: Option<&str>) -> String {
     if v6 {
         r.push(']');
     }
-    // (written into the capacity reserved above: no further allocation)
-    let _ = write!(r, ":{port}");
+    // (written into the capacity reserved above: no further allocation, no formatter)
+    r.push(':');
+    r.extend(crate::protocol::decimal(u32::from(port), &mut [0; 10]).iter().map(|&d| char::from(d)));
     if let Some(u) = user {
         r.push_str(" as \"");
         r.push_str(u);

@@ -115,7 +115,7 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
         return fail(cfg, req, None, AuthResult::CertDenied, "no CN in the client certificate's subject".to_string());
     };
     let with_cn = |mut o: Outcome| {
-        o.user = cn.clone();
+        o.user = Some(cn.clone());
         o
     };
     let cn_fail = |result, reason: String| with_cn(fail(cfg, req, None, result, reason));

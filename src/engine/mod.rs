@@ -356,7 +356,7 @@ impl Engine {
 
     /// What the log says of a request that could not be parsed: the client a trusted balancer
     /// named, if it named a usable one.
-    fn log_fields(&self, view: &HeaderView<'_>) -> LogFields {
+    fn log_fields(&self, view: &HeaderView<'_>) -> LogFields<'static> {
         let mut fields = view.log_fields();
         if let RealClient::Proxied { client } = view.real_client(&self.cfg.trusted_proxies) {
             fields.client = Some(client);
@@ -934,8 +934,12 @@ impl Engine {
                 fleet.settle(ticket, how);
             }
         }
-        // the outcome's user moves into the log fields (the decision line reads it there)
-        let user = std::mem::take(&mut o.user).into_bytes();
+        // the outcome's user moves into the log fields (the decision line reads it there); the
+        // request's is borrowed
+        let user = match o.user.take() {
+            Some(u) => std::borrow::Cow::Owned(u.into_bytes()),
+            None => std::borrow::Cow::Borrowed(req.user.as_bytes()),
+        };
         let fields = LogFields {
             user,
             client: req.client_ip,
@@ -946,7 +950,7 @@ impl Engine {
         self.conclude(fields, o, ctx, trace)
     }
 
-    fn count(&self, fields: Option<&LogFields>, result: AuthResult, ctx: Ctx) {
+    fn count(&self, fields: Option<&LogFields<'_>>, result: AuthResult, ctx: Ctx) {
         if let Some(m) = self.metrics() {
             m.request(
                 fields.and_then(|f| f.protocol),
@@ -960,7 +964,7 @@ impl Engine {
     /// Counts the answer, and makes the log lines: the store's notices, then the decision.
     /// A refused APOP/CRAM-MD5 login on an nginx without the CVE-2026-27651 fix gets
     /// `Auth-Wait: 0` (nginx then closes the session; see `config::auth_wait_fixed`).
-    fn conclude(&self, fields: LogFields, mut o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
+    fn conclude(&self, fields: LogFields<'_>, mut o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
         if !self.cfg.nginx_auth_wait_fixed && matches!(fields.method, Some(Method::Apop | Method::CramMd5)) {
             if let AuthResponse::Fail { wait, .. } | AuthResponse::TempFail { wait, .. } = &mut o.response {
                 *wait = Some(0);
@@ -996,7 +1000,7 @@ impl Engine {
 
 /// One line per decision: user, client, protocol, method, result, reason, time taken. Every
 /// client- or store-given value is escaped once, here.
-pub fn decision_line(f: &LogFields, o: &Outcome, took: Duration) -> String {
+pub fn decision_line(f: &LogFields<'_>, o: &Outcome, took: Duration) -> String {
     let mut s = String::with_capacity(160);
     let _ = write!(
         s,

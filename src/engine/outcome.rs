@@ -105,9 +105,10 @@ pub struct Outcome {
     pub result: AuthResult,
     /// Precise reason for the log (never sent to the client); plain text, escaped when logged.
     pub reason: String,
-    /// The login name the decision was about, as the client gave it (the certificate's CN for
-    /// EXTERNAL).
-    pub user: String,
+    /// The login name the decision was about when it is not the request's `Auth-User` (the
+    /// certificate's CN for EXTERNAL, the user of a request that could not be parsed); `None`:
+    /// the request's (not copied: the decision line is most often not written).
+    pub user: Option<String>,
 }
 
 fn error_code(protocol: Option<Protocol>, code: &str) -> Option<String> {
@@ -140,7 +141,7 @@ pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: Auth
         },
         result,
         reason,
-        user: req.user.clone(),
+        user: None,
     }
 }
 
@@ -163,20 +164,30 @@ pub fn refuse(
         },
         result,
         reason,
-        user: req.user.clone(),
+        user: None,
     }
 }
 
 /// A temporary failure ("try again later"; IMAP `[UNAVAILABLE]`, POP3 `[SYS/TEMP]`, SMTP
 /// `451 4.3.0`): never OK, never "wrong password".
 pub fn temp_fail(cfg: &AuthConfig, req: &AuthRequest, result: AuthResult, reason: String) -> Outcome {
-    temp_fail_for(cfg, Some(req.protocol), &req.user, result, reason)
+    temp_fail_as(cfg, Some(req.protocol), None, result, reason)
 }
 
 pub fn temp_fail_for(
     cfg: &AuthConfig,
     protocol: Option<Protocol>,
     user: &str,
+    result: AuthResult,
+    reason: String,
+) -> Outcome {
+    temp_fail_as(cfg, protocol, Some(user.to_string()), result, reason)
+}
+
+fn temp_fail_as(
+    cfg: &AuthConfig,
+    protocol: Option<Protocol>,
+    user: Option<String>,
     result: AuthResult,
     reason: String,
 ) -> Outcome {
@@ -188,7 +199,7 @@ pub fn temp_fail_for(
         },
         result,
         reason,
-        user: user.to_string(),
+        user,
     }
 }
 
@@ -210,7 +221,7 @@ pub fn failed_unparsed(
         },
         result,
         reason,
-        user: user.to_string(),
+        user: Some(user.to_string()),
     }
 }
 
@@ -225,6 +236,6 @@ pub fn relay_denied(cfg: &AuthConfig, reason: String) -> Outcome {
         },
         result: AuthResult::RelayDenied,
         reason,
-        user: String::new(),
+        user: Some(String::new()),
     }
 }

@@ -53,6 +53,7 @@ pub use request::{
     parse_ip, parse_request, AuthRequest, HeaderView, LogFields, Password, ProtocolError, SslInfo, LISTENER_HEADER,
     MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
 };
+pub(crate) use response::decimal;
 pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
 
 /// The failed-login text without a response code (SMTP, where nginx puts `Auth-Error-Code`

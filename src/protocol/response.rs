@@ -99,7 +99,7 @@ fn sanitize_code(c: &str) -> Option<Cow<'_, str>> {
 }
 
 /// The decimal digits of `n`, in `buf` (no allocation).
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+pub(crate) fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
