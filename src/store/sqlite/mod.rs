@@ -55,8 +55,10 @@ use crate::protocol::{self, Protocol};
 use crate::scheme;
 
 /// The query used with the schema in `scripts/schema.sql`.
-/// Default `mail_auth_sqlite_cache_rows`: rows each worker keeps (about 300 bytes each).
-pub const DEFAULT_CACHE_ROWS: usize = 4096;
+/// Default `mail_auth_sqlite_cache_rows`: rows each worker keeps (see [`rows`]: about 100
+/// bytes a row of only a name and a password, ~400 for others), enough for every active user
+/// of most SQLite stores (a row not kept costs SQLite's locking: ~9 system calls a lookup).
+pub const DEFAULT_CACHE_ROWS: usize = 131_072;
 
 /// SQLite's page cache of each worker's lookup connection, in KiB (SQLite's default is 2 MiB):
 /// filled only with the pages lookups read, kept while the file's change counter stays the
@@ -108,7 +110,7 @@ struct Open {
 #[derive(Default)]
 struct Rows {
     counter: Option<u32>,
-    map: std::collections::HashMap<String, Option<Account>>,
+    table: rows::RowTable,
 }
 
 /// The change counter of an open database file, `None` when it can't be read or the file is in
@@ -602,17 +604,17 @@ impl SqliteStore {
         }
         let counter = self.rows_counter(inner);
         if counter.is_some() {
-            if let Some(row) = inner.rows.map.get(q.user) {
-                return Some(Ok(row.clone()));
+            if let Some(row) = inner.rows.table.get(q.user) {
+                return Some(Ok(row));
             }
         }
         let r = self.find_in_db(inner, q, try_only);
         if let (Some(c), Some(Ok(row))) = (counter, &r) {
             if inner.rows.counter == Some(c) {
-                if inner.rows.map.len() >= self.cache_rows {
-                    inner.rows.map.clear();
+                if inner.rows.table.len() >= self.cache_rows {
+                    inner.rows.table.clear();
                 }
-                inner.rows.map.insert(q.user.to_string(), row.clone());
+                inner.rows.table.insert(q.user, row);
             }
         }
         r
@@ -728,6 +730,8 @@ pub(crate) fn walk_names(conn: &Connection, sql: &str, each: &mut dyn FnMut(&str
     }
     Ok(())
 }
+
+mod rows;
 
 #[cfg(test)]
 mod tests;

@@ -540,7 +540,7 @@ fn kept_rows_answer_until_a_writer_changes_the_file() {
     assert_eq!(s.lookup(&q("nobody")).unwrap(), None);
     // (the first lookup opened the connection: from then on answers are kept)
     assert!(s.lookup(&q("alice")).unwrap().is_some());
-    assert_eq!(lock(&s.inner).rows.map.len(), 2, "both answers kept (an unknown user too)");
+    assert_eq!(lock(&s.inner).rows.table.len(), 2, "both answers kept (an unknown user too)");
 
     // a writer holding its lock with the change not committed: the kept row (the committed
     // state) answers at once, even without waiting
@@ -552,7 +552,7 @@ fn kept_rows_answer_until_a_writer_changes_the_file() {
     writer.execute_batch("COMMIT").unwrap();
     // committed: the next lookup sees it, and the rows were dropped
     assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}b");
-    assert_eq!(lock(&s.inner).rows.map.len(), 1, "rows of the old counter dropped");
+    assert_eq!(lock(&s.inner).rows.table.len(), 1, "rows of the old counter dropped");
     // a user added, and one removed, are seen at once too
     writer.execute_batch("INSERT INTO users(name, password) VALUES ('nobody', '{PLAIN}n')").unwrap();
     assert_eq!(s.lookup(&q("nobody")).unwrap().unwrap().password, "{PLAIN}n");
@@ -578,13 +578,13 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     let s = store(&db).with_cache_rows(4);
     for i in 0..10 {
         assert!(s.lookup(&q(&format!("u{i}"))).unwrap().is_some());
-        assert!(lock(&s.inner).rows.map.len() <= 4);
+        assert!(lock(&s.inner).rows.table.len() <= 4);
     }
     // a query with another parameter than :user: its answers depend on more than the user
     let by_ip = "SELECT name, password FROM users WHERE name = :user AND :client_ip IS NOT NULL";
     let s = SqliteStore::new(db.to_str().unwrap(), by_ip).unwrap().with_check_interval(Duration::ZERO);
     assert!(s.lookup(&q("u1")).unwrap().is_some());
-    assert_eq!(lock(&s.inner).rows.map.len(), 0);
+    assert_eq!(lock(&s.inner).rows.table.len(), 0);
     // WAL: commits do not change the counter, so nothing is kept
     let wal = d.join("wal.db");
     make_db(&wal, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
@@ -592,7 +592,7 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     let s = store(&wal);
     assert!(s.lookup(&q("alice")).unwrap().is_some());
     assert!(s.lookup(&q("alice")).unwrap().is_some());
-    assert_eq!(lock(&s.inner).rows.map.len(), 0);
+    assert_eq!(lock(&s.inner).rows.table.len(), 0);
 }
 
 #[test]

@@ -1,0 +1,267 @@
+//! The rows a worker keeps of a SQLite store, compactly: a row that is only a name and a
+//! password (what most accounts are) costs its bytes and a few more, not a whole [`Account`]
+//! (~300 bytes with its allocations), so a worker can keep every active user's row.
+//!
+//! An open-addressing table (linear probing, at most 3/4 full) of places into one byte arena.
+//! Each entry: the user asked for (2-byte length, bytes), a kind, then
+//! - `NONE`: no such user;
+//! - `PLAIN`: the account's name and password (2-byte length and bytes each): an [`Account`]
+//!   with nothing else set (enabled, no rules, no backend, no app passwords);
+//! - `FULL`: the index of the account in a list of whole accounts (any other row).
+
+#![forbid(unsafe_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use crate::store::Account;
+
+const NONE: u8 = 0;
+const PLAIN: u8 = 1;
+const FULL: u8 = 2;
+
+const EMPTY: u32 = u32::MAX;
+
+/// A place of the table: the top 32 bits of the user's hash, and where its entry starts in
+/// the arena (`EMPTY`: free).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    tag: u32,
+    at: u32,
+}
+
+#[derive(Default)]
+pub(super) struct RowTable {
+    hasher: RandomState,
+    /// Empty, or a power of two places.
+    slots: Vec<Slot>,
+    arena: Vec<u8>,
+    full: Vec<Account>,
+    len: usize,
+}
+
+/// `bytes` after a 2-byte length, or `None` when it does not fit one.
+fn put(arena: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    arena.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_le_bytes());
+    arena.extend_from_slice(bytes);
+    Some(())
+}
+
+/// The bytes at `*at` (after their 2-byte length); moves `*at` past them.
+fn take<'a>(arena: &'a [u8], at: &mut usize) -> &'a [u8] {
+    let n = arena.get(*at..*at + 2).map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    let bytes = arena.get(*at + 2..*at + 2 + n).unwrap_or_default();
+    *at += 2 + n;
+    bytes
+}
+
+/// Bytes that came from a `String` as one again (lossy only if the arena were damaged).
+fn text(b: &[u8]) -> String {
+    std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b).into_owned(), str::to_owned)
+}
+
+/// Whether `a` is only a name and a password.
+fn is_plain(a: &Account) -> bool {
+    a.name.len() <= usize::from(u16::MAX)
+        && a.password.len() <= usize::from(u16::MAX)
+        && *a == Account { name: a.name.clone(), password: a.password.clone(), enabled: true, ..Account::default() }
+}
+
+impl RowTable {
+    /// Rows kept.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes held, for tests and estimates (places, arena, whole accounts' slots).
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.arena.capacity()
+            + self.full.capacity() * std::mem::size_of::<Account>()
+    }
+
+    fn hash(&self, user: &[u8]) -> u64 {
+        self.hasher.hash_one(user)
+    }
+
+    /// The place of `user`'s entry, if kept.
+    fn find(&self, user: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let h = self.hash(user);
+        let (tag, mask) = ((h >> 32) as u32, self.slots.len() - 1);
+        let mut i = h as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.at == EMPTY {
+                return None;
+            }
+            if s.tag == tag {
+                let mut at = s.at as usize;
+                if take(&self.arena, &mut at) == user {
+                    return Some(at);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The row kept for `user` (`Some(None)`: kept as "no such user"), or `None` if not kept.
+    pub(super) fn get(&self, user: &str) -> Option<Option<Account>> {
+        let mut at = self.find(user.as_bytes())?;
+        let kind = *self.arena.get(at)?;
+        at += 1;
+        Some(match kind {
+            NONE => None,
+            PLAIN => {
+                let name = text(take(&self.arena, &mut at));
+                let password = text(take(&self.arena, &mut at));
+                Some(Account { name, password, enabled: true, ..Account::default() })
+            }
+            _ => {
+                let i = self.arena.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
+                Some(self.full.get(i as usize)?.clone())
+            }
+        })
+    }
+
+    /// Keeps `row` as `user`'s (not if `user` is kept already, or too long to keep).
+    pub(super) fn insert(&mut self, user: &str, row: &Option<Account>) {
+        if self.find(user.as_bytes()).is_some() {
+            return;
+        }
+        let start = self.arena.len();
+        let Ok(at) = u32::try_from(start) else { return };
+        if at == EMPTY || self.encode(user, row).is_none() {
+            self.arena.truncate(start);
+            return;
+        }
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let h = self.hash(user.as_bytes());
+        self.place(h, at);
+        self.len += 1;
+    }
+
+    fn encode(&mut self, user: &str, row: &Option<Account>) -> Option<()> {
+        put(&mut self.arena, user.as_bytes())?;
+        match row {
+            None => self.arena.push(NONE),
+            Some(a) if is_plain(a) => {
+                self.arena.push(PLAIN);
+                put(&mut self.arena, a.name.as_bytes())?;
+                put(&mut self.arena, a.password.as_bytes())?;
+            }
+            Some(a) => {
+                let i = u32::try_from(self.full.len()).ok()?;
+                self.arena.push(FULL);
+                self.arena.extend_from_slice(&i.to_le_bytes());
+                self.full.push(a.clone());
+            }
+        }
+        Some(())
+    }
+
+    fn place(&mut self, h: u64, at: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        while self.slots[i].at != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Slot { tag: (h >> 32) as u32, at };
+    }
+
+    /// Twice the places (16 at first), every entry placed again.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![Slot { tag: 0, at: EMPTY }; size]);
+        for s in old.into_iter().filter(|s| s.at != EMPTY) {
+            let mut at = s.at as usize;
+            let h = self.hash(take(&self.arena, &mut at));
+            self.place(h, s.at);
+        }
+    }
+
+    /// Forgets every row (the memory is kept for the next ones).
+    pub(super) fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| s.at = EMPTY);
+        self.arena.clear();
+        self.full.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Protocol;
+
+    fn plain(name: &str, pw: &str) -> Account {
+        Account { name: name.into(), password: pw.into(), enabled: true, ..Account::default() }
+    }
+
+    #[test]
+    fn rows_come_back_as_they_went_in() {
+        let mut t = RowTable::default();
+        let full = Account { protocols: Some(vec![Protocol::Imap]), ..plain("Carol", "{PLAIN}c") };
+        let disabled = Account { enabled: false, ..plain("dave", "{PLAIN}d") };
+        let rows: Vec<(String, Option<Account>)> = (0..5000)
+            .map(|i| {
+                let row = match i % 4 {
+                    0 => None,
+                    1 => Some(plain(&format!("u{i}"), &format!("{{SSHA}}pw-{i}"))),
+                    2 => Some(full.clone()),
+                    _ => Some(disabled.clone()),
+                };
+                (format!("u{i}"), row)
+            })
+            .collect();
+        for (user, row) in &rows {
+            assert_eq!(t.get(user), None, "{user} not kept yet");
+            t.insert(user, row);
+        }
+        assert_eq!(t.len(), rows.len());
+        for (user, row) in &rows {
+            assert_eq!(t.get(user).as_ref(), Some(row), "{user}");
+        }
+        assert_eq!(t.get("u5000"), None);
+        assert_eq!(t.get(""), None);
+        // kept once: a second insert does not replace (the caller drops all rows on a change)
+        t.insert("u1", &None);
+        assert_eq!(t.get("u1"), Some(Some(plain("u1", "{SSHA}pw-1"))));
+        assert_eq!(t.len(), rows.len());
+        // only the name-and-password rows are compact
+        assert_eq!(t.full.len(), 2500);
+        t.clear();
+        assert_eq!((t.len(), t.get("u1")), (0, None));
+        t.insert("u1", &None);
+        assert_eq!(t.get("u1"), Some(None));
+    }
+
+    #[test]
+    fn values_too_long_for_the_compact_form_are_kept_whole_or_not_at_all() {
+        let mut t = RowTable::default();
+        let long = "x".repeat(70_000);
+        t.insert("long-password", &Some(plain("a", &long)));
+        assert_eq!(t.get("long-password"), Some(Some(plain("a", &long))));
+        t.insert(&long, &None);
+        assert_eq!((t.get(&long), t.len()), (None, 1), "a user name over 65535 bytes is not kept");
+    }
+
+    /// What a plain `{SSHA}` row of the benchmark costs: about 100 bytes.
+    #[test]
+    fn a_plain_row_is_small() {
+        let mut t = RowTable::default();
+        let n = 100_000;
+        for i in 0..n {
+            let pw = "{SSHA}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+            t.insert(&format!("u{i}"), &Some(plain(&format!("u{i}"), pw)));
+        }
+        let per_row = t.heap_bytes() / n;
+        eprintln!("{per_row} bytes a row");
+        assert!(per_row <= 160, "{per_row} bytes a row");
+    }
+}
