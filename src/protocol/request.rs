@@ -199,29 +199,33 @@ const HEADERS: [&str; 15] = [
     LISTENER_HEADER,
 ];
 
-/// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the candidates of its
-/// length only (most request headers, e.g. `Host`, have none).
+/// The index in [`HEADERS`] of a header name (ASCII case-insensitive): the one candidate its
+/// length and one distinguishing byte leave (most request headers, e.g. `Host`, have none),
+/// then one comparison.
 fn header_index(name: &[u8]) -> Option<usize> {
-    let candidates: &[usize] = match name.len() {
-        8 => &[H_SSL],
-        9 => &[H_USER, H_PASS, H_CLIENT_IP, H_SALT],
-        11 => &[H_METHOD],
-        12 => &[H_TO],
-        13 => &[H_PROTOCOL],
-        14 => &[H_FROM],
-        15 => &[H_SSL_VERIFY],
-        16 => &[H_SSL_SUBJECT],
-        18 => &[H_ATTEMPT],
-        19 => &[H_PP_ADDR],
-        20 => &[H_SSL_FINGERPRINT, H_LISTENER],
+    let idx = match (name.len(), name.get(5).map(u8::to_ascii_lowercase)) {
+        (8, _) => H_SSL,
+        // Auth-User, Auth-Pass, Client-IP, Auth-Salt
+        (9, Some(b'u')) => H_USER,
+        (9, Some(b'p')) => H_PASS,
+        (9, Some(b't')) => H_CLIENT_IP,
+        (9, Some(b's')) => H_SALT,
+        (11, _) => H_METHOD,
+        (12, _) => H_TO,
+        (13, _) => H_PROTOCOL,
+        (14, _) => H_FROM,
+        (15, _) => H_SSL_VERIFY,
+        (16, _) => H_SSL_SUBJECT,
+        (18, _) => H_ATTEMPT,
+        (19, _) => H_PP_ADDR,
+        // X-Mail-Auth-Listener, Auth-SSL-Fingerprint
+        (20, _) if name[0].eq_ignore_ascii_case(&b'x') => H_LISTENER,
+        (20, _) => H_SSL_FINGERPRINT,
         _ => return None,
     };
     // nginx mail spells them exactly so: a plain comparison first, then the case-insensitive one
-    let mut candidates = candidates.iter().copied();
-    candidates
-        .clone()
-        .find(|&i| name == HEADERS[i].as_bytes())
-        .or_else(|| candidates.find(|&i| name.eq_ignore_ascii_case(HEADERS[i].as_bytes())))
+    let want = HEADERS[idx].as_bytes();
+    (name == want || name.eq_ignore_ascii_case(want)).then_some(idx)
 }
 
 fn max_len(idx: usize) -> usize {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   mail-auth-loadgen http --target tcp:HOST:PORT|unix:/path [--path /auth] [--conns N] [--secs S] [--keepalive]
                          [--users FILE|PATTERN] [--pass PATTERN] [--count N] [--protocol imap] [--host HOST]
+                         [--requests N]
   mail-auth-loadgen imap --target HOST:PORT|unix:/path [--conns N] [--secs S] [--users ...] [--pass ...] [--count N]
   mail-auth-loadgen imap-backend --listen HOST:PORT [--threads N]";
 
@@ -388,6 +389,8 @@ fn http(a: &Args) {
     let conns: usize = a.num("conns", 16);
     let secs: f64 = a.num("secs", 3.0);
     let keepalive = a.flag("keepalive");
+    // --requests N: stop after N requests in all (a warm-up pass over N users), or at --secs
+    let limit: u64 = a.num("requests", u64::MAX);
     let protocol = a.get("protocol").unwrap_or("imap").to_string();
     // auth_http's Host: the host part of its URL, "localhost" for a unix socket
     let host = a.get("host").map(str::to_string).unwrap_or_else(|| match &target {
@@ -404,6 +407,9 @@ fn http(a: &Args) {
         let mut conn: Option<Stream> = None;
         while Instant::now() < end {
             let n = seq.fetch_add(1, Ordering::Relaxed);
+            if n >= limit {
+                break;
+            }
             let (user, pass) = creds.get(n);
             req.clear();
             req.extend_from_slice(
