@@ -103,11 +103,11 @@ pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found:
     let template = template(store);
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
-        Ok(None) => Step::Verify(Pending::new(template, req.pass.clone(), Subject::Unknown)),
+        Ok(None) => Step::Verify(Pending::new(template, Subject::Unknown)),
         Ok(Some(account)) => {
             let refusal = check_account(&account, req).err();
             let subject = Subject::Known { account: Box::new(account), refusal };
-            Step::Verify(Pending::new(template, req.pass.clone(), subject))
+            Step::Verify(Pending::new(template, subject))
         }
     }
 }

@@ -453,7 +453,7 @@ impl Engine {
         if p.own_is_costly() && self.offload {
             // cheap app passwords first, here: a match needs no thread and no cache
             if p.has_cheap_first() {
-                let matched = self.timed(|| p.run_cheap());
+                let matched = self.timed(|| p.run_cheap(&req.pass));
                 trace.step(|| format!("cheap credentials first: {}", if matched { "match" } else { "no match" }));
                 if matched {
                     return Stage::Done(finish(&self.cfg, req, p, VerifyResult::Match));
@@ -864,7 +864,7 @@ impl Engine {
             },
             false => p,
         };
-        let r = self.timed(|| p.run_own());
+        let r = self.timed(|| p.run_own(&req.pass));
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
             self.remember(key, Verdict::Match(p.matched().unwrap_or(0)), None);
@@ -878,7 +878,7 @@ impl Engine {
 
     /// A failed verification of a cheaper account, padded with the template's.
     fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>, trace: &mut Trace) -> Outcome {
-        self.timed(|| p.pad());
+        self.timed(|| p.pad(&req.pass));
         trace.step(|| "padded with the store's timing template".into());
         self.failed(req, p, r, key)
     }

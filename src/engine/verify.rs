@@ -1,5 +1,6 @@
 //! Password verification, the part that may run on a thread pool: [`Pending`] carries what is
-//! needed (stored hash, password, the account or the fact that there is none) and is `Send`.
+//! needed (stored hash, the account or the fact that there is none) and is `Send`; the
+//! password is the request's, handed to each run (not copied per request).
 //!
 //! Timing: a failed login takes as long whether the user exists or not. The store names its
 //! costliest stored hash (its timing template); an unknown user, an account whose stored hash
@@ -23,7 +24,6 @@
 #![forbid(unsafe_code)]
 
 use crate::policy::Refusal;
-use crate::protocol::Password;
 use crate::scheme;
 use crate::store::{Account, MAX_APP_PASSWORDS};
 
@@ -53,13 +53,12 @@ pub(crate) enum Subject {
 }
 
 /// A verification still to be run (possibly on another thread). Its `Debug` output leaves the
-/// password and the account (backend password) out.
+/// account (backend password) out.
 #[derive(Clone)]
 pub struct Pending {
     pub(crate) template: std::sync::Arc<str>,
     /// `scheme::is_costly(self.stored())`, known when the pending verification is made.
     pub(crate) own_costly: bool,
-    pub(crate) password: Password,
     pub(crate) subject: Subject,
     /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
     /// (A fixed array: no allocation per verification; `order_len` of them are used.)
@@ -75,7 +74,6 @@ impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
             .field("scheme", &scheme::scheme_name(self.own_stored()))
-            .field("password", &self.password)
             .field(
                 "subject",
                 &match &self.subject {
@@ -89,8 +87,8 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// A verification of `password` for `subject` (an unknown user: against `template`).
-    pub(crate) fn new(template: std::sync::Arc<str>, password: Password, subject: Subject) -> Pending {
+    /// A verification for `subject` (an unknown user: against `template`).
+    pub(crate) fn new(template: std::sync::Arc<str>, subject: Subject) -> Pending {
         let mut order_buf = [0u8; 1 + MAX_APP_PASSWORDS];
         let (own_costly, order_len) = match &subject {
             Subject::Unknown => (scheme::is_costly(&template), 0),
@@ -107,7 +105,7 @@ impl Pending {
                 (order.iter().any(|&i| scheme::is_costly(credential(account, i))), n as u8)
             }
         };
-        Pending { template, own_costly, password, subject, order_buf, order_len, matched: None, cheap_done: false }
+        Pending { template, own_costly, subject, order_buf, order_len, matched: None, cheap_done: false }
     }
 
     /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
@@ -151,14 +149,14 @@ impl Pending {
 
     /// Tries the cheap credentials (on the event loop): `true` if one matched (then
     /// [`Pending::matched`] names it); the costly ones are left to [`Pending::run_own`].
-    pub fn run_cheap(&mut self) -> bool {
+    pub fn run_cheap(&mut self, password: &[u8]) -> bool {
         self.cheap_done = true;
         for &i in self.order() {
             let stored = credential_of(&self.subject, i);
             if scheme::is_costly(stored) {
                 continue;
             }
-            if let Ok(true) = scheme::verify(stored, &self.password) {
+            if let Ok(true) = scheme::verify(stored, password) {
                 self.matched = Some(i);
                 return true;
             }
@@ -223,9 +221,9 @@ impl Pending {
     /// matches (those [`Pending::run_cheap`] tried already are skipped). For an unknown user,
     /// the template's, ignored: `Mismatch`. An unusable main password is an `Error` when no
     /// app password matched; an unusable app password is a mismatch (the store warned).
-    pub fn run_own(&mut self) -> VerifyResult {
+    pub fn run_own(&mut self, password: &[u8]) -> VerifyResult {
         if let Subject::Unknown = self.subject {
-            let _ = scheme::verify(&self.template, &self.password);
+            let _ = scheme::verify(&self.template, password);
             return VerifyResult::Mismatch;
         }
         let mut main_error = None;
@@ -234,7 +232,7 @@ impl Pending {
             if self.cheap_done && !scheme::is_costly(stored) {
                 continue;
             }
-            match scheme::verify(stored, &self.password) {
+            match scheme::verify(stored, password) {
                 Ok(true) => {
                     self.matched = Some(i);
                     return VerifyResult::Match;
@@ -251,16 +249,16 @@ impl Pending {
     }
 
     /// After a failed own verification of a cheaper account: the template's, result ignored.
-    pub fn pad(&self) {
-        let _ = scheme::verify(&self.template, &self.password);
+    pub fn pad(&self, password: &[u8]) {
+        let _ = scheme::verify(&self.template, password);
     }
 
     /// The whole verification (own, then the padding a failure needs), constant-time
     /// comparisons inside `scheme`.
-    pub fn run(&mut self) -> VerifyResult {
-        let r = self.run_own();
+    pub fn run(&mut self, password: &[u8]) -> VerifyResult {
+        let r = self.run_own(password);
         if r != VerifyResult::Match && self.pads() {
-            self.pad();
+            self.pad(password);
         }
         r
     }
