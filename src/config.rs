@@ -10,7 +10,7 @@ use crate::realip::TrustedProxies;
 /// A backend address: `server` an IP literal, `port` 1..65535.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    pub server: String,
+    pub server: std::sync::Arc<str>,
     pub port: u16,
 }
 
@@ -298,7 +298,7 @@ pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
     let (host, port) = split_host_port(v)?;
     let ip = protocol::parse_server(host)
         .ok_or_else(|| format!("\"{host}\" is not an IP address (nginx mail needs an IP literal for Auth-Server)"))?;
-    Ok(Backend { server: ip.to_string(), port: port.unwrap_or(default_port) })
+    Ok(Backend { server: ip.to_string().into(), port: port.unwrap_or(default_port) })
 }
 
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {

@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let answer = AuthResponse::Ok {
-        server: a.server.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        server: a.server.as_deref().unwrap_or("127.0.0.1").into(),
         port: a.port.unwrap_or(143),
         user: a.backend_user.clone(),
         pass: a.backend_pass.clone().map(String::into_bytes),

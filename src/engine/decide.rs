@@ -194,7 +194,7 @@ pub(crate) fn credential_refusal(
 pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account, login: &str) -> Outcome {
     let backend = cfg.backend(req.protocol);
     let server = match (&account.server, backend) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => std::sync::Arc::from(s.as_str()),
         (None, Some(b)) => b.server.clone(),
         (None, None) => {
             return temp_fail(cfg, req, AuthResult::BackendError, format!("no backend for {}", req.protocol))

@@ -354,7 +354,7 @@ fn backend_problems_are_temporary() {
 
 fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
     match &o.response {
-        AuthResponse::Ok { server, port, user, pass } => (server.clone(), *port, user.clone(), pass.clone()),
+        AuthResponse::Ok { server, port, user, pass } => (server.to_string(), *port, user.clone(), pass.clone()),
         other => panic!("not OK: {other:?} ({} {})", o.result, o.reason),
     }
 }

@@ -14,7 +14,7 @@ use super::{printable, MSG_INVALID, MSG_TEMP};
 pub enum AuthResponse {
     /// Login accepted: proxy to `server:port`; `user`/`pass` replace the login and password
     /// nginx presents to the backend (None: nginx keeps the client's own).
-    Ok { server: String, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
+    Ok { server: std::sync::Arc<str>, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
     /// Login refused; `message` is shown to the client.
     Fail {
         message: String,
