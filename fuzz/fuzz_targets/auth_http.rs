@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use ngx_http_mail_auth_module::cidr::Cidr;
 use ngx_http_mail_auth_module::config::{AuthConfig, Backend, CacheSettings, Listener, Transport, VerifyConcurrency};
-use ngx_http_mail_auth_module::realip::TrustedProxies;
 use ngx_http_mail_auth_module::engine::{Ctx, Engine, Level, Region, Reply, SharedMemory};
 use ngx_http_mail_auth_module::limiter::{LimitConfig, Rate};
 use ngx_http_mail_auth_module::protocol::{self, HeaderView, Method, Protocol, ProtocolError};
+use ngx_http_mail_auth_module::realip::TrustedProxies;
 use ngx_http_mail_auth_module::store::{Account, Query, Store, StoreError, StoreNotice};
 
 struct Mem;
