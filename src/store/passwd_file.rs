@@ -47,9 +47,10 @@
 //! main password is not accepted there, only its app passwords. A missing or unreadable app
 //! file is a temporary failure for every login, as the main file.
 //!
-//! In memory: the file's bytes once, plus a sorted index of (64-bit hash of the user name, where
-//! its line starts), 12 bytes per user; a lookup finds the line (comparing the name, so hash
-//! collisions are harmless) and parses that one line. Every line is parsed once at load, for
+//! In memory: the file's bytes once, plus a hash table of (top 32 bits of the user name's
+//! hash, where its line starts), 8 bytes a place and at most 3/4 full (11-22 bytes per user);
+//! a lookup finds the line (comparing the name, so hash collisions are harmless) and parses
+//! that one line. Every line is parsed once at load, for
 //! the notices.
 //!
 //! Reloading: [`PasswdFile::open`] reads the file synchronously (a configuration-time error if it
