@@ -77,3 +77,19 @@ mod tests {
         assert!(!path.exists());
     }
 }
+
+/// A xorshift64 sequence: reproducible pseudo-random numbers for tests that compare two
+/// implementations on many generated inputs.
+pub(crate) struct Xorshift(pub(crate) u64);
+
+impl Iterator for Xorshift {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let x = &mut self.0;
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        Some(*x)
+    }
+}

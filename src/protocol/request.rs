@@ -546,11 +546,7 @@ mod header_index_tests {
         .collect();
         // every string of up to 8 characters from a small alphabet, and some longer ones
         let alphabet = b"0125.9";
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for x in crate::testutil::Xorshift(0x9e37_79b9_7f4a_7c15).take(200_000) {
             let len = (x % 16) as usize;
             cases.push((0..len).map(|i| alphabet[((x >> (4 + 3 * i)) % 6) as usize]).collect());
         }

@@ -901,11 +901,7 @@ mod tests {
 
     #[test]
     fn colon_fields_is_splitn() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        for round in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for (round, x) in crate::testutil::Xorshift(0x1234_5678_9abc_def1).take(50_000).enumerate() {
             let len = (x % 20) as usize;
             let line: String =
                 (0..len).map(|i| [':', 'a', '\u{e9}', ' ', ':', '\u{1f600}'][((x >> (3 * i)) % 6) as usize]).collect();
