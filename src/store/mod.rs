@@ -14,6 +14,7 @@ pub mod mysql;
 pub mod passwd_file;
 #[cfg(feature = "pgsql")]
 pub mod pgsql;
+pub(crate) mod slots;
 pub mod sql_params;
 pub mod sql_row;
 pub mod sql_server;

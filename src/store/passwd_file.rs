@@ -85,6 +85,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use super::slots::Slots;
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
 use super::{
     lock, valid_label, Account, AppPassword, NoticeLevel, Query, Store, StoreError, StoreNotice, MAX_APP_PASSWORDS,
@@ -109,46 +110,14 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 struct Users {
     kind: Kind,
     data: Box<[u8]>,
-    /// The accounts' lines by the hash of their user name: open addressing, linear probing,
-    /// at most 3/4 full (see [`Slot`]). A lookup reads one place of this table and the line:
-    /// two cache misses where a binary search over sorted hashes made ~17 steps (with 100,000
-    /// users its misses were most of a lookup's time).
-    slots: Box<[Slot]>,
-    /// Slots in use (lines indexed).
-    count: usize,
+    /// Where the accounts' lines start, by the hash of their user name (see [`Slots`]). A
+    /// lookup reads one place of this table and the line: two cache misses where a binary
+    /// search over sorted hashes made ~17 steps (with 100,000 users its misses were most of a
+    /// lookup's time).
+    slots: Slots,
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
     template: Option<Arc<str>>,
-}
-
-/// A place of [`Users::slots`]: the top 32 bits of a user name's hash, and where its line
-/// starts (`EMPTY`: a free place, which ends a probe).
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    tag: u32,
-    line: u32,
-}
-
-const EMPTY: u32 = u32::MAX;
-
-/// Places for `n` lines: a power of two, at most 3/4 full (8 bytes a place: 11-22 bytes a user).
-fn table_size(n: usize) -> usize {
-    (n + n / 3 + 1).next_power_of_two()
-}
-
-/// The table of `entries` (a hash and a line start each, in file order): a hash's lines come
-/// out of a probe in the order they went in, file order.
-fn table(entries: &[(u64, u32)]) -> Box<[Slot]> {
-    let mut slots = vec![Slot { tag: 0, line: EMPTY }; table_size(entries.len())].into_boxed_slice();
-    let mask = slots.len() - 1;
-    for &(h, line) in entries {
-        let mut i = h as usize & mask;
-        while slots[i].line != EMPTY {
-            i = (i + 1) & mask;
-        }
-        slots[i] = Slot { tag: (h >> 32) as u32, line };
-    }
-    slots
 }
 
 /// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
@@ -179,21 +148,12 @@ fn user_field(line: &[u8]) -> &[u8] {
 
 impl Users {
     fn len(&self) -> usize {
-        self.count
+        self.slots.len()
     }
 
     /// The lines whose hash looks like `user`'s (other names may share it), in file order.
     fn candidates(&self, user: &str) -> impl Iterator<Item = &[u8]> + '_ {
-        let h = self.hasher.hash_one(user.as_bytes());
-        let (tag, mask) = ((h >> 32) as u32, self.slots.len() - 1);
-        let mut i = h as usize & mask;
-        std::iter::from_fn(move || {
-            let s = self.slots[i];
-            i = (i + 1) & mask;
-            (s.line != EMPTY).then_some(s)
-        })
-        .filter(move |s| s.tag == tag)
-        .map(|s| line_at(&self.data, s.line as usize))
+        self.slots.candidates(self.hasher.hash_one(user.as_bytes())).map(|at| line_at(&self.data, at as usize))
     }
 
     /// The account of `user`: `None` if there is none, `Some(Err)` if its line no longer parses
@@ -223,12 +183,12 @@ impl Users {
 
     /// Every account, in no particular order.
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
-        self.slots.iter().filter(|s| s.line != EMPTY).map(|s| self.account(line_at(&self.data, s.line as usize)))
+        self.slots.values().map(|at| self.account(line_at(&self.data, at as usize)))
     }
 
     /// Bytes held (the file and the index), for the memory estimate.
     fn heap_bytes(&self) -> usize {
-        self.data.len() + self.slots.len() * std::mem::size_of::<Slot>()
+        self.data.len() + self.slots.heap_bytes()
     }
 }
 
@@ -799,14 +759,12 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     drop(first_of_hash);
     drop(app_labels);
     drop(line_numbers);
-    let users = Users {
-        kind,
-        slots: table(&entries),
-        count: entries.len(),
-        data,
-        hasher,
-        template: template.map(|(_, t)| t.into()),
-    };
+    // `data` is shorter than 4 GiB: no line starts at `slots::EMPTY`
+    let mut slots = Slots::with_room(entries.len());
+    for &(h, at) in &entries {
+        slots.insert(h, at, |at| hasher.hash_one(user_field(line_at(&data, at as usize))));
+    }
+    let users = Users { kind, slots, data, hasher, template: template.map(|(_, t)| t.into()) };
     (users, notices)
 }
 
@@ -877,9 +835,9 @@ impl Store for PasswdFile {
             shared.check(&mut lock(&shared.watch), false);
         }
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        for slot in users.slots.iter().filter(|s| s.line != EMPTY) {
+        for at in users.slots.values() {
             // every indexed line was parsed at load: its user field is UTF-8
-            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, slot.line as usize))) {
+            if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, at as usize))) {
                 if !each(name) {
                     break;
                 }
@@ -909,38 +867,6 @@ mod tests {
                 let want: Vec<&str> = line.splitn(n, ':').collect();
                 assert_eq!(colon_fields(&line, n).collect::<Vec<_>>(), want, "{round}: {line:?} {n}");
             }
-        }
-    }
-
-    #[test]
-    fn the_table_finds_every_line_in_file_order() {
-        let s = RandomState::new();
-        for n in [0usize, 1, 2, 3, 5, 64, 1000, 4097] {
-            // (hash, line): distinct hashes, then a hash given to three more lines (one name's
-            // app passwords, or names whose hashes collide), and both ends of the hash range
-            let mut entries: Vec<(u64, u32)> = (0..n).map(|i| (s.hash_one(i), i as u32)).collect();
-            let shared = s.hash_one("shared");
-            entries.extend([(shared, 1_000_000), (0, 1_000_001), (shared, 1_000_002), (u64::MAX, 1_000_003)]);
-            entries.push((shared, 1_000_004));
-            let slots = table(&entries);
-            assert!(slots.len().is_power_of_two() && slots.len() * 3 >= entries.len() * 4, "{n}");
-            let mask = slots.len() - 1;
-            let probe = |h: u64| {
-                let mut i = h as usize & mask;
-                let mut found = Vec::new();
-                while slots[i].line != EMPTY {
-                    if slots[i].tag == (h >> 32) as u32 {
-                        found.push(slots[i].line);
-                    }
-                    i = (i + 1) & mask;
-                }
-                found
-            };
-            for &(h, line) in &entries {
-                assert!(probe(h).contains(&line), "{n}: line {line} not found");
-            }
-            assert_eq!(probe(shared), [1_000_000, 1_000_002, 1_000_004], "{n}: file order");
-            assert_eq!(slots.iter().filter(|s| s.line != EMPTY).count(), entries.len());
         }
     }
 
@@ -1517,7 +1443,7 @@ mod tests {
         }
         let s = open0(&d.file("users", data.as_bytes()));
         let bytes = s.memory_bytes().unwrap();
-        assert_eq!(bytes, data.len() + 8 * table_size(n));
+        assert_eq!(bytes, data.len() + 8 * super::super::slots::size_for(n));
         assert!(bytes - data.len() <= 22 * n);
         eprintln!("{n} users, {} bytes/line: {} bytes/user loaded", data.len() / n, bytes / n);
     }

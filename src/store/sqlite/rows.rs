@@ -2,8 +2,7 @@
 //! password (what most accounts are) costs its bytes and a few more, not a whole [`Account`]
 //! (~300 bytes with its allocations), so a worker can keep every active user's row.
 //!
-//! An open-addressing table (linear probing, at most 3/4 full) of places into one byte arena.
-//! Each entry: the user asked for (2-byte length, bytes), a kind, then
+//! A [`Slots`] table of offsets into one byte arena. Each entry: the user asked for (2-byte length, bytes), a kind, then
 //! - `NONE`: no such user;
 //! - `PLAIN`: the account's name and password (2-byte length and bytes each): an [`Account`]
 //!   with nothing else set (enabled, no rules, no backend, no app passwords);
@@ -14,30 +13,20 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
+use crate::store::slots::{Slots, EMPTY};
 use crate::store::Account;
 
 const NONE: u8 = 0;
 const PLAIN: u8 = 1;
 const FULL: u8 = 2;
 
-const EMPTY: u32 = u32::MAX;
-
-/// A place of the table: the top 32 bits of the user's hash, and where its entry starts in
-/// the arena (`EMPTY`: free).
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    tag: u32,
-    at: u32,
-}
-
 #[derive(Default)]
 pub(super) struct RowTable {
     hasher: RandomState,
-    /// Empty, or a power of two places.
-    slots: Vec<Slot>,
+    /// Where each entry starts in the arena, by the hash of its user.
+    slots: Slots,
     arena: Vec<u8>,
     full: Vec<Account>,
-    len: usize,
 }
 
 /// `bytes` after a 2-byte length, or `None` when it does not fit one.
@@ -70,42 +59,21 @@ fn is_plain(a: &Account) -> bool {
 impl RowTable {
     /// Rows kept.
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// The bytes held, for tests and estimates (places, arena, whole accounts' slots).
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.arena.capacity()
-            + self.full.capacity() * std::mem::size_of::<Account>()
+        self.slots.heap_bytes() + self.arena.capacity() + self.full.capacity() * std::mem::size_of::<Account>()
     }
 
-    fn hash(&self, user: &[u8]) -> u64 {
-        self.hasher.hash_one(user)
-    }
-
-    /// The place of `user`'s entry, if kept.
+    /// Where `user`'s entry goes on after the user, if kept.
     fn find(&self, user: &[u8]) -> Option<usize> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let h = self.hash(user);
-        let (tag, mask) = ((h >> 32) as u32, self.slots.len() - 1);
-        let mut i = h as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s.at == EMPTY {
-                return None;
-            }
-            if s.tag == tag {
-                let mut at = s.at as usize;
-                if take(&self.arena, &mut at) == user {
-                    return Some(at);
-                }
-            }
-            i = (i + 1) & mask;
-        }
+        self.slots.candidates(self.hasher.hash_one(user)).find_map(|at| {
+            let mut at = at as usize;
+            (take(&self.arena, &mut at) == user).then_some(at)
+        })
     }
 
     /// The row kept for `user` (`Some(None)`: kept as "no such user"), or `None` if not kept.
@@ -138,12 +106,9 @@ impl RowTable {
             self.arena.truncate(start);
             return;
         }
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        let h = self.hash(user.as_bytes());
-        self.place(h, at);
-        self.len += 1;
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        let rehash = |at: u32| hasher.hash_one(take(arena, &mut (at as usize)));
+        self.slots.insert(hasher.hash_one(user.as_bytes()), at, rehash);
     }
 
     fn encode(&mut self, user: &str, row: &Option<Account>) -> Option<()> {
@@ -165,32 +130,11 @@ impl RowTable {
         Some(())
     }
 
-    fn place(&mut self, h: u64, at: u32) {
-        let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        while self.slots[i].at != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = Slot { tag: (h >> 32) as u32, at };
-    }
-
-    /// Twice the places (16 at first), every entry placed again.
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.slots, vec![Slot { tag: 0, at: EMPTY }; size]);
-        for s in old.into_iter().filter(|s| s.at != EMPTY) {
-            let mut at = s.at as usize;
-            let h = self.hash(take(&self.arena, &mut at));
-            self.place(h, s.at);
-        }
-    }
-
     /// Forgets every row (the memory is kept for the next ones).
     pub(super) fn clear(&mut self) {
-        self.slots.iter_mut().for_each(|s| s.at = EMPTY);
+        self.slots.clear();
         self.arena.clear();
         self.full.clear();
-        self.len = 0;
     }
 }
 
