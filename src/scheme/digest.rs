@@ -135,20 +135,61 @@ impl Kind {
 pub(super) struct Digest {
     kind: Kind,
     /// The decoded value: the digest, then the salt (if any).
-    raw: Vec<u8>,
+    raw: Raw,
+}
+
+/// A decoded value, on the stack when it fits (every digest with a usual salt: a `{SSHA512}`
+/// and a 32-byte salt are 96 bytes), so that verifying one allocates nothing.
+enum Raw {
+    Inline([u8; INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+const INLINE: usize = 96;
+
+impl Raw {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Raw::Inline(buf, len) => &buf[..*len],
+            Raw::Heap(v) => v,
+        }
+    }
+
+    /// Base64 of the usual form decoded on the stack when it fits, anything else as
+    /// [`decode_b64`] decodes it.
+    fn b64(v: &str) -> Option<Raw> {
+        let mut buf = [0u8; INLINE];
+        if let Some(out) = buf.get_mut(..b64_room(v.as_bytes())) {
+            if let Some(len) = decode_b64_plain(v.as_bytes(), out) {
+                return Some(Raw::Inline(buf, len));
+            }
+        }
+        decode_b64(v).map(Raw::Heap)
+    }
 }
 
 /// Base64 (padding optional) into a new Vec. `decode_vec` into an empty Vec allocates with
 /// malloc; `decode` zero-allocates (calloc), which glibc serves past its per-thread cache, on
 /// every request with a digest: that disturbed the heap enough to make nginx's own allocations
 /// of the next request slower (scripts/profile: about 1,000 instructions a request).
+#[allow(clippy::slow_vector_initialization)] // vec![0; n] is calloc (see above)
 pub(super) fn decode_b64(v: &str) -> Option<Vec<u8>> {
-    if let Some(out) = decode_b64_plain(v.as_bytes()) {
+    let mut out = Vec::with_capacity(b64_room(v.as_bytes()));
+    out.resize(out.capacity(), 0);
+    if let Some(len) = decode_b64_plain(v.as_bytes(), &mut out) {
+        out.truncate(len);
         return Some(out);
     }
-    let mut out = Vec::new();
+    out.clear();
     B64.decode_vec(v, &mut out).ok()?;
     Some(out)
+}
+
+/// Room enough for what [`decode_b64_plain`] decodes from `v` (exactly what a value it
+/// decodes decodes to).
+fn b64_room(v: &[u8]) -> usize {
+    let body = v.strip_suffix(b"==").or_else(|| v.strip_suffix(b"=")).unwrap_or(v);
+    body.len() / 4 * 3 + (body.len() % 4).saturating_sub(1)
 }
 
 /// The value of each byte as a symbol of the standard alphabet (`INVALID`: not one).
@@ -176,18 +217,23 @@ fn b64_value(c: u8) -> Option<u32> {
 /// bits) decoded in a few instructions a byte: `None` for anything else, which [`B64`]
 /// decodes or refuses. Where this answers, [`B64`] gives the same bytes (a unit test checks).
 /// The crate's general decoder cost ~650 instructions for a 28-character `{SSHA}` value, on
-/// every login with a digest.
-fn decode_b64_plain(v: &[u8]) -> Option<Vec<u8>> {
+/// every login with a digest. Decodes into `out` (at least [`b64_room`] bytes); the length.
+fn decode_b64_plain(v: &[u8], out: &mut [u8]) -> Option<usize> {
     let body = v.strip_suffix(b"==").or_else(|| v.strip_suffix(b"=")).unwrap_or(v);
     let padding = v.len() - body.len();
     if (padding > 0 && v.len() % 4 != 0) || body.len() % 4 == 1 {
         return None;
     }
-    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        out.get_mut(len..len + bytes.len())?.copy_from_slice(bytes);
+        len += bytes.len();
+        Some(())
+    };
     let mut chunks = body.chunks_exact(4);
     for c in &mut chunks {
         let n = (b64_value(c[0])? << 18) | (b64_value(c[1])? << 12) | (b64_value(c[2])? << 6) | b64_value(c[3])?;
-        out.extend_from_slice(&n.to_be_bytes()[1..]);
+        put(&n.to_be_bytes()[1..])?;
     }
     match *chunks.remainder() {
         [] => {}
@@ -196,18 +242,18 @@ fn decode_b64_plain(v: &[u8]) -> Option<Vec<u8>> {
             if n & 0xffff != 0 {
                 return None;
             }
-            out.push((n >> 16) as u8);
+            put(&n.to_be_bytes()[1..2])?;
         }
         [a, b, c] => {
             let n = (b64_value(a)? << 18) | (b64_value(b)? << 12) | (b64_value(c)? << 6);
             if n & 0xff != 0 {
                 return None;
             }
-            out.extend_from_slice(&n.to_be_bytes()[1..3]);
+            put(&n.to_be_bytes()[1..3])?;
         }
         _ => return None,
     }
-    Some(out)
+    Some(len)
 }
 
 /// Parses the value of `{scheme}value`; `label` is the scheme as written (for errors).
@@ -215,17 +261,18 @@ pub(super) fn parse(kind: Kind, label: &str, encoding: Encoding, value: &str) ->
     let n = kind.alg().len();
     let value = value.trim_ascii();
     let raw = match encoding {
-        Encoding::Hex => hex::decode(value.as_bytes()),
-        Encoding::Base64 => decode_b64(value),
+        Encoding::Hex => hex::decode(value.as_bytes()).map(Raw::Heap),
+        Encoding::Base64 => Raw::b64(value),
         Encoding::Default if !kind.salted() && value.len() == 2 * n => {
-            hex::decode(value.as_bytes()).or_else(|| decode_b64(value))
+            hex::decode(value.as_bytes()).map(Raw::Heap).or_else(|| Raw::b64(value))
         }
-        Encoding::Default => decode_b64(value),
+        Encoding::Default => Raw::b64(value),
     }
     .ok_or_else(|| malformed(format!("{{{label}}} (encoding)")))?;
-    let ok = if kind.salted() { raw.len() > n } else { raw.len() == n };
+    let len = raw.as_slice().len();
+    let ok = if kind.salted() { len > n } else { len == n };
     if !ok {
-        return Err(malformed(format!("{{{label}}} (length {} for a {n}-byte digest)", raw.len())));
+        return Err(malformed(format!("{{{label}}} (length {len} for a {n}-byte digest)")));
     }
     Ok(Digest { kind, raw })
 }
@@ -234,7 +281,7 @@ impl Digest {
     /// The salt (empty for an unsalted digest).
     #[cfg(test)]
     fn salt(&self) -> &[u8] {
-        &self.raw[self.kind.alg().len()..]
+        &self.raw.as_slice()[self.kind.alg().len()..]
     }
 
     pub(super) fn name(&self) -> &'static str {
@@ -242,7 +289,7 @@ impl Digest {
     }
 
     pub(super) fn verify(&self, password: &[u8]) -> bool {
-        let (digest, salt) = self.raw.split_at(self.kind.alg().len());
+        let (digest, salt) = self.raw.as_slice().split_at(self.kind.alg().len());
         ct_eq(self.kind.alg().compute(password, salt).as_slice(), digest)
     }
 }
@@ -310,7 +357,8 @@ mod tests {
             }
             let s = String::from_utf8(v.clone()).unwrap();
             let want = B64.decode(&s).ok();
-            let fast = decode_b64_plain(&v);
+            let mut out = vec![0u8; b64_room(&v)];
+            let fast = decode_b64_plain(&v, &mut out).map(|n| out[..n].to_vec());
             if let Some(f) = &fast {
                 answered += 1;
                 assert_eq!(Some(f), want.as_ref(), "{s:?}");
@@ -319,8 +367,30 @@ mod tests {
                 assert!(fast.is_some(), "an encoder's value: {s:?}");
             }
             assert_eq!(decode_b64(&s), want, "{s:?}");
+            assert_eq!(Raw::b64(&s).map(|r| r.as_slice().to_vec()), want, "{s:?}");
         }
         assert!(answered > 100_000, "{answered}");
+    }
+
+    /// A value too long for the stack buffer is decoded on the heap, to the same bytes: a
+    /// `{SSHA512}` with a 64-byte salt (128 bytes decoded) verifies, its neighbours at the
+    /// buffer's edge too.
+    #[test]
+    fn long_salts_decode_on_the_heap() {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        for salt_len in [1, 31, 32, 33, 34, 64, 200] {
+            let salt: Vec<u8> = (0..salt_len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut raw = Alg::Sha512.compute(b"secret", &salt).as_slice().to_vec();
+            raw.extend_from_slice(&salt);
+            let value = b64.encode(&raw);
+            let decoded = Raw::b64(&value).expect("decodes");
+            assert_eq!(decoded.as_slice(), &raw[..], "salt of {salt_len}");
+            assert_eq!(matches!(decoded, Raw::Inline(..)), raw.len() <= INLINE, "salt of {salt_len}");
+            assert_eq!(b64_room(value.as_bytes()), raw.len());
+            let d = p(Kind::Ssha512, Encoding::Default, &value).expect("parses");
+            assert!(d.verify(b"secret") && !d.verify(b"secreT"), "salt of {salt_len}");
+            assert_eq!(d.salt(), &salt[..]);
+        }
     }
 
     #[test]
