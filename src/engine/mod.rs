@@ -613,7 +613,8 @@ impl Engine {
         let Step::Verify(p) = &step else { return step };
         trace.step(|| format!("looked up: {p:?}"));
         let (Some(limiter), Some(name)) = (self.limiter_for(req), p.account_name()) else { return step };
-        if name.is_empty() || name.to_lowercase() == req.user.to_lowercase() {
+        // (the usual case, the name as asked, without lower-casing two copies)
+        if name.is_empty() || name == req.user || name.to_lowercase() == req.user.to_lowercase() {
             return step;
         }
         match limiter.admit(None, name, &req.pass, unix_now()) {
