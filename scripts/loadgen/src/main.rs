@@ -3,7 +3,7 @@
 //! ```text
 //! mail-auth-loadgen http --target tcp:127.0.0.1:PORT|unix:/path [--path /auth] [--conns N] [--secs S]
 //!                        [--keepalive] [--users FILE|PATTERN] [--pass PATTERN] [--count N]
-//!                        [--protocol imap] [--host HOST]
+//!                        [--protocol imap] [--host HOST] [--requests N] [--spin]
 //! mail-auth-loadgen imap --target 127.0.0.1:PORT|unix:/path [--conns N] [--secs S] [--users ...] [--pass ...]
 //! mail-auth-loadgen imap-backend --listen 127.0.0.1:PORT [--threads N]
 //! ```
@@ -11,6 +11,8 @@
 //! `http` sends the request nginx mail's auth_http module builds (`ngx_mail_auth_http_create_request`,
 //! nginx 1.28: the same headers in the same order, Auth-User/Auth-Pass escaped the same way) on a
 //! fresh HTTP/1.0 connection per request, or with `--keepalive` as HTTP/1.1 on kept connections.
+//! With `--spin` one thread keeps the `--conns` requests in flight on non-blocking sockets and
+//! polls them without sleeping (see `spin_http`); otherwise a thread per connection blocks.
 //! `imap` logs in through nginx mail: greeting, `a LOGIN`, `b LOGOUT`, close. Both print one line
 //! of JSON: counts, req/s, p50/p99 latency in µs, and the CPU the client itself used.
 //!
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   mail-auth-loadgen http --target tcp:HOST:PORT|unix:/path [--path /auth] [--conns N] [--secs S] [--keepalive]
                          [--users FILE|PATTERN] [--pass PATTERN] [--count N] [--protocol imap] [--host HOST]
-                         [--requests N]
+                         [--requests N] [--spin]
   mail-auth-loadgen imap --target HOST:PORT|unix:/path [--conns N] [--secs S] [--users ...] [--pass ...] [--count N]
   mail-auth-loadgen imap-backend --listen HOST:PORT [--threads N]";
 
@@ -118,6 +120,15 @@ impl Target {
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true),
+        }
+    }
 }
 
 impl Read for Stream {
@@ -217,6 +228,13 @@ impl Stats {
             self.first_error = Some(e.to_string());
         }
     }
+    fn count(&mut self, r: &Response) {
+        match r.answer {
+            Answer::Ok => self.ok += 1,
+            Answer::Fail => self.fail += 1,
+            Answer::Other => self.other += 1,
+        }
+    }
     fn merge(&mut self, o: Stats) {
         self.ok += o.ok;
         self.fail += o.fail;
@@ -238,8 +256,9 @@ fn self_cpu_ns() -> u64 {
         .sum()
 }
 
-/// Runs `conns` threads of `body` until `secs` have passed; prints the JSON report.
-fn run<F>(kind: &str, conns: usize, secs: f64, extra: &str, body: F)
+/// Runs `threads` threads of `body` (which keep `conns` connections busy in all) until `secs`
+/// have passed; prints the JSON report.
+fn run<F>(kind: &str, threads: usize, conns: usize, secs: f64, extra: &str, body: F)
 where
     F: Fn(usize, Instant, &mut Stats) + Send + Sync + 'static,
 {
@@ -248,8 +267,8 @@ where
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let (tx, rx) = mpsc::channel();
-    let release = Arc::new(Barrier::new(conns + 1));
-    let handles: Vec<_> = (0..conns)
+    let release = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (body, tx, release) = (body.clone(), tx.clone(), release.clone());
             thread::spawn(move || {
@@ -262,7 +281,7 @@ where
         })
         .collect();
     let mut total = Stats::default();
-    for _ in 0..conns {
+    for _ in 0..threads {
         total.merge(rx.recv().expect("a load thread died"));
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -313,19 +332,27 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn read_response(s: &mut Stream, buf: &mut Vec<u8>) -> io::Result<Response> {
     buf.clear();
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
+    loop {
         let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the answer"));
-        }
-        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = find(&buf[from..], b"\r\n\r\n") {
-            break from + p + 4;
+        if let Some(r) = parse_response(buf, n == 0)? {
+            return Ok(r);
+        }
+    }
+}
+
+/// The response in `buf` if it is complete (`eof`: the server closed its end after it), `None`
+/// while more bytes are needed, an error if it can no longer complete.
+fn parse_response(buf: &[u8], eof: bool) -> io::Result<Option<Response>> {
+    let cut = |what: &str| Err(io::Error::new(io::ErrorKind::UnexpectedEof, what.to_string()));
+    let Some(head_end) = find(buf, b"\r\n\r\n").map(|p| p + 4) else {
+        if eof {
+            return cut("connection closed before the answer");
         }
         if buf.len() > 65536 {
             return Err(io::Error::other("answer header over 64 KiB"));
         }
+        return Ok(None);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]);
     let mut lines = head.split("\r\n");
@@ -352,35 +379,29 @@ fn read_response(s: &mut Stream, buf: &mut Vec<u8>) -> io::Result<Response> {
         Some("keep-alive") => true,
         _ => version == "HTTP/1.1",
     };
-    let mut body = buf.len() - head_end;
+    let body = &buf[head_end..];
     if code == 204 || code == 304 || (100..200).contains(&code) {
         // no body
     } else if let Some(len) = length {
-        while body < len {
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
-            }
-            body += n;
+        if body.len() < len {
+            return if eof { cut("body cut short") } else { Ok(None) };
         }
     } else if chunked {
         // the answers here carry no body worth parsing: read up to the last chunk
-        while find(&buf[head_end..], b"0\r\n\r\n").is_none() {
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
+        if find(body, b"0\r\n\r\n").is_none() {
+            return if eof { cut("chunked body cut short") } else { Ok(None) };
         }
+    } else if !eof {
+        return Ok(None); // body delimited by the close
     } else {
-        keep = false; // body delimited by the close
+        keep = false;
     }
     let answer = match auth_status.as_deref() {
         Some("OK") if (200..300).contains(&code) => Answer::Ok,
         Some(_) if (200..300).contains(&code) => Answer::Fail,
         _ => Answer::Other,
     };
-    Ok(Response { answer, keep })
+    Ok(Some(Response { answer, keep }))
 }
 
 fn http(a: &Args) {
@@ -389,6 +410,7 @@ fn http(a: &Args) {
     let conns: usize = a.num("conns", 16);
     let secs: f64 = a.num("secs", 3.0);
     let keepalive = a.flag("keepalive");
+    let spin = a.flag("spin");
     // --requests N: stop after N requests in all (a warm-up pass over N users), or at --secs
     let limit: u64 = a.num("requests", u64::MAX);
     let protocol = a.get("protocol").unwrap_or("imap").to_string();
@@ -397,31 +419,42 @@ fn http(a: &Args) {
         Target::Tcp(sa) => sa.ip().to_string(),
         Target::Unix(_) => "localhost".into(),
     });
-    let creds = Arc::new(Creds::from_args(a));
-    let seq = Arc::new(AtomicU64::new(0));
+    let creds = Creds::from_args(a);
+    let seq = AtomicU64::new(0);
     let version = if keepalive { "HTTP/1.1" } else { "HTTP/1.0" };
-    let extra = format!("\"keepalive\":{keepalive},");
-    run("http", conns, secs, &extra, move |_, end, st| {
+    // the next request into `req`, None once --requests are sent
+    let next = move |req: &mut Vec<u8>| -> Option<()> {
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        if n >= limit {
+            return None;
+        }
+        let (user, pass) = creds.get(n);
+        req.clear();
+        req.extend_from_slice(
+            format!("GET {path} {version}\r\nHost: {host}\r\nAuth-Method: plain\r\nAuth-User: ").as_bytes(),
+        );
+        escape(req, &user);
+        req.extend_from_slice(b"\r\nAuth-Pass: ");
+        escape(req, &pass);
+        req.extend_from_slice(
+            format!("\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n")
+                .as_bytes(),
+        );
+        Some(())
+    };
+    let extra = format!("\"keepalive\":{keepalive},\"spin\":{spin},");
+    if spin {
+        run("http", 1, conns, secs, &extra, move |_, end, st| spin_http(&target, conns, keepalive, end, st, &next));
+        return;
+    }
+    run("http", conns, conns, secs, &extra, move |_, end, st| {
         let mut req = Vec::with_capacity(512);
         let mut buf = Vec::with_capacity(4096);
         let mut conn: Option<Stream> = None;
         while Instant::now() < end {
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            if n >= limit {
+            if next(&mut req).is_none() {
                 break;
             }
-            let (user, pass) = creds.get(n);
-            req.clear();
-            req.extend_from_slice(
-                format!("GET {path} {version}\r\nHost: {host}\r\nAuth-Method: plain\r\nAuth-User: ").as_bytes(),
-            );
-            escape(&mut req, &user);
-            req.extend_from_slice(b"\r\nAuth-Pass: ");
-            escape(&mut req, &pass);
-            req.extend_from_slice(
-                format!("\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n")
-                    .as_bytes(),
-            );
             let t0 = Instant::now();
             let mut s = match conn.take() {
                 Some(s) => s,
@@ -441,11 +474,7 @@ fn http(a: &Args) {
             match read_response(&mut s, &mut buf) {
                 Ok(r) => {
                     st.lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    match r.answer {
-                        Answer::Ok => st.ok += 1,
-                        Answer::Fail => st.fail += 1,
-                        Answer::Other => st.other += 1,
-                    }
+                    st.count(&r);
                     // like nginx mail, close as soon as the answer is in (nginx closes its end
                     // after an HTTP/1.0 answer, so this leaves no TIME_WAIT on the client side)
                     if keepalive && r.keep {
@@ -458,7 +487,115 @@ fn http(a: &Args) {
     });
 }
 
-/// Reads lines until one starts with `tag` (a tagged answer); returns it, or None at EOF.
+/// One connection of `--spin`: its stream, when its request went out, what has come back.
+struct SpinConn {
+    stream: Option<Stream>,
+    busy: bool,
+    t0: Instant,
+    buf: Vec<u8>,
+}
+
+/// `--spin`: one thread keeps `conns` requests in flight on non-blocking sockets and polls them
+/// in turn without ever sleeping, so the server never has to wake the client (a wake-up of an
+/// idle CPU is an inter-processor interrupt, paid by the server's CPU when it answers; with a
+/// blocking client that cost grows with the client's idle time, i.e. with the server's slowness).
+fn spin_http(
+    target: &Target,
+    conns: usize,
+    keepalive: bool,
+    end: Instant,
+    st: &mut Stats,
+    next: &dyn Fn(&mut Vec<u8>) -> Option<()>,
+) {
+    let mut slots: Vec<SpinConn> = (0..conns)
+        .map(|_| SpinConn { stream: None, busy: false, t0: Instant::now(), buf: Vec::with_capacity(4096) })
+        .collect();
+    let mut req = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    let mut sending = true;
+    let give_up = end + Duration::from_secs(10);
+    loop {
+        let now = Instant::now();
+        if sending && now >= end {
+            sending = false;
+        }
+        if !sending && (now >= give_up || slots.iter().all(|c| !c.busy)) {
+            break;
+        }
+        for c in slots.iter_mut() {
+            if !c.busy {
+                if !sending {
+                    continue;
+                }
+                if next(&mut req).is_none() {
+                    sending = false;
+                    continue;
+                }
+                c.t0 = Instant::now();
+                let mut s = match c.stream.take() {
+                    Some(s) => s,
+                    None => match target.connect().and_then(|s| s.set_nonblocking().map(|()| s)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            st.error(format!("connect: {e}"));
+                            continue;
+                        }
+                    },
+                };
+                // a request of a few hundred bytes on an idle socket: taken whole or not at all
+                match s.write(&req) {
+                    Ok(n) if n == req.len() => {}
+                    Ok(_) => {
+                        st.error("send: request cut short");
+                        continue;
+                    }
+                    Err(e) => {
+                        st.error(format!("send: {e}"));
+                        continue;
+                    }
+                }
+                c.buf.clear();
+                c.stream = Some(s);
+                c.busy = true;
+                continue;
+            }
+            let Some(s) = c.stream.as_mut() else { continue };
+            let eof = match s.read(&mut chunk) {
+                Ok(n) => {
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    n == 0
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    st.error(format!("answer: {e}"));
+                    c.stream = None;
+                    c.busy = false;
+                    continue;
+                }
+            };
+            match parse_response(&c.buf, eof) {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    st.lat.push(c.t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    st.count(&r);
+                    if !(keepalive && r.keep) {
+                        c.stream = None;
+                    }
+                    c.busy = false;
+                }
+                Err(e) => {
+                    st.error(format!("answer: {e}"));
+                    c.stream = None;
+                    c.busy = false;
+                }
+            }
+        }
+    }
+    for _ in slots.iter().filter(|c| c.busy) {
+        st.error("answer: none within 10 s of the end");
+    }
+}
+
 fn read_tagged(r: &mut BufReader<Stream>, line: &mut Vec<u8>, tag: &[u8]) -> io::Result<Option<bool>> {
     loop {
         line.clear();
@@ -509,7 +646,7 @@ fn imap(a: &Args) {
     let secs: f64 = a.num("secs", 3.0);
     let creds = Arc::new(Creds::from_args(a));
     let seq = Arc::new(AtomicU64::new(0));
-    run("imap", conns, secs, "", move |_, end, st| {
+    run("imap", conns, conns, secs, "", move |_, end, st| {
         while Instant::now() < end {
             let (user, pass) = creds.get(seq.fetch_add(1, Ordering::Relaxed));
             let t0 = Instant::now();
@@ -614,7 +751,7 @@ fn imap_backend(a: &Args) {
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else { die(USAGE) };
-    let args = Args::parse(&argv[1..], &["keepalive"]);
+    let args = Args::parse(&argv[1..], &["keepalive", "spin"]);
     match cmd.as_str() {
         "http" => http(&args),
         "imap" => imap(&args),
