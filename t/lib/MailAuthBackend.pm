@@ -19,10 +19,13 @@ use strict;
 use IO::Socket::INET;
 use MIME::Base64 qw/ decode_base64 /;
 
+# A backlog above any test's concurrency: with 32, the 50 sessions of an IMAP storm overflowed
+# the accept queue (TcpExtListenOverflows), nginx's connect to the backend waited on SYN
+# retransmissions (1, 2, 4, 8 s) and a login could time out on the client's side.
 sub serve {
 	my ($port, $handler) = @_;
 	my $server = IO::Socket::INET->new(
-		Proto => 'tcp', LocalAddr => "127.0.0.1:$port", Listen => 32, Reuse => 1,
+		Proto => 'tcp', LocalAddr => "127.0.0.1:$port", Listen => 1024, Reuse => 1,
 	) or die "Can't create backend listener on $port: $!\n";
 	local $SIG{CHLD} = 'IGNORE';
 	while (my $client = $server->accept()) {
