@@ -537,7 +537,9 @@ fn spin_http(
                     None => match target.connect().and_then(|s| s.set_nonblocking().map(|()| s)) {
                         Ok(s) => s,
                         Err(e) => {
+                            // as the threaded client: a refused connect is not retried at once
                             st.error(format!("connect: {e}"));
+                            thread::sleep(Duration::from_millis(1));
                             continue;
                         }
                     },
