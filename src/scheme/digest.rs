@@ -155,16 +155,20 @@ impl Raw {
         }
     }
 
-    /// Base64 of the usual form decoded on the stack when it fits, anything else as
-    /// [`decode_b64`] decodes it.
+    /// Base64 as [`decode_b64`] decodes it, on the stack when it fits: the usual form decoded
+    /// there, anything else by the crate (the short way is not tried twice).
     fn b64(v: &str) -> Option<Raw> {
         let mut buf = [0u8; INLINE];
-        if let Some(out) = buf.get_mut(..b64_room(v.as_bytes())) {
-            if let Some(len) = decode_b64_plain(v.as_bytes(), out) {
-                return Some(Raw::Inline(buf, len));
+        let Some(out) = buf.get_mut(..b64_room(v.as_bytes())) else {
+            return decode_b64(v).map(Raw::Heap);
+        };
+        match decode_b64_plain(v.as_bytes(), out) {
+            Some(len) => Some(Raw::Inline(buf, len)),
+            None => {
+                let mut out = Vec::new();
+                decode_b64_general(v, &mut out).map(|()| Raw::Heap(out))
             }
         }
-        decode_b64(v).map(Raw::Heap)
     }
 }
 
@@ -181,8 +185,13 @@ pub(super) fn decode_b64(v: &str) -> Option<Vec<u8>> {
         return Some(out);
     }
     out.clear();
-    B64.decode_vec(v, &mut out).ok()?;
+    decode_b64_general(v, &mut out)?;
     Some(out)
+}
+
+/// The crate's general decoder, into `out` (empty), for what [`decode_b64_plain`] does not answer.
+fn decode_b64_general(v: &str, out: &mut Vec<u8>) -> Option<()> {
+    B64.decode_vec(v, out).ok()
 }
 
 /// Room enough for what [`decode_b64_plain`] decodes from `v` (exactly what a value it

@@ -2,7 +2,8 @@
 //! password (what most accounts are) costs its bytes and a few more, not a whole [`Account`]
 //! (~300 bytes with its allocations), so a worker can keep every active user's row.
 //!
-//! A [`Slots`] table of offsets into one byte arena. Each entry: the user asked for (2-byte length, bytes), a kind, then
+//! A [`Slots`] table of offsets into one byte arena. Each entry: the user asked for (2-byte
+//! length, bytes), a kind, then
 //! - `NONE`: no such user;
 //! - `PLAIN`: the account's name and password (2-byte length and bytes each): an [`Account`]
 //!   with nothing else set (enabled, no rules, no backend, no app passwords);
