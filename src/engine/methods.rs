@@ -213,7 +213,8 @@ pub fn oauth(
         },
     };
     if o.result == AuthResult::Ok {
-        o.reason = format!("token verified (claim \"{claim}\"), {}", o.reason);
+        o.reason = format!("token verified (claim \"{claim}\"), {}", o.full_reason());
+        o.backend_reason = false;
     }
     o
 }

@@ -1012,7 +1012,7 @@ pub fn decision_line(f: &LogFields<'_>, o: &Outcome, took: Duration) -> String {
         f.method.map_or("-", |m| m.as_str()),
         f.attempt,
         o.result,
-        printable(o.reason.as_bytes(), 512),
+        printable(o.full_reason().as_bytes(), 512),
         took.as_secs_f64() * 1000.0,
     );
     s

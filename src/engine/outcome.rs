@@ -104,11 +104,52 @@ pub struct Outcome {
     pub response: AuthResponse,
     pub result: AuthResult,
     /// Precise reason for the log (never sent to the client); plain text, escaped when logged.
+    /// With `backend_reason`, what follows the backend part (see [`Outcome::full_reason`]).
     pub reason: String,
+    /// The reason starts with the OK answer's backend ("backend ADDR:PORT as \"USER\""), made
+    /// only when read: most decision lines are never written.
+    pub backend_reason: bool,
     /// The login name the decision was about when it is not the request's `Auth-User` (the
     /// certificate's CN for EXTERNAL, the user of a request that could not be parsed); `None`:
     /// the request's (not copied: the decision line is most often not written).
     pub user: Option<String>,
+}
+
+impl Outcome {
+    /// The whole reason, as the decision line shows it.
+    pub fn full_reason(&self) -> std::borrow::Cow<'_, str> {
+        match (&self.response, self.backend_reason) {
+            (AuthResponse::Ok { server, port, user, .. }, true) => {
+                let mut r = backend_reason(server, *port, user.as_deref());
+                r.push_str(&self.reason);
+                std::borrow::Cow::Owned(r)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.reason),
+        }
+    }
+}
+
+/// "backend ADDR:PORT" (`[ADDR]` for IPv6) and ` as "USER"` when the backend login differs:
+/// put together by hand, in one allocation.
+fn backend_reason(server: &str, port: u16, user: Option<&str>) -> String {
+    let v6 = server.contains(':');
+    let mut r = String::with_capacity(48 + server.len() + user.map_or(0, |u| u.len() + 6));
+    r.push_str("backend ");
+    if v6 {
+        r.push('[');
+    }
+    r.push_str(server);
+    if v6 {
+        r.push(']');
+    }
+    r.push(':');
+    r.extend(crate::protocol::decimal(u32::from(port), &mut [0; 10]).iter().map(|&d| char::from(d)));
+    if let Some(u) = user {
+        r.push_str(" as \"");
+        r.push_str(u);
+        r.push('"');
+    }
+    r
 }
 
 fn error_code(protocol: Option<Protocol>, code: &str) -> Option<String> {
@@ -141,6 +182,7 @@ pub fn fail(cfg: &AuthConfig, req: &AuthRequest, wait: Option<u32>, result: Auth
         },
         result,
         reason,
+        backend_reason: false,
         user: None,
     }
 }
@@ -164,6 +206,7 @@ pub fn refuse(
         },
         result,
         reason,
+        backend_reason: false,
         user: None,
     }
 }
@@ -199,6 +242,7 @@ fn temp_fail_as(
         },
         result,
         reason,
+        backend_reason: false,
         user,
     }
 }
@@ -221,6 +265,7 @@ pub fn failed_unparsed(
         },
         result,
         reason,
+        backend_reason: false,
         user: Some(user.to_string()),
     }
 }
@@ -236,6 +281,33 @@ pub fn relay_denied(cfg: &AuthConfig, reason: String) -> Outcome {
         },
         result: AuthResult::RelayDenied,
         reason,
+        backend_reason: false,
         user: Some(String::new()),
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::backend_reason;
+
+    #[test]
+    fn backend_reason_is_what_format_made() {
+        for (server, port, user) in [
+            ("127.0.0.1", 1143, None),
+            ("::1", 10110, None),
+            ("127.0.0.2", 1, Some("routed@backend")),
+            ("2001:db8::1", 65535, Some("a\"b")),
+            ("10.0.0.1", 0, Some("")),
+        ] {
+            let mut want = if server.contains(':') {
+                format!("backend [{server}]:{port}")
+            } else {
+                format!("backend {server}:{port}")
+            };
+            if let Some(u) = user {
+                want.push_str(&format!(" as \"{u}\""));
+            }
+            assert_eq!(backend_reason(server, port, user), want);
+        }
     }
 }

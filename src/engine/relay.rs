@@ -53,6 +53,7 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
         response: AuthResponse::Ok { server: mx.server.clone(), port: mx.port, user: None, pass: None },
         result: AuthResult::Ok,
         reason: format!("mail for {seen} to mx {}:{}", mx.server, mx.port),
+        backend_reason: false,
         user: Some(String::new()),
     }
 }

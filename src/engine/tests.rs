@@ -137,11 +137,11 @@ fn ok_with_configured_backend() {
     let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "ok");
     assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None });
-    assert_eq!(o.reason, "backend 127.0.0.1:10143");
+    assert_eq!(o.full_reason(), "backend 127.0.0.1:10143");
     assert_eq!(o.user, None, "the request's user");
     let o = decide(&cfg(), &req(Protocol::Pop3, "j\u{fc}rgen", "p\u{e4}ss".as_bytes()), &s);
     assert_eq!(o.result, "ok");
-    assert_eq!(o.reason, "backend [::1]:10110");
+    assert_eq!(o.full_reason(), "backend [::1]:10110");
     assert_eq!(s.queries.lock().unwrap()[0], "alice imap plain Some(127.0.0.1)");
 }
 
@@ -328,7 +328,7 @@ fn per_user_routing_and_rewrite() {
             pass: Some(b"master secret".to_vec()),
         }
     );
-    assert_eq!(o.reason, "backend 127.0.0.2:1143 as \"routed@backend\"");
+    assert_eq!(o.full_reason(), "backend 127.0.0.2:1143 as \"routed@backend\"");
     let o = decide(&cfg(), &req(Protocol::Imap, "portonly", b"pw"), &store());
     assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 2143, user: None, pass: None });
 }
@@ -427,7 +427,7 @@ fn apop_and_cram_md5_check_the_response_and_hand_the_backend_a_password() {
     c.master_user = Some(MasterUser { name: "master".into(), password: "m-pw".into(), separator: "*".into() });
     let o = decide(&c, &cram_req("carol", b"carol pw"), &s);
     assert_eq!(ok_parts(&o), ("127.0.0.1".into(), 10143, Some("carol*master".into()), Some(b"m-pw".to_vec())));
-    assert!(o.reason.ends_with("as \"carol*master\""), "{}", o.reason);
+    assert!(o.full_reason().ends_with("as \"carol*master\""), "{}", o.full_reason());
     // an account's own backend login wins over the master user
     let o = decide(&c, &cram_req("dave", b"dave pw"), &s);
     assert_eq!((ok_parts(&o).2, ok_parts(&o).3), (None, Some(b"dave-backend".to_vec())));
@@ -1458,9 +1458,9 @@ fn app_passwords_log_in_with_their_label_and_rules() {
     );
     let c = cfg();
     let main = decide(&c, &req(Protocol::Imap, "bob", b"main"), &s);
-    assert_eq!((main.result, main.reason.as_str()), (AuthResult::Ok, "backend 127.0.0.1:10143"));
+    assert_eq!((main.result, &*main.full_reason()), (AuthResult::Ok, "backend 127.0.0.1:10143"));
     let o = decide(&c, &req(Protocol::Imap, "bob", b"phone secret"), &s);
-    assert_eq!((o.result, o.reason.as_str()), (AuthResult::Ok, "backend 127.0.0.1:10143 (app password 'phone')"));
+    assert_eq!((o.result, &*o.full_reason()), (AuthResult::Ok, "backend 127.0.0.1:10143 (app password 'phone')"));
     assert!(matches!(o.response, AuthResponse::Ok { .. }));
     // its own protocols
     assert_eq!(decide(&c, &req(Protocol::Smtp, "bob", b"mailer secret"), &s).result, AuthResult::Ok);

@@ -24,8 +24,13 @@ pub fn printable(v: &[u8], max: usize) -> String {
 
 /// Decodes `%XX`; `Err(offset of the bad '%')`.
 pub(super) fn unescape_raw(v: &[u8]) -> Result<Vec<u8>, usize> {
+    // the usual value has no escape at all: one copy
+    let Some(first) = v.iter().position(|&b| b == b'%') else {
+        return Ok(v.to_vec());
+    };
     let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
+    out.extend_from_slice(&v[..first]);
+    let mut i = first;
     while i < v.len() {
         let b = v[i];
         if b == b'%' {

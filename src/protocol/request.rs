@@ -465,11 +465,18 @@ fn bad_value(idx: usize, v: &[u8]) -> ProtocolError {
     ProtocolError::BadValue { header: HEADERS[idx], value: printable(v, 64) }
 }
 
+/// Decimal digits only (no sign, no spaces), at most `u32::MAX`.
 fn parse_u32(v: &[u8]) -> Option<u32> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    v.iter().try_fold(0u32, |n, &b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u32::from(d))
+    })
 }
 
 /// An IPv4 literal in the form std prints (and accepts): four decimal octets of 1-3 digits,
@@ -477,27 +484,32 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
 /// which accepts no other IPv4 form either; this one is a few dozen instructions instead of
 /// ~200 (every request parses its Client-IP and the backend it answers with).
 fn dotted_quad(v: &[u8]) -> Option<std::net::Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let (mut k, mut n, mut digits) = (0, 0u32, 0);
-    for &b in v {
-        match b {
-            // a leading zero is an octet of its own
-            b'0'..=b'9' if digits < 3 && !(digits == 1 && n == 0) => {
-                n = n * 10 + u32::from(b - b'0');
-                digits += 1;
-            }
-            b'.' if digits > 0 && k < 3 => {
-                octets[k] = u8::try_from(n).ok()?;
-                (k, n, digits) = (k + 1, 0, 0);
-            }
-            _ => return None,
-        }
-    }
-    if k != 3 || digits == 0 {
+    if v.len() > 15 {
         return None;
     }
-    octets[3] = u8::try_from(n).ok()?;
-    Some(std::net::Ipv4Addr::from(octets))
+    let mut parts = v.split(|&b| b == b'.');
+    let mut octets = [0u8; 4];
+    for o in &mut octets {
+        *o = octet(parts.next()?)?;
+    }
+    parts.next().is_none().then(|| std::net::Ipv4Addr::from(octets))
+}
+
+/// One decimal octet of a dotted quad: 1-3 digits, no leading zero (but "0" itself), at most
+/// 255.
+fn octet(p: &[u8]) -> Option<u8> {
+    if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+        return None;
+    }
+    let mut n = 0u32;
+    for &b in p {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u32::from(d);
+    }
+    u8::try_from(n).ok()
 }
 
 pub fn parse_ip(v: &[u8]) -> Option<IpAddr> {
@@ -556,6 +568,28 @@ mod header_index_tests {
                 let ip = parse_ip(c).filter(IpAddr::is_ipv4);
                 assert_eq!(ip, std_v4(c).map(IpAddr::V4), "{:?}", String::from_utf8_lossy(c));
             }
+        }
+    }
+
+    /// The digit loop accepts exactly the plain decimal numbers std accepts as u32.
+    #[test]
+    fn parse_u32_agrees_with_std() {
+        let std_u32 = |s: &[u8]| {
+            let plain = !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+            plain.then(|| std::str::from_utf8(s).ok()?.parse::<u32>().ok()).flatten()
+        };
+        let mut cases: Vec<Vec<u8>> =
+            ["", "0", "1", "007", "4294967295", "4294967296", "99999999999", "+1", "-1", " 1", "1a"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+        let alphabet = b"0194+ /:";
+        for x in crate::testutil::Xorshift(0x2545_f491_4f6c_dd1d).take(100_000) {
+            let len = (x % 12) as usize;
+            cases.push((0..len).map(|i| alphabet[((x >> (4 + 3 * i)) % 8) as usize]).collect());
+        }
+        for c in &cases {
+            assert_eq!(parse_u32(c), std_u32(c), "{:?}", String::from_utf8_lossy(c));
         }
     }
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,19 +52,32 @@ impl FileId {
 #[derive(Debug, Default)]
 pub(crate) struct Events {
     notices: Mutex<Vec<StoreNotice>>,
+    /// Set (under the lock) when a notice goes in: every request asks, almost never in vain.
+    pending: AtomicBool,
     generation: AtomicU64,
 }
 
 impl Events {
     pub(crate) fn push(&self, level: NoticeLevel, message: String) {
-        lock(&self.notices).push(StoreNotice { level, message });
+        let mut n = lock(&self.notices);
+        n.push(StoreNotice { level, message });
+        self.pending.store(true, Ordering::Release);
     }
 
     pub(crate) fn extend(&self, notices: Vec<StoreNotice>) {
-        lock(&self.notices).extend(notices);
+        if notices.is_empty() {
+            return;
+        }
+        let mut n = lock(&self.notices);
+        n.extend(notices);
+        self.pending.store(true, Ordering::Release);
     }
 
+    /// The notices since the last call (none without taking the lock when there are none).
     pub(crate) fn take(&self) -> Vec<StoreNotice> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         std::mem::take(&mut *lock(&self.notices))
     }
 
