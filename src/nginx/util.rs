@@ -42,15 +42,16 @@ pub fn log_ctx(log: *mut ngx_log_t) -> Ctx {
 /// validated them (see `protocol::AuthResponse::headers`).
 pub fn push_header_out(r: *mut ngx_http_request_t, key: &'static str, value: &[u8]) -> Option<()> {
     // SAFETY: `r` is the live request nginx handed to our handler; its headers_out list and pool
-    // are initialised by nginx before any content handler or header filter runs; the strings
-    // are copied into the request pool, which outlives the headers.
+    // are initialised by nginx before any content handler or header filter runs. The name is
+    // static text, which nginx only reads (as its own modules' `ngx_str_set` names are); the
+    // value is copied into the request pool, which outlives the headers.
     unsafe {
         let pool = (*r).pool;
         let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
         if h.is_null() {
             return None;
         }
-        (*h).key = ngx_str_t::from_bytes(pool, key.as_bytes())?;
+        (*h).key = ngx_str_t { len: key.len(), data: key.as_ptr().cast_mut() };
         (*h).value = ngx_str_t::from_bytes(pool, value)?;
         (*h).hash = 1;
         (*h).lowcase_key = std::ptr::null_mut();
