@@ -107,7 +107,8 @@ pub struct Outcome {
     /// With `backend_reason`, what follows the backend part (see [`Outcome::full_reason`]).
     pub reason: String,
     /// The reason starts with the OK answer's backend ("backend ADDR:PORT as \"USER\""), made
-    /// only when read: most decision lines are never written.
+    /// only when read: most decision lines are never written. (One reason can thus be held two
+    /// ways: compare [`Outcome::full_reason`], not the fields.)
     pub backend_reason: bool,
     /// The login name the decision was about when it is not the request's `Auth-User` (the
     /// certificate's CN for EXTERNAL, the user of a request that could not be parsed); `None`:

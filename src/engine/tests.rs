@@ -355,7 +355,7 @@ fn backend_problems_are_temporary() {
 fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
     match &o.response {
         AuthResponse::Ok { server, port, user, pass } => (server.to_string(), *port, user.clone(), pass.clone()),
-        other => panic!("not OK: {other:?} ({} {})", o.result, o.reason),
+        other => panic!("not OK: {other:?} ({} {})", o.result, o.full_reason()),
     }
 }
 
@@ -703,14 +703,14 @@ fn passwd_file_fixtures_end_to_end() {
             (o.result, &o.response),
             (AuthResult::Ok, &AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None }),
             "{user}: {}",
-            o.reason
+            o.full_reason()
         );
         let o = run("imap", lo, user, &format!("{pass}x"));
         assert_eq!(o.result, "invalid", "{user}: {}", o.reason);
     }
     // dave: SHA512-CRYPT, allow_nets, per-user backend and backend login.
     let o = run("pop3", "::1", "dave", "dave pw");
-    assert_eq!(o.result, "ok", "{}", o.reason);
+    assert_eq!(o.result, "ok", "{}", o.full_reason());
     assert_eq!(
         o.response,
         AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: Some("dave@backend".into()), pass: None }

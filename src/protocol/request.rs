@@ -555,7 +555,7 @@ mod header_index_tests {
         .iter()
         .map(|s| s.as_bytes().to_vec())
         .collect();
-        // every string of up to 8 characters from a small alphabet, and some longer ones
+        // random strings of up to 15 characters from a small alphabet
         let alphabet = b"0125.9";
         for x in crate::testutil::Xorshift(0x9e37_79b9_7f4a_7c15).take(200_000) {
             let len = (x % 16) as usize;
