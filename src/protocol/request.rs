@@ -524,11 +524,23 @@ pub fn parse_ip(v: &[u8]) -> Option<IpAddr> {
 mod header_index_tests {
     use super::*;
 
+    /// `fixed`, then `n` random strings shorter than `max_len` over `alphabet` (at most 8
+    /// letters), from `seed`.
+    fn generated(fixed: &[&str], alphabet: &[u8], seed: u64, n: usize, max_len: u64) -> Vec<Vec<u8>> {
+        let mut cases: Vec<Vec<u8>> = fixed.iter().map(|s| s.as_bytes().to_vec()).collect();
+        for x in crate::testutil::Xorshift(seed).take(n) {
+            let len = (x % max_len) as usize;
+            let letter = |i: usize| alphabet[((x >> (4 + 3 * i)) % alphabet.len() as u64) as usize];
+            cases.push((0..len).map(letter).collect());
+        }
+        cases
+    }
+
     /// The IPv4 fast path accepts exactly what std accepts, with the same value.
     #[test]
     fn dotted_quad_agrees_with_std() {
         let std_v4 = |s: &[u8]| std::str::from_utf8(s).ok().and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
-        let mut cases: Vec<Vec<u8>> = [
+        let cases = [
             "0.0.0.0",
             "255.255.255.255",
             "256.1.1.1",
@@ -551,16 +563,9 @@ mod header_index_tests {
             "1.2.3.999",
             "0.0.0.0.0",
             "1.2.3.-1",
-        ]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-        // random strings of up to 15 characters from a small alphabet
-        let alphabet = b"0125.9";
-        for x in crate::testutil::Xorshift(0x9e37_79b9_7f4a_7c15).take(200_000) {
-            let len = (x % 16) as usize;
-            cases.push((0..len).map(|i| alphabet[((x >> (4 + 3 * i)) % 6) as usize]).collect());
-        }
+        ];
+        // and random strings of up to 15 characters from a small alphabet
+        let cases = generated(&cases, b"0125.9", 0x9e37_79b9_7f4a_7c15, 200_000, 16);
         for c in &cases {
             assert_eq!(dotted_quad(c), std_v4(c), "{:?}", String::from_utf8_lossy(c));
             if !c.starts_with(b"[") {
@@ -577,17 +582,8 @@ mod header_index_tests {
             let plain = !s.is_empty() && s.iter().all(u8::is_ascii_digit);
             plain.then(|| std::str::from_utf8(s).ok()?.parse::<u32>().ok()).flatten()
         };
-        let mut cases: Vec<Vec<u8>> =
-            ["", "0", "1", "007", "4294967295", "4294967296", "99999999999", "+1", "-1", " 1", "1a"]
-                .iter()
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
-        let alphabet = b"0194+ /:";
-        for x in crate::testutil::Xorshift(0x2545_f491_4f6c_dd1d).take(100_000) {
-            let len = (x % 12) as usize;
-            cases.push((0..len).map(|i| alphabet[((x >> (4 + 3 * i)) % 8) as usize]).collect());
-        }
-        for c in &cases {
+        let fixed = ["", "0", "1", "007", "4294967295", "4294967296", "99999999999", "+1", "-1", " 1", "1a"];
+        for c in &generated(&fixed, b"0194+ /:", 0x2545_f491_4f6c_dd1d, 100_000, 12) {
             assert_eq!(parse_u32(c), std_u32(c), "{:?}", String::from_utf8_lossy(c));
         }
     }
