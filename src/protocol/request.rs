@@ -470,13 +470,7 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
     if v.is_empty() {
         return None;
     }
-    v.iter().try_fold(0u32, |n, &b| {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u32::from(d))
-    })
+    v.iter().try_fold(0u32, |n, &b| n.checked_mul(10)?.checked_add(digit(b)?))
 }
 
 /// An IPv4 literal in the form std prints (and accepts): four decimal octets of 1-3 digits,
@@ -506,6 +500,7 @@ fn octet(p: &[u8]) -> Option<u8> {
     u8::try_from(n).ok()
 }
 
+/// The value of one decimal digit.
 fn digit(b: u8) -> Option<u32> {
     let d = b.wrapping_sub(b'0');
     (d <= 9).then_some(u32::from(d))
