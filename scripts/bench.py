@@ -15,6 +15,8 @@ Rows (every row in every round, rounds interleaved round-robin), in three modes:
 per request over TCP (what nginx mail does; the primary figure), the same over a unix socket
 (`auth_http unix:/path:/uri`), and keep-alive over TCP (HTTP/1.1, an upper bound):
   ceiling        `return 204` with static Auth-Status/Auth-Server/Auth-Port headers, no check
+  floor          (--floor) the same static answer from a content handler on ngx-rust that checks
+                 nothing (scripts/floor): what being a content handler costs, before any work
   {SSHA} file    mail_auth, passwd-file with 100,000 {SSHA} users, requests round-robin over them
   {SSHA} SQLite  mail_auth, SQLite database with the same 100,000 users
   bcrypt warm    mail_auth, bcrypt(10), mail_auth_cache, the same user/password (cache warmed)
@@ -27,7 +29,7 @@ thread pool and a 1-thread pool), IMAP logins end to end through nginx mail, wor
 and the directory stores (PostgreSQL, MariaDB, OpenLDAP started here on loopback, 10,000 users;
 a new connection per request over TCP) beside the ceiling and the SQLite store.
 
-usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S] [--spin]
+usage: bench.py NGINX MODULE_SO LOADGEN [--quick] [--rounds N] [--secs S] [--spin] [--floor FLOOR_SO]
                 [--only rows,mixed,imap,rss,stores,redis]
 
 --spin: the auth_http load comes from one client thread that keeps its connections' requests in
@@ -294,7 +296,7 @@ http {{
 """
 
 
-def main_conf(so, sock, pin):
+def main_conf(so, sock, pin, floor=None):
     b = BACKEND
     module = f"mail_auth_backend imap 127.0.0.1:{b};"
     static = f"add_header Auth-Status OK; add_header Auth-Server 127.0.0.1; add_header Auth-Port {b};"
@@ -303,10 +305,12 @@ def main_conf(so, sock, pin):
         for k, url in (("mod-tcp", f"127.0.0.1:{HTTP}/ssha"), ("mod-unix", f"unix:{sock}:/ssha"),
                        ("ceil-tcp", f"127.0.0.1:{HTTP}/ceiling"), ("ceil-unix", f"unix:{sock}:/ceiling"),
                        ("py", f"127.0.0.1:{PY}/auth")))
-    return conf_head([so], "main", pin) + f"""    server {{
+    floor_loc = "location = /floor { mail_auth_floor; }" if floor else ""
+    return conf_head([so] + ([floor] if floor else []), "main", pin) + f"""    server {{
         listen 127.0.0.1:{HTTP} backlog=4096;
         listen unix:{sock} backlog=4096;
         location = /ceiling {{ {static} return 204; }}
+        {floor_loc}
         location = /ssha {{ mail_auth; mail_auth_passwd_file users-100k; {module} }}
         location = /sqlite {{ mail_auth; mail_auth_sqlite users-100k.db; {module} }}
         location = /sqlite-rows {{ mail_auth; mail_auth_sqlite users-100k.db; mail_auth_sqlite_cache_rows 0; {module} }}
@@ -503,6 +507,8 @@ def main():
     ap.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
     ap.add_argument("--secs", type=float, help="seconds per measurement (default 3, --quick 1)")
     ap.add_argument("--only", default="rows,mixed,imap,rss,stores,redis", help="sections to run (default: all)")
+    ap.add_argument("--floor", metavar="FLOOR_SO",
+                    help="scripts/floor's module: adds the floor row (a content handler that checks nothing)")
     ap.add_argument("--spin", action="store_true",
                     help="auth_http load from one client thread that never sleeps (the worker no longer wakes it)")
     opt = ap.parse_args()
@@ -534,8 +540,9 @@ def main():
 
 def bench(opt, rounds, secs, only):
     nginx, so = os.path.abspath(opt.nginx), os.path.abspath(opt.module_so)
+    floor = os.path.abspath(opt.floor) if opt.floor else None
     lg = Loadgen(os.path.abspath(opt.loadgen))
-    for f in (nginx, so, lg.binary):
+    for f in (nginx, so, lg.binary, *([floor] if floor else [])):
         if not os.path.exists(f):
             raise BenchError(f"{f} does not exist")
     shutil.rmtree(WORK, ignore_errors=True)
@@ -553,7 +560,7 @@ def bench(opt, rounds, secs, only):
                     cpu=CLIENT_CPU, stderr=subprocess.DEVNULL)
     python = spawn([sys.executable, os.path.join(ROOT, "scripts", "bench-auth-server.py"),
                     f"{PY},unix:{py_sock}", "users-100k", str(BACKEND)], cpu=SERVER_CPU)
-    main_ngx = Nginx(nginx, "main", main_conf(so, sock, PIN)).start([HTTP, *IMAP_PORTS.values()])
+    main_ngx = Nginx(nginx, "main", main_conf(so, sock, PIN, floor)).start([HTTP, *IMAP_PORTS.values()])
     wait_port(BACKEND)
     wait_port(PY)
     worker = main_ngx.worker()
@@ -589,7 +596,7 @@ def bench(opt, rounds, secs, only):
 
     if "rows" in only:
         out += rows_section(lg, main_ngx, setmisc, deb_version if setmisc else None, python, rounds, secs,
-                            sock, setmisc_sock, py_sock, notes)
+                            sock, setmisc_sock, py_sock, notes, floor is not None)
     if "mixed" in only:
         out += mixed_section(lg, nginx, so, rounds, secs, notes)
     if "imap" in only:
@@ -621,7 +628,8 @@ def check(notes, label, res, expect="ok"):
                      + (f"; first error: {res['first_error']}" if res.get("first_error") else ""))
 
 
-def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock, setmisc_sock, py_sock, notes):
+def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock, setmisc_sock, py_sock, notes,
+                 floor=False):
     worker = main_ngx.worker()
     sm_worker = setmisc.worker() if setmisc else None
     creds = os.path.join(WORK, "creds-100k")
@@ -629,6 +637,8 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
     # name, {mode: target}, path, users, pass, expected answer, cpu pid, cpu function
     rows = [
         ("ceiling: return 204 + static Auth-* headers", HTTP, sock, "/ceiling", creds, None, "ok", worker),
+    ] + ([("floor: a content handler answering the same static headers, no check (scripts/floor)", HTTP, sock,
+           "/floor", creds, None, "ok", worker)] if floor else []) + [
         ("module {SSHA}, passwd-file, 100k users", HTTP, sock, "/ssha", creds, None, "ok", worker),
         ("module {SSHA}, SQLite, 100k users", HTTP, sock, "/sqlite", creds, None, "ok", worker),
         ("module {SSHA}, SQLite, 100k users, mail_auth_sqlite_cache_rows 0 (no rows kept)", HTTP, sock, "/sqlite-rows", creds,
@@ -691,7 +701,10 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
             out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {fmt(med([x['busy'] for x in rs]))} | "
                        f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} |")
     out.append("\nRows: *ceiling* answers with static headers and no check at all (nginx's own cost of an "
-               "auth_http request); *{SSHA}* rows verify a salted SHA-1 of a user among 100,000; *bcrypt warm* "
+               "auth_http request, answered in the rewrite phase); *floor* (with `--floor`) answers the same from "
+               "a content handler written on ngx-rust that checks nothing, after nginx's other phases, as "
+               "`mail_auth` answers: no content handler can cost less, so floor − ceiling is the price of being "
+               "one and a row − floor the module's own work; *{SSHA}* rows verify a salted SHA-1 of a user among 100,000; *bcrypt warm* "
                "repeats one user/password with `mail_auth_cache` (warmed before each measurement); *bcrypt cold* "
                "sends a distinct wrong password each time, so every request misses the cache and runs bcrypt "
                "(answers are failures; bcrypt-bound); *recipe* rows check with nginx's auth_basic (which reads "
