@@ -15,8 +15,8 @@ Rows (every row in every round, rounds interleaved round-robin), in three modes:
 per request over TCP (what nginx mail does; the primary figure), the same over a unix socket
 (`auth_http unix:/path:/uri`), and keep-alive over TCP (HTTP/1.1, an upper bound):
   ceiling        `return 204` with static Auth-Status/Auth-Server/Auth-Port headers, no check
-  floor          (--floor) the same static answer from a content handler on ngx-rust that checks
-                 nothing (scripts/floor): what being a content handler costs, before any work
+  floor          (--floor) a static answer of the same kind from a content handler on ngx-rust
+                 that checks nothing (scripts/floor): what being a content handler costs
   {SSHA} file    mail_auth, passwd-file with 100,000 {SSHA} users, requests round-robin over them
   {SSHA} SQLite  mail_auth, SQLite database with the same 100,000 users
   bcrypt warm    mail_auth, bcrypt(10), mail_auth_cache, the same user/password (cache warmed)
@@ -637,7 +637,7 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
     # name, {mode: target}, path, users, pass, expected answer, cpu pid, cpu function
     rows = [
         ("ceiling: return 204 + static Auth-* headers", HTTP, sock, "/ceiling", creds, None, "ok", worker),
-    ] + ([("floor: a content handler answering the same static headers, no check (scripts/floor)", HTTP, sock,
+    ] + ([("floor: a content handler answering static Auth-* headers, no check (scripts/floor)", HTTP, sock,
            "/floor", creds, None, "ok", worker)] if floor else []) + [
         ("module {SSHA}, passwd-file, 100k users", HTTP, sock, "/ssha", creds, None, "ok", worker),
         ("module {SSHA}, SQLite, 100k users", HTTP, sock, "/sqlite", creds, None, "ok", worker),
@@ -701,7 +701,7 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
             out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {fmt(med([x['busy'] for x in rs]))} | "
                        f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} |")
     out.append("\nRows: *ceiling* answers with static headers and no check at all (nginx's own cost of an "
-               "auth_http request, answered in the rewrite phase); *floor* (with `--floor`) answers the same from "
+               "auth_http request, answered in the rewrite phase); *floor* (with `--floor`) answers alike from "
                "a content handler written on ngx-rust that checks nothing, after nginx's other phases, as "
                "`mail_auth` answers: floor − ceiling is the price of being a content handler, a row − floor the "
                "module's own work; *{SSHA}* rows verify a salted SHA-1 of a user among 100,000; *bcrypt warm* "

@@ -1,8 +1,8 @@
 //! The benchmark's floor (`scripts/bench`): what any content handler written on ngx-rust costs
 //! nginx for an auth_http request, before it does any work of its own.
 //!
-//! `mail_auth_floor;` in a location makes this module's content handler answer every request
-//! there with a static `Auth-Status: OK` (and a fixed backend), checking nothing. It goes through
+//! `mail_auth_floor;` in a location makes this module's content handler answer every GET/HEAD
+//! request there with a static `Auth-Status: OK` (and a fixed backend), checking nothing. It goes through
 //! nginx's phases to the content phase as `mail_auth` does, where the benchmark's ceiling
 //! (`return 204` with static headers) answers in the rewrite phase. The gap between the ceiling
 //! and this floor is the price of being a content handler at all; the gap between this floor and
@@ -92,6 +92,7 @@ unsafe extern "C" fn floor_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             (*h).value = ngx_str_t { len: value.len(), data: value.as_ptr().cast_mut() };
             (*h).hash = 1;
             (*h).lowcase_key = null_mut();
+            // (the field nginx 1.23 added; this crate builds only against the vendored nginx 1.28)
             (*h).next = null_mut();
         }
     }
