@@ -2,11 +2,15 @@
 //! nginx for an auth_http request, before it does any work of its own.
 //!
 //! `mail_auth_floor;` in a location makes this module's content handler answer every GET/HEAD
-//! request there with a static `Auth-Status: OK` (and a fixed backend), checking nothing. It goes through
-//! nginx's phases to the content phase as `mail_auth` does, where the benchmark's ceiling
-//! (`return 204` with static headers) answers in the rewrite phase. The gap between the ceiling
-//! and this floor is the price of being a content handler at all; the gap between this floor and
+//! request there with a static `Auth-Status: OK` (and a fixed backend), checking nothing. It
+//! goes through nginx's phases to the content phase as `mail_auth` does, where the benchmark's
+//! ceiling (`return 204` with static headers) answers in the rewrite phase. The gap between the
+//! ceiling and this floor is the price of being a content handler at all (with `mail_auth`
+//! loaded beside it, its access-phase hook included); the gap between this floor and
 //! `mail_auth` is the module's own work.
+//!
+//! Its header push repeats the shape of `src/nginx/util.rs`'s `push_header_out` (static name,
+//! here a static value too): a separate crate cannot call into the module's FFI layer.
 //!
 //! It authenticates nobody: it exists for the benchmark, which builds it and loads it on
 //! loopback only. It is not part of the module, its package or its tests.
