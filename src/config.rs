@@ -10,7 +10,7 @@ use crate::realip::TrustedProxies;
 /// A backend address: `server` an IP literal, `port` 1..65535.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    pub server: std::sync::Arc<str>,
+    pub server: crate::protocol::ServerAddr,
     pub port: u16,
 }
 
@@ -298,7 +298,7 @@ pub fn parse_backend(v: &str, default_port: u16) -> Result<Backend, String> {
     let (host, port) = split_host_port(v)?;
     let ip = protocol::parse_server(host)
         .ok_or_else(|| format!("\"{host}\" is not an IP address (nginx mail needs an IP literal for Auth-Server)"))?;
-    Ok(Backend { server: ip.to_string().into(), port: port.unwrap_or(default_port) })
+    Ok(Backend { server: ip.into(), port: port.unwrap_or(default_port) })
 }
 
 pub fn parse_protocol(v: &str) -> Result<Protocol, String> {
@@ -409,6 +409,7 @@ pub fn key_values<'a>(args: &[&'a str], known: &[&str]) -> Result<Vec<(&'a str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ServerAddr;
 
     #[test]
     fn zones() {
@@ -435,10 +436,19 @@ mod tests {
 
     #[test]
     fn backend_forms() {
-        assert_eq!(parse_backend("127.0.0.1:1143", 143), Ok(Backend { server: "127.0.0.1".into(), port: 1143 }));
-        assert_eq!(parse_backend("127.0.0.1", 110), Ok(Backend { server: "127.0.0.1".into(), port: 110 }));
-        assert_eq!(parse_backend("[::1]:2525", 25), Ok(Backend { server: "::1".into(), port: 2525 }));
-        assert_eq!(parse_backend("[::1]", 25), Ok(Backend { server: "::1".into(), port: 25 }));
+        assert_eq!(
+            parse_backend("127.0.0.1:1143", 143),
+            Ok(Backend { server: ServerAddr::parse("127.0.0.1").unwrap(), port: 1143 })
+        );
+        assert_eq!(
+            parse_backend("127.0.0.1", 110),
+            Ok(Backend { server: ServerAddr::parse("127.0.0.1").unwrap(), port: 110 })
+        );
+        assert_eq!(
+            parse_backend("[::1]:2525", 25),
+            Ok(Backend { server: ServerAddr::parse("::1").unwrap(), port: 2525 })
+        );
+        assert_eq!(parse_backend("[::1]", 25), Ok(Backend { server: ServerAddr::parse("::1").unwrap(), port: 25 }));
     }
 
     #[test]

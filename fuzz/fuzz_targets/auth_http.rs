@@ -15,7 +15,7 @@ use ngx_http_mail_auth_module::cidr::Cidr;
 use ngx_http_mail_auth_module::config::{AuthConfig, Backend, CacheSettings, Listener, Transport, VerifyConcurrency};
 use ngx_http_mail_auth_module::engine::{Ctx, Engine, Level, Region, Reply, SharedMemory};
 use ngx_http_mail_auth_module::limiter::{LimitConfig, Rate};
-use ngx_http_mail_auth_module::protocol::{self, HeaderView, Method, Protocol, ProtocolError};
+use ngx_http_mail_auth_module::protocol::{self, HeaderView, Method, Protocol, ProtocolError, ServerAddr};
 use ngx_http_mail_auth_module::realip::TrustedProxies;
 use ngx_http_mail_auth_module::store::{Account, Query, Store, StoreError, StoreNotice};
 
@@ -85,9 +85,9 @@ fn engine() -> &'static Engine {
 fn config() -> AuthConfig {
     let mut c = AuthConfig::default();
     for p in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp] {
-        c.set_backend(p, Backend { server: "127.0.0.1".into(), port: 10143 });
+        c.set_backend(p, Backend { server: ServerAddr::parse("127.0.0.1").unwrap(), port: 10143 });
     }
-    c.mx_backend = Some(Backend { server: "::1".into(), port: 25 });
+    c.mx_backend = Some(Backend { server: ServerAddr::parse("::1").unwrap(), port: 25 });
     c.relay_domains = vec!["example.org".into(), ".example.net".into()];
     // Proxy-Protocol-Addr believed from 127.0.0.0/8, the transport policy for SMTP and an
     // "mx" listener without AUTH: headers of the input may name them

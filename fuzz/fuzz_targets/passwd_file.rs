@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::protocol::AuthResponse;
+use ngx_http_mail_auth_module::protocol::{AuthResponse, ServerAddr};
 use ngx_http_mail_auth_module::store::passwd_file::{parse, parse_app_line, parse_line};
 use ngx_http_mail_auth_module::store::valid_label;
 use ngx_http_mail_auth_module::store::Account;
@@ -41,7 +41,8 @@ fn check_account(a: &Account) {
     }
     // What nginx would get back for this account never holds CR/LF/NUL.
     let answer = AuthResponse::Ok {
-        server: a.server.as_deref().unwrap_or("127.0.0.1").into(),
+        // (a server that is no IP literal never reaches an answer: a temporary failure instead)
+        server: a.server.as_deref().and_then(ServerAddr::parse).unwrap_or_else(|| ServerAddr::parse("127.0.0.1").unwrap()),
         port: a.port.unwrap_or(143),
         user: a.backend_user.clone(),
         pass: a.backend_pass.clone().map(String::into_bytes),

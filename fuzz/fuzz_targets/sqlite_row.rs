@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_mail_auth_module::protocol::{parse_server, AuthResponse};
+use ngx_http_mail_auth_module::protocol::{parse_server, AuthResponse, ServerAddr};
 use ngx_http_mail_auth_module::scheme::scheme_name;
 use ngx_http_mail_auth_module::store::sqlite::map_row;
 
@@ -66,7 +66,8 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let answer = AuthResponse::Ok {
-        server: a.server.as_deref().unwrap_or("127.0.0.1").into(),
+        // (a server that is no IP literal never reaches an answer: a temporary failure instead)
+        server: a.server.as_deref().and_then(ServerAddr::parse).unwrap_or_else(|| ServerAddr::parse("127.0.0.1").unwrap()),
         port: a.port.unwrap_or(143),
         user: a.backend_user.clone(),
         pass: a.backend_pass.clone().map(String::into_bytes),

@@ -37,7 +37,7 @@ use super::outcome::{fail, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
 use crate::policy::{check_account, check_restrictions, Refusal};
-use crate::protocol::{AuthRequest, AuthResponse, Method, Protocol};
+use crate::protocol::{bad_server, AuthRequest, AuthResponse, Method, Protocol, ServerAddr};
 use crate::scheme;
 use crate::store::{Account, Query, Store};
 
@@ -60,10 +60,13 @@ pub(crate) fn query<'a>(req: &'a AuthRequest, user: &'a str) -> Query<'a> {
 
 /// The store's timing template (its costliest stored hash), or the default.
 pub(crate) fn template(store: &dyn Store) -> std::sync::Arc<str> {
+    store.shared_timing_template().unwrap_or_else(default_template)
+}
+
+/// [`super::verify::DEFAULT_TEMPLATE`], for a store that names none.
+fn default_template() -> std::sync::Arc<str> {
     static DEFAULT: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
-    store
-        .shared_timing_template()
-        .unwrap_or_else(|| DEFAULT.get_or_init(|| super::verify::DEFAULT_TEMPLATE.into()).clone())
+    DEFAULT.get_or_init(|| super::verify::DEFAULT_TEMPLATE.into()).clone()
 }
 
 /// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a
@@ -99,14 +102,19 @@ pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found:
         return Step::Answer(fail(cfg, req, None, AuthResult::Invalid, "empty password".to_string()));
     }
     // the lookup first: a store may learn its template on its first lookup (SQLite)
-    let found = found.unwrap_or_else(|| store.lookup(&query(req, &req.user)));
-    let template = template(store);
+    let (found, template) = match found {
+        Some(found) => (found.map(|a| a.map(Box::new)), template(store)),
+        None => match store.lookup_and_template(&query(req, &req.user)) {
+            (found, Some(t)) => (found, t),
+            (found, None) => (found, default_template()),
+        },
+    };
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
         Ok(None) => Step::Verify(Pending::new(template, Subject::Unknown)),
         Ok(Some(account)) => {
             let refusal = check_account(&account, req).err();
-            let subject = Subject::Known { account: Box::new(account), refusal };
+            let subject = Subject::Known { account, refusal };
             Step::Verify(Pending::new(template, subject))
         }
     }
@@ -194,7 +202,10 @@ pub(crate) fn credential_refusal(
 pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account, login: &str) -> Outcome {
     let backend = cfg.backend(req.protocol);
     let server = match (&account.server, backend) {
-        (Some(s), _) => std::sync::Arc::from(s.as_str()),
+        (Some(s), _) => match ServerAddr::parse(s) {
+            Some(s) => s,
+            None => return temp_fail(cfg, req, AuthResult::BackendError, bad_server(s).to_string()),
+        },
         (None, Some(b)) => b.server.clone(),
         (None, None) => {
             return temp_fail(cfg, req, AuthResult::BackendError, format!("no backend for {}", req.protocol))

@@ -972,10 +972,14 @@ impl Engine {
             }
         }
         self.count(Some(&fields), o.result, ctx);
-        let mut lines: Vec<(Level, String)> = trace.warnings.into_iter().map(|w| (Level::Warn, w)).collect();
+        let mut lines: Vec<(Level, String)> = Vec::new();
+        if !trace.warnings.is_empty() {
+            lines.extend(trace.warnings.into_iter().map(|w| (Level::Warn, w)));
+        }
         if let Some(store) = &self.store {
-            for n in store.take_notices() {
-                lines.push((n.level.into(), format!("mail_auth: {}", n.message)));
+            let notices = store.take_notices();
+            if !notices.is_empty() {
+                lines.extend(notices.into_iter().map(|n| (n.level.into(), format!("mail_auth: {}", n.message))));
             }
         }
         if let Some(fleet) = &self.fleet {

@@ -121,7 +121,7 @@ impl Outcome {
     pub fn full_reason(&self) -> std::borrow::Cow<'_, str> {
         match (&self.response, self.backend_reason) {
             (AuthResponse::Ok { server, port, user, .. }, true) => {
-                let mut r = backend_reason(server, *port, user.as_deref());
+                let mut r = backend_reason(server.as_str(), *port, user.as_deref());
                 r.push_str(&self.reason);
                 std::borrow::Cow::Owned(r)
             }

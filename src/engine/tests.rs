@@ -91,9 +91,9 @@ fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
 
 fn cfg() -> AuthConfig {
     let mut c = AuthConfig::default();
-    c.set_backend(Protocol::Imap, Backend { server: "127.0.0.1".into(), port: 10143 });
-    c.set_backend(Protocol::Pop3, Backend { server: "::1".into(), port: 10110 });
-    c.set_backend(Protocol::Smtp, Backend { server: "127.0.0.1".into(), port: 10025 });
+    c.set_backend(Protocol::Imap, Backend { server: srv("127.0.0.1"), port: 10143 });
+    c.set_backend(Protocol::Pop3, Backend { server: srv("::1"), port: 10110 });
+    c.set_backend(Protocol::Smtp, Backend { server: srv("127.0.0.1"), port: 10025 });
     c
 }
 
@@ -136,7 +136,7 @@ fn ok_with_configured_backend() {
     let s = store();
     let o = decide(&cfg(), &req(Protocol::Imap, "alice", b"alice pw"), &s);
     assert_eq!(o.result, "ok");
-    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None });
+    assert_eq!(o.response, AuthResponse::Ok { server: srv("127.0.0.1"), port: 10143, user: None, pass: None });
     assert_eq!(o.full_reason(), "backend 127.0.0.1:10143");
     assert_eq!(o.user, None, "the request's user");
     let o = decide(&cfg(), &req(Protocol::Pop3, "j\u{fc}rgen", "p\u{e4}ss".as_bytes()), &s);
@@ -322,7 +322,7 @@ fn per_user_routing_and_rewrite() {
     assert_eq!(
         o.response,
         AuthResponse::Ok {
-            server: "127.0.0.2".into(),
+            server: srv("127.0.0.2"),
             port: 1143,
             user: Some("routed@backend".into()),
             pass: Some(b"master secret".to_vec()),
@@ -330,7 +330,7 @@ fn per_user_routing_and_rewrite() {
     );
     assert_eq!(o.full_reason(), "backend 127.0.0.2:1143 as \"routed@backend\"");
     let o = decide(&cfg(), &req(Protocol::Imap, "portonly", b"pw"), &store());
-    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.1".into(), port: 2143, user: None, pass: None });
+    assert_eq!(o.response, AuthResponse::Ok { server: srv("127.0.0.1"), port: 2143, user: None, pass: None });
 }
 
 #[test]
@@ -349,7 +349,7 @@ fn backend_problems_are_temporary() {
     // Account server without port and no configured backend: the protocol's usual port.
     let s2 = MemStore::with(&[("r", Account { server: Some("127.0.0.3".into()), ..acct("{PLAIN}pw") })]);
     let o = decide(&AuthConfig::default(), &req(Protocol::Pop3, "r", b"pw"), &s2);
-    assert_eq!(o.response, AuthResponse::Ok { server: "127.0.0.3".into(), port: 110, user: None, pass: None });
+    assert_eq!(o.response, AuthResponse::Ok { server: srv("127.0.0.3"), port: 110, user: None, pass: None });
 }
 
 fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
@@ -522,7 +522,7 @@ fn relay_req(to: &str) -> AuthRequest {
 #[test]
 fn smtp_without_auth_relays_only_to_accepted_domains() {
     let mut c = cfg();
-    c.mx_backend = Some(Backend { server: "127.0.0.9".into(), port: 2525 });
+    c.mx_backend = Some(Backend { server: srv("127.0.0.9"), port: 2525 });
     c.relay_domains = vec!["example.org".into(), ".sub.example.net".into()];
     let s = store();
     for to in [
@@ -619,7 +619,7 @@ fn accept_without_store() {
     let o = accept(&cfg(), &r, "access phase allowed the request");
     assert_eq!(o.result, "ok");
     assert_eq!(o.reason, "access phase allowed the request");
-    assert_eq!(o.response, AuthResponse::Ok { server: "::1".into(), port: 10110, user: None, pass: None });
+    assert_eq!(o.response, AuthResponse::Ok { server: srv("::1"), port: 10110, user: None, pass: None });
     let o = accept(&AuthConfig::default(), &r, "x");
     assert_eq!((o.result.as_str(), o.reason.as_str()), ("backend-error", "no backend for pop3"));
     assert!(matches!(o.response, AuthResponse::TempFail { .. }));
@@ -701,7 +701,7 @@ fn passwd_file_fixtures_end_to_end() {
         let o = run("imap", lo, user, pass);
         assert_eq!(
             (o.result, &o.response),
-            (AuthResult::Ok, &AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: None, pass: None }),
+            (AuthResult::Ok, &AuthResponse::Ok { server: srv("127.0.0.1"), port: 10143, user: None, pass: None }),
             "{user}: {}",
             o.full_reason()
         );
@@ -713,7 +713,7 @@ fn passwd_file_fixtures_end_to_end() {
     assert_eq!(o.result, "ok", "{}", o.full_reason());
     assert_eq!(
         o.response,
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 10143, user: Some("dave@backend".into()), pass: None }
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 10143, user: Some("dave@backend".into()), pass: None }
     );
     assert_eq!(run("pop3", "192.0.2.1", "dave", "dave pw").result, "network-denied");
     // erin: BLF-CRYPT, nologin.
@@ -1003,7 +1003,7 @@ fn oauth_token_logins() {
         assert_eq!(
             d.reply,
             Reply::Answer(AuthResponse::Ok {
-                server: "127.0.0.1".into(),
+                server: srv("127.0.0.1"),
                 port: 10143,
                 user: None,
                 pass: Some(b"backend pw".to_vec())
@@ -1054,7 +1054,7 @@ fn oauth_token_logins() {
     assert_eq!(
         d.reply,
         Reply::Answer(AuthResponse::Ok {
-            server: "127.0.0.1".into(),
+            server: srv("127.0.0.1"),
             port: 10143,
             user: Some("alice@example.org*master".into()),
             pass: Some(b"mpw".to_vec())
@@ -1771,4 +1771,9 @@ fn a_store_that_checks_passwords_itself_keeps_no_verdicts() {
     assert_eq!(login(&e, "alice", "alice pw", "192.0.2.1").result, AuthResult::Ok);
     let m = e.metrics().unwrap().render(&crate::metrics::Gauges::default());
     assert!(!m.contains("mail_auth_cache_misses_total 0"), "{m}");
+}
+
+/// A backend address of a test (a valid literal).
+fn srv(s: &str) -> crate::protocol::ServerAddr {
+    crate::protocol::ServerAddr::parse(s).unwrap()
 }

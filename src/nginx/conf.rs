@@ -907,7 +907,7 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
     for (slot, b) in lc.directives.backends.iter_mut().enumerate() {
         if b.is_none() {
             let port = [143, 110, 25, 25][slot];
-            *b = Some(Backend { server: "127.0.0.1".into(), port });
+            *b = Some(Backend { server: std::net::IpAddr::from([127, 0, 0, 1]).into(), port });
         }
     }
     let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
@@ -1046,7 +1046,7 @@ fn build_engine(
                 .into(),
         );
     }
-    let shared = Zones { cache: d.cache.map(|c| c.zone), limit: d.limit.as_ref().map(|l| l.zone), stats: Some(stats) };
+    let shared = Zones::new(d.cache.map(|c| c.zone), d.limit.as_ref().map(|l| l.zone), Some(stats));
     let engine = Engine {
         cfg,
         store,
@@ -1212,15 +1212,30 @@ pub struct Zones {
     cache: Option<Zone>,
     limit: Option<Zone>,
     stats: Option<Zone>,
+    /// Each zone's region once nginx has initialised it (it then stays mapped at that address
+    /// for the process's life): a request reads it here, not through the zone's two pointers.
+    mapped: [std::sync::OnceLock<&'static [AtomicU64]>; 3],
+}
+
+impl Zones {
+    fn new(cache: Option<Zone>, limit: Option<Zone>, stats: Option<Zone>) -> Zones {
+        Zones { cache, limit, stats, mapped: Default::default() }
+    }
 }
 
 impl SharedMemory for Zones {
     fn region(&self, which: Region) -> Option<&[AtomicU64]> {
-        let zone = match which {
-            Region::Cache => self.cache,
-            Region::Limiter => self.limit,
-            Region::Metrics => self.stats,
-        }?;
-        zone.words()
+        let (zone, slot) = match which {
+            Region::Cache => (self.cache, 0),
+            Region::Limiter => (self.limit, 1),
+            Region::Metrics => (self.stats, 2),
+        };
+        let mapped = &self.mapped[slot];
+        if let Some(words) = mapped.get() {
+            return Some(words);
+        }
+        // not initialised yet (configuration time): asked again next time
+        let words = zone?.words()?;
+        Some(mapped.get_or_init(|| words))
     }
 }

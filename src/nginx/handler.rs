@@ -30,7 +30,8 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = Module::location_conf(req) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let (Some(engine), pool) = (lc.engine.clone(), lc.pool) else {
+    // borrowed: only a job sent to the thread pool holds a reference of its own
+    let (Some(engine), pool) = (lc.engine.as_ref(), lc.pool) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     if !matches!(req.method(), Method::GET | Method::HEAD) {
@@ -50,7 +51,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let view = HeaderView::new(util::headers_in(req));
     match engine.start(&view, ctx) {
         Start::Done(d) => send(r, &d),
-        Start::Offload(job) => schedule(r, engine, pool, job, Box::new(|r, d| send(r, &d))),
+        Start::Offload(job) => schedule(r, engine.clone(), pool, job, Box::new(|r, d| send(r, &d))),
     }
 }
 

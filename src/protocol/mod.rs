@@ -54,7 +54,7 @@ pub use request::{
     MAX_OTHER_LEN, MAX_PASS_LEN, MAX_SALT_LEN, MAX_USER_LEN,
 };
 pub(crate) use response::decimal;
-pub use response::{parse_server, AuthResponse, ResponseError, MAX_MESSAGE_LEN};
+pub use response::{bad_server, parse_server, AuthResponse, ResponseError, ServerAddr, MAX_MESSAGE_LEN};
 
 /// The failed-login text without a response code (SMTP, where nginx puts `Auth-Error-Code`
 /// before it, and the JSON API).

@@ -252,12 +252,12 @@ pub struct HeaderView<'a> {
 }
 
 impl<'a> HeaderView<'a> {
-    /// One pass over the headers (names ASCII case-insensitive, values with surrounding
-    /// spaces/tabs ignored, unknown headers ignored).
+    /// One pass over the headers (names ASCII case-insensitive and taken as they come, values
+    /// with surrounding spaces/tabs ignored, unknown headers ignored).
     pub fn new(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderView<'a> {
         let mut v = HeaderView::default();
         for (name, value) in headers {
-            let name = trim_ows(name);
+            // (a name has no surrounding spaces: nginx's parser takes none into it)
             let Some(idx) = header_index(name) else {
                 continue;
             };

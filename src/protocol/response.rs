@@ -14,7 +14,7 @@ use super::{printable, MSG_INVALID, MSG_TEMP};
 pub enum AuthResponse {
     /// Login accepted: proxy to `server:port`; `user`/`pass` replace the login and password
     /// nginx presents to the backend (None: nginx keeps the client's own).
-    Ok { server: std::sync::Arc<str>, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
+    Ok { server: ServerAddr, port: u16, user: Option<String>, pass: Option<Vec<u8>> },
     /// Login refused; `message` is shown to the client.
     Fail {
         message: String,
@@ -47,6 +47,46 @@ impl std::error::Error for ResponseError {}
 /// literal; surrounding `[]` tolerated here and removed).
 pub fn parse_server(server: &str) -> Option<IpAddr> {
     parse_ip(server.as_bytes())
+}
+
+/// A backend address as the answer's `Auth-Server` carries it: an IP literal in the form nginx
+/// parses (IPv4 dotted, IPv6 in RFC 5952 form without brackets), checked and printed once when
+/// made (for a configured backend: at configuration), so an answer only points at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr(std::sync::Arc<str>);
+
+impl ServerAddr {
+    /// An IP literal (IPv6 may be bracketed); `None` for anything else (host names included).
+    pub fn parse(server: &str) -> Option<ServerAddr> {
+        let ip = parse_server(server)?;
+        // an IPv4 literal std accepts is already in its printed form (no leading zeros, four
+        // decimal octets): kept as it is
+        Some(match ip {
+            IpAddr::V4(_) if !server.starts_with('[') => ServerAddr(server.into()),
+            ip => ServerAddr::from(ip),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<IpAddr> for ServerAddr {
+    fn from(ip: IpAddr) -> ServerAddr {
+        ServerAddr(ip.to_string().into())
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a backend server named by a store cannot be used (for the log).
+pub fn bad_server(server: &str) -> ResponseError {
+    ResponseError(format!("backend server \"{}\" is not an IP address", printable(server.as_bytes(), 64)))
 }
 
 /// Checks a value nginx will copy raw from the answer and pass to the backend.
@@ -113,22 +153,11 @@ pub(crate) fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 }
 
 impl AuthResponse {
-    /// Checks that an `Ok` answer can be sent as it is: `server` an IP literal, `port` non-zero,
-    /// `user`/`pass` representable (see [`AuthResponse::headers`]). Other variants are always
-    /// sendable (their texts are sanitized).
+    /// Checks that an `Ok` answer can be sent as it is: `port` non-zero, `user`/`pass`
+    /// representable (see [`AuthResponse::headers`]; `server` was checked when it was made).
+    /// Other variants are always sendable (their texts are sanitized).
     pub fn validate(&self) -> Result<(), ResponseError> {
-        self.checked().map(|_| ())
-    }
-
-    /// [`AuthResponse::validate`], and the backend address of an `Ok`.
-    fn checked(&self) -> Result<Option<IpAddr>, ResponseError> {
-        let AuthResponse::Ok { server, port, user, pass } = self else { return Ok(None) };
-        let Some(addr) = parse_server(server) else {
-            return Err(ResponseError(format!(
-                "backend server \"{}\" is not an IP address",
-                printable(server.as_bytes(), 64)
-            )));
-        };
+        let AuthResponse::Ok { port, user, pass, .. } = self else { return Ok(()) };
         if *port == 0 {
             return Err(ResponseError("backend port 0".to_string()));
         }
@@ -138,7 +167,7 @@ impl AuthResponse {
         if let Some(p) = pass {
             check_raw_credential("backend password", p)?;
         }
-        Ok(Some(addr))
+        Ok(())
     }
 
     /// The header lines of the answer, exactly as they go on the wire, in order.
@@ -157,30 +186,17 @@ impl AuthResponse {
 
     /// [`AuthResponse::headers`] one by one, without making them: `put` gets each name and
     /// value (borrowed for the call) in order; the first `None` it returns stops and is
-    /// returned. The `Ok` answer is validated here, once; `Auth-Server` is the stored literal
-    /// as nginx needs it (an IPv4 literal as it is, IPv6 printed without an allocation).
+    /// returned. The `Ok` answer is validated here, once; `Auth-Server` is the backend's literal
+    /// as it was printed when it was made.
     pub fn each_header(&self, mut put: impl FnMut(&'static str, &[u8]) -> Option<()>) -> Option<()> {
         let mut digits = [0u8; 10];
         match self {
             AuthResponse::Ok { server, port, user, pass } => {
-                let Ok(Some(addr)) = self.checked() else {
+                if self.validate().is_err() {
                     return put("Auth-Status", MSG_TEMP.as_bytes());
-                };
+                }
                 put("Auth-Status", b"OK")?;
-                // an IPv4 literal std accepts is already in its printed form (no leading zeros,
-                // four decimal octets); IPv6 is printed in RFC 5952 form, as before
-                let mut buf = [0u8; 64];
-                let server = match addr {
-                    IpAddr::V4(_) if !server.starts_with('[') => server.as_bytes(),
-                    _ => {
-                        use std::io::Write as _;
-                        let mut w = &mut buf[..];
-                        let _ = write!(w, "{addr}");
-                        let len = 64 - w.len();
-                        &buf[..len]
-                    }
-                };
-                put("Auth-Server", server)?;
+                put("Auth-Server", server.as_str().as_bytes())?;
                 put("Auth-Port", decimal(u32::from(*port), &mut digits))?;
                 if let Some(u) = user {
                     put("Auth-User", u.as_bytes())?;

@@ -362,13 +362,13 @@ fn hdr(resp: &AuthResponse) -> Vec<(&'static str, String)> {
 
 #[test]
 fn ok_response() {
-    let r = AuthResponse::Ok { server: "127.0.0.1".into(), port: 8143, user: None, pass: None };
+    let r = AuthResponse::Ok { server: srv("127.0.0.1"), port: 8143, user: None, pass: None };
     assert_eq!(
         hdr(&r),
         vec![("Auth-Status", "OK".into()), ("Auth-Server", "127.0.0.1".into()), ("Auth-Port", "8143".into())]
     );
     let r = AuthResponse::Ok {
-        server: "[::1]".into(),
+        server: srv("[::1]"),
         port: 143,
         user: Some("j\u{fc}rgen doe".into()),
         pass: Some(b"pa%ss word".to_vec()),
@@ -390,24 +390,29 @@ fn ok_response() {
 #[test]
 fn unsendable_ok_becomes_tempfail() {
     let bad = [
-        AuthResponse::Ok { server: "mail.example.com".into(), port: 143, user: None, pass: None },
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 0, user: None, pass: None },
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 0, user: None, pass: None },
         AuthResponse::Ok {
-            server: "127.0.0.1".into(),
+            server: srv("127.0.0.1"),
             port: 143,
             user: Some("a\r\nAuth-Server: 10.0.0.1".into()),
             pass: None,
         },
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: Some(" bob".into()), pass: None },
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: Some(String::new()), pass: None },
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: None, pass: Some(b"x\0y".to_vec()) },
-        AuthResponse::Ok { server: "127.0.0.1".into(), port: 143, user: None, pass: Some(b"trailing ".to_vec()) },
-        AuthResponse::Ok { server: "127.0.0.1\r\nX: y".into(), port: 143, user: None, pass: None },
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 143, user: Some(" bob".into()), pass: None },
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 143, user: Some(String::new()), pass: None },
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 143, user: None, pass: Some(b"x\0y".to_vec()) },
+        AuthResponse::Ok { server: srv("127.0.0.1"), port: 143, user: None, pass: Some(b"trailing ".to_vec()) },
     ];
     for r in bad {
         assert!(r.validate().is_err(), "{r:?}");
         assert_eq!(hdr(&r), vec![("Auth-Status", MSG_TEMP.to_string())], "{r:?}");
     }
+    // a backend address is an IP literal or nothing: an answer cannot name anything else
+    for s in ["mail.example.com", "127.0.0.1\r\nX: y", "", "[127.0.0.1", "1.2.3.04", "::1]"] {
+        assert_eq!(ServerAddr::parse(s), None, "{s:?}");
+    }
+    assert_eq!(ServerAddr::parse("[::1]").unwrap().as_str(), "::1");
+    assert_eq!(ServerAddr::parse("[10.0.0.1]").unwrap().as_str(), "10.0.0.1");
+    assert_eq!(ServerAddr::parse("2001:DB8:0:0::1").unwrap().as_str(), "2001:db8::1");
 }
 
 #[test]
@@ -466,13 +471,13 @@ fn no_header_value_ever_contains_cr_lf_nul() {
         AuthResponse::Fail { error_sasl: None, message: nasty.into(), wait: Some(1), error_code: Some(nasty.into()) },
         AuthResponse::TempFail { message: nasty.into(), wait: None, error_code: Some(nasty.into()) },
         AuthResponse::Ok {
-            server: nasty.into(),
+            server: srv("10.0.0.1"),
             port: 1,
             user: Some(nasty.into()),
             pass: Some(nasty.as_bytes().to_vec()),
         },
         AuthResponse::Ok {
-            server: "10.0.0.1".into(),
+            server: srv("10.0.0.1"),
             port: 1,
             user: Some("ok".into()),
             pass: Some(nasty.as_bytes().to_vec()),
@@ -552,4 +557,9 @@ fn failure_texts_carry_the_protocols_response_codes() {
         let r = AuthResponse::TempFail { message: t.into(), wait: None, error_code: None };
         assert_eq!(r.headers()[0], ("Auth-Status", t.as_bytes().to_vec()));
     }
+}
+
+/// A backend address of a test (a valid literal).
+fn srv(s: &str) -> ServerAddr {
+    ServerAddr::parse(s).unwrap()
 }

@@ -92,6 +92,9 @@ pub struct Account {
     pub app_only: Option<Vec<Protocol>>,
 }
 
+/// A store's answer to a lookup, the account boxed (see [`Store::lookup_and_template`]).
+pub type Found = Result<Option<Box<Account>>, StoreError>;
+
 /// At most this many app passwords of one account are tried by a login (the first ones in
 /// store order; the stores warn about more).
 pub const MAX_APP_PASSWORDS: usize = 16;
@@ -176,6 +179,17 @@ pub trait Store: Send + Sync {
     /// verification): stores that keep it override this.
     fn shared_timing_template(&self) -> Option<std::sync::Arc<str>> {
         self.timing_template().map(Into::into)
+    }
+
+    /// [`lookup`](Store::lookup), then [`shared_timing_template`](Store::shared_timing_template)
+    /// (in that order: a store may learn its template on its first lookup): what a password
+    /// login asks of a store. Stores that keep both in one place override it to read them at
+    /// once.
+    /// (The account comes boxed, as a verification holds it: an account is a few hundred
+    /// bytes, moved once.)
+    fn lookup_and_template(&self, q: &Query<'_>) -> (Found, Option<std::sync::Arc<str>>) {
+        let found = self.lookup(q).map(|a| a.map(Box::new));
+        (found, self.shared_timing_template())
     }
 
     /// Whether a verdict on this store's stored values may be kept in the verdict cache. `false`

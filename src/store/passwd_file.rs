@@ -75,10 +75,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::hash_map::RandomState;
+use ahash::RandomState;
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::BuildHasher;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -156,11 +155,11 @@ impl Users {
         self.slots.candidates(self.hasher.hash_one(user.as_bytes())).map(|at| line_at(&self.data, at as usize))
     }
 
-    /// The account of `user`: `None` if there is none, `Some(Err)` if its line no longer parses
-    /// (cannot happen: it was parsed at load).
-    fn get(&self, user: &str) -> Option<Result<Account, String>> {
+    /// The account of `user` (its `name` empty: it is `user`): `None` if there is none,
+    /// `Some(Err)` if its line no longer parses (cannot happen: it was parsed at load).
+    fn get(&self, user: &str) -> Option<Result<Box<Account>, String>> {
         let line = self.candidates(user).find(|line| user_field(line) == user.as_bytes())?;
-        Some(self.account(line))
+        Some(self.account_as_asked(line))
     }
 
     /// The app passwords of `user`, in file order (all parsed at load).
@@ -178,7 +177,14 @@ impl Users {
 
     fn account(&self, line: &[u8]) -> Result<Account, String> {
         let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
-        parse_account(line, &mut Vec::new())
+        parse_account(line, &mut Vec::new(), true).map(|a| *a)
+    }
+
+    /// [`Users::account`] for a lookup by its exact name: the account's `name` is left empty
+    /// ("the user asked for", see [`Account::name`]), not copied again.
+    fn account_as_asked(&self, line: &[u8]) -> Result<Box<Account>, String> {
+        let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
+        parse_account(line, &mut Vec::new(), false)
     }
 
     /// Every account, in no particular order.
@@ -584,7 +590,7 @@ pub fn parse_app_line(line: &str) -> Result<(String, AppPassword), String> {
 /// Parses one non-blank, non-comment line into (user, account).
 /// (`pub` for the fuzz targets in fuzz/.)
 pub fn parse_line(line: &str, warnings: &mut Vec<String>) -> Result<(String, Account), String> {
-    parse_account(line, warnings).map(|a| (a.name.clone(), a))
+    parse_account(line, warnings, true).map(|a| (a.name.clone(), *a))
 }
 
 /// `line.splitn(n, ':')`, by bytes: `split` with a `char` goes through a generic searcher
@@ -608,8 +614,9 @@ fn colon_fields(line: &str, n: usize) -> impl Iterator<Item = &str> {
     })
 }
 
-/// [`parse_line`]'s account alone (what a lookup needs: no second copy of the name).
-fn parse_account(line: &str, warnings: &mut Vec<String>) -> Result<Account, String> {
+/// [`parse_line`]'s account alone (what a lookup needs: no second copy of the name); `named`:
+/// with its `name` (else empty, for a lookup that asked for exactly that name).
+fn parse_account(line: &str, warnings: &mut Vec<String>, named: bool) -> Result<Box<Account>, String> {
     let mut parts = colon_fields(line, 8);
     let user = parts.next().unwrap_or("");
     let pass = parts.next().ok_or_else(|| "no ':' after the user name".to_string())?;
@@ -622,7 +629,8 @@ fn parse_account(line: &str, warnings: &mut Vec<String>) -> Result<Account, Stri
     if pass.is_empty() {
         return Err(format!("user \"{user}\": empty password field"));
     }
-    let mut acct = Account { name: user.to_string(), password: pass.to_string(), enabled: true, ..Account::default() };
+    let name = if named { user.to_string() } else { String::new() };
+    let mut acct = Box::new(Account { name, password: pass.to_string(), enabled: true, ..Account::default() });
     // uid, gid, gecos, home, shell
     for _ in 0..5 {
         parts.next();
@@ -785,22 +793,37 @@ pub fn parse(name: &str, data: &[u8]) -> (HashMap<String, Account>, Vec<StoreNot
 
 impl Store for PasswdFile {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
+        self.lookup_and_template(q).0.map(|a| a.map(|a| *a))
+    }
+
+    /// The account and the template from one look at the snapshot, under its lock (no
+    /// reference counted per lookup: the lock is held for a table probe and one line's parse;
+    /// a reload only swaps the snapshot under it).
+    fn lookup_and_template(&self, q: &Query<'_>) -> (super::Found, Option<Arc<str>>) {
         self.start();
         let shared = &self.shared;
         if shared.inline.load(Ordering::Acquire) && shared.check(&mut lock(&shared.watch), false) {
             shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
         }
-        let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        match users.get(q.user) {
-            None => Ok(None),
-            Some(Ok(mut a)) => {
-                if let Some(apps) = &self.apps {
-                    a.app_passwords = apps.app_passwords(&a.name)?;
-                }
-                Ok(Some(a))
+        let (found, template) = {
+            let snapshot = lock(&shared.snapshot);
+            match &*snapshot {
+                Err(cause) => return (Err(self.error(cause.clone())), None),
+                Ok(users) => (users.get(q.user), users.template.clone()),
             }
+        };
+        let found = match found {
+            None => Ok(None),
+            Some(Ok(mut a)) => match &self.apps {
+                Some(apps) => apps.app_passwords(q.user).map(|list| {
+                    a.app_passwords = list;
+                    Some(a)
+                }),
+                None => Ok(Some(a)),
+            },
             Some(Err(e)) => Err(self.error(format!("the line of this user: {e}"))),
-        }
+        };
+        (found, template)
     }
 
     fn take_notices(&self) -> Vec<StoreNotice> {

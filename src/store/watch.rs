@@ -75,7 +75,8 @@ impl Events {
 
     /// The notices since the last call (none without taking the lock when there are none).
     pub(crate) fn take(&self) -> Vec<StoreNotice> {
-        if !self.pending.swap(false, Ordering::AcqRel) {
+        // a plain load first: the usual answer (none) costs no locked instruction
+        if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         std::mem::take(&mut *lock(&self.notices))

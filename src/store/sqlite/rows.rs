@@ -11,8 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use ahash::RandomState;
 
 use crate::store::slots::{Slots, EMPTY};
 use crate::store::Account;
