@@ -289,7 +289,8 @@ impl Engine {
     }
 
     pub fn limiter(&self) -> Option<Limiter<'_>> {
-        Limiter::new(self.shared.region(Region::Limiter)?, self.limit?)
+        let limit = self.limit?;
+        Limiter::new(self.shared.region(Region::Limiter)?, limit)
     }
 
     /// The limiter for this request, with the request's protocol (its own budgets, if any).

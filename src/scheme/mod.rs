@@ -190,6 +190,11 @@ fn parse_crypt(s: &str) -> Result<Stored<'_>, SchemeError> {
 }
 
 fn parse_braced<'a>(name: &str, rest: &'a str) -> Result<Stored<'a>, SchemeError> {
+    // a digest named as doveadm and the admin tool write it (upper case, no encoding suffix):
+    // no copy of the name
+    if let Some(kind) = digest::Kind::from_scheme(name) {
+        return digest::parse(kind, name, Encoding::Default, rest).map(Stored::Digest);
+    }
     // upper-cased on the stack (scheme names are short)
     let mut buf = [0u8; 32];
     let owned: String;
@@ -287,6 +292,10 @@ pub fn is_costly(stored: &str) -> bool {
     // a braced digest, plain-text or CRAM-MD5 value is never costly, valid or not: known from
     // its name, without decoding it (the verification decodes it once)
     if let Some((name, _)) = braced(stored) {
+        // the usual spelling (upper case, no encoding suffix) first: no copy of the name
+        if digest::Kind::from_scheme(name).is_some() {
+            return false;
+        }
         let mut buf = [0u8; 32];
         if let Some(upper) = buf.get_mut(..name.len()) {
             upper.copy_from_slice(name.as_bytes());
