@@ -203,6 +203,17 @@ const HEADERS: [&str; 15] = [
 /// length and one distinguishing byte leave (most request headers, e.g. `Host`, have none),
 /// then one comparison.
 fn header_index(name: &[u8]) -> Option<usize> {
+    // as nginx mail spells them: whole comparisons of known length, no lower-casing
+    match name {
+        b"Auth-Method" => return Some(H_METHOD),
+        b"Auth-User" => return Some(H_USER),
+        b"Auth-Pass" => return Some(H_PASS),
+        b"Auth-Protocol" => return Some(H_PROTOCOL),
+        b"Auth-Login-Attempt" => return Some(H_ATTEMPT),
+        b"Client-IP" => return Some(H_CLIENT_IP),
+        b"Host" | b"Client-Host" => return None,
+        _ => {}
+    }
     let idx = match (name.len(), name.get(5).map(u8::to_ascii_lowercase)) {
         (8, _) => H_SSL,
         // Auth-User, Auth-Pass, Client-IP, Auth-Salt
@@ -580,6 +591,22 @@ mod header_index_tests {
         let fixed = ["", "0", "1", "007", "4294967295", "4294967296", "99999999999", "+1", "-1", " 1", "1a"];
         for c in &generated(&fixed, b"0194+ /:", 0x2545_f491_4f6c_dd1d, 100_000, 12) {
             assert_eq!(parse_u32(c), std_u32(c), "{:?}", String::from_utf8_lossy(c));
+        }
+    }
+
+    #[test]
+    fn spelled_names_agree_with_the_table() {
+        // the whole-name fast path gives what the table says
+        for (name, i) in [
+            ("Auth-Method", H_METHOD),
+            ("Auth-User", H_USER),
+            ("Auth-Pass", H_PASS),
+            ("Auth-Protocol", H_PROTOCOL),
+            ("Auth-Login-Attempt", H_ATTEMPT),
+            ("Client-IP", H_CLIENT_IP),
+        ] {
+            assert_eq!(HEADERS[i], name);
+            assert_eq!(header_index(name.as_bytes()), Some(i), "{name}");
         }
     }
 
