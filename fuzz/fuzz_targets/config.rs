@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(d, d.to_ascii_lowercase());
     }
     if let Ok(b) = config::parse_backend(&s, 143) {
-        assert!(protocol::parse_server(&b.server).is_some() && b.port != 0);
+        assert!(protocol::parse_server(b.server.as_str()).is_some() && b.port != 0);
     }
     let _ = config::parse_zone(&s);
     let _ = config::parse_seconds(&s);
