@@ -166,7 +166,7 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
                 }
                 (Some(rf), None) => fail(cfg, req, account.wait, rf.result, rf.reason),
                 (None, label) => {
-                    let mut o = accept_account(cfg, req, *account, &req.user);
+                    let mut o = accept_account(cfg, req, &account, &req.user);
                     if let (Some(l), AuthResult::Ok) = (label, o.result) {
                         let _ = write!(o.reason, " (app password '{l}')");
                     }
@@ -199,7 +199,7 @@ pub(crate) fn credential_refusal(
 }
 
 /// OK for `account`, known to the store as `login`.
-pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: Account, login: &str) -> Outcome {
+pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: &Account, login: &str) -> Outcome {
     let backend = cfg.backend(req.protocol);
     let server = match (&account.server, backend) {
         (Some(s), _) => match ServerAddr::parse(s) {

@@ -60,7 +60,7 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
         // the main password's response: refused where only app passwords are accepted
         Ok(true) => match refusal.or_else(|| credential_refusal(cfg, req, &account, None)) {
             Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
-            None => accept_account(cfg, req, account, &req.user),
+            None => accept_account(cfg, req, &account, &req.user),
         },
     }
 }
@@ -144,7 +144,7 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
     if let Err(rf) = check_account(&account, req) {
         return with_cn(fail(cfg, req, account.wait, rf.result, rf.reason));
     }
-    with_cn(accept_account(cfg, req, account, &cn))
+    with_cn(accept_account(cfg, req, &account, &cn))
 }
 
 /// The RFC 7628 error for `Auth-Error-SASL` (`invalid_token` unless `e` says otherwise).
@@ -200,7 +200,7 @@ pub fn oauth(
         }
     }
     let mut o = match store {
-        None => accept_account(cfg, req, Account { enabled: true, ..Account::default() }, &req.user),
+        None => accept_account(cfg, req, &Account { enabled: true, ..Account::default() }, &req.user),
         Some(store) => match store.lookup(&query(req, &req.user)) {
             Err(e) => temp_fail(cfg, req, AuthResult::StoreError, e.to_string()),
             Ok(None) => {
@@ -208,7 +208,7 @@ pub fn oauth(
             }
             Ok(Some(account)) => match check_account(&account, req) {
                 Err(rf) => fail(cfg, req, account.wait, rf.result, format!("token verified but {}", rf.reason)),
-                Ok(()) => accept_account(cfg, req, account, &req.user),
+                Ok(()) => accept_account(cfg, req, &account, &req.user),
             },
         },
     };

@@ -859,12 +859,13 @@ impl Engine {
         check_cache: bool,
         trace: &mut Trace,
     ) -> Verified {
-        let mut p = match check_cache {
-            true => match self.cached(req, p, key, trace) {
+        // (no key: no cache to ask, nothing to move through it)
+        let mut p = match (check_cache, key) {
+            (true, Some(_)) => match self.cached(req, p, key, trace) {
                 Ok(o) => return Verified::Done(o),
                 Err(p) => p,
             },
-            false => p,
+            _ => p,
         };
         let r = self.timed(|| p.run_own(&req.pass));
         trace.step(|| format!("verified: {r:?}"));
