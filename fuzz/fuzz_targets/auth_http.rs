@@ -110,9 +110,10 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
     v
 }
 
-/// The value of header `name` (trimmed), if it appears exactly once.
+/// The value of header `name` (trimmed), if it appears exactly once (names are compared as they
+/// come, untrimmed, as `HeaderView` takes them).
 fn single<'a>(headers: &[(&'a [u8], &'a [u8])], name: &str) -> Option<&'a [u8]> {
-    let mut found = headers.iter().filter(|(n, _)| trim_ows(n).eq_ignore_ascii_case(name.as_bytes()));
+    let mut found = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()));
     let first = found.next()?;
     found.next().is_none().then(|| trim_ows(first.1))
 }

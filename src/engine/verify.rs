@@ -180,7 +180,7 @@ impl Pending {
         }
     }
 
-    /// The account's own spelling of its name, as the store knows it.
+    /// The account's own spelling of its name, as the store knows it (empty: the one asked for).
     pub fn account_name(&self) -> Option<&str> {
         match &self.subject {
             Subject::Unknown => None,

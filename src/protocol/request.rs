@@ -268,7 +268,8 @@ impl<'a> HeaderView<'a> {
     pub fn new(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderView<'a> {
         let mut v = HeaderView::default();
         for (name, value) in headers {
-            // (a name has no surrounding spaces: nginx's parser takes none into it)
+            // (a name is taken as it comes: nginx since 1.21.1 refuses a request with a space in a
+            // header name, and nginx mail never sends one)
             let Some(idx) = header_index(name) else {
                 continue;
             };

@@ -57,10 +57,11 @@ impl std::fmt::Debug for Query<'_> {
 /// optional routing/policy information.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {
-    /// The account's name as the store knows it: the user field of its passwd-file line, the
-    /// SQLite query's `name` column (else the user asked for). Several spellings of one account
-    /// (a `COLLATE NOCASE` query) share it, so per-account counters use it. May be empty for
-    /// stores that do not set it (then the user asked for is meant).
+    /// The account's name as the store knows it: the user field of its passwd-file line (empty
+    /// from a lookup, which asked for exactly that name), the SQLite query's `name` column (else
+    /// the user asked for). Several spellings of one account (a `COLLATE NOCASE` query) share it,
+    /// so per-account counters use it. May be empty for stores that do not set it (then the user
+    /// asked for is meant).
     pub name: String,
     /// Stored password in any supported scheme (`{SCHEME}...`, `$6$...`, `$2y$...`, ...).
     pub password: String,
