@@ -30,7 +30,9 @@ $t->write_file('users', "alice:{PLAIN}secret\n"
 	. "broken:{NOSUCHSCHEME}abc\n"
 	. "no colon on this line\n"
 	. ":empty-user\n"
-	. "routed:{PLAIN}pw:::::: host=127.0.0.2 port=2143 destuser=real-routed\n");
+	. "routed:{PLAIN}pw:::::: host=127.0.0.2 port=2143 destuser=real-routed\n"
+	. "routed6:{PLAIN}pw:::::: host=[0:0::1] port=3143\n"
+	. "hostname:{PLAIN}pw:::::: host=mail.example.com\n");
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -67,7 +69,7 @@ http {
 
 EOF
 
-$t->run()->plan(30);
+$t->run()->plan(34);
 
 ###############################################################################
 
@@ -92,6 +94,17 @@ like($r, qr/^Auth-Port: 25\r$/m, 'smtp default port 25, {SHA} user');
 $r = auth_http('/auth', %ok, 'Auth-User' => 'routed', 'Auth-Pass' => 'pw');
 like($r, qr/^Auth-Server: 127\.0\.0\.2\r\n(?s:.*)^Auth-Port: 2143\r$/m, 'per-user backend from passwd-file extra fields');
 like($r, qr/^Auth-User: real-routed\r$/m, 'login rewritten for the backend');
+
+$r = auth_http('/auth', %ok, 'Auth-User' => 'routed6', 'Auth-Pass' => 'pw');
+like($r, qr/^Auth-Server: ::1\r\n(?s:.*)^Auth-Port: 3143\r$/m,
+	'per-user IPv6 backend, bracketed in the file, sent as nginx parses it');
+
+# a per-user backend that is no IP literal (nginx needs one): the right password gets a
+# temporary failure, never an OK pointing at it
+$r = auth_http('/auth', %ok, 'Auth-User' => 'hostname', 'Auth-Pass' => 'pw');
+like($r, qr/^Auth-Status: \[UNAVAILABLE\] Temporary server problem, try again later\r$/m,
+	'per-user host name: temporary failure');
+unlike($r, qr/^Auth-Server:/m, 'per-user host name: no Auth-Server');
 
 # failures
 
@@ -146,6 +159,8 @@ like(auth_http('/auth', %ok), qr/^Auth-Status: OK\r$/m, 'still answering after h
 
 my $log = $t->read_file('error.log');
 like($log, qr/mail_auth: .*users:4: /, 'malformed passwd-file line reported with file:line');
+like($log, qr/\[error\].*user="hostname" .*result=backend-error reason="backend server \\x22mail\.example\.com\\x22 is not an IP address"/,
+	'per-user host name: an error line for the operator');
 like($log, qr/mail_auth: user="alice\\x0d\\x0aAuth-Status: OK" .*result=bad-request/,
 	'hostile user logged escaped, once, with result');
 

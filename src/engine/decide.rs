@@ -104,10 +104,10 @@ pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found:
     // the lookup first: a store may learn its template on its first lookup (SQLite)
     let (found, template) = match found {
         Some(found) => (found.map(|a| a.map(Box::new)), template(store)),
-        None => match store.lookup_and_template(&query(req, &req.user)) {
-            (found, Some(t)) => (found, t),
-            (found, None) => (found, default_template()),
-        },
+        None => {
+            let (found, template) = store.lookup_and_template(&query(req, &req.user));
+            (found, template.unwrap_or_else(default_template))
+        }
     };
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),

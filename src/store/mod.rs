@@ -94,7 +94,7 @@ pub struct Account {
 }
 
 /// A store's answer to a lookup, the account boxed (see [`Store::lookup_and_template`]).
-pub type Found = Result<Option<Box<Account>>, StoreError>;
+pub type Lookup = Result<Option<Box<Account>>, StoreError>;
 
 /// At most this many app passwords of one account are tried by a login (the first ones in
 /// store order; the stores warn about more).
@@ -188,7 +188,7 @@ pub trait Store: Send + Sync {
     /// once.
     /// (The account comes boxed, as a verification holds it: an account is a few hundred
     /// bytes, moved once.)
-    fn lookup_and_template(&self, q: &Query<'_>) -> (Found, Option<std::sync::Arc<str>>) {
+    fn lookup_and_template(&self, q: &Query<'_>) -> (Lookup, Option<std::sync::Arc<str>>) {
         let found = self.lookup(q).map(|a| a.map(Box::new));
         (found, self.shared_timing_template())
     }

@@ -159,7 +159,7 @@ impl Users {
     /// `Some(Err)` if its line no longer parses (cannot happen: it was parsed at load).
     fn get(&self, user: &str) -> Option<Result<Box<Account>, String>> {
         let line = self.candidates(user).find(|line| user_field(line) == user.as_bytes())?;
-        Some(self.account_as_asked(line))
+        Some(self.account(line, false))
     }
 
     /// The app passwords of `user`, in file order (all parsed at load).
@@ -175,21 +175,16 @@ impl Users {
         out
     }
 
-    fn account(&self, line: &[u8]) -> Result<Account, String> {
+    /// The account of a line; `named`: with its `name` (else empty, "the user asked for", see
+    /// [`Account::name`]: a lookup by exact name need not copy it again).
+    fn account(&self, line: &[u8], named: bool) -> Result<Box<Account>, String> {
         let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
-        parse_account(line, &mut Vec::new(), true).map(|a| *a)
-    }
-
-    /// [`Users::account`] for a lookup by its exact name: the account's `name` is left empty
-    /// ("the user asked for", see [`Account::name`]), not copied again.
-    fn account_as_asked(&self, line: &[u8]) -> Result<Box<Account>, String> {
-        let line = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
-        parse_account(line, &mut Vec::new(), false)
+        parse_account(line, &mut Vec::new(), named)
     }
 
     /// Every account, in no particular order.
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
-        self.slots.values().map(|at| self.account(line_at(&self.data, at as usize)))
+        self.slots.values().map(|at| self.account(line_at(&self.data, at as usize), true).map(|a| *a))
     }
 
     /// Bytes held (the file and the index), for the memory estimate.
@@ -799,7 +794,7 @@ impl Store for PasswdFile {
     /// The account and the template from one look at the snapshot, under its lock (no
     /// reference counted per lookup: the lock is held for a table probe and one line's parse;
     /// a reload only swaps the snapshot under it).
-    fn lookup_and_template(&self, q: &Query<'_>) -> (super::Found, Option<Arc<str>>) {
+    fn lookup_and_template(&self, q: &Query<'_>) -> (super::Lookup, Option<Arc<str>>) {
         self.start();
         let shared = &self.shared;
         if shared.inline.load(Ordering::Acquire) && shared.check(&mut lock(&shared.watch), false) {
