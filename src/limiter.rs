@@ -631,13 +631,15 @@ impl<'a> Limiter<'a> {
         let Some((s, claim)) = self.table.claim_with(&g, key, now, rank(now), RANK_IN_FLIGHT) else {
             return;
         };
+        // the deadline first: a slot past its deadline (a fresh one has none) is free to the
+        // label's claim, which would take this very slot and lose the ban
+        if s[1].load(Ordering::Relaxed) < until {
+            s[1].store(until, Ordering::Relaxed);
+        }
         if s[BAN_UNTIL].load(Ordering::Relaxed) < until {
             s[BAN_UNTIL].store(until, Ordering::Relaxed);
             s[REFUSALS].store(refusals, Ordering::Relaxed);
             self.set_label(&g, key, &label, now, until);
-        }
-        if s[1].load(Ordering::Relaxed) < until {
-            s[1].store(until, Ordering::Relaxed);
         }
         drop(g);
         self.evicted(Some(claim));
@@ -731,13 +733,18 @@ impl<'a> Limiter<'a> {
         s[FAILS].store(fails, Ordering::Relaxed);
         let window_end = start.saturating_add(rate.window);
         let mut ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
-        if fails >= u64::from(rate.count) && ban_until <= now {
+        let starts_ban = fails >= u64::from(rate.count) && ban_until <= now;
+        if starts_ban {
             ban_until = window_end.max(now.saturating_add(self.cfg.ban));
             s[BAN_UNTIL].store(ban_until, Ordering::Relaxed);
             s[REFUSALS].store(0, Ordering::Relaxed);
+        }
+        // the deadline before the label: a failure settled after its window ended finds this
+        // slot past its deadline, i.e. free to the label's claim, which would lose the ban
+        s[1].store(window_end.max(ban_until), Ordering::Relaxed);
+        if starts_ban {
             self.set_label(g, key, label, now, ban_until);
         }
-        s[1].store(window_end.max(ban_until), Ordering::Relaxed);
     }
 
     /// Records what the counter `key` counts until `until`, unless that would evict a live ban
@@ -1320,6 +1327,25 @@ mod tests {
         l.settle(t, Settle::Failure { password: b"p" }, 170);
         assert!(refused(&l, ip("192.0.2.22"), "slow", 171).is_some(), "ban from 170 for 600 s");
         assert!(refused(&l, ip("192.0.2.22"), "slow", 770).is_none());
+    }
+
+    #[test]
+    fn a_ban_survives_the_label_it_records() {
+        // The failure that bans after its window ended (a slow verification) finds its counter
+        // slot past its deadline; the ban's label, claimed next, must not take that slot. The
+        // label's slot depends on the region's random secret: many users, each a fresh region.
+        for i in 0..3000 {
+            let r = region(1 << 12);
+            let l = Limiter::new(&r, cfg("100/m", "1/m", 600)).unwrap();
+            let user = format!("slow{i}");
+            let t = l.admit(ip("192.0.2.21"), &user, b"p", 100).unwrap();
+            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            assert!(refused(&l, ip("192.0.2.22"), &user, 171).is_some(), "{user}: ban from 170 for 600 s");
+            assert_eq!(l.bans(171, 10).len(), 1, "{user}");
+            // a ban the fleet reported, on a fresh counter slot
+            l.learn_ip_ban(ip("198.51.100.1").unwrap(), 300, 0, 200);
+            assert!(l.banned(ip("198.51.100.1"), "x", 201).is_some(), "{user}: fleet ban");
+        }
     }
 
     #[test]
