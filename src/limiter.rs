@@ -20,8 +20,11 @@
 //!   refused by that user's limit and does not count against it (others' failures cannot lock
 //!   the owner out); its own per-IP limit still applies.
 //! - User names are keyed lower-cased (Unicode): `Alice` and `ALICE` are one account.
+//! - A counter with attempts in flight is kept (not a dead slot anyone may claim) until its
+//!   window ends or `SETTLE_GRACE` after its last admission, whichever is later, so that a slow
+//!   verification's failure still counts (and bans) when it is settled after the window ended.
 //! - A worker killed between `admit` and `settle` leaves its attempt counted: at most an
-//!   over-count that ends with the window.
+//!   over-count that ends with the window (its slot kept for the grace at most).
 //! - A full zone keeps live bans, then counters with attempts in flight: a new counter evicts
 //!   one only when every slot of its probe window holds one (`bans_evicted` counts evicted bans,
 //!   `Ticket::evicted_ban` reports it); marks never evict them (a mark gives way instead).
@@ -63,6 +66,10 @@ const RANK_BAN: u8 = 2;
 /// How long a successful login exempts its IP from the user's limit, at least.
 pub(crate) const TRUSTED_FOR: u64 = 24 * 3600;
 const MAX_WAIT: u32 = 60;
+/// How long past its admission an attempt's counter is kept for its settlement, at least: far
+/// above any verification (costly jobs are bounded and queued briefly; store timeouts are
+/// seconds).
+const SETTLE_GRACE: u64 = 300;
 /// A label slot (what a banned counter counts, for the ban listing): word `DATA` holds
 /// `LABEL_TAG << 32 | kind << 24 | protocol << 16 | truncated << 8 | len`, the next 4 words
 /// up to 32 bytes of the label. No counter's window start has these high bits (a time in
@@ -709,8 +716,10 @@ impl<'a> Limiter<'a> {
         } else {
             s[ATTEMPTS].store(attempts + 1, Ordering::Relaxed);
         }
-        let deadline = start.saturating_add(rate.window).max(ban_until);
-        s[1].store(deadline, Ordering::Relaxed);
+        // an attempt in flight keeps its counter live past the window for a slow verification
+        // (a dead slot is anyone's to claim, and its failure would be lost)
+        let deadline = start.saturating_add(rate.window).max(ban_until).max(now.saturating_add(SETTLE_GRACE));
+        s[1].store(deadline.max(s[1].load(Ordering::Relaxed)), Ordering::Relaxed);
         Some((start, claim))
     }
 
@@ -725,10 +734,11 @@ impl<'a> Limiter<'a> {
 
     /// An attempt in flight failed; the failure that reaches the limit starts the ban (and
     /// records `label`, what the counter counts, for the ban listing).
-    fn fail(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64, label: &Label) {
-        let Some(s) = self.in_flight(g, key, start) else {
-            return;
-        };
+    /// The ban it starts, if any (`(key, until)`): the caller records its label once every
+    /// counter of the settlement is updated (a label's claim takes dead slots, which a counter
+    /// not failed yet may still be).
+    fn fail(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64) -> Option<(u64, u64)> {
+        let s = self.in_flight(g, key, start)?;
         let fails = s[FAILS].load(Ordering::Relaxed) + 1;
         s[FAILS].store(fails, Ordering::Relaxed);
         let window_end = start.saturating_add(rate.window);
@@ -741,10 +751,13 @@ impl<'a> Limiter<'a> {
         }
         // the deadline before the label: a failure settled after its window ended finds this
         // slot past its deadline, i.e. free to the label's claim, which would lose the ban
-        s[1].store(window_end.max(ban_until), Ordering::Relaxed);
-        if starts_ban {
-            self.set_label(g, key, label, now, ban_until);
+        // the grace of attempts still in flight is kept; the last one settled drops it
+        let mut deadline = window_end.max(ban_until);
+        if s[ATTEMPTS].load(Ordering::Relaxed) > fails {
+            deadline = deadline.max(s[1].load(Ordering::Relaxed));
         }
+        s[1].store(deadline, Ordering::Relaxed);
+        starts_ban.then_some((key, ban_until))
     }
 
     /// Records what the counter `key` counts until `until`, unless that would evict a live ban
@@ -766,15 +779,19 @@ impl<'a> Limiter<'a> {
     }
 
     /// An attempt in flight is given back (if its window is still the counter's).
-    fn refund(&self, g: &Guard<'_, 'a>, key: u64, start: u64, now: u64) {
+    fn refund(&self, g: &Guard<'_, 'a>, key: u64, rate: Rate, start: u64, now: u64) {
         let Some(s) = self.in_flight(g, key, start) else {
             return;
         };
         let attempts = s[ATTEMPTS].load(Ordering::Relaxed) - 1;
         s[ATTEMPTS].store(attempts, Ordering::Relaxed);
-        if attempts == 0 && s[BAN_UNTIL].load(Ordering::Relaxed) <= now {
+        let ban_until = s[BAN_UNTIL].load(Ordering::Relaxed);
+        if attempts == 0 && ban_until <= now {
             // nothing left to count: free the slot
             self.table.remove(g, s);
+        } else if attempts == s[FAILS].load(Ordering::Relaxed) {
+            // nothing in flight any more: no grace
+            s[1].store(start.saturating_add(rate.window).max(ban_until), Ordering::Relaxed);
         }
     }
 
@@ -878,10 +895,16 @@ impl<'a> Limiter<'a> {
             Settle::Neutral => {}
         }
         let g = self.table.lock();
-        for (((key, rate), start), label) in counted.into_iter().zip(&labels).filter_map(|(c, l)| Some((c?, l))) {
+        let mut bans = [None, None];
+        for (((key, rate), start), ban) in counted.into_iter().zip(&mut bans).filter_map(|(c, b)| Some((c?, b))) {
             match how {
-                Settle::Failure { .. } => self.fail(&g, key, rate, start, now, label),
-                Settle::Success | Settle::Neutral => self.refund(&g, key, start, now),
+                Settle::Failure { .. } => *ban = self.fail(&g, key, rate, start, now),
+                Settle::Success | Settle::Neutral => self.refund(&g, key, rate, start, now),
+            }
+        }
+        for (ban, label) in bans.iter().zip(&labels) {
+            if let Some((key, until)) = *ban {
+                self.set_label(&g, key, label, now, until);
             }
         }
         let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until));
@@ -1345,6 +1368,40 @@ mod tests {
             // a ban the fleet reported, on a fresh counter slot
             l.learn_ip_ban(ip("198.51.100.1").unwrap(), 300, 0, 200);
             assert!(l.banned(ip("198.51.100.1"), "x", 201).is_some(), "{user}: fleet ban");
+        }
+    }
+
+    #[test]
+    fn a_user_ban_survives_the_ip_bans_label() {
+        // A slow failure that bans both the IP and the user: the IP's ban label is claimed
+        // while the user's counter (its window over, not failed yet) still looks dead.
+        for i in 0..3000 {
+            let r = region(1 << 12);
+            let l = Limiter::new(&r, cfg("1/m", "1/m", 600)).unwrap();
+            let user = format!("slow{i}");
+            let t = l.admit(ip("192.0.2.21"), &user, b"p", 100).unwrap();
+            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            assert!(refused(&l, ip("192.0.2.21"), "x", 171).is_some(), "{user}: IP ban");
+            assert!(refused(&l, ip("192.0.2.22"), &user, 171).is_some(), "{user} (region {i}): user ban lost");
+        }
+    }
+
+    #[test]
+    fn a_slow_failure_bans_though_other_clients_claimed_slots_meanwhile() {
+        // The documented case "a slow failure that brings the limit in its own window still
+        // bans", with ordinary traffic between the admission and the settlement: the counter
+        // (attempt in flight, window over) must not be handed out as a dead slot.
+        let c = LimitConfig { ip: parse_rate("1/m").ok(), ban: 600, ..LimitConfig::default() };
+        for i in 0..300 {
+            let r = region(1 << 12);
+            let l = Limiter::new(&r, c).unwrap();
+            let a = ip("192.0.2.21");
+            let t = l.admit(a, "slow", b"p", 100).unwrap();
+            for j in 0..50u8 {
+                fail(&l, Some(IpAddr::from([10, 0, 0, j])), "x", b"q", 165).unwrap();
+            }
+            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            assert!(refused(&l, a, "x", 171).is_some(), "region {i}: the slow failure's ban was lost");
         }
     }
 
