@@ -32,7 +32,9 @@ $t->write_file('users', "alice:{PLAIN}secret\n"
 	. ":empty-user\n"
 	. "routed:{PLAIN}pw:::::: host=127.0.0.2 port=2143 destuser=real-routed\n"
 	. "routed6:{PLAIN}pw:::::: host=[0:0::1] port=3143\n"
-	. "hostname:{PLAIN}pw:::::: host=mail.example.com\n");
+	. "hostname:{PLAIN}pw:::::: host=mail.example.com\n"
+	# two lines with an old Mac (CR-only) line end between them: one broken line
+	. "mac:{PLAIN}pw\rmac2:{PLAIN}pw2\n");
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -69,7 +71,7 @@ http {
 
 EOF
 
-$t->run()->plan(34);
+$t->run()->plan(36);
 
 ###############################################################################
 
@@ -94,6 +96,11 @@ like($r, qr/^Auth-Port: 25\r$/m, 'smtp default port 25, {SHA} user');
 $r = auth_http('/auth', %ok, 'Auth-User' => 'routed', 'Auth-Pass' => 'pw');
 like($r, qr/^Auth-Server: 127\.0\.0\.2\r\n(?s:.*)^Auth-Port: 2143\r$/m, 'per-user backend from passwd-file extra fields');
 like($r, qr/^Auth-User: real-routed\r$/m, 'login rewritten for the backend');
+
+# the first "password" of a CR-only line end would run on into the next line
+$r = auth_http('/auth', %ok, 'Auth-User' => 'mac', 'Auth-Pass' => 'pw%0Dmac2');
+like($r, qr/^Auth-Status: \[AUTHENTICATIONFAILED\] Invalid login or password\r$/m,
+	'a line with a CR inside: no account from it');
 
 $r = auth_http('/auth', %ok, 'Auth-User' => 'routed6', 'Auth-Pass' => 'pw');
 like($r, qr/^Auth-Server: ::1\r\n(?s:.*)^Auth-Port: 3143\r$/m,
@@ -159,6 +166,8 @@ like(auth_http('/auth', %ok), qr/^Auth-Status: OK\r$/m, 'still answering after h
 
 my $log = $t->read_file('error.log');
 like($log, qr/mail_auth: .*users:4: /, 'malformed passwd-file line reported with file:line');
+like($log, qr/mail_auth: .*users:9: user "mac": a carriage return inside the password field/,
+	'a CR inside a line reported with file:line');
 like($log, qr/\[error\].*user="hostname" .*result=backend-error reason="backend server \\x22mail\.example\.com\\x22 is not an IP address"/,
 	'per-user host name: an error line for the operator');
 like($log, qr/mail_auth: user="alice\\x0d\\x0aAuth-Status: OK" .*result=bad-request/,

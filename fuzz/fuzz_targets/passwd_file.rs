@@ -4,7 +4,7 @@
 //! Input: the file's content.
 //!
 //! Invariants: a user name is non-empty, without ':' or control characters (so no CR/LF/NUL);
-//! a password field is non-empty without ':'; port is never 0; extra-field keys and values have
+//! a password field is non-empty without ':' or CR/LF; port is never 0; extra-field keys and values have
 //! no blanks; an answer built from an account never carries CR/LF/NUL; a notice is one log line
 //! (no CR/LF) and their number is capped; every good line's user is in the result, and the
 //! first good definition of a user is exactly the account returned.
@@ -31,7 +31,7 @@ fn check_user(user: &str) {
 
 fn check_account(a: &Account) {
     assert!(!a.password.is_empty());
-    assert!(!a.password.contains(':') && !a.password.contains('\n'));
+    assert!(!a.password.contains([':', '\r', '\n']), "password field {:?}", a.password);
     assert!(a.port != Some(0));
     if let Some(u) = &a.backend_user {
         assert!(!u.is_empty());

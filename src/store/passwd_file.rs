@@ -569,6 +569,9 @@ pub fn parse_app_line(line: &str) -> Result<(String, AppPassword), String> {
     if pass.is_empty() {
         return Err(format!("user \"{user}\", app password \"{label}\": empty password field"));
     }
+    if pass.contains('\r') {
+        return Err(format!("user \"{user}\", app password \"{label}\": {CR_INSIDE}"));
+    }
     let mut app = AppPassword { label: label.to_string(), password: pass.to_string(), ..AppPassword::default() };
     for tok in parts.next().unwrap_or("").split_whitespace() {
         let (key, value) = tok.split_once('=').unwrap_or((tok, ""));
@@ -581,6 +584,11 @@ pub fn parse_app_line(line: &str) -> Result<(String, AppPassword), String> {
     }
     Ok((user.to_string(), app))
 }
+
+/// Why a password field holding a carriage return is refused: only a line's end may be CR LF;
+/// a CR inside a line is a broken line, or a file with old Mac (CR-only) line ends read as one
+/// line, whose first "password" would run on into the next users' lines.
+const CR_INSIDE: &str = "a carriage return inside the password field (a file with CR-only line ends?)";
 
 /// Parses one non-blank, non-comment line into (user, account).
 /// (`pub` for the fuzz targets in fuzz/.)
@@ -623,6 +631,9 @@ fn parse_account(line: &str, warnings: &mut Vec<String>, named: bool) -> Result<
     }
     if pass.is_empty() {
         return Err(format!("user \"{user}\": empty password field"));
+    }
+    if pass.contains('\r') {
+        return Err(format!("user \"{user}\": {CR_INSIDE}"));
     }
     let name = if named { user.to_string() } else { String::new() };
     let mut acct = Box::new(Account { name, password: pass.to_string(), enabled: true, ..Account::default() });
@@ -1590,5 +1601,21 @@ mod app_tests {
         assert!(parse_line("u:{PLAIN}x::::::app_only=nntp", &mut w).is_err(), "a bad value skips the line");
         assert!(parse_app_line("u:l").is_err());
         assert_eq!(parse_app_line("u:l:{PLAIN}x").unwrap().1.label, "l");
+    }
+
+    #[test]
+    fn a_carriage_return_inside_a_line_refuses_it() {
+        // found by the passwd_file fuzz target: an app password line "u4:1:or0\r:=t" was taken,
+        // with "or0\r" as its stored password
+        let e = parse_app_line("u4:1:or0\r:=t").unwrap_err();
+        assert!(e.contains("carriage return"), "{e}");
+        assert!(parse_line("u:{PLAIN}a\rb", &mut Vec::new()).unwrap_err().contains("carriage return"));
+        // a file with CR-only line ends is one line: no account from it, and a notice says why
+        let (users, notices) = parse("f", b"alice:{PLAIN}a\rbob:{PLAIN}b\rcarol:{PLAIN}c\r");
+        assert!(users.is_empty(), "{users:?}");
+        assert!(notices.iter().any(|n| n.message.contains("CR-only line ends")), "{notices:?}");
+        // CR LF line ends stay fine
+        let (users, _) = parse("f", b"alice:{PLAIN}a\r\nbob:{PLAIN}b\r\n");
+        assert_eq!(users.get("bob").map(|a| a.password.as_str()), Some("{PLAIN}b"));
     }
 }
