@@ -11,6 +11,9 @@
 # 3. With the module's defaults and a pool far smaller than the load (1 thread, queue of 1),
 #    20 concurrent costly logins are all verified: the module's queue holds them, the pool
 #    never overflows.
+# 4. A request nginx terminates while the module holds it (a bad chunk of a body being
+#    discarded), its job on the pool or queued behind another: the worker survives (it crashed:
+#    the request was freed under the job), and the login it queued behind is answered.
 
 ###############################################################################
 
@@ -109,7 +112,7 @@ http {
 
 EOF
 
-$t->run()->plan(9);
+$t->run()->plan(13);
 
 ###############################################################################
 
@@ -187,5 +190,31 @@ $seen{$_}++ for @answers;
 is_deeply(\%seen, { 'OK' => 5, $INVALID => 15 },
 	'tiny pool, 20 at once: every login verified, none refused');
 unlike($t->read_file('error.log'), qr/queue overflow/, 'tiny pool: the pool never overflowed');
+
+# 4. terminated while held: on the pool, then queued behind a running verification
+
+sub chunked {
+	my ($uri, $pass, $ip) = @_;
+	my $req = request($uri, 'slow', $pass, $ip);
+	$req =~ s{ HTTP/1\.0\r\n}{ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n};
+	return $req;
+}
+
+my $c = start(chunked('/one-at-a-time', 'chunked-1', '127.0.5.1'));
+select undef, undef, undef, 0.1;
+$c->print("zz\r\n");
+my $first = start(request('/one-at-a-time', 'slow', 'slow-password', '127.0.5.2'));
+select undef, undef, undef, 0.05;
+my $queued = start(chunked('/one-at-a-time', 'chunked-2', '127.0.5.3'));
+select undef, undef, undef, 0.05;
+$queued->print("zz\r\n");
+is(finish($first), 'OK', 'terminated while held: the login before it answered');
+is(finish(start(request('/one-at-a-time', 'slow', 'slow-password', '127.0.5.4'))), 'OK',
+	'terminated while held: the next login answered');
+$c->close();
+$queued->close();
+my $log = $t->read_file('error.log');
+like($log, qr/invalid chunked body/, 'terminated while held: nginx saw the bad chunks');
+unlike($log, qr/exited on signal/, 'terminated while held: the worker did not crash');
 
 ###############################################################################

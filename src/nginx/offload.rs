@@ -159,21 +159,29 @@ unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
     }
 }
 
-/// Holds request `r` (count + 1) while it waits off its content handler; [`finalize`] lets go.
+/// Holds request `r` (count + 1, blocked + 1) while it waits off its content handler; [`finalize`]
+/// lets go.
 pub fn hold(r: *mut ngx_http_request_t) {
     // SAFETY: `r` is a live request (its content handler runs, or it is already held).
     unsafe {
         let main = (*r).main;
         (*main).set_count((*main).count() + 1);
+        // as nginx's own thread tasks do (copy filter, upstream): a request terminated while it
+        // is held (an error on its connection, e.g. a bad chunk of a body being discarded) is
+        // then only marked, and closed by our `finalize`, not freed under the job or the queue
+        (*main).set_blocked((*main).blocked() + 1);
     }
 }
 
 /// Finalizes a held request with `rc` (dropping the reference [`hold`] took) and runs the
 /// requests posted on its connection: for a request answered outside its content handler.
 pub fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
-    // SAFETY: `r` is alive: it is held (count + 1) until this call drops that reference.
+    // SAFETY: `r` is alive: it is held (count + 1, and blocked: nginx cannot terminate it under
+    // us) until this call drops that reference.
     unsafe {
         let c = (*r).connection;
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked().saturating_sub(1));
         ngx_http_finalize_request(r, rc);
         ngx_http_run_posted_requests(c);
     }
