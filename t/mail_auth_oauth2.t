@@ -114,7 +114,7 @@ $t->write_file_expand('nginx.conf', $conf);
 
 $t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::smtp, port(11025), "$d/smtp.log");
-$t->run()->plan(50);
+$t->run()->plan(52);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (11143, 11025);
 
 sub client {
@@ -238,6 +238,16 @@ select undef, undef, undef, 1.2;
 is($rc, 0, 'rotation: a token of the new key is accepted without a reload') or diag($out);
 ($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', $good);
 ok($rc == 1 && decision(qr/reason="token refused: unknown kid/), 'rotation: the old key is gone') or diag($out);
+
+# every key revoked at once: a JWKS that parses but holds no usable key (an empty set, or only
+# keys of a kind the module does not use) is the key set; the keys it dropped are not kept
+write_to('jwks.json.tmp', '{"keys":[{"kid":"p521","kty":"EC","crv":"P-521","x":"AA","y":"AA","use":"sig"}]}');
+rename("$d/jwks.json.tmp", "$d/jwks.json") or die "rename: $!";
+select undef, undef, undef, 1.2;
+($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', token('rsa2', 'RS256', 'k2'));
+is($rc, 1, 'all keys revoked: a token of a dropped key is refused') or diag($out);
+ok(wait_for(3, sub { read_from('error.log') =~ /JWKS file .*no usable key/ }), 'all keys revoked: logged');
+jwks('jwks.json', "k2=$d/rsa2.pem");
 
 # nginx -t refuses a broken configuration
 sub nginx_t {

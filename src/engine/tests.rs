@@ -1777,3 +1777,36 @@ fn a_store_that_checks_passwords_itself_keeps_no_verdicts() {
 fn srv(s: &str) -> crate::protocol::ServerAddr {
     crate::protocol::ServerAddr::parse(s).unwrap()
 }
+
+#[test]
+fn introspection_cache_is_bound_to_user_and_token() {
+    let now = unix_now();
+    let active = |u: &str| format!(r#"{{"active":true,"username":"{u}","exp":{}}}"#, now + 3600);
+    let (url, server) = crate::oauth::tests::introspection_server(vec![
+        (200, active("alice@example.org")),
+        (200, active("alice@example.org")),
+        (200, active("alice@example.org")),
+    ]);
+    let with_pass = Account { backend_pass: Some("backend pw".into()), ..acct("{SHA512-CRYPT}$6$x$y") };
+    let users = [("alice@example.org", with_pass.clone()), ("bob@example.org", with_pass)];
+    let mut e = oauth_engine(&users, true);
+    let c = crate::oauth::tests::introspect_cfg(&url, false);
+    e.oauth = Some(Arc::new(crate::oauth::Verifier::new(c).unwrap()));
+    e.offload = true;
+    let login = |user: &[u8], tok: &[u8]| {
+        let h: Vec<(&[u8], &[u8])> =
+            vec![(b"Auth-Method", b"xoauth2"), (b"Auth-Protocol", b"imap"), (b"Auth-User", user), (b"Auth-Pass", tok)];
+        let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!() };
+        job.run(&e);
+        done(e.complete(job))
+    };
+    assert_eq!(login(b"alice@example.org", b"tok-A").result, AuthResult::Ok);
+    // same token, another user: not the cached verdict; the endpoint says alice: refused
+    let d = login(b"bob@example.org", b"tok-A");
+    assert_eq!(d.result, AuthResult::InvalidToken, "{:?}", d.lines);
+    // same user, another token: asked again
+    let d = login(b"alice@example.org", b"tok-B");
+    assert_eq!(d.result, AuthResult::Ok);
+    assert!(!d.lines.last().unwrap().1.contains("cached"), "{:?}", d.lines);
+    assert_eq!(server.join().unwrap().len(), 3);
+}

@@ -327,9 +327,6 @@ fn parse_jwks(text: &[u8]) -> Result<(Vec<Key>, Vec<String>), String> {
             Err(e) => skipped.push(format!("key #{i} skipped: {e}")),
         }
     }
-    if keys.is_empty() {
-        return Err(format!("no usable key ({})", skipped.join("; ")));
-    }
     Ok((keys, skipped))
 }
 
@@ -491,10 +488,15 @@ fn reload(path: &std::path::Path, st: &mut KeyState, now: Instant) {
     let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
     match parsed {
         Ok((keys, skipped)) => {
-            st.notices.push((false, format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
+            // a JWKS that parses is the key set, even when none of its keys is usable: keys
+            // removed from it (revoked) must not stay trusted
+            st.notices
+                .push((keys.is_empty(), format!("JWKS file \"{}\" loaded: {} key(s)", path.display(), keys.len())));
+            st.error = keys
+                .is_empty()
+                .then(|| format!("JWKS file \"{}\": no usable key ({})", path.display(), skipped.join("; ")));
             st.notices.extend(skipped.into_iter().map(|s| (true, format!("JWKS file \"{}\": {s}", path.display()))));
             st.keys = Arc::new(keys);
-            st.error = None;
         }
         Err(e) => {
             let msg = format!("JWKS file \"{}\": {e}", path.display());

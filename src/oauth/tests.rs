@@ -184,7 +184,7 @@ fn jwk_rules() {
     assert!(parse_jwk(&rsa).err().unwrap().contains("does not fit"));
     rsa["alg"] = "PS256".into();
     assert_eq!(parse_jwk(&rsa).unwrap().algs, vec![Algorithm::PS256]);
-    assert!(parse_jwks(b"{\"keys\":[]}").is_err());
+    assert!(parse_jwks(b"{\"keys\":[]}").unwrap().0.is_empty());
 }
 
 #[test]
@@ -448,4 +448,186 @@ fn introspection_times_out() {
     assert!(e.is_temporary(), "{e}");
     assert!(took >= introspect::TIMEOUT && took < introspect::TIMEOUT + Duration::from_secs(2), "{took:?}");
     drop(l);
+}
+
+// ---- review tests ----
+
+/// An endpoint that sends its headers at once, then the body one byte every 200 ms: the whole
+/// call must still end within TIMEOUT (+ slack) as a temporary failure.
+#[test]
+fn introspection_slow_body_is_bounded() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/i", l.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut s = s;
+        let body = br#"{"active":true,"username":"alice@example.org","exp":1700003600}"#;
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n");
+        for _ in 0..60 {
+            for b in body.iter() {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    let v = Verifier::new(introspect_cfg(&url, false)).unwrap();
+    let t = Instant::now();
+    let e = v.introspect(b"opaque", "alice@example.org", NOW).unwrap_err();
+    let took = t.elapsed();
+    assert!(e.is_temporary(), "{e}");
+    assert!(took < introspect::TIMEOUT + Duration::from_secs(2), "took {took:?}");
+    drop(h);
+}
+
+/// Emptying the JWKS (`{"keys":[]}`, e.g. to revoke a compromised key at once) must stop the
+/// old keys from verifying tokens.
+#[test]
+fn jwks_emptied_revokes_old_keys() {
+    let dir = std::env::temp_dir().join(format!("oauth-jwks-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    std::fs::copy(data("jwks.json"), &path).unwrap();
+    let mut c = cfg();
+    c.jwks = Some(path.clone());
+    let v = Verifier::new(c).unwrap();
+    let u = "alice@example.org";
+    assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
+    // the admin revokes every key: a valid, parsing JWKS with no keys
+    let tmp = dir.join("new");
+    std::fs::write(&tmp, br#"{"keys":[]}"#).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = v.verify(token("rs256").as_bytes(), u, NOW);
+    }
+    let r = v.verify(token("rs256").as_bytes(), u, NOW);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(r.is_err(), "3 s after the JWKS was emptied, a token of a removed key still verifies: {r:?}");
+}
+
+/// Rotation to a JWKS whose only key this module cannot use (here EC P-521): the removed
+/// (compromised) RSA key must not stay trusted.
+#[test]
+fn jwks_rotated_to_unusable_key_revokes_old_keys() {
+    let dir = std::env::temp_dir().join(format!("oauth-jwks-p521-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    std::fs::copy(data("jwks.json"), &path).unwrap();
+    let mut c = cfg();
+    c.jwks = Some(path.clone());
+    let v = Verifier::new(c).unwrap();
+    let u = "alice@example.org";
+    assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
+    let tmp = dir.join("new");
+    std::fs::write(&tmp, br#"{"keys":[{"kid":"p521","kty":"EC","crv":"P-521","x":"AA","y":"AA","use":"sig"}]}"#)
+        .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = v.verify(token("rs256").as_bytes(), u, NOW);
+    }
+    let r = v.verify(token("rs256").as_bytes(), u, NOW);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(r.is_err(), "the JWKS no longer has kid r1, yet its token still verifies: {r:?}");
+}
+
+#[test]
+fn empty_jwks_is_still_a_configuration_error() {
+    let dir = std::env::temp_dir().join(format!("oauth-jwks-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, br#"{"keys":[]}"#).unwrap();
+    let mut c = cfg();
+    c.jwks = Some(path);
+    let r = Verifier::new(c).map(|_| ());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(r.is_err());
+}
+
+#[test]
+fn claim_edge_cases() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let secret = URL_SAFE_NO_PAD.decode("czQzdVNHRHFjbExqYk02VkJoVzg5WHh1VlVtZm1RaHZKaG1FT09iRW9Raw").unwrap();
+    let key = EncodingKey::from_secret(&secret);
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("h1".into());
+    let mk = |claims: Value| encode(&h, &claims, &key).unwrap();
+    let base = || serde_json::json!({"iss":"https://idp.example","aud":"mail","email":"alice@example.org","exp":EXP});
+    let mut c = cfg();
+    c.scope = Some("mail".into());
+    let v = Verifier::new(c).unwrap();
+    let u = "alice@example.org";
+    let with = |k: &str, val: Value| {
+        let mut b = base();
+        b["scope"] = "mail".into();
+        b[k] = val;
+        v.verify(mk(b).as_bytes(), u, NOW)
+    };
+    assert!(with("x", Value::Null).is_ok());
+    assert_eq!(with("exp", "1700003600".into()), Err(TokenError::MissingClaim("exp".into())));
+    assert_eq!(with("exp", Value::Null), Err(TokenError::MissingClaim("exp".into())));
+    assert_eq!(with("exp", (-1).into()), Err(TokenError::Expired));
+    assert!(with("exp", 1e300.into()).is_ok());
+    assert!(with("exp", u64::MAX.into()).is_ok());
+    assert_eq!(with("nbf", "0".into()), Err(TokenError::MissingClaim("nbf".into())));
+    assert_eq!(with("nbf", u64::MAX.into()), Err(TokenError::NotYetValid));
+    assert_eq!(with("iss", "https://idp.example/".into()), Err(TokenError::WrongIssuer));
+    assert_eq!(with("aud", serde_json::json!(["x", "mail"])).map(|_| ()), Ok(()));
+    assert_eq!(with("aud", serde_json::json!([["mail"]])), Err(TokenError::WrongAudience));
+    assert_eq!(with("aud", serde_json::json!({"mail": 1})), Err(TokenError::MissingClaim("aud".into())));
+    assert_eq!(with("scope", serde_json::json!(["mail"])), Err(TokenError::InsufficientScope));
+    assert_eq!(with("scope", "mailx mail.read".into()), Err(TokenError::InsufficientScope));
+    assert_eq!(with("email", "alice@example.org ".into()), Err(TokenError::UserMismatch));
+    assert_eq!(with("email", "alİce@example.org".into()), Err(TokenError::UserMismatch));
+    assert_eq!(with("email", "alice@example.org\n".into()), Err(TokenError::MissingClaim("email".into())));
+    assert_eq!(with("email", serde_json::json!(["alice@example.org"])), Err(TokenError::MissingClaim("email".into())));
+    // crit header, alg none with a valid signature part, signature stripped
+    let mut hc = serde_json::json!({"alg":"HS256","kid":"h1","crit":["exp"]});
+    let t = mk({
+        let mut b = base();
+        b["scope"] = "mail".into();
+        b
+    });
+    let parts: Vec<&str> = t.split('.').collect();
+    let hdr = |j: &Value| URL_SAFE_NO_PAD.encode(j.to_string());
+    assert!(matches!(
+        v.verify(format!("{}.{}.{}", hdr(&hc), parts[1], parts[2]).as_bytes(), u, NOW),
+        Err(TokenError::Malformed(_))
+    ));
+    hc = serde_json::json!({"alg":"none","kid":"h1"});
+    assert!(v.verify(format!("{}.{}.", hdr(&hc), parts[1]).as_bytes(), u, NOW).is_err());
+    assert_eq!(v.verify(format!("{}.{}.", parts[0], parts[1]).as_bytes(), u, NOW), Err(TokenError::BadSignature));
+    // HS256 token signed with the RSA key's "n" as secret, no kid: only the oct key is tried
+    let jwks: Value = serde_json::from_str(include_str!("testdata/jwks.json")).unwrap();
+    let n = jwks["keys"][0]["n"].as_str().unwrap().to_string();
+    let hk = Header::new(Algorithm::HS256);
+    let forged = encode(
+        &hk,
+        &{
+            let mut b = base();
+            b["scope"] = "mail".into();
+            b
+        },
+        &EncodingKey::from_secret(n.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(v.verify(forged.as_bytes(), u, NOW), Err(TokenError::BadSignature));
+    // RS256 header with kid of the oct key
+    let mut hr = Header::new(Algorithm::HS256);
+    hr.kid = Some("r1".into());
+    let t = encode(&hr, &base(), &EncodingKey::from_secret(&secret)).unwrap();
+    assert_eq!(v.verify(t.as_bytes(), u, NOW), Err(TokenError::Alg("HS256".into())));
 }
