@@ -224,6 +224,10 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
         return Ok(());
     }
     let Some(lc) = Module::location_conf(req) else { return Ok(()) };
+    // only auth_http answers (a mail_auth_json location has an engine too: its 403/503 must stay)
+    if !lc.is_mail_auth() {
+        return Ok(());
+    }
     let Some(engine) = lc.engine.as_ref() else { return Ok(()) };
     // SAFETY: reading the status of the live request.
     let status = unsafe { (*r).headers_out.status };

@@ -53,7 +53,12 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(m) => m,
         Err(e) => {
             ngx_log_error!(NGX_LOG_ERR, req.log(), "mail_auth_json: bad request: {e} session={session}");
-            let _ = req.discard_request_body();
+            let rc = req.discard_request_body();
+            if rc != ngx::core::Status::NGX_OK {
+                // a broken body (a bad chunk): nginx's special response, which closes the
+                // connection; answering with keep-alive would read the rest as a new request
+                return rc.0;
+            }
             return reply(r, &session, NGX_HTTP_BAD_REQUEST as ngx_uint_t, "Bad request", None, &json::error_body(&e));
         }
     };

@@ -76,18 +76,44 @@ pub fn set_authorization_in(r: *mut ngx_http_request_t, value: Option<&[u8]>) ->
         // auth_basic caches the decoded user in r->headers_in.user; make sure it re-decodes.
         (*r).headers_in.user = ngx_str_t::empty();
         (*r).headers_in.passwd = ngx_str_t::empty();
-        // Every Authorization line of the list is forgotten (hash 0: nginx skips the entry),
-        // whether or not headers_in.authorization points at it.
+        // Every Authorization line leaves the list, whether or not headers_in.authorization
+        // points at it. Not hash 0: the proxy (fastcgi, grpc ...) modules forward every entry of
+        // the list whatever its hash, so a hash-0 line would still reach an auth_request upstream.
+        let is_auth = |h: &ngx_table_elt_t| h.key.as_bytes().eq_ignore_ascii_case(KEY);
+        let (mut total, mut found) = (0usize, false);
         let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
         while !part.is_null() {
             let elts = (*part).elts as *mut ngx_table_elt_t;
             for i in 0..(*part).nelts {
-                let h = &mut *elts.add(i);
-                if h.key.as_bytes().eq_ignore_ascii_case(KEY) {
-                    h.hash = 0;
-                }
+                total += 1;
+                found |= is_auth(&*elts.add(i));
             }
             part = (*part).next;
+        }
+        if found {
+            let size = std::mem::size_of::<ngx_table_elt_t>();
+            let l = ngx::ffi::ngx_list_create(pool, total + 1, size);
+            if l.is_null() {
+                return None;
+            }
+            let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
+            while !part.is_null() {
+                let elts = (*part).elts as *mut ngx_table_elt_t;
+                for i in 0..(*part).nelts {
+                    let h = &*elts.add(i);
+                    if !is_auth(h) {
+                        let d = ngx_list_push(l) as *mut ngx_table_elt_t;
+                        if d.is_null() {
+                            return None;
+                        }
+                        std::ptr::copy_nonoverlapping(h, d, 1);
+                    }
+                }
+                part = (*part).next;
+            }
+            // one part (room for all): `last` must point at the request's own copy of it
+            (*r).headers_in.headers = std::ptr::read(l);
+            (*r).headers_in.headers.last = &mut (*r).headers_in.headers.part;
         }
         (*r).headers_in.authorization = std::ptr::null_mut();
         let Some(value) = value else { return Some(()) };

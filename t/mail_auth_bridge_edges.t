@@ -1,0 +1,136 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: the Basic bridge and the JSON API at the edges of nginx's request
+# lifecycle (found by a review helper): a subrequest into a bridge location (no access phase),
+# an Authorization line the bridge removed still reaching an auth_request upstream, the bridge's
+# header filter in a mail_auth_json location, and a broken body after a bad JSON API query.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use MIME::Base64 qw/ encode_base64 /;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx qw/ :DEFAULT http /;
+use MailAuthBackend;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http auth_basic auth_request proxy/);
+workers_can_read($t);
+
+my $d = $t->testdir();
+$t->write_file('htpasswd', "alice:{PLAIN}alice-secret\n");
+$t->write_file('users', "alice:{PLAIN}alice-secret\n");
+$t->write_file('web.txt', "web: let in\n");
+my $basic_alice = 'Basic ' . encode_base64('alice:alice-secret', '');
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /basic {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_basic "mail";
+            auth_basic_user_file %%TESTDIR%%/htpasswd;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 0;
+        }
+
+        # a web location asking the bridge location by subrequest
+        location = /web {
+            auth_request /basic;
+            default_type text/plain;
+            alias %%TESTDIR%%/web.txt;
+        }
+
+        location = /request {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_request /check;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 0;
+        }
+
+        location = /check {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT_8181%%/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Authorization $mail_auth_basic;
+        }
+
+        location = /dovecot {
+            mail_auth_json;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_fail_wait 0;
+        }
+    }
+}
+
+EOF
+
+$t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
+$t->run()->plan(7);
+$t->waitforsocket('127.0.0.1:' . port(8181));
+
+my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
+	. "Client-IP: 192.0.2.7\r\nClient-Host: [UNAVAILABLE]\r\n";
+
+###############################################################################
+
+# the access phase does not run for subrequests: a bridge location must not answer them OK
+
+my $r = http("GET /web HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: WRONG\r\n\r\n");
+unlike($r, qr/web: let in/, 'subrequest into a bridge location: a wrong password not let in');
+$r = http("GET /basic HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
+like($r, qr/Auth-Status: OK/, 'the bridge location itself still answers OK');
+
+# a user Basic cannot carry: no Authorization reaches the access phase, nor its upstream
+
+$r = http("GET /request HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Authorization: $basic_alice\r\nAuth-User: ev:il\r\nAuth-Pass: x\r\n\r\n");
+unlike($r, qr/Auth-Status: OK/, 'auth_request bridge: the request\'s own Authorization not passed on');
+$r = http("GET /request HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
+like($r, qr/Auth-Status: OK/, 'auth_request bridge: good password');
+
+# the JSON API's refusals keep their status whatever the request's headers
+
+my $json = '{"username":"alice","password":"WRONG","client_ip":"192.0.2.9","service":"imap"}';
+$r = http("POST /dovecot HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Content-Type: application/json\r\nContent-Length: " . length($json) . "\r\n\r\n$json");
+like($r, qr!^HTTP/1.1 403!, 'JSON API: a wrong password is a 403 with Auth-Protocol in the request');
+
+# a bad query and a broken chunked body: the body is never read as a request of its own
+
+$r = http("POST /dovecot?mode=bogus HTTP/1.1\r\nHost: localhost\r\n"
+	. "Transfer-Encoding: chunked\r\n\r\n"
+	. "GET /smuggled HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+like($r, qr!^HTTP/1.1 400!, 'JSON API: bad query and broken body refused');
+is(() = $r =~ m!HTTP/1\.1 \d{3} !g, 1, 'JSON API: the broken body not answered as a second request');
+
+###############################################################################
