@@ -127,17 +127,24 @@ fn attacks_refused() {
     assert_eq!(STANDARD.decode(v.error_sasl(&e)).unwrap(), br#"{"status":"invalid_token"}"#);
 }
 
-#[test]
-fn jwks_rotation_and_broken_files() {
-    let dir = std::env::temp_dir().join(format!("oauth-test-{}", std::process::id()));
+/// A verifier on a copy of the test JWKS in a directory of its own (`dir`, `path`), which
+/// verifies the RSA test token.
+fn verifier_on_a_jwks_copy(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, Verifier) {
+    let dir = std::env::temp_dir().join(format!("oauth-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("jwks.json");
     std::fs::copy(data("jwks.json"), &path).unwrap();
     let mut c = cfg();
     c.jwks = Some(path.clone());
     let v = Verifier::new(c).unwrap();
+    assert!(v.verify(token("rs256").as_bytes(), "alice@example.org", NOW).is_ok());
+    (dir, path, v)
+}
+
+#[test]
+fn jwks_rotation_and_broken_files() {
+    let (dir, path, v) = verifier_on_a_jwks_copy("test");
     let u = "alice@example.org";
-    assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
     // rotate: replace the file (rename), then wait out the recheck interval
     let tmp = dir.join("new");
     std::fs::copy(data("jwks2.json"), &tmp).unwrap();
@@ -493,15 +500,8 @@ fn introspection_slow_body_is_bounded() {
 /// A verifier on a copy of the test JWKS, which is then replaced by `new`: the result of a
 /// token of the old RSA key once the change was seen (polled for up to 3 s), or while it is not.
 fn after_jwks_replaced_by(new: &[u8], tag: &str) -> Result<Verified, TokenError> {
-    let dir = std::env::temp_dir().join(format!("oauth-jwks-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("jwks.json");
-    std::fs::copy(data("jwks.json"), &path).unwrap();
-    let mut c = cfg();
-    c.jwks = Some(path.clone());
-    let v = Verifier::new(c).unwrap();
+    let (dir, path, v) = verifier_on_a_jwks_copy(tag);
     let u = "alice@example.org";
-    assert!(v.verify(token("rs256").as_bytes(), u, NOW).is_ok());
     let tmp = dir.join("new");
     std::fs::write(&tmp, new).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
@@ -519,10 +519,10 @@ fn after_jwks_replaced_by(new: &[u8], tag: &str) -> Result<Verified, TokenError>
 /// module cannot use (here EC P-521): the dropped RSA key must not stay trusted.
 #[test]
 fn a_jwks_with_no_usable_key_revokes_the_old_keys() {
-    let r = after_jwks_replaced_by(br#"{"keys":[]}"#, "empty");
+    let r = after_jwks_replaced_by(br#"{"keys":[]}"#, "jwks-empty");
     assert!(r.is_err(), "3 s after the JWKS was emptied, a token of a removed key still verifies: {r:?}");
     let p521 = br#"{"keys":[{"kid":"p521","kty":"EC","crv":"P-521","x":"AA","y":"AA","use":"sig"}]}"#;
-    let r = after_jwks_replaced_by(p521, "p521");
+    let r = after_jwks_replaced_by(p521, "jwks-p521");
     assert!(r.is_err(), "the JWKS no longer has kid r1, yet its token still verifies: {r:?}");
 }
 
