@@ -122,6 +122,7 @@ impl Client {
     /// The introspection answer for `token` (blocking: call it on a pool thread).
     pub fn call(&self, token: &[u8]) -> Result<Value, TokenError> {
         let temp = |what: String| TokenError::Introspection(format!("{}: {what}", self.url));
+        let started = std::time::Instant::now();
         let body = format!("token={}&token_type_hint=access_token", form_encode(token));
         let mut resp = self
             .agent
@@ -134,12 +135,22 @@ impl Client {
         if resp.status() != 200 {
             return Err(temp(format!("answered HTTP {}", resp.status().as_u16())));
         }
+        // ureq's global timeout did not always stop a body that trickles in (a byte every
+        // 200 ms was read for minutes): the deadline is checked here between reads as well
+        let deadline = started + TIMEOUT;
         let mut text = Vec::new();
-        resp.body_mut()
-            .as_reader()
-            .take(MAX_ANSWER + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| temp(format!("reading the answer: {e}")))?;
+        let mut reader = resp.body_mut().as_reader().take(MAX_ANSWER + 1);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| temp(format!("reading the answer: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if std::time::Instant::now() > deadline {
+                return Err(temp(format!("answer not complete within {} s", TIMEOUT.as_secs())));
+            }
+        }
         if text.len() as u64 > MAX_ANSWER {
             return Err(temp("answer longer than 64 KiB".into()));
         }
