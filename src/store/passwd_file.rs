@@ -77,7 +77,6 @@
 
 use ahash::RandomState;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -446,11 +445,7 @@ impl Drop for PasswdFile {
 }
 
 fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let meta = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_string());
-    }
+    let (mut f, meta) = watch::open_regular(path)?;
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     f.read_to_end(&mut data).map_err(|e| format!("cannot read: {e}"))?;
     if u32::try_from(data.len()).is_err() {

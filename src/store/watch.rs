@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -46,6 +46,27 @@ impl FileId {
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// What a store's path must name: a regular file (after symlinks). Anything else (a FIFO, a
+/// device, a directory) is a broken store: opening a FIFO for reading waits for a writer,
+/// which would hold a watcher thread, a pool thread or nginx's event loop for good.
+pub(crate) const NOT_A_FILE: &str = "not a regular file";
+
+/// Opens a store's file for reading without ever waiting (`O_NONBLOCK`: a FIFO put at the path
+/// between a `stat()` and the open is opened at once, and refused here), and only if it is a
+/// regular file. The flag changes nothing for a regular file's reads.
+pub(crate) fn open_regular(path: &Path) -> Result<(fs::File, fs::Metadata), String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.is_file() {
+        return Err(NOT_A_FILE.to_string());
+    }
+    Ok((f, meta))
 }
 
 /// A store's notices (for nginx's error log) and generation, shared with its watcher thread.
@@ -101,7 +122,8 @@ pub(crate) enum Seen {
     Same,
     /// Another file, or another content, than the one the store serves (or it serves none).
     Changed(FileId),
-    /// `stat()` failed (the cause, for the log).
+    /// `stat()` failed, or the path names something else than a regular file (the cause, for
+    /// the log): nothing to open.
     Gone(String),
 }
 
@@ -142,6 +164,7 @@ impl FileWatch {
         self.last_check = Some(now);
         match fs::metadata(&self.path) {
             Err(e) => Seen::Gone(format!("cannot stat: {e}")),
+            Ok(m) if !m.is_file() => Seen::Gone(NOT_A_FILE.to_string()),
             Ok(m) => {
                 let id = FileId::of(&m);
                 if self.current == Some(id) {

@@ -176,12 +176,21 @@ pub(crate) fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Co
 }
 
 /// Whether the file's SQLite header says WAL mode (file format read/write versions 2).
-fn is_wal(path: &Path) -> bool {
-    use std::io::Read;
+fn is_wal(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
     let mut h = [0u8; 20];
-    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut h)) {
+    match file.read_exact_at(&mut h, 0) {
         Ok(()) => h.starts_with(b"SQLite format 3\0") && (h[18] == 2 || h[19] == 2),
         Err(_) => false,
+    }
+}
+
+/// The database's path names a regular file (SQLite would wait, opening a FIFO, for a writer
+/// that never comes): checked before SQLite opens it.
+fn check_regular(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(super::watch::NOT_A_FILE.to_string()),
+        _ => Ok(()),
     }
 }
 
@@ -319,6 +328,7 @@ impl SqliteStore {
         if !Path::new(path).exists() {
             return Ok(Some("database does not exist (yet); the query will be checked when it is opened".into()));
         }
+        check_regular(Path::new(path))?;
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
         let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
@@ -371,6 +381,7 @@ impl SqliteStore {
         if !Path::new(path).exists() {
             return Ok(Some("database does not exist (yet); the query will be checked when it is opened".into()));
         }
+        check_regular(Path::new(path))?;
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
         let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
@@ -436,10 +447,13 @@ impl SqliteStore {
 
     /// Opens the database and prepares (and checks) the query: once per connection.
     fn open(&self) -> Result<Open, String> {
+        // the file first, never waiting and only a regular one: SQLite's own open would wait
+        // for a writer if a FIFO were there
+        let (file, _) = super::watch::open_regular(&self.path)?;
         let conn = open_read_only(&self.path, self.busy_timeout).map_err(|e| format!("cannot open read-only: {e}"))?;
         // negative: a size in KiB, not a number of pages
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(|e| format!("cache_size: {e}"))?;
-        if is_wal(&self.path) {
+        if is_wal(&file) {
             self.events.push(
                 NoticeLevel::Warn,
                 format!(
@@ -452,7 +466,6 @@ impl SqliteStore {
         let stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         let shape = check_statement(&stmt)?;
         drop(stmt);
-        let file = std::fs::File::open(&self.path).map_err(|e| format!("cannot open: {e}"))?;
         Ok(Open { conn, shape, file })
     }
 
@@ -710,6 +723,7 @@ impl Store for SqliteStore {
     /// [`ACCOUNTS_QUERY`] on a connection of its own (a long walk does not hold the lookups'
     /// connection).
     fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        check_regular(&self.path).map_err(|e| self.err(format!("listing the accounts: {e}")))?;
         let mut walk = || walk_names(&open_read_only(&self.path, self.busy_timeout)?, ACCOUNTS_QUERY, each);
         walk().map_err(|e| self.err(format!("listing the accounts: {e}")))
     }

@@ -337,7 +337,7 @@ fn wal_database_is_read_with_a_warning() {
     let d = tmpdir();
     let db = d.join("u.db");
     make_db(&db, &["PRAGMA journal_mode=WAL", "INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
-    assert!(is_wal(&db));
+    assert!(is_wal(&std::fs::File::open(&db).unwrap()));
     let s = store(&db);
     assert!(s.lookup(&q("alice")).unwrap().is_some());
     let n = s.take_notices();
@@ -347,7 +347,7 @@ fn wal_database_is_read_with_a_warning() {
     // a rollback-journal database (the schema's default) is not WAL
     let db2 = d.join("v.db");
     make_db(&db2, &[]);
-    assert!(!is_wal(&db2));
+    assert!(!is_wal(&std::fs::File::open(&db2).unwrap()));
 }
 
 #[test]

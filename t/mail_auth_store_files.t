@@ -1,0 +1,213 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: a store's file replaced by something that is not a regular file
+# while nginx runs. A FIFO (named pipe) at the path of a passwd-file or a SQLite database, by
+# rename or through a symlink: opening it for reading blocks until some writer opens it, which
+# never happens. Neither the watcher thread, nor a new worker's first lookup (on nginx's event
+# loop), nor a SQLite lookup on the thread pool may wait for it: the store is unusable (a
+# temporary failure and an error-log line, never the old content), and it recovers when a
+# regular file is back.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use File::Copy qw/ copy /;
+use IO::Select;
+use IO::Socket::INET;
+use POSIX qw/ mkfifo /;
+use Fcntl qw/ O_RDWR O_NONBLOCK /;
+use Time::HiRes qw/ sleep time /;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/);
+plan(skip_all => 'nginx without threads') unless `$Test::Nginx::NGINX -V 2>&1` =~ /--with-threads/;
+plan(skip_all => 'sqlite3 not installed') unless have_tool('sqlite3');
+plan(skip_all => 'needs Linux /proc (worker pids)') unless -e '/proc/self/stat';
+workers_can_read($t);
+
+my $d = $t->testdir();
+
+$t->write_file('users.good', "alice:{PLAIN}alice-pw\n");
+copy("$d/users.good", "$d/users") or die;
+
+mkdir "$d/db" or die;
+chmod 0755, "$d/db";
+open my $sql, '<', "$FindBin::Bin/../scripts/schema.sql" or die "schema.sql: $!\n";
+my $schema = do { local $/; <$sql> };
+close $sql;
+$schema .= "INSERT INTO users (name, password) VALUES ('alice', '{PLAIN}alice-pw');\n";
+open my $sq, '|-', 'sqlite3', "$d/db/users.good" or die "sqlite3: $!\n";
+print $sq $schema;
+close $sq or die "sqlite3 failed\n";
+copy("$d/db/users.good", "$d/db/users.db") or die;
+chmod 0644, "$d/db/users.db";
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+worker_processes 1;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    mail_auth_backend imap 127.0.0.1:8144;
+    mail_auth_fail_wait 0;
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /passwd {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+        }
+
+        location = /sqlite {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/db/users.db;
+        }
+
+        location = /ping {
+            return 200 "pong\n";
+        }
+    }
+}
+
+EOF
+
+$t->run()->plan(12);
+
+###############################################################################
+
+my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
+
+# one auth_http request; its Auth-Status, 'none' if nothing came within $wait seconds
+sub status {
+	my ($uri, $pass, $wait) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or return 'none';
+	$s->print("GET $uri HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\n"
+		. "Auth-User: alice\r\nAuth-Pass: $pass\r\nAuth-Protocol: imap\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.1\r\n\r\n");
+	my ($r, $end) = ('', time() + ($wait // 3));
+	my $sel = IO::Select->new($s);
+	while (time() < $end) {
+		last unless $sel->can_read($end - time());
+		my $n = $s->sysread($r, 4096, length $r);
+		last unless $n;
+	}
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
+}
+
+sub ping {
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or return '';
+	$s->print("GET /ping HTTP/1.0\r\nHost: localhost\r\n\r\n");
+	my $r = '';
+	my $sel = IO::Select->new($s);
+	while ($sel->can_read(3)) {
+		last unless $s->sysread($r, 4096, length $r);
+	}
+	return $r =~ /pong/ ? 'pong' : '';
+}
+
+sub workers {
+	my $master = $t->read_file('nginx.pid');
+	$master =~ s/\s+//g;
+	my @w;
+	for my $stat (glob '/proc/[0-9]*/stat') {
+		open my $fh, '<', $stat or next;
+		my $line = <$fh> // '';
+		push @w, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $master;
+	}
+	return @w;
+}
+
+sub log_since {
+	my ($from) = @_;
+	return substr($t->read_file('error.log'), $from);
+}
+
+# Whatever is blocked opening a FIFO for reading is let go (a process that opens it for
+# writing); done before every restore, and at the end, so that nothing is left waiting.
+my @fifos;
+sub release_fifos {
+	for my $f (@fifos) {
+		sysopen(my $fh, $f, O_RDWR | O_NONBLOCK) or next;
+		sleep 0.2;
+		close $fh;
+	}
+}
+END { release_fifos() }
+
+###############################################################################
+
+is(status('/passwd', 'alice-pw'), 'OK', 'passwd-file: OK before');
+is(status('/sqlite', 'alice-pw'), 'OK', 'sqlite: OK before');
+
+# 1. the passwd-file renamed over by a FIFO: the watcher must not wait for a writer, and the
+# old content must not keep answering
+my $from = length $t->read_file('error.log');
+mkfifo("$d/users.fifo", 0644) or die "mkfifo: $!\n";
+push @fifos, "$d/users";
+rename("$d/users.fifo", "$d/users") or die "rename: $!\n";
+sleep 1.5;
+my @answers = map { status('/passwd', 'alice-pw') } 1 .. 3;
+is("@answers", join(' ', ($TEMP) x 3), 'passwd-file replaced by a FIFO: temporary failure, not the old content');
+like(log_since($from), qr/\[error\].*users: .*not a regular file/, 'passwd-file replaced by a FIFO: logged');
+
+# 2. a new worker (the first was killed): its first lookup looks at the file on the event loop
+my ($w) = workers();
+kill 'KILL', $w;
+ok(wait_for(5, sub { my @n = workers(); @n && $n[0] != $w }), 'worker respawned');
+is(status('/passwd', 'alice-pw'), $TEMP, 'a new worker, the FIFO in place: temporary failure');
+is(ping(), 'pong', 'the new worker answers other requests');
+
+release_fifos();
+unlink "$d/users";
+copy("$d/users.good", "$d/users") or die;
+ok(wait_for(5, sub { status('/passwd', 'alice-pw') eq 'OK' }), 'passwd-file back: recovered');
+
+# 3. the SQLite database replaced by a symlink to a FIFO: a lookup must not wait for it
+$from = length $t->read_file('error.log');
+mkfifo("$d/db/fifo", 0644) or die "mkfifo: $!\n";
+push @fifos, "$d/db/fifo";
+symlink("$d/db/fifo", "$d/db/users.link") or die "symlink: $!\n";
+rename("$d/db/users.link", "$d/db/users.db") or die "rename: $!\n";
+sleep 1.5;
+@answers = map { status('/sqlite', 'alice-pw') } 1 .. 3;
+is("@answers", join(' ', ($TEMP) x 3), 'sqlite replaced by a symlink to a FIFO: temporary failure');
+like(log_since($from), qr/\[error\].*users\.db: .*not a regular file/, 'sqlite replaced by a FIFO: logged');
+
+release_fifos();
+unlink "$d/db/users.db";
+copy("$d/db/users.good", "$d/db/users.db") or die;
+chmod 0644, "$d/db/users.db";
+ok(wait_for(5, sub { status('/sqlite', 'alice-pw') eq 'OK' }), 'sqlite back: recovered');
+is(ping(), 'pong', 'still answering');
+
+# the worker killed in 2 is an expected alert of the master ("exited on signal 9")
+my $log = $t->read_file('error.log');
+$log =~ s/^.*\[alert\] \d+#\d+: worker process $w exited on signal 9\n//mg;
+$t->write_file('error.log', $log);
+
+# the helpers above refer to $t: let the harness's final checks (no alerts) run now, before
+# Test::More counts the tests at exit
+undef $t;
+
+###############################################################################
