@@ -84,6 +84,13 @@ http {
             mail_auth_sqlite %%TESTDIR%%/db/users.db;
         }
 
+        # rows kept by each worker: also for unknown users, under the names clients send
+        location = /sqlite-rows {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/db/users.db;
+            mail_auth_sqlite_cache_rows 8192;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -92,7 +99,7 @@ http {
 
 EOF
 
-$t->run()->plan(12);
+$t->run()->plan(14);
 
 ###############################################################################
 
@@ -200,6 +207,42 @@ copy("$d/db/users.good", "$d/db/users.db") or die;
 chmod 0644, "$d/db/users.db";
 ok(wait_for(5, sub { status('/sqlite', 'alice-pw') eq 'OK' }), 'sqlite back: recovered');
 is(ping(), 'pong', 'still answering');
+
+# 4. made-up user names of 4 KiB (what an auth_http request may carry): the rows a worker
+# keeps of them are bounded in bytes, not only in number (8192 rows of 4 KiB names: 32 MiB)
+sub rss_kib {
+	my ($pid) = workers();
+	open my $fh, '<', "/proc/$pid/status" or return 0;
+	while (my $l = <$fh>) { return $1 if $l =~ /^VmRSS:\s+(\d+)/; }
+	return 0;
+}
+# $n requests pipelined on one connection, each with a user name of its own
+sub long_names {
+	my ($from, $n) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "connect: $!\n";
+	my $req = '';
+	for my $i ($from .. $from + $n - 1) {
+		my $user = sprintf('%08d', $i) . ('x' x 4000);
+		$req .= "GET /sqlite-rows HTTP/1.1\r\nHost: localhost\r\nAuth-Method: plain\r\n"
+			. "Auth-User: $user\r\nAuth-Pass: x\r\nAuth-Protocol: imap\r\n"
+			. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.1\r\n"
+			. ($i == $from + $n - 1 ? "Connection: close\r\n" : '') . "\r\n";
+	}
+	$s->print($req);
+	my $r = '';
+	my $sel = IO::Select->new($s);
+	while ($sel->can_read(10)) {
+		last unless $s->sysread($r, 65536, length $r);
+	}
+	return scalar(() = $r =~ /^Auth-Status: /mg);
+}
+long_names(0, 100);
+my $before = rss_kib();
+my $answered = 0;
+$answered += long_names(100 * $_, 100) for 1 .. 100;
+my $grown = rss_kib() - $before;
+is($answered, 10000, '10000 logins with made-up 4 KiB user names answered');
+cmp_ok($grown, '<', 12 * 1024, "rows kept for them bounded in bytes (worker grew by $grown KiB)");
 
 # the worker killed in 2 is an expected alert of the master ("exited on signal 9")
 my $log = $t->read_file('error.log');

@@ -624,8 +624,11 @@ impl SqliteStore {
         let r = self.find_in_db(inner, q, try_only);
         if let (Some(c), Some(Ok(row))) = (counter, &r) {
             if inner.rows.counter == Some(c) {
-                if inner.rows.table.len() >= self.cache_rows {
-                    inner.rows.table.clear();
+                // full, in rows or in bytes (a row is kept under the name the client sent, an
+                // unknown one too: up to 4 KiB of it)
+                let table = &mut inner.rows.table;
+                if table.len() >= self.cache_rows || table.bytes() >= self.cache_rows.saturating_mul(rows::ROW_BYTES) {
+                    table.clear();
                 }
                 inner.rows.table.insert(q.user, row);
             }

@@ -16,6 +16,12 @@ use ahash::RandomState;
 use crate::store::slots::{Slots, EMPTY};
 use crate::store::Account;
 
+/// The bytes a kept row may take on average in the arena (the name the client sent, and a
+/// plain row's name and password): the rows are dropped when it holds more than
+/// `rows × ROW_BYTES` (see [`RowTable::bytes`]). A plain row takes 60-200 bytes; a client
+/// choosing unknown names (up to 4 KiB each) gets no more than this.
+pub(super) const ROW_BYTES: usize = 256;
+
 const NONE: u8 = 0;
 const PLAIN: u8 = 1;
 const FULL: u8 = 2;
@@ -60,6 +66,13 @@ impl RowTable {
     /// Rows kept.
     pub(super) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// The bytes the rows take, as [`ROW_BYTES`] counts them: the arena (the names clients
+    /// sent, up to 4 KiB each; plain rows' names and passwords). Whole accounts are the
+    /// store's own values (bounded by the number of rows) and are not counted.
+    pub(super) fn bytes(&self) -> usize {
+        self.arena.len()
     }
 
     /// The bytes held, for tests and estimates (places, arena, whole accounts' slots).

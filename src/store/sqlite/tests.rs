@@ -595,6 +595,28 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     assert_eq!(lock(&s.inner).rows.table.len(), 0);
 }
 
+/// Rows are also kept for unknown users, under the name the client sent (up to
+/// `MAX_USER_LEN`, 4 KiB): a client trying long made-up names must not make a worker keep
+/// 4 KiB a row (131,072 rows by default: over 500 MiB) where a row is about 100 bytes.
+#[test]
+fn long_unknown_names_do_not_grow_the_rows_past_their_budget() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &["INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a')"]);
+    let rows = 1000;
+    let s = store(&db).with_cache_rows(rows);
+    let mut most = 0;
+    for i in 0..3 * rows {
+        let name = format!("{i:08}{}", "x".repeat(crate::protocol::MAX_USER_LEN - 8));
+        assert!(s.lookup(&q(&name)).unwrap().is_none());
+        most = most.max(lock(&s.inner).rows.table.heap_bytes());
+    }
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    let budget = rows * super::rows::ROW_BYTES;
+    // (the arena's capacity may be up to twice what it holds; the slots come on top)
+    assert!(most <= 2 * budget + 64 * rows, "{most} bytes kept for {rows} rows (budget {budget})");
+}
+
 #[test]
 fn app_passwords_from_the_default_app_query() {
     let d = tmpdir();
