@@ -54,6 +54,15 @@ close $sq or die "sqlite3 failed\n";
 copy("$d/db/users.good", "$d/db/users.db") or die;
 chmod 0644, "$d/db/users.db";
 
+# accounts that expire, by the query's own condition: alice's in a few seconds
+copy("$d/db/users.good", "$d/db/expiry.db") or die;
+my $expires = time() + 3;
+open $sq, '|-', 'sqlite3', "$d/db/expiry.db" or die "sqlite3: $!\n";
+print $sq "ALTER TABLE users ADD COLUMN expires INTEGER;\n"
+	. "UPDATE users SET expires = " . int($expires) . " WHERE name = 'alice';\n";
+close $sq or die "sqlite3 failed\n";
+chmod 0644, "$d/db/expiry.db";
+
 $t->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -91,6 +100,13 @@ http {
             mail_auth_sqlite_cache_rows 8192;
         }
 
+        location = /sqlite-expiry {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/db/expiry.db;
+            mail_auth_sqlite_query "SELECT name, password FROM users
+                                    WHERE name = :user AND (expires IS NULL OR expires > unixepoch())";
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -99,7 +115,7 @@ http {
 
 EOF
 
-$t->run()->plan(14);
+$t->run()->plan(16);
 
 ###############################################################################
 
@@ -166,6 +182,14 @@ END { release_fifos() }
 
 is(status('/passwd', 'alice-pw'), 'OK', 'passwd-file: OK before');
 is(status('/sqlite', 'alice-pw'), 'OK', 'sqlite: OK before');
+
+# 0. an account that expires by the query's condition: no writer touches the file when the time
+# comes, so no kept row may answer for it
+my @before = map { status('/sqlite-expiry', 'alice-pw') } 1 .. 3;
+is("@before", 'OK OK OK', 'sqlite, an account not expired yet: OK');
+sleep 0.2 while time() < $expires + 1.2;
+is(status('/sqlite-expiry', 'alice-pw'), '[AUTHENTICATIONFAILED] Invalid login or password',
+	'sqlite, the account expired (expires > unixepoch()): refused, not answered from a kept row');
 
 # 1. the passwd-file renamed over by a FIFO: the watcher must not wait for a writer, and the
 # old content must not keep answering

@@ -160,6 +160,9 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     /// At most this many rows kept (`mail_auth_sqlite_cache_rows`; 0: none).
     cache_rows: usize,
+    /// The query or the app passwords query may answer otherwise as time passes (see
+    /// [`depends_on_time`]): no rows are kept.
+    timed: bool,
     inner: Mutex<Inner>,
     events: Events,
     /// The slowest stored password of the default schema's `users` table, and the file it was
@@ -299,6 +302,31 @@ fn map_app_row<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Re
     Ok(app)
 }
 
+/// Whether `sql` may answer otherwise as time passes with the file unchanged: it names one of
+/// SQLite's date and time functions (`date()`, `strftime('%s')` ... mean "now" without a time
+/// value), `CURRENT_DATE`/`_TIME`/`_TIMESTAMP`, or a random function. Such a query (an account
+/// or app password that expires: `expires > unixepoch()`) is not answered from kept rows: no
+/// writer changes the file when the time comes, so a kept row would answer for good. Any word
+/// of the text counts, in string literals too: a false match only keeps no rows.
+pub(crate) fn depends_on_time(sql: &str) -> bool {
+    const WORDS: [&str; 12] = [
+        "date",
+        "time",
+        "datetime",
+        "julianday",
+        "unixepoch",
+        "strftime",
+        "timediff",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "random",
+        "randomblob",
+    ];
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
+}
+
 /// A client address as SQLite text (`127.0.0.1`, `::1`) without a heap allocation.
 fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write as _;
@@ -352,6 +380,7 @@ impl SqliteStore {
             }),
             path,
             sql: sql.to_string(),
+            timed: depends_on_time(sql),
             app_sql: None,
             busy_timeout: Duration::from_millis(100),
             cache_rows: DEFAULT_CACHE_ROWS,
@@ -369,6 +398,7 @@ impl SqliteStore {
     /// The app passwords query (`None`: none; see the module documentation).
     pub fn with_app_query(mut self, sql: Option<&str>) -> SqliteStore {
         self.app_sql = sql.map(str::to_string);
+        self.timed = depends_on_time(&self.sql) || sql.is_some_and(depends_on_time);
         self
     }
 
@@ -593,7 +623,7 @@ impl SqliteStore {
     /// The change counter to keep rows under, when rows are kept for this store and query (a
     /// different counter than the rows' drops them).
     fn rows_counter(&self, inner: &mut Inner) -> Option<u32> {
-        if self.cache_rows == 0 {
+        if self.cache_rows == 0 || self.timed {
             return None;
         }
         let open = inner.conn.as_ref()?;

@@ -595,6 +595,49 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     assert_eq!(lock(&s.inner).rows.table.len(), 0);
 }
 
+/// A query whose answer changes with time (an account that expires: `unixepoch()`,
+/// `datetime('now')`, `CURRENT_TIMESTAMP` ...) is not answered from kept rows: no writer
+/// changes the file when an account expires, so its row would log it in for good.
+#[test]
+fn no_rows_for_queries_that_depend_on_the_time() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[
+        "ALTER TABLE users ADD COLUMN expires INTEGER",
+        "INSERT INTO users(name, password, expires) VALUES ('alice', '{PLAIN}a', unixepoch() + 2)",
+        "INSERT INTO app_passwords(user, label, password, created) VALUES ('alice', 'phone', '{PLAIN}p', unixepoch() + 2)",
+    ]);
+    let queries = [
+        "SELECT name, password FROM users WHERE name = :user AND expires > unixepoch()",
+        "SELECT name, password FROM users WHERE name = :user AND expires > CAST(strftime('%s', 'now') AS INTEGER)",
+        "SELECT name, password FROM users WHERE name = :user AND datetime(expires, 'unixepoch') > CURRENT_TIMESTAMP",
+        "SELECT name, password FROM users WHERE name = :user AND expires > CAST(strftime('%s') AS INTEGER)",
+    ];
+    let stores: Vec<SqliteStore> = queries
+        .iter()
+        .map(|sql| SqliteStore::new(db.to_str().unwrap(), sql).unwrap().with_check_interval(Duration::from_secs(3600)))
+        .collect();
+    // an app password that expires (its query's own condition; `created` holds the time here)
+    let app = "SELECT label, password FROM app_passwords WHERE user = :user AND CAST(created AS INTEGER) > unixepoch()";
+    let with_app = store(&db).with_check_interval(Duration::from_secs(3600)).with_app_query(Some(app));
+    for s in &stores {
+        assert!(s.lookup(&q("alice")).unwrap().is_some());
+        assert!(s.lookup(&q("alice")).unwrap().is_some());
+    }
+    assert_eq!(with_app.lookup(&q("alice")).unwrap().unwrap().app_passwords.len(), 1);
+    assert_eq!(with_app.lookup(&q("alice")).unwrap().unwrap().app_passwords.len(), 1);
+    std::thread::sleep(Duration::from_millis(3100));
+    for (s, sql) in stores.iter().zip(queries) {
+        assert_eq!(s.lookup(&q("alice")).unwrap(), None, "expired, but answered from a kept row: {sql}");
+    }
+    assert_eq!(with_app.lookup(&q("alice")).unwrap().unwrap().app_passwords.len(), 0, "app password expired");
+    // the default query keeps its rows
+    let plain = store(&db).with_check_interval(Duration::from_secs(3600));
+    assert!(plain.lookup(&q("alice")).unwrap().is_some());
+    assert!(plain.lookup(&q("alice")).unwrap().is_some());
+    assert_eq!(lock(&plain.inner).rows.table.len(), 1);
+}
+
 /// Rows are also kept for unknown users, under the name the client sent (up to
 /// `MAX_USER_LEN`, 4 KiB): a client trying long made-up names must not make a worker keep
 /// 4 KiB a row (131,072 rows by default: over 500 MiB) where a row is about 100 bytes.
