@@ -63,6 +63,14 @@ print $sq "ALTER TABLE users ADD COLUMN expires INTEGER;\n"
 close $sq or die "sqlite3 failed\n";
 chmod 0644, "$d/db/expiry.db";
 
+# 300,000 users and a query no index serves (case-insensitive names): ~0.1 s a lookup
+copy("$d/db/users.good", "$d/db/big.db") or die;
+open $sq, '|-', 'sqlite3', "$d/db/big.db" or die "sqlite3: $!\n";
+print $sq "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)\n"
+	. "INSERT INTO users (name, password) SELECT 'user' || i || '\@example.org', '{PLAIN}x' FROM n;\n";
+close $sq or die "sqlite3 failed\n";
+chmod 0644, "$d/db/big.db";
+
 $t->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -107,6 +115,12 @@ http {
                                     WHERE name = :user AND (expires IS NULL OR expires > unixepoch())";
         }
 
+        location = /sqlite-big {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/db/big.db;
+            mail_auth_sqlite_query "SELECT name, password FROM users WHERE lower(name) = lower(:user)";
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -115,7 +129,7 @@ http {
 
 EOF
 
-$t->run()->plan(16);
+$t->run()->plan(20);
 
 ###############################################################################
 
@@ -267,6 +281,39 @@ $answered += long_names(100 * $_, 100) for 1 .. 100;
 my $grown = rss_kib() - $before;
 is($answered, 10000, '10000 logins with made-up 4 KiB user names answered');
 cmp_ok($grown, '<', 12 * 1024, "rows kept for them bounded in bytes (worker grew by $grown KiB)");
+
+# 5. a lookup SQLite answers slowly (a full scan) does not hold nginx's event loop: 12
+# unknown users at once (names of their own: no kept rows), and a /ping meanwhile
+sub ask_big {
+	my ($user) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "connect: $!\n";
+	$s->print("GET /sqlite-big HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\n"
+		. "Auth-User: $user\r\nAuth-Pass: x\r\nAuth-Protocol: imap\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.1\r\n\r\n");
+	return $s;
+}
+sub answer_of {
+	my ($s) = @_;
+	my $r = '';
+	my $sel = IO::Select->new($s);
+	while ($sel->can_read(20)) {
+		last unless $s->sysread($r, 4096, length $r);
+	}
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
+}
+is(answer_of(ask_big('warm-up')), '[AUTHENTICATIONFAILED] Invalid login or password', 'big store: opened');
+my $t0 = time();
+my @slow = map { ask_big("nobody$_") } 1 .. 12;
+sleep 0.05;
+my $p0 = time();
+my $pong = ping();
+my $took = time() - $p0;
+my @got = map { answer_of($_) } @slow;
+my $all = time() - $t0;
+is($pong, 'pong', 'big store: /ping answered meanwhile');
+cmp_ok($took, '<', 0.4, sprintf('big store: /ping not held by the lookups (%.3f s; all 12 lookups took %.3f s)', $took, $all));
+is(scalar(grep { $_ eq '[AUTHENTICATIONFAILED] Invalid login or password' } @got), 12,
+	'big store: the slow lookups answered (unknown users)');
 
 # the worker killed in 2 is an expected alert of the master ("exited on signal 9")
 my $log = $t->read_file('error.log');

@@ -95,6 +95,52 @@ struct Open {
     /// The same file, opened beside the connection: its header's change counter says whether
     /// the cached rows still are what the database holds.
     file: std::fs::File,
+    /// Until when SQLite may run for a lookup on nginx's event loop (see [`Budget`]).
+    budget: Budget,
+}
+
+/// How long a lookup on nginx's event loop ([`Store::try_lookup`]) may keep SQLite running
+/// (a query no index serves scans the whole table: ~0.1 s for 300,000 users). Past it the
+/// lookup is interrupted and asked again on the thread pool. An indexed lookup takes some µs.
+pub const EVENT_LOOP_BUDGET: Duration = Duration::from_millis(1);
+
+/// The deadline of the connection's progress handler (called every [`PROGRESS_OPS`] virtual
+/// machine steps): nanoseconds after `base`, `u64::MAX` for none (lookups on the pool).
+#[derive(Clone)]
+struct Budget {
+    base: std::time::Instant,
+    deadline: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// SQLite calls the progress handler every this many virtual machine steps.
+const PROGRESS_OPS: std::os::raw::c_int = 1000;
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            base: std::time::Instant::now(),
+            deadline: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Interrupts what runs on the connection after `d` from now (`None`: never).
+    fn set(&self, d: Option<Duration>) {
+        let at = d.map_or(u64::MAX, |d| self.now().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+        self.deadline.store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Installs the handler on `conn` (once per connection: nothing allocated per lookup).
+    fn install(&self, conn: &Connection) {
+        let b = self.clone();
+        conn.progress_handler(
+            PROGRESS_OPS,
+            Some(move || b.now() > b.deadline.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+    }
 }
 
 /// Rows of the database kept by this worker, each the final answer of a lookup (`None`: no
@@ -336,9 +382,10 @@ fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
-/// Whether a rusqlite error is SQLite's "database is locked" (SQLITE_BUSY).
+/// Whether a rusqlite error says the lookup would have to wait: SQLite's "database is locked"
+/// (SQLITE_BUSY), or the progress handler interrupted a lookup past its event loop budget.
 fn is_busy(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted))
 }
 
 impl SqliteStore {
@@ -496,7 +543,9 @@ impl SqliteStore {
         let stmt = conn.prepare_cached(&self.sql).map_err(|e| format!("query: {e}"))?;
         let shape = check_statement(&stmt)?;
         drop(stmt);
-        Ok(Open { conn, shape, file })
+        let budget = Budget::new();
+        budget.install(&conn);
+        Ok(Open { conn, shape, file, budget })
     }
 
     /// The first row mapped to an account, and whether there were more. `Err`: the database
@@ -701,6 +750,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
         let mut inner = lock(&self.inner);
+        if let Some(open) = inner.conn.as_ref() {
+            // (a try on the event loop that did not finish, a panic, left its deadline)
+            open.budget.set(None);
+        }
         self.find(&mut inner, q, false).unwrap_or_else(|| Err(self.err("lookup did not run")))
     }
 
@@ -717,8 +770,11 @@ impl Store for SqliteStore {
         if open.conn.busy_timeout(Duration::ZERO).is_err() {
             return None;
         }
+        // a slow query (a full scan) is interrupted and asked again on the pool
+        open.budget.set(Some(EVENT_LOOP_BUDGET));
         let r = self.find(&mut inner, q, true);
         if let Some(open) = inner.conn.as_ref() {
+            open.budget.set(None);
             if let Err(e) = open.conn.busy_timeout(self.busy_timeout) {
                 let cause = format!("busy timeout: {e}");
                 self.mark_broken(&mut inner, &cause);

@@ -595,6 +595,35 @@ fn rows_are_bounded_and_not_kept_for_wal_or_other_parameters() {
     assert_eq!(lock(&s.inner).rows.table.len(), 0);
 }
 
+/// A lookup SQLite answers slowly (a query no index serves: a full scan) is not run to its end
+/// on nginx's event loop: `try_lookup` gives up after its budget and the pool asks again.
+#[test]
+fn a_slow_query_leaves_the_event_loop_for_the_pool() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) \
+         INSERT INTO users(name, password) SELECT 'user' || i, '{PLAIN}x' FROM n"],
+    );
+    let sql = "SELECT name, password FROM users WHERE lower(name) = lower(:user)";
+    let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap().with_check_interval(Duration::from_secs(3600));
+    assert!(s.lookup(&q("USER5")).unwrap().is_some(), "opened, found by the pool");
+    for user in ["nobody", "USER199999"] {
+        let t0 = Instant::now();
+        assert!(s.try_lookup(&q(user)).is_none(), "{user}: a full scan is left to the pool");
+        assert!(t0.elapsed() < Duration::from_millis(20), "{user}: gave up in {:?}", t0.elapsed());
+    }
+    // the pool runs it to its end (no budget left over from the try)
+    assert_eq!(s.lookup(&q("nobody")).unwrap(), None);
+    assert!(s.lookup(&q("USER199999")).unwrap().is_some());
+    // a kept row still answers on the event loop, and so does an indexed query
+    assert!(s.try_lookup(&q("USER199999")).unwrap().unwrap().is_some());
+    let indexed = store(&db).with_check_interval(Duration::from_secs(3600)).with_cache_rows(0);
+    assert!(indexed.lookup(&q("user7")).unwrap().is_some());
+    assert!(indexed.try_lookup(&q("user8")).unwrap().unwrap().is_some());
+}
+
 /// A query whose answer changes with time (an account that expires: `unixepoch()`,
 /// `datetime('now')`, `CURRENT_TIMESTAMP` ...) is not answered from kept rows: no writer
 /// changes the file when an account expires, so its row would log it in for good.
