@@ -129,7 +129,7 @@ http {
 
 EOF
 
-$t->run()->plan(20);
+$t->run()->plan(22);
 
 ###############################################################################
 
@@ -314,6 +314,21 @@ is($pong, 'pong', 'big store: /ping answered meanwhile');
 cmp_ok($took, '<', 0.4, sprintf('big store: /ping not held by the lookups (%.3f s; all 12 lookups took %.3f s)', $took, $all));
 is(scalar(grep { $_ eq '[AUTHENTICATIONFAILED] Invalid login or password' } @got), 12,
 	'big store: the slow lookups answered (unknown users)');
+
+# 6. nginx -t (and so a start or a reload) with a FIFO as a store: an error, at once
+sub nginx_t_fifo {
+	my ($re, $with) = @_;
+	(my $c = $t->read_file('nginx.conf')) =~ s/$re/$with/ or die "no match for $re\n";
+	$t->write_file('fifo.conf', $c);
+	my $out = `timeout 10 $Test::Nginx::NGINX -t -p $d/ -c $d/fifo.conf -e $d/error-t.log 2>&1`;
+	return ($? >> 8, $out);
+}
+my ($code, $out) = nginx_t_fifo(qr{mail_auth_passwd_file \S+/users;}, "mail_auth_passwd_file $d/db/fifo;");
+ok($code != 0 && $code != 124 && $out =~ /not a regular file/, 'nginx -t: a passwd-file that is a FIFO refused')
+	or diag("exit $code: $out");
+($code, $out) = nginx_t_fifo(qr{mail_auth_sqlite \S+/users\.db;}, "mail_auth_sqlite $d/db/fifo;");
+ok($code != 0 && $code != 124 && $out =~ /not a regular file/, 'nginx -t: a SQLite database that is a FIFO refused')
+	or diag("exit $code: $out");
 
 # the worker killed in 2 is an expected alert of the master ("exited on signal 9")
 my $log = $t->read_file('error.log');
