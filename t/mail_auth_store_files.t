@@ -129,7 +129,7 @@ http {
 
 EOF
 
-$t->run()->plan(22);
+$t->run()->plan(23);
 
 ###############################################################################
 
@@ -329,6 +329,26 @@ ok($code != 0 && $code != 124 && $out =~ /not a regular file/, 'nginx -t: a pass
 ($code, $out) = nginx_t_fifo(qr{mail_auth_sqlite \S+/users\.db;}, "mail_auth_sqlite $d/db/fifo;");
 ok($code != 0 && $code != 124 && $out =~ /not a regular file/, 'nginx -t: a SQLite database that is a FIFO refused')
 	or diag("exit $code: $out");
+
+# 7. nginx -t while a writer holds the database locked (an import in its transaction): a
+# warning, not an error (nginx would not start, a reload would fail)
+{
+	my $lock_pid = open my $locker, '-|', 'python3', '-c', <<'PY', "$d/db/users.db";
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(3)
+c.execute("ROLLBACK")
+PY
+	die "python3: $!\n" unless $lock_pid;
+	my $started = <$locker> // '';
+	my ($code, $out) = nginx_t_fifo(qr{mail_auth_sqlite_cache_rows 8192;}, 'mail_auth_sqlite_cache_rows 8192;');
+	ok($started =~ /locked/ && $code == 0 && $out =~ /\[warn\].*database is locked by a writer/,
+		'nginx -t, the database locked by a writer: a warning') or diag("exit $code: $out");
+	kill 'TERM', $lock_pid;
+	close $locker;
+}
 
 # the worker killed in 2 is an expected alert of the master ("exited on signal 9")
 my $log = $t->read_file('error.log');

@@ -382,6 +382,12 @@ fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
+/// `nginx -t`'s warning for a database a writer holds locked (an import in its transaction):
+/// not a configuration error, which would stop nginx from starting or fail a reload; lookups
+/// are temporary failures until the writer is done, like any locked database.
+const LOCKED_AT_CHECK: &str =
+    "database is locked by a writer; the query will be checked when a worker opens it (lookups fail temporarily while it stays locked)";
+
 /// Whether a rusqlite error says the lookup would have to wait: SQLite's "database is locked"
 /// (SQLITE_BUSY), or the progress handler interrupted a lookup past its event loop budget.
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -406,7 +412,10 @@ impl SqliteStore {
         check_regular(Path::new(path))?;
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
-        let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
+        let stmt = match conn.prepare(sql) {
+            Err(e) if is_busy(&e) => return Ok(Some(LOCKED_AT_CHECK.into())),
+            r => r.map_err(|e| format!("invalid query: {e}"))?,
+        };
         check_statement(&stmt).map_err(|e| format!("invalid query: {e}")).map(|_| None)
     }
 
@@ -461,7 +470,10 @@ impl SqliteStore {
         check_regular(Path::new(path))?;
         let conn = open_read_only(Path::new(path), Duration::from_millis(500))
             .map_err(|e| format!("cannot open read-only: {e}"))?;
-        let stmt = conn.prepare(sql).map_err(|e| format!("invalid query: {e}"))?;
+        let stmt = match conn.prepare(sql) {
+            Err(e) if is_busy(&e) => return Ok(Some(LOCKED_AT_CHECK.into())),
+            r => r.map_err(|e| format!("invalid query: {e}"))?,
+        };
         check_app_statement(&stmt).map_err(|e| format!("invalid query: {e}"))
     }
 

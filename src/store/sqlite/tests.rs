@@ -186,6 +186,26 @@ fn check_query_errors() {
     assert!(w.is_some(), "missing database is a warning at config time");
 }
 
+/// A database locked by a writer (an import holding its transaction) when nginx reads its
+/// configuration: a warning, as a missing one, not an error that stops nginx from starting or
+/// makes a reload fail (lookups meanwhile are temporary failures, and work once it commits).
+#[test]
+fn a_locked_database_is_a_warning_at_configuration_time() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(&db, &[]);
+    let p = db.to_str().unwrap();
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE; INSERT INTO users(name, password) VALUES ('alice', '{PLAIN}a');").unwrap();
+    let w = SqliteStore::check_query(p, DEFAULT_QUERY);
+    assert!(matches!(&w, Ok(Some(m)) if m.contains("locked")), "{w:?}");
+    let w = SqliteStore::check_app_query(p, DEFAULT_APP_QUERY);
+    assert!(matches!(&w, Ok(Some(m)) if m.contains("locked")), "{w:?}");
+    writer.execute_batch("COMMIT").unwrap();
+    assert_eq!(SqliteStore::check_query(p, DEFAULT_QUERY), Ok(None));
+    assert_eq!(SqliteStore::check_app_query(p, DEFAULT_APP_QUERY), Ok(None));
+}
+
 #[test]
 fn missing_then_renamed_into_place_then_corrupt() {
     let d = tmpdir();
