@@ -63,7 +63,8 @@ options:
 
 passwd-files are rewritten atomically (a temporary file in the same directory, then rename):
 comments, blank lines, other users and Dovecot extra fields are kept, and so are the file's
-mode and, where permitted, its owner and group. A symlink is followed, not replaced.
+mode and, where permitted, its owner and group. A symlink is followed, not replaced. Runs at
+once take turns (a lock on the file, and on the app passwords file): no change is lost.
 SQLite changes are single statements (the module's readers see before or after).
 
 exit status: 0 done, 1 error (message on stderr), 2 usage";
@@ -619,6 +620,8 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
     };
+    // as `passwd_file`: the main file (an `app add` checks its user there), then the app file
+    let _locks = if sub == "list" { None } else { Some((lock_file(path, false)?, lock_file(apps, sub == "add")?)) };
     let lines = read(apps)?;
     if sub == "list" {
         return Ok(app_list_lines(&lines, user));
@@ -668,6 +671,12 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         "list" => return Ok(list_lines(&read()?)),
         _ => {}
     }
+    // held until the command is over: the main file, then the app passwords file ('del')
+    let _main = lock_file(path, opts.command == "add")?;
+    let _apps = match (&opts.app_file, opts.command.as_str()) {
+        (Some(apps), "del") => lock_file(apps, false)?,
+        _ => None,
+    };
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
     let user = opts.user.as_deref().unwrap_or("");
     // check before asking for a password (and before spending a bcrypt on it)
@@ -687,6 +696,35 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         }
     }
     Ok(Vec::new())
+}
+
+/// An exclusive lock (`flock`) on the file a command edits, held until dropped, so that two
+/// runs at once do not both read the old file and the last write lose the other's change (a
+/// deleted user put back). The file's own inode is locked: after the lock, the path must still
+/// name it (a run that held it may have renamed a new file over it), else again. `create`: a
+/// missing file is made empty (mode 0640) to be locked; otherwise a missing file is `None`.
+fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let err = |e: std::io::Error| format!("{}: locking: {e}", path.display());
+    loop {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        f.lock().map_err(err)?;
+        let (held, now) = (f.metadata().map_err(err)?, std::fs::metadata(path));
+        if now.is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
+            return Ok(Some(f));
+        }
+    }
 }
 
 /// Writes the file next to the old one and renames it over: readers (the module re-reading the
@@ -856,6 +894,24 @@ mod edit_tests {
         let o = a(&["--sqlite", "x.db", "passwd", "bob@example.org", "--scheme", "sha512-crypt", "--password-stdin"])
             .unwrap();
         assert_eq!((o.kind, o.password, o.user.as_deref()), (HashKind::Sha512Crypt, None, Some("bob@example.org")));
+    }
+
+    #[test]
+    fn a_second_run_waits_for_the_lock_and_takes_the_file_renamed_in_meanwhile() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tmpdir();
+        let path = d.join("users");
+        assert!(lock_file(&path, false).unwrap().is_none(), "missing, not created");
+        let held = lock_file(&path, true).unwrap().expect("created empty and locked");
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || lock_file(&p, false).unwrap().unwrap().metadata().unwrap().ino());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "the second run waits while the first holds the lock");
+        // the first run writes its new file over the old one, then lets go
+        write_atomically(&path, &lines(&["alice:{PLAIN}a"])).unwrap();
+        drop(held);
+        let new = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(waiter.join().unwrap(), new, "the lock taken is the new file's, not the replaced one's");
     }
 
     #[test]
