@@ -410,6 +410,11 @@ fn sqlite_app(
     let has_table = has_app_table(c).map_err(name)?;
     match sub {
         "add" => {
+            // one write transaction from the user's check to the insert: a 'del' of the user at
+            // the same time comes before (no user) or after (it removes this app password too),
+            // never between, where it would leave an app password for a user of that name made later
+            let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate).map_err(name)?;
+            let c = &*tx;
             let exists: i64 =
                 c.query_row("SELECT count(*) FROM users WHERE name = ?1", [user], |r| r.get(0)).map_err(name)?;
             if exists == 0 {
@@ -433,7 +438,7 @@ fn sqlite_app(
                 (user, label, &h, opts.protocols.as_deref(), opts.networks.as_deref()),
             );
             match r {
-                Ok(_) => Ok(vec![secret]),
+                Ok(_) => tx.commit().map(|()| vec![secret]).map_err(name),
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
                 {
@@ -1102,6 +1107,25 @@ mod edit_tests {
             run(&["app", "add", "bob", &format!("l{i}")]).unwrap();
         }
         assert!(run(&["app", "add", "bob", "one-more"]).unwrap_err().contains("16 app passwords already"));
+    }
+
+    #[test]
+    fn an_app_password_added_while_its_user_is_deleted_is_not_left_behind() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        sqlite(&db, &opts(t.clone(), "init", None, None)).unwrap();
+        sqlite(&db, &opts(t.clone(), "add", Some("alice"), Some("a"))).unwrap();
+        // another run's 'del alice', under way (its write transaction not committed yet)
+        let other = rusqlite::Connection::open(&db).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; DELETE FROM users WHERE name = 'alice'").unwrap();
+        let (db2, t2) = (db.clone(), t.clone());
+        let add = std::thread::spawn(move || sqlite(&db2, &app_opts(t2, None, &["app", "add", "alice", "phone"])));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("DELETE FROM app_passwords WHERE user = 'alice'; COMMIT").unwrap();
+        assert!(add.join().unwrap().unwrap_err().contains("no user"), "the add saw the user deleted");
+        let left: i64 = other.query_row("SELECT count(*) FROM app_passwords", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "no app password waits for the next user named alice");
     }
 
     #[test]
