@@ -231,6 +231,26 @@ impl Default for VerifyConcurrency {
 /// worker only waits.
 pub const DEFAULT_VERIFY_QUEUE: usize = 64;
 
+/// `mail_auth_lookup_concurrency N [queue=M]`: a location's jobs that wait on I/O on the thread
+/// pool (lookups of a store that may block: SQLite under a lock, SQL servers, LDAP searches and
+/// binds; the fleet's Redis; introspection calls) at once from one worker, and how many more
+/// the worker's event loop may hold for a turn; beyond that a login gets a temporary failure
+/// (`overloaded`). A directory that hangs then holds at most N pool threads per location and
+/// worker, and the others stay free for the costly verifications and the other locations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupConcurrency {
+    pub limit: usize,
+    pub queue: usize,
+}
+
+impl Default for LookupConcurrency {
+    /// A quarter of nginx's default pool (32 threads): room for three such locations and the
+    /// costly verifications; a burst of 256 logins only waits.
+    fn default() -> LookupConcurrency {
+        LookupConcurrency { limit: 8, queue: 256 }
+    }
+}
+
 /// Where a `mail_auth` location finds its users: one variant per kind of store (and directive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConf {

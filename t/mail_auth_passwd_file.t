@@ -11,6 +11,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use POSIX ();
 
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
@@ -69,8 +70,8 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
-	alice => '*', bob => '*', tooluser => 'tool pw');
-$t->run()->plan(13);
+	alice => '*', bob => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
+$t->run()->plan(16);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -135,6 +136,39 @@ SKIP: {
 	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
 	ok(eventually('tooluser', 'tool pw', qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/), 'disabled by the tool: refused');
 	like($t->read_file('users'), qr/^#disabled# tooluser:\$6\$/m, 'the line is kept, commented out');
+}
+
+# concurrent runs of the admin tool (an operator's script and a self-service page at once): each
+# reads, hashes, then writes the file. Every change must survive, above all a deletion (a
+# revoked user put back by another run's stale copy would log in again).
+
+SKIP: {
+	skip "mail-auth-user not built ($tool)", 3 unless -x $tool;
+	system($tool, '--passwd-file', "$d/users", 'add', 'cu0', '--password', 'revoked pw',
+		'--scheme', 'sha512-crypt') == 0 or die "mail-auth-user failed\n";
+	ok(eventually('cu0', 'revoked pw', qr/^a01 OK/), 'user to be revoked logs in');
+	my @pids;
+	for my $i (0 .. 8) {
+		my @cmd = $i == 0
+			? ($tool, '--passwd-file', "$d/users", 'del', 'cu0')
+			: ($tool, '--passwd-file', "$d/users", 'add', "cu$i", '--password', "cu pw $i",
+				'--scheme', 'bcrypt', '--cost', '8');
+		my $pid = fork() // die "fork: $!\n";
+		if ($pid == 0) {
+			exec(@cmd) or POSIX::_exit(127);
+		}
+		push @pids, $pid;
+	}
+	my $failed = 0;
+	for my $pid (@pids) {
+		waitpid($pid, 0);
+		$failed++ if $? != 0;
+	}
+	my $file = $t->read_file('users');
+	my @missing = grep { $file !~ /^cu$_:/m } 1 .. 8;
+	is("@missing", '', "8 users added at once by 8 runs ($failed failed): none lost");
+	ok(eventually('cu0', 'revoked pw', qr/^a01 NO \[AUTHENTICATIONFAILED\]/)
+		&& $file !~ /^cu0:/m, 'a user deleted meanwhile stays deleted');
 }
 
 ###############################################################################

@@ -77,6 +77,7 @@ fn engine() -> &'static Engine {
         fleet: None,
         offload: false,
         concurrency: VerifyConcurrency::default(),
+        lookups: Default::default(),
         log_level: Level::Info,
         oauth: None,
     })

@@ -63,7 +63,8 @@ options:
 
 passwd-files are rewritten atomically (a temporary file in the same directory, then rename):
 comments, blank lines, other users and Dovecot extra fields are kept, and so are the file's
-mode and, where permitted, its owner and group. A symlink is followed, not replaced.
+mode and, where permitted, its owner and group. A symlink is followed, not replaced. Runs at
+once take turns (a lock on the file, and on the app passwords file): no change is lost.
 SQLite changes are single statements (the module's readers see before or after).
 
 exit status: 0 done, 1 error (message on stderr), 2 usage";
@@ -409,6 +410,11 @@ fn sqlite_app(
     let has_table = has_app_table(c).map_err(name)?;
     match sub {
         "add" => {
+            // one write transaction from the user's check to the insert: a 'del' of the user at
+            // the same time comes before (no user) or after (it removes this app password too),
+            // never between, where it would leave an app password for a user of that name made later
+            let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate).map_err(name)?;
+            let c = &*tx;
             let exists: i64 =
                 c.query_row("SELECT count(*) FROM users WHERE name = ?1", [user], |r| r.get(0)).map_err(name)?;
             if exists == 0 {
@@ -432,7 +438,7 @@ fn sqlite_app(
                 (user, label, &h, opts.protocols.as_deref(), opts.networks.as_deref()),
             );
             match r {
-                Ok(_) => Ok(vec![secret]),
+                Ok(_) => tx.commit().map(|()| vec![secret]).map_err(name),
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
                 {
@@ -619,6 +625,8 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
     };
+    // as `passwd_file`: the main file (an `app add` checks its user there), then the app file
+    let _locks = if sub == "list" { None } else { Some((lock_file(path, false)?, lock_file(apps, sub == "add")?)) };
     let lines = read(apps)?;
     if sub == "list" {
         return Ok(app_list_lines(&lines, user));
@@ -668,6 +676,12 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         "list" => return Ok(list_lines(&read()?)),
         _ => {}
     }
+    // held until the command is over: the main file, then the app passwords file ('del')
+    let _main = lock_file(path, opts.command == "add")?;
+    let _apps = match (&opts.app_file, opts.command.as_str()) {
+        (Some(apps), "del") => lock_file(apps, false)?,
+        _ => None,
+    };
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
     let user = opts.user.as_deref().unwrap_or("");
     // check before asking for a password (and before spending a bcrypt on it)
@@ -687,6 +701,35 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         }
     }
     Ok(Vec::new())
+}
+
+/// An exclusive lock (`flock`) on the file a command edits, held until dropped, so that two
+/// runs at once do not both read the old file and the last write lose the other's change (a
+/// deleted user put back). The file's own inode is locked: after the lock, the path must still
+/// name it (a run that held it may have renamed a new file over it), else again. `create`: a
+/// missing file is made empty (mode 0640) to be locked; otherwise a missing file is `None`.
+fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let err = |e: std::io::Error| format!("{}: locking: {e}", path.display());
+    loop {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        f.lock().map_err(err)?;
+        let (held, now) = (f.metadata().map_err(err)?, std::fs::metadata(path));
+        if now.is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
+            return Ok(Some(f));
+        }
+    }
 }
 
 /// Writes the file next to the old one and renames it over: readers (the module re-reading the
@@ -856,6 +899,24 @@ mod edit_tests {
         let o = a(&["--sqlite", "x.db", "passwd", "bob@example.org", "--scheme", "sha512-crypt", "--password-stdin"])
             .unwrap();
         assert_eq!((o.kind, o.password, o.user.as_deref()), (HashKind::Sha512Crypt, None, Some("bob@example.org")));
+    }
+
+    #[test]
+    fn a_second_run_waits_for_the_lock_and_takes_the_file_renamed_in_meanwhile() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tmpdir();
+        let path = d.join("users");
+        assert!(lock_file(&path, false).unwrap().is_none(), "missing, not created");
+        let held = lock_file(&path, true).unwrap().expect("created empty and locked");
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || lock_file(&p, false).unwrap().unwrap().metadata().unwrap().ino());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "the second run waits while the first holds the lock");
+        // the first run writes its new file over the old one, then lets go
+        write_atomically(&path, &lines(&["alice:{PLAIN}a"])).unwrap();
+        drop(held);
+        let new = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(waiter.join().unwrap(), new, "the lock taken is the new file's, not the replaced one's");
     }
 
     #[test]
@@ -1046,6 +1107,25 @@ mod edit_tests {
             run(&["app", "add", "bob", &format!("l{i}")]).unwrap();
         }
         assert!(run(&["app", "add", "bob", "one-more"]).unwrap_err().contains("16 app passwords already"));
+    }
+
+    #[test]
+    fn an_app_password_added_while_its_user_is_deleted_is_not_left_behind() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        sqlite(&db, &opts(t.clone(), "init", None, None)).unwrap();
+        sqlite(&db, &opts(t.clone(), "add", Some("alice"), Some("a"))).unwrap();
+        // another run's 'del alice', under way (its write transaction not committed yet)
+        let other = rusqlite::Connection::open(&db).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; DELETE FROM users WHERE name = 'alice'").unwrap();
+        let (db2, t2) = (db.clone(), t.clone());
+        let add = std::thread::spawn(move || sqlite(&db2, &app_opts(t2, None, &["app", "add", "alice", "phone"])));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("DELETE FROM app_passwords WHERE user = 'alice'; COMMIT").unwrap();
+        assert!(add.join().unwrap().unwrap_err().contains("no user"), "the add saw the user deleted");
+        let left: i64 = other.query_row("SELECT count(*) FROM app_passwords", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "no app password waits for the next user named alice");
     }
 
     #[test]

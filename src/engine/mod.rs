@@ -34,7 +34,7 @@ pub use outcome::{
 pub use verify::{Pending, VerifyResult, DEFAULT_TEMPLATE};
 
 use crate::cache::{Cache, CacheKey, Verdict};
-use crate::config::{AuthConfig, CacheSettings, VerifyConcurrency};
+use crate::config::{AuthConfig, CacheSettings, LookupConcurrency, VerifyConcurrency};
 use crate::limiter::{LimitConfig, Limiter, Settle, Ticket};
 use crate::metrics::Metrics;
 use crate::oauth::{Route, TokenError};
@@ -105,6 +105,9 @@ pub struct Engine {
     pub offload: bool,
     /// Bounds on costly jobs in flight and held (the FFI layer's [`sched::Scheduler`]).
     pub concurrency: VerifyConcurrency,
+    /// Bounds on this location's jobs that wait on I/O in flight and held (the FFI layer's
+    /// [`sched::Scheduler`] of the location).
+    pub lookups: LookupConcurrency,
     /// `mail_auth_log_level`: the level of the decision line.
     pub log_level: Level,
     /// `mail_auth_oauth2_*`: the bearer-token verifier (XOAUTH2/OAUTHBEARER); `None`: those
@@ -279,6 +282,12 @@ impl Job {
             Stage::Pad(..) => Some(None),
             Stage::Fleet | Stage::Decide | Stage::Done(_) => None,
         }
+    }
+
+    /// The job waits on I/O on a pool thread (a store that may block, the fleet's Redis, an
+    /// introspection call): bounded per location by [`Engine::lookups`].
+    pub fn waits(&self) -> bool {
+        matches!(self.stage, Stage::Fleet | Stage::Decide)
     }
 }
 
@@ -509,6 +518,12 @@ impl Engine {
             Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
                 finish(&self.cfg, &req, p, VerifyResult::Overloaded)
             }
+            Stage::Decide | Stage::Fleet if overloaded => outcome::temp_fail(
+                &self.cfg,
+                &req,
+                AuthResult::Overloaded,
+                "too many lookups waiting in this worker (mail_auth_lookup_concurrency)".to_string(),
+            ),
             stage => {
                 let what = match stage {
                     Stage::Decide => "lookup",

@@ -791,6 +791,7 @@ fn engine(store: MemStore) -> Engine {
         fleet: None,
         offload: false,
         concurrency: VerifyConcurrency::default(),
+        lookups: Default::default(),
         log_level: Level::Info,
         oauth: None,
     }

@@ -22,7 +22,9 @@ use ngx::{ngx_conf_log_error, ngx_string};
 use super::zone::{self, Zone};
 use super::{bridge, conf_err, conf_ok, guard, offload, util};
 use crate::cidr::Cidr;
-use crate::config::{self, AuthConfig, Backend, CacheSettings, Listener, MasterUser, StoreConf, VerifyConcurrency};
+use crate::config::{
+    self, AuthConfig, Backend, CacheSettings, Listener, LookupConcurrency, MasterUser, StoreConf, VerifyConcurrency,
+};
 use crate::engine::{Engine, Level, Region, SharedMemory};
 use crate::limiter::{self, LimitConfig};
 use crate::oauth::{OauthConfig, Verifier};
@@ -257,6 +259,9 @@ directives! {
     }
     concurrency: Option<VerifyConcurrency>, inherit {
         "mail_auth_verify_concurrency" ANY | NGX_CONF_TAKE12 => set_verify_concurrency;
+    }
+    lookups: Option<LookupConcurrency>, inherit {
+        "mail_auth_lookup_concurrency" ANY | NGX_CONF_TAKE12 => set_lookup_concurrency;
     }
     /// OAuth 2.0 bearer tokens (SASL XOAUTH2/OAUTHBEARER, sent by freenginx 1.27.1+).
     oauth: Option<OauthConfig>, inherit {
@@ -837,21 +842,35 @@ fn set_limit_exempt(a: &Args, nets: &mut Option<Vec<Cidr>>) -> Result<(), String
 
 fn set_verify_concurrency(a: &Args, concurrency: &mut Option<VerifyConcurrency>) -> Result<(), String> {
     a.once(concurrency, || {
-        let limit = a.v[0]
+        let (limit, queue) = concurrency_args(a, config::DEFAULT_VERIFY_QUEUE)?;
+        Ok(VerifyConcurrency { limit, queue })
+    })
+}
+
+fn set_lookup_concurrency(a: &Args, lookups: &mut Option<LookupConcurrency>) -> Result<(), String> {
+    a.once(lookups, || {
+        let (limit, queue) = concurrency_args(a, LookupConcurrency::default().queue)?;
+        Ok(LookupConcurrency { limit, queue })
+    })
+}
+
+/// `N [queue=M]`: N in 1..1024, M in 0..65536 (`default_queue` when not given).
+fn concurrency_args(a: &Args, default_queue: usize) -> Result<(usize, usize), String> {
+    let name = a.name;
+    let limit = a.v[0]
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| format!("\"{name}\": invalid number \"{}\" (1..1024)", a.v[0]))?;
+    let mut queue = default_queue;
+    for (_, v) in a.key_values(1, &["queue"])? {
+        queue = v
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid number \"{}\" (1..1024)", a.v[0]))?;
-        let mut c = VerifyConcurrency { limit, queue: config::DEFAULT_VERIFY_QUEUE };
-        for (_, v) in a.key_values(1, &["queue"])? {
-            c.queue = v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 65536)
-                .ok_or_else(|| format!("\"mail_auth_verify_concurrency\": invalid queue \"{v}\" (0..65536)"))?;
-        }
-        Ok(c)
-    })
+            .filter(|n| *n <= 65536)
+            .ok_or_else(|| format!("\"{name}\": invalid queue \"{v}\" (0..65536)"))?;
+    }
+    Ok((limit, queue))
 }
 
 /// merge_loc_conf: inherit from the enclosing level, then build the engine of a `mail_auth`
@@ -1057,6 +1076,7 @@ fn build_engine(
         limit_exempt: d.limit_exempt.clone().unwrap_or_default(),
         offload: pool.is_some(),
         concurrency: d.concurrency.unwrap_or_default(),
+        lookups: d.lookups.unwrap_or_default(),
         log_level: d.log_level.unwrap_or(config::DEFAULT_LOG_LEVEL),
         oauth,
     };

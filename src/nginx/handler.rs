@@ -3,6 +3,7 @@
 //! engine completes it on the event loop.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ngx::ffi::{
@@ -78,7 +79,7 @@ pub fn schedule(
     job: Box<Job>,
     finish: Finish,
 ) -> ngx_int_t {
-    let task = Box::new(OffloadJob { engine, pool, job: Some(job), place: None, finish: Some(finish) });
+    let task = Box::new(OffloadJob { engine, pool, job: Some(job), place: None, turn: None, finish: Some(finish) });
     dispatch(r, task, false).unwrap_or(NGX_DONE as ngx_int_t)
 }
 
@@ -90,6 +91,9 @@ struct OffloadJob {
     /// Set when the scheduler gave this costly job a place (and the key it was admitted
     /// with): given back when it is over.
     place: Option<Option<CacheKey>>,
+    /// Set when its location's scheduler gave this job that waits on I/O a turn (the
+    /// location's key in `LOOKUPS`): given back when it is over.
+    turn: Option<usize>,
     finish: Option<Finish>,
 }
 
@@ -112,6 +116,10 @@ struct Held {
 thread_local! {
     /// This worker's costly jobs (the event loop's thread only).
     static SCHED: RefCell<Scheduler<Held>> = RefCell::new(Scheduler::new());
+    /// This worker's jobs that wait on I/O, one scheduler per location (its engine's address;
+    /// engines live as long as the configuration, so as this worker): a hung directory holds
+    /// at most `mail_auth_lookup_concurrency` pool threads (the event loop's thread only).
+    static LOOKUPS: RefCell<HashMap<usize, Scheduler<Held>>> = RefCell::new(HashMap::new());
 }
 
 /// Sends a job on its way: a lookup straight to the pool, a costly verification through the
@@ -120,11 +128,18 @@ thread_local! {
 /// is already) and will be finalized when its job completes.
 fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<ngx_int_t> {
     let engine = task.engine.clone();
-    let costly = task.job.as_ref().and_then(|j| j.costly());
-    let Some(key) = costly else { return post(r, task, held) };
-    let (limit, queue) = (engine.concurrency.limit, engine.concurrency.queue);
-    task.place = Some(key);
-    match SCHED.with(|s| s.borrow_mut().admit(key, Held { r, task }, limit, queue)) {
+    let admit = if task.job.as_ref().is_some_and(|j| j.waits()) {
+        let (location, limit, queue) = (Arc::as_ptr(&engine) as usize, engine.lookups.limit, engine.lookups.queue);
+        task.turn = Some(location);
+        LOOKUPS.with(|l| l.borrow_mut().entry(location).or_default().admit(None, Held { r, task }, limit, queue))
+    } else {
+        let costly = task.job.as_ref().and_then(|j| j.costly());
+        let Some(key) = costly else { return post(r, task, held) };
+        let (limit, queue) = (engine.concurrency.limit, engine.concurrency.queue);
+        task.place = Some(key);
+        SCHED.with(|s| s.borrow_mut().admit(key, Held { r, task }, limit, queue))
+    };
+    match admit {
         Admit::Run(h) => post(h.r, h.task, held),
         Admit::Held => {
             if !held {
@@ -134,6 +149,7 @@ fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -
         }
         Admit::Refused(h) => {
             let mut task = *h.task;
+            task.turn = None;
             let job = task.job.take()?;
             let d = engine.abandon(job, true);
             Some(task.finish(r, d))
@@ -154,6 +170,9 @@ fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option
 fn give_up(r: *mut ngx_http_request_t, mut task: OffloadJob) -> ngx_int_t {
     if let Some(key) = task.place.take() {
         release(key);
+    }
+    if let Some(location) = task.turn.take() {
+        release_turn(location);
     }
     let Some(job) = task.job.take() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     let d = task.engine.abandon(job, false);
@@ -186,6 +205,16 @@ fn release(key: Option<CacheKey>) {
     }
 }
 
+/// A job that waited on I/O is over: its location's next one waiting gets the turn.
+fn release_turn(location: usize) {
+    let next = LOOKUPS.with(|l| l.borrow_mut().get_mut(&location).and_then(|s| s.done(None).next));
+    if let Some(h) = next {
+        if let Some(rc) = post(h.r, h.task, true) {
+            offload::finalize(h.r, rc);
+        }
+    }
+}
+
 impl offload::Task for OffloadJob {
     fn run(&mut self) {
         if let Some(job) = self.job.as_mut() {
@@ -196,6 +225,9 @@ impl offload::Task for OffloadJob {
     fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         if let Some(key) = self.place.take() {
             release(key);
+        }
+        if let Some(location) = self.turn.take() {
+            release_turn(location);
         }
         let Some(job) = self.job.take() else { return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         match self.engine.complete(job) {

@@ -131,7 +131,7 @@ impl Zone {
                 return None;
             }
             let hdr = &*(data as *const RegionHeader);
-            if hdr.ptr.is_null() || (hdr.ptr as usize) % std::mem::align_of::<AtomicU64>() != 0 {
+            if hdr.ptr.is_null() || !(hdr.ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
                 return None;
             }
             Some(std::slice::from_raw_parts(hdr.ptr as *const AtomicU64, hdr.len / std::mem::size_of::<AtomicU64>()))

@@ -538,7 +538,7 @@ impl Verifier {
             self.start();
             let mut st = self.lock();
             let now_i = Instant::now();
-            let due = st.checked.map_or(true, |c| now_i.duration_since(c) >= RECHECK);
+            let due = st.checked.is_none_or(|c| now_i.duration_since(c) >= RECHECK);
             if due && self.shared.inline.load(Ordering::Acquire) {
                 reload(&self.shared.jwks, &mut st, now_i);
             }

@@ -230,7 +230,7 @@ fn b64_value(c: u8) -> Option<u32> {
 fn decode_b64_plain(v: &[u8], out: &mut [u8]) -> Option<usize> {
     let body = v.strip_suffix(b"==").or_else(|| v.strip_suffix(b"=")).unwrap_or(v);
     let padding = v.len() - body.len();
-    if (padding > 0 && v.len() % 4 != 0) || body.len() % 4 == 1 {
+    if (padding > 0 && !v.len().is_multiple_of(4)) || body.len() % 4 == 1 {
         return None;
     }
     let mut len = 0;

@@ -747,7 +747,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
         let cost = scheme::cost_estimate(&acct.password);
         if cost == 0 {
             warnings.push("unknown or malformed password scheme, this user cannot log in".to_string());
-        } else if template.as_ref().map_or(true, |(c, _)| cost > *c) {
+        } else if template.as_ref().is_none_or(|(c, _)| cost > *c) {
             template = Some((cost, acct.password));
         }
         for w in warnings {

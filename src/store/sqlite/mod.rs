@@ -264,7 +264,7 @@ fn slowest_password(conn: &Connection) -> rusqlite::Result<Option<String>> {
             continue;
         };
         let cost = scheme::cost_estimate(p);
-        if cost > 0 && slowest.as_ref().map_or(true, |(c, _)| cost > *c) {
+        if cost > 0 && slowest.as_ref().is_none_or(|(c, _)| cost > *c) {
             slowest = Some((cost, p.to_string()));
         }
     }
