@@ -503,8 +503,22 @@ impl Engine {
     /// A job that will not run: the thread pool's queue was full or the task failed
     /// (`overloaded == false`), or the scheduler's bounds were reached. A temporary failure,
     /// never OK.
+    ///
+    /// A failed verification whose timing padding is abandoned (`Pad`) was checked, and
+    /// failed: its attempt stays counted, as any wrong password (the answer is the temporary
+    /// failure all abandoned jobs get). Given back, it would let a client that keeps the
+    /// verification queue busy guess without limit: wrong = temporary failure, right = OK.
     pub fn abandon(&self, job: Box<Job>, overloaded: bool) -> Decision {
         let Job { req, ctx, tickets, stage, trace, .. } = *job;
+        let checked = match &stage {
+            Stage::Pad(_, r, key) => {
+                if *r == VerifyResult::Mismatch {
+                    self.remember(*key, Verdict::Mismatch, None);
+                }
+                true
+            }
+            _ => false,
+        };
         let o = match stage {
             Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
                 finish(&self.cfg, &req, p, VerifyResult::Overloaded)
@@ -519,7 +533,8 @@ impl Engine {
                 outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
             }
         };
-        self.conclude_req(&req, o, tickets, ctx, trace)
+        let how = checked.then_some(Settle::Failure { password: &req.pass });
+        self.conclude_settled(&req, o, tickets, ctx, trace, how)
     }
 
     /// A job that waited for another request's verification of the same credential: its
@@ -909,7 +924,20 @@ impl Engine {
         }
     }
 
-    fn conclude_req(&self, req: &AuthRequest, mut o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {
+    fn conclude_req(&self, req: &AuthRequest, o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {
+        self.conclude_settled(req, o, tickets, ctx, trace, None)
+    }
+
+    /// [`Engine::conclude_req`], the tickets settled as `how` says (`None`: as the outcome says).
+    fn conclude_settled(
+        &self,
+        req: &AuthRequest,
+        mut o: Outcome,
+        tickets: Tickets,
+        ctx: Ctx,
+        trace: Trace,
+        how: Option<Settle<'_>>,
+    ) -> Decision {
         if req.method.is_oauth() {
             // every refusal of a token login carries the RFC 7628 error (nginx sends it as the
             // SASL challenge): invalid_token unless the verifier said more
@@ -917,14 +945,14 @@ impl Engine {
                 *e = Some(methods::oauth_error(self.oauth.as_deref(), None));
             }
         }
-        let how = match (&o.response, o.result) {
+        let how = how.unwrap_or(match (&o.response, o.result) {
             (AuthResponse::Ok { .. }, _) => Settle::Success,
             (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
                 Settle::Neutral
             }
             (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
-        };
+        });
         let limiter = if tickets.local.is_empty() { None } else { self.limiter() };
         if let Some(limiter) = limiter {
             for ticket in tickets.local {
