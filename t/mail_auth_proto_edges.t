@@ -6,6 +6,8 @@
 #    and failed, so the attempt stays counted by mail_auth_limit. (Before: the answer was a
 #    temporary failure and the attempt was given back, so an attacker who kept the queue busy
 #    with unknown-user logins guessed without limit: wrong = temporary failure, right = OK.)
+# 2. The same for the cheap app passwords of a bcrypt account: tried on the event loop before
+#    the main password's bcrypt, which finds no place: the attempt stays counted.
 
 ###############################################################################
 
@@ -35,6 +37,10 @@ plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 my $d = $t->testdir();
 system('htpasswd', '-cbB', '-C', '13', "$d/users", 'slow', 'slow-password') == 0 or die;
 system('htpasswd', '-bs', "$d/users", 'cheap', 'cheap-password') == 0 or die;
+system('htpasswd', '-bB', '-C', '10', "$d/users", 'apps', 'main-password') == 0 or die;
+my $app = `htpasswd -bns apps app-password`;
+$app =~ s/^apps:(\S+)\s*$/apps:phone:$1\n/ or die "htpasswd -s: $app\n";
+$t->write_file('apps', $app);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -62,12 +68,20 @@ http {
             mail_auth_verify_concurrency 1 queue=1;
             mail_auth_limit zone=busy:1m user=3/m;
         }
+
+        location = /apps {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_app_passwords %%TESTDIR%%/apps;
+            mail_auth_verify_concurrency 1 queue=1;
+            mail_auth_limit zone=apps:1m user=3/m;
+        }
     }
 }
 
 EOF
 
-$t->run()->plan(3);
+$t->run()->plan(5);
 
 ###############################################################################
 
@@ -110,5 +124,16 @@ isnt($right, 'OK', 'queue busy: 6 wrong guesses counted (user=3/m), the right pa
 my $log = $t->read_file('error.log');
 ok(scalar(() = $log =~ /user="cheap" .*result=(?:overloaded|invalid)/g) <= 3,
 	'queue busy: no more than 3 guesses checked') or diag($log);
+
+# 2. app passwords ({SHA}, tried first) of a bcrypt account while the queue is busy
+
+@busy = map { start(request('/apps', "nobody$_", 'x', "127.0.3.$_")) } 1 .. 2;
+select undef, undef, undef, 0.2;
+@guesses = map { finish(start(request('/apps', 'apps', "guess-$_", '127.0.4.1'))) } 1 .. 6;
+finish($_) for @busy;
+ok(scalar(grep { $_ eq $TEMP } @guesses) >= 1, 'app passwords, queue busy: a guess found no place')
+	or diag("@guesses");
+$right = finish(start(request('/apps', 'apps', 'app-password', '127.0.4.1')));
+isnt($right, 'OK', 'app passwords, queue busy: 6 wrong guesses counted, the right app password refused');
 
 ###############################################################################

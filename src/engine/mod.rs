@@ -504,7 +504,8 @@ impl Engine {
     /// (`overloaded == false`), or the scheduler's bounds were reached. A temporary failure,
     /// never OK.
     ///
-    /// A failed verification whose timing padding is abandoned (`Pad`) was checked, and
+    /// A failed verification whose timing padding is abandoned (`Pad`), or whose cheap app
+    /// passwords were tried before its costly main password was abandoned, was checked, and
     /// failed: its attempt stays counted, as any wrong password (the answer is the temporary
     /// failure all abandoned jobs get). Given back, it would let a client that keeps the
     /// verification queue busy guess without limit: wrong = temporary failure, right = OK.
@@ -517,6 +518,8 @@ impl Engine {
                 }
                 true
             }
+            // the cheap app passwords were tried (and failed) before the costly main password
+            Stage::Verify(p, _) => p.cheap_done,
             _ => false,
         };
         let o = match stage {
