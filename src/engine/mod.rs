@@ -633,7 +633,7 @@ impl Engine {
         trace.step(|| format!("looked up: {p:?}"));
         let (Some(limiter), Some(name)) = (self.limiter_for(req), p.account_name()) else { return step };
         // (the usual case, the name as asked, without lower-casing two copies)
-        if name.is_empty() || name == req.user || name.to_lowercase() == req.user.to_lowercase() {
+        if name.is_empty() || name == req.user || crate::limiter::fold(name) == crate::limiter::fold(&req.user) {
             return step;
         }
         match limiter.admit(None, name, &req.pass, unix_now()) {
