@@ -626,7 +626,10 @@ impl<'a> Limiter<'a> {
         Counters {
             ip: ip.zip(ip_rate).map(|(ip, r)| (self.ip_key(ip, ip_tag), r)),
             user: user_rate.map(|r| (self.user_key(user, user_tag), r)),
-            trusted: ip.filter(|_| user_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
+            // trust exempts a client group from the user's counter only where the group has a
+            // budget of its own: without one (no ip= for this protocol), a guesser sharing the
+            // owner's address (a NAT, a /64) would have no bound at all
+            trusted: ip.filter(|_| user_rate.is_some() && ip_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
         }
     }
 

@@ -8,6 +8,10 @@
 #    with unknown-user logins guessed without limit: wrong = temporary failure, right = OK.)
 # 2. The same for the cheap app passwords of a bcrypt account: tried on the event loop before
 #    the main password's bcrypt, which finds no place: the attempt stays counted.
+# 3. mail_auth_limit with user= and no ip=: a client group that logged in as alice (trusted,
+#    so that others' failures do not lock it out) has no budget of its own, so trust must not
+#    take it off alice's counter. (Before: from the owner's address, a NAT or a /64 shared with
+#    a guesser, 50 wrong passwords were all checked under user=3/m.)
 
 ###############################################################################
 
@@ -76,12 +80,18 @@ http {
             mail_auth_verify_concurrency 1 queue=1;
             mail_auth_limit zone=apps:1m user=3/m;
         }
+
+        location = /user-only {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_limit zone=useronly:1m user=3/m;
+        }
     }
 }
 
 EOF
 
-$t->run()->plan(5);
+$t->run()->plan(8);
 
 ###############################################################################
 
@@ -135,5 +145,15 @@ ok(scalar(grep { $_ eq $TEMP } @guesses) >= 1, 'app passwords, queue busy: a gue
 	or diag("@guesses");
 $right = finish(start(request('/apps', 'apps', 'app-password', '127.0.4.1')));
 isnt($right, 'OK', 'app passwords, queue busy: 6 wrong guesses counted, the right app password refused');
+
+# 3. user= only: guesses from the address the owner logged in from
+
+is(finish(start(request('/user-only', 'cheap', 'cheap-password', '127.0.5.1'))), 'OK', 'user only: owner logged in');
+finish(start(request('/user-only', 'cheap', "guess-$_", '127.0.5.1'))) for 1 .. 10;
+$log = $t->read_file('error.log');
+my $checked = () = $log =~ /user="cheap" client=127\.0\.5\.1 .*result=invalid/g;
+is($checked, 3, 'user only: 10 guesses from the owner\'s address, 3 checked');
+isnt(finish(start(request('/user-only', 'cheap', 'cheap-password', '127.0.5.1'))), 'OK',
+	'user only: the account is banned for that address too');
 
 ###############################################################################
