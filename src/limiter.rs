@@ -521,6 +521,10 @@ pub(crate) fn fold(user: &str) -> String {
         }
         out.push_str(word);
     }
+    // a name of white space only is still a name (an empty key counts nothing)
+    if out.is_empty() && !user.is_empty() {
+        out.push(' ');
+    }
     out
 }
 
@@ -1149,6 +1153,8 @@ mod tests {
         assert_ne!(fold("al ice"), fold("alice"));
         assert_eq!(fold("Ünïcode"), "ünïcode");
         assert_eq!(fold(""), "");
+        assert_eq!(fold("   "), " ", "white space only: still counted");
+        assert_eq!(fold("\u{3000}"), " ");
     }
 
     fn ip(s: &str) -> Option<IpAddr> {
