@@ -501,9 +501,31 @@ pub(crate) fn wait_for(n: u64) -> u32 {
     (1u32 << n.min(6)).min(MAX_WAIT)
 }
 
-/// User names are keyed case-insensitively.
+/// User names are keyed as the stores compare them, so that every spelling of one account
+/// shares its budget: compatibility-normalized (NFKC: a fullwidth `ａ` is `a`), case-insensitive,
+/// without leading or trailing white space and with inner runs of it as one space. LDAP's
+/// `caseIgnoreMatch` (the `uid` of the default filter) finds `alice` for ` alice`, `ALICE `,
+/// `alice` followed by a no-break space, or `ａlice`; MySQL/MariaDB's PAD SPACE collations
+/// ignore trailing spaces: keyed on the name as sent, each spelling was a budget of its own.
 pub(crate) fn fold(user: &str) -> String {
-    user.to_lowercase()
+    // the usual name: ASCII, no white space
+    if user.bytes().all(|b| b.is_ascii_graphic()) {
+        return user.to_ascii_lowercase();
+    }
+    use unicode_normalization::UnicodeNormalization as _;
+    let folded: String = user.nfkc().collect::<String>().to_lowercase();
+    let mut out = String::with_capacity(folded.len());
+    for word in folded.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    // a name of white space only is still a name (an empty key counts nothing)
+    if out.is_empty() && !user.is_empty() {
+        out.push(' ');
+    }
+    out
 }
 
 /// How a counter slot ranks for eviction at `now`.
@@ -608,7 +630,10 @@ impl<'a> Limiter<'a> {
         Counters {
             ip: ip.zip(ip_rate).map(|(ip, r)| (self.ip_key(ip, ip_tag), r)),
             user: user_rate.map(|r| (self.user_key(user, user_tag), r)),
-            trusted: ip.filter(|_| user_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
+            // trust exempts a client group from the user's counter only where the group has a
+            // budget of its own: without one (no ip= for this protocol), a guesser sharing the
+            // owner's address (a NAT, a /64) would have no bound at all
+            trusted: ip.filter(|_| user_rate.is_some() && ip_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
         }
     }
 
@@ -1104,6 +1129,32 @@ mod tests {
 
     fn region(words: usize) -> Vec<AtomicU64> {
         (0..words).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    /// The spellings OpenLDAP's uid match (t/mail_auth_ldap_spelling.t) and MySQL's PAD SPACE
+    /// collations take for one account share one key.
+    #[test]
+    fn spellings_of_one_name_fold_together() {
+        for v in [
+            "alice",
+            "ALICE",
+            " alice",
+            "alice ",
+            "  Alice  ",
+            "alice\u{a0}",
+            "\u{3000}alice",
+            "alice\u{2003}",
+            "\u{ff41}lice",
+        ] {
+            assert_eq!(fold(v), "alice", "{v:?}");
+        }
+        assert_eq!(fold("Al  Ice"), "al ice");
+        assert_eq!(fold("al ice"), "al ice");
+        assert_ne!(fold("al ice"), fold("alice"));
+        assert_eq!(fold("Ünïcode"), "ünïcode");
+        assert_eq!(fold(""), "");
+        assert_eq!(fold("   "), " ", "white space only: still counted");
+        assert_eq!(fold("\u{3000}"), " ");
     }
 
     fn ip(s: &str) -> Option<IpAddr> {

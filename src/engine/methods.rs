@@ -66,33 +66,37 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
 }
 
 /// The first CN of an RFC 2253 distinguished name (as nginx sends `Auth-SSL-Subject`), with
-/// its escapes undone.
+/// its escapes undone. OpenSSL's RFC 2253 form escapes every byte of a non-ASCII character
+/// (`jürgen` is `j\C3\BCrgen`): the escaped bytes are UTF-8, decoded as such (a CN that is
+/// not UTF-8 is none).
 pub fn subject_cn(dn: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut chars = dn.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = dn.bytes().peekable();
+    while let Some(c) = bytes.next() {
         match c {
-            '\\' => {
-                let Some(n) = chars.next() else { break };
+            b'\\' => {
+                let Some(n) = bytes.next() else { break };
                 // \XX: a hex-escaped byte; anything else stands for itself
-                match (n.to_digit(16), chars.peek().and_then(|m| m.to_digit(16))) {
+                match (crate::hex::digit(n), bytes.peek().copied().and_then(crate::hex::digit)) {
                     (Some(hi), Some(lo)) => {
-                        chars.next();
-                        cur.push(char::from((hi * 16 + lo) as u8));
+                        bytes.next();
+                        cur.push(hi << 4 | lo);
                     }
                     _ => cur.push(n),
                 }
             }
-            ',' | '+' | ';' => parts.push(std::mem::take(&mut cur)),
+            b',' | b'+' | b';' => parts.push(std::mem::take(&mut cur)),
             c => cur.push(c),
         }
     }
     parts.push(cur);
-    parts.into_iter().find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        (k.trim().eq_ignore_ascii_case("CN") && !v.is_empty()).then(|| v.to_string())
-    })
+    let cn = parts.into_iter().find_map(|p| {
+        let eq = p.iter().position(|&b| b == b'=')?;
+        let (k, v) = (&p[..eq], &p[eq + 1..]);
+        (k.trim_ascii().eq_ignore_ascii_case(b"CN") && !v.is_empty()).then(|| v.to_vec())
+    })?;
+    String::from_utf8(cn).ok()
 }
 
 /// EXTERNAL: the verified client certificate names the account.

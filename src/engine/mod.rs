@@ -512,8 +512,25 @@ impl Engine {
     /// A job that will not run: the thread pool's queue was full or the task failed
     /// (`overloaded == false`), or the scheduler's bounds were reached. A temporary failure,
     /// never OK.
+    ///
+    /// A failed verification whose timing padding is abandoned (`Pad`), or whose cheap app
+    /// passwords were tried before its costly main password was abandoned, was checked, and
+    /// failed: its attempt stays counted, as any wrong password (the answer is the temporary
+    /// failure all abandoned jobs get). Given back, it would let a client that keeps the
+    /// verification queue busy guess without limit: wrong = temporary failure, right = OK.
     pub fn abandon(&self, job: Box<Job>, overloaded: bool) -> Decision {
         let Job { req, ctx, tickets, stage, trace, .. } = *job;
+        let checked = match &stage {
+            Stage::Pad(_, r, key) => {
+                if *r == VerifyResult::Mismatch {
+                    self.remember(*key, Verdict::Mismatch, None);
+                }
+                true
+            }
+            // the cheap app passwords were tried (and failed) before the costly main password
+            Stage::Verify(p, _) => p.cheap_done,
+            _ => false,
+        };
         let o = match stage {
             Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
                 finish(&self.cfg, &req, p, VerifyResult::Overloaded)
@@ -534,7 +551,8 @@ impl Engine {
                 outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
             }
         };
-        self.conclude_req(&req, o, tickets, ctx, trace)
+        let how = checked.then_some(Settle::Failure { password: &req.pass });
+        self.conclude_settled(&req, o, tickets, ctx, trace, how)
     }
 
     /// A job that waited for another request's verification of the same credential: its
@@ -630,7 +648,7 @@ impl Engine {
         trace.step(|| format!("looked up: {p:?}"));
         let (Some(limiter), Some(name)) = (self.limiter_for(req), p.account_name()) else { return step };
         // (the usual case, the name as asked, without lower-casing two copies)
-        if name.is_empty() || name == req.user || name.to_lowercase() == req.user.to_lowercase() {
+        if name.is_empty() || name == req.user || crate::limiter::fold(name) == crate::limiter::fold(&req.user) {
             return step;
         }
         match limiter.admit(None, name, &req.pass, unix_now()) {
@@ -924,7 +942,20 @@ impl Engine {
         }
     }
 
-    fn conclude_req(&self, req: &AuthRequest, mut o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {
+    fn conclude_req(&self, req: &AuthRequest, o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {
+        self.conclude_settled(req, o, tickets, ctx, trace, None)
+    }
+
+    /// [`Engine::conclude_req`], the tickets settled as `how` says (`None`: as the outcome says).
+    fn conclude_settled(
+        &self,
+        req: &AuthRequest,
+        mut o: Outcome,
+        tickets: Tickets,
+        ctx: Ctx,
+        trace: Trace,
+        how: Option<Settle<'_>>,
+    ) -> Decision {
         if req.method.is_oauth() {
             // every refusal of a token login carries the RFC 7628 error (nginx sends it as the
             // SASL challenge): invalid_token unless the verifier said more
@@ -932,14 +963,14 @@ impl Engine {
                 *e = Some(methods::oauth_error(self.oauth.as_deref(), None));
             }
         }
-        let how = match (&o.response, o.result) {
+        let how = how.unwrap_or(match (&o.response, o.result) {
             (AuthResponse::Ok { .. }, _) => Settle::Success,
             (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
                 Settle::Neutral
             }
             (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
-        };
+        });
         let limiter = if tickets.local.is_empty() { None } else { self.limiter() };
         if let Some(limiter) = limiter {
             for ticket in tickets.local {

@@ -368,7 +368,10 @@ impl SharedLimit {
         let call = AdmitCall {
             ip: ip.zip(ip_rate).map(|(ip, rate)| Counter { key: self.ip_key(ip, ip_tag), rate }),
             user: user_rate.map(|rate| Counter { key: self.user_key(&user, user_tag), rate }),
-            trusted: ip.filter(|_| user_rate.is_some()).map(|_| self.key('t', &[b"trusted", &group, user.as_bytes()])),
+            // (as the local limiter: trust only where the client has a budget of its own)
+            trusted: ip
+                .filter(|_| user_rate.is_some() && ip_rate.is_some())
+                .map(|_| self.key('t', &[b"trusted", &group, user.as_bytes()])),
             fingerprint: self.key('f', &[b"fp", &group, user.as_bytes(), password]),
             now: 0,
         };

@@ -302,3 +302,38 @@ fn an_acl_user_limited_to_the_prefix_is_enough() {
     let fails: Option<i64> = redis::cmd("HGET").arg("mail_auth:i:acl").arg("fails").query(&mut con).unwrap();
     assert_eq!(fails, Some(1), "the failure counted");
 }
+
+/// Scripts flushed (SCRIPT FLUSH, a restart behind a proxy that keeps the connection): the
+/// settlement queue's kept connection loads the script again and the batch is applied.
+#[test]
+fn settlements_survive_a_script_flush() {
+    let Some(srv) = Server::start() else { return };
+    let b = srv.backend(&[]);
+    let (_tx, rx) = sync_channel(1);
+    let mut q = QueueThread { inner: Arc::clone(&b.inner), rx, con: None };
+    let t = 5_000;
+    let settle_on = |q: &mut QueueThread, c: &AdmitCall, r: AdmitReply| {
+        let AdmitReply::Admitted { ip_start, user_start } = r else { panic!("{r:?}") };
+        let s = SettleCall {
+            ip: c.ip.clone().zip(ip_start),
+            user: c.user.clone().zip(user_start),
+            how: Outcome::Failure,
+            ban: 0,
+            fingerprint: Some((c.fingerprint.clone(), 60)),
+            trusted: None,
+            now: t,
+        };
+        q.send(&[Op::Settle(s)]).unwrap();
+    };
+    let c1 = call("ipf", "uf", "f1", t);
+    let r = b.admit(&c1).unwrap();
+    settle_on(&mut q, &c1, r);
+    assert!(q.con.is_some(), "the connection is kept");
+    let mut admin = b.inner.client.get_connection().unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut admin).unwrap();
+    let c2 = call("ipf", "uf", "f2", t);
+    let r = b.admit(&c2).unwrap();
+    settle_on(&mut q, &c2, r);
+    let fails: Option<i64> = redis::cmd("HGET").arg("ipf").arg("fails").query(&mut admin).unwrap();
+    assert_eq!(fails, Some(2), "both failures counted");
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: protocol and limiter edges found by a review.
+# 1. A wrong password of a cheap-scheme account whose timing padding (the store's bcrypt
+#    template) cannot get a place in the worker's verification queue: the password was checked
+#    and failed, so the attempt stays counted by mail_auth_limit. (Before: the answer was a
+#    temporary failure and the attempt was given back, so an attacker who kept the queue busy
+#    with unknown-user logins guessed without limit: wrong = temporary failure, right = OK.)
+# 2. The same for the cheap app passwords of a bcrypt account: tried on the event loop before
+#    the main password's bcrypt, which finds no place: the attempt stays counted.
+# 3. mail_auth_limit with user= and no ip=: a client group that logged in as alice (trusted,
+#    so that others' failures do not lock it out) has no budget of its own, so trust must not
+#    take it off alice's counter. (Before: from the owner's address, a NAT or a /64 shared with
+#    a guesser, 50 wrong passwords were all checked under user=3/m.)
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/);
+workers_can_read($t);
+plan(skip_all => 'nginx without threads')
+	unless `$Test::Nginx::NGINX -V 2>&1` =~ /--with-threads/;
+plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
+
+my $d = $t->testdir();
+system('htpasswd', '-cbB', '-C', '13', "$d/users", 'slow', 'slow-password') == 0 or die;
+system('htpasswd', '-bs', "$d/users", 'cheap', 'cheap-password') == 0 or die;
+system('htpasswd', '-bB', '-C', '10', "$d/users", 'apps', 'main-password') == 0 or die;
+my $app = `htpasswd -bns apps app-password`;
+$app =~ s/^apps:(\S+)\s*$/apps:phone:$1\n/ or die "htpasswd -s: $app\n";
+$t->write_file('apps', $app);
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+worker_processes 1;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    mail_auth_backend imap 127.0.0.1:1143;
+    mail_auth_fail_wait 0;
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /busy {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_verify_concurrency 1 queue=1;
+            mail_auth_limit zone=busy:1m user=3/m;
+        }
+
+        location = /apps {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_app_passwords %%TESTDIR%%/apps;
+            mail_auth_verify_concurrency 1 queue=1;
+            mail_auth_limit zone=apps:1m user=3/m;
+        }
+
+        location = /user-only {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_limit zone=useronly:1m user=3/m;
+        }
+    }
+}
+
+EOF
+
+$t->run()->plan(8);
+
+###############################################################################
+
+my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
+
+sub request {
+	my ($uri, $user, $pass, $ip) = @_;
+	return "GET $uri HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\nAuth-User: $user\r\n"
+		. "Auth-Pass: $pass\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
+		. "Client-IP: $ip\r\n\r\n";
+}
+
+sub start {
+	my ($req) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "$!\n";
+	$s->print($req);
+	return $s;
+}
+
+sub finish {
+	my ($s) = @_;
+	local $/;
+	my $sel = IO::Select->new($s);
+	my $r = $sel->can_read(60) ? <$s> // '' : '';
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
+}
+
+# 1. the queue kept busy by unknown users (each verified against the bcrypt template: one runs,
+# one waits), meanwhile wrong guesses of the {SSHA} account "cheap"
+
+my @busy = map { start(request('/busy', "nobody$_", 'x', "127.0.1.$_")) } 1 .. 2;
+select undef, undef, undef, 0.2;
+my @guesses = map { finish(start(request('/busy', 'cheap', "guess-$_", '127.0.2.1'))) } 1 .. 6;
+finish($_) for @busy;
+ok(scalar(grep { $_ eq $TEMP } @guesses) >= 1, 'queue busy: a guess found no place for its padding')
+	or diag("@guesses");
+
+my $right = finish(start(request('/busy', 'cheap', 'cheap-password', '127.0.2.1')));
+isnt($right, 'OK', 'queue busy: 6 wrong guesses counted (user=3/m), the right password refused');
+my $log = $t->read_file('error.log');
+ok(scalar(() = $log =~ /user="cheap" .*result=(?:overloaded|invalid)/g) <= 3,
+	'queue busy: no more than 3 guesses checked') or diag($log);
+
+# 2. app passwords ({SHA}, tried first) of a bcrypt account while the queue is busy
+
+@busy = map { start(request('/apps', "nobody$_", 'x', "127.0.3.$_")) } 1 .. 2;
+select undef, undef, undef, 0.2;
+@guesses = map { finish(start(request('/apps', 'apps', "guess-$_", '127.0.4.1'))) } 1 .. 6;
+finish($_) for @busy;
+ok(scalar(grep { $_ eq $TEMP } @guesses) >= 1, 'app passwords, queue busy: a guess found no place')
+	or diag("@guesses");
+$right = finish(start(request('/apps', 'apps', 'app-password', '127.0.4.1')));
+isnt($right, 'OK', 'app passwords, queue busy: 6 wrong guesses counted, the right app password refused');
+
+# 3. user= only: guesses from the address the owner logged in from
+
+is(finish(start(request('/user-only', 'cheap', 'cheap-password', '127.0.5.1'))), 'OK', 'user only: owner logged in');
+finish(start(request('/user-only', 'cheap', "guess-$_", '127.0.5.1'))) for 1 .. 10;
+$log = $t->read_file('error.log');
+my $checked = () = $log =~ /user="cheap" client=127\.0\.5\.1 .*result=invalid/g;
+is($checked, 3, 'user only: 10 guesses from the owner\'s address, 3 checked');
+isnt(finish(start(request('/user-only', 'cheap', 'cheap-password', '127.0.5.1'))), 'OK',
+	'user only: the account is banned for that address too');
+
+###############################################################################
