@@ -3,6 +3,9 @@
 # Tests for ngx-mail-auth: what an operator touches, through the real nginx with two workers:
 #   a) mail_auth_limit_bans refuses lifts a web browser sends (Origin / Sec-Fetch-Site): a page
 #      in an administrator's browser could otherwise lift any ban with a cross-site POST
+#   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
+#      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
+#      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
 
 ###############################################################################
 
@@ -65,7 +68,7 @@ http {
 
 EOF
 
-$t->run()->plan(9);
+$t->run()->plan(12);
 
 ###############################################################################
 
@@ -126,6 +129,21 @@ is($code, 200, 'browser: the listing still answers (a cross-origin page cannot r
 ($code, $body) = curl('POST', url('/bans?client=192.0.2.7'));
 is("$code $body", '200 {"lifted":1}', 'browser: the same POST from curl lifts the ban');
 ok(!banned('192.0.2.7'), 'browser: ... lifted');
+
+# b) nginx -t: networks with address bits below their prefix
+
+my ($rc, $out) = nginx_t_with($t, qr/mail_auth_fail_wait 0;/,
+	'mail_auth_fail_wait 0; mail_auth_limit_exempt 127.0.0.9/8 192.0.2.10; '
+	. 'mail_auth_real_ip_from 10.1.2.3/1 2001:db8::1/32;');
+ok($rc == 0 && $out =~ /\[warn\].*low address bits of 127\.0\.0\.9\/8 are meaningless in "mail_auth_limit_exempt": it covers all of 127\.0\.0\.0\/8/,
+	'nginx -t: mail_auth_limit_exempt 127.0.0.9/8 warned about') or diag($out);
+ok($out =~ /\[warn\].*low address bits of 10\.1\.2\.3\/1 are meaningless in "mail_auth_real_ip_from": it covers all of 0\.0\.0\.0\/1/
+	&& $out =~ /low address bits of 2001:db8::1\/32 are meaningless/,
+	'nginx -t: mail_auth_real_ip_from 10.1.2.3/1 and 2001:db8::1/32 warned about') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/mail_auth_fail_wait 0;/,
+	'mail_auth_fail_wait 0; mail_auth_limit_exempt 127.0.0.0/8 192.0.2.10; '
+	. 'mail_auth_real_ip_from 10.0.0.0/8 2001:db8::/32 unix:;');
+ok($rc == 0 && $out !~ /low address bits/, 'nginx -t: networks written as such are not') or diag($out);
 
 ###############################################################################
 
