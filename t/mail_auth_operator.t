@@ -6,6 +6,11 @@
 #   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
 #      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
 #      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
+#   c) a Basic-bridge location (mail_auth_basic_header on + auth_basic) keeps the promises of
+#      mail_auth_limit and of the transport policy: auth_basic checks the password in the access
+#      phase, before the module's content handler, so its refusals were never counted (no ban,
+#      ever) and a cleartext login without TLS (or one on an auth=off listener) was told a wrong
+#      password from a right one
 
 ###############################################################################
 
@@ -64,11 +69,28 @@ http {
             mail_auth_limit_bans;
         }
     }
+
+    server {
+        listen       127.0.0.1:8081 reuseport;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_basic "mail";
+            auth_basic_user_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_limit zone=bridge:1m ip=2/m ban=120s;
+            mail_auth_require_tls imap;
+            mail_auth_listener mx auth=off;
+            mail_auth_fail_wait 0;
+        }
+    }
 }
 
 EOF
 
-$t->run()->plan(12);
+$t->run()->plan(22);
 
 ###############################################################################
 
@@ -144,6 +166,50 @@ ok($out =~ /\[warn\].*low address bits of 10\.1\.2\.3\/1 are meaningless in "mai
 	'mail_auth_fail_wait 0; mail_auth_limit_exempt 127.0.0.0/8 192.0.2.10; '
 	. 'mail_auth_real_ip_from 10.0.0.0/8 2001:db8::/32 unix:;');
 ok($rc == 0 && $out !~ /low address bits/, 'nginx -t: networks written as such are not') or diag($out);
+
+# c) the Basic bridge: the limiter and the transport policy before auth_basic
+
+# An auth_http request to the bridge location: its Auth-Status (and the rest, for diag).
+sub bridge {
+	my ($ip, $pass, %h) = @_;
+	%h = ('Auth-Method' => 'plain', 'Auth-Protocol' => 'imap', 'Auth-User' => 'alice',
+		'Auth-Pass' => $pass, 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip, %h);
+	my $req = "GET /auth HTTP/1.0\r\nHost: localhost\r\n";
+	$req .= "$_: $h{$_}\r\n" for sort keys %h;
+	my $s = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port(8081))
+		or return "cannot connect: $!";
+	my $r = http("$req\r\n", socket => $s) // '';
+	return $1 if $r =~ /^Auth-Status: (.*?)\r?$/m;
+	return "no Auth-Status in: $r";
+}
+
+# auth_basic's refusals so far (it logs each wrong password)
+sub mismatches {
+	return scalar grep { /user "alice": password mismatch/ } split /\n/, $t->read_file('error.log');
+}
+
+my @tls = ('Auth-SSL' => 'on');
+my $before = mismatches();
+like(bridge('192.0.2.20', "bridge-guess-$_", @tls), qr/AUTHENTICATIONFAILED/, "bridge: wrong password $_")
+	for 1 .. 2;
+is(mismatches() - $before, 2, 'bridge: auth_basic checked those two');
+like(bridge('192.0.2.20', 'bridge-guess-3', @tls), qr/AUTHENTICATIONFAILED/, 'bridge: a third is refused');
+like(bridge('192.0.2.20', 'alice-pw', @tls), qr/AUTHENTICATIONFAILED/,
+	'bridge: then the right password is refused too (ip=2/m: banned)');
+is(mismatches() - $before, 2, 'bridge: ... without auth_basic checking any more passwords');
+like($t->read_file('error.log'), qr/client=192\.0\.2\.20 .*result=rate-limited/, 'bridge: logged as rate-limited');
+like(bridge('192.0.2.21', 'alice-pw', @tls), qr/^OK$/, 'bridge: another client logs in');
+
+# without TLS (mail_auth_require_tls imap), and on the auth=off listener: a right and a wrong
+# password get the same answer, and no password is checked
+$before = mismatches();
+my $wrong = bridge('192.0.2.22', 'cleartext-guess');
+is($wrong, bridge('192.0.2.22', 'alice-pw'), 'bridge: without TLS, a wrong and a right password get one answer');
+like($wrong, qr/PRIVACYREQUIRED/, 'bridge: ... the TLS refusal');
+is(bridge('192.0.2.23', 'mx-guess', @tls, 'X-Mail-Auth-Listener' => 'mx'),
+	bridge('192.0.2.23', 'alice-pw', @tls, 'X-Mail-Auth-Listener' => 'mx'),
+	'bridge: on an auth=off listener, a wrong and a right password get one answer');
+is(mismatches() - $before, 0, 'bridge: none of them was checked by auth_basic');
 
 ###############################################################################
 
