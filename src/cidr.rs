@@ -112,6 +112,21 @@ impl Cidr {
         Cidr::new(addr, prefix).map_err(|e| CidrError(format!("\"{t}\": {e}")))
     }
 
+    /// Whether `s` (a valid network) has address bits set below its prefix (`10.1.2.3/8`):
+    /// accepted and cleared by [`Cidr::parse`], but seldom what was meant (`192.0.2.10/2` for
+    /// `/32` is a quarter of IPv4). nginx warns for its own lists (`allow`,
+    /// `set_real_ip_from`): "low address bits of ... are meaningless".
+    pub fn has_host_bits(s: &str) -> bool {
+        let Ok(net) = Cidr::parse(s) else { return false };
+        let t = s.trim();
+        let a = t.split_once('/').map_or(t, |(a, _)| a);
+        let a = a.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(a);
+        let Ok(addr) = a.parse::<IpAddr>() else { return false };
+        // a mapped IPv6 rule of /96 or longer became an IPv4 one: compare it as IPv4
+        let addr = if net.addr.is_ipv4() { canonical_ip(addr) } else { addr };
+        addr != net.addr
+    }
+
     /// Parses a list separated by commas and/or whitespace. Empty input gives an empty list.
     pub fn parse_list(s: &str) -> Result<Vec<Cidr>, CidrError> {
         s.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()).map(Cidr::parse).collect()
@@ -175,6 +190,28 @@ mod tests {
         assert_eq!(c("::ffff:10.0.0.0/104").to_string(), "10.0.0.0/8", "mapped rule is IPv4");
         assert_eq!(c("::ffff:192.0.2.1").to_string(), "192.0.2.1/32");
         assert_eq!("127.0.0.1".parse::<Cidr>().unwrap(), c("127.0.0.1/32"));
+    }
+
+    #[test]
+    fn host_bits_are_noticed() {
+        for (s, set) in [
+            ("10.1.2.3/8", true),
+            ("192.0.2.10/2", true),
+            ("10.0.0.0/8", false),
+            ("192.0.2.7", false),
+            ("192.0.2.7/32", false),
+            ("0.0.0.0/0", false),
+            ("2001:db8::1/32", true),
+            ("[2001:db8::]/32", false),
+            ("::1", false),
+            ("::ffff:10.0.0.0/104", false),
+            ("::ffff:10.0.0.1/104", true),
+            ("::ffff:0:0/96", false),
+            ("::ffff:0:0/64", true),
+            ("bogus", false),
+        ] {
+            assert_eq!(Cidr::has_host_bits(s), set, "{s}");
+        }
     }
 
     #[test]

@@ -395,6 +395,21 @@ pub fn parse_lift_query(q: &[u8]) -> Result<LiftTarget, String> {
     found.ok_or_else(|| usage.into())
 }
 
+/// Why a lift request looks sent by a web browser on behalf of a page (`None`: it does not).
+/// Browsers send `Origin` with every cross-origin `POST`/`DELETE` (and `Sec-Fetch-Site`), and a
+/// page on any site may make an administrator's browser `POST` to a loopback or internal
+/// address without asking first (a "simple" request): the answer stays unreadable to it, the
+/// lift happens. `curl`, scripts and monitoring send neither header.
+pub fn lift_from_browser<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Option<String> {
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"origin") || name.eq_ignore_ascii_case(b"sec-fetch-site") {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            return Some(format!("{name}: {}", crate::protocol::printable(value, 128)));
+        }
+    }
+    None
+}
+
 /// The ban listing as JSON: `{"bans":[{"client"|"user":…, "protocol":…, "failures":N,
 /// "seconds_left":S, "key":"HEX"}, …], "complete":true}` (`complete` false when `max` cut it).
 pub fn bans_json(bans: &[BanInfo], complete: bool) -> String {
@@ -1876,6 +1891,18 @@ mod tests {
         l.learn_ip_ban(b.unwrap(), 5, 1, 302);
         assert!(refused(&l, b, "dora", 350).is_some());
         assert!(refused(&l, b, "dora", 360).is_none());
+    }
+
+    #[test]
+    fn lifts_from_browsers_are_told_apart() {
+        let h = |v: &[(&'static str, &'static str)]| {
+            lift_from_browser(v.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect::<Vec<_>>())
+        };
+        assert_eq!(h(&[("Host", "127.0.0.1"), ("User-Agent", "curl/7.88.1"), ("Accept", "*/*")]), None);
+        assert_eq!(h(&[]), None);
+        assert_eq!(h(&[("Origin", "http://evil.example")]).as_deref(), Some("origin: http://evil.example"));
+        assert_eq!(h(&[("ORIGIN", "null")]).as_deref(), Some("origin: null"));
+        assert_eq!(h(&[("Sec-Fetch-Site", "cross-site")]).as_deref(), Some("sec-fetch-site: cross-site"));
     }
 
     #[test]

@@ -339,21 +339,8 @@ impl Engine {
                 return Start::Done(self.conclude(fields, o, ctx, trace));
             }
         };
-        match view.real_client(&self.cfg.trusted_proxies) {
-            RealClient::Direct => {}
-            RealClient::Proxied { client } => {
-                trace.step(|| {
-                    let proxy = req.client_ip.map_or_else(|| "unix:".to_string(), |ip| ip.to_string());
-                    format!("client {client} named by trusted proxy {proxy} (Proxy-Protocol-Addr)")
-                });
-                req.client_ip = Some(client);
-            }
-            RealClient::Malformed(why) => {
-                // the balancer is trusted to name the client and named none: nobody to count
-                // or to match network rules against (never the balancer's own address)
-                let o = outcome::temp_fail(&self.cfg, &req, AuthResult::ProxyError, why);
-                return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
-            }
+        if let Err(o) = self.real_client(view, &mut req, &mut trace) {
+            return Start::Done(self.conclude_req(&req, *o, Tickets::default(), ctx, trace));
         }
         // The transport policy (auth_http only: a JSON request names no listener, and Dovecot
         // has its own): before the limiter, the store and any password check.
@@ -362,6 +349,54 @@ impl Engine {
             return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
         }
         self.start_request(req, ctx, trace)
+    }
+
+    /// The client of an auth_http request: `Client-IP`, or the `Proxy-Protocol-Addr` of a
+    /// trusted balancer; a balancer that named no usable client is a temporary failure.
+    fn real_client(&self, view: &HeaderView<'_>, req: &mut AuthRequest, trace: &mut Trace) -> Result<(), Box<Outcome>> {
+        match view.real_client(&self.cfg.trusted_proxies) {
+            RealClient::Direct => Ok(()),
+            RealClient::Proxied { client } => {
+                trace.step(|| {
+                    let proxy = req.client_ip.map_or_else(|| "unix:".to_string(), |ip| ip.to_string());
+                    format!("client {client} named by trusted proxy {proxy} (Proxy-Protocol-Addr)")
+                });
+                req.client_ip = Some(client);
+                Ok(())
+            }
+            // the balancer is trusted to name the client and named none: nobody to count or
+            // to match network rules against (never the balancer's own address)
+            RealClient::Malformed(why) => {
+                Err(Box::new(outcome::temp_fail(&self.cfg, req, AuthResult::ProxyError, why)))
+            }
+        }
+    }
+
+    /// What a Basic-bridge location (`mail_auth_basic_header on`) decides before its access
+    /// phase, where auth_basic / auth_request check the password: the refusals that must not
+    /// depend on the password, as in any `mail_auth` location (the transport policy, a trusted
+    /// balancer naming no usable client, a live ban of `mail_auth_limit`). Without this the
+    /// password was checked first: a banned client still had its guesses checked, and a
+    /// cleartext login was told a wrong password ("Invalid login") from a right one (the TLS
+    /// refusal). `None`: the access phase goes on (a request that does not parse, or SMTP
+    /// without AUTH, is left to the content handler, as before).
+    pub fn bridge_precheck(&self, view: &HeaderView<'_>, ctx: Ctx) -> Option<Decision> {
+        let mut trace = Trace::new(ctx);
+        let mut req = view.request().ok()?;
+        if req.method == Method::None {
+            return None;
+        }
+        if let Err(o) = self.real_client(view, &mut req, &mut trace) {
+            return Some(self.conclude_req(&req, *o, Tickets::default(), ctx, trace));
+        }
+        if let Some(o) = transport::check(&self.cfg, &req) {
+            trace.step(|| format!("transport policy: {}", o.reason));
+            return Some(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
+        }
+        let refusal = self.limiter_for(&req)?.banned(self.limited_ip(&req), &req.user, unix_now())?;
+        trace.step(|| format!("limiter: {}", refusal.reason));
+        let o = self.limited(&req, refusal);
+        Some(self.conclude_req(&req, o, Tickets::default(), ctx, trace))
     }
 
     /// What the log says of a request that could not be parsed: the client a trusted balancer
@@ -588,7 +623,15 @@ impl Engine {
     /// An access-phase refusal in a Basic-bridge location (auth_basic / auth_request answered
     /// 401/403, or a 5xx): the auth_http answer for it. `None` when the request is not an
     /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
+    ///
+    /// A 401/403 is a wrong password for `mail_auth_limit` too (counted, and it may start a
+    /// ban), as the store's verdict is in other locations.
     pub fn bridge_refusal(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
+        if status < 500 {
+            if let Some(d) = self.bridge_failure(view, status, ctx) {
+                return Some(d);
+            }
+        }
         let mut fields = self.log_fields(view);
         let protocol = fields.protocol?;
         fields.method = fields.method.or(Some(Method::Plain));
@@ -600,6 +643,23 @@ impl Engine {
             outcome::failed_unparsed(&self.cfg, Some(protocol), &user, AuthResult::Invalid, reason)
         };
         Some(self.conclude(fields, o, ctx, Trace::new(ctx)))
+    }
+
+    /// An access-phase refusal of a parsed request, counted by the limiter like a wrong
+    /// password (`None`: the request does not parse, or names no usable client).
+    fn bridge_failure(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
+        let mut trace = Trace::new(ctx);
+        let mut req = view.request().ok()?;
+        if req.method == Method::None || self.real_client(view, &mut req, &mut trace).is_err() {
+            return None;
+        }
+        let tickets = match self.admit(&req, &mut trace) {
+            Ok(t) => Tickets { local: t.into_iter().collect(), fleet: Vec::new() },
+            Err(o) => return Some(self.conclude_req(&req, *o, Tickets::default(), ctx, trace)),
+        };
+        let reason = format!("access phase answered HTTP {status}");
+        let o = outcome::fail(&self.cfg, &req, None, AuthResult::Invalid, reason);
+        Some(self.conclude_req(&req, o, tickets, ctx, trace))
     }
 
     fn admit(&self, req: &AuthRequest, trace: &mut Trace) -> Result<Option<Ticket>, Box<Outcome>> {

@@ -666,6 +666,41 @@ fn refusal_from_http_status() {
     assert!(e.bridge_refusal(&HeaderView::new(other.iter().copied()), 401, ctx()).is_none());
 }
 
+/// A Basic-bridge location: its access phase's 401/403 count as wrong passwords, and a ban or
+/// the transport policy is decided before the access phase (no password check).
+#[test]
+fn bridge_counts_refusals_and_checks_before_the_access_phase() {
+    let mut e = engine(store());
+    e.store = None;
+    e.limit = Some(LimitConfig { ip: Some(crate::limiter::Rate { count: 2, window: 60 }), ..LimitConfig::default() });
+    e.cfg.transport.require_tls = vec![Protocol::Imap];
+    let h = |pass: &'static [u8], tls: bool| -> Vec<(&'static [u8], &'static [u8])> {
+        let mut h: Vec<(&[u8], &[u8])> = vec![
+            (b"Auth-Method", b"plain"),
+            (b"Auth-Protocol", b"imap"),
+            (b"Auth-User", b"alice"),
+            (b"Auth-Pass", pass),
+            (b"Client-IP", b"192.0.2.30"),
+        ];
+        if tls {
+            h.push((b"Auth-SSL", b"on"));
+        }
+        h
+    };
+    let pre = |v: &[(&[u8], &[u8])]| e.bridge_precheck(&HeaderView::new(v.iter().copied()), ctx()).map(|d| d.result);
+    assert_eq!(pre(&h(b"right", true)), None, "nothing to decide yet: the access phase goes on");
+    assert_eq!(pre(&h(b"right", false)), Some(AuthResult::TlsRequired));
+    for pass in [&b"wrong-1"[..], b"wrong-2"] {
+        let v = h(pass, true);
+        let d = e.bridge_refusal(&HeaderView::new(v.iter().copied()), 401, ctx()).unwrap();
+        assert_eq!(d.result, AuthResult::Invalid);
+    }
+    assert_eq!(pre(&h(b"right", true)), Some(AuthResult::RateLimited), "the two 401s banned the client");
+    // a request that does not parse, and SMTP without AUTH, are left to the content handler
+    assert_eq!(pre(&[(b"Host", b"x")]), None);
+    assert_eq!(pre(&[(b"Auth-Method", b"none"), (b"Auth-Protocol", b"smtp"), (b"Client-IP", b"192.0.2.30")]), None);
+}
+
 /// The whole chain on real hashes: nginx-escaped headers -> parse_request -> passwd file
 /// fixtures (made by htpasswd / doveadm, see testdata/passwd/README.md) -> scheme -> answer.
 #[test]

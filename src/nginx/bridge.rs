@@ -10,11 +10,11 @@ use std::ffi::CStr;
 use ngx::ffi::{
     ngx_array_push, ngx_array_t, ngx_conf_t, ngx_http_complex_value_t, ngx_http_handler_pt,
     ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_request_t,
-    ngx_http_variable_t, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_DECLINED, NGX_ERROR,
-    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MODULE, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
+    ngx_http_variable_t, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_DECLINED, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MODULE, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
     NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
-use ngx::http::{HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleConfExt, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
 use super::{guard, util, Module};
@@ -183,6 +183,21 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         };
         if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
             return NGX_DECLINED as ngx_int_t;
+        }
+        // what does not depend on the password is decided before auth_basic/auth_request
+        // check it: the transport policy and the limiter's bans (the content handler answers
+        // anything else, a method other than GET/HEAD included)
+        if let (Some(engine), Method::GET | Method::HEAD) = (lc.engine.as_ref(), req.method()) {
+            let view = HeaderView::new(util::headers_in(req));
+            if let Some(d) = engine.bridge_precheck(&view, util::log_ctx(req.log())) {
+                let rc = req.discard_request_body();
+                let rc = if rc == ngx::core::Status::NGX_OK { super::handler::send(r, &d) } else { rc.0 };
+                // as the content phase does with its handler's status: the request is over
+                // SAFETY: `r` is the live request this phase handler was given; after
+                // finalizing it, the phase returns NGX_DONE and nginx touches it no more.
+                unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+                return NGX_DONE as ngx_int_t;
+            }
         }
         let value = match basic_value(req) {
             Ok(v) => Some(v),

@@ -636,7 +636,23 @@ fn set_relay_domains(a: &Args, domains: &mut Option<Vec<String>>) -> Result<(), 
     })
 }
 
+/// nginx's warning for a network written with address bits below its prefix (`allow`,
+/// `set_real_ip_from`, `geo` give it too): the rule covers the whole network, which for a typo
+/// (`10.0.0.5/3` for `/32`) is far more than the operator listed.
+fn warn_host_bits(a: &Args) {
+    for v in a.v.iter().filter(|v| Cidr::has_host_bits(v)) {
+        let net = Cidr::parse(v).map(|c| c.to_string()).unwrap_or_default();
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            a.cf,
+            "low address bits of {v} are meaningless in \"{}\": it covers all of {net}",
+            a.name
+        );
+    }
+}
+
 fn set_real_ip_from(a: &Args, trusted: &mut Option<TrustedProxies>) -> Result<(), String> {
+    warn_host_bits(a);
     // like set_real_ip_from: each occurrence adds to the list of this level
     trusted
         .get_or_insert_with(TrustedProxies::default)
@@ -834,6 +850,7 @@ fn redis_backend(_conf: crate::fleet::ServerConf) -> Result<Arc<dyn crate::fleet
 
 fn set_limit_exempt(a: &Args, nets: &mut Option<Vec<Cidr>>) -> Result<(), String> {
     a.once(nets, || {
+        warn_host_bits(a);
         a.v.iter()
             .map(|n| Cidr::parse(n).map_err(|e| format!("\"mail_auth_limit_exempt\": invalid network \"{n}\": {e}")))
             .collect()

@@ -42,6 +42,22 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(l) = lc.directives.limit.as_ref().and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    if lift {
+        if let Some(why) = limiter::lift_from_browser(super::util::headers_in(req)) {
+            // a page in an administrator's browser (allowed by allow/deny like the
+            // administrator) must not lift bans for whoever sent it there
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_WARN,
+                req.log(),
+                "mail_auth_limit_bans: refused a lift sent by a web browser ({why}); nothing lifted"
+            );
+            let body = format!(
+                "{}\n",
+                serde_json::json!({ "error": "lifts are not taken from web browsers (an Origin or Sec-Fetch-Site header)" })
+            );
+            return send(r, req, HTTPStatus::FORBIDDEN, JSON_TYPE, &body);
+        }
+    }
     let now = crate::engine::unix_now();
     let (status, body) = if lift {
         // SAFETY: `r` is the live request; args is an ngx_str_t into its header buffer.

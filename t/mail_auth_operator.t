@@ -1,0 +1,215 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: what an operator touches, through the real nginx with two workers:
+#   a) mail_auth_limit_bans refuses lifts a web browser sends (Origin / Sec-Fetch-Site): a page
+#      in an administrator's browser could otherwise lift any ban with a cross-site POST
+#   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
+#      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
+#      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
+#   c) a Basic-bridge location (mail_auth_basic_header on + auth_basic) keeps the promises of
+#      mail_auth_limit and of the transport policy: auth_basic checks the password in the access
+#      phase, before the module's content handler, so its refusals were never counted (no ban,
+#      ever) and a cleartext login without TLS (or one on an auth=off listener) was told a wrong
+#      password from a right one
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use JSON::PP qw/ decode_json /;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/);
+workers_can_read($t);
+plan(skip_all => 'curl not installed') unless have_tool('curl');
+
+my $d = $t->testdir();
+$t->write_file('users', "alice:{PLAIN}alice-pw\n");
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+worker_processes 2;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    mail_auth_limit zone=ops:1m ip=2/m ban=120s;
+
+    server {
+        listen       127.0.0.1:8080 reuseport;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 0;
+        }
+
+        location = /bans {
+            allow 127.0.0.1;
+            deny all;
+            mail_auth_limit_bans;
+        }
+    }
+
+    server {
+        listen       127.0.0.1:8081 reuseport;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_basic "mail";
+            auth_basic_user_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_limit zone=bridge:1m ip=2/m ban=120s;
+            mail_auth_require_tls imap;
+            mail_auth_listener mx auth=off;
+            mail_auth_fail_wait 0;
+        }
+    }
+}
+
+EOF
+
+$t->run()->plan(22);
+
+###############################################################################
+
+# A wrong password for alice from client $ip (each a new one: a repeated one counts once).
+my $n = 0;
+sub fail_from {
+	my ($ip) = @_;
+	$n++;
+	return auth_http('/auth', 'Auth-Method' => 'plain', 'Auth-Protocol' => 'imap',
+		'Auth-User' => 'alice', 'Auth-Pass' => "wrong-$n", 'Auth-Login-Attempt' => 1,
+		'Client-IP' => $ip);
+}
+
+# curl through the real nginx: (HTTP status, body).
+sub curl {
+	my ($method, $url, @more) = @_;
+	my ($rc, $out) = run_tool('curl', '-s', '-X', $method, '-w', '\n%{http_code}', @more, $url);
+	my @l = split /\n/, $out;
+	my $code = pop @l // '';
+	my $body = join("\n", @l);
+	$body =~ s/\s+\z//;
+	return ($code, $body);
+}
+
+sub url { return 'http://127.0.0.1:' . port(8080) . $_[0]; }
+
+sub banned {
+	my ($client) = @_;
+	my (undef, $body) = curl('GET', url('/bans'));
+	my $j = eval { decode_json($body) } // {};
+	return scalar grep { ($_->{client} // '') eq $client } @{$j->{bans} // []};
+}
+
+###############################################################################
+
+# a) lifts from a browser
+
+fail_from('192.0.2.7') for 1 .. 3;
+ok(banned('192.0.2.7'), 'browser: 192.0.2.7 is banned');
+
+# what a page on another site makes the administrator's browser send (a form's POST: no
+# preflight, the answer is not readable by the page but the lift would happen)
+my ($code, $body) = curl('POST', url('/bans?client=192.0.2.7'),
+	'-H', 'Origin: http://evil.example', '-H', 'Content-Type: application/x-www-form-urlencoded',
+	'-d', 'x=1');
+is($code, 403, 'browser: a cross-site POST is refused') or diag($body);
+ok(banned('192.0.2.7'), 'browser: ... and lifted nothing');
+($code) = curl('DELETE', url('/bans?client=192.0.2.7'), '-H', 'Sec-Fetch-Site: same-site');
+is($code, 403, 'browser: a DELETE with Sec-Fetch-Site is refused');
+ok(banned('192.0.2.7'), 'browser: ... and lifted nothing');
+like($t->read_file('error.log'),
+	qr/\[warn\].*mail_auth_limit_bans: refused a lift sent by a web browser \(origin: http:\/\/evil\.example\)/,
+	'browser: the refusal is logged');
+($code, $body) = curl('GET', url('/bans'), '-H', 'Origin: http://evil.example');
+is($code, 200, 'browser: the listing still answers (a cross-origin page cannot read it)');
+
+# curl, scripts: as before
+($code, $body) = curl('POST', url('/bans?client=192.0.2.7'));
+is("$code $body", '200 {"lifted":1}', 'browser: the same POST from curl lifts the ban');
+ok(!banned('192.0.2.7'), 'browser: ... lifted');
+
+# b) nginx -t: networks with address bits below their prefix
+
+my ($rc, $out) = nginx_t_with($t, qr/mail_auth_fail_wait 0;/,
+	'mail_auth_fail_wait 0; mail_auth_limit_exempt 127.0.0.9/8 192.0.2.10; '
+	. 'mail_auth_real_ip_from 10.1.2.3/1 2001:db8::1/32;');
+ok($rc == 0 && $out =~ /\[warn\].*low address bits of 127\.0\.0\.9\/8 are meaningless in "mail_auth_limit_exempt": it covers all of 127\.0\.0\.0\/8/,
+	'nginx -t: mail_auth_limit_exempt 127.0.0.9/8 warned about') or diag($out);
+ok($out =~ /\[warn\].*low address bits of 10\.1\.2\.3\/1 are meaningless in "mail_auth_real_ip_from": it covers all of 0\.0\.0\.0\/1/
+	&& $out =~ /low address bits of 2001:db8::1\/32 are meaningless/,
+	'nginx -t: mail_auth_real_ip_from 10.1.2.3/1 and 2001:db8::1/32 warned about') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/mail_auth_fail_wait 0;/,
+	'mail_auth_fail_wait 0; mail_auth_limit_exempt 127.0.0.0/8 192.0.2.10; '
+	. 'mail_auth_real_ip_from 10.0.0.0/8 2001:db8::/32 unix:;');
+ok($rc == 0 && $out !~ /low address bits/, 'nginx -t: networks written as such are not') or diag($out);
+
+# c) the Basic bridge: the limiter and the transport policy before auth_basic
+
+# An auth_http request to the bridge location: its Auth-Status (and the rest, for diag).
+sub bridge {
+	my ($ip, $pass, %h) = @_;
+	%h = ('Auth-Method' => 'plain', 'Auth-Protocol' => 'imap', 'Auth-User' => 'alice',
+		'Auth-Pass' => $pass, 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip, %h);
+	my $req = "GET /auth HTTP/1.0\r\nHost: localhost\r\n";
+	$req .= "$_: $h{$_}\r\n" for sort keys %h;
+	my $s = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port(8081))
+		or return "cannot connect: $!";
+	my $r = http("$req\r\n", socket => $s) // '';
+	return $1 if $r =~ /^Auth-Status: (.*?)\r?$/m;
+	return "no Auth-Status in: $r";
+}
+
+# auth_basic's refusals so far (it logs each wrong password)
+sub mismatches {
+	return scalar grep { /user "alice": password mismatch/ } split /\n/, $t->read_file('error.log');
+}
+
+my @tls = ('Auth-SSL' => 'on');
+my $before = mismatches();
+like(bridge('192.0.2.20', "bridge-guess-$_", @tls), qr/AUTHENTICATIONFAILED/, "bridge: wrong password $_")
+	for 1 .. 2;
+is(mismatches() - $before, 2, 'bridge: auth_basic checked those two');
+like(bridge('192.0.2.20', 'bridge-guess-3', @tls), qr/AUTHENTICATIONFAILED/, 'bridge: a third is refused');
+like(bridge('192.0.2.20', 'alice-pw', @tls), qr/AUTHENTICATIONFAILED/,
+	'bridge: then the right password is refused too (ip=2/m: banned)');
+is(mismatches() - $before, 2, 'bridge: ... without auth_basic checking any more passwords');
+like($t->read_file('error.log'), qr/client=192\.0\.2\.20 .*result=rate-limited/, 'bridge: logged as rate-limited');
+like(bridge('192.0.2.21', 'alice-pw', @tls), qr/^OK$/, 'bridge: another client logs in');
+
+# without TLS (mail_auth_require_tls imap), and on the auth=off listener: a right and a wrong
+# password get the same answer, and no password is checked
+$before = mismatches();
+my $wrong = bridge('192.0.2.22', 'cleartext-guess');
+is($wrong, bridge('192.0.2.22', 'alice-pw'), 'bridge: without TLS, a wrong and a right password get one answer');
+like($wrong, qr/PRIVACYREQUIRED/, 'bridge: ... the TLS refusal');
+is(bridge('192.0.2.23', 'mx-guess', @tls, 'X-Mail-Auth-Listener' => 'mx'),
+	bridge('192.0.2.23', 'alice-pw', @tls, 'X-Mail-Auth-Listener' => 'mx'),
+	'bridge: on an auth=off listener, a wrong and a right password get one answer');
+is(mismatches() - $before, 0, 'bridge: none of them was checked by auth_basic');
+
+###############################################################################
+
