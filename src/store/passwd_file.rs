@@ -445,9 +445,15 @@ impl Drop for PasswdFile {
 }
 
 fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
-    let (mut f, meta) = watch::open_regular(path)?;
+    const TOO_BIG: u64 = 1 << 32;
+    let (f, meta) = watch::open_regular(path)?;
+    // refused before it is read (its size, and what it grew to meanwhile): a path set to a
+    // huge file must not fill each worker's memory first
+    if meta.len() >= TOO_BIG {
+        return Err("too big (4 GiB at most)".to_string());
+    }
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    f.read_to_end(&mut data).map_err(|e| format!("cannot read: {e}"))?;
+    f.take(TOO_BIG).read_to_end(&mut data).map_err(|e| format!("cannot read: {e}"))?;
     if u32::try_from(data.len()).is_err() {
         return Err("too big (4 GiB at most)".to_string());
     }
@@ -880,6 +886,18 @@ mod tests {
     use std::io::Write;
     use std::process::Command;
     use std::time::Instant;
+
+    #[test]
+    fn a_file_over_4_gib_is_refused_before_it_is_read() {
+        let d = TempDir::new("pwbig");
+        let path = d.join("users");
+        // sparse: no disk taken; reading it would fill 4 GiB of the worker's memory with zeros
+        fs::File::create(&path).unwrap().set_len(u64::from(u32::MAX) + 1).unwrap();
+        let t = Instant::now();
+        let e = load(&path, Kind::Accounts).err().expect("refused");
+        assert!(e.contains("too big"), "{e}");
+        assert!(t.elapsed().as_secs() < 1, "refused at once, not after reading: {:?}", t.elapsed());
+    }
 
     #[test]
     fn colon_fields_is_splitn() {
