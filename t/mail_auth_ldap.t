@@ -28,20 +28,16 @@ use Test::Nginx::IMAP;
 use MailAuthBackend;
 use MailAuthTest;
 use MailAuthTLS;
+use MailAuthLdap;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my ($slapd) = grep { -x $_ } qw{ /usr/sbin/slapd /usr/local/libexec/slapd };
-plan(skip_all => 'slapd not installed (slapd package)') unless $slapd;
-plan(skip_all => 'slapadd/slappasswd not installed') unless have_tool('slapadd') && have_tool('slappasswd');
+ldap_skip_unless_installed();
 plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 plan(skip_all => 'openssl not installed') unless have_tool('openssl');
-my ($schemas) = grep { -f "$_/core.schema" } qw{ /etc/ldap/schema /etc/openldap/schema };
-plan(skip_all => 'OpenLDAP schema files not found') unless $schemas;
-my ($modules) = grep { -f "$_/back_mdb.so" || -f "$_/back_mdb.la" } qw{ /usr/lib/ldap /usr/lib/openldap /usr/lib64/openldap };
 
 my $t = Test::Nginx->new()->has(qw/mail imap pop3 http/);
 plan(skip_all => 'nginx without threads') unless `$Test::Nginx::NGINX -V 2>&1` =~ /--with-threads/;
@@ -71,16 +67,9 @@ objectclass ( 1.3.6.1.4.1.32473.2.1 NAME 'mailAuthAccount' SUP top AUXILIARY
 EOF
 
 mkdir "$d/ldap-db" or die;
-my $modload = $modules ? "modulepath $modules\nmoduleload back_mdb\n" : '';
-$t->write_file('slapd.conf', <<"EOF");
-include $schemas/core.schema
-include $schemas/cosine.schema
-include $schemas/inetorgperson.schema
-include $schemas/nis.schema
-include $schemas/misc.schema
-include $d/mailauth.schema
-pidfile $d/slapd.pid
-${modload}TLSCACertificateFile $d/ca.crt
+$t->write_file('slapd.conf', slapd_conf_head($d, qw/ core cosine inetorgperson nis misc /, "$d/mailauth.schema")
+	. <<"EOF");
+TLSCACertificateFile $d/ca.crt
 TLSCertificateFile $d/server.crt
 TLSCertificateKeyFile $d/server.key
 database mdb
@@ -172,35 +161,15 @@ EOF
 my ($rc, $out) = run_tool('slapadd', '-f', "$d/slapd.conf", '-l', "$d/tree.ldif");
 die "slapadd failed: $out\n" if $rc;
 
-# slapd's pid while it runs: it is stopped whatever happens, the test's exit code kept
+# slapd's pid while it runs (MailAuthLdap stops it whatever happens)
 my $slapd_pid;
-my $test_pid = $$;
-END {
-	local $?;
-	if ($slapd_pid && $$ == $test_pid) {
-		kill 'CONT', $slapd_pid;
-		kill 'TERM', $slapd_pid;
-	}
-}
 
 sub slapd_start {
-	my ($rc, $out) = run_tool($slapd, '-f', "$d/slapd.conf",
-		'-h', "ldap://127.0.0.1:$lport/ ldaps://127.0.0.1:$sport/");
-	die "slapd failed: $out\n" if $rc;
-	# (no $t here: a named sub holding it would keep it, and its checks, past the test's end)
-	wait_for(10, sub { -s "$d/slapd.pid" }) or die "slapd wrote no pid file\n";
-	open my $fh, '<', "$d/slapd.pid" or die "slapd.pid: $!\n";
-	($slapd_pid) = <$fh> =~ /(\d+)/;
-	close $fh;
-	wait_for(10, sub { IO::Socket::INET->new("127.0.0.1:$lport") }) or die "slapd not listening\n";
+	$slapd_pid = slapd_run($d, "ldap://127.0.0.1:$lport/ ldaps://127.0.0.1:$sport/", $lport);
 }
 
 sub slapd_stop {
-	return unless $slapd_pid;
-	kill 'CONT', $slapd_pid;
-	kill 'TERM', $slapd_pid;
-	wait_for(10, sub { !kill 0, $slapd_pid }) or kill 'KILL', $slapd_pid;
-	unlink "$d/slapd.pid";
+	slapd_kill($d, $slapd_pid);
 	undef $slapd_pid;
 }
 

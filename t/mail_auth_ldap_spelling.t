@@ -19,18 +19,14 @@ BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
 use Test::Nginx;
 use MailAuthTest;
+use MailAuthLdap;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my ($slapd) = grep { -x $_ } qw{ /usr/sbin/slapd /usr/local/libexec/slapd };
-plan(skip_all => 'slapd not installed (slapd package)') unless $slapd;
-plan(skip_all => 'slapadd/slappasswd not installed') unless have_tool('slapadd') && have_tool('slappasswd');
-my ($schemas) = grep { -f "$_/core.schema" } qw{ /etc/ldap/schema /etc/openldap/schema };
-plan(skip_all => 'OpenLDAP schema files not found') unless $schemas;
-my ($modules) = grep { -f "$_/back_mdb.so" || -f "$_/back_mdb.la" } qw{ /usr/lib/ldap /usr/lib/openldap /usr/lib64/openldap };
+ldap_skip_unless_installed();
 
 my $t = Test::Nginx->new()->has(qw/http/);
 plan(skip_all => 'nginx without threads') unless `$Test::Nginx::NGINX -V 2>&1` =~ /--with-threads/;
@@ -41,13 +37,8 @@ my $lport = port(8389);
 my $base = 'dc=example,dc=org';
 
 mkdir "$d/ldap-db" or die;
-my $modload = $modules ? "modulepath $modules\nmoduleload back_mdb\n" : '';
-$t->write_file('slapd.conf', <<"EOF");
-include $schemas/core.schema
-include $schemas/cosine.schema
-include $schemas/inetorgperson.schema
-pidfile $d/slapd.pid
-${modload}database mdb
+$t->write_file('slapd.conf', slapd_conf_head($d, qw/ core cosine inetorgperson /) . <<"EOF");
+database mdb
 suffix "$base"
 rootdn "cn=admin,$base"
 rootpw admin-pw
@@ -83,25 +74,7 @@ my $out;
 ($rc, $out) = run_tool('slapadd', '-f', "$d/slapd.conf", '-l', "$d/tree.ldif");
 die "slapadd failed: $out\n" if $rc;
 
-my $slapd_pid;
-my $test_pid = $$;
-END {
-	local $?;
-	if ($slapd_pid && $$ == $test_pid) {
-		kill 'CONT', $slapd_pid;
-		kill 'TERM', $slapd_pid;
-	}
-}
-
-($rc, $out) = run_tool($slapd, '-f', "$d/slapd.conf", '-h', "ldap://127.0.0.1:$lport/");
-die "slapd failed: $out\n" if $rc;
-wait_for(10, sub { -s "$d/slapd.pid" }) or die "slapd wrote no pid file\n";
-{
-	open my $fh, '<', "$d/slapd.pid" or die "slapd.pid: $!\n";
-	($slapd_pid) = <$fh> =~ /(\d+)/;
-	close $fh;
-}
-wait_for(10, sub { IO::Socket::INET->new("127.0.0.1:$lport") }) or die "slapd not listening\n";
+slapd_run($d, "ldap://127.0.0.1:$lport/", $lport);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
 
