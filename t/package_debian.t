@@ -6,7 +6,10 @@
 # login keeps its Auth-Wait when the installed package has Debian's backported fix
 # (1.22.1-9+deb12u5 and later, which scripts/package tells the build), else gets Auth-Wait 0;
 # "mail_auth_nginx_auth_wait_fixed off" gets 0 in any case.
-# TEST_MAIL_AUTH_DEBIAN_SO: the .so scripts/package built (scripts/test sets it).
+# The .deb's maintainer scripts keep the modules-enabled link the administrator's, as Debian's
+# own module packages do (dh_nginx): made at the first install, left removed on upgrade.
+# TEST_MAIL_AUTH_DEBIAN_SO: the .so scripts/package built, TEST_MAIL_AUTH_DEBIAN_DEB its .deb
+# (scripts/test sets them).
 
 ###############################################################################
 
@@ -89,7 +92,7 @@ my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(7);
+$t->run()->plan(12);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -112,5 +115,32 @@ like($t->read_file('error.log'), $fixed
 	? qr/\[notice\].*get the usual Auth-Wait \(the build: nginx\/1\.22\.1 has the CVE-2026-27651 fix, as the module's build was told\)/
 	: qr/\[notice\].*get "Auth-Wait: 0".*the build: nginx\/1\.22\.1/,
 	'the configuration-time line says what the build knows');
+
+# the .deb: its maintainer scripts run as dpkg would, in a directory of their own ($DPKG_ROOT)
+
+SKIP: {
+	my $pkg = $ENV{TEST_MAIL_AUTH_DEBIAN_DEB};
+	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 5 unless $pkg && -f $pkg;
+	my @files = `dpkg-deb -c $pkg`;
+	is(join('', grep { m{ \./etc/} } @files), '', 'the .deb ships nothing under /etc (the link is made by postinst)');
+	my $root = "$d/dpkg-root";
+	my $link = "$root/etc/nginx/modules-enabled/50-mod-http-mail-auth.conf";
+	system('dpkg-deb', '-e', $pkg, "$d/DEBIAN") == 0 or die "dpkg-deb -e failed\n";
+	my $run = sub {
+		my ($script, @args) = @_;
+		local $ENV{DPKG_ROOT} = $root;
+		return -x "$d/DEBIAN/$script" && system("$d/DEBIAN/$script", @args) == 0;
+	};
+	$run->('postinst', 'configure', '');
+	is(readlink($link), '/usr/share/nginx/modules-available/mod-http-mail-auth.conf', 'first install: module enabled');
+	unlink $link;
+	$run->('postinst', 'configure', '0.1.0+nginx1.22.1');
+	ok(!-l $link, 'upgrade: a link the administrator removed stays removed');
+	$run->('postinst', 'configure', '') or die;
+	$run->('prerm', 'remove') && $run->('postrm', 'remove') or die;
+	ok(!-l $link && -l "$link.removed", 'remove: the link put aside');
+	$run->('postinst', 'configure', '0.1.0+nginx1.22.1') or die;
+	ok(-l $link && !-l "$link.removed", 'reinstall after remove: enabled again');
+}
 
 ###############################################################################
