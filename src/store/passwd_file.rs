@@ -228,7 +228,14 @@ struct Loaded {
     id: FileId,
     users: Users,
     notices: Vec<StoreNotice>,
+    /// The last line has no line end: a file being rewritten in place may have been read
+    /// half-way (see [`Shared::reload`]).
+    unterminated: bool,
 }
+
+/// How long after its last change a file whose last line has no line end is taken as being
+/// written (its re-read waits): longer than a rewrite in place takes, the check's 1 s and more.
+const WRITE_SETTLE: Duration = Duration::from_secs(2);
 
 impl PasswdFile {
     /// How many times the file was (re)loaded: a witness of reloads for tests.
@@ -398,6 +405,11 @@ impl Shared {
 
     fn reload(&self, w: &mut FileWatch) {
         match load(&self.path, self.kind) {
+            // htpasswd and `cat >` rewrite the file in place: read in the middle, its last line
+            // may be cut (a {PLAIN} password shortened, allow_nets or nologin lost). A fresh file
+            // ending without a line end is read again at the next check; meanwhile what was
+            // served goes on (the old content, or a temporary failure), never the cut line.
+            Ok(loaded) if loaded.unterminated && loaded.id.changed_within(WRITE_SETTLE) => w.set_current(None),
             Ok(loaded) => {
                 w.set_current(Some(loaded.id));
                 let how = if w.recover() { "readable again, loaded" } else { "changed, reloaded" };
@@ -457,8 +469,9 @@ fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
     if u32::try_from(data.len()).is_err() {
         return Err("too big (4 GiB at most)".to_string());
     }
+    let unterminated = data.last().is_some_and(|&b| b != b'\n');
     let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice(), kind);
-    Ok(Loaded { id: FileId::of(&meta), users, notices })
+    Ok(Loaded { id: FileId::of(&meta), users, notices, unterminated })
 }
 
 fn flag_set(value: &str) -> bool {
@@ -1130,6 +1143,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_caught_half_rewritten_in_place_is_not_served_cut() {
+        // htpasswd and `cat >` rewrite the file in place: a re-read in the middle sees a prefix,
+        // whose last line may be cut (a {PLAIN} password shortened, allow_nets or nologin lost)
+        let d = TempDir::new("halfwrite");
+        let p = d.file("users", b"a:{PLAIN}secret::::::allow_nets=10.0.0.0/8\n");
+        let s = open0(&p);
+        assert!(s.lookup(&q("a")).unwrap().unwrap().networks.is_some());
+        fs::write(&p, b"a:{PLAIN}sec").unwrap();
+        let a = s.lookup(&q("a")).unwrap().unwrap();
+        assert_eq!((a.password.as_str(), a.networks.is_some()), ("{PLAIN}secret", true), "the cut line not served");
+        // the rest of the line comes: the whole file is served
+        fs::write(&p, b"a:{PLAIN}secret2::::::allow_nets=10.0.0.0/8\n").unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}secret2");
+        // a file that really ends without a line end is served once it stopped changing
+        fs::write(&p, b"a:{PLAIN}last").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}last");
+    }
+
+    #[test]
     fn deletion_fails_closed_then_recovers() {
         let d = TempDir::new("del");
         let p = d.file("users", b"a:{PLAIN}pw\n");
@@ -1236,8 +1270,14 @@ mod tests {
         eventually(SOON, || (password(&s, "a") == Err("not a regular file".into())).then_some(()));
         fs::remove_dir(&p).unwrap();
 
-        // truncated to half a line: loaded as it is (the user's hash is unusable)
+        // half a line, just written (a rewrite in place caught in the middle?): not served
+        // while it may still be written; once it stopped changing, loaded as it is (the
+        // user's hash is unusable)
         fs::write(&p, b"a:{PLA").unwrap();
+        std::thread::sleep(SOON);
+        assert!(password(&s, "a").is_err(), "a fresh cut line is not served");
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         eventually(SOON, || (password(&s, "a") == Ok(Some("{PLA".into()))).then_some(()));
         assert!(messages(&s).iter().any(|m| m.ends_with(": readable again, loaded 1 users")));
 

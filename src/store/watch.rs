@@ -46,6 +46,16 @@ impl FileId {
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
+
+    /// The content changed (mtime) less than `d` ago (or in the future: a clock set back).
+    pub(crate) fn changed_within(&self, d: std::time::Duration) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let at = std::time::Duration::new(
+            u64::try_from(self.mtime).unwrap_or(0),
+            u32::try_from(self.mtime_nsec).unwrap_or(0),
+        );
+        now.checked_sub(at).is_none_or(|age| age < d)
+    }
 }
 
 /// What a store's path must name: a regular file (after symlinks). Anything else (a FIFO, a
