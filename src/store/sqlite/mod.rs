@@ -156,7 +156,17 @@ impl Budget {
 #[derive(Default)]
 struct Rows {
     counter: Option<u32>,
+    /// A view of the database (as it was at `counter`) depends on the time, or its schema
+    /// could not be read: no rows are kept until the counter changes.
+    timed: bool,
     table: rows::RowTable,
+}
+
+/// Whether a view of the database names a date/time or random function ([`depends_on_time`]):
+/// a query may read it without a time word of its own. An error counts as a yes.
+fn views_depend_on_time(conn: &Connection) -> bool {
+    let sql = "SELECT coalesce(group_concat(sql, ' '), '') FROM sqlite_schema WHERE type = 'view'";
+    conn.query_row(sql, [], |r| r.get::<_, String>(0)).map_or(true, |v| depends_on_time(&v))
 }
 
 /// The change counter of an open database file, `None` when it can't be read or the file is in
@@ -693,9 +703,11 @@ impl SqliteStore {
         }
         let counter = change_counter(&open.file);
         if counter.is_none() || inner.rows.counter != counter {
-            inner.rows = Rows { counter, ..Rows::default() };
+            // (the schema is in the file: a view made or changed changes the counter)
+            let timed = counter.is_some() && views_depend_on_time(&open.conn);
+            inner.rows = Rows { counter, timed, ..Rows::default() };
         }
-        counter
+        counter.filter(|_| !inner.rows.timed)
     }
 
     /// [`Store::lookup`] and [`Store::try_lookup`]: `None` only with `try_only`.
