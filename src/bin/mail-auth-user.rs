@@ -626,7 +626,14 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
         }
     };
     // as `passwd_file`: the main file (an `app add` checks its user there), then the app file
-    let _locks = if sub == "list" { None } else { Some((lock_file(path, false)?, lock_file(apps, sub == "add")?)) };
+    let _locks = match sub {
+        "list" => None,
+        _ => {
+            let main = lock_file(path, false)?;
+            let apps = lock_beside(main.as_ref(), apps, sub == "add")?;
+            Some((main, apps))
+        }
+    };
     let lines = read(apps)?;
     if sub == "list" {
         return Ok(app_list_lines(&lines, user));
@@ -679,7 +686,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     // held until the command is over: the main file, then the app passwords file ('del')
     let _main = lock_file(path, opts.command == "add")?;
     let _apps = match (&opts.app_file, opts.command.as_str()) {
-        (Some(apps), "del") => lock_file(apps, false)?,
+        (Some(apps), "del") => lock_beside(_main.as_ref(), apps, false)?,
         _ => None,
     };
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
@@ -730,6 +737,19 @@ fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String>
             return Ok(Some(f));
         }
     }
+}
+
+/// [`lock_file`] for a second file while `held` is locked: nothing more when `path` names the
+/// same file (an app passwords file given as the passwd-file itself, or a link to it), whose
+/// second lock by this very run would wait for the first for ever.
+fn lock_beside(held: Option<&std::fs::File>, path: &Path, create: bool) -> Result<Option<std::fs::File>, String> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Some(h), Ok(m)) = (held.map(std::fs::File::metadata), std::fs::metadata(path)) {
+        if h.is_ok_and(|h| h.dev() == m.dev() && h.ino() == m.ino()) {
+            return Ok(None);
+        }
+    }
+    lock_file(path, create)
 }
 
 /// Writes the file next to the old one and renames it over: readers (the module re-reading the
@@ -917,6 +937,24 @@ mod edit_tests {
         drop(held);
         let new = std::fs::metadata(&path).unwrap().ino();
         assert_eq!(waiter.join().unwrap(), new, "the lock taken is the new file's, not the replaced one's");
+    }
+
+    #[test]
+    fn an_app_passwords_file_that_is_the_passwd_file_does_not_hang() {
+        let d = tmpdir();
+        let path = d.join("users");
+        std::fs::write(&path, "alice:{PLAIN}a\nbob:{PLAIN}b\n").unwrap();
+        let (p, t) = (path.clone(), Target::File(path.clone()));
+        let run = std::thread::spawn(move || {
+            passwd_file(&p, &Opts { app_file: Some(p.clone()), ..opts(t, "del", Some("alice"), None) })
+        });
+        let start = std::time::Instant::now();
+        while !run.is_finished() && start.elapsed() < std::time::Duration::from_secs(3) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(run.is_finished(), "the run waits for its own lock");
+        run.join().unwrap().unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("alice"));
     }
 
     #[test]

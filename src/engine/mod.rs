@@ -382,7 +382,20 @@ impl Engine {
     /// without AUTH, is left to the content handler, as before).
     pub fn bridge_precheck(&self, view: &HeaderView<'_>, ctx: Ctx) -> Option<Decision> {
         let mut trace = Trace::new(ctx);
-        let mut req = view.request().ok()?;
+        let mut req = match view.request() {
+            Ok(r) => r,
+            // an auth_http request with unusable values is refused whatever its password (as
+            // the content handler refuses it): here, before auth_basic checks that password.
+            // Its crypt reads a password only up to a NUL byte, which the request may carry
+            // (AUTH PLAIN, sent as %00): left to auth_basic, "right-pw%00" was checked there,
+            // never counted, and got past a ban and the TLS policy
+            Err(e) if view.is_auth_http() => {
+                let fields = self.log_fields(view);
+                let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
+                return Some(self.conclude(fields, o, ctx, trace));
+            }
+            Err(_) => return None,
+        };
         if req.method == Method::None {
             return None;
         }

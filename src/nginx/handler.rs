@@ -119,7 +119,97 @@ thread_local! {
     /// This worker's jobs that wait on I/O, one scheduler per location (its engine's address;
     /// engines live as long as the configuration, so as this worker): a hung directory holds
     /// at most `mail_auth_lookup_concurrency` pool threads (the event loop's thread only).
-    static LOOKUPS: RefCell<HashMap<usize, Scheduler<Held>>> = RefCell::new(HashMap::new());
+    static LOOKUPS: RefCell<HashMap<usize, Scheduler<Waiting>>> = RefCell::new(HashMap::new());
+}
+
+/// What a job that waits on I/O is told when its location's scheduler decides.
+enum Go {
+    /// Its turn: post it (`held`: the request is held already).
+    Run { held: bool },
+    /// Too many waiting: answer without it.
+    Refused,
+}
+
+/// A job that waits on I/O (an auth_http lookup, the JSON API's account lookup) held for its
+/// location's turn: what to do with it when the turn comes (or is refused).
+struct Waiting {
+    r: *mut ngx_http_request_t,
+    go: Box<dyn FnOnce(*mut ngx_http_request_t, Go) -> Option<ngx_int_t>>,
+}
+
+/// Asks `location`'s scheduler for a turn: `go` runs now (`Run` or `Refused`) or, held, when
+/// the turn comes. `Some`/`None` as [`dispatch`].
+fn take_turn(
+    r: *mut ngx_http_request_t,
+    location: usize,
+    (limit, queue): (usize, usize),
+    held: bool,
+    go: Box<dyn FnOnce(*mut ngx_http_request_t, Go) -> Option<ngx_int_t>>,
+) -> Option<ngx_int_t> {
+    let admit =
+        LOOKUPS.with(|l| l.borrow_mut().entry(location).or_default().admit(None, Waiting { r, go }, limit, queue));
+    match admit {
+        Admit::Run(w) => (w.go)(w.r, Go::Run { held }),
+        Admit::Held => {
+            if !held {
+                offload::hold(r);
+            }
+            None
+        }
+        Admit::Refused(w) => (w.go)(w.r, Go::Refused),
+    }
+}
+
+/// The location key of `engine` in `LOOKUPS`, and its bounds.
+fn location_of(engine: &Arc<Engine>) -> (usize, (usize, usize)) {
+    (Arc::as_ptr(engine) as usize, (engine.lookups.limit, engine.lookups.queue))
+}
+
+/// A task of the JSON API that waits on I/O (its account lookup), posted when its location's
+/// scheduler gives it a turn, as auth_http lookups are: a hung directory holds at most
+/// `mail_auth_lookup_concurrency` pool threads whichever API asks it. Refused, or not posted,
+/// the task completes without running (its answer: a temporary failure). `Some`: the status to
+/// finalize with now; `None`: the request is held (counted here) and finalized later.
+pub fn post_lookup<T: offload::Task>(
+    r: *mut ngx_http_request_t,
+    engine: &Arc<Engine>,
+    pool: PoolRef,
+    task: Box<T>,
+) -> Option<ngx_int_t> {
+    let (location, bounds) = location_of(engine);
+    take_turn(
+        r,
+        location,
+        bounds,
+        false,
+        Box::new(move |r, go| match go {
+            Go::Run { held } => match offload::post(pool, r, Box::new(Turned { task, location }), held) {
+                Ok(()) => None,
+                Err(t) => {
+                    release_turn(location);
+                    offload::Task::complete(t.task, r)
+                }
+            },
+            Go::Refused => offload::Task::complete(task, r),
+        }),
+    )
+}
+
+/// A task that holds its location's turn while it is out; given back when it completes.
+struct Turned<T> {
+    task: Box<T>,
+    location: usize,
+}
+
+impl<T: offload::Task> offload::Task for Turned<T> {
+    fn run(&mut self) {
+        self.task.run();
+    }
+
+    fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
+        release_turn(self.location);
+        self.task.complete(r)
+    }
 }
 
 /// Sends a job on its way: a lookup straight to the pool, a costly verification through the
@@ -128,18 +218,31 @@ thread_local! {
 /// is already) and will be finalized when its job completes.
 fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<ngx_int_t> {
     let engine = task.engine.clone();
-    let admit = if task.job.as_ref().is_some_and(|j| j.waits()) {
-        let (location, limit, queue) = (Arc::as_ptr(&engine) as usize, engine.lookups.limit, engine.lookups.queue);
+    if task.job.as_ref().is_some_and(|j| j.waits()) {
+        let (location, bounds) = location_of(&engine);
         task.turn = Some(location);
-        LOOKUPS.with(|l| l.borrow_mut().entry(location).or_default().admit(None, Held { r, task }, limit, queue))
-    } else {
-        let costly = task.job.as_ref().and_then(|j| j.costly());
-        let Some(key) = costly else { return post(r, task, held) };
-        let (limit, queue) = (engine.concurrency.limit, engine.concurrency.queue);
-        task.place = Some(key);
-        SCHED.with(|s| s.borrow_mut().admit(key, Held { r, task }, limit, queue))
-    };
-    match admit {
+        return take_turn(
+            r,
+            location,
+            bounds,
+            held,
+            Box::new(move |r, go| match go {
+                Go::Run { held } => post(r, task, held),
+                Go::Refused => {
+                    let mut task = *task;
+                    task.turn = None;
+                    let job = task.job.take()?;
+                    let d = engine.abandon(job, true);
+                    Some(task.finish(r, d))
+                }
+            }),
+        );
+    }
+    let costly = task.job.as_ref().and_then(|j| j.costly());
+    let Some(key) = costly else { return post(r, task, held) };
+    let (limit, queue) = (engine.concurrency.limit, engine.concurrency.queue);
+    task.place = Some(key);
+    match SCHED.with(|s| s.borrow_mut().admit(key, Held { r, task }, limit, queue)) {
         Admit::Run(h) => post(h.r, h.task, held),
         Admit::Held => {
             if !held {
@@ -149,7 +252,6 @@ fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -
         }
         Admit::Refused(h) => {
             let mut task = *h.task;
-            task.turn = None;
             let job = task.job.take()?;
             let d = engine.abandon(job, true);
             Some(task.finish(r, d))
@@ -208,9 +310,10 @@ fn release(key: Option<CacheKey>) {
 /// A job that waited on I/O is over: its location's next one waiting gets the turn.
 fn release_turn(location: usize) {
     let next = LOOKUPS.with(|l| l.borrow_mut().get_mut(&location).and_then(|s| s.done(None).next));
-    if let Some(h) = next {
-        if let Some(rc) = post(h.r, h.task, true) {
-            offload::finalize(h.r, rc);
+    if let Some(w) = next {
+        let r = w.r;
+        if let Some(rc) = (w.go)(r, Go::Run { held: true }) {
+            offload::finalize(r, rc);
         }
     }
 }

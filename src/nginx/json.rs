@@ -334,17 +334,17 @@ impl Call {
 
     /// Onto the thread pool (inline when there is none or it refuses the task).
     fn post(self: Box<Self>, r: *mut ngx_http_request_t) -> ngx_int_t {
-        let pool = self.pool;
-        let posted = match pool {
-            Some(p) => offload::post(p, r, self, false),
-            None => Err(self),
-        };
-        let done = match posted {
-            Ok(()) => return NGX_DONE as ngx_int_t,
-            // the pool refused it (queue full, no memory): never costly work on the event loop
-            Err(task) if pool.is_some() => offload::Task::complete(task, r),
+        let done = match self.pool {
+            // as auth_http lookups: bounded per location (mail_auth_lookup_concurrency); the
+            // pool or the scheduler refusing it (queue full, no memory): a temporary failure,
+            // never costly work on the event loop
+            Some(p) => {
+                let engine = self.engine.clone();
+                super::handler::post_lookup(r, &engine, p, self)
+            }
             // no thread pool (`mail_auth_thread_pool off`): here
-            Err(mut task) => {
+            None => {
+                let mut task = self;
                 offload::Task::run(&mut *task);
                 offload::Task::complete(task, r)
             }

@@ -156,7 +156,18 @@ impl Budget {
 #[derive(Default)]
 struct Rows {
     counter: Option<u32>,
+    /// A view of the database (as it was at `counter`) depends on the time: no rows are kept
+    /// until the counter changes.
+    timed: bool,
     table: rows::RowTable,
+}
+
+/// Whether a view of the database names a date/time or random function ([`depends_on_time`]):
+/// a query may read it without a time word of its own. `None`: the schema could not be read
+/// now (locked by a writer, or past the event loop's budget).
+fn views_depend_on_time(conn: &Connection) -> Option<bool> {
+    let sql = "SELECT coalesce(group_concat(sql, ' '), '') FROM sqlite_schema WHERE type = 'view'";
+    conn.query_row(sql, [], |r| r.get::<_, String>(0)).ok().map(|v| depends_on_time(&v))
 }
 
 /// The change counter of an open database file, `None` when it can't be read or the file is in
@@ -693,9 +704,19 @@ impl SqliteStore {
         }
         let counter = change_counter(&open.file);
         if counter.is_none() || inner.rows.counter != counter {
-            inner.rows = Rows { counter, ..Rows::default() };
+            // (the schema is in the file: a view made or changed changes the counter)
+            let timed = match counter {
+                Some(_) => views_depend_on_time(&open.conn),
+                None => Some(false),
+            };
+            // not known now: no rows, and asked again by the next lookup
+            let Some(timed) = timed else {
+                inner.rows = Rows::default();
+                return None;
+            };
+            inner.rows = Rows { counter, timed, ..Rows::default() };
         }
-        counter
+        counter.filter(|_| !inner.rows.timed)
     }
 
     /// [`Store::lookup`] and [`Store::try_lookup`]: `None` only with `try_only`.

@@ -799,3 +799,25 @@ fn the_lookup_connection_keeps_a_page_cache_of_its_own_size() {
     let size: i64 = open.conn.pragma_query_value(None, "cache_size", |r| r.get(0)).unwrap();
     assert_eq!(size, -PAGE_CACHE_KIB, "SQLite's default is -2000");
 }
+
+/// A query with no time word of its own may still depend on the time through a view
+/// (`CREATE VIEW active AS ... WHERE expires > unixepoch()`): no rows are kept for it either.
+#[test]
+fn no_rows_for_a_view_that_depends_on_the_time() {
+    let d = tmpdir();
+    let db = d.join("u.db");
+    make_db(
+        &db,
+        &[
+            "ALTER TABLE users ADD COLUMN expires INTEGER",
+            "INSERT INTO users(name, password, expires) VALUES ('alice', '{PLAIN}a', unixepoch() + 2)",
+            "CREATE VIEW active AS SELECT name, password FROM users WHERE expires > unixepoch()",
+        ],
+    );
+    let sql = "SELECT name, password FROM active WHERE name = :user";
+    let s = SqliteStore::new(db.to_str().unwrap(), sql).unwrap().with_check_interval(Duration::from_secs(3600));
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    assert!(s.lookup(&q("alice")).unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(s.lookup(&q("alice")).unwrap(), None, "expired, but answered from a kept row");
+}
