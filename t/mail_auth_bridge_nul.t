@@ -1,16 +1,10 @@
 #!/usr/bin/perl
 
-# Tests for ngx-mail-auth (review): what an operator touches, through the real nginx with two workers:
-#   a) mail_auth_limit_bans refuses lifts a web browser sends (Origin / Sec-Fetch-Site): a page
-#      in an administrator's browser could otherwise lift any ban with a cross-site POST
-#   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
-#      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
-#      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
-#   c) a Basic-bridge location (mail_auth_basic_header on + auth_basic) keeps the promises of
-#      mail_auth_limit and of the transport policy: auth_basic checks the password in the access
-#      phase, before the module's content handler, so its refusals were never counted (no ban,
-#      ever) and a cleartext login without TLS (or one on an auth=off listener) was told a wrong
-#      password from a right one
+# Tests for ngx-mail-auth: a Basic-bridge location (mail_auth_basic_header on + auth_basic) with
+# guesses whose password ends in a NUL byte (AUTH PLAIN carries one; nginx mail sends it as %00).
+# nginx's auth_basic reads the password up to the NUL, the module refuses such a request: it is
+# refused before the access phase (no password checked), so such guesses neither go unlimited
+# nor get around a ban or the transport policy. Through the real nginx with two workers.
 
 ###############################################################################
 
