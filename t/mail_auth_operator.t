@@ -10,7 +10,8 @@
 #      mail_auth_limit and of the transport policy: auth_basic checks the password in the access
 #      phase, before the module's content handler, so its refusals were never counted (no ban,
 #      ever) and a cleartext login without TLS (or one on an auth=off listener) was told a wrong
-#      password from a right one
+#      password from a right one; also with passwords ending in a NUL byte, which auth_basic
+#      reads up to the NUL and the module refuses: refused before the access phase
 
 ###############################################################################
 
@@ -90,7 +91,7 @@ http {
 
 EOF
 
-$t->run()->plan(22);
+$t->run()->plan(25);
 
 ###############################################################################
 
@@ -210,6 +211,19 @@ is(bridge('192.0.2.23', 'mx-guess', @tls, 'X-Mail-Auth-Listener' => 'mx'),
 	bridge('192.0.2.23', 'alice-pw', @tls, 'X-Mail-Auth-Listener' => 'mx'),
 	'bridge: on an auth=off listener, a wrong and a right password get one answer');
 is(mismatches() - $before, 0, 'bridge: none of them was checked by auth_basic');
+
+# The Basic bridge, with a password ending in a NUL byte (AUTH PLAIN carries one; nginx mail
+# sends it as %00): auth_basic's crypt reads the password up to the NUL ("alice-pw%00" passes
+# it), the module refuses such a request. Before: the precheck left it to auth_basic, which
+# checked every such guess (never counted: 5 of 5 with ip=2/m), the ban and the TLS policy
+# bypassed; now refused before auth_basic, like the content handler refuses it.
+$before = mismatches();
+bridge('192.0.2.30', "nul-guess-$_%00", @tls) for 1 .. 5;
+is(mismatches() - $before, 0, 'bridge: guesses ending in NUL: none checked by auth_basic (before: every one, uncounted)');
+my $right = bridge('192.0.2.30', 'alice-pw%00', @tls);
+is($right, bridge('192.0.2.30', 'nul-guess-9%00', @tls), 'bridge: banned, the right and a wrong password get one answer');
+is(bridge('192.0.2.31', 'alice-pw%00'), bridge('192.0.2.31', 'nul-guess%00'),
+	'bridge: without TLS, a right and a wrong password get one answer');
 
 ###############################################################################
 

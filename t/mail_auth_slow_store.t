@@ -5,7 +5,8 @@
 # more than nginx's default pool has threads), at most mail_auth_lookup_concurrency of them hold
 # a thread, so the costly verifications of other stores (a bcrypt passwd-file in another
 # location) are answered at once; the others wait on the event loop, and each hung login still
-# gets its temporary failure when its query_timeout ends; beyond the queue, at once.
+# gets its temporary failure when its query_timeout ends; beyond the queue, at once. The same
+# for the JSON API's lookups (Dovecot's userdb) of the hung directory.
 
 ###############################################################################
 
@@ -60,6 +61,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        # the JSON API (Dovecot's userdb lookups) of the same hung directory: bounded alike
+        # (mail_auth_lookup_concurrency default: 8)
+        location = /json-hung {
+            mail_auth_json;
+            mail_auth_ldap ldap://127.0.0.1:%%PORT_8389%% base=dc=example,dc=org
+                           connect_timeout=2s query_timeout=4s pool=1;
+        }
+
         location = /hung-small {
             mail_auth;
             mail_auth_ldap ldap://127.0.0.1:%%PORT_8389%% base=dc=example,dc=org
@@ -82,7 +91,7 @@ EOF
 
 # reads until nginx closes the connection, answers nothing
 $t->run_daemon(\&MailAuthBackend::serve, port(8389), sub { my ($c) = @_; 1 while <$c>; });
-$t->run()->plan(7);
+$t->run()->plan(10);
 $t->waitforsocket('127.0.0.1:' . port(8389));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -141,5 +150,30 @@ like(join('', map { <$_> } @ready), qr/Auth-Status: \[UNAVAILABLE\] Temporary se
 like($t->read_file('error.log'), qr/result=overloaded reason="too many lookups waiting in this worker/,
 	'... logged as overloaded');
 IO::Select->new($_)->can_read(10) and close $_ for @small;
+
+# more JSON API lookups for the hung directory than nginx's default pool has threads (32), and a
+# bcrypt login of another location meanwhile
+
+my @json = map {
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "connect: $!\n";
+	$s->autoflush(1);
+	my $b = qq({"username":"user$_","service":"lmtp"});
+	print $s "POST /json-hung?mode=no-auth HTTP/1.0\r\nHost: localhost\r\n"
+		. "Content-Type: application/json\r\nContent-Length: " . length($b) . "\r\n\r\n$b";
+	$s;
+} 1 .. 40;
+select undef, undef, undef, 0.5;
+$start = time();
+$r = http(request('/local', 'local', 'local-pw'));
+$took = time() - $start;
+like($r, qr/Auth-Status: OK/, 'JSON API: a bcrypt login of another location answered OK');
+cmp_ok($took, '<', 1.5, 'JSON API: at once, not after the hung lookups time out') or diag(sprintf('took %.1f s', $took));
+my $json_ok = 0;
+for my $s (@json) {
+	IO::Select->new($s)->can_read(60);
+	$json_ok++ if join('', <$s>) =~ /^HTTP\/1\.[01] 200 /;
+	close $s;
+}
+is($json_ok, 0, 'JSON API: no hung lookup answered 200');
 
 ###############################################################################
