@@ -332,23 +332,33 @@ impl Engine {
                     trace: trace.lines,
                 });
             }
-            Err(e) => {
-                // An auth_http request with unusable values: a normal failed login for the client.
-                let fields = self.log_fields(view);
-                let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
-                return Start::Done(self.conclude(fields, o, ctx, trace));
-            }
+            // An auth_http request with unusable values: a normal failed login for the client.
+            Err(e) => return Start::Done(self.unparsed(view, &e, ctx, trace)),
         };
-        if let Err(o) = self.real_client(view, &mut req, &mut trace) {
-            return Start::Done(self.conclude_req(&req, *o, Tickets::default(), ctx, trace));
-        }
-        // The transport policy (auth_http only: a JSON request names no listener, and Dovecot
-        // has its own): before the limiter, the store and any password check.
-        if let Some(o) = transport::check(&self.cfg, &req) {
-            trace.step(|| format!("transport policy: {}", o.reason));
+        if let Some(o) = self.front_refusal(view, &mut req, &mut trace) {
             return Start::Done(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
         }
         self.start_request(req, ctx, trace)
+    }
+
+    /// The failed login of an auth_http request whose values are unusable.
+    fn unparsed(&self, view: &HeaderView<'_>, e: &crate::protocol::ProtocolError, ctx: Ctx, trace: Trace) -> Decision {
+        let fields = self.log_fields(view);
+        let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
+        self.conclude(fields, o, ctx, trace)
+    }
+
+    /// What refuses an auth_http request before the limiter, the store and any password check:
+    /// a trusted balancer naming no usable client (else its client becomes the request's), the
+    /// transport policy (auth_http only: a JSON request names no listener, and Dovecot has its
+    /// own).
+    fn front_refusal(&self, view: &HeaderView<'_>, req: &mut AuthRequest, trace: &mut Trace) -> Option<Outcome> {
+        if let Err(o) = self.real_client(view, req, trace) {
+            return Some(*o);
+        }
+        let o = transport::check(&self.cfg, req)?;
+        trace.step(|| format!("transport policy: {}", o.reason));
+        Some(o)
     }
 
     /// The client of an auth_http request: `Client-IP`, or the `Proxy-Protocol-Addr` of a
@@ -389,21 +399,13 @@ impl Engine {
             // Its crypt reads a password only up to a NUL byte, which the request may carry
             // (AUTH PLAIN, sent as %00): left to auth_basic, "right-pw%00" was checked there,
             // never counted, and got past a ban and the TLS policy
-            Err(e) if view.is_auth_http() => {
-                let fields = self.log_fields(view);
-                let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
-                return Some(self.conclude(fields, o, ctx, trace));
-            }
+            Err(e) if view.is_auth_http() => return Some(self.unparsed(view, &e, ctx, trace)),
             Err(_) => return None,
         };
         if req.method == Method::None {
             return None;
         }
-        if let Err(o) = self.real_client(view, &mut req, &mut trace) {
-            return Some(self.conclude_req(&req, *o, Tickets::default(), ctx, trace));
-        }
-        if let Some(o) = transport::check(&self.cfg, &req) {
-            trace.step(|| format!("transport policy: {}", o.reason));
+        if let Some(o) = self.front_refusal(view, &mut req, &mut trace) {
             return Some(self.conclude_req(&req, o, Tickets::default(), ctx, trace));
         }
         let refusal = self.limiter_for(&req)?.banned(self.limited_ip(&req), &req.user, unix_now())?;
