@@ -79,7 +79,7 @@ pub fn schedule(
     job: Box<Job>,
     finish: Finish,
 ) -> ngx_int_t {
-    let task = Box::new(OffloadJob { engine, pool, job: Some(job), place: None, turn: None, finish: Some(finish) });
+    let task = Box::new(OffloadJob { engine, pool, job: Some(job), place: None, finish: Some(finish) });
     dispatch(r, task, false).unwrap_or(NGX_DONE as ngx_int_t)
 }
 
@@ -91,9 +91,6 @@ struct OffloadJob {
     /// Set when the scheduler gave this costly job a place (and the key it was admitted
     /// with): given back when it is over.
     place: Option<Option<CacheKey>>,
-    /// Set when its location's scheduler gave this job that waits on I/O a turn (the
-    /// location's key in `LOOKUPS`): given back when it is over.
-    turn: Option<usize>,
     finish: Option<Finish>,
 }
 
@@ -160,39 +157,58 @@ fn take_turn(
     }
 }
 
-/// The location key of `engine` in `LOOKUPS`, and its bounds.
-fn location_of(engine: &Arc<Engine>) -> (usize, (usize, usize)) {
-    (Arc::as_ptr(engine) as usize, (engine.lookups.limit, engine.lookups.queue))
+/// Posts a task that waits on I/O (an auth_http lookup, the JSON API's account lookup) when its
+/// location's scheduler gives it a turn: a hung directory holds at most
+/// `mail_auth_lookup_concurrency` pool threads whichever API asks it. The turn goes out with
+/// the task ([`Turned`]) and comes back when it completes. `refused`: the answer when too many
+/// wait; `not_posted`: when the pool does not take it (its turn given back first). `Some`: the
+/// status to finalize with now; `None`: the request is held (counted once: `held` says whether
+/// it is already) and finalized later.
+fn post_in_turn<T: offload::Task + 'static>(
+    r: *mut ngx_http_request_t,
+    engine: &Arc<Engine>,
+    pool: Option<PoolRef>,
+    task: Box<T>,
+    held: bool,
+    refused: impl FnOnce(*mut ngx_http_request_t, Box<T>) -> Option<ngx_int_t> + 'static,
+    not_posted: impl FnOnce(*mut ngx_http_request_t, Box<T>) -> Option<ngx_int_t> + 'static,
+) -> Option<ngx_int_t> {
+    let (location, bounds) = (Arc::as_ptr(engine) as usize, (engine.lookups.limit, engine.lookups.queue));
+    take_turn(
+        r,
+        location,
+        bounds,
+        held,
+        Box::new(move |r, go| match go {
+            Go::Run { held } => {
+                let turned = Box::new(Turned { task, location });
+                let posted = match pool {
+                    Some(p) => offload::post(p, r, turned, held),
+                    None => Err(turned),
+                };
+                match posted {
+                    Ok(()) => None,
+                    Err(t) => {
+                        release_turn(location);
+                        not_posted(r, t.task)
+                    }
+                }
+            }
+            Go::Refused => refused(r, task),
+        }),
+    )
 }
 
-/// A task of the JSON API that waits on I/O (its account lookup), posted when its location's
-/// scheduler gives it a turn, as auth_http lookups are: a hung directory holds at most
-/// `mail_auth_lookup_concurrency` pool threads whichever API asks it. Refused, or not posted,
-/// the task completes without running (its answer: a temporary failure). `Some`: the status to
-/// finalize with now; `None`: the request is held (counted here) and finalized later.
-pub fn post_lookup<T: offload::Task>(
+/// A task of the JSON API that waits on I/O (its account lookup): refused, or not posted, it
+/// completes without running (its answer: a temporary failure). As [`post_in_turn`].
+pub fn post_lookup<T: offload::Task + 'static>(
     r: *mut ngx_http_request_t,
     engine: &Arc<Engine>,
     pool: PoolRef,
     task: Box<T>,
 ) -> Option<ngx_int_t> {
-    let (location, bounds) = location_of(engine);
-    take_turn(
-        r,
-        location,
-        bounds,
-        false,
-        Box::new(move |r, go| match go {
-            Go::Run { held } => match offload::post(pool, r, Box::new(Turned { task, location }), held) {
-                Ok(()) => None,
-                Err(t) => {
-                    release_turn(location);
-                    offload::Task::complete(t.task, r)
-                }
-            },
-            Go::Refused => offload::Task::complete(task, r),
-        }),
-    )
+    let unrun = |r, t: Box<T>| offload::Task::complete(t, r);
+    post_in_turn(r, engine, Some(pool), task, false, unrun, unrun)
 }
 
 /// A task that holds its location's turn while it is out; given back when it completes.
@@ -219,24 +235,13 @@ impl<T: offload::Task> offload::Task for Turned<T> {
 fn dispatch(r: *mut ngx_http_request_t, mut task: Box<OffloadJob>, held: bool) -> Option<ngx_int_t> {
     let engine = task.engine.clone();
     if task.job.as_ref().is_some_and(|j| j.waits()) {
-        let (location, bounds) = location_of(&engine);
-        task.turn = Some(location);
-        return take_turn(
-            r,
-            location,
-            bounds,
-            held,
-            Box::new(move |r, go| match go {
-                Go::Run { held } => post(r, task, held),
-                Go::Refused => {
-                    let mut task = *task;
-                    task.turn = None;
-                    let job = task.job.take()?;
-                    let d = engine.abandon(job, true);
-                    Some(task.finish(r, d))
-                }
-            }),
-        );
+        let pool = task.pool;
+        let refused = move |r, mut task: Box<OffloadJob>| {
+            let job = task.job.take()?;
+            let d = engine.abandon(job, true);
+            Some(task.finish(r, d))
+        };
+        return post_in_turn(r, &task.engine.clone(), pool, task, held, refused, |r, t| Some(give_up(r, *t)));
     }
     let costly = task.job.as_ref().and_then(|j| j.costly());
     let Some(key) = costly else { return post(r, task, held) };
@@ -272,9 +277,6 @@ fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option
 fn give_up(r: *mut ngx_http_request_t, mut task: OffloadJob) -> ngx_int_t {
     if let Some(key) = task.place.take() {
         release(key);
-    }
-    if let Some(location) = task.turn.take() {
-        release_turn(location);
     }
     let Some(job) = task.job.take() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     let d = task.engine.abandon(job, false);
@@ -328,9 +330,6 @@ impl offload::Task for OffloadJob {
     fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         if let Some(key) = self.place.take() {
             release(key);
-        }
-        if let Some(location) = self.turn.take() {
-            release_turn(location);
         }
         let Some(job) = self.job.take() else { return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         match self.engine.complete(job) {
