@@ -684,9 +684,9 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         _ => {}
     }
     // held until the command is over: the main file, then the app passwords file ('del')
-    let _main = lock_file(path, opts.command == "add")?;
-    let _apps = match (&opts.app_file, opts.command.as_str()) {
-        (Some(apps), "del") => lock_beside(_main.as_ref(), apps, false)?,
+    let main_lock = lock_file(path, opts.command == "add")?;
+    let _apps_lock = match (&opts.app_file, opts.command.as_str()) {
+        (Some(apps), "del") => lock_beside(main_lock.as_ref(), apps, false)?,
         _ => None,
     };
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
@@ -716,7 +716,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
 /// name it (a run that held it may have renamed a new file over it), else again. `create`: a
 /// missing file is made empty (mode 0640) to be locked; otherwise a missing file is `None`.
 fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| format!("{}: locking: {e}", path.display());
     loop {
         let f = match std::fs::File::open(path) {
@@ -733,19 +733,24 @@ fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String>
         };
         f.lock().map_err(err)?;
         let (held, now) = (f.metadata().map_err(err)?, std::fs::metadata(path));
-        if now.is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
+        if now.is_ok_and(|m| same_file(&m, &held)) {
             return Ok(Some(f));
         }
     }
+}
+
+/// The two name one file (device and inode).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// [`lock_file`] for a second file while `held` is locked: nothing more when `path` names the
 /// same file (an app passwords file given as the passwd-file itself, or a link to it), whose
 /// second lock by this very run would wait for the first for ever.
 fn lock_beside(held: Option<&std::fs::File>, path: &Path, create: bool) -> Result<Option<std::fs::File>, String> {
-    use std::os::unix::fs::MetadataExt;
     if let (Some(h), Ok(m)) = (held.map(std::fs::File::metadata), std::fs::metadata(path)) {
-        if h.is_ok_and(|h| h.dev() == m.dev() && h.ino() == m.ino()) {
+        if h.is_ok_and(|h| same_file(&h, &m)) {
             return Ok(None);
         }
     }
