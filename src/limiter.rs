@@ -410,6 +410,42 @@ pub fn lift_from_browser<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u
     None
 }
 
+/// Whether `host` (the request's Host as nginx keeps it: lower case, without its port) is one
+/// this server answers to: an IP address, `localhost`, or one of `server_names` (exact, or
+/// `*.example.org`, `.example.org`, `www.example.*`; regular expressions are not matched). A
+/// request without a Host (HTTP/1.0) is ours too. The ban listing holds client addresses and
+/// user names: a page on any site may rebind its own name to the listener's address (DNS
+/// rebinding) and read it as its own, same-origin, without `Origin` or `Sec-Fetch-*`; its
+/// requests still name the page's host.
+pub fn host_is_ours<'n>(host: &[u8], server_names: impl IntoIterator<Item = &'n [u8]>) -> bool {
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.is_empty()
+        || host.starts_with(b"[")
+        || host.eq_ignore_ascii_case(b"localhost")
+        || std::str::from_utf8(host).is_ok_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok())
+    {
+        return true;
+    }
+    server_names.into_iter().any(|name| {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.is_empty() || name.starts_with(b"~") {
+            false
+        } else if let Some(suffix) = name.strip_prefix(b"*") {
+            // "*.example.org": a name below it
+            host.len() > suffix.len() && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        } else if let Some(base) = name.strip_prefix(b".") {
+            // ".example.org": the name and every name below it
+            host.eq_ignore_ascii_case(base)
+                || (host.len() > name.len() && host[host.len() - name.len()..].eq_ignore_ascii_case(name))
+        } else if let Some(prefix) = name.strip_suffix(b"*") {
+            // "www.example.*"
+            host.len() > prefix.len() && host[..prefix.len()].eq_ignore_ascii_case(prefix)
+        } else {
+            host.eq_ignore_ascii_case(name)
+        }
+    })
+}
+
 /// The ban listing as JSON: `{"bans":[{"client"|"user":…, "protocol":…, "failures":N,
 /// "seconds_left":S, "key":"HEX"}, …], "complete":true}` (`complete` false when `max` cut it).
 pub fn bans_json(bans: &[BanInfo], complete: bool) -> String {
@@ -1931,5 +1967,42 @@ mod tests {
         let t = l.admit(ip("192.0.2.1"), "Alice", b"s3cr3t", 0).unwrap();
         let d = format!("{t:?}");
         assert!(!d.contains("s3cr3t") && d.contains("alice"), "{d}");
+    }
+
+    #[test]
+    fn host_is_ours_names_and_addresses() {
+        let names: &[&[u8]] =
+            &[b"", b"ops.example", b"*.mx.example", b".fleet.example", b"www.shop.*", b"~^re\\.example$"];
+        let ours = |h: &str| host_is_ours(h.as_bytes(), names.iter().copied());
+        for h in [
+            "",
+            "127.0.0.1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+            "ops.example",
+            "ops.example.",
+            "a.mx.example",
+            "fleet.example",
+            "b.fleet.example",
+            "www.shop.org",
+        ] {
+            assert!(ours(h), "{h} is ours");
+        }
+        // a rebinding page's own name, look-alikes of ours, a regular expression's match
+        for h in [
+            "evil.example",
+            "mx.example",
+            "evilops.example",
+            "ops.example.evil",
+            "localhost.evil",
+            "127.0.0.1.nip.io",
+            "afleet.example",
+            "www.shop",
+            "re.example",
+        ] {
+            assert!(!ours(h), "{h} is not ours");
+        }
+        assert!(!host_is_ours(b"evil.example", std::iter::empty()));
     }
 }

@@ -2,7 +2,9 @@
 
 # Tests for ngx-mail-auth: what an operator touches, through the real nginx with two workers:
 #   a) mail_auth_limit_bans refuses lifts a web browser sends (Origin / Sec-Fetch-Site): a page
-#      in an administrator's browser could otherwise lift any ban with a cross-site POST
+#      in an administrator's browser could otherwise lift any ban with a cross-site POST; and
+#      requests for a Host that is not one of the server's names nor an address (a page that
+#      rebinds its own name to the listener's address reads the listing as same-origin)
 #   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
 #      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
 #      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
@@ -55,7 +57,7 @@ http {
 
     server {
         listen       127.0.0.1:8080 reuseport;
-        server_name  localhost;
+        server_name  *.mx.example localhost;
 
         location = /auth {
             mail_auth;
@@ -91,7 +93,7 @@ http {
 
 EOF
 
-$t->run()->plan(25);
+$t->run()->plan(33);
 
 ###############################################################################
 
@@ -147,6 +149,25 @@ like($t->read_file('error.log'),
 	'browser: the refusal is logged');
 ($code, $body) = curl('GET', url('/bans'), '-H', 'Origin: http://evil.example');
 is($code, 200, 'browser: the listing still answers (a cross-origin page cannot read it)');
+
+# DNS rebinding: a page whose own name now resolves to the listener reads the listing as
+# same-origin (no Origin, no Sec-Fetch-*: its origin is plain http); its requests name its host
+($code, $body) = curl('GET', url('/bans'), '-H', 'Host: evil.example');
+is($code, 403, 'rebinding: the listing refuses a host that is not the server\'s');
+unlike($body, qr/192\.0\.2\.7/, 'rebinding: ... and shows no client') or diag($body);
+($code) = curl('GET', url('/bans'), '-H', 'Host: evil.example:' . port(8080));
+is($code, 403, 'rebinding: ... with its port too');
+($code) = curl('POST', url('/bans?client=192.0.2.7'), '-H', 'Host: evil.example');
+is($code, 403, 'rebinding: a lift for that host is refused');
+ok(banned('192.0.2.7'), 'rebinding: ... and lifted nothing');
+like($t->read_file('error.log'),
+	qr/\[warn\].*mail_auth_limit_bans: refused a request for host "evil\.example"/,
+	'rebinding: the refusal is logged');
+my @ours = map { (curl('GET', url('/bans'), '-H', "Host: $_"))[0] }
+	'LOCALHOST', 'a.mx.example', '[::1]', '127.0.0.1';
+is("@ours", '200 200 200 200', 'rebinding: the server\'s first name (a wildcard), localhost and addresses are served');
+($code) = curl('GET', url('/bans'), '-H', 'Host: mx.example');
+is($code, 403, 'rebinding: ... a name the wildcard does not cover is not');
 
 # curl, scripts: as before
 ($code, $body) = curl('POST', url('/bans?client=192.0.2.7'));

@@ -138,3 +138,17 @@ pub fn set_authorization_in(r: *mut ngx_http_request_t, value: Option<&[u8]>) ->
 pub fn headers_in(r: &ngx::http::Request) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
     r.headers_in_iterator().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
 }
+
+/// The first name of the request's server's `server_name` (what nginx keeps of it once
+/// configured: the list itself lived in the configuration's temporary pool); empty for none.
+pub fn server_name(r: &ngx::http::Request) -> &'static [u8] {
+    use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
+    match NgxHttpCoreModule::server_conf(r) {
+        Some(cscf) if !cscf.server_name.data.is_null() => {
+            // SAFETY: server_name points into the configuration's pool (or the cycle's host
+            // name), which lives as long as the configuration, so as this request.
+            unsafe { std::slice::from_raw_parts(cscf.server_name.data, cscf.server_name.len) }
+        }
+        _ => &[],
+    }
+}
