@@ -4,7 +4,8 @@
 #   a) mail_auth_limit_bans refuses lifts a web browser sends (Origin / Sec-Fetch-Site): a page
 #      in an administrator's browser could otherwise lift any ban with a cross-site POST; and
 #      requests for a Host that is not one of the server's names nor an address (a page that
-#      rebinds its own name to the listener's address reads the listing as same-origin)
+#      rebinds its own name to the listener's address reads the listing as same-origin); the
+#      mail_auth location refuses such hosts too (the page would read auth_http answers)
 #   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
 #      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
 #      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
@@ -93,7 +94,7 @@ http {
 
 EOF
 
-$t->run()->plan(33);
+$t->run()->plan(37);
 
 ###############################################################################
 
@@ -168,6 +169,27 @@ my @ours = map { (curl('GET', url('/bans'), '-H', "Host: $_"))[0] }
 is("@ours", '200 200 200 200', 'rebinding: the server\'s first name (a wildcard), localhost and addresses are served');
 ($code) = curl('GET', url('/bans'), '-H', 'Host: mx.example');
 is($code, 403, 'rebinding: ... a name the wildcard does not cover is not');
+
+# the mail_auth location itself: nginx mail sends its auth_http URL's host ("localhost" for a
+# unix socket); a rebinding page sends its own and would read the answer, claiming any client
+# address (and any verified certificate, whose EXTERNAL answer carries the backend password)
+sub auth_host {
+	my ($host) = @_;
+	return http("GET /auth HTTP/1.0\r\nHost: $host\r\nAuth-Method: plain\r\n"
+		. "Auth-Protocol: imap\r\nAuth-User: alice\r\nAuth-Pass: alice-pw\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.50\r\n\r\n") // '';
+}
+my $ans = auth_host('evil.example');
+like($ans, qr/^Auth-Status: \[UNAVAILABLE\] Temporary server problem/m,
+	'rebinding: the mail_auth location refuses a foreign host (a temporary failure)') or diag($ans);
+my @again = map { auth_host('evil.example') =~ /^Auth-Status: \[UNAVAILABLE\] Temporary/m ? 't' : 'no' } 1 .. 3;
+is("@again", 't t t', 'rebinding: ... not counted as failed logins (no ban of the user it names)');
+like($t->read_file('error.log'),
+	qr/\[error\].*mail_auth: refused a request for host "evil\.example", neither the first name/,
+	'rebinding: ... logged as an error');
+my @answers = map { auth_host($_) =~ /Auth-Status: OK/ ? 'OK' : 'no' }
+	'localhost', '127.0.0.1', 'a.mx.example';
+is("@answers", 'OK OK OK', 'rebinding: nginx mail\'s hosts (localhost, an address, the server name) answered');
 
 # curl, scripts: as before
 ($code, $body) = curl('POST', url('/bans?client=192.0.2.7'));
