@@ -5,7 +5,8 @@
 #      in an administrator's browser could otherwise lift any ban with a cross-site POST; and
 #      requests for a Host that is not one of the server's names nor an address (a page that
 #      rebinds its own name to the listener's address reads the listing as same-origin); the
-#      mail_auth location refuses such hosts too (the page would read auth_http answers)
+#      mail_auth location refuses such hosts too (the page would read auth_http answers), a
+#      Basic-bridge location before auth_basic checks the password
 #   b) nginx -t warns, as nginx does for allow/set_real_ip_from, when a network of
 #      mail_auth_limit_exempt or mail_auth_real_ip_from has address bits below its prefix (the
 #      rule silently covers the whole network: 10.1.2.3/1 is half of IPv4)
@@ -94,7 +95,7 @@ http {
 
 EOF
 
-$t->run()->plan(37);
+$t->run()->plan(40);
 
 ###############################################################################
 
@@ -218,7 +219,8 @@ sub bridge {
 	my ($ip, $pass, %h) = @_;
 	%h = ('Auth-Method' => 'plain', 'Auth-Protocol' => 'imap', 'Auth-User' => 'alice',
 		'Auth-Pass' => $pass, 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip, %h);
-	my $req = "GET /auth HTTP/1.0\r\nHost: localhost\r\n";
+	my $host = delete $h{Host} // 'localhost';
+	my $req = "GET /auth HTTP/1.0\r\nHost: $host\r\n";
 	$req .= "$_: $h{$_}\r\n" for sort keys %h;
 	my $s = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port(8081))
 		or return "cannot connect: $!";
@@ -254,6 +256,16 @@ is(bridge('192.0.2.23', 'mx-guess', @tls, 'X-Mail-Auth-Listener' => 'mx'),
 	bridge('192.0.2.23', 'alice-pw', @tls, 'X-Mail-Auth-Listener' => 'mx'),
 	'bridge: on an auth=off listener, a wrong and a right password get one answer');
 is(mismatches() - $before, 0, 'bridge: none of them was checked by auth_basic');
+
+# a rebinding page at the bridge location: refused before auth_basic checks the password (else
+# a right and a wrong password are told apart), not counted (no ban)
+$before = mismatches();
+my @rebound = map { bridge('192.0.2.40', $_, @tls, Host => 'evil.example') }
+	'alice-pw', 'rebind-guess', 'alice-pw', 'rebind-guess-2';
+is(join('|', @rebound), join('|', ('[UNAVAILABLE] Temporary server problem, try again later') x 4),
+	'bridge: a foreign host gets a temporary failure, right or wrong password');
+is(mismatches() - $before, 0, 'bridge: ... none checked by auth_basic');
+like(bridge('192.0.2.40', 'alice-pw', @tls), qr/^OK$/, 'bridge: ... and the client is not banned');
 
 # The Basic bridge, with a password ending in a NUL byte (AUTH PLAIN carries one; nginx mail
 # sends it as %00): auth_basic's crypt reads the password up to the NUL ("alice-pw%00" passes

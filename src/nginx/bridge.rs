@@ -184,6 +184,16 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
             return NGX_DECLINED as ngx_int_t;
         }
+        // before auth_basic/auth_request answer a page that rebinds its name to this address
+        // (a right password and a wrong one told apart): a temporary failure, not counted
+        if super::handler::foreign_host(r, req) {
+            let rc = req.discard_request_body();
+            let rc = if rc == ngx::core::Status::NGX_OK { NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t } else { rc.0 };
+            // SAFETY: `r` is the live request this phase handler was given; after finalizing
+            // it, the phase returns NGX_DONE and nginx touches it no more.
+            unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+            return NGX_DONE as ngx_int_t;
+        }
         // what does not depend on the password is decided before auth_basic/auth_request
         // check it: the transport policy and the limiter's bans (the content handler answers
         // anything else, a method other than GET/HEAD included)
