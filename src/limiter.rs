@@ -413,9 +413,9 @@ pub fn lift_from_browser<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u
 /// Whether `host` (the request's Host as nginx keeps it: lower case, without its port) is one
 /// this server answers to: an IP address, `localhost`, or one of `server_names` (exact, or
 /// `*.example.org`, `.example.org`, `www.example.*`; regular expressions are not matched). A
-/// request without a Host (HTTP/1.0) is ours too. The ban listing holds client addresses and
-/// user names: a page on any site may rebind its own name to the listener's address (DNS
-/// rebinding) and read it as its own, same-origin, without `Origin` or `Sec-Fetch-*`; its
+/// request without a Host (HTTP/1.0) is ours too. A page on any site may rebind its own name to
+/// a listener's address (DNS rebinding) and read the ban listing (client addresses, user names)
+/// or auth_http answers as its own, same-origin, without `Origin` or `Sec-Fetch-*`; its
 /// requests still name the page's host.
 pub fn host_is_ours<'n>(host: &[u8], server_names: impl IntoIterator<Item = &'n [u8]>) -> bool {
     let host = host.strip_suffix(b".").unwrap_or(host);
