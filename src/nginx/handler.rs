@@ -53,7 +53,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    if foreign_host(r, req) {
+    if util::foreign_host(r, req, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
         // a 5xx: the status filter answers a temporary failure, which the limiter does not count
         // (a page's requests must not ban the users it names)
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -69,26 +69,6 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Start::Done(d) => send(r, &d),
         Start::Offload(job) => schedule(r, engine.clone(), pool, job, Box::new(|r, d| send(r, &d))),
     }
-}
-
-/// Whether the request names a host that is neither an address, `localhost`, nor the first name
-/// of its server's `server_name` (logged): nginx mail sends its auth_http URL's host
-/// ("localhost" for a unix socket); a web page that rebinds its own name to this address sends
-/// its own, and would read the answers (backend passwords, a claimed client address or
-/// certificate believed).
-pub fn foreign_host(r: *mut ngx_http_request_t, req: &Request) -> bool {
-    // SAFETY: `r` is the live request; headers_in.server is an ngx_str_t into its buffers.
-    let host = unsafe { (*r).headers_in.server.as_bytes() };
-    if crate::limiter::host_is_ours(host, [util::server_name(req)]) {
-        return false;
-    }
-    ngx_log_error!(
-        ngx::ffi::NGX_LOG_ERR,
-        req.log(),
-        "mail_auth: refused a request for host \"{}\", neither the first name of this server's server_name nor an address (a web page can rebind its own name to this address); an auth_http URL with a host name needs that name first in server_name",
-        crate::protocol::printable(host, 128)
-    );
-    true
 }
 
 /// What to do with a request's decision once its job is over: send the auth_http answer, or

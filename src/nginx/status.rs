@@ -42,16 +42,8 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(l) = lc.directives.limit.as_ref().and_then(|l| Limiter::new(l.zone.words()?, l.cfg)) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    // SAFETY: `r` is the live request; headers_in.server is an ngx_str_t into its buffers.
-    let host = unsafe { (*r).headers_in.server.as_bytes() };
-    if !limiter::host_is_ours(host, [super::util::server_name(req)]) {
-        // a page that rebound its own name to this address reads the listing as same-origin
-        ngx::ngx_log_error!(
-            ngx::ffi::NGX_LOG_WARN,
-            req.log(),
-            "mail_auth_limit_bans: refused a request for host \"{}\", neither the first name of this server's server_name nor an address (a web page can rebind its own name to this address)",
-            crate::protocol::printable(host, 128)
-        );
+    // a page that rebound its own name to this address reads the listing as same-origin
+    if super::util::foreign_host(r, req, ngx::ffi::NGX_LOG_WARN as ngx::ffi::ngx_uint_t, "mail_auth_limit_bans") {
         let body = format!(
             "{}\n",
             serde_json::json!({ "error": "the Host is neither this server's first server_name nor an address" })

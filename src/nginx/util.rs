@@ -152,3 +152,23 @@ pub fn server_name(r: &ngx::http::Request) -> &'static [u8] {
         _ => &[],
     }
 }
+
+/// Whether the request names a host that is neither an address, `localhost`, nor the first name
+/// of its server's `server_name` (logged at `level`, after `who`): nginx mail sends its
+/// auth_http URL's host ("localhost" for a unix socket); a web page that rebinds its own name to
+/// this address sends its own, and would read the answers (auth_http's backend passwords, a
+/// claimed client address or certificate believed; the ban listing's addresses and names).
+pub fn foreign_host(r: *mut ngx_http_request_t, req: &ngx::http::Request, level: ngx_uint_t, who: &str) -> bool {
+    // SAFETY: `r` is the live request; headers_in.server is an ngx_str_t into its buffers.
+    let host = unsafe { (*r).headers_in.server.as_bytes() };
+    if crate::limiter::host_is_ours(host, [server_name(req)]) {
+        return false;
+    }
+    ngx::ngx_log_error!(
+        level,
+        req.log(),
+        "{who}: refused a request for host \"{}\", neither the first name of this server's server_name nor an address (a web page can rebind its own name to this address); a name nginx mail or a client uses must come first in server_name",
+        crate::protocol::printable(host, 128)
+    );
+    true
+}
