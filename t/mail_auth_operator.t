@@ -59,7 +59,7 @@ http {
 
     server {
         listen       127.0.0.1:8080 reuseport;
-        server_name  *.mx.example localhost;
+        server_name  *.mx.example localhost auth.internal .mail.internal ~^re\.example$;
 
         location = /auth {
             mail_auth;
@@ -95,7 +95,7 @@ http {
 
 EOF
 
-$t->run()->plan(40);
+$t->run()->plan(43);
 
 ###############################################################################
 
@@ -170,6 +170,11 @@ my @ours = map { (curl('GET', url('/bans'), '-H', "Host: $_"))[0] }
 is("@ours", '200 200 200 200', 'rebinding: the server\'s first name (a wildcard), localhost and addresses are served');
 ($code) = curl('GET', url('/bans'), '-H', 'Host: mx.example');
 is($code, 403, 'rebinding: ... a name the wildcard does not cover is not');
+# every name of server_name, not only the first one nginx keeps after configuration
+@ours = map { (curl('GET', url('/bans'), '-H', "Host: $_"))[0] }
+	'auth.internal', 'mail.internal', 'x.mail.internal', 'mail.internal.evil', 're.example';
+is("@ours", '200 200 200 403 403',
+	'rebinding: the server\'s other names are served (not a regular expression, not a longer name)');
 
 # the mail_auth location itself: nginx mail sends its auth_http URL's host ("localhost" for a
 # unix socket); a rebinding page sends its own and would read the answer, claiming any client
@@ -186,11 +191,15 @@ like($ans, qr/^Auth-Status: \[UNAVAILABLE\] Temporary server problem/m,
 my @again = map { auth_host('evil.example') =~ /^Auth-Status: \[UNAVAILABLE\] Temporary/m ? 't' : 'no' } 1 .. 3;
 is("@again", 't t t', 'rebinding: ... not counted as failed logins (no ban of the user it names)');
 like($t->read_file('error.log'),
-	qr/\[error\].*mail_auth: refused a request for host "evil\.example", neither the first name/,
+	qr/\[error\].*mail_auth: refused a request for host "evil\.example", neither a name of this server/,
 	'rebinding: ... logged as an error');
 my @answers = map { auth_host($_) =~ /Auth-Status: OK/ ? 'OK' : 'no' }
 	'localhost', '127.0.0.1', 'a.mx.example';
 is("@answers", 'OK OK OK', 'rebinding: nginx mail\'s hosts (localhost, an address, the server name) answered');
+@answers = map { auth_host($_) =~ /Auth-Status: OK/ ? 'OK' : 'no' } 'auth.internal', 'imap.mail.internal';
+is("@answers", 'OK OK', 'rebinding: ... and by the server\'s other names (an auth_http URL naming one)');
+like(auth_host('re.example'), qr/^Auth-Status: \[UNAVAILABLE\] Temporary/m,
+	'rebinding: ... not by a regular expression of server_name');
 
 # curl, scripts: as before
 ($code, $body) = curl('POST', url('/bans?client=192.0.2.7'));

@@ -186,7 +186,7 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         }
         // before auth_basic/auth_request answer a page that rebinds its name to this address
         // (a right password and a wrong one told apart): a temporary failure, not counted
-        if util::foreign_host(r, req, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
+        if util::foreign_host(r, req, &lc.host_names, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
             let rc = req.discard_request_body();
             let rc = if rc == ngx::core::Status::NGX_OK { NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t } else { rc.0 };
             // SAFETY: `r` is the live request this phase handler was given; after finalizing

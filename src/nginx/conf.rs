@@ -277,6 +277,10 @@ pub struct LocConf {
     pub engine: Option<Arc<Engine>>,
     /// The thread pool the engine's jobs go to.
     pub pool: Option<offload::PoolRef>,
+    /// The names of this location's server's `server_name` (a `mail_auth` or
+    /// `mail_auth_limit_bans` location): the hosts its requests may name besides addresses and
+    /// `localhost` ([`util::foreign_host`]).
+    pub host_names: Vec<Box<[u8]>>,
 }
 
 impl LocConf {
@@ -910,6 +914,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     }
     if matches!(lc.directives.content, Some(Content::Bans)) && lc.directives.limit.is_none() {
         return Err("\"mail_auth_limit_bans\" needs a \"mail_auth_limit\" in effect in its location (declare it at http or server level)".into());
+    }
+    if matches!(lc.directives.content, Some(Content::Bans | Content::MailAuth(_))) {
+        lc.host_names = util::server_names(cf);
     }
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());

@@ -53,7 +53,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    if util::foreign_host(r, req, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
+    if util::foreign_host(r, req, &lc.host_names, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
         // a 5xx: the status filter answers a temporary failure, which the limiter does not count
         // (a page's requests must not ban the users it names)
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;

@@ -43,10 +43,16 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // a page that rebound its own name to this address reads the listing as same-origin
-    if super::util::foreign_host(r, req, ngx::ffi::NGX_LOG_WARN as ngx::ffi::ngx_uint_t, "mail_auth_limit_bans") {
+    if super::util::foreign_host(
+        r,
+        req,
+        &lc.host_names,
+        ngx::ffi::NGX_LOG_WARN as ngx::ffi::ngx_uint_t,
+        "mail_auth_limit_bans",
+    ) {
         let body = format!(
             "{}\n",
-            serde_json::json!({ "error": "the Host is neither this server's first server_name nor an address" })
+            serde_json::json!({ "error": "the Host is neither a name of this server's server_name nor an address" })
         );
         return send(r, req, HTTPStatus::FORBIDDEN, JSON_TYPE, &body);
     }

@@ -3,8 +3,8 @@
 //! request's own Authorization header (the Basic bridge), and the engine's log levels.
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_log_t, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
-    NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_conf_t, ngx_http_request_t, ngx_http_server_name_t, ngx_list_part_t, ngx_list_push, ngx_log_t, ngx_str_t,
+    ngx_table_elt_t, ngx_uint_t, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::log::{check_mask, DebugMask, DEBUG};
 
@@ -139,35 +139,52 @@ pub fn headers_in(r: &ngx::http::Request) -> impl Iterator<Item = (&[u8], &[u8])
     r.headers_in_iterator().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
 }
 
-/// The first name of the request's server's `server_name` (what nginx keeps of it once
-/// configured: the list itself lived in the configuration's temporary pool); empty for none.
-pub fn server_name(r: &ngx::http::Request) -> &'static [u8] {
+/// The names of `server_name` in the server whose location is being merged (lower case, as
+/// nginx keeps them; a regular expression keeps its `~` and never matches a Host here). Copied
+/// at configuration: nginx keeps the list in the configuration's temporary pool, and only the
+/// first name (`server_name`) after it.
+pub fn server_names(cf: *mut ngx_conf_t) -> Vec<Box<[u8]>> {
     use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
-    match NgxHttpCoreModule::server_conf(r) {
-        Some(cscf) if !cscf.server_name.data.is_null() => {
-            // SAFETY: server_name points into the configuration's pool (or the cycle's host
-            // name), which lives as long as the configuration, so as this request.
-            unsafe { std::slice::from_raw_parts(cscf.server_name.data, cscf.server_name.len) }
-        }
-        _ => &[],
+    // SAFETY: cf is live during the merge; its context is the server being merged.
+    let Some(cscf) = NgxHttpCoreModule::server_conf(unsafe { &*cf }) else {
+        return Vec::new();
+    };
+    let names = &cscf.server_names;
+    if names.elts.is_null() || names.nelts == 0 {
+        return Vec::new();
     }
+    // SAFETY: server_names is an ngx_array_t of ngx_http_server_name_t (ngx_http_core_module
+    // creates it so), alive in the temporary pool for the whole configuration pass.
+    let names = unsafe { std::slice::from_raw_parts(names.elts.cast::<ngx_http_server_name_t>(), names.nelts) };
+    names
+        .iter()
+        .filter(|n| !n.name.data.is_null() && n.name.len > 0)
+        // SAFETY: each name is an ngx_str_t into the configuration's buffers (see above).
+        .map(|n| Box::from(unsafe { std::slice::from_raw_parts(n.name.data, n.name.len) }))
+        .collect()
 }
 
-/// Whether the request names a host that is neither an address, `localhost`, nor the first name
-/// of its server's `server_name` (logged at `level`, after `who`): nginx mail sends its
+/// Whether the request names a host that is neither an address, `localhost`, nor one of its
+/// server's `server_name` names (`names`, see [`server_names`]; logged at `level`, after `who`): nginx mail sends its
 /// auth_http URL's host ("localhost" for a unix socket); a web page that rebinds its own name to
 /// this address sends its own, and would read the answers (auth_http's backend passwords, a
 /// claimed client address or certificate believed; the ban listing's addresses and names).
-pub fn foreign_host(r: *mut ngx_http_request_t, req: &ngx::http::Request, level: ngx_uint_t, who: &str) -> bool {
+pub fn foreign_host(
+    r: *mut ngx_http_request_t,
+    req: &ngx::http::Request,
+    names: &[Box<[u8]>],
+    level: ngx_uint_t,
+    who: &str,
+) -> bool {
     // SAFETY: `r` is the live request; headers_in.server is an ngx_str_t into its buffers.
     let host = unsafe { (*r).headers_in.server.as_bytes() };
-    if crate::limiter::host_is_ours(host, [server_name(req)]) {
+    if crate::limiter::host_is_ours(host, names.iter().map(|n| &n[..])) {
         return false;
     }
     ngx::ngx_log_error!(
         level,
         req.log(),
-        "{who}: refused a request for host \"{}\", neither the first name of this server's server_name nor an address (a web page can rebind its own name to this address); a name nginx mail or a client uses must come first in server_name",
+        "{who}: refused a request for host \"{}\", neither a name of this server's server_name nor an address (a web page can rebind its own name to this address); a name nginx mail or a client uses must be in server_name",
         crate::protocol::printable(host, 128)
     );
     true
