@@ -74,6 +74,18 @@ struct AuthRequestConf {
     vars: *mut ngx_array_t,
 }
 
+/// ngx_http_access_module's location configuration (`ngx_http_access_loc_conf_t`, in its .c
+/// file): the `allow`/`deny` rules for IPv4, IPv6 and unix-socket clients, each NULL when none.
+#[repr(C)]
+struct AccessConf {
+    rules: *mut ngx_array_t,
+    rules6: *mut ngx_array_t,
+    rules_un: *mut ngx_array_t,
+}
+
+// nginx has the last two fields only with IPv6 and unix-domain sockets (every Linux build)
+const _: () = assert!(ngx::ffi::NGX_HAVE_INET6 == 1 && ngx::ffi::NGX_HAVE_UNIX_DOMAIN == 1);
+
 /// An HTTP module of the cycle being configured, by name: the access modules may be missing
 /// from an nginx build (auth_request is optional), so they are looked up, never linked to.
 fn find_module(cf: &ngx_conf_t, name: &CStr) -> Option<&'static ngx_module_t> {
@@ -104,6 +116,28 @@ pub fn access_checks_credentials(cf: *mut ngx_conf_t) -> bool {
     // SAFETY: cf is live during the merge.
     let cf = unsafe { &*cf };
     auth_basic_on(cf) || auth_request_on(cf)
+}
+
+/// Whether anything restricts who may use the location being merged: `allow`/`deny` rules (its
+/// own or inherited), `auth_basic` or `auth_request`. Called from merge_loc_conf, after those
+/// static modules merged (see [`access_checks_credentials`]).
+pub fn access_restricted(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    let cf = unsafe { &*cf };
+    access_rules(cf) || auth_basic_on(cf) || auth_request_on(cf)
+}
+
+fn access_rules(cf: &ngx_conf_t) -> bool {
+    let Some(m) = find_module(cf, c"ngx_http_access_module") else { return false };
+    // SAFETY: that module's location conf is an ngx_http_access_loc_conf_t (create_loc_conf,
+    // zeroed; a rule's array is made at its first `allow`/`deny`).
+    let Some(c) = (unsafe { cf.http_location_conf_unchecked::<AccessConf>(m) }) else { return false };
+    // SAFETY: see above; it lives in the configuration pool.
+    let c = unsafe { c.as_ref() };
+    [c.rules, c.rules6, c.rules_un].iter().any(|a| {
+        // SAFETY: a non-NULL rules pointer is an ngx_array_t of the configuration pool.
+        !a.is_null() && unsafe { (**a).nelts } > 0
+    })
 }
 
 /// `satisfy any` in the location being merged (core merges before this module): one passing

@@ -915,6 +915,14 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     if matches!(lc.directives.content, Some(Content::Bans)) && lc.directives.limit.is_none() {
         return Err("\"mail_auth_limit_bans\" needs a \"mail_auth_limit\" in effect in its location (declare it at http or server level)".into());
     }
+    if matches!(lc.directives.content, Some(Content::Bans)) && !bridge::access_restricted(cf) {
+        // the listing names clients and users, and anyone who reaches it may lift any ban
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "\"mail_auth_limit_bans\" in a location without \"allow\"/\"deny\", \"auth_basic\" or \"auth_request\": whoever reaches it can read the bans (client addresses, user names) and lift any of them"
+        );
+    }
     if matches!(lc.directives.content, Some(Content::Bans | Content::MailAuth(_))) {
         lc.host_names = util::server_names(cf);
     }
