@@ -35,7 +35,7 @@ use MailAuthTest;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/);
+my $t = Test::Nginx->new()->has(qw/http auth_request/);
 workers_can_read($t);
 plan(skip_all => 'curl not installed') unless have_tool('curl');
 
@@ -91,11 +91,33 @@ http {
             mail_auth_fail_wait 0;
         }
     }
+
+    server {
+        listen       127.0.0.1:8082;
+        server_name  localhost;
+
+        # a bridge whose access check (auth_request) knows alice's password
+        location = /auth {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_request /allow;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 0;
+        }
+
+        location = /allow {
+            internal;
+            if ($http_authorization = "Basic YWxpY2U6YWxpY2UtcHc=") {
+                return 204;
+            }
+            return 401;
+        }
+    }
 }
 
 EOF
 
-$t->run()->plan(43);
+$t->run()->plan(45);
 
 ###############################################################################
 
@@ -229,9 +251,10 @@ sub bridge {
 	%h = ('Auth-Method' => 'plain', 'Auth-Protocol' => 'imap', 'Auth-User' => 'alice',
 		'Auth-Pass' => $pass, 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip, %h);
 	my $host = delete $h{Host} // 'localhost';
+	my $port = delete $h{Port} // 8081;
 	my $req = "GET /auth HTTP/1.0\r\nHost: $host\r\n";
 	$req .= "$_: $h{$_}\r\n" for sort keys %h;
-	my $s = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port(8081))
+	my $s = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port($port))
 		or return "cannot connect: $!";
 	my $r = http("$req\r\n", socket => $s) // '';
 	return $1 if $r =~ /^Auth-Status: (.*?)\r?$/m;
@@ -275,6 +298,13 @@ is(join('|', @rebound), join('|', ('[UNAVAILABLE] Temporary server problem, try 
 	'bridge: a foreign host gets a temporary failure, right or wrong password');
 is(mismatches() - $before, 0, 'bridge: ... none checked by auth_basic');
 like(bridge('192.0.2.40', 'alice-pw', @tls), qr/^OK$/, 'bridge: ... and the client is not banned');
+# ... and before auth_request
+@rebound = map { bridge('192.0.2.41', $_, Host => 'evil.example', Port => 8082) } 'alice-pw', 'rebind-guess';
+is(join('|', @rebound), join('|', ('[UNAVAILABLE] Temporary server problem, try again later') x 2),
+	'bridge: a foreign host is refused before auth_request, right or wrong password');
+is(join('|', map { bridge('192.0.2.41', $_, Port => 8082) } 'alice-pw', 'rebind-guess'),
+	'OK|[AUTHENTICATIONFAILED] Invalid login or password',
+	'bridge: ... whose check tells them apart for nginx mail\'s host');
 
 # The Basic bridge, with a password ending in a NUL byte (AUTH PLAIN carries one; nginx mail
 # sends it as %00): auth_basic's crypt reads the password up to the NUL ("alice-pw%00" passes
