@@ -166,6 +166,20 @@ http {
             mail_auth_passwd_file %%TESTDIR%%/p9users;
             mail_auth_limit zone=brute1m:1m ip=3/m ban=10m;
         }
+
+        # a zone too small for the bans it is given: each client banned at its second failure
+        location /p9tiny {
+            mail_auth_limit zone=bantiny:32k ip=1/m ban=10m;
+
+            location = /p9tiny {
+                mail_auth;
+                mail_auth_passwd_file %%TESTDIR%%/p9users;
+            }
+
+            location = /p9tiny-metrics {
+                mail_auth_status;
+            }
+        }
     }
 }
 
@@ -180,7 +194,7 @@ mail {
 
 EOF
 
-$t->run()->plan(51);
+$t->run()->plan(53);
 
 ###############################################################################
 
@@ -601,7 +615,7 @@ sub still_banned {
 }
 
 SKIP: {
-	skip 'floods of thousands of requests: not under valgrind', 7 if $VALGRIND;
+	skip 'floods of thousands of requests: not under valgrind', 9 if $VALGRIND;
 
 	is(status('/p9', 'victim', 'victim-pw', '127.0.0.8'), 'OK', 'ban: the right password logs in');
 	ok(ban('/p9', '127.0.0.9'), 'ban (32k zone): 127.0.0.9 banned after 3 failures');
@@ -628,6 +642,19 @@ SKIP: {
 		ok($s eq $INVALID && $res eq 'rate-limited',
 			"ban (1m zone): 127.0.0.10 still refused with the right password after $FLOOD ($s, $res)");
 	}
+
+	# a zone that holds nothing but live bans: a ban goes, logged and counted
+	for my $i (1 .. 600) {
+		my $ip = sprintf('10.11.%d.%d', ($i >> 8) & 255, $i & 255);
+		status('/p9tiny', 'victim', "tiny-guess-$_", $ip) for 1 .. 2;
+	}
+	like($t->read_file('error.log'),
+		qr/\[warn\].*the mail_auth_limit zone is full of live bans: one was dropped to count this attempt/,
+		'ban (zone of bans only): dropping a live ban is logged');
+	my $m = http_get('/p9tiny-metrics') // '';
+	ok($m =~ /^mail_auth_limiter_bans_evicted_total (\d+)$/m && $1 > 0,
+		'ban (zone of bans only): ... and counted (mail_auth_limiter_bans_evicted_total '
+		. ($1 // 'absent') . ')') or diag($m);
 }
 note(sprintf('9: %.1f s', time() - $t_start));
 

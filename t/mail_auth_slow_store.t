@@ -91,7 +91,7 @@ EOF
 
 # reads until nginx closes the connection, answers nothing
 $t->run_daemon(\&MailAuthBackend::serve, port(8389), sub { my ($c) = @_; 1 while <$c>; });
-$t->run()->plan(10);
+$t->run()->plan(11);
 $t->waitforsocket('127.0.0.1:' . port(8389));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -168,12 +168,15 @@ $r = http(request('/local', 'local', 'local-pw'));
 $took = time() - $start;
 like($r, qr/Auth-Status: OK/, 'JSON API: a bcrypt login of another location answered OK');
 cmp_ok($took, '<', 1.5, 'JSON API: at once, not after the hung lookups time out') or diag(sprintf('took %.1f s', $took));
-my $json_ok = 0;
+my ($json_ok, $json_temp) = (0, 0);
 for my $s (@json) {
 	IO::Select->new($s)->can_read(60);
-	$json_ok++ if join('', <$s>) =~ /^HTTP\/1\.[01] 200 /;
+	my $ans = join('', <$s>);
+	$json_ok++ if $ans =~ /^HTTP\/1\.[01] 200 /;
+	$json_temp++ if $ans =~ /^HTTP\/1\.[01] 503 / && $ans =~ /Temporary server problem/;
 	close $s;
 }
 is($json_ok, 0, 'JSON API: no hung lookup answered 200');
+is($json_temp, 40, 'JSON API: every hung lookup a temporary failure (503)');
 
 ###############################################################################
