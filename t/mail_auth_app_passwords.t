@@ -155,7 +155,7 @@ my %any = (alice => '*', carol => '*', dave => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(37);
+$t->run()->plan(38);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -245,6 +245,8 @@ ok(refused('pop3', 8110, 'dave', 'dave main pw'), 'sqlite: mail_auth_app_only po
 ok(ok_login('pop3', 8110, 'dave', $app{dphone}), 'sqlite: app password: pop3');
 ok(ok_login('imap', 8144, 'dave', $app{dlaptop}) && ok_login('imap', 8144, 'dave', $app{dlaptop}),
 	'sqlite: bcrypt app password, twice');
+like(new_lines(), qr/user="dave".*\(app password 'dlaptop'\) \(cached verdict\)"/,
+	'sqlite: ... the second from the cache');
 tool(@sql, 'app', 'revoke', 'dave', 'dlaptop');
 tool(@sql, 'app', 'revoke', 'dave', 'dphone');
 ok(refused('imap', 8144, 'dave', $app{dlaptop}), 'sqlite: revoked (cached) app password refused at once');

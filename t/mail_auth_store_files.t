@@ -129,7 +129,7 @@ http {
 
 EOF
 
-$t->run()->plan(23);
+$t->run()->plan(26);
 
 ###############################################################################
 
@@ -227,6 +227,20 @@ release_fifos();
 unlink "$d/users";
 copy("$d/users.good", "$d/users") or die;
 ok(wait_for(5, sub { status('/passwd', 'alice-pw') eq 'OK' }), 'passwd-file back: recovered');
+
+# a device at the path (/dev/zero: read, it never ends): never read, a temporary failure
+$from = length $t->read_file('error.log');
+symlink('/dev/zero', "$d/users.link") or die "symlink: $!
+";
+rename("$d/users.link", "$d/users") or die "rename: $!
+";
+sleep 1.5;
+@answers = map { status('/passwd', 'alice-pw') } 1 .. 3;
+is("@answers", join(' ', ($TEMP) x 3), 'passwd-file replaced by a device: temporary failure, not the old content');
+like(log_since($from), qr/\[error\].*users: .*not a regular file/, 'passwd-file replaced by a device: logged');
+unlink "$d/users";
+copy("$d/users.good", "$d/users") or die;
+ok(wait_for(5, sub { status('/passwd', 'alice-pw') eq 'OK' }), 'passwd-file back again: recovered');
 
 # 3. the SQLite database replaced by a symlink to a FIFO: a lookup must not wait for it
 $from = length $t->read_file('error.log');
