@@ -92,6 +92,14 @@ http {
             mail_auth_verify_concurrency 1 queue=32;
         }
 
+        # one attempt a minute per client: a success gives it back
+        location = /held-limited {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_thread_pool two;
+            mail_auth_limit zone=held:64k ip=1/m;
+        }
+
         location = /sqlite {
             mail_auth;
             mail_auth_sqlite %%TESTDIR%%/users.db;
@@ -115,7 +123,7 @@ http {
 
 EOF
 
-$t->run()->plan(13);
+$t->run()->plan(16);
 
 ###############################################################################
 
@@ -220,5 +228,19 @@ $queued->close();
 my $log = $t->read_file('error.log');
 like($log, qr/invalid chunked body/, 'terminated while held: nginx saw the bad chunks');
 unlike($log, qr/exited on signal/, 'terminated while held: the worker did not crash');
+
+# ... and its job still settles the limiter: the right password of a request ended while its
+# bcrypt ran gives its attempt back (ip=1/m), so the client's next login is let in
+$c = start(chunked('/held-limited', 'slow-password', '127.0.5.9'));
+select undef, undef, undef, 0.1;
+$c->print("zz\r\n");
+select undef, undef, undef, 0.5;
+$c->close();
+is(finish(start(request('/held-limited', 'slow', 'slow-password', '127.0.5.9'))), 'OK',
+	'terminated while held: its success settled the limiter (the next login of the client let in)');
+is(finish(start(request('/held-limited', 'slow', 'held-guess', '127.0.5.9'))), $INVALID,
+	'terminated while held: ... then a wrong password takes the one attempt');
+like(finish(start(request('/held-limited', 'slow', 'slow-password', '127.0.5.9'))), qr/^\Q$INVALID\E$/,
+	'terminated while held: ... and the right one is refused after it (ip=1/m)');
 
 ###############################################################################
