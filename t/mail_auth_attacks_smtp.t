@@ -169,7 +169,7 @@ my %backend = (alice => $pw{alice}, bob => $pw{bob}, dave => $pw{dave},
 	'bob*master' => 'master pw', 'carol*master' => 'master pw', carol => $pw{carol});
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(36);
+$t->run()->plan(38);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8026, 8028);
 
 # (named subs use $d, never $t: a closure over $t would keep nginx running past the
@@ -236,7 +236,10 @@ for my $rcpt ('<"x@example.org"@evil.com>', '<@example.org:u@evil.com>', '<u@[12
 		or diag("Auth-Status: $st, Auth-Error-Code: $code");
 }
 
-for my $rcpt ('<u@example.org>', '<u@EXAMPLE.ORG.>', '<u@example.org> NOTIFY=NEVER') {
+# the forms above, ending in the relayed domain: the MX routes them there, so they are relayed
+for my $rcpt ('<u@example.org>', '<u@EXAMPLE.ORG.>', '<u@example.org> NOTIFY=NEVER',
+	'<"x@evil.com"@example.org>', '<@evil.com:u@example.org>')
+{
 	like(rcpt_reply(8025, $rcpt), qr/^250 /, "proxy: RCPT TO:$rcpt accepted (the MX answers)");
 }
 
