@@ -15,6 +15,8 @@
 #          users (before any known one) and then interleaved ones;
 #      (c) an account whose stored password can't be used ({PBKDF2}, a NULL password in
 #          SQLite) against a wrong password of a normal account in a bcrypt store;
+#      (e) SQLite with the admin tool's schema changed in place (a bcrypt(11) user added to
+#          {SSHA512} ones, no reload): unknown users against that user's wrong password;
 #      (d) through nginx's IMAP proxy (imaplib, mail_auth_fail_wait 1s): unknown against
 #          known-wrong, compared on the time beyond the configured 1 s Auth-Wait.
 #   4. Memory stays bounded under unauthenticated load: a store of doveadm's default
@@ -65,9 +67,9 @@ plan(skip_all => 'needs Linux /proc') unless -e '/proc/self/status';
 plan(skip_all => 'python3 with imaplib not installed')
 	unless system('python3 -c "import imaplib" 2>/dev/null') == 0;
 
-# 3: 4 (b) + 7 (a) + 2 (c) + 3 (d); 4: 5 default + 6 with the directive; 5: 4;
+# 3: 4 (b) + 7 (a) + 2 (c) + 2 (e) + 3 (d); 4: 5 default + 6 with the directive; 5: 4;
 # each of the 4 nginx instances adds the harness's 2 checks (alerts, sanitizer)
-plan(tests => 16 + 11 + 4 + 2 * 4);
+plan(tests => 18 + 11 + 4 + 2 * 4);
 
 my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
 my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
@@ -99,6 +101,15 @@ my $sha512 = hash_cmd('openssl', 'passwd', '-6', $pw{s6});
 $t->write_file('mixed', "bc:$bcrypt\nss:$ssha\ns6:$sha512\n");
 $t->write_file('ssha', join('', map { "ss$_:" . make_hash('doveadm-SSHA', "pw$_") . "\n" } 1 .. 3));
 $t->write_file('broken', "alice:$bcrypt\nbroken:{PBKDF2}xyz\n");
+# (e): the admin tool's schema (the default query), {SSHA512} users only to begin with
+my $tool = $ENV{TEST_MAIL_AUTH_USER} || "$FindBin::Bin/../target/release/mail-auth-user";
+sub usertool {
+	my ($rc, $out) = run_tool($tool, '--sqlite', "$d/default.db", @_);
+	die "mail-auth-user @_: $out" if $rc != 0;
+}
+usertool('init');
+usertool('add', "cheap$_", '--scheme', 'ssha512', '--password', "cheap-pw-$_") for 1 .. 3;
+
 open my $sq, '|-', 'sqlite3', "$d/users.db" or die "sqlite3: $!\n";
 print $sq "CREATE TABLE accounts (name TEXT PRIMARY KEY, password TEXT);\n"
 	. "INSERT INTO accounts VALUES ('alice', '$bcrypt');\n"
@@ -145,6 +156,11 @@ http {
             mail_auth;
             mail_auth_sqlite %%TESTDIR%%/users.db;
             mail_auth_sqlite_query "SELECT password FROM accounts WHERE name = :user";
+        }
+
+        location = /sqlite-default {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/default.db;
         }
     }
 }
@@ -250,6 +266,27 @@ same_timing('bcrypt passwd-file: an account with {PBKDF2}xyz answers as slowly a
 	\@broken, \@normal, a => '{PBKDF2} account', b => 'bcrypt wrong');
 same_timing('bcrypt SQLite store: an account with a NULL password answers as slowly as a wrong password',
 	\@nullpw, \@sqlnormal, a => 'NULL password', b => 'bcrypt wrong');
+
+# (e) SQLite with the admin tool's schema, changed in place while nginx runs: its timing
+# template is the costliest stored hash, looked for again when the file changes. The workers
+# have seen only {SSHA512} users; a bcrypt(11) user is added (no reload), then unknown users must
+# cost what that user's wrong password costs (neither the old cheap template nor the default
+# bcrypt(10) padding of a store whose template is unknown)
+try_login('/sqlite-default', "cheap$_", 'wrong') for 1 .. 4;
+usertool('add', 'dear', '--cost', '11', '--password', 'dear-pw');
+sleep 1.5;
+my (@sqlunknown, @sqldear, @sqlbad);
+for my $i (1 .. 12) {
+	my ($st, $dt) = try_login('/sqlite-default', "nobody-sql$i", 'wrong');
+	push @sqlunknown, $dt;
+	push @sqlbad, "unknown: $st" if $st ne $INVALID;
+	($st, $dt) = try_login('/sqlite-default', 'dear', "wrong-$i");
+	push @sqldear, $dt;
+	push @sqlbad, "dear: $st" if $st ne $INVALID;
+}
+ok(!@sqlbad, 'SQLite, the tool\'s schema: unknown users and a wrong password refused alike') or diag("@sqlbad");
+same_timing('SQLite, the tool\'s schema changed in place: unknown users cost what the new bcrypt(11) user costs',
+	\@sqlunknown, \@sqldear, a => 'unknown', b => 'bcrypt(11) wrong');
 
 # (d) through the IMAP proxy: nginx delays every refusal by Auth-Wait (1 s); what is left
 # must not tell unknown users from known ones
