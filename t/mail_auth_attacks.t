@@ -16,6 +16,8 @@
 #      20000 on a 1m zone)
 #  10. zone names are unambiguous: mail_auth_status, or one name for cache and limiter, are
 #      refused by nginx -t
+#  12. an account's own Auth-Wait (wait=) is given only with the right password: a guesser
+#      gets an unknown user's answer
 # Failed logins use distinct wrong passwords: the limiter counts a repeated one once.
 
 ###############################################################################
@@ -87,6 +89,9 @@ usertool("$d/p8.db", 'add', 'alice', '--password', 'alice-pw', '--cost', '5');
 
 # 9: a cheap scheme, so thousands of failures fit in the run time
 htpasswd('-cbs', "$d/p9users", 'victim', 'victim-pw');
+# 12: accounts with their own Auth-Wait (Dovecot extra field wait=), one of them disabled
+$t->write_file('p12users', "waits:{PLAIN}waits-pw::::::wait=30\n"
+	. "waitsoff:{PLAIN}off-pw::::::wait=30 nologin\n");
 
 chmod 0644, glob("$d/*.db"), glob("$d/p*users"), "$d/p6htpasswd";
 
@@ -167,6 +172,12 @@ http {
             mail_auth_limit zone=brute1m:1m ip=3/m ban=10m;
         }
 
+        location = /p12 {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/p12users;
+            mail_auth_backend imap 127.0.0.1:8144;
+        }
+
         # a zone too small for the bans it is given: each client banned at its second failure
         location /p9tiny {
             mail_auth_limit zone=bantiny:32k ip=1/m ban=10m;
@@ -194,7 +205,7 @@ mail {
 
 EOF
 
-$t->run()->plan(53);
+$t->run()->plan(56);
 
 ###############################################################################
 
@@ -712,6 +723,26 @@ EOF
 		"nginx -t: one zone name for mail_auth_cache and mail_auth_limit refused (exit $rc)") or diag($out);
 }
 note(sprintf('10: %.1f s', time() - $t_start));
+
+###############################################################################
+
+# 12. An account's own Auth-Wait does not tell a guesser that it exists: without the right
+# password, the answer (Auth-Wait included) is an unknown user's; the account's wait once the
+# password is right (a disabled account here)
+
+sub auth_wait {
+	my ($user, $pass) = @_;
+	my $r = auth_http('/p12', 'Auth-Method' => 'plain', 'Auth-User' => $user, 'Auth-Pass' => $pass,
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '127.0.0.12') // '';
+	my ($st) = $r =~ /^Auth-Status: (.*?)\r$/m;
+	my ($w) = $r =~ /^Auth-Wait: (.*?)\r$/m;
+	return ($st // 'none') . ' / ' . ($w // 'no wait');
+}
+is(auth_wait('waits', 'guess'), auth_wait('nobody12', 'guess'),
+	'own wait: a wrong password of an account with wait=30 answers as an unknown user');
+is(auth_wait('waitsoff', 'guess'), auth_wait('nobody12', 'guess'),
+	'own wait: ... a disabled one too');
+like(auth_wait('waitsoff', 'off-pw'), qr/ \/ 30$/, 'own wait: the right password of the disabled account gets wait=30');
 
 ###############################################################################
 

@@ -137,10 +137,13 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
         Subject::Known { account, refusal } => (account, refusal),
     };
     match r {
+        // No password proven: the location's wait, as for an unknown user (an account's own
+        // `wait` would tell a guesser that it exists). Only a client that gave the right
+        // password gets the account's.
         VerifyResult::Error(e) => fail(
             cfg,
             req,
-            account.wait,
+            None,
             AuthResult::SchemeError,
             format!("stored password unusable (scheme {}): {}", scheme::scheme_name(&account.password), e),
         ),
@@ -154,7 +157,7 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
                 None => format!("wrong password{tried}"),
                 Some(rf) => format!("wrong password{tried} ({} too)", rf.reason),
             };
-            fail(cfg, req, account.wait, AuthResult::Invalid, reason)
+            fail(cfg, req, None, AuthResult::Invalid, reason)
         }
         VerifyResult::Match => {
             let app = matched.filter(|&i| i > 0).map(|i| usize::from(i) - 1);

@@ -43,19 +43,21 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
         Ok(Some(a)) => a,
     };
     let refusal = check_account(&account, req).err();
+    // without the right response, the location's wait, as for an unknown user (see
+    // decide::finish)
     match scheme::verify_challenge(kind, &account.password, salt, &req.pass) {
         Err(e @ ChallengeError::Unsuitable(_)) => {
-            fail(cfg, req, account.wait, AuthResult::MethodDenied, format!("{} login refused: {e}", req.method))
+            fail(cfg, req, None, AuthResult::MethodDenied, format!("{} login refused: {e}", req.method))
         }
         Err(ChallengeError::Scheme(e)) => {
-            fail(cfg, req, account.wait, AuthResult::SchemeError, format!("stored password unusable: {e}"))
+            fail(cfg, req, None, AuthResult::SchemeError, format!("stored password unusable: {e}"))
         }
         Ok(false) => {
             let reason = match &refusal {
                 None => format!("wrong {} response", req.method),
                 Some(rf) => format!("wrong {} response ({} too)", req.method, rf.reason),
             };
-            fail(cfg, req, account.wait, AuthResult::Invalid, reason)
+            fail(cfg, req, None, AuthResult::Invalid, reason)
         }
         // the main password's response: refused where only app passwords are accepted
         Ok(true) => match refusal.or_else(|| credential_refusal(cfg, req, &account, None)) {

@@ -114,6 +114,8 @@ fn store() -> MemStore {
         ("imaponly", Account { protocols: Some(vec![Protocol::Imap]), ..acct("{PLAIN}pw") }),
         ("lan", Account { networks: Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]), ..acct("{PLAIN}pw") }),
         ("slow", Account { wait: Some(30), ..acct("{PLAIN}pw") }),
+        ("slowoff", Account { wait: Some(30), enabled: false, ..acct("{PLAIN}pw") }),
+        ("slowweird", Account { wait: Some(30), ..acct("{NOSUCHSCHEME}abc") }),
         ("weird", acct("{NOSUCHSCHEME}abc")),
         (
             "routed",
@@ -289,8 +291,14 @@ fn refused_account_with_wrong_password_is_invalid() {
 #[test]
 fn per_account_wait() {
     let s = store();
+    // only after the right password: without it, the answer of an unknown user (the account's
+    // own wait would tell a guesser that it exists)
     let o = decide(&cfg(), &req(Protocol::Imap, "slow", b"bad"), &s);
-    assert_eq!(o.response, invalid(30));
+    assert_eq!(o.response, invalid(3));
+    assert_eq!(decide(&cfg(), &req(Protocol::Imap, "slowoff", b"bad"), &s).response, invalid(3));
+    assert_eq!(decide(&cfg(), &req(Protocol::Imap, "slowweird", b"bad"), &s).response, invalid(3));
+    let o = decide(&cfg(), &req(Protocol::Imap, "slowoff", b"pw"), &s);
+    assert_eq!((o.result, o.response), (AuthResult::Disabled, failed(MSG_DENIED_IMAP, 30)));
     let mut c = cfg();
     c.fail_wait = 7;
     assert_eq!(decide(&c, &req(Protocol::Imap, "alice", b"bad"), &s).response, invalid(7));
@@ -761,7 +769,8 @@ fn passwd_file_fixtures_end_to_end() {
     // frank: SSHA256, protocols=imap,smtp, wait=7.
     assert_eq!(run("smtp", lo, "frank", "frank pw").result, "ok");
     assert_eq!(run("pop3", lo, "frank", "frank pw").result, "protocol-denied");
-    assert_eq!(run("imap", lo, "frank", "bad").response, invalid(7));
+    // (its own wait=7 only once the password is right: a wrong one gets the location's)
+    assert_eq!(run("imap", lo, "frank", "bad").response, invalid(3));
     // Unknown user: same answer as a wrong password.
     let o = run("imap", lo, "mallory", "alice secret");
     assert_eq!((o.result, &o.response), (AuthResult::UnknownUser, &invalid(3)));
