@@ -136,7 +136,7 @@ EOF
 my %pw = (alice => 'alice-pw', bob => 'bob-pw', carol => 'carol-pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend.log", %pw);
-$t->run()->plan(57);
+$t->run()->plan(59);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 $t->waitforsocket('127.0.0.1:' . port(8111));
 
@@ -361,20 +361,25 @@ for my $case (
 	my ($rc, $out) = nginx_t('t.conf', $limit, $loc);
 	if (!defined $err) {
 		is($rc, 0, 'nginx -t: every new parameter accepted') or diag($out);
-		like($out, qr/\[warn\].*"mail_auth_limit_bans" in a location without "allow"\/"deny", "auth_basic" or "auth_request": whoever reaches it can read the bans/,
+		like($out, qr/\[warn\].*"mail_auth_limit_bans" in location "\/bans" without a "deny" rule, "auth_basic" or "auth_request": whoever reaches it can read the bans/,
 			'nginx -t: a ban listing open to whoever reaches it is warned about') or diag($out);
 	} else {
 		ok($rc != 0 && $out =~ /\[emerg\].*$err/, "nginx -t refuses: $limit $loc") or diag($out);
 	}
 }
 
-# ... not when allow/deny or auth_basic restrict it
-for my $bans ('allow 127.0.0.1; deny all;', 'allow unix:;',
-	"auth_basic ops; auth_basic_user_file $d/users;")
+# ... not when a deny rule or auth_basic restrict it; allow rules alone restrict nothing (nginx
+# lets a request that matches no rule through)
+for my $bans ('allow 127.0.0.1; deny all;', 'deny 192.0.2.0/24;',
+	"auth_basic ops; auth_basic_user_file $d/users;", 'allow all;', 'allow unix:;')
 {
 	my ($rc, $out) = nginx_t('t.conf', 'mail_auth_limit zone=t9:64k ip=5/m;', '', $bans);
-	ok($rc == 0 && $out !~ /mail_auth_limit_bans" in a location without/,
-		"nginx -t: no warning with $bans") or diag($out);
+	my $warned = $out =~ /mail_auth_limit_bans" in location "\/bans" without a "deny" rule/;
+	if ($bans =~ /^allow (all|unix:);$/) {
+		ok($rc == 0 && $warned, "nginx -t: still the warning with only $bans") or diag($out);
+	} else {
+		ok($rc == 0 && !$warned, "nginx -t: no warning with $bans") or diag($out);
+	}
 }
 
 ###############################################################################

@@ -123,7 +123,7 @@ http {
 
 EOF
 
-$t->run()->plan(16);
+$t->run()->plan(17);
 
 ###############################################################################
 
@@ -234,8 +234,10 @@ unlike($log, qr/exited on signal/, 'terminated while held: the worker did not cr
 $c = start(chunked('/held-limited', 'slow-password', '127.0.5.9'));
 select undef, undef, undef, 0.1;
 $c->print("zz\r\n");
-select undef, undef, undef, 0.5;
 $c->close();
+# its job's decision (logged when the verification is over, the request gone or not)
+ok(wait_for(10, sub { $t->read_file('error.log') =~ /client=127\.0\.5\.9 .*result=ok/ }),
+	'terminated while held: its job concluded');
 is(finish(start(request('/held-limited', 'slow', 'slow-password', '127.0.5.9'))), 'OK',
 	'terminated while held: its success settled the limiter (the next login of the client let in)');
 is(finish(start(request('/held-limited', 'slow', 'held-guess', '127.0.5.9'))), $INVALID,

@@ -86,6 +86,29 @@ struct AccessConf {
 // nginx has the last two fields only with IPv6 and unix-domain sockets (every Linux build)
 const _: () = assert!(ngx::ffi::NGX_HAVE_INET6 == 1 && ngx::ffi::NGX_HAVE_UNIX_DOMAIN == 1);
 
+/// The rules of those arrays (`ngx_http_access_rule_t`, `_rule6_t`, `_rule_un_t`): each ends
+/// with its `deny` flag (the other fields are there for the layout).
+#[repr(C)]
+#[allow(dead_code)]
+struct AccessRule {
+    mask: u32,
+    addr: u32,
+    deny: ngx_uint_t,
+}
+
+#[repr(C)]
+#[allow(dead_code)]
+struct AccessRule6 {
+    addr: [u8; 16],
+    mask: [u8; 16],
+    deny: ngx_uint_t,
+}
+
+#[repr(C)]
+struct AccessRuleUn {
+    deny: ngx_uint_t,
+}
+
 /// An HTTP module of the cycle being configured, by name: the access modules may be missing
 /// from an nginx build (auth_request is optional), so they are looked up, never linked to.
 fn find_module(cf: &ngx_conf_t, name: &CStr) -> Option<&'static ngx_module_t> {
@@ -118,8 +141,8 @@ pub fn access_checks_credentials(cf: *mut ngx_conf_t) -> bool {
     auth_basic_on(cf) || auth_request_on(cf)
 }
 
-/// Whether anything restricts who may use the location being merged: `allow`/`deny` rules (its
-/// own or inherited), `auth_basic` or `auth_request`. Called from merge_loc_conf, after those
+/// Whether anything restricts who may use the location being merged: a `deny` rule (its own or
+/// inherited), `auth_basic` or `auth_request`. Called from merge_loc_conf, after those
 /// static modules merged (see [`access_checks_credentials`]).
 pub fn access_restricted(cf: *mut ngx_conf_t) -> bool {
     // SAFETY: cf is live during the merge.
@@ -127,6 +150,8 @@ pub fn access_restricted(cf: *mut ngx_conf_t) -> bool {
     access_rules(cf) || auth_basic_on(cf) || auth_request_on(cf)
 }
 
+/// Whether a `deny` rule is in effect (its own or inherited): nginx lets a request that matches
+/// no rule through, so `allow` rules alone (`allow all;`, `allow 10.0.0.0/8;`) restrict nothing.
 fn access_rules(cf: &ngx_conf_t) -> bool {
     let Some(m) = find_module(cf, c"ngx_http_access_module") else { return false };
     // SAFETY: that module's location conf is an ngx_http_access_loc_conf_t (create_loc_conf,
@@ -134,10 +159,33 @@ fn access_rules(cf: &ngx_conf_t) -> bool {
     let Some(c) = (unsafe { cf.http_location_conf_unchecked::<AccessConf>(m) }) else { return false };
     // SAFETY: see above; it lives in the configuration pool.
     let c = unsafe { c.as_ref() };
-    [c.rules, c.rules6, c.rules_un].iter().any(|a| {
-        // SAFETY: a non-NULL rules pointer is an ngx_array_t of the configuration pool.
-        !a.is_null() && unsafe { (**a).nelts } > 0
-    })
+    // SAFETY: each non-NULL array holds its module's rule type (checked by its element size).
+    unsafe {
+        any_deny::<AccessRule>(c.rules, |r| r.deny)
+            || any_deny::<AccessRule6>(c.rules6, |r| r.deny)
+            || any_deny::<AccessRuleUn>(c.rules_un, |r| r.deny)
+    }
+}
+
+/// Whether an array of access rules of type `T` holds a `deny` one; an array whose elements are
+/// not of `T`'s size (another nginx's layout) counts as holding one (no warning rather than a
+/// wrong one).
+///
+/// # Safety
+/// `a` is NULL or an ngx_array_t of the configuration pool whose elements are `T`s.
+unsafe fn any_deny<T>(a: *const ngx_array_t, deny: impl Fn(&T) -> ngx_uint_t) -> bool {
+    // SAFETY: the caller's contract.
+    let Some(a) = (unsafe { a.as_ref() }) else { return false };
+    if a.nelts == 0 || a.elts.is_null() {
+        return false;
+    }
+    if a.size != std::mem::size_of::<T>() {
+        return true;
+    }
+    // SAFETY: nelts elements of size_of::<T>() at elts (checked above), alive for the
+    // configuration pass.
+    let rules = unsafe { std::slice::from_raw_parts(a.elts.cast::<T>(), a.nelts) };
+    rules.iter().any(|r| deny(r) != 0)
 }
 
 /// `satisfy any` in the location being merged (core merges before this module): one passing

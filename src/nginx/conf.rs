@@ -920,12 +920,13 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         ngx_conf_log_error!(
             NGX_LOG_WARN,
             cf,
-            "\"mail_auth_limit_bans\" in a location without \"allow\"/\"deny\", \"auth_basic\" or \"auth_request\": whoever reaches it can read the bans (client addresses, user names) and lift any of them"
+            "\"mail_auth_limit_bans\" in location \"{}\" without a \"deny\" rule, \"auth_basic\" or \"auth_request\": whoever reaches it can read the bans (client addresses, user names) and lift any of them",
+            util::location_name(cf)
         );
     }
-    if matches!(lc.directives.content, Some(Content::Bans | Content::MailAuth(_))) {
-        lc.host_names = util::server_names(cf);
-    }
+    // every location's (not only those of mail_auth and mail_auth_limit_bans: an `if` block in
+    // one has a configuration of its own, which their handlers then read)
+    lc.host_names = util::server_names(cf);
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());
     };

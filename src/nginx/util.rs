@@ -140,7 +140,8 @@ pub fn headers_in(r: &ngx::http::Request) -> impl Iterator<Item = (&[u8], &[u8])
 }
 
 /// The names of `server_name` in the server whose location is being merged (lower case, as
-/// nginx keeps them; a regular expression keeps its `~` and never matches a Host here). Copied
+/// nginx keeps them), without its regular expressions (nginx keeps those without their `~`:
+/// they are left out, and never match a Host here). Copied
 /// at configuration: nginx keeps the list in the configuration's temporary pool, and only the
 /// first name (`server_name`) after it.
 pub fn server_names(cf: *mut ngx_conf_t) -> Vec<Box<[u8]>> {
@@ -158,10 +159,31 @@ pub fn server_names(cf: *mut ngx_conf_t) -> Vec<Box<[u8]>> {
     let names = unsafe { std::slice::from_raw_parts(names.elts.cast::<ngx_http_server_name_t>(), names.nelts) };
     names
         .iter()
-        .filter(|n| !n.name.data.is_null() && n.name.len > 0)
+        .filter(|n| !n.name.data.is_null() && n.name.len > 0 && !is_regex(n))
         // SAFETY: each name is an ngx_str_t into the configuration's buffers (see above).
         .map(|n| Box::from(unsafe { std::slice::from_raw_parts(n.name.data, n.name.len) }))
         .collect()
+}
+
+/// The name of the location being merged, for messages.
+pub fn location_name(cf: *mut ngx_conf_t) -> String {
+    use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+    // SAFETY: cf is live during the merge; its context is the location being merged.
+    match NgxHttpCoreModule::location_conf(unsafe { &*cf }) {
+        Some(c) if !c.name.data.is_null() => String::from_utf8_lossy(c.name.as_bytes()).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// A `~` name of `server_name` (a regular expression: only with PCRE).
+fn is_regex(n: &ngx_http_server_name_t) -> bool {
+    #[cfg(ngx_feature = "pcre")]
+    return !n.regex.is_null();
+    #[cfg(not(ngx_feature = "pcre"))]
+    {
+        let _ = n;
+        false
+    }
 }
 
 /// Whether the request names a host that is neither an address, `localhost`, nor one of its
