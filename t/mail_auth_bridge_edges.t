@@ -58,6 +58,17 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        # the same with a Dovecot master user: the backend gets the master login
+        location = /basic-master {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_basic "mail";
+            auth_basic_user_file %%TESTDIR%%/htpasswd;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_master_user master "master pw";
+            mail_auth_fail_wait 0;
+        }
+
         # a web location asking the bridge location by subrequest
         location = /web {
             auth_request /basic;
@@ -92,7 +103,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(7);
+$t->run()->plan(12);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -108,6 +119,25 @@ unlike($r, qr/web: let in/, 'subrequest into a bridge location: a wrong password
 $r = http("GET /basic HTTP/1.0\r\nHost: localhost\r\n$mail"
 	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
 like($r, qr/Auth-Status: OK/, 'the bridge location itself still answers OK');
+
+# mail_auth_master_user in a bridge location (no store): the backend login is the master one,
+# as the directive says (it was ignored: the client's own login went to the backend)
+$r = http("GET /basic-master HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
+like($r, qr/Auth-Status: OK\r\n(?:.*\r\n)*Auth-User: alice\*master\r\n/, 'bridge with a master user: Auth-User is the master login');
+like($r, qr/^Auth-Pass: master pw\r$/m, 'bridge with a master user: ... with the master password');
+$r = http("GET /basic-master HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: WRONG\r\n\r\n");
+unlike($r, qr/Auth-Status: OK/, 'bridge with a master user: a wrong password still refused by auth_basic');
+
+# mail_auth_app_only where the access phase checks passwords: no app password is known there,
+# so nginx -t refuses it (it was silently ignored: main passwords let in)
+my ($rc, $out) = nginx_t_with($t, qr/mail_auth_master_user master "master pw";/,
+	'mail_auth_app_only imap;');
+ok($rc != 0 && $out =~ /\[emerg\].*"mail_auth_app_only" needs a credential store/,
+	'nginx -t: mail_auth_app_only in a bridge location without a store refused') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/mail_auth_master_user master "master pw";/, 'mail_auth_app_only off;');
+is($rc, 0, 'nginx -t: ... "off" accepted') or diag($out);
 
 # a user Basic cannot carry: no Authorization reaches the access phase, nor its upstream
 

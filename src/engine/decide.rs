@@ -272,13 +272,15 @@ fn ok(cfg: &AuthConfig, req: &AuthRequest, response: AuthResponse, reason: Optio
 }
 
 /// OK to the configured backend for the request's protocol, without a store (Basic bridge:
-/// the access phase already decided). No backend configured: temporary failure.
+/// the access phase already decided), presented as any account with nothing of its own
+/// (`mail_auth_master_user` included). No backend configured: temporary failure.
 pub fn accept(cfg: &AuthConfig, req: &AuthRequest, reason: &str) -> Outcome {
-    let Some(b) = cfg.backend(req.protocol) else {
-        return temp_fail(cfg, req, AuthResult::BackendError, format!("no backend for {}", req.protocol));
-    };
-    let response = AuthResponse::Ok { server: b.server.clone(), port: b.port, user: None, pass: None };
-    ok(cfg, req, response, Some(reason))
+    let mut o = accept_account(cfg, req, &Account { enabled: true, ..Account::default() }, &req.user);
+    if o.result == AuthResult::Ok {
+        o.reason = reason.to_string();
+        o.backend_reason = false;
+    }
+    o
 }
 
 /// For log reasons: a client-given value, shortened (the log line escapes it).

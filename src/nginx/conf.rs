@@ -1025,6 +1025,10 @@ fn build_engine(
         None if d.basic_header() => None,
         None => return Err("\"mail_auth\" needs a credential store: \"mail_auth_passwd_file\", \"mail_auth_sqlite\", \"mail_auth_sql\" or \"mail_auth_ldap\" (or \"mail_auth_basic_header on\" with auth_basic/auth_request in the location)".into()),
     };
+    if store.is_none() && d.app_only.as_ref().is_some_and(|l| !l.is_empty()) {
+        // auth_basic/auth_request check whatever password comes: none is known as an app one
+        return Err("\"mail_auth_app_only\" needs a credential store in the location: with \"mail_auth_basic_header on\" and none, the access phase checks the password and no app password is known (set \"mail_auth_app_only off\" here)".into());
+    }
     if d.backends.iter().all(Option::is_none) {
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"mail_auth\" without any \"mail_auth_backend\": logins will succeed only for users whose store entry names a server");
     }
