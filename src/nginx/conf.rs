@@ -277,9 +277,9 @@ pub struct LocConf {
     pub engine: Option<Arc<Engine>>,
     /// The thread pool the engine's jobs go to.
     pub pool: Option<offload::PoolRef>,
-    /// The names of this location's server's `server_name` (a `mail_auth` or
-    /// `mail_auth_limit_bans` location): the hosts its requests may name besides addresses and
-    /// `localhost` ([`util::foreign_host`]).
+    /// The names of this location's server's `server_name` (kept for every location; read by
+    /// `mail_auth` and `mail_auth_limit_bans`): the hosts their requests may name besides
+    /// addresses and `localhost` ([`util::foreign_host`]).
     pub host_names: Vec<Box<[u8]>>,
 }
 
