@@ -72,6 +72,10 @@ http {
             allow 127.0.0.1;
             deny all;
             mail_auth_limit_bans;
+
+            # a request that enters this block is answered with its configuration
+            if ($arg_via_if) {
+            }
         }
     }
 
@@ -125,7 +129,7 @@ unless ($auth_request) {
 	$t->write_file('nginx.conf', $conf);
 }
 
-$t->run()->plan(45);
+$t->run()->plan(46);
 
 ###############################################################################
 
@@ -205,6 +209,8 @@ is($code, 403, 'rebinding: ... a name the wildcard does not cover is not');
 	'auth.internal', 'mail.internal', 'x.mail.internal', 'mail.internal.evil', 're.example', 'rx.example';
 is("@ours", '200 200 200 403 403 403',
 	'rebinding: the server\'s other names are served (not a regular expression, not a longer name)');
+@ours = map { (curl('GET', url('/bans?via_if=1'), '-H', "Host: $_"))[0] } 'a.mx.example', 'evil.example';
+is("@ours", '200 403', 'rebinding: ... inside an if block of the location too');
 
 # the mail_auth location itself: nginx mail sends its auth_http URL's host ("localhost" for a
 # unix socket); a rebinding page sends its own and would read the answer, claiming any client
