@@ -136,7 +136,7 @@ EOF
 my %pw = (alice => 'alice-pw', bob => 'bob-pw', carol => 'carol-pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend.log", %pw);
-$t->run()->plan(59);
+$t->run()->plan(60);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 $t->waitforsocket('127.0.0.1:' . port(8111));
 
@@ -353,6 +353,7 @@ for my $case (
 	['mail_auth_limit zone=t5:64k ip=5/m ipv6_prefix=32;', '', qr/ipv6_prefix=32 is invalid/],
 	['mail_auth_limit zone=t6:64k ip=5/m lmtp:ip=1/m;', '', qr/unknown parameter "lmtp:ip"/],
 	['mail_auth_limit zone=t7:64k ban=5s;', '', qr/needs ip=RATE and\/or user=RATE/],
+	['mail_auth_limit zone=t10:64k ip=5/m ban=25h;', '', qr/ban: time "25h" is too long \(24h at most\)/],
 	['mail_auth_limit zone=t8:64k ip=5/m;', 'mail_auth_limit_exempt 10.0.0.0/33;',
 		qr/mail_auth_limit_exempt": invalid network "10\.0\.0\.0\/33"/],
 	['', '', qr/"mail_auth_limit_bans" needs a "mail_auth_limit" in effect/],
