@@ -71,7 +71,7 @@ EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => '*', bob => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(16);
+$t->run()->plan(17);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -118,6 +118,10 @@ ok(eventually('alice', 'second-password', qr/^a01 NO \[UNAVAILABLE\] Temporary s
 	'missing file: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*mail_auth: .*users: cannot .*No such file/,
 	'missing file: error logged with path and cause');
+# ... while nginx runs; at start (nginx -t, a reload) a missing file is a configuration error
+my ($rc, $out) = nginx_t_with($t, qr!mail_auth_passwd_file \S+/users;!, "mail_auth_passwd_file $d/no-such-users;");
+ok($rc != 0 && $out =~ /\[emerg\].*passwd file "\Q$d\E\/no-such-users": cannot open: No such file/,
+	'missing file at start: nginx -t refuses the configuration') or diag($out);
 
 # restored: recovery without reload
 
