@@ -197,7 +197,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/pop3.log", %pw);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %pw);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %pw);
-$t->run()->plan(53);
+$t->run()->plan(54);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8111, 8026, 8028);
 
 # (named subs here use $d, never $t: a closure over $t would keep nginx running past the
@@ -329,6 +329,14 @@ ok(wait_for(3, sub { count(qr/\[error\].* mail_auth: user="bob" .* result=listen
 is($out, "FAIL [UNAVAILABLE] Temporary server problem, try again later\n", 'strict location, a misspelt marker: temporary failure');
 ok(wait_for(3, sub { count(qr/\[error\].* mail_auth: .*result=listener-unknown reason="listener imap-strcit is not declared/) }),
 	'misspelt marker: logged at error');
+# SMTP without AUTH is no login: it goes to the relay policy (here nothing relayed), marker or not
+my $relay = http("GET /auth-strict HTTP/1.0\r\nHost: localhost\r\nAuth-Method: none\r\n"
+	. "Auth-User: \r\nAuth-Pass: \r\nAuth-Protocol: smtp\r\nAuth-Login-Attempt: 1\r\n"
+	. "Client-IP: 127.0.0.1\r\nAuth-SMTP-From: MAIL FROM:<a\@example.net>\r\n"
+	. "Auth-SMTP-To: RCPT TO:<b\@example.org>\r\n\r\n") // '';
+like($relay, qr/^Auth-Status: Relay access denied\r$/m,
+	'strict location, SMTP without AUTH and no marker: the relay policy answers, not a temporary failure')
+	or diag($relay);
 
 # client_cert=required: a certificate nginx verified, and the pinned one if there is one
 
