@@ -684,11 +684,13 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
            "answered request. **busy**: that CPU time ÷ wall time (1.00 = the pinned worker's core is saturated). "
            "**client µs/req**: the load client's own CPU. **req/s ÷ ceiling** and **efficiency** (ceiling µs/req ÷ "
            "row µs/req) compare with the ceiling row *of the same round and mode*. Median [min–max] over "
-           f"{rounds} rounds.\n"]
+           f"{rounds} rounds. **fastest rounds**: the ceiling's lowest µs/req of all rounds ÷ the row's lowest "
+           "(on a shared machine noise only adds CPU time, so the fastest rounds are the least disturbed).\n"]
     for mi, (mode_name, _, _) in enumerate(modes):
         out.append(f"\n#### {mode_name}\n")
-        out.append("| contender | req/s | worker µs/req | busy | client µs/req | req/s ÷ ceiling | efficiency |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        out.append("| contender | req/s | worker µs/req | busy | client µs/req | req/s ÷ ceiling | efficiency "
+                   "| fastest rounds |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         ceil = results[(mi, 0)]
         for ri, row in enumerate(rows):
             rs = results[(mi, ri)]
@@ -698,8 +700,11 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
             bound = row[3] == "/bcrypt-cold"
             rratio = [] if bound else [x["rps"] / c["rps"] for x, c in zip(rs, ceil) if c["rps"]]
             eff = [] if bound else [c["us_per_req"] / x["us_per_req"] for x, c in zip(rs, ceil) if x["us_per_req"]]
+            # the fastest round of each (noise on a shared machine only adds time: steal, a
+            # neighbour's cache traffic), the ceiling's over the row's
+            fastest = "–" if bound or not us else f"{min(c['us_per_req'] for c in ceil) / min(us):.2f}"
             out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {fmt(med([x['busy'] for x in rs]))} | "
-                       f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} |")
+                       f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} | {fastest} |")
     out.append("\nRows: *ceiling* answers with static headers and no check at all (nginx's own cost of an "
                "auth_http request, answered in the rewrite phase); *floor* (with `--floor`) answers alike from "
                "a content handler written on ngx-rust that checks nothing, after nginx's other phases, as "
