@@ -2,7 +2,9 @@
 
 # Tests for ngx-mail-auth: mail_auth_status, the shared counters in Prometheus text format:
 # requests by protocol/method/result, cache hits/misses, limiter refusals, store errors and the
-# verification/decision time histograms, counted by both workers and kept across a reload.
+# verification/decision time histograms, counted by both workers and kept across a reload; many
+# clients at once in both workers and reloads meanwhile: every answer counted once (each worker's
+# event loop counts in a slot of its own without locked adds).
 
 ###############################################################################
 
@@ -10,6 +12,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use POSIX ();
 
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
@@ -29,6 +32,7 @@ plan(skip_all => 'htpasswd not installed') unless have_tool('htpasswd');
 my $d = $t->testdir();
 system("htpasswd -cbB -C 5 $d/users alice alice-pw 2>/dev/null") == 0 or die;
 system("htpasswd -bB -C 5 $d/users victim victim-pw 2>/dev/null") == 0 or die;
+system("htpasswd -bs $d/users carol carol-pw 2>/dev/null") == 0 or die;
 system("cp $d/users $d/users2") == 0 or die;
 
 $t->write_file_expand('nginx.conf', <<'EOF');
@@ -82,7 +86,7 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(28);
+$t->run()->plan(31);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -173,5 +177,48 @@ like(login('/auth', 'alice', 'alice-pw'), qr/^Auth-Status: OK\r$/m, 'login after
 $m = metrics();
 is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'), 3,
 	'counters kept across the reload, counted on by the new workers');
+
+# many clients at once, in both workers, while nginx reloads twice: every answer is counted, once
+# (each worker's event loop counts in a slot of its own with plain stores, the thread pool with
+# atomic adds; two writers on one slot would lose counts)
+
+$m = metrics();
+my ($ok0, $all0) = (value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'),
+	value($m, 'mail_auth_decision_duration_seconds_count'));
+my @kids;
+for my $k (1 .. 6) {
+	my $pid = fork() // die "fork: $!\n";
+	if ($pid == 0) {
+		my ($ok, $answered) = (0, 0);
+		for my $i (1 .. 200) {
+			my ($user, $pw) = $i % 2 ? ('alice', 'alice-pw') : ('carol', 'carol-pw');
+			my $r = login('/auth', $user, $pw);
+			$answered++ if $r =~ /^Auth-Status: /m;
+			$ok++ if $r =~ /^Auth-Status: OK\r$/m;
+		}
+		open(my $fh, '>', "$d/kid$k") or POSIX::_exit(1);
+		print $fh "$ok $answered\n";
+		close $fh;
+		POSIX::_exit(0);
+	}
+	push @kids, $pid;
+}
+for (1 .. 2) {
+	select undef, undef, undef, 0.4;
+	$t->reload();
+}
+waitpid($_, 0) for @kids;
+my ($ok, $answered) = (0, 0);
+for my $k (1 .. 6) {
+	my ($o, $a) = split ' ', ($t->read_file("kid$k") // '0 0');
+	$ok += $o;
+	$answered += $a;
+}
+$m = metrics();
+cmp_ok($ok, '>', 1000, "most of 1200 logins from 6 clients at once answered OK ($ok; $answered answered)");
+is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}') - $ok0, $ok,
+	'every OK answer counted once, across the reloads');
+is(value($m, 'mail_auth_decision_duration_seconds_count') - $all0, $answered,
+	'every answer timed once');
 
 ###############################################################################
