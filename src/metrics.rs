@@ -453,16 +453,7 @@ mod tests {
             assert_eq!(PROTOCOLS[protocol_index(Some(p))], p.as_str());
         }
         assert_eq!(PROTOCOLS[protocol_index(None)], "unknown");
-        for m in [
-            Method::Plain,
-            Method::Login,
-            Method::Apop,
-            Method::CramMd5,
-            Method::External,
-            Method::Xoauth2,
-            Method::Oauthbearer,
-            Method::None,
-        ] {
+        for m in Method::ALL {
             assert_eq!(METHODS[method_index(Some(m))], m.as_str());
         }
         assert_eq!(METHODS[method_index(None)], "unknown");

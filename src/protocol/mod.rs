@@ -189,19 +189,21 @@ impl Method {
         }
     }
 
+    /// Every method.
+    pub const ALL: [Method; 8] = [
+        Method::Plain,
+        Method::Login,
+        Method::Apop,
+        Method::CramMd5,
+        Method::External,
+        Method::Xoauth2,
+        Method::Oauthbearer,
+        Method::None,
+    ];
+
     /// Parses a method name, ASCII case-insensitively.
     pub fn parse(v: &[u8]) -> Option<Method> {
-        const ALL: [Method; 8] = [
-            Method::Plain,
-            Method::Login,
-            Method::Apop,
-            Method::CramMd5,
-            Method::External,
-            Method::Xoauth2,
-            Method::Oauthbearer,
-            Method::None,
-        ];
-        ALL.iter().copied().find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
+        Method::ALL.iter().copied().find(|m| v.eq_ignore_ascii_case(m.as_str().as_bytes()))
     }
 
     /// Whether nginx sends a user name and a password (or digest) for this method.
