@@ -1,28 +1,16 @@
 //! Counters shared by all workers, over a shared-memory region seen as `&[AtomicU64]` (the FFI
 //! layer maps it, as for the cache and the limiter), and their Prometheus text form for
-//! `mail_auth_status`. Plain Rust, no lock.
+//! `mail_auth_status`. Plain Rust; every update is one atomic add, so workers and thread-pool
+//! threads count at once without a lock.
 //!
-//! Each counter has one word per *slot*, and its value is the sum over the slots. Slot 0 is
-//! counted in with atomic adds, by any thread ([`Metrics::new`]: thread-pool threads, processes
-//! without a slot). Slots 1.. each belong to the event loop of one worker process
-//! ([`Metrics::event_loop`], once the FFI layer called [`worker_started`]): the only thread that
-//! writes there, so its counts are a plain load and store, not a locked add. A locked add waits
-//! for the CPU's store buffer to drain; five of them a request cost a cheap login about 0.35 µs
-//! of worker CPU (measured, `scripts/bench`). Which thread counts is said by the caller (the
-//! engine knows when it runs on the thread pool), not found in a thread-local: in a module
-//! nginx loads, each thread-local access is a call into the dynamic loader, and measured as
-//! dearer than the locked adds. A process claims a free slot when it first counts (or the slot
-//! of a process that is gone; its counts stay in it); when none is free it counts in slot 0.
-//!
-//! Layout (64-bit words): word 0 the layout stamp, words `1..SLOTS` the owner of slots
-//! `1..SLOTS` (0: free), then `SLOTS` slots of [`SLOT_WORDS`] words, the counters in the order
-//! of [`Metrics`]'s offsets. A zeroed region is all zeros; a region with another stamp (another
+//! Layout (64-bit words): word 0 the layout stamp, then the counters in the order of
+//! [`Metrics`]'s offsets. A zeroed region is all zeros; a region with another stamp (another
 //! layout) is zeroed first.
 
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::AuthResult;
 use crate::protocol::{Method, Protocol};
@@ -35,15 +23,8 @@ const METHODS: &[&str] =
 const BUCKETS_US: &[u64] =
     &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
 
-const STAMP: u64 = 0x6d61_696c_6d65_7406; // "mailmet" + layout version
-/// Slots of counters: 0 shared, the others one process's event loop's each.
-pub const SLOTS: usize = 64;
-/// The owners of slots `1..SLOTS`.
-const OWNERS: usize = 1;
-/// Where slot 0 starts.
-const COUNTERS: usize = OWNERS + SLOTS - 1;
-// a slot's counters (offsets within a slot)
-const REQUESTS: usize = 0;
+const STAMP: u64 = 0x6d61_696c_6d65_7405; // "mailmet" + layout version
+const REQUESTS: usize = 1;
 const N_RESULTS: usize = AuthResult::ALL.len();
 const N_REQUESTS: usize = N_RESULTS * PROTOCOLS.len() * METHODS.len();
 const CACHE_HITS: usize = REQUESTS + N_REQUESTS;
@@ -57,68 +38,12 @@ const DECISION_HIST: usize = VERIFY_HIST + HIST_WORDS;
 const FLEET_REFUSED: usize = DECISION_HIST + HIST_WORDS;
 const FLEET_UNAVAILABLE: usize = FLEET_REFUSED + 1;
 const FLEET_LOST: usize = FLEET_UNAVAILABLE + 1;
-/// Words of one slot.
-pub const SLOT_WORDS: usize = FLEET_LOST + 1;
 /// Words the layout needs.
-pub const WORDS: usize = COUNTERS + SLOTS * SLOT_WORDS;
+pub const WORDS: usize = FLEET_LOST + 1;
 
 /// The counters over a region of at least [`WORDS`] words.
 pub struct Metrics<'a> {
     w: &'a [AtomicU64],
-    /// Where this view counts: slot 0 with atomic adds, or the event loop's own slot.
-    own: usize,
-}
-
-/// This process's owner mark once it is an nginx worker ([`worker_started`]); 0: not one (unit
-/// tests), everything counts in slot 0.
-static WORKER: AtomicU64 = AtomicU64::new(0);
-/// The region the event loop claimed its slot in (its address), and the slot. Written and read
-/// by the event loop only ([`Metrics::event_loop`]).
-static CLAIMED_IN: AtomicUsize = AtomicUsize::new(0);
-static CLAIMED: AtomicUsize = AtomicUsize::new(0);
-
-/// This process is an nginx worker: its event loop counts in a slot of its own (called when the
-/// worker starts).
-pub fn worker_started() {
-    WORKER.store((u64::from(std::process::id()) << 24) | 1, Ordering::Relaxed);
-}
-
-/// Whether the process of an owner mark is gone (its slot may be taken over). Without /proc
-/// nothing is known to be gone.
-fn gone(mark: u64) -> bool {
-    std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{}", mark >> 24)).exists()
-}
-
-/// A slot of `w` for the owner `mark`: the one it already has, a free one, or one whose owner is
-/// gone; 0 when none is.
-fn claim(w: &[AtomicU64], mark: u64, gone: impl Fn(u64) -> bool) -> usize {
-    let owners = &w[OWNERS..OWNERS + SLOTS - 1];
-    if let Some(k) = owners.iter().position(|o| o.load(Ordering::Acquire) == mark) {
-        return k + 1;
-    }
-    for (k, o) in owners.iter().enumerate() {
-        let cur = o.load(Ordering::Acquire);
-        if (cur == 0 || gone(cur)) && o.compare_exchange(cur, mark, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            return k + 1;
-        }
-    }
-    0
-}
-
-/// The event loop's slot in `w` (claimed at its first count there).
-fn event_loop_slot(w: &[AtomicU64]) -> usize {
-    let mark = WORKER.load(Ordering::Relaxed);
-    if mark == 0 {
-        return 0;
-    }
-    let region = w.as_ptr() as usize;
-    if CLAIMED_IN.load(Ordering::Relaxed) == region {
-        return CLAIMED.load(Ordering::Relaxed);
-    }
-    let slot = claim(w, mark, gone);
-    CLAIMED.store(slot, Ordering::Relaxed);
-    CLAIMED_IN.store(region, Ordering::Relaxed);
-    slot
 }
 
 /// Counters read from the cache / limiter zones the status location inherits.
@@ -133,45 +58,13 @@ pub struct Gauges {
     pub fleet: bool,
 }
 
-/// The index in [`PROTOCOLS`].
-fn protocol_index(p: Option<Protocol>) -> usize {
-    match p {
-        Some(Protocol::Imap) => 0,
-        Some(Protocol::Pop3) => 1,
-        Some(Protocol::Smtp) => 2,
-        None => 3,
-    }
-}
-
-/// The index in [`METHODS`].
-fn method_index(m: Option<Method>) -> usize {
-    match m {
-        Some(Method::Plain) => 0,
-        Some(Method::Login) => 1,
-        Some(Method::Apop) => 2,
-        Some(Method::CramMd5) => 3,
-        Some(Method::External) => 4,
-        Some(Method::Xoauth2) => 5,
-        Some(Method::Oauthbearer) => 6,
-        Some(Method::None) => 7,
-        None => 8,
-    }
+fn index_of(list: &[&str], v: &str) -> usize {
+    list.iter().position(|x| *x == v).unwrap_or(list.len() - 1)
 }
 
 impl<'a> Metrics<'a> {
-    /// The counters, counted in with atomic adds (any thread); `None` when the region is too
-    /// small.
+    /// `None` when the region is too small.
     pub fn new(w: &'a [AtomicU64]) -> Option<Metrics<'a>> {
-        Metrics::with_slot(w, false)
-    }
-
-    /// The counters as the worker's event loop counts them: in its own slot, no locked add.
-    /// Only for the event loop's thread (another thread counting here could lose counts).
-    pub fn event_loop(w: &'a [AtomicU64]) -> Option<Metrics<'a>> {
-        Metrics::with_slot(w, true)
-    }
-
-    fn with_slot(w: &'a [AtomicU64], event_loop: bool) -> Option<Metrics<'a>> {
         if w.len() < WORDS {
             return None;
         }
@@ -185,27 +78,21 @@ impl<'a> Metrics<'a> {
                 }
             }
         }
-        Some(Metrics { w, own: if event_loop { event_loop_slot(w) } else { 0 } })
+        Some(Metrics { w })
     }
 
     fn add(&self, i: usize, n: u64) {
-        let x = &self.w[COUNTERS + self.own * SLOT_WORDS + i];
-        if self.own == 0 {
-            x.fetch_add(n, Ordering::Relaxed);
-        } else {
-            // this thread is the slot's only writer
-            x.store(x.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        }
+        self.w[i].fetch_add(n, Ordering::Relaxed);
     }
 
     fn get(&self, i: usize) -> u64 {
-        (0..SLOTS).map(|k| self.w[COUNTERS + k * SLOT_WORDS + i].load(Ordering::Relaxed)).fold(0, u64::wrapping_add)
+        self.w[i].load(Ordering::Relaxed)
     }
 
     /// One answered request; `micros`: how long the decision took.
     pub fn request(&self, protocol: Option<Protocol>, method: Option<Method>, result: AuthResult, micros: u64) {
-        let p = protocol_index(protocol);
-        let m = method_index(method);
+        let p = protocol.map_or(PROTOCOLS.len() - 1, |p| index_of(PROTOCOLS, p.as_str()));
+        let m = method.map_or(METHODS.len() - 1, |m| index_of(METHODS, m.as_str()));
         let r = result.index();
         self.add(REQUESTS + (r * PROTOCOLS.len() + p) * METHODS.len() + m, 1);
         self.observe(DECISION_HIST, micros);
@@ -445,74 +332,6 @@ mod tests {
         let m = Metrics::new(&r).unwrap();
         assert!(m.render(&Gauges::default()).contains("mail_auth_cache_hits_total 0"));
         assert!(Metrics::new(&region(WORDS - 1)).is_none());
-    }
-
-    #[test]
-    fn indexes_follow_the_label_lists() {
-        for p in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp] {
-            assert_eq!(PROTOCOLS[protocol_index(Some(p))], p.as_str());
-        }
-        assert_eq!(PROTOCOLS[protocol_index(None)], "unknown");
-        for m in Method::ALL {
-            assert_eq!(METHODS[method_index(Some(m))], m.as_str());
-        }
-        assert_eq!(METHODS[method_index(None)], "unknown");
-    }
-
-    /// An event loop's slot and atomic adds at once: every count is in the sum, the event loop's
-    /// in its slot, the others' in slot 0. (A unit test is no nginx worker: its slot is claimed
-    /// here as [`Metrics::event_loop`] claims it.)
-    #[test]
-    fn an_event_loop_counts_in_its_own_slot() {
-        let r = region(WORDS);
-        let slot = claim(&r, 42 << 24 | 1, |_| false);
-        assert_eq!(slot, 1);
-        std::thread::scope(|s| {
-            let r = &r;
-            s.spawn(move || {
-                let m = Metrics { own: slot, ..Metrics::new(r).unwrap() };
-                for _ in 0..1000 {
-                    m.request(Some(Protocol::Imap), Some(Method::Login), AuthResult::Ok, 1);
-                }
-            });
-            for _ in 0..2 {
-                s.spawn(move || {
-                    for _ in 0..1000 {
-                        Metrics::new(r).unwrap().request(Some(Protocol::Imap), Some(Method::Login), AuthResult::Ok, 1);
-                    }
-                });
-            }
-        });
-        let m = Metrics::new(&r).unwrap();
-        assert_eq!(m.result_total(AuthResult::Ok), 3000);
-        let i = REQUESTS + protocol_index(Some(Protocol::Imap)) * METHODS.len() + method_index(Some(Method::Login));
-        let per_slot: Vec<u64> = (0..SLOTS).map(|k| r[COUNTERS + k * SLOT_WORDS + i].load(Ordering::Relaxed)).collect();
-        assert_eq!(&per_slot[..3], [2000, 1000, 0]);
-        assert!(m.render(&Gauges::default()).contains("mail_auth_decision_duration_seconds_count 3000"));
-        // not an nginx worker: the event loop's view counts in slot 0
-        assert_eq!(Metrics::event_loop(&r).unwrap().own, 0);
-    }
-
-    #[test]
-    fn slots_are_claimed_once_and_taken_over_from_gone_owners() {
-        let r = region(WORDS);
-        let alive = |_| false;
-        assert_eq!(claim(&r, 7, alive), 1);
-        assert_eq!(claim(&r, 8, alive), 2);
-        // the same owner keeps its slot (a reload of a single-process nginx)
-        assert_eq!(claim(&r, 7, alive), 1);
-        // all taken: slot 0
-        for k in 3..SLOTS {
-            assert_eq!(claim(&r, 100 + k as u64, alive), k);
-        }
-        assert_eq!(claim(&r, 999, alive), 0);
-        // the owner of slot 2 is gone: its slot is taken over, its counts stay in the sum
-        r[COUNTERS + 2 * SLOT_WORDS + CACHE_HITS].store(5, Ordering::Relaxed);
-        assert_eq!(claim(&r, 999, |m| m == 8), 2);
-        assert!(Metrics::new(&r).unwrap().render(&Gauges::default()).contains("mail_auth_cache_hits_total 5"));
-        // a process that is alive (this one) is never taken for gone; one that is not, is
-        assert!(!gone(u64::from(std::process::id()) << 24 | 3));
-        assert!(gone(u64::from(u32::MAX - 1) << 24));
     }
 
     #[test]

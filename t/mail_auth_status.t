@@ -3,8 +3,7 @@
 # Tests for ngx-mail-auth: mail_auth_status, the shared counters in Prometheus text format:
 # requests by protocol/method/result, cache hits/misses, limiter refusals, store errors and the
 # verification/decision time histograms, counted by both workers and kept across a reload; many
-# clients at once in both workers and reloads meanwhile: every answer counted once (each worker's
-# event loop counts in a slot of its own without locked adds).
+# clients at once in both workers and reloads meanwhile: every answer counted once.
 
 ###############################################################################
 
@@ -179,8 +178,7 @@ is(value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok
 	'counters kept across the reload, counted on by the new workers');
 
 # many clients at once, in both workers, while nginx reloads twice: every answer is counted, once
-# (each worker's event loop counts in a slot of its own with plain stores, the thread pool with
-# atomic adds; two writers on one slot would lose counts)
+# (by the workers of both generations, the event loops and the thread pool at once)
 
 $m = metrics();
 my ($ok0, $all0) = (value($m, 'mail_auth_requests_total{protocol="imap",method="plain",result="ok"}'),

@@ -267,7 +267,7 @@ impl Job {
             },
             // the cache was asked before this was posted
             Stage::Verify(p, key) => Stage::Done(engine.verify_and_finish(&self.req, p, key, false, &mut self.trace)),
-            Stage::Pad(p, r, key) => Stage::Done(engine.pad(&self.req, p, r, key, true, &mut self.trace)),
+            Stage::Pad(p, r, key) => Stage::Done(engine.pad(&self.req, p, r, key, &mut self.trace)),
             Stage::Done(o) => Stage::Done(o),
         };
         self.ran = true;
@@ -316,17 +316,6 @@ impl Engine {
 
     pub fn metrics(&self) -> Option<Metrics<'_>> {
         Metrics::new(self.shared.region(Region::Metrics)?)
-    }
-
-    /// The counters as this thread counts them: on the event loop (`on_pool` false) in the
-    /// worker's own slot, else with atomic adds (see [`crate::metrics`]).
-    fn metrics_on(&self, on_pool: bool) -> Option<Metrics<'_>> {
-        let w = self.shared.region(Region::Metrics)?;
-        if on_pool {
-            Metrics::new(w)
-        } else {
-            Metrics::event_loop(w)
-        }
     }
 
     /// The first call for a request, on the event loop.
@@ -524,13 +513,13 @@ impl Engine {
         if p.own_is_costly() && self.offload {
             // cheap app passwords first, here: a match needs no thread and no cache
             if p.has_cheap_first() {
-                let matched = self.timed(on_pool, || p.run_cheap(&req.pass));
+                let matched = self.timed(|| p.run_cheap(&req.pass));
                 trace.step(|| format!("cheap credentials first: {}", if matched { "match" } else { "no match" }));
                 if matched {
                     return Stage::Done(finish(&self.cfg, req, p, VerifyResult::Match));
                 }
             }
-            return match self.cached(req, p, key, on_pool, trace) {
+            return match self.cached(req, p, key, trace) {
                 Ok(o) => Stage::Done(o),
                 Err(p) => {
                     trace.step(|| {
@@ -541,13 +530,13 @@ impl Engine {
             };
         }
         // a cheap scheme is verified here; only a failure's padding may need the pool
-        match self.verify_own(req, p, key, true, on_pool, trace) {
+        match self.verify_own(req, p, key, true, trace) {
             Verified::Done(o) => Stage::Done(o),
             Verified::Pad(p, r, key) if self.offload && scheme::is_costly(&p.template) => {
                 trace.step(|| "timing padding on the thread pool".into());
                 Stage::Pad(p, r, key)
             }
-            Verified::Pad(p, r, key) => Stage::Done(self.pad(req, p, r, key, on_pool, trace)),
+            Verified::Pad(p, r, key) => Stage::Done(self.pad(req, p, r, key, trace)),
         }
     }
 
@@ -620,7 +609,7 @@ impl Engine {
     /// verdict from the cache, else (that one gave none) the job to schedule again.
     pub fn retry(&self, mut job: Box<Job>) -> Start {
         if let Stage::Verify(p, key) = std::mem::replace(&mut job.stage, Stage::Decide) {
-            match self.cached(&job.req, p, key, false, &mut job.trace) {
+            match self.cached(&job.req, p, key, &mut job.trace) {
                 Ok(o) => job.stage = Stage::Done(o),
                 Err(p) => {
                     job.stage = Stage::Verify(p, key);
@@ -846,7 +835,7 @@ impl Engine {
                 &req.pass,
             ])
         });
-        if let Some(ok) = self.probe(key, on_pool).map(|v| v != Verdict::Mismatch) {
+        if let Some(ok) = self.probe(key).map(|v| v != Verdict::Mismatch) {
             trace.step(|| format!("introspection cache hit: {}", if ok { "active" } else { "inactive" }));
             *cached = true;
             return if ok {
@@ -910,10 +899,10 @@ impl Engine {
     }
 
     /// The cache's verdict under `key` (when the cache is on), counted as a hit or a miss.
-    fn probe(&self, key: Option<CacheKey>, on_pool: bool) -> Option<Verdict> {
+    fn probe(&self, key: Option<CacheKey>) -> Option<Verdict> {
         let (key, (cache, _)) = (key?, self.cache_table()?);
         let hit = cache.get_verdict(&key, unix_now());
-        if let Some(m) = self.metrics_on(on_pool) {
+        if let Some(m) = self.metrics() {
             m.cache(hit.is_some());
         }
         hit
@@ -936,10 +925,9 @@ impl Engine {
         req: &AuthRequest,
         mut p: Pending,
         key: Option<CacheKey>,
-        on_pool: bool,
         trace: &mut Trace,
     ) -> Result<Outcome, Pending> {
-        let Some(v) = self.probe(key, on_pool) else { return Err(p) };
+        let Some(v) = self.probe(key) else { return Err(p) };
         if matches!(v, Verdict::Match(i) if usize::from(i) >= p.order().len().max(1)) {
             return Err(p); // names no credential of this key (cannot happen): verify again
         }
@@ -959,8 +947,8 @@ impl Engine {
     /// Runs `f` as a verification, timed for the counters (only when counted). (Costly ones
     /// reach a pool thread only through the event loop's [`sched::Scheduler`], which bounds
     /// them.)
-    fn timed<T>(&self, on_pool: bool, f: impl FnOnce() -> T) -> T {
-        let m = self.metrics_on(on_pool);
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let m = self.metrics();
         let t = m.as_ref().map(|_| Instant::now());
         let r = f();
         if let (Some(m), Some(t)) = (m, t) {
@@ -971,25 +959,23 @@ impl Engine {
 
     /// The first part of a verification: the cached verdict, else the account's own
     /// verification. A failure that still needs its timing padding comes back as `Pad`.
-    /// (`on_pool`: this is a thread-pool thread; for the counters.)
     fn verify_own(
         &self,
         req: &AuthRequest,
         p: Pending,
         key: Option<CacheKey>,
         check_cache: bool,
-        on_pool: bool,
         trace: &mut Trace,
     ) -> Verified {
         // (no key: no cache to ask, nothing to move through it)
         let mut p = match (check_cache, key) {
-            (true, Some(_)) => match self.cached(req, p, key, on_pool, trace) {
+            (true, Some(_)) => match self.cached(req, p, key, trace) {
                 Ok(o) => return Verified::Done(o),
                 Err(p) => p,
             },
             _ => p,
         };
-        let r = self.timed(on_pool, || p.run_own(&req.pass));
+        let r = self.timed(|| p.run_own(&req.pass));
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
             self.remember(key, Verdict::Match(p.matched().unwrap_or(0)), None);
@@ -1002,16 +988,8 @@ impl Engine {
     }
 
     /// A failed verification of a cheaper account, padded with the template's.
-    fn pad(
-        &self,
-        req: &AuthRequest,
-        p: Pending,
-        r: VerifyResult,
-        key: Option<CacheKey>,
-        on_pool: bool,
-        trace: &mut Trace,
-    ) -> Outcome {
-        self.timed(on_pool, || p.pad(&req.pass));
+    fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>, trace: &mut Trace) -> Outcome {
+        self.timed(|| p.pad(&req.pass));
         trace.step(|| "padded with the store's timing template".into());
         self.failed(req, p, r, key)
     }
@@ -1033,9 +1011,9 @@ impl Engine {
         check_cache: bool,
         trace: &mut Trace,
     ) -> Outcome {
-        match self.verify_own(req, p, key, check_cache, true, trace) {
+        match self.verify_own(req, p, key, check_cache, trace) {
             Verified::Done(o) => o,
-            Verified::Pad(p, r, key) => self.pad(req, p, r, key, true, trace),
+            Verified::Pad(p, r, key) => self.pad(req, p, r, key, trace),
         }
     }
 
@@ -1096,9 +1074,8 @@ impl Engine {
         self.conclude(fields, o, ctx, trace)
     }
 
-    /// (On the event loop: decisions are concluded there.)
     fn count(&self, fields: Option<&LogFields<'_>>, result: AuthResult, ctx: Ctx) {
-        if let Some(m) = self.metrics_on(false) {
+        if let Some(m) = self.metrics() {
             m.request(
                 fields.and_then(|f| f.protocol),
                 fields.and_then(|f| f.method),

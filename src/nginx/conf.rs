@@ -34,10 +34,7 @@ use crate::store::{self, NoticeLevel, Store};
 
 /// The status counters' zone, added by the first `mail_auth` or `mail_auth_status`.
 const STATS_ZONE: &str = config::STATUS_ZONE;
-/// The counters' zone: their words (a slot per worker's event loop, see `metrics`), and room for
-/// the slab allocator's own pages.
-const STATS_ZONE_SIZE: usize = 512 * 1024;
-const _: () = assert!(crate::metrics::WORDS * 8 + 64 * 1024 <= STATS_ZONE_SIZE);
+const STATS_ZONE_SIZE: usize = 64 * 1024;
 
 /// What a location answers, and the status counters' zone it counts into.
 #[derive(Clone, Copy)]

@@ -85,8 +85,6 @@ unsafe extern "C" fn init_process(_cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int
         crate::store::set_thread_start_hook(block_signals);
         // this worker's pid, known once: a lookup then needs no getpid() to see it is here
         crate::store::process_started();
-        // this worker's event loop counts in a slot of the status zone of its own (no locked adds)
-        crate::metrics::worker_started();
         Status::NGX_OK.into()
     })
 }
