@@ -702,7 +702,10 @@ def rows_section(lg, main_ngx, setmisc, deb_version, python, rounds, secs, sock,
             eff = [] if bound else [c["us_per_req"] / x["us_per_req"] for x, c in zip(rs, ceil) if x["us_per_req"]]
             # the fastest round of each (noise on a shared machine only adds time: steal, a
             # neighbour's cache traffic), the ceiling's over the row's
-            fastest = "–" if bound or not us else f"{min(c['us_per_req'] for c in ceil) / min(us):.2f}"
+            # (rounds with no request answered, or no CPU time measured, are left out)
+            cu = [c["us_per_req"] for c in ceil if c["requests"] and c["us_per_req"] > 0]
+            ru = [x["us_per_req"] for x in rs if x["requests"] and x["us_per_req"] > 0]
+            fastest = "–" if bound or not cu or not ru else f"{min(cu) / min(ru):.2f}"
             out.append(f"| {row[0]} | {rng(rps)} | {rng(us)} | {fmt(med([x['busy'] for x in rs]))} | "
                        f"{fmt(med([x['client_us'] for x in rs]))} | {ratio(rratio)} | {ratio(eff)} | {fastest} |")
     out.append("\nRows: *ceiling* answers with static headers and no check at all (nginx's own cost of an "

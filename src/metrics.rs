@@ -334,6 +334,18 @@ mod tests {
         assert!(Metrics::new(&region(WORDS - 1)).is_none());
     }
 
+    /// Every method and protocol has its own label (`index_of` would count an unlisted one as
+    /// "unknown").
+    #[test]
+    fn every_method_and_protocol_has_a_label() {
+        for m in Method::ALL {
+            assert!(METHODS[..METHODS.len() - 1].contains(&m.as_str()), "{m:?}");
+        }
+        for p in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp] {
+            assert!(PROTOCOLS[..PROTOCOLS.len() - 1].contains(&p.as_str()), "{p:?}");
+        }
+    }
+
     #[test]
     fn counts_from_many_threads_add_up() {
         let r = region(WORDS);
