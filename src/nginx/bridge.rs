@@ -146,8 +146,7 @@ pub fn access_checks_credentials(cf: *mut ngx_conf_t) -> bool {
 /// static modules merged (see [`access_checks_credentials`]).
 pub fn access_restricted(cf: *mut ngx_conf_t) -> bool {
     // SAFETY: cf is live during the merge.
-    let cf = unsafe { &*cf };
-    access_rules(cf) || auth_basic_on(cf) || auth_request_on(cf)
+    access_checks_credentials(cf) || access_rules(unsafe { &*cf })
 }
 
 /// Whether a `deny` rule is in effect (its own or inherited): nginx lets a request that matches
