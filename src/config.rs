@@ -140,7 +140,7 @@ pub fn parse_require_tls(args: &[&str]) -> Result<Vec<Protocol>, String> {
     match args {
         [] => return Err("no protocol".into()),
         [one] if one.eq_ignore_ascii_case("off") => return Ok(Vec::new()),
-        [one] if one.eq_ignore_ascii_case("on") => return Ok(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
+        [one] if one.eq_ignore_ascii_case("on") => return Ok(Protocol::ALL.to_vec()),
         _ => {}
     }
     let mut list = Vec::new();

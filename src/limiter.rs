@@ -155,8 +155,6 @@ pub fn proto_index(p: Protocol) -> usize {
     }
 }
 
-const PROTOCOLS: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Smtp];
-
 impl LimitConfig {
     /// The rate of a side for protocol `proto`, and the protocol tag of its counter (`Some`
     /// when the protocol has a budget of its own on that side).
@@ -332,7 +330,7 @@ pub fn parse_limit_args(args: &[&str]) -> Result<LimitConfig, String> {
             _ => {
                 let (proto, side) = k
                     .split_once(':')
-                    .and_then(|(p, side)| Some((PROTOCOLS.into_iter().find(|x| x.as_str() == p)?, side)))
+                    .and_then(|(p, side)| Some((Protocol::ALL.into_iter().find(|x| x.as_str() == p)?, side)))
                     .ok_or_else(|| {
                         format!(
                             "unknown parameter \"{k}\" (known: ip, user, ban, ipv4_prefix, ipv6_prefix, \
@@ -1033,7 +1031,8 @@ impl<'a> Limiter<'a> {
     /// Forgets the counters of client `ip`'s group (its common and per-protocol ones): lifts
     /// its bans and clears its failures. The number of bans lifted (live at `now`).
     pub fn lift_client(&self, ip: IpAddr, now: u64) -> usize {
-        let keys: Vec<u64> = std::iter::once(None).chain(PROTOCOLS.map(Some)).map(|tag| self.ip_key(ip, tag)).collect();
+        let keys: Vec<u64> =
+            std::iter::once(None).chain(Protocol::ALL.map(Some)).map(|tag| self.ip_key(ip, tag)).collect();
         self.lift(&keys, now)
     }
 
@@ -1041,7 +1040,7 @@ impl<'a> Limiter<'a> {
     pub fn lift_user(&self, user: &str, now: u64) -> usize {
         let user = fold(user);
         let keys: Vec<u64> =
-            std::iter::once(None).chain(PROTOCOLS.map(Some)).map(|tag| self.user_key(&user, tag)).collect();
+            std::iter::once(None).chain(Protocol::ALL.map(Some)).map(|tag| self.user_key(&user, tag)).collect();
         self.lift(&keys, now)
     }
 
@@ -1107,7 +1106,7 @@ fn proto_code(p: Option<Protocol>) -> u64 {
 }
 
 fn proto_of(code: u64) -> Option<Protocol> {
-    PROTOCOLS.get((code as usize).checked_sub(1)?).copied()
+    Protocol::ALL.get((code as usize).checked_sub(1)?).copied()
 }
 
 impl Label {

@@ -341,7 +341,7 @@ mod tests {
         for m in Method::ALL {
             assert!(METHODS[..METHODS.len() - 1].contains(&m.as_str()), "{m:?}");
         }
-        for p in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp] {
+        for p in Protocol::ALL {
             assert!(PROTOCOLS[..PROTOCOLS.len() - 1].contains(&p.as_str()), "{p:?}");
         }
     }

@@ -120,6 +120,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol (in this order: the limiter's counter tags depend on it).
+    pub const ALL: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Smtp];
+
     /// The name nginx sends (`imap`, `pop3`, `smtp`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -129,7 +129,7 @@ fn all_methods_and_protocols() {
         h.push(("Auth-Method", m.as_bytes()));
         assert_eq!(req(&h).unwrap().method.as_str(), m);
     }
-    for p in [Protocol::Imap, Protocol::Pop3, Protocol::Smtp] {
+    for p in Protocol::ALL {
         let mut h = without("Auth-Protocol");
         h.push(("Auth-Protocol", p.as_str().as_bytes()));
         assert_eq!(req(&h).unwrap().protocol, p);

@@ -534,7 +534,7 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
             }
             "app_only" => {
                 acct.app_only = Some(match value {
-                    "" => vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp],
+                    "" => Protocol::ALL.to_vec(),
                     v => parse_protocols(v).map_err(|e| format!("bad app_only={v}: {e}"))?,
                 })
             }

@@ -101,7 +101,7 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
             "app_only" => {
                 a.app_only = match v.trim() {
                     "" => None,
-                    t if t.eq_ignore_ascii_case("all") => Some(vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp]),
+                    t if t.eq_ignore_ascii_case("all") => Some(Protocol::ALL.to_vec()),
                     _ => {
                         let mut list = Vec::new();
                         for p in split_list(v) {
