@@ -52,10 +52,15 @@ my %pw = (alice => 'alice pw', bob => 'bob pw', carol => 'carol pw', dave => 'da
 my $bcrypt = make_hash('htpasswd-B', $pw{bob});
 my $cram = `doveadm -o stats_writer_socket_path= pw -s CRAM-MD5 -p '$pw{carol}'`;
 $cram =~ s/\s+\z//;
+# accounts without a password: an empty {PLAIN}, and doveadm's {CRAM-MD5} of the empty one
+my $cram_empty = `doveadm -o stats_writer_socket_path= pw -s CRAM-MD5 -p ''`;
+$cram_empty =~ s/\s+\z//;
 $t->write_file('users', <<"EOF");
 alice:{PLAIN}$pw{alice}
 bob:$bcrypt
 carol:$cram
+erin:{PLAIN}
+frank:$cram_empty
 dave:{PLAIN}$pw{dave}::::::cert_fingerprint=$fp
 EOF
 
@@ -141,12 +146,13 @@ mail {
 
 EOF
 
-my %backend = (alice => $pw{alice}, dave => $pw{dave}, 'carol*master' => 'master pw');
+my %backend = (alice => $pw{alice}, dave => $pw{dave}, 'carol*master' => 'master pw',
+	'erin*master' => 'master pw', 'frank*master' => 'master pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", %backend);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/pop3.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(44);
+$t->run()->plan(50);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8111, 8026, 8028);
 
 # (named subs here use $d, never $t: a closure over $t would keep nginx running past the
@@ -229,6 +235,22 @@ ok(logged('imap.log', qr/^imap ok user=carol\*master pass=master pw$/m),
 	'master user: the backend login is carol*master with the master password');
 ($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8145), 'carol', 'wrong');
 is($rc, 1, '{CRAM-MD5} with a master user: wrong password refused') or diag($out);
+
+# An account whose stored password is empty has none: a password login refuses an empty
+# password, and the response to the empty key, which anyone can compute from the challenge,
+# must not log in either (with the master user, it would open the account on the backend)
+
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8145), 'erin', '');
+is($rc, 1, 'master user: CRAM-MD5 with the empty key refused for an empty {PLAIN}') or diag($out);
+($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8145), 'frank', '');
+is($rc, 1, 'master user: CRAM-MD5 with the empty key refused for the {CRAM-MD5} of ""') or diag($out);
+($rc, $out) = sasl_client('pop3-apop', '127.0.0.1', port(8110), 'erin', '');
+is($rc, 1, 'apop: the empty password\'s digest refused for an empty {PLAIN}') or diag($out);
+ok(decision(qr/user="erin" .* method=apop .* result=invalid reason="apop login refused: the stored password is empty/),
+	'apop: logged as a failed login (counted), saying the stored password is empty');
+ok(decision(qr/user="frank" .* method=cram-md5 .* result=invalid reason="cram-md5 login refused: the stored password is empty/),
+	'cram-md5: the same for the {CRAM-MD5} of ""');
+ok(!logged('imap.log', qr/^imap ok user=(erin|frank)/m), 'no backend login for erin or frank');
 
 # EXTERNAL: the client certificate names the account
 

@@ -111,11 +111,11 @@ pub fn begin_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found:
     };
     match found {
         Err(e) => Step::Answer(temp_fail(cfg, req, AuthResult::StoreError, e.to_string())),
-        Ok(None) => Step::Verify(Pending::new(template, Subject::Unknown)),
+        Ok(None) => Step::Verify(Pending::new(template, Subject::Unknown, req.pass.len())),
         Ok(Some(account)) => {
             let refusal = check_account(&account, req).err();
             let subject = Subject::Known { account, refusal };
-            Step::Verify(Pending::new(template, subject))
+            Step::Verify(Pending::new(template, subject, req.pass.len()))
         }
     }
 }

@@ -52,6 +52,10 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
         Err(ChallengeError::Scheme(e)) => {
             fail(cfg, req, None, AuthResult::SchemeError, format!("stored password unusable: {e}"))
         }
+        // counted like a wrong response: whoever tries it does not know the account has none
+        Err(e @ ChallengeError::Empty) => {
+            fail(cfg, req, None, AuthResult::Invalid, format!("{} login refused: {e}", req.method))
+        }
         Ok(false) => {
             let reason = match &refusal {
                 None => format!("wrong {} response", req.method),

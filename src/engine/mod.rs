@@ -532,7 +532,7 @@ impl Engine {
         // a cheap scheme is verified here; only a failure's padding may need the pool
         match self.verify_own(req, p, key, true, trace) {
             Verified::Done(o) => Stage::Done(o),
-            Verified::Pad(p, r, key) if self.offload && scheme::is_costly(&p.template) => {
+            Verified::Pad(p, r, key) if self.offload && p.template_is_costly() => {
                 trace.step(|| "timing padding on the thread pool".into());
                 Stage::Pad(p, r, key)
             }
@@ -640,7 +640,9 @@ impl Engine {
     /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
     ///
     /// A 401/403 is a wrong password for `mail_auth_limit` too (counted, and it may start a
-    /// ban), as the store's verdict is in other locations.
+    /// ban), as the store's verdict is in other locations: the FFI layer asks only in a
+    /// Basic-bridge location, where the access phase checked the password (elsewhere a 401/403
+    /// is `deny`'s, or a check that never saw the password: it is left an HTTP error).
     pub fn bridge_refusal(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
         if status < 500 {
             if let Some(d) = self.bridge_failure(view, status, ctx) {

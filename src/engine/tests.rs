@@ -1573,19 +1573,19 @@ fn credentials_are_tried_cheapest_first_and_bounded() {
     }
     let a = with_apps(&bcrypt, apps);
     let subject = |a: &Account| super::verify::Subject::Known { account: Box::new(a.clone()), refusal: None };
-    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a));
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a), 8);
     assert_eq!(p.app_passwords(), crate::store::MAX_APP_PASSWORDS, "at most MAX_APP_PASSWORDS tried");
     assert!(p.is_costly() && p.has_cheap_first());
     assert_eq!(p.order()[0], 2, "the cheap ones first");
     assert!(p.run_cheap(b"phone"), "found among the cheap ones, no bcrypt run");
     assert_eq!(p.matched(), Some(2));
     // beyond the bound: never tried
-    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a));
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a), 8);
     assert_eq!(p.run(b"extra 20"), VerifyResult::Mismatch);
-    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a));
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a), 8);
     assert_eq!(p.run(b"extra 13"), VerifyResult::Match);
     // the costly ones after the cheap ones failed
-    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a));
+    let mut p = Pending::new(DEFAULT_TEMPLATE.into(), subject(&a), 8);
     assert!(!p.run_cheap(b"laptop"));
     assert_eq!(p.run_own(b"laptop"), VerifyResult::Match);
     assert_eq!(p.matched(), Some(0), "the main password (same secret) comes first in store order");

@@ -57,8 +57,11 @@ pub(crate) enum Subject {
 #[derive(Clone)]
 pub struct Pending {
     pub(crate) template: std::sync::Arc<str>,
-    /// `scheme::is_costly(self.stored())`, known when the pending verification is made.
+    /// Whether a credential tried is costly (`scheme::is_costly_for`), known when the pending
+    /// verification is made.
     pub(crate) own_costly: bool,
+    /// The length of the password it verifies (a crypt(3) scheme's work grows with it).
+    pass_len: usize,
     pub(crate) subject: Subject,
     /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
     /// (A fixed array: no allocation per verification; `order_len` of them are used.)
@@ -87,11 +90,12 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// A verification for `subject` (an unknown user: against `template`).
-    pub(crate) fn new(template: std::sync::Arc<str>, subject: Subject) -> Pending {
+    /// A verification of a password of `pass_len` bytes for `subject` (an unknown user: against
+    /// `template`).
+    pub(crate) fn new(template: std::sync::Arc<str>, subject: Subject, pass_len: usize) -> Pending {
         let mut order_buf = [0u8; 1 + MAX_APP_PASSWORDS];
         let (own_costly, order_len) = match &subject {
-            Subject::Unknown => (scheme::is_costly(&template), 0),
+            Subject::Unknown => (scheme::is_costly_for(&template, pass_len), 0),
             Subject::Known { account, .. } => {
                 let n = 1 + account.app_passwords.len().min(MAX_APP_PASSWORDS);
                 let order = &mut order_buf[..n];
@@ -102,10 +106,10 @@ impl Pending {
                     // stable: store order among equal costs
                     order.sort_by_cached_key(|&i| scheme::cost_estimate(credential(account, i)));
                 }
-                (order.iter().any(|&i| scheme::is_costly(credential(account, i))), n as u8)
+                (order.iter().any(|&i| scheme::is_costly_for(credential(account, i), pass_len)), n as u8)
             }
         };
-        Pending { template, own_costly, subject, order_buf, order_len, matched: None, cheap_done: false }
+        Pending { template, own_costly, pass_len, subject, order_buf, order_len, matched: None, cheap_done: false }
     }
 
     /// The credentials to try (0: the main password, i: app password i-1), cheapest first.
@@ -144,7 +148,7 @@ impl Pending {
     pub fn has_cheap_first(&self) -> bool {
         !self.cheap_done
             && self.own_costly
-            && self.order().first().is_some_and(|&i| !scheme::is_costly(credential_of(&self.subject, i)))
+            && self.order().first().is_some_and(|&i| !self.costly(credential_of(&self.subject, i)))
     }
 
     /// Tries the cheap credentials (on the event loop): `true` if one matched (then
@@ -153,7 +157,7 @@ impl Pending {
         self.cheap_done = true;
         for &i in self.order() {
             let stored = credential_of(&self.subject, i);
-            if scheme::is_costly(stored) {
+            if self.costly(stored) {
                 continue;
             }
             if let Ok(true) = scheme::verify(stored, password) {
@@ -196,7 +200,17 @@ impl Pending {
     /// Whether the verification (as a whole, padding included) is slow enough to belong on a
     /// thread pool.
     pub fn is_costly(&self) -> bool {
-        self.own_costly || (self.pads() && scheme::is_costly(&self.template))
+        self.own_costly || (self.pads() && self.template_is_costly())
+    }
+
+    /// Whether verifying this password against `stored` belongs on the thread pool.
+    fn costly(&self, stored: &str) -> bool {
+        scheme::is_costly_for(stored, self.pass_len)
+    }
+
+    /// Whether the template's verification (a failure's padding) belongs on the thread pool.
+    pub fn template_is_costly(&self) -> bool {
+        self.costly(&self.template)
     }
 
     /// Whether the account's own verification is: when it is not, a right password is known at
@@ -229,7 +243,7 @@ impl Pending {
         let mut main_error = None;
         for &i in self.order() {
             let stored = credential_of(&self.subject, i);
-            if self.cheap_done && !scheme::is_costly(stored) {
+            if self.cheap_done && !self.costly(stored) {
                 continue;
             }
             match scheme::verify(stored, password) {

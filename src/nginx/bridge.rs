@@ -319,10 +319,13 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-/// In a `mail_auth` location, a 401/403 (auth_basic, auth_request, deny) becomes a failed
-/// login ("Invalid login or password", with the protocol's response code), and a 5xx a
-/// temporary failure: nginx mail then
-/// tells the client, waits Auth-Wait, and never sees an HTTP error.
+/// In a `mail_auth` location, a 5xx becomes a temporary failure, and in a Basic-bridge location
+/// (`mail_auth_basic_header on`) a 401/403 (auth_basic, auth_request: their verdict on the
+/// password) a failed login ("Invalid login or password", with the protocol's response code,
+/// counted by the limiter): nginx mail then tells the client, waits Auth-Wait, and never sees
+/// an HTTP error. Elsewhere a 401/403 (`deny`, an access check that never saw the password)
+/// says nothing about a password: it stays an HTTP error (nginx mail logs it and answers a
+/// temporary failure), and the user and client address it names are not counted.
 fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     // SAFETY: header filters get a live request.
     let req = unsafe { Request::from_ngx_http_request(r) };
@@ -337,8 +340,10 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     let Some(engine) = lc.engine.as_ref() else { return Ok(()) };
     // SAFETY: reading the status of the live request.
     let status = unsafe { (*r).headers_out.status };
-    if !matches!(status as u32, NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN | 500..) {
-        return Ok(());
+    match status as u32 {
+        500.. => {}
+        NGX_HTTP_UNAUTHORIZED | NGX_HTTP_FORBIDDEN if lc.basic_header() => {}
+        _ => return Ok(()),
     }
     let view = HeaderView::new(util::headers_in(req));
     let Some(decision) = engine.bridge_refusal(&view, status as u16, util::log_ctx(req.log())) else {

@@ -131,6 +131,11 @@ impl CramMd5 {
         ct_eq(&words_bytes(&self.inner, &self.outer), &words_bytes(&inner, &outer))
     }
 
+    /// Whether this is the `{CRAM-MD5}` of the empty password (no password at all).
+    pub(crate) fn is_empty_password(&self) -> bool {
+        self.verify(b"")
+    }
+
     /// HMAC-MD5 of `challenge` under the stored key.
     pub(crate) fn hmac(&self, challenge: &[u8]) -> [u8; 16] {
         hmac_from_states(self.inner, self.outer, challenge)

@@ -19,6 +19,11 @@ pub(super) struct Md5Crypt<'a> {
 }
 
 impl Md5Crypt<'_> {
+    /// The salt's length as the hash uses it (at most 8).
+    pub(super) fn salt_len(&self) -> usize {
+        self.salt.len().min(8)
+    }
+
     pub(super) fn is_apr1(&self) -> bool {
         self.magic == "$apr1$"
     }
@@ -32,6 +37,11 @@ impl Md5Crypt<'_> {
     }
 
     pub(super) fn verify(&self, password: &[u8]) -> bool {
+        // as libxcrypt (for `$1$`; Apache's `$apr1$` has no bound, but 1000 rounds over a
+        // password of 8 KiB are ~10 ms): a password this long never matches, unhashed
+        if password.len() >= super::CRYPT_MAX_PASSWORD {
+            return false;
+        }
         let computed = hash_part(password, self.salt.as_bytes(), self.magic.as_bytes());
         ct_eq(computed.as_bytes(), self.hash.as_bytes())
     }

@@ -286,8 +286,55 @@ pub fn verify(stored: &str, password: &[u8]) -> Result<bool, SchemeError> {
     }
 }
 
+/// The crypt(3) schemes (SHA-crypt, MD5-crypt and Apache's `$apr1$`) never match a password of
+/// this many bytes or more, and do not hash it: libxcrypt (Debian's crypt(3), which Dovecot
+/// uses) refuses it the same way. Their work grows with the password's length (SHA-crypt's
+/// with its square): 4,000 bytes against a default `$6$` hash are ~150 ms.
+pub const CRYPT_MAX_PASSWORD: usize = 512;
+
+/// Past this many estimated microseconds ([`cost_estimate`]) a verification belongs on the
+/// thread pool (SHA512-CRYPT at its default 5000 rounds with a short password is about 1 ms).
+const COSTLY_US: u64 = 1000;
+
+/// [`is_costly`] for a password of `password_len` bytes: a crypt(3) scheme also is when the
+/// password's length makes it so (each of its rounds hashes the password about twice: a
+/// password of 100 bytes makes a default `$6$` hash three times as slow as one of 8).
+pub fn is_costly_for(stored: &str, password_len: usize) -> bool {
+    is_costly(stored) || crypt_cost_for(stored, password_len) > COSTLY_US
+}
+
+/// The estimated microseconds of a crypt(3) verification of a password of `password_len` bytes
+/// (0 for other schemes, and for passwords they refuse unhashed): [`cost_estimate`] (made for
+/// a short password) scaled by the hash blocks a round takes, plus SHA-crypt's initial
+/// digest of the password repeated as many times as it has bytes.
+fn crypt_cost_for(stored: &str, password_len: usize) -> u64 {
+    if password_len >= CRYPT_MAX_PASSWORD {
+        return 0;
+    }
+    // a round hashes the last digest, the password 13/7 times and the salt 2/3 times, padded
+    let round_blocks = |digest: usize, salt: usize, len: usize, block: usize, pad: usize| {
+        (digest + salt * 2 / 3 + len * 13 / 7 + pad).div_ceil(block) as u64
+    };
+    let (rounds, short, long, initial) = match parse(stored) {
+        Ok(Stored::ShaCrypt(h)) => {
+            let (digest, block, pad) = if h.bits() == 512 { (64, 128, 17) } else { (32, 64, 9) };
+            let b = |len| round_blocks(digest, h.salt_len(), len, block, pad);
+            (h.rounds() as u64, b(8), b(password_len), (password_len * password_len / block) as u64)
+        }
+        Ok(Stored::Md5Crypt(h)) => {
+            let b = |len| round_blocks(16, h.salt_len(), len, 64, 9);
+            (1000, b(8), b(password_len), 0)
+        }
+        _ => return 0,
+    };
+    // [`cost_estimate`] is for a short password: `rounds × short` blocks
+    let ns_per_block = cost_estimate(stored).saturating_mul(1000) / rounds.saturating_mul(short).max(1);
+    rounds.saturating_mul(long).saturating_add(initial).saturating_mul(ns_per_block) / 1000
+}
+
 /// Costly to verify (milliseconds or more): run it off the event loop. bcrypt and Argon2
-/// always; SHA-crypt when it asks for more than the default 5000 rounds (5000 take ~2-4 ms).
+/// always; SHA-crypt when it asks for more than the default 5000 rounds (5000 take ~1 ms with a
+/// short password; [`is_costly_for`] counts a long one too).
 pub fn is_costly(stored: &str) -> bool {
     // a braced digest, plain-text or CRAM-MD5 value is never costly, valid or not: known from
     // its name, without decoding it (the verification decodes it once)
@@ -387,6 +434,10 @@ pub enum ChallengeError {
     Unsuitable(&'static str),
     /// The stored value is unusable.
     Scheme(SchemeError),
+    /// The stored password is empty: no password, so no login by any method (a password login
+    /// refuses an empty password before the lookup; a challenge's response to the empty key
+    /// is computable by anyone).
+    Empty,
 }
 
 impl fmt::Display for ChallengeError {
@@ -397,6 +448,7 @@ impl fmt::Display for ChallengeError {
                 "the stored password ({s}) can't check this method: it needs {{PLAIN}} (or {{CRAM-MD5}} for CRAM-MD5)"
             ),
             ChallengeError::Scheme(e) => e.fmt(f),
+            ChallengeError::Empty => f.write_str("the stored password is empty (no password: no login)"),
         }
     }
 }
@@ -410,6 +462,14 @@ pub fn verify_challenge(
     response: &[u8],
 ) -> Result<bool, ChallengeError> {
     let parsed = parse(stored).map_err(ChallengeError::Scheme)?;
+    let empty = match &parsed {
+        Stored::Plain(p) => p.as_bytes().is_empty(),
+        Stored::CramMd5(h) => h.is_empty_password(),
+        _ => false,
+    };
+    if empty {
+        return Err(ChallengeError::Empty);
+    }
     let expected = match (&parsed, kind) {
         (Stored::Plain(p), Challenge::Apop) => cram::apop(challenge, p.as_bytes()),
         (Stored::Plain(p), Challenge::CramMd5) => cram::hmac_md5(p.as_bytes(), challenge),

@@ -86,11 +86,21 @@ impl ShaCrypt<'_> {
         self.rounds
     }
 
+    /// The salt's length (at most 16).
+    pub(super) fn salt_len(&self) -> usize {
+        self.salt.len()
+    }
+
     pub(super) fn name(&self) -> &'static str {
         name(self.bits)
     }
 
     pub(super) fn verify(&self, password: &[u8]) -> Result<bool, SchemeError> {
+        // as libxcrypt: a password this long never matches (and is not hashed: the work grows
+        // with the square of its length)
+        if password.len() >= super::CRYPT_MAX_PASSWORD {
+            return Ok(false);
+        }
         let computed = compute(self.bits, password, self.salt.as_bytes(), self.rounds)?;
         Ok(ct_eq(computed.as_bytes(), self.hash.as_bytes()))
     }
@@ -99,6 +109,13 @@ impl ShaCrypt<'_> {
 /// A new hash with a random 16-character salt. `rounds: None` writes the default form without
 /// `rounds=` (what `openssl passwd -6` writes).
 pub(super) fn hash(password: &[u8], bits: u16, rounds: Option<usize>) -> Result<String, SchemeError> {
+    if password.len() >= super::CRYPT_MAX_PASSWORD {
+        return Err(SchemeError::Malformed(format!(
+            "{} (a password of {} bytes or more never matches; libxcrypt refuses it too)",
+            name(bits),
+            super::CRYPT_MAX_PASSWORD
+        )));
+    }
     let salt = crypt_salt::<16>();
     let id = if bits == 512 { 6 } else { 5 };
     match rounds {

@@ -128,6 +128,29 @@ fn cost_classes() {
         assert_eq!(is_costly(v.stored), costly, "{} {}", v.scheme, v.stored);
     }
     assert!(!is_costly(find("sha512-crypt").stored), "default 5000 rounds are cheap enough inline");
+    // ... with a short password: a long one goes to the pool, a very long one is refused unhashed
+    let sha512 = find("sha512-crypt");
+    assert!(!is_costly_for(sha512.stored, sha512.password.len()));
+    assert!(!is_costly_for(sha512.stored, 20), "one block a round");
+    assert!(is_costly_for(sha512.stored, 100), "each round hashes the password twice");
+    assert!(is_costly_for(sha512.stored, CRYPT_MAX_PASSWORD - 1));
+    assert!(!is_costly_for(sha512.stored, CRYPT_MAX_PASSWORD), "refused without hashing");
+    let md5 = find("md5-crypt").stored;
+    assert!(!is_costly_for(md5, 100) && is_costly_for(md5, CRYPT_MAX_PASSWORD - 1));
+    // the bound, as libxcrypt's: 511 bytes verify, 512 never match (not even their own hash)
+    let params = sha_crypt::Sha512Params::new(5000).unwrap();
+    for (len, matches) in [(CRYPT_MAX_PASSWORD - 1, true), (CRYPT_MAX_PASSWORD, false), (4000, false)] {
+        let pw = vec![b'p'; len];
+        let stored = format!("$6$saltsalt${}", sha_crypt::sha512_crypt_b64(&pw, b"saltsalt", &params).unwrap());
+        assert_eq!(verify(&stored, &pw), Ok(matches), "{len} bytes");
+    }
+    assert!(hash_password(HashKind::Sha512Crypt, &[b'p'; CRYPT_MAX_PASSWORD]).is_err());
+    for v in vectors() {
+        // no other scheme's cost depends on the password's length
+        if !matches!(parse(v.stored), Ok(Stored::ShaCrypt(_)) | Ok(Stored::Md5Crypt(_))) {
+            assert_eq!(is_costly_for(v.stored, 4000), is_costly(v.stored), "{}", v.stored);
+        }
+    }
     assert!(is_costly("$6$rounds=5001$0123456789abcdef$Sawg4kKwlTQ9xVljMPfN1Cxri6jyez7qsUdmJ8P5dbYdaeQ8eaa483gxip.kV2biFsGJmh7rcv4ZkyvY0.Gqv0"));
     assert!(!is_costly("garbage"));
     assert!(!is_costly("$2y$99$x"), "a malformed hash is not worth a thread");
@@ -402,6 +425,25 @@ fn challenge_responses_check_against_plain_and_dovecot_cram_md5() {
         verify_challenge(Challenge::Apop, "{NOPE}x", apop_salt, apop_resp),
         Err(ChallengeError::Scheme(_))
     ));
+    // An empty stored password is no password: the response to the empty key, which anyone can
+    // compute, is refused, whatever form keeps it.
+    let cram_empty = cram_md5_stored(b"");
+    for stored in ["{PLAIN}", "{CLEAR}", "{PLAIN.HEX}", "{PLAIN-B64}", "{PLAIN.B64}", cram_empty.as_str()] {
+        for kind in [Challenge::Apop, Challenge::CramMd5] {
+            if kind == Challenge::Apop && stored.starts_with("{CRAM-MD5}") {
+                continue;
+            }
+            let resp = challenge_response(kind, b"", apop_salt);
+            assert_eq!(
+                verify_challenge(kind, stored, apop_salt, resp.as_bytes()),
+                Err(ChallengeError::Empty),
+                "{stored}"
+            );
+        }
+    }
+    // (a password of one space is a password)
+    let resp = challenge_response(Challenge::CramMd5, b" ", apop_salt);
+    assert_eq!(verify_challenge(Challenge::CramMd5, "{PLAIN} ", apop_salt, resp.as_bytes()), Ok(true));
 }
 
 /// `cost_estimate` orders schemes as their verification times do.

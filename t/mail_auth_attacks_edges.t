@@ -1,0 +1,165 @@
+#!/usr/bin/perl
+
+# Tests for ngx-mail-auth: attacks found by reviewing the module as an attacker would.
+#   1. Long passwords against crypt(3) hashes. SHA-crypt hashes the password about twice a
+#      round (and once more as many times as it has bytes): 4,000 bytes against a default
+#      `$6$` hash (made by doveadm) are ~150 ms of SHA-512. A client that sends them must not
+#      stall the worker's event loop: as libxcrypt, a password of 512 bytes or more never
+#      matches a crypt(3) hash and is not hashed; a shorter one that makes the hash slow goes
+#      to the thread pool like a costly hash. A cheap login sent behind a burst of them is
+#      answered at once, and a long right password (511 bytes) still logs in.
+#   2. A request refused by the location's `deny` is not a failed login: it stays an HTTP 403
+#      and counts nothing for the user and client address it names (before, it was turned
+#      into a failed login and counted, so whoever the rules refuse could ban any user and any
+#      client address).
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use IO::Socket::INET;
+use Time::HiRes qw/ time /;
+
+BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
+
+use Test::Nginx;
+use MailAuthTest;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+plan(skip_all => 'timing test: not under valgrind') if $ENV{TEST_NGINX_VALGRIND};
+
+my $t = Test::Nginx->new()->has(qw/http/);
+workers_can_read($t);
+plan(skip_all => 'doveadm not installed') unless have_tool('doveadm');
+
+my $long = 'p' x 511;
+my %pw = (sha => 'sha pw', md5 => 'md5 pw', plain => 'plain pw', long => $long, alice => 'alice pw');
+my %hash = map { $_ => make_hash('doveadm-SHA512-CRYPT', $pw{$_}) } qw/ sha long alice /;
+$hash{md5} = make_hash('doveadm-MD5-CRYPT', $pw{md5});
+for (keys %hash) {
+	# the bare crypt(3) form, as in /etc/shadow or htpasswd files
+	$hash{$_} =~ s/^\{[^}]*\}//;
+}
+
+$t->write_file('users', join('', map { "$_:$hash{$_}\n" } sort keys %hash) . "plain:{PLAIN}$pw{plain}\n");
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+daemon off;
+worker_processes 1;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    # POP3 logins get a small budget of their own (part 2); IMAP's (part 1) is out of the way
+    mail_auth_limit zone=brute:1m ip=1000/m user=1000/m pop3:ip=4/m pop3:user=3/m ban=10m;
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location = /auth {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend imap 127.0.0.1:8143;
+            mail_auth_backend pop3 127.0.0.1:8110;
+            mail_auth_fail_wait 0;
+        }
+
+        # the location nginx mail would use if it ran on the listed network only
+        location = /auth-lan {
+            allow 192.0.2.0/24;
+            deny all;
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend pop3 127.0.0.1:8110;
+            mail_auth_fail_wait 0;
+        }
+    }
+}
+
+EOF
+
+$t->run()->plan(12);
+
+###############################################################################
+
+sub request {
+	my ($uri, $user, $pass, $ip, $protocol) = @_;
+	return "GET $uri HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\n"
+		. "Auth-User: $user\r\nAuth-Pass: $pass\r\nAuth-Protocol: " . ($protocol // 'imap') . "\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: " . ($ip // '127.0.0.1') . "\r\n\r\n";
+}
+
+sub login {
+	return http(request(@_)) // '';
+}
+
+# Sends $n requests for $user with $pass at once (all written before any answer is read),
+# then a {PLAIN} login: the seconds that one took, and the answers of all.
+sub burst_then_cheap {
+	my ($n, $user, $pass) = @_;
+	my @s;
+	for (1 .. $n) {
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080), Proto => 'tcp')
+			or die "connect: $!";
+		print $s request('/auth', $user, $pass, "198.51.100.$_");
+		push @s, $s;
+	}
+	my $start = time();
+	my $cheap = login('/auth', 'plain', $pw{plain}, '203.0.113.1');
+	my $took = time() - $start;
+	my @answers = map { local $/; my $s = $_; scalar(<$s>) // '' } @s;
+	return ($took, $cheap, @answers);
+}
+
+###############################################################################
+
+# 1. long passwords against crypt(3) hashes
+
+like(login('/auth', 'long', $long), qr/^Auth-Status: OK\r$/m,
+	'a right password of 511 bytes logs in against its SHA512-CRYPT hash (doveadm)');
+like(login('/auth', 'sha', $pw{sha}), qr/^Auth-Status: OK\r$/m, 'a short one too');
+like(login('/auth', 'md5', $pw{md5}), qr/^Auth-Status: OK\r$/m, 'and MD5-CRYPT');
+
+my ($idle) = burst_then_cheap(0);
+
+# 4,000 bytes: each was ~150 ms of SHA-512 on the event loop, one after the other
+my ($took, $cheap, @answers) = burst_then_cheap(12, 'sha', 'x' x 4000);
+like($cheap, qr/^Auth-Status: OK\r$/m, 'a cheap login behind 12 passwords of 4,000 bytes: OK');
+cmp_ok($took, '<', 0.5, 'and answered at once (' . sprintf('%.3f s, idle %.3f s', $took, $idle) . ')');
+is(scalar(grep { /^Auth-Status: .*Invalid login or password\r$/m } @answers), 12,
+	'the 4,000-byte passwords are wrong passwords (as libxcrypt, never a match)');
+
+# unknown users are checked against the store's costliest hash (a SHA512-CRYPT here): the same
+($took, $cheap) = burst_then_cheap(12, 'nobody', 'x' x 4000);
+cmp_ok($took, '<', 0.5, 'the same for an unknown user (' . sprintf('%.3f s', $took) . ')');
+
+# 511 bytes: the longest a crypt(3) hash takes, ~10 ms each; on the thread pool now
+($took, $cheap, @answers) = burst_then_cheap(40, 'sha', 'x' x 511);
+cmp_ok($took, '<', 0.3, 'a cheap login behind 40 wrong passwords of 511 bytes answered at once ('
+	. sprintf('%.3f s', $took) . ')');
+is(scalar(grep { /^Auth-Status: /m } @answers), 40, 'and those 40 were answered');
+
+# 2. a request the location's rules refuse is not a login: not counted, not turned into one
+
+my @refused = map { login('/auth-lan', 'alice', "guess-$_", '127.0.0.9', 'pop3') } 1 .. 6;
+is(scalar(grep { m!^HTTP/1\.\d 403 ! && !/^Auth-Status:/m } @refused), 6,
+	'a request "deny" refuses stays an HTTP 403 (no auth_http answer)');
+like(login('/auth', 'alice', $pw{alice}, '127.0.0.9', 'pop3'), qr/^Auth-Status: OK\r$/m,
+	'neither the user nor the client address it named was counted (alice logs in from there)');
+ok($t->read_file('error.log') !~ /user="alice" [^\n]*result=(invalid|rate-limited)/,
+	'no failed or refused login of alice in the log');
+
+###############################################################################
