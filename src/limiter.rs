@@ -895,12 +895,42 @@ impl<'a> Limiter<'a> {
     /// on each of these counters, to be settled by `settle` with the ticket; a wrong password
     /// this source already failed with recently is admitted without counting.
     pub fn admit(&self, ip: Option<IpAddr>, user: &str, password: &[u8], now: u64) -> Result<Ticket, Refusal> {
+        self.admit_on(ip, true, user, password, now)
+    }
+
+    /// [`Limiter::admit`] for the store's own spelling of the account a login named otherwise
+    /// (its client's attempt is counted by the `admit` of the name as given): the account's
+    /// counter only, but with the client's trust for the account (a client the account logged
+    /// in from is not refused by the account's ban, and its failures do not count against it)
+    /// and, when it logs in, trusting the client for the account.
+    pub fn admit_account(
+        &self,
+        ip: Option<IpAddr>,
+        account: &str,
+        password: &[u8],
+        now: u64,
+    ) -> Result<Ticket, Refusal> {
+        self.admit_on(ip, false, account, password, now)
+    }
+
+    fn admit_on(
+        &self,
+        ip: Option<IpAddr>,
+        count_ip: bool,
+        user: &str,
+        password: &[u8],
+        now: u64,
+    ) -> Result<Ticket, Refusal> {
         let user = fold(user);
         let mut ticket = Ticket { ip, proto: self.proto, user, ip_window: None, user_window: None, evicted_ban: false };
         if self.longest_window() == 0 {
             return Ok(ticket);
         }
-        let c = self.counters(ip, &ticket.user, self.proto);
+        let mut c = self.counters(ip, &ticket.user, self.proto);
+        if !count_ip {
+            // (`settle` finds no IP window in the ticket: it leaves the IP's counter alone)
+            c.ip = None;
+        }
         let fingerprint = self.fingerprint_key(ip, &ticket.user, password);
         let g = self.table.lock();
         let ip_counter = c.ip;
@@ -1621,6 +1651,57 @@ mod tests {
         assert!(allowed(&l, owner, "alice", 11));
         assert!(refused(&l, ip("192.0.2.11"), "alice", 11).is_some(), "another IP of the owner's");
         assert!(refused(&l, owner, "alice", 86_400).is_some(), "trust expired");
+    }
+
+    /// A login as `alias` of the account `account` (the store's spelling): both names admitted,
+    /// settled alike, as the engine does.
+    fn login_as(l: &Limiter<'_>, from: Option<IpAddr>, alias: &str, account: &str, how: Settle<'_>, now: u64) -> bool {
+        if l.banned(from, alias, now).is_some() {
+            return false;
+        }
+        let Ok(t) = l.admit(from, alias, b"pw", now) else { return false };
+        match l.admit_account(from, account, b"pw", now) {
+            Ok(a) => {
+                l.settle(t, how, now);
+                l.settle(a, how, now);
+                true
+            }
+            Err(_) => {
+                l.settle(t, Settle::Neutral, now);
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn the_accounts_own_spelling_keeps_its_trusted_clients() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("10/m", "3/m", 600)).unwrap();
+        let owner = ip("192.0.2.10");
+        // alice logs in as alice@example.org (an alias the store resolves to alice)
+        assert!(login_as(&l, owner, "alice@example.org", "alice", Settle::Success, 0));
+        // others guess "alice" until it is banned
+        fail_n(&l, ip("203.0.113.1"), "alice", 3, 1);
+        assert!(refused(&l, ip("203.0.113.2"), "alice", 2).is_some());
+        // the owner, through the alias, is not refused by the account's ban; a stranger is
+        assert!(login_as(&l, owner, "alice@example.org", "alice", Settle::Success, 2));
+        assert!(!login_as(&l, ip("203.0.113.3"), "alice@example.org", "alice", Settle::Neutral, 2));
+        // the account's own counter does not count the client a second time: its IP budget
+        // (10) holds 9 more attempts after one through the alias
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("10/m", "100/m", 0)).unwrap();
+        let c = ip("198.51.100.1");
+        assert!(login_as(&l, c, "bob@example.org", "bob", Settle::Failure { password: b"g" }, 0));
+        fail_n(&l, c, "carol", 9, 0);
+        assert!(refused(&l, c, "dave", 1).is_some(), "10 attempts from the client, not 11");
+        // a trusted client's failures through an alias do not count against the account
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("100/m", "2/m", 0)).unwrap();
+        assert!(login_as(&l, owner, "erin@x", "erin", Settle::Success, 0));
+        for i in 0..5 {
+            login_as(&l, owner, "erin@x", "erin", Settle::Failure { password: format!("g{i}").as_bytes() }, 1);
+        }
+        assert!(allowed(&l, ip("192.0.2.77"), "erin", 2), "erin's own budget untouched");
     }
 
     #[test]

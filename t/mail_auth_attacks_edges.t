@@ -12,6 +12,11 @@
 #      and counts nothing for the user and client address it names (before, it was turned
 #      into a failed login and counted, so whoever the rules refuse could ban any user and any
 #      client address).
+#   3. An account the store finds under another name (an alias query) has its own budget too:
+#      the client its owner logged in from keeps logging in through the alias while others'
+#      guesses ban the account (it was refused: the account's budget was asked without the
+#      client, so without its trust), and APOP guesses through the alias count on the account
+#      (they were never counted there: APOP/CRAM-MD5 checked their response before it).
 
 ###############################################################################
 
@@ -19,6 +24,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use Digest::MD5 qw/ md5_hex /;
 use IO::Socket::INET;
 use Time::HiRes qw/ time /;
 
@@ -36,7 +42,7 @@ plan(skip_all => 'timing test: not under valgrind') if $ENV{TEST_NGINX_VALGRIND}
 
 my $t = Test::Nginx->new()->has(qw/http/);
 workers_can_read($t);
-plan(skip_all => 'doveadm not installed') unless have_tool('doveadm');
+plan(skip_all => 'doveadm or sqlite3 not installed') unless have_tool('doveadm') && have_tool('sqlite3');
 
 my $long = 'p' x 511;
 my %pw = (sha => 'sha pw', md5 => 'md5 pw', plain => 'plain pw', long => $long, alice => 'alice pw');
@@ -48,6 +54,13 @@ for (keys %hash) {
 }
 
 $t->write_file('users', join('', map { "$_:$hash{$_}\n" } sort keys %hash) . "plain:{PLAIN}$pw{plain}\n");
+
+# accounts found under an alias too (name@example.org), by sqlite3 on the default schema
+my $d = $t->testdir();
+system("sqlite3 $d/aliases.db < ../scripts/schema.sql") == 0 or die "sqlite3: $?";
+system('sqlite3', "$d/aliases.db", "INSERT INTO users(name, password) VALUES "
+	. "('carol', '{PLAIN}carol pw'), ('dave', '{PLAIN}dave pw')") == 0 or die "sqlite3: $?";
+chmod 0644, "$d/aliases.db";
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -77,6 +90,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        location = /auth-alias {
+            mail_auth;
+            mail_auth_sqlite aliases.db;
+            mail_auth_sqlite_query "SELECT name, password FROM users WHERE name = :user OR name || '@example.org' = :user";
+            mail_auth_backend pop3 127.0.0.1:8110;
+            mail_auth_fail_wait 0;
+        }
+
         # the location nginx mail would use if it ran on the listed network only
         location = /auth-lan {
             allow 192.0.2.0/24;
@@ -91,7 +112,7 @@ http {
 
 EOF
 
-$t->run()->plan(12);
+$t->run()->plan(16);
 
 ###############################################################################
 
@@ -161,5 +182,26 @@ like(login('/auth', 'alice', $pw{alice}, '127.0.0.9', 'pop3'), qr/^Auth-Status: 
 	'neither the user nor the client address it named was counted (alice logs in from there)');
 ok($t->read_file('error.log') !~ /user="alice" [^\n]*result=(invalid|rate-limited)/,
 	'no failed or refused login of alice in the log');
+
+# 3. the account behind an alias (pop3: user=3/m, ip=4/m)
+
+like(login('/auth-alias', 'carol@example.org', 'carol pw', '127.0.0.20', 'pop3'), qr/^Auth-Status: OK\r$/m,
+	'carol logs in through her alias from 127.0.0.20');
+login('/auth-alias', 'carol', "guess-$_", "127.0.0.2$_", 'pop3') for 1 .. 3;
+like(login('/auth-alias', 'carol', 'carol pw', '127.0.0.24', 'pop3'), qr/^Auth-Status: .*Invalid/m,
+	'three guesses from elsewhere ban carol');
+like(login('/auth-alias', 'carol@example.org', 'carol pw', '127.0.0.20', 'pop3'), qr/^Auth-Status: OK\r$/m,
+	'carol still logs in through her alias from where she did before');
+
+sub apop {
+	my ($user, $digest, $ip) = @_;
+	return http("GET /auth-alias HTTP/1.0\r\nHost: localhost\r\nAuth-Method: apop\r\n"
+		. "Auth-User: $user\r\nAuth-Pass: $digest\r\nAuth-Salt: <4711.1\@example.org>\r\n"
+		. "Auth-Protocol: pop3\r\nAuth-Login-Attempt: 1\r\nClient-IP: $ip\r\n\r\n") // '';
+}
+
+apop('dave@example.org', md5_hex("guess-$_"), "127.0.0.3$_") for 1 .. 3;
+like(apop('dave', md5_hex('<4711.1@example.org>dave pw'), '127.0.0.39'), qr/^Auth-Status: .*Invalid/m,
+	'three APOP guesses through the alias count on dave: his right digest is refused now');
 
 ###############################################################################

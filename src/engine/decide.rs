@@ -72,14 +72,23 @@ fn default_template() -> std::sync::Arc<str> {
 /// Lookup and policy for any method that carries credentials: `plain`/`login` go on to a
 /// verification, the others are answered at once.
 pub fn lookup(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Step {
-    lookup_with(cfg, req, store, None)
+    lookup_with(cfg, req, store, None, &mut |_| None)
 }
 
-/// [`lookup`], with the store's answer if it was already asked (`plain`/`login` only).
-pub fn lookup_with(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store, found: Option<Found>) -> Step {
+/// [`lookup`], with the store's answer if it was already asked (`plain`/`login` only). `gate`
+/// is asked with the account's name (as the store spells it; empty: as asked) after the lookup
+/// and before a challenge's response is checked (APOP/CRAM-MD5): `Some` answers instead (the
+/// limiter refuses that account).
+pub fn lookup_with(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    store: &dyn Store,
+    found: Option<Found>,
+    gate: &mut dyn FnMut(&str) -> Option<Outcome>,
+) -> Step {
     match req.method {
         Method::Plain | Method::Login => begin_with(cfg, req, store, found),
-        Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store)),
+        Method::Apop | Method::CramMd5 => Step::Answer(super::methods::challenge(cfg, req, store, gate)),
         Method::External => Step::Answer(super::methods::external(cfg, req, store)),
         // without the location's verifier (the engine passes it): refused
         Method::Xoauth2 | Method::Oauthbearer => {

@@ -24,8 +24,14 @@ use crate::protocol::{AuthRequest, AuthResponse, Method};
 use crate::scheme::{self, Challenge, ChallengeError};
 use crate::store::{Account, Store};
 
-/// APOP / CRAM-MD5: the response to nginx's challenge, checked against the stored password.
-pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outcome {
+/// APOP / CRAM-MD5: the response to nginx's challenge, checked against the stored password
+/// (after `gate`, asked with the account's own name, let it: see [`super::decide::lookup_with`]).
+pub fn challenge(
+    cfg: &AuthConfig,
+    req: &AuthRequest,
+    store: &dyn Store,
+    gate: &mut dyn FnMut(&str) -> Option<Outcome>,
+) -> Outcome {
     let kind = if req.method == Method::Apop { Challenge::Apop } else { Challenge::CramMd5 };
     let Some(salt) = req.salt.as_deref().filter(|s| !s.is_empty()) else {
         return fail(cfg, req, None, AuthResult::BadRequest, format!("{} without Auth-Salt", req.method));
@@ -42,6 +48,9 @@ pub fn challenge(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outc
         }
         Ok(Some(a)) => a,
     };
+    if let Some(o) = gate(&account.name) {
+        return o;
+    }
     let refusal = check_account(&account, req).err();
     // without the right response, the location's wait, as for an unknown user (see
     // decide::finish)

@@ -720,27 +720,47 @@ impl Engine {
         if req.method.is_oauth() {
             return Step::Answer(self.oauth_login(req, Some(store), on_pool, trace));
         }
-        let step = decide::lookup_with(&self.cfg, req, store, found);
+        // APOP/CRAM-MD5 check their response inside the lookup: the account's budget is asked
+        // there, between the lookup and the check
+        let mut gate = |name: &str| self.admit_account(req, name, tickets, on_pool, trace);
+        let step = decide::lookup_with(&self.cfg, req, store, found, &mut gate);
         let Step::Verify(p) = &step else { return step };
         trace.step(|| format!("looked up: {p:?}"));
-        let (Some(limiter), Some(name)) = (self.limiter_for(req), p.account_name()) else { return step };
+        let Some(name) = p.account_name() else { return step };
+        match self.admit_account(req, name, tickets, on_pool, trace) {
+            None => step,
+            Some(o) => Step::Answer(o),
+        }
+    }
+
+    /// The budget of the store's own spelling `name` of the account a login named (empty: the
+    /// name as asked), when it is not the name the client gave (that one's was asked before
+    /// the lookup): checked and counted, with the client's trust for the account. `Some`: the
+    /// answer when the limiter refuses the account.
+    fn admit_account(
+        &self,
+        req: &AuthRequest,
+        name: &str,
+        tickets: &mut Tickets,
+        on_pool: bool,
+        trace: &mut Trace,
+    ) -> Option<Outcome> {
+        let limiter = self.limiter_for(req)?;
         // (the usual case, the name as asked, without lower-casing two copies)
         if name.is_empty() || name == req.user || crate::limiter::fold(name) == crate::limiter::fold(&req.user) {
-            return step;
+            return None;
         }
-        match limiter.admit(None, name, &req.pass, unix_now()) {
+        match limiter.admit_account(self.limited_ip(req), name, &req.pass, unix_now()) {
             Ok(t) => tickets.local.push(t),
             Err(r) => {
                 trace.step(|| format!("limiter (account \"{name}\"): {}", r.reason));
-                return Step::Answer(self.limited(req, r));
+                return Some(self.limited(req, r));
             }
         }
         if on_pool && self.fleet.is_some() {
-            if let Err(o) = self.fleet_admit(req, None, name, tickets, trace) {
-                return Step::Answer(*o);
-            }
+            return self.fleet_admit(req, None, name, tickets, trace).err().map(|o| *o);
         }
-        step
+        None
     }
 
     /// The fleet's shared limiter (`mail_auth_limit redis=`), after the local one admitted the
