@@ -54,6 +54,13 @@ const FAILS: usize = DATA + 2;
 const BAN_UNTIL: usize = DATA + 3;
 const REFUSALS: usize = DATA + 4;
 const SLOT_WORDS: usize = DATA + 5;
+/// In a fingerprint mark's slot: how many times its wrong password came again while it lived.
+const REPEATS: usize = REFUSALS;
+/// A wrong password repeated from one source for one user is counted once, and checked again
+/// at most this many times while its mark lives (the longest window after its last check):
+/// further repeats are refused without a check (a client looping on a stale password costs
+/// nothing, and one source cannot get unbounded checks by repeating itself).
+pub const REPEATS_CHECKED: u64 = 2;
 // user header words
 const REFUSED_IP: usize = 0;
 const REFUSED_USER: usize = 1;
@@ -741,6 +748,10 @@ impl<'a> Limiter<'a> {
     /// with attempts in flight. The claim, if any.
     fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64) -> Option<Claim> {
         let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
+        if s[1].load(Ordering::Relaxed) <= now {
+            // (its own slot, dead: a new mark, whose repeats start again)
+            s[REPEATS].store(0, Ordering::Relaxed);
+        }
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
     }
@@ -945,9 +956,23 @@ impl<'a> Limiter<'a> {
                 return Err(self.refusal(side, ip, wait, banned));
             }
         }
-        // the same wrong password again from the same source: counted once while it repeats
-        if self.mark_live(&g, fingerprint, now) {
-            return Ok(ticket);
+        // the same wrong password again from the same source: counted once while it repeats,
+        // checked again at most REPEATS_CHECKED times
+        if let Some(s) = self.table.find(&g, fingerprint).filter(|s| s[1].load(Ordering::Relaxed) > now) {
+            let repeats = s[REPEATS].fetch_add(1, Ordering::Relaxed);
+            if repeats < REPEATS_CHECKED {
+                self.table.touch(&g, s, now);
+                return Ok(ticket);
+            }
+            drop(g);
+            self.table.header(REFUSED_USER).fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal {
+                wait: wait_for(repeats - REPEATS_CHECKED),
+                reason: format!(
+                    "the same wrong password again from this client (checked {} times; refused without a check until it is forgotten)",
+                    REPEATS_CHECKED + 1
+                ),
+            });
         }
         let mut claims = [None, None];
         if let Some((key, rate)) = ip_counter {
@@ -1561,24 +1586,38 @@ mod tests {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
         let a = ip("192.0.2.5");
-        for t in 0..6 {
-            fail(&l, a, "alice", b"stale-saved-password", t * 10).unwrap();
-        }
+        // counted once, checked 1 + REPEATS_CHECKED times, then refused without a check
+        let checked = (0..6).filter(|t| fail(&l, a, "alice", b"stale-saved-password", t * 10).is_ok()).count();
+        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
         assert!(allowed(&l, a, "alice", 55), "6 repeats count 1");
-        let t = l.admit(a, "alice", b"stale-saved-password", 55).unwrap();
-        assert!(!t.counted(), "a repeat is admitted without counting");
-        l.settle(t, Settle::Failure { password: b"stale-saved-password" }, 55);
+        let e = l.admit(a, "alice", b"stale-saved-password", 55).unwrap_err();
+        assert!(e.reason.contains("same wrong password") && e.wait >= 1, "{e:?}");
         fail(&l, a, "alice", b"other1", 55).unwrap();
         assert!(allowed(&l, a, "alice", 55), "2 of 3");
         fail(&l, a, "alice", b"other2", 56).unwrap();
         assert!(refused(&l, a, "alice", 57).is_some(), "3 of 3");
-        // a client retrying a stale password every 30 s for an hour: once, not 120 times
+        // a repeat admitted is not counted
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let z = ip("192.0.2.57");
+        fail(&l, z, "zoe", b"stale", 0).unwrap();
+        let t = l.admit(z, "zoe", b"stale", 1).unwrap();
+        assert!(!t.counted(), "a repeat is admitted without counting");
+        l.settle(t, Settle::Failure { password: b"stale" }, 1);
+        // a client retrying a stale password every 30 s for an hour: counted once, checked 3
+        // times, not 120; its right password still logs in
         let l = Limiter::new(&r, cfg("3/h", "3/h", 0)).unwrap();
         let b = ip("192.0.2.55");
-        for t in 0..120 {
-            fail(&l, b, "bert", b"stale-saved-password", 10_000 + t * 30).unwrap();
-        }
+        let checked =
+            (0..120).filter(|t| fail(&l, b, "bert", b"stale-saved-password", 10_000 + t * 30).is_ok()).count();
+        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
         assert!(allowed(&l, b, "bert", 13_600));
+        // forgotten a window after its last check, the mark starts again
+        let l = Limiter::new(&r, cfg("3/m", "100/m", 0)).unwrap();
+        let c = ip("192.0.2.56");
+        let checked = (0..6).filter(|t| fail(&l, c, "cleo", b"stale", *t).is_ok()).count();
+        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
+        assert!(fail(&l, c, "cleo", b"stale", 200).is_ok(), "counted again after the window");
+        assert!(fail(&l, c, "cleo", b"stale", 201).is_ok(), "and repeats checked again");
         // the same password from another IP, or for another user, is another failure
         let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
         fail(&l, ip("192.0.2.6"), "carol", b"pw", 0).unwrap();

@@ -17,6 +17,9 @@
 #      guesses ban the account (it was refused: the account's budget was asked without the
 #      client, so without its trust), and APOP guesses through the alias count on the account
 #      (they were never counted there: APOP/CRAM-MD5 checked their response before it).
+#   4. A wrong password repeated by one client for one user is counted once (a device retrying
+#      a stale password must not ban its user) and checked at most 3 times: 20 repeats of a
+#      bcrypt guess were 20 bcrypts, uncounted.
 
 ###############################################################################
 
@@ -54,6 +57,8 @@ for (keys %hash) {
 }
 
 $t->write_file('users', join('', map { "$_:$hash{$_}\n" } sort keys %hash) . "plain:{PLAIN}$pw{plain}\n");
+# (a store of its own: a bcrypt hash would be the first one's timing template)
+$t->write_file('users-bcrypt', 'bert:' . make_hash('doveadm-BLF-CRYPT', 'bert pw') . "\n");
 
 # accounts found under an alias too (name@example.org), by sqlite3 on the default schema
 my $d = $t->testdir();
@@ -90,6 +95,13 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        location = /auth-bcrypt {
+            mail_auth;
+            mail_auth_passwd_file users-bcrypt;
+            mail_auth_backend imap 127.0.0.1:8143;
+            mail_auth_fail_wait 0;
+        }
+
         location = /auth-alias {
             mail_auth;
             mail_auth_sqlite aliases.db;
@@ -112,7 +124,7 @@ http {
 
 EOF
 
-$t->run()->plan(16);
+$t->run()->plan(19);
 
 ###############################################################################
 
@@ -203,5 +215,15 @@ sub apop {
 apop('dave@example.org', md5_hex("guess-$_"), "127.0.0.3$_") for 1 .. 3;
 like(apop('dave', md5_hex('<4711.1@example.org>dave pw'), '127.0.0.39'), qr/^Auth-Status: .*Invalid/m,
 	'three APOP guesses through the alias count on dave: his right digest is refused now');
+
+# 4. a repeated wrong password: counted once, checked 3 times, then refused without a check
+
+my @repeats = map { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200') } 1 .. 20;
+is(scalar(grep { /^Auth-Status: .*Invalid login or password\r$/m } @repeats), 20, '20 repeats of a wrong password: all refused');
+my $log = $t->read_file('error.log');
+is(scalar(() = $log =~ /user="bert" client=198\.51\.100\.200 [^\n]*result=invalid reason="wrong password"/g), 3,
+	'3 of them checked (bcrypt), the others refused without a check');
+like(login('/auth-bcrypt', 'bert', 'bert pw', '198.51.100.200'), qr/^Auth-Status: OK\r$/m,
+	'the right password from that client still logs in (the repeats counted once)');
 
 ###############################################################################
