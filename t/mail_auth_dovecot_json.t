@@ -207,7 +207,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(62);
+$t->run()->plan(66);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -220,7 +220,7 @@ sub api {
 	my $uri = ($o{uri} // '/dovecot') . ($o{mode} ? "?mode=$o{mode}" : '');
 	my $method = $o{method} // 'POST';
 	my $auth = exists $o{auth} ? $o{auth} : $basic;
-	my $req = "$method $uri HTTP/1.0\r\nHost: localhost\r\n";
+	my $req = "$method $uri HTTP/1.0\r\nHost: " . ($o{host} // 'localhost') . "\r\n";
 	$req .= "Authorization: $auth\r\n" if defined $auth;
 	$req .= "Accept: application/json\r\n";
 	$req .= "X-Dovecot-Session: $o{session}\r\n" if $o{session};
@@ -285,6 +285,15 @@ my ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 my $names = eval { decode_json($list // '') } // [];
 is(join(',', sort @$names), 'alice,bob,erin',
 	'JSON API: list-accounts, a JSON array of the store\'s names');
+
+# a web page that rebinds its own name to the listener (DNS rebinding) reads nothing
+$r = api('{"username":"bob","service":"lmtp"}', mode => 'no-auth', host => 'rebind.evil.example');
+like($r, qr/^HTTP\/1\.1 403 /, 'JSON API: a request for a foreign Host refused (no-auth)');
+unlike($r, qr/bob/, 'and nothing of bob in the answer');
+$r = api(undef, mode => 'list-accounts', method => 'GET', host => 'rebind.evil.example:8080');
+like($r, qr/^HTTP\/1\.1 403 /, 'JSON API: list-accounts for a foreign Host refused');
+like(api(login_body('alice', 'x'), host => '127.0.0.1'), qr/^HTTP\/1\.1 403 .*Invalid login/ms,
+	'JSON API: an address as Host is ours (a password check answered)');
 
 # Expect: 100-continue (Dovecot's HTTP client sends it): nginx says 100 before the body
 

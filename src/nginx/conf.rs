@@ -910,6 +910,7 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
     lc.directives.inherit(&prev.directives);
     if let Some(Content::Json(stats)) = lc.directives.content {
+        lc.host_names = util::server_names(cf);
         return merge_json(cf, lc, stats);
     }
     if matches!(lc.directives.content, Some(Content::Bans)) && lc.directives.limit.is_none() {

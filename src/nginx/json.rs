@@ -14,14 +14,16 @@ use std::fs::File;
 use std::io::{BufWriter, Seek};
 use std::net::IpAddr;
 use std::os::fd::IntoRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use ngx::core::Buffer;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_file_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
     ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file, ngx_pool_cleanup_file_t,
-    ngx_str_t, ngx_uint_t, NGX_DONE, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
-    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_str_t, ngx_uint_t, NGX_DONE, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, Method as HttpMethod, Request};
 use ngx::ngx_log_error;
@@ -49,6 +51,23 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live, non-null request.
     let req = unsafe { Request::from_ngx_http_request(r) };
     let session = json::session_id();
+    if !req.is_main() {
+        // nginx skips the access phase of subrequests: an auth_basic in front of the API never
+        // judged this one
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            req.log(),
+            "mail_auth_json: a subrequest is refused (no access phase ran) session={session}"
+        );
+        return NGX_HTTP_FORBIDDEN as ngx_int_t;
+    }
+    if let Some(lc) = Module::location_conf(req) {
+        // a web page rebinding its own name to this listener (DNS rebinding) could read the
+        // accounts' data and check passwords: nothing is counted, a 403 and a log line
+        if util::foreign_host(r, req, &lc.host_names, NGX_LOG_WARN as ngx_uint_t, "mail_auth_json") {
+            return refuse(r, &session, NGX_HTTP_FORBIDDEN, "a request for a host that is not this server's");
+        }
+    }
     let mode = match Mode::from_query(&args(r)) {
         Ok(m) => m,
         Err(e) => {
@@ -547,10 +566,12 @@ impl ListTask {
         let store = self.engine.store.as_deref().ok_or("no store")?;
         let dir = std::env::temp_dir();
         let path = dir.join(format!("ngx-mail-auth-accounts-{}-{}", std::process::id(), self.session));
+        // (readable by this worker's user only: the names are the accounts')
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         // unlinked at once: the open descriptor is all that is left, closed with the request
