@@ -3,7 +3,10 @@
 # Tests for ngx-mail-auth: the Basic bridge and the JSON API at the edges of nginx's request
 # lifecycle (found by a review helper): a subrequest into a bridge location (no access phase),
 # an Authorization line the bridge removed still reaching an auth_request upstream, the bridge's
-# header filter in a mail_auth_json location, and a broken body after a bad JSON API query.
+# header filter in a mail_auth_json location, and a broken body after a bad JSON API query;
+# a request to a bridge location that is not an auth_http GET (no Auth-Method/Auth-Protocol,
+# or a POST) gets the same answer whatever its password (auth_basic checked it: a right/wrong
+# oracle that no ban and no counter stopped).
 
 ###############################################################################
 
@@ -103,7 +106,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(12);
+$t->run()->plan(14);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -162,5 +165,15 @@ $r = http("POST /dovecot?mode=bogus HTTP/1.1\r\nHost: localhost\r\n"
 	. "GET /smuggled HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
 like($r, qr!^HTTP/1.1 400!, 'JSON API: bad query and broken body refused');
 is(() = $r =~ m!HTTP/1\.1 \d{3} !g, 1, 'JSON API: the broken body not answered as a second request');
+
+# not an auth_http GET: the password is not checked (the same answer for a right one)
+
+my $status = sub { ($_[0] =~ m!^HTTP/1\.1 (\d{3})!)[0] // '' };
+my @bare = map { $status->(http("GET /basic HTTP/1.0\r\nHost: localhost\r\n"
+	. "Auth-User: alice\r\nAuth-Pass: $_\r\n\r\n")) } 'alice-secret', 'WRONG';
+is("@bare", '401 401', 'bridge: Auth-User/Auth-Pass without Auth-Method/Auth-Protocol: 401 for the right password too');
+my @post = map { my $r = http("POST /basic HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: $_\r\nContent-Length: 0\r\n\r\n"); $r =~ s/^Date: .*\r\n//m; $r } 'alice-secret', 'WRONG';
+is($post[0], $post[1], 'bridge: a POST with auth_http headers: the same answer for a right and a wrong password');
 
 ###############################################################################

@@ -278,8 +278,9 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         // what does not depend on the password is decided before auth_basic/auth_request
         // check it: the transport policy and the limiter's bans (the content handler answers
         // anything else, a method other than GET/HEAD included)
-        if let (Some(engine), Method::GET | Method::HEAD) = (lc.engine.as_ref(), req.method()) {
-            let view = HeaderView::new(util::headers_in(req));
+        let get = matches!(req.method(), Method::GET | Method::HEAD);
+        let view = HeaderView::new(util::headers_in(req));
+        if let (Some(engine), true) = (lc.engine.as_ref(), get) {
             if let Some(d) = engine.bridge_precheck(&view, util::log_ctx(req.log())) {
                 let rc = req.discard_request_body();
                 let rc = if rc == ngx::core::Status::NGX_OK { super::handler::send(r, &d) } else { rc.0 };
@@ -290,7 +291,16 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
                 return NGX_DONE as ngx_int_t;
             }
         }
-        let value = match basic_value(req) {
+        // only an auth_http request (a GET whose headers parse) has its password checked:
+        // anything else gets no credentials, whatever it carries, so auth_basic answers 401
+        // to a right password as to a wrong one (no oracle past the limiter's bans, which only
+        // an auth_http request is checked against)
+        let checked = if get && view.request().is_ok() {
+            basic_value(req)
+        } else {
+            Err("not an auth_http request (a GET with Auth-Method, Auth-User, Auth-Pass, Auth-Protocol)".into())
+        };
+        let value = match checked {
             Ok(v) => Some(v),
             Err(e) => {
                 // No usable credentials: no Authorization at all (not even one the client
