@@ -56,10 +56,17 @@ const REFUSALS: usize = DATA + 4;
 const SLOT_WORDS: usize = DATA + 5;
 /// In a fingerprint mark's slot: how many times its wrong password came again while it lived.
 const REPEATS: usize = REFUSALS;
+/// In a fingerprint mark's slot: 1 when a failure it marks was not a wrong password (a right
+/// one the account's policy refused): its repeats are never refused without a check.
+const NOT_WRONG: usize = START;
+/// In a fingerprint mark's slot: when (seconds) a repeat was last let through to its check.
+/// (`FAILS`' word: never above `ATTEMPTS`' in a mark, so the mark never ranks as in flight.)
+const LAST_CHECK: usize = FAILS;
 /// A wrong password repeated from one source for one user is counted once, and checked again
-/// at most this many times while its mark lives (the longest window after its last check):
-/// further repeats are refused without a check (a client looping on a stale password costs
-/// nothing, and one source cannot get unbounded checks by repeating itself).
+/// this many times at once, then at most once a second while its mark lives (the longest
+/// window after its last check): repeats coming faster are refused without a check, so a
+/// client looping on a stale password costs one check a second, and a password set to the one
+/// it repeats is accepted a second later.
 pub const REPEATS_CHECKED: u64 = 2;
 // user header words
 const REFUSED_IP: usize = 0;
@@ -293,7 +300,13 @@ impl Ticket {
 pub enum Settle<'a> {
     /// Wrong password (or unknown user, disabled account ...): stays counted, may start a ban.
     /// `password` only feeds a keyed fingerprint (never stored).
-    Failure { password: &'a [u8] },
+    Failure {
+        password: &'a [u8],
+        /// The password (or the user) was wrong, as opposed to a right password refused by the
+        /// account's policy (disabled, protocol, network, certificate): only the former's
+        /// repeats are refused without a check past [`REPEATS_CHECKED`].
+        wrong: bool,
+    },
     /// Logged in: the attempt is given back and the IP is trusted for the user.
     Success,
     /// Neither (temporary failure, store error, relay refusal): the attempt is given back.
@@ -751,6 +764,7 @@ impl<'a> Limiter<'a> {
         if s[1].load(Ordering::Relaxed) <= now {
             // (its own slot, dead: a new mark, whose repeats start again)
             s[REPEATS].store(0, Ordering::Relaxed);
+            s[NOT_WRONG].store(0, Ordering::Relaxed);
         }
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
@@ -956,22 +970,21 @@ impl<'a> Limiter<'a> {
                 return Err(self.refusal(side, ip, wait, banned));
             }
         }
-        // the same wrong password again from the same source: counted once while it repeats,
-        // checked again at most REPEATS_CHECKED times
+        // the same wrong password again from the same source: counted once while it repeats;
+        // checked again REPEATS_CHECKED times at once, then at most once a second
         if let Some(s) = self.table.find(&g, fingerprint).filter(|s| s[1].load(Ordering::Relaxed) > now) {
             let repeats = s[REPEATS].fetch_add(1, Ordering::Relaxed);
-            if repeats < REPEATS_CHECKED {
+            let policy = s[NOT_WRONG].load(Ordering::Relaxed) != 0;
+            if policy || repeats < REPEATS_CHECKED || now > s[LAST_CHECK].load(Ordering::Relaxed) {
+                s[LAST_CHECK].store(now, Ordering::Relaxed);
                 self.table.touch(&g, s, now);
                 return Ok(ticket);
             }
             drop(g);
             self.table.header(REFUSED_USER).fetch_add(1, Ordering::Relaxed);
             return Err(Refusal {
-                wait: wait_for(repeats - REPEATS_CHECKED),
-                reason: format!(
-                    "the same wrong password again from this client (checked {} times; refused without a check until it is forgotten)",
-                    REPEATS_CHECKED + 1
-                ),
+                wait: 1,
+                reason: "the same wrong password again from this client, within a second of its last check (refused without a check)".into(),
             });
         }
         let mut claims = [None, None];
@@ -1000,9 +1013,11 @@ impl<'a> Limiter<'a> {
         let c = self.counters(ticket.ip, &ticket.user, ticket.proto);
         let counted = [c.ip.zip(ticket.ip_window), c.user.zip(ticket.user_window)];
         let mut mark = None;
+        let mut not_wrong = false;
         let mut labels = [Label::default(), Label::default()];
         match how {
-            Settle::Failure { password } => {
+            Settle::Failure { password, wrong } => {
+                not_wrong = !wrong;
                 let tags = [self.rate_for(Side::Ip, ticket.proto).1, self.rate_for(Side::User, ticket.proto).1];
                 if let Some(ip) = ticket.ip.filter(|_| ticket.ip_window.is_some()) {
                     labels[0] = Label::client(self.network(ip), tags[0]);
@@ -1036,7 +1051,15 @@ impl<'a> Limiter<'a> {
                 self.set_label(&g, key, label, now, until);
             }
         }
-        let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until));
+        let claim = mark.and_then(|(key, until)| {
+            let claim = self.set_mark(&g, key, now, until);
+            if not_wrong {
+                if let Some(s) = self.table.find(&g, key) {
+                    s[NOT_WRONG].store(1, Ordering::Relaxed);
+                }
+            }
+            claim
+        });
         drop(g);
         self.evicted(claim);
     }
@@ -1282,7 +1305,7 @@ mod tests {
             return Err(r);
         }
         let t = l.admit(from, user, pw, now)?;
-        l.settle(t, Settle::Failure { password: pw }, now);
+        l.settle(t, Settle::Failure { password: pw, wrong: true }, now);
         Ok(())
     }
 
@@ -1358,7 +1381,7 @@ mod tests {
         assert!(l.banned(a, "x", 101).is_none());
         assert!(l.admit(a, "x", b"p", 101).is_err());
         for t in admitted {
-            l.settle(t.unwrap(), Settle::Failure { password: b"wrong" }, 101);
+            l.settle(t.unwrap(), Settle::Failure { password: b"wrong", wrong: true }, 101);
         }
         let ban = l.banned(a, "x", 102).expect("five failures ban");
         assert!(ban.reason.contains("failed logins from 192.0.2.1 (limit 5/60s)"), "{ban:?}");
@@ -1386,7 +1409,7 @@ mod tests {
                         if let Ok(t) = l.admit(a, &user, pw.as_bytes(), 10) {
                             verified.fetch_add(1, Ordering::Relaxed);
                             std::thread::yield_now();
-                            l.settle(t, Settle::Failure { password: pw.as_bytes() }, 10);
+                            l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true }, 10);
                         }
                     }
                 });
@@ -1495,7 +1518,7 @@ mod tests {
         l.settle(old.clone(), Settle::Success, 61);
         assert!(l.admit(a, "u", b"q", 62).is_err(), "the new window's attempt is still counted");
         l.settle(old.clone(), Settle::Neutral, 62);
-        l.settle(old, Settle::Failure { password: b"p" }, 62);
+        l.settle(old, Settle::Failure { password: b"p", wrong: true }, 62);
         assert!(l.banned(a, "u", 62).is_none(), "an old window's failure does not count now");
         assert!(l.admit(a, "u", b"q", 63).is_err());
         l.settle(new, Settle::Neutral, 63);
@@ -1503,7 +1526,7 @@ mod tests {
         // a slow failure that brings the limit in its own window still bans
         let l = Limiter::new(&r, cfg("100/m", "1/m", 600)).unwrap();
         let t = l.admit(ip("192.0.2.21"), "slow", b"p", 100).unwrap();
-        l.settle(t, Settle::Failure { password: b"p" }, 170);
+        l.settle(t, Settle::Failure { password: b"p", wrong: true }, 170);
         assert!(refused(&l, ip("192.0.2.22"), "slow", 171).is_some(), "ban from 170 for 600 s");
         assert!(refused(&l, ip("192.0.2.22"), "slow", 770).is_none());
     }
@@ -1518,7 +1541,7 @@ mod tests {
             let l = Limiter::new(&r, cfg("100/m", "1/m", 600)).unwrap();
             let user = format!("slow{i}");
             let t = l.admit(ip("192.0.2.21"), &user, b"p", 100).unwrap();
-            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            l.settle(t, Settle::Failure { password: b"p", wrong: true }, 170);
             assert!(refused(&l, ip("192.0.2.22"), &user, 171).is_some(), "{user}: ban from 170 for 600 s");
             assert_eq!(l.bans(171, 10).len(), 1, "{user}");
             // a ban the fleet reported, on a fresh counter slot
@@ -1536,7 +1559,7 @@ mod tests {
             let l = Limiter::new(&r, cfg("1/m", "1/m", 600)).unwrap();
             let user = format!("slow{i}");
             let t = l.admit(ip("192.0.2.21"), &user, b"p", 100).unwrap();
-            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            l.settle(t, Settle::Failure { password: b"p", wrong: true }, 170);
             assert!(refused(&l, ip("192.0.2.21"), "x", 171).is_some(), "{user}: IP ban");
             assert!(refused(&l, ip("192.0.2.22"), &user, 171).is_some(), "{user} (region {i}): user ban lost");
         }
@@ -1556,7 +1579,7 @@ mod tests {
             for j in 0..50u8 {
                 fail(&l, Some(IpAddr::from([10, 0, 0, j])), "x", b"q", 165).unwrap();
             }
-            l.settle(t, Settle::Failure { password: b"p" }, 170);
+            l.settle(t, Settle::Failure { password: b"p", wrong: true }, 170);
             assert!(refused(&l, a, "x", 171).is_some(), "region {i}: the slow failure's ban was lost");
         }
     }
@@ -1586,12 +1609,11 @@ mod tests {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
         let a = ip("192.0.2.5");
-        // counted once, checked 1 + REPEATS_CHECKED times, then refused without a check
-        let checked = (0..6).filter(|t| fail(&l, a, "alice", b"stale-saved-password", t * 10).is_ok()).count();
-        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
+        // a client retrying a stale password every 10 s: counted once, checked every time
+        for t in 0..6 {
+            fail(&l, a, "alice", b"stale-saved-password", t * 10).unwrap();
+        }
         assert!(allowed(&l, a, "alice", 55), "6 repeats count 1");
-        let e = l.admit(a, "alice", b"stale-saved-password", 55).unwrap_err();
-        assert!(e.reason.contains("same wrong password") && e.wait >= 1, "{e:?}");
         fail(&l, a, "alice", b"other1", 55).unwrap();
         assert!(allowed(&l, a, "alice", 55), "2 of 3");
         fail(&l, a, "alice", b"other2", 56).unwrap();
@@ -1602,22 +1624,31 @@ mod tests {
         fail(&l, z, "zoe", b"stale", 0).unwrap();
         let t = l.admit(z, "zoe", b"stale", 1).unwrap();
         assert!(!t.counted(), "a repeat is admitted without counting");
-        l.settle(t, Settle::Failure { password: b"stale" }, 1);
-        // a client retrying a stale password every 30 s for an hour: counted once, checked 3
-        // times, not 120; its right password still logs in
+        l.settle(t, Settle::Failure { password: b"stale", wrong: true }, 1);
+        // repeats in a loop: 1 + REPEATS_CHECKED checks at once, then one a second; the rest
+        // refused without a check (and counted nowhere)
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let y = ip("192.0.2.59");
+        let checked = (0..50).filter(|i| fail(&l, y, "yan", b"loop", 100 + i / 10).is_ok()).count() as u64;
+        assert_eq!(checked, 1 + REPEATS_CHECKED + 4, "3 at once, then one in each of the 4 seconds after");
+        let e = l.admit(y, "yan", b"loop", 104).unwrap_err();
+        assert!(e.reason.contains("same wrong password"), "{e:?}");
+        assert!(allowed(&l, y, "yan", 104), "counted once: its right password is let through");
+        // a client retrying a stale password every 30 s for an hour: once, not 120 times
         let l = Limiter::new(&r, cfg("3/h", "3/h", 0)).unwrap();
         let b = ip("192.0.2.55");
-        let checked =
-            (0..120).filter(|t| fail(&l, b, "bert", b"stale-saved-password", 10_000 + t * 30).is_ok()).count();
-        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
+        for t in 0..120 {
+            fail(&l, b, "bert", b"stale-saved-password", 10_000 + t * 30).unwrap();
+        }
         assert!(allowed(&l, b, "bert", 13_600));
-        // forgotten a window after its last check, the mark starts again
-        let l = Limiter::new(&r, cfg("3/m", "100/m", 0)).unwrap();
-        let c = ip("192.0.2.56");
-        let checked = (0..6).filter(|t| fail(&l, c, "cleo", b"stale", *t).is_ok()).count();
-        assert_eq!(checked as u64, 1 + REPEATS_CHECKED);
-        assert!(fail(&l, c, "cleo", b"stale", 200).is_ok(), "counted again after the window");
-        assert!(fail(&l, c, "cleo", b"stale", 201).is_ok(), "and repeats checked again");
+        // a right password the account's policy refused (a certificate missing): checked every
+        // time it comes again, however fast (once the certificate is there, it logs in)
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let p = ip("192.0.2.58");
+        for _ in 0..6 {
+            let tk = l.admit(p, "pia", b"right", 7).expect("a policy refusal's repeat is checked");
+            l.settle(tk, Settle::Failure { password: b"right", wrong: false }, 7);
+        }
         // the same password from another IP, or for another user, is another failure
         let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
         fail(&l, ip("192.0.2.6"), "carol", b"pw", 0).unwrap();
@@ -1730,7 +1761,7 @@ mod tests {
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("10/m", "100/m", 0)).unwrap();
         let c = ip("198.51.100.1");
-        assert!(login_as(&l, c, "bob@example.org", "bob", Settle::Failure { password: b"g" }, 0));
+        assert!(login_as(&l, c, "bob@example.org", "bob", Settle::Failure { password: b"g", wrong: true }, 0));
         fail_n(&l, c, "carol", 9, 0);
         assert!(refused(&l, c, "dave", 1).is_some(), "10 attempts from the client, not 11");
         // a trusted client's failures through an alias do not count against the account
@@ -1738,7 +1769,14 @@ mod tests {
         let l = Limiter::new(&r, cfg("100/m", "2/m", 0)).unwrap();
         assert!(login_as(&l, owner, "erin@x", "erin", Settle::Success, 0));
         for i in 0..5 {
-            login_as(&l, owner, "erin@x", "erin", Settle::Failure { password: format!("g{i}").as_bytes() }, 1);
+            login_as(
+                &l,
+                owner,
+                "erin@x",
+                "erin",
+                Settle::Failure { password: format!("g{i}").as_bytes(), wrong: true },
+                1,
+            );
         }
         assert!(allowed(&l, ip("192.0.2.77"), "erin", 2), "erin's own budget untouched");
     }
@@ -1774,7 +1812,7 @@ mod tests {
             let _ = login(&l, a, "x", Settle::Success, now);
             if let Ok(t) = l.admit(a, "y", b"p", now) {
                 l.settle(t.clone(), Settle::Neutral, now);
-                l.settle(t, Settle::Failure { password: b"p" }, now);
+                l.settle(t, Settle::Failure { password: b"p", wrong: true }, now);
             }
         }
         assert!(l.stats().evictions > 0);
@@ -1852,7 +1890,7 @@ mod tests {
             let a = ip(&format!("192.0.2.{i}"));
             let t = l.admit(a, "u", b"p", i).unwrap();
             assert!(!t.evicted_ban(), "{i}");
-            l.settle(t, Settle::Failure { password: b"p" }, i);
+            l.settle(t, Settle::Failure { password: b"p", wrong: true }, i);
         }
         assert_eq!(l.stats().bans_evicted, 0);
         for i in 0..8 {
@@ -1864,7 +1902,7 @@ mod tests {
         assert_eq!((st.bans_evicted, st.evictions >= 1), (1, true), "{st:?}");
         assert!(refused(&l, ip("192.0.2.0"), "u", 21).is_none(), "the least recently used ban");
         // the fingerprint of its failure finds no room and gives way
-        l.settle(t, Settle::Failure { password: b"p" }, 21);
+        l.settle(t, Settle::Failure { password: b"p", wrong: true }, 21);
         assert_eq!(l.stats().bans_evicted, 1);
         assert!(refused(&l, ip("192.0.2.100"), "u", 22).is_some());
     }
@@ -2079,7 +2117,7 @@ mod tests {
         fn plain<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
         plain::<Ticket>();
         plain::<Refusal>();
-        let d = format!("{:?}", Settle::Failure { password: b"s3cr3t" });
+        let d = format!("{:?}", Settle::Failure { password: b"s3cr3t", wrong: true });
         assert!(!d.contains("s3cr3t") && d.contains("redacted"), "{d}");
         let r = region(1 << 12);
         let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();

@@ -18,8 +18,13 @@
 #      client, so without its trust), and APOP guesses through the alias count on the account
 #      (they were never counted there: APOP/CRAM-MD5 checked their response before it).
 #   4. A wrong password repeated by one client for one user is counted once (a device retrying
-#      a stale password must not ban its user) and checked at most 3 times: 20 repeats of a
-#      bcrypt guess were 20 bcrypts, uncounted.
+#      a stale password must not ban its user) and checked 3 times at once, then at most once
+#      a second: 20 repeats of a bcrypt guess in a loop were 20 bcrypts, uncounted.
+#   5. nginx copies a client's reverse-DNS name into Client-Host unchecked (lower-cased): a
+#      name with line ends in it adds headers, e.g. "auth-ssl: on" on a cleartext SMTP
+#      connection, which passed mail_auth_require_tls. The headers that say what nginx knows
+#      of the connection must be spelled as nginx spells them. (Sent here as the auth_http
+#      request such a name makes; the resolver side is nginx's and not played here.)
 
 ###############################################################################
 
@@ -95,6 +100,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        location = /auth-tls {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend smtp 127.0.0.1:8025;
+            mail_auth_require_tls smtp;
+            mail_auth_fail_wait 0;
+        }
+
         location = /auth-bcrypt {
             mail_auth;
             mail_auth_passwd_file users-bcrypt;
@@ -124,7 +137,7 @@ http {
 
 EOF
 
-$t->run()->plan(19);
+$t->run()->plan(22);
 
 ###############################################################################
 
@@ -216,14 +229,28 @@ apop('dave@example.org', md5_hex("guess-$_"), "127.0.0.3$_") for 1 .. 3;
 like(apop('dave', md5_hex('<4711.1@example.org>dave pw'), '127.0.0.39'), qr/^Auth-Status: .*Invalid/m,
 	'three APOP guesses through the alias count on dave: his right digest is refused now');
 
-# 4. a repeated wrong password: counted once, checked 3 times, then refused without a check
+# 4. a repeated wrong password: counted once, checked 3 times, then at most once a second
 
 my @repeats = map { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200') } 1 .. 20;
 is(scalar(grep { /^Auth-Status: .*Invalid login or password\r$/m } @repeats), 20, '20 repeats of a wrong password: all refused');
 my $log = $t->read_file('error.log');
-is(scalar(() = $log =~ /user="bert" client=198\.51\.100\.200 [^\n]*result=invalid reason="wrong password"/g), 3,
-	'3 of them checked (bcrypt), the others refused without a check');
+my $checked = () = $log =~ /user="bert" client=198\.51\.100\.200 [^\n]*result=invalid reason="wrong password"/g;
+ok($checked >= 3 && $checked <= 5, "$checked of them checked (bcrypt: 3, and one in each new second), the others refused without a check");
 like(login('/auth-bcrypt', 'bert', 'bert pw', '198.51.100.200'), qr/^Auth-Status: OK\r$/m,
 	'the right password from that client still logs in (the repeats counted once)');
+
+# 5. a header injected through Client-Host (lower-cased, as nginx's resolver writes names)
+
+sub smtp_login {
+	my ($extra) = @_;
+	return http("GET /auth-tls HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\n"
+		. "Auth-User: plain\r\nAuth-Pass: $pw{plain}\r\nAuth-Protocol: smtp\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: 198.51.100.77\r\nClient-Host: a\r\n$extra"
+		. "Auth-SMTP-Helo: x\r\nAuth-SMTP-From: MAIL FROM:<>\r\nAuth-SMTP-To: \r\n\r\n") // '';
+}
+
+like(smtp_login(''), qr/^Auth-Status: .*TLS|^Auth-Status: (?!OK)/m, 'cleartext SMTP login refused (mail_auth_require_tls smtp)');
+unlike(smtp_login("auth-ssl: on\r\n"), qr/^Auth-Status: OK\r$/m, 'an injected "auth-ssl: on" does not pass for TLS');
+like($t->read_file('error.log'), qr/result=bad-request reason="header \S{1,4}Auth-SSL\S{1,4} spelled otherwise than nginx spells it/, 'and the log says why');
 
 ###############################################################################

@@ -601,7 +601,8 @@ impl Engine {
                 outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
             }
         };
-        let how = checked.then_some(Settle::Failure { password: &req.pass });
+        // (not known to be wrong: its repeats are checked again)
+        let how = checked.then_some(Settle::Failure { password: &req.pass, wrong: false });
         self.conclude_settled(&req, o, tickets, ctx, trace, how)
     }
 
@@ -1065,7 +1066,10 @@ impl Engine {
             (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
                 Settle::Neutral
             }
-            (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass },
+            (AuthResponse::Fail { .. }, result) => Settle::Failure {
+                password: &req.pass,
+                wrong: matches!(result, AuthResult::Invalid | AuthResult::UnknownUser),
+            },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
         });
         let limiter = if tickets.local.is_empty() { None } else { self.limiter() };

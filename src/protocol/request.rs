@@ -108,6 +108,11 @@ pub enum ProtocolError {
     MissingHeader(&'static str),
     /// A header this module interprets appears more than once.
     DuplicateHeader(&'static str),
+    /// A header that says what nginx knows of the connection (TLS, the client certificate, the
+    /// listener, a balancer's client), spelled otherwise than nginx spells it: nginx copies a
+    /// client's reverse-DNS name into `Client-Host` unchecked, lower-cased, so a name with line
+    /// ends in it adds headers of the client's choosing, all in lower case.
+    MisspelledHeader(&'static str),
     /// `Auth-Method` names no method nginx knows (printable excerpt).
     UnknownMethod(String),
     /// `Auth-Protocol` is not imap/pop3/smtp (printable excerpt).
@@ -131,6 +136,10 @@ impl fmt::Display for ProtocolError {
         match self {
             ProtocolError::MissingHeader(h) => write!(f, "missing header \"{h}\""),
             ProtocolError::DuplicateHeader(h) => write!(f, "duplicate header \"{h}\""),
+            ProtocolError::MisspelledHeader(h) => write!(
+                f,
+                "header \"{h}\" spelled otherwise than nginx spells it (injected through a reverse-DNS name in Client-Host? an auth_http_header must spell it so)"
+            ),
             ProtocolError::UnknownMethod(m) => write!(f, "unknown Auth-Method \"{m}\""),
             ProtocolError::UnknownProtocol(p) => write!(f, "unknown Auth-Protocol \"{p}\""),
             ProtocolError::BadEscape { header, offset } => {
@@ -263,7 +272,8 @@ pub struct HeaderView<'a> {
 }
 
 impl<'a> HeaderView<'a> {
-    /// One pass over the headers (names ASCII case-insensitive and taken as they come, values
+    /// One pass over the headers (names ASCII case-insensitive and taken as they come, but
+    /// those that say what nginx knows of the connection exactly as nginx spells them; values
     /// with surrounding spaces/tabs ignored, unknown headers ignored).
     pub fn new(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderView<'a> {
         let mut v = HeaderView::default();
@@ -273,6 +283,12 @@ impl<'a> HeaderView<'a> {
             let Some(idx) = header_index(name) else {
                 continue;
             };
+            if matches!(idx, H_SSL | H_SSL_VERIFY | H_SSL_SUBJECT | H_SSL_FINGERPRINT | H_PP_ADDR | H_LISTENER)
+                && name != HEADERS[idx].as_bytes()
+            {
+                v.problem.get_or_insert(ProtocolError::MisspelledHeader(HEADERS[idx]));
+                continue;
+            }
             if idx == H_PP_ADDR {
                 v.pp_count += 1;
                 v.vals[idx].get_or_insert(trim_ows(value));

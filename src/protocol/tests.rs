@@ -346,8 +346,15 @@ fn listener_marker() {
     assert_eq!(req(&base()).unwrap().listener, None);
     let r = req(&with("X-Mail-Auth-Listener", b" mx ")).unwrap();
     assert_eq!(r.listener.as_deref(), Some("mx"));
-    let r = req(&with("x-mail-auth-listener", b"submission")).unwrap();
-    assert_eq!(r.listener.as_deref(), Some("submission"));
+    // spelled otherwise: refused (nginx copies a reverse-DNS name into Client-Host unchecked
+    // and lower-cased: "a\r\nx-mail-auth-listener: submission" adds a header of the client's)
+    assert_eq!(
+        req(&with("x-mail-auth-listener", b"submission")).unwrap_err(),
+        ProtocolError::MisspelledHeader("X-Mail-Auth-Listener")
+    );
+    for h in ["auth-ssl", "auth-ssl-verify", "auth-ssl-subject", "auth-ssl-fingerprint", "proxy-protocol-addr"] {
+        assert!(matches!(req(&with(h, b"on")), Err(ProtocolError::MisspelledHeader(_))), "{h}");
+    }
     // an empty marker names no listener
     assert_eq!(req(&with("X-Mail-Auth-Listener", b"")).unwrap().listener, None);
     // twice (two auth_http_header lines): refused like any repeated header

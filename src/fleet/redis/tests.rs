@@ -177,7 +177,7 @@ fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
     let ip = Some(addr);
     for (l, pw) in [(&a, "g1"), (&b, "g2")] {
         let Admission::Admitted(t) = l.admit(ip, "Bob", pw.as_bytes(), None) else { panic!("admitted") };
-        l.settle(t, Settle::Failure { password: pw.as_bytes() });
+        l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true });
     }
     // the settlements go through each proxy's queue thread: wait for the ban
     let mut refusal = None;
