@@ -134,9 +134,22 @@ http {
 
     server {
         listen 127.0.0.1:%%PORT_8080%%;
-@{[ $location->('auth', 8081, 'secret', 'mail_auth_cache zone=tokens:1m ttl=300s negative_ttl=60s;') ]}
+        # one zone for the server's locations
+        mail_auth_cache zone=tokens:1m ttl=300s negative_ttl=60s;
+@{[ $location->('auth', 8081, 'secret', '') ]}
 @{[ $location->('auth-badcred', 8081, 'wrong-secret', '') ]}
 @{[ $location->('auth-down', 8082, 'secret', '') ]}
+        # another client of the same endpoint, sharing the cache zone: the endpoint does not
+        # know it (401)
+        location /auth-other {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8143%%;
+            mail_auth_fail_wait 0s;
+            mail_auth_oauth2 jwks=jwks.json issuer=$iss audience=mail scope=mail client_id=other-proxy
+                             introspect=http://127.0.0.1:%%PORT_8081%%/introspect
+                             client_secret_file=secret;
+        }
     }
 }
 
@@ -144,6 +157,7 @@ mail {
 @{[ $mail->(8144, 'auth') ]}
 @{[ $mail->(8145, 'auth-badcred') ]}
 @{[ $mail->(8146, 'auth-down') ]}
+@{[ $mail->(8148, 'auth-other') ]}
     server {
         listen 127.0.0.1:%%PORT_8147%%;
         protocol pop3;
@@ -159,7 +173,7 @@ $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8110), "$d/pop3.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(28);
+$t->run()->plan(30);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143, 8110);
 
 sub client {
@@ -208,6 +222,12 @@ is($rc, 0, 'oauthbearer: active token') or diag($out);
 is($rc, 0, 'the same token again') or diag($out);
 is(requests('opaque-cached'), 1, 'cached: the second login did not reach the endpoint');
 ok(decision(qr/result=ok reason="[^"]*\(cached introspection answer\)"/), 'logged as cached');
+# the endpoint answers for the client that asks: another client's location sharing the zone
+# does not get the first one's cached verdict
+my $before = requests('opaque-cached');
+($rc, $out) = client('imap-xoauth2', 8148, 'alice@example.org', 'opaque-cached');
+is($rc, 1, 'another client_id, the same cache zone: not the first client\'s cached verdict') or diag($out);
+is(requests('opaque-cached') - $before, 1, 'the endpoint was asked for this client (and refused it)');
 
 ($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', 'opaque-inactive');
 ok($rc == 1 && $out =~ $challenge, 'inactive token: refused with the RFC 7628 challenge') or diag($out);

@@ -847,9 +847,17 @@ impl Engine {
             let c = &v.cfg;
             let url = c.introspect.as_ref().map_or("", |i| i.url.as_str());
             let claim = c.introspect.as_ref().map_or("", |i| i.user_claim.as_str());
+            // the endpoint answers for the client that asks (RFC 7662: a token another resource
+            // may not use is inactive to this one): two locations sharing a zone with other
+            // clients must not share a verdict
+            let client = c.introspect.as_ref().map_or("", |i| i.client_id.as_str());
+            let secret =
+                c.introspect.as_ref().map_or(&b""[..], |i| i.client_secret_file.as_os_str().as_encoded_bytes());
             cache.key(&[
                 b"oauth2-introspect",
                 url.as_bytes(),
+                client.as_bytes(),
+                secret,
                 c.issuer.as_bytes(),
                 c.audience.as_bytes(),
                 c.scope.as_deref().unwrap_or("").as_bytes(),
