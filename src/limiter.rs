@@ -15,7 +15,9 @@
 //! - Refusals get a growing Auth-Wait: 1, 2, 4 ... 32, 60 s (per source; starts again at 1 s
 //!   after the ban, or in the next window).
 //! - The same wrong password repeated from the same IP for the same user counts once, as long
-//!   as it keeps coming within the longest window (clients retrying a stale saved password).
+//!   as it keeps coming within the longest window (clients retrying a stale saved password); it
+//!   is checked again twice at once, then at most once a second (faster repeats are refused
+//!   without a check), until it logs in (a password changed to it) or is forgotten.
 //! - An IP that logged in successfully as a user recently (24 h, or `ban` if longer) is not
 //!   refused by that user's limit and does not count against it (others' failures cannot lock
 //!   the owner out); its own per-IP limit still applies.
@@ -280,6 +282,9 @@ pub struct Ticket {
     /// The same on the user's counter.
     user_window: Option<u64>,
     evicted_ban: bool,
+    /// The key of the attempt's wrong-password mark (source, user, password), when marks are
+    /// kept: a success forgets it (the password is right now: its repeats are not held back).
+    fingerprint: Option<u64>,
 }
 
 impl Ticket {
@@ -947,7 +952,15 @@ impl<'a> Limiter<'a> {
         now: u64,
     ) -> Result<Ticket, Refusal> {
         let user = fold(user);
-        let mut ticket = Ticket { ip, proto: self.proto, user, ip_window: None, user_window: None, evicted_ban: false };
+        let mut ticket = Ticket {
+            ip,
+            proto: self.proto,
+            user,
+            ip_window: None,
+            user_window: None,
+            evicted_ban: false,
+            fingerprint: None,
+        };
         if self.longest_window() == 0 {
             return Ok(ticket);
         }
@@ -957,6 +970,7 @@ impl<'a> Limiter<'a> {
             c.ip = None;
         }
         let fingerprint = self.fingerprint_key(ip, &ticket.user, password);
+        ticket.fingerprint = Some(fingerprint);
         let g = self.table.lock();
         let ip_counter = c.ip;
         let trusted = c.trusted.is_some_and(|t| self.mark_live(&g, t, now));
@@ -1013,6 +1027,7 @@ impl<'a> Limiter<'a> {
         let c = self.counters(ticket.ip, &ticket.user, ticket.proto);
         let counted = [c.ip.zip(ticket.ip_window), c.user.zip(ticket.user_window)];
         let mut mark = None;
+        let mut forget = None;
         let mut not_wrong = false;
         let mut labels = [Label::default(), Label::default()];
         match how {
@@ -1035,6 +1050,7 @@ impl<'a> Limiter<'a> {
                 if let Some(t) = c.trusted {
                     mark = Some((t, now.saturating_add(self.cfg.ban.max(TRUSTED_FOR))));
                 }
+                forget = ticket.fingerprint;
             }
             Settle::Neutral => {}
         }
@@ -1050,6 +1066,10 @@ impl<'a> Limiter<'a> {
             if let Some((key, until)) = *ban {
                 self.set_label(&g, key, label, now, until);
             }
+        }
+        if let Some(s) = forget.and_then(|key| self.table.find(&g, key)) {
+            // (the password was marked wrong, and is right now: a changed password)
+            self.table.remove(&g, s);
         }
         let claim = mark.and_then(|(key, until)| {
             let claim = self.set_mark(&g, key, now, until);
@@ -1634,6 +1654,19 @@ mod tests {
         let e = l.admit(y, "yan", b"loop", 104).unwrap_err();
         assert!(e.reason.contains("same wrong password"), "{e:?}");
         assert!(allowed(&l, y, "yan", 104), "counted once: its right password is let through");
+        // a password set in the store after a client looped on it: its first check logs in and
+        // forgets the mark, so the client's other connections are not held back
+        let w = ip("192.0.2.60");
+        for _ in 0..5 {
+            let _ = fail(&l, w, "wes", b"next", 300);
+        }
+        assert!(l.admit(w, "wes", b"next", 300).is_err(), "held back");
+        let t = l.admit(w, "wes", b"next", 301).unwrap();
+        l.settle(t, Settle::Success, 301);
+        for _ in 0..5 {
+            let t = l.admit(w, "wes", b"next", 301).expect("no longer held back");
+            l.settle(t, Settle::Success, 301);
+        }
         // a client retrying a stale password every 30 s for an hour: once, not 120 times
         let l = Limiter::new(&r, cfg("3/h", "3/h", 0)).unwrap();
         let b = ip("192.0.2.55");

@@ -111,7 +111,7 @@ http {
         location = /auth-bcrypt {
             mail_auth;
             mail_auth_passwd_file users-bcrypt;
-            mail_auth_backend imap 127.0.0.1:8143;
+            mail_auth_backend pop3 127.0.0.1:8110;
             mail_auth_fail_wait 0;
         }
 
@@ -231,13 +231,14 @@ like(apop('dave', md5_hex('<4711.1@example.org>dave pw'), '127.0.0.39'), qr/^Aut
 
 # 4. a repeated wrong password: counted once, checked 3 times, then at most once a second
 
-my @repeats = map { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200') } 1 .. 20;
+# (pop3: user=3/m, ip=4/m: a refused repeat must not count either)
+my @repeats = map { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200', 'pop3') } 1 .. 20;
 is(scalar(grep { /^Auth-Status: .*Invalid login or password\r$/m } @repeats), 20, '20 repeats of a wrong password: all refused');
 my $log = $t->read_file('error.log');
 my $checked = () = $log =~ /user="bert" client=198\.51\.100\.200 [^\n]*result=invalid reason="wrong password"/g;
 ok($checked >= 3 && $checked <= 5, "$checked of them checked (bcrypt: 3, and one in each new second), the others refused without a check");
-like(login('/auth-bcrypt', 'bert', 'bert pw', '198.51.100.200'), qr/^Auth-Status: OK\r$/m,
-	'the right password from that client still logs in (the repeats counted once)');
+like(login('/auth-bcrypt', 'bert', 'bert pw', '198.51.100.200', 'pop3'), qr/^Auth-Status: OK\r$/m,
+	'the right password from that client still logs in (20 repeats, checked or refused, counted once)');
 
 # 5. a header injected through Client-Host (lower-cased, as nginx's resolver writes names)
 

@@ -909,8 +909,10 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
 
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
     lc.directives.inherit(&prev.directives);
+    // every location's (not only those of mail_auth, mail_auth_json and mail_auth_limit_bans: an
+    // `if` block in one has a configuration of its own, which their handlers then read)
+    lc.host_names = util::server_names(cf);
     if let Some(Content::Json(stats)) = lc.directives.content {
-        lc.host_names = util::server_names(cf);
         return merge_json(cf, lc, stats);
     }
     if matches!(lc.directives.content, Some(Content::Bans)) && lc.directives.limit.is_none() {
@@ -925,9 +927,6 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
             util::location_name(cf)
         );
     }
-    // every location's (not only those of mail_auth and mail_auth_limit_bans: an `if` block in
-    // one has a configuration of its own, which their handlers then read)
-    lc.host_names = util::server_names(cf);
     let Some(Content::MailAuth(stats)) = lc.directives.content else {
         return Ok(());
     };

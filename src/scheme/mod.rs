@@ -308,7 +308,8 @@ pub fn is_costly_for(stored: &str, password_len: usize) -> bool {
 /// a short password) scaled by the hash blocks a round takes, plus SHA-crypt's initial
 /// digest of the password repeated as many times as it has bytes.
 fn crypt_cost_for(stored: &str, password_len: usize) -> u64 {
-    if password_len >= CRYPT_MAX_PASSWORD {
+    // (every crypt(3) form has a `$`; a digest's base64 has none: no second parse for those)
+    if password_len >= CRYPT_MAX_PASSWORD || !stored.contains('$') {
         return 0;
     }
     // a round hashes the last digest, the password 13/7 times and the salt 2/3 times, padded
