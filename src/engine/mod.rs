@@ -249,6 +249,7 @@ impl Job {
             Stage::Fleet => match engine.fleet_admit(
                 &self.req,
                 engine.limited_ip(&self.req),
+                true,
                 &self.req.user,
                 &mut self.tickets,
                 &mut self.trace,
@@ -759,7 +760,7 @@ impl Engine {
             }
         }
         if on_pool && self.fleet.is_some() {
-            return self.fleet_admit(req, None, name, tickets, trace).err().map(|o| *o);
+            return self.fleet_admit(req, self.limited_ip(req), false, name, tickets, trace).err().map(|o| *o);
         }
         None
     }
@@ -768,18 +769,25 @@ impl Engine {
     /// attempt; blocks for a network round trip (thread pool only). A refusal (a ban it knows is
     /// then kept locally too: this proxy refuses the source without asking again); an
     /// unreachable store leaves the decision to the local limiter (a log line, a counter).
-    /// `ip`: the client as the limiter counts it (`None` for the store's spelling of the
-    /// account, counted without the client, as the local limiter does).
+    /// `ip`: the client as the limiter counts it; `count_ip` false for the store's spelling of
+    /// the account (its client is counted by the name as given; here only its trust applies, as
+    /// the local limiter does).
     fn fleet_admit(
         &self,
         req: &AuthRequest,
         ip: Option<std::net::IpAddr>,
+        count_ip: bool,
         user: &str,
         tickets: &mut Tickets,
         trace: &mut Trace,
     ) -> Result<(), Box<Outcome>> {
         let Some(fleet) = &self.fleet else { return Ok(()) };
-        match fleet.admit(ip, user, &req.pass, Some(req.protocol)) {
+        let admission = if count_ip {
+            fleet.admit(ip, user, &req.pass, Some(req.protocol))
+        } else {
+            fleet.admit_account(ip, user, &req.pass, Some(req.protocol))
+        };
+        match admission {
             crate::fleet::Admission::Admitted(t) => {
                 tickets.fleet.push(t);
                 Ok(())

@@ -360,13 +360,37 @@ impl SharedLimit {
     /// The admission of an attempt the local limiter admitted (as `Limiter::admit`: `user` as
     /// given, `proto` the request's). Blocks: thread pool only.
     pub fn admit(&self, ip: Option<IpAddr>, user: &str, password: &[u8], proto: Option<Protocol>) -> Admission {
+        self.admit_on(ip, true, user, password, proto)
+    }
+
+    /// [`SharedLimit::admit`] for the store's own spelling of the account a login named
+    /// otherwise (as `Limiter::admit_account`): the account's counter only, with the client's
+    /// trust for the account (and trusting it when the login succeeds).
+    pub fn admit_account(
+        &self,
+        ip: Option<IpAddr>,
+        account: &str,
+        password: &[u8],
+        proto: Option<Protocol>,
+    ) -> Admission {
+        self.admit_on(ip, false, account, password, proto)
+    }
+
+    fn admit_on(
+        &self,
+        ip: Option<IpAddr>,
+        count_ip: bool,
+        user: &str,
+        password: &[u8],
+        proto: Option<Protocol>,
+    ) -> Admission {
         let user = limiter::fold(user);
         let (ip_rate, ip_tag) = self.cfg.rate_for(Side::Ip, proto);
         let (user_rate, user_tag) = self.cfg.rate_for(Side::User, proto);
         let user_rate = user_rate.filter(|_| !user.is_empty());
         let group = ip.map(|ip| self.group(ip)).unwrap_or_default();
         let call = AdmitCall {
-            ip: ip.zip(ip_rate).map(|(ip, rate)| Counter { key: self.ip_key(ip, ip_tag), rate }),
+            ip: ip.filter(|_| count_ip).zip(ip_rate).map(|(ip, rate)| Counter { key: self.ip_key(ip, ip_tag), rate }),
             user: user_rate.map(|rate| Counter { key: self.user_key(&user, user_tag), rate }),
             // (as the local limiter: trust only where the client has a budget of its own)
             trusted: ip

@@ -337,3 +337,42 @@ fn settlements_survive_a_script_flush() {
     let fails: Option<i64> = redis::cmd("HGET").arg("ipf").arg("fails").query(&mut admin).unwrap();
     assert_eq!(fails, Some(2), "both failures counted");
 }
+
+#[test]
+fn an_account_behind_an_alias_keeps_its_owners_trust() {
+    let Some(srv) = Server::start() else { return };
+    let cfg =
+        LimitConfig { ip: parse_rate("10/m").ok(), user: parse_rate("3/m").ok(), ban: 300, ..LimitConfig::default() };
+    let l = SharedLimit { backend: Arc::new(srv.backend(&[])), cfg, scope: "z".into() };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let owner = ip("192.0.2.10");
+    // the owner logs in as alice@x, which the store knows as alice: both names admitted
+    let Admission::Admitted(t) = l.admit(owner, "alice@x", b"pw", None) else { panic!("admitted") };
+    let Admission::Admitted(a) = l.admit_account(owner, "alice", b"pw", None) else { panic!("admitted") };
+    l.settle(t, Settle::Success);
+    l.settle(a, Settle::Success);
+    // others guess "alice" until it is banned (the settlements go through the queue thread,
+    // in order: the owner's trust is in when the ban is)
+    for i in 1..=3 {
+        let pw = format!("guess{i}");
+        if let Admission::Admitted(t) = l.admit(ip(&format!("203.0.113.{i}")), "alice", pw.as_bytes(), None) {
+            l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true });
+        }
+    }
+    let banned = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        matches!(l.admit(ip("203.0.113.9"), "alice", b"x", None), Admission::Refused(..))
+    });
+    assert!(banned, "alice banned through the shared store");
+    // through the alias: the owner's client is let in for the account, a stranger is not
+    assert!(matches!(l.admit_account(owner, "alice", b"pw", None), Admission::Admitted(_)));
+    assert!(matches!(l.admit_account(ip("203.0.113.50"), "alice", b"pw", None), Admission::Refused(..)));
+    // and the account's admission does not count the client: its budget (10) is untouched
+    for i in 0..9 {
+        let pw = format!("other{i}");
+        let Admission::Admitted(t) = l.admit(owner, &format!("u{i}"), pw.as_bytes(), None) else {
+            panic!("attempt {i} of the owner's 10")
+        };
+        l.settle(t, Settle::Neutral);
+    }
+}
