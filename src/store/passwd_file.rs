@@ -410,6 +410,12 @@ impl Shared {
             // ending without a line end is read again at the next check; meanwhile what was
             // served goes on (the old content, or a temporary failure), never the cut line.
             Ok(loaded) if loaded.unterminated && loaded.id.changed_within(WRITE_SETTLE) => w.set_current(None),
+            // the same for a file caught just after `cat >` or htpasswd truncated it (empty, or
+            // no user yet) while users were served: every user "unknown" meanwhile would be
+            // failed logins, counted by the limiter
+            Ok(loaded) if loaded.users.len() == 0 && self.serves_users() && loaded.id.changed_within(WRITE_SETTLE) => {
+                w.set_current(None)
+            }
             Ok(loaded) => {
                 w.set_current(Some(loaded.id));
                 let how = if w.recover() { "readable again, loaded" } else { "changed, reloaded" };
@@ -417,6 +423,11 @@ impl Shared {
             }
             Err(cause) => self.set_broken(w, cause),
         }
+    }
+
+    /// Whether the snapshot in use holds any user.
+    fn serves_users(&self) -> bool {
+        lock(&self.snapshot).as_ref().is_ok_and(|u| u.len() > 0)
     }
 
     /// Swaps `loaded` in (the old snapshot is freed here, not by a lookup, unless one still
@@ -1161,6 +1172,15 @@ mod tests {
         let old = std::time::SystemTime::now() - Duration::from_secs(10);
         fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}last");
+        // caught truncated (`cat >` before its first write): the users go on being served
+        fs::write(&p, b"").unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}last", "not every user unknown");
+        fs::write(&p, b"a:{PLAIN}after\n").unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().password, "{PLAIN}after");
+        // a file really emptied is served so once it stopped changing
+        fs::write(&p, b"").unwrap();
+        fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap(), None);
     }
 
     #[test]
