@@ -753,23 +753,28 @@ impl<'a> Limiter<'a> {
 
     /// Is the mark `key` live at `now`? (Touches it if so.)
     fn mark_live(&self, g: &Guard<'_, 'a>, key: u64, now: u64) -> bool {
-        match self.table.find(g, key) {
-            Some(s) if s[1].load(Ordering::Relaxed) > now => {
-                self.table.touch(g, s, now);
-                true
-            }
-            _ => false,
-        }
+        self.live_mark(g, key, now).is_some()
+    }
+
+    /// The slot of mark `key` if it is live at `now` (touched).
+    fn live_mark<'g>(&'g self, g: &Guard<'_, 'a>, key: u64, now: u64) -> Option<&'g [AtomicU64]> {
+        let s = self.table.find(g, key).filter(|s| s[1].load(Ordering::Relaxed) > now)?;
+        self.table.touch(g, s, now);
+        Some(s)
     }
 
     /// Sets the mark `key` live until `until`, unless that would evict a live ban or a counter
-    /// with attempts in flight. The claim, if any.
-    fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64) -> Option<Claim> {
+    /// with attempts in flight. The claim, if any. `not_wrong`: a fingerprint mark's failure was
+    /// a right password refused by policy (see [`NOT_WRONG`]).
+    fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64, not_wrong: bool) -> Option<Claim> {
         let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
         if s[1].load(Ordering::Relaxed) <= now {
             // (its own slot, dead: a new mark, whose repeats start again)
             s[REPEATS].store(0, Ordering::Relaxed);
             s[NOT_WRONG].store(0, Ordering::Relaxed);
+        }
+        if not_wrong {
+            s[NOT_WRONG].store(1, Ordering::Relaxed);
         }
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
@@ -986,12 +991,11 @@ impl<'a> Limiter<'a> {
         }
         // the same wrong password again from the same source: counted once while it repeats;
         // checked again REPEATS_CHECKED times at once, then at most once a second
-        if let Some(s) = self.table.find(&g, fingerprint).filter(|s| s[1].load(Ordering::Relaxed) > now) {
+        if let Some(s) = self.live_mark(&g, fingerprint, now) {
             let repeats = s[REPEATS].fetch_add(1, Ordering::Relaxed);
             let policy = s[NOT_WRONG].load(Ordering::Relaxed) != 0;
             if policy || repeats < REPEATS_CHECKED || now > s[LAST_CHECK].load(Ordering::Relaxed) {
                 s[LAST_CHECK].store(now, Ordering::Relaxed);
-                self.table.touch(&g, s, now);
                 return Ok(ticket);
             }
             drop(g);
@@ -1071,15 +1075,7 @@ impl<'a> Limiter<'a> {
             // (the password was marked wrong, and is right now: a changed password)
             self.table.remove(&g, s);
         }
-        let claim = mark.and_then(|(key, until)| {
-            let claim = self.set_mark(&g, key, now, until);
-            if not_wrong {
-                if let Some(s) = self.table.find(&g, key) {
-                    s[NOT_WRONG].store(1, Ordering::Relaxed);
-                }
-            }
-            claim
-        });
+        let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until, not_wrong));
         drop(g);
         self.evicted(claim);
     }

@@ -221,8 +221,8 @@ fn auth_request_on(cf: &ngx_conf_t) -> bool {
 }
 
 /// `Basic base64(user:pass)` from the request's Auth-User/Auth-Pass, or why not.
-fn basic_value(req: &Request) -> Result<Vec<u8>, String> {
-    let (user, pass) = HeaderView::new(util::headers_in(req)).credentials();
+fn basic_value(view: &HeaderView<'_>) -> Result<Vec<u8>, String> {
+    let (user, pass) = view.credentials();
     let user = user.ok_or("no Auth-User header")?;
     let pass = pass.ok_or("no Auth-Pass header")?;
     crate::basic::basic_credentials(user, pass).map_err(|e| e.to_string())
@@ -236,7 +236,7 @@ unsafe extern "C" fn basic_variable(
     guard(NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls variable handlers with a live request and value slot.
         let req = unsafe { Request::from_ngx_http_request(r) };
-        let value = basic_value(req).unwrap_or_default();
+        let value = basic_value(&HeaderView::new(util::headers_in(req))).unwrap_or_default();
         // SAFETY: the request pool is live for the request's lifetime.
         let Some(s) = (unsafe { ngx_str_t::from_bytes(req.pool().as_ptr(), &value) }) else {
             return NGX_ERROR as ngx_int_t;
@@ -296,7 +296,7 @@ unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         // to a right password as to a wrong one (no oracle past the limiter's bans, which only
         // an auth_http request is checked against)
         let checked = if get && view.request().is_ok() {
-            basic_value(req)
+            basic_value(&view)
         } else {
             Err("not an auth_http request (a GET with Auth-Method, Auth-User, Auth-Pass, Auth-Protocol)".into())
         };
