@@ -137,7 +137,7 @@ http {
 
 EOF
 
-$t->run()->plan(22);
+$t->run()->plan(24);
 
 ###############################################################################
 
@@ -239,6 +239,15 @@ my $checked = () = $log =~ /user="bert" client=198\.51\.100\.200 [^\n]*result=in
 ok($checked >= 3 && $checked <= 5, "$checked of them checked (bcrypt: 3, and one in each new second), the others refused without a check");
 like(login('/auth-bcrypt', 'bert', 'bert pw', '198.51.100.200', 'pop3'), qr/^Auth-Status: OK\r$/m,
 	'the right password from that client still logs in (20 repeats, checked or refused, counted once)');
+
+# the password it repeated becomes bert's (the file replaced by rename): accepted within a second
+# of the change, and once it logged in, the client's other logins with it are not held back
+$t->write_file('users-bcrypt.new', 'bert:' . make_hash('doveadm-BLF-CRYPT', 'stale bert pw') . "\n");
+rename("$d/users-bcrypt.new", "$d/users-bcrypt") or die "rename: $!";
+ok(wait_for(5, sub { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200', 'pop3') =~ /^Auth-Status: OK\r$/m }),
+	'the repeated password, now right, is accepted');
+my @again = map { login('/auth-bcrypt', 'bert', 'stale bert pw', '198.51.100.200', 'pop3') } 1 .. 5;
+is(scalar(grep { /^Auth-Status: OK\r$/m } @again), 5, 'and the same client\'s next 5 logins with it at once: all OK');
 
 # 5. a header injected through Client-Host (lower-cased, as nginx's resolver writes names)
 
