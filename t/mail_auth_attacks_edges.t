@@ -25,6 +25,8 @@
 #      connection, which passed mail_auth_require_tls. The headers that say what nginx knows
 #      of the connection must be spelled as nginx spells them. (Sent here as the auth_http
 #      request such a name makes; the resolver side is nginx's and not played here.)
+#   6. A passwd-file truncated in place (`cat >`, htpasswd) and caught empty by the watcher:
+#      every user was unknown (failed logins, counted) until the rewrite came.
 
 ###############################################################################
 
@@ -137,7 +139,7 @@ http {
 
 EOF
 
-$t->run()->plan(24);
+$t->run()->plan(26);
 
 ###############################################################################
 
@@ -262,5 +264,22 @@ sub smtp_login {
 like(smtp_login(''), qr/^Auth-Status: .*TLS|^Auth-Status: (?!OK)/m, 'cleartext SMTP login refused (mail_auth_require_tls smtp)');
 unlike(smtp_login("auth-ssl: on\r\n"), qr/^Auth-Status: OK\r$/m, 'an injected "auth-ssl: on" does not pass for TLS');
 like($t->read_file('error.log'), qr/result=bad-request reason="header \S{1,4}Auth-SSL\S{1,4} spelled otherwise than nginx spells it/, 'and the log says why');
+
+# 6. the users file truncated in place and held empty for 1.5 s (a slow writer after `cat >`)
+
+my $content = $t->read_file('users');
+open my $fh, '>', "$d/users" or die "truncate: $!";
+my ($polls, $held) = (0, 0);
+my $until = time() + 1.5;
+while (time() < $until) {
+	$polls++;
+	$held++ if login('/auth', 'plain', $pw{plain}, '203.0.113.99') =~ /^Auth-Status: OK\r$/m;
+	select undef, undef, undef, 0.1;
+}
+print $fh $content;
+close $fh;
+is($held, $polls, "the file empty for 1.5 s: every login answered from what was served ($held of $polls)");
+ok(wait_for(3, sub { login('/auth', 'plain', $pw{plain}, '203.0.113.99') =~ /^Auth-Status: OK\r$/m }),
+	'and from the rewritten file after');
 
 ###############################################################################
