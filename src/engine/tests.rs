@@ -1156,7 +1156,7 @@ fn introspected_tokens_go_to_the_pool_and_the_cache() {
     ]);
     let with_pass = Account { backend_pass: Some("backend pw".into()), ..acct("{SHA512-CRYPT}$6$x$y") };
     let mut e = oauth_engine(&[("alice@example.org", with_pass)], true);
-    let c = crate::oauth::tests::introspect_cfg(&url, false);
+    let (c, _dir) = crate::oauth::tests::introspect_cfg(&url, false);
     e.oauth = Some(Arc::new(crate::oauth::Verifier::new(c).unwrap()));
     e.offload = true;
     let login_to = |e: &Engine, tok: &[u8]| {
@@ -1839,7 +1839,7 @@ fn introspection_cache_is_bound_to_user_and_token() {
     let with_pass = Account { backend_pass: Some("backend pw".into()), ..acct("{SHA512-CRYPT}$6$x$y") };
     let users = [("alice@example.org", with_pass.clone()), ("bob@example.org", with_pass)];
     let mut e = oauth_engine(&users, true);
-    let c = crate::oauth::tests::introspect_cfg(&url, false);
+    let (c, _dir) = crate::oauth::tests::introspect_cfg(&url, false);
     e.oauth = Some(Arc::new(crate::oauth::Verifier::new(c).unwrap()));
     e.offload = true;
     let login = |user: &[u8], tok: &[u8]| {

@@ -2,6 +2,7 @@
 //! verified at a fixed `NOW`.
 
 use super::*;
+use crate::testutil::TempDir;
 use std::path::Path;
 
 const NOW: u64 = 1_700_000_000;
@@ -129,9 +130,8 @@ fn attacks_refused() {
 
 /// A verifier on a copy of the test JWKS in a directory of its own (`dir`, `path`), which
 /// verifies the RSA test token.
-fn verifier_on_a_jwks_copy(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, Verifier) {
-    let dir = std::env::temp_dir().join(format!("oauth-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn verifier_on_a_jwks_copy(tag: &str) -> (TempDir, std::path::PathBuf, Verifier) {
+    let dir = TempDir::new(&format!("oauth-{tag}"));
     let path = dir.join("jwks.json");
     std::fs::copy(data("jwks.json"), &path).unwrap();
     let mut c = cfg();
@@ -270,13 +270,11 @@ pub(crate) fn introspection_server(answers: Vec<(u16, String)>) -> (String, std:
     (url, h)
 }
 
-pub(crate) fn introspect_cfg(url: &str, jwks: bool) -> OauthConfig {
-    let dir = std::env::temp_dir().join(format!("mail-auth-introspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // one file per call: tests run in parallel
-    static N: AtomicU32 = AtomicU32::new(0);
-    let secret = dir.join(format!("secret-{}", N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::write(&secret, "s3cr:et\n").unwrap();
+/// A configuration with introspection at `url`; its client secret file is in the directory
+/// returned (removed when dropped: keep it until the verifier is made, which reads the file).
+pub(crate) fn introspect_cfg(url: &str, jwks: bool) -> (OauthConfig, TempDir) {
+    let dir = TempDir::new("introspect");
+    let secret = dir.file("secret", b"s3cr:et\n");
     let mut c = cfg();
     if !jwks {
         c.jwks = None;
@@ -289,7 +287,7 @@ pub(crate) fn introspect_cfg(url: &str, jwks: bool) -> OauthConfig {
         client_secret_file: secret,
         user_claim: "username".into(),
     });
-    c
+    (c, dir)
 }
 
 #[test]
@@ -344,23 +342,23 @@ fn introspection_encoding() {
 
 #[test]
 fn introspection_routes() {
-    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true)).unwrap();
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true).0).unwrap();
     assert_eq!(v.route(token("rs256").as_bytes()), Route::Jwt);
     assert_eq!(v.route(token("nokid").as_bytes()), Route::Jwt);
     assert_eq!(v.route(token("unknownkid").as_bytes()), Route::Introspect);
     assert_eq!(v.route(b"2YotnFZFEjr1zCsicMWpAA"), Route::Introspect);
     assert_eq!(v.route(b"a.b.c"), Route::Introspect);
     assert_eq!(verifier().route(b"2YotnFZFEjr1zCsicMWpAA"), Route::Jwt, "no introspect=: JWT path");
-    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false)).unwrap();
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false).0).unwrap();
     assert_eq!(v.route(token("rs256").as_bytes()), Route::Introspect, "no jwks=: all to introspection");
-    let mut c = introspect_cfg("http://127.0.0.1:9/i", false);
+    let (mut c, _dir) = introspect_cfg("http://127.0.0.1:9/i", false);
     c.introspect.as_mut().unwrap().client_secret_file = "/nonexistent/secret".into();
     assert!(Verifier::new(c).is_err(), "an unreadable secret file is a configuration error");
 }
 
 #[test]
 fn introspection_answer_rules() {
-    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true)).unwrap();
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", true).0).unwrap();
     let a = |j: &str| v.check_introspection(&serde_json::from_str(j).unwrap(), "alice@example.org", NOW);
     let good =
         r#"{"active":true,"username":"Alice@Example.org","exp":1700003600,"iss":"https://idp.example","aud":"mail"}"#;
@@ -400,7 +398,7 @@ fn introspection_answer_rules() {
         Err(TokenError::MissingClaim("username".into()))
     );
     // introspection alone: iss/aud not configured, not checked
-    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false)).unwrap();
+    let v = Verifier::new(introspect_cfg("http://127.0.0.1:9/i", false).0).unwrap();
     let j = serde_json::json!({"active": true, "username": "alice@example.org", "exp": EXP});
     assert!(v.check_introspection(&j, "ALICE@example.org", NOW).is_ok());
 }
@@ -415,7 +413,7 @@ fn introspection_calls() {
         (401, r#"{"error":"invalid_client"}"#.into()),
         (200, "not json".into()),
     ]);
-    let v = Verifier::new(introspect_cfg(&url, true)).unwrap();
+    let v = Verifier::new(introspect_cfg(&url, true).0).unwrap();
     let t = b"opaque/tok+en=";
     assert!(v.introspect(t, "alice@example.org", NOW).is_ok());
     assert_eq!(v.introspect(t, "alice@example.org", NOW), Err(TokenError::Inactive));
@@ -434,7 +432,7 @@ fn introspection_calls() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}/i", l.local_addr().unwrap());
     drop(l);
-    let v = Verifier::new(introspect_cfg(&dead, true)).unwrap();
+    let v = Verifier::new(introspect_cfg(&dead, true).0).unwrap();
     let e = v.introspect(t, "alice@example.org", NOW).unwrap_err();
     assert!(e.is_temporary(), "{e}");
     assert_eq!(
@@ -448,7 +446,7 @@ fn introspection_times_out() {
     // a listener that never answers (the kernel completes the connection, nobody reads)
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/i", l.local_addr().unwrap());
-    let v = Verifier::new(introspect_cfg(&url, true)).unwrap();
+    let v = Verifier::new(introspect_cfg(&url, true).0).unwrap();
     let t = std::time::Instant::now();
     let e = v.introspect(b"opaque", "alice@example.org", NOW).unwrap_err();
     let took = t.elapsed();
@@ -488,7 +486,7 @@ fn introspection_slow_body_is_bounded() {
             }
         }
     });
-    let v = Verifier::new(introspect_cfg(&url, false)).unwrap();
+    let v = Verifier::new(introspect_cfg(&url, false).0).unwrap();
     let t = Instant::now();
     let e = v.introspect(b"opaque", "alice@example.org", NOW).unwrap_err();
     let took = t.elapsed();
@@ -528,14 +526,10 @@ fn a_jwks_with_no_usable_key_revokes_the_old_keys() {
 
 #[test]
 fn empty_jwks_is_still_a_configuration_error() {
-    let dir = std::env::temp_dir().join(format!("oauth-jwks-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("jwks.json");
-    std::fs::write(&path, br#"{"keys":[]}"#).unwrap();
+    let dir = TempDir::new("oauth-jwks-cfg");
     let mut c = cfg();
-    c.jwks = Some(path);
+    c.jwks = Some(dir.file("jwks.json", br#"{"keys":[]}"#));
     let r = Verifier::new(c).map(|_| ());
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(r.is_err());
 }
 
