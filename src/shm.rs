@@ -146,7 +146,9 @@ impl<'a> Table<'a> {
     pub fn lock(&self) -> Guard<'_, 'a> {
         let lock = &self.words[0];
         let me = token();
-        let mut seen = (0u64, Instant::now());
+        // (holder, since when it was seen holding): the clock is read only once the lock is
+        // found held, not on the usual uncontended path
+        let mut seen: Option<(u64, Instant)> = None;
         let mut spins = 0u32;
         loop {
             let cur = lock.load(Ordering::Relaxed);
@@ -161,14 +163,15 @@ impl<'a> Table<'a> {
                 std::hint::spin_loop();
                 continue;
             }
-            if cur != seen.0 {
-                seen = (cur, Instant::now());
-            } else {
-                let held = seen.1.elapsed();
-                let stale = held > STEAL_ANY || (held > STEAL_DEAD && holder_alive(cur) == Some(false));
-                if stale && lock.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    return Guard { table: self, token: me };
+            match seen {
+                Some((holder, since)) if holder == cur => {
+                    let held = since.elapsed();
+                    let stale = held > STEAL_ANY || (held > STEAL_DEAD && holder_alive(cur) == Some(false));
+                    if stale && lock.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                        return Guard { table: self, token: me };
+                    }
                 }
+                _ => seen = Some((cur, Instant::now())),
             }
             std::thread::yield_now();
         }
