@@ -231,7 +231,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while PostgreSQL is down
-$t->run()->plan(35);
+$t->run()->plan(36);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -345,6 +345,13 @@ ok($code != 0 && $msg =~ /unknown option "pools=2"/, 'nginx -t: unknown option')
 ok($code != 0 && $msg =~ /sslmode=require needs ssl_ca/, 'nginx -t: sslmode=require without ssl_ca') or diag($msg);
 ($code, $msg) = $nt->(qr/location = \/auth-short \{/, "location = /auth-short {\n            mail_auth_thread_pool off;");
 ok($code != 0 && $msg =~ /"mail_auth_sql" needs a thread pool/, 'nginx -t: no thread pool') or diag($msg);
+# bearer tokens: the database server matches names by its own rules (LDAP's caseIgnoreMatch takes a
+# fullwidth "\x{ff41}lice" for alice): a token naming such a spelling would open another mailbox
+$t->write_file('oauth.secret', "s\n");
+($code, $msg) = $nt->(qr/location = \/auth-short \{/, "location = /auth-short {\n            "
+	. "mail_auth_oauth2 introspect=http://127.0.0.1:1/i client_id=m client_secret_file=$d/oauth.secret;");
+ok($code != 0 && $msg =~ /"mail_auth_oauth2" needs a store of the mailboxes/, 'nginx -t: no bearer tokens on this store')
+	or diag($msg);
 
 pg_stop();
 

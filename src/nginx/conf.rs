@@ -1080,7 +1080,10 @@ fn build_engine(
     let oauth = match &d.oauth {
         None => None,
         // a Basic-bridge location would have auth_basic/auth_request judge the token first
-        Some(_) if store.is_none() => {
+        // a directory or SQL server matches names by its own rules (LDAP's caseIgnoreMatch
+        // takes a fullwidth "ａlice" for alice, MySQL's collations "älice" or "alice "): a token
+        // whose claim is such a spelling would open another mailbox than the one it names
+        Some(_) if store.is_none() || matches!(d.store, Some(StoreConf::Sql { .. } | StoreConf::Ldap { .. })) => {
             return Err("\"mail_auth_oauth2\" needs a store of the mailboxes: \"mail_auth_passwd_file\" or \"mail_auth_sqlite\"".into());
         }
         // the introspection call blocks: it is made on the thread pool only
