@@ -53,10 +53,14 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.environ.get("BENCH_DIR", "/tmp/ngx-mail-auth-bench")
+# The work directory: BENCH_DIR (scripts/bench checks it is the caller's own, or makes one with
+# mktemp), else a new private one. Never a fixed name in /tmp: the benchmark runs as root and
+# kills the pids and loads the configurations it finds there.
+WORK = os.environ.get("BENCH_DIR") or None
 T0 = time.time()
 PIN = (os.cpu_count() or 1) >= 2
 # --spin: auth_http load from one client thread that polls non-blocking sockets without sleeping
@@ -545,7 +549,20 @@ def bench(opt, rounds, secs, only):
     for f in (nginx, so, lg.binary, *([floor] if floor else [])):
         if not os.path.exists(f):
             raise BenchError(f"{f} does not exist")
-    shutil.rmtree(WORK, ignore_errors=True)
+    global WORK
+    if WORK is None:
+        WORK = tempfile.mkdtemp(prefix="ngx-mail-auth-bench.")
+        # nginx's workers (nobody) read the users files: the directory may be entered, not written
+        os.chmod(WORK, 0o755)
+    else:
+        # emptied, not removed and made again (another user could take the name in between)
+        os.makedirs(WORK, mode=0o755, exist_ok=True)
+        for n in os.listdir(WORK):
+            p = os.path.join(WORK, n)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
     os.makedirs(os.path.join(WORK, "logs"))
     os.chdir(WORK)
     sock, setmisc_sock, py_sock = (os.path.join(WORK, n) for n in ("http.sock", "setmisc.sock", "py.sock"))
