@@ -299,6 +299,17 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     if opts.command != "init" && !db.exists() {
         return Err(format!("{}: no such database (create it with 'init')", db.display()));
     }
+    if opts.command == "init" && !db.exists() {
+        // made here, not by SQLite (which takes 0644 less the umask: every local user could
+        // read the hashes and the backend passwords); its journal and WAL files take its mode
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(db)
+            .map_err(|e| format!("{}: {e}", db.display()))?;
+    }
     let flags = if opts.command == "init" {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     } else {
@@ -1016,6 +1027,11 @@ mod edit_tests {
         let e = run("add", Some("alice"), Some("pw")).unwrap_err();
         assert!(!db.exists(), "only init creates the database: {e}");
         run("init", None, None).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+            assert_eq!(mode & 0o007, 0, "a new database is not for other users to read: {mode:o}");
+        }
         run("init", None, None).unwrap(); // idempotent
         run("add", Some("alice"), Some("alice pw")).unwrap();
         run("add", Some("bob"), Some("bob pw")).unwrap();
