@@ -106,7 +106,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(14);
+$t->run()->plan(16);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -141,6 +141,17 @@ ok($rc != 0 && $out =~ /\[emerg\].*"mail_auth_app_only" needs a credential store
 	'nginx -t: mail_auth_app_only in a bridge location without a store refused') or diag($out);
 ($rc, $out) = nginx_t_with($t, qr/mail_auth_master_user master "master pw";/, 'mail_auth_app_only off;');
 is($rc, 0, 'nginx -t: ... "off" accepted') or diag($out);
+
+# an error_page for 401/403 inherited from the server level: nginx sends the access phase's
+# refusal to that page before any header filter runs, so the bridge neither answered it nor
+# counted it for mail_auth_limit (unlimited guessing, nginx -t silent): refused now
+($rc, $out) = nginx_t_with($t, qr/server_name  localhost;/,
+	"server_name localhost;\n        error_page 401 403 /error.html;");
+ok($rc != 0 && $out =~ /\[emerg\].*"mail_auth_basic_header on" cannot be used with an "error_page" for 401 or 403/,
+	'nginx -t: an inherited error_page 401 403 in a bridge location refused') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/server_name  localhost;/,
+	"server_name localhost;\n        error_page 404 /error.html;");
+is($rc, 0, 'nginx -t: an error_page for other codes accepted') or diag($out);
 
 # a user Basic cannot carry: no Authorization reaches the access phase, nor its upstream
 

@@ -187,6 +187,27 @@ unsafe fn any_deny<T>(a: *const ngx_array_t, deny: impl Fn(&T) -> ngx_uint_t) ->
     rules.iter().any(|r| deny(r) != 0)
 }
 
+/// An `error_page` for 401 or 403 in effect in the location being merged (core merges before
+/// this module, so one inherited from the server or http level counts): nginx sends such a
+/// refusal to the error page's location before any header filter runs, so the bridge would never
+/// see it to count (the limiter) or answer it; an array of another layout counts as having one.
+pub fn error_page_for_refusals(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    let Some(c) = NgxHttpCoreModule::location_conf(unsafe { &*cf }) else { return false };
+    // SAFETY: error_pages is NULL or core's array of ngx_http_err_page_t in the configuration
+    // pool (checked by its element size below).
+    let Some(a) = (unsafe { c.error_pages.as_ref() }) else { return false };
+    if a.nelts == 0 || a.elts.is_null() {
+        return false;
+    }
+    if a.size != std::mem::size_of::<ngx::ffi::ngx_http_err_page_t>() {
+        return true;
+    }
+    // SAFETY: nelts elements of that type at elts (checked above), alive for the configuration.
+    let pages = unsafe { std::slice::from_raw_parts(a.elts.cast::<ngx::ffi::ngx_http_err_page_t>(), a.nelts) };
+    pages.iter().any(|p| p.status == 401 || p.status == 403)
+}
+
 /// `satisfy any` in the location being merged (core merges before this module): one passing
 /// access check would do, and an `allow` for nginx mail's own address would let every login in.
 pub fn satisfy_any(cf: *mut ngx_conf_t) -> bool {

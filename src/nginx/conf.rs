@@ -938,6 +938,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     if lc.directives.basic_header() && bridge::satisfy_any(cf) {
         return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
     }
+    if lc.directives.basic_header() && bridge::error_page_for_refusals(cf) {
+        return Err("\"mail_auth_basic_header on\" cannot be used with an \"error_page\" for 401 or 403 in effect (one of the server or http level is inherited): nginx would send the access phase's refusals to that page, and the bridge would neither answer nor count them for \"mail_auth_limit\" (give this location an \"error_page\" of its own for other codes, or none)".into());
+    }
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
     log_auth_wait_fixed(cf, lc.directives.auth_wait_fixed);
     lc.engine = Some(Arc::new(engine));
