@@ -106,7 +106,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(16);
+$t->run()->plan(19);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -152,6 +152,18 @@ ok($rc != 0 && $out =~ /\[emerg\].*"mail_auth_basic_header on" cannot be used wi
 ($rc, $out) = nginx_t_with($t, qr/server_name  localhost;/,
 	"server_name localhost;\n        error_page 404 /error.html;");
 is($rc, 0, 'nginx -t: an error_page for other codes accepted') or diag($out);
+
+# an if block in a module's location has a configuration of its own, which the module's handlers
+# then read: a bridge location's requests that entered it skipped the Host and ban checks before
+# auth_basic (a password oracle for any page that reaches the listener); refused now
+($rc, $out) = nginx_t_with($t, qr/location = \/basic \{/, "location = /basic {\n            if (\$arg_x) { }");
+ok($rc != 0 && $out =~ /\[emerg\].*an "if" block in a location of "mail_auth"/,
+	'nginx -t: an if block in a bridge location refused') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/location = \/dovecot \{/, "location = /dovecot {\n            if (\$arg_x) { }");
+ok($rc != 0 && $out =~ /\[emerg\].*an "if" block in a location of "mail_auth"/,
+	'nginx -t: an if block in a mail_auth_json location refused') or diag($out);
+($rc, $out) = nginx_t_with($t, qr/location = \/basic \{/, "location = /basic {\n            limit_except GET { deny all; }");
+is($rc, 0, 'nginx -t: limit_except accepted') or diag($out);
 
 # a user Basic cannot carry: no Authorization reaches the access phase, nor its upstream
 

@@ -208,6 +208,13 @@ pub fn error_page_for_refusals(cf: *mut ngx_conf_t) -> bool {
     pages.iter().any(|p| p.status == 401 || p.status == 403)
 }
 
+/// Whether the location being merged is an `if` block (core's configuration of one has no name
+/// of its own, like `limit_except`'s, which is not one).
+pub fn is_if_block(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    NgxHttpCoreModule::location_conf(unsafe { &*cf }).is_some_and(|c| c.noname() != 0 && c.lmt_excpt() == 0)
+}
+
 /// `satisfy any` in the location being merged (core merges before this module): one passing
 /// access check would do, and an `allow` for nginx mail's own address would let every login in.
 pub fn satisfy_any(cf: *mut ngx_conf_t) -> bool {

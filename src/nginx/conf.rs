@@ -908,6 +908,15 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
 }
 
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
+    if matches!(prev.directives.content, Some(Content::MailAuth(_) | Content::Json(_) | Content::Status(_)))
+        && bridge::is_if_block(cf)
+    {
+        // nginx runs the location's content handler for requests that enter the block, with the
+        // block's configuration, which has no engine: a plain location answered them with a bare
+        // 500, a Basic-bridge one skipped its Host and ban checks before auth_basic (a
+        // mail_auth_limit_bans location reads only what its block inherits: it works there)
+        return Err("an \"if\" block in a location of \"mail_auth\", \"mail_auth_json\" or \"mail_auth_status\" is not supported (requests that entered it skipped the module's checks): move the condition to a location of its own".into());
+    }
     lc.directives.inherit(&prev.directives);
     // every location's (not only those of mail_auth, mail_auth_json and mail_auth_limit_bans: an
     // `if` block in one has a configuration of its own, which their handlers then read)
