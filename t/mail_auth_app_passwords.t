@@ -77,9 +77,13 @@ $app{tablet} = app_add(@file, 'app', 'add', 'carol', 'tablet');
 chmod 0644, "$d/apps" or die "chmod: $!\n";
 
 tool(@sql, 'init');
+chmod 0644, "$d/users.db" or die "chmod: $!\n";
 tool(@sql, 'add', 'dave', '--password', 'dave main pw', '--cost', '4');
 $app{dphone} = app_add(@sql, 'app', 'add', 'dave', 'dphone');
 $app{dlaptop} = app_add(@sql, 'app', 'add', 'dave', 'dlaptop', '--scheme', 'bcrypt', '--cost', '4');
+
+# another store with an alice of its own (another person: another password)
+$t->write_file('users-other', 'alice:' . make_hash('openssl-6', 'the other alice pw') . "\n");
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -116,6 +120,26 @@ http {
             mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
             mail_auth_backend pop3 127.0.0.1:%%PORT_8111%%;
             mail_auth_fail_wait 0;
+        }
+    }
+
+    # a server-level passwd-file with its app passwords, and a location with a passwd-file of
+    # its own that has an alice too: the app passwords file stays with the store it was given with
+    server {
+        listen       127.0.0.1:8081;
+        server_name  localhost;
+        mail_auth_passwd_file %%TESTDIR%%/users;
+        mail_auth_app_passwords %%TESTDIR%%/apps;
+        mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+        mail_auth_fail_wait 0;
+
+        location = /inherited {
+            mail_auth;
+        }
+
+        location = /other-store {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users-other;
         }
     }
 }
@@ -155,7 +179,7 @@ my %any = (alice => '*', carol => '*', dave => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(38);
+$t->run()->plan(41);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -187,6 +211,20 @@ sub new_lines {
 }
 
 ###############################################################################
+
+# the app passwords file belongs to its passwd-file: a location that names another store does not
+# inherit it (the first store's alice's app password logged in the other store's alice)
+sub plain_8081 {
+	my ($uri, $user, $pass) = @_;
+	my $r = http("GET $uri HTTP/1.0\r\nHost: localhost\r\nAuth-Method: plain\r\nAuth-User: $user\r\n"
+		. "Auth-Pass: $pass\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n",
+		socket => IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1:' . port(8081)));
+	return ($r =~ /^Auth-Status: (.*?)\r?$/m)[0] // "no Auth-Status: $r";
+}
+is(plain_8081('/inherited', 'alice', $app{phone}), 'OK', 'store and app passwords inherited together: app password OK');
+like(plain_8081('/other-store', 'alice', $app{phone}), qr/Invalid login/,
+	'another store in the location: the enclosing store\'s app passwords not taken');
+is(plain_8081('/other-store', 'alice', 'the other alice pw'), 'OK', '... its own alice logs in');
 
 # passwd-file
 

@@ -41,6 +41,8 @@ sub tool { system($tool, '--sqlite', $db, @_) == 0 or die "mail-auth-user @_ fai
 sub sql { system('sqlite3', $db, @_) == 0 or die "sqlite3 @_ failed\n"; }
 
 tool('init');
+# (the tool makes a new database 0640; the workers may not run as its owner)
+chmod 0644, $db or die "chmod: $!\n";
 tool('add', $_->[0], '--password', $_->[1], '--cost', '5') for
 	[alice => 'alice-pw'], [bob => 'bob-pw'], [info => 'info-pw'], [dave => 'dave-pw'],
 	[erin => 'erin-pw'], [frank => 'frank-pw'];

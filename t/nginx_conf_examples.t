@@ -78,6 +78,8 @@ for my $file (@examples) {
 			and system($tool, '--sqlite', "$d/users.db", 'add', 'alice',
 				'--password', 'alice-secret', '--cost', '5') == 0
 			or die "mail-auth-user failed\n";
+		# (the tool makes a new database 0640; the workers may not run as its owner)
+		chmod 0644, "$d/users.db";
 	}
 	# an example with TLS listeners: a test CA (ca.crt) and a server certificate (server.crt)
 	make_server_cert($t) if $conf =~ /^\s*ssl_certificate\s/m;

@@ -917,7 +917,17 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         // mail_auth_limit_bans location reads only what its block inherits: it works there)
         return Err("an \"if\" block in a location of \"mail_auth\", \"mail_auth_json\" or \"mail_auth_status\" is not supported (requests that entered it skipped the module's checks): move the condition to a location of its own".into());
     }
+    // an app passwords file belongs to the passwd-file it was given with: a level that names a
+    // store of its own does not take the one of the enclosing level's other store (its users'
+    // app passwords logged in the users of the same names in this store)
+    let other_store = lc.directives.store.is_some()
+        && prev.directives.store.is_some()
+        && lc.directives.store != prev.directives.store;
+    let own_apps = lc.directives.app_passwords.is_some();
     lc.directives.inherit(&prev.directives);
+    if other_store && !own_apps && prev.directives.app_passwords.is_some() {
+        lc.directives.app_passwords = None;
+    }
     // every location's (not only those of mail_auth, mail_auth_json and mail_auth_limit_bans: an
     // `if` block in one has a configuration of its own, which their handlers then read)
     lc.host_names = util::server_names(cf);
