@@ -51,6 +51,7 @@ http {
     server {
         listen       127.0.0.1:8080;
         server_name  localhost;
+        mail_auth_limit zone=sub:1m user=50/m;
 
         location = /basic {
             mail_auth;
@@ -75,6 +76,30 @@ http {
         # a web location asking the bridge location by subrequest
         location = /web {
             auth_request /basic;
+            default_type text/plain;
+            alias %%TESTDIR%%/web.txt;
+        }
+
+        # a plain mail_auth location only nginx mail may reach, and the ban listing, asked by
+        # subrequest from a web location: nginx runs no access phase (allow/deny) for those
+        location = /plain {
+            deny all;
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:8144;
+            mail_auth_fail_wait 0;
+        }
+        location = /web-plain {
+            auth_request /plain;
+            default_type text/plain;
+            alias %%TESTDIR%%/web.txt;
+        }
+        location = /bans {
+            deny all;
+            mail_auth_limit_bans;
+        }
+        location = /web-bans {
+            auth_request /bans;
             default_type text/plain;
             alias %%TESTDIR%%/web.txt;
         }
@@ -106,7 +131,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(19);
+$t->run()->plan(21);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -122,6 +147,14 @@ unlike($r, qr/web: let in/, 'subrequest into a bridge location: a wrong password
 $r = http("GET /basic HTTP/1.0\r\nHost: localhost\r\n$mail"
 	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
 like($r, qr/Auth-Status: OK/, 'the bridge location itself still answers OK');
+
+# nor a plain mail_auth location (its deny not applied: any web page's subrequest was answered,
+# 200 with an Auth-Status, counted against the user it named), nor the ban listing
+$r = http("GET /web-plain HTTP/1.0\r\nHost: localhost\r\n$mail"
+	. "Auth-User: alice\r\nAuth-Pass: WRONG\r\n\r\n");
+like($r, qr/^HTTP\/1\.[01] 403/, 'subrequest into a mail_auth location behind deny: refused');
+$r = http("GET /web-bans HTTP/1.0\r\nHost: localhost\r\n\r\n");
+like($r, qr/^HTTP\/1\.[01] 403/, 'subrequest into the ban listing behind deny: refused');
 
 # mail_auth_master_user in a bridge location (no store): the backend login is the master one,
 # as the directive says (it was ignored: the client's own login went to the backend)

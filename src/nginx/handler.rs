@@ -35,13 +35,15 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let (Some(engine), pool) = (lc.engine.as_ref(), lc.pool) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    if lc.basic_header() && !req.is_main() {
+    if !req.is_main() {
         // nginx skips the access phase of subrequests: auth_basic/auth_request never judged
-        // this one, and a bridge location's engine takes reaching here as their yes
+        // this one (a bridge location's engine takes reaching here as their yes), nor did the
+        // location's allow/deny, so whoever could make one (SSI, auth_request, mirror from a web
+        // location) would be counted against the users and clients they name
         ngx_log_error!(
             ngx::ffi::NGX_LOG_ERR,
             req.log(),
-            "mail_auth: a subrequest to a \"mail_auth_basic_header on\" location is refused (no access phase ran)"
+            "mail_auth: a subrequest to a \"mail_auth\" location is refused (no access phase ran)"
         );
         return ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t;
     }
