@@ -230,6 +230,12 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8145), "$d/backend-a.log", %backend
 $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => 'bob-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
+# the system's CAs as OpenSSL finds them include the CA that signed the server's certificate
+# (SSL_CERT_FILE, read by nginx's master when the configuration makes the TLS context): ssl_ca
+# must still be the only CA trusted, so the rogue-CA location keeps refusing (it logged in: the
+# system's CAs were trusted beside ssl_ca, so any CA the system trusts vouched for the server)
+$ENV{SSL_CERT_FILE} = "$d/ca.crt";
+
 # nginx starts while PostgreSQL is down
 $t->run()->plan(36);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;

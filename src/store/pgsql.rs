@@ -100,7 +100,9 @@ impl PgStore {
             Some(ca) => {
                 let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
                     .map_err(|e| format!("TLS: {e}"))?;
-                b.set_ca_file(ca).map_err(|e| format!("ssl_ca \"{ca}\": {e}"))?;
+                // that CA only: the builder's store also holds the system's CAs (and whatever
+                // SSL_CERT_FILE/SSL_CERT_DIR name), any of which would vouch for the server's name
+                b.set_cert_store(ca_store(ca)?);
                 b.set_verify(openssl::ssl::SslVerifyMode::PEER);
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);
                 Tls::Verify(postgres_openssl::MakeTlsConnector::new(b.build()))
@@ -238,6 +240,21 @@ impl Store for PgStore {
     }
 
     super::sql_server::network_store_common!();
+}
+
+/// A certificate store holding the certificates of the PEM file `ca` and nothing else.
+fn ca_store(ca: &str) -> Result<openssl::x509::store::X509Store, String> {
+    let err = |e: &dyn std::fmt::Display| format!("ssl_ca \"{ca}\": {e}");
+    let pem = std::fs::read(ca).map_err(|e| err(&e))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| err(&e))?;
+    if certs.is_empty() {
+        return Err(err(&"no certificate in the file"));
+    }
+    let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| err(&e))?;
+    for c in certs {
+        store.add_cert(c).map_err(|e| err(&e))?;
+    }
+    Ok(store.build())
 }
 
 #[cfg(test)]
