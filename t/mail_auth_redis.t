@@ -91,6 +91,7 @@ sub conf {
 	my ($n) = @_;
 	my $http = 8080 + $n;
 	my $imap = 8143 + 100 * $n;
+	my $imap_tls = $imap + 50;
 	return <<"EOF";
 
 %%TEST_GLOBALS%%
@@ -105,6 +106,8 @@ http {
     %%TEST_GLOBALS_HTTP%%
 
     mail_auth_redis fleet 127.0.0.1:%%PORT_8379%% key_file=$d/fleet.key timeout=500ms retry=1s;
+    # TLS asked of a server that speaks none: every handshake fails
+    mail_auth_redis tlsfleet 127.0.0.1:%%PORT_8379%% key_file=$d/fleet.key tls=on timeout=500ms retry=1s;
 
     server {
         listen       127.0.0.1:%%PORT_$http%%;
@@ -116,6 +119,10 @@ http {
         mail_auth_limit zone=brute:1m ip=3/m user=100/m ban=120s redis=fleet;
 
         location = /auth { mail_auth; }
+        location = /auth-tls {
+            mail_auth;
+            mail_auth_limit zone=tlsbrute:1m ip=3/m user=100/m ban=120s redis=tlsfleet;
+        }
         location = /metrics { mail_auth_status; }
     }
 }
@@ -126,6 +133,12 @@ mail {
     server {
         listen     127.0.0.1:%%PORT_$imap%%;
         protocol   imap;
+    }
+
+    server {
+        listen     127.0.0.1:%%PORT_$imap_tls%%;
+        protocol   imap;
+        auth_http  127.0.0.1:%%PORT_$http%%/auth-tls;
     }
 }
 
@@ -142,7 +155,7 @@ for my $n (0 .. 2) {
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
 $_->run() for @nginx;
 # (each instance checks its error log for alerts when it goes: 2 tests each)
-$t->plan(31 + 4);
+$t->plan(33 + 4);
 $t->waitforsocket('127.0.0.1:' . port(8144)) or die "no backend\n";
 
 ###############################################################################
@@ -290,6 +303,21 @@ is(results(undef, '127.0.0.5'), 'invalid,rate-limited,invalid,invalid', 'd) refu
 	my $after = () = $t->read_file('error.log') =~ /$down/g;
 	ok($after > $before, 'f) logged') or diag("$before -> $after");
 	kill 'CONT', $redis_pid;
+}
+
+# g) tls=on and a failed TLS handshake (here a server that speaks no TLS): the Redis client
+# unwrapped the handshake's error, the panic failed every login of the location (a temporary
+# failure) and the proxy never fell back to its own counters; now a failure like any other
+
+{
+	local $ENV{MAIL_CLIENT_SOURCE} = '127.0.0.9';
+	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", 'imap', '127.0.0.1', port(8193),
+		'alice', 'alice-pw' or die "python3: $!\n";
+	my $out = do { local $/; <$fh> } // '';
+	close $fh;
+	like($out, qr/^OK/, 'g) TLS handshake refused: the right password logs in (the local zone decides)');
+	like($t->read_file('error.log'), qr/mail_auth_redis "tlsfleet" .*TLS handshake failed.*own counters only/,
+		'g) logged as Redis unusable');
 }
 
 ###############################################################################

@@ -203,9 +203,54 @@ impl RedisBackend {
     }
 }
 
+/// A TLS handshake with the server, bounded in time, as the client's would be made (the system's
+/// trust store, the host's name), then dropped. The client's own handshake has no time bound (it
+/// reads with none while it shakes hands: a server that accepts and never answers held a pool
+/// thread and a lookup turn for good) and panics on a refused one: asked first, a server that
+/// fails it is a failure like any other (one more handshake per new connection, and
+/// connections are kept). A server that changes between the two is not covered.
+fn tls_probe(host: &str, port: u16, connect_timeout: Duration, timeout: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("TLS handshake failed ({what}: {e})");
+    let mut last = None;
+    let mut tcp = None;
+    for a in (host, port).to_socket_addrs().map_err(|e| fail("address", &e))? {
+        match std::net::TcpStream::connect_timeout(&a, connect_timeout) {
+            Ok(t) => {
+                tcp = Some(t);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = match (tcp, last) {
+        (Some(t), _) => t,
+        (None, Some(e)) => return Err(e.to_string()),
+        (None, None) => return Err(format!("{host}: no address")),
+    };
+    tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let connector = native_tls::TlsConnector::new().map_err(|e| fail("TLS", &e))?;
+    match connector.connect(host, tcp) {
+        Ok(_) => Ok(()),
+        Err(native_tls::HandshakeError::Failure(e)) => Err(fail("refused", &e)),
+        Err(native_tls::HandshakeError::WouldBlock(_)) => Err(fail("no answer", &"timed out")),
+    }
+}
+
 impl Inner {
     fn connect(&self) -> Result<redis::Connection, String> {
-        let c = self.client.get_connection_with_timeout(self.conf.connect_timeout).map_err(|e| e.to_string())?;
+        if let (true, Addr::Tcp(host, port)) = (self.conf.tls, &self.conf.addr) {
+            tls_probe(host, *port, self.conf.connect_timeout, self.conf.timeout)?;
+        }
+        // with a connect timeout the client unwraps the TLS handshake's result (redis 0.32): a
+        // refused certificate, or a server that does not speak TLS, panics. Caught here, it is a
+        // failure like any other (local limiting, logged), not a panic of every login's job
+        let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.client.get_connection_with_timeout(self.conf.connect_timeout)
+        }))
+        .map_err(|_| "TLS handshake failed (the server's certificate, or not a TLS port)".to_string())?
+        .map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(self.conf.timeout)).map_err(|e| e.to_string())?;
         c.set_write_timeout(Some(self.conf.timeout)).map_err(|e| e.to_string())?;
         Ok(c)

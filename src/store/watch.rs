@@ -302,7 +302,9 @@ pub(crate) fn spawn(interval: Duration, mut tick: impl FnMut() -> bool + Send + 
         if let Some(hook) = THREAD_START.get() {
             hook();
         }
-        while tick() {
+        // a tick that panics (a client crate's unwrap, say) is taken as "go on": a watcher that
+        // died would leave its store's snapshot, or its queue of settlements, unserved for good
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut tick)).unwrap_or(true) {
             if theirs.wait(interval) {
                 break;
             }
