@@ -85,7 +85,7 @@ const MAX_WAIT: u32 = 60;
 /// How long past its admission an attempt's counter is kept for its settlement, at least: far
 /// above any verification (costly jobs are bounded and queued briefly; store timeouts are
 /// seconds).
-const SETTLE_GRACE: u64 = 300;
+pub(crate) const SETTLE_GRACE: u64 = 300;
 /// A label slot (what a banned counter counts, for the ban listing): word `DATA` holds
 /// `LABEL_TAG << 32 | kind << 24 | protocol << 16 | truncated << 8 | len`, the next 4 words
 /// up to 32 bytes of the label. No counter's window start has these high bits (a time in

@@ -66,7 +66,9 @@ for i, c in ipairs(counters) do
   else
     redis.call('HINCRBY', c[2], 'attempts', 1)
   end
-  redis.call('EXPIRE', c[2], math.max(start + c[4], ban) - now + 1)
+  -- kept SETTLE_GRACE (300 s) past this admission at least, as the zone keeps its counter:
+  -- a slow verification's failure, settled after the window ended, still counts (and bans)
+  redis.call('EXPIRE', c[2], math.max(start + c[4], ban, now + 300) - now + 1)
   starts[c[1]] = start
 end
 return {0, starts[1], starts[2]}
@@ -93,7 +95,9 @@ local function settle(key, start, count, window)
       ban = math.max(wend, now + tonumber(ARGV[9]))
       redis.call('HSET', key, 'ban', ban, 'refusals', 0)
     end
-    redis.call('EXPIRE', key, math.max(wend, ban) - now + 1)
+    -- never shorter than it is: other attempts of the window may still be in flight
+    local want = math.max(wend, ban) - now + 1
+    if want > redis.call('TTL', key) then redis.call('EXPIRE', key, want) end
   elseif attempts == 1 and ban <= now then
     redis.call('DEL', key)
   else

@@ -376,3 +376,42 @@ fn an_account_behind_an_alias_keeps_its_owners_trust() {
         l.settle(t, Settle::Neutral);
     }
 }
+
+#[test]
+fn a_slow_failure_settled_after_the_window_still_counts() {
+    let Some(srv) = Server::start() else { return };
+    let b = srv.backend(&[]);
+    let t = 5_000;
+    let at = |now: u64| AdmitCall {
+        ip: Some(counter("slow-ip", "2/2s")),
+        user: None,
+        trusted: None,
+        fingerprint: format!("fp{now}"),
+        now,
+    };
+    // two guesses in one window of 2 s; their verifications end after it (and after the time
+    // Redis kept the counter for the window alone: a second past its end)
+    let (c1, c2) = (at(t), at(t + 1));
+    let (r1, r2) = (b.admit(&c1).unwrap(), b.admit(&c2).unwrap());
+    assert!(matches!(r2, AdmitReply::Admitted { ip_start: Some(s), .. } if s == t), "{r2:?}");
+    std::thread::sleep(Duration::from_millis(3200));
+    for (c, r) in [(&c1, r1), (&c2, r2)] {
+        let AdmitReply::Admitted { ip_start, .. } = r else { panic!("admitted: {r:?}") };
+        let s = SettleCall {
+            ip: c.ip.clone().zip(ip_start),
+            user: None,
+            how: Outcome::Failure,
+            ban: 60,
+            fingerprint: None,
+            trusted: None,
+            now: t + 4,
+        };
+        let (_tx, rx) = sync_channel(1);
+        QueueThread { inner: Arc::clone(&b.inner), rx, con: None }.send(&[Op::Settle(s)]).unwrap();
+    }
+    // both failures counted: the client is banned, as the proxy's own zone bans it (the counter
+    // had expired and the settlements were dropped: no ban in Redis)
+    let r = b.admit(&at(t + 5)).unwrap();
+    assert!(matches!(r, AdmitReply::Refused { side: Side::Ip, ban_left: Some(_), .. }), "{r:?}");
+    assert!(ADMIT.contains(&format!("now + {}", crate::limiter::SETTLE_GRACE)), "the zone's grace, in the script");
+}
