@@ -324,7 +324,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(63);
+$t->run()->plan(64);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -492,6 +492,13 @@ ok($code != 0 && $msg =~ /in mode=bind the directory checks the password/, 'ngin
 	or diag($msg);
 ($code, $msg) = $nt->(qr/location = \/auth-short \{/, "location = /auth-short {\n            mail_auth_thread_pool off;");
 ok($code != 0 && $msg =~ /"mail_auth_ldap" needs a thread pool/, 'nginx -t: no thread pool') or diag($msg);
+# a list that fails over from a TLS server to one in clear: whoever drops the TLS server's
+# packets gets every password bound in clear (accepted before)
+($code, $msg) = $nt->(qr/mail_auth_ldap ldaps:\/\/127\.0\.0\.1:(\d+) /,
+	"mail_auth_ldap \"ldaps://127.0.0.1:$sport ldap://127.0.0.1:$lport\" ");
+ok($code != 0 && $msg =~ /ldaps:\/\/ and ldap:\/\/ servers in one list/, 'nginx -t: TLS and clear servers in one list')
+	or diag($msg);
+
 # bearer tokens: the directory server matches names by its own rules (LDAP's caseIgnoreMatch takes a
 # fullwidth "\x{ff41}lice" for alice): a token naming such a spelling would open another mailbox
 $t->write_file('oauth.secret', "s\n");

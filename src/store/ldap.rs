@@ -287,7 +287,13 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     if o.starttls && o.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("ldaps://")) {
         return Err("starttls=on is for ldap:// URLs (ldaps:// is TLS already)".into());
     }
-    let tls = o.starttls || o.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("ldaps://"));
+    let ldaps = o.urls.iter().filter(|u| u.to_ascii_lowercase().starts_with("ldaps://")).count();
+    if ldaps > 0 && ldaps < o.urls.len() {
+        // the next server is asked when one fails: whoever drops the TLS one's packets would
+        // have every bind (the users' passwords) sent to the other in clear
+        return Err("ldaps:// and ldap:// servers in one list: all TLS or none (ldap:// with starttls=on is TLS too)".into());
+    }
+    let tls = o.starttls || ldaps > 0;
     if o.ssl_ca.is_some() && !tls {
         return Err("ssl_ca= needs ldaps:// or starttls=on (it would not be used)".into());
     }
@@ -724,6 +730,9 @@ mod tests {
             (&[base[0], base[1], "bind_dn=cn=x"][..], &[][..]),
             (&[base[0], base[1], "ssl_ca=/etc/ssl/ca.pem"][..], &[][..]),
             (&["ldaps://h", "base=dc=x", "starttls=on"][..], &[][..]),
+            // a failover from a TLS server to one in clear
+            (&["ldaps://h ldap://g", "base=dc=x", "ssl_ca=/etc/ssl/ca.pem"][..], &[][..]),
+            (&["ldap://g ldaps://h", "base=dc=x"][..], &[][..]),
             (&[base[0], base[1], "pool=0"][..], &[][..]),
             (&[base[0], base[1], "bogus=1"][..], &[][..]),
             (&base[..], &["password=userPassword"][..]),
