@@ -71,7 +71,7 @@ EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => '*', bob => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(17);
+$t->run()->plan(19);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -133,13 +133,21 @@ like($t->read_file('error.log'), qr/users: readable again/, 'recovery logged');
 
 my $tool = $ENV{TEST_MAIL_AUTH_USER} || "$FindBin::Bin/../target/release/mail-auth-user";
 SKIP: {
-	skip "mail-auth-user not built ($tool)", 3 unless -x $tool;
+	skip "mail-auth-user not built ($tool)", 5 unless -x $tool;
 	system($tool, '--passwd-file', "$d/users", 'add', 'tooluser', '--password', 'tool pw',
 		'--scheme', 'sha512-crypt') == 0 or die "mail-auth-user failed\n";
 	ok(eventually('tooluser', 'tool pw', qr/^a01 OK/), 'user added by mail-auth-user logs in');
 	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
 	ok(eventually('tooluser', 'tool pw', qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/), 'disabled by the tool: refused');
 	like($t->read_file('users'), qr/^#disabled# tooluser:\$6\$/m, 'the line is kept, commented out');
+	# htpasswd (which takes '#' lines for comments) adds the user again after the disable: the
+	# tool's disable must disable that line too (it changed nothing, exited 0, and the new line
+	# kept logging in)
+	system('htpasswd', '-bB', '-C', '5', "$d/users", 'tooluser', 'tool pw') == 0 or die "htpasswd failed\n";
+	ok(eventually('tooluser', 'tool pw', qr/^a01 OK/), 'added again by htpasswd: logs in');
+	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
+	ok(eventually('tooluser', 'tool pw', qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/),
+		'disabled by the tool again: the line htpasswd added is disabled too');
 }
 
 # concurrent runs of the admin tool (an operator's script and a self-service page at once): each

@@ -505,7 +505,8 @@ const MAX_APP_PASSWORDS: usize = 16;
 
 // ---- passwd-file ----
 
-/// The user a line belongs to, and whether it is disabled.
+/// The user a line belongs to, and whether it is disabled. The name is the text before the first
+/// ':' as it is, as the module reads it (" alice" is not alice).
 fn line_user(line: &str) -> Option<(&str, bool)> {
     let (l, disabled) = match line.strip_prefix(DISABLED) {
         Some(rest) => (rest, true),
@@ -514,41 +515,58 @@ fn line_user(line: &str) -> Option<(&str, bool)> {
     if l.trim_start().starts_with('#') || l.trim().is_empty() {
         return None;
     }
-    l.split_once(':').map(|(u, _)| (u.trim(), disabled))
+    l.split_once(':').map(|(u, _)| (u, disabled))
 }
 
 /// Applies a command to the lines of a passwd-file; returns the new lines (pure, unit-tested).
+/// A user may have several lines (a `#disabled#` one left behind, a line added by `htpasswd`
+/// after a disable, duplicates): the module takes the first line that is not disabled, so `del`
+/// removes them all, `disable` disables every active one and `passwd` changes every one (no
+/// older password can come back, nor stay in use); `enable` enables the first disabled line
+/// when none is active.
 pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<&str>) -> Result<Vec<String>, String> {
-    let pos = lines.iter().position(|l| line_user(l).map(|(u, _)| u) == Some(user));
+    let mine: Vec<(usize, bool)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| line_user(l).filter(|(u, _)| *u == user).map(|(_, disabled)| (i, disabled)))
+        .collect();
     let mut out = lines.to_vec();
     let need_hash = || new_hash.ok_or_else(|| format!("{command}: no password hash"));
-    match (command, pos) {
-        ("add", Some(_)) => return Err(format!("user \"{user}\" exists")),
-        ("add", None) => out.push(format!("{user}:{}", need_hash()?)),
-        (_, None) => return Err(format!("no user \"{user}\"")),
-        ("passwd", Some(i)) => {
-            let (prefix, l) = match out[i].strip_prefix(DISABLED) {
-                Some(r) => (DISABLED, r.to_string()),
-                None => ("", out[i].clone()),
-            };
-            // keep Dovecot passwd-file extra fields after the hash
-            let rest = l.splitn(3, ':').nth(2).map(|r| format!(":{r}")).unwrap_or_default();
-            out[i] = format!("{prefix}{user}:{}{rest}", need_hash()?);
-        }
-        ("del", Some(i)) => {
-            out.remove(i);
-        }
-        ("disable", Some(i)) => {
-            if !out[i].starts_with(DISABLED) {
-                out[i] = format!("{DISABLED}{}", out[i]);
+    match command {
+        "add" if !mine.is_empty() => return Err(format!("user \"{user}\" exists")),
+        "add" => out.push(format!("{user}:{}", need_hash()?)),
+        "passwd" | "del" | "disable" | "enable" if mine.is_empty() => return Err(format!("no user \"{user}\"")),
+        "passwd" => {
+            let hash = need_hash()?;
+            for &(i, _) in &mine {
+                let (prefix, l) = match out[i].strip_prefix(DISABLED) {
+                    Some(r) => (DISABLED, r.to_string()),
+                    None => ("", out[i].clone()),
+                };
+                // keep Dovecot passwd-file extra fields after the hash
+                let rest = l.splitn(3, ':').nth(2).map(|r| format!(":{r}")).unwrap_or_default();
+                out[i] = format!("{prefix}{user}:{hash}{rest}");
             }
         }
-        ("enable", Some(i)) => {
-            if let Some(r) = out[i].strip_prefix(DISABLED) {
-                out[i] = r.to_string();
+        "del" => {
+            for &(i, _) in mine.iter().rev() {
+                out.remove(i);
             }
         }
-        (other, _) => return Err(format!("unknown command {other}")),
+        "disable" => {
+            for &(i, disabled) in &mine {
+                if !disabled {
+                    out[i] = format!("{DISABLED}{}", out[i]);
+                }
+            }
+        }
+        "enable" => {
+            if mine.iter().all(|&(_, disabled)| disabled) {
+                let i = mine[0].0;
+                out[i] = out[i][DISABLED.len()..].to_string();
+            }
+        }
+        other => return Err(format!("unknown command {other}")),
     }
     Ok(out)
 }
@@ -896,6 +914,42 @@ mod edit_tests {
         let c = lines(&["#alice:{PLAIN}old", "# alice:{PLAIN}old"]);
         assert!(edit_lines(&c, "del", "alice", None).is_err());
         assert_eq!(edit_lines(&c, "add", "alice", Some("h")).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn every_line_of_a_user_is_edited() {
+        // the module logs in with the first active line: what the tool leaves must not be an
+        // older password brought back, nor one still in use
+        // (the module's reading: the first line of a name that is not disabled; t/ checks the
+        // module itself)
+        let users_of = |l: &[String]| {
+            let mut m = std::collections::BTreeMap::new();
+            for line in l {
+                if let Some((u, false)) = line_user(line) {
+                    let hash = line.split(':').nth(1).unwrap_or("").to_string();
+                    m.entry(u.to_string()).or_insert(hash);
+                }
+            }
+            m
+        };
+        let dup = lines(&["alice:{PLAIN}A", "alice:{PLAIN}B", "bob:{PLAIN}b"]);
+        assert!(!users_of(&edit_lines(&dup, "disable", "alice", None).unwrap()).contains_key("alice"));
+        assert!(!users_of(&edit_lines(&dup, "del", "alice", None).unwrap()).contains_key("alice"));
+        let p = users_of(&edit_lines(&dup, "passwd", "alice", Some("{PLAIN}N")).unwrap());
+        assert_eq!(p["alice"], "{PLAIN}N");
+        // htpasswd added a line after a disable (it takes '#' lines for comments)
+        let after = lines(&["#disabled# alice:{PLAIN}A", "alice:{PLAIN}B"]);
+        assert!(!users_of(&edit_lines(&after, "disable", "alice", None).unwrap()).contains_key("alice"));
+        assert_eq!(edit_lines(&after, "enable", "alice", None).unwrap(), after, "an active line: nothing to enable");
+        let both = edit_lines(&after, "disable", "alice", None).unwrap();
+        assert_eq!(
+            users_of(&edit_lines(&both, "enable", "alice", None).unwrap())["alice"],
+            "{PLAIN}A",
+            "the first one"
+        );
+        // a name with a leading blank is another user (as the module reads it)
+        let blank = lines(&[" alice:{PLAIN}X", "alice:{PLAIN}A"]);
+        assert_eq!(edit_lines(&blank, "del", "alice", None).unwrap(), lines(&[" alice:{PLAIN}X"]));
     }
 
     #[test]

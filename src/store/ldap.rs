@@ -291,7 +291,9 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     if ldaps > 0 && ldaps < o.urls.len() {
         // the next server is asked when one fails: whoever drops the TLS one's packets would
         // have every bind (the users' passwords) sent to the other in clear
-        return Err("ldaps:// and ldap:// servers in one list: all TLS or none (ldap:// with starttls=on is TLS too)".into());
+        return Err(
+            "ldaps:// and ldap:// servers in one list: all TLS or none (ldap:// with starttls=on is TLS too)".into()
+        );
     }
     let tls = o.starttls || ldaps > 0;
     if o.ssl_ca.is_some() && !tls {
