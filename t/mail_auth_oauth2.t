@@ -114,7 +114,7 @@ $t->write_file_expand('nginx.conf', $conf);
 
 $t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::smtp, port(11025), "$d/smtp.log");
-$t->run()->plan(52);
+$t->run()->plan(54);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (11143, 11025);
 
 sub client {
@@ -198,6 +198,9 @@ my %bad = (
 	'HS/RS confusion' => [token('rsa', 'HS256-CONFUSION', 'k1'), qr/token alg HS256 not allowed/],
 	'user mismatch' => [token('rsa', 'RS256', 'k1', '', 'mallory@example.org'), qr/token is for another user/],
 	'unknown kid' => [token('rsa', 'RS256', 'k9'), qr/unknown kid/],
+	# an address the provider has not verified (a user may set alice's on their own profile)
+	'unverified email' => [token('rsa', 'RS256', 'k1', ',"email_verified":false'),
+		qr/claim \\x22email_verified\\x22 missing or not usable/],
 	'garbage' => ['not-a-token', qr/malformed token/],
 );
 

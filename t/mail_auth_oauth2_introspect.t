@@ -173,7 +173,7 @@ $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8110), "$d/pop3.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(30);
+$t->run()->plan(32);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143, 8110);
 
 sub client {
@@ -286,5 +286,9 @@ ok($rc != 0 && $out =~ /must be an http:\/\/ URL/, 'nginx -t: no https') or diag
 ok($rc != 0 && $out =~ /needs a thread pool/, 'nginx -t: introspection needs the thread pool') or diag($out);
 ($rc, $out) = nginx_t("mail_auth_oauth2 $i client_secret_file=$d/secret;");
 is($rc, 0, 'nginx -t: introspection alone, without jwks/issuer/audience') or diag($out);
+# ... but warned: many endpoints call any token of the realm active, whatever client it was made for
+like($out, qr/\[warn\].*introspect= without audience=/, 'nginx -t: introspection without an audience warned');
+($rc, $out) = nginx_t("mail_auth_oauth2 $i client_secret_file=$d/secret audience=mail;");
+ok($rc == 0 && $out !~ /without audience/, 'nginx -t: with an audience, no warning') or diag($out);
 
 ###############################################################################

@@ -425,6 +425,14 @@ impl Verifier {
             }
             st.notices.retain(|(warning, _)| *warning);
         }
+        if v.cfg.introspect.is_some() && v.cfg.audience.is_empty() {
+            // many endpoints call any token of the realm active, whichever client it was issued
+            // to: without an audience, a token made for an unrelated application opens the mailbox
+            v.lock().notices.push((
+                true,
+                "introspect= without audience=: a token issued to any client the endpoint knows is accepted (set audience= to the mail proxy's)".into(),
+            ));
+        }
         Ok(v)
     }
 
@@ -689,6 +697,15 @@ impl Verifier {
             .ok_or_else(|| TokenError::MissingClaim(user_claim.to_string()))?;
         if !user.eq_ignore_ascii_case(auth_user) {
             return Err(TokenError::UserMismatch);
+        }
+        // an address the identity provider says it has not verified names no mailbox: a user may
+        // put any address on their own profile there (Keycloak lets them unless told otherwise),
+        // alice's too (OpenID Connect Core §5.1; some providers send the flag as a string)
+        if user_claim == "email"
+            && matches!(c.get("email_verified"), Some(Value::Bool(false)))
+                | matches!(c.get("email_verified"), Some(Value::String(v)) if v == "false")
+        {
+            return Err(TokenError::MissingClaim("email_verified".into()));
         }
         Ok(Verified { user: user.to_string(), exp })
     }

@@ -607,3 +607,19 @@ fn claim_edge_cases() {
     let t = encode(&hr, &base(), &EncodingKey::from_secret(&secret)).unwrap();
     assert_eq!(v.verify(t.as_bytes(), u, NOW), Err(TokenError::Alg("HS256".into())));
 }
+
+#[test]
+fn an_email_the_provider_has_not_verified_names_no_mailbox() {
+    let (mut c, _dir) = introspect_cfg("http://127.0.0.1:9/i", false);
+    c.introspect.as_mut().unwrap().user_claim = "email".into();
+    let v = Verifier::new(c).unwrap();
+    let a = |extra: &str| {
+        let j = format!(r#"{{"active":true,"email":"alice@example.org","exp":1700003600{extra}}}"#);
+        v.check_introspection(&serde_json::from_str(&j).unwrap(), "alice@example.org", NOW)
+    };
+    assert!(a("").is_ok(), "no flag: as before (many providers send none)");
+    assert!(a(r#","email_verified":true"#).is_ok());
+    for unverified in [r#","email_verified":false"#, r#","email_verified":"false""#] {
+        assert_eq!(a(unverified), Err(TokenError::MissingClaim("email_verified".into())), "{unverified}");
+    }
+}
