@@ -17,6 +17,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use Fcntl ();
 use MIME::Base64 qw/ decode_base64 /;
 
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
@@ -114,7 +115,7 @@ $t->write_file_expand('nginx.conf', $conf);
 
 $t->run_daemon(\&MailAuthBackend::imap, port(11143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::smtp, port(11025), "$d/smtp.log");
-$t->run()->plan(54);
+$t->run()->plan(56);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (11143, 11025);
 
 sub client {
@@ -251,6 +252,21 @@ select undef, undef, undef, 1.2;
 is($rc, 1, 'all keys revoked: a token of a dropped key is refused') or diag($out);
 ok(wait_for(3, sub { read_from('error.log') =~ /JWKS file .*no usable key/ }), 'all keys revoked: logged');
 jwks('jwks.json', "k2=$d/rsa2.pem");
+
+# a FIFO renamed over the JWKS file: the watcher read it holding the lock every token login takes
+# on the event loop, and the open waited for a writer for ever (the worker answered nothing more);
+# it is refused now, without waiting, and the keys kept
+select undef, undef, undef, 1.2;
+system('mkfifo', "$d/jwks.fifo") == 0 or die "mkfifo failed\n";
+link("$d/jwks.fifo", "$d/fifo.keep") or die "link: $!";
+rename("$d/jwks.fifo", "$d/jwks.json") or die "rename: $!";
+select undef, undef, undef, 1.5;
+($rc, $out) = client('imap-xoauth2', 1143, 'alice@example.org', token('rsa2', 'RS256', 'k2'));
+is($rc, 0, 'a FIFO at the JWKS path: the keys kept, a token logs in') or diag($out);
+ok(wait_for(3, sub { read_from('error.log') =~ /JWKS file .*not a regular file.*keeping/ }), 'a FIFO: logged');
+jwks('jwks.json', "k2=$d/rsa2.pem");
+# (a reader still waiting on the FIFO, as the old watcher did, is let go)
+if (sysopen(my $w, "$d/fifo.keep", Fcntl::O_WRONLY() | Fcntl::O_NONBLOCK())) { close $w; }
 
 # nginx -t refuses a broken configuration
 sub nginx_t {

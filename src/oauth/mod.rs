@@ -387,8 +387,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One look of the watcher thread; `false` ends it (the verifier is gone).
 fn tick(shared: &Weak<Shared>) -> bool {
     let Some(shared) = shared.upgrade() else { return false };
-    let mut st = lock(&shared.state);
-    reload(&shared.jwks, &mut st, Instant::now());
+    // the file is looked at and read without the lock every token login takes on the event
+    // loop: a read that is slow (a hung network mount) holds this thread only
+    let seen = lock(&shared.state).id;
+    let l = look(&shared.jwks, seen);
+    apply(&shared.jwks, &mut lock(&shared.state), Instant::now(), l);
     true
 }
 
@@ -474,12 +477,45 @@ impl Verifier {
 }
 
 /// Re-reads the JWKS file if its identity changed.
-fn reload(path: &std::path::Path, st: &mut KeyState, now: Instant) {
-    st.checked = Some(now);
+/// What the JWKS file holds now, seen without the key state's lock (a stat and, when the file
+/// changed, a read that never waits: a FIFO put at the path is refused, not waited on).
+enum Look {
+    Unchanged,
+    Gone(String),
+    Read(FileId, Result<(Vec<Key>, Vec<String>), String>),
+}
+
+fn look(path: &std::path::Path, seen: Option<FileId>) -> Look {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) => {
-            let msg = format!("JWKS file \"{}\": {e}", path.display());
+        Err(e) => return Look::Gone(format!("JWKS file \"{}\": {e}", path.display())),
+    };
+    let id = FileId::of(&meta);
+    if seen == Some(id) {
+        return Look::Unchanged;
+    }
+    let parsed = watch::open_regular(path)
+        .and_then(|(mut f, _)| {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut text).map_err(|e| e.to_string())?;
+            Ok(text)
+        })
+        .and_then(|t| parse_jwks(&t));
+    Look::Read(id, parsed)
+}
+
+/// Looks at the JWKS file and takes what it holds (under the caller's lock: at configuration
+/// time, and on the event loop when no watcher thread could start).
+fn reload(path: &std::path::Path, st: &mut KeyState, now: Instant) {
+    let seen = st.id;
+    apply(path, st, now, look(path, seen));
+}
+
+fn apply(path: &std::path::Path, st: &mut KeyState, now: Instant, look: Look) {
+    st.checked = Some(now);
+    let (id, parsed) = match look {
+        Look::Unchanged => return,
+        Look::Gone(msg) => {
             if st.error.as_ref() != Some(&msg) {
                 st.notices.push((true, keeping(&msg, st.keys.len())));
             }
@@ -487,13 +523,9 @@ fn reload(path: &std::path::Path, st: &mut KeyState, now: Instant) {
             st.id = None;
             return;
         }
+        Look::Read(id, parsed) => (id, parsed),
     };
-    let id = FileId::of(&meta);
-    if st.id == Some(id) {
-        return;
-    }
     st.id = Some(id);
-    let parsed = std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| parse_jwks(&t));
     match parsed {
         Ok((keys, skipped)) => {
             // a JWKS that parses is the key set, even when none of its keys is usable: keys
