@@ -6,6 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "../cidr.rs"]
+#[allow(dead_code)]
+mod cidr;
 #[path = "../hex.rs"]
 mod hex;
 #[path = "../scheme/mod.rs"]
@@ -209,19 +212,14 @@ fn check_protocols(v: &str) -> Result<String, String> {
     Ok(list.join(","))
 }
 
-/// CIDRs or addresses, separated by commas.
+/// CIDRs or addresses, separated by commas, as the module reads them; a network with address
+/// bits below its prefix (`10.9.9.9/1`, half of IPv4) is refused, not widened.
 fn check_networks(v: &str) -> Result<String, String> {
     let list: Vec<&str> = v.split(',').map(str::trim).collect();
     for n in &list {
-        let (addr, prefix) = n.split_once('/').unwrap_or((n, ""));
-        let ip: Option<std::net::IpAddr> = addr.parse().ok();
-        let max = match ip {
-            Some(std::net::IpAddr::V4(_)) => 32,
-            Some(std::net::IpAddr::V6(_)) => 128,
-            None => return Err(format!("--networks: {n:?} is not an address or CIDR")),
-        };
-        if !prefix.is_empty() && !prefix.parse::<u8>().is_ok_and(|p| p <= max) {
-            return Err(format!("--networks: {n:?} has a bad prefix"));
+        let net = cidr::Cidr::parse(n).map_err(|e| format!("--networks: {e}"))?;
+        if cidr::Cidr::has_host_bits(n) {
+            return Err(format!("--networks: {n:?} has address bits below its prefix (it would be {net})"));
         }
     }
     Ok(list.join(","))
@@ -1168,6 +1166,11 @@ mod edit_tests {
         assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--protocols", "nntp"]).is_err());
         assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "10.0.0.0/33"]).is_err());
         assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", "example.org"]).is_err());
+        // what the module would refuse (a '+' or leading zeros in the prefix) or widen (address
+        // bits below the prefix: half of IPv4 here) is refused
+        for n in ["10.0.0.0/+8", "10.0.0.0/0008", "10.9.9.9/1"] {
+            assert!(a(&["--sqlite", "x.db", "app", "add", "bob", "l", "--networks", n]).is_err(), "{n}");
+        }
         assert!(a(&["--sqlite", "x.db", "app", "frob", "bob"]).is_err());
         assert!(a(&["--sqlite", "x.db", "add", "bob", "--protocols", "imap"]).is_err(), "only for app add");
         assert!(a(&["--passwd-file", "f", "app", "list", "bob"]).is_err(), "--app-passwords needed");

@@ -504,6 +504,12 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
             "nologin" | "deny" if flag_set(value) => acct.enabled = false,
             "allow_nets" => {
                 let nets = Cidr::parse_list(value).map_err(|e| format!("bad allow_nets: {e}"))?;
+                // (as nginx warns of its own lists: 10.9.9.9/1 is half of IPv4, seldom meant)
+                for item in value.split(',').filter(|v| Cidr::has_host_bits(v)) {
+                    let net = Cidr::parse(item).map(|n| n.to_string()).unwrap_or_default();
+                    warnings
+                        .push(format!("allow_nets: low address bits of {} are meaningless: it is {net}", item.trim()));
+                }
                 acct.networks = Some(nets);
             }
             "host" => {
@@ -1074,7 +1080,8 @@ mod tests {
                        hostname:{PLAIN}x::::::host=mail.example.com nopassword\n\
                        ctl\u{7}user:{PLAIN}x\n\
                        odd:{NOSUCH}abc\n\
-                       last:{PLAIN}y";
+                       last:{PLAIN}y\n\
+                       wide:{PLAIN}z::::::allow_nets=127.0.0.1,10.9.9.9/1";
         let mut data = content.as_bytes().to_vec();
         data.extend_from_slice(b"\nbin\xffary:{PLAIN}x\n");
         let path = d.file("m", &data);
@@ -1095,8 +1102,9 @@ mod tests {
             format!("{n}:15: user \"hostname\": nopassword is not supported and ignored: the password is always checked"),
             format!("{n}:16: control character in the user name, line skipped"),
             format!("{n}:17: user \"odd\": unknown or malformed password scheme, this user cannot log in"),
-            format!("{n}:19: not valid UTF-8, line skipped"),
-            format!("{n}: loaded 4 users"),
+            format!("{n}:19: user \"wide\": allow_nets: low address bits of 10.9.9.9/1 are meaningless: it is 0.0.0.0/1"),
+            format!("{n}:20: not valid UTF-8, line skipped"),
+            format!("{n}: loaded 5 users"),
         ];
         assert_eq!(m, expect);
         assert_eq!(s.lookup(&q("good")).unwrap().unwrap().password, "{PLAIN}x", "first wins");
