@@ -396,7 +396,10 @@ impl<'a> HeaderView<'a> {
 
         let client_ip = match vals[H_CLIENT_IP] {
             Some(v) if v.starts_with(b"unix:") => None,
-            Some(v) => Some(parse_ip(v).ok_or_else(|| bad_value(H_CLIENT_IP, v))?),
+            // an IPv4 client of a dual-stack listener (`listen [::]:143 ipv6only=off`) arrives
+            // as ::ffff:a.b.c.d: one spelling for the log and the stores' `:client_ip`, as for a
+            // client named by a trusted balancer (the rules and the limiter compare either)
+            Some(v) => Some(crate::cidr::canonical_ip(parse_ip(v).ok_or_else(|| bad_value(H_CLIENT_IP, v))?)),
             None => None,
         };
 

@@ -287,6 +287,8 @@ fn bad_values() {
     assert!(matches!(req(&with("Client-IP", b"localhost")), Err(ProtocolError::BadValue { header: "Client-IP", .. })));
     assert_eq!(req(&with("Client-IP", b"unix:")).unwrap().client_ip, None);
     assert_eq!(req(&with("Client-IP", b"[::1]")).unwrap().client_ip, Some("::1".parse().unwrap()));
+    // an IPv4 client of a dual-stack listener: its IPv4 form (the stores' :client_ip saw both)
+    assert_eq!(req(&with("Client-IP", b"::ffff:192.0.2.7")).unwrap().client_ip, Some("192.0.2.7".parse().unwrap()));
 }
 
 #[test]
