@@ -108,6 +108,8 @@ sub usertool {
 	die "mail-auth-user @_: $out" if $rc != 0;
 }
 usertool('init');
+# (the tool makes a new database 0640; the workers may not run as its owner)
+chmod 0644, "$d/default.db" or die "chmod: $!\n";
 usertool('add', "cheap$_", '--scheme', 'ssha512', '--password', "cheap-pw-$_") for 1 .. 3;
 
 open my $sq, '|-', 'sqlite3', "$d/users.db" or die "sqlite3: $!\n";
