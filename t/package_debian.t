@@ -92,7 +92,7 @@ my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(12);
+$t->run()->plan(14);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -120,7 +120,7 @@ like($t->read_file('error.log'), $fixed
 
 SKIP: {
 	my $pkg = $ENV{TEST_MAIL_AUTH_DEBIAN_DEB};
-	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 5 unless $pkg && -f $pkg;
+	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 7 unless $pkg && -f $pkg;
 	my @files = `dpkg-deb -c $pkg`;
 	is(join('', grep { m{ \./etc/} } @files), '', 'the .deb ships nothing under /etc (the link is made by postinst)');
 	my $root = "$d/dpkg-root";
@@ -141,6 +141,16 @@ SKIP: {
 	ok(!-l $link && -l "$link.removed", 'remove: the link put aside');
 	$run->('postinst', 'configure', '0.1.0+nginx1.22.1') or die;
 	ok(-l $link && !-l "$link.removed", 'reinstall after remove: enabled again');
+	# an upgrade from a package that shipped the link as a file of its own: dpkg deletes it
+	# between preinst and postinst (it is not in the new package); put back
+	$run->('preinst', 'upgrade', '0.1.0+nginx1.22.1') or die "no preinst\n";
+	unlink $link;
+	$run->('postinst', 'configure', '0.1.0+nginx1.22.1') or die;
+	ok(-l $link && !-e "$link.upgrading", 'upgrade from a package that shipped the link: still enabled');
+	# ... but a link the administrator removed before the upgrade stays removed
+	unlink $link;
+	$run->('preinst', 'upgrade', '0.1.0+nginx1.22.1') && $run->('postinst', 'configure', '0.1.0+nginx1.22.1') or die;
+	ok(!-l $link, 'upgrade: a link removed before it stays removed');
 }
 
 ###############################################################################
