@@ -106,6 +106,7 @@ my %pw = (
 	erin => slappasswd('erin-pw'),
 	frank => slappasswd('frank-pw'),
 	gina => slappasswd('gina-pw'),
+	hana => slappasswd('hana-pw'),
 	sloth => slappasswd('sloth-pw'),
 	svc => slappasswd('svc-pw'),
 );
@@ -152,6 +153,8 @@ EOF
 	[erin => (mailAuthProtocol => 'pop3')],
 	[frank => (mailAuthNetwork => ['10.0.0.0/8', '127.0.0.0/8'])],
 	[gina => (mailAuthNetwork => '10.0.0.0/8')],
+	# the network rule held in a subtype with a language tag: asking for mailAuthNetwork returns it
+	['hana', 'mailAuthNetwork;lang-en' => '10.0.0.0/8'],
 	[sloth => ()],
 	# two entries with one mail address: ambiguous
 	[twin1 => (mail => 'twin@example.org')],
@@ -318,13 +321,13 @@ mail {
 EOF
 
 my %backend = (alice => 'alice-pw', carol => 'carol-pw', dan => 'dan-pw', erin => 'erin-pw',
-	sloth => 'sloth-pw', local => 'local-pw', bob => 'bob-pw', frank => 'frank-pw', gina => 'gina-pw');
+	sloth => 'sloth-pw', local => 'local-pw', bob => 'bob-pw', frank => 'frank-pw', gina => 'gina-pw', hana => 'hana-pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), "$d/backend-a.log", %backend);
 $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => 'bob-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while the directory is down
-$t->run()->plan(64);
+$t->run()->plan(65);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 sub imap {
@@ -366,6 +369,7 @@ like(imap('erin', 'erin-pw'), $refused, 'protocol attribute refuses imap (as a w
 ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'erin', 'erin-pw');
 is($rc, 0, 'protocol attribute allows pop3 (poplib)') or diag($out);
 like(imap('gina', 'gina-pw'), $refused, 'network attribute refuses 127.0.0.1');
+like(imap('hana', 'hana-pw'), $refused, 'network attribute with an option (;lang-en) refuses 127.0.0.1 too');
 like(imap('frank', 'frank-pw'), qr/^a01 OK/, 'network attribute with two values: the second allows 127.0.0.1');
 
 # the JSON API (Dovecot's Lua passdb) with the directory's attributes, a repeated one as a list

@@ -600,15 +600,26 @@ impl LdapStore {
 }
 
 /// The values of `attr` in `entry` (attribute names are case-insensitive; a value that is not
-/// UTF-8 is taken as lossy text).
+/// UTF-8 is taken as lossy text), and those of its subtypes with options (`description;lang-en`:
+/// asking for `description` returns them, RFC 4512 §2.5.2). Not seen, a restriction held in one
+/// (`networks`, `protocols`, `enabled`) would have left the account unrestricted. The name's
+/// own values first, then the subtypes' in the order of their names.
 fn attr_values(entry: &SearchEntry, attr: &str) -> Vec<String> {
-    if let Some((_, v)) = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)) {
-        return v.clone();
-    }
-    if let Some((_, v)) = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)) {
-        return v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-    }
-    Vec::new()
+    let is = |k: &str| {
+        k.eq_ignore_ascii_case(attr)
+            || (k.len() > attr.len() && k.as_bytes()[attr.len()] == b';' && k[..attr.len()].eq_ignore_ascii_case(attr))
+    };
+    let mut found: Vec<(bool, &str, Vec<String>)> = entry
+        .attrs
+        .iter()
+        .filter(|(k, _)| is(k))
+        .map(|(k, v)| (k.len() != attr.len(), k.as_str(), v.clone()))
+        .chain(entry.bin_attrs.iter().filter(|(k, _)| is(k)).map(|(k, v)| {
+            (k.len() != attr.len(), k.as_str(), v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
+        }))
+        .collect();
+    found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    found.into_iter().flat_map(|(_, _, v)| v).collect()
 }
 
 fn failure(e: &ldap3::LdapError, timeout: Duration) -> Failure {
@@ -785,5 +796,16 @@ mod live {
             assert!(s.lookup(&q).unwrap().is_some());
         }
         eprintln!("50 lookups: {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn an_attribute_is_read_with_its_subtypes() {
+        let mut e = SearchEntry { dn: "uid=alice".into(), attrs: Default::default(), bin_attrs: Default::default() };
+        e.attrs.insert("Description;lang-en".into(), vec!["10.0.0.0/8".into()]);
+        e.attrs.insert("descriptionx".into(), vec!["not it".into()]);
+        e.attrs.insert("description".into(), vec!["192.0.2.0/24".into()]);
+        e.bin_attrs.insert("description;binary".into(), vec![b"2001:db8::/32".to_vec()]);
+        assert_eq!(attr_values(&e, "DESCRIPTION"), ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(attr_values(&e, "descript"), Vec::<String>::new());
     }
 }
