@@ -653,6 +653,7 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
         }
     };
     // as `passwd_file`: the main file (an `app add` checks its user there), then the app file
+    let new_file = !apps.exists();
     let _locks = match sub {
         "list" => None,
         _ => {
@@ -661,6 +662,17 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
             Some((main, apps))
         }
     };
+    if new_file && apps.exists() {
+        // a new app passwords file is read by whoever reads the passwd-file (nginx's workers,
+        // often by group): its group and mode, not root's 0640 (the workers could not re-read
+        // it after the next change: every login a temporary failure)
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Ok(m) = std::fs::metadata(path) {
+            let _ = std::os::unix::fs::chown(apps, None, Some(m.gid()));
+            std::fs::set_permissions(apps, std::fs::Permissions::from_mode(m.mode() & 0o777))
+                .map_err(|e| format!("{}: {e}", apps.display()))?;
+        }
+    }
     let lines = read(apps)?;
     if sub == "list" {
         return Ok(app_list_lines(&lines, user));
@@ -1187,10 +1199,21 @@ mod edit_tests {
         let users = d.join("users");
         let apps = d.join("apps");
         std::fs::write(&users, "alice:{PLAIN}a\n#disabled# bob:{PLAIN}b\n").unwrap();
+        // the passwd-file as nginx's workers read it: by group (when we may give it one)
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let group = std::os::unix::fs::chown(&users, None, Some(65534)).is_ok();
         let t = Target::File(users.clone());
         let run = |args: &[&str]| passwd_file(&users, &app_opts(t.clone(), Some(apps.clone()), args));
         let out = run(&["app", "add", "alice", "phone"]).unwrap();
         assert!(out.len() == 1 && is_secret(&out[0]), "{out:?}");
+        // the new app passwords file: the passwd-file's group and mode (it was root's 0640: the
+        // workers could not read it)
+        let m = std::fs::metadata(&apps).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o640);
+        if group {
+            assert_eq!(m.gid(), 65534, "the passwd-file's group");
+        }
         let phone = out[0].clone();
         let mailer = run(&["app", "add", "alice", "mailer", "--protocols", "smtp", "--networks", "127.0.0.1"]).unwrap();
         assert!(run(&["app", "add", "alice", "phone"]).unwrap_err().contains("already"));
