@@ -912,10 +912,21 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         && bridge::is_if_block(cf)
     {
         // nginx runs the location's content handler for requests that enter the block, with the
-        // block's configuration, which has no engine: a plain location answered them with a bare
-        // 500, a Basic-bridge one skipped its Host and ban checks before auth_basic (a
-        // mail_auth_limit_bans location reads only what its block inherits: it works there)
-        return Err("an \"if\" block in a location of \"mail_auth\", \"mail_auth_json\" or \"mail_auth_status\" is not supported (requests that entered it skipped the module's checks): move the condition to a location of its own".into());
+        // block's configuration: it gets the location's own (content, engine, pool), or a plain
+        // location answered them with a bare 500 and a Basic-bridge one skipped its Host and ban
+        // checks before auth_basic. (A mail_auth_limit_bans location reads only what its block
+        // inherits: it worked there already.)
+        // (nginx allows none of the module's directives inside it: nothing of its own to keep)
+        lc.directives.inherit(&prev.directives);
+        lc.directives.content = prev.directives.content;
+        lc.engine.clone_from(&prev.engine);
+        lc.pool = prev.pool;
+        lc.host_names.clone_from(&prev.host_names);
+        // error_page may be given in an if block: the bridge's refusals must still reach it
+        if lc.directives.basic_header() && bridge::error_page_for_refusals(cf) {
+            return Err("\"mail_auth_basic_header on\" cannot be used with an \"error_page\" for 401 or 403 in effect (here in an \"if\" block): nginx would send the access phase's refusals to that page, and the bridge would neither answer nor count them for \"mail_auth_limit\"".into());
+        }
+        return Ok(());
     }
     // an app passwords file belongs to the passwd-file it was given with: a level that names a
     // store of its own does not take the one of the enclosing level's other store (its users'
