@@ -1,5 +1,6 @@
 -- ngx-mail-auth: the default SQLite schema (what DEFAULT_QUERY / mail_auth_sqlite_query expects).
 --   sqlite3 users.db < scripts/schema.sql      or      mail-auth-user --sqlite users.db init
+--   (the tool makes the file 0640: chgrp it to the group nginx's workers run as, www-data)
 -- The module opens the database read-only; manage it with mail-auth-user or any SQLite client.
 -- Keep SQLite's default rollback journal: in WAL mode (PRAGMA journal_mode=WAL) SQLite makes the
 -- module's read-only connection create users.db-wal/-shm next to the file (the module warns).

@@ -560,8 +560,18 @@ pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<
         }
         "enable" => {
             if mine.iter().all(|&(_, disabled)| disabled) {
-                let i = mine[0].0;
-                out[i] = out[i][DISABLED.len()..].to_string();
+                // several disabled lines of other passwords (one disabled, then one htpasswd
+                // added, then both disabled): which one was in effect is not known here, and
+                // the older one must not come back
+                let hash = |i: usize| out[i].split(':').nth(1).unwrap_or("").to_string();
+                if mine.iter().any(|&(i, _)| hash(i) != hash(mine[0].0)) {
+                    return Err(format!(
+                        "\"{user}\" has several disabled lines with different passwords: remove the old ones, or set a new password with passwd"
+                    ));
+                }
+                for &(i, _) in &mine {
+                    out[i] = out[i][DISABLED.len()..].to_string();
+                }
             }
         }
         other => return Err(format!("unknown command {other}")),
@@ -952,11 +962,9 @@ mod edit_tests {
         assert!(!users_of(&edit_lines(&after, "disable", "alice", None).unwrap()).contains_key("alice"));
         assert_eq!(edit_lines(&after, "enable", "alice", None).unwrap(), after, "an active line: nothing to enable");
         let both = edit_lines(&after, "disable", "alice", None).unwrap();
-        assert_eq!(
-            users_of(&edit_lines(&both, "enable", "alice", None).unwrap())["alice"],
-            "{PLAIN}A",
-            "the first one"
-        );
+        assert!(edit_lines(&both, "enable", "alice", None).unwrap_err().contains("several disabled lines"), "A or B?");
+        let reset = edit_lines(&both, "passwd", "alice", Some("{PLAIN}N")).unwrap();
+        assert_eq!(users_of(&edit_lines(&reset, "enable", "alice", None).unwrap())["alice"], "{PLAIN}N");
         // a name with a leading blank is another user (as the module reads it)
         let blank = lines(&[" alice:{PLAIN}X", "alice:{PLAIN}A"]);
         assert_eq!(edit_lines(&blank, "del", "alice", None).unwrap(), lines(&[" alice:{PLAIN}X"]));

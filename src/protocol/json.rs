@@ -146,8 +146,9 @@ fn client_ip(v: &str) -> Result<Option<IpAddr>, String> {
     if v.is_empty() {
         return Ok(None);
     }
+    // (one spelling of an IPv4 client, as for auth_http's Client-IP)
     v.parse()
-        .map(Some)
+        .map(|ip| Some(crate::cidr::canonical_ip(ip)))
         .map_err(|_| format!("client_ip \"{}\" is not an IP address", super::printable(v.as_bytes(), 64)))
 }
 
@@ -333,6 +334,9 @@ mod tests {
         assert!(r.ssl.is_some());
         let r = auth_request(&body(r#"{"username":"a","password":"t","service":"pop3","method":"XOAUTH2"}"#)).unwrap();
         assert_eq!((r.protocol, r.method, r.client_ip), (Protocol::Pop3, Method::Xoauth2, None));
+        // an IPv4 client of Dovecot's dual-stack listener: its IPv4 form
+        let r = auth_request(&body(r#"{"username":"a","password":"t","client_ip":"::ffff:192.0.2.7"}"#)).unwrap();
+        assert_eq!(r.client_ip, Some("192.0.2.7".parse().unwrap()));
         let r = auth_request(&body(r#"{"username":"a","password":"t","service":"submission"}"#)).unwrap();
         assert_eq!((r.protocol, r.method), (Protocol::Smtp, Method::Plain));
         let r = auth_request(&body(r#"{"username":"a","password":"t","service":"sieve"}"#)).unwrap();

@@ -344,7 +344,7 @@ impl<'a> HeaderView<'a> {
         let user = self.vals[H_USER].map(|raw| unescape_raw(raw).unwrap_or_else(|_| raw.to_vec()));
         LogFields {
             user: std::borrow::Cow::Owned(user.unwrap_or_default()),
-            client: self.vals[H_CLIENT_IP].and_then(parse_ip),
+            client: self.vals[H_CLIENT_IP].and_then(parse_ip).map(crate::cidr::canonical_ip),
             protocol: self.protocol(),
             method: self.method(),
             attempt: self.vals[H_ATTEMPT].and_then(parse_u32).unwrap_or(0),
