@@ -914,9 +914,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         // nginx runs the location's content handler for requests that enter the block, with the
         // block's configuration: it gets the location's own (content, engine, pool), or a plain
         // location answered them with a bare 500 and a Basic-bridge one skipped its Host and ban
-        // checks before auth_basic. (A mail_auth_limit_bans location reads only what its block
-        // inherits: it worked there already.)
-        // (nginx allows none of the module's directives inside it: nothing of its own to keep)
+        // checks before auth_basic. nginx allows none of the module's directives inside it, so
+        // the block has nothing of its own to keep. (A mail_auth_limit_bans location reads only
+        // what its block inherits: it worked there already.)
         lc.directives.inherit(&prev.directives);
         lc.directives.content = prev.directives.content;
         lc.engine.clone_from(&prev.engine);
