@@ -92,7 +92,7 @@ my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(14);
+$t->run()->plan(15);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -120,7 +120,7 @@ like($t->read_file('error.log'), $fixed
 
 SKIP: {
 	my $pkg = $ENV{TEST_MAIL_AUTH_DEBIAN_DEB};
-	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 7 unless $pkg && -f $pkg;
+	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 8 unless $pkg && -f $pkg;
 	my @files = `dpkg-deb -c $pkg`;
 	is(join('', grep { m{ \./etc/} } @files), '', 'the .deb ships nothing under /etc (the link is made by postinst)');
 	my $root = "$d/dpkg-root";
@@ -151,6 +151,11 @@ SKIP: {
 	unlink $link;
 	$run->('preinst', 'upgrade', '0.1.0+nginx1.22.1') && $run->('postinst', 'configure', '0.1.0+nginx1.22.1') or die;
 	ok(!-l $link, 'upgrade: a link removed before it stays removed');
+	# an upgrade given up after preinst leaves no note behind (a later configure would put back
+	# a link the administrator removes meanwhile)
+	$run->('postinst', 'configure', '') or die;
+	$run->('preinst', 'upgrade', '0.1.0+nginx1.22.1') && $run->('postrm', 'abort-upgrade', '0.1.0+nginx1.22.1') or die;
+	ok(!-e "$link.upgrading", 'an aborted upgrade: no note left');
 }
 
 ###############################################################################
