@@ -35,16 +35,9 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let (Some(engine), pool) = (lc.engine.as_ref(), lc.pool) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    if !req.is_main() {
-        // nginx skips the access phase of subrequests: auth_basic/auth_request never judged
-        // this one (a bridge location's engine takes reaching here as their yes), nor did the
-        // location's allow/deny, so whoever could make one (SSI, auth_request, mirror from a web
-        // location) would be counted against the users and clients they name
-        ngx_log_error!(
-            ngx::ffi::NGX_LOG_ERR,
-            req.log(),
-            "mail_auth: a subrequest to a \"mail_auth\" location is refused (no access phase ran)"
-        );
+    // a bridge location's engine takes reaching here as auth_basic/auth_request's yes, and
+    // whoever could make one would be counted against the users and clients it names
+    if util::subrequest(req, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth", format_args!("")) {
         return ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t;
     }
     if !matches!(req.method(), Method::GET | Method::HEAD) {

@@ -51,14 +51,7 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live, non-null request.
     let req = unsafe { Request::from_ngx_http_request(r) };
     let session = json::session_id();
-    if !req.is_main() {
-        // nginx skips the access phase of subrequests: an auth_basic in front of the API never
-        // judged this one
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            req.log(),
-            "mail_auth_json: a subrequest is refused (no access phase ran) session={session}"
-        );
+    if util::subrequest(req, NGX_LOG_ERR as ngx_uint_t, "mail_auth_json", format_args!(" session={session}")) {
         return NGX_HTTP_FORBIDDEN as ngx_int_t;
     }
     if let Some(lc) = Module::location_conf(req) {

@@ -26,13 +26,12 @@ pub unsafe extern "C" fn bans_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live, non-null request.
     let req = unsafe { Request::from_ngx_http_request(r) };
-    if !req.is_main() {
-        // no access phase runs for a subrequest: the location's allow/deny never judged it
-        ngx::ngx_log_error!(
-            ngx::ffi::NGX_LOG_WARN,
-            req.log(),
-            "mail_auth_limit_bans: a subrequest is refused (no access phase ran)"
-        );
+    if super::util::subrequest(
+        req,
+        ngx::ffi::NGX_LOG_WARN as ngx::ffi::ngx_uint_t,
+        "mail_auth_limit_bans",
+        format_args!(""),
+    ) {
         return ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t;
     }
     let lift = match req.method() {

@@ -211,3 +211,15 @@ pub fn foreign_host(
     );
     true
 }
+
+/// Whether the request is a subrequest (SSI, `auth_request`, `mirror` from another location),
+/// logged at `level` after `who` (and `extra`): nginx runs no access phase for one, so neither
+/// the location's `allow`/`deny` nor its `auth_basic`/`auth_request` judged it. The module's
+/// content handlers refuse them.
+pub fn subrequest(req: &ngx::http::Request, level: ngx_uint_t, who: &str, extra: std::fmt::Arguments<'_>) -> bool {
+    if req.is_main() {
+        return false;
+    }
+    ngx::ngx_log_error!(level, req.log(), "{who}: a subrequest is refused (no access phase ran){extra}");
+    true
+}
