@@ -133,7 +133,7 @@ http {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(21);
+$t->run()->plan(22);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -198,6 +198,10 @@ like($r, qr/Auth-Status: OK/, 'an if block in a bridge location: the right passw
 $r = http("GET /basic?via_if=1 HTTP/1.0\r\nHost: evil.example\r\n$mail"
 	. "Auth-User: alice\r\nAuth-Pass: alice-secret\r\n\r\n");
 like($r, qr/Auth-Status: .*Temporary server problem/, '... a foreign Host refused there too, before auth_basic');
+# ... and an error_page for 401 given in that block is refused as one of the location's
+($rc, $out) = nginx_t_with($t, qr/if \(\$arg_via_if\) \{ \}/, 'if ($arg_via_if) { error_page 401 /error.html; }');
+ok($rc != 0 && $out =~ /\[emerg\].*"mail_auth_basic_header on" cannot be used with an "error_page" for 401 or 403/,
+	'nginx -t: an error_page 401 in an if block of a bridge location refused') or diag($out);
 ($rc, $out) = nginx_t_with($t, qr/location = \/basic \{/, "location = /basic {\n            limit_except GET { deny all; }");
 is($rc, 0, 'nginx -t: limit_except accepted') or diag($out);
 

@@ -907,6 +907,16 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     })
 }
 
+/// A Basic bridge must see its access phase's 401/403: no `error_page` for them may be in effect
+/// (given here, in an `if` block, or inherited from the server or http level), or nginx sends
+/// them to that page and the bridge neither answers nor counts them for `mail_auth_limit`.
+fn bridge_keeps_refusals(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(), String> {
+    if lc.directives.basic_header() && bridge::error_page_for_refusals(cf) {
+        return Err("\"mail_auth_basic_header on\" cannot be used with an \"error_page\" for 401 or 403 in effect (set here, in an \"if\" block, or inherited from the server or http level): nginx would send the access phase's refusals to that page, and the bridge would neither answer nor count them for \"mail_auth_limit\" (give this location an \"error_page\" of its own for other codes, or none)".into());
+    }
+    Ok(())
+}
+
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
     if matches!(prev.directives.content, Some(Content::MailAuth(_) | Content::Json(_) | Content::Status(_)))
         && bridge::is_if_block(cf)
@@ -923,10 +933,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         lc.pool = prev.pool;
         lc.host_names.clone_from(&prev.host_names);
         // error_page may be given in an if block: the bridge's refusals must still reach it
-        if lc.directives.basic_header() && bridge::error_page_for_refusals(cf) {
-            return Err("\"mail_auth_basic_header on\" cannot be used with an \"error_page\" for 401 or 403 in effect (here in an \"if\" block): nginx would send the access phase's refusals to that page, and the bridge would neither answer nor count them for \"mail_auth_limit\"".into());
-        }
-        return Ok(());
+        return bridge_keeps_refusals(cf, lc);
     }
     // an app passwords file belongs to the passwd-file it was given with: a level that names a
     // store of its own does not take the one of the enclosing level's other store (its users'
@@ -968,9 +975,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     if lc.directives.basic_header() && bridge::satisfy_any(cf) {
         return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
     }
-    if lc.directives.basic_header() && bridge::error_page_for_refusals(cf) {
-        return Err("\"mail_auth_basic_header on\" cannot be used with an \"error_page\" for 401 or 403 in effect (one of the server or http level is inherited): nginx would send the access phase's refusals to that page, and the bridge would neither answer nor count them for \"mail_auth_limit\" (give this location an \"error_page\" of its own for other codes, or none)".into());
-    }
+    bridge_keeps_refusals(cf, lc)?;
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
     log_auth_wait_fixed(cf, lc.directives.auth_wait_fixed);
     lc.engine = Some(Arc::new(engine));
