@@ -284,10 +284,10 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
     if o.bind_dn.is_some() != o.bind_password.is_some() {
         return Err("bind_dn= and bind_password_file= go together".into());
     }
-    if o.starttls && o.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("ldaps://")) {
+    let ldaps = o.urls.iter().filter(|u| u.to_ascii_lowercase().starts_with("ldaps://")).count();
+    if o.starttls && ldaps > 0 {
         return Err("starttls=on is for ldap:// URLs (ldaps:// is TLS already)".into());
     }
-    let ldaps = o.urls.iter().filter(|u| u.to_ascii_lowercase().starts_with("ldaps://")).count();
     if ldaps > 0 && ldaps < o.urls.len() {
         // the next server is asked when one fails: whoever drops the TLS one's packets would
         // have every bind (the users' passwords) sent to the other in clear
@@ -768,6 +768,17 @@ mod tests {
         let _ = s.lookup(&q("u", Some(b"p"))).unwrap_err();
         assert_eq!(s.take_notices().len(), 1, "the failure logged once");
     }
+
+    #[test]
+    fn an_attribute_is_read_with_its_subtypes() {
+        let mut e = SearchEntry { dn: "uid=alice".into(), attrs: Default::default(), bin_attrs: Default::default() };
+        e.attrs.insert("Description;lang-en".into(), vec!["10.0.0.0/8".into()]);
+        e.attrs.insert("descriptionx".into(), vec!["not it".into()]);
+        e.attrs.insert("description".into(), vec!["192.0.2.0/24".into()]);
+        e.bin_attrs.insert("description;binary".into(), vec![b"2001:db8::/32".to_vec()]);
+        assert_eq!(attr_values(&e, "DESCRIPTION"), ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(attr_values(&e, "descript"), Vec::<String>::new());
+    }
 }
 
 #[cfg(test)]
@@ -796,16 +807,5 @@ mod live {
             assert!(s.lookup(&q).unwrap().is_some());
         }
         eprintln!("50 lookups: {:?}", t.elapsed());
-    }
-
-    #[test]
-    fn an_attribute_is_read_with_its_subtypes() {
-        let mut e = SearchEntry { dn: "uid=alice".into(), attrs: Default::default(), bin_attrs: Default::default() };
-        e.attrs.insert("Description;lang-en".into(), vec!["10.0.0.0/8".into()]);
-        e.attrs.insert("descriptionx".into(), vec!["not it".into()]);
-        e.attrs.insert("description".into(), vec!["192.0.2.0/24".into()]);
-        e.bin_attrs.insert("description;binary".into(), vec![b"2001:db8::/32".to_vec()]);
-        assert_eq!(attr_values(&e, "DESCRIPTION"), ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"]);
-        assert_eq!(attr_values(&e, "descript"), Vec::<String>::new());
     }
 }
