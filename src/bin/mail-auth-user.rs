@@ -294,10 +294,10 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     use rusqlite::OpenFlags;
     let name = |e: rusqlite::Error| format!("{}: {e}", db.display());
     // Only `init` may create the file: a typo in --sqlite must not leave an empty database.
-    if opts.command != "init" && !db.exists() {
-        return Err(format!("{}: no such database (create it with 'init')", db.display()));
-    }
-    if opts.command == "init" && !db.exists() {
+    if !db.exists() {
+        if opts.command != "init" {
+            return Err(format!("{}: no such database (create it with 'init')", db.display()));
+        }
         // made here, not by SQLite (which takes 0644 less the umask: every local user could
         // read the hashes and the backend passwords); its journal and WAL files take its mode
         use std::os::unix::fs::OpenOptionsExt;
@@ -308,12 +308,9 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
             .open(db)
             .map_err(|e| format!("{}: {e}", db.display()))?;
     }
-    let flags = if opts.command == "init" {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-    };
-    let c = rusqlite::Connection::open_with_flags(db, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(name)?;
+    // (never SQLite's create: the file is there, made above with its mode)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = rusqlite::Connection::open_with_flags(db, flags).map_err(name)?;
     // a module reading at the same time only delays us a little; it never writes
     c.busy_timeout(std::time::Duration::from_secs(5)).map_err(name)?;
     let user = opts.user.as_deref().unwrap_or("");
@@ -520,8 +517,8 @@ fn line_user(line: &str) -> Option<(&str, bool)> {
 /// A user may have several lines (a `#disabled#` one left behind, a line added by `htpasswd`
 /// after a disable, duplicates): the module takes the first line that is not disabled, so `del`
 /// removes them all, `disable` disables every active one and `passwd` changes every one (no
-/// older password can come back, nor stay in use); `enable` enables the first disabled line
-/// when none is active.
+/// older password can come back, nor stay in use); `enable`, when no line is active, enables
+/// the disabled ones if they hold one password, and refuses to choose between several.
 pub fn edit_lines(lines: &[String], command: &str, user: &str, new_hash: Option<&str>) -> Result<Vec<String>, String> {
     let mine: Vec<(usize, bool)> = lines
         .iter()
