@@ -92,6 +92,7 @@ sub conf {
 	my $http = 8080 + $n;
 	my $imap = 8143 + 100 * $n;
 	my $imap_tls = $imap + 50;
+	my $imap_tls_bad = $imap + 60;
 	return <<"EOF";
 
 %%TEST_GLOBALS%%
@@ -108,6 +109,8 @@ http {
     mail_auth_redis fleet 127.0.0.1:%%PORT_8379%% key_file=$d/fleet.key timeout=500ms retry=1s;
     # TLS asked of a server that speaks none: every handshake fails
     mail_auth_redis tlsfleet 127.0.0.1:%%PORT_8379%% key_file=$d/fleet.key tls=on timeout=500ms retry=1s;
+    # a server that answers a TLS handshake with something else and closes
+    mail_auth_redis tlsbad 127.0.0.1:%%PORT_8380%% key_file=$d/fleet.key tls=on timeout=500ms retry=1s;
 
     server {
         listen       127.0.0.1:%%PORT_$http%%;
@@ -122,6 +125,10 @@ http {
         location = /auth-tls {
             mail_auth;
             mail_auth_limit zone=tlsbrute:1m ip=3/m user=100/m ban=120s redis=tlsfleet;
+        }
+        location = /auth-tls-bad {
+            mail_auth;
+            mail_auth_limit zone=tlsbad:1m ip=3/m user=100/m ban=120s redis=tlsbad;
         }
         location = /metrics { mail_auth_status; }
     }
@@ -140,6 +147,12 @@ mail {
         protocol   imap;
         auth_http  127.0.0.1:%%PORT_$http%%/auth-tls;
     }
+
+    server {
+        listen     127.0.0.1:%%PORT_$imap_tls_bad%%;
+        protocol   imap;
+        auth_http  127.0.0.1:%%PORT_$http%%/auth-tls-bad;
+    }
 }
 
 EOF
@@ -153,18 +166,34 @@ for my $n (0 .. 2) {
 	$nginx[$n]->write_file_expand('nginx.conf', conf($n));
 }
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
+# (h) a server that answers anything with a line and closes: no TLS handshake completes
+$t->run_daemon(sub {
+	my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1:' . port(8380), Listen => 16, Reuse => 1)
+		or die "listen: $!\n";
+	while (my $c = $l->accept()) {
+		$c->sysread(my $buf, 4096);
+		$c->syswrite("-ERR not TLS\r\n");
+		close $c;
+	}
+});
 $_->run() for @nginx;
 # (each instance checks its error log for alerts when it goes: 2 tests each)
-$t->plan(33 + 4);
-$t->waitforsocket('127.0.0.1:' . port(8144)) or die "no backend\n";
+$t->plan(35 + 4);
+$t->waitforsocket('127.0.0.1:' . port($_)) or die "no backend\n" for 8144, 8380;
 
 ###############################################################################
 
 # One IMAP login from $src through proxy $n: 'OK' or 'FAIL ...'.
 sub login {
 	my ($n, $src, $user, $pass) = @_;
+	return login_at(8143 + 100 * $n, $src, $user, $pass);
+}
+
+# The same through the IMAP listener on port($port).
+sub login_at {
+	my ($port, $src, $user, $pass) = @_;
 	local $ENV{MAIL_CLIENT_SOURCE} = $src;
-	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", 'imap', '127.0.0.1', port(8143 + 100 * $n),
+	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", 'imap', '127.0.0.1', port($port),
 		$user, $pass or die "python3: $!\n";
 	local $/;
 	my $out = <$fh> // '';
@@ -305,20 +334,23 @@ is(results(undef, '127.0.0.5'), 'invalid,rate-limited,invalid,invalid', 'd) refu
 	kill 'CONT', $redis_pid;
 }
 
-# g) tls=on and a failed TLS handshake (here a server that speaks no TLS): the Redis client
-# unwrapped the handshake's error, the panic failed every login of the location (a temporary
-# failure) and the proxy never fell back to its own counters; now a failure like any other
+# g) tls=on and a server that never answers the handshake (a redis-server without TLS waits for
+# more of what it takes for a command): the Redis client shook hands with no time bound, so the
+# login was never answered; now a failure like any other, bounded by the timeouts
 
-{
-	local $ENV{MAIL_CLIENT_SOURCE} = '127.0.0.9';
-	open my $fh, '-|', 'python3', "$FindBin::Bin/lib/mail_client.py", 'imap', '127.0.0.1', port(8193),
-		'alice', 'alice-pw' or die "python3: $!\n";
-	my $out = do { local $/; <$fh> } // '';
-	close $fh;
-	like($out, qr/^OK/, 'g) TLS handshake refused: the right password logs in (the local zone decides)');
-	like($t->read_file('error.log'), qr/mail_auth_redis "tlsfleet" .*TLS handshake failed.*own counters only/,
-		'g) logged as Redis unusable');
-}
+like(login_at(8193, '127.0.0.9', 'alice', 'alice-pw'), qr/^OK/,
+	'g) TLS handshake unanswered: the right password logs in (the local zone decides)');
+like($t->read_file('error.log'), qr/mail_auth_redis "tlsfleet" .*TLS handshake failed.*own counters only/,
+	'g) logged as Redis unusable');
+
+# h) tls=on and a server that refuses the handshake (it answers something else and closes): the
+# Redis client unwrapped the handshake's error, the panic failed every login of the location (a
+# temporary failure) and the proxy never fell back to its own counters
+
+like(login_at(8203, '127.0.0.10', 'alice', 'alice-pw'), qr/^OK/,
+	'h) TLS handshake refused: the right password logs in (the local zone decides)');
+like($t->read_file('error.log'), qr/mail_auth_redis "tlsbad" .*TLS handshake failed.*own counters only/,
+	'h) logged as Redis unusable');
 
 ###############################################################################
 
