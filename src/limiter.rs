@@ -418,12 +418,14 @@ pub fn parse_lift_query(q: &[u8]) -> Result<LiftTarget, String> {
     found.ok_or_else(|| usage.into())
 }
 
-/// Why a lift request looks sent by a web browser on behalf of a page (`None`: it does not).
-/// Browsers send `Origin` with every cross-origin `POST`/`DELETE` (and `Sec-Fetch-Site`), and a
-/// page on any site may make an administrator's browser `POST` to a loopback or internal
-/// address without asking first (a "simple" request): the answer stays unreadable to it, the
-/// lift happens. `curl`, scripts and monitoring send neither header.
-pub fn lift_from_browser<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Option<String> {
+/// Why a request looks sent by a web browser on behalf of a page (`None`: it does not): a ban
+/// lift, or a JSON API password check (which counts failures: a page could ban any user or
+/// address it names). Browsers send `Origin` with every cross-origin `POST`/`DELETE` (and
+/// `Sec-Fetch-Site`), and a page on any site may make a browser `POST` to a loopback or
+/// internal address without asking first (a "simple" request: a form's `text/plain` body, or
+/// `fetch` with `no-cors`): the answer stays unreadable to it, the request takes effect.
+/// `curl`, scripts, monitoring and Dovecot send neither header.
+pub fn from_browser<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Option<String> {
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(b"origin") || name.eq_ignore_ascii_case(b"sec-fetch-site") {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
@@ -2118,7 +2120,7 @@ mod tests {
     #[test]
     fn lifts_from_browsers_are_told_apart() {
         let h = |v: &[(&'static str, &'static str)]| {
-            lift_from_browser(v.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect::<Vec<_>>())
+            from_browser(v.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect::<Vec<_>>())
         };
         assert_eq!(h(&[("Host", "127.0.0.1"), ("User-Agent", "curl/7.88.1"), ("Accept", "*/*")]), None);
         assert_eq!(h(&[]), None);

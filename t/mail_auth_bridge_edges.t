@@ -127,13 +127,20 @@ http {
             mail_auth_passwd_file %%TESTDIR%%/users;
             mail_auth_fail_wait 0;
         }
+
+        location = /dovecot-limited {
+            mail_auth_json;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_fail_wait 0;
+            mail_auth_limit zone=json_csrf:1m user=2/m;
+        }
     }
 }
 
 EOF
 
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log", $basic_alice);
-$t->run()->plan(22);
+$t->run()->plan(27);
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
 my $mail = "Auth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
@@ -220,6 +227,23 @@ my $json = '{"username":"alice","password":"WRONG","client_ip":"192.0.2.9","serv
 $r = http("POST /dovecot HTTP/1.0\r\nHost: localhost\r\n$mail"
 	. "Content-Type: application/json\r\nContent-Length: " . length($json) . "\r\n\r\n$json");
 like($r, qr!^HTTP/1.1 403!, 'JSON API: a wrong password is a 403 with Auth-Protocol in the request');
+
+# a page in a browser that reaches the listener (a "simple" cross-site POST: a form whose
+# text/plain body is JSON enough, or fetch with no-cors) must not check passwords: each failure
+# would count, and the page could ban any user it names
+
+my $form = '{"username":"alice","password":"guess","client_ip":"192.0.2.10","z":"=' . "\"}\r\n";
+for my $h ("Origin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n", "Origin: null\r\n",
+		"Sec-Fetch-Site: same-site\r\n") {
+	$r = http("POST /dovecot-limited HTTP/1.0\r\nHost: 127.0.0.1\r\n$h"
+		. "Content-Type: text/plain\r\nContent-Length: " . length($form) . "\r\n\r\n$form");
+	like($r, qr!^HTTP/1.1 403.*requests from web browsers are not taken!s, "JSON API: a browser's POST refused ($h)" =~ s/\r\n/ /gr);
+}
+$json = '{"username":"alice","password":"alice-secret","client_ip":"192.0.2.11","service":"imap"}';
+$r = http("POST /dovecot-limited HTTP/1.0\r\nHost: localhost\r\n"
+	. "Content-Type: application/json\r\nContent-Length: " . length($json) . "\r\n\r\n$json");
+like($r, qr!^HTTP/1.1 200!, 'JSON API: alice not banned by the browser\'s guesses');
+unlike($t->read_file('error.log'), qr/user="alice" client=192\.0\.2\.10 .*result=/, 'JSON API: the browser\'s guesses not checked');
 
 # a bad query and a broken chunked body: the body is never read as a request of its own
 

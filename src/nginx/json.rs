@@ -61,6 +61,17 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             return refuse(r, &session, NGX_HTTP_FORBIDDEN, "a request for a host that is not this server's");
         }
     }
+    // a page in a browser that can reach this listener (on this host, or let in by allow) could
+    // make it POST password checks that fail (a form's text/plain body is JSON enough): each
+    // counted by the limiter, so the page could ban any user or client address it names
+    if let Some(why) = crate::limiter::from_browser(util::headers_in(req)) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            req.log(),
+            "mail_auth_json: refused a request sent by a web browser ({why}); nothing checked or counted session={session}"
+        );
+        return refuse(r, &session, NGX_HTTP_FORBIDDEN, "requests from web browsers are not taken (an Origin or Sec-Fetch-Site header)");
+    }
     let mode = match Mode::from_query(&args(r)) {
         Ok(m) => m,
         Err(e) => {

@@ -65,7 +65,7 @@ fn handle_bans(r: *mut ngx_http_request_t) -> ngx_int_t {
         return send(r, req, HTTPStatus::FORBIDDEN, JSON_TYPE, &body);
     }
     if lift {
-        if let Some(why) = limiter::lift_from_browser(super::util::headers_in(req)) {
+        if let Some(why) = limiter::from_browser(super::util::headers_in(req)) {
             // a page in an administrator's browser (allowed by allow/deny like the
             // administrator) must not lift bans for whoever sent it there
             ngx::ngx_log_error!(
