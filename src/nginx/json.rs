@@ -70,7 +70,12 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             req.log(),
             "mail_auth_json: refused a request sent by a web browser ({why}); nothing checked or counted session={session}"
         );
-        return refuse(r, &session, NGX_HTTP_FORBIDDEN, "requests from web browsers are not taken (an Origin or Sec-Fetch-Site header)");
+        return refuse(
+            r,
+            &session,
+            NGX_HTTP_FORBIDDEN,
+            "requests from web browsers are not taken (an Origin or Sec-Fetch-Site header)",
+        );
     }
     let mode = match Mode::from_query(&args(r)) {
         Ok(m) => m,
