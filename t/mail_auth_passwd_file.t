@@ -70,8 +70,8 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
-	alice => '*', bob => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(19);
+	alice => '*', bob => '*', dan => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
+$t->run()->plan(22);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -182,5 +182,17 @@ SKIP: {
 	ok(eventually('cu0', 'revoked pw', qr/^a01 NO \[AUTHENTICATIONFAILED\]/)
 		&& $file !~ /^cu0:/m, 'a user deleted meanwhile stays deleted');
 }
+
+# a malformed first definition of a user keeps the name: skipped alone, it handed dan to a later
+# line without its allow_nets (dan logged in from anywhere)
+
+open my $fh, '>>', "$d/users" or die;
+print $fh "dan:{PLAIN}dan pw::::::allow_nets=10.0.0.0/8,bogus\n", "dan:{PLAIN}dan pw\n";
+close $fh;
+ok(eventually('dan', 'dan pw', qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/),
+	'a malformed first line of dan: temporary failure, not the later line\'s OK');
+like($t->read_file('error.log'), qr/users:\d+: duplicate user "dan" \(first defined on line \d+\)/,
+	'the later line is logged as a duplicate');
+like(login('alice', 'second-password'), qr/^a01 OK/, 'other users log in');
 
 ###############################################################################

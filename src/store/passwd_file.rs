@@ -116,6 +116,9 @@ struct Users {
     hasher: RandomState,
     /// The stored password with the highest [`scheme::cost_estimate`].
     template: Option<Arc<str>>,
+    /// Where the malformed first definitions of users start (see `index`): indexed, so their
+    /// names are taken, but not accounts (not counted, not listed).
+    held: std::collections::HashSet<u32>,
 }
 
 /// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
@@ -146,7 +149,7 @@ fn user_field(line: &[u8]) -> &[u8] {
 
 impl Users {
     fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.held.len()
     }
 
     /// The lines whose hash looks like `user`'s (other names may share it), in file order.
@@ -183,7 +186,10 @@ impl Users {
 
     /// Every account, in no particular order.
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
-        self.slots.values().map(|at| self.account(line_at(&self.data, at as usize), true).map(|a| *a))
+        self.slots
+            .values()
+            .filter(|at| !self.held.contains(at))
+            .map(|at| self.account(line_at(&self.data, at as usize), true).map(|a| *a))
     }
 
     /// Bytes held (the file and the index), for the memory estimate.
@@ -678,6 +684,41 @@ fn parse_account(line: &str, warnings: &mut Vec<String>, named: bool) -> Result<
     Ok(acct)
 }
 
+/// What a malformed line of a user means for that user (the skip notice's end).
+fn held_note(kind: Kind, raw: &[u8]) -> &'static str {
+    if kind == Kind::Accounts && !user_field(raw).is_empty() {
+        " (its user cannot log in until it is fixed; later lines of the user are duplicates)"
+    } else {
+        ""
+    }
+}
+
+/// Registers the user of a malformed first definition (see `index`): its lookups find this
+/// line, which does not parse (a store error, a temporary failure), never a later one.
+#[allow(clippy::too_many_arguments)]
+fn hold_name(
+    kind: Kind,
+    raw: &[u8],
+    hasher: &RandomState,
+    line_start: usize,
+    lineno: usize,
+    first_of_hash: &mut HashMap<u64, u32>,
+    entries: &mut Vec<(u64, u32)>,
+    line_numbers: &mut Vec<u32>,
+    held: &mut std::collections::HashSet<u32>,
+) {
+    let user = user_field(raw);
+    if kind != Kind::Accounts || user.is_empty() {
+        return;
+    }
+    let hash = hasher.hash_one(user);
+    let at = u32::try_from(line_start).unwrap_or(u32::MAX);
+    first_of_hash.entry(hash).or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+    held.insert(at);
+    entries.push((hash, at));
+    line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
+}
+
 /// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
 /// first definition of a user winning. `data` must be shorter than 4 GiB.
 fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
@@ -687,6 +728,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     // first account of each hash (a second name with the same hash is searched for in `entries`)
     let mut entries: Vec<(u64, u32)> = Vec::new();
     let mut line_numbers: Vec<u32> = Vec::new();
+    let mut held = std::collections::HashSet::new();
     let mut first_of_hash: HashMap<u64, u32> = HashMap::new();
     // app passwords: the labels seen per user
     let mut app_labels: HashMap<String, Vec<String>> = HashMap::new();
@@ -707,17 +749,60 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
         let line_start = next;
         next += piece.len() + 1;
         let raw = piece.strip_suffix(b"\r").unwrap_or(piece);
+        let trimmed = raw.trim_ascii_start();
+        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+            continue;
+        }
+        if kind == Kind::Accounts {
+            // The first definition of a user wins, even a malformed one: skipped alone, it
+            // would hand the name to a later line (without the first one's nologin or
+            // allow_nets). A user whose first line is malformed cannot log in (a temporary
+            // failure naming the line) until it is fixed; later lines are duplicates.
+            let user = user_field(raw);
+            let hash = hasher.hash_one(user);
+            let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user;
+            let earlier = match first_of_hash.get(&hash) {
+                None => None,
+                Some(&i) if same_name(&entries[i as usize]) => Some(i as usize),
+                // Another name with the same hash (rare): any earlier one of this name?
+                Some(_) => entries.iter().position(same_name),
+            };
+            if let Some(i) = earlier {
+                let user = String::from_utf8_lossy(user);
+                push(
+                    &mut notices,
+                    NoticeLevel::Warn,
+                    format!(
+                        "{name}:{lineno}: duplicate user \"{user}\" (first defined on line {}), line \
+                         skipped",
+                        line_numbers[i]
+                    ),
+                );
+                continue;
+            }
+        }
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
             Err(_) => {
-                push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: not valid UTF-8, line skipped"));
+                push(
+                    &mut notices,
+                    NoticeLevel::Error,
+                    format!("{name}:{lineno}: not valid UTF-8, line skipped{}", held_note(kind, raw)),
+                );
+                hold_name(
+                    kind,
+                    raw,
+                    &hasher,
+                    line_start,
+                    lineno,
+                    &mut first_of_hash,
+                    &mut entries,
+                    &mut line_numbers,
+                    &mut held,
+                );
                 continue;
             }
         };
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
         if kind == Kind::AppPasswords {
             let (user, app) = match parse_app_line(line) {
                 Ok(parsed) => parsed,
@@ -756,30 +841,26 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
         let (user, acct) = match parse_line(line, &mut warnings) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: {reason}, line skipped"));
+                push(
+                    &mut notices,
+                    NoticeLevel::Error,
+                    format!("{name}:{lineno}: {reason}, line skipped{}", held_note(kind, raw)),
+                );
+                hold_name(
+                    kind,
+                    raw,
+                    &hasher,
+                    line_start,
+                    lineno,
+                    &mut first_of_hash,
+                    &mut entries,
+                    &mut line_numbers,
+                    &mut held,
+                );
                 continue;
             }
         };
         let hash = hasher.hash_one(user.as_bytes());
-        let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user.as_bytes();
-        let earlier = match first_of_hash.get(&hash) {
-            None => None,
-            Some(&i) if same_name(&entries[i as usize]) => Some(i as usize),
-            // Another name with the same hash (rare): any earlier one of this name?
-            Some(_) => entries.iter().position(same_name),
-        };
-        if let Some(i) = earlier {
-            push(
-                &mut notices,
-                NoticeLevel::Warn,
-                format!(
-                    "{name}:{lineno}: duplicate user \"{user}\" (first defined on line {}), line \
-                     skipped",
-                    line_numbers[i]
-                ),
-            );
-            continue;
-        }
         let cost = scheme::cost_estimate(&acct.password);
         if cost == 0 {
             warnings.push("unknown or malformed password scheme, this user cannot log in".to_string());
@@ -809,7 +890,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     for &(h, at) in &entries {
         slots.insert(h, at, |at| hasher.hash_one(user_field(line_at(&data, at as usize))));
     }
-    let users = Users { kind, slots, data, hasher, template: template.map(|(_, t)| t.into()) };
+    let users = Users { kind, slots, data, hasher, template: template.map(|(_, t)| t.into()), held };
     (users, notices)
 }
 
@@ -895,8 +976,8 @@ impl Store for PasswdFile {
             shared.check(&mut lock(&shared.watch), false);
         }
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        for at in users.slots.values() {
-            // every indexed line was parsed at load: its user field is UTF-8
+        for at in users.slots.values().filter(|at| !users.held.contains(at)) {
+            // every indexed line but the held ones was parsed at load: its user field is UTF-8
             if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, at as usize))) {
                 if !each(name) {
                     break;
@@ -1089,21 +1170,21 @@ mod tests {
         let n = path.display().to_string();
         let m = messages(&s);
         let expect = [
-            format!("{n}:6: no ':' after the user name, line skipped"),
+            format!("{n}:6: no ':' after the user name, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:7: empty user name, line skipped"),
-            format!("{n}:8: user \"emptypass\": empty password field, line skipped"),
-            format!("{n}:9: user \"emptypass2\": empty password field, line skipped"),
+            format!("{n}:8: user \"emptypass\": empty password field, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
+            format!("{n}:9: user \"emptypass2\": empty password field, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:10: duplicate user \"good\" (first defined on line 5), line skipped"),
-            format!("{n}:11: user \"badnet\": bad allow_nets: \"10.0.0.0/99\": prefix /99 too long for IPv4, line skipped"),
-            format!("{n}:12: user \"badport\": bad port=0, line skipped"),
-            format!("{n}:13: user \"badproto\": bad protocols=imap,http: unknown protocol http, line skipped"),
-            format!("{n}:14: user \"badwait\": bad wait=-1, line skipped"),
+            format!("{n}:11: user \"badnet\": bad allow_nets: \"10.0.0.0/99\": prefix /99 too long for IPv4, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
+            format!("{n}:12: user \"badport\": bad port=0, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
+            format!("{n}:13: user \"badproto\": bad protocols=imap,http: unknown protocol http, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
+            format!("{n}:14: user \"badwait\": bad wait=-1, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:15: user \"hostname\": host=mail.example.com is not an IP address; nginx needs one, logins will fail with a temporary error"),
             format!("{n}:15: user \"hostname\": nopassword is not supported and ignored: the password is always checked"),
-            format!("{n}:16: control character in the user name, line skipped"),
+            format!("{n}:16: control character in the user name, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:17: user \"odd\": unknown or malformed password scheme, this user cannot log in"),
             format!("{n}:19: user \"wide\": allow_nets: low address bits of 10.9.9.9/1 are meaningless: it is 0.0.0.0/1"),
-            format!("{n}:20: not valid UTF-8, line skipped"),
+            format!("{n}:20: not valid UTF-8, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}: loaded 5 users"),
         ];
         assert_eq!(m, expect);
@@ -1111,7 +1192,36 @@ mod tests {
         assert_eq!(s.lookup(&q("last")).unwrap().unwrap().password, "{PLAIN}y");
         assert!(s.lookup(&q("hostname")).unwrap().is_some());
         assert!(s.lookup(&q("odd")).unwrap().is_some(), "kept: fails as scheme-error");
-        assert_eq!(s.lookup(&q("badnet")).unwrap(), None);
+        // a malformed first definition holds its name: a store error, never a later line
+        assert!(s.lookup(&q("badnet")).is_err(), "held: a temporary failure");
+        assert_eq!(s.lookup(&q("nosuch")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_malformed_first_definition_keeps_its_name_from_later_lines() {
+        let d = TempDir::new("held");
+        let p = d.file(
+            "u",
+            b"dan:{PLAIN}pw::::::allow_nets=10.0.0.0/8,bogus\ndan:{PLAIN}pw\nbin\xff:{PLAIN}a\nbin\xff:{PLAIN}b\neve:{PLAIN}e\n",
+        );
+        let s = open0(&p);
+        let e = s.lookup(&q("dan")).expect_err("the first line holds dan");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert_eq!(s.lookup(&q("eve")).unwrap().unwrap().password, "{PLAIN}e");
+        let m = messages(&s);
+        assert!(
+            m.iter().any(|l| l.ends_with(":2: duplicate user \"dan\" (first defined on line 1), line skipped")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|l| l.contains(":4: duplicate user \"bin\u{fffd}\"")), "{m:?}");
+        assert!(m.last().unwrap().ends_with(": loaded 1 users"), "held names are not counted: {m:?}");
+        let mut names = Vec::new();
+        s.accounts(&mut |n| {
+            names.push(n.to_string());
+            true
+        })
+        .unwrap();
+        assert_eq!(names, ["eve"], "nor listed");
     }
 
     #[test]
