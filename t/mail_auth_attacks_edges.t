@@ -27,6 +27,11 @@
 #      request such a name makes; the resolver side is nginx's and not played here.)
 #   6. A passwd-file truncated in place (`cat >`, htpasswd) and caught empty by the watcher:
 #      every user was unknown (failed logins, counted) until the rewrite came.
+#   7. One stored hash whose parameters ask for hours (bcrypt cost 31, ~33 h) in a store of
+#      bcrypt(5) users: it became the store's timing template, so every unknown user's login
+#      ran it and held a verification slot for good (the answer never came). Such a value is
+#      malformed now (more than 4 s of estimated work): its user cannot log in, unknown users
+#      pay the costliest usable hash, the load log says why.
 
 ###############################################################################
 
@@ -35,6 +40,7 @@ use strict;
 
 use Test::More;
 use Digest::MD5 qw/ md5_hex /;
+use IO::Select;
 use IO::Socket::INET;
 use Time::HiRes qw/ time /;
 
@@ -65,6 +71,10 @@ for (keys %hash) {
 
 $t->write_file('users', join('', map { "$_:$hash{$_}\n" } sort keys %hash) . "plain:{PLAIN}$pw{plain}\n");
 # (a store of its own: a bcrypt hash would be the first one's timing template)
+my $cost5 = make_hash('htpasswd-B', 'erin pw');
+my $cost31 = make_hash('htpasswd-B', 'evil pw');
+$cost31 =~ s/^\$2y\$05\$/\$2y\$31\$/ or die "not a bcrypt(5) hash: $cost31\n";
+$t->write_file('users-costly', "erin:$cost5\nevil:$cost31\n");
 $t->write_file('users-bcrypt', 'bert:' . make_hash('doveadm-BLF-CRYPT', 'bert pw') . "\n");
 
 # accounts found under an alias too (name@example.org), by sqlite3 on the default schema
@@ -126,6 +136,13 @@ http {
         }
 
         # the location nginx mail would use if it ran on the listed network only
+        location = /auth-costly {
+            mail_auth;
+            mail_auth_passwd_file users-costly;
+            mail_auth_backend imap 127.0.0.1:8143;
+            mail_auth_fail_wait 0;
+        }
+
         location = /auth-lan {
             allow 192.0.2.0/24;
             deny all;
@@ -139,7 +156,7 @@ http {
 
 EOF
 
-$t->run()->plan(26);
+$t->run()->plan(31);
 
 ###############################################################################
 
@@ -281,5 +298,34 @@ close $fh;
 is($held, $polls, "the file empty for 1.5 s: every login answered from what was served ($held of $polls)");
 ok(wait_for(3, sub { login('/auth', 'plain', $pw{plain}, '203.0.113.99') =~ /^Auth-Status: OK\r$/m }),
 	'and from the rewritten file after');
+
+
+# 7. a stored hash asking for hours (bcrypt cost 31) must not be what unknown users pay
+
+# the answer to one request within $secs seconds ('' if none)
+sub answer_within {
+	my ($secs, @req) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080), Proto => 'tcp') or die "connect: $!";
+	print $s request(@req);
+	my ($sel, $r) = (IO::Select->new($s), '');
+	my $until = time() + $secs;
+	while ((my $left = $until - time()) > 0) {
+		last unless $sel->can_read($left);
+		last unless sysread($s, $r, 4096, length $r);
+	}
+	close $s;
+	return $r;
+}
+
+my $t0 = time();
+like(answer_within(5, '/auth-costly', 'ghost', 'guess', '203.0.113.7'), qr/^Auth-Status: .*Invalid login or password\r$/m,
+	'unknown user: refused within 5 s (not padded with bcrypt cost 31)');
+like(answer_within(5, '/auth-costly', 'erin', 'wrong', '203.0.113.7'), qr/^Auth-Status: .*Invalid login or password\r$/m,
+	'wrong password of a bcrypt(5) user: refused within 5 s');
+like(answer_within(5, '/auth-costly', 'evil', 'evil pw', '203.0.113.7'), qr/^Auth-Status: .*Invalid login or password\r$/m,
+	'the cost-31 user itself cannot log in, even with its password');
+like(answer_within(5, '/auth-costly', 'erin', 'erin pw', '203.0.113.7'), qr/^Auth-Status: OK\r$/m, 'erin logs in');
+like($t->read_file('error.log'), qr/users-costly:2: user "evil": BLF-CRYPT hash whose parameters ask for about \d+ s a verification \(at most 4 s are taken\), this user cannot log in/,
+	'the load log says why');
 
 ###############################################################################

@@ -43,6 +43,9 @@ pub enum SchemeError {
     Unknown(String),
     /// The stored value has the scheme's prefix but not its form (what is wrong, for the log).
     Malformed(String),
+    /// The stored value's parameters ask for more work than [`MAX_WORK_US`] (its scheme, the
+    /// estimated seconds).
+    TooCostly(&'static str, u64),
 }
 
 impl fmt::Display for SchemeError {
@@ -50,6 +53,11 @@ impl fmt::Display for SchemeError {
         match self {
             SchemeError::Unknown(s) => write!(f, "unsupported password scheme \"{s}\""),
             SchemeError::Malformed(s) => write!(f, "malformed {s} hash"),
+            SchemeError::TooCostly(s, secs) => write!(
+                f,
+                "{s} hash whose parameters ask for about {secs} s a verification (at most {} s are taken)",
+                MAX_WORK_US / 1_000_000
+            ),
         }
     }
 }
@@ -154,11 +162,28 @@ fn dotted(name: &str) -> Option<(&str, &str)> {
 }
 
 fn parse(stored: &str) -> Result<Stored<'_>, SchemeError> {
-    match braced(stored) {
+    let p = match braced(stored) {
         Some((name, rest)) => parse_braced(name, rest),
         None => parse_crypt(stored),
+    }?;
+    let us = estimate(&p);
+    if us > MAX_WORK_US {
+        return Err(SchemeError::TooCostly(scheme_name_of(&p), us / 1_000_000));
     }
+    Ok(p)
 }
+
+/// Why `stored` can't be verified (`None`: it can), for load-time warnings.
+pub fn problem(stored: &str) -> Option<String> {
+    parse(stored).err().map(|e| e.to_string())
+}
+
+/// A stored value whose parameters ask for more work than this ([`cost_estimate`], in µs) is
+/// malformed: never verified, never a store's timing template. bcrypt up to cost 16, SHA-crypt
+/// up to ~20 million rounds, Argon2 up to ~6.6 million KiB-passes (1 GiB, t = 6) are taken;
+/// one line with bcrypt cost 31 (~33 hours) would otherwise become the template every unknown
+/// user's login pays, and hold every verification slot for good.
+pub const MAX_WORK_US: u64 = 4_000_000;
 
 /// The crypt(3)-style forms (`$id$...`) and PHC argon2 strings, as htpasswd files hold them.
 fn parse_crypt(s: &str) -> Result<Stored<'_>, SchemeError> {
@@ -402,16 +427,19 @@ fn estimate(parsed: &Stored<'_>) -> u64 {
 
 /// The scheme's name, for logs ("unknown" when `stored` is not a hash we can verify).
 pub fn scheme_name(stored: &str) -> &'static str {
-    match parse(stored) {
-        Ok(Stored::Bcrypt(_)) => "BLF-CRYPT",
-        Ok(Stored::ShaCrypt(h)) => h.name(),
-        Ok(Stored::Md5Crypt(h)) => h.name(),
-        Ok(Stored::Digest(h)) => h.name(),
-        Ok(Stored::Plain(_)) => "PLAIN",
-        Ok(Stored::Argon2(h)) => h.name(),
-        Ok(Stored::CramMd5(_)) => "CRAM-MD5",
-        Ok(Stored::Pbkdf2(h)) => h.name(),
-        Err(_) => "unknown",
+    parse(stored).map_or("unknown", |p| scheme_name_of(&p))
+}
+
+fn scheme_name_of(p: &Stored<'_>) -> &'static str {
+    match p {
+        Stored::Bcrypt(_) => "BLF-CRYPT",
+        Stored::ShaCrypt(h) => h.name(),
+        Stored::Md5Crypt(h) => h.name(),
+        Stored::Digest(h) => h.name(),
+        Stored::Plain(_) => "PLAIN",
+        Stored::Argon2(h) => h.name(),
+        Stored::CramMd5(_) => "CRAM-MD5",
+        Stored::Pbkdf2(h) => h.name(),
     }
 }
 

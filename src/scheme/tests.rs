@@ -480,7 +480,37 @@ fn cost_estimates_order_schemes_by_verification_time() {
         let r = verify(v.stored, v.password.as_bytes());
         assert_eq!(c(v.stored) == 0, r.is_err(), "{} {}: {r:?}", v.scheme, v.stored);
     }
-    assert_eq!(c(&b(31)), 55 << 31, "no overflow at the largest cost");
+    assert_eq!(c(&b(16)), 55 << 16, "bcrypt 16 is taken");
+    assert_eq!(c(&b(17)), 0, "bcrypt 17 asks for more than MAX_WORK_US");
+}
+
+#[test]
+fn stored_values_asking_for_more_than_max_work_are_malformed_before_any_work() {
+    let b = |cost: u32| format!("$2y${cost:02}$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu");
+    let salt = "yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
+    let costly = [
+        b(31),
+        b(17),
+        "$6$rounds=999999999$0123456789abcdef$Sawg4kKwlTQ9xVljMPfN1Cxri6jyez7qsUdmJ8P5dbYdaeQ8eaa483gxip.kV2biFsGJmh7rcv4ZkyvY0.Gqv0"
+            .to_string(),
+        format!("$argon2id$v=19$m=1048576,t=1024,p=1${salt}"),
+        format!("{{ARGON2ID}}$argon2id$v=19$m=1048576,t=7,p=1${salt}"),
+    ];
+    for stored in &costly {
+        let t = std::time::Instant::now();
+        let r = verify(stored, b"x");
+        assert!(t.elapsed() < std::time::Duration::from_millis(50), "{stored}: refused at once");
+        let e = r.expect_err(stored).to_string();
+        assert!(e.contains("a verification (at most 4 s are taken)"), "{stored}: {e}");
+        assert_eq!(cost_estimate(stored), 0, "{stored}: never a template");
+        assert_eq!(problem(stored), Some(e));
+        assert!(!is_costly(stored), "nothing to run");
+    }
+    // the costliest taken: parsed, not run here
+    for stored in [b(16), format!("$argon2id$v=19$m=1048576,t=6,p=1${salt}")] {
+        assert!(cost_estimate(&stored) > 0 && cost_estimate(&stored) <= MAX_WORK_US, "{stored}");
+        assert_eq!(problem(&stored), None);
+    }
 }
 
 /// Prints measured verification times next to `cost_estimate` (run by hand on a new machine:

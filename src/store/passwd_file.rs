@@ -863,7 +863,8 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
         let hash = hasher.hash_one(user.as_bytes());
         let cost = scheme::cost_estimate(&acct.password);
         if cost == 0 {
-            warnings.push("unknown or malformed password scheme, this user cannot log in".to_string());
+            let why = scheme::problem(&acct.password).unwrap_or_default();
+            warnings.push(format!("{why}, this user cannot log in"));
         } else if template.as_ref().is_none_or(|(c, _)| cost > *c) {
             template = Some((cost, acct.password));
         }
@@ -1182,7 +1183,7 @@ mod tests {
             format!("{n}:15: user \"hostname\": host=mail.example.com is not an IP address; nginx needs one, logins will fail with a temporary error"),
             format!("{n}:15: user \"hostname\": nopassword is not supported and ignored: the password is always checked"),
             format!("{n}:16: control character in the user name, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
-            format!("{n}:17: user \"odd\": unknown or malformed password scheme, this user cannot log in"),
+            format!("{n}:17: user \"odd\": unsupported password scheme \"NOSUCH\", this user cannot log in"),
             format!("{n}:19: user \"wide\": allow_nets: low address bits of 10.9.9.9/1 are meaningless: it is 0.0.0.0/1"),
             format!("{n}:20: not valid UTF-8, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}: loaded 5 users"),
