@@ -32,6 +32,9 @@
 #      ran it and held a verification slot for good (the answer never came). Such a value is
 #      malformed now (more than 4 s of estimated work): its user cannot log in, unknown users
 #      pay the costliest usable hash, the load log says why.
+#   8. A locked account (a `!` before its hash) repeated the same guess: every repeat was checked
+#      (as a right password refused by policy is), while an unknown user's repeats are refused
+#      without a check after the third: the answers told locked accounts from unknown names.
 
 ###############################################################################
 
@@ -74,7 +77,7 @@ $t->write_file('users', join('', map { "$_:$hash{$_}\n" } sort keys %hash) . "pl
 my $cost5 = make_hash('htpasswd-B', 'erin pw');
 my $cost31 = make_hash('htpasswd-B', 'evil pw');
 $cost31 =~ s/^\$2y\$05\$/\$2y\$31\$/ or die "not a bcrypt(5) hash: $cost31\n";
-$t->write_file('users-costly', "erin:$cost5\nevil:$cost31\n");
+$t->write_file('users-costly', "erin:$cost5\nevil:$cost31\nlocked:!$cost5\n");
 $t->write_file('users-bcrypt', 'bert:' . make_hash('doveadm-BLF-CRYPT', 'bert pw') . "\n");
 
 # accounts found under an alias too (name@example.org), by sqlite3 on the default schema
@@ -156,7 +159,7 @@ http {
 
 EOF
 
-$t->run()->plan(31);
+$t->run()->plan(33);
 
 ###############################################################################
 
@@ -327,5 +330,15 @@ like(answer_within(5, '/auth-costly', 'evil', 'evil pw', '203.0.113.7'), qr/^Aut
 like(answer_within(5, '/auth-costly', 'erin', 'erin pw', '203.0.113.7'), qr/^Auth-Status: OK\r$/m, 'erin logs in');
 like($t->read_file('error.log'), qr/users-costly:2: user "evil": BLF-CRYPT hash whose parameters ask for about \d+ s a verification \(at most 4 s are taken\), this user cannot log in/,
 	'the load log says why');
+
+# 8. the same guess repeated 6 times for a locked account and for an unknown name: alike
+
+for my $user ('locked', 'nobody') {
+	answer_within(5, '/auth-costly', $user, 'same guess', '203.0.113.8') for 1 .. 6;
+}
+my $log = $t->read_file('error.log');
+my %limited = map { my $u = $_; ($u => scalar(() = $log =~ /user="$u" client=203\.0\.113\.8 .*result=rate-limited/g)) } qw/ locked nobody /;
+ok($limited{nobody} >= 2, "unknown name: repeats refused without a check ($limited{nobody} of 6)");
+is($limited{locked}, $limited{nobody}, 'locked account: the same');
 
 ###############################################################################

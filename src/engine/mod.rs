@@ -1084,7 +1084,14 @@ impl Engine {
             }
             (AuthResponse::Fail { .. }, result) => Settle::Failure {
                 password: &req.pass,
-                wrong: matches!(result, AuthResult::Invalid | AuthResult::UnknownUser),
+                // an unusable stored value (a locked `!` hash, a NULL password) and a method the
+                // stored value can't serve (APOP/CRAM-MD5 against a hash) can never succeed:
+                // taken for wrong passwords, so their repeats are refused as an unknown user's
+                // are (checked at every repeat, they told such accounts apart)
+                wrong: matches!(
+                    result,
+                    AuthResult::Invalid | AuthResult::UnknownUser | AuthResult::SchemeError | AuthResult::MethodDenied
+                ),
             },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
         });
