@@ -71,7 +71,7 @@ EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => '*', bob => '*', dan => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(22);
+$t->run()->plan(23);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -194,5 +194,16 @@ ok(eventually('dan', 'dan pw', qr/^a01 NO \[UNAVAILABLE\] Temporary server probl
 like($t->read_file('error.log'), qr/users:\d+: duplicate user "dan" \(first defined on line \d+\)/,
 	'the later line is logged as a duplicate');
 like(login('alice', 'second-password'), qr/^a01 OK/, 'other users log in');
+
+# a file put in place with its times kept from a host whose clock is an hour ahead (rsync -a,
+# cp -p, tar x), its last line without a line end: served at once, not held back (the old
+# content answering) until that time came
+
+open $fh, '>', "$d/users.future" or die;
+print $fh "alice:{PLAIN}future pw";
+close $fh;
+utime(time() + 3600, time() + 3600, "$d/users.future") or die;
+rename("$d/users.future", "$d/users") or die;
+ok(eventually('alice', 'future pw', qr/^a01 OK/), 'a file stamped an hour ahead: served');
 
 ###############################################################################

@@ -92,7 +92,7 @@ my $out = `$deb -t -p $d/ -c nginx.conf -e error.log -g "pid $d/nginx.pid;" 2>&1
 my $test_ok = $? == 0;
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(15);
+$t->run()->plan(17);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -120,7 +120,7 @@ like($t->read_file('error.log'), $fixed
 
 SKIP: {
 	my $pkg = $ENV{TEST_MAIL_AUTH_DEBIAN_DEB};
-	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 8 unless $pkg && -f $pkg;
+	skip 'TEST_MAIL_AUTH_DEBIAN_DEB not set (scripts/test sets it)', 10 unless $pkg && -f $pkg;
 	my @files = `dpkg-deb -c $pkg`;
 	is(join('', grep { m{ \./etc/} } @files), '', 'the .deb ships nothing under /etc (the link is made by postinst)');
 	my $root = "$d/dpkg-root";
@@ -134,8 +134,12 @@ SKIP: {
 	$run->('postinst', 'configure', '');
 	is(readlink($link), '/usr/share/nginx/modules-available/mod-http-mail-auth.conf', 'first install: module enabled');
 	unlink $link;
-	$run->('postinst', 'configure', '0.1.0+nginx1.22.1');
+	my $said = `DPKG_ROOT=$root $d/DEBIAN/postinst configure 0.1.0+nginx1.22.1 2>&1`;
 	ok(!-l $link, 'upgrade: a link the administrator removed stays removed');
+	# a reload keeps the module nginx has loaded (the C library hands back the copy it has)
+	like($said, qr/restart nginx .* a reload keeps the module nginx has loaded/, 'upgrade: postinst says to restart nginx');
+	unlike(`DPKG_ROOT=$root $d/DEBIAN/postinst configure '' 2>&1`, qr/restart/, '... not at a first install');
+	unlink $link;
 	$run->('postinst', 'configure', '') or die;
 	$run->('prerm', 'remove') && $run->('postrm', 'remove') or die;
 	ok(!-l $link && -l "$link.removed", 'remove: the link put aside');

@@ -47,14 +47,21 @@ impl FileId {
         self.size
     }
 
-    /// The content changed (mtime) less than `d` ago (or in the future: a clock set back).
+    /// The content changed (mtime) less than `d` ago, or is stamped less than `d` ahead (a
+    /// clock a little behind the writer's). A time further ahead is not a write under way (a
+    /// local writer stamps its own clock's time): a file copied with its times kept from a host
+    /// whose clock is ahead (`rsync -a`, `cp -p`, `tar x`) would otherwise be held back, the old
+    /// content answering, until that time came.
     pub(crate) fn changed_within(&self, d: std::time::Duration) -> bool {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let at = std::time::Duration::new(
             u64::try_from(self.mtime).unwrap_or(0),
             u32::try_from(self.mtime_nsec).unwrap_or(0),
         );
-        now.checked_sub(at).is_none_or(|age| age < d)
+        match now.checked_sub(at) {
+            Some(age) => age < d,
+            None => at - now < d,
+        }
     }
 }
 
