@@ -781,30 +781,9 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
                 continue;
             }
         }
-        let line = match std::str::from_utf8(raw) {
-            Ok(l) => l,
-            Err(_) => {
-                push(
-                    &mut notices,
-                    NoticeLevel::Error,
-                    format!("{name}:{lineno}: not valid UTF-8, line skipped{}", held_note(kind, raw)),
-                );
-                hold_name(
-                    kind,
-                    raw,
-                    &hasher,
-                    line_start,
-                    lineno,
-                    &mut first_of_hash,
-                    &mut entries,
-                    &mut line_numbers,
-                    &mut held,
-                );
-                continue;
-            }
-        };
+        let line = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_string());
         if kind == Kind::AppPasswords {
-            let (user, app) = match parse_app_line(line) {
+            let (user, app) = match line.and_then(parse_app_line) {
                 Ok(parsed) => parsed,
                 Err(reason) => {
                     push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: {reason}, line skipped"));
@@ -838,7 +817,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
             continue;
         }
         let mut warnings = Vec::new();
-        let (user, acct) = match parse_line(line, &mut warnings) {
+        let (user, acct) = match line.and_then(|l| parse_line(l, &mut warnings)) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 push(
