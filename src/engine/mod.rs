@@ -123,11 +123,20 @@ pub struct Ctx {
     pub verbosity: Level,
     /// Trace each step (`error_log ... debug` on a `--with-debug` nginx).
     pub debug: bool,
+    /// The worker's queue of costly verifications had no place when the request came (the FFI
+    /// layer's [`sched::Scheduler::is_full`]): a cheap account's failure could not get its
+    /// timing padding, so its password is not checked at all (see [`Engine::after_lookup`]).
+    pub costly_full: bool,
 }
 
 impl Ctx {
     pub fn new(verbosity: Level, debug: bool) -> Ctx {
-        Ctx { started: Instant::now(), verbosity, debug }
+        Ctx { started: Instant::now(), verbosity, debug, costly_full: false }
+    }
+
+    /// The same, told whether the costly queue is full now.
+    pub fn with_costly_full(self, costly_full: bool) -> Ctx {
+        Ctx { costly_full, ..self }
     }
 }
 
@@ -255,10 +264,12 @@ impl Job {
                 &mut self.trace,
             ) {
                 Err(o) => Stage::Done(*o),
-                Ok(()) => engine.after_admit(&self.req, &mut self.tickets, true, &mut self.trace),
+                Ok(()) => engine.after_admit(&self.req, &mut self.tickets, true, false, &mut self.trace),
             },
             Stage::Decide => match engine.store.as_deref() {
-                Some(store) => engine.after_lookup(&self.req, store, &mut self.tickets, None, true, &mut self.trace),
+                Some(store) => {
+                    engine.after_lookup(&self.req, store, &mut self.tickets, None, true, false, &mut self.trace)
+                }
                 None => Stage::Done(outcome::temp_fail(
                     &engine.cfg,
                     &self.req,
@@ -454,7 +465,7 @@ impl Engine {
             trace.step(|| "shared limiter on the thread pool".into());
             return Start::Offload(Job::new(req, ctx, tickets, Stage::Fleet, trace));
         }
-        match self.after_admit(&req, &mut tickets, false, &mut trace) {
+        match self.after_admit(&req, &mut tickets, false, ctx.costly_full, &mut trace) {
             Stage::Done(o) => Start::Done(self.conclude_req(&req, o, tickets, ctx, trace)),
             stage => Start::Offload(Job::new(req, ctx, tickets, stage, trace)),
         }
@@ -462,7 +473,15 @@ impl Engine {
 
     /// After the limiters admitted the request: the decision, or the stage left for the pool
     /// (`on_pool`: this is a pool thread, where anything may block: never `Decide` then).
-    fn after_admit(&self, req: &AuthRequest, tickets: &mut Tickets, on_pool: bool, trace: &mut Trace) -> Stage {
+    /// `costly_full`: see [`Ctx::costly_full`] (known on the event loop only).
+    fn after_admit(
+        &self,
+        req: &AuthRequest,
+        tickets: &mut Tickets,
+        on_pool: bool,
+        costly_full: bool,
+        trace: &mut Trace,
+    ) -> Stage {
         if req.method.is_oauth() && self.store.is_none() {
             // a bearer token alone decides (cheap: one signature); the access phase of a
             // Basic-bridge location never lets one through
@@ -490,12 +509,20 @@ impl Engine {
                 }
             }
         }
-        self.after_lookup(req, store, tickets, found, on_pool, trace)
+        self.after_lookup(req, store, tickets, found, on_pool, costly_full, trace)
     }
 
     /// Lookup (`found`: its result if already asked), policy, the cache, and the verification
     /// if it is cheap; what is left for the pool comes back as a `Verify` or `Pad` stage (on a
     /// pool thread too: costly work is scheduled from the event loop, see [`Job::costly`]).
+    ///
+    /// `costly_full`: the costly queue has no place now. Then an account whose failure needs
+    /// padding on the pool (or whose cheap app passwords would be tried before a costly main
+    /// password) is not checked: it gets the temporary failure, given back, that an unknown
+    /// user and a costly account get (their verification finds no place). Checked, its right
+    /// password would be OK at once and a wrong one a temporary failure that must then count
+    /// (an oracle otherwise), while an unknown name's does not: bans would tell them apart.
+    #[allow(clippy::too_many_arguments)]
     fn after_lookup(
         &self,
         req: &AuthRequest,
@@ -503,6 +530,7 @@ impl Engine {
         tickets: &mut Tickets,
         found: Option<decide::Found>,
         on_pool: bool,
+        costly_full: bool,
         trace: &mut Trace,
     ) -> Stage {
         let p = match self.lookup(req, store, tickets, found, on_pool, trace) {
@@ -511,6 +539,16 @@ impl Engine {
         };
         let mut p = p;
         let key = self.cache_key(req, &p);
+        let needs_place = if p.own_is_costly() { p.has_cheap_first() } else { p.pads() && p.template_is_costly() };
+        if costly_full && self.offload && needs_place {
+            return match self.cached(req, p, key, trace) {
+                Ok(o) => Stage::Done(o),
+                Err(p) => {
+                    trace.step(|| "no place in the costly queue for its padding: not checked".into());
+                    Stage::Done(finish(&self.cfg, req, p, VerifyResult::Overloaded))
+                }
+            };
+        }
         if p.own_is_costly() && self.offload {
             // cheap app passwords first, here: a match needs no thread and no cache
             if p.has_cheap_first() {

@@ -103,6 +103,11 @@ impl<T> Scheduler<T> {
         Released { next, followers }
     }
 
+    /// Whether a verification of a new key would be refused now (`admit`'s `limit`, `queue`).
+    pub fn is_full(&self, limit: usize, queue: usize) -> bool {
+        self.running >= limit.max(1) && self.queued.len() >= queue
+    }
+
     /// (running, queued, following) now.
     pub fn load(&self) -> (usize, usize, usize) {
         (self.running, self.queued.len(), self.following)
@@ -122,7 +127,9 @@ mod tests {
         let mut s = Scheduler::new();
         assert_eq!(s.admit(key(1), "a", 1, 2), Admit::Run("a"));
         assert_eq!(s.admit(key(2), "b", 1, 2), Admit::Held);
+        assert!(!s.is_full(1, 2));
         assert_eq!(s.admit(None, "c", 1, 2), Admit::Held);
+        assert!(s.is_full(1, 2) && !s.is_full(2, 2) && !s.is_full(1, 3));
         assert_eq!(s.admit(key(3), "d", 1, 2), Admit::Refused("d"), "queue full");
         assert_eq!(s.load(), (1, 2, 0));
         assert_eq!(s.done(key(1)), Released { next: Some("b"), followers: vec![] });

@@ -58,12 +58,18 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc.0;
     }
 
-    let ctx = util::log_ctx(req.log());
+    let ctx = util::log_ctx(req.log()).with_costly_full(costly_full(engine));
     let view = HeaderView::new(util::headers_in(req));
     match engine.start(&view, ctx) {
         Start::Done(d) => send(r, &d),
         Start::Offload(job) => schedule(r, engine.clone(), pool, job, Box::new(|r, d| send(r, &d))),
     }
+}
+
+/// Whether this worker's costly queue would refuse a new verification for `engine` now (see
+/// [`crate::engine::Ctx::costly_full`]).
+pub fn costly_full(engine: &Engine) -> bool {
+    SCHED.with(|s| s.borrow().is_full(engine.concurrency.limit, engine.concurrency.queue))
 }
 
 /// What to do with a request's decision once its job is over: send the auth_http answer, or

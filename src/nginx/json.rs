@@ -225,7 +225,7 @@ fn on_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(j) => j,
         Err(e) => return bad(e),
     };
-    let ctx = util::log_ctx(req.log());
+    let ctx = util::log_ctx(req.log()).with_costly_full(super::handler::costly_full(&engine));
     // the session ids beside the decision line (at its level), to follow a login from
     // Dovecot's log to this one
     ngx_log_error!(
