@@ -119,7 +119,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend-a.log", %backend
 $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => 'bob-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/backend-a.log", %backend);
-$t->run()->plan(30);
+$t->run()->plan(33);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8144, 8146, 8111, 8026;
 
 sub imap {
@@ -232,5 +232,17 @@ ok($code != 0 && $msg =~ /invalid query: .*syntax error/, 'nginx -t: query synta
 ($code, $msg) = $nt->('nopw.conf');
 ok($code != 0 && $msg =~ /does not return a "password" column/, 'nginx -t: no password column')
 	or diag($msg);
+
+# a row with a password of 8 MB (a hostile or broken row): reading it is one step of SQLite,
+# which the event loop's 1 ms budget cannot interrupt, then copied again. Refused (SQLite's
+# length limit: 1 MiB), a temporary failure and a log line; the other users log in
+
+open my $big, '|-', 'sqlite3', $db or die "sqlite3: $!\n";
+print $big "INSERT INTO users (name, password) VALUES ('huge', '{PLAIN}' || hex(zeroblob(4 * 1024 * 1024)));\n";
+close $big or die "sqlite3 failed\n";
+ok(wait_for(5, sub { imap('huge', 'x') =~ /^a01 NO \[UNAVAILABLE\] Temporary server problem/ }),
+	'a password of 8 MB: temporary failure');
+like($t->read_file('error.log'), qr/\[error\].*mail_auth: .*(too big|TOOBIG)/i, 'logged: too big');
+like(imap('alice', 'alice-pw'), qr/^a01 OK/, 'others log in');
 
 ###############################################################################

@@ -232,8 +232,16 @@ pub struct SqliteStore {
 pub(crate) fn open_read_only(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(busy)?;
+    // a value longer than this is an error ("string or blob too big"), found from the record's
+    // header before the value is read: reading one is a single step of SQLite's virtual
+    // machine, which the event loop's budget cannot interrupt (50 MB: ~80 ms), and the module
+    // copies it again
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
     Ok(conn)
 }
+
+/// The longest value (string or blob) a lookup reads: a password, a networks list, ...
+pub const MAX_VALUE_BYTES: i32 = 1 << 20;
 
 /// Whether the file's SQLite header says WAL mode (file format read/write versions 2).
 fn is_wal(file: &std::fs::File) -> bool {
