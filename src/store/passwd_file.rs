@@ -419,7 +419,14 @@ impl Shared {
             // the same for a file caught just after `cat >` or htpasswd truncated it (empty, or
             // no user yet) while users were served: every user "unknown" meanwhile would be
             // failed logins, counted by the limiter
-            Ok(loaded) if loaded.users.len() == 0 && self.serves_users() && loaded.id.changed_within(WRITE_SETTLE) => {
+            // (not an app-passwords file: the admin tool replaces it whole, and revoking the last
+            // app password empties it; held, a revoked one would go on logging in for 2-3 s)
+            Ok(loaded)
+                if loaded.users.len() == 0
+                    && self.kind == Kind::Accounts
+                    && self.serves_users()
+                    && loaded.id.changed_within(WRITE_SETTLE) =>
+            {
                 w.set_current(None)
             }
             Ok(loaded) => {
@@ -1279,6 +1286,18 @@ mod tests {
         fs::write(&p, b"").unwrap();
         fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         assert_eq!(s.lookup(&q("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn revoking_the_last_app_password_takes_effect_at_the_next_check() {
+        let d = TempDir::new("lastapp");
+        let users = d.file("users", b"a:{PLAIN}main\n");
+        let apps = d.file("apps", b"a:phone:{PLAIN}app\n");
+        let s = open0(&users).with_app_passwords(&apps).unwrap();
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().app_passwords.len(), 1);
+        // what `mail-auth-user app revoke` leaves: an empty file, just written
+        fs::write(&apps, b"").unwrap();
+        assert!(s.lookup(&q("a")).unwrap().unwrap().app_passwords.is_empty(), "revoked at once, not 2 s later");
     }
 
     #[test]
