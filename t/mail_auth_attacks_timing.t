@@ -67,9 +67,9 @@ plan(skip_all => 'needs Linux /proc') unless -e '/proc/self/status';
 plan(skip_all => 'python3 with imaplib not installed')
 	unless system('python3 -c "import imaplib" 2>/dev/null') == 0;
 
-# 3: 4 (b) + 7 (a) + 2 (c) + 2 (e) + 3 (d); 4: 5 default + 6 with the directive; 5: 4;
+# 3: 4 (b) + 7 (a) + 2 (c) + 1 (f) + 2 (e) + 3 (d); 4: 5 default + 6 with the directive; 5: 4;
 # each of the 4 nginx instances adds the harness's 2 checks (alerts, sanitizer)
-plan(tests => 18 + 11 + 4 + 2 * 4);
+plan(tests => 19 + 11 + 4 + 2 * 4);
 
 my $INVALID = '[AUTHENTICATIONFAILED] Invalid login or password';
 my $TEMP = '[UNAVAILABLE] Temporary server problem, try again later';
@@ -101,6 +101,8 @@ my $sha512 = hash_cmd('openssl', 'passwd', '-6', $pw{s6});
 $t->write_file('mixed', "bc:$bcrypt\nss:$ssha\ns6:$sha512\n");
 $t->write_file('ssha', join('', map { "ss$_:" . make_hash('doveadm-SSHA', "pw$_") . "\n" } 1 .. 3));
 $t->write_file('broken', "alice:$bcrypt\nbroken:{PBKDF2}xyz\n");
+# (f): bcrypt(10) users beside one bcrypt(11) user (a cost raised for new passwords)
+$t->write_file('costs', "hi:" . hash_cmd('htpasswd', '-nbB', '-C', '11', 'u', 'hi-secret') . "\nlo:$bcrypt\n");
 # (e): the admin tool's schema (the default query), {SSHA512} users only to begin with
 my $tool = $ENV{TEST_MAIL_AUTH_USER} || "$FindBin::Bin/../target/release/mail-auth-user";
 sub usertool {
@@ -152,6 +154,11 @@ http {
         location = /broken {
             mail_auth;
             mail_auth_passwd_file %%TESTDIR%%/broken;
+        }
+
+        location = /costs {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/costs;
         }
 
         location = /sqlite {
@@ -268,6 +275,16 @@ same_timing('bcrypt passwd-file: an account with {PBKDF2}xyz answers as slowly a
 	\@broken, \@normal, a => '{PBKDF2} account', b => 'bcrypt wrong');
 same_timing('bcrypt SQLite store: an account with a NULL password answers as slowly as a wrong password',
 	\@nullpw, \@sqlnormal, a => 'NULL password', b => 'bcrypt wrong');
+
+# (f) bcrypt(10) beside a bcrypt(11) template: a wrong bcrypt(10) password is topped up to the
+# template's cost, not padded with a whole bcrypt(11) on top of its own (~168 ms against ~112)
+my (@costunknown, @costlo);
+for my $i (1 .. 16) {
+	push @costunknown, (try_login('/costs', "nobody-cost$i", 'wrong'))[1];
+	push @costlo, (try_login('/costs', 'lo', "wrong-$i"))[1];
+}
+same_timing('bcrypt(10) account beside a bcrypt(11) one: a wrong password costs what an unknown user costs',
+	\@costunknown, \@costlo, a => 'unknown', b => 'bcrypt(10) wrong');
 
 # (e) SQLite with the admin tool's schema, changed in place while nginx runs: its timing
 # template is the costliest stored hash, looked for again when the file changes. The workers

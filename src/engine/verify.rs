@@ -262,9 +262,18 @@ impl Pending {
         }
     }
 
-    /// After a failed own verification of a cheaper account: the template's, result ignored.
+    /// After a failed own verification of a cheaper account: what tops its cost up to the
+    /// template's ([`scheme::padding`]: the template itself for a cheap account), results
+    /// ignored.
     pub fn pad(&self, password: &[u8]) {
-        let _ = scheme::verify(&self.template, password);
+        let own: u64 = self
+            .order()
+            .iter()
+            .map(|&i| scheme::cost_estimate(credential_of(&self.subject, i)))
+            .fold(0, u64::saturating_add);
+        for v in scheme::padding(&self.template, own) {
+            let _ = scheme::verify(&v, password);
+        }
     }
 
     /// The whole verification (own, then the padding a failure needs), constant-time

@@ -173,6 +173,55 @@ fn parse(stored: &str) -> Result<Stored<'_>, SchemeError> {
     Ok(p)
 }
 
+/// What a failed verification that cost about `own_us` ([`cost_estimate`]s) still verifies so
+/// that the failure costs about what `template`'s verification costs (an unknown user's): the
+/// template itself when the own work is negligible (under a tenth of it), nothing when it is
+/// within a twentieth, else values of the template's own scheme with lower parameters whose
+/// work adds up to the difference. A verification of these never matches (made-up values).
+///
+/// Padding with the template alone *added* its cost to the account's: a wrong password of a
+/// bcrypt(10) account beside one bcrypt(11) account cost ~168 ms, an unknown user ~112 ms.
+/// bcrypt's work doubles with each cost step: the difference is made of the template's own
+/// value at lower costs (the difference's binary digits; exact in bcrypt's work). Other
+/// templates are topped up with Dovecot-form PBKDF2-SHA1 rounds (0.1 µs each), whose work
+/// does not grow with the password's length.
+pub fn padding(template: &str, own_us: u64) -> Vec<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let Ok(p) = parse(template) else { return Vec::new() };
+    let full = estimate(&p);
+    let deficit = full.saturating_sub(own_us);
+    if deficit.saturating_mul(10) >= full.saturating_mul(9) {
+        return vec![Cow::Borrowed(template)];
+    }
+    if deficit.saturating_mul(20) < full {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Stored::Bcrypt(h) = &p {
+        // `$2y$NN$` in the template (after a `{BLF-CRYPT}`/`{CRYPT}` prefix if any)
+        let Some(at) = template.find("$2") else { return out };
+        let mut units = deficit / BCRYPT_US_PER_UNIT;
+        for cost in (4..h.cost()).rev() {
+            if units >= 1 << cost {
+                units -= 1 << cost;
+                out.push(Cow::Owned(format!("{}{cost:02}{}", &template[..at + 4], &template[at + 6..])));
+            }
+        }
+        return out;
+    }
+    // PBKDF2-SHA1 at 0.1 µs a round, at most its ROUNDS_MAX a value
+    let mut rounds = deficit.saturating_mul(10);
+    while rounds >= 1000 {
+        let n = rounds.min(u64::from(pbkdf2::ROUNDS_MAX));
+        rounds -= n;
+        out.push(Cow::Owned(format!("{{PBKDF2}}$1$paddingpadding${n}${}", "0".repeat(40))));
+    }
+    out
+}
+
+/// [`estimate`]'s µs per unit of bcrypt work (2^cost units).
+const BCRYPT_US_PER_UNIT: u64 = 55;
+
 /// Why `stored` can't be verified (`None`: it can), for load-time warnings.
 pub fn problem(stored: &str) -> Option<String> {
     parse(stored).err().map(|e| e.to_string())
@@ -409,7 +458,7 @@ pub fn cost_estimate(stored: &str) -> u64 {
 fn estimate(parsed: &Stored<'_>) -> u64 {
     match parsed {
         // 55 µs per 2^cost (cost 10: 56 ms, cost 12: 225 ms).
-        Stored::Bcrypt(h) => 55u64.saturating_mul(1u64 << h.cost().min(40)),
+        Stored::Bcrypt(h) => BCRYPT_US_PER_UNIT.saturating_mul(1u64 << h.cost().min(40)),
         // 0.2 µs per SHA-512 round, 0.1 µs per SHA-256 round (5000 rounds: 1 ms / 0.5 ms).
         Stored::ShaCrypt(h) => {
             let per_10 = if h.bits() == 512 { 2 } else { 1 };

@@ -557,3 +557,41 @@ fn crypt_characters_are_exactly_the_crypt_alphabet() {
         assert_eq!(is_crypt_char(c), CRYPT_ALPHABET.contains(&c), "byte {c:#04x}");
     }
 }
+
+#[test]
+fn padding_tops_a_cheaper_failure_up_to_the_template() {
+    let b = |cost: u32| format!("$2y${cost:02}$DKiSe52AlfGs4vE7ewH0m.mO8uCKPKtoOXvwISKBWxBnEyMMTOwxu");
+    let sum = |t: &str, own: u64| -> (Vec<String>, u64) {
+        let v: Vec<String> = padding(t, own).into_iter().map(|c| c.into_owned()).collect();
+        for x in &v {
+            assert_eq!(problem(x), None, "{x}: a usable value");
+            assert_eq!(verify(x, b"x").ok(), Some(false), "{x}: never a match");
+        }
+        let total = v.iter().map(|x| cost_estimate(x)).sum();
+        (v, total)
+    };
+    // a cheap account: the template itself, as before
+    assert_eq!(sum(&b(11), cost_estimate(find("SSHA").stored)).0, [b(11)]);
+    // bcrypt(10) beside a bcrypt(11) template: one bcrypt(10) more, not a whole bcrypt(11)
+    let (v, total) = sum(&b(11), cost_estimate(&b(10)));
+    assert_eq!(v, [b(10)]);
+    assert_eq!(cost_estimate(&b(10)) + total, cost_estimate(&b(11)));
+    // bcrypt(10) beside bcrypt(12): 11 and 10 (the difference's binary digits)
+    let (v, total) = sum(&b(12), cost_estimate(&b(10)));
+    assert_eq!(v, [b(11), b(10)]);
+    assert_eq!(cost_estimate(&b(10)) + total, cost_estimate(&b(12)));
+    // the template's prefix is kept
+    let braced = format!("{{BLF-CRYPT}}{}", b(11));
+    assert_eq!(sum(&braced, cost_estimate(&b(10))).0, [format!("{{BLF-CRYPT}}{}", b(10))]);
+    // as costly as the template (within a twentieth): nothing
+    assert!(sum(&b(11), cost_estimate(&b(11)) - 1).0.is_empty());
+    // another scheme: PBKDF2 rounds for the difference (argon2 64 MiB beside bcrypt(10))
+    let argon = "$argon2id$v=19$m=65536,t=3,p=1$yJQztq/g5Y+MH/GtEQZrlQ$vRFEDsbtH7x0JUX6ud/5PklNbGAIxrMvGZLHGipvfIo";
+    let own = cost_estimate(&b(10));
+    let (v, total) = sum(argon, own);
+    assert!(!v.is_empty() && v.iter().all(|x| x.starts_with("{PBKDF2}$1$")), "{v:?}");
+    let want = cost_estimate(argon) - own;
+    assert!(total.abs_diff(want) * 50 < want, "{total} µs of padding for {want}");
+    // an unusable template pads nothing (an error at once, as its verification was)
+    assert!(padding("{NOSUCH}x", 0).is_empty());
+}
