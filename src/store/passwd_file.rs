@@ -118,7 +118,7 @@ struct Users {
     template: Option<Arc<str>>,
     /// Where the malformed first definitions of users start (see `index`): indexed, so their
     /// names are taken, but not accounts (not counted, not listed).
-    held: std::collections::HashSet<u32>,
+    held: HashMap<u32, String>,
 }
 
 /// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
@@ -128,6 +128,21 @@ enum Kind {
     Accounts,
     AppPasswords,
 }
+
+/// The user field of the line starting at `start` if it is at most `max` bytes long (`None`
+/// if longer: not the name asked for), found without reading the rest of the line.
+fn name_at(data: &[u8], start: usize, max: usize) -> Option<&[u8]> {
+    let rest = data.get(start..)?;
+    let head = &rest[..rest.len().min(max.saturating_add(2))];
+    let end = head.iter().position(|&b| b == b':' || b == b'\n').unwrap_or(head.len());
+    let name = &head[..end];
+    let name = if head.get(end) == Some(&b'\n') { name.strip_suffix(b"\r").unwrap_or(name) } else { name };
+    (name.len() <= max && (end < head.len() || head.len() == rest.len())).then_some(name)
+}
+
+/// A line longer than this is malformed (its user's first line, that user held): never
+/// parsed, its extra fields never made into strings, not read again at lookups.
+pub const MAX_LINE: usize = 64 * 1024;
 
 /// The line starting at `start`, without its line end.
 fn line_at(data: &[u8], start: usize) -> &[u8] {
@@ -158,10 +173,22 @@ impl Users {
     }
 
     /// The account of `user` (its `name` empty: it is `user`): `None` if there is none,
-    /// `Some(Err)` if its line no longer parses (cannot happen: it was parsed at load).
+    /// `Some(Err)` if its first line is malformed (held, see `index`: not read again, however
+    /// long it is).
     fn get(&self, user: &str) -> Option<Result<Box<Account>, String>> {
-        let line = self.candidates(user).find(|line| user_field(line) == user.as_bytes())?;
-        Some(self.account(line, false))
+        for at in self.slots.candidates(self.hasher.hash_one(user.as_bytes())) {
+            if let Some(why) = self.held.get(&at) {
+                if name_at(&self.data, at as usize, user.len()) == Some(user.as_bytes()) {
+                    return Some(Err(format!("its first line is malformed: {why}")));
+                }
+                continue;
+            }
+            let line = line_at(&self.data, at as usize);
+            if user_field(line) == user.as_bytes() {
+                return Some(self.account(line, false));
+            }
+        }
+        None
     }
 
     /// The app passwords of `user`, in file order (all parsed at load).
@@ -188,7 +215,7 @@ impl Users {
     fn accounts(&self) -> impl Iterator<Item = Result<Account, String>> + '_ {
         self.slots
             .values()
-            .filter(|at| !self.held.contains(at))
+            .filter(|at| !self.held.contains_key(at))
             .map(|at| self.account(line_at(&self.data, at as usize), true).map(|a| *a))
     }
 
@@ -712,7 +739,8 @@ fn hold_name(
     first_of_hash: &mut HashMap<u64, u32>,
     entries: &mut Vec<(u64, u32)>,
     line_numbers: &mut Vec<u32>,
-    held: &mut std::collections::HashSet<u32>,
+    held: &mut HashMap<u32, String>,
+    why: &str,
 ) {
     let user = user_field(raw);
     if kind != Kind::Accounts || user.is_empty() {
@@ -721,7 +749,7 @@ fn hold_name(
     let hash = hasher.hash_one(user);
     let at = u32::try_from(line_start).unwrap_or(u32::MAX);
     first_of_hash.entry(hash).or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
-    held.insert(at);
+    held.insert(at, why.to_string());
     entries.push((hash, at));
     line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
 }
@@ -735,7 +763,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     // first account of each hash (a second name with the same hash is searched for in `entries`)
     let mut entries: Vec<(u64, u32)> = Vec::new();
     let mut line_numbers: Vec<u32> = Vec::new();
-    let mut held = std::collections::HashSet::new();
+    let mut held = HashMap::new();
     let mut first_of_hash: HashMap<u64, u32> = HashMap::new();
     // app passwords: the labels seen per user
     let mut app_labels: HashMap<String, Vec<String>> = HashMap::new();
@@ -788,7 +816,11 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
                 continue;
             }
         }
-        let line = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_string());
+        let line = if raw.len() > MAX_LINE {
+            Err(format!("line of {} bytes (at most {MAX_LINE})", raw.len()))
+        } else {
+            std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_string())
+        };
         if kind == Kind::AppPasswords {
             let (user, app) = match line.and_then(parse_app_line) {
                 Ok(parsed) => parsed,
@@ -842,6 +874,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
                     &mut entries,
                     &mut line_numbers,
                     &mut held,
+                    &reason,
                 );
                 continue;
             }
@@ -963,7 +996,7 @@ impl Store for PasswdFile {
             shared.check(&mut lock(&shared.watch), false);
         }
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        for at in users.slots.values().filter(|at| !users.held.contains(at)) {
+        for at in users.slots.values().filter(|at| !users.held.contains_key(at)) {
             // every indexed line but the held ones was parsed at load: its user field is UTF-8
             if let Ok(name) = std::str::from_utf8(user_field(line_at(&users.data, at as usize))) {
                 if !each(name) {
@@ -1286,6 +1319,28 @@ mod tests {
         fs::write(&p, b"").unwrap();
         fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         assert_eq!(s.lookup(&q("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn an_overlong_line_is_malformed_and_holds_its_user_without_being_read_again() {
+        let d = TempDir::new("long");
+        let mut data = b"big:{PLAIN}pw::::::".to_vec();
+        data.extend(b"x=1 ".repeat(MAX_LINE / 4 + 1));
+        let first = data.len();
+        data.extend_from_slice(b"\nbig:{PLAIN}pw\nok:{PLAIN}fine\r\nnocolon\r\n");
+        let s = open0(&d.file("u", &data));
+        let m = messages(&s);
+        assert!(m[0].contains(&format!(":1: line of {first} bytes (at most {MAX_LINE}), line skipped")), "{m:?}");
+        assert!(m.iter().any(|l| l.contains(":2: duplicate user \"big\"")), "{m:?}");
+        let e = s.lookup(&q("big")).expect_err("held");
+        assert!(e.to_string().contains("its first line is malformed"), "{e}");
+        assert_eq!(s.lookup(&q("ok")).unwrap().unwrap().password, "{PLAIN}fine");
+        assert!(s.lookup(&q("nocolon")).is_err(), "held (CR LF line end)");
+        assert_eq!(s.lookup(&q("bi")).unwrap(), None);
+        assert_eq!(name_at(b"alice:x", 0, 5), Some(&b"alice"[..]));
+        assert_eq!(name_at(b"alice:x", 0, 4), None, "longer than asked");
+        assert_eq!(name_at(b"bob\r\nx", 0, 3), Some(&b"bob"[..]));
+        assert_eq!(name_at(b"bob", 0, 3), Some(&b"bob"[..]), "at the end of the data");
     }
 
     #[test]
