@@ -539,8 +539,10 @@ impl Engine {
         };
         let mut p = p;
         let key = self.cache_key(req, &p);
-        let needs_place = if p.own_is_costly() { p.has_cheap_first() } else { p.pads() && p.template_is_costly() };
-        if costly_full && self.offload && needs_place {
+        // (asked only when the queue is full: `pads` estimates every credential's cost)
+        let needs_place =
+            |p: &Pending| if p.own_is_costly() { p.has_cheap_first() } else { p.pads() && p.template_is_costly() };
+        if costly_full && self.offload && needs_place(&p) {
             return match self.cached(req, p, key, trace) {
                 Ok(o) => Stage::Done(o),
                 Err(p) => {

@@ -476,7 +476,6 @@ impl Verifier {
     }
 }
 
-/// Re-reads the JWKS file if its identity changed.
 /// What the JWKS file holds now, seen without the key state's lock (a stat and, when the file
 /// changed, a read that never waits: a FIFO put at the path is refused, not waited on).
 enum Look {
@@ -733,10 +732,7 @@ impl Verifier {
         // an address the identity provider says it has not verified names no mailbox: a user may
         // put any address on their own profile there (Keycloak lets them unless told otherwise),
         // alice's too (OpenID Connect Core §5.1; some providers send the flag as a string)
-        if user_claim == "email"
-            && matches!(c.get("email_verified"), Some(Value::Bool(false)))
-                | matches!(c.get("email_verified"), Some(Value::String(v)) if v == "false")
-        {
+        if user_claim == "email" && matches!(c.get("email_verified"), Some(v) if *v == false || *v == "false") {
             return Err(TokenError::MissingClaim("email_verified".into()));
         }
         Ok(Verified { user: user.to_string(), exp })

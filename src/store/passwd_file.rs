@@ -718,42 +718,6 @@ fn parse_account(line: &str, warnings: &mut Vec<String>, named: bool) -> Result<
     Ok(acct)
 }
 
-/// What a malformed line of a user means for that user (the skip notice's end).
-fn held_note(kind: Kind, raw: &[u8]) -> &'static str {
-    if kind == Kind::Accounts && !user_field(raw).is_empty() {
-        " (its user cannot log in until it is fixed; later lines of the user are duplicates)"
-    } else {
-        ""
-    }
-}
-
-/// Registers the user of a malformed first definition (see `index`): its lookups find this
-/// line, which does not parse (a store error, a temporary failure), never a later one.
-#[allow(clippy::too_many_arguments)]
-fn hold_name(
-    kind: Kind,
-    raw: &[u8],
-    hasher: &RandomState,
-    line_start: usize,
-    lineno: usize,
-    first_of_hash: &mut HashMap<u64, u32>,
-    entries: &mut Vec<(u64, u32)>,
-    line_numbers: &mut Vec<u32>,
-    held: &mut HashMap<u32, String>,
-    why: &str,
-) {
-    let user = user_field(raw);
-    if kind != Kind::Accounts || user.is_empty() {
-        return;
-    }
-    let hash = hasher.hash_one(user);
-    let at = u32::try_from(line_start).unwrap_or(u32::MAX);
-    first_of_hash.entry(hash).or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
-    held.insert(at, why.to_string());
-    entries.push((hash, at));
-    line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
-}
-
 /// Indexes a whole file's content (`name` prefixes the notices): every line parsed once, the
 /// first definition of a user winning. `data` must be shorter than 4 GiB.
 fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
@@ -788,13 +752,17 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
         if trimmed.is_empty() || trimmed.starts_with(b"#") {
             continue;
         }
+        // the user field's hash, whatever the rest of the line holds; `data` is shorter than
+        // 4 GiB (checked by the caller), so are the offsets
+        let user_bytes = user_field(raw);
+        let hash = hasher.hash_one(user_bytes);
+        let at = u32::try_from(line_start).unwrap_or(u32::MAX);
         if kind == Kind::Accounts {
             // The first definition of a user wins, even a malformed one: skipped alone, it
             // would hand the name to a later line (without the first one's nologin or
             // allow_nets). A user whose first line is malformed cannot log in (a temporary
             // failure naming the line) until it is fixed; later lines are duplicates.
-            let user = user_field(raw);
-            let hash = hasher.hash_one(user);
+            let user = user_bytes;
             let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user;
             let earlier = match first_of_hash.get(&hash) {
                 None => None,
@@ -851,47 +819,37 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
                 push(&mut notices, NoticeLevel::Warn, msg);
             }
             labels.push(app.label);
-            let at = u32::try_from(line_start).unwrap_or(u32::MAX);
-            entries.push((hasher.hash_one(user.as_bytes()), at));
+            entries.push((hash, at));
             continue;
         }
         let mut warnings = Vec::new();
-        let (user, acct) = match line.and_then(|l| parse_line(l, &mut warnings)) {
-            Ok(parsed) => parsed,
+        match line.and_then(|l| parse_line(l, &mut warnings)) {
+            Ok((user, acct)) => {
+                let cost = scheme::cost_estimate(&acct.password);
+                if cost == 0 {
+                    let why = scheme::problem(&acct.password).unwrap_or_default();
+                    warnings.push(format!("{why}, this user cannot log in"));
+                } else if template.as_ref().is_none_or(|(c, _)| cost > *c) {
+                    template = Some((cost, acct.password));
+                }
+                for w in warnings {
+                    push(&mut notices, NoticeLevel::Warn, format!("{name}:{lineno}: user \"{user}\": {w}"));
+                }
+            }
+            // a malformed first line of a user holds the name (see above): its lookups find
+            // this line, a store error (a temporary failure), never a later one
+            Err(reason) if !user_bytes.is_empty() => {
+                let msg = format!(
+                    "{name}:{lineno}: {reason}, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"
+                );
+                push(&mut notices, NoticeLevel::Error, msg);
+                held.insert(at, reason);
+            }
             Err(reason) => {
-                push(
-                    &mut notices,
-                    NoticeLevel::Error,
-                    format!("{name}:{lineno}: {reason}, line skipped{}", held_note(kind, raw)),
-                );
-                hold_name(
-                    kind,
-                    raw,
-                    &hasher,
-                    line_start,
-                    lineno,
-                    &mut first_of_hash,
-                    &mut entries,
-                    &mut line_numbers,
-                    &mut held,
-                    &reason,
-                );
+                push(&mut notices, NoticeLevel::Error, format!("{name}:{lineno}: {reason}, line skipped"));
                 continue;
             }
-        };
-        let hash = hasher.hash_one(user.as_bytes());
-        let cost = scheme::cost_estimate(&acct.password);
-        if cost == 0 {
-            let why = scheme::problem(&acct.password).unwrap_or_default();
-            warnings.push(format!("{why}, this user cannot log in"));
-        } else if template.as_ref().is_none_or(|(c, _)| cost > *c) {
-            template = Some((cost, acct.password));
         }
-        for w in warnings {
-            push(&mut notices, NoticeLevel::Warn, format!("{name}:{lineno}: user \"{user}\": {w}"));
-        }
-        // `data` is shorter than 4 GiB (checked by the caller), so are the offsets.
-        let at = u32::try_from(line_start).unwrap_or(u32::MAX);
         first_of_hash.entry(hash).or_insert(u32::try_from(entries.len()).unwrap_or(u32::MAX));
         entries.push((hash, at));
         line_numbers.push(u32::try_from(lineno).unwrap_or(u32::MAX));
