@@ -330,47 +330,39 @@ $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend
 $t->run()->plan(65);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
-sub imap {
-	my ($user, $pass, $port) = @_;
-	my $s = Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port($port // 8143));
-	$s->read();
-	$s->send(qq{a01 LOGIN "$user" "$pass"});
-	return $s->read() // '';
-}
-
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
 my $refused = qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/;
 
 ###############################################################################
 
-like(imap('alice', 'alice-pw'), $temp, 'directory down at start: temporary failure');
+like(imap_login('alice', 'alice-pw'), $temp, 'directory down at start: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*ldap "ldap:\/\/127\.0\.0\.1:$dead ldap:\/\/127\.0\.0\.1:$lport": cannot connect/,
 	'directory down logged');
 
 slapd_start();
 
-ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }),
+ok(wait_for(10, sub { imap_login('alice', 'alice-pw') =~ /^a01 OK/ }),
 	'directory up: recovered without reload (past the dead first server)');
 like($t->read_file('backend-a.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'default backend reached');
 like($t->read_file('error.log'), qr/\[info\].*ldap .*usable again/, 'recovery logged');
 
 # bind mode: the directory checks the password, whatever its hash
-like(imap('alice', 'wrong'), $refused, 'bind: wrong password ({SSHA})');
-like(imap('nobody', 'x'), $refused, 'bind: unknown user');
-like(imap('carol', 'carol-pw'), qr/^a01 OK/, 'bind: {CRYPT}$2y$ (bcrypt) entry');
-like(imap('carol', 'wrong'), $refused, 'bind: {CRYPT}$2y$ entry, wrong password');
-like(imap('alice@example.org', 'alice-pw'), qr/^a01 OK/, 'login by mail address');
+like(imap_login('alice', 'wrong'), $refused, 'bind: wrong password ({SSHA})');
+like(imap_login('nobody', 'x'), $refused, 'bind: unknown user');
+like(imap_login('carol', 'carol-pw'), qr/^a01 OK/, 'bind: {CRYPT}$2y$ (bcrypt) entry');
+like(imap_login('carol', 'wrong'), $refused, 'bind: {CRYPT}$2y$ entry, wrong password');
+like(imap_login('alice@example.org', 'alice-pw'), qr/^a01 OK/, 'login by mail address');
 like($t->read_file('backend-a.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'the backend sees the uid');
-like(imap('bob', 'bob-pw'), qr/^a01 OK/, 'bind: {CRYPT}$6$ entry, routed by mailHost and port');
+like(imap_login('bob', 'bob-pw'), qr/^a01 OK/, 'bind: {CRYPT}$6$ entry, routed by mailHost and port');
 like($t->read_file('backend-b.log'), qr/^imap ok user=bob /m, 'routed to the second backend');
-like(imap('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled entry (mailAuthEnabled FALSE)');
-like(imap('dave', 'x'), $refused, 'disabled entry, wrong password: the usual refusal');
-like(imap('erin', 'erin-pw'), $refused, 'protocol attribute refuses imap (as a wrong password)');
+like(imap_login('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled entry (mailAuthEnabled FALSE)');
+like(imap_login('dave', 'x'), $refused, 'disabled entry, wrong password: the usual refusal');
+like(imap_login('erin', 'erin-pw'), $refused, 'protocol attribute refuses imap (as a wrong password)');
 ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'erin', 'erin-pw');
 is($rc, 0, 'protocol attribute allows pop3 (poplib)') or diag($out);
-like(imap('gina', 'gina-pw'), $refused, 'network attribute refuses 127.0.0.1');
-like(imap('hana', 'hana-pw'), $refused, 'network attribute with an option (;lang-en) refuses 127.0.0.1 too');
-like(imap('frank', 'frank-pw'), qr/^a01 OK/, 'network attribute with two values: the second allows 127.0.0.1');
+like(imap_login('gina', 'gina-pw'), $refused, 'network attribute refuses 127.0.0.1');
+like(imap_login('hana', 'hana-pw'), $refused, 'network attribute with an option (;lang-en) refuses 127.0.0.1 too');
+like(imap_login('frank', 'frank-pw'), qr/^a01 OK/, 'network attribute with two values: the second allows 127.0.0.1');
 
 # the JSON API (Dovecot's Lua passdb) with the directory's attributes, a repeated one as a list
 my $body = '{"username":"alice","password":"%s","client_ip":"127.0.0.1","client_port":"50000",'
@@ -387,7 +379,7 @@ unlike($json->('wrong'), qr/^Auth-Status: OK/m, 'JSON API: wrong password refuse
 
 # LDAP filter injection: each refused as an unknown user, none matched an entry
 my @inject = ('*', 'a*', '*)(uid=*', 'alice)(uid=*', '*)(|(uid=*', 'x)(|(objectClass=*)', 'alice\\');
-my @answers = map { imap($_, 'alice-pw') } @inject;
+my @answers = map { imap_login($_, 'alice-pw') } @inject;
 is(scalar(grep { $_ =~ $refused } @answers), scalar(@inject), 'filter injection in user names refused')
 	or diag(join('', @answers));
 ($rc, $out) = real_client('imap', '127.0.0.1', port(8143), 'al*', 'alice-pw');
@@ -398,23 +390,23 @@ cmp_ok($unknown, '>=', scalar(@inject) + 1, 'each injection attempt logged as an
 unlike($log, qr/more than one entry for user "[^"]*\*/, 'no injection attempt matched entries');
 
 # two entries for one login: a store error, never the first of them
-like(imap('twin@example.org', 'x'), $temp, 'ambiguous user: temporary failure');
+like(imap_login('twin@example.org', 'x'), $temp, 'ambiguous user: temporary failure');
 like($t->read_file('error.log'), qr/more than one entry for user "twin\@example\.org"/, 'ambiguous user logged');
 
 # password mode: userPassword read by the service account, verified here
-like(imap('alice', 'alice-pw', 8153), qr/^a01 OK/, 'password mode: {SSHA}');
-like(imap('bob', 'bob-pw', 8153), qr/^a01 OK/, 'password mode: {CRYPT}$6$');
-like(imap('carol', 'carol-pw', 8153), qr/^a01 OK/, 'password mode: {CRYPT}$2y$');
-like(imap('carol', 'wrong', 8153), $refused, 'password mode: wrong password');
+like(imap_login('alice', 'alice-pw', 8153), qr/^a01 OK/, 'password mode: {SSHA}');
+like(imap_login('bob', 'bob-pw', 8153), qr/^a01 OK/, 'password mode: {CRYPT}$6$');
+like(imap_login('carol', 'carol-pw', 8153), qr/^a01 OK/, 'password mode: {CRYPT}$2y$');
+like(imap_login('carol', 'wrong', 8153), $refused, 'password mode: wrong password');
 ($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8153), 'dan', 'dan-pw');
 is($rc, 0, 'password mode: CRAM-MD5 against a {PLAIN} userPassword (imaplib)') or diag($out);
 ($rc, $out) = sasl_client('imap-cram', '127.0.0.1', port(8143), 'dan', 'dan-pw');
 isnt($rc, 0, 'bind mode: CRAM-MD5 refused (no password to compute with)');
 
 # TLS to the directory: verified with the CA that signed its certificate, refused with another
-like(imap('alice', 'alice-pw', 8163), qr/^a01 OK/, 'ldaps://, server certificate verified');
-like(imap('alice', 'alice-pw', 8173), qr/^a01 OK/, 'StartTLS, server certificate verified');
-like(imap('alice', 'alice-pw', 8183), $temp, 'ldaps://, certificate of another CA: temporary failure');
+like(imap_login('alice', 'alice-pw', 8163), qr/^a01 OK/, 'ldaps://, server certificate verified');
+like(imap_login('alice', 'alice-pw', 8173), qr/^a01 OK/, 'StartTLS, server certificate verified');
+like(imap_login('alice', 'alice-pw', 8183), $temp, 'ldaps://, certificate of another CA: temporary failure');
 
 # a wrong password repeated does not reach the directory again (each failed bind counts toward
 # a lockout in Active Directory or ppolicy): one bind for four tries, another for a new password
@@ -429,7 +421,7 @@ sub binds {
 sub tries {
 	my ($user, $pw, $n) = @_;
 	my $b0 = binds();
-	my $refusals = grep { $_ =~ $refused } map { imap($user, $pw, 8193) } 1 .. $n;
+	my $refusals = grep { $_ =~ $refused } map { imap_login($user, $pw, 8193) } 1 .. $n;
 	return ($refusals, binds() - $b0 - 1);
 }
 my ($refusals, $binds) = tries('alice', 'stale-pw', 4);
@@ -446,7 +438,7 @@ is($binds, 1, 'the directory saw one bind for the four, as for a known user');
 ($refusals, $binds) = tries('nobody-else', 'stale-pw', 1);
 is($refusals, 1, 'another unknown user, the same password: refused');
 is($binds, 1, '... after a bind of its own, as another known user would be');
-like(imap('alice', 'alice-pw', 8193), qr/^a01 OK/, 'the right password after them: accepted');
+like(imap_login('alice', 'alice-pw', 8193), qr/^a01 OK/, 'the right password after them: accepted');
 
 # the directory stops answering (SIGSTOP): the login waiting for it does not hold the event
 # loop: another login and another location are answered meanwhile; a lookup past its
@@ -456,20 +448,20 @@ my $slow = Test::Nginx::IMAP->new();
 $slow->read();
 $slow->send('a01 LOGIN "sloth" "sloth-pw"');
 select undef, undef, undef, 0.3;
-my @quick = (imap('local', 'local-pw', 8203) =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
+my @quick = (imap_login('local', 'local-pw', 8203) =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
 ok(!IO::Select->new($slow->socket())->can_read(0), 'slow login still pending')
 	or diag('the slow login got: ' . ($slow->read() // 'nothing (closed)'));
 is("@quick", '1 1', 'meanwhile a login and another location answered');
-like(imap('alice', 'alice-pw', 8193), $temp, 'a lookup waiting past query_timeout: temporary failure');
+like(imap_login('alice', 'alice-pw', 8193), $temp, 'a lookup waiting past query_timeout: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*ldap "ldap:\/\/127\.0\.0\.1:$lport": .*timed out/, 'the timeout logged');
 kill 'CONT', $slapd_pid;
 like($slow->read() // '', qr/^a01 OK/, 'directory resumed: the slow login answered');
 
 # the directory killed mid-run: temporary failures (logged), then recovery without reload
 slapd_stop();
-like(imap('alice', 'alice-pw'), $temp, 'directory stopped: temporary failure');
+like(imap_login('alice', 'alice-pw'), $temp, 'directory stopped: temporary failure');
 slapd_start();
-ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'directory restarted: recovered');
+ok(wait_for(10, sub { imap_login('alice', 'alice-pw') =~ /^a01 OK/ }), 'directory restarted: recovered');
 
 # the example nginx-conf/ldap.conf as it is (ports moved to free ones, the test's directory): a
 # login through it, by mail address

@@ -27,6 +27,7 @@ BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
 use Test::Nginx;
 use Test::Nginx::IMAP;
+use MailAuthAttack;
 use MailAuthBackend;
 use MailAuthTest;
 
@@ -118,37 +119,16 @@ sub status {
 	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
 }
 
-sub imap {
-	my ($port, $user, $pass) = @_;
-	my $s = Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port($port));
-	$s->read();
-	$s->send(qq{a01 LOGIN "$user" "$pass"});
-	return $s->read() // '';
-}
-
-sub worker_pids {
-	my ($t) = @_;
-	my $master = $t->read_file('nginx.pid');
-	chomp $master;
-	my @w;
-	for my $p (glob('/proc/[0-9]*')) {
-		open my $fh, '<', "$p/stat" or next;
-		my $st = <$fh> // '';
-		push @w, $p =~ m{(\d+)$} if $st =~ /\)\s+\S+\s+(\d+)/ && $1 == $master;
-	}
-	return join(',', sort @w);
-}
-
 sub log_lines {
 	my ($t, $re) = @_;
 	return scalar grep { /$re/ } split /\n/, $t->read_file('error.log');
 }
 
-my $workers = worker_pids($t);
+my $workers = join(',', worker_pids(master_pid($t)));
 ok($workers, "worker pids $workers");
 
 # an entry the ldap3 crate can't build: a panic in the pool thread, caught
-like(imap(8143, 'alice', 'alice-pw'), qr/^a01 NO \Q$temp\E/, 'DN not UTF-8: temporary failure through the mail proxy');
+like(imap_login('alice', 'alice-pw', 8143), qr/^a01 NO \Q$temp\E/, 'DN not UTF-8: temporary failure through the mail proxy');
 is(status('baddn', 'alice', 'wrong'), $temp, 'DN not UTF-8, a wrong password: temporary failure');
 is(status('badattrs', 'alice', 'alice-pw'), $temp, 'attributes not a SEQUENCE: temporary failure');
 is(status('badattrs', 'alice', 'alice-pw'), $temp, 'again (the connection was dropped and made anew)');
@@ -172,10 +152,10 @@ is(status('emptybind', 'alice', 'anything'), 'OK', 'a password the directory tak
 like($t->read_file('ldap-emptybind.log'), qr/bind uid=alice,\Q$base\E len=8/, 'bound as the entry with that password');
 
 # nothing lost: the same worker, a panic caught (not a crash), the other stores answer
-is(worker_pids($t), $workers, 'the same worker pids after the bad answers');
+is(join(',', worker_pids(master_pid($t))), $workers, 'the same worker pids after the bad answers');
 is(log_lines($t, qr/exited on signal|worker process \d+ exited/), 0, 'no worker exited');
 is(log_lines($t, qr/panic caught/), 0, 'the panics were caught by the LDAP store, not by the request guard');
-like(imap(8153, 'local', 'local-pw'), qr/^a01 OK/, 'a passwd-file login through the proxy still works');
+like(imap_login('local', 'local-pw', 8153), qr/^a01 OK/, 'a passwd-file login through the proxy still works');
 is(status('baddn', 'alice', 'alice-pw'), $temp, 'the bad directory still gets a temporary failure');
 
 $t->stop();

@@ -219,20 +219,12 @@ $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend
 $t->run()->plan(31);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
-sub imap {
-	my ($user, $pass, $port) = @_;
-	my $s = Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port($port // 8143));
-	$s->read();
-	$s->send(qq{a01 LOGIN "$user" "$pass"});
-	return $s->read() // '';
-}
-
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
 my $refused = qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login or password/;
 
 ###############################################################################
 
-like(imap('alice', 'alice-pw'), $temp, 'server down at start: temporary failure');
+like(imap_login('alice', 'alice-pw'), $temp, 'server down at start: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*mysql "127\.0\.0\.1,127\.0\.0\.1": cannot connect/,
 	'server down logged');
 
@@ -261,29 +253,29 @@ UPDATE users SET protocols = 'pop3' WHERE name = 'erin';
 UPDATE users SET networks = '10.0.0.0/8' WHERE name = 'frank';
 SQL
 
-ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }),
+ok(wait_for(10, sub { imap_login('alice', 'alice-pw') =~ /^a01 OK/ }),
 	'server up: recovered without reload (past the dead first server)');
 like($t->read_file('backend-a.log'), qr/^imap ok user=alice pass=alice-pw$/m, 'default backend reached');
 like($t->read_file('error.log'), qr/\[info\].*mysql .*usable again/, 'recovery logged');
-like(imap('alice', 'wrong'), $refused, 'wrong password');
-like(imap('nobody', 'x'), $refused, 'unknown user');
-like(imap('bob', 'bob-pw'), qr/^a01 OK/, 'per-user backend');
+like(imap_login('alice', 'wrong'), $refused, 'wrong password');
+like(imap_login('nobody', 'x'), $refused, 'unknown user');
+like(imap_login('bob', 'bob-pw'), qr/^a01 OK/, 'per-user backend');
 like($t->read_file('backend-b.log'), qr/^imap ok user=bob /m, 'routed to the second backend');
-like(imap('info', 'info-pw'), qr/^a01 OK/, 'alias login');
+like(imap_login('info', 'info-pw'), qr/^a01 OK/, 'alias login');
 like($t->read_file('backend-a.log'), qr/^imap ok user=carol pass=info-pw$/m, 'backend sees the real user');
-like(imap('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled account');
-like(imap('dave', 'x'), $refused, 'disabled account, wrong password: the usual refusal');
-like(imap('erin', 'erin-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] /, 'protocol column refuses imap (as a wrong password)');
+like(imap_login('dave', 'dave-pw'), qr/^a01 NO \[CONTACTADMIN\] /, 'disabled account');
+like(imap_login('dave', 'x'), $refused, 'disabled account, wrong password: the usual refusal');
+like(imap_login('erin', 'erin-pw'), qr/^a01 NO \[AUTHENTICATIONFAILED\] /, 'protocol column refuses imap (as a wrong password)');
 my ($rc, $out) = real_client('pop3', '127.0.0.1', port(8110), 'erin', 'erin-pw');
 is($rc, 0, 'protocol column allows pop3 (poplib)') or diag($out);
-like(imap('frank', 'frank-pw'), $refused, 'network column refuses 127.0.0.1');
+like(imap_login('frank', 'frank-pw'), $refused, 'network column refuses 127.0.0.1');
 ($rc, $out) = real_client('imap', '127.0.0.1', port(8143), "' OR 1=1 --", 'x');
 isnt($rc, 0, 'SQL injection in the user name refused (imaplib)');
 
 # TLS to the server: verified with the CA that signed its certificate, refused with another
-like(imap('alice', 'alice-pw', 8153), qr/^a01 OK/, 'TLS, server certificate verified');
+like(imap_login('alice', 'alice-pw', 8153), qr/^a01 OK/, 'TLS, server certificate verified');
 like(sql("SHOW GRANTS FOR 'mailauth_tls'\@'127.0.0.1'"), qr/REQUIRE SSL/, 'the login above needs TLS');
-like(imap('alice', 'alice-pw', 8163), $temp, 'TLS, certificate of another CA: temporary failure');
+like(imap_login('alice', 'alice-pw', 8163), $temp, 'TLS, certificate of another CA: temporary failure');
 
 # a lookup waits for a lock in the database: other logins and another location are answered
 # meanwhile (the event loop is free), and the waiting one is answered when the lock goes
@@ -298,10 +290,10 @@ $slow->read();
 $slow->send('a01 LOGIN "sloth" "sloth-pw"');
 ok(wait_for(10, sub { sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'") =~ /^[1-9]/ }),
 	'the slow lookup waits in the database');
-my @quick = (imap('alice', 'alice-pw') =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
+my @quick = (imap_login('alice', 'alice-pw') =~ /^a01 OK/ ? 1 : 0, http_get('/ping') =~ /pong/ ? 1 : 0);
 ok(!IO::Select->new($slow->socket())->can_read(0), 'slow login still pending');
 is("@quick", '1 1', 'meanwhile a login and another location answered');
-like(imap('sloth', 'sloth-pw', 8173), $temp, 'a lookup waiting past query_timeout: temporary failure');
+like(imap_login('sloth', 'sloth-pw', 8173), $temp, 'a lookup waiting past query_timeout: temporary failure');
 like($t->read_file('error.log'), qr/\[error\].*mysql "127\.0\.0\.1": .*timed out/, 'the timeout logged');
 close $locker;
 like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered');
@@ -319,9 +311,9 @@ like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered')
 }
 
 my_stop();
-like(imap('alice', 'alice-pw'), $temp, 'server stopped: temporary failure');
+like(imap_login('alice', 'alice-pw'), $temp, 'server stopped: temporary failure');
 my_start() or die "mariadbd did not start again\n";
-ok(wait_for(10, sub { imap('alice', 'alice-pw') =~ /^a01 OK/ }), 'server restarted: recovered');
+ok(wait_for(10, sub { imap_login('alice', 'alice-pw') =~ /^a01 OK/ }), 'server restarted: recovered');
 
 my_stop();
 

@@ -7,7 +7,7 @@ use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
-	workers_can_read run_tool nginx_t_with run_example stop_process /;
+	workers_can_read run_tool nginx_t_with run_example stop_process imap_login /;
 
 use FindBin;
 use POSIX qw//;
@@ -92,6 +92,16 @@ sub auth_http {
 	my $req = "GET $uri HTTP/1.0\r\nHost: localhost\r\n";
 	$req .= "$_: $h{$_}\r\n" for sort keys %h;
 	return http($req . "\r\n");
+}
+
+# One IMAP LOGIN through nginx mail's listener on $port (default 8143): the tagged answer line.
+sub imap_login {
+	my ($user, $pass, $port) = @_;
+	require Test::Nginx::IMAP;
+	my $s = Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . Test::Nginx::port($port // 8143));
+	$s->read();
+	$s->send(qq{a01 LOGIN "$user" "$pass"});
+	return $s->read() // '';
 }
 
 # nginx workers run as "nobody" when the tests run as root; the official harness makes the test
