@@ -21,6 +21,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use Time::HiRes qw/ time /;
 
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
@@ -82,6 +83,12 @@ tool(@sql, 'add', 'dave', '--password', 'dave main pw', '--cost', '4');
 $app{dphone} = app_add(@sql, 'app', 'add', 'dave', 'dphone');
 $app{dlaptop} = app_add(@sql, 'app', 'add', 'dave', 'dlaptop', '--scheme', 'bcrypt', '--cost', '4');
 
+# a store whose app passwords file holds one line: revoking it empties the file
+my @solo = ('--passwd-file', "$d/users-solo", '--app-passwords', "$d/apps-solo");
+tool(@solo, 'add', 'sol', '--password', 'sol main pw', '--cost', '4');
+$app{solo} = app_add(@solo, 'app', 'add', 'sol', 'phone', '--scheme', 'bcrypt', '--cost', '4');
+chmod 0644, "$d/users-solo", "$d/apps-solo" or die "chmod: $!\n";
+
 # another store with an alice of its own (another person: another password)
 $t->write_file('users-other', 'alice:' . make_hash('openssl-6', 'the other alice pw') . "\n");
 
@@ -109,6 +116,14 @@ http {
             mail_auth_app_passwords %%TESTDIR%%/apps;
             mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
             mail_auth_backend smtp 127.0.0.1:%%PORT_8026%%;
+            mail_auth_fail_wait 0;
+        }
+
+        location = /auth-solo {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users-solo;
+            mail_auth_app_passwords %%TESTDIR%%/apps-solo;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
             mail_auth_fail_wait 0;
         }
 
@@ -179,7 +194,7 @@ my %any = (alice => '*', carol => '*', dave => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(41);
+$t->run()->plan(44);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -274,6 +289,24 @@ ok(refused('imap', 8143, 'alice', $app{phone}), 'revoked app password refused');
 ok(ok_login('imap', 8143, 'alice', 'alice main pw'), 'the main password still works');
 like(tool(@file, 'app', 'list', 'alice'), qr/\Amailer\tprotocols=smtp\tnetworks=any\tcreated=\S+\nlan\t/,
 	'app list: what is left, no hashes');
+
+# the file's last app password revoked: the file left empty is taken at the next check (within
+# a second), as any other change; an emptied users file is held for 2 s (a rewrite in place
+# caught empty), and so was this one: the revoked password, its verdict cached, logged in for
+# 2-3 s more
+
+sub solo {
+	my $r = auth_http('/auth-solo', 'Auth-Method' => 'plain', 'Auth-User' => 'sol', 'Auth-Pass' => $_[0],
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '127.0.0.1') // '';
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
+}
+is(solo($app{solo}) . ',' . solo($app{solo}), 'OK,OK', 'the only app password of its file, twice (cached)');
+tool(@solo, 'app', 'revoke', 'sol', 'phone');
+my $t0 = time();
+wait_for(5, sub { solo($app{solo}) ne 'OK' });
+my $took = time() - $t0;
+is(-s "$d/apps-solo", 0, 'the app passwords file is empty');
+ok($took < 1.9, sprintf('the last app password revoked: refused %.1f s after (within the 1 s check, not the 2 s an emptied file was held)', $took));
 
 # SQLite, with mail_auth_app_only pop3
 

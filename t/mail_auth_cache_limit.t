@@ -3,6 +3,8 @@
 # Tests for ngx-mail-auth: the credential cache and the brute-force limiter, both in shared
 # memory, with two worker processes. Requests are made as nginx mail makes them (auth_http
 # with Client-IP), over new connections that reuseport spreads across the workers.
+# At the end: a ban kept by nginx -s reload (the zone's name and size unchanged), and lost by a
+# reload that resizes the zone (nginx makes a new, empty one: documented as not guaranteed).
 
 ###############################################################################
 
@@ -14,6 +16,7 @@ use Test::More;
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 
 use Test::Nginx;
+use MailAuthAttack;
 use MailAuthTest;
 
 ###############################################################################
@@ -55,12 +58,20 @@ http {
             mail_auth_backend imap 127.0.0.1:1143;
             mail_auth_fail_wait 1s;
         }
+
+        location = /banned {
+            mail_auth;
+            mail_auth_passwd_file %%TESTDIR%%/users;
+            mail_auth_backend imap 127.0.0.1:1143;
+            mail_auth_fail_wait 0;
+            mail_auth_limit zone=reloadban:1m ip=3/m ban=10m;
+        }
     }
 }
 
 EOF
 
-$t->run()->plan(16);
+$t->run()->plan(20);
 
 ###############################################################################
 
@@ -124,5 +135,35 @@ like(login('198.51.100.3', 'alice', 'new-pw'), qr/^Auth-Status: OK\r$/m,
 
 ok(wait_for(10, sub { login('198.51.100.1', 'bob', 'bob-pw') =~ /^Auth-Status: OK\r$/m }),
 	'IP allowed again after the window');
+
+# a ban and nginx -s reload
+
+sub banned_login {
+	my ($ip, $pass) = @_;
+	my $r = auth_http('/banned', 'Auth-Method' => 'plain', 'Auth-User' => 'bob',
+		'Auth-Pass' => $pass, 'Auth-Protocol' => 'imap', 'Client-IP' => $ip) // '';
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
+}
+
+# HUP, then the new workers (none of the old ones left)
+sub reload_and_wait {
+	my ($t) = @_;
+	my @old = worker_pids(master_pid($t));
+	$t->reload();
+	return wait_for(10, sub {
+		my %old = map { $_ => 1 } @old;
+		my @now = worker_pids(master_pid($t));
+		@now && !grep { $old{$_} } @now;
+	});
+}
+
+banned_login('198.51.100.20', "reload-guess$_") for 1 .. 3;
+isnt(banned_login('198.51.100.20', 'bob-pw'), 'OK', 'ip=3/m ban=10m: banned, the right password refused');
+ok(reload_and_wait($t), 'nginx -s reload: new workers') or diag('the old workers did not leave');
+isnt(banned_login('198.51.100.20', 'bob-pw'), 'OK', 'after the reload: still banned (the zone kept)');
+(my $conf = $t->read_file('nginx.conf')) =~ s/zone=reloadban:1m/zone=reloadban:2m/ or die "no reloadban zone\n";
+$t->write_file('nginx.conf', $conf);
+reload_and_wait($t);
+is(banned_login('198.51.100.20', 'bob-pw'), 'OK', 'a reload that resizes the zone: a new, empty zone, the ban gone (not guaranteed, README)');
 
 ###############################################################################

@@ -70,8 +70,8 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
-	alice => '*', bob => '*', dan => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(23);
+	alice => '*', bob => '*', dan => '*', big => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
+$t->run()->plan(25);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -205,5 +205,16 @@ close $fh;
 utime(time() + 3600, time() + 3600, "$d/users.future") or die;
 rename("$d/users.future", "$d/users") or die;
 ok(eventually('alice', 'future pw', qr/^a01 OK/), 'a file stamped an hour ahead: served');
+
+# a line over 64 KiB (here 80 KiB of extra fields) is malformed: never parsed, its user held
+# (before, it was parsed again at every login of its user, on the event loop)
+
+open $fh, '>', "$d/users.long" or die;
+print $fh "alice:{PLAIN}future pw\n", 'big:{PLAIN}big pw::::::' . ('x=1 ' x 20480) . "\n", "big:{PLAIN}big pw\n";
+close $fh;
+rename("$d/users.long", "$d/users") or die;
+ok(eventually('big', 'big pw', qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/),
+	'a user whose first line is over 64 KiB: temporary failure, not the later line\'s OK');
+like($t->read_file('error.log'), qr/users:2: line of \d+ bytes \(at most 65536\), line skipped/, 'logged');
 
 ###############################################################################
