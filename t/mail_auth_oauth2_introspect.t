@@ -139,6 +139,18 @@ http {
 @{[ $location->('auth', 8081, 'secret', '') ]}
 @{[ $location->('auth-badcred', 8081, 'wrong-secret', '') ]}
 @{[ $location->('auth-down', 8082, 'secret', '') ]}
+        # the limiter: the same refused token repeated by one client is refused without a
+        # check after a few, as a repeated wrong password is (limits far above the test's load)
+        location /auth-limited {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8143%%;
+            mail_auth_fail_wait 0s;
+            mail_auth_limit zone=token_limit:1m ip=100/m user=100/m;
+            mail_auth_oauth2 $oauth
+                             introspect=http://127.0.0.1:%%PORT_8081%%/introspect
+                             client_secret_file=secret;
+        }
         # another client of the same endpoint, sharing the cache zone: the endpoint does not
         # know it (401)
         location /auth-other {
@@ -173,7 +185,7 @@ $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8110), "$d/pop3.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(32);
+$t->run()->plan(34);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143, 8110);
 
 sub client {
@@ -265,6 +277,23 @@ my $jwt = tool('mint', "$d/rsa.pem", 'RS256', 'k1',
 my $before = lines();
 ($rc, $out) = client('imap-xoauth2', 8144, 'alice@example.org', $jwt);
 ok($rc == 0 && lines() == $before, 'a JWT of the JWKS: verified locally, the endpoint not asked') or diag($out);
+
+# a refused token repeated by one client: checked a few times, then refused without a check
+# (before, a refused token counted as a right password refused by policy: every repeat was
+# checked, each an introspection call when the refusal is not cached)
+sub token_request {
+	my ($token, $ip) = @_;
+	return http("GET /auth-limited HTTP/1.0\r\nHost: localhost\r\nAuth-Method: xoauth2\r\n"
+		. "Auth-User: alice\@example.org\r\nAuth-Pass: $token\r\nAuth-Protocol: imap\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: $ip\r\n\r\n") // '';
+}
+my @answers = map { token_request('opaque-expired', '192.0.2.77') } 1 .. 10;
+is(scalar(grep { /^Auth-Status: /m && !/^Auth-Status: OK/m } @answers), 10, '10 repeats of a refused token: all refused');
+my $log = read_from('error.log');
+my $checked = () = $log =~ /client=192\.0\.2\.77 [^\n]*result=invalid-token/g;
+my $refused = () = $log =~ /client=192\.0\.2\.77 [^\n]*result=rate-limited/g;
+ok($checked >= 3 && $checked <= 5 && $checked + $refused == 10,
+	"$checked checked, $refused refused without a check (as a repeated wrong password)") or diag($log);
 
 # nginx -t refuses a broken introspection configuration
 sub nginx_t {

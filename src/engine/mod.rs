@@ -1127,10 +1127,15 @@ impl Engine {
                 // an unusable stored value (a locked `!` hash, a NULL password) and a method the
                 // stored value can't serve (APOP/CRAM-MD5 against a hash) can never succeed:
                 // taken for wrong passwords, so their repeats are refused as an unknown user's
-                // are (checked at every repeat, they told such accounts apart)
+                // are (checked at every repeat, they told such accounts apart); a refused token
+                // too: checked at every repeat, each an introspection call or a signature check
                 wrong: matches!(
                     result,
-                    AuthResult::Invalid | AuthResult::UnknownUser | AuthResult::SchemeError | AuthResult::MethodDenied
+                    AuthResult::Invalid
+                        | AuthResult::UnknownUser
+                        | AuthResult::SchemeError
+                        | AuthResult::MethodDenied
+                        | AuthResult::InvalidToken
                 ),
             },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,

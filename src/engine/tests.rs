@@ -1146,6 +1146,22 @@ fn oauth_bad_tokens_count_in_the_limiter() {
 }
 
 #[test]
+fn a_repeated_bad_token_is_refused_without_a_check_like_a_repeated_wrong_password() {
+    let users = [("alice@example.org", Account { backend_pass: Some("b".into()), ..acct("{PLAIN}x") })];
+    let mut e = oauth_engine(&users, true);
+    e.limit =
+        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 100, window: 60 }), ..Default::default() });
+    let bad = oauth_token("wrongkey");
+    let results: Vec<AuthResult> =
+        (0..6).map(|_| token_login(&e, "xoauth2", "imap", "alice@example.org", &bad).result).collect();
+    // checked REPEATS_CHECKED + 1 times, then refused without a check within the second (a
+    // refused token was a policy refusal: checked at every repeat)
+    let checked = results.iter().filter(|r| **r == AuthResult::InvalidToken).count();
+    assert!((3..=4).contains(&checked), "{results:?}");
+    assert_eq!(results.last(), Some(&AuthResult::RateLimited), "{results:?}");
+}
+
+#[test]
 fn introspected_tokens_go_to_the_pool_and_the_cache() {
     let now = unix_now();
     let active = format!(r#"{{"active":true,"username":"alice@example.org","exp":{}}}"#, now + 3600);
