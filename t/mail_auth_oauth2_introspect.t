@@ -66,6 +66,9 @@ sub tool {
 
 system('openssl', 'genrsa', '-out', "$d/rsa.pem", '2048') == 0 or die "openssl genrsa";
 write_to('jwks.json', tool('jwks', "k1=$d/rsa.pem"));
+# a location of its own, asked only once its JWKS changed: k1 and k2 when nginx starts
+system('openssl', 'genrsa', '-out', "$d/rsa2.pem", '2048') == 0 or die "openssl genrsa";
+write_to('jwks-fresh.json', tool('jwks', "k1=$d/rsa.pem", "k2=$d/rsa2.pem"));
 
 my $iss = 'https://idp.example.test';
 my $now = time();
@@ -151,6 +154,14 @@ http {
                              introspect=http://127.0.0.1:%%PORT_8081%%/introspect
                              client_secret_file=secret;
         }
+        # JWTs only, its keys asked for the first time after the JWKS changed
+        location /auth-fresh {
+            mail_auth;
+            mail_auth_passwd_file users;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8143%%;
+            mail_auth_fail_wait 0s;
+            mail_auth_oauth2 jwks=jwks-fresh.json issuer=$iss audience=mail scope=mail;
+        }
         # another client of the same endpoint, sharing the cache zone: the endpoint does not
         # know it (401)
         location /auth-other {
@@ -185,7 +196,7 @@ $t->run_daemon($py, "$FindBin::Bin/lib/oauth2_introspect.py", port(8081), "$d/db
 	'mail-proxy', 's3cret');
 $t->run_daemon(\&MailAuthBackend::imap, port(8143), "$d/imap.log", 'alice@example.org' => 'alice-backend');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8110), "$d/pop3.log", 'alice@example.org' => 'alice-backend');
-$t->run()->plan(34);
+$t->run()->plan(36);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8081, 8143, 8110);
 
 sub client {
@@ -294,6 +305,24 @@ my $checked = () = $log =~ /client=192\.0\.2\.77 [^\n]*result=invalid-token/g;
 my $refused = () = $log =~ /client=192\.0\.2\.77 [^\n]*result=rate-limited/g;
 ok($checked >= 3 && $checked <= 5 && $checked + $refused == 10,
 	"$checked checked, $refused refused without a check (as a repeated wrong password)") or diag($log);
+
+# k1 revoked (the JWKS rewritten without it) before this worker's first token login of the
+# location: that login is checked against the file as it is now, not the keys nginx read when it
+# started (the watcher thread starts with the first login, and its first look came after it)
+write_to('jwks-fresh.json.tmp', tool('jwks', "k2=$d/rsa2.pem"));
+rename("$d/jwks-fresh.json.tmp", "$d/jwks-fresh.json") or die "rename: $!";
+select undef, undef, undef, 1.5;
+sub jwt_request {
+	my ($jwt) = @_;
+	return http("GET /auth-fresh HTTP/1.0\r\nHost: localhost\r\nAuth-Method: xoauth2\r\n"
+		. "Auth-User: alice\@example.org\r\nAuth-Pass: $jwt\r\nAuth-Protocol: imap\r\n"
+		. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.78\r\n\r\n") // '';
+}
+my $claims = qq[{"iss":"$iss","aud":"mail","scope":"mail","exp":"+600","email":"alice\@example.org"}];
+unlike(jwt_request(tool('mint', "$d/rsa.pem", 'RS256', 'k1', $claims)), qr/^Auth-Status: OK\r$/m,
+	'the first token login after a key was revoked: a token of the revoked key is refused');
+like(jwt_request(tool('mint', "$d/rsa2.pem", 'RS256', 'k2', $claims)), qr/^Auth-Status: OK\r$/m,
+	'and a token of the key kept logs in');
 
 # nginx -t refuses a broken introspection configuration
 sub nginx_t {

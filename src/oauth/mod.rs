@@ -458,6 +458,14 @@ impl Verifier {
         if self.shared.started_in.load(Ordering::Acquire) == pid {
             return;
         }
+        // the keys this process holds were read when the configuration was loaded (weeks ago,
+        // for a worker respawned since): the file is looked at once here, on the event loop as
+        // the passwd-file's first lookup does (a stat; a read of at most MAX_JWKS_BYTES if it
+        // changed), so a key removed since is not trusted by the logins that come before the
+        // watcher's first look
+        let seen = self.lock().id;
+        let l = look(&self.shared.jwks, seen);
+        apply(&self.shared.jwks, &mut self.lock(), Instant::now(), l);
         let weak = Arc::downgrade(&self.shared);
         match watch::spawn(RECHECK, move || tick(&weak)) {
             Ok(s) => {
@@ -484,6 +492,10 @@ enum Look {
     Read(FileId, Result<(Vec<Key>, Vec<String>), String>),
 }
 
+/// The largest JWKS file read (a provider's set is a few KiB; the first token login of a worker
+/// reads a changed file on the event loop).
+const MAX_JWKS_BYTES: u64 = 1 << 20;
+
 fn look(path: &std::path::Path, seen: Option<FileId>) -> Look {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -492,6 +504,9 @@ fn look(path: &std::path::Path, seen: Option<FileId>) -> Look {
     let id = FileId::of(&meta);
     if seen == Some(id) {
         return Look::Unchanged;
+    }
+    if meta.len() > MAX_JWKS_BYTES {
+        return Look::Read(id, Err(format!("larger than {MAX_JWKS_BYTES} bytes")));
     }
     let parsed = watch::open_regular(path)
         .and_then(|(mut f, _)| {
