@@ -19,9 +19,12 @@
 -- mail_auth_json_disabled_message, default "Account not enabled").
 --
 -- Results: 200 -> OK (the user name becomes the store's canonical one, Auth-User);
--- 403 with the disabled text -> USER_DISABLED; another 403 -> PASSWORD_MISMATCH (passdb) or
--- USER_UNKNOWN (userdb); anything else (5xx, no answer, a malformed one) -> INTERNAL_FAILURE,
--- so a broken store never looks like a wrong password and is not kept in Dovecot's auth cache.
+-- a verdict, a 403 whose body is JSON with "ok": false (the module's refusals): with the
+-- disabled text -> USER_DISABLED, otherwise PASSWORD_MISMATCH (passdb) or USER_UNKNOWN
+-- (userdb); anything else (5xx, no answer, a malformed one, a 403 without that body: nginx's
+-- own for a missing auth_basic_user_file or a deny rule, the module's for a foreign Host)
+-- -> INTERNAL_FAILURE, so a broken store or setup never looks like a wrong password or an
+-- unknown user and is not kept in Dovecot's auth cache.
 -- Attributes of the answer become userdb fields (mail, quota_rule, ...): an attribute with
 -- several values gives the first to NAME, the next ones to NAME2, NAME3 ... (as quota_rule2).
 
@@ -103,6 +106,13 @@ local function call(req, password, mode)
   return status, auth_status, body, ns, user
 end
 
+-- A refusal by the module itself: 403 with a JSON body whose "ok" is false. Any other 403
+-- (nginx's HTML page when auth_basic_user_file is missing, a deny rule, the module's
+-- {"error": ...} for a foreign Host or a browser) says nothing about the user or the password.
+local function verdict(status, body)
+  return status == 403 and type(body) == "table" and body.ok == false
+end
+
 -- userdb fields from the answer's attributes
 local function fields(body, user)
   local out = { user = user }
@@ -132,14 +142,15 @@ function auth_password_verify(req, password)
   if status == 200 and type(body) == "table" and body.ok == true and auth_status == "OK" then
     return dovecot.auth.PASSDB_RESULT_OK, { user = user }
   end
-  if status == 403 then
+  if verdict(status, body) then
     if auth_status == disabled_text then
       return dovecot.auth.PASSDB_RESULT_USER_DISABLED, auth_status
     end
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, auth_status
   end
   return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE,
-    "mail-auth: HTTP " .. tostring(status) .. " " .. auth_status .. " session=" .. ns
+    "mail-auth: HTTP " .. tostring(status) .. (status == 403 and " (not a refusal by the module)" or "")
+      .. " " .. auth_status .. " session=" .. ns
 end
 
 -- A credentials lookup (non-plaintext mechanisms such as CRAM-MD5): the store's passwords never
@@ -156,10 +167,12 @@ function auth_userdb_lookup(req)
   if status == 200 and type(body) == "table" and body.ok == true then
     return dovecot.auth.USERDB_RESULT_OK, fields(body, user)
   end
-  if status == 403 then
+  if verdict(status, body) then
     return dovecot.auth.USERDB_RESULT_USER_UNKNOWN, auth_status
   end
-  return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, "mail-auth: HTTP " .. tostring(status) .. " session=" .. ns
+  return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE,
+    "mail-auth: HTTP " .. tostring(status) .. (status == 403 and " (not a refusal by the module)" or "")
+      .. " " .. auth_status .. " session=" .. ns
 end
 
 function auth_userdb_iterate()

@@ -9,7 +9,9 @@
 # (Basic credentials, malformed JSON, the answers and their headers, list-accounts), IMAP and
 # POP3 logins straight to Dovecot, the store's userdb fields (mail location, quota_rule),
 # `doveadm user '*'`, a disabled account, the store missing (an internal failure in Dovecot,
-# not a wrong password), and client -> nginx -> Dovecot -> Lua -> the module.
+# not a wrong password), a 403 that is no verdict (the API's htpasswd missing, a foreign Host:
+# an internal failure too, neither a wrong password nor an unknown user), and
+# client -> nginx -> Dovecot -> Lua -> the module.
 
 ###############################################################################
 
@@ -207,7 +209,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(66);
+$t->run()->plan(78);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -456,6 +458,62 @@ rename "$d/users.away", "$d/users" or die "$!\n";
 sleep 2;
 ($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, 'alice', $pw{alice});
 is($rc, 0, 'store back: Dovecot IMAP login again') or diag($out);
+
+# a 403 that is no verdict (no JSON "ok": false in it): nginx's own when the API location's
+# auth_basic_user_file is missing (auth_basic answers 403 on ENOENT). Dovecot gets a temporary
+# failure: neither "no such user" (LMTP would bounce the mail, 550 5.1.1) nor a wrong password
+
+rename "$d/api.htpasswd", "$d/api.htpasswd.away" or die "$!\n";
+$r = api('{"username":"alice","service":"lmtp"}', mode => 'no-auth');
+like($r, qr/^HTTP\/1\.1 403 /, 'API htpasswd missing: nginx\'s auth_basic answers 403');
+unlike($r, qr/"ok"/, '... a 403 without a verdict');
+($out, $rc) = $dovecot->doveadm('user', 'alice');
+is($rc, 75, 'API htpasswd missing: doveadm user, a temporary failure (EX_TEMPFAIL)') or diag($out);
+unlike($out, qr/doesn't exist/, 'API htpasswd missing: ... not "user doesn\'t exist"');
+$out = $dovecot->doveadm('auth', 'test', '-x', 'service=imap', 'alice', $pw{alice});
+like($out, qr/code=temp_fail/, 'API htpasswd missing: doveadm auth test, INTERNAL_FAILURE (temp_fail)')
+	or diag($out);
+ok(dovecot_logged(qr/mail-auth: HTTP 403 \(not a refusal by the module\)/),
+	'API htpasswd missing: Dovecot logged the status');
+rename "$d/api.htpasswd.away", "$d/api.htpasswd" or die "$!\n";
+# (auth_basic's 403 came before the body Dovecot announced with Expect: 100-continue: nginx may
+# take the next request on that connection for the body, and answer it 400; one lookup for that)
+$dovecot->doveadm('user', 'alice');
+($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, 'alice', $pw{alice});
+is($rc, 0, 'API htpasswd back: Dovecot IMAP login again') or diag($out);
+
+# the module's own 403 for a Host not in server_name ({"error": ...}, no verdict): nginx
+# reloaded with Dovecot's /dovecot a proxy that sends such a Host to the JSON location
+
+my $nginx_conf = $t->read_file('nginx.conf');
+my $foreign_conf = $nginx_conf;
+my $at = index($foreign_conf, 'location = /dovecot {');
+die "no location = /dovecot in nginx.conf\n" if $at < 0;
+substr($foreign_conf, $at, length 'location = /dovecot {') = 'location = /dovecot {
+            proxy_pass http://127.0.0.1:' . port(8080) . '/dovecot-host;
+            proxy_set_header Host rebind.evil.example;
+        }
+
+        location = /dovecot-host {';
+$t->write_file('nginx.conf', $foreign_conf);
+$t->reload();
+ok(wait_for(10, sub {
+	my $a = api('{"username":"alice","service":"lmtp"}', mode => 'no-auth');
+	$a =~ /^HTTP\/1\.1 403 / && $a =~ /"error"/ && $a !~ /"ok"/;
+}), 'foreign Host: /dovecot reloaded, the module\'s 403 without a verdict');
+$dovecot->doveadm('user', 'alice');    # Dovecot's connection to an old worker, if it kept one
+($out, $rc) = $dovecot->doveadm('user', 'alice');
+is($rc, 75, 'foreign Host: doveadm user, a temporary failure (EX_TEMPFAIL)') or diag($out);
+unlike($out, qr/doesn't exist/, 'foreign Host: ... not "user doesn\'t exist"');
+$out = $dovecot->doveadm('auth', 'test', '-x', 'service=imap', 'alice', $pw{alice});
+like($out, qr/code=temp_fail/, 'foreign Host: doveadm auth test, INTERNAL_FAILURE (temp_fail)')
+	or diag($out);
+$t->write_file('nginx.conf', $nginx_conf);
+$t->reload();
+wait_for(10, sub { api(login_body('alice', $pw{alice})) =~ /^HTTP\/1\.1 200 / });
+$dovecot->doveadm('user', 'alice');
+($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, 'alice', $pw{alice});
+is($rc, 0, 'own Host again: Dovecot IMAP login again') or diag($out);
 
 ###############################################################################
 
