@@ -35,6 +35,7 @@ my $utf8pw = "p\x{e4}ss w\x{f6}rd";
 utf8::encode($utf8pw);
 system('htpasswd', '-cbB', '-C', '5', "$d/htpasswd", 'alice', 'alice-secret') == 0 or die;
 system('htpasswd', '-bm', "$d/htpasswd", 'utf', $utf8pw) == 0 or die;
+system('htpasswd', '-cbB', '-C', '5', "$d/htpasswd-limited", 'alice', 'alice-secret') == 0 or die;
 
 my $basic_alice = 'Basic ' . encode_base64('alice:alice-secret', '');
 my $basic_carol = 'Basic ' . encode_base64('carol:carol 100%', '');
@@ -62,6 +63,17 @@ http {
             auth_basic_user_file %%TESTDIR%%/htpasswd;
             mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
             mail_auth_fail_wait 1s;
+        }
+
+        # its user file renamed away by the test: auth_basic answers 403 (ENOENT)
+        location = /basic-limited {
+            mail_auth;
+            mail_auth_basic_header on;
+            auth_basic "mail";
+            auth_basic_user_file %%TESTDIR%%/htpasswd-limited;
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_fail_wait 0s;
+            mail_auth_limit zone=bridge_limit:1m ip=2/m ban=10m;
         }
 
         location = /request {
@@ -107,7 +119,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => 'alice-secret', utf => $utf8pw, carol => 'carol 100%');
 $t->run_daemon(\&MailAuthBackend::http_auth, port(8181), "$d/http-auth.log",
 	$basic_alice, $basic_carol);
-$t->run()->plan(17);
+$t->run()->plan(20);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 $t->waitforsocket('127.0.0.1:' . port(8181));
 
@@ -153,6 +165,21 @@ like($r, qr/^HTTP\/1\.[01] 200/, 'refusal is HTTP 200 for nginx mail');
 like($r, qr/^Auth-Status: Invalid login or password\r\n(?s:.*)^Auth-Error-Code: 535 5\.7\.8\r$/m,
 	'refusal carries Auth-Status and the SMTP code');
 unlike($r, qr/WWW-Authenticate/i, 'no WWW-Authenticate leaks to nginx mail');
+
+# the bridge's user file missing: auth_basic answers 403, which says nothing about the password:
+# a temporary failure, not counted (before: "Invalid login or password", counted, and the
+# client banned by the time the file was back)
+rename("$d/htpasswd-limited", "$d/htpasswd-limited.away") or die "rename: $!";
+my @gone = map { auth_http('/basic-limited', 'Auth-Method' => 'plain', 'Auth-User' => 'alice',
+	'Auth-Pass' => 'alice-secret', 'Auth-Protocol' => 'imap', 'Client-IP' => '192.0.2.9') // '' } 1 .. 3;
+is(scalar(grep { /^Auth-Status: (\[UNAVAILABLE\] )?Temporary server problem/m } @gone), 3,
+	'user file missing: 3 right passwords, 3 temporary failures');
+like($t->read_file('error.log'), qr/result=store-error reason="access phase answered HTTP 403, no verdict on the password/,
+	'logged with the likely causes');
+rename("$d/htpasswd-limited.away", "$d/htpasswd-limited") or die "rename: $!";
+like(auth_http('/basic-limited', 'Auth-Method' => 'plain', 'Auth-User' => 'alice', 'Auth-Pass' => 'alice-secret',
+	'Auth-Protocol' => 'imap', 'Client-IP' => '192.0.2.9'), qr/^Auth-Status: OK\r$/m,
+	'the file back: the same client logs in (nothing was counted)');
 
 # auth_request to an external HTTP service that checks the header it receives
 

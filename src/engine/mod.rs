@@ -678,15 +678,18 @@ impl Engine {
         }
     }
     /// An access-phase refusal in a Basic-bridge location (auth_basic / auth_request answered
-    /// 401/403, or a 5xx): the auth_http answer for it. `None` when the request is not an
+    /// 401 or 403, or a 5xx): the auth_http answer for it. `None` when the request is not an
     /// auth_http request (no valid Auth-Protocol): leave the HTTP error alone.
     ///
-    /// A 401/403 is a wrong password for `mail_auth_limit` too (counted, and it may start a
-    /// ban), as the store's verdict is in other locations: the FFI layer asks only in a
-    /// Basic-bridge location, where the access phase checked the password (elsewhere a 401/403
-    /// is `deny`'s, or a check that never saw the password: it is left an HTTP error).
+    /// A 401 (auth_basic's and an auth_request upstream's "wrong credentials") is a wrong
+    /// password for `mail_auth_limit` too (counted, and it may start a ban), as the store's
+    /// verdict is in other locations: the FFI layer asks only in a Basic-bridge location, where
+    /// the access phase checked the password. A 403 is no verdict on the password (auth_basic's
+    /// answer when its user file is missing, a `deny` rule, an upstream's "forbidden"): a
+    /// temporary failure, not counted, as a 5xx.
     pub fn bridge_refusal(&self, view: &HeaderView<'_>, status: u16, ctx: Ctx) -> Option<Decision> {
-        if status < 500 {
+        let verdict = status == 401;
+        if verdict {
             if let Some(d) = self.bridge_failure(view, status, ctx) {
                 return Some(d);
             }
@@ -695,11 +698,15 @@ impl Engine {
         let protocol = fields.protocol?;
         fields.method = fields.method.or(Some(Method::Plain));
         let user = String::from_utf8_lossy(&fields.user).into_owned();
-        let reason = format!("access phase answered HTTP {status}");
-        let o = if status >= 500 {
+        let o = if verdict {
+            let reason = format!("access phase answered HTTP {status}");
+            outcome::failed_unparsed(&self.cfg, Some(protocol), &user, AuthResult::Invalid, reason)
+        } else if status == 403 {
+            let reason = "access phase answered HTTP 403, no verdict on the password (auth_basic_user_file missing? a deny rule? an auth_request upstream's 403?)".to_string();
             outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
         } else {
-            outcome::failed_unparsed(&self.cfg, Some(protocol), &user, AuthResult::Invalid, reason)
+            let reason = format!("access phase answered HTTP {status}");
+            outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
         };
         Some(self.conclude(fields, o, ctx, Trace::new(ctx)))
     }

@@ -666,8 +666,12 @@ fn refusal_from_http_status() {
         })
     );
     let imap: Vec<(&[u8], &[u8])> = vec![(b"Auth-Protocol", b"imap"), (b"Auth-User", b"%zz")];
-    let d = e.bridge_refusal(&HeaderView::new(imap.iter().copied()), 403, ctx()).unwrap();
+    let d = e.bridge_refusal(&HeaderView::new(imap.iter().copied()), 401, ctx()).unwrap();
     assert_eq!(d.reply, Reply::Answer(invalid(3)));
+    // a 403 is no verdict on the password (auth_basic's user file missing, a deny rule)
+    let d = e.bridge_refusal(&HeaderView::new(imap.iter().copied()), 403, ctx()).unwrap();
+    assert_eq!(d.result, AuthResult::StoreError);
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })), "{:?}", d.reply);
     let plain: Vec<(&[u8], &[u8])> = vec![(b"Host", b"x")];
     assert!(e.bridge_refusal(&HeaderView::new(plain.iter().copied()), 401, ctx()).is_none());
     let other: Vec<(&[u8], &[u8])> = vec![(b"Auth-Protocol", b"http")];

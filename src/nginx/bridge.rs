@@ -358,12 +358,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// In a `mail_auth` location, a 5xx becomes a temporary failure, and in a Basic-bridge location
-/// (`mail_auth_basic_header on`) a 401/403 (auth_basic, auth_request: their verdict on the
+/// (`mail_auth_basic_header on`) a 401 (auth_basic, auth_request: their verdict on the
 /// password) a failed login ("Invalid login or password", with the protocol's response code,
-/// counted by the limiter): nginx mail then tells the client, waits Auth-Wait, and never sees
-/// an HTTP error. Elsewhere a 401/403 (`deny`, an access check that never saw the password)
-/// says nothing about a password: it stays an HTTP error (nginx mail logs it and answers a
-/// temporary failure), and the user and client address it names are not counted.
+/// counted by the limiter) and a 403 (auth_basic's user file missing, `deny`: no verdict on the
+/// password) a temporary failure, not counted: nginx mail then tells the client, waits
+/// Auth-Wait, and never sees an HTTP error. Elsewhere a 401/403 (`deny`, an access check that
+/// never saw the password) says nothing about a password: it stays an HTTP error (nginx mail
+/// logs it and answers a temporary failure), and the user and client address it names are not
+/// counted.
 fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
     // SAFETY: header filters get a live request.
     let req = unsafe { Request::from_ngx_http_request(r) };
