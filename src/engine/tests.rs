@@ -1153,8 +1153,11 @@ fn oauth_bad_tokens_count_in_the_limiter() {
 fn a_repeated_bad_token_is_refused_without_a_check_like_a_repeated_wrong_password() {
     let users = [("alice@example.org", Account { backend_pass: Some("b".into()), ..acct("{PLAIN}x") })];
     let mut e = oauth_engine(&users, true);
-    e.limit =
-        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 100, window: 60 }), ..Default::default() });
+    e.limit = Some(LimitConfig {
+        ip: None,
+        user: Some(crate::limiter::Rate { count: 100, window: 60 }),
+        ..Default::default()
+    });
     let bad = oauth_token("wrongkey");
     let results: Vec<AuthResult> =
         (0..6).map(|_| token_login(&e, "xoauth2", "imap", "alice@example.org", &bad).result).collect();
