@@ -579,17 +579,22 @@ pub(crate) fn wait_for(n: u64) -> u32 {
 
 /// User names are keyed as the stores compare them, so that every spelling of one account
 /// shares its budget: compatibility-normalized (NFKC: a fullwidth `ａ` is `a`), case-insensitive,
-/// without leading or trailing white space and with inner runs of it as one space. LDAP's
-/// `caseIgnoreMatch` (the `uid` of the default filter) finds `alice` for ` alice`, `ALICE `,
-/// `alice` followed by a no-break space, or `ａlice`; MySQL/MariaDB's PAD SPACE collations
-/// ignore trailing spaces: keyed on the name as sent, each spelling was a budget of its own.
+/// without accents (combining marks), without leading or trailing white space and with inner
+/// runs of it as one space. LDAP's `caseIgnoreMatch` (the `uid` of the default filter) finds
+/// `alice` for ` alice`, `ALICE `, `alice` followed by a no-break space, or `ａlice`;
+/// MySQL/MariaDB's PAD SPACE collations ignore trailing spaces, and their accent-insensitive
+/// ones (`utf8mb4_general_ci`, `utf8mb4_0900_ai_ci`, the defaults) find `alice` for `älice`,
+/// `àlice`, `alíce`: keyed on the name as sent, each spelling was a budget of its own.
 pub(crate) fn fold(user: &str) -> String {
     // the usual name: ASCII, no white space
     if user.bytes().all(|b| b.is_ascii_graphic()) {
         return user.to_ascii_lowercase();
     }
+    use unicode_normalization::char::is_combining_mark;
     use unicode_normalization::UnicodeNormalization as _;
-    let folded: String = user.nfkc().collect::<String>().to_lowercase();
+    // lower-cased first: a lower-case form may bring a mark of its own (`İ` is `i` and a dot)
+    let lower: String = user.nfkc().collect::<String>().to_lowercase();
+    let folded: String = lower.nfkd().filter(|&c| !is_combining_mark(c)).nfc().collect();
     let mut out = String::with_capacity(folded.len());
     for word in folded.split_whitespace() {
         if !out.is_empty() {
@@ -1297,7 +1302,13 @@ mod tests {
         assert_eq!(fold("Al  Ice"), "al ice");
         assert_eq!(fold("al ice"), "al ice");
         assert_ne!(fold("al ice"), fold("alice"));
-        assert_eq!(fold("Ünïcode"), "ünïcode");
+        // accents (MySQL/MariaDB's accent-insensitive collations)
+        assert_eq!(fold("Ünïcode"), "unicode");
+        for v in ["älice", "ÀLICE", "alíce", "a\u{301}lice", "\u{e4}lice ", "ａ\u{308}lice"] {
+            assert_eq!(fold(v), "alice", "{v:?}");
+        }
+        assert_eq!(fold("İstanbul"), "istanbul");
+        assert_eq!(fold("한국"), "한국", "no marks: kept as it is");
         assert_eq!(fold(""), "");
         assert_eq!(fold("   "), " ", "white space only: still counted");
         assert_eq!(fold("\u{3000}"), " ");

@@ -170,6 +170,16 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        # a query without a name column, on a table of MariaDB's default accent-insensitive
+        # utf8mb4 collation: every accented spelling of renee finds her row
+        location = /auth-accents {
+            mail_auth;
+            mail_auth_sql_query "SELECT password FROM accents WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+            mail_auth_limit zone=my_accents:1m user=3/m;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -216,7 +226,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(31);
+$t->run()->plan(33);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -231,7 +241,7 @@ like($t->read_file('error.log'), qr/\[error\].*mysql "127\.0\.0\.1,127\.0\.0\.1"
 my_start() or die "mariadbd did not start, see my/error.log\n";
 
 my %h = map { $_ => make_hash('openssl-6', "$_-pw") // die "openssl passwd failed\n" }
-	qw/ alice bob info dave erin frank sloth /;
+	qw/ alice bob info dave erin frank sloth renee /;
 my $b = port(8146);
 sql(<<"SQL");
 CREATE DATABASE mail;
@@ -247,6 +257,10 @@ INSERT INTO users (name, password) VALUES ('alice', '$h{alice}'), ('info', '$h{i
 	('dave', '$h{dave}'), ('erin', '$h{erin}'), ('frank', '$h{frank}');
 INSERT INTO users (name, password, server, port) VALUES ('bob', '$h{bob}', '127.0.0.1', $b);
 INSERT INTO users (name, password, slow) VALUES ('sloth', '$h{sloth}', true);
+CREATE TABLE accents (name varchar(64) PRIMARY KEY, password varchar(255))
+	CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+GRANT SELECT ON mail.accents TO 'mailauth'\@'127.0.0.1';
+INSERT INTO accents VALUES ('renee', '$h{renee}');
 UPDATE users SET backend_user = 'carol' WHERE name = 'info';
 UPDATE users SET enabled = false WHERE name = 'dave';
 UPDATE users SET protocols = 'pop3' WHERE name = 'erin';
@@ -271,6 +285,20 @@ is($rc, 0, 'protocol column allows pop3 (poplib)') or diag($out);
 like(imap_login('frank', 'frank-pw'), $refused, 'network column refuses 127.0.0.1');
 ($rc, $out) = real_client('imap', '127.0.0.1', port(8143), "' OR 1=1 --", 'x');
 isnt($rc, 0, 'SQL injection in the user name refused (imaplib)');
+
+# accented spellings of one account share its per-user budget (user=3/m): MariaDB's collation
+# finds renee for each, and keyed on the name as sent each spelling had a budget of its own
+my $n = 0;
+for my $u ("ren\xc3\xa9e", "r\xc3\xa9nee", "r\xc3\xa8nee", "ren\xc3\xa9\xc3\xa9", "R\xc3\xa9n\xc3\xa9e", "ren\xc3\xaae") {
+	$n++;
+	auth_http('/auth-accents', 'Auth-Method' => 'plain', 'Auth-User' => $u, 'Auth-Pass' => "guess-$n",
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '192.0.2.60');
+}
+my $checked = () = $t->read_file('error.log') =~ /client=192\.0\.2\.60 [^\n]*result=invalid reason="wrong password"/g;
+is($checked, 3, '6 accented spellings of renee, found by the collation: 3 checked (her budget), the rest refused');
+like(auth_http('/auth-accents', 'Auth-Method' => 'plain', 'Auth-User' => 'renee', 'Auth-Pass' => 'renee-pw',
+	'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '192.0.2.61'), qr/^Auth-Status: .*Invalid/m,
+	'renee herself, from elsewhere: banned by them');
 
 # TLS to the server: verified with the CA that signed its certificate, refused with another
 like(imap_login('alice', 'alice-pw', 8153), qr/^a01 OK/, 'TLS, server certificate verified');
