@@ -71,7 +71,7 @@ EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => '*', bob => '*', dan => '*', big => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(25);
+$t->run()->plan(27);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -148,6 +148,44 @@ SKIP: {
 	system($tool, '--passwd-file', "$d/users", 'disable', 'tooluser') == 0 or die;
 	ok(eventually('tooluser', 'tool pw', qr/^a01 NO \[AUTHENTICATIONFAILED\] Invalid login/),
 		'disabled by the tool again: the line htpasswd added is disabled too');
+}
+
+# a password typed at a terminal: asked for, not echoed (before: no prompt, and the password
+# shown on the screen, in its scroll-back and in session recordings)
+SKIP: {
+	skip "mail-auth-user not built ($tool)", 2 unless -x $tool;
+	my $py = <<'PY';
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out, sent, end = b"", False, time.time() + 10
+while time.time() < end:
+    if not select.select([fd], [], [], 0.2)[0]:
+        continue
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+    if not sent and b"Password:" in out:
+        os.write(fd, b"typed pw 42\n")
+        sent = True
+if not sent:
+    os.kill(pid, 9)  # never asked (the tool waits for a line): stopped, not waited on for ever
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+PY
+	$t->write_file('type_at_tty.py', $py);
+	my $shown = `python3 $d/type_at_tty.py $tool --passwd-file $d/users add ttyuser --scheme sha512-crypt 2>&1`;
+	ok($shown =~ /Password:/ && $shown !~ /typed pw 42/, 'a password typed at a terminal is asked for and not echoed')
+		or diag($shown);
+	# (the module's verdict: the test's IMAP backend knows no ttyuser)
+	ok(wait_for(5, sub { login('ttyuser', 'typed pw 42');
+			$t->read_file('error.log') =~ /user="ttyuser" [^\n]*result=ok / }),
+		'and it is the password set');
 }
 
 # concurrent runs of the admin tool (an operator's script and a self-service page at once): each

@@ -274,12 +274,45 @@ fn read_password(opts: &Opts) -> Result<String, String> {
         return Ok(p.clone());
     }
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+    let read =
+        |line: &mut String| std::io::stdin().lock().read_line(line).map_err(|e| format!("reading the password: {e}"));
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // typed at a terminal: asked for, and not shown (nor kept in its scroll-back or a
+        // session recording); stty turns the terminal's echo off and on again
+        // (echo off before the prompt: what is typed once it shows is never echoed)
+        let echo_off = stty("-echo");
+        eprint!("Password: ");
+        let r = read(&mut line);
+        if echo_off {
+            stty("echo");
+        }
+        eprintln!();
+        r?;
+    } else {
+        read(&mut line)?;
+    }
     let p = line.trim_end_matches(['\n', '\r']).to_string();
     if p.is_empty() {
         return Err("empty password (give it on standard input or with --password)".into());
     }
     Ok(p)
+}
+
+/// A file's lines, without a UTF-8 byte order mark before the first (the module skips one: read
+/// with it, the first user's name was another, so `add` of that user added a second line the
+/// module ignores and `passwd`/`del`/`disable` found no such user).
+fn text_lines(s: &str) -> Vec<String> {
+    s.strip_prefix('\u{feff}').unwrap_or(s).lines().map(str::to_string).collect()
+}
+
+/// Runs `stty ARG` on the terminal at standard input (by its path: root runs this tool);
+/// `true` if it did.
+fn stty(arg: &str) -> bool {
+    std::process::Command::new("/bin/stty")
+        .arg(arg)
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn hash(opts: &Opts) -> Result<String, String> {
@@ -654,7 +687,7 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
     let user = opts.user.as_deref().unwrap_or("");
     let read = |p: &Path| -> Result<Vec<String>, String> {
         match std::fs::read_to_string(p) {
-            Ok(s) => Ok(s.lines().map(str::to_string).collect()),
+            Ok(s) => Ok(text_lines(&s)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == apps => Ok(Vec::new()),
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
@@ -669,14 +702,15 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
             Some((main, apps))
         }
     };
-    if new_file && apps.exists() {
+    if let (true, Some((_, Some(made)))) = (new_file, &_locks) {
         // a new app passwords file is read by whoever reads the passwd-file (nginx's workers,
         // often by group): its group and mode, not root's 0640 (the workers could not re-read
-        // it after the next change: every login a temporary failure)
+        // it after the next change: every login a temporary failure). Set on the file this run
+        // made and locked, not by its name: a link put at the name meanwhile is not followed
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         if let Ok(m) = std::fs::metadata(path) {
-            let _ = std::os::unix::fs::chown(apps, None, Some(m.gid()));
-            std::fs::set_permissions(apps, std::fs::Permissions::from_mode(m.mode() & 0o777))
+            let _ = std::os::unix::fs::fchown(made, None, Some(m.gid()));
+            made.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o777))
                 .map_err(|e| format!("{}: {e}", apps.display()))?;
         }
     }
@@ -715,7 +749,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     }
     let read = || -> Result<Vec<String>, String> {
         match std::fs::read_to_string(path) {
-            Ok(s) => Ok(s.lines().map(str::to_string).collect()),
+            Ok(s) => Ok(text_lines(&s)),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
     };
@@ -745,11 +779,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     if let (true, Some(apps)) = (opts.command == "del", &opts.app_file) {
         // the user's app passwords go too: a new user of that name must not inherit them
         if apps.exists() {
-            let lines: Vec<String> = std::fs::read_to_string(apps)
-                .map_err(|e| format!("{}: {e}", apps.display()))?
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let lines = text_lines(&std::fs::read_to_string(apps).map_err(|e| format!("{}: {e}", apps.display()))?);
             write_atomically(apps, &edit_app_lines(&lines, "del", user, "", None)?)?;
         }
     }
@@ -770,6 +800,14 @@ fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String>
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
                     Ok(_) => continue,
+                    // a symlink to nothing: create_new does not follow it, open finds nothing
+                    // behind it (looping on the two was a run that never ended)
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dangling(path) => {
+                        return Err(format!(
+                            "{}: a symbolic link to a file that does not exist: create the file it names first",
+                            path.display()
+                        ))
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(err(e)),
                 }
@@ -777,12 +815,43 @@ fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String>
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        f.lock().map_err(err)?;
+        lock_within(&f, LOCK_PATIENCE).map_err(|e| format!("{}: {e}", path.display()))?;
         let (held, now) = (f.metadata().map_err(err)?, std::fs::metadata(path));
         if now.is_ok_and(|m| same_file(&m, &held)) {
             return Ok(Some(f));
         }
     }
+}
+
+/// How long a run waits for another's lock on a file. Whoever may read the file may lock it
+/// (nginx's workers' group, say): a lock held for good must end in a message, not a run that
+/// waits for ever.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `flock`s `f`, trying again until `patience` has passed.
+fn lock_within(f: &std::fs::File, patience: std::time::Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < patience => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another process has held a lock on it for {} s (another mail-auth-user, or any process that can read it: see 'fuser -v'): nothing changed",
+                    patience.as_secs()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("locking: {e}")),
+        }
+    }
+}
+
+/// `path` is a symbolic link whose target does not exist.
+fn dangling(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The two name one file (device and inode).
@@ -1040,6 +1109,54 @@ mod edit_tests {
         assert!(run.is_finished(), "the run waits for its own lock");
         run.join().unwrap().unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains("alice"));
+    }
+
+    #[test]
+    fn a_link_to_nothing_is_an_error_not_a_run_that_never_ends() {
+        let d = tmpdir();
+        let link = d.join("users");
+        std::os::unix::fs::symlink(d.join("users.real"), &link).unwrap();
+        let t = Target::File(link.clone());
+        let (p, o) = (link.clone(), opts(t, "add", Some("bob"), Some("bob pw")));
+        let run = std::thread::spawn(move || passwd_file(&p, &o));
+        let start = std::time::Instant::now();
+        while !run.is_finished() && start.elapsed() < std::time::Duration::from_secs(3) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(run.is_finished(), "add looped for ever on a dangling link");
+        let e = run.join().unwrap().unwrap_err();
+        assert!(e.contains("a symbolic link to a file that does not exist"), "{e}");
+        assert!(!d.join("users.real").exists() && std::fs::symlink_metadata(&link).is_ok(), "nothing made or replaced");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_name() {
+        let d = tmpdir();
+        let path = d.join("users");
+        std::fs::write(&path, "\u{feff}alice:{PLAIN}a\nbob:{PLAIN}b\n").unwrap();
+        let t = Target::File(path.clone());
+        let e = passwd_file(&path, &opts(t.clone(), "add", Some("alice"), Some("x"))).unwrap_err();
+        assert!(e.contains("exists"), "{e}");
+        passwd_file(&path, &opts(t, "disable", Some("alice"), None)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().starts_with("#disabled#"), "{text}");
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_ends_in_an_error() {
+        let d = tmpdir();
+        let path = d.join("users");
+        std::fs::write(&path, "alice:{PLAIN}a\n").unwrap();
+        // another open file description: its flock conflicts with ours, as another process's
+        let held = std::fs::File::open(&path).unwrap();
+        held.lock().unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let start = std::time::Instant::now();
+        let e = lock_within(&f, std::time::Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("another process has held a lock"), "{e}");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+        drop(held);
+        lock_within(&f, std::time::Duration::from_millis(300)).unwrap();
     }
 
     #[test]
