@@ -46,6 +46,8 @@ $tls->client('alice', '/O=Example/CN=alice');
 $tls->client('dave', '/CN=dave');
 $tls->client('dave2', '/CN=dave');
 $tls->rogue('rogue', '/CN=alice');
+# two CNs, mallory's first: nginx's RFC 2253 subject lists them in reverse (CN=alice,CN=mallory)
+$tls->client('twocn', '/CN=mallory/CN=alice');
 my $fp = $tls->fingerprint('dave');
 
 my %pw = (alice => 'alice pw', bob => 'bob pw', carol => 'carol pw', dave => 'dave pw');
@@ -152,7 +154,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/imap.log", %backend);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/pop3.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(50);
+$t->run()->plan(52);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8144, 8111, 8026, 8028);
 
 # (named subs here use $d, never $t: a closure over $t would keep nginx running past the
@@ -272,6 +274,11 @@ ok(decision(qr/user="alice" .* method=external .* result=cert-denied reason="aut
 is($rc, 1, 'external: a self-signed CN=alice certificate is refused') or diag($out);
 ok(decision(qr/method=external .* result=cert-denied reason="client certificate not verified \(Auth-SSL-Verify: FAILED:self-signed certificate\)"/),
 	'external: unverified certificate logged');
+($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",
+	"$d/twocn.crt", "$d/twocn.key", '-');
+is($rc, 1, 'external: a certificate with two CNs (mallory, alice) names no one') or diag($out);
+ok(decision(qr/method=external .* result=cert-denied reason="no CN, or several, in the client certificate's subject"/),
+	'external: two CNs logged');
 ($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt", '-', '-', 'alice');
 is($rc, 1, 'external: no certificate is refused') or diag($out);
 ($rc, $out) = sasl_client('imaps-external', '127.0.0.1', port(8993), "$d/ca.crt",

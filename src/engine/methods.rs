@@ -80,7 +80,7 @@ pub fn challenge(
     }
 }
 
-/// The first CN of an RFC 2253 distinguished name (as nginx sends `Auth-SSL-Subject`), with
+/// The CN of an RFC 2253 distinguished name (`None` when it has none or several) (as nginx sends `Auth-SSL-Subject`), with
 /// its escapes undone. OpenSSL's RFC 2253 form escapes every byte of a non-ASCII character
 /// (`jürgen` is `j\C3\BCrgen`): the escaped bytes are UTF-8, decoded as such (a CN that is
 /// not UTF-8 is none).
@@ -106,11 +106,19 @@ pub fn subject_cn(dn: &str) -> Option<String> {
         }
     }
     parts.push(cur);
-    let cn = parts.into_iter().find_map(|p| {
+    let mut cns = parts.into_iter().filter_map(|p| {
         let eq = p.iter().position(|&b| b == b'=')?;
         let (k, v) = (&p[..eq], &p[eq + 1..]);
-        (k.trim_ascii().eq_ignore_ascii_case(b"CN") && !v.is_empty()).then(|| v.to_vec())
-    })?;
+        k.trim_ascii().eq_ignore_ascii_case(b"CN").then(|| v.to_vec())
+    });
+    let cn = cns.next().filter(|v| !v.is_empty())?;
+    // several CNs name no one: the RFC 2253 form lists them in reverse, so the first here is
+    // the certificate's last, while OpenSSL's lookups, Dovecot's cert_username and whoever
+    // vetted the request read its first (a CA copying every CN of a request let a holder of
+    // CN=mallory add CN=alice and log in as alice)
+    if cns.next().is_some() {
+        return None;
+    }
     String::from_utf8(cn).ok()
 }
 
@@ -131,7 +139,13 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
         );
     }
     let Some(cn) = ssl.and_then(|s| s.subject.as_deref()).and_then(subject_cn) else {
-        return fail(cfg, req, None, AuthResult::CertDenied, "no CN in the client certificate's subject".to_string());
+        return fail(
+            cfg,
+            req,
+            None,
+            AuthResult::CertDenied,
+            "no CN, or several, in the client certificate's subject".to_string(),
+        );
     };
     let with_cn = |mut o: Outcome| {
         o.user = Some(cn.clone());

@@ -512,7 +512,9 @@ fn subject_cn_reads_rfc2253() {
     assert_eq!(subject_cn(r"CN=Smith\, John,O=x").as_deref(), Some("Smith, John"));
     assert_eq!(subject_cn(r"CN=a\2Cb").as_deref(), Some("a,b"));
     assert_eq!(subject_cn("OU=x+CN=multi,O=y").as_deref(), Some("multi"));
-    assert_eq!(subject_cn("CN=first,CN=second").as_deref(), Some("first"));
+    // several CNs: ambiguous (nginx's RFC 2253 form lists the certificate's last one first)
+    assert_eq!(subject_cn("CN=alice,CN=mallory,O=Test"), None);
+    assert_eq!(subject_cn("OU=x+CN=a+CN=b"), None);
     // OpenSSL's RFC 2253 output for CN=jürgen (`openssl x509 -nameopt RFC2253`, nginx's form)
     assert_eq!(subject_cn(r"CN=j\C3\BCrgen,O=Test").as_deref(), Some("jürgen"));
     assert_eq!(subject_cn(r"CN=\E7\94\B0\E4\B8\AD").as_deref(), Some("田中"));
