@@ -169,7 +169,7 @@ my %backend = (alice => $pw{alice}, bob => $pw{bob}, dave => $pw{dave},
 	'bob*master' => 'master pw', 'carol*master' => 'master pw', carol => $pw{carol});
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(38);
+$t->run()->plan(41);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8026, 8028);
 
 # (named subs use $d, never $t: a closure over $t would keep nginx running past the
@@ -211,11 +211,11 @@ sub rcpt_reply {
 
 # the direct auth_http answer for a recipient, as nginx asks at RCPT TO: (status, error code)
 sub relay_answer {
-	my ($uri, $rcpt) = @_;
+	my ($uri, $rcpt, %extra) = @_;
+	my %to = $extra{'auth-smtp-to'} ? %extra : ('Auth-SMTP-To' => "RCPT TO:$rcpt");
 	my ($a) = timed_auth(port(8080), $uri, 'Auth-Method' => 'none', 'Auth-Protocol' => 'smtp',
 		'Auth-User' => '', 'Auth-Pass' => '', 'Auth-SMTP-Helo' => 'client.test',
-		'Auth-SMTP-From' => 'MAIL FROM:<sender@elsewhere.example>',
-		'Auth-SMTP-To' => "RCPT TO:$rcpt");
+		'Auth-SMTP-From' => 'MAIL FROM:<sender@elsewhere.example>', %to);
 	my ($st) = $a =~ /^Auth-Status: (.*?)\r$/m;
 	my ($code) = $a =~ /^Auth-Error-Code: (.*?)\r$/m;
 	return ($st // 'none', $code // '');
@@ -235,6 +235,18 @@ for my $rcpt ('<"x@example.org"@evil.com>', '<@example.org:u@evil.com>', '<u@[12
 	ok($st ne 'OK' && $code =~ /^5\d\d /, "auth_http: $rcpt refused")
 		or diag("Auth-Status: $st, Auth-Error-Code: $code");
 }
+
+# the percent hack and the bang path: an MX routes them on from a domain of its own (Postfix's
+# allow_percent_hack and swap_bangpath, on by default); they were relayed
+for my $rcpt ('<u%evil.com@example.org>', '<evil.com!u@example.org>') {
+	($st, $code) = relay_answer('/auth', $rcpt);
+	ok($st ne 'OK' && $code =~ /^550 5\.7\.1/, "auth_http: $rcpt refused") or diag("Auth-Status: $st, Auth-Error-Code: $code");
+}
+
+# the recipient headers spelled otherwise than nginx spells them (a reverse-DNS name with line
+# ends in Client-Host adds lower-cased ones, and one with an empty line cuts the real ones off)
+($st, $code) = relay_answer('/auth', '<u@evil.com>', 'auth-smtp-to' => 'RCPT TO:<u@example.org>');
+isnt($st, 'OK', 'auth_http: an injected "auth-smtp-to" for a relayed domain is not taken');
 
 # the forms above, ending in the relayed domain: the MX routes them there, so they are relayed
 for my $rcpt ('<u@example.org>', '<u@EXAMPLE.ORG.>', '<u@example.org> NOTIFY=NEVER',

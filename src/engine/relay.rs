@@ -28,14 +28,20 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
         _ => "<>".to_string(),
     };
     let seen = format!("{rcpt} from {sender}");
+    // `u%elsewhere@domain` and `elsewhere!u@domain`: an MX applies these routing forms to a
+    // domain of its own (Postfix's allow_percent_hack and swap_bangpath, on by default,
+    // sendmail's), and sends the mail on to `elsewhere`
+    let routed = matches!(&rcpt, Recipient::Mailbox { local, .. } if local.contains(['%', '!']));
     let accepted = match &rcpt {
         Recipient::Postmaster => true,
+        Recipient::Mailbox { .. } if routed => false,
         Recipient::Mailbox { domain, .. } => smtp::domain_accepted(&cfg.relay_domains, domain),
         Recipient::AddressLiteral { .. } => false,
     };
     if !accepted {
         let why = match &rcpt {
             Recipient::AddressLiteral { .. } => "address literals are never relayed",
+            _ if routed => "a local part with % or ! is routed on by the MX (percent hack, bang path)",
             _ if cfg.relay_domains.is_empty() => "no mail_auth_relay_domains",
             _ => "domain not in mail_auth_relay_domains",
         };

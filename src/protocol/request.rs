@@ -283,8 +283,10 @@ impl<'a> HeaderView<'a> {
             let Some(idx) = header_index(name) else {
                 continue;
             };
-            if matches!(idx, H_SSL | H_SSL_VERIFY | H_SSL_SUBJECT | H_SSL_FINGERPRINT | H_PP_ADDR | H_LISTENER)
-                && name != HEADERS[idx].as_bytes()
+            if matches!(
+                idx,
+                H_SSL | H_SSL_VERIFY | H_SSL_SUBJECT | H_SSL_FINGERPRINT | H_PP_ADDR | H_LISTENER | H_FROM | H_TO
+            ) && name != HEADERS[idx].as_bytes()
             {
                 v.problem.get_or_insert(ProtocolError::MisspelledHeader(HEADERS[idx]));
                 continue;

@@ -354,7 +354,15 @@ fn listener_marker() {
         req(&with("x-mail-auth-listener", b"submission")).unwrap_err(),
         ProtocolError::MisspelledHeader("X-Mail-Auth-Listener")
     );
-    for h in ["auth-ssl", "auth-ssl-verify", "auth-ssl-subject", "auth-ssl-fingerprint", "proxy-protocol-addr"] {
+    for h in [
+        "auth-ssl",
+        "auth-ssl-verify",
+        "auth-ssl-subject",
+        "auth-ssl-fingerprint",
+        "proxy-protocol-addr",
+        "auth-smtp-from",
+        "auth-smtp-to",
+    ] {
         assert!(matches!(req(&with(h, b"on")), Err(ProtocolError::MisspelledHeader(_))), "{h}");
     }
     // an empty marker names no listener
