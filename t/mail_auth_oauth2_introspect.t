@@ -292,13 +292,13 @@ ok($rc == 0 && lines() == $before, 'a JWT of the JWKS: verified locally, the end
 # a refused token repeated by one client: checked a few times, then refused without a check
 # (before, a refused token counted as a right password refused by policy: every repeat was
 # checked, each an introspection call when the refusal is not cached)
+# an auth_http request of a token login of alice, as nginx mail sends it
 sub token_request {
-	my ($token, $ip) = @_;
-	return http("GET /auth-limited HTTP/1.0\r\nHost: localhost\r\nAuth-Method: xoauth2\r\n"
-		. "Auth-User: alice\@example.org\r\nAuth-Pass: $token\r\nAuth-Protocol: imap\r\n"
-		. "Auth-Login-Attempt: 1\r\nClient-IP: $ip\r\n\r\n") // '';
+	my ($uri, $token, $ip) = @_;
+	return auth_http($uri, 'Auth-Method' => 'xoauth2', 'Auth-User' => 'alice@example.org', 'Auth-Pass' => $token,
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip) // '';
 }
-my @answers = map { token_request('opaque-expired', '192.0.2.77') } 1 .. 10;
+my @answers = map { token_request('/auth-limited', 'opaque-expired', '192.0.2.77') } 1 .. 10;
 is(scalar(grep { /^Auth-Status: /m && !/^Auth-Status: OK/m } @answers), 10, '10 repeats of a refused token: all refused');
 my $log = read_from('error.log');
 my $checked = () = $log =~ /client=192\.0\.2\.77 [^\n]*result=invalid-token/g;
@@ -312,16 +312,10 @@ ok($checked >= 3 && $checked <= 5 && $checked + $refused == 10,
 write_to('jwks-fresh.json.tmp', tool('jwks', "k2=$d/rsa2.pem"));
 rename("$d/jwks-fresh.json.tmp", "$d/jwks-fresh.json") or die "rename: $!";
 select undef, undef, undef, 1.5;
-sub jwt_request {
-	my ($jwt) = @_;
-	return http("GET /auth-fresh HTTP/1.0\r\nHost: localhost\r\nAuth-Method: xoauth2\r\n"
-		. "Auth-User: alice\@example.org\r\nAuth-Pass: $jwt\r\nAuth-Protocol: imap\r\n"
-		. "Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.78\r\n\r\n") // '';
-}
 my $claims = qq[{"iss":"$iss","aud":"mail","scope":"mail","exp":"+600","email":"alice\@example.org"}];
-unlike(jwt_request(tool('mint', "$d/rsa.pem", 'RS256', 'k1', $claims)), qr/^Auth-Status: OK\r$/m,
+unlike(token_request('/auth-fresh', tool('mint', "$d/rsa.pem", 'RS256', 'k1', $claims), '192.0.2.78'), qr/^Auth-Status: OK\r$/m,
 	'the first token login after a key was revoked: a token of the revoked key is refused');
-like(jwt_request(tool('mint', "$d/rsa2.pem", 'RS256', 'k2', $claims)), qr/^Auth-Status: OK\r$/m,
+like(token_request('/auth-fresh', tool('mint', "$d/rsa2.pem", 'RS256', 'k2', $claims), '192.0.2.78'), qr/^Auth-Status: OK\r$/m,
 	'and a token of the key kept logs in');
 
 # nginx -t refuses a broken introspection configuration

@@ -278,8 +278,8 @@ fn read_password(opts: &Opts) -> Result<String, String> {
         |line: &mut String| std::io::stdin().lock().read_line(line).map_err(|e| format!("reading the password: {e}"));
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         // typed at a terminal: asked for, and not shown (nor kept in its scroll-back or a
-        // session recording); stty turns the terminal's echo off and on again
-        // (echo off before the prompt: what is typed once it shows is never echoed)
+        // session recording); stty turns the terminal's echo off before the prompt (what is
+        // typed once it shows is never echoed) and on again after
         let echo_off = stty("-echo");
         eprint!("Password: ");
         let r = read(&mut line);
@@ -301,8 +301,9 @@ fn read_password(opts: &Opts) -> Result<String, String> {
 /// A file's lines, without a UTF-8 byte order mark before the first (the module skips one: read
 /// with it, the first user's name was another, so `add` of that user added a second line the
 /// module ignores and `passwd`/`del`/`disable` found no such user).
-fn text_lines(s: &str) -> Vec<String> {
-    s.strip_prefix('\u{feff}').unwrap_or(s).lines().map(str::to_string).collect()
+fn read_lines(path: &Path) -> std::io::Result<Vec<String>> {
+    let s = std::fs::read_to_string(path)?;
+    Ok(s.strip_prefix('\u{feff}').unwrap_or(&s).lines().map(str::to_string).collect())
 }
 
 /// Runs `stty ARG` on the terminal at standard input (by its path: root runs this tool);
@@ -686,15 +687,15 @@ fn app_list_lines(lines: &[String], user: &str) -> Vec<String> {
 fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str) -> Result<Vec<String>, String> {
     let user = opts.user.as_deref().unwrap_or("");
     let read = |p: &Path| -> Result<Vec<String>, String> {
-        match std::fs::read_to_string(p) {
-            Ok(s) => Ok(text_lines(&s)),
+        match read_lines(p) {
+            Ok(lines) => Ok(lines),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == apps => Ok(Vec::new()),
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
     };
     // as `passwd_file`: the main file (an `app add` checks its user there), then the app file
     let new_file = !apps.exists();
-    let _locks = match sub {
+    let locks = match sub {
         "list" => None,
         _ => {
             let main = lock_file(path, false)?;
@@ -702,7 +703,7 @@ fn passwd_file_app(path: &Path, apps: &Path, opts: &Opts, sub: &str, label: &str
             Some((main, apps))
         }
     };
-    if let (true, Some((_, Some(made)))) = (new_file, &_locks) {
+    if let (true, Some((_, Some(made)))) = (new_file, &locks) {
         // a new app passwords file is read by whoever reads the passwd-file (nginx's workers,
         // often by group): its group and mode, not root's 0640 (the workers could not re-read
         // it after the next change: every login a temporary failure). Set on the file this run
@@ -747,12 +748,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     if let (Some((sub, label)), Some(apps)) = (&opts.app, &opts.app_file) {
         return passwd_file_app(path, apps, opts, sub, label.as_deref().unwrap_or(""));
     }
-    let read = || -> Result<Vec<String>, String> {
-        match std::fs::read_to_string(path) {
-            Ok(s) => Ok(text_lines(&s)),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    };
+    let read = || read_lines(path).map_err(|e| format!("{}: {e}", path.display()));
     match opts.command.as_str() {
         "init" => {
             if path.exists() {
@@ -779,7 +775,7 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     if let (true, Some(apps)) = (opts.command == "del", &opts.app_file) {
         // the user's app passwords go too: a new user of that name must not inherit them
         if apps.exists() {
-            let lines = text_lines(&std::fs::read_to_string(apps).map_err(|e| format!("{}: {e}", apps.display()))?);
+            let lines = read_lines(apps).map_err(|e| format!("{}: {e}", apps.display()))?;
             write_atomically(apps, &edit_app_lines(&lines, "del", user, "", None)?)?;
         }
     }
@@ -969,6 +965,18 @@ mod edit_tests {
         TempDir::new("user")
     }
 
+    /// `f`'s result, run on a thread that must be over within 3 s (else `stuck` fails the test;
+    /// the thread is left to the process's end).
+    fn within_3s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static, stuck: &str) -> T {
+        let run = std::thread::spawn(f);
+        let start = std::time::Instant::now();
+        while !run.is_finished() && start.elapsed() < std::time::Duration::from_secs(3) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(run.is_finished(), "{stuck}");
+        run.join().unwrap()
+    }
+
     fn opts(target: Target, command: &str, user: Option<&str>, password: Option<&str>) -> Opts {
         Opts {
             target,
@@ -1099,15 +1107,11 @@ mod edit_tests {
         let path = d.join("users");
         std::fs::write(&path, "alice:{PLAIN}a\nbob:{PLAIN}b\n").unwrap();
         let (p, t) = (path.clone(), Target::File(path.clone()));
-        let run = std::thread::spawn(move || {
-            passwd_file(&p, &Opts { app_file: Some(p.clone()), ..opts(t, "del", Some("alice"), None) })
-        });
-        let start = std::time::Instant::now();
-        while !run.is_finished() && start.elapsed() < std::time::Duration::from_secs(3) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(run.is_finished(), "the run waits for its own lock");
-        run.join().unwrap().unwrap();
+        within_3s(
+            move || passwd_file(&p, &Opts { app_file: Some(p.clone()), ..opts(t, "del", Some("alice"), None) }),
+            "the run waits for its own lock",
+        )
+        .unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains("alice"));
     }
 
@@ -1118,13 +1122,7 @@ mod edit_tests {
         std::os::unix::fs::symlink(d.join("users.real"), &link).unwrap();
         let t = Target::File(link.clone());
         let (p, o) = (link.clone(), opts(t, "add", Some("bob"), Some("bob pw")));
-        let run = std::thread::spawn(move || passwd_file(&p, &o));
-        let start = std::time::Instant::now();
-        while !run.is_finished() && start.elapsed() < std::time::Duration::from_secs(3) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(run.is_finished(), "add looped for ever on a dangling link");
-        let e = run.join().unwrap().unwrap_err();
+        let e = within_3s(move || passwd_file(&p, &o), "add looped for ever on a dangling link").unwrap_err();
         assert!(e.contains("a symbolic link to a file that does not exist"), "{e}");
         assert!(!d.join("users.real").exists() && std::fs::symlink_metadata(&link).is_ok(), "nothing made or replaced");
     }

@@ -80,8 +80,8 @@ pub fn challenge(
     }
 }
 
-/// The CN of an RFC 2253 distinguished name (`None` when it has none or several) (as nginx sends `Auth-SSL-Subject`), with
-/// its escapes undone. OpenSSL's RFC 2253 form escapes every byte of a non-ASCII character
+/// The CN of an RFC 2253 distinguished name (as nginx sends `Auth-SSL-Subject`; `None` when it
+/// has none or several), with its escapes undone. OpenSSL's RFC 2253 form escapes every byte of a non-ASCII character
 /// (`jürgen` is `j\C3\BCrgen`): the escaped bytes are UTF-8, decoded as such (a CN that is
 /// not UTF-8 is none).
 pub fn subject_cn(dn: &str) -> Option<String> {

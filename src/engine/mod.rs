@@ -698,14 +698,13 @@ impl Engine {
         let protocol = fields.protocol?;
         fields.method = fields.method.or(Some(Method::Plain));
         let user = String::from_utf8_lossy(&fields.user).into_owned();
+        let mut reason = format!("access phase answered HTTP {status}");
+        if status == 403 {
+            reason.push_str(", no verdict on the password (auth_basic_user_file missing? a deny rule? an auth_request upstream's 403?)");
+        }
         let o = if verdict {
-            let reason = format!("access phase answered HTTP {status}");
             outcome::failed_unparsed(&self.cfg, Some(protocol), &user, AuthResult::Invalid, reason)
-        } else if status == 403 {
-            let reason = "access phase answered HTTP 403, no verdict on the password (auth_basic_user_file missing? a deny rule? an auth_request upstream's 403?)".to_string();
-            outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
         } else {
-            let reason = format!("access phase answered HTTP {status}");
             outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
         };
         Some(self.conclude(fields, o, ctx, Trace::new(ctx)))

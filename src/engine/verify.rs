@@ -219,15 +219,17 @@ impl Pending {
         self.own_costly
     }
 
+    /// The estimated cost of each of the account's own credentials ([`scheme::cost_estimate`]).
+    fn own_costs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order().iter().map(|&i| scheme::cost_estimate(credential_of(&self.subject, i)))
+    }
+
     /// Whether a failure must also verify the template (the account's costliest credential is
     /// cheaper than the store's costliest, or unusable).
     pub fn pads(&self) -> bool {
         match self.subject {
             Subject::Unknown => false,
-            Subject::Known { .. } => {
-                let own = self.order().iter().map(|&i| scheme::cost_estimate(credential_of(&self.subject, i))).max();
-                own.unwrap_or(0) < scheme::cost_estimate(&self.template)
-            }
+            Subject::Known { .. } => self.own_costs().max().unwrap_or(0) < scheme::cost_estimate(&self.template),
         }
     }
 
@@ -266,11 +268,7 @@ impl Pending {
     /// template's ([`scheme::padding`]: the template itself for a cheap account), results
     /// ignored.
     pub fn pad(&self, password: &[u8]) {
-        let own: u64 = self
-            .order()
-            .iter()
-            .map(|&i| scheme::cost_estimate(credential_of(&self.subject, i)))
-            .fold(0, u64::saturating_add);
+        let own = self.own_costs().fold(0, u64::saturating_add);
         for v in scheme::padding(&self.template, own) {
             let _ = scheme::verify(&v, password);
         }

@@ -387,12 +387,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One look of the watcher thread; `false` ends it (the verifier is gone).
 fn tick(shared: &Weak<Shared>) -> bool {
     let Some(shared) = shared.upgrade() else { return false };
-    // the file is looked at and read without the lock every token login takes on the event
-    // loop: a read that is slow (a hung network mount) holds this thread only
+    refresh(&shared);
+    true
+}
+
+/// Looks at the JWKS file and takes what it holds. The file is looked at and read without the
+/// lock every token login takes on the event loop: a read that is slow (a hung network mount)
+/// holds the watcher thread only.
+fn refresh(shared: &Shared) {
     let seen = lock(&shared.state).id;
     let l = look(&shared.jwks, seen);
     apply(&shared.jwks, &mut lock(&shared.state), Instant::now(), l);
-    true
 }
 
 impl fmt::Debug for Verifier {
@@ -463,9 +468,7 @@ impl Verifier {
         // the passwd-file's first lookup does (a stat; a read of at most MAX_JWKS_BYTES if it
         // changed), so a key removed since is not trusted by the logins that come before the
         // watcher's first look
-        let seen = self.lock().id;
-        let l = look(&self.shared.jwks, seen);
-        apply(&self.shared.jwks, &mut self.lock(), Instant::now(), l);
+        refresh(&self.shared);
         let weak = Arc::downgrade(&self.shared);
         match watch::spawn(RECHECK, move || tick(&weak)) {
             Ok(s) => {

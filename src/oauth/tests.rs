@@ -173,6 +173,22 @@ fn jwks_rotation_and_broken_files() {
 }
 
 #[test]
+fn a_jwks_over_a_mebibyte_is_refused_unread() {
+    let d = TempDir::new("jwks-big");
+    // the test key set, padded with white space past the bound (valid JSON all the same)
+    let mut text = std::fs::read(data("jwks.json")).unwrap();
+    text.resize(MAX_JWKS_BYTES as usize + 1, b' ');
+    let mut c = cfg();
+    c.jwks = Some(d.file("big.json", &text));
+    let e = Verifier::new(c).expect_err("too large");
+    assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    text.truncate(MAX_JWKS_BYTES as usize);
+    let mut c = cfg();
+    c.jwks = Some(d.file("at-the-bound.json", &text));
+    assert!(Verifier::new(c).is_ok(), "at the bound: read");
+}
+
+#[test]
 fn jwk_rules() {
     let bad = [
         (r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#, "shorter than 2048"),

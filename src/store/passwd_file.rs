@@ -762,8 +762,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
             // would hand the name to a later line (without the first one's nologin or
             // allow_nets). A user whose first line is malformed cannot log in (a temporary
             // failure naming the line) until it is fixed; later lines are duplicates.
-            let user = user_bytes;
-            let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user;
+            let same_name = |&(h, s): &(u64, u32)| h == hash && user_field(line_at(&data, s as usize)) == user_bytes;
             let earlier = match first_of_hash.get(&hash) {
                 None => None,
                 Some(&i) if same_name(&entries[i as usize]) => Some(i as usize),
@@ -771,7 +770,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
                 Some(_) => entries.iter().position(same_name),
             };
             if let Some(i) = earlier {
-                let user = String::from_utf8_lossy(user);
+                let user = String::from_utf8_lossy(user_bytes);
                 push(
                     &mut notices,
                     NoticeLevel::Warn,
