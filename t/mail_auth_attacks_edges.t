@@ -33,8 +33,16 @@
 #      malformed now (more than 4 s of estimated work): its user cannot log in, unknown users
 #      pay the costliest usable hash, the load log says why.
 #   8. A locked account (a `!` before its hash) repeated the same guess: every repeat was checked
-#      (as a right password refused by policy is), while an unknown user's repeats are refused
+#      (as a right password refused by policy was), while an unknown user's repeats are refused
 #      without a check after the third: the answers told locked accounts from unknown names.
+#   9. A right password the account's rules refuse (allow_nets, nologin on POP3) was confirmed
+#      to the guesser four ways, though the answer's text is a wrong password's: it got the
+#      account's own Auth-Wait (wait=30) instead of the location's; its repeats were checked
+#      every time while a wrong guess's are refused without a check; in a store whose timing
+#      template is bcrypt, a {PLAIN} account's right password was answered at once while a wrong
+#      one is padded to the bcrypt; and its verdict stayed in mail_auth_cache for the ttl while
+#      a wrong one's goes after negative_ttl (a repeat 2 s later was a cache hit). Now it gets
+#      what a wrong password gets, in all four.
 
 ###############################################################################
 
@@ -79,6 +87,19 @@ my $cost31 = make_hash('htpasswd-B', 'evil pw');
 $cost31 =~ s/^\$2y\$05\$/\$2y\$31\$/ or die "not a bcrypt(5) hash: $cost31\n";
 $t->write_file('users-costly', "erin:$cost5\nevil:$cost31\nlocked:!$cost5\n");
 $t->write_file('users-bcrypt', 'bert:' . make_hash('doveadm-BLF-CRYPT', 'bert pw') . "\n");
+# (9) a bcrypt(10) user makes the store's timing template; the others' rules refuse 203.0.113.x
+sub bcrypt10 {
+	open my $fh, '-|', 'doveadm', '-o', 'stats_writer_socket_path=', 'pw', '-s', 'BLF-CRYPT', '-r', '10', '-p', $_[0]
+		or die "doveadm: $!";
+	my $h = <$fh>;
+	close $fh;
+	$h =~ s/\s+\z//;
+	return $h;
+}
+$t->write_file('users-rules', 'costly:' . bcrypt10('costly pw') . "\n"
+	. "netpw:{PLAIN}net pw::::::wait=30 allow_nets=10.0.0.0/8\n"
+	. "offpw:{PLAIN}off pw::::::wait=30 nologin\n"
+	. 'netcost:' . bcrypt10('netcost pw') . "::::::allow_nets=10.0.0.0/8\n");
 
 # accounts found under an alias too (name@example.org), by sqlite3 on the default schema
 my $d = $t->testdir();
@@ -146,6 +167,21 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        location = /auth-rules {
+            mail_auth;
+            mail_auth_passwd_file users-rules;
+            mail_auth_backend imap 127.0.0.1:8143;
+            mail_auth_backend pop3 127.0.0.1:8110;
+            mail_auth_fail_wait 2;
+            mail_auth_cache zone=rules:1m ttl=1h negative_ttl=1s;
+        }
+
+        location = /auth-rules-fresh {
+            mail_auth;
+            mail_auth_passwd_file users-rules;
+            mail_auth_backend imap 127.0.0.1:8143;
+        }
+
         location = /auth-lan {
             allow 192.0.2.0/24;
             deny all;
@@ -159,7 +195,7 @@ http {
 
 EOF
 
-$t->run()->plan(33);
+$t->run()->plan(41);
 
 ###############################################################################
 
@@ -340,5 +376,56 @@ my $log = $t->read_file('error.log');
 my %limited = map { my $u = $_; ($u => scalar(() = $log =~ /user="$u" client=203\.0\.113\.8 .*result=rate-limited/g)) } qw/ locked nobody /;
 ok($limited{nobody} >= 2, "unknown name: repeats refused without a check ($limited{nobody} of 6)");
 is($limited{locked}, $limited{nobody}, 'locked account: the same');
+
+# 9. a right password the account's rules refuse gets what a wrong one gets
+
+sub auth_wait {
+	my ($user, $pass, $ip, $protocol) = @_;
+	my $r = login('/auth-rules', $user, $pass, $ip, $protocol);
+	my ($st) = $r =~ /^Auth-Status: (.*)\r$/m;
+	my ($w) = $r =~ /^Auth-Wait: (\d+)\r$/m;
+	return ($st // 'none') . ' / ' . ($w // 'no wait');
+}
+is(auth_wait('netpw', 'net pw', '203.0.113.20'), auth_wait('nobody9', 'net pw', '203.0.113.20'),
+	'rules: a right password from a network the account does not allow answers as an unknown user (Auth-Wait too)');
+is(auth_wait('offpw', 'off pw', '203.0.113.20', 'pop3'), auth_wait('nobody9', 'off pw', '203.0.113.20', 'pop3'),
+	'rules: ... and one of a nologin account on POP3');
+
+for my $user ('netpw', 'nobody9') {
+	login('/auth-rules', $user, 'net pw', '203.0.113.21') for 1 .. 6;
+}
+$log = $t->read_file('error.log');
+%limited = map { my $u = $_; ($u => scalar(() = $log =~ /user="$u" client=203\.0\.113\.21 .*result=rate-limited/g)) } qw/ netpw nobody9 /;
+ok($limited{nobody9} >= 2, "rules: an unknown name's repeats are refused without a check ($limited{nobody9} of 6)");
+is($limited{netpw}, $limited{nobody9}, 'rules: the right password refused by allow_nets: the same');
+
+# (each from an address of its own: no repeat of one client; no cache)
+sub median_time {
+	my ($user, $pass, $net) = @_;
+	my @t;
+	for my $i (1 .. 5) {
+		my $start = time();
+		login('/auth-rules-fresh', $user, $pass, "$net.$i");
+		push @t, time() - $start;
+	}
+	@t = sort { $a <=> $b } @t;
+	return $t[2];
+}
+my $unknown = median_time('nobody9', 'net pw', '198.51.100');
+my $right = median_time('netpw', 'net pw', '192.0.2');
+ok($right > $unknown / 2, sprintf('rules: the refused right password is padded to the bcrypt template '
+	. '(%.1f ms, an unknown user %.1f ms)', $right * 1000, $unknown * 1000));
+
+# the verdict of a costly right password refused by allow_nets is kept as long as a wrong one's
+login('/auth-rules', 'netcost', 'netcost pw', '203.0.113.22');
+login('/auth-rules', 'netcost', 'wrong pw', '203.0.113.22');
+select undef, undef, undef, 2.2;
+login('/auth-rules', 'netcost', 'netcost pw', '203.0.113.22');
+login('/auth-rules', 'netcost', 'wrong pw', '203.0.113.22');
+my @lines = grep { /user="netcost" client=203\.0\.113\.22 / } split /\n/, $t->read_file('error.log');
+is(scalar(@lines), 4, 'rules: four decisions for netcost');
+is(scalar(grep { /cached verdict/ } @lines), 0,
+	'rules: after 2 s (negative_ttl=1s, ttl=1h) neither the right nor the wrong password is a cached verdict');
+like($lines[2] // '', qr/result=network-denied/, 'rules: the right one is still refused by its network');
 
 ###############################################################################

@@ -33,7 +33,7 @@
 
 use std::fmt::Write as _;
 
-use super::outcome::{fail, temp_fail, AuthResult, Outcome};
+use super::outcome::{fail, policy_wait, temp_fail, AuthResult, Outcome};
 use super::verify::{Pending, Subject, VerifyResult};
 use crate::config::AuthConfig;
 use crate::policy::{check_account, check_restrictions, Refusal};
@@ -173,10 +173,14 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
             let label = app.and_then(|i| account.app_passwords.get(i)).map(|a| a.label.clone());
             let refusal = refusal.or_else(|| credential_refusal(cfg, req, &account, app));
             match (refusal, label) {
-                (Some(rf), Some(l)) => {
-                    fail(cfg, req, account.wait, rf.result, format!("app password '{l}': {}", rf.reason))
-                }
-                (Some(rf), None) => fail(cfg, req, account.wait, rf.result, rf.reason),
+                (Some(rf), Some(l)) => fail(
+                    cfg,
+                    req,
+                    policy_wait(req, account.wait, rf.result),
+                    rf.result,
+                    format!("app password '{l}': {}", rf.reason),
+                ),
+                (Some(rf), None) => fail(cfg, req, policy_wait(req, account.wait, rf.result), rf.result, rf.reason),
                 (None, label) => {
                     let mut o = accept_account(cfg, req, &account, &req.user);
                     if let (Some(l), AuthResult::Ok) = (label, o.result) {
@@ -185,6 +189,21 @@ pub fn finish(cfg: &AuthConfig, req: &AuthRequest, pending: Pending, r: VerifyRe
                     o
                 }
             }
+        }
+    }
+}
+
+/// Whether a verification that matched ends in a refusal all the same: the account's rules
+/// (found at the lookup) or those of the credential that matched. Such a refusal must cost what
+/// a wrong password costs (its padding to the store's template, a verdict kept no longer), or
+/// the time would confirm the guess.
+pub(crate) fn refused_after_match(cfg: &AuthConfig, req: &AuthRequest, p: &Pending) -> bool {
+    match &p.subject {
+        Subject::Unknown => false,
+        Subject::Known { refusal: Some(_), .. } => true,
+        Subject::Known { account, refusal: None } => {
+            let app = p.matched().filter(|&i| i > 0).map(|i| usize::from(i) - 1);
+            credential_refusal(cfg, req, account, app).is_some()
         }
     }
 }
@@ -247,17 +266,18 @@ pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: &Acco
             Some(p) => Some(p),
             None if req.protocol == Protocol::Smtp => None,
             None => {
+                // the location's wait, as a wrong response gets: the account's would confirm it
                 return fail(
                     cfg,
                     req,
-                    account.wait,
+                    None,
                     AuthResult::MethodDenied,
                     format!(
                         "{} login verified but there is no password for the backend: the stored {} can't be recovered (store {{PLAIN}}, a backend password, or use mail_auth_master_user)",
                         req.method,
                         scheme::scheme_name(&account.password)
                     ),
-                )
+                );
             }
         },
         (None, None) => None,

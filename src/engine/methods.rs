@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use super::decide::{accept_account, credential_refusal, query, shown};
-use super::outcome::{fail, temp_fail, AuthResult, Outcome};
+use super::outcome::{fail, policy_wait, temp_fail, AuthResult, Outcome};
 use base64::Engine as _;
 
 use crate::config::AuthConfig;
@@ -74,7 +74,7 @@ pub fn challenge(
         }
         // the main password's response: refused where only app passwords are accepted
         Ok(true) => match refusal.or_else(|| credential_refusal(cfg, req, &account, None)) {
-            Some(rf) => fail(cfg, req, account.wait, rf.result, rf.reason),
+            Some(rf) => fail(cfg, req, policy_wait(req, account.wait, rf.result), rf.result, rf.reason),
             None => accept_account(cfg, req, &account, &req.user),
         },
     }
@@ -175,7 +175,7 @@ pub fn external(cfg: &AuthConfig, req: &AuthRequest, store: &dyn Store) -> Outco
         }
     }
     if let Err(rf) = check_account(&account, req) {
-        return with_cn(fail(cfg, req, account.wait, rf.result, rf.reason));
+        return with_cn(fail(cfg, req, policy_wait(req, account.wait, rf.result), rf.result, rf.reason));
     }
     with_cn(accept_account(cfg, req, &account, &cn))
 }
@@ -240,7 +240,13 @@ pub fn oauth(
                 fail(cfg, req, None, AuthResult::UnknownUser, "token verified but no such user in the store".into())
             }
             Ok(Some(account)) => match check_account(&account, req) {
-                Err(rf) => fail(cfg, req, account.wait, rf.result, format!("token verified but {}", rf.reason)),
+                Err(rf) => fail(
+                    cfg,
+                    req,
+                    policy_wait(req, account.wait, rf.result),
+                    rf.result,
+                    format!("token verified but {}", rf.reason),
+                ),
                 Ok(()) => accept_account(cfg, req, &account, &req.user),
             },
         },

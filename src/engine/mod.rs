@@ -611,16 +611,20 @@ impl Engine {
     /// verification queue busy guess without limit: wrong = temporary failure, right = OK.
     pub fn abandon(&self, job: Box<Job>, overloaded: bool) -> Decision {
         let Job { req, ctx, tickets, stage, trace, .. } = *job;
+        // Some(wrong): checked and failed; `wrong` when its verdict is known (a mismatch, or a
+        // right password the account's rules refuse, which must look the same), so that its
+        // repeats are refused alike
         let checked = match &stage {
             Stage::Pad(_, r, key) => {
                 if *r == VerifyResult::Mismatch {
                     self.remember(*key, Verdict::Mismatch, None);
                 }
-                true
+                Some(true)
             }
             // the cheap app passwords were tried (and failed) before the costly main password
-            Stage::Verify(p, _) => p.cheap_done,
-            _ => false,
+            // (not known to be wrong: its repeats are checked again)
+            Stage::Verify(p, _) => p.cheap_done.then_some(false),
+            _ => None,
         };
         let o = match stage {
             Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
@@ -642,8 +646,7 @@ impl Engine {
                 outcome::temp_fail(&self.cfg, &req, AuthResult::InternalError, reason)
             }
         };
-        // (not known to be wrong: its repeats are checked again)
-        let how = checked.then_some(Settle::Failure { password: &req.pass, wrong: false });
+        let how = checked.map(|wrong| Settle::Failure { password: &req.pass, wrong });
         self.conclude_settled(&req, o, tickets, ctx, trace, how)
     }
 
@@ -1063,8 +1066,15 @@ impl Engine {
         let r = self.timed(|| p.run_own(&req.pass));
         trace.step(|| format!("verified: {r:?}"));
         if r == VerifyResult::Match {
-            self.remember(key, Verdict::Match(p.matched().unwrap_or(0)), None);
-            return Verified::Done(finish(&self.cfg, req, p, r));
+            // a right password the account's rules refuse looks like a wrong one: kept as long
+            // as a mismatch, and padded as one (or a repeat's speed, or the answer's, tells)
+            let refused = decide::refused_after_match(&self.cfg, req, &p);
+            let cap = self.cache.filter(|_| refused).map(|s| s.negative_ttl);
+            self.remember(key, Verdict::Match(p.matched().unwrap_or(0)), cap);
+            if !(refused && p.pads()) {
+                return Verified::Done(finish(&self.cfg, req, p, r));
+            }
+            return Verified::Pad(p, r, key);
         }
         if p.pads() {
             return Verified::Pad(p, r, key);
@@ -1128,22 +1138,13 @@ impl Engine {
             (AuthResponse::Fail { .. }, AuthResult::RateLimited | AuthResult::BadRequest | AuthResult::RelayDenied) => {
                 Settle::Neutral
             }
-            (AuthResponse::Fail { .. }, result) => Settle::Failure {
-                password: &req.pass,
-                // an unusable stored value (a locked `!` hash, a NULL password) and a method the
-                // stored value can't serve (APOP/CRAM-MD5 against a hash) can never succeed:
-                // taken for wrong passwords, so their repeats are refused as an unknown user's
-                // are (checked at every repeat, they told such accounts apart); a refused token
-                // too: checked at every repeat, each an introspection call or a signature check
-                wrong: matches!(
-                    result,
-                    AuthResult::Invalid
-                        | AuthResult::UnknownUser
-                        | AuthResult::SchemeError
-                        | AuthResult::MethodDenied
-                        | AuthResult::InvalidToken
-                ),
-            },
+            // every refusal is a wrong password for the repeat mark: its repeats are refused as
+            // an unknown user's are. A right password refused by the account's rules (network,
+            // protocol, certificate, `app_only`, disabled) checked at every repeat would tell a
+            // guesser it was right; an unusable stored value (a locked `!` hash, a NULL
+            // password), a method it can't serve, a refused token: likewise told apart, or an
+            // introspection call or a signature check per repeat
+            (AuthResponse::Fail { .. }, _) => Settle::Failure { password: &req.pass, wrong: true },
             (AuthResponse::TempFail { .. }, _) => Settle::Neutral,
         });
         let limiter = if tickets.local.is_empty() { None } else { self.limiter() };

@@ -170,6 +170,15 @@ fn failure_kind(result: AuthResult) -> Failure {
     }
 }
 
+/// The `Auth-Wait` of a right credential refused by the account's rules: the account's own
+/// `wait` only where the answer tells that the password was right anyway (IMAP's
+/// `[CONTACTADMIN]` for a disabled account); anywhere else the location's, as a wrong password
+/// gets: a delay of its own would confirm the guess to a client refused by a network, protocol,
+/// certificate or `app_only` rule, who would then try it where it is accepted.
+pub fn policy_wait(req: &AuthRequest, own: Option<u32>, result: AuthResult) -> Option<u32> {
+    own.filter(|_| result == AuthResult::Disabled && req.protocol == Protocol::Imap)
+}
+
 /// A failed login: "Invalid login or password" (IMAP `[AUTHENTICATIONFAILED]`, POP3 `[AUTH]`;
 /// IMAP `[CONTACTADMIN]` for a disabled account after the right password), `wait`
 /// (default `fail_wait`).

@@ -116,6 +116,10 @@ fn store() -> MemStore {
         ("slow", Account { wait: Some(30), ..acct("{PLAIN}pw") }),
         ("slowoff", Account { wait: Some(30), enabled: false, ..acct("{PLAIN}pw") }),
         ("slowweird", Account { wait: Some(30), ..acct("{NOSUCHSCHEME}abc") }),
+        (
+            "slownet",
+            Account { wait: Some(30), networks: Some(vec!["10.0.0.0/8".parse().unwrap()]), ..acct("{PLAIN}pw") },
+        ),
         ("weird", acct("{NOSUCHSCHEME}abc")),
         (
             "routed",
@@ -299,6 +303,13 @@ fn per_account_wait() {
     assert_eq!(decide(&cfg(), &req(Protocol::Imap, "slowweird", b"bad"), &s).response, invalid(3));
     let o = decide(&cfg(), &req(Protocol::Imap, "slowoff", b"pw"), &s);
     assert_eq!((o.result, o.response), (AuthResult::Disabled, failed(MSG_DENIED_IMAP, 30)));
+    // elsewhere a right password refused by the account's rules gets the location's wait, as a
+    // wrong one does: its own would confirm the guess (POP3 does not say "disabled")
+    let o = decide(&cfg(), &req(Protocol::Pop3, "slowoff", b"pw"), &s);
+    let wrong = decide(&cfg(), &req(Protocol::Pop3, "slowoff", b"bad"), &s);
+    assert_eq!((o.result, &o.response), (AuthResult::Disabled, &wrong.response));
+    let o = decide(&cfg(), &req(Protocol::Imap, "slownet", b"pw"), &s);
+    assert_eq!((o.result, o.response), (AuthResult::NetworkDenied, invalid(3)));
     let mut c = cfg();
     c.fail_wait = 7;
     assert_eq!(decide(&c, &req(Protocol::Imap, "alice", b"bad"), &s).response, invalid(7));
@@ -948,6 +959,20 @@ fn jobs_cross_threads_and_complete() {
         (b"Auth-Pass", b"nope"),
     ];
     let Start::Offload(job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else { panic!("padding: offloaded") };
+    // a right password the account's network rule refuses is padded as a wrong one (answered at
+    // once, it would confirm the guess): to the pool too, and refused after the padding
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"slownet"),
+        (b"Auth-Pass", b"pw"),
+        (b"Client-IP", b"192.0.2.1"),
+    ];
+    let Start::Offload(mut refused) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("a right password refused by policy is padded on the pool")
+    };
+    refused.run(&e);
+    assert_eq!(done(e.complete(refused)).result, AuthResult::NetworkDenied);
     // a job that could not be posted is a temporary failure, never OK
     let d = e.abandon(job, false);
     assert_eq!(d.result, AuthResult::InternalError);
