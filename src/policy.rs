@@ -59,13 +59,36 @@ pub(crate) fn fingerprint_matches(req: &AuthRequest, pinned: &str) -> bool {
     !want.is_empty() && got.as_deref() == Some(want.as_str())
 }
 
-/// Checks `enabled`, `protocols`, `networks` and `require_client_cert` of an account against a
-/// request.
+/// How far ahead of now Dovecot's `delay_until` may be: beyond it Dovecot fails the login.
+const DELAY_UNTIL_MAX: u64 = 300;
+
+/// Checks `enabled`, `delay_until`, `protocols`, `networks`, `real_networks` and
+/// `require_client_cert` of an account against a request.
 pub fn check_account(acct: &Account, req: &AuthRequest) -> Result<(), Refusal> {
     if !acct.enabled {
         return Err(Refusal { result: AuthResult::Disabled, reason: "account disabled".to_string() });
     }
+    if let Some(until) = acct.delay_until {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if until > now.saturating_add(DELAY_UNTIL_MAX) {
+            return Err(Refusal {
+                result: AuthResult::Disabled,
+                reason: format!(
+                    "delay_until={until} is more than {DELAY_UNTIL_MAX} s ahead (Dovecot fails such a login)"
+                ),
+            });
+        }
+    }
     check_restrictions(acct.protocols.as_deref(), acct.networks.as_deref(), req)?;
+    if let Some(nets) = &acct.real_networks {
+        if !req.peer_ip.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+            let peer = req.peer_ip.map_or_else(|| "unknown".to_string(), |ip| canonical_ip(ip).to_string());
+            return Err(Refusal {
+                result: AuthResult::NetworkDenied,
+                reason: format!("connection from {peer}, not in allow_real_nets"),
+            });
+        }
+    }
     check_client_cert(acct, req)
 }
 
@@ -161,6 +184,7 @@ mod tests {
             protocol,
             login_attempt: 1,
             client_ip: client.map(ip),
+            peer_ip: client.map(ip),
             salt: None,
             smtp_from: None,
             smtp_to: None,
@@ -206,6 +230,28 @@ mod tests {
         assert_eq!(e.result.as_str(), "network-denied");
         let nowhere = Account { networks: Some(vec![]), ..acct() };
         assert!(check_account(&nowhere, &req(Protocol::Imap, Some("127.0.0.1"))).is_err());
+    }
+
+    #[test]
+    fn check_real_networks_and_delay_until() {
+        // allow_real_nets: the connection's own address, not the client a balancer names
+        let a = Account { real_networks: Some(vec![c("10.0.0.0/8")]), ..acct() };
+        let mut r = req(Protocol::Imap, Some("192.0.2.7"));
+        r.peer_ip = Some(ip("10.1.1.1"));
+        assert_eq!(check_account(&a, &r), Ok(()));
+        assert_eq!(check_account(&a, &req(Protocol::Imap, Some("10.1.1.1"))), Ok(()));
+        let e = check_account(&a, &req(Protocol::Imap, Some("192.0.2.7"))).unwrap_err();
+        assert_eq!(
+            (e.result.as_str(), e.reason.as_str()),
+            ("network-denied", "connection from 192.0.2.7, not in allow_real_nets")
+        );
+        assert!(check_account(&a, &req(Protocol::Imap, None)).is_err(), "a unix-socket peer is in no network");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let r = req(Protocol::Imap, Some("127.0.0.1"));
+        for (until, ok) in [(now - 10, true), (now + 200, true), (now + 400, false)] {
+            let a = Account { delay_until: Some(until), ..acct() };
+            assert_eq!(check_account(&a, &r).is_ok(), ok, "delay_until now{:+}", until as i64 - now as i64);
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 # also Dovecot's passdb: the password nginx passes on is checked again by Dovecot. Hashes are
 # made by real tools (htpasswd -B, doveadm pw, openssl passwd). One account logs in to Dovecot
 # through a master user ("bob*master", from the extra fields user= and pass= of its line).
+# Dovecot's own extra fields that refuse a login (fail, noauthenticate, nologin whatever its
+# value, allow_real_nets) are refused by the module as by Dovecot itself (the module let them
+# in before: it ignored the first three and read nologin=no as "no").
 # Clients: Python imaplib/poplib (plain, STARTTLS and IMAPS checked against a test CA made by
 # openssl, t/lib/MailAuthTLS.pm), curl imap:// imaps:// pop3://, and swaks through nginx's
 # SMTP proxy (to the fake SMTP backend: Dovecot's submission service is not used).
@@ -70,8 +73,14 @@ die "a hash tool failed\n" if grep { !defined } values %hash;
 $hash{frank} = "{BLF-CRYPT}$hash{frank}";
 $hash{erin} = "{PLAIN}$pw{erin}";
 
+# Dovecot's extra fields that refuse the login, each on an account with a right {PLAIN}
+# password; `near` may log in from 127.0.0.1 only (allow_real_nets), `far` from elsewhere only
+my %refusing = (failed => 'fail', noauth => 'noauthenticate', nologno => 'nologin=no',
+	far => 'allow_real_nets=192.0.2.0/24');
 $t->write_file('users', join('', map { "$_:$hash{$_}\n" } qw/ alice frank carol dave erin /)
-	. "bob:$hash{bob}::::::user=bob*master pass=$pw{master}\n");
+	. "bob:$hash{bob}::::::user=bob*master pass=$pw{master}\n"
+	. join('', map { "$_:{PLAIN}$_ pw::::::$refusing{$_}\n" } sort keys %refusing)
+	. "near:{PLAIN}near pw::::::allow_real_nets=127.0.0.0/8\n");
 $t->write_file('masters', "master:$hash{master}\n");
 
 my ($ca) = make_ca($t);
@@ -80,7 +89,7 @@ my ($rogue) = make_client_cert($t, 'mallory', rogue => 1); # not our CA: a wrong
 
 my $dovecot = MailAuthDovecot->new("$d/dovecot", imap => port(8144), pop3 => port(8111),
 	passdb => "$d/users", masters => "$d/masters");
-for my $u (qw/ alice frank carol dave erin bob /) {
+for my $u (qw/ alice frank carol dave erin bob near /, keys %refusing) {
 	$dovecot->deliver($u, "From: postmaster\@example.org\r\nTo: $u\@example.org\r\n"
 		. "Subject: for $u\r\n\r\nHello $u, this message waits in your Maildir.\r\n");
 }
@@ -146,7 +155,7 @@ EOF
 
 $dovecot->start();    # returns when both listeners answer
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/smtp.log");
-$t->run()->plan(66);
+$t->run()->plan(76);
 $t->waitforsocket('127.0.0.1:' . port(8026)) or die "fake SMTP backend is not listening\n";
 
 ###############################################################################
@@ -300,6 +309,22 @@ unlike($dlog, qr/user=<(?:mallory|bob\*master)>/, 'Dovecot never saw the refused
 is($rc, 1, 'Dovecot alone: wrong password refused') or diag($out);
 ok(dovecot_logged($dovecot, qr/passwd-file\(alice,127\.0\.0\.1.*Password mismatch/),
 	'Dovecot alone: the failed login is in its log');
+
+# Dovecot's refusing extra fields: refused by Dovecot alone and by the module alike
+
+for my $u (sort keys %refusing) {
+	my ($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $dimap, $u, "$u pw");
+	# (refused, or not answered in time: nologin without a reason)
+	isnt($rc, 0, "Dovecot alone does not log $u ($refusing{$u}) in with the right password") or diag($out);
+	($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $imap, $u, "$u pw");
+	# (its decision: Dovecot behind nginx would refuse an OK again, or not: noauthenticate)
+	like($t->read_file('error.log'), decision($u, 'imap', $u eq 'far' ? 'network-denied' : 'disabled'),
+		"the module refuses $u ($refusing{$u}) too");
+}
+for my $via ([ 'Dovecot alone', $dimap ], [ 'the module', $imap ]) {
+	my ($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $via->[1], 'near', 'near pw');
+	is($rc, 0, "$via->[0]: near (allow_real_nets=127.0.0.0/8) logs in from 127.0.0.1") or diag($out);
+}
 
 # SMTP through nginx with swaks: AUTH PLAIN and LOGIN checked by the module, then XCLIENT
 # and the message to the (fake) submission backend

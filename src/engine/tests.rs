@@ -81,6 +81,7 @@ fn req(proto: Protocol, user: &str, pass: &[u8]) -> AuthRequest {
         protocol: proto,
         login_attempt: 1,
         client_ip: Some("127.0.0.1".parse().unwrap()),
+        peer_ip: Some("127.0.0.1".parse().unwrap()),
         salt: None,
         smtp_from: None,
         smtp_to: None,

@@ -104,6 +104,7 @@ mod tests {
             protocol,
             login_attempt: 1,
             client_ip: None,
+            peer_ip: None,
             salt: None,
             smtp_from: None,
             smtp_to: None,

@@ -178,13 +178,16 @@ pub fn auth_request(j: &JsonRequest) -> Result<AuthRequest, String> {
         verify: (!j.ssl_client_verify.is_empty()).then(|| j.ssl_client_verify.clone()),
         ..SslInfo::default()
     });
+    let client_ip = client_ip(&j.client_ip)?;
     Ok(AuthRequest {
         method,
         user: j.username.clone(),
         pass: j.password.clone(),
         protocol,
         login_attempt: 1,
-        client_ip: client_ip(&j.client_ip)?,
+        client_ip,
+        // (Dovecot's own rip: what its allow_real_nets would see is its proxy's)
+        peer_ip: client_ip,
         salt: None,
         smtp_from: None,
         smtp_to: None,

@@ -71,8 +71,13 @@ pub struct AuthRequest {
     pub protocol: Protocol,
     /// `Auth-Login-Attempt` (1 when absent).
     pub login_attempt: u32,
-    /// `Client-IP`; `None` when absent or a unix-socket peer (`unix:`).
+    /// `Client-IP`; `None` when absent or a unix-socket peer (`unix:`). The client a trusted
+    /// balancer names (`Proxy-Protocol-Addr`) replaces it.
     pub client_ip: Option<IpAddr>,
+    /// `Client-IP` as nginx sent it: the address nginx's connection came from (a balancer's,
+    /// behind the PROXY protocol), never replaced. Dovecot's `allow_real_nets` is checked
+    /// against it.
+    pub peer_ip: Option<IpAddr>,
     /// `Auth-Salt` (APOP/CRAM-MD5 challenge), without its line end.
     pub salt: Option<Vec<u8>>,
     /// `Auth-SMTP-From` / `Auth-SMTP-To` (SMTP without AUTH).
@@ -421,6 +426,7 @@ impl<'a> HeaderView<'a> {
             protocol,
             login_attempt,
             client_ip,
+            peer_ip: client_ip,
             salt: vals[H_SALT].map(<[u8]>::to_vec),
             smtp_from: text(vals[H_FROM]),
             smtp_to: text(vals[H_TO]),

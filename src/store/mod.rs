@@ -78,6 +78,12 @@ pub struct Account {
     pub protocols: Option<Vec<Protocol>>,
     /// Networks the user may log in from; `None` = anywhere.
     pub networks: Option<Vec<crate::cidr::Cidr>>,
+    /// Dovecot's `allow_real_nets`: networks the connection nginx accepted may come from
+    /// (`Client-IP`, a balancer's address behind the PROXY protocol); `None` = anywhere.
+    pub real_networks: Option<Vec<crate::cidr::Cidr>>,
+    /// Dovecot's `delay_until` (Unix time): a login more than 5 minutes before it is refused,
+    /// as Dovecot fails it.
+    pub delay_until: Option<u64>,
     /// Per-user Auth-Wait on failure (seconds).
     pub wait: Option<u32>,
     /// Logins need a client certificate nginx verified (`Auth-SSL-Verify: SUCCESS`), and the

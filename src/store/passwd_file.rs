@@ -18,8 +18,11 @@
 //! Extra fields understood (all of them are also kept in `Account::extra`):
 //! | field | effect |
 //! |---|---|
-//! | `nologin`, `deny` (bare, or `=yes/y/true/1`) | `enabled = false` |
+//! | `nologin` (any value, as in Dovecot: `nologin=no` too), `fail`, `noauthenticate` | `enabled = false` (Dovecot refuses these logins) |
+//! | `deny` (bare, or `=yes/y/true/1`) | `enabled = false` |
 //! | `allow_nets=CIDR,CIDR` | `networks` (Dovecot's name) |
+//! | `allow_real_nets=CIDR,CIDR` | `real_networks`: checked against `Client-IP`, the address nginx's connection came from |
+//! | `delay_until=UNIXTIME[+N]` | `delay_until`: refused while it is more than 5 minutes ahead (as Dovecot fails it); not delayed otherwise |
 //! | `host=IP` | `server` (must be an IP literal for nginx; a warning otherwise) |
 //! | `port=N` | `port` |
 //! | `destuser=NAME` (or `user=NAME`) | `backend_user` (Auth-User); `destuser` wins |
@@ -31,8 +34,8 @@
 //! | `app_only` (bare: every protocol) or `app_only=imap,pop3` | `app_only`: the main password is refused there, only app passwords (this module's own field) |
 //! | `nopassword` | **ignored** with a warning: the password is always checked |
 //!
-//! A bad `allow_nets`/`port`/`protocols`/`wait`/`client_cert` value skips the whole line (fail
-//! closed).
+//! A bad `allow_nets`/`allow_real_nets`/`delay_until`/`port`/`protocols`/`wait`/`client_cert`
+//! value skips the whole line (fail closed).
 //! A password whose scheme is unknown or malformed is reported at load (once per load); the
 //! user is kept and every login of it fails (result `scheme-error`).
 //!
@@ -525,6 +528,17 @@ fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
     Ok(Loaded { id: FileId::of(&meta), users, notices, unterminated })
 }
 
+/// An `allow_nets`/`allow_real_nets` list; warns of host bits (as nginx warns of its own lists:
+/// 10.9.9.9/1 is half of IPv4, seldom meant).
+fn nets_field(key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Vec<Cidr>, String> {
+    let nets = Cidr::parse_list(value).map_err(|e| format!("bad {key}: {e}"))?;
+    for item in value.split(',').filter(|v| Cidr::has_host_bits(v)) {
+        let net = Cidr::parse(item).map(|n| n.to_string()).unwrap_or_default();
+        warnings.push(format!("{key}: low address bits of {} are meaningless: it is {net}", item.trim()));
+    }
+    Ok(nets)
+}
+
 fn flag_set(value: &str) -> bool {
     // Bare key or a yes-like value sets the flag; an explicit no-like value clears it; any other
     // value sets it (fail closed).
@@ -541,16 +555,19 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
             None => (tok, ""),
         };
         match key {
-            "nologin" | "deny" if flag_set(value) => acct.enabled = false,
-            "allow_nets" => {
-                let nets = Cidr::parse_list(value).map_err(|e| format!("bad allow_nets: {e}"))?;
-                // (as nginx warns of its own lists: 10.9.9.9/1 is half of IPv4, seldom meant)
-                for item in value.split(',').filter(|v| Cidr::has_host_bits(v)) {
-                    let net = Cidr::parse(item).map(|n| n.to_string()).unwrap_or_default();
-                    warnings
-                        .push(format!("allow_nets: low address bits of {} are meaningless: it is {net}", item.trim()));
-                }
-                acct.networks = Some(nets);
+            // Dovecot refuses these whatever their value (its login code looks at the key)
+            "nologin" | "fail" | "noauthenticate" => acct.enabled = false,
+            "deny" if flag_set(value) => acct.enabled = false,
+            "allow_nets" => acct.networks = Some(nets_field(key, value, warnings)?),
+            "allow_real_nets" => acct.real_networks = Some(nets_field(key, value, warnings)?),
+            "delay_until" => {
+                let ts = value.split_once('+').map_or(value, |(t, _)| t);
+                let until = ts
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| ts.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| format!("bad delay_until={value}"))?;
+                acct.delay_until = Some(until);
             }
             "host" => {
                 if parse_server(value).is_none() {
@@ -1585,6 +1602,17 @@ mod tests {
         assert!(!a.enabled);
         let (_, a) = parse_line("x:{PLAIN}p::::::nologin=whatever", &mut w).unwrap();
         assert!(!a.enabled, "unknown flag value fails closed");
+        // Dovecot refuses a login with these fields whatever their value
+        for f in ["nologin=no", "nologin=0", "fail", "fail=no", "noauthenticate", "noauthenticate=n"] {
+            let (_, a) = parse_line(&format!("x:{{PLAIN}}p::::::{f}"), &mut w).unwrap();
+            assert!(!a.enabled, "{f} disables the account");
+        }
+        let (_, a) = parse_line("x:{PLAIN}p::::::allow_real_nets=10.0.0.0/8,::1", &mut w).unwrap();
+        assert_eq!(a.real_networks.map(|n| n.len()), Some(2));
+        assert!(parse_line("x:{PLAIN}p::::::allow_real_nets=somehost", &mut w).is_err());
+        let (_, a) = parse_line("x:{PLAIN}p::::::delay_until=1700000000+5", &mut w).unwrap();
+        assert_eq!(a.delay_until, Some(1_700_000_000));
+        assert!(parse_line("x:{PLAIN}p::::::delay_until=soon", &mut w).is_err());
         let (_, a) = parse_line("x:{PLAIN}p::::::allow_nets=", &mut w).unwrap();
         assert_eq!(a.networks, Some(vec![]), "empty allow_nets allows nowhere");
         assert!(parse_line("x:{PLAIN}p::::::destuser=", &mut w).is_err());

@@ -19,6 +19,14 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+fn networks(column: &str, v: &str) -> Result<Vec<Cidr>, String> {
+    let mut list = Vec::new();
+    for n in split_list(v) {
+        list.push(Cidr::parse(n).map_err(|e| format!("{column}: \"{n}\": {e}"))?);
+    }
+    Ok(list)
+}
+
 pub(crate) fn split_list(v: &str) -> impl Iterator<Item = &str> {
     v.split([',', ' ', '\t']).filter(|s| !s.is_empty())
 }
@@ -31,8 +39,13 @@ pub(crate) fn split_list(v: &str) -> impl Iterator<Item = &str> {
 ///   (stored as `!`, an unknown scheme), so it answers like a wrong password, not an error.
 /// - `enabled`: 1/0, yes/no, true/false, on/off (any case); NULL = enabled; anything else: Err.
 /// - `protocols`: imap, pop3, smtp separated by commas/blanks; NULL = all; '' = none; unknown: Err.
-/// - `networks`: CIDRs or addresses separated by commas/blanks; NULL = anywhere; '' = nowhere;
-///   a bad one: Err.
+/// - `networks` (or Dovecot's `allow_nets`): CIDRs or addresses separated by commas/blanks;
+///   NULL = anywhere; '' = nowhere; a bad one: Err. `allow_real_nets` likewise, against
+///   `Client-IP` (the address nginx's connection came from).
+/// - `nologin`, `fail`, `noauthenticate` (Dovecot's fields): any value but NULL disables the
+///   account, as Dovecot refuses such a login whatever the value.
+/// - `delay_until`: Unix time (`+N` after it ignored); refused while more than 5 minutes ahead;
+///   NULL = none; otherwise Err.
 /// - `server`: an IP literal (nginx needs one); NULL/'' = the configured backend; a name: Err.
 /// - `port`: 1..65535; NULL = the backend's; otherwise Err.
 /// - `name`: the account's canonical name ([`Account::name`]); NULL/'' = not set (the lookup
@@ -81,12 +94,19 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
                 }
                 a.protocols = Some(list);
             }
-            "networks" => {
-                let mut list = Vec::new();
-                for n in split_list(v) {
-                    list.push(Cidr::parse(n).map_err(|e| format!("networks: \"{n}\": {e}"))?);
-                }
-                a.networks = Some(list);
+            // (`allow_nets`, `allow_real_nets`: Dovecot's names, as its password_query returns them)
+            "networks" | "allow_nets" => a.networks = Some(networks(name, v)?),
+            "allow_real_nets" => a.real_networks = Some(networks(name, v)?),
+            // Dovecot refuses these when the query returns them with any value (NULL: not returned)
+            "nologin" | "fail" | "noauthenticate" => a.enabled = false,
+            "delay_until" => {
+                let ts = v.trim().split_once('+').map_or(v.trim(), |(t, _)| t);
+                a.delay_until = Some(
+                    ts.parse::<u64>()
+                        .ok()
+                        .filter(|_| ts.bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or_else(|| format!("delay_until: \"{v}\" is not a Unix time"))?,
+                );
             }
             "server" if !v.is_empty() => {
                 let ip = protocol::parse_server(v).ok_or_else(|| format!("server: \"{v}\" is not an IP address"))?;

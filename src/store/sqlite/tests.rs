@@ -86,6 +86,25 @@ fn map_row_values() {
         assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
     }
     assert!(map_row(&row(&[("enabled", Some("1"))])).is_err(), "no password column");
+    // Dovecot's fields, as its password_query returns them: refusals whatever the value
+    for f in ["nologin", "fail", "noauthenticate"] {
+        for v in ["Y", "0", ""] {
+            assert!(!map_row(&row(&[("password", Some("x")), (f, Some(v))])).unwrap().enabled, "{f}={v:?}");
+        }
+        assert!(map_row(&row(&[("password", Some("x")), (f, None)])).unwrap().enabled, "{f} NULL: not returned");
+    }
+    let a = map_row(&row(&[
+        ("password", Some("x")),
+        ("allow_nets", Some("10.0.0.0/8")),
+        ("allow_real_nets", Some("192.0.2.0/24")),
+        ("delay_until", Some("1700000000")),
+    ]))
+    .unwrap();
+    assert_eq!((a.networks.map(|n| n.len()), a.real_networks.map(|n| n.len())), (Some(1), Some(1)));
+    assert_eq!(a.delay_until, Some(1_700_000_000));
+    for bad in [("allow_real_nets", "somewhere"), ("allow_nets", "10.0.0.0/99"), ("delay_until", "later")] {
+        assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
+    }
     assert_eq!(map_row(&row(&[("password", Some(""))])).unwrap().password, NO_PASSWORD, "'' never verifies");
     let a = map_row(&row(&[
         ("password", Some("{PLAIN}x")),
