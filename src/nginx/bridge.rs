@@ -192,6 +192,18 @@ unsafe fn any_deny<T>(a: *const ngx_array_t, deny: impl Fn(&T) -> ngx_uint_t) ->
 /// refusal to the error page's location before any header filter runs, so the bridge would never
 /// see it to count (the limiter) or answer it; an array of another layout counts as having one.
 pub fn error_page_for_refusals(cf: *mut ngx_conf_t) -> bool {
+    error_page_for(cf, |s| s == 401 || s == 403)
+}
+
+/// An `error_page` for a 5xx in effect in the location being merged (as
+/// [`error_page_for_refusals`]): nginx sends a 5xx the module does not answer itself (limit_req's
+/// 503, an auth_request upstream down) to that page, not to the status filter.
+pub fn error_page_for_5xx(cf: *mut ngx_conf_t) -> bool {
+    error_page_for(cf, |s| s >= 500)
+}
+
+/// An `error_page` for a status `which` takes in effect in the location being merged.
+fn error_page_for(cf: *mut ngx_conf_t, which: impl Fn(ngx_int_t) -> bool) -> bool {
     // SAFETY: cf is live during the merge.
     let Some(c) = NgxHttpCoreModule::location_conf(unsafe { &*cf }) else { return false };
     // SAFETY: error_pages is NULL or core's array of ngx_http_err_page_t in the configuration
@@ -205,7 +217,7 @@ pub fn error_page_for_refusals(cf: *mut ngx_conf_t) -> bool {
     }
     // SAFETY: nelts elements of that type at elts (checked above), alive for the configuration.
     let pages = unsafe { std::slice::from_raw_parts(a.elts.cast::<ngx::ffi::ngx_http_err_page_t>(), a.nelts) };
-    pages.iter().any(|p| p.status == 401 || p.status == 403)
+    pages.iter().any(|p| which(p.status))
 }
 
 /// Whether the location being merged is an `if` block (core's configuration of one has no name
@@ -284,65 +296,77 @@ unsafe extern "C" fn basic_variable(
 }
 
 unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: phase handlers get a live request.
-        let req = unsafe { Request::from_ngx_http_request(r) };
-        let Some(lc) = Module::location_conf(req) else {
-            return NGX_DECLINED as ngx_int_t;
+    guard(None, || Some(preaccess(r))).unwrap_or_else(|| {
+        // a caught panic: a mail_auth location's temporary failure (not a 5xx an error_page
+        // would take), as the content handler's
+        let rc = super::handler::after_panic(r);
+        // SAFETY: `r` is the live request this phase handler was given; after finalizing it,
+        // the phase returns NGX_DONE and nginx touches it no more.
+        unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+        NGX_DONE as ngx_int_t
+    })
+}
+
+fn preaccess(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: phase handlers get a live request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let Some(lc) = Module::location_conf(req) else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
+        return NGX_DECLINED as ngx_int_t;
+    }
+    // before auth_basic/auth_request answer a page that rebinds its name to this address
+    // (a right password and a wrong one told apart): a temporary failure, not counted
+    if util::foreign_host(r, req, &lc.host_names, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
+        let rc = match lc.engine.as_ref() {
+            Some(engine) => super::handler::temporary_failure(r, engine),
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         };
-        if !lc.is_mail_auth() || !lc.basic_header() || !req.is_main() {
-            return NGX_DECLINED as ngx_int_t;
-        }
-        // before auth_basic/auth_request answer a page that rebinds its name to this address
-        // (a right password and a wrong one told apart): a temporary failure, not counted
-        if util::foreign_host(r, req, &lc.host_names, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
+        // SAFETY: `r` is the live request this phase handler was given; after finalizing
+        // it, the phase returns NGX_DONE and nginx touches it no more.
+        unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+        return NGX_DONE as ngx_int_t;
+    }
+    // what does not depend on the password is decided before auth_basic/auth_request
+    // check it: the transport policy and the limiter's bans (the content handler answers
+    // anything else, a method other than GET/HEAD included)
+    let get = matches!(req.method(), Method::GET | Method::HEAD);
+    let view = HeaderView::new(util::headers_in(req));
+    if let (Some(engine), true) = (lc.engine.as_ref(), get) {
+        if let Some(d) = engine.bridge_precheck(&view, util::log_ctx(req.log())) {
             let rc = req.discard_request_body();
-            let rc = if rc == ngx::core::Status::NGX_OK { NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t } else { rc.0 };
-            // SAFETY: `r` is the live request this phase handler was given; after finalizing
-            // it, the phase returns NGX_DONE and nginx touches it no more.
+            let rc = if rc == ngx::core::Status::NGX_OK { super::handler::send(r, &d) } else { rc.0 };
+            // as the content phase does with its handler's status: the request is over
+            // SAFETY: `r` is the live request this phase handler was given; after
+            // finalizing it, the phase returns NGX_DONE and nginx touches it no more.
             unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
             return NGX_DONE as ngx_int_t;
         }
-        // what does not depend on the password is decided before auth_basic/auth_request
-        // check it: the transport policy and the limiter's bans (the content handler answers
-        // anything else, a method other than GET/HEAD included)
-        let get = matches!(req.method(), Method::GET | Method::HEAD);
-        let view = HeaderView::new(util::headers_in(req));
-        if let (Some(engine), true) = (lc.engine.as_ref(), get) {
-            if let Some(d) = engine.bridge_precheck(&view, util::log_ctx(req.log())) {
-                let rc = req.discard_request_body();
-                let rc = if rc == ngx::core::Status::NGX_OK { super::handler::send(r, &d) } else { rc.0 };
-                // as the content phase does with its handler's status: the request is over
-                // SAFETY: `r` is the live request this phase handler was given; after
-                // finalizing it, the phase returns NGX_DONE and nginx touches it no more.
-                unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
-                return NGX_DONE as ngx_int_t;
-            }
+    }
+    // only an auth_http request (a GET whose headers parse) has its password checked:
+    // anything else gets no credentials, whatever it carries, so auth_basic answers 401
+    // to a right password as to a wrong one (no oracle past the limiter's bans, which only
+    // an auth_http request is checked against)
+    let checked = if get && view.request().is_ok() {
+        basic_value(&view)
+    } else {
+        Err("not an auth_http request (a GET with Auth-Method, Auth-User, Auth-Pass, Auth-Protocol)".into())
+    };
+    let value = match checked {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // No usable credentials: no Authorization at all (not even one the client
+            // sent), so auth_basic answers 401 and the header filter turns that into a
+            // failed login.
+            ngx_log_error!(lc.log_level(), req.log(), "mail_auth: no Basic credentials for this request: {e}");
+            None
         }
-        // only an auth_http request (a GET whose headers parse) has its password checked:
-        // anything else gets no credentials, whatever it carries, so auth_basic answers 401
-        // to a right password as to a wrong one (no oracle past the limiter's bans, which only
-        // an auth_http request is checked against)
-        let checked = if get && view.request().is_ok() {
-            basic_value(&view)
-        } else {
-            Err("not an auth_http request (a GET with Auth-Method, Auth-User, Auth-Pass, Auth-Protocol)".into())
-        };
-        let value = match checked {
-            Ok(v) => Some(v),
-            Err(e) => {
-                // No usable credentials: no Authorization at all (not even one the client
-                // sent), so auth_basic answers 401 and the header filter turns that into a
-                // failed login.
-                ngx_log_error!(lc.log_level(), req.log(), "mail_auth: no Basic credentials for this request: {e}");
-                None
-            }
-        };
-        if util::set_authorization_in(r, value.as_deref()).is_none() {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        NGX_DECLINED as ngx_int_t
-    })
+    };
+    if util::set_authorization_in(r, value.as_deref()).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    NGX_DECLINED as ngx_int_t
 }
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -378,6 +402,10 @@ fn convert_refusal(r: *mut ngx_http_request_t) -> Result<(), ()> {
         return Ok(());
     }
     let Some(engine) = lc.engine.as_ref() else { return Ok(()) };
+    // the module decided already (its answer's headers are in): one decision per answer
+    if super::handler::answered(req) {
+        return Ok(());
+    }
     // SAFETY: reading the status of the live request.
     let status = unsafe { (*r).headers_out.status };
     match status as u32 {

@@ -445,18 +445,53 @@ fn module_tag() -> *mut c_void {
     std::ptr::addr_of!(super::ngx_http_mail_auth_module) as *mut c_void
 }
 
-/// Makes `handler` the content handler of the location being configured.
-fn set_content_handler(
-    cf: *mut ngx_conf_t,
-    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t,
-) -> Result<(), String> {
+type ContentHandler = unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t;
+
+/// Makes `handler` the content handler of the location being configured; refused when another
+/// module's (`proxy_pass`, `fastcgi_pass`, ...) is set already (one set after this is caught by
+/// [`content_handler_kept`]).
+fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> Result<(), String> {
     let clcf = NgxHttpCoreModule::location_conf_mut(
         // SAFETY: cf is live during directive processing.
         unsafe { &*cf },
     )
     .ok_or("no http core location configuration")?;
+    if clcf.handler.is_some() {
+        return Err(OTHER_HANDLER.into());
+    }
     clcf.handler = Some(handler);
     Ok(())
+}
+
+/// nginx runs one content handler per location, whichever directive set it last.
+const OTHER_HANDLER: &str = "\"mail_auth\", \"mail_auth_json\", \"mail_auth_status\" and \"mail_auth_limit_bans\" cannot share a location with another content handler (\"proxy_pass\", \"fastcgi_pass\", \"uwsgi_pass\", \"scgi_pass\", \"grpc_pass\", \"memcached_pass\", another module's): whichever directive came last would answer, and another's answer would reach nginx mail as this module's";
+
+/// The module's own handler for `content`.
+fn handler_of(content: Content) -> ContentHandler {
+    match content {
+        Content::MailAuth(_) => super::handler::content_handler,
+        Content::Status(_) => super::status::content_handler,
+        Content::Json(_) => super::json::content_handler,
+        Content::Bans => super::status::bans_handler,
+    }
+}
+
+/// Whether the location being merged (an `if` block of one of the module's locations:
+/// `if_block`) still runs the module's handler for `content`: no other module set its own
+/// there after the module's directive (in either order, `mail_auth; proxy_pass ...;` set
+/// nginx's one handler twice), and an `if` block sets none (nginx then runs the location's).
+/// nginx merges the static modules (proxy, fastcgi, ...) before this one (loaded by
+/// load_module), so the handlers they set in their directives or merge are seen here.
+fn content_handler_kept(cf: *mut ngx_conf_t, content: Content, if_block: bool) -> Result<(), String> {
+    // SAFETY: cf is live during the merge; its context is the location being merged.
+    let Some(clcf) = NgxHttpCoreModule::location_conf(unsafe { &*cf }) else { return Ok(()) };
+    // compared by address (the module's handlers are plain non-generic functions)
+    let ours = handler_of(content) as usize;
+    match clcf.handler {
+        Some(h) if h as usize == ours => Ok(()),
+        None if if_block => Ok(()),
+        _ => Err(OTHER_HANDLER.into()),
+    }
 }
 
 const SHARED_LOCATION: &str =
@@ -932,6 +967,10 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         lc.engine.clone_from(&prev.engine);
         lc.pool = prev.pool;
         lc.host_names.clone_from(&prev.host_names);
+        // proxy_pass and the like may be given in an if block: its handler would answer
+        if let Some(content) = lc.directives.content {
+            content_handler_kept(cf, content, true)?;
+        }
         // error_page may be given in an if block: the bridge's refusals must still reach it
         return bridge_keeps_refusals(cf, lc);
     }
@@ -949,6 +988,9 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
     // every location's (not only those of mail_auth, mail_auth_json and mail_auth_limit_bans: an
     // `if` block in one has a configuration of its own, which their handlers then read)
     lc.host_names = util::server_names(cf);
+    if let Some(content) = lc.directives.content {
+        content_handler_kept(cf, content, false)?;
+    }
     if let Some(Content::Json(stats)) = lc.directives.content {
         return merge_json(cf, lc, stats);
     }
@@ -976,6 +1018,16 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         return Err("\"mail_auth_basic_header on\" cannot be used with \"satisfy any\": an \"allow\" that matches nginx mail's address would let every login in".into());
     }
     bridge_keeps_refusals(cf, lc)?;
+    if bridge::error_page_for_5xx(cf) {
+        // the module's own failures are answered as such (not as a 5xx), but not the 5xx of
+        // others in the location: warned, not refused (nginx's stock nginx.conf has one)
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "\"mail_auth\" in location \"{}\" with an \"error_page\" for 5xx in effect (set here or inherited from the server or http level, as in nginx's stock nginx.conf): a 5xx of another module in this location (limit_req's 503, an auth_request upstream down) goes to that page instead of becoming a temporary failure, and nginx mail, answered without \"Auth-Status\", closes the session (give this location an \"error_page\" of its own for other codes, or none)",
+            util::location_name(cf)
+        );
+    }
     let (engine, pool) = build_engine(cf, &lc.directives, stats)?;
     log_auth_wait_fixed(cf, lc.directives.auth_wait_fixed);
     lc.engine = Some(Arc::new(engine));

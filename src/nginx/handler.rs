@@ -10,7 +10,7 @@ use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
     NGX_LOG_INFO,
 };
-use ngx::http::{HttpModuleLocationConf, Method, Request};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Method, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::offload::PoolRef;
@@ -22,7 +22,53 @@ use crate::protocol::HeaderView;
 
 /// nginx content handler for `mail_auth;` locations.
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || handle(r))
+    guard(None, || Some(handle(r))).unwrap_or_else(|| after_panic(r))
+}
+
+/// The answer to request `r` after a panic in its handling was caught (the alert logged):
+/// in a `mail_auth` location whose answer has not gone out, a temporary failure sent directly
+/// ([`temporary_failure`]) with whatever headers the handling had put in cleared; else a 500
+/// (a panic in this is caught too: a 500).
+pub fn after_panic(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
+        // SAFETY: `r` is live (its content handler runs, or it is held until finalized).
+        let req = unsafe { Request::from_ngx_http_request(r) };
+        // SAFETY: reading a flag of the live request.
+        let sent = unsafe { (*r).header_sent() } != 0;
+        let engine = Module::location_conf(req).filter(|lc| lc.is_mail_auth()).and_then(|lc| lc.engine.as_ref());
+        match engine {
+            Some(engine) if !sent && req.is_main() => {
+                // SAFETY: the live request, its header not sent: nginx's own reset of the output
+                // headers (as before an error page), dropping what a half-made answer put in.
+                unsafe { ngx::ffi::ngx_http_clean_header(r) };
+                temporary_failure(r, engine)
+            }
+            _ => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
+    })
+}
+
+/// The module's own failure of auth_http request `r` (a foreign `Host`, a caught panic): a
+/// temporary failure answered here, with the auth_http headers and the decision's status, not
+/// counted by the limiter. Not a 5xx for the status filter to turn into one: an `error_page`
+/// for 5xx in effect (nginx's stock nginx.conf has one at server level) sends a 5xx to its
+/// page before any header filter runs, and nginx mail, given a page without `Auth-Status`,
+/// closes the session with an internal error. A request that is not an auth_http one (no
+/// `Auth-Protocol`) gets the 500 (the status filter leaves such a request's error alone too).
+pub fn temporary_failure(r: *mut ngx_http_request_t, engine: &Engine) -> ngx_int_t {
+    // SAFETY: `r` is live (see the callers).
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let rc = req.discard_request_body();
+    if rc != ngx::core::Status::NGX_OK {
+        return rc.0;
+    }
+    let view = HeaderView::new(util::headers_in(req));
+    // what the status filter answered such a 500 with
+    let status = NGX_HTTP_INTERNAL_SERVER_ERROR as u16;
+    match engine.bridge_refusal(&view, status, util::log_ctx(req.log())) {
+        Some(d) => send(r, &d),
+        None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
 }
 
 fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -49,9 +95,9 @@ fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
     if util::foreign_host(r, req, &lc.host_names, ngx::ffi::NGX_LOG_ERR as ngx_uint_t, "mail_auth") {
-        // a 5xx: the status filter answers a temporary failure, which the limiter does not count
-        // (a page's requests must not ban the users it names)
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        // a temporary failure, which the limiter does not count (a page's requests must not ban
+        // the users it names)
+        return temporary_failure(r, engine);
     }
     let rc = req.discard_request_body();
     if rc != ngx::core::Status::NGX_OK {
@@ -294,24 +340,20 @@ fn give_up(r: *mut ngx_http_request_t, mut task: OffloadJob) -> ngx_int_t {
 fn release(key: Option<CacheKey>) {
     let released = SCHED.with(|s| s.borrow_mut().done(key));
     if let Some(h) = released.next {
-        if let Some(rc) = post(h.r, h.task, true) {
-            offload::finalize(h.r, rc);
-        }
+        let r = h.r;
+        hand_off(r, || post(r, h.task, true));
     }
     for mut f in released.followers {
         let Some(job) = f.task.job.take() else { continue };
         f.task.place = None;
         let r = f.r;
-        let rc = super::guard(Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t), || match f.task.engine.retry(job) {
+        hand_off(r, || match f.task.engine.retry(job) {
             Start::Done(d) => Some(f.task.finish(r, d)),
             Start::Offload(job) => {
                 f.task.job = Some(job);
                 dispatch(r, f.task, true)
             }
         });
-        if let Some(rc) = rc {
-            offload::finalize(r, rc);
-        }
     }
 }
 
@@ -320,9 +362,24 @@ fn release_turn(location: usize) {
     let next = LOOKUPS.with(|l| l.borrow_mut().get_mut(&location).and_then(|s| s.done(None).next));
     if let Some(w) = next {
         let r = w.r;
-        if let Some(rc) = (w.go)(r, Go::Run { held: true }) {
-            offload::finalize(r, rc);
-        }
+        hand_off(r, || (w.go)(r, Go::Run { held: true }));
+    }
+}
+
+/// Hands held request `r` its turn (`go`, as [`dispatch`]: `Some` finalizes it now), for the
+/// request whose job just completed. Each hand-off is guarded on its own: a panic in one (its
+/// answer made without its job, say) is caught here, not by the completing request's guard, so
+/// `r` is finalized (answered as any caught panic, [`after_panic`]) instead of held for ever (count + 1, no
+/// timer: its connection leaked), and the requests after it still get their turn. `go`
+/// cannot have handed `r` on when it panics: posting it or queueing it is the last thing it
+/// does.
+fn hand_off(r: *mut ngx_http_request_t, go: impl FnOnce() -> Option<ngx_int_t>) {
+    let rc = match guard(Err(()), || Ok(go())) {
+        Ok(rc) => rc,
+        Err(()) => Some(after_panic(r)),
+    };
+    if let Some(rc) = rc {
+        offload::finalize(r, rc);
     }
 }
 
@@ -365,10 +422,36 @@ pub fn send(r: *mut ngx_http_request_t, d: &Decision) -> ngx_int_t {
     }
     req.set_status(ngx::http::HTTPStatus::OK);
     req.set_content_length_n(0);
+    mark_answered(req);
     // SAFETY: `r` is the live request; a header-only answer, as nginx's own handlers send (ngx's
-    // Request reads header_only but cannot set it).
-    unsafe { (*r).set_header_only(1) };
+    // Request reads header_only but cannot set it). err_status: reached by an `error_page`
+    // without `=` (another location's 502 sent to this one), nginx keeps that status there and
+    // ngx_http_send_header would put it back over this 200 (the decision's headers then went
+    // out as a 502, which the status filter took for a failure of this location: two decisions
+    // in one answer). nginx reads it only there, in $status and in the access log, all of
+    // which must say what is sent; `error_page ... =` clears it the same way
+    // (ngx_http_send_error_page). The error_page flag stays set: no second redirect.
+    unsafe {
+        (*r).set_header_only(1);
+        (*r).err_status = 0;
+    }
     req.send_header().0
+}
+
+/// This module's per-request context: only its address is used, as the mark of a request the
+/// module answered with a decision ([`mark_answered`]).
+static ANSWERED: u8 = 0;
+
+/// Marks `req` as answered with a decision: the status filter adds none of its own to it.
+/// (nginx clears the modules' contexts at an internal redirect: a mark is never carried from
+/// one location's handling to another's, and none comes after an answer.)
+fn mark_answered(req: &Request) {
+    req.set_module_ctx(std::ptr::addr_of!(ANSWERED) as *mut std::ffi::c_void, Module::module());
+}
+
+/// Whether the module answered `req` with a decision ([`mark_answered`]).
+pub fn answered(req: &Request) -> bool {
+    req.get_module_ctx::<u8>(Module::module()).is_some()
 }
 
 /// The decision's log lines (and its debug trace) in the request's log.

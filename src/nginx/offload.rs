@@ -153,7 +153,8 @@ unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
         slot.job = std::ptr::null_mut();
         (slot.r, *job)
     };
-    let rc = super::guard(Some(ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t), || job.complete(r));
+    // a caught panic: answered as the content handler's (a mail_auth location's temporary failure)
+    let rc = super::guard(Err(()), || Ok(job.complete(r))).unwrap_or_else(|()| Some(super::handler::after_panic(r)));
     if let Some(rc) = rc {
         finalize(r, rc);
     }
