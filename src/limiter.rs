@@ -20,23 +20,30 @@
 //!   without a check), until it logs in (a password changed to it) or is forgotten.
 //! - An IP that logged in successfully as a user recently (24 h, or `ban` if longer) is not
 //!   refused by that user's limit and does not count against it (others' failures cannot lock
-//!   the owner out); its own per-IP limit still applies.
+//!   the owner out); its own per-IP limit still applies. Trust is for the account as the
+//!   store knows it: per store (`with_scope`: locations with stores of their own may share a
+//!   zone) and per exact name (the name as the client spelt it, and the account's own
+//!   spelling, `trust_account`), never the folded name: to a case-sensitive store `Jose` and
+//!   `jose` are two accounts, and the owner of one is not trusted for the other.
 //! - User names are keyed lower-cased (Unicode): `Alice` and `ALICE` are one account.
 //! - A counter with attempts in flight is kept (not a dead slot anyone may claim) until its
 //!   window ends or `SETTLE_GRACE` after its last admission, whichever is later, so that a slow
 //!   verification's failure still counts (and bans) when it is settled after the window ended.
 //! - A worker killed between `admit` and `settle` leaves its attempt counted: at most an
 //!   over-count that ends with the window (its slot kept for the grace at most).
-//! - A full zone keeps live bans, then counters with attempts in flight: a new counter evicts
-//!   one only when every slot of its probe window holds one (`bans_evicted` counts evicted bans,
-//!   `Ticket::evicted_ban` reports it); marks never evict them (a mark gives way instead).
+//! - A full zone keeps live bans, then counters with attempts in flight, then live trust marks,
+//!   then counters holding failures; fingerprint marks, labels and counters holding nothing go
+//!   first (see `rank`): a new counter evicts a slot of a higher rank only when every slot of
+//!   its probe window ranks that high (`bans_evicted` counts evicted bans, `Ticket::evicted_ban`
+//!   reports it); marks and labels evict nothing of their own rank or above (they give way
+//!   instead), so a flood of failures under fresh names cannot push the owner's trust out.
 //!
 //! - A ban records what it bans (client group or user name, its first 32 bytes) in a label
 //!   slot next to it, for `bans`; `lift_*` forget a counter at run time (shared by all workers).
 //!
 //! Slots (8 words, see `shm`): counters `[key, deadline, last used, window_start, attempts,
 //! failures, ban_until, refusals]`; marks (seen password fingerprints, trusted ip+user pairs)
-//! use only `[key, deadline, last used]`; labels `[key, deadline, last used, head, 4 words of
+//! use `[key, deadline, last used]` and a few words of their own (a trust mark: `TRUST_TAG`); labels `[key, deadline, last used, head, 4 words of
 //! text]` (see `LABEL_TAG`). Keys are keyed hashes (region secret) of a kind tag
 //! and the counted thing, so user names and passwords are not stored. All times are seconds,
 //! passed in by the caller.
@@ -75,10 +82,17 @@ const REFUSED_IP: usize = 0;
 const REFUSED_USER: usize = 1;
 const EVICTIONS: usize = 2;
 const BANS_EVICTED: usize = 3;
-/// Eviction ranks (`Table::claim_with`): a live ban is kept longest, then a counter with
-/// attempts in flight; marks are never worth more than an unranked slot.
-const RANK_IN_FLIGHT: u8 = 1;
-const RANK_BAN: u8 = 2;
+/// Eviction ranks (`Table::claim_with`, see `rank`): a live ban is kept longest, then a counter
+/// with attempts in flight, then a live trust mark (each costs a successful login: an attacker
+/// cannot make them as cheaply as failures), then a counter holding failures; fingerprint
+/// marks, labels and counters holding nothing rank 0 and go first.
+const RANK_FAILS: u8 = 1;
+const RANK_TRUST: u8 = 2;
+const RANK_IN_FLIGHT: u8 = 3;
+const RANK_BAN: u8 = 4;
+/// A trust mark's slot holds `TRUST_TAG << 32` in word `DATA`, which tells it from a
+/// fingerprint mark (0 or 1 there, `NOT_WRONG`) and a counter (a window start in seconds).
+const TRUST_TAG: u64 = 0x7472_7573; // "trus"
 /// How long a successful login exempts its IP from the user's limit, at least.
 pub(crate) const TRUSTED_FOR: u64 = 24 * 3600;
 const MAX_WAIT: u32 = 60;
@@ -285,6 +299,10 @@ pub struct Ticket {
     /// The key of the attempt's wrong-password mark (source, user, password), when marks are
     /// kept: a success forgets it (the password is right now: its repeats are not held back).
     fingerprint: Option<u64>,
+    /// The trust marks a success sets (when the client has a budget of its own): its client
+    /// group's for the name as admitted, spelt as it was, and for the account's own spelling
+    /// of it (`Limiter::trust_account`).
+    trusted: [Option<u64>; 2],
 }
 
 impl Ticket {
@@ -523,6 +541,8 @@ pub struct Limiter<'a> {
     cfg: LimitConfig,
     /// The protocol of the logins checked (`with_protocol`): selects per-protocol budgets.
     proto: Option<Protocol>,
+    /// What the logins are checked against (`with_scope`): trust is per store.
+    scope: String,
 }
 
 /// A counter an attempt is counted on.
@@ -609,15 +629,24 @@ pub(crate) fn fold(user: &str) -> String {
     out
 }
 
-/// How a counter slot ranks for eviction at `now`.
+/// How a live slot ranks for eviction at `now` (`Table::claim_with` ranks live slots only).
 fn rank(now: u64) -> impl Fn(&[AtomicU64]) -> u8 {
     move |s| {
-        if is_label(s) {
-            0
-        } else if s[BAN_UNTIL].load(Ordering::Relaxed) > now {
+        let head = s[DATA].load(Ordering::Relaxed) >> 32;
+        if head == LABEL_TAG {
+            return 0;
+        }
+        if head == TRUST_TAG {
+            return RANK_TRUST;
+        }
+        let (attempts, fails) = (s[ATTEMPTS].load(Ordering::Relaxed), s[FAILS].load(Ordering::Relaxed));
+        if s[BAN_UNTIL].load(Ordering::Relaxed) > now {
             RANK_BAN
-        } else if s[ATTEMPTS].load(Ordering::Relaxed) > s[FAILS].load(Ordering::Relaxed) {
+        } else if attempts > fails {
             RANK_IN_FLIGHT
+        } else if attempts > 0 && fails > 0 {
+            // (a fingerprint mark has no attempts: its `LAST_CHECK` is in the `FAILS` word)
+            RANK_FAILS
         } else {
             0
         }
@@ -636,7 +665,15 @@ impl<'a> Limiter<'a> {
     /// Opens the limiter in a shared region (a zeroed region tracks nothing yet). `None` if the
     /// region is too small (fewer than `limiter::min_words()` words).
     pub fn new(words: &'a [AtomicU64], cfg: LimitConfig) -> Option<Limiter<'a>> {
-        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg, proto: None })
+        Some(Limiter { table: Table::new(words, SLOT_WORDS)?, cfg, proto: None, scope: String::new() })
+    }
+
+    /// The limiter for logins checked against `scope` (the store's, `Store::scope`): a client
+    /// trusted for an account of one store is not trusted for another store's account of the
+    /// same name (locations with stores of their own may share a zone).
+    pub fn with_scope(mut self, scope: &str) -> Limiter<'a> {
+        scope.clone_into(&mut self.scope);
+        self
     }
 
     /// The limiter for logins of protocol `p` (its own budgets, when configured).
@@ -683,8 +720,20 @@ impl<'a> Limiter<'a> {
         }
     }
 
-    fn trusted_key(&self, ip: IpAddr, user: &str) -> u64 {
-        self.key(&[b"trusted", &self.ip_group(ip), user.as_bytes()])
+    /// `name` as the client or the store spelt it (not folded): trust is for one account.
+    fn trusted_key(&self, ip: IpAddr, name: &str) -> u64 {
+        self.key(&[b"trusted", &self.ip_group(ip), self.scope.as_bytes(), name.as_bytes()])
+    }
+
+    /// The key of the mark that exempts `ip`'s group from the user's counter for the account
+    /// `name` (exact spelling), when it may: only where the group has a budget of its own (no
+    /// `ip=` for this protocol: a guesser sharing the owner's address, a NAT, a /64, would
+    /// have no bound at all) and the user has one to be exempt from.
+    fn trust_for(&self, ip: Option<IpAddr>, name: &str, proto: Option<Protocol>) -> Option<u64> {
+        let ip = ip.filter(|_| !name.is_empty())?;
+        self.rate_for(Side::Ip, proto).0?;
+        self.rate_for(Side::User, proto).0?;
+        Some(self.trusted_key(ip, name))
     }
 
     fn fingerprint_key(&self, ip: Option<IpAddr>, user: &str, password: &[u8]) -> u64 {
@@ -700,10 +749,9 @@ impl<'a> Limiter<'a> {
         self.cfg.longest_window()
     }
 
-    /// The counters that apply to `ip` and `user`, keyed: the IP's, and the user's unless the
-    /// name is empty (EXTERNAL without an authorization identity, SMTP without AUTH: the IP
-    /// limit only, never one counter shared by every such client). With the key of the mark
-    /// that exempts this IP from the user's limit.
+    /// The counters that apply to `ip` and `user` (folded), keyed: the IP's, and the user's
+    /// unless the name is empty (EXTERNAL without an authorization identity, SMTP without
+    /// AUTH: the IP limit only, never one counter shared by every such client).
     fn counters(&self, ip: Option<IpAddr>, user: &str, proto: Option<Protocol>) -> Counters {
         let (ip_rate, ip_tag) = self.rate_for(Side::Ip, proto);
         let (user_rate, user_tag) = self.rate_for(Side::User, proto);
@@ -711,10 +759,6 @@ impl<'a> Limiter<'a> {
         Counters {
             ip: ip.zip(ip_rate).map(|(ip, r)| (self.ip_key(ip, ip_tag), r)),
             user: user_rate.map(|r| (self.user_key(user, user_tag), r)),
-            // trust exempts a client group from the user's counter only where the group has a
-            // budget of its own: without one (no ip= for this protocol), a guesser sharing the
-            // owner's address (a NAT, a /64) would have no bound at all
-            trusted: ip.filter(|_| user_rate.is_some() && ip_rate.is_some()).map(|ip| self.trusted_key(ip, user)),
         }
     }
 
@@ -770,11 +814,12 @@ impl<'a> Limiter<'a> {
         Some(s)
     }
 
-    /// Sets the mark `key` live until `until`, unless that would evict a live ban or a counter
-    /// with attempts in flight. The claim, if any. `not_wrong`: a fingerprint mark's failure was
-    /// a right password refused by policy (see [`NOT_WRONG`]).
+    /// Sets the fingerprint mark `key` live until `until`, unless that would evict anything
+    /// ranked above 0 (a counter holding failures, a trust mark ...: a flood's marks give way).
+    /// The claim, if any. `not_wrong`: the failure it marks was a right password refused by
+    /// policy (see [`NOT_WRONG`]).
     fn set_mark(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64, not_wrong: bool) -> Option<Claim> {
-        let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_IN_FLIGHT)?;
+        let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_FAILS)?;
         if s[1].load(Ordering::Relaxed) <= now {
             // (its own slot, dead: a new mark, whose repeats start again)
             s[REPEATS].store(0, Ordering::Relaxed);
@@ -784,6 +829,16 @@ impl<'a> Limiter<'a> {
             s[NOT_WRONG].store(1, Ordering::Relaxed);
         }
         s[1].store(until, Ordering::Relaxed);
+        Some(claim)
+    }
+
+    /// Sets the trust mark `key` live until `until`, unless that would evict another live
+    /// trust mark or anything ranked above it (it gives way then: the login is not
+    /// remembered). The claim, if any.
+    fn set_trust(&self, g: &Guard<'_, 'a>, key: u64, now: u64, until: u64) -> Option<Claim> {
+        let (s, claim) = self.table.claim_with(g, key, now, rank(now), RANK_TRUST)?;
+        s[DATA].store(TRUST_TAG << 32, Ordering::Relaxed);
+        s[1].store(until.max(s[1].load(Ordering::Relaxed)), Ordering::Relaxed);
         Some(claim)
     }
 
@@ -876,13 +931,14 @@ impl<'a> Limiter<'a> {
         starts_ban.then_some((key, ban_until))
     }
 
-    /// Records what the counter `key` counts until `until`, unless that would evict a live ban
-    /// or a counter with attempts in flight (the listing then shows the key only).
+    /// Records what the counter `key` counts until `until`, unless that would evict anything
+    /// ranked above 0 (a counter holding failures, a trust mark, a live ban ...: the listing
+    /// then shows the key only).
     fn set_label(&self, g: &Guard<'_, 'a>, key: u64, label: &Label, now: u64, until: u64) {
         if label.head == 0 {
             return; // nothing to record
         }
-        let Some((s, _)) = self.table.claim_with(g, label_key(key), now, rank(now), RANK_IN_FLIGHT) else {
+        let Some((s, _)) = self.table.claim_with(g, label_key(key), now, rank(now), RANK_FAILS) else {
             return;
         };
         s[1].store(until, Ordering::Relaxed);
@@ -914,6 +970,7 @@ impl<'a> Limiter<'a> {
     /// Before any store lookup or password check: is this IP banned, or this user (unless
     /// the IP is trusted for it)? Counts the refusal (growing wait, `refused_*`), not an attempt.
     pub fn banned(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Option<Refusal> {
+        let trusted = self.trust_for(ip, user, self.proto);
         let user = fold(user);
         let c = self.counters(ip, &user, self.proto);
         let g = self.table.lock();
@@ -922,7 +979,7 @@ impl<'a> Limiter<'a> {
             refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::Ip, wait));
         }
         if let (None, Some((key, rate))) = (refused, c.user) {
-            if !c.trusted.is_some_and(|t| self.mark_live(&g, t, now)) {
+            if !trusted.is_some_and(|t| self.mark_live(&g, t, now)) {
                 refused = self.refuses(&g, key, rate, false, now).map(|(wait, _)| (Side::User, wait));
             }
         }
@@ -963,15 +1020,16 @@ impl<'a> Limiter<'a> {
         password: &[u8],
         now: u64,
     ) -> Result<Ticket, Refusal> {
-        let user = fold(user);
+        let trusted = self.trust_for(ip, user, self.proto);
         let mut ticket = Ticket {
             ip,
             proto: self.proto,
-            user,
+            user: fold(user),
             ip_window: None,
             user_window: None,
             evicted_ban: false,
             fingerprint: None,
+            trusted: [trusted, None],
         };
         if self.longest_window() == 0 {
             return Ok(ticket);
@@ -985,7 +1043,7 @@ impl<'a> Limiter<'a> {
         ticket.fingerprint = Some(fingerprint);
         let g = self.table.lock();
         let ip_counter = c.ip;
-        let trusted = c.trusted.is_some_and(|t| self.mark_live(&g, t, now));
+        let trusted = trusted.is_some_and(|t| self.mark_live(&g, t, now));
         let user_counter = c.user.filter(|_| !trusted);
         for (side, counter) in [(Side::Ip, ip_counter), (Side::User, user_counter)] {
             let Some((key, rate)) = counter else {
@@ -1038,6 +1096,7 @@ impl<'a> Limiter<'a> {
         let c = self.counters(ticket.ip, &ticket.user, ticket.proto);
         let counted = [c.ip.zip(ticket.ip_window), c.user.zip(ticket.user_window)];
         let mut mark = None;
+        let mut trust = [None, None];
         let mut forget = None;
         let mut not_wrong = false;
         let mut labels = [Label::default(), Label::default()];
@@ -1058,9 +1117,8 @@ impl<'a> Limiter<'a> {
                 }
             }
             Settle::Success => {
-                if let Some(t) = c.trusted {
-                    mark = Some((t, now.saturating_add(self.cfg.ban.max(TRUSTED_FOR))));
-                }
+                let until = now.saturating_add(self.cfg.ban.max(TRUSTED_FOR));
+                trust = ticket.trusted.map(|t| t.map(|t| (t, until)));
                 forget = ticket.fingerprint;
             }
             Settle::Neutral => {}
@@ -1083,8 +1141,18 @@ impl<'a> Limiter<'a> {
             self.table.remove(&g, s);
         }
         let claim = mark.and_then(|(key, until)| self.set_mark(&g, key, now, until, not_wrong));
+        let trust = trust.map(|t| t.and_then(|(key, until)| self.set_trust(&g, key, now, until)));
         drop(g);
-        self.evicted(claim);
+        for claim in std::iter::once(claim).chain(trust) {
+            self.evicted(claim);
+        }
+    }
+
+    /// The account a login named otherwise (`name`: the store's own spelling, e.g. `alice` for
+    /// `Alice`, folding to the same budget: no `admit_account` then) is trusted too when the
+    /// ticket's login succeeds, so that its owner is trusted under either spelling.
+    pub fn trust_account(&self, ticket: &mut Ticket, name: &str) {
+        ticket.trusted[1] = self.trust_for(ticket.ip, name, ticket.proto);
     }
 
     /// The live bans at `now` (counters whose ban runs), with what each bans when its label
@@ -1181,12 +1249,10 @@ impl<'a> Limiter<'a> {
     }
 }
 
-/// The counters (keys and rates) that apply to an attempt, with the key of the mark that
-/// exempts its IP from the user's counter.
+/// The counters (keys and rates) that apply to an attempt.
 struct Counters {
     ip: Option<(u64, Rate)>,
     user: Option<(u64, Rate)>,
-    trusted: Option<u64>,
 }
 
 /// The key of the label slot of counter `key` (a fixed mix of it: keys are keyed hashes, so
@@ -1723,13 +1789,45 @@ mod tests {
         fail(&l, ip("203.0.113.5"), "BOB", b"stale", 0).unwrap();
         fail(&l, ip("203.0.113.5"), "bob", b"other", 0).unwrap();
         assert!(allowed(&l, ip("203.0.113.6"), "bob", 1), "2 of 3");
-        // trust: logged in as Carol, not locked out as CAROL
+        // trust is per exact name (to a case-sensitive store Carol and carol are two accounts,
+        // one budget): logged in as Carol, not locked out as Carol, but as CAROL
         let owner = ip("192.0.2.10");
         login(&l, owner, "Carol", Settle::Success, 0).unwrap();
         fail_n(&l, ip("203.0.113.7"), "carol", 3, 1);
         assert!(refused(&l, ip("203.0.113.8"), "CAROL", 2).is_some());
-        assert!(refused(&l, owner, "CAROL", 2).is_none());
-        assert!(l.admit(owner, "cArOl", b"pw", 2).is_ok());
+        assert!(refused(&l, owner, "Carol", 2).is_none());
+        assert!(l.admit(owner, "Carol", b"pw", 2).is_ok());
+        assert!(refused(&l, owner, "CAROL", 2).is_some(), "another spelling: maybe another account");
+        assert!(l.admit(owner, "cArOl", b"pw", 2).is_err());
+    }
+
+    #[test]
+    fn trust_is_for_the_account_of_one_store_as_it_is_spelt() {
+        let r = region(1 << 12);
+        let a = Limiter::new(&r, cfg("100/m", "3/m", 0)).unwrap().with_scope("passwd file \"/a\"");
+        let b = Limiter::new(&r, cfg("100/m", "3/m", 0)).unwrap().with_scope("passwd file \"/b\"");
+        let owner = ip("192.0.2.10");
+        // the owner of store b's alice logs in; guesses on alice (one budget for both stores)
+        // ban her
+        login(&b, owner, "alice", Settle::Success, 0).unwrap();
+        fail_n(&a, ip("203.0.113.1"), "alice", 3, 1);
+        assert!(refused(&a, ip("203.0.113.2"), "alice", 2).is_some());
+        assert!(refused(&b, owner, "alice", 2).is_none(), "trusted for b's alice");
+        assert!(refused(&a, owner, "alice", 2).is_some(), "not for a's");
+        assert!(a.admit(owner, "alice", b"guess", 2).is_err());
+        // the store's own spelling of the name a login gave (one budget, counted once): trusted
+        // under both spellings after a success
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("100/m", "3/m", 0)).unwrap().with_scope("sqlite");
+        assert!(l.banned(owner, "ALICE", 0).is_none());
+        let mut t = l.admit(owner, "ALICE", b"pw", 0).unwrap();
+        l.trust_account(&mut t, "alice");
+        l.settle(t, Settle::Success, 0);
+        fail_n(&l, ip("203.0.113.1"), "alice", 3, 1);
+        assert!(refused(&l, ip("203.0.113.2"), "Alice", 2).is_some());
+        assert!(refused(&l, owner, "ALICE", 2).is_none());
+        assert!(refused(&l, owner, "alice", 2).is_none());
+        assert!(refused(&l, owner, "Alice", 2).is_some(), "a spelling neither the owner nor the store used");
     }
 
     #[test]
@@ -1920,6 +2018,60 @@ mod tests {
         assert!(one.admit(slow, "slow", b"p", now).is_ok());
         let st = l.stats();
         assert!(st.evictions > 1000, "{st:?}");
+        assert_eq!(st.bans_evicted, 0);
+    }
+
+    #[test]
+    fn a_flood_of_failures_under_fresh_names_keeps_the_owners_trust() {
+        // 32 KiB, as t/mail_auth_limit_trust.t (1): the owner was locked out by 400 failures
+        let r = region(32 * 1024 / 8);
+        let l = Limiter::new(&r, cfg("3/m", "3/h", 0)).unwrap();
+        let owners: Vec<_> = (0..20).map(|i| (ip(&format!("192.0.2.{i}")), format!("owner{i}"))).collect();
+        for (i, (a, name)) in owners.iter().enumerate() {
+            login(&l, *a, name, Settle::Success, 0).unwrap();
+            for j in 0..3 {
+                let guesser = ip(&format!("198.51.100.{}", 3 * i + j));
+                fail(&l, guesser, name, format!("{name}-{j}").as_bytes(), 1).unwrap();
+            }
+            assert!(refused(&l, ip("198.51.100.200"), name, 1).is_some(), "{name} banned");
+        }
+        for i in 0..5000u32 {
+            let a = Some(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            fail(&l, a, &format!("fresh{i}"), b"guess", 2 + u64::from(i) / 100).unwrap();
+        }
+        let now = 60;
+        for (a, name) in &owners {
+            assert!(refused(&l, *a, name, now).is_none(), "{name}'s owner still trusted");
+            assert!(refused(&l, ip("198.51.100.201"), name, now).is_some(), "{name} still banned");
+        }
+        let st = l.stats();
+        assert!(st.evictions > 1000, "{st:?}");
+        assert_eq!(st.bans_evicted, 0);
+    }
+
+    #[test]
+    fn a_full_window_evicts_marks_before_counters_holding_failures_and_those_before_trust() {
+        // one probe window (8 slots)
+        let r = region(min_words());
+        let l = Limiter::new(&r, cfg("2/m", "2/m", 0)).unwrap();
+        let owner = ip("192.0.2.10");
+        // a trust mark, a ban (on o), two counters holding a failure (e, f), their two marks
+        login(&l, owner, "o", Settle::Success, 0).unwrap();
+        fail(&l, ip("192.0.2.21"), "o", b"e", 1).unwrap();
+        fail(&l, ip("192.0.2.22"), "o", b"f", 1).unwrap();
+        assert!(refused(&l, ip("192.0.2.30"), "o", 2).is_some());
+        // a failure from a fresh client under a fresh name: 3 slots, 2 free: a mark goes
+        fail(&l, ip("203.0.113.1"), "z1", b"g", 3).unwrap();
+        // e's counter kept its failure: its second one bans it
+        fail(&l, ip("192.0.2.21"), "q", b"h", 4).unwrap();
+        assert!(refused(&l, ip("192.0.2.21"), "x", 5).is_some(), "e's first failure kept");
+        for i in 0..20 {
+            let _ = fail(&l, ip(&format!("203.0.113.{}", 10 + i)), &format!("z{i}"), b"g", 6 + i);
+        }
+        assert!(refused(&l, owner, "o", 30).is_none(), "the owner's trust kept");
+        assert!(refused(&l, ip("192.0.2.30"), "o", 30).is_some(), "o's ban kept");
+        let st = l.stats();
+        assert!(st.evictions > 20, "{st:?}");
         assert_eq!(st.bans_evicted, 0);
     }
 

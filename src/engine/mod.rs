@@ -314,9 +314,21 @@ impl Engine {
         Limiter::new(self.shared.region(Region::Limiter)?, limit)
     }
 
-    /// The limiter for this request, with the request's protocol (its own budgets, if any).
+    /// The limiter for this request, with the request's protocol (its own budgets, if any) and
+    /// the location's store (trust is per store).
     fn limiter_for(&self, req: &AuthRequest) -> Option<Limiter<'_>> {
-        Some(self.limiter()?.with_protocol(req.protocol))
+        Some(self.limiter()?.with_protocol(req.protocol).with_scope(&self.trust_scope()))
+    }
+
+    /// What a client's trust for an account is bound to: the store that knows the account
+    /// (its `scope`, as verdicts in the cache are), else the token verifier's issuer and
+    /// audience; a Basic-bridge location without either has nothing to tell (empty).
+    fn trust_scope(&self) -> std::borrow::Cow<'_, str> {
+        match (&self.store, &self.oauth) {
+            (Some(store), _) => store.scope(),
+            (None, Some(v)) => format!("oauth2 {} {}", v.cfg.issuer, v.cfg.audience).into(),
+            (None, None) => "".into(),
+        }
     }
 
     /// The client address the limiter counts: none for a client of a `mail_auth_limit_exempt`
@@ -798,7 +810,18 @@ impl Engine {
     ) -> Option<Outcome> {
         let limiter = self.limiter_for(req)?;
         // (the usual case, the name as asked, without lower-casing two copies)
-        if name.is_empty() || name == req.user || crate::limiter::fold(name) == crate::limiter::fold(&req.user) {
+        if name.is_empty() || name == req.user {
+            return None;
+        }
+        if crate::limiter::fold(name) == crate::limiter::fold(&req.user) {
+            // one budget, counted already; a success trusts the client for the account's own
+            // spelling too (trust is per exact name: a case-sensitive store may hold both)
+            if let Some(t) = tickets.local.first_mut() {
+                limiter.trust_account(t, name);
+            }
+            if let (Some(fleet), Some(t)) = (&self.fleet, tickets.fleet.first_mut()) {
+                fleet.trust_account(t, self.limited_ip(req), name, Some(req.protocol), &self.trust_scope());
+            }
             return None;
         }
         match limiter.admit_account(self.limited_ip(req), name, &req.pass, unix_now()) {
@@ -831,10 +854,11 @@ impl Engine {
         trace: &mut Trace,
     ) -> Result<(), Box<Outcome>> {
         let Some(fleet) = &self.fleet else { return Ok(()) };
+        let scope = self.trust_scope();
         let admission = if count_ip {
-            fleet.admit(ip, user, &req.pass, Some(req.protocol))
+            fleet.admit(ip, user, &req.pass, Some(req.protocol), &scope)
         } else {
-            fleet.admit_account(ip, user, &req.pass, Some(req.protocol))
+            fleet.admit_account(ip, user, &req.pass, Some(req.protocol), &scope)
         };
         match admission {
             crate::fleet::Admission::Admitted(t) => {

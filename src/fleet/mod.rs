@@ -306,6 +306,8 @@ pub struct Ticket {
     ip: Option<(Counter, u64)>,
     user: Option<(Counter, u64)>,
     trusted: Option<String>,
+    /// The trust mark for the account's own spelling ([`SharedLimit::trust_account`]).
+    pub(crate) account_trusted: Option<String>,
     fingerprint: String,
 }
 
@@ -358,9 +360,32 @@ impl SharedLimit {
     }
 
     /// The admission of an attempt the local limiter admitted (as `Limiter::admit`: `user` as
-    /// given, `proto` the request's). Blocks: thread pool only.
-    pub fn admit(&self, ip: Option<IpAddr>, user: &str, password: &[u8], proto: Option<Protocol>) -> Admission {
-        self.admit_on(ip, true, user, password, proto)
+    /// given, `proto` the request's, `scope` the store's as `Limiter::with_scope` takes it).
+    /// Blocks: thread pool only.
+    pub fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        user: &str,
+        password: &[u8],
+        proto: Option<Protocol>,
+        scope: &str,
+    ) -> Admission {
+        self.admit_on(ip, true, user, password, proto, scope)
+    }
+
+    /// The key of the mark that trusts `ip`'s group for the account `name` (exact spelling) of
+    /// the store `scope`, where the client has a budget of its own (as `Limiter::trust_for`).
+    fn trusted_key(&self, ip: Option<IpAddr>, name: &str, proto: Option<Protocol>, scope: &str) -> Option<String> {
+        let ip = ip.filter(|_| !name.is_empty())?;
+        self.cfg.rate_for(Side::Ip, proto).0?;
+        self.cfg.rate_for(Side::User, proto).0?;
+        Some(self.key('t', &[b"trusted", &self.group(ip), scope.as_bytes(), name.as_bytes()]))
+    }
+
+    /// As `Limiter::trust_account`: a success of the ticket's login trusts the client for the
+    /// account's own spelling `name` too.
+    pub fn trust_account(&self, t: &mut Ticket, ip: Option<IpAddr>, name: &str, proto: Option<Protocol>, scope: &str) {
+        t.account_trusted = self.trusted_key(ip, name, proto, scope);
     }
 
     /// [`SharedLimit::admit`] for the store's own spelling of the account a login named
@@ -372,8 +397,9 @@ impl SharedLimit {
         account: &str,
         password: &[u8],
         proto: Option<Protocol>,
+        scope: &str,
     ) -> Admission {
-        self.admit_on(ip, false, account, password, proto)
+        self.admit_on(ip, false, account, password, proto, scope)
     }
 
     fn admit_on(
@@ -383,7 +409,9 @@ impl SharedLimit {
         user: &str,
         password: &[u8],
         proto: Option<Protocol>,
+        scope: &str,
     ) -> Admission {
+        let trusted = self.trusted_key(ip, user, proto, scope);
         let user = limiter::fold(user);
         let (ip_rate, ip_tag) = self.cfg.rate_for(Side::Ip, proto);
         let (user_rate, user_tag) = self.cfg.rate_for(Side::User, proto);
@@ -392,10 +420,8 @@ impl SharedLimit {
         let call = AdmitCall {
             ip: ip.filter(|_| count_ip).zip(ip_rate).map(|(ip, rate)| Counter { key: self.ip_key(ip, ip_tag), rate }),
             user: user_rate.map(|rate| Counter { key: self.user_key(&user, user_tag), rate }),
-            // (as the local limiter: trust only where the client has a budget of its own)
-            trusted: ip
-                .filter(|_| user_rate.is_some() && ip_rate.is_some())
-                .map(|_| self.key('t', &[b"trusted", &group, user.as_bytes()])),
+            // (as the local limiter: per store and exact name, where the client has a budget)
+            trusted,
             fingerprint: self.key('f', &[b"fp", &group, user.as_bytes(), password]),
             now: 0,
         };
@@ -423,6 +449,7 @@ impl SharedLimit {
                     ip: call.ip.zip(ip_start),
                     user: call.user.zip(user_start),
                     trusted: call.trusted,
+                    account_trusted: None,
                     fingerprint: call.fingerprint,
                 })
             }
@@ -432,9 +459,22 @@ impl SharedLimit {
     /// How an admitted attempt ended (as `Limiter::settle`): queued, never waited for.
     pub fn settle(&self, t: Ticket, how: Settle<'_>) {
         let window = self.cfg.longest_window();
+        let lifetime = self.cfg.ban.max(limiter::TRUSTED_FOR);
+        if let (Some(key), Settle::Success) = (&t.account_trusted, how) {
+            // the account's own spelling: a mark alone (no counter, no fingerprint)
+            self.backend.settle(SettleCall {
+                ip: None,
+                user: None,
+                how: Outcome::Success,
+                ban: self.cfg.ban,
+                fingerprint: None,
+                trusted: Some((key.clone(), lifetime)),
+                now: 0,
+            });
+        }
         let (how, fingerprint, trusted) = match how {
             Settle::Failure { .. } => (Outcome::Failure, Some((t.fingerprint, window)).filter(|_| window > 0), None),
-            Settle::Success => (Outcome::Success, None, t.trusted.map(|k| (k, self.cfg.ban.max(limiter::TRUSTED_FOR)))),
+            Settle::Success => (Outcome::Success, None, t.trusted.map(|k| (k, lifetime))),
             Settle::Neutral => (Outcome::Neutral, None, None),
         };
         if t.ip.is_none() && t.user.is_none() && fingerprint.is_none() && trusted.is_none() {

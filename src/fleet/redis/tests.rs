@@ -176,14 +176,14 @@ fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
     let addr: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     let ip = Some(addr);
     for (l, pw) in [(&a, "g1"), (&b, "g2")] {
-        let Admission::Admitted(t) = l.admit(ip, "Bob", pw.as_bytes(), None) else { panic!("admitted") };
+        let Admission::Admitted(t) = l.admit(ip, "Bob", pw.as_bytes(), None, "s") else { panic!("admitted") };
         l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true });
     }
     // the settlements go through each proxy's queue thread: wait for the ban
     let mut refusal = None;
     for _ in 0..200 {
         // refused at once (2 attempts in flight fill 2/m), banned once both failures are in
-        if let Admission::Refused(r, ban @ Some(_)) = b.admit(ip, "carol", b"g3", None) {
+        if let Admission::Refused(r, ban @ Some(_)) = b.admit(ip, "carol", b"g3", None, "s") {
             refusal = Some((r, ban));
             break;
         }
@@ -208,7 +208,7 @@ fn a_ban_made_through_one_proxy_refuses_on_another_then_lifts() {
     assert!(!a.lift(&LiftTarget::Key(5)));
     let mut lifted = false;
     for _ in 0..200 {
-        if let Admission::Admitted(t) = b.admit(ip, "carol", b"g4", None) {
+        if let Admission::Admitted(t) = b.admit(ip, "carol", b"g4", None, "s") {
             b.settle(t, Settle::Neutral);
             lifted = true;
             break;
@@ -238,16 +238,21 @@ fn an_unreachable_server_is_told_once_and_skipped_until_retry() {
         scope: "z".into(),
     };
     let ip = Some("192.0.2.1".parse().unwrap());
-    let Admission::Unavailable(Some(line)) = l.admit(ip, "u", b"p", None) else { panic!("unavailable, told") };
+    let Admission::Unavailable(Some(line)) = l.admit(ip, "u", b"p", None, "s") else { panic!("unavailable, told") };
     assert!(line.contains("mail_auth_redis \"down\"") && line.contains("own counters only"), "{line}");
     let t = Instant::now();
     for _ in 0..100 {
-        assert!(matches!(l.admit(ip, "u", b"p", None), Admission::Unavailable(None)), "not tried again, silent");
+        assert!(matches!(l.admit(ip, "u", b"p", None, "s"), Admission::Unavailable(None)), "not tried again, silent");
     }
     assert!(t.elapsed() < Duration::from_secs(5));
     // settlements meanwhile are dropped by the queue thread (counted, never waited for)
-    let dummy =
-        crate::fleet::Ticket { ip: Some((counter("k", "1/m"), 1)), user: None, trusted: None, fingerprint: "f".into() };
+    let dummy = crate::fleet::Ticket {
+        ip: Some((counter("k", "1/m"), 1)),
+        user: None,
+        trusted: None,
+        account_trusted: None,
+        fingerprint: "f".into(),
+    };
     l.settle(dummy, Settle::Neutral);
     let mut lost = 0;
     for _ in 0..100 {
@@ -347,34 +352,64 @@ fn an_account_behind_an_alias_keeps_its_owners_trust() {
     let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
     let owner = ip("192.0.2.10");
     // the owner logs in as alice@x, which the store knows as alice: both names admitted
-    let Admission::Admitted(t) = l.admit(owner, "alice@x", b"pw", None) else { panic!("admitted") };
-    let Admission::Admitted(a) = l.admit_account(owner, "alice", b"pw", None) else { panic!("admitted") };
+    let Admission::Admitted(t) = l.admit(owner, "alice@x", b"pw", None, "s") else { panic!("admitted") };
+    let Admission::Admitted(a) = l.admit_account(owner, "alice", b"pw", None, "s") else { panic!("admitted") };
     l.settle(t, Settle::Success);
     l.settle(a, Settle::Success);
     // others guess "alice" until it is banned (the settlements go through the queue thread,
     // in order: the owner's trust is in when the ban is)
     for i in 1..=3 {
         let pw = format!("guess{i}");
-        if let Admission::Admitted(t) = l.admit(ip(&format!("203.0.113.{i}")), "alice", pw.as_bytes(), None) {
+        if let Admission::Admitted(t) = l.admit(ip(&format!("203.0.113.{i}")), "alice", pw.as_bytes(), None, "s") {
             l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true });
         }
     }
     let banned = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(10));
-        matches!(l.admit(ip("203.0.113.9"), "alice", b"x", None), Admission::Refused(..))
+        matches!(l.admit(ip("203.0.113.9"), "alice", b"x", None, "s"), Admission::Refused(..))
     });
     assert!(banned, "alice banned through the shared store");
     // through the alias: the owner's client is let in for the account, a stranger is not
-    assert!(matches!(l.admit_account(owner, "alice", b"pw", None), Admission::Admitted(_)));
-    assert!(matches!(l.admit_account(ip("203.0.113.50"), "alice", b"pw", None), Admission::Refused(..)));
+    assert!(matches!(l.admit_account(owner, "alice", b"pw", None, "s"), Admission::Admitted(_)));
+    assert!(matches!(l.admit_account(ip("203.0.113.50"), "alice", b"pw", None, "s"), Admission::Refused(..)));
     // and the account's admission does not count the client: its budget (10) is untouched
     for i in 0..9 {
         let pw = format!("other{i}");
-        let Admission::Admitted(t) = l.admit(owner, &format!("u{i}"), pw.as_bytes(), None) else {
+        let Admission::Admitted(t) = l.admit(owner, &format!("u{i}"), pw.as_bytes(), None, "s") else {
             panic!("attempt {i} of the owner's 10")
         };
         l.settle(t, Settle::Neutral);
     }
+}
+
+#[test]
+fn trust_is_for_the_account_of_one_store_as_it_is_spelt() {
+    let Some(srv) = Server::start() else { return };
+    let cfg =
+        LimitConfig { ip: parse_rate("10/m").ok(), user: parse_rate("3/m").ok(), ban: 300, ..LimitConfig::default() };
+    let l = SharedLimit { backend: Arc::new(srv.backend(&[])), cfg, scope: "z".into() };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let owner = ip("192.0.2.10");
+    // the owner of store b's alice logs in, typing ALICE (the store's spelling: alice)
+    let Admission::Admitted(mut t) = l.admit(owner, "ALICE", b"pw", None, "b") else { panic!("admitted") };
+    l.trust_account(&mut t, owner, "alice", None, "b");
+    l.settle(t, Settle::Success);
+    // guesses on store a's alice ban the name (one budget, whatever the store)
+    for i in 1..=3 {
+        let pw = format!("guess{i}");
+        if let Admission::Admitted(t) = l.admit(ip(&format!("203.0.113.{i}")), "alice", pw.as_bytes(), None, "a") {
+            l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true });
+        }
+    }
+    let banned = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        matches!(l.admit(ip("203.0.113.9"), "alice", b"x", None, "a"), Admission::Refused(..))
+    });
+    assert!(banned, "alice banned through the shared store");
+    let admitted = |user: &str, scope: &str| matches!(l.admit(owner, user, b"pw", None, scope), Admission::Admitted(_));
+    assert!(admitted("ALICE", "b") && admitted("alice", "b"), "trusted for b's alice, as typed and as stored");
+    assert!(!admitted("alice", "a"), "not for a's alice");
+    assert!(!admitted("Alice", "b"), "nor for a spelling neither the owner nor the store used");
 }
 
 #[test]
