@@ -75,7 +75,7 @@ $app{laptop} = app_add(@file, 'app', 'add', 'alice', 'laptop', '--scheme', 'bcry
 $app{tablet} = app_add(@file, 'app', 'add', 'carol', 'tablet');
 
 # (the tool keeps a file's mode when it rewrites it; the workers may not run as its owner)
-chmod 0644, "$d/apps" or die "chmod: $!\n";
+chmod 0644, "$d/users", "$d/apps" or die "chmod: $!\n";
 
 tool(@sql, 'init');
 chmod 0644, "$d/users.db" or die "chmod: $!\n";

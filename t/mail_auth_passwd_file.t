@@ -71,7 +71,7 @@ EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log",
 	alice => '*', bob => '*', dan => '*', big => '*', tooluser => 'tool pw', cu0 => 'revoked pw', map { ("cu$_" => "cu pw $_") } 1 .. 8);
-$t->run()->plan(27);
+$t->run()->plan(36);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 sub login {
@@ -255,4 +255,86 @@ ok(eventually('big', 'big pw', qr/^a01 NO \[UNAVAILABLE\] Temporary server probl
 	'a user whose first line is over 64 KiB: temporary failure, not the later line\'s OK');
 like($t->read_file('error.log'), qr/users:2: line of \d+ bytes \(at most 65536\), line skipped/, 'logged');
 
+
+# nginx's master reads the file at start and at a reload. A reload in the middle of a rewrite in
+# place (`cat >`, htpasswd) read a cut last line and served it: bob's {PLAIN} password cut to
+# "bob-lo" logged in. Now that line is left out until the file has not changed for 2 s, its
+# user a temporary failure meanwhile (there is no previous content to answer with), and the
+# workers read the file again once it has settled.
+
+sub master_pid {
+	my ($dir) = @_;
+	open my $fh, '<', "$dir/nginx.pid" or return 0;
+	my $pid = <$fh> // '';
+	$pid =~ s/\s+//g;
+	return $pid;
+}
+
+# the live (not zombie) children of the master
+sub workers_of {
+	my ($master) = @_;
+	my @w;
+	for my $stat (glob '/proc/[0-9]*/stat') {
+		open my $fh, '<', $stat or next;
+		my $line = <$fh> // '';
+		push @w, $1 if $line =~ /^(\d+) \(.*\) ([A-Z]) (\d+) / && $3 == $master && $2 ne 'Z';
+	}
+	return @w;
+}
+
+sub uid_of {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/status" or return undef;
+	while (my $l = <$fh>) { return $1 if $l =~ /^Uid:\s+(\d+)/; }
+	return undef;
+}
+
+# HUP, then wait until every worker is a new one
+sub reload_nginx {
+	my ($nginx) = @_;
+	my $master = master_pid($nginx->testdir());
+	my %old = map { $_ => 1 } workers_of($master);
+	$nginx->reload();
+	return wait_for(10, sub { my @now = workers_of($master); @now && !grep { $old{$_} } @now });
+}
+
+my $from = length $t->read_file('error.log');
+$t->write_file('users', "alice:{PLAIN}alice-password\nbob:{PLAIN}bob-lo");
+ok(reload_nginx($t), 'reload while the file is half written: new workers');
+utime(undef, undef, "$d/users") or die;   # the writer is still at it
+like(login('bob', 'bob-lo'), qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/,
+	'reload read a cut last line: its user a temporary failure, not OK with the cut password');
+like(login('alice', 'alice-password'), qr/^a01 OK/, 'the whole lines before it are served');
+like(substr($t->read_file('error.log'), $from),
+	qr/\[warn\].*users:2: no line end, and the file changed less than 2 s ago.*user "bob"/,
+	'the line left out is logged');
+open $fh, '>>', "$d/users" or die;
+print $fh 'ng-password';                  # the rest of the line (the file still without a line end)
+close $fh;
+ok(wait_for(8, sub { login('bob', 'bob-long-password') =~ /^a01 OK/ }),
+	'once the file settled (2 s), the workers read it again: the whole password logs in');
+
+# a file only root can read: nginx's master (root) reads it at start and reload, the workers
+# (another user) never opened it, and found out only at its first change: every login a
+# temporary failure from then on. Now a worker's first lookup opens it: a temporary failure
+# and an error line at once. (A reload starts new workers on the master's read as a start
+# does.)
+
+my @w = workers_of(master_pid($d));
+SKIP: {
+	skip 'nginx workers run as root (the test is not run as root): file permissions do not stop them', 4
+		if $> != 0 || !@w || grep { (uid_of($_) // 0) == 0 } @w;
+
+	$t->write_file('users', "alice:{PLAIN}alice-password\n");
+	chmod 0600, "$d/users" or die;
+	$from = length $t->read_file('error.log');
+	ok(reload_nginx($t), 'reload with a file only root can read: new workers');
+	like(login('alice', 'alice-password'), qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/,
+		'a file the workers cannot read: the first login is a temporary failure');
+	like(substr($t->read_file('error.log'), $from),
+		qr/\[error\].*mail_auth: \Q$d\E\/users: cannot open: Permission denied/,
+		'and the error log names the file');
+	chmod 0644, "$d/users" or die;
+	ok(eventually('alice', 'alice-password', qr/^a01 OK/), 'made readable: logins work without a reload');
+}
 ###############################################################################

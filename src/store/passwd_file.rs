@@ -57,7 +57,9 @@
 //! the notices.
 //!
 //! Reloading: [`PasswdFile::open`] reads the file synchronously (a configuration-time error if it
-//! cannot, so `nginx -t` reports it). After that, [`Store::lookup`] never reads the file: it
+//! cannot, so `nginx -t` reports it); a file caught while being written (changed less than 2 s
+//! ago, its last line without a line end, or with no user) is held as the re-reads below hold it,
+//! failing closed (see [`PasswdFile::open`]). After that, [`Store::lookup`] never reads the file: it
 //! answers from the current snapshot, an immutable `Arc` swapped whole. In each process the first
 //! lookup starts a watcher thread (`mail-auth-watch`; nginx forks its workers after the
 //! configuration is loaded, and threads do not survive a fork), which `stat()`s the file every
@@ -70,7 +72,9 @@
 //!
 //! That first lookup in a process also `stat()`s the file itself: the snapshot it inherited may
 //! be older than the check interval (a worker started long after the configuration was loaded).
-//! A missing or unreadable file fails closed at once; a changed file up to
+//! It opens an unchanged file too: the snapshot was read by nginx's master, as root, and a
+//! worker (another user) that may not read it would otherwise find out only at the file's first
+//! change. A missing or unreadable file fails closed at once; a changed file up to
 //! [`INLINE_RELOAD_MAX`] bytes is re-read right there (a few milliseconds), a bigger one makes
 //! lookups fail with a temporary failure until the watcher has read it, rather than answer from
 //! the old content. If the thread cannot be started, a notice says so and lookups check the
@@ -122,7 +126,41 @@ struct Users {
     /// Where the malformed first definitions of users start (see `index`): indexed, so their
     /// names are taken, but not accounts (not counted, not listed).
     held: HashMap<u32, String>,
+    /// The last line, without a line end, of a file read at start or reload while it was
+    /// being written (see [`PasswdFile::open`]): not in `data`, its user a temporary failure.
+    cut: Option<CutLine>,
 }
+
+/// The user field of a last line held back (see [`Users::cut`]): the whole name if the line
+/// has its ':', else what came of it so far (every name it begins may be that line's user).
+struct CutLine {
+    name: Box<[u8]>,
+    whole: bool,
+}
+
+impl CutLine {
+    /// Of the data after the last line end: `None` if it holds no user (blank, a comment).
+    fn of(tail: &[u8]) -> Option<CutLine> {
+        let tail = tail.strip_prefix(BOM).unwrap_or(tail);
+        let trimmed = tail.trim_ascii_start();
+        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+            return None;
+        }
+        let name = user_field(tail);
+        Some(CutLine { name: name.into(), whole: name.len() < tail.len() })
+    }
+
+    fn may_be(&self, user: &str) -> bool {
+        match self.whole {
+            true => *self.name == *user.as_bytes(),
+            false => user.as_bytes().starts_with(&self.name),
+        }
+    }
+}
+
+/// Why the user of a held last line cannot log in yet.
+const BEING_WRITTEN: &str = "it may be the file's last line, without a line end, and the file changed less than \
+                             2 s ago (being written?): a temporary failure until the file has not changed for 2 s";
 
 /// What a file holds: accounts (`mail_auth_passwd_file`) or app passwords
 /// (`mail_auth_app_passwords`).
@@ -191,11 +229,20 @@ impl Users {
                 return Some(self.account(line, false));
             }
         }
-        None
+        self.cut_holds(user).map(Err)
     }
 
-    /// The app passwords of `user`, in file order (all parsed at load).
-    fn app_passwords(&self, user: &str) -> Vec<AppPassword> {
+    /// Why `user` cannot be answered for: it may be the user of the last line, held.
+    fn cut_holds(&self, user: &str) -> Option<String> {
+        self.cut.as_ref().filter(|c| c.may_be(user)).map(|_| BEING_WRITTEN.to_string())
+    }
+
+    /// The app passwords of `user`, in file order (all parsed at load); `Err` if the held
+    /// last line may be one of them.
+    fn app_passwords(&self, user: &str) -> Result<Vec<AppPassword>, String> {
+        if let Some(why) = self.cut_holds(user) {
+            return Err(format!("an app password of this user: {why}"));
+        }
         let mut out = Vec::new();
         for line in self.candidates(user) {
             if user_field(line) == user.as_bytes() {
@@ -204,7 +251,7 @@ impl Users {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The account of a line; `named`: with its `name` (else empty, "the user asked for", see
@@ -250,6 +297,11 @@ struct Shared {
     stop: Mutex<Option<Arc<Stop>>>,
     /// How many times a lookup looked at the file itself (tests check the watcher does it).
     lookup_checks: AtomicU64,
+    /// The file read at start or reload while it was being written (see
+    /// [`PasswdFile::open`]), whose content is partly held back: its last line (the snapshot
+    /// holds the others), or all of it (caught empty: the snapshot is an error). `None` once
+    /// the file is read whole (or found broken).
+    held: Mutex<Option<FileId>>,
 }
 
 /// An htpasswd / Dovecot passwd-file store, re-read when the file changes.
@@ -267,6 +319,8 @@ struct Loaded {
     /// The last line has no line end: a file being rewritten in place may have been read
     /// half-way (see [`Shared::reload`]).
     unterminated: bool,
+    /// That last line was left out (see [`load`]).
+    cut: bool,
 }
 
 /// How long after its last change a file whose last line has no line end is taken as being
@@ -281,6 +335,14 @@ impl PasswdFile {
 
     /// Reads the file. Fails (configuration error) if it cannot be opened or read; malformed
     /// lines are not an error but notices (see [`Store::take_notices`]). Starts no thread.
+    ///
+    /// A file changed less than [`WRITE_SETTLE`] ago may be in the middle of a rewrite in
+    /// place, as the re-reads in the workers take it; here there is no previous content to go
+    /// on answering, so it fails closed: a last line without a line end is left out, its user
+    /// (any user whose name the cut line's user field begins, if it has no ':' yet) a
+    /// temporary failure; a file with no user (`cat >` just truncated it) is a temporary
+    /// failure for every user (not every user unknown). The lookups read the file again until
+    /// it has not changed for that long.
     pub fn open(path: impl AsRef<Path>) -> Result<PasswdFile, StoreError> {
         Self::open_kind(path.as_ref(), Kind::Accounts)
     }
@@ -301,9 +363,14 @@ impl PasswdFile {
             Kind::Accounts => describe(&path),
             Kind::AppPasswords => format!("app passwords file \"{}\"", path.display()),
         };
-        let loaded = load(&path, kind).map_err(|cause| StoreError { source: desc.clone(), cause })?;
+        let loaded = load(&path, kind, true).map_err(|cause| StoreError { source: desc.clone(), cause })?;
+        let fresh = loaded.id.changed_within(WRITE_SETTLE);
+        // (not an app passwords file: revoking the last app password empties it, see `reload`)
+        let empty = fresh && kind == Kind::Accounts && loaded.users.len() == 0;
+        let held = (empty || loaded.cut).then_some(loaded.id);
         let mut watch = FileWatch::new(&path, DEFAULT_CHECK_INTERVAL);
-        watch.set_current(Some(loaded.id));
+        // held: not the file's content; the first look finds it changed and reads it again
+        watch.set_current(if held.is_some() { None } else { Some(loaded.id) });
         let shared = Shared {
             kind,
             desc,
@@ -315,8 +382,24 @@ impl PasswdFile {
             inline: AtomicBool::new(false),
             stop: Mutex::new(None),
             lookup_checks: AtomicU64::new(0),
+            held: Mutex::new(None),
         };
-        shared.install(loaded, "loaded");
+        if empty {
+            let cause = format!(
+                "no user in it, and it changed less than {} s ago (being written?): a temporary failure \
+                 until it has not changed for {0} s",
+                WRITE_SETTLE.as_secs()
+            );
+            let mut notices = loaded.notices;
+            notices
+                .push(StoreNotice { level: NoticeLevel::Warn, message: format!("{}: {cause}", shared.path.display()) });
+            shared.events.extend(notices);
+            *lock(&shared.snapshot) = Err(cause);
+            shared.events.bump();
+        } else {
+            shared.install(loaded, "loaded");
+        }
+        *lock(&shared.held) = held;
         Ok(PasswdFile { shared: Arc::new(shared), apps: None })
     }
 
@@ -337,10 +420,10 @@ impl PasswdFile {
             shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
         }
         let users = self.snapshot().map_err(|cause| self.error(cause))?;
-        Ok(match users.kind {
-            Kind::AppPasswords => users.app_passwords(user),
-            Kind::Accounts => Vec::new(),
-        })
+        match users.kind {
+            Kind::AppPasswords => users.app_passwords(user).map_err(|cause| self.error(cause)),
+            Kind::Accounts => Ok(Vec::new()),
+        }
     }
 
     /// The file's path.
@@ -378,9 +461,12 @@ impl PasswdFile {
         }
         self.shared.lookup_checks.fetch_add(1, Ordering::Relaxed);
         match w.look(true) {
-            Seen::NotDue | Seen::Same => {}
+            Seen::NotDue | Seen::Same => self.shared.check_openable(&mut w),
             Seen::Gone(cause) => self.shared.set_broken(&mut w, cause),
             Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => self.shared.reload(&mut w),
+            // the file read at start or reload, still unchanged, partly held back: the snapshot
+            // answers for the rest (the watcher, started below, reads it again at once)
+            Seen::Changed(id) if *lock(&self.shared.held) == Some(id) => self.shared.check_openable(&mut w),
             Seen::Changed(_) => {
                 self.shared.set_broken(&mut w, "changed since it was loaded, being re-read".to_string())
             }
@@ -439,8 +525,18 @@ impl Shared {
         true
     }
 
+    /// The snapshot was read by another process (nginx's master, as root, at start or
+    /// reload): this one may not be allowed to read the file, which it would find only at the
+    /// first change (every login a temporary failure from then on). Finds it now: a temporary
+    /// failure and an error-log line from the first lookup on.
+    fn check_openable(&self, w: &mut FileWatch) {
+        if let Err(cause) = watch::open_regular(&self.path) {
+            self.set_broken(w, cause);
+        }
+    }
+
     fn reload(&self, w: &mut FileWatch) {
-        match load(&self.path, self.kind) {
+        match load(&self.path, self.kind, false) {
             // htpasswd and `cat >` rewrite the file in place: read in the middle, its last line
             // may be cut (a {PLAIN} password shortened, allow_nets or nologin lost). A fresh file
             // ending without a line end is read again at the next check; meanwhile what was
@@ -451,10 +547,11 @@ impl Shared {
             // failed logins, counted by the limiter
             // (not an app-passwords file: the admin tool replaces it whole, and revoking the last
             // app password empties it; held, a revoked one would go on logging in for 2-3 s)
+            // (or while the snapshot is the open's hold of a file caught so)
             Ok(loaded)
                 if loaded.users.len() == 0
                     && self.kind == Kind::Accounts
-                    && self.serves_users()
+                    && (self.serves_users() || lock(&self.held).is_some())
                     && loaded.id.changed_within(WRITE_SETTLE) =>
             {
                 w.set_current(None)
@@ -488,12 +585,14 @@ impl Shared {
         self.events.extend(notices);
         let old = std::mem::replace(&mut *lock(&self.snapshot), Ok(Arc::new(loaded.users)));
         drop(old);
+        *lock(&self.held) = None;
         self.events.bump();
     }
 
     /// Lookups fail with `cause` until the file is read again.
     fn set_broken(&self, w: &mut FileWatch, cause: String) {
         w.set_current(None);
+        *lock(&self.held) = None;
         if w.fail(&self.events, &cause) {
             let old = std::mem::replace(&mut *lock(&self.snapshot), Err(cause));
             drop(old);
@@ -510,7 +609,10 @@ impl Drop for PasswdFile {
     }
 }
 
-fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
+/// Reads and indexes the file. `hold_cut` (at start or reload, see [`PasswdFile::open`]): a
+/// last line without a line end in a file changed less than [`WRITE_SETTLE`] ago is left out
+/// of the index, and kept as [`Users::cut`].
+fn load(path: &Path, kind: Kind, hold_cut: bool) -> Result<Loaded, String> {
     const TOO_BIG: u64 = 1 << 32;
     let (f, meta) = watch::open_regular(path)?;
     // refused before it is read (its size, and what it grew to meanwhile): a path set to a
@@ -523,9 +625,39 @@ fn load(path: &Path, kind: Kind) -> Result<Loaded, String> {
     if u32::try_from(data.len()).is_err() {
         return Err("too big (4 GiB at most)".to_string());
     }
+    let id = FileId::of(&meta);
     let unterminated = data.last().is_some_and(|&b| b != b'\n');
-    let (users, notices) = index(&path.display().to_string(), data.into_boxed_slice(), kind);
-    Ok(Loaded { id: FileId::of(&meta), users, notices, unterminated })
+    let name = path.display().to_string();
+    let mut cut = None;
+    if hold_cut && unterminated && id.changed_within(WRITE_SETTLE) {
+        let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lineno = data[..end].iter().filter(|&&b| b == b'\n').count() + 1;
+        cut = Some((CutLine::of(&data[end..]), lineno));
+        data.truncate(end);
+    }
+    let was_cut = cut.is_some();
+    let (mut users, mut notices) = index(&name, data.into_boxed_slice(), kind);
+    if let Some((line, lineno)) = cut {
+        notices.push(StoreNotice {
+            level: NoticeLevel::Warn,
+            message: format!(
+                "{name}:{lineno}: no line end, and the file changed less than {} s ago (being written?): \
+                 line left out until the file has not changed for {0} s{}",
+                WRITE_SETTLE.as_secs(),
+                match &line {
+                    Some(l) if l.whole =>
+                        format!(", user \"{}\" a temporary failure meanwhile", String::from_utf8_lossy(&l.name)),
+                    Some(l) => format!(
+                        ", users whose name begins with \"{}\" a temporary failure meanwhile",
+                        String::from_utf8_lossy(&l.name)
+                    ),
+                    None => String::new(),
+                }
+            ),
+        });
+        users.cut = line;
+    }
+    Ok(Loaded { id, users, notices, unterminated, cut: was_cut })
 }
 
 /// An `allow_nets`/`allow_real_nets` list; warns of host bits (as nginx warns of its own lists:
@@ -884,7 +1016,7 @@ fn index(name: &str, data: Box<[u8]>, kind: Kind) -> (Users, Vec<StoreNotice>) {
     for &(h, at) in &entries {
         slots.insert(h, at, |at| hasher.hash_one(user_field(line_at(&data, at as usize))));
     }
-    let users = Users { kind, slots, data, hasher, template: template.map(|(_, t)| t.into()), held };
+    let users = Users { kind, slots, data, hasher, template: template.map(|(_, t)| t.into()), held, cut: None };
     (users, notices)
 }
 
@@ -999,7 +1131,7 @@ mod tests {
         // sparse: no disk taken; reading it would fill 4 GiB of the worker's memory with zeros
         fs::File::create(&path).unwrap().set_len(u64::from(u32::MAX) + 1).unwrap();
         let t = Instant::now();
-        let e = load(&path, Kind::Accounts).err().expect("refused");
+        let e = load(&path, Kind::Accounts, true).err().expect("refused");
         assert!(e.contains("too big"), "{e}");
         assert!(t.elapsed().as_secs() < 1, "refused at once, not after reading: {:?}", t.elapsed());
     }
@@ -1293,6 +1425,132 @@ mod tests {
         fs::write(&p, b"").unwrap();
         fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         assert_eq!(s.lookup(&q("a")).unwrap(), None);
+    }
+
+    /// Stamps the file's content as written `secs` seconds ago.
+    fn written_ago(p: &Path, secs: u64) {
+        let at = std::time::SystemTime::now() - Duration::from_secs(secs);
+        fs::File::options().write(true).open(p).unwrap().set_modified(at).unwrap();
+    }
+
+    #[test]
+    fn a_file_read_at_start_while_being_written_holds_its_cut_last_line() {
+        // nginx's master reads the file at start and reload: caught in the middle of a rewrite
+        // in place, its last line cut. There is no previous content to answer with: that
+        // line's user is a temporary failure (before: `bob-lo` logged in as bob).
+        let d = TempDir::new("opencut");
+        let p = d.file("users", b"alice:{PLAIN}alice-password\nbob:{PLAIN}bob-lo");
+        let s = open0(&p);
+        let m = messages(&s);
+        assert!(
+            m.iter().any(|l| l.contains("users:2: no line end") && l.contains("user \"bob\" a temporary")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|l| l.ends_with("loaded 1 users")), "{m:?}");
+        assert_eq!(s.lookup(&q("alice")).unwrap().unwrap().password, "{PLAIN}alice-password");
+        let e = s.lookup(&q("bob")).expect_err("held");
+        assert!(e.cause.contains("being written"), "{e}");
+        assert_eq!(s.lookup(&q("bobby")).unwrap(), None, "the cut line has its whole user name");
+        // the rest comes, still without a line end: held until the file settles
+        fs::write(&p, b"alice:{PLAIN}alice-password\nbob:{PLAIN}bob-long-password").unwrap();
+        assert!(s.lookup(&q("bob")).is_err());
+        written_ago(&p, 3);
+        assert_eq!(s.lookup(&q("bob")).unwrap().unwrap().password, "{PLAIN}bob-long-password");
+
+        // cut inside the user name: every name it begins is held
+        let p = d.file("users2", b"alice:{PLAIN}a\nbo");
+        let s = open0(&p);
+        for u in ["bo", "bob", "bobby"] {
+            assert!(s.lookup(&q(u)).is_err(), "{u}");
+        }
+        assert!(s.lookup(&q("alice")).unwrap().is_some());
+        assert_eq!(s.lookup(&q("carol")).unwrap(), None);
+        // a cut comment holds nobody
+        let p = d.file("users3", b"alice:{PLAIN}a\n# a comm");
+        let s = open0(&p);
+        assert_eq!(s.lookup(&q("bob")).unwrap(), None);
+        // not fresh: a file that really ends without a line end is served whole
+        let p = d.file("users4", b"alice:{PLAIN}a\nbob:{PLAIN}b");
+        written_ago(&p, 3);
+        let s = open0(&p);
+        assert_eq!(s.lookup(&q("bob")).unwrap().unwrap().password, "{PLAIN}b");
+    }
+
+    #[test]
+    fn a_file_read_empty_at_start_just_after_a_change_is_a_temporary_failure() {
+        // `cat >` truncated it an instant before the master read it: not every user unknown
+        // (each a failed login, counted by the limiter)
+        let d = TempDir::new("openempty");
+        let p = d.file("users", b"");
+        let s = open0(&p);
+        assert!(messages(&s).iter().any(|l| l.contains("no user in it")));
+        let e = s.lookup(&q("a")).expect_err("held");
+        assert!(e.cause.contains("being written"), "{e}");
+        assert!(s.lookup(&q("a")).is_err(), "still fresh: still held");
+        fs::write(&p, b"a:{PLAIN}pw\n").unwrap();
+        assert!(s.lookup(&q("a")).unwrap().is_some(), "written: served at once");
+        // an empty file that settled is served as it is
+        let p = d.file("empty", b"# no users\n");
+        let s = open0(&p);
+        assert!(s.lookup(&q("a")).is_err());
+        written_ago(&p, 3);
+        assert_eq!(s.lookup(&q("a")).unwrap(), None);
+        let p = d.file("empty2", b"");
+        written_ago(&p, 3);
+        assert_eq!(open0(&p).lookup(&q("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn an_app_passwords_file_read_at_start_while_being_written_holds_its_cut_last_line() {
+        let d = TempDir::new("openappcut");
+        let users = d.file("users", b"a:{PLAIN}main\nb:{PLAIN}main\n");
+        let apps = d.file("apps", b"b:phone:{PLAIN}bapp\na:phone:{PLAIN}ap");
+        let s = open0(&users).with_app_passwords(&apps).unwrap();
+        let e = s.lookup(&q("a")).expect_err("held");
+        assert!(e.to_string().contains("app passwords file") && e.cause.contains("being written"), "{e}");
+        assert_eq!(s.lookup(&q("b")).unwrap().unwrap().app_passwords.len(), 1);
+        written_ago(&apps, 3);
+        assert_eq!(s.lookup(&q("a")).unwrap().unwrap().app_passwords[0].password, "{PLAIN}ap");
+        // an emptied app passwords file is not held (revoking the last one empties it)
+        let apps = d.file("apps2", b"");
+        let s = open0(&users).with_app_passwords(&apps).unwrap();
+        assert!(s.lookup(&q("a")).unwrap().unwrap().app_passwords.is_empty());
+    }
+
+    #[test]
+    fn a_big_file_held_at_start_answers_from_its_whole_lines_at_a_first_lookup() {
+        // too big for the first lookup to re-read on the event loop: the lines read whole
+        // answer meanwhile (not a temporary failure for every user until the watcher read it)
+        let d = TempDir::new("openbigcut");
+        let mut data = Vec::new();
+        for i in 0..20_000 {
+            writeln!(data, "u{i}:{{PLAIN}}pw{i}").unwrap();
+        }
+        data.extend_from_slice(b"last:{PLAIN}la");
+        assert!(data.len() as u64 > INLINE_RELOAD_MAX);
+        let p = d.file("users", &data);
+        let s = PasswdFile::open(&p).unwrap().with_check_interval(Duration::from_secs(3600));
+        assert_eq!(s.lookup(&q("u7")).unwrap().unwrap().password, "{PLAIN}pw7");
+        assert!(s.lookup(&q("last")).is_err());
+    }
+
+    #[test]
+    fn a_file_this_process_cannot_open_fails_at_its_first_lookup() {
+        // nginx's master (root) read it; a worker (another user) could not, and found out only
+        // at the file's first change
+        use std::os::unix::fs::PermissionsExt;
+        let d = TempDir::new("openperm");
+        let p = d.file("users", b"a:{PLAIN}pw\n");
+        let s = open0(&p);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
+        // as if read by another user: the file unchanged since
+        lock(&s.shared.watch).set_current(Some(FileId::of(&fs::metadata(&p).unwrap())));
+        if fs::File::open(&p).is_ok() {
+            return; // root: permissions do not stop it (t/mail_auth_passwd_file.t tests it)
+        }
+        let e = s.lookup(&q("a")).expect_err("cannot open");
+        assert!(e.cause.contains("Permission denied"), "{e}");
+        assert!(messages(&s).iter().any(|l| l.contains("users: cannot open: Permission denied")));
     }
 
     #[test]
