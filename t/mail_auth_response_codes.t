@@ -138,7 +138,7 @@ my $log = $t->testdir() . '/backend.log';
 $t->run_daemon(\&MailAuthBackend::imap, port(8201), $log, alice => 'alice-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8202), $log, alice => 'alice-pw');
 $t->run_daemon(\&MailAuthBackend::smtp, port(8203), $log, alice => 'alice-pw');
-$t->run()->plan(24);
+$t->run()->plan(27);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8201, 8202, 8203;
 
 ###############################################################################
@@ -209,6 +209,17 @@ like(auth_http('/auth', %apop), qr/^Auth-Wait: 1\r$/m, 'nginx 1.28.3: refused AP
 like(auth_http('/unpatched', %cram), qr/^Auth-Wait: 0\r$/m, 'declared unpatched: refused CRAM-MD5, Auth-Wait 0');
 like(auth_http('/unpatched', %apop), qr/^Auth-Wait: 0\r$/m, 'declared unpatched: refused APOP, Auth-Wait 0');
 like(auth_http('/unpatched', %plain), qr/^Auth-Wait: 1\r$/m, 'declared unpatched: other methods keep it');
+# such an nginx forgets the password of every method but PLAIN once the session has a salt (a
+# CRAM-MD5 challenge asked before), and sends Auth-Salt then: LOGIN (Auth-Method plain),
+# XOAUTH2/OAUTHBEARER (freenginx 1.27.1), SMTP's relay check (none); a client then crashed the
+# worker with CRAM-MD5 after such a refusal if it kept the session
+for my $m ([ 'plain', 'imap', 'wrong' ], [ 'xoauth2', 'imap', 'x' x 32 ], [ 'none', 'smtp', '' ]) {
+	my %salted = (%cram, 'Auth-Method' => $m->[0], 'Auth-Protocol' => $m->[1], 'Auth-Pass' => $m->[2]);
+	$salted{'Auth-SMTP-From'} = 'MAIL FROM:<a@elsewhere.example>' if $m->[0] eq 'none';
+	$salted{'Auth-SMTP-To'} = 'RCPT TO:<b@elsewhere.example>' if $m->[0] eq 'none';
+	like(auth_http('/unpatched', %salted), qr/^Auth-Wait: 0\r$/m,
+		"declared unpatched: a refused $m->[0] ($m->[1]) request with Auth-Salt, Auth-Wait 0");
+}
 
 # through nginx: after a refused APOP the session goes on (this nginx), or is closed
 

@@ -369,7 +369,7 @@ impl Engine {
     fn unparsed(&self, view: &HeaderView<'_>, e: &crate::protocol::ProtocolError, ctx: Ctx, trace: Trace) -> Decision {
         let fields = self.log_fields(view);
         let o = outcome::failed_unparsed(&self.cfg, fields.protocol, "", AuthResult::BadRequest, e.to_string());
-        self.conclude(fields, o, ctx, trace)
+        self.conclude(fields, o, ctx, trace, view.salted())
     }
 
     /// What refuses an auth_http request before the limiter, the store and any password check:
@@ -722,7 +722,7 @@ impl Engine {
         } else {
             outcome::temp_fail_for(&self.cfg, Some(protocol), &user, AuthResult::StoreError, reason)
         };
-        Some(self.conclude(fields, o, ctx, Trace::new(ctx)))
+        Some(self.conclude(fields, o, ctx, Trace::new(ctx), view.salted()))
     }
 
     /// An access-phase refusal of a parsed request, counted by the limiter like a wrong
@@ -1196,7 +1196,7 @@ impl Engine {
             method: Some(req.method),
             attempt: req.login_attempt,
         };
-        self.conclude(fields, o, ctx, trace)
+        self.conclude(fields, o, ctx, trace, req.salt.is_some())
     }
 
     fn count(&self, fields: Option<&LogFields<'_>>, result: AuthResult, ctx: Ctx) {
@@ -1211,10 +1211,14 @@ impl Engine {
     }
 
     /// Counts the answer, and makes the log lines: the store's notices, then the decision.
-    /// A refused APOP/CRAM-MD5 login on an nginx without the CVE-2026-27651 fix gets
-    /// `Auth-Wait: 0` (nginx then closes the session; see `config::auth_wait_fixed`).
-    fn conclude(&self, fields: LogFields<'_>, mut o: Outcome, ctx: Ctx, trace: Trace) -> Decision {
-        if !self.cfg.nginx_auth_wait_fixed && matches!(fields.method, Some(Method::Apop | Method::CramMd5)) {
+    /// On an nginx without the CVE-2026-27651 fix, a refusal of a request that carried
+    /// `Auth-Salt` (`salted`) gets `Auth-Wait: 0` (nginx then closes the session; see
+    /// `config::auth_wait_fixed`): such an nginx forgets the session's password for every method
+    /// but PLAIN once a salt exists (APOP, CRAM-MD5, and LOGIN, XOAUTH2, OAUTHBEARER, SMTP
+    /// `none` after a CRAM-MD5 challenge), and sends `Auth-Salt` in exactly those requests.
+    fn conclude(&self, fields: LogFields<'_>, mut o: Outcome, ctx: Ctx, trace: Trace, salted: bool) -> Decision {
+        let salted = salted || matches!(fields.method, Some(Method::Apop | Method::CramMd5));
+        if !self.cfg.nginx_auth_wait_fixed && salted {
             if let AuthResponse::Fail { wait, .. } | AuthResponse::TempFail { wait, .. } = &mut o.response {
                 *wait = Some(0);
             }

@@ -329,6 +329,11 @@ impl<'a> HeaderView<'a> {
         self.vals[H_METHOD].and_then(Method::parse)
     }
 
+    /// The request carries `Auth-Salt` (see [`crate::config`]'s `nginx_auth_wait_fixed`).
+    pub fn salted(&self) -> bool {
+        self.vals[H_SALT].is_some()
+    }
+
     /// `Auth-Protocol`, if it names one.
     pub fn protocol(&self) -> Option<Protocol> {
         self.vals[H_PROTOCOL].and_then(Protocol::parse)

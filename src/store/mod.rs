@@ -102,6 +102,10 @@ pub struct Account {
 /// A store's answer to a lookup, the account boxed (see [`Store::lookup_and_template`]).
 pub type Lookup = Result<Option<Box<Account>>, StoreError>;
 
+/// An account's own `wait` (seconds): at most a day, as `mail_auth_fail_wait` (nginx holds the
+/// connection for the whole wait, whatever the client does).
+pub const MAX_WAIT: u32 = 86_400;
+
 /// At most this many app passwords of one account are tried by a login (the first ones in
 /// store order; the stores warn about more).
 pub const MAX_APP_PASSWORDS: usize = 16;

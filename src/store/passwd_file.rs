@@ -728,8 +728,8 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
                 let w = value
                     .parse::<u32>()
                     .ok()
-                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| format!("bad wait={value}"))?;
+                    .filter(|&w| value.bytes().all(|b| b.is_ascii_digit()) && w <= super::MAX_WAIT)
+                    .ok_or_else(|| format!("bad wait={value} (seconds, at most {})", super::MAX_WAIT))?;
                 acct.wait = Some(w);
             }
             "client_cert" => {
@@ -1304,7 +1304,7 @@ mod tests {
             format!("{n}:11: user \"badnet\": bad allow_nets: \"10.0.0.0/99\": prefix /99 too long for IPv4, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:12: user \"badport\": bad port=0, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:13: user \"badproto\": bad protocols=imap,http: unknown protocol http, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
-            format!("{n}:14: user \"badwait\": bad wait=-1, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
+            format!("{n}:14: user \"badwait\": bad wait=-1 (seconds, at most 86400), line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
             format!("{n}:15: user \"hostname\": host=mail.example.com is not an IP address; nginx needs one, logins will fail with a temporary error"),
             format!("{n}:15: user \"hostname\": nopassword is not supported and ignored: the password is always checked"),
             format!("{n}:16: control character in the user name, line skipped (its user cannot log in until it is fixed; later lines of the user are duplicates)"),
@@ -1876,6 +1876,8 @@ mod tests {
         assert!(parse_line("x:{PLAIN}p::::::destuser=", &mut w).is_err());
         assert!(parse_line("x:{PLAIN}p::::::port=+1", &mut w).is_err());
         assert!(parse_line("x:{PLAIN}p::::::port=65536", &mut w).is_err());
+        assert!(parse_line("x:{PLAIN}p::::::wait=86401", &mut w).is_err(), "a wait over a day");
+        assert!(parse_line("x:{PLAIN}p::::::wait=86400", &mut w).is_ok());
         for (extra, required) in
             [("client_cert=required", true), ("client_cert", true), ("client_cert=optional", false), ("", false)]
         {

@@ -138,7 +138,12 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
             "backend_pass" if !v.is_empty() => a.backend_pass = Some(v.to_string()),
             "name" | "server" | "user" | "backend_pass" => {} // '' = not set
             "wait" => {
-                a.wait = Some(v.trim().parse::<u32>().map_err(|_| format!("wait: \"{v}\" is not a number of seconds"))?)
+                a.wait =
+                    Some(
+                        v.trim().parse::<u32>().ok().filter(|&w| w <= super::MAX_WAIT).ok_or_else(|| {
+                            format!("wait: \"{v}\" is not a number of seconds up to {}", super::MAX_WAIT)
+                        })?,
+                    )
             }
             "client_cert" if v.trim().is_empty() => {}
             "client_cert" => {

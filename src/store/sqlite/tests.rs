@@ -81,6 +81,7 @@ fn map_row_values() {
         ("port", "0"),
         ("port", "70000"),
         ("wait", "-1"),
+        ("wait", "86401"),
         ("client_cert", "sometimes"),
     ] {
         assert!(map_row(&row(&[("password", Some("x")), (bad.0, Some(bad.1))])).is_err(), "{bad:?}");
