@@ -372,7 +372,7 @@ like($t->read_file('error.log'), qr/users-costly:2: user "evil": BLF-CRYPT hash 
 for my $user ('locked', 'nobody') {
 	answer_within(5, '/auth-costly', $user, 'same guess', '203.0.113.8') for 1 .. 6;
 }
-my $log = $t->read_file('error.log');
+$log = $t->read_file('error.log');
 my %limited = map { my $u = $_; ($u => scalar(() = $log =~ /user="$u" client=203\.0\.113\.8 .*result=rate-limited/g)) } qw/ locked nobody /;
 ok($limited{nobody} >= 2, "unknown name: repeats refused without a check ($limited{nobody} of 6)");
 is($limited{locked}, $limited{nobody}, 'locked account: the same');

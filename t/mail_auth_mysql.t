@@ -18,6 +18,7 @@ use strict;
 use Test::More;
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::IP;
 use POSIX qw//;
 
 BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
@@ -46,6 +47,11 @@ workers_can_read($t);
 my $d = $t->testdir();
 my $my = "$d/my";
 my $myport = port(8432);
+
+# failover past a server that cannot prepare the query: the one MariaDB, reached over 127.0.0.1
+# and ::1 by one user name whose two accounts (MariaDB tells them apart by the client's address)
+# have different grants
+my $v6 = IO::Socket::IP->new(Listen => 1, LocalAddr => '[::1]:0') ? 1 : 0;
 
 # as root the server runs as "mysql" (it owns the datadir)
 my $user = $> == 0 ? 'mysql' : getpwuid($>);
@@ -84,7 +90,7 @@ sub my_start {
 		open STDERR, '>&', \*STDOUT;
 		no warnings qw/ exec /;
 		exec($server, '--no-defaults', "--datadir=$my/data", "--socket=$my/sock", "--port=$myport",
-			'--bind-address=127.0.0.1', "--user=$user", "--pid-file=$my/pid", "--log-error=$my/error.log",
+			'--bind-address=127.0.0.1' . ($v6 ? ',::1' : ''), "--user=$user", "--pid-file=$my/pid", "--log-error=$my/error.log",
 			'--skip-name-resolve', '--innodb-buffer-pool-size=16M', '--skip-log-bin',
 			"--ssl-cert=$my/server.crt", "--ssl-key=$my/server.key", "--ssl-ca=$my/ca.crt");
 		POSIX::_exit(127);
@@ -180,6 +186,27 @@ http {
             mail_auth_limit zone=my_accents:1m user=3/m;
         }
 
+        # the first server accepts the connection but cannot prepare the query (no grant on
+        # users there, as a Galera node outside the primary component refuses): the second
+        # is tried
+        location = /auth-unprepared {
+            mail_auth_sql mysql "host=127.0.0.1,::1 port=%%PORT_8432%% user=mailauth_split dbname=mail"
+                          password_file=%%TESTDIR%%/mailauth.pw;
+            mail_auth;
+            mail_auth_sql_query "SELECT password FROM users WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+        }
+
+        location = /auth-unprepared-only {
+            mail_auth_sql mysql "host=127.0.0.1 port=%%PORT_8432%% user=mailauth_split dbname=mail"
+                          password_file=%%TESTDIR%%/mailauth.pw;
+            mail_auth;
+            mail_auth_sql_query "SELECT password FROM users WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -216,6 +243,18 @@ mail {
         protocol   imap;
         auth_http  127.0.0.1:8080/auth-short;
     }
+
+    server {
+        listen     127.0.0.1:8183;
+        protocol   imap;
+        auth_http  127.0.0.1:8080/auth-unprepared;
+    }
+
+    server {
+        listen     127.0.0.1:8193;
+        protocol   imap;
+        auth_http  127.0.0.1:8080/auth-unprepared-only;
+    }
 }
 
 EOF
@@ -226,7 +265,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(33);
+$t->run()->plan(36);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -261,6 +300,10 @@ CREATE TABLE accents (name varchar(64) PRIMARY KEY, password varchar(255))
 	CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
 GRANT SELECT ON mail.accents TO 'mailauth'\@'127.0.0.1';
 INSERT INTO accents VALUES ('renee', '$h{renee}');
+CREATE USER 'mailauth_split'\@'127.0.0.1' IDENTIFIED BY 'mail auth pw';
+GRANT SELECT ON mail.accents TO 'mailauth_split'\@'127.0.0.1';
+CREATE USER 'mailauth_split'\@'::1' IDENTIFIED BY 'mail auth pw';
+GRANT SELECT ON mail.users TO 'mailauth_split'\@'::1';
 UPDATE users SET backend_user = 'carol' WHERE name = 'info';
 UPDATE users SET enabled = false WHERE name = 'dave';
 UPDATE users SET protocols = 'pop3' WHERE name = 'erin';
@@ -304,6 +347,18 @@ like(auth_http('/auth-accents', 'Auth-Method' => 'plain', 'Auth-User' => 'renee'
 like(imap_login('alice', 'alice-pw', 8153), qr/^a01 OK/, 'TLS, server certificate verified');
 like(sql("SHOW GRANTS FOR 'mailauth_tls'\@'127.0.0.1'"), qr/REQUIRE SSL/, 'the login above needs TLS');
 like(imap_login('alice', 'alice-pw', 8163), $temp, 'TLS, certificate of another CA: temporary failure');
+
+# a server that takes the connection but cannot prepare the query is passed over (before, it
+# ended the failover: every login a temporary failure while a later server could answer)
+like(imap_login('alice', 'alice-pw', 8193), $temp, 'the only server cannot prepare the query: temporary failure');
+like($t->read_file('error.log'),
+	qr/\[error\].*mysql "127\.0\.0\.1": cannot prepare the query: 127\.0\.0\.1:\d+: invalid query: .*denied/,
+	'logged with the server and its refusal');
+SKIP: {
+skip 'no IPv6 loopback', 1 unless $v6;
+like(imap_login('alice', 'alice-pw', 8183), qr/^a01 OK/,
+	'the first server cannot prepare the query: the second answers');
+}
 
 # a lookup waits for a lock in the database: other logins and another location are answered
 # meanwhile (the event loop is free), and the waiting one is answered when the lock goes

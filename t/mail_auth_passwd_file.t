@@ -19,6 +19,7 @@ use Test::Nginx;
 use Test::Nginx::IMAP;
 use MailAuthBackend;
 use MailAuthTest;
+use MailAuthAttack;
 
 ###############################################################################
 
@@ -262,26 +263,6 @@ like($t->read_file('error.log'), qr/users:2: line of \d+ bytes \(at most 65536\)
 # user a temporary failure meanwhile (there is no previous content to answer with), and the
 # workers read the file again once it has settled.
 
-sub master_pid {
-	my ($dir) = @_;
-	open my $fh, '<', "$dir/nginx.pid" or return 0;
-	my $pid = <$fh> // '';
-	$pid =~ s/\s+//g;
-	return $pid;
-}
-
-# the live (not zombie) children of the master
-sub workers_of {
-	my ($master) = @_;
-	my @w;
-	for my $stat (glob '/proc/[0-9]*/stat') {
-		open my $fh, '<', $stat or next;
-		my $line = <$fh> // '';
-		push @w, $1 if $line =~ /^(\d+) \(.*\) ([A-Z]) (\d+) / && $3 == $master && $2 ne 'Z';
-	}
-	return @w;
-}
-
 sub uid_of {
 	my ($pid) = @_;
 	open my $fh, '<', "/proc/$pid/status" or return undef;
@@ -292,10 +273,10 @@ sub uid_of {
 # HUP, then wait until every worker is a new one
 sub reload_nginx {
 	my ($nginx) = @_;
-	my $master = master_pid($nginx->testdir());
-	my %old = map { $_ => 1 } workers_of($master);
+	my $master = master_pid($nginx);
+	my %old = map { $_ => 1 } worker_pids($master);
 	$nginx->reload();
-	return wait_for(10, sub { my @now = workers_of($master); @now && !grep { $old{$_} } @now });
+	return wait_for(10, sub { my @now = worker_pids($master); @now && !grep { $old{$_} } @now });
 }
 
 my $from = length $t->read_file('error.log');
@@ -320,7 +301,7 @@ ok(wait_for(8, sub { login('bob', 'bob-long-password') =~ /^a01 OK/ }),
 # and an error line at once. (A reload starts new workers on the master's read as a start
 # does.)
 
-my @w = workers_of(master_pid($d));
+my @w = worker_pids(master_pid($t));
 SKIP: {
 	skip 'nginx workers run as root (the test is not run as root): file permissions do not stop them', 4
 		if $> != 0 || !@w || grep { (uid_of($_) // 0) == 0 } @w;

@@ -5,8 +5,9 @@
 //!   `None`); nothing connects at configuration time.
 //! - A pool per worker: at most `pool` idle connections kept; the query is a server-side
 //!   prepared statement (`?` parameters, bound as strings), prepared once per connection.
-//! - Failover: the DSN's hosts (`host=a,b port=3306,3307`) are tried in order at each connect;
-//!   a pooled connection that fails is dropped and the lookup retried once on a new one.
+//! - Failover: the DSN's hosts (`host=a,b port=3306,3307`) are tried in order at each connect,
+//!   past a host that cannot be reached and past one that cannot prepare the query; a pooled
+//!   connection that fails is dropped and the lookup retried once on a new one.
 //! - Timeouts: `connect_timeout` per server (TCP connect), `query_timeout` as the socket's read
 //!   and write timeouts (a lookup waits at most about that long for the server).
 //! - Every failure is a `StoreError` (temporary failure, never OK), logged once per new cause;
@@ -120,25 +121,40 @@ impl MysqlStore {
         })
     }
 
-    /// Connects to the first server that answers, and prepares the query there.
+    /// Connects to the first server that answers and prepares the query. A server that
+    /// accepts the connection but cannot prepare the query (a Galera node outside the primary
+    /// component, a replica missing the table or the grant) is passed over like one that does
+    /// not answer: the next one is tried.
     fn connect(&self) -> Result<Conn, String> {
         let mut causes = Vec::new();
+        let mut prepared_nowhere = false;
         for o in &self.servers {
-            let host = o.get_ip_or_hostname();
-            match mysql::Conn::new(o.clone()) {
-                Ok(mut conn) => {
-                    let stmt = conn.prep(&self.sql).map_err(|e| format!("invalid query: {}", text(&e)))?;
-                    let columns: Vec<String> =
-                        stmt.columns().iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
-                    if !columns.iter().any(|n| n == "password") {
-                        return Err("invalid query: it does not return a \"password\" column".into());
-                    }
-                    return Ok(Conn { conn, stmt, columns });
+            let at = format!("{}:{}", o.get_ip_or_hostname(), o.get_tcp_port());
+            let mut conn = match mysql::Conn::new(o.clone()) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    causes.push(format!("{at}: {}", text(&e)));
+                    continue;
                 }
-                Err(e) => causes.push(format!("{host}:{}: {}", o.get_tcp_port(), text(&e))),
+            };
+            let stmt = match conn.prep(&self.sql) {
+                Ok(stmt) => stmt,
+                Err(e) => {
+                    prepared_nowhere = true;
+                    causes.push(format!("{at}: invalid query: {}", text(&e)));
+                    continue;
+                }
+            };
+            let columns: Vec<String> = stmt.columns().iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
+            if !columns.iter().any(|n| n == "password") {
+                prepared_nowhere = true;
+                causes.push(format!("{at}: invalid query: it does not return a \"password\" column"));
+                continue;
             }
+            return Ok(Conn { conn, stmt, columns });
         }
-        Err(format!("cannot connect: {}", causes.join("; ")))
+        let what = if prepared_nowhere { "cannot prepare the query" } else { "cannot connect" };
+        Err(format!("{what}: {}", causes.join("; ")))
     }
 
     fn run(&self, c: &mut Conn, q: &Query<'_>) -> Result<Option<Result<Account, String>>, Failure> {
