@@ -88,6 +88,24 @@ http {
             mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
             mail_auth_fail_wait 0;
         }
+
+        # a Dovecot-style refusal column, then the account's enabled flag after it
+        location = /auth-nologin-enabled {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/users.db;
+            mail_auth_sqlite_query "SELECT name, password, CASE WHEN name = 'alice' THEN 'Y' END AS nologin, enabled FROM users WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_fail_wait 0;
+        }
+
+        # the network restriction given twice (the module's name and Dovecot's)
+        location = /auth-networks-twice {
+            mail_auth;
+            mail_auth_sqlite %%TESTDIR%%/users.db;
+            mail_auth_sqlite_query "SELECT name, password, networks, '0.0.0.0/0' AS allow_nets FROM users WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8144%%;
+            mail_auth_fail_wait 0;
+        }
     }
 }
 
@@ -119,7 +137,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend-a.log", %backend
 $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => 'bob-pw');
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/backend-a.log", %backend);
-$t->run()->plan(33);
+$t->run()->plan(37);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8144, 8146, 8111, 8026;
 
 sub imap {
@@ -140,6 +158,21 @@ for my $ip ('127.0.0.1', '::ffff:127.0.0.1') {
 		'Auth-Pass' => 'alice-pw', 'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => $ip);
 	like($r, qr/Auth-Status: .*Invalid login/, "a client the query blocks, as $ip: refused (the user not found)");
 }
+
+# a refusing column is not undone by an enabled column after it, and a restriction given twice
+# is not the last one taken (before: alice logged in, and frank from anywhere)
+sub login_at {
+	my ($loc, $user, $pass) = @_;
+	return auth_http($loc, 'Auth-Method' => 'plain', 'Auth-User' => $user, 'Auth-Pass' => $pass,
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '127.0.0.1');
+}
+like(login_at('/auth-nologin-enabled', 'alice', 'alice-pw'), qr/^Auth-Status: .*CONTACTADMIN/m,
+	'nologin, then enabled = 1: still refused as disabled');
+like(login_at('/auth-nologin-enabled', 'bob', 'bob-pw'), qr/^Auth-Status: OK\r$/m, 'without nologin: OK');
+like(login_at('/auth-networks-twice', 'frank', 'frank-pw'), qr/^Auth-Status: .*Temporary server problem/m,
+	'networks and allow_nets both returned: an unusable row, not the wider one');
+like($t->read_file('error.log'), qr/\[error\].*(\\x22|")allow_nets(\\x22|"): the row gives networks \/ allow_nets twice/,
+	'the unusable row logged');
 
 like(imap('alice', 'alice-pw'), qr/^a01 OK/, 'bcrypt user from mail-auth-user');
 like($t->read_file('backend-a.log'), qr/^imap ok user=alice pass=alice-pw$/m,

@@ -69,11 +69,33 @@ pub(crate) fn escape_controls(e: &str) -> String {
     e.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
+/// Columns a row may give once (each group is one field under its names).
+const ONCE: &[&[&str]] = &[
+    &["password"],
+    &["protocols"],
+    &["networks", "allow_nets"],
+    &["allow_real_nets"],
+    &["app_only"],
+    &["client_cert"],
+    &["server"],
+    &["port"],
+    &["user"],
+    &["name"],
+];
+
 /// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
 pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Account, String> {
     let mut a = Account { enabled: true, ..Account::default() };
     let mut have_password = false;
+    // the restricting columns and the password seen so far: a second one is refused rather
+    // than taken over the first (`SELECT *, NULL AS networks` must not lift a restriction)
+    let mut seen = [false; ONCE.len()];
     for (name, value) in cols {
+        if let Some(i) = ONCE.iter().position(|f| f.contains(&name)) {
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(format!("\"{name}\": the row gives {} twice", ONCE[i].join(" / ")));
+            }
+        }
         let Some(v) = value else {
             if name == "password" {
                 have_password = true;
@@ -86,7 +108,8 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
                 have_password = true;
                 a.password = if v.is_empty() { NO_PASSWORD.into() } else { v.to_string() };
             }
-            "enabled" => a.enabled = parse_bool(v).ok_or_else(|| format!("enabled: \"{v}\" is not a boolean"))?,
+            // only ever clears it: a refusal (`nologin`, another `enabled`) stays whatever follows
+            "enabled" => a.enabled &= parse_bool(v).ok_or_else(|| format!("enabled: \"{v}\" is not a boolean"))?,
             "protocols" => {
                 let mut list = Vec::new();
                 for p in split_list(v) {

@@ -94,6 +94,27 @@ fn map_row_values() {
         }
         assert!(map_row(&row(&[("password", Some("x")), (f, None)])).unwrap().enabled, "{f} NULL: not returned");
     }
+    // a refusal is not undone by an `enabled` after it (a Dovecot query with `active AS enabled`
+    // appended): before, the last of the two won and the locked account logged in
+    for f in ["nologin", "fail", "noauthenticate"] {
+        let cols = [("password", Some("x")), (f, Some("Y")), ("enabled", Some("1"))];
+        assert!(!map_row(&row(&cols)).unwrap().enabled, "{f} then enabled=1");
+    }
+    let cols = [("password", Some("x")), ("enabled", Some("0")), ("enabled", Some("1"))];
+    assert!(!map_row(&row(&cols)).unwrap().enabled, "enabled twice: either refuses");
+    // a restriction or the password given twice is an unusable row, not the last one taken
+    for (a, b) in [
+        (("networks", Some("10.0.0.0/8")), ("allow_nets", Some("0.0.0.0/0"))),
+        (("networks", Some("10.0.0.0/8")), ("networks", None)),
+        (("protocols", Some("pop3")), ("protocols", Some("imap"))),
+        (("allow_real_nets", Some("10.0.0.0/8")), ("allow_real_nets", Some("::/0"))),
+        (("app_only", Some("all")), ("app_only", Some(""))),
+        (("password", Some("{PLAIN}y")), ("password", Some("{PLAIN}z"))),
+    ] {
+        let cols = if a.0 == "password" { vec![a, b] } else { vec![("password", Some("x")), a, b] };
+        let e = map_row(&row(&cols)).unwrap_err();
+        assert!(e.contains("twice"), "{a:?} {b:?}: {e}");
+    }
     let a = map_row(&row(&[
         ("password", Some("x")),
         ("allow_nets", Some("10.0.0.0/8")),
