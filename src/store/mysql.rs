@@ -195,6 +195,23 @@ impl MysqlStore {
         let Some(row) = rows.pop() else {
             return Ok(None);
         };
+        // The server re-prepares the statement by itself when a table it reads changes (a
+        // `SELECT *` after `ALTER TABLE ... DROP COLUMN`), and the row then comes with other
+        // columns: the values are read under the names the row gives, never the ones seen at
+        // prepare time (before, an `enabled` column moved by one was read as NULL: enabled).
+        let cols = row.columns_ref();
+        if cols.len() != c.columns.len()
+            || cols.iter().zip(&c.columns).any(|(a, b)| !a.name_str().eq_ignore_ascii_case(b))
+        {
+            let names: Vec<String> = cols.iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
+            if !names.iter().any(|n| n == "password") {
+                return Err(Failure {
+                    cause: "invalid query: it no longer returns a \"password\" column".into(),
+                    retry: false,
+                });
+            }
+            c.columns = names;
+        }
         let values: Vec<Option<String>> = (0..c.columns.len())
             .map(|i| match row.as_ref(i) {
                 None | Some(mysql::Value::NULL) => None,
