@@ -40,6 +40,7 @@ workers_can_read($t);
 my $d = $t->testdir();
 
 $t->write_file('users.good', "alice:{PLAIN}alice-pw\n");
+$t->write_file('api.htpasswd', "dovecot:{PLAIN}api-pw\n");
 copy("$d/users.good", "$d/users") or die;
 
 mkdir "$d/db" or die;
@@ -121,6 +122,15 @@ http {
             mail_auth_sqlite_query "SELECT name, password FROM users WHERE lower(name) = lower(:user)";
         }
 
+        # Dovecot's list of accounts by the operator's query, on a connection of its own
+        location = /json-list {
+            auth_basic "mail_auth_json";
+            auth_basic_user_file %%TESTDIR%%/api.htpasswd;
+            mail_auth_json;
+            mail_auth_sqlite %%TESTDIR%%/db/users.db;
+            mail_auth_sqlite_accounts_query "SELECT name FROM users WHERE enabled = 1";
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -129,7 +139,7 @@ http {
 
 EOF
 
-$t->run()->plan(26);
+$t->run()->plan(28);
 
 ###############################################################################
 
@@ -252,6 +262,15 @@ sleep 1.5;
 @answers = map { status('/sqlite', 'alice-pw') } 1 .. 3;
 is("@answers", join(' ', ($TEMP) x 3), 'sqlite replaced by a symlink to a FIFO: temporary failure');
 like(log_since($from), qr/\[error\].*users\.db: .*not a regular file/, 'sqlite replaced by a FIFO: logged');
+
+# the JSON API's list of accounts by mail_auth_sqlite_accounts_query opened the database without
+# looking: a pool thread waited in open() for a writer for good (no answer; the listings are not
+# bounded, so some 32 of them took the whole pool)
+$from = length $t->read_file('error.log');
+my $list = http("GET /json-list?mode=list-accounts HTTP/1.0\r\nHost: localhost\r\n"
+	. "Authorization: Basic ZG92ZWNvdDphcGktcHc=\r\n\r\n", timeout => 3) // '';
+like($list, qr{^HTTP/1\.[01] 503 }, 'list-accounts by the operator\'s query, the FIFO in place: 503 at once');
+like(log_since($from), qr/\[error\].*listing the accounts: .*not a regular file/, 'list-accounts: logged');
 
 release_fifos();
 unlink "$d/db/users.db";

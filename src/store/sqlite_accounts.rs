@@ -20,7 +20,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Checks the query at configuration time (`nginx -t`): it must prepare, take no parameter
-/// and return one column. `Ok(Some(warning))`: the database does not exist yet.
+/// and return one column. `Ok(Some(warning))`: the database does not exist yet, or a writer
+/// holds it locked.
 pub fn check(path: &str, sql: &str) -> Result<Option<String>, String> {
     if sql.trim().is_empty() {
         return Err("empty query".into());
@@ -29,7 +30,11 @@ pub fn check(path: &str, sql: &str) -> Result<Option<String>, String> {
         return Ok(Some("database does not exist (yet); the accounts query will be checked when it is used".into()));
     }
     let conn = open(Path::new(path)).map_err(|e| format!("cannot open read-only: {e}"))?;
-    let stmt = conn.prepare(sql).map_err(|e| format!("invalid accounts query: {e}"))?;
+    let stmt = match conn.prepare(sql) {
+        // a writer's transaction (an import) is not a configuration error: checked when used
+        Err(e) if crate::store::sqlite::is_busy(&e) => return Ok(Some(crate::store::sqlite::LOCKED_AT_CHECK.into())),
+        r => r.map_err(|e| format!("invalid accounts query: {e}"))?,
+    };
     if stmt.parameter_count() != 0 {
         return Err("the accounts query takes no parameters".into());
     }
@@ -78,8 +83,11 @@ impl Store for ListedBy {
     }
 
     fn accounts(&self, each: &mut dyn FnMut(&str) -> bool) -> Result<(), StoreError> {
+        let failed = |e: String| StoreError { source: self.describe(), cause: format!("listing the accounts: {e}") };
+        // as the store's own listing: SQLite would wait for ever opening a FIFO put at the path
+        crate::store::sqlite::check_regular(&self.path).map_err(failed)?;
         let mut walk = || crate::store::sqlite::walk_names(&open(&self.path)?, &self.sql, each);
-        walk().map_err(|e| StoreError { source: self.describe(), cause: format!("listing the accounts: {e}") })
+        walk().map_err(|e| failed(e.to_string()))
     }
 }
 

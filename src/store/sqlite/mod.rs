@@ -255,7 +255,7 @@ fn is_wal(file: &std::fs::File) -> bool {
 
 /// The database's path names a regular file (SQLite would wait, opening a FIFO, for a writer
 /// that never comes): checked before SQLite opens it.
-fn check_regular(path: &Path) -> Result<(), String> {
+pub(crate) fn check_regular(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => Err(super::watch::NOT_A_FILE.to_string()),
         _ => Ok(()),
@@ -404,12 +404,12 @@ fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
 /// `nginx -t`'s warning for a database a writer holds locked (an import in its transaction):
 /// not a configuration error, which would stop nginx from starting or fail a reload; lookups
 /// are temporary failures until the writer is done, like any locked database.
-const LOCKED_AT_CHECK: &str =
+pub(crate) const LOCKED_AT_CHECK: &str =
     "database is locked by a writer; the query will be checked when a worker opens it (lookups fail temporarily while it stays locked)";
 
 /// Whether a rusqlite error says the lookup would have to wait: SQLite's "database is locked"
 /// (SQLITE_BUSY), or the progress handler interrupted a lookup past its event loop budget.
-fn is_busy(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted))
 }
 
