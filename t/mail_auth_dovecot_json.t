@@ -209,7 +209,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(78);
+$t->run()->plan(79);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -429,6 +429,13 @@ like($out, qr/^User quota\s+STORAGE\s+\d+\s+10240\s/m, 'doveadm quota get: the 1
 $out = $dovecot->doveadm('user', '*');
 is(join(',', sort split /\s+/, $out), 'alice,bob,erin',
 	'doveadm user \'*\': exactly the store\'s accounts') or diag($out);
+# a disabled account is still a user to the userdb (as with Dovecot's own nologin), the lookup
+# LMTP makes before delivering: its mail is delivered, not bounced for good as to an unknown
+# user (before, the module answered the userdb lookup as for a failed login)
+my $code;
+($out, $code) = $dovecot->doveadm('user', 'erin');
+ok($code == 0 && $out !~ /doesn't exist/, 'doveadm user: the disabled account exists for the userdb')
+	or diag("exit $code: $out");
 
 # the full chain: client -> nginx mail (auth_http: mail_auth) -> Dovecot (Lua: mail_auth_json)
 

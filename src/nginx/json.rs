@@ -475,13 +475,15 @@ impl Call {
         reply(r, &self.session, 503, MSG_TEMP, None, &json::error_body(MSG_TEMP))
     }
 
-    /// `mode=no-auth`: the account's data, no password check, not counted by the limiter.
+    /// `mode=no-auth`: the account's data, no password check, not counted by the limiter. A
+    /// disabled account is found too: disabling refuses logins (the passdb side), as Dovecot's
+    /// `nologin` does, while its userdb still knows the user, so LMTP delivers its mail instead
+    /// of bouncing it as to an unknown user.
     fn answer_userdb(&self, r: *mut ngx_http_request_t, found: Result<Option<Account>, StoreError>) -> ngx_int_t {
         // SAFETY: `r` is live.
         let req = unsafe { Request::from_ngx_http_request(r) };
         let result = match &found {
-            Ok(Some(a)) if a.enabled => AuthResult::Ok,
-            Ok(Some(_)) => AuthResult::Disabled,
+            Ok(Some(_)) => AuthResult::Ok,
             Ok(None) => AuthResult::UnknownUser,
             Err(_) => AuthResult::StoreError,
         };
@@ -499,8 +501,7 @@ impl Call {
             );
         }
         match found {
-            Ok(Some(a)) if a.enabled => self.success(r, &a),
-            Ok(Some(_)) => reply(r, &self.session, 403, &self.disabled, None, &json::fail_body(&self.disabled)),
+            Ok(Some(a)) => self.success(r, &a),
             Ok(None) => reply(r, &self.session, 403, json::MSG_UNKNOWN, None, &json::fail_body(json::MSG_UNKNOWN)),
             Err(e) => self.store_error(r, &e),
         }
