@@ -62,6 +62,9 @@ pub struct AuthConfig {
     /// `mail_auth_app_only`: protocols on which no account's main password is accepted, only
     /// its app passwords.
     pub app_only: Vec<Protocol>,
+    /// The answers name no backend (a `mail_auth_json` location): an OK needs no usable backend
+    /// address or backend password from the account (`host=`, `user=` are not looked at).
+    pub names_no_backend: bool,
 }
 
 impl Default for AuthConfig {
@@ -78,6 +81,7 @@ impl Default for AuthConfig {
             transport: Transport::default(),
             nginx_auth_wait_fixed: true,
             app_only: Vec::new(),
+            names_no_backend: false,
         }
     }
 }

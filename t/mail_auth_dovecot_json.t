@@ -66,7 +66,8 @@ die "a hash tool failed\n" if grep { !defined } values %hash;
 my $users = "alice:$hash{alice}::::::userdb_mail=maildir:$d/boxes/alice "
 	. "userdb_quota_rule=*:storage=10M\n"
 	. "bob:$hash{bob}\n"
-	. "erin:{PLAIN}$pw{erin}::::::nologin\n";
+	. "erin:{PLAIN}$pw{erin}::::::nologin\n"
+	. "hank:{PLAIN}hank pw::::::host=imap1.internal\n";
 $t->write_file('users', $users);
 
 # The same accounts in SQLite, with the userdb fields as columns of their own (the query names
@@ -209,7 +210,7 @@ EOF
 $conf =~ s/#OAUTH#/$oauth ? $oauth_location : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(79);
+$t->run()->plan(80);
 $dovecot->start();    # its Lua script asks nginx from its first login on
 
 ###############################################################################
@@ -269,6 +270,11 @@ like($r, qr/^X-Nauthilus-Session: [0-9a-f]{24}\r$/m, 'JSON API: the session id o
 $r = api(login_body('erin', $pw{erin}));
 like($r, qr/^HTTP\/1\.1 403 .*^Auth-Status: Account not enabled\r$/ms,
 	'JSON API: disabled account, "Account not enabled"');
+# an account that names its backend host by name (Dovecot's proxy field): the JSON answer names
+# no backend, so there is nothing to refuse (before: 503, as an auth_http OK must carry an
+# address nginx can use)
+$r = api(login_body('hank', 'hank pw'));
+like($r, qr/^HTTP\/1\.1 200 .*^Auth-User: hank\r$/ms, 'JSON API: an account with host= a name: OK');
 $r = api('{"username":"alice","password":');
 like($r, qr/^HTTP\/1\.1 400 .*^X-Nauthilus-Session: /ms, 'JSON API: malformed JSON, 400');
 unlike($r, qr/Auth-Status: OK/i, 'JSON API: malformed JSON is never OK');
@@ -285,7 +291,7 @@ like($r, qr/^HTTP\/1\.1 403 /, 'JSON API: no-auth, unknown user 403');
 $r = api(undef, mode => 'list-accounts', method => 'GET');
 my ($list) = $r =~ /\r\n\r\n(.*)\z/s;
 my $names = eval { decode_json($list // '') } // [];
-is(join(',', sort @$names), 'alice,bob,erin',
+is(join(',', sort @$names), 'alice,bob,erin,hank',
 	'JSON API: list-accounts, a JSON array of the store\'s names');
 
 # a web page that rebinds its own name to the listener (DNS rebinding) reads nothing
@@ -427,7 +433,7 @@ $out = $dovecot->doveadm('quota', 'get', '-u', 'alice');
 like($out, qr/^User quota\s+STORAGE\s+\d+\s+10240\s/m, 'doveadm quota get: the 10M limit')
 	or diag($out);
 $out = $dovecot->doveadm('user', '*');
-is(join(',', sort split /\s+/, $out), 'alice,bob,erin',
+is(join(',', sort split /\s+/, $out), 'alice,bob,erin,hank',
 	'doveadm user \'*\': exactly the store\'s accounts') or diag($out);
 # a disabled account is still a user to the userdb (as with Dovecot's own nologin), the lookup
 # LMTP makes before delivering: its mail is delivered, not bounced for good as to an unknown

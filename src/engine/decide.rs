@@ -232,6 +232,12 @@ pub(crate) fn credential_refusal(
 /// OK for `account`, known to the store as `login`.
 pub(crate) fn accept_account(cfg: &AuthConfig, req: &AuthRequest, account: &Account, login: &str) -> Outcome {
     let backend = cfg.backend(req.protocol);
+    if let Some(b) = backend.filter(|_| cfg.names_no_backend) {
+        // the JSON API answers with the account, never a backend: the account's own backend
+        // address and login (an unusable `host=`, a `user=` without a recoverable password)
+        // are not its concern, and refusing them made a setup matter look like a wrong password
+        return ok(cfg, req, AuthResponse::Ok { server: b.server.clone(), port: b.port, user: None, pass: None }, None);
+    }
     let server = match (&account.server, backend) {
         (Some(s), _) => match ServerAddr::parse(s) {
             Some(s) => s,

@@ -372,6 +372,23 @@ fn backend_problems_are_temporary() {
     assert_eq!(o.response, AuthResponse::Ok { server: srv("127.0.0.3"), port: 110, user: None, pass: None });
 }
 
+#[test]
+fn an_answer_that_names_no_backend_ignores_the_accounts_backend() {
+    // the JSON API: an unusable `host=` or a backend login without a recoverable password is
+    // not a reason to refuse (before: a temporary failure, and a token login "invalid")
+    let s = store();
+    let json = AuthConfig { names_no_backend: true, ..cfg() };
+    let o = decide(&json, &req(Protocol::Imap, "badhost", b"pw"), &s);
+    assert_eq!(o.result, "ok", "{}", o.reason);
+    let hashed = Account { backend_user: Some("other".into()), ..acct("{SSHA}8Zp+4cSUUH/DHEUCGPkCDjt6RqpYPQ6T") };
+    let mut cram = req(Protocol::Imap, "u", b"x");
+    cram.method = crate::protocol::Method::CramMd5;
+    let o = decide::accept_account(&json, &cram, &hashed, "u");
+    assert_eq!(o.result, "ok", "{}", o.reason);
+    let o = decide::accept_account(&cfg(), &cram, &hashed, "u");
+    assert_eq!(o.result, "method-denied", "auth_http still needs the backend password");
+}
+
 fn ok_parts(o: &Outcome) -> (String, u16, Option<String>, Option<Vec<u8>>) {
     match &o.response {
         AuthResponse::Ok { server, port, user, pass } => (server.to_string(), *port, user.clone(), pass.clone()),

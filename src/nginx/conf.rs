@@ -1053,18 +1053,9 @@ fn merge_json(cf: *mut ngx_conf_t, lc: &mut LocConf, stats: Zone) -> Result<(), 
         }
     }
     let (mut engine, pool) = build_engine(cf, &lc.directives, stats)?;
+    engine.cfg.names_no_backend = true;
     if let Some(sql) = &lc.directives.sqlite_accounts_query {
         engine.store = Some(sqlite_accounts(cf, store_conf(&lc.directives)?, engine.store.take(), sql)?);
-    }
-    if engine.cfg.master_user.is_none() {
-        // the same for the backend password an auth_http OK must carry when nginx has none to
-        // pass on (a bearer-token login of an account with a hashed password): a placeholder
-        // master user, never sent (the JSON answer has no Auth-Pass)
-        engine.cfg.master_user = Some(MasterUser {
-            name: "mail_auth_json".into(),
-            password: "unused".into(),
-            separator: config::DEFAULT_MASTER_SEPARATOR.to_string(),
-        });
     }
     lc.engine = Some(Arc::new(engine));
     lc.pool = pool;
