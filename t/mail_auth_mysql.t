@@ -7,7 +7,8 @@
 # unknown user, disabled account, per-user backend routing, protocol and network columns,
 # failover past a dead first server, TLS with the server's certificate verified (and refused
 # with another CA), a lookup blocked on a lock in the database while other logins and another
-# location are answered, and the server stopped mid-run (temporary failures) and restarted
+# location are answered, lookups abandoned at query_timeout given up by the server too (none left
+# waiting on the lock), and the server stopped mid-run (temporary failures) and restarted
 # (recovery without reload).
 
 ###############################################################################
@@ -273,7 +274,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(38);
+$t->run()->plan(41);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -402,6 +403,24 @@ like(imap_login('sloth', 'sloth-pw', 8173), $temp, 'a lookup waiting past query_
 like($t->read_file('error.log'), qr/\[error\].*mysql "127\.0\.0\.1": .*timed out/, 'the timeout logged');
 close $locker;
 like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered');
+
+# lookups abandoned at query_timeout are given up by the server too (max_statement_time): before,
+# each stayed waiting on the lock after the module dropped its connection, and every later login
+# opened another one, until the server ran out of connections
+open $locker, '|-', "mariadb --no-defaults -u root --socket=$my/sock -N -B > /dev/null"
+	or die;
+{ my $old = select $locker; $| = 1; select $old; }
+print $locker "SELECT GET_LOCK('sloth', 60);\nsystem touch $d/locked-again\n";
+$t->waitforfile("$d/locked-again") or die "no lock\n";
+my @sloths = map { Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port(8173)) } 1 .. 3;
+$_->read() for @sloths;
+$_->send('a01 LOGIN "sloth" "sloth-pw"') for @sloths;
+is(scalar(grep { ($_->read() // '') =~ $temp } @sloths), 3, '3 lookups waiting past query_timeout: temporary failures');
+my $waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'mailauth' AND STATE = 'User lock'";
+ok(wait_for(5, sub { sql($waiting) =~ /^0$/m }), 'no abandoned lookup left waiting on the lock in the server')
+	or diag(sql("SELECT ID, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST WHERE USER = 'mailauth'"));
+close $locker;
+like(imap_login('sloth', 'sloth-pw', 8173), qr/^a01 OK/, 'lock released: the short-timeout location answers');
 
 # the server stopped mid-run: temporary failures (logged), then recovery without reload
 # the example nginx-conf/mysql.conf as it is (ports moved to free ones, the test's server): a

@@ -7,6 +7,7 @@
 # disabled account, per-user backend routing, protocol and network columns, failover past a dead
 # first server, TLS with the server's certificate verified (and refused with another CA), a
 # lookup blocked on a lock in the database while other logins and another location are answered,
+# lookups abandoned at query_timeout given up by the server too (none left waiting on the lock),
 # and the server stopped mid-run (temporary failures) and restarted (recovery without reload).
 
 ###############################################################################
@@ -237,7 +238,7 @@ $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend
 $ENV{SSL_CERT_FILE} = "$d/ca.crt";
 
 # nginx starts while PostgreSQL is down
-$t->run()->plan(36);
+$t->run()->plan(39);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -315,6 +316,24 @@ like(imap_login('sloth', 'sloth-pw', 8173), $temp, 'a lookup waiting past query_
 like($t->read_file('error.log'), qr/\[error\].*postgresql "127\.0\.0\.1": .*timed out/, 'the timeout logged');
 close $locker;
 like($slow->read() // '', qr/^a01 OK/, 'lock released: the slow login answered');
+
+# lookups abandoned at query_timeout are given up by the server too (statement_timeout): before,
+# each stayed waiting on the lock after the module dropped its connection, and every later login
+# opened another one, until the server ran out of connections
+open $locker, "|-", "psql", "-X", "-q", "-o", "/dev/null", '-h', '127.0.0.1', '-p', $pgport, '-U', 'postgres', '-d', 'mail'
+	or die;
+{ my $old = select $locker; $| = 1; select $old; }
+print $locker "SELECT pg_advisory_lock(42);\n\\! touch $d/locked-again\n";
+$t->waitforfile("$d/locked-again") or die "no lock\n";
+my @sloths = map { Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port(8173)) } 1 .. 3;
+$_->read() for @sloths;
+$_->send('a01 LOGIN "sloth" "sloth-pw"') for @sloths;
+is(scalar(grep { ($_->read() // '') =~ $temp } @sloths), 3, '3 lookups waiting past query_timeout: temporary failures');
+my $waiting = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'mailauth' AND wait_event_type = 'Lock'";
+ok(wait_for(5, sub { psql($waiting) =~ /^0$/m }), 'no abandoned lookup left waiting on the lock in the server')
+	or diag(psql("SELECT pid, state, wait_event_type, query_start FROM pg_stat_activity WHERE usename = 'mailauth'"));
+close $locker;
+like(imap_login('sloth', 'sloth-pw', 8173), qr/^a01 OK/, 'lock released: the short-timeout location answers');
 
 # the server stopped mid-run: temporary failures (logged), then recovery without reload
 pg_stop() or die "pg_ctl stop failed\n";

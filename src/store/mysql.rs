@@ -9,7 +9,9 @@
 //!   past a host that cannot be reached and past one that cannot prepare the query; a pooled
 //!   connection that fails is dropped and the lookup retried once on a new one.
 //! - Timeouts: `connect_timeout` per server (TCP connect), `query_timeout` as the socket's read
-//!   and write timeouts (a lookup waits at most about that long for the server).
+//!   and write timeouts (a lookup waits at most about that long for the server), and as the
+//!   server's own limit on the statement (MariaDB `max_statement_time`, MySQL
+//!   `max_execution_time`), so an abandoned lookup does not keep waiting there.
 //! - Every failure is a `StoreError` (temporary failure, never OK), logged once per new cause;
 //!   the recovery is logged.
 //! - TLS: `ssl_ca=PATH` requires TLS and verifies the server's certificate against that CA and
@@ -137,6 +139,10 @@ impl MysqlStore {
                     continue;
                 }
             };
+            if let Err(e) = limit_statement_time(&mut conn, self.opts.query_timeout) {
+                causes.push(format!("{at}: setting the statement timeout: {}", text(&e)));
+                continue;
+            }
             let stmt = match conn.prep(&self.sql) {
                 Ok(stmt) => stmt,
                 Err(e) => {
@@ -227,11 +233,39 @@ impl MysqlStore {
     }
 }
 
-/// Whether the socket's read/write timeout (`query_timeout`) expired. The codec's error type is
+/// Makes the server itself give up a statement of this connection after `query_timeout` (the
+/// module abandons it then; a dropped connection alone leaves a lookup waiting on a lock waiting,
+/// and later logins' timed-out lookups piled up until the server ran out of connections):
+/// MariaDB's `max_statement_time` (seconds, any statement), else MySQL's `max_execution_time`
+/// (milliseconds, SELECT only). A server that knows neither (MySQL before 5.7.8) is used as it
+/// is; any other refusal is an error.
+fn limit_statement_time(conn: &mut mysql::Conn, query_timeout: std::time::Duration) -> Result<(), mysql::Error> {
+    let ms = query_timeout.as_millis().clamp(1, u32::MAX as u128);
+    for set in [
+        format!("SET SESSION max_statement_time = {}.{:03}", ms / 1000, ms % 1000),
+        format!("SET SESSION max_execution_time = {ms}"),
+    ] {
+        match conn.query_drop(set) {
+            Ok(()) => return Ok(()),
+            Err(e) if is_unknown_variable(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// ER_UNKNOWN_SYSTEM_VARIABLE.
+fn is_unknown_variable(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(m) if m.code == 1193)
+}
+
+/// Whether the socket's read/write timeout (`query_timeout`) expired, or the server's statement
+/// timeout (MariaDB's ER_STATEMENT_TIMEOUT, MySQL's ER_QUERY_TIMEOUT). The codec's error type is
 /// not exported by the `mysql` crate, so its I/O error is recognised by its kind's name.
 fn is_timeout(e: &mysql::Error) -> bool {
     use std::io::ErrorKind;
     match e {
+        mysql::Error::MySqlError(m) => matches!(m.code, 1969 | 3024),
         mysql::Error::IoError(io) => matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         mysql::Error::CodecError(c) => {
             let d = format!("{c:?}");
@@ -247,7 +281,27 @@ fn text(e: &mysql::Error) -> String {
 
 impl Store for MysqlStore {
     fn lookup(&self, q: &Query<'_>) -> Result<Option<Account>, StoreError> {
-        let found = self.pool.with(|| self.connect(), |_| true, |c| self.run(c, q));
+        let found = self.pool.with(
+            || self.connect(),
+            |_| true,
+            |c| {
+                let started = std::time::Instant::now();
+                let answer = self.run(c, q)?;
+                // the server's statement time limit (query_timeout) may have cut the statement
+                // short without an error (MariaDB: an interrupted GET_LOCK() is NULL, and the row
+                // it guarded is missing from an answer that looks whole): not trusted
+                if started.elapsed() >= self.opts.query_timeout {
+                    return Err(Failure {
+                        cause: format!(
+                            "query timed out after {} ms (an answer the server's statement time limit may have cut short)",
+                            self.opts.query_timeout.as_millis()
+                        ),
+                        retry: false,
+                    });
+                }
+                Ok(answer)
+            },
+        );
         self.health.answer(&self.events, &self.desc, found.map(Option::transpose))
     }
 
@@ -288,5 +342,17 @@ mod tests {
         let mut o = Options::new("host=h");
         o.ssl_ca = Some("/nonexistent/ca.pem".into());
         assert!(MysqlStore::new(o, q).err().unwrap().contains("ssl_ca"));
+    }
+
+    #[test]
+    fn server_statement_limits_recognised() {
+        let err =
+            |code| mysql::Error::MySqlError(mysql::MySqlError { state: "HY000".into(), message: "m".into(), code });
+        // MariaDB's max_statement_time, MySQL's max_execution_time: a timeout, not a bad query
+        assert!(is_timeout(&err(1969)) && is_timeout(&err(3024)));
+        assert!(!is_timeout(&err(1146)));
+        // a server that knows neither variable is used as it is; other refusals are errors
+        assert!(is_unknown_variable(&err(1193)));
+        assert!(!is_unknown_variable(&err(1227)));
     }
 }

@@ -12,7 +12,10 @@
 //!   A pooled connection that turns out closed is dropped and the lookup retried once on a new
 //!   connection (so a failed-over server answers at once).
 //! - Timeouts: `connect_timeout` per connect (all the servers together), `query_timeout` per
-//!   query (prepare or lookup); a timed-out connection is dropped (its state is unknown).
+//!   query (prepare or lookup); a timed-out connection is dropped (its state is unknown). The
+//!   server gives the statement up too: each connection sets `statement_timeout` and
+//!   `lock_timeout` to `query_timeout` (a dropped connection alone leaves a backend waiting on a
+//!   lock waiting, and those piled up to `max_connections`).
 //! - Every failure is a `StoreError` (a temporary failure, never OK) and logged once per new
 //!   cause; the next lookup tries again, and the recovery is logged.
 //! - TLS: `ssl_ca=PATH` requires TLS and verifies the server's certificate against that CA and
@@ -163,12 +166,19 @@ impl PgStore {
         })?;
         let types = vec![Type::TEXT; self.params.len()];
         let stmt = rt.block_on(async {
-            match tokio::time::timeout(self.opts.query_timeout, client.prepare_typed(&self.sql, &types)).await {
+            let timeout = self.opts.query_timeout;
+            match tokio::time::timeout(timeout, client.batch_execute(&server_timeouts(timeout))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("setting statement_timeout: {}", error_text(&e))),
+                Err(_) => return Err(format!("setting statement_timeout: timed out after {} ms", timeout.as_millis())),
+            }
+            match tokio::time::timeout(timeout, client.prepare_typed(&self.sql, &types)).await {
                 Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(format!("invalid query: {}", error_text(&e))),
-                Err(_) => {
-                    Err(format!("preparing the query: timed out after {} ms", self.opts.query_timeout.as_millis()))
+                Ok(Err(e)) if is_server_timeout(&e) => {
+                    Err(format!("preparing the query: timed out after {} ms ({})", timeout.as_millis(), error_text(&e)))
                 }
+                Ok(Err(e)) => Err(format!("invalid query: {}", error_text(&e))),
+                Err(_) => Err(format!("preparing the query: timed out after {} ms", timeout.as_millis())),
             }
         })?;
         let mut columns = Vec::with_capacity(stmt.columns().len());
@@ -192,6 +202,10 @@ impl PgStore {
         let rows = conn.rt.block_on(async {
             match tokio::time::timeout(timeout, conn.client.query(&conn.stmt, &refs)).await {
                 Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) if is_server_timeout(&e) => Err(Failure {
+                    retry: false,
+                    cause: format!("query timed out after {} ms ({})", timeout.as_millis(), error_text(&e)),
+                }),
                 Ok(Err(e)) => Err(Failure { retry: e.is_closed() || e.code().is_none(), cause: error_text(&e) }),
                 Err(_) => {
                     Err(Failure { retry: false, cause: format!("query timed out after {} ms", timeout.as_millis()) })
@@ -218,6 +232,23 @@ impl PgStore {
         }
         Ok(Some(row_account(conn.columns.iter().map(|(n, _)| n.as_str()), &values, q.user)))
     }
+}
+
+/// The session settings that make the server itself give up a statement of this connection after
+/// `query_timeout` (the module abandons it then): without them a lookup waiting on a lock kept
+/// its backend waiting after the module had dropped the connection, and every later login's
+/// timed-out lookup added one until the server ran out of connections.
+fn server_timeouts(query_timeout: std::time::Duration) -> String {
+    // 0 would mean no limit; the server takes at most INT_MAX milliseconds
+    let ms = query_timeout.as_millis().clamp(1, i32::MAX as u128);
+    format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}")
+}
+
+/// Whether the server ended the statement: its `statement_timeout` or `lock_timeout` (an
+/// administrator's cancel too: the same SQLSTATE).
+fn is_server_timeout(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// A driver error with its cause (tokio-postgres' Display alone says "db error").
@@ -260,6 +291,15 @@ fn ca_store(ca: &str) -> Result<openssl::x509::store::X509Store, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_timeouts_follow_query_timeout() {
+        use std::time::Duration;
+        assert_eq!(server_timeouts(Duration::from_secs(3)), "SET statement_timeout = 3000; SET lock_timeout = 3000");
+        // never 0 (no limit at all), never past the server's INT_MAX milliseconds
+        assert!(server_timeouts(Duration::from_micros(10)).ends_with("lock_timeout = 1"));
+        assert!(server_timeouts(Duration::from_secs(u64::MAX / 2)).ends_with(&format!("= {}", i32::MAX)));
+    }
 
     #[test]
     fn config_checks_without_connecting() {
