@@ -392,9 +392,10 @@ fn release_turn(location: usize, how: Freed) {
     });
 }
 
-/// Hands held request `r` its turn (`go`, as [`dispatch`]: `Some` finalizes it now), for the
-/// request whose job just completed. Each hand-off is guarded on its own: a panic in one (its
-/// answer made without its job, say) is caught here, not by the completing request's guard, so
+/// Hands held request `r` its turn (`go`, as [`dispatch`]: `Some` finalizes it now), from
+/// [`sched::drain`]'s loop (a job completed, or a post was refused). Each hand-off is guarded
+/// on its own: a panic in one (its answer made without its job, say) is caught here, not by the
+/// completing request's guard (nor by the loop's), so
 /// `r` is finalized (answered as any caught panic, [`after_panic`]) instead of held for ever (count + 1, no
 /// timer: its connection leaked), and the requests after it still get their turn. `go`
 /// cannot have handed `r` on when it panics: posting it or queueing it is the last thing it
