@@ -2,7 +2,7 @@
 //! it decides. A job the engine hands back runs on the thread pool (`offload`), then the
 //! engine completes it on the event loop.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use super::offload::PoolRef;
 use super::{guard, offload, util, Module};
 use crate::cache::CacheKey;
-use crate::engine::sched::{Admit, Scheduler};
+use crate::engine::sched::{self, Admit, Freed, Scheduler, Turn};
 use crate::engine::{Decision, Engine, Job, Reply, Start};
 use crate::protocol::HeaderView;
 
@@ -241,7 +241,7 @@ fn post_in_turn<T: offload::Task + 'static>(
                 match posted {
                     Ok(()) => None,
                     Err(t) => {
-                        release_turn(location);
+                        release_turn(location, Freed::Refused);
                         not_posted(r, t.task)
                     }
                 }
@@ -275,7 +275,7 @@ impl<T: offload::Task> offload::Task for Turned<T> {
     }
 
     fn complete(self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
-        release_turn(self.location);
+        release_turn(self.location, Freed::Done);
         self.task.complete(r)
     }
 }
@@ -326,49 +326,76 @@ fn post(r: *mut ngx_http_request_t, task: Box<OffloadJob>, held: bool) -> Option
     }
 }
 
+/// The answer to a job that could not be posted: a temporary failure; the place it held (if
+/// any) comes back as refused.
 fn give_up(r: *mut ngx_http_request_t, mut task: OffloadJob) -> ngx_int_t {
     if let Some(key) = task.place.take() {
-        release(key);
+        release(key, Freed::Refused);
     }
     let Some(job) = task.job.take() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     let d = task.engine.abandon(job, false);
     task.finish(r, d)
 }
 
-/// A costly job is over: its place goes to the next queued one, and the requests that waited
-/// for its verdict read it (from the cache) or are scheduled again.
-fn release(key: Option<CacheKey>) {
-    let released = SCHED.with(|s| s.borrow_mut().done(key));
-    if let Some(h) = released.next {
-        let r = h.r;
-        hand_off(r, || post(r, h.task, true));
+/// A costly job's place comes back (`how`: its job is over, or the pool refused it): the
+/// queued ones get their turns and the requests that waited for its verdict read it (from the
+/// cache) or are scheduled again, handed out by [`sched::drain`]'s loop (one on the stack at a
+/// time: a refused hand-off, which comes back here, is handed on by the loop under way).
+fn release(key: Option<CacheKey>, how: Freed) {
+    SCHED.with(|s| s.borrow_mut().free(key, how));
+    SCHED.with(|s| sched::drain(|| s.try_borrow_mut().ok(), hand_costly));
+}
+
+/// Hands a costly job's turn out (see [`release`]).
+fn hand_costly(turn: Turn<Held>) {
+    match turn {
+        Turn::Run(h) => {
+            let r = h.r;
+            hand_off(r, || post(r, h.task, true));
+        }
+        Turn::Retry(mut f) => {
+            let Some(job) = f.task.job.take() else { return };
+            f.task.place = None;
+            let r = f.r;
+            hand_off(r, || match f.task.engine.retry(job) {
+                Start::Done(d) => Some(f.task.finish(r, d)),
+                Start::Offload(job) => {
+                    f.task.job = Some(job);
+                    dispatch(r, f.task, true)
+                }
+            });
+        }
     }
-    for mut f in released.followers {
-        let Some(job) = f.task.job.take() else { continue };
-        f.task.place = None;
-        let r = f.r;
-        hand_off(r, || match f.task.engine.retry(job) {
-            Start::Done(d) => Some(f.task.finish(r, d)),
-            Start::Offload(job) => {
-                f.task.job = Some(job);
-                dispatch(r, f.task, true)
+}
+
+/// A job that waited on I/O gives its location's turn back (`how`, as [`release`]): the next
+/// ones waiting get it.
+fn release_turn(location: usize, how: Freed) {
+    LOOKUPS.with(|l| {
+        if let Some(s) = l.borrow_mut().get_mut(&location) {
+            s.free(None, how);
+        }
+    });
+    LOOKUPS.with(|l| {
+        let lend = || RefMut::filter_map(l.try_borrow_mut().ok()?, |m| m.get_mut(&location)).ok();
+        sched::drain(lend, |turn| match turn {
+            Turn::Run(w) => {
+                let r = w.r;
+                hand_off(r, || (w.go)(r, Go::Run { held: true }));
             }
-        });
-    }
+            // not reached: lookups are admitted without a key, so nothing follows them
+            Turn::Retry(w) => {
+                let r = w.r;
+                hand_off(r, || (w.go)(r, Go::Refused));
+            }
+        })
+    });
 }
 
-/// A job that waited on I/O is over: its location's next one waiting gets the turn.
-fn release_turn(location: usize) {
-    let next = LOOKUPS.with(|l| l.borrow_mut().get_mut(&location).and_then(|s| s.done(None).next));
-    if let Some(w) = next {
-        let r = w.r;
-        hand_off(r, || (w.go)(r, Go::Run { held: true }));
-    }
-}
-
-/// Hands held request `r` its turn (`go`, as [`dispatch`]: `Some` finalizes it now), for the
-/// request whose job just completed. Each hand-off is guarded on its own: a panic in one (its
-/// answer made without its job, say) is caught here, not by the completing request's guard, so
+/// Hands held request `r` its turn (`go`, as [`dispatch`]: `Some` finalizes it now), from
+/// [`sched::drain`]'s loop (a job completed, or a post was refused). Each hand-off is guarded
+/// on its own: a panic in one (its answer made without its job, say) is caught here, not by the
+/// completing request's guard (nor by the loop's), so
 /// `r` is finalized (answered as any caught panic, [`after_panic`]) instead of held for ever (count + 1, no
 /// timer: its connection leaked), and the requests after it still get their turn. `go`
 /// cannot have handed `r` on when it panics: posting it or queueing it is the last thing it
@@ -392,7 +419,7 @@ impl offload::Task for OffloadJob {
 
     fn complete(mut self: Box<Self>, r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         if let Some(key) = self.place.take() {
-            release(key);
+            release(key, Freed::Done);
         }
         let Some(job) = self.job.take() else { return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         match self.engine.complete(job) {
