@@ -52,7 +52,10 @@ my $myport = port(8432);
 # failover past a server that cannot prepare the query: the one MariaDB, reached over 127.0.0.1
 # and ::1 by one user name whose two accounts (MariaDB tells them apart by the client's address)
 # have different grants
-my $v6 = IO::Socket::IP->new(Listen => 1, LocalAddr => '[::1]:0') ? 1 : 0;
+# (several bind addresses: MariaDB 10.11 on)
+my ($major, $minor) = `$server --version 2>/dev/null` =~ /Ver (\d+)\.(\d+)/;
+my $v6 = IO::Socket::IP->new(Listen => 1, LocalAddr => '[::1]:0')
+	&& ($major // 0) * 1000 + ($minor // 0) >= 10011 ? 1 : 0;
 
 # as root the server runs as "mysql" (it owns the datadir)
 my $user = $> == 0 ? 'mysql' : getpwuid($>);

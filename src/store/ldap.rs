@@ -63,9 +63,35 @@ pub const FIELDS: &[&str] = &[
     "wait",
     "client_cert",
     "app_only",
+    "allow_nets",
+    "allow_real_nets",
 ];
-/// Fields that take a list: an attribute's values are joined with commas.
-const LIST_FIELDS: &[&str] = &["protocols", "networks", "app_only"];
+/// Fields that take a list: an attribute's values are joined with commas (one network a value
+/// is a directory's natural layout for Dovecot's `allow_nets`).
+const LIST_FIELDS: &[&str] = &["protocols", "networks", "app_only", "allow_nets", "allow_real_nets"];
+
+/// The (field, value) pairs an entry gives for `attrs`: a list field's values joined with
+/// commas, another field's first value, an extra field once per value (Dovecot collects a
+/// repeated name's values).
+fn entry_fields<'a>(entry: &SearchEntry, attrs: &'a [(String, String)]) -> Vec<(&'a str, Option<String>)> {
+    let mut fields: Vec<(&str, Option<String>)> = Vec::with_capacity(attrs.len() + 1);
+    for (field, attr) in attrs {
+        let values = attr_values(entry, attr);
+        if !FIELDS.contains(&field.as_str()) {
+            fields.extend(values.into_iter().map(|v| (field.as_str(), Some(v))));
+            continue;
+        }
+        let v = if values.is_empty() {
+            None
+        } else if LIST_FIELDS.contains(&field.as_str()) {
+            Some(values.join(","))
+        } else {
+            values.into_iter().next()
+        };
+        fields.push((field.as_str(), v));
+    }
+    fields
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -322,6 +348,9 @@ pub fn parse_options(args: &[String], attrs: &[String]) -> Result<Options, Strin
         if o.attrs.iter().any(|(f, _)| *f == field) {
             return Err(format!("\"{m}\": the field \"{field}\" is mapped twice"));
         }
+        if let Some(both) = super::sql_row::same_field(&field, o.attrs.iter().map(|(f, _)| f.as_str())) {
+            return Err(format!("\"{m}\": \"{both}\" gives the same field"));
+        }
         if field == "password" && o.mode == Mode::Bind {
             return Err(format!("\"{m}\": in mode=bind the directory checks the password (use mode=password)"));
         }
@@ -490,30 +519,15 @@ impl LdapStore {
         }
         let Some(entry) = entries.into_iter().next() else { return Ok(None) };
         let entry = SearchEntry::construct(entry);
-        let mut fields: Vec<(&str, Option<String>)> = Vec::with_capacity(self.opts.attrs.len() + 1);
-        for (field, attr) in &self.opts.attrs {
-            let values = attr_values(&entry, attr);
-            if field == "password" && values.is_empty() {
-                // not "wrong password": most often the service account may not read it
-                return Err(format!(
-                    "entry \"{}\" for user \"{}\" has no readable {attr} (may the service account read it?)",
-                    escape_controls(&entry.dn),
-                    user()
-                ));
-            }
-            if !FIELDS.contains(&field.as_str()) {
-                // an extra field: each value (Dovecot collects a repeated name's values)
-                fields.extend(values.into_iter().map(|v| (field.as_str(), Some(v))));
-                continue;
-            }
-            let v = if values.is_empty() {
-                None
-            } else if LIST_FIELDS.contains(&field.as_str()) {
-                Some(values.join(","))
-            } else {
-                values.into_iter().next()
-            };
-            fields.push((field.as_str(), v));
+        let mut fields = entry_fields(&entry, &self.opts.attrs);
+        if fields.iter().any(|(f, v)| *f == "password" && v.is_none()) {
+            // not "wrong password": most often the service account may not read it
+            let attr = self.opts.attrs.iter().find(|(f, _)| f == "password").map_or("", |(_, a)| a.as_str());
+            return Err(format!(
+                "entry \"{}\" for user \"{}\" has no readable {attr} (may the service account read it?)",
+                escape_controls(&entry.dn),
+                user()
+            ));
         }
         if self.opts.mode == Mode::Bind {
             // replaced after the bind
@@ -778,6 +792,30 @@ mod tests {
         e.bin_attrs.insert("description;binary".into(), vec![b"2001:db8::/32".to_vec()]);
         assert_eq!(attr_values(&e, "DESCRIPTION"), ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"]);
         assert_eq!(attr_values(&e, "descript"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dovecots_network_fields_take_every_value() {
+        // one network a value: before, each value was a field of its own, and the row mapping
+        // refused the second as the restriction given twice (every login a temporary failure)
+        let mut e = SearchEntry { dn: "uid=alice".into(), attrs: Default::default(), bin_attrs: Default::default() };
+        e.attrs.insert("ipNetworks".into(), vec!["10.0.0.0/8".into(), "192.0.2.0/24".into()]);
+        e.attrs.insert("realNets".into(), vec!["127.0.0.0/8".into(), "::1/128".into()]);
+        e.attrs.insert("userPassword".into(), vec!["{PLAIN}x".into()]);
+        let o = parse_options(
+            &args(&["ldap://127.0.0.1", "base=dc=x"]),
+            &args(&["allow_nets=ipNetworks", "allow_real_nets=realNets"]),
+        )
+        .unwrap();
+        let mut fields = entry_fields(&e, &o.attrs);
+        fields.push(("password", Some(NO_PASSWORD.to_string()))); // mode=bind, as the lookup adds it
+        let a = map_fields(fields.iter().map(|(k, v)| (*k, v.as_deref()))).unwrap();
+        assert_eq!(a.networks.unwrap().len(), 2);
+        assert_eq!(a.real_networks.unwrap().len(), 2);
+        // the module's name and Dovecot's for one field: refused at configuration
+        assert!(
+            parse_options(&args(&["ldap://127.0.0.1", "base=dc=x"]), &args(&["networks=a", "allow_nets=b"])).is_err()
+        );
     }
 }
 

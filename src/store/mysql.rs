@@ -157,6 +157,11 @@ impl MysqlStore {
                 causes.push(format!("{at}: invalid query: it does not return a \"password\" column"));
                 continue;
             }
+            if let Some(c) = super::sql_row::repeated_column(columns.iter().map(String::as_str)) {
+                prepared_nowhere = true;
+                causes.push(format!("{at}: invalid query: it returns the field of its column \"{c}\" twice"));
+                continue;
+            }
             return Ok(Conn { conn, stmt, columns });
         }
         let what = if prepared_nowhere { "cannot prepare the query" } else { "cannot connect" };

@@ -191,6 +191,9 @@ impl PgStore {
         if !columns.iter().any(|(n, _)| n == "password") {
             return Err("invalid query: it does not return a \"password\" column".into());
         }
+        if let Some(c) = super::sql_row::repeated_column(columns.iter().map(|(n, _)| n.as_str())) {
+            return Err(format!("invalid query: it returns the field of its column \"{c}\" twice"));
+        }
         Ok(Conn { rt, client, stmt, columns })
     }
 

@@ -81,14 +81,36 @@ const ONCE: &[&[&str]] = &[
     &["port"],
     &["user"],
     &["name"],
+    &["delay_until"],
 ];
+
+/// A name among `names` that gives the same field as `name` under another name (`networks`
+/// and `allow_nets`).
+pub(crate) fn same_field<'a>(name: &str, mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let group = ONCE.iter().find(|g| g.contains(&name))?;
+    names.find(|n| *n != name && group.contains(n))
+}
+
+/// The first column among `names` that a row may give once and that comes twice (`nginx -t`
+/// and a server's prepare report it: every lookup would refuse the row).
+pub(crate) fn repeated_column<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    let mut seen = [false; ONCE.len()];
+    for n in names {
+        if let Some(i) = ONCE.iter().position(|g| g.contains(&n)) {
+            if std::mem::replace(&mut seen[i], true) {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
 
 /// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
 pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<Account, String> {
     let mut a = Account { enabled: true, ..Account::default() };
     let mut have_password = false;
     // the restricting columns and the password seen so far: a second one is refused rather
-    // than taken over the first (`SELECT *, NULL AS networks` must not lift a restriction)
+    // than taken over the first (`networks` then `'0.0.0.0/0' AS allow_nets` must not widen it)
     let mut seen = [false; ONCE.len()];
     for (name, value) in cols {
         if let Some(i) = ONCE.iter().position(|f| f.contains(&name)) {

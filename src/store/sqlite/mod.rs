@@ -309,6 +309,9 @@ fn check_statement(stmt: &rusqlite::Statement<'_>) -> Result<Shape, String> {
     if !columns.iter().any(|c| c == "password") {
         return Err("query does not return a \"password\" column".into());
     }
+    if let Some(c) = super::sql_row::repeated_column(columns.iter().map(String::as_str)) {
+        return Err(format!("query returns the field of its column \"{c}\" twice (every row would be refused)"));
+    }
     Ok(Shape { params, columns })
 }
 
