@@ -169,7 +169,7 @@ my %backend = (alice => $pw{alice}, bob => $pw{bob}, dave => $pw{dave},
 	'bob*master' => 'master pw', 'carol*master' => 'master pw', carol => $pw{carol});
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/submission.log", %backend);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8028), "$d/mx.log", %backend);
-$t->run()->plan(41);
+$t->run()->plan(44);
 $t->waitforsocket('127.0.0.1:' . port($_)) for (8026, 8028);
 
 # (named subs use $d, never $t: a closure over $t would keep nginx running past the
@@ -236,12 +236,17 @@ for my $rcpt ('<"x@example.org"@evil.com>', '<@example.org:u@evil.com>', '<u@[12
 		or diag("Auth-Status: $st, Auth-Error-Code: $code");
 }
 
-# the percent hack and the bang path: an MX routes them on from a domain of its own (Postfix's
-# allow_percent_hack and swap_bangpath, on by default); they were relayed
-for my $rcpt ('<u%evil.com@example.org>', '<evil.com!u@example.org>') {
+# the percent hack, the bang path and an address quoted in the local part: an MX routes them
+# on from a domain of its own (Postfix's allow_percent_hack, swap_bangpath and
+# resolve_dequoted_address, on by default); they were relayed
+for my $rcpt ('<u%evil.com@example.org>', '<evil.com!u@example.org>', '<"x@evil.com"@example.org>',
+	'<"x\\@evil.com"@example.org>')
+{
 	($st, $code) = relay_answer('/auth', $rcpt);
 	ok($st ne 'OK' && $code =~ /^550 5\.7\.1/, "auth_http: $rcpt refused") or diag("Auth-Status: $st, Auth-Error-Code: $code");
 }
+like(rcpt_reply(8025, '<"x@evil.com"@example.org>'), qr/^550 5\.7\.1 /,
+	'proxy: RCPT TO:<"x@evil.com"@example.org> refused with 550 5.7.1');
 
 # the recipient headers spelled otherwise than nginx spells them (a reverse-DNS name with line
 # ends in Client-Host adds lower-cased ones, and one with an empty line cuts the real ones off)
@@ -250,7 +255,7 @@ isnt($st, 'OK', 'auth_http: an injected "auth-smtp-to" for a relayed domain is n
 
 # the forms above, ending in the relayed domain: the MX routes them there, so they are relayed
 for my $rcpt ('<u@example.org>', '<u@EXAMPLE.ORG.>', '<u@example.org> NOTIFY=NEVER',
-	'<"x@evil.com"@example.org>', '<@evil.com:u@example.org>')
+	'<"x y"@example.org>', '<@evil.com:u@example.org>')
 {
 	like(rcpt_reply(8025, $rcpt), qr/^250 /, "proxy: RCPT TO:$rcpt accepted (the MX answers)");
 }

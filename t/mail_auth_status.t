@@ -70,6 +70,18 @@ http {
         location = /metrics {
             mail_auth_status;
         }
+
+        # the counters for the operator only, and a public page of the same server that
+        # includes a location by subrequest (SSI): no access phase runs for a subrequest
+        location = /metrics-private {
+            deny all;
+            mail_auth_status;
+        }
+        location = /page {
+            ssi on;
+            default_type text/html;
+            alias %%TESTDIR%%/page.html;
+        }
     }
 }
 
@@ -85,7 +97,8 @@ mail {
 EOF
 
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", alice => 'alice-pw');
-$t->run()->plan(31);
+$t->write_file('page.html', "before <!--#include virtual=\"/metrics-private\" --> after\n");
+$t->run()->plan(33);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 
 ###############################################################################
@@ -233,5 +246,14 @@ is(value($m = metrics(), 'mail_auth_requests_total{protocol="imap",method="plain
 	$ok, 'every OK answer counted once, across the reloads');
 is(value($m, 'mail_auth_decision_duration_seconds_count') - $all0, $answered,
 	'every answer timed once');
+
+# the operator's counters asked by subrequest from a public page: refused (before, the SSI
+# include printed them all, past the location's deny)
+SKIP: {
+skip 'nginx without ssi', 2 unless $t->has_module('ssi');
+my $page = http_get('/page');
+unlike($page, qr/mail_auth_requests_total/, 'SSI include of a status location behind deny: no counters');
+like($t->read_file('error.log'), qr/\[warn\].*mail_auth_status: a subrequest is refused/, 'logged');
+}
 
 ###############################################################################

@@ -28,10 +28,11 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
         _ => "<>".to_string(),
     };
     let seen = format!("{rcpt} from {sender}");
-    // `u%elsewhere@domain` and `elsewhere!u@domain`: an MX applies these routing forms to a
-    // domain of its own (Postfix's allow_percent_hack and swap_bangpath, on by default,
-    // sendmail's), and sends the mail on to `elsewhere`
-    let routed = matches!(&rcpt, Recipient::Mailbox { local, .. } if local.contains(['%', '!']));
+    // `u%elsewhere@domain`, `elsewhere!u@domain` and `"u@elsewhere"@domain`: an MX applies
+    // these routing forms to a domain of its own (Postfix's allow_percent_hack, swap_bangpath
+    // and resolve_dequoted_address, on by default, sendmail's), and sends the mail on to
+    // `elsewhere`
+    let routed = matches!(&rcpt, Recipient::Mailbox { local, .. } if local.contains(['%', '!', '@']));
     let accepted = match &rcpt {
         Recipient::Postmaster => true,
         Recipient::Mailbox { .. } if routed => false,
@@ -41,7 +42,9 @@ pub fn relay(cfg: &AuthConfig, req: &AuthRequest) -> Outcome {
     if !accepted {
         let why = match &rcpt {
             Recipient::AddressLiteral { .. } => "address literals are never relayed",
-            _ if routed => "a local part with % or ! is routed on by the MX (percent hack, bang path)",
+            _ if routed => {
+                "a local part with %, ! or @ is routed on by the MX (percent hack, bang path, a quoted address)"
+            }
             _ if cfg.relay_domains.is_empty() => "no mail_auth_relay_domains",
             _ => "domain not in mail_auth_relay_domains",
         };

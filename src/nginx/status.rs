@@ -124,6 +124,15 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
 fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live, non-null request.
     let req = unsafe { Request::from_ngx_http_request(r) };
+    // (SSI `include virtual`, `mirror`: the location's allow/deny and auth_basic never ran)
+    if super::util::subrequest(
+        req,
+        ngx::ffi::NGX_LOG_WARN as ngx::ffi::ngx_uint_t,
+        "mail_auth_status",
+        format_args!(""),
+    ) {
+        return ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t;
+    }
     if !matches!(req.method(), Method::GET | Method::HEAD) {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }

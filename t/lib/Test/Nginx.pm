@@ -134,10 +134,11 @@ my %modules = (
 	mail_ssl => '--with-mail_ssl_module', auth_request => '--with-http_auth_request_module',
 	auth_basic => '--without-http_auth_basic_module', proxy => '--without-http_proxy_module',
 	rewrite => '--without-http_rewrite_module', map => '--without-http_map_module',
+	ssi => '--without-http_ssi_module',
 	realip => '--with-http_realip_module', http_v2 => '--with-http_v2_module',
 	debug => '--with-debug', cryptx => '', socket_ssl => '',
 );
-my %without = map { $_ => 1 } qw/ imap pop3 smtp auth_basic proxy rewrite map /;
+my %without = map { $_ => 1 } qw/ imap pop3 smtp auth_basic proxy rewrite map ssi /;
 
 sub has_module($) {
 	my ($self, $feature) = @_;
