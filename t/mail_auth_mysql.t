@@ -416,9 +416,12 @@ open $locker, '|-', "mariadb --no-defaults -u root --socket=$my/sock -N -B > /de
 print $locker "SELECT GET_LOCK('sloth', 60);\nsystem touch $d/locked-again\n";
 $t->waitforfile("$d/locked-again") or die "no lock\n";
 my @sloths = map { Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port(8173)) } 1 .. 3;
-$_->read() for @sloths;
-$_->send('a01 LOGIN "sloth" "sloth-pw"') for @sloths;
-is(scalar(grep { ($_->read() // '') =~ $temp } @sloths), 3, '3 lookups waiting past query_timeout: temporary failures');
+# (a named loop variable: the official lib's read() sets $_, which a for loop aliases)
+for my $s (@sloths) { $s->read(); }
+for my $s (@sloths) { $s->send('a01 LOGIN "sloth" "sloth-pw"'); }
+my @answers;
+for my $s (@sloths) { push @answers, $s->read() // ''; }
+is(scalar(grep { $_ =~ $temp } @answers), 3, '3 lookups waiting past query_timeout: temporary failures');
 my $waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'mailauth' AND STATE = 'User lock'";
 ok(wait_for(5, sub { sql($waiting) =~ /^0$/m }), 'no abandoned lookup left waiting on the lock in the server')
 	or diag(sql("SELECT ID, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST WHERE USER = 'mailauth'"));

@@ -326,9 +326,12 @@ open $locker, "|-", "psql", "-X", "-q", "-o", "/dev/null", '-h', '127.0.0.1', '-
 print $locker "SELECT pg_advisory_lock(42);\n\\! touch $d/locked-again\n";
 $t->waitforfile("$d/locked-again") or die "no lock\n";
 my @sloths = map { Test::Nginx::IMAP->new(PeerAddr => '127.0.0.1:' . port(8173)) } 1 .. 3;
-$_->read() for @sloths;
-$_->send('a01 LOGIN "sloth" "sloth-pw"') for @sloths;
-is(scalar(grep { ($_->read() // '') =~ $temp } @sloths), 3, '3 lookups waiting past query_timeout: temporary failures');
+# (a named loop variable: the official lib's read() sets $_, which a for loop aliases)
+for my $s (@sloths) { $s->read(); }
+for my $s (@sloths) { $s->send('a01 LOGIN "sloth" "sloth-pw"'); }
+my @answers;
+for my $s (@sloths) { push @answers, $s->read() // ''; }
+is(scalar(grep { $_ =~ $temp } @answers), 3, '3 lookups waiting past query_timeout: temporary failures');
 my $waiting = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'mailauth' AND wait_event_type = 'Lock'";
 ok(wait_for(5, sub { psql($waiting) =~ /^0$/m }), 'no abandoned lookup left waiting on the lock in the server')
 	or diag(psql("SELECT pid, state, wait_event_type, query_start FROM pg_stat_activity WHERE usename = 'mailauth'"));
