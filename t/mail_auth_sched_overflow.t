@@ -104,21 +104,9 @@ sub request {
 		. "Client-IP: 127.0.0.1\r\n\r\n";
 }
 
-sub start {
-	my ($req) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "$!\n";
-	$s->print($req);
-	return $s;
-}
+sub start { return auth_start(@_); }
 
-sub finish {
-	my ($s) = @_;
-	local $/;
-	my $sel = IO::Select->new($s);
-	my $r = $sel->can_read(120) ? <$s> // '' : '';
-	close $s;
-	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
-}
+sub finish { return auth_finish($_[0], 120); }
 
 # a queue of 50: only the refused login fails (before: all 50 with it); then one of $N: the
 # worker survives (before: its stack overflowed)

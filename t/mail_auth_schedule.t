@@ -139,20 +139,9 @@ sub request {
 		. "Client-IP: $ip\r\n\r\n";
 }
 
-sub start {
-	my ($req) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080)) or die "$!\n";
-	$s->print($req);
-	return $s;
-}
+sub start { return auth_start(@_); }
 
-sub finish {
-	my ($s) = @_;
-	local $/;
-	my $sel = IO::Select->new($s);
-	my $r = $sel->can_read(60) ? <$s> // '' : '';
-	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
-}
+sub finish { return auth_finish($_[0], 60); }
 
 sub verifications {
 	my $m = http_get('/metrics');

@@ -7,7 +7,8 @@ use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ have_tool make_hash real_client sasl_client auth_http wait_for
-	workers_can_read run_tool nginx_t_with run_example stop_process imap_login /;
+	workers_can_read run_tool nginx_t_with run_example stop_process imap_login
+	auth_start auth_finish /;
 
 use FindBin;
 use POSIX qw//;
@@ -92,6 +93,26 @@ sub auth_http {
 	my $req = "GET $uri HTTP/1.0\r\nHost: localhost\r\n";
 	$req .= "$_: $h{$_}\r\n" for sort keys %h;
 	return http($req . "\r\n");
+}
+
+# An auth_http request $req sent on a connection of its own to the test's http port (8080),
+# its answer not read yet: many can be in flight at once.
+sub auth_start {
+	my ($req) = @_;
+	require IO::Socket::INET;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . Test::Nginx::port(8080)) or die "$!\n";
+	$s->print($req);
+	return $s;
+}
+
+# The Auth-Status of the answer on $s (from auth_start), 'none' if none came within $secs.
+sub auth_finish {
+	my ($s, $secs) = @_;
+	require IO::Select;
+	local $/;
+	my $r = IO::Select->new($s)->can_read($secs) ? <$s> // '' : '';
+	close $s;
+	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
 }
 
 # One IMAP LOGIN through nginx mail's listener on $port (default 8143): the tagged answer line.
