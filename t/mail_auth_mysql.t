@@ -219,6 +219,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        # an enabled flag of type BIT(1), as some schemas keep it
+        location = /auth-bits {
+            mail_auth;
+            mail_auth_sql_query "SELECT name, password, enabled FROM bits WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -277,7 +285,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(41);
+$t->run()->plan(43);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -292,7 +300,7 @@ like($t->read_file('error.log'), qr/\[error\].*mysql "127\.0\.0\.1,127\.0\.0\.1"
 my_start() or die "mariadbd did not start, see my/error.log\n";
 
 my %h = map { $_ => make_hash('openssl-6', "$_-pw") // die "openssl passwd failed\n" }
-	qw/ alice bob info dave erin frank sloth renee sam /;
+	qw/ alice bob info dave erin frank sloth renee sam tom tim /;
 my $b = port(8146);
 sql(<<"SQL");
 CREATE DATABASE mail;
@@ -315,6 +323,9 @@ INSERT INTO accents VALUES ('renee', '$h{renee}');
 CREATE TABLE star (name varchar(64) PRIMARY KEY, password varchar(255), note varchar(64), enabled boolean);
 GRANT SELECT ON mail.star TO 'mailauth'\@'127.0.0.1';
 INSERT INTO star VALUES ('sam', '$h{sam}', 'a note', false);
+CREATE TABLE bits (name varchar(64) PRIMARY KEY, password varchar(255), enabled BIT(1));
+GRANT SELECT ON mail.bits TO 'mailauth'\@'127.0.0.1';
+INSERT INTO bits VALUES ('tom', '$h{tom}', b'1'), ('tim', '$h{tim}', b'0');
 CREATE USER 'mailauth_split'\@'127.0.0.1' IDENTIFIED BY 'mail auth pw';
 GRANT SELECT ON mail.accents TO 'mailauth_split'\@'127.0.0.1';
 CREATE USER 'mailauth_split'\@'::1' IDENTIFIED BY 'mail auth pw';
@@ -385,6 +396,16 @@ sub sam {
 like(sam(), qr/^Auth-Status: .*CONTACTADMIN/m, 'SELECT *: a disabled account');
 sql('ALTER TABLE mail.star DROP COLUMN note');
 like(sam(), qr/^Auth-Status: .*CONTACTADMIN/m, 'a column dropped under the prepared SELECT *: still disabled');
+
+# a BIT(1) enabled column: read as its number (before: the byte \x01 was "not a boolean", every
+# login of such a table a temporary failure)
+sub bits {
+	my ($user) = @_;
+	return auth_http('/auth-bits', 'Auth-Method' => 'plain', 'Auth-User' => $user, 'Auth-Pass' => "$user-pw",
+		'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '192.0.2.71');
+}
+like(bits('tom'), qr/^Auth-Status: OK\r$/m, 'BIT(1) enabled = 1: OK');
+like(bits('tim'), qr/^Auth-Status: .*CONTACTADMIN/m, 'BIT(1) enabled = 0: disabled');
 
 # a lookup waits for a lock in the database: other logins and another location are answered
 # meanwhile (the event loop is free), and the waiting one is answered when the lock goes

@@ -223,9 +223,17 @@ impl MysqlStore {
             }
             c.columns = names;
         }
+        let cols = row.columns_ref();
         let values: Vec<Option<String>> = (0..c.columns.len())
             .map(|i| match row.as_ref(i) {
                 None | Some(mysql::Value::NULL) => None,
+                // a BIT column (`active BIT(1)`) comes as big-endian bytes: its number
+                Some(mysql::Value::Bytes(b))
+                    if cols.get(i).is_some_and(|c| c.column_type() == mysql::consts::ColumnType::MYSQL_TYPE_BIT)
+                        && b.len() <= 8 =>
+                {
+                    Some(b.iter().fold(0u64, |n, &x| (n << 8) | u64::from(x)).to_string())
+                }
                 Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                 Some(mysql::Value::Int(n)) => Some(n.to_string()),
                 Some(mysql::Value::UInt(n)) => Some(n.to_string()),
