@@ -296,15 +296,18 @@ unsafe extern "C" fn basic_variable(
 }
 
 unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(None, || Some(preaccess(r))).unwrap_or_else(|| {
-        // a caught panic: a mail_auth location's temporary failure (not a 5xx an error_page
-        // would take), as the content handler's
-        let rc = super::handler::after_panic(r);
-        // SAFETY: `r` is the live request this phase handler was given; after finalizing it,
-        // the phase returns NGX_DONE and nginx touches it no more.
-        unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
-        NGX_DONE as ngx_int_t
-    })
+    // a caught panic: a mail_auth location's temporary failure (not a 5xx an error_page would
+    // take), as the content handler's
+    super::handler::guard_request(
+        r,
+        || preaccess(r),
+        |rc| {
+            // SAFETY: `r` is the live request this phase handler was given; after finalizing it,
+            // the phase returns NGX_DONE and nginx touches it no more.
+            unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+            NGX_DONE as ngx_int_t
+        },
+    )
 }
 
 fn preaccess(r: *mut ngx_http_request_t) -> ngx_int_t {

@@ -22,7 +22,13 @@ use crate::protocol::HeaderView;
 
 /// nginx content handler for `mail_auth;` locations.
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(None, || Some(handle(r))).unwrap_or_else(|| after_panic(r))
+    guard_request(r, || handle(r), |rc| rc)
+}
+
+/// Runs `f`, the handling of request `r` (see [`guard`]); after a caught panic, [`after_panic`]'s
+/// answer, handed to `answer` (the caller's way of giving back a status).
+pub fn guard_request<T>(r: *mut ngx_http_request_t, f: impl FnOnce() -> T, answer: impl FnOnce(ngx_int_t) -> T) -> T {
+    guard(None, || Some(f())).unwrap_or_else(|| answer(after_panic(r)))
 }
 
 /// The answer to request `r` after a panic in its handling was caught (the alert logged):
@@ -401,11 +407,7 @@ fn release_turn(location: usize, how: Freed) {
 /// cannot have handed `r` on when it panics: posting it or queueing it is the last thing it
 /// does.
 fn hand_off(r: *mut ngx_http_request_t, go: impl FnOnce() -> Option<ngx_int_t>) {
-    let rc = match guard(Err(()), || Ok(go())) {
-        Ok(rc) => rc,
-        Err(()) => Some(after_panic(r)),
-    };
-    if let Some(rc) = rc {
+    if let Some(rc) = guard_request(r, go, Some) {
         offload::finalize(r, rc);
     }
 }

@@ -154,8 +154,7 @@ unsafe extern "C" fn done_on_event_loop(ev: *mut ngx_event_t) {
         (slot.r, *job)
     };
     // a caught panic: answered as the content handler's (a mail_auth location's temporary failure)
-    let rc = super::guard(Err(()), || Ok(job.complete(r))).unwrap_or_else(|()| Some(super::handler::after_panic(r)));
-    if let Some(rc) = rc {
+    if let Some(rc) = super::handler::guard_request(r, || job.complete(r), Some) {
         finalize(r, rc);
     }
 }
