@@ -102,6 +102,14 @@ pub struct Account {
 /// A store's answer to a lookup, the account boxed (see [`Store::lookup_and_template`]).
 pub type Lookup = Result<Option<Box<Account>>, StoreError>;
 
+/// Dovecot's `delay_until` value: a Unix time, optionally followed by `+SECONDS` (its random
+/// extra delay, not used here); `None` when it is not one.
+pub fn parse_delay_until(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let ts = v.split_once('+').map_or(v, |(t, _)| t);
+    ts.parse::<u64>().ok().filter(|_| ts.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// An account's own `wait` (seconds): at most a day, as `mail_auth_fail_wait` (nginx holds the
 /// connection for the whole wait, whatever the client does).
 pub const MAX_WAIT: u32 = 86_400;

@@ -223,14 +223,15 @@ impl MysqlStore {
             }
             c.columns = names;
         }
-        let cols = row.columns_ref();
-        let values: Vec<Option<String>> = (0..c.columns.len())
-            .map(|i| match row.as_ref(i) {
+        // (the row's columns are `c.columns` now, one for one)
+        let values: Vec<Option<String>> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, col)| match row.as_ref(i) {
                 None | Some(mysql::Value::NULL) => None,
                 // a BIT column (`active BIT(1)`) comes as big-endian bytes: its number
                 Some(mysql::Value::Bytes(b))
-                    if cols.get(i).is_some_and(|c| c.column_type() == mysql::consts::ColumnType::MYSQL_TYPE_BIT)
-                        && b.len() <= 8 =>
+                    if col.column_type() == mysql::consts::ColumnType::MYSQL_TYPE_BIT && b.len() <= 8 =>
                 {
                     Some(b.iter().fold(0u64, |n, &x| (n << 8) | u64::from(x)).to_string())
                 }

@@ -693,13 +693,8 @@ fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> R
             "allow_nets" => acct.networks = Some(nets_field(key, value, warnings)?),
             "allow_real_nets" => acct.real_networks = Some(nets_field(key, value, warnings)?),
             "delay_until" => {
-                let ts = value.split_once('+').map_or(value, |(t, _)| t);
-                let until = ts
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|_| ts.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| format!("bad delay_until={value}"))?;
-                acct.delay_until = Some(until);
+                acct.delay_until =
+                    Some(super::parse_delay_until(value).ok_or_else(|| format!("bad delay_until={value}"))?);
             }
             "host" => {
                 if parse_server(value).is_none() {

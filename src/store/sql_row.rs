@@ -91,18 +91,23 @@ pub(crate) fn same_field<'a>(name: &str, mut names: impl Iterator<Item = &'a str
     names.find(|n| *n != name && group.contains(n))
 }
 
+/// The groups of [`ONCE`] a row (or a query's columns) gave so far.
+#[derive(Default)]
+struct SeenOnce([bool; ONCE.len()]);
+
+impl SeenOnce {
+    /// Notes column `name`; its group when that group was given before.
+    fn again(&mut self, name: &str) -> Option<&'static [&'static str]> {
+        let i = ONCE.iter().position(|g| g.contains(&name))?;
+        std::mem::replace(&mut self.0[i], true).then_some(ONCE[i])
+    }
+}
+
 /// The first column among `names` that a row may give once and that comes twice (`nginx -t`
 /// and a server's prepare report it: every lookup would refuse the row).
-pub(crate) fn repeated_column<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
-    let mut seen = [false; ONCE.len()];
-    for n in names {
-        if let Some(i) = ONCE.iter().position(|g| g.contains(&n)) {
-            if std::mem::replace(&mut seen[i], true) {
-                return Some(n);
-            }
-        }
-    }
-    None
+pub(crate) fn repeated_column<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = SeenOnce::default();
+    names.find(|n| seen.again(n).is_some())
 }
 
 /// [`map_row`] over (lower-cased column name, value) pairs, reasons not escaped yet.
@@ -111,12 +116,10 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
     let mut have_password = false;
     // the restricting columns and the password seen so far: a second one is refused rather
     // than taken over the first (`networks` then `'0.0.0.0/0' AS allow_nets` must not widen it)
-    let mut seen = [false; ONCE.len()];
+    let mut seen = SeenOnce::default();
     for (name, value) in cols {
-        if let Some(i) = ONCE.iter().position(|f| f.contains(&name)) {
-            if std::mem::replace(&mut seen[i], true) {
-                return Err(format!("\"{name}\": the row gives {} twice", ONCE[i].join(" / ")));
-            }
+        if let Some(group) = seen.again(name) {
+            return Err(format!("\"{name}\": the row gives {} twice", group.join(" / ")));
         }
         let Some(v) = value else {
             if name == "password" {
@@ -145,13 +148,9 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
             // Dovecot refuses these when the query returns them with any value (NULL: not returned)
             "nologin" | "fail" | "noauthenticate" => a.enabled = false,
             "delay_until" => {
-                let ts = v.trim().split_once('+').map_or(v.trim(), |(t, _)| t);
                 a.delay_until = Some(
-                    ts.parse::<u64>()
-                        .ok()
-                        .filter(|_| ts.bytes().all(|b| b.is_ascii_digit()))
-                        .ok_or_else(|| format!("delay_until: \"{v}\" is not a Unix time"))?,
-                );
+                    super::parse_delay_until(v).ok_or_else(|| format!("delay_until: \"{v}\" is not a Unix time"))?,
+                )
             }
             "server" if !v.is_empty() => {
                 let ip = protocol::parse_server(v).ok_or_else(|| format!("server: \"{v}\" is not an IP address"))?;
@@ -202,4 +201,21 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
         return Err("the row has no \"password\" column".into());
     }
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_given_twice_is_found_under_either_name() {
+        // what nginx -t (SQLite), a server's prepare (PostgreSQL, MySQL) and LDAP's mapping ask
+        let cols = |v: &'static [&'static str]| v.iter().copied();
+        assert_eq!(repeated_column(cols(&["name", "password", "networks", "allow_nets"])), Some("allow_nets"));
+        assert_eq!(repeated_column(cols(&["password", "enabled", "nologin", "enabled", "x", "x"])), None);
+        assert_eq!(repeated_column(cols(&["password", "delay_until", "password"])), Some("password"));
+        assert_eq!(same_field("allow_nets", cols(&["name", "networks"])), Some("networks"));
+        assert_eq!(same_field("networks", cols(&["networks"])), None, "the same name is the caller's check");
+        assert_eq!(same_field("enabled", cols(&["enabled"])), None);
+    }
 }
