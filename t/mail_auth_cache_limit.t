@@ -145,18 +145,6 @@ sub banned_login {
 	return $r =~ /^Auth-Status: (.*?)\r$/m ? $1 : 'none';
 }
 
-# HUP, then the new workers (none of the old ones left)
-sub reload_and_wait {
-	my ($t) = @_;
-	my @old = worker_pids(master_pid($t));
-	$t->reload();
-	return wait_for(10, sub {
-		my %old = map { $_ => 1 } @old;
-		my @now = worker_pids(master_pid($t));
-		@now && !grep { $old{$_} } @now;
-	});
-}
-
 banned_login('198.51.100.20', "reload-guess$_") for 1 .. 3;
 isnt(banned_login('198.51.100.20', 'bob-pw'), 'OK', 'ip=3/m ban=10m: banned, the right password refused');
 ok(reload_and_wait($t), 'nginx -s reload: new workers') or diag('the old workers did not leave');

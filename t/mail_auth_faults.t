@@ -36,6 +36,7 @@ BEGIN { use FindBin; chdir($FindBin::Bin); push @INC, 'lib'; }
 use Test::Nginx qw/ :DEFAULT http_start http_end /;
 use MailAuthBackend;
 use MailAuthTest;
+use MailAuthAttack qw/ uid_of /;
 
 ###############################################################################
 
@@ -232,13 +233,6 @@ sub workers_of {
 		push @w, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $master;
 	}
 	return @w;
-}
-
-sub uid_of {
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (my $l = <$fh>) { return $1 if $l =~ /^Uid:\s+(\d+)/; }
-	return undef;
 }
 
 # alive and not a zombie

@@ -263,25 +263,9 @@ like($t->read_file('error.log'), qr/users:2: line of \d+ bytes \(at most 65536\)
 # user a temporary failure meanwhile (there is no previous content to answer with), and the
 # workers read the file again once it has settled.
 
-sub uid_of {
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (my $l = <$fh>) { return $1 if $l =~ /^Uid:\s+(\d+)/; }
-	return undef;
-}
-
-# HUP, then wait until every worker is a new one
-sub reload_nginx {
-	my ($nginx) = @_;
-	my $master = master_pid($nginx);
-	my %old = map { $_ => 1 } worker_pids($master);
-	$nginx->reload();
-	return wait_for(10, sub { my @now = worker_pids($master); @now && !grep { $old{$_} } @now });
-}
-
 my $from = length $t->read_file('error.log');
 $t->write_file('users', "alice:{PLAIN}alice-password\nbob:{PLAIN}bob-lo");
-ok(reload_nginx($t), 'reload while the file is half written: new workers');
+ok(reload_and_wait($t), 'reload while the file is half written: new workers');
 utime(undef, undef, "$d/users") or die;   # the writer is still at it
 like(login('bob', 'bob-lo'), qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/,
 	'reload read a cut last line: its user a temporary failure, not OK with the cut password');
@@ -309,7 +293,7 @@ SKIP: {
 	$t->write_file('users', "alice:{PLAIN}alice-password\n");
 	chmod 0600, "$d/users" or die;
 	$from = length $t->read_file('error.log');
-	ok(reload_nginx($t), 'reload with a file only root can read: new workers');
+	ok(reload_and_wait($t), 'reload with a file only root can read: new workers');
 	like(login('alice', 'alice-password'), qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/,
 		'a file the workers cannot read: the first login is a temporary failure');
 	like(substr($t->read_file('error.log'), $from),

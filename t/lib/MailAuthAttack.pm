@@ -11,13 +11,15 @@ package MailAuthAttack;
 #   same_timing('name', \@a, \@b, floor => 0.003);   # one Test::More ok() with the numbers
 #   my @pids = worker_pids($master_pid);              # live (not shutting down) workers
 #   my $kb = proc_kb($pid, 'VmHWM');                  # a /proc/PID/status field in kB
+#   my $uid = uid_of($pid);                           # its real uid (undef: gone)
+#   reload_and_wait($t) or ...;                       # HUP, then only new workers
 
 use warnings;
 use strict;
 
 use base qw/ Exporter /;
 our @EXPORT = qw/ auth_request timed_auth parallel_auth quartiles same_timing ms
-	worker_pids proc_kb master_pid /;
+	worker_pids proc_kb master_pid uid_of reload_and_wait /;
 
 use IO::Socket::INET;
 use IO::Select;
@@ -167,6 +169,25 @@ sub worker_pids {
 	}
 	@pids = sort { $a <=> $b } @pids;
 	return @pids;    # in scalar context: how many
+}
+
+# HUP nginx ($t, a Test::Nginx), then wait up to 10 s until every worker is a new one: true
+# when so.
+sub reload_and_wait {
+	my ($t) = @_;
+	my $master = master_pid($t);
+	my %old = map { $_ => 1 } worker_pids($master);
+	$t->reload();
+	require MailAuthTest;
+	return MailAuthTest::wait_for(10, sub { my @now = worker_pids($master); @now && !grep { $old{$_} } @now });
+}
+
+# The real uid of process $pid (/proc/PID/status), undef when it is gone.
+sub uid_of {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/status" or return undef;
+	while (my $l = <$fh>) { return $1 if $l =~ /^Uid:\s+(\d+)/; }
+	return undef;
 }
 
 # A field of /proc/PID/status in kB (VmRSS, VmHWM, ...); 0 when the process is gone.
