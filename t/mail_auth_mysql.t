@@ -227,6 +227,14 @@ http {
             mail_auth_fail_wait 0;
         }
 
+        # the network restriction given twice (the module's name and Dovecot's)
+        location = /auth-nets-twice {
+            mail_auth;
+            mail_auth_sql_query "SELECT name, password, networks, '0.0.0.0/0' AS allow_nets FROM users WHERE name = :user";
+            mail_auth_backend imap 127.0.0.1:%%PORT_8145%%;
+            mail_auth_fail_wait 0;
+        }
+
         location = /ping {
             return 200 "pong\n";
         }
@@ -285,7 +293,7 @@ $t->run_daemon(\&MailAuthBackend::imap, port(8146), "$d/backend-b.log", bob => '
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend-a.log", %backend);
 
 # nginx starts while MariaDB is down
-$t->run()->plan(43);
+$t->run()->plan(45);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8146, 8111;
 
 my $temp = qr/^a01 NO \[UNAVAILABLE\] Temporary server problem/;
@@ -406,6 +414,14 @@ sub bits {
 }
 like(bits('tom'), qr/^Auth-Status: OK\r$/m, 'BIT(1) enabled = 1: OK');
 like(bits('tim'), qr/^Auth-Status: .*CONTACTADMIN/m, 'BIT(1) enabled = 0: disabled');
+
+# networks and allow_nets both returned: the query is refused where a worker prepares it (before,
+# the last one was taken: frank, kept to 10.0.0.0/8, logged in from anywhere)
+like(auth_http('/auth-nets-twice', 'Auth-Method' => 'plain', 'Auth-User' => 'frank', 'Auth-Pass' => 'frank-pw',
+	'Auth-Protocol' => 'imap', 'Auth-Login-Attempt' => 1, 'Client-IP' => '127.0.0.1'),
+	qr/^Auth-Status: .*Temporary server problem/m, 'a restriction returned twice: a temporary failure, not the wider one');
+like($t->read_file('error.log'), qr/\[error\].*invalid query: it returns the field of its column (\\x22|")allow_nets(\\x22|") twice/,
+	'logged where the query was prepared');
 
 # a lookup waits for a lock in the database: other logins and another location are answered
 # meanwhile (the event loop is free), and the waiting one is answered when the lock goes
