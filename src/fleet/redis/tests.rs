@@ -23,20 +23,34 @@ impl Server {
             return None;
         };
         let dir = TempDir::new("redis");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&*dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let s = Server { child, port, dir };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(s);
+        // The port is free when picked, but tests run in parallel: another test's server may
+        // take it first. Ours then exits (address in use) while the other one answers, and is
+        // killed under us when that test ends. So the server must be ours (its pid), else retry.
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = std::process::Command::new(bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&*dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let ours = format!("process_id:{}\r\n", child.id());
+            for _ in 0..200 {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let info = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                    .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+                match info {
+                    Ok(info) if info.contains(&ours) => return Some(Server { child, port, dir }),
+                    Ok(_) => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("redis-server did not start");
     }
