@@ -80,6 +80,18 @@ http {
             deny all;
             mail_auth_limit_bans;
         }
+
+        # read from the host, lifted from 127.0.0.2 only
+        location = /bans-admin {
+            allow 127.0.0.1;
+            allow 127.0.0.2;
+            deny all;
+            mail_auth_limit_bans;
+            limit_except GET {
+                allow 127.0.0.2;
+                deny all;
+            }
+        }
     }
 
     # b) per /24
@@ -136,7 +148,7 @@ EOF
 my %pw = (alice => 'alice-pw', bob => 'bob-pw', carol => 'carol-pw');
 $t->run_daemon(\&MailAuthBackend::imap, port(8144), "$d/backend.log", %pw);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), "$d/backend.log", %pw);
-$t->run()->plan(60);
+$t->run()->plan(64);
 $t->waitforsocket('127.0.0.1:' . port(8144));
 $t->waitforsocket('127.0.0.1:' . port(8111));
 
@@ -249,6 +261,17 @@ like(imap('127.0.0.10', 'bob', 'bob-pw'), qr/^OK/, 'bans: real IMAP login right 
 is("$code $body", '404 {"lifted":0}', 'bans: nothing left to lift');
 ($code, $body) = curl('GET', bans_url(8080));
 unlike($body, qr/"127\.0\.0\.10"/, 'bans: no longer listed');
+
+# a limit_except block for the methods that lift (nginx's usual way to guard writes): the
+# location's handler answers there too (it was nginx's static handler: a bare 405)
+($code, $body) = curl('GET', "http://127.0.0.1:" . port(8080) . "/bans-admin");
+like("$code $body", qr/^200 .*"client":"127\.0\.0\.4"/, 'bans with limit_except: GET lists');
+($code) = curl('DELETE', "http://127.0.0.1:" . port(8080) . "/bans-admin?client=127.0.0.4");
+is($code, 403, 'bans with limit_except: the block refuses DELETE from 127.0.0.1');
+($code, $body) = curl('DELETE', "http://127.0.0.1:" . port(8080) . "/bans-admin?client=127.0.0.4",
+	'--interface', '127.0.0.2');
+is("$code $body", '200 {"lifted":1}', 'bans with limit_except: DELETE from 127.0.0.2 lifts');
+like(imap('127.0.0.4', 'carol', 'carol-pw'), qr/^OK/, 'bans with limit_except: the client logs in again');
 
 # POST works as DELETE; any address of a /24 group lifts the group
 ($code, $body) = curl('POST', bans_url(8081, '?client=127.0.0.200'));

@@ -227,6 +227,13 @@ pub fn is_if_block(cf: *mut ngx_conf_t) -> bool {
     NgxHttpCoreModule::location_conf(unsafe { &*cf }).is_some_and(|c| c.noname() != 0 && c.lmt_excpt() == 0)
 }
 
+/// Whether the location being merged is a `limit_except` block: the configuration nginx switches
+/// a request to when its method is not one the block names.
+pub fn is_limit_except_block(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is live during the merge.
+    NgxHttpCoreModule::location_conf(unsafe { &*cf }).is_some_and(|c| c.lmt_excpt() != 0)
+}
+
 /// `satisfy any` in the location being merged (core merges before this module): one passing
 /// access check would do, and an `allow` for nginx mail's own address would let every login in.
 pub fn satisfy_any(cf: *mut ngx_conf_t) -> bool {

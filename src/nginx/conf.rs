@@ -953,8 +953,26 @@ fn bridge_keeps_refusals(cf: *mut ngx_conf_t, lc: &LocConf) -> Result<(), String
 }
 
 fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), String> {
+    // (not a mail_auth location's: nginx mail asks with GET only, and a Basic bridge's block may
+    // turn its credential check off, `limit_except GET { auth_basic off; }`: its other methods
+    // keep nginx's static handler, which answers no Auth-Status)
+    let limit_except = matches!(prev.directives.content, Some(Content::Json(_) | Content::Status(_) | Content::Bans))
+        && bridge::is_limit_except_block(cf);
+    if limit_except {
+        // nginx runs the content handler of the block's own configuration for the methods the
+        // block covers: one it has none of gets nginx's static handler (a DELETE of
+        // mail_auth_limit_bans was a bare 405, a POST to mail_auth_json a 404). Given the
+        // location's, as proxy_pass does for its blocks; then taken as an `if` block below.
+        // SAFETY: cf is live during the merge; its context is the block being merged.
+        if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+            if clcf.handler.is_none() {
+                clcf.handler = prev.directives.content.map(handler_of);
+            }
+        }
+    }
     if matches!(prev.directives.content, Some(Content::MailAuth(_) | Content::Json(_) | Content::Status(_)))
         && bridge::is_if_block(cf)
+        || limit_except
     {
         // nginx runs the location's content handler for requests that enter the block, with the
         // block's configuration: it gets the location's own (content, engine, pool), or a plain
@@ -969,7 +987,7 @@ fn merge(cf: *mut ngx_conf_t, prev: &LocConf, lc: &mut LocConf) -> Result<(), St
         lc.host_names.clone_from(&prev.host_names);
         // proxy_pass and the like may be given in an if block: its handler would answer
         if let Some(content) = lc.directives.content {
-            content_handler_kept(cf, content, true)?;
+            content_handler_kept(cf, content, !limit_except)?;
         }
         // error_page may be given in an if block: the bridge's refusals must still reach it
         return bridge_keeps_refusals(cf, lc);
