@@ -75,8 +75,12 @@ $hash{erin} = "{PLAIN}$pw{erin}";
 
 # Dovecot's extra fields that refuse the login, each on an account with a right {PLAIN}
 # password; `near` may log in from 127.0.0.1 only (allow_real_nets), `far` from elsewhere only
+# (a restriction given twice: Dovecot checks each, the module refuses the line, where the last
+# one won: twonets logged in from 127.0.0.1, twodelay at once)
 my %refusing = (failed => 'fail', noauth => 'noauthenticate', nologno => 'nologin=no',
-	far => 'allow_real_nets=192.0.2.0/24');
+	far => 'allow_real_nets=192.0.2.0/24',
+	twonets => 'allow_nets=192.0.2.0/24 allow_nets=127.0.0.0/8',
+	twodelay => 'delay_until=' . (time() + 3600) . ' delay_until=0');
 $t->write_file('users', join('', map { "$_:$hash{$_}\n" } qw/ alice frank carol dave erin /)
 	. "bob:$hash{bob}::::::user=bob*master pass=$pw{master}\n"
 	. join('', map { "$_:{PLAIN}$_ pw::::::$refusing{$_}\n" } sort keys %refusing)
@@ -155,7 +159,7 @@ EOF
 
 $dovecot->start();    # returns when both listeners answer
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), "$d/smtp.log");
-$t->run()->plan(76);
+$t->run()->plan(80);
 $t->waitforsocket('127.0.0.1:' . port(8026)) or die "fake SMTP backend is not listening\n";
 
 ###############################################################################
@@ -318,7 +322,8 @@ for my $u (sort keys %refusing) {
 	isnt($rc, 0, "Dovecot alone does not log $u ($refusing{$u}) in with the right password") or diag($out);
 	($rc, $out) = sasl_client('imap-fetch', '127.0.0.1', $imap, $u, "$u pw");
 	# (its decision: Dovecot behind nginx would refuse an OK again, or not: noauthenticate)
-	like($t->read_file('error.log'), decision($u, 'imap', $u eq 'far' ? 'network-denied' : 'disabled'),
+	like($t->read_file('error.log'), decision($u, 'imap',
+		$u eq 'far' ? 'network-denied' : $u =~ /^two/ ? 'store-error' : 'disabled'),
 		"the module refuses $u ($refusing{$u}) too");
 }
 for my $via ([ 'Dovecot alone', $dimap ], [ 'the module', $imap ]) {

@@ -91,6 +91,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::slots::Slots;
+use super::sql_row::SeenOnce;
 use super::watch::{self, Events, FileId, FileWatch, Seen, Stop};
 use super::{
     lock, valid_label, Account, AppPassword, NoticeLevel, Query, Store, StoreError, StoreNotice, MAX_APP_PASSWORDS,
@@ -677,15 +678,47 @@ fn flag_set(value: &str) -> bool {
     !matches!(value.to_ascii_lowercase().as_str(), "n" | "no" | "false" | "0")
 }
 
+/// The extra fields a line may give once: a restriction or a routing field given twice makes
+/// the line malformed rather than letting the last one win (`allow_nets=192.0.2.0/24
+/// allow_nets=0.0.0.0/0` let the account in from anywhere, where Dovecot checks both and
+/// refuses), as a SQL row's or an LDAP entry's do.
+const ONCE_EXTRA: &[&[&str]] = &[
+    &["allow_nets"],
+    &["allow_real_nets"],
+    &["delay_until"],
+    &["host"],
+    &["port"],
+    &["destuser"],
+    &["user"],
+    &["pass"],
+    &["protocols"],
+    &["wait"],
+    &["client_cert"],
+    &["app_only"],
+];
+
+/// An app password line's fields given once.
+const ONCE_APP: &[&[&str]] = &[&["protocols"], &["allow_nets"]];
+
+/// `Err` when `key` was given before on the line (`seen` notes it).
+fn once(seen: &mut SeenOnce, key: &str) -> Result<(), String> {
+    match seen.again(key) {
+        Some(_) => Err(format!("{key} given twice")),
+        None => Ok(()),
+    }
+}
+
 /// Applies the extra fields to `acct`; `Err(reason)` skips the line, `warnings` are logged.
 fn apply_extra(acct: &mut Account, extra: &str, warnings: &mut Vec<String>) -> Result<(), String> {
     let mut destuser = None;
     let mut user = None;
+    let mut seen = SeenOnce::new(ONCE_EXTRA);
     for tok in extra.split_whitespace() {
         let (key, value) = match tok.split_once('=') {
             Some((k, v)) => (k, v),
             None => (tok, ""),
         };
+        once(&mut seen, key)?;
         match key {
             // Dovecot refuses these whatever their value (its login code looks at the key)
             "nologin" | "fail" | "noauthenticate" => acct.enabled = false,
@@ -788,8 +821,10 @@ pub fn parse_app_line(line: &str) -> Result<(String, AppPassword), String> {
         return Err(format!("user \"{user}\", app password \"{label}\": {CR_INSIDE}"));
     }
     let mut app = AppPassword { label: label.to_string(), password: pass.to_string(), ..AppPassword::default() };
+    let mut seen = SeenOnce::new(ONCE_APP);
     for tok in parts.next().unwrap_or("").split_whitespace() {
         let (key, value) = tok.split_once('=').unwrap_or((tok, ""));
+        once(&mut seen, key).map_err(|e| format!("user \"{user}\", app password \"{label}\": {e}"))?;
         let bad = |e: String| format!("user \"{user}\", app password \"{label}\": bad {key}={value}: {e}");
         match key {
             "protocols" => app.protocols = Some(parse_protocols(value).map_err(bad)?),
@@ -1873,6 +1908,24 @@ mod tests {
         assert!(parse_line("x:{PLAIN}p::::::port=65536", &mut w).is_err());
         assert!(parse_line("x:{PLAIN}p::::::wait=86401", &mut w).is_err(), "a wait over a day");
         assert!(parse_line("x:{PLAIN}p::::::wait=86400", &mut w).is_ok());
+        // a restriction given twice makes the line malformed: the last one does not win
+        for extra in [
+            "allow_nets=192.0.2.0/24 allow_nets=0.0.0.0/0",
+            "allow_real_nets=10.0.0.0/8 allow_real_nets=0.0.0.0/0",
+            "delay_until=4000000000 delay_until=0",
+            "protocols=imap protocols=imap,pop3,smtp",
+            "client_cert client_cert=optional",
+            "app_only app_only=smtp",
+            "host=10.0.0.1 host=10.0.0.2",
+        ] {
+            let e = parse_line(&format!("x:{{PLAIN}}p::::::{extra}"), &mut w).unwrap_err();
+            assert!(e.contains("given twice"), "{extra}: {e}");
+        }
+        assert!(parse_line("x:{PLAIN}p::::::nologin nologin fail", &mut w).is_ok(), "flags may repeat");
+        assert!(parse_line("x:{PLAIN}p::::::user=a destuser=b", &mut w).is_ok(), "two fields, once each");
+        let e = parse_app_line("u:l:{PLAIN}x:allow_nets=10.0.0.0/8 allow_nets=0.0.0.0/0").unwrap_err();
+        assert!(e.contains("allow_nets given twice"), "{e}");
+        assert!(parse_app_line("u:l:{PLAIN}x:protocols=imap protocols=smtp").is_err());
         for (extra, required) in
             [("client_cert=required", true), ("client_cert", true), ("client_cert=optional", false), ("", false)]
         {

@@ -91,15 +91,33 @@ pub(crate) fn same_field<'a>(name: &str, mut names: impl Iterator<Item = &'a str
     names.find(|n| *n != name && group.contains(n))
 }
 
-/// The groups of [`ONCE`] a row (or a query's columns) gave so far.
-#[derive(Default)]
-struct SeenOnce([bool; ONCE.len()]);
+/// The groups of a list like [`ONCE`] a row, a query's columns or a passwd-file line gave so
+/// far.
+pub(crate) struct SeenOnce {
+    groups: &'static [&'static [&'static str]],
+    seen: u64,
+}
+
+impl Default for SeenOnce {
+    fn default() -> SeenOnce {
+        SeenOnce::new(ONCE)
+    }
+}
 
 impl SeenOnce {
-    /// Notes column `name`; its group when that group was given before.
-    fn again(&mut self, name: &str) -> Option<&'static [&'static str]> {
-        let i = ONCE.iter().position(|g| g.contains(&name))?;
-        std::mem::replace(&mut self.0[i], true).then_some(ONCE[i])
+    /// Over `groups` (at most 64).
+    pub(crate) fn new(groups: &'static [&'static [&'static str]]) -> SeenOnce {
+        debug_assert!(groups.len() <= 64);
+        SeenOnce { groups, seen: 0 }
+    }
+
+    /// Notes field `name`; its group when that group was given before.
+    pub(crate) fn again(&mut self, name: &str) -> Option<&'static [&'static str]> {
+        let i = self.groups.iter().position(|g| g.contains(&name))?;
+        let bit = 1u64 << i;
+        let before = self.seen & bit != 0;
+        self.seen |= bit;
+        before.then_some(self.groups[i])
     }
 }
 
