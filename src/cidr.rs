@@ -128,8 +128,18 @@ impl Cidr {
     }
 
     /// Parses a list separated by commas and/or whitespace. Empty input gives an empty list.
+    /// Dovecot's keyword `local` (a connection with no remote address, a UNIX socket) is taken
+    /// and matches nothing: every login through nginx comes with the client's address.
     pub fn parse_list(s: &str) -> Result<Vec<Cidr>, CidrError> {
-        s.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()).map(Cidr::parse).collect()
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty() && !Cidr::is_local_keyword(p))
+            .map(Cidr::parse)
+            .collect()
+    }
+
+    /// Dovecot's `local` in an `allow_nets` list.
+    pub fn is_local_keyword(s: &str) -> bool {
+        s.trim().eq_ignore_ascii_case("local")
     }
 
     /// The network address.
@@ -269,5 +279,9 @@ mod tests {
         assert_eq!(l, vec![c("10.0.0.0/8"), c("127.0.0.1"), c("::1")]);
         assert_eq!(Cidr::parse_list("  ").unwrap(), vec![]);
         assert!(Cidr::parse_list("10.0.0.0/8,bogus").is_err());
+        // Dovecot's `local` matches no address: taken, left out
+        assert_eq!(Cidr::parse_list("local,10.0.0.0/8").unwrap(), vec![Cidr::parse("10.0.0.0/8").unwrap()]);
+        assert_eq!(Cidr::parse_list("LOCAL").unwrap(), vec![], "local alone: no network");
+        assert!(Cidr::parse_list("locals").is_err());
     }
 }

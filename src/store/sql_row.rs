@@ -21,7 +21,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 fn networks(column: &str, v: &str) -> Result<Vec<Cidr>, String> {
     let mut list = Vec::new();
-    for n in split_list(v) {
+    for n in split_list(v).filter(|n| !Cidr::is_local_keyword(n)) {
         list.push(Cidr::parse(n).map_err(|e| format!("{column}: \"{n}\": {e}"))?);
     }
     Ok(list)
@@ -224,6 +224,14 @@ pub(crate) fn map_fields<'a>(cols: impl Iterator<Item = (&'a str, Option<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dovecots_local_keyword_in_networks_matches_no_address() {
+        let a =
+            map_row(&[("password".into(), Some("x".into())), ("allow_nets".into(), Some("local, 10.0.0.0/8".into()))])
+                .unwrap();
+        assert_eq!(a.networks, Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]));
+    }
 
     #[test]
     fn a_field_given_twice_is_found_under_either_name() {
