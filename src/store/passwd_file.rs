@@ -465,9 +465,11 @@ impl PasswdFile {
             Seen::NotDue | Seen::Same => self.shared.check_openable(&mut w),
             Seen::Gone(cause) => self.shared.set_broken(&mut w, cause),
             // (caught being written, the file is read again once it settles: the snapshot, maybe
-            // days old, does not answer meanwhile; a password changed since would log in)
+            // days old, does not answer meanwhile, a password changed since would log in; unless
+            // it is itself the hold of a file caught being written at start or reload, whose
+            // whole lines answer as they did)
             Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => {
-                if !self.shared.reload(&mut w) {
+                if !self.shared.reload(&mut w) && lock(&self.shared.held).is_none() {
                     self.shared.set_broken(&mut w, "changed since it was loaded, being re-read".to_string())
                 }
             }
