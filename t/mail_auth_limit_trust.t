@@ -9,6 +9,8 @@
 #      alice past the ban of the other store's alice
 #   3. in a case-sensitive store, Jose and jose are two accounts: trust for one is not trust
 #      for the other
+#   4. the same with two SQLite stores on one database file, told apart by their queries (one
+#      tenant each): the client trusted for tenant b's alice is not trusted for tenant a's
 # Requests are made as nginx mail makes them (auth_http with Client-IP: only a header, every
 # request goes to 127.0.0.1).
 
@@ -39,6 +41,16 @@ $t->write_file('a-users', "alice:{PLAIN}a-pw\n");
 $t->write_file('b-users', "alice:{PLAIN}b-pw\n");
 $t->write_file('cs-users', "Jose:{PLAIN}upper-pw\njose:{PLAIN}lower-pw\n");
 chmod 0644, glob("$d/*-users");
+
+# one database, two tenants, an alice in each (made before nginx starts: nginx -t checks the
+# queries)
+my $have_sqlite = have_tool('sqlite3');
+if ($have_sqlite) {
+	system('sqlite3', "$d/tenants.db", "CREATE TABLE accounts (tenant TEXT, name TEXT, password TEXT); "
+		. "INSERT INTO accounts VALUES ('a', 'alice', '{PLAIN}ta-pw'), ('b', 'alice', '{PLAIN}tb-pw');") == 0
+		or die "sqlite3 failed\n";
+	chmod 0644, "$d/tenants.db";
+}
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -79,6 +91,23 @@ http {
             mail_auth_passwd_file %%TESTDIR%%/cs-users;
         }
 
+        location /tenant- {
+            # one zone for both tenants' locations, as if at server level
+            mail_auth_limit zone=tenants:1m ip=10/m user=3/m;
+
+            location = /tenant-a {
+                mail_auth;
+                mail_auth_sqlite %%TESTDIR%%/tenants.db;
+                mail_auth_sqlite_query "SELECT password FROM accounts WHERE name = :user AND tenant = 'a'";
+            }
+
+            location = /tenant-b {
+                mail_auth;
+                mail_auth_sqlite %%TESTDIR%%/tenants.db;
+                mail_auth_sqlite_query "SELECT password FROM accounts WHERE name = :user AND tenant = 'b'";
+            }
+        }
+
         location /flood {
             mail_auth_limit zone=tr:32k ip=3/m user=3/h;
 
@@ -96,7 +125,7 @@ http {
 
 EOF
 
-$t->run()->plan(16);
+$t->run()->plan(21);
 
 ###############################################################################
 
@@ -175,5 +204,23 @@ is(login($t, '/cs', 'jose', 'lower-pw', '127.0.0.54'), 'invalid rate-limited', '
 is(login($t, '/cs', 'jose', 'lower-pw', '127.0.0.50'), 'invalid rate-limited',
 	'case: jose from .50 (trusted for Jose only) is refused by the ban (it logged in before)');
 is(login($t, '/cs', 'Jose', 'upper-pw', '127.0.0.50'), 'OK ok', 'case: Jose still logs in from .50');
+###############################################################################
+
+# 4. Trust is per store, and a SQLite store is its file and its query: /tenant-a and /tenant-b
+#    read one database file, each its own tenant's alice
+
+SKIP: {
+skip 'sqlite3 not installed', 5 unless $have_sqlite;
+
+is(login($t, '/tenant-b', 'alice', 'tb-pw', '127.0.0.5'), 'OK ok', 'tenants: b\'s alice logs in from .5');
+login($t, '/tenant-a', 'alice', "guess-$_", '127.0.0.' . (60 + $_)) for 1 .. 3;
+is(login($t, '/tenant-a', 'alice', 'ta-pw', '127.0.0.64'), 'invalid rate-limited',
+	'tenants: a\'s alice is banned');
+is(login($t, '/tenant-a', 'alice', 'guess-4', '127.0.0.5'), 'invalid rate-limited',
+	'tenants: a guess at a\'s alice from .5 (trusted for b\'s alice only) is refused without a check');
+is(login($t, '/tenant-a', 'alice', 'ta-pw', '127.0.0.5'), 'invalid rate-limited',
+	'tenants: ... and a\'s right password from .5 is refused by the ban');
+is(login($t, '/tenant-b', 'alice', 'tb-pw', '127.0.0.5'), 'OK ok', 'tenants: b\'s alice still logs in from .5');
+}
 
 ###############################################################################

@@ -384,6 +384,8 @@ const RC_INVALID_CREDENTIALS: u32 = 49;
 
 pub struct LdapStore {
     desc: String,
+    /// [`Store::scope`]: see [`scope`].
+    scope: String,
     opts: Options,
     /// The attributes a search asks for.
     wanted: Vec<String>,
@@ -402,6 +404,37 @@ pub struct LdapStore {
     /// A cheap stored value for the timing template in bind mode (the directory did the costly
     /// part): a failure is not padded to bcrypt for nothing.
     bind_template: std::sync::Arc<str>,
+}
+
+/// What decides which entry (and which of its values) a name finds: the servers, `base=`,
+/// `scope=`, `filter=`, `mode=`, the service DN (what it may read) and `mail_auth_ldap_attrs`;
+/// never the service password.
+fn scope(desc: &str, o: &Options) -> String {
+    let mut parts: Vec<&[u8]> = vec![b"ldap"];
+    parts.extend(o.urls.iter().map(|u| u.as_bytes()));
+    parts.extend([b"base".as_slice(), o.base.as_bytes()]);
+    parts.extend([
+        b"scope".as_slice(),
+        match o.scope {
+            Scope::Base => b"base".as_slice(),
+            Scope::OneLevel => b"one",
+            Scope::Subtree => b"sub",
+        },
+    ]);
+    parts.extend([b"filter".as_slice(), o.filter.as_bytes()]);
+    parts.extend([
+        b"mode".as_slice(),
+        match o.mode {
+            Mode::Bind => b"bind".as_slice(),
+            Mode::Password => b"password",
+        },
+    ]);
+    parts.extend([b"bind_dn".as_slice(), o.bind_dn.as_deref().map_or(b"\0".as_slice(), str::as_bytes)]);
+    parts.push(b"attrs");
+    for (field, attr) in &o.attrs {
+        parts.extend([field.as_bytes(), attr.as_bytes()]);
+    }
+    super::scope_of(desc, &parts)
 }
 
 impl LdapStore {
@@ -425,8 +458,10 @@ impl LdapStore {
         let filler = scheme::hash_password(scheme::HashKind::Ssha512, b"mail-auth ldap bind template")
             .map_err(|e| format!("template: {e}"))?;
         let pool = opts.pool;
+        let desc = format!("ldap \"{}\"", hosts.join(" "));
         Ok(LdapStore {
-            desc: format!("ldap \"{}\"", hosts.join(" ")),
+            scope: scope(&desc, &opts),
+            desc,
             opts,
             wanted,
             tls,
@@ -707,6 +742,41 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The scope names the servers, base, scope, filter, mode, service DN and attributes,
+    /// never the service password.
+    #[test]
+    fn scope_is_what_finds_the_entry() {
+        let d = crate::testutil::TempDir::new("ldapscope");
+        let (pw, pw2) = (d.join("pw"), d.join("pw2"));
+        std::fs::write(&pw, "s3cret-pw\n").unwrap();
+        std::fs::write(&pw2, "other-pw\n").unwrap();
+        let scope = |a: &[&str], attrs: &[&str]| {
+            LdapStore::new(parse_options(&args(a), &args(attrs)).unwrap()).unwrap().scope().into_owned()
+        };
+        let url = "ldap://127.0.0.1:389";
+        let base = scope(&[url, "base=ou=a,dc=example"], &[]);
+        assert!(base.starts_with("ldap \"ldap://127.0.0.1:389\" #"), "{base}");
+        assert_eq!(base, scope(&[url, "base=ou=a,dc=example"], &[]), "stable");
+        let (pw, pw2) =
+            (format!("bind_password_file={}", pw.display()), format!("bind_password_file={}", pw2.display()));
+        let svc = scope(&[url, "base=ou=a,dc=example", "bind_dn=cn=svc", &pw], &[]);
+        assert_ne!(base, svc, "the service DN (what it may read)");
+        assert_eq!(svc, scope(&[url, "base=ou=a,dc=example", "bind_dn=cn=svc", &pw2], &[]), "no password");
+        assert_ne!(svc, scope(&[url, "base=ou=a,dc=example", "bind_dn=cn=other", &pw], &[]));
+        assert!(!svc.contains("s3cret"));
+        for (a, attrs) in [
+            (&[url, "base=ou=b,dc=example"][..], &[][..]),
+            (&["ldap://127.0.0.2:389", "base=ou=a,dc=example"], &[]),
+            (&[url, "ldap://127.0.0.2", "base=ou=a,dc=example"], &[]),
+            (&[url, "base=ou=a,dc=example", "scope=one"], &[]),
+            (&[url, "base=ou=a,dc=example", "filter=(mail=%u)"], &[]),
+            (&[url, "base=ou=a,dc=example", "mode=password"], &[]),
+            (&[url, "base=ou=a,dc=example"], &["enabled=active"]),
+        ] {
+            assert_ne!(base, scope(a, attrs), "{a:?} {attrs:?}");
+        }
     }
 
     #[test]

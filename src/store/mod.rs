@@ -169,6 +169,22 @@ pub enum NoticeLevel {
     Info,
 }
 
+/// A store's [`Store::scope`]: its description, then a digest of `identity` (everything else
+/// that decides which account a name finds: the database, the SQL user, the query, the LDAP
+/// base and filter ...). A digest, not the text: short whatever the query's length, and no
+/// part of the configuration is kept in a second form. Never given a password.
+pub(crate) fn scope_of(desc: &str, identity: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"mail-auth store scope");
+    for part in identity {
+        // length-prefixed: ("ab", "c") and ("a", "bc") differ
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    format!("{desc} #{}", crate::hex::encode(&h.finalize()[..16]))
+}
+
 pub trait Store: Send + Sync {
     /// Looks the user up. `Ok(None)`: no such user. `Err`: the store is broken/unreachable.
     /// Stores that [`may_block`](Store::may_block) may re-open their file here when it changed;
@@ -181,8 +197,12 @@ pub trait Store: Send + Sync {
     /// A short description for logs, e.g. `passwd file "/etc/mail/users"`.
     fn describe(&self) -> String;
 
-    /// [`describe`](Store::describe) without making it again: what a cached verdict is bound
-    /// to (the store it came from). Stores keep it from their construction.
+    /// What a cached verdict and a client's trust for an account (the limiter's, the fleet's)
+    /// are bound to: everything that decides which account a name finds, so that two stores
+    /// that may find different accounts under one name never share one. The passwd-file's is
+    /// its [`describe`](Store::describe) (the path); the others add a digest of the rest (see
+    /// [`scope_of`]). Stores keep it from their construction; it is the same after a reload
+    /// that changes nothing (trust marks outlive reloads in shared memory). Never logged.
     fn scope(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(self.describe())
     }

@@ -40,6 +40,8 @@ struct Conn {
 
 pub struct MysqlStore {
     desc: String,
+    /// [`Store::scope`]: each server (host and port), the user, the database and the query.
+    scope: String,
     /// One connection option set per server, in failover order.
     servers: Vec<mysql::Opts>,
     sql: String,
@@ -90,7 +92,7 @@ impl MysqlStore {
                 Some(mysql::SslOpts::default().with_root_cert_path(Some(std::path::PathBuf::from(ca))))
             }
         };
-        let servers = hosts
+        let servers: Vec<mysql::Opts> = hosts
             .iter()
             .enumerate()
             .map(|(i, h)| {
@@ -111,8 +113,21 @@ impl MysqlStore {
             .collect();
         let (sql, params) = sql_params::rewrite(query, Style::Question).map_err(|e| format!("invalid query: {e}"))?;
         let pool = Pool::new(opts.pool);
+        let desc = format!("mysql \"{}\"", hosts.join(","));
+        let scope = {
+            let at: Vec<String> =
+                servers.iter().map(|o| format!("{}:{}", o.get_ip_or_hostname(), o.get_tcp_port())).collect();
+            let mut id: Vec<&[u8]> = vec![b"mysql"];
+            id.extend(at.iter().map(|s| s.as_bytes()));
+            // absent and empty told apart: the server's default is not the empty name
+            id.extend([b"user".as_slice(), user.as_deref().map_or(b"\0".as_slice(), str::as_bytes)]);
+            id.extend([b"dbname".as_slice(), db.as_deref().map_or(b"\0".as_slice(), str::as_bytes)]);
+            id.extend([b"query".as_slice(), query.as_bytes()]);
+            super::scope_of(&desc, &id)
+        };
         Ok(MysqlStore {
-            desc: format!("mysql \"{}\"", hosts.join(",")),
+            desc,
+            scope,
             servers,
             sql,
             params,
@@ -325,6 +340,34 @@ impl Store for MysqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scope (trust and cached verdicts are bound to it) names the whole connection
+    /// identity and the query, never the password; the same configuration gives the same one.
+    #[test]
+    fn scope_is_the_connection_and_the_query() {
+        let q = "SELECT password FROM users WHERE name = :user";
+        let scope = |dsn: &str, sql: &str| MysqlStore::new(Options::new(dsn), sql).unwrap().scope().into_owned();
+        let base = scope("host=db1 user=mail dbname=a", q);
+        assert!(base.starts_with("mysql \"db1\" #"), "{base}");
+        assert_eq!(base, scope("host=db1 user=mail dbname=a", q), "stable");
+        assert_eq!(base, scope("host=db1 port=3306 user=mail database=a", q), "the default port spelled out");
+        for (dsn, sql) in [
+            ("host=db1 user=mail dbname=b", q),
+            ("host=db1 user=mail", q),
+            ("host=db1 user=other dbname=a", q),
+            ("host=db1 dbname=a", q),
+            ("host=db1 port=3307 user=mail dbname=a", q),
+            ("host=db2 user=mail dbname=a", q),
+            ("host=db1,db2 user=mail dbname=a", q),
+            ("host=db1 user=mail dbname=a", "SELECT password FROM users WHERE name = :user AND tenant = 'b'"),
+        ] {
+            assert_ne!(base, scope(dsn, sql), "{dsn} {sql}");
+        }
+        let mut o = Options::new("host=db1 user=mail dbname=a");
+        o.password = Some("s3cret-pw".into());
+        let with_pw = MysqlStore::new(o, q).unwrap().scope().into_owned();
+        assert_eq!(with_pw, base, "the password is not part of it");
+    }
 
     #[test]
     fn config_checks_without_connecting() {

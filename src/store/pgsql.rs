@@ -71,6 +71,8 @@ enum Tls {
 
 pub struct PgStore {
     desc: String,
+    /// [`Store::scope`]: see [`scope`].
+    scope: String,
     config: tokio_postgres::Config,
     /// The query with `$n` parameters, and what each is.
     sql: String,
@@ -80,6 +82,32 @@ pub struct PgStore {
     pool: Pool<Conn>,
     events: Events,
     health: Health,
+}
+
+/// What decides which account a name finds on a PostgreSQL store: the servers (hosts, their
+/// addresses and ports), the user, the database, the session options (`options=-c
+/// search_path=...` chooses the tables) and the query; never the password.
+fn scope(desc: &str, config: &tokio_postgres::Config, query: &str) -> String {
+    use tokio_postgres::config::Host;
+    let mut parts: Vec<Vec<u8>> = vec![b"postgresql".to_vec()];
+    for h in config.get_hosts() {
+        parts.push(match h {
+            Host::Tcp(h) => format!("tcp {h}").into_bytes(),
+            Host::Unix(p) => format!("unix {}", p.display()).into_bytes(),
+        });
+    }
+    parts.push(b"hostaddr".to_vec());
+    parts.extend(config.get_hostaddrs().iter().map(|a| a.to_string().into_bytes()));
+    parts.push(b"port".to_vec());
+    parts.extend(config.get_ports().iter().map(|p| p.to_string().into_bytes()));
+    // absent and empty told apart (an absent user or database is the server's default)
+    let opt = |v: Option<&str>| v.map_or(b"\0".to_vec(), |v| v.as_bytes().to_vec());
+    parts.extend([b"user".to_vec(), opt(config.get_user())]);
+    parts.extend([b"dbname".to_vec(), opt(config.get_dbname())]);
+    parts.extend([b"options".to_vec(), opt(config.get_options())]);
+    parts.extend([b"query".to_vec(), query.as_bytes().to_vec()]);
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    super::scope_of(desc, &refs)
 }
 
 impl PgStore {
@@ -120,8 +148,10 @@ impl PgStore {
             })
             .collect();
         let pool = Pool::new(opts.pool);
+        let desc = format!("postgresql \"{}\"", hosts.join(","));
         Ok(PgStore {
-            desc: format!("postgresql \"{}\"", hosts.join(",")),
+            scope: scope(&desc, &config, query),
+            desc,
             config,
             sql,
             params,
@@ -294,6 +324,34 @@ fn ca_store(ca: &str) -> Result<openssl::x509::store::X509Store, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scope names the whole connection identity (hosts with their ports, user, database,
+    /// session options) and the query, never the password.
+    #[test]
+    fn scope_is_the_connection_and_the_query() {
+        let q = "SELECT password FROM users WHERE name = :user";
+        let scope = |dsn: &str, sql: &str| PgStore::new(Options::new(dsn), sql).unwrap().scope().into_owned();
+        let base = scope("host=db1 port=5432 user=mail dbname=a", q);
+        assert!(base.starts_with("postgresql \"db1\" #"), "{base}");
+        assert_eq!(base, scope("host=db1 port=5432 user=mail dbname=a", q), "stable");
+        assert_eq!(base, scope("host=db1 port=5432 user=mail dbname=a password=s3cret-pw", q), "no password");
+        let mut o = Options::new("host=db1 port=5432 user=mail dbname=a");
+        o.password = Some("s3cret-pw".into());
+        assert_eq!(PgStore::new(o, q).unwrap().scope(), base, "no password_file= either");
+        assert!(!base.contains("s3cret"));
+        for (dsn, sql) in [
+            ("host=db1 port=5433 user=mail dbname=a", q),
+            ("host=db1 port=5432 user=mail dbname=b", q),
+            ("host=db1 port=5432 user=other dbname=a", q),
+            ("host=db2 port=5432 user=mail dbname=a", q),
+            ("host=db1,db2 port=5432 user=mail dbname=a", q),
+            ("host=db1 hostaddr=127.0.0.2 port=5432 user=mail dbname=a", q),
+            ("host=db1 port=5432 user=mail dbname=a options='-c search_path=b'", q),
+            ("host=db1 port=5432 user=mail dbname=a", "SELECT password FROM users WHERE name = :user AND tenant = 'b'"),
+        ] {
+            assert_ne!(base, scope(dsn, sql), "{dsn} {sql}");
+        }
+    }
 
     #[test]
     fn server_timeouts_follow_query_timeout() {

@@ -79,7 +79,8 @@ pub(crate) fn row_account<'a>(
 
 /// The `Store` methods the network stores (PostgreSQL, MySQL, LDAP) have alike: never asked on
 /// the event loop (`try_lookup` is `None`: only the thread pool asks them), their notices from
-/// `self.events`, described by `self.desc` (also their cache scope).
+/// `self.events`, described by `self.desc`, scoped by `self.scope` (made by
+/// [`scope_of`](super::scope_of) at construction).
 macro_rules! network_store_common {
     () => {
         fn try_lookup(&self, _q: &super::Query<'_>) -> Option<Result<Option<super::Account>, super::StoreError>> {
@@ -99,7 +100,7 @@ macro_rules! network_store_common {
         }
 
         fn scope(&self) -> std::borrow::Cow<'_, str> {
-            std::borrow::Cow::Borrowed(&self.desc)
+            std::borrow::Cow::Borrowed(&self.scope)
         }
     };
 }

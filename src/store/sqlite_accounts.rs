@@ -70,6 +70,11 @@ impl Store for ListedBy {
         self.inner.describe()
     }
 
+    /// The wrapped store's: the accounts query only lists names, it decides no login.
+    fn scope(&self) -> std::borrow::Cow<'_, str> {
+        self.inner.scope()
+    }
+
     fn timing_template(&self) -> Option<String> {
         self.inner.timing_template()
     }
@@ -116,7 +121,9 @@ mod tests {
         assert!(check(p, "SELECT nope FROM").is_err());
         let inner =
             SqliteStore::new(p, "SELECT login AS name, pw AS password FROM mailbox WHERE login = :user").unwrap();
+        let scope = inner.scope().into_owned();
         let s = ListedBy::new(Arc::new(inner), p, sql);
+        assert_eq!(s.scope(), scope, "the store's scope (its query), not only its description");
         let mut names = Vec::new();
         s.accounts(&mut |n| {
             names.push(n.to_string());

@@ -211,6 +211,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// What [`Store::describe`] says, made once.
     desc: String,
+    /// [`Store::scope`]: the path, the query and the app passwords query (see [`scope`]).
+    scope: String,
     sql: String,
     /// `mail_auth_sqlite_app_query` (`None`: no app passwords).
     app_sql: Option<String>,
@@ -225,6 +227,15 @@ pub struct SqliteStore {
     /// The slowest stored password of the default schema's `users` table, and the file it was
     /// read from.
     template: Mutex<(Option<FileId>, Option<std::sync::Arc<str>>)>,
+}
+
+/// What decides which account (and which credentials) a name finds in a database: the file,
+/// the query (one file may hold several tenants' accounts, told apart by the query) and the app
+/// passwords query.
+fn scope(desc: &str, path: &Path, sql: &str, app_sql: Option<&str>) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let app = app_sql.map_or(&b"\0"[..], str::as_bytes);
+    super::scope_of(desc, &[b"sqlite", path.as_os_str().as_bytes(), b"query", sql.as_bytes(), b"app_query", app])
 }
 
 /// Opens without ever creating the file. NO_MUTEX: the connection is only used under the
@@ -449,8 +460,10 @@ impl SqliteStore {
         let path = PathBuf::from(path);
         let events = Events::default();
         events.bump();
+        let desc = format!("sqlite \"{}\"", path.display());
         Ok(SqliteStore {
-            desc: format!("sqlite \"{}\"", path.display()),
+            scope: scope(&desc, &path, sql, None),
+            desc,
             inner: Mutex::new(Inner {
                 conn: None,
                 rows: Rows::default(),
@@ -476,6 +489,7 @@ impl SqliteStore {
     /// The app passwords query (`None`: none; see the module documentation).
     pub fn with_app_query(mut self, sql: Option<&str>) -> SqliteStore {
         self.app_sql = sql.map(str::to_string);
+        self.scope = scope(&self.desc, &self.path, &self.sql, sql);
         self.timed = depends_on_time(&self.sql) || sql.is_some_and(depends_on_time);
         self
     }
@@ -836,7 +850,7 @@ impl Store for SqliteStore {
     }
 
     fn scope(&self) -> std::borrow::Cow<'_, str> {
-        std::borrow::Cow::Borrowed(&self.desc)
+        std::borrow::Cow::Borrowed(&self.scope)
     }
 
     fn may_block(&self) -> bool {

@@ -862,3 +862,31 @@ fn no_rows_for_a_view_that_depends_on_the_time() {
     std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(s.lookup(&q("alice")).unwrap(), None, "expired, but answered from a kept row");
 }
+
+/// The scope (trust and cached verdicts are bound to it) is the file and the queries: one file
+/// may hold several tenants' accounts, told apart by the query.
+#[test]
+fn scope_is_the_file_and_the_queries() {
+    let q = |t: &str| format!("SELECT password FROM accounts WHERE name = :user AND tenant = '{t}'");
+    let scope = |path: &str, sql: &str, app: Option<&str>| {
+        SqliteStore::new(path, sql).unwrap().with_app_query(app).scope().into_owned()
+    };
+    let a = scope("/srv/mail/users.db", &q("a"), None);
+    assert!(a.starts_with("sqlite \"/srv/mail/users.db\" #"), "{a}");
+    assert_eq!(a, scope("/srv/mail/users.db", &q("a"), None), "stable");
+    assert_eq!(a, SqliteStore::new("/srv/mail/users.db", &q("a")).unwrap().scope(), "no app query set: none");
+    let app = "SELECT label, password FROM app_passwords WHERE name = :user";
+    for other in [
+        scope("/srv/mail/users.db", &q("b"), None),
+        scope("/srv/mail/other.db", &q("a"), None),
+        scope("/srv/mail/users.db", &q("a"), Some(app)),
+        scope(
+            "/srv/mail/users.db",
+            &q("a"),
+            Some("SELECT label, password FROM app_passwords WHERE name = :user AND 0"),
+        ),
+    ] {
+        assert_ne!(a, other);
+    }
+    assert_ne!(scope("/srv/mail/users.db", &q("a"), Some(app)), scope("/srv/mail/users.db", &q("a"), Some("SELECT 1")));
+}
