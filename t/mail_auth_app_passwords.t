@@ -190,11 +190,11 @@ mail {
 EOF
 
 my $log = "$d/backend.log";
-my %any = (alice => '*', carol => '*', dave => '*');
+my %any = (alice => '*', carol => '*', dave => '*', erin => '*', frank => '*');
 $t->run_daemon(\&MailAuthBackend::imap, port(8145), $log, %any);
 $t->run_daemon(\&MailAuthBackend::smtp, port(8026), $log, %any);
 $t->run_daemon(\&MailAuthBackend::pop3, port(8111), $log, %any);
-$t->run()->plan(44);
+$t->run()->plan(54);
 $t->waitforsocket('127.0.0.1:' . port($_)) for 8145, 8026, 8111;
 
 # (exit code, output) of a real client: 0 logged in, 1 refused
@@ -322,6 +322,42 @@ tool(@sql, 'app', 'revoke', 'dave', 'dlaptop');
 tool(@sql, 'app', 'revoke', 'dave', 'dphone');
 ok(refused('imap', 8144, 'dave', $app{dlaptop}), 'sqlite: revoked (cached) app password refused at once');
 ok(refused('pop3', 8110, 'dave', $app{dphone}), 'sqlite: revoked app password refused at once');
+
+###############################################################################
+
+# an account deleted another way than 'mail-auth-user del' (plain SQL, htpasswd -D) and made
+# again by 'mail-auth-user add': the earlier account's app passwords are removed by the add, not
+# inherited by the new owner (the module finds app passwords by name: the former holder's phone
+# password opened the new account)
+
+SKIP: {
+	skip 'sqlite3 not installed', 5 unless have_tool('sqlite3');
+	tool(@sql, 'add', 'erin', '--password', 'old erin pw', '--cost', '4');
+	my $phone = app_add(@sql, 'app', 'add', 'erin', 'phone');
+	ok(ok_login('imap', 8144, 'erin', $phone), 'sqlite: the first erin\'s app password');
+	my ($rc, $out) = run_tool('sqlite3', "$d/users.db", "DELETE FROM users WHERE name = 'erin'");
+	is($rc, 0, 'sqlite: erin deleted with plain SQL') or diag($out);
+	$out = tool(@sql, 'add', 'erin', '--password', 'new erin pw', '--cost', '4');
+	like($out, qr/removed 1 app password of an earlier account "erin"/, 'sqlite: add says it removed the leftover');
+	ok(refused('imap', 8144, 'erin', $phone), 'sqlite: the new erin does not inherit the app password');
+	ok(ok_login('imap', 8144, 'erin', 'new erin pw'), 'sqlite: the new erin logs in');
+}
+
+{
+	tool(@file, 'add', 'frank', '--password', 'old frank pw', '--cost', '4');
+	my $phone = app_add(@file, 'app', 'add', 'frank', 'phone');
+	ok(wait_for(5, sub { (client('imap', 8143, 'frank', $phone))[0] == 0 }), 'passwd-file: the first frank\'s app password');
+	# as htpasswd -D does it: the line removed, the file rewritten in place
+	my $u = $t->read_file('users');
+	$u =~ s/^frank:[^\n]*\n//m or die "no frank line\n";
+	$t->write_file('users', $u);
+	my $out = tool(@file, 'add', 'frank', '--password', 'new frank pw', '--cost', '4');
+	like($out, qr/removed 1 app password of an earlier account "frank"/, 'passwd-file: add says it removed the leftover');
+	unlike($t->read_file('apps'), qr/^frank:/m, 'passwd-file: no app password of frank left');
+	ok(wait_for(5, sub { (client('imap', 8143, 'frank', 'new frank pw'))[0] == 0 }), 'passwd-file: the new frank logs in');
+	ok(wait_for(5, sub { my ($rc, $o) = client('imap', 8143, 'frank', $phone); $rc == 1 && $o !~ /Temporary/ }),
+		'passwd-file: the new frank does not inherit the app password');
+}
 
 ###############################################################################
 

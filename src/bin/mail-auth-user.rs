@@ -280,12 +280,14 @@ fn read_password(opts: &Opts) -> Result<String, String> {
         // typed at a terminal: asked for, and not shown (nor kept in its scroll-back or a
         // session recording); stty turns the terminal's echo off before the prompt (what is
         // typed once it shows is never echoed) and on again after
-        let echo_off = stty("-echo");
+        // (not asked at all where echo cannot be turned off: it was asked for, and shown)
+        let program = find_stty(std::env::var_os("PATH").as_deref()).ok_or(NO_ECHO_OFF)?;
+        if !stty(&program, "-echo") {
+            return Err(NO_ECHO_OFF.into());
+        }
         eprint!("Password: ");
         let r = read(&mut line);
-        if echo_off {
-            stty("echo");
-        }
+        stty(&program, "echo");
         eprintln!();
         r?;
     } else {
@@ -302,19 +304,51 @@ fn read_password(opts: &Opts) -> Result<String, String> {
 /// with it, the first user's name was another, so `add` of that user added a second line the
 /// module ignores and `passwd`/`del`/`disable` found no such user).
 fn read_lines(path: &Path) -> std::io::Result<Vec<String>> {
-    let s = std::fs::read_to_string(path)?;
+    use std::io::Read;
+    let mut s = String::new();
+    open_regular(path)?.read_to_string(&mut s)?;
     Ok(s.strip_prefix('\u{feff}').unwrap_or(&s).lines().map(str::to_string).collect())
 }
 
-/// Runs `stty ARG` on the terminal at standard input (by its path: root runs this tool);
-/// `true` if it did.
-fn stty(arg: &str) -> bool {
-    std::process::Command::new("/bin/stty")
+/// Opens `path` for reading, only if it is a regular file (after symlinks), without waiting:
+/// `O_NONBLOCK` makes the open of a FIFO return at once (then refused here) where a plain open
+/// waits for a writer for ever; it changes nothing for a regular file.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Where `stty` is: the system's directories first (root runs this tool), then the absolute
+/// directories of `path_var` (`PATH`).
+fn find_stty(path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    find_stty_in(&["/bin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from), path_var)
+}
+
+/// [`find_stty`] with the system's directories given.
+fn find_stty_in(system: &[PathBuf], path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let from_path = path_var.map(|p| std::env::split_paths(p).filter(|d| d.is_absolute()).collect::<Vec<_>>());
+    system.iter().cloned().chain(from_path.unwrap_or_default()).map(|d| d.join("stty")).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Runs `stty ARG` (found by [`find_stty`]) on the terminal at standard input; `true` if it did.
+fn stty(program: &Path, arg: &str) -> bool {
+    std::process::Command::new(program)
         .arg(arg)
         .stdin(std::process::Stdio::inherit())
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Why a password is not asked for at a terminal whose echo cannot be turned off.
+const NO_ECHO_OFF: &str = "cannot turn the terminal's echo off (no working stty): the password is not asked \
+     for (it would be shown); give it on standard input from a pipe or a file (mail-auth-user ... < FILE)";
 
 fn hash(opts: &Opts) -> Result<String, String> {
     let p = read_password(opts)?;
@@ -367,15 +401,30 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         "init" => c.execute_batch(include_str!("../../scripts/schema.sql")).map_err(name).map(|()| Vec::new()),
         "add" => {
             let h = hash(opts)?;
-            match c.execute("INSERT INTO users(name, password) VALUES (?1, ?2)", (user, &h)) {
-                Ok(_) => Ok(Vec::new()),
+            // one write transaction: the new account, and no app password left from an earlier
+            // account of that name (removed another way than 'del': plain SQL, say), which the
+            // module, finding app passwords by name, would let log in to the new one
+            let tx =
+                rusqlite::Transaction::new_unchecked(&c, rusqlite::TransactionBehavior::Immediate).map_err(name)?;
+            match tx.execute("INSERT INTO users(name, password) VALUES (?1, ?2)", (user, &h)) {
+                Ok(_) => {}
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
                 {
-                    Err(format!("user \"{user}\" exists"))
+                    return Err(format!("user \"{user}\" exists"));
                 }
-                Err(e) => Err(name(e)),
+                Err(e) => return Err(name(e)),
             }
+            let stale = if has_app_table(&tx).map_err(name)? {
+                tx.execute("DELETE FROM app_passwords WHERE user = ?1", [user]).map_err(name)?
+            } else {
+                0
+            };
+            tx.commit().map_err(name)?;
+            if stale > 0 {
+                eprintln!("{}", leftover_notice(user, stale, &db.display().to_string()));
+            }
+            Ok(Vec::new())
         }
         "passwd" => {
             let h = hash(opts)?;
@@ -426,6 +475,16 @@ fn sqlite(db: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         }
         other => Err(format!("unknown command {other}")),
     }
+}
+
+/// What `add` says on standard error when it removed `n` app passwords an earlier account of
+/// that name left behind (in `place`).
+fn leftover_notice(user: &str, n: usize, place: &str) -> String {
+    format!(
+        "mail-auth-user: removed {n} app password{} of an earlier account \"{user}\" from {place} \
+         (it was deleted another way than 'mail-auth-user del'): the new account does not inherit them",
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 /// Whether the database has the `app_passwords` table.
@@ -759,11 +818,12 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
         "list" => return Ok(list_lines(&read()?)),
         _ => {}
     }
-    // held until the command is over: the main file, then the app passwords file ('del')
+    // held until the command is over: the main file, then the app passwords file ('del', 'add')
     let main_lock = lock_file(path, opts.command == "add")?;
-    let _apps_lock = match (&opts.app_file, opts.command.as_str()) {
-        (Some(apps), "del") => lock_beside(main_lock.as_ref(), apps, false)?,
-        _ => None,
+    let apps = opts.app_file.as_deref().filter(|_| matches!(opts.command.as_str(), "del" | "add"));
+    let _apps_lock = match apps {
+        Some(apps) => lock_beside(main_lock.as_ref(), apps, false)?,
+        None => None,
     };
     let lines = if opts.command == "add" && !path.exists() { Vec::new() } else { read()? };
     let user = opts.user.as_deref().unwrap_or("");
@@ -771,15 +831,34 @@ fn passwd_file(path: &Path, opts: &Opts) -> Result<Vec<String>, String> {
     edit_lines(&lines, &opts.command, user, Some(""))?;
     let h = if matches!(opts.command.as_str(), "add" | "passwd") { Some(hash(opts)?) } else { None };
     let out = edit_lines(&lines, &opts.command, user, h.as_deref())?;
-    write_atomically(path, &out)?;
-    if let (true, Some(apps)) = (opts.command == "del", &opts.app_file) {
-        // the user's app passwords go too: a new user of that name must not inherit them
-        if apps.exists() {
-            let lines = read_lines(apps).map_err(|e| format!("{}: {e}", apps.display()))?;
-            write_atomically(apps, &edit_app_lines(&lines, "del", user, "", None)?)?;
+    // 'del': the user's app passwords go too, so that a new user of that name does not inherit
+    // them; 'add': those an earlier account of that name left (deleted by htpasswd -D, by hand,
+    // or by a 'del' without --app-passwords). Before the main file: a run cut off between the
+    // two rewrites leaves an account without app passwords, never app passwords without it
+    if let Some(apps) = apps.filter(|a| a.exists() && !same_path_file(a, path)) {
+        let lines = read_lines(apps).map_err(|e| format!("{}: {e}", apps.display()))?;
+        let kept = edit_app_lines(&lines, "del", user, "", None)?;
+        if kept.len() != lines.len() {
+            write_atomically(apps, &kept)?;
+            if opts.command == "add" {
+                eprintln!("{}", leftover_notice(user, lines.len() - kept.len(), &apps.display().to_string()));
+            }
         }
     }
+    write_atomically(path, &out)?;
+    if opts.command == "del" && opts.app_file.is_none() {
+        eprintln!(
+            "mail-auth-user: warning: app passwords of \"{user}\" in a mail_auth_app_passwords file were not \
+             removed (give --app-passwords FILE): they would log in to a new account of that name \
+             unless it is added with --app-passwords"
+        );
+    }
     Ok(Vec::new())
+}
+
+/// `a` and `b` name one existing file.
+fn same_path_file(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if same_file(&x, &y))
 }
 
 /// An exclusive lock (`flock`) on the file a command edits, held until dropped, so that two
@@ -791,7 +870,8 @@ fn lock_file(path: &Path, create: bool) -> Result<Option<std::fs::File>, String>
     use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| format!("{}: locking: {e}", path.display());
     loop {
-        let f = match std::fs::File::open(path) {
+        // (a FIFO there: refused at once, not waited on for ever past the lock's patience)
+        let f = match open_regular(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
@@ -879,6 +959,9 @@ fn write_atomically(path: &Path, lines: &[String]) -> Result<(), String> {
         Err(_) => path.to_path_buf(), // a new file
     };
     let old = std::fs::metadata(&target).ok();
+    if let Some(m) = old.as_ref().filter(|m| m.nlink() > 1) {
+        eprintln!("mail-auth-user: warning: {}", hard_link_warning(&target, m.nlink()));
+    }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -915,6 +998,18 @@ fn write_atomically(path: &Path, lines: &[String]) -> Result<(), String> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(|e| format!("{shown}: {e}"))
+}
+
+/// Why a file with other hard links is worth a warning before it is replaced by rename.
+fn hard_link_warning(path: &Path, nlink: u64) -> String {
+    format!(
+        "{} has {} other hard link{}: replacing it (a new file renamed over it) breaks them, their names keep \
+         the old content (a process reading one of them, or a file bind-mounted on its own into a \
+         container, does not see this change): link or bind-mount the directory instead",
+        path.display(),
+        nlink - 1,
+        if nlink == 2 { "" } else { "s" }
+    )
 }
 
 fn main() -> ExitCode {
@@ -1249,6 +1344,81 @@ mod edit_tests {
         rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
         let e = sqlite(&other, &opts(Target::Sqlite(other.clone()), "list", None, None)).unwrap_err();
         assert!(e.contains("no users table"), "{e}");
+    }
+
+    #[test]
+    fn stty_is_looked_for_in_the_system_then_on_path_else_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir();
+        let (sys, on_path, rel) = (d.join("sys"), d.join("path"), PathBuf::from("relative"));
+        std::fs::create_dir(&sys).unwrap();
+        std::fs::create_dir(&on_path).unwrap();
+        let path_var = std::env::join_paths([rel, on_path.clone()]).unwrap();
+        assert_eq!(find_stty_in(std::slice::from_ref(&sys), Some(&path_var)), None, "none anywhere");
+        assert_eq!(find_stty_in(&[], None), None);
+        // not executable: not taken
+        std::fs::write(on_path.join("stty"), "").unwrap();
+        assert_eq!(find_stty_in(std::slice::from_ref(&sys), Some(&path_var)), None);
+        std::fs::set_permissions(on_path.join("stty"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_stty_in(std::slice::from_ref(&sys), Some(&path_var)), Some(on_path.join("stty")));
+        std::fs::write(sys.join("stty"), "").unwrap();
+        std::fs::set_permissions(sys.join("stty"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_stty_in(std::slice::from_ref(&sys), Some(&path_var)), Some(sys.join("stty")), "system first");
+    }
+
+    #[test]
+    fn a_fifo_at_the_path_is_refused_not_waited_on() {
+        let d = tmpdir();
+        let fifo = d.join("users");
+        let ok = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success();
+        assert!(ok, "mkfifo");
+        let p = fifo.clone();
+        let e = within_3s(move || lock_file(&p, false).map(|_| ()), "lock_file waited on a FIFO").unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        for command in ["del", "list", "passwd"] {
+            let (p, o) = (fifo.clone(), opts(Target::File(fifo.clone()), command, Some("bob"), Some("pw")));
+            let o = if command == "list" { Opts { user: None, ..o } } else { o };
+            let e = within_3s(move || passwd_file(&p, &o), "a command waited on a FIFO").unwrap_err();
+            assert!(e.contains("not a regular file"), "{command}: {e}");
+        }
+    }
+
+    /// An account deleted another way than 'del' (plain SQL, `htpasswd -D`, a 'del' without
+    /// --app-passwords) and added again: its earlier app passwords are removed by the add.
+    #[test]
+    fn a_recreated_account_does_not_inherit_app_passwords() {
+        let d = tmpdir();
+        let db = d.join("users.db");
+        let t = Target::Sqlite(db.clone());
+        sqlite(&db, &opts(t.clone(), "init", None, None)).unwrap();
+        for u in ["bob", "bobby"] {
+            sqlite(&db, &opts(t.clone(), "add", Some(u), Some("old"))).unwrap();
+            sqlite(&db, &app_opts(t.clone(), None, &["app", "add", u, "phone"])).unwrap();
+        }
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute("DELETE FROM users WHERE name = 'bob'", []).unwrap();
+        sqlite(&db, &opts(t.clone(), "add", Some("bob"), Some("new"))).unwrap();
+        assert!(sqlite(&db, &app_opts(t.clone(), None, &["app", "list", "bob"])).unwrap().is_empty());
+        assert_eq!(sqlite(&db, &app_opts(t.clone(), None, &["app", "list", "bobby"])).unwrap().len(), 1);
+        // a failed add (the user exists) removes nothing
+        sqlite(&db, &app_opts(t.clone(), None, &["app", "add", "bob", "phone"])).unwrap();
+        assert!(sqlite(&db, &opts(t.clone(), "add", Some("bob"), Some("x"))).unwrap_err().contains("exists"));
+        assert_eq!(sqlite(&db, &app_opts(t.clone(), None, &["app", "list", "bob"])).unwrap().len(), 1);
+
+        let (users, apps) = (d.join("users"), d.join("apps"));
+        let tf = Target::File(users.clone());
+        let with_apps = |command: &str, pw: Option<&str>| Opts {
+            app_file: Some(apps.clone()),
+            ..opts(tf.clone(), command, Some("bob"), pw)
+        };
+        passwd_file(&users, &with_apps("add", Some("old"))).unwrap();
+        passwd_file(&users, &app_opts(tf.clone(), Some(apps.clone()), &["app", "add", "bob", "phone"])).unwrap();
+        // deleted without --app-passwords: the app file is not touched (a warning says so)
+        passwd_file(&users, &opts(tf.clone(), "del", Some("bob"), None)).unwrap();
+        assert!(std::fs::read_to_string(&apps).unwrap().starts_with("bob:phone:"));
+        passwd_file(&users, &with_apps("add", Some("new"))).unwrap();
+        assert_eq!(std::fs::read_to_string(&apps).unwrap(), "", "the leftover removed by the add");
+        assert!(std::fs::read_to_string(&users).unwrap().starts_with("bob:$2"));
     }
 
     fn app_opts(target: Target, app_file: Option<PathBuf>, args: &[&str]) -> Opts {

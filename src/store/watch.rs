@@ -70,6 +70,20 @@ impl FileId {
 /// which would hold a watcher thread, a pool thread or nginx's event loop for good.
 pub(crate) const NOT_A_FILE: &str = "not a regular file";
 
+/// What a store's file is when it has no name left (link count 0) while its path still opens
+/// it: the path is a bind mount of that single file (`docker run -v /srv/users:/etc/users`),
+/// whose inode stays the old one after the host replaced the file by rename (the usual way,
+/// `mail-auth-user`'s too). Read on, it would serve the old content (old passwords, deleted
+/// users) for good: a broken store instead.
+pub(crate) const UNLINKED: &str = "the file was replaced or removed outside this mount (it has no name left: the \
+     path is a bind mount of the single file, which keeps the old content after a rename); \
+     bind-mount its directory instead";
+
+/// Whether `m` is a file with no name left (see [`UNLINKED`]).
+pub(crate) fn unlinked(m: &fs::Metadata) -> bool {
+    m.nlink() == 0
+}
+
 /// Opens a store's file for reading without ever waiting (`O_NONBLOCK`: a FIFO put at the path
 /// between a `stat()` and the open is opened at once, and refused here), and only if it is a
 /// regular file. The flag changes nothing for a regular file's reads.
@@ -82,6 +96,9 @@ pub(crate) fn open_regular(path: &Path) -> Result<(fs::File, fs::Metadata), Stri
     let meta = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if !meta.is_file() {
         return Err(NOT_A_FILE.to_string());
+    }
+    if unlinked(&meta) {
+        return Err(UNLINKED.to_string());
     }
     Ok((f, meta))
 }
@@ -182,6 +199,7 @@ impl FileWatch {
         match fs::metadata(&self.path) {
             Err(e) => Seen::Gone(format!("cannot stat: {e}")),
             Ok(m) if !m.is_file() => Seen::Gone(NOT_A_FILE.to_string()),
+            Ok(m) if unlinked(&m) => Seen::Gone(UNLINKED.to_string()),
             Ok(m) => {
                 let id = FileId::of(&m);
                 if self.current == Some(id) {
@@ -463,5 +481,39 @@ mod tests {
         fs::write(dir.join("g"), b"two").unwrap();
         fs::rename(dir.join("g"), &p).unwrap();
         assert!(matches!(w.look(true), Seen::Changed(_)));
+    }
+
+    /// A path that still opens a file with no name left (a bind mount of the single file,
+    /// after the host renamed a new one over it) is a broken store, not the old content served
+    /// on; `/proc/self/fd/N` of an open file that was removed stands for such a path.
+    #[test]
+    fn a_file_with_no_name_left_is_a_broken_store() {
+        let dir = crate::testutil::TempDir::new("watch-unlinked");
+        let p = dir.join("users");
+        fs::write(&p, b"alice:{PLAIN}a\n").unwrap();
+        let held = fs::File::open(&p).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let events = Events::default();
+        let mut w = FileWatch::new(&by_fd, Duration::from_secs(3600));
+        let Seen::Changed(id) = w.look(true) else { panic!("a named file is seen") };
+        w.set_current(Some(id));
+        assert_eq!(w.look(true), Seen::Same);
+        assert!(open_regular(&by_fd).is_ok());
+        // replaced by rename, as the host does it: the old inode has no name left
+        fs::write(dir.join("new"), b"alice:{PLAIN}new\n").unwrap();
+        fs::rename(dir.join("new"), &p).unwrap();
+        assert_eq!(w.look(true), Seen::Gone(UNLINKED.to_string()));
+        assert_eq!(open_regular(&by_fd).unwrap_err(), UNLINKED);
+        assert!(w.fail(&events, UNLINKED));
+        let logged = events.take();
+        assert!(logged[0].message.contains("bind-mount its directory instead"), "{logged:?}");
+        // another hard link keeps it named: served as before
+        let q = dir.join("q");
+        fs::write(&q, b"x\n").unwrap();
+        fs::hard_link(&q, dir.join("q2")).unwrap();
+        fs::remove_file(&q).unwrap();
+        assert!(open_regular(&dir.join("q2")).is_ok());
+        drop(held);
     }
 }
