@@ -65,8 +65,9 @@ const REFUSALS: usize = DATA + 4;
 const SLOT_WORDS: usize = DATA + 5;
 /// In a fingerprint mark's slot: how many times its wrong password came again while it lived.
 const REPEATS: usize = REFUSALS;
-/// In a fingerprint mark's slot: 1 when a failure it marks was not a wrong password (a right
-/// one the account's policy refused): its repeats are never refused without a check.
+/// In a fingerprint mark's slot: 1 when the failure that made it was no verdict on the password
+/// (`Settle::Failure { wrong: false }`): its repeats are never refused without a check, until a
+/// failure that is a verdict (`wrong: true`) clears it for the rest of the mark's life.
 const NOT_WRONG: usize = START;
 /// In a fingerprint mark's slot: when (seconds) a repeat was last let through to its check.
 /// (`FAILS`' word: never above `ATTEMPTS`' in a mark, so the mark never ranks as in flight.)
@@ -823,10 +824,12 @@ impl<'a> Limiter<'a> {
         if s[1].load(Ordering::Relaxed) <= now {
             // (its own slot, dead: a new mark, whose repeats start again)
             s[REPEATS].store(0, Ordering::Relaxed);
+            s[NOT_WRONG].store(u64::from(not_wrong), Ordering::Relaxed);
+        } else if !not_wrong {
+            // known wrong now (its earlier failure was not a verdict on it, e.g. a costly
+            // check abandoned after the cheap app passwords failed): its repeats are held back
+            // from now on, and a later failure that is no verdict does not let them go again
             s[NOT_WRONG].store(0, Ordering::Relaxed);
-        }
-        if not_wrong {
-            s[NOT_WRONG].store(1, Ordering::Relaxed);
         }
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
@@ -1769,6 +1772,27 @@ mod tests {
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 0).unwrap();
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 100).unwrap();
         assert!(allowed(&l, ip("192.0.2.50"), "frank", 101), "windows 0 and 100");
+    }
+
+    /// A failure that was no verdict on its password (a costly check abandoned after the cheap
+    /// app passwords failed) lets its repeats through to their checks; once one of them finds
+    /// the password wrong, its repeats are held back again (2 at once, then one a second).
+    #[test]
+    fn a_wrong_verdict_holds_back_the_repeats_of_a_password_no_verdict_marked() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let a = ip("192.0.2.5");
+        let t = l.admit(a, "alice", b"pw", 0).unwrap();
+        l.settle(t, Settle::Failure { password: b"pw", wrong: false }, 0);
+        let t = l.admit(a, "alice", b"pw", 0).expect("a repeat of a password no verdict marked is checked");
+        l.settle(t, Settle::Failure { password: b"pw", wrong: true }, 0);
+        // and an abandoned check after that does not let the repeats go again
+        let t = l.admit(a, "alice", b"pw", 0).unwrap();
+        l.settle(t, Settle::Failure { password: b"pw", wrong: false }, 0);
+        let checked = (0..50).filter(|_| fail(&l, a, "alice", b"pw", 0).is_ok()).count() as u64;
+        assert!(checked < REPEATS_CHECKED, "{checked} more checks within the second");
+        let e = l.admit(a, "alice", b"pw", 0).unwrap_err();
+        assert!(e.reason.contains("same wrong password"), "{e:?}");
     }
 
     #[test]
