@@ -17,7 +17,10 @@
 //! - The same wrong password repeated from the same IP for the same user counts once, as long
 //!   as it keeps coming within the longest window (clients retrying a stale saved password); it
 //!   is checked again twice at once, then at most once a second (faster repeats are refused
-//!   without a check), until it logs in (a password changed to it) or is forgotten.
+//!   without a check), until it logs in (a password changed to it) or is forgotten. Sent on
+//!   several connections at once, before any failed (a device opening a few connections with a
+//!   stale password), each is counted while in flight; once one has failed (its mark set), the
+//!   others' failures are given back at settlement: the burst counts once.
 //! - An IP that logged in successfully as a user recently (24 h, or `ban` if longer) is not
 //!   refused by that user's limit and does not count against it (others' failures cannot lock
 //!   the owner out); its own per-IP limit still applies. Trust is for the account as the
@@ -65,8 +68,9 @@ const REFUSALS: usize = DATA + 4;
 const SLOT_WORDS: usize = DATA + 5;
 /// In a fingerprint mark's slot: how many times its wrong password came again while it lived.
 const REPEATS: usize = REFUSALS;
-/// In a fingerprint mark's slot: 1 when a failure it marks was not a wrong password (a right
-/// one the account's policy refused): its repeats are never refused without a check.
+/// In a fingerprint mark's slot: 1 when the failure that made it was no verdict on the password
+/// (`Settle::Failure { wrong: false }`): its repeats are never refused without a check, until a
+/// failure that is a verdict (`wrong: true`) clears it for the rest of the mark's life.
 const NOT_WRONG: usize = START;
 /// In a fingerprint mark's slot: when (seconds) a repeat was last let through to its check.
 /// (`FAILS`' word: never above `ATTEMPTS`' in a mark, so the mark never ranks as in flight.)
@@ -823,10 +827,12 @@ impl<'a> Limiter<'a> {
         if s[1].load(Ordering::Relaxed) <= now {
             // (its own slot, dead: a new mark, whose repeats start again)
             s[REPEATS].store(0, Ordering::Relaxed);
+            s[NOT_WRONG].store(u64::from(not_wrong), Ordering::Relaxed);
+        } else if !not_wrong {
+            // known wrong now (its earlier failure was not a verdict on it, e.g. a costly
+            // check abandoned after the cheap app passwords failed): its repeats are held back
+            // from now on, and a later failure that is no verdict does not let them go again
             s[NOT_WRONG].store(0, Ordering::Relaxed);
-        }
-        if not_wrong {
-            s[NOT_WRONG].store(1, Ordering::Relaxed);
         }
         s[1].store(until, Ordering::Relaxed);
         Some(claim)
@@ -1124,11 +1130,19 @@ impl<'a> Limiter<'a> {
             Settle::Neutral => {}
         }
         let g = self.table.lock();
+        // a counted failure whose mark is live now was not marked when it was admitted (a
+        // marked password is admitted without counting): an attempt with the same password
+        // from the same source, in flight at the same time (a device opening several
+        // connections at once with a stale password), failed meanwhile and stays counted;
+        // this one is given back, so that the burst counts once, as its repeats would
+        let sibling_failed = mark.is_some_and(|(key, _)| {
+            self.table.find(&g, key).is_some_and(|s| s[1].load(Ordering::Relaxed) > now && !is_label(s))
+        });
         let mut bans = [None, None];
         for (((key, rate), start), ban) in counted.into_iter().zip(&mut bans).filter_map(|(c, b)| Some((c?, b))) {
             match how {
-                Settle::Failure { .. } => *ban = self.fail(&g, key, rate, start, now),
-                Settle::Success | Settle::Neutral => self.refund(&g, key, rate, start, now),
+                Settle::Failure { .. } if !sibling_failed => *ban = self.fail(&g, key, rate, start, now),
+                Settle::Failure { .. } | Settle::Success | Settle::Neutral => self.refund(&g, key, rate, start, now),
             }
         }
         for (ban, label) in bans.iter().zip(&labels) {
@@ -1769,6 +1783,77 @@ mod tests {
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 0).unwrap();
         fail(&l, ip("192.0.2.50"), "frank", b"pw", 100).unwrap();
         assert!(allowed(&l, ip("192.0.2.50"), "frank", 101), "windows 0 and 100");
+    }
+
+    /// A device opening several connections at once with one stale password: every attempt is
+    /// admitted (and counted) before the first failure marks the password, and the burst
+    /// counts once when they settle; distinct passwords in flight still count each.
+    #[test]
+    fn a_burst_of_one_wrong_password_in_flight_counts_once() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, LimitConfig { user: parse_rate("3/m").ok(), ..Default::default() }).unwrap();
+        let phone = ip("192.0.2.2");
+        let tickets: Vec<Ticket> = (0..6).filter_map(|_| l.admit(phone, "alice", b"stale", 0).ok()).collect();
+        assert_eq!(tickets.len(), 3, "at most the limit in flight at once, the same password or not");
+        assert!(tickets.iter().all(Ticket::counted));
+        for t in tickets {
+            l.settle(t, Settle::Failure { password: b"stale", wrong: true }, 0);
+        }
+        assert!(refused(&l, ip("192.0.2.3"), "alice", 1).is_none(), "not banned: the burst counted once");
+        assert!(allowed(&l, ip("192.0.2.3"), "alice", 1), "the owner's right password is checked");
+        fail(&l, ip("192.0.2.4"), "alice", b"guess1", 1).unwrap();
+        assert!(refused(&l, ip("192.0.2.4"), "alice", 1).is_none(), "2 of 3");
+        fail(&l, ip("192.0.2.4"), "alice", b"guess2", 1).unwrap();
+        assert!(refused(&l, ip("192.0.2.4"), "alice", 1).is_some(), "3 of 3: banned");
+
+        // distinct passwords in flight at once each count
+        let l = Limiter::new(&r, LimitConfig { user: parse_rate("3/m").ok(), ..Default::default() }).unwrap();
+        let tickets: Vec<(Ticket, String)> = (0..6)
+            .filter_map(|i| Some((l.admit(phone, "bob", format!("g{i}").as_bytes(), 0).ok()?, format!("g{i}"))))
+            .collect();
+        assert_eq!(tickets.len(), 3);
+        for (t, pw) in tickets {
+            l.settle(t, Settle::Failure { password: pw.as_bytes(), wrong: true }, 0);
+        }
+        assert!(refused(&l, ip("192.0.2.3"), "bob", 1).is_some(), "3 distinct guesses ban");
+
+        // one of the burst ending in a temporary failure leaves the other's failure counted
+        let l = Limiter::new(&r, LimitConfig { user: parse_rate("2/m").ok(), ..Default::default() }).unwrap();
+        let a = l.admit(phone, "carl", b"stale", 0).unwrap();
+        let b = l.admit(phone, "carl", b"stale", 0).unwrap();
+        l.settle(a, Settle::Neutral, 0);
+        l.settle(b, Settle::Failure { password: b"stale", wrong: true }, 0);
+        fail(&l, ip("192.0.2.4"), "carl", b"guess", 1).unwrap();
+        assert!(refused(&l, ip("192.0.2.4"), "carl", 1).is_some(), "counted once, not zero times");
+
+        // the same password from two clients is two failures
+        let l = Limiter::new(&r, LimitConfig { user: parse_rate("2/m").ok(), ..Default::default() }).unwrap();
+        let a = l.admit(ip("192.0.2.7"), "dora", b"pw", 0).unwrap();
+        let b = l.admit(ip("192.0.2.8"), "dora", b"pw", 0).unwrap();
+        l.settle(a, Settle::Failure { password: b"pw", wrong: true }, 0);
+        l.settle(b, Settle::Failure { password: b"pw", wrong: true }, 0);
+        assert!(refused(&l, ip("192.0.2.9"), "dora", 1).is_some());
+    }
+
+    /// A failure that was no verdict on its password (a costly check abandoned after the cheap
+    /// app passwords failed) lets its repeats through to their checks; once one of them finds
+    /// the password wrong, its repeats are held back again (2 at once, then one a second).
+    #[test]
+    fn a_wrong_verdict_holds_back_the_repeats_of_a_password_no_verdict_marked() {
+        let r = region(1 << 12);
+        let l = Limiter::new(&r, cfg("3/m", "3/m", 0)).unwrap();
+        let a = ip("192.0.2.5");
+        let t = l.admit(a, "alice", b"pw", 0).unwrap();
+        l.settle(t, Settle::Failure { password: b"pw", wrong: false }, 0);
+        let t = l.admit(a, "alice", b"pw", 0).expect("a repeat of a password no verdict marked is checked");
+        l.settle(t, Settle::Failure { password: b"pw", wrong: true }, 0);
+        // and an abandoned check after that does not let the repeats go again
+        let t = l.admit(a, "alice", b"pw", 0).unwrap();
+        l.settle(t, Settle::Failure { password: b"pw", wrong: false }, 0);
+        let checked = (0..50).filter(|_| fail(&l, a, "alice", b"pw", 0).is_ok()).count() as u64;
+        assert!(checked < REPEATS_CHECKED, "{checked} more checks within the second");
+        let e = l.admit(a, "alice", b"pw", 0).unwrap_err();
+        assert!(e.reason.contains("same wrong password"), "{e:?}");
     }
 
     #[test]

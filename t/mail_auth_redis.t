@@ -16,6 +16,9 @@
 #      checks in all (attempts in flight count in Redis)
 #   f) Redis stops answering (SIGSTOP): a login waits at most timeout=, then the proxy's own
 #      zone decides; never a temporary failure
+#   i) one stale password sent on 6 connections at once (bcrypt cost 12: the checks overlap)
+#      counts once in Redis too: the client is not banned there, another proxy checks its next
+#      guess
 # and nginx -t refusing an unknown redis= name, a missing key_file=, and no thread pool.
 
 ###############################################################################
@@ -84,7 +87,10 @@ sub redis_kill {
 
 # the fleet's secret: the same file for every proxy
 $t->write_file('fleet.key', "a secret shared by the proxies of the fleet\n");
-$t->write_file('users', "alice:{PLAIN}alice-pw\n");
+my ($hrc, $bob) = run_tool('htpasswd', '-nbB', '-C', '12', 'bob', 'bob-pw');
+die "htpasswd: $bob" if $hrc != 0;
+$bob =~ s/\s+\z//;
+$t->write_file('users', "alice:{PLAIN}alice-pw\n$bob\n");
 
 # Instance $n's configuration: its own http and imap ports, the same users and Redis.
 sub conf {
@@ -178,7 +184,7 @@ $t->run_daemon(sub {
 });
 $_->run() for @nginx;
 # (each instance checks its error log for alerts when it goes: 2 tests each)
-$t->plan(35 + 4);
+$t->plan(35 + 4 + 3);
 $t->waitforsocket('127.0.0.1:' . port($_)) or die "no backend\n" for 8144, 8380;
 
 ###############################################################################
@@ -351,6 +357,28 @@ like(login_at(8203, '127.0.0.10', 'alice', 'alice-pw'), qr/^OK/,
 	'h) TLS handshake refused: the right password logs in (the local zone decides)');
 like($t->read_file('error.log'), qr/mail_auth_redis "tlsbad" .*TLS handshake failed.*own counters only/,
 	'h) logged as Redis unusable');
+
+# i) a burst of one stale password through proxy 0 (3 checked: ip=3/m in flight, here and in
+# Redis): counted once in Redis, so proxy 1, whose own zone never saw the client, checks its
+# next guess (before, Redis counted the 3 failures and banned the client for the fleet)
+
+{
+	local $ENV{IMAP_BURST_SOURCE} = '127.0.0.11';
+	local $ENV{IMAP_BURST_SAME} = '1';
+	open my $burst, '-|', 'python3', "$FindBin::Bin/lib/imap_burst.py", '127.0.0.1', port(8143), 6, 'bob',
+		'stale-pw', 5 or die "imap_burst.py: $!\n";
+	my $out = join '', <$burst>;
+	close $burst;
+	like($out, qr/^connected 6\n.*"ok": 0,/s, 'i) 6 connections, no login') or diag($out);
+}
+my $burst;
+wait_for(15, sub { $burst = results(0, '127.0.0.11'); split(/,/, $burst) >= 6 });
+ok(count($burst, 'invalid') >= 1 && count($burst, 'invalid') + count($burst, 'rate-limited') == 6,
+	"i) the burst: at most the budget checked ($burst)");
+# the settlements reach Redis through each worker's queue (sent every millisecond)
+select undef, undef, undef, 0.5;
+login(1, '127.0.0.11', 'bob', 'guess-1');
+is(results(1, '127.0.0.11'), 'invalid', 'i) counted once in Redis: another proxy checks the next guess');
 
 ###############################################################################
 

@@ -192,6 +192,13 @@ pub struct Tickets {
     fleet: Vec<crate::fleet::Ticket>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next timing padding on this thread panics (as a bug would, caught around
+    /// [`Job::run`] as the pool thread catches it).
+    static PANIC_IN_PAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Work for a thread-pool thread: [`Job::run`] there, then [`Engine::complete`].
 #[derive(Debug)]
 pub struct Job {
@@ -202,11 +209,14 @@ pub struct Job {
     trace: Trace,
     /// [`Job::run`] ran (else [`Engine::complete`] answers a temporary failure).
     ran: bool,
+    /// What the stage [`Job::run`] took out of `stage` had checked ([`Stage::checked`]): a run
+    /// that panicked leaves `stage` as `Decide`, and [`Engine::abandon`] settles by this.
+    running_checked: Option<bool>,
 }
 
 impl Job {
     fn new(req: AuthRequest, ctx: Ctx, tickets: Tickets, stage: Stage, trace: Trace) -> Box<Job> {
-        Box::new(Job { req, ctx, tickets, stage, trace, ran: false })
+        Box::new(Job { req, ctx, tickets, stage, trace, ran: false, running_checked: None })
     }
 }
 
@@ -222,6 +232,20 @@ enum Stage {
     Pad(Pending, VerifyResult, Option<CacheKey>),
     /// Ran: the answer.
     Done(Outcome),
+}
+
+impl Stage {
+    /// Was the password checked (and found wrong) before this stage: `Some(wrong)` for a failed
+    /// verification whose padding is still to do (`Some(true)`), or whose cheap app passwords
+    /// failed before its costly main password (`Some(false)`: not known to be wrong, its repeats
+    /// are checked again); `None`: not checked yet.
+    fn checked(&self) -> Option<bool> {
+        match self {
+            Stage::Pad(..) => Some(true),
+            Stage::Verify(p, _) => p.cheap_done.then_some(false),
+            Stage::Fleet | Stage::Decide | Stage::Done(_) => None,
+        }
+    }
 }
 
 /// How far a verification got.
@@ -253,6 +277,10 @@ impl Job {
     /// that finds a costly verification to do (and no cached verdict) leaves it for
     /// [`Engine::complete`] to hand back: costly work is scheduled on the event loop.
     pub fn run(&mut self, engine: &Engine) {
+        // a panic below leaves `ran` false and `stage` as `Decide`: what the stage had checked
+        // is kept here for `abandon` (a wrong password waiting for its padding stays counted)
+        self.ran = false;
+        self.running_checked = self.stage.checked();
         let stage = std::mem::replace(&mut self.stage, Stage::Decide);
         self.stage = match stage {
             Stage::Fleet => match engine.fleet_admit(
@@ -622,7 +650,7 @@ impl Engine {
     /// failure all abandoned jobs get). Given back, it would let a client that keeps the
     /// verification queue busy guess without limit: wrong = temporary failure, right = OK.
     pub fn abandon(&self, job: Box<Job>, overloaded: bool) -> Decision {
-        let Job { req, ctx, tickets, stage, trace, .. } = *job;
+        let Job { req, ctx, tickets, stage, trace, ran, running_checked } = *job;
         // Some(wrong): checked and failed; `wrong` when its verdict is known (a mismatch, or a
         // right password the account's rules refuse, which must look the same), so that its
         // repeats are refused alike
@@ -633,10 +661,11 @@ impl Engine {
                 }
                 Some(true)
             }
+            // a run that panicked (its stage taken out): what that stage had checked
+            Stage::Decide if !ran => running_checked,
             // the cheap app passwords were tried (and failed) before the costly main password
             // (not known to be wrong: its repeats are checked again)
-            Stage::Verify(p, _) => p.cheap_done.then_some(false),
-            _ => None,
+            stage => stage.checked(),
         };
         let o = match stage {
             Stage::Verify(p, _) | Stage::Pad(p, ..) if overloaded => {
@@ -1108,6 +1137,10 @@ impl Engine {
 
     /// A failed verification of a cheaper account, padded with the template's.
     fn pad(&self, req: &AuthRequest, p: Pending, r: VerifyResult, key: Option<CacheKey>, trace: &mut Trace) -> Outcome {
+        #[cfg(test)]
+        if PANIC_IN_PAD.with(|c| c.replace(false)) {
+            panic!("a panic injected in the padding (test)");
+        }
         self.timed(|| p.pad(&req.pass));
         trace.step(|| "padded with the store's timing template".into());
         self.failed(req, p, r, key)

@@ -1927,3 +1927,31 @@ fn introspection_cache_is_bound_to_user_and_token() {
     assert!(!d.lines.last().unwrap().1.contains("cached"), "{:?}", d.lines);
     assert_eq!(server.join().unwrap().len(), 3);
 }
+
+/// A panic while a failed verification waits for its timing padding (a wrong password found
+/// already) leaves the attempt counted, as an abandoned padding does: the user's limit of one
+/// failure bans, and the right password is then refused.
+#[test]
+fn a_panic_in_the_padding_keeps_the_failure_counted() {
+    let mut e = engine(MemStore { template: Some(DEFAULT_TEMPLATE.into()), ..store() });
+    e.offload = true;
+    e.limit =
+        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 1, window: 60 }), ..Default::default() });
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"alice"),
+        (b"Auth-Pass", b"nope"),
+        (b"Client-IP", b"192.0.2.1"),
+    ];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("padding: offloaded")
+    };
+    assert_eq!(job.costly(), Some(None), "the padding stage");
+    PANIC_IN_PAD.with(|c| c.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&e)));
+    assert!(caught.is_err(), "the injected panic");
+    let d = done(e.complete(job));
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })), "{:?}", d.result);
+    assert_eq!(login(&e, "alice", "alice pw", "192.0.2.2").result, AuthResult::RateLimited, "counted: banned");
+}

@@ -82,6 +82,11 @@ pub const SETTLE: &str = r#"
 local now = tonumber(ARGV[1])
 if now == 0 then now = tonumber(redis.call('TIME')[1]) end
 local how = tonumber(ARGV[2])
+local failed = how == 1
+-- a failure whose mark is there now was not marked when it was admitted (a marked password is
+-- admitted without counting): the same password from the same source, in flight at the same
+-- time, failed meanwhile and stays counted; this one is given back (the burst counts once)
+if failed and tonumber(ARGV[10]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then how = 3 end
 local function settle(key, start, count, window)
   if start < 0 then return end
   local v = redis.call('HMGET', key, 'start', 'attempts', 'fails', 'ban')
@@ -106,7 +111,7 @@ local function settle(key, start, count, window)
 end
 settle(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
 settle(KEYS[2], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
-if how == 1 and tonumber(ARGV[10]) > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[10]) end
+if failed and tonumber(ARGV[10]) > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[10]) end
 if how == 2 and tonumber(ARGV[11]) > 0 then redis.call('SET', KEYS[3], '1', 'EX', ARGV[11]) end
 return 1
 "#;

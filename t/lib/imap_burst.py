@@ -6,7 +6,8 @@ usage: imap_burst.py HOST PORT COUNT USER PASSWORD_PREFIX ANSWER_TIMEOUT
 
 COUNT threads each connect (imaplib: greeting read), wait until all are connected, then all send
 "LOGIN USER PASSWORD_PREFIX<n>" at once (a distinct password per thread: the limiter counts a
-repeated wrong password once). Each waits at most ANSWER_TIMEOUT seconds for the answer (a
+repeated wrong password once; IMAP_BURST_SAME=1: every thread sends PASSWORD_PREFIX itself, a
+device with one stale password opening several connections at once). Each waits at most ANSWER_TIMEOUT seconds for the answer (a
 refusal may carry a long Auth-Wait, which nginx sleeps before answering), then hangs up.
 Prints "connected N" once all are connected, then one JSON object:
   ok        logged in (must never happen with wrong passwords)
@@ -15,13 +16,25 @@ Prints "connected N" once all are connected, then one JSON object:
   timeout   no answer within ANSWER_TIMEOUT
   errors    connection refused/reset/closed before an answer
   samples   up to 10 unexpected outcomes
+IMAP_BURST_SOURCE=127.0.0.2 (a loopback address) makes the clients connect from that address.
 Loopback only.
 """
 import imaplib
 import json
+import os
 import socket
 import sys
 import threading
+
+SOURCE = os.environ.get("IMAP_BURST_SOURCE")
+if SOURCE and not SOURCE.startswith("127."):
+    SOURCE = None
+SAME = os.environ.get("IMAP_BURST_SAME") == "1"
+
+
+class IMAP4(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, (SOURCE, 0) if SOURCE else None)
 
 
 def main():
@@ -45,7 +58,7 @@ def main():
     def worker(n):
         c = None
         try:
-            c = imaplib.IMAP4(host, port, timeout=10)
+            c = IMAP4(host, port, timeout=10)
             with lock:
                 connected[0] += 1
         except (OSError, EOFError, imaplib.IMAP4.abort) as e:
@@ -58,7 +71,7 @@ def main():
             return
         try:
             c.sock.settimeout(answer_timeout)
-            c.login(user, "%s%d" % (prefix, n))
+            c.login(user, prefix if SAME else "%s%d" % (prefix, n))
         except socket.timeout:
             note("timeout")
         except imaplib.IMAP4.abort as e:

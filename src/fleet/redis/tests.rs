@@ -464,3 +464,28 @@ fn a_slow_failure_settled_after_the_window_still_counts() {
     assert!(matches!(r, AdmitReply::Refused { side: Side::Ip, ban_left: Some(_), .. }), "{r:?}");
     assert!(ADMIT.contains(&format!("now + {}", crate::limiter::SETTLE_GRACE)), "the zone's grace, in the script");
 }
+
+#[test]
+fn a_burst_of_one_wrong_password_in_flight_counts_once() {
+    let Some(srv) = Server::start() else { return };
+    let (a, b) = (srv.backend(&[]), srv.backend(&[]));
+    let t = 1_000;
+    // one password on 3 connections at once, over two proxies: all admitted (counted in flight)
+    let c = call("ipb", "ub", "stale", t);
+    let replies: Vec<_> = [&a, &b, &a].iter().map(|p| p.admit(&c).unwrap()).collect();
+    assert!(replies.iter().all(|r| matches!(r, AdmitReply::Admitted { ip_start: Some(_), .. })), "{replies:?}");
+    for (p, r) in [&a, &b, &a].iter().zip(replies) {
+        settle(p, &c, r, Outcome::Failure, t);
+    }
+    // counted once: 2 more failures to the ban (ip=3/60s)
+    assert!(matches!(fail(&b, "ipb", "ub", "g1", t + 1), AdmitReply::Admitted { .. }));
+    assert!(matches!(fail(&a, "ipb", "ub", "g2", t + 1), AdmitReply::Admitted { .. }));
+    assert!(matches!(a.admit(&call("ipb", "ub", "g3", t + 2)).unwrap(), AdmitReply::Refused { ban_left: Some(_), .. }));
+    // distinct passwords in flight each count
+    let cs: Vec<_> = (0..3).map(|i| call("ipd", "ud", &format!("d{i}"), t)).collect();
+    let rs: Vec<_> = cs.iter().map(|c| a.admit(c).unwrap()).collect();
+    for (c, r) in cs.iter().zip(rs) {
+        settle(&b, c, r, Outcome::Failure, t);
+    }
+    assert!(matches!(a.admit(&call("ipd", "ud", "d9", t + 1)).unwrap(), AdmitReply::Refused { ban_left: Some(_), .. }));
+}
