@@ -305,8 +305,15 @@ impl Job {
                     "no store".into(),
                 )),
             },
-            // the cache was asked before this was posted
-            Stage::Verify(p, key) => Stage::Done(engine.verify_and_finish(&self.req, p, key, false, &mut self.trace)),
+            // the cache was asked before this was posted; a failure padded here is checked
+            // (found wrong) before its padding, as a `Pad` job's
+            Stage::Verify(p, key) => Stage::Done(match engine.verify_own(&self.req, p, key, false, &mut self.trace) {
+                Verified::Done(o) => o,
+                Verified::Pad(p, r, key) => {
+                    self.running_checked = Some(true);
+                    engine.pad(&self.req, p, r, key, &mut self.trace)
+                }
+            }),
             Stage::Pad(p, r, key) => Stage::Done(engine.pad(&self.req, p, r, key, &mut self.trace)),
             Stage::Done(o) => Stage::Done(o),
         };
@@ -1152,21 +1159,6 @@ impl Engine {
             self.remember(key, Verdict::Mismatch, None);
         }
         finish(&self.cfg, req, p, r)
-    }
-
-    /// The whole verification on this thread.
-    fn verify_and_finish(
-        &self,
-        req: &AuthRequest,
-        p: Pending,
-        key: Option<CacheKey>,
-        check_cache: bool,
-        trace: &mut Trace,
-    ) -> Outcome {
-        match self.verify_own(req, p, key, check_cache, trace) {
-            Verified::Done(o) => o,
-            Verified::Pad(p, r, key) => self.pad(req, p, r, key, trace),
-        }
     }
 
     fn conclude_req(&self, req: &AuthRequest, o: Outcome, tickets: Tickets, ctx: Ctx, trace: Trace) -> Decision {

@@ -1955,3 +1955,33 @@ fn a_panic_in_the_padding_keeps_the_failure_counted() {
     assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })), "{:?}", d.result);
     assert_eq!(login(&e, "alice", "alice pw", "192.0.2.2").result, AuthResult::RateLimited, "counted: banned");
 }
+
+/// The same when the padding runs inside the verification's own job (an account's costly hash
+/// cheaper than the store's template, topped up at once): the failure found before it stays
+/// counted after a panic in it.
+#[test]
+fn a_panic_in_a_verifications_own_padding_keeps_the_failure_counted() {
+    let bcrypt = "$2y$04$DO39LgexR.cOLzZu5JSsPOTUIWSJDCgOIp20RLO4njqVFrdLFGIWa"; // htpasswd -nbB -C 4 u pw
+    let mut e = engine(MemStore { template: Some(DEFAULT_TEMPLATE.into()), ..MemStore::with(&[("u", acct(bcrypt))]) });
+    e.offload = true;
+    e.limit =
+        Some(LimitConfig { ip: None, user: Some(crate::limiter::Rate { count: 1, window: 60 }), ..Default::default() });
+    let h: Vec<(&[u8], &[u8])> = vec![
+        (b"Auth-Method", b"plain"),
+        (b"Auth-Protocol", b"imap"),
+        (b"Auth-User", b"u"),
+        (b"Auth-Pass", b"nope"),
+        (b"Client-IP", b"192.0.2.1"),
+    ];
+    let Start::Offload(mut job) = e.start(&HeaderView::new(h.iter().copied()), ctx()) else {
+        panic!("verification: offloaded")
+    };
+    assert!(matches!(job.costly(), Some(Some(_)) | Some(None)), "a costly verification");
+    assert!(!matches!(job.stage, Stage::Pad(..)), "its own verification, not a padding job");
+    PANIC_IN_PAD.with(|c| c.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&e)));
+    assert!(caught.is_err(), "the injected panic");
+    let d = done(e.complete(job));
+    assert!(matches!(d.reply, Reply::Answer(AuthResponse::TempFail { .. })), "{:?}", d.result);
+    assert_eq!(login(&e, "u", "pw", "192.0.2.2").result, AuthResult::RateLimited, "counted: banned");
+}

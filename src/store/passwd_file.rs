@@ -464,15 +464,7 @@ impl PasswdFile {
         match w.look(true) {
             Seen::NotDue | Seen::Same => self.shared.check_openable(&mut w),
             Seen::Gone(cause) => self.shared.set_broken(&mut w, cause),
-            // (caught being written, the file is read again once it settles: the snapshot, maybe
-            // days old, does not answer meanwhile, a password changed since would log in; unless
-            // it is itself the hold of a file caught being written at start or reload, whose
-            // whole lines answer as they did)
-            Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => {
-                if !self.shared.reload(&mut w) && lock(&self.shared.held).is_none() {
-                    self.shared.set_broken(&mut w, "changed since it was loaded, being re-read".to_string())
-                }
-            }
+            Seen::Changed(id) if id.size() <= INLINE_RELOAD_MAX => self.shared.reload(&mut w),
             // the file read at start or reload, still unchanged, partly held back: the snapshot
             // answers for the rest (the watcher, started below, reads it again at once)
             Seen::Changed(id) if *lock(&self.shared.held) == Some(id) => self.shared.check_openable(&mut w),
@@ -529,9 +521,7 @@ impl Shared {
             Seen::NotDue => return false,
             Seen::Same => {}
             Seen::Gone(cause) => self.set_broken(w, cause),
-            Seen::Changed(_) => {
-                self.reload(w);
-            }
+            Seen::Changed(_) => self.reload(w),
         }
         true
     }
@@ -546,18 +536,13 @@ impl Shared {
         }
     }
 
-    /// Reads the file again; `false` when what was read is held back (caught being written),
-    /// the snapshot left as it was.
-    fn reload(&self, w: &mut FileWatch) -> bool {
+    fn reload(&self, w: &mut FileWatch) {
         match load(&self.path, self.kind, false) {
             // htpasswd and `cat >` rewrite the file in place: read in the middle, its last line
             // may be cut (a {PLAIN} password shortened, allow_nets or nologin lost). A fresh file
             // ending without a line end is read again at the next check; meanwhile what was
             // served goes on (the old content, or a temporary failure), never the cut line.
-            Ok(loaded) if loaded.unterminated && loaded.id.changed_within(WRITE_SETTLE) => {
-                w.set_current(None);
-                return false;
-            }
+            Ok(loaded) if loaded.unterminated && loaded.id.changed_within(WRITE_SETTLE) => w.set_current(None),
             // the same for a file caught just after `cat >` or htpasswd truncated it (empty, or
             // no user yet) while users were served: every user "unknown" meanwhile would be
             // failed logins, counted by the limiter
@@ -570,8 +555,7 @@ impl Shared {
                     && (self.serves_users() || lock(&self.held).is_some())
                     && loaded.id.changed_within(WRITE_SETTLE) =>
             {
-                w.set_current(None);
-                return false;
+                w.set_current(None)
             }
             Ok(loaded) => {
                 w.set_current(Some(loaded.id));
@@ -580,7 +564,6 @@ impl Shared {
             }
             Err(cause) => self.set_broken(w, cause),
         }
-        true
     }
 
     /// Whether the snapshot in use holds any user.
@@ -1845,17 +1828,6 @@ mod tests {
             "{m:?}"
         );
         assert!(m.last().unwrap().ends_with(": readable again, loaded 20000 users"), "{m:?}");
-
-        // a small file changed since (b's password), then caught being rewritten in place (its
-        // last line not ended yet): the old snapshot does not answer meanwhile (b's old password
-        // logged in until the file settled)
-        let caught = d.file("caught", b"a:{PLAIN}a\nb:{PLAIN}old\n");
-        let s = PasswdFile::open(&caught).unwrap().with_check_interval(Duration::from_millis(10));
-        fs::rename(d.file("caught.new", b"a:{PLAIN}a\nb:{PLAIN}new\n"), &caught).unwrap();
-        fs::write(&caught, b"a:{PLAIN}a\nb:{PLAIN}new\nc:{PLAIN}c").unwrap();
-        assert_eq!(password(&s, "b").unwrap_err(), "changed since it was loaded, being re-read");
-        eventually(Duration::from_secs(10), || password(&s, "c").ok().flatten());
-        assert_eq!(password(&s, "b"), Ok(Some("{PLAIN}new".into())));
     }
 
     #[test]

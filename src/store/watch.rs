@@ -79,10 +79,9 @@ pub(crate) const UNLINKED: &str = "the file was replaced or removed outside this
      path is a bind mount of the single file, which keeps the old content after a rename); \
      bind-mount its directory instead";
 
-/// Whether `m` is a file with no name left (see [`UNLINKED`]).
-pub(crate) fn unlinked(m: &fs::Metadata) -> bool {
-    m.nlink() == 0
-}
+/// How long a file with no name left must stay so to be taken for gone (a rename over the path
+/// is caught half-way for microseconds).
+const ORPHAN_SETTLE: Duration = Duration::from_millis(200);
 
 /// Opens a store's file for reading without ever waiting (`O_NONBLOCK`: a FIFO put at the path
 /// between a `stat()` and the open is opened at once, and refused here), and only if it is a
@@ -96,9 +95,6 @@ pub(crate) fn open_regular(path: &Path) -> Result<(fs::File, fs::Metadata), Stri
     let meta = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if !meta.is_file() {
         return Err(NOT_A_FILE.to_string());
-    }
-    if unlinked(&meta) {
-        return Err(UNLINKED.to_string());
     }
     Ok((f, meta))
 }
@@ -170,11 +166,14 @@ pub(crate) struct FileWatch {
     last_check: Option<Instant>,
     current: Option<FileId>,
     broken: Option<String>,
+    /// The file (device, inode) the last look found with no name left (see [`UNLINKED`]), and
+    /// since when.
+    orphan: Option<((u64, u64), Instant)>,
 }
 
 impl FileWatch {
     pub(crate) fn new(path: &Path, interval: Duration) -> FileWatch {
-        FileWatch { path: path.to_path_buf(), interval, last_check: None, current: None, broken: None }
+        FileWatch { path: path.to_path_buf(), interval, last_check: None, current: None, broken: None, orphan: None }
     }
 
     pub(crate) fn interval(&self) -> Duration {
@@ -199,8 +198,28 @@ impl FileWatch {
         match fs::metadata(&self.path) {
             Err(e) => Seen::Gone(format!("cannot stat: {e}")),
             Ok(m) if !m.is_file() => Seen::Gone(NOT_A_FILE.to_string()),
-            Ok(m) if unlinked(&m) => Seen::Gone(UNLINKED.to_string()),
+            // a file with no name left that the path names: a bind mount of the single file whose
+            // source was replaced, for good, or a rename over the path caught half-way (the file
+            // system drops the old inode's link before the path names the new one): only the
+            // same one seen so at every look for ORPHAN_SETTLE is gone
+            Ok(m) if m.nlink() == 0 => {
+                let seen = (m.dev(), m.ino());
+                match self.orphan {
+                    Some((id, since)) if id == seen => {
+                        if now.saturating_duration_since(since) >= ORPHAN_SETTLE {
+                            Seen::Gone(UNLINKED.to_string())
+                        } else {
+                            Seen::Same
+                        }
+                    }
+                    _ => {
+                        self.orphan = Some((seen, now));
+                        Seen::Same
+                    }
+                }
+            }
             Ok(m) => {
+                self.orphan = None;
                 let id = FileId::of(&m);
                 if self.current == Some(id) {
                     Seen::Same
@@ -503,8 +522,10 @@ mod tests {
         // replaced by rename, as the host does it: the old inode has no name left
         fs::write(dir.join("new"), b"alice:{PLAIN}new\n").unwrap();
         fs::rename(dir.join("new"), &p).unwrap();
-        assert_eq!(w.look(true), Seen::Gone(UNLINKED.to_string()));
-        assert_eq!(open_regular(&by_fd).unwrap_err(), UNLINKED);
+        assert_eq!(w.look(true), Seen::Same, "once: maybe a rename caught half-way");
+        assert_eq!(w.look(true), Seen::Same, "so far for less than ORPHAN_SETTLE");
+        std::thread::sleep(ORPHAN_SETTLE);
+        assert_eq!(w.look(true), Seen::Gone(UNLINKED.to_string()), "still so: gone");
         assert!(w.fail(&events, UNLINKED));
         let logged = events.take();
         assert!(logged[0].message.contains("bind-mount its directory instead"), "{logged:?}");
@@ -515,5 +536,37 @@ mod tests {
         fs::remove_file(&q).unwrap();
         assert!(open_regular(&dir.join("q2")).is_ok());
         drop(held);
+    }
+
+    /// A file renamed over the path, caught half-way (ext4 drops the old inode's link before the
+    /// path names the new one): a rename, not a bind mount, so never [`UNLINKED`] (every login a
+    /// temporary failure, a wrong advice logged).
+    #[test]
+    fn a_rename_racing_the_open_is_not_taken_for_a_bind_mount() {
+        let dir = crate::testutil::TempDir::new("watch-race");
+        let p = dir.join("users");
+        fs::write(&p, b"alice:{PLAIN}a\n").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let renamer = {
+            let (dir, p, stop) = (dir.join("new"), p.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    fs::write(&dir, b"alice:{PLAIN}a\n").unwrap();
+                    fs::rename(&dir, &p).unwrap();
+                }
+            })
+        };
+        let mut w = FileWatch::new(&p, Duration::from_secs(3600));
+        let t = Instant::now();
+        let mut wrong = 0;
+        while t.elapsed() < Duration::from_millis(1500) {
+            assert!(open_regular(&p).is_ok());
+            if w.look(true) == Seen::Gone(UNLINKED.to_string()) {
+                wrong += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        renamer.join().unwrap();
+        assert_eq!(wrong, 0, "renames taken for a bind mount");
     }
 }
